@@ -1,0 +1,69 @@
+// Package relay is the media relay engine: it owns the truth about sessions,
+// legs and flows, and pushes copies of ready flows to a Datapath.
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"time"
+)
+
+// FlowKey names one direction of media: packets that arrive at the relay's
+// Local address and port.
+type FlowKey struct {
+	Local netip.AddrPort
+}
+
+func (k FlowKey) String() string { return k.Local.String() }
+
+// Flow is one direction of a relayed stream. A packet that arrives at
+// Key.Local from Peer is sent on with source Out and destination Dst.
+type Flow struct {
+	Key FlowKey
+	// Peer is the expected source. While Learning it is the address
+	// announced in SDP (possibly invalid); after latching it is the real
+	// source observed on the wire.
+	Peer netip.AddrPort
+	// Learning means the real source is not known yet: the kernel passes
+	// every packet up and the userspace datapath latches the first source.
+	Learning bool
+	// Strict restricts latching to sources whose IP equals Peer's IP, and
+	// makes the userspace path drop anything not from the latched Peer.
+	Strict bool
+	// Out is the relay's address and port on the other leg: the new source.
+	Out netip.AddrPort
+	// Dst is the other party: the new destination.
+	Dst netip.AddrPort
+	// SrcMAC, DstMAC and OutIfindex pin the layer-2 next hop. When all are
+	// set the kernel path uses them and skips the FIB lookup.
+	SrcMAC, DstMAC net.HardwareAddr
+	OutIfindex     int
+}
+
+// FlowStats are the counters of one flow on one datapath. Bytes counts UDP
+// payload bytes, so kernel and userspace figures add up.
+type FlowStats struct {
+	Packets  uint64
+	Bytes    uint64
+	LastSeen time.Time // zero if no packet was seen
+}
+
+// Add returns the sum of two sets of counters, keeping the latest LastSeen.
+func (s FlowStats) Add(o FlowStats) FlowStats {
+	s.Packets += o.Packets
+	s.Bytes += o.Bytes
+	if o.LastSeen.After(s.LastSeen) {
+		s.LastSeen = o.LastSeen
+	}
+	return s
+}
+
+// Datapath forwards flows. Implementations: the kernel (XDP or tc) in
+// package bpf and the Go relay in userspace-relay.
+type Datapath interface {
+	Name() string                       // "xdp", "xdp-generic", "tc", "userspace"
+	Upsert(f Flow) error                // install or replace one direction
+	Delete(k FlowKey) error             // ErrFlowNotFound if absent
+	Stats(k FlowKey) (FlowStats, error) // ErrFlowNotFound if absent
+	Close() error
+}
