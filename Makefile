@@ -1,0 +1,46 @@
+# sipxdp build. `make help` lists the targets.
+GO        ?= go
+CLANG     ?= clang-19
+STRIP     ?= llvm-strip-19
+BIN       := bin
+GOFLAGS_T ?= -count=1 -timeout 30m
+PKGS      := ./...
+
+.PHONY: help generate build test test-short fuzz lint run bench bench-datapath deps clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the tests need (root)
+	./scripts/install-deps.sh
+
+generate: ## regenerate BPF objects and Go bindings with the pinned clang (scripts/install-deps.sh --generate)
+	BPF_CLANG=$(CLANG) BPF_STRIP=$(STRIP) $(GO) generate ./bpf/...
+
+build: ## build sipd, relayctl and bench into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: ## run every test; as root this includes the BPF and network-namespace tests
+	$(GO) test $(GOFLAGS_T) $(PKGS)
+
+test-short: ## unit tests only (no root, no namespaces)
+	$(GO) test -short $(GOFLAGS_T) $(PKGS)
+
+fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s)
+	./scripts/fuzz.sh $${FUZZTIME:-10s}
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+run: ## run sipd on the embedded default configuration
+	$(GO) run ./cmd/sipd
+
+bench: bench-datapath ## run the benchmarks
+
+bench-datapath: ## relay CPU per packet for each media path (root; builds its own namespaces)
+	$(GO) run ./cmd/bench datapath --path all
+
+clean: ## remove build outputs
+	rm -rf $(BIN)

@@ -1,0 +1,155 @@
+package sipd
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed default.yaml
+var defaultConfig []byte
+
+// DefaultConfigYAML returns the embedded default configuration text.
+func DefaultConfigYAML() []byte { return append([]byte(nil), defaultConfig...) }
+
+// Config is sipd's whole configuration.
+type Config struct {
+	Log   LogConfig   `yaml:"log"`
+	HTTP  HTTPConfig  `yaml:"http"`
+	Media MediaConfig `yaml:"media"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+type MediaConfig struct {
+	Datapath     string          `yaml:"datapath"`
+	Interfaces   []string        `yaml:"interfaces"`
+	PinPath      string          `yaml:"pin_path"`
+	StrictSource bool            `yaml:"strict_source"`
+	Timeout      Duration        `yaml:"timeout"`
+	Addresses    []AddressConfig `yaml:"addresses"`
+}
+
+type AddressConfig struct {
+	Name       string `yaml:"name"`
+	Local      string `yaml:"local"`
+	Advertised string `yaml:"advertised"`
+	PortMin    int    `yaml:"port_min"`
+	PortMax    int    `yaml:"port_max"`
+}
+
+// Duration reads Go duration syntax from YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// LoadConfig reads the file at path, or the embedded default when path is
+// empty, rejecting unknown keys so a typo is an error and not a silent
+// default.
+func LoadConfig(path string) (*Config, error) {
+	data := defaultConfig
+	src := "embedded default"
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		data, src = b, path
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig parses and validates YAML configuration text.
+func ParseConfig(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var datapaths = map[string]bool{"auto": true, "xdp": true, "xdp-generic": true, "tc": true, "userspace": true}
+
+// Validate checks every field and reports all problems at once.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("http.listen %q: %w", c.HTTP.Listen, err))
+	}
+	m := &c.Media
+	if !datapaths[m.Datapath] {
+		errs = append(errs, fmt.Errorf("media.datapath %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))
+	}
+	if m.PinPath == "" {
+		errs = append(errs, errors.New("media.pin_path is empty"))
+	}
+	if m.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("media.timeout %v: must be positive", time.Duration(m.Timeout)))
+	}
+	if len(m.Addresses) == 0 {
+		errs = append(errs, errors.New("media.addresses: at least one relay address is needed"))
+	}
+	names := map[string]bool{}
+	for i, a := range m.Addresses {
+		where := fmt.Sprintf("media.addresses[%d]", i)
+		if a.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name is empty", where))
+		} else if names[a.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q is used twice", where, a.Name))
+		}
+		names[a.Name] = true
+		if _, err := netip.ParseAddr(a.Local); err != nil {
+			errs = append(errs, fmt.Errorf("%s.local %q: %w", where, a.Local, err))
+		}
+		if a.Advertised != "" {
+			if _, err := netip.ParseAddr(a.Advertised); err != nil {
+				errs = append(errs, fmt.Errorf("%s.advertised %q: %w", where, a.Advertised, err))
+			}
+		}
+		if a.PortMin < 1024 || a.PortMax > 65535 || a.PortMin > a.PortMax || a.PortMax-a.PortMin < 3 {
+			errs = append(errs, fmt.Errorf("%s: port range %d-%d: want 1024 <= port_min < port_max <= 65535 with room for at least two RTP/RTCP pairs", where, a.PortMin, a.PortMax))
+		}
+	}
+	return errors.Join(errs...)
+}
