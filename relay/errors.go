@@ -12,3 +12,9 @@ var (
 	ErrDraining        = errors.New("relay is draining: no new sessions")
 	ErrNoKernelPath    = errors.New("kernel datapath unavailable")
 )
+
+// Sentinel errors added with the engine.
+var (
+	ErrStreamNotFound = errors.New("stream not found")
+	ErrEngineClosed   = errors.New("relay engine closed")
+)
