@@ -1,0 +1,297 @@
+package usrelay
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// worker is one epoll loop on a locked OS thread. All its buffers are
+// allocated once; the per-datagram path does not allocate.
+type worker struct {
+	r     *Relay
+	epfd  int
+	evfd  int
+	batch int
+	done  chan struct{}
+
+	// Grace periods: control code appends a channel and kicks the eventfd;
+	// the worker closes the channels at the top of its loop.
+	qmu     sync.Mutex
+	waiters []chan struct{}
+	pending atomic.Bool
+
+	cnt counters
+
+	events []unix.EpollEvent
+	rhdr   []unix.Mmsghdr
+	riov   []unix.Iovec
+	rname  []sockaddr
+	buf    []byte
+	shdr   []unix.Mmsghdr
+	siov   []unix.Iovec
+	sname  []sockaddr
+	evbuf  [8]byte
+}
+
+func newWorker(r *Relay, batch int) (*worker, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(evfd)
+		unix.Close(epfd)
+		return nil, fmt.Errorf("register eventfd with epoll: %w", err)
+	}
+	w := &worker{r: r, epfd: epfd, evfd: evfd, batch: batch, done: make(chan struct{})}
+	w.initBuffers(batch)
+	return w, nil
+}
+
+// initBuffers wires the msghdrs to their iovecs and name buffers once, so
+// the loop only rewrites lengths.
+func (w *worker) initBuffers(batch int) {
+	w.events = make([]unix.EpollEvent, maxEvents)
+	w.rhdr = make([]unix.Mmsghdr, batch)
+	w.riov = make([]unix.Iovec, batch)
+	w.rname = make([]sockaddr, batch)
+	w.buf = make([]byte, batch*bufSize)
+	w.shdr = make([]unix.Mmsghdr, batch)
+	w.siov = make([]unix.Iovec, batch)
+	w.sname = make([]sockaddr, batch)
+	for i := 0; i < batch; i++ {
+		w.riov[i].Base = &w.buf[i*bufSize]
+		w.riov[i].SetLen(bufSize)
+		h := &w.rhdr[i].Hdr
+		h.Iov = &w.riov[i]
+		h.Iovlen = 1
+		h.Name = &w.rname[i][0]
+		h.Namelen = uint32(len(sockaddr{}))
+
+		s := &w.shdr[i].Hdr
+		s.Iov = &w.siov[i]
+		s.Iovlen = 1
+		s.Name = &w.sname[i][0]
+	}
+}
+
+func (w *worker) closeFDs() error {
+	err1 := unix.Close(w.evfd)
+	err2 := unix.Close(w.epfd)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("close worker descriptors: %v, %v", err1, err2)
+	}
+	return nil
+}
+
+// kick wakes the worker from epoll_wait.
+func (w *worker) kick() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	for {
+		_, err := unix.Write(w.evfd, one[:])
+		// EAGAIN means the counter is saturated: the worker is awake anyway.
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// quiesce asks for a grace period; the returned channel closes when the
+// worker has passed the top of its loop.
+func (w *worker) quiesce() chan struct{} {
+	ch := make(chan struct{})
+	w.qmu.Lock()
+	w.waiters = append(w.waiters, ch)
+	w.pending.Store(true)
+	w.qmu.Unlock()
+	w.kick()
+	return ch
+}
+
+func (w *worker) releaseWaiters() {
+	w.qmu.Lock()
+	ws := w.waiters
+	w.waiters = nil
+	w.pending.Store(false)
+	w.qmu.Unlock()
+	for _, ch := range ws {
+		close(ch)
+	}
+}
+
+func (w *worker) run() {
+	defer w.r.wg.Done()
+	defer close(w.done)
+	// The loop blocks in raw syscalls; a locked thread keeps it from
+	// taking a P's thread away from other goroutines each time.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer w.releaseWaiters()
+	for {
+		// Top of the loop: nothing looked up in the previous round is
+		// still in use, which is what a grace period waits for.
+		if w.pending.Load() {
+			w.releaseWaiters()
+		}
+		if w.r.closing.Load() {
+			return
+		}
+		n, err := unix.EpollWait(w.epfd, w.events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			w.r.log.Error("epoll_wait failed; worker stops", "err", err)
+			return
+		}
+		now := time.Now().UnixNano()
+		for i := 0; i < n; i++ {
+			fd := w.events[i].Fd
+			if int(fd) == w.evfd {
+				unix.Read(w.evfd, w.evbuf[:])
+				continue
+			}
+			p := w.r.fds.load(fd)
+			if p == nil {
+				continue
+			}
+			w.serve(p, now)
+		}
+	}
+}
+
+// serve reads one batch from p, decides and sends the forwarded part.
+// Level-triggered epoll brings a socket back if it still has data, which
+// gives every ready socket a turn before any gets a second batch.
+func (w *worker) serve(p *port, now int64) {
+	n := w.recv(p.fd)
+	if n <= 0 {
+		return
+	}
+	e := p.flow.Load()
+	out, ns := w.decideBatch(e, n, now)
+	if ns > 0 {
+		w.send(out.fd, ns)
+	}
+}
+
+func (w *worker) recv(fd int) int {
+	for i := 0; i < w.batch; i++ {
+		w.rhdr[i].Hdr.Namelen = uint32(len(sockaddr{}))
+		w.rhdr[i].Hdr.Flags = 0
+	}
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd),
+			uintptr(unsafe.Pointer(&w.rhdr[0])), uintptr(w.batch), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			return int(n)
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0
+		}
+		w.cnt.c[ReasonRecvError].Add(1)
+		return 0
+	}
+}
+
+// decideBatch runs the decision over the n datagrams in the receive
+// buffers and lays the forwarded ones out as a sendmmsg batch that points
+// into the same buffers: no copy. A socket has at most one flow, so one
+// batch has one sending socket.
+func (w *worker) decideBatch(e *flowEntry, n int, now int64) (*port, int) {
+	w.cnt.c[cntReceived].Add(uint64(n))
+	if e == nil {
+		w.cnt.c[ReasonNoFlow].Add(uint64(n))
+		return nil, 0
+	}
+	ns := 0
+	var latches, wrong, strict, oversize uint64
+	for i := 0; i < n; i++ {
+		h := &w.rhdr[i]
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			oversize++
+			continue
+		}
+		src, ok := decodeSockaddr(&w.rname[i], h.Hdr.Namelen)
+		if !ok {
+			wrong++
+			continue
+		}
+		v, reason, latched := e.decide(src, int(h.Len), now)
+		if latched {
+			latches++
+			if cb := w.r.cfg.OnLatch; cb != nil {
+				cb(e.key, src)
+			}
+		}
+		if v != Forward {
+			if reason == ReasonStrict {
+				strict++
+			} else {
+				wrong++
+			}
+			continue
+		}
+		w.sname[ns] = e.dstSA
+		w.shdr[ns].Hdr.Namelen = e.dstLen
+		w.siov[ns].Base = &w.buf[i*bufSize]
+		w.siov[ns].SetLen(int(h.Len))
+		ns++
+	}
+	if latches != 0 {
+		w.cnt.c[cntLatched].Add(latches)
+	}
+	if wrong != 0 {
+		w.cnt.c[ReasonWrongSource].Add(wrong)
+	}
+	if strict != 0 {
+		w.cnt.c[ReasonStrict].Add(strict)
+	}
+	if oversize != 0 {
+		w.cnt.c[ReasonOversize].Add(oversize)
+	}
+	return e.outPort, ns
+}
+
+// send pushes ns prepared messages. A message the kernel refuses is
+// counted and skipped; a full send buffer drops the rest of the batch
+// rather than stall every other socket of this worker.
+func (w *worker) send(fd, ns int) {
+	off := 0
+	var sent uint64
+	for off < ns {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd),
+			uintptr(unsafe.Pointer(&w.shdr[off])), uintptr(ns-off), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			off += int(n)
+			sent += uint64(n)
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			w.cnt.c[ReasonSendError].Add(uint64(ns - off))
+			off = ns
+			continue
+		}
+		w.cnt.c[ReasonSendError].Add(1)
+		off++
+	}
+	w.cnt.c[cntForwarded].Add(sent)
+}
