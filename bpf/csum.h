@@ -1,0 +1,35 @@
+//go:build ignore
+
+// Incremental Internet checksum arithmetic (RFC 1624) over 16-bit words
+// read straight from the packet, so both byte orders cancel out.
+#pragma once
+
+#include <linux/types.h>
+
+// Sum of ~old + new over n 16-bit words: the change to fold into a
+// checksum when old is overwritten by new.
+static __always_inline __u64 csum_delta16(const __u16 *old, const __u16 *new, int n)
+{
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++) {
+		s += (__u16)~old[i];
+		s += new[i];
+	}
+	return s;
+}
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+// Apply a delta to a stored (complemented) checksum: HC' = ~(~HC + delta).
+static __always_inline __u16 csum_apply(__u16 check, __u64 delta)
+{
+	return ~csum_fold64((__u64)(__u16)~check + delta);
+}

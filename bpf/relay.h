@@ -1,0 +1,116 @@
+//go:build ignore
+
+// The relay decision shared by the XDP and tc programs: parse, look up the
+// flow, check the source, and build the rewritten address block. Each hook
+// applies the rewrite its own way (direct writes in XDP, checksum helpers
+// in tc, which also understand CHECKSUM_PARTIAL skbs).
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "maps.h"
+#include "parse.h"
+#include "csum.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+// Source and destination addresses followed by the UDP ports: contiguous in
+// the packet for IPv4 without options (12 bytes at l3+12) and for IPv6
+// without extension headers (36 bytes at l3+8), so one block covers the
+// whole rewrite.
+#define BLK4_OFF 12
+#define BLK4_WORDS 6
+#define BLK6_OFF 8
+#define BLK6_WORDS 18
+
+struct block {
+	__u16 w[BLK6_WORDS];
+};
+
+// Returns a pass reason, or -1 with *out set when the frame should be
+// relayed.
+static __always_inline int relay_match(void *data, void *data_end, __u64 pkt_len,
+				       struct parsed *p, struct flow_value **out)
+{
+	int r = parse_udp(data, data_end, pkt_len, p);
+	if (r >= 0)
+		return r;
+
+	__u16 dport = bpf_ntohs(p->key.port);
+	if (dport < port_min || dport > port_max)
+		return cnt_port_range;
+
+	struct flow_value *v = bpf_map_lookup_elem(&flows, &p->key);
+	if (!v)
+		return cnt_no_flow;
+	if (v->flags & FLOW_LEARNING)
+		return cnt_learning;
+	if (p->udp->source != v->peer_port)
+		return cnt_wrong_source;
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__u32 *a = (__u32 *)&ip6->saddr;
+		__u32 *b = (__u32 *)v->peer_addr;
+		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
+			return cnt_wrong_source;
+	} else {
+		struct iphdr *ip = p->l3;
+		if (ip->saddr != *(__u32 *)&v->peer_addr[12])
+			return cnt_wrong_source;
+	}
+	*out = v;
+	return -1;
+}
+
+// The new address block (Out, Dst, ports) in packet layout.
+static __always_inline void relay_block(const struct flow_value *v, __u8 v6, struct block *nb)
+{
+	if (v6) {
+		__builtin_memcpy(&nb->w[0], v->out_addr, 16);
+		__builtin_memcpy(&nb->w[8], v->dst_addr, 16);
+		nb->w[16] = v->out_port;
+		nb->w[17] = v->dst_port;
+	} else {
+		__builtin_memcpy(&nb->w[0], &v->out_addr[12], 4);
+		__builtin_memcpy(&nb->w[2], &v->dst_addr[12], 4);
+		nb->w[4] = v->out_port;
+		nb->w[5] = v->dst_port;
+	}
+}
+
+// Fills a FIB query for the rewritten packet; ifindex is the ingress device.
+static __always_inline void relay_fib_params(const struct flow_value *v, const struct parsed *p,
+					     __u32 ifindex, struct bpf_fib_lookup *f)
+{
+	f->l4_protocol = IPPROTO_UDP;
+	f->sport = v->out_port;
+	f->dport = v->dst_port;
+	f->tot_len = p->l3_len;
+	f->ifindex = ifindex;
+	if (p->v6) {
+		f->family = AF_INET6;
+		__builtin_memcpy(f->ipv6_src, v->out_addr, 16);
+		__builtin_memcpy(f->ipv6_dst, v->dst_addr, 16);
+	} else {
+		struct iphdr *ip = p->l3;
+		f->family = AF_INET;
+		f->tos = ip->tos;
+		f->ipv4_src = *(__u32 *)&v->out_addr[12];
+		f->ipv4_dst = *(__u32 *)&v->dst_addr[12];
+	}
+}
+
+static __always_inline void relay_account(struct flow_value *v, const struct parsed *p)
+{
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p->payload_len);
+	v->last_seen = bpf_ktime_get_ns();
+}
