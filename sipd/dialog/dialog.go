@@ -1,0 +1,178 @@
+// Package dialog tracks calls through the proxy, from INVITE to BYE, and
+// writes a record of each finished call as a JSON line (a CDR).
+package dialog
+
+import (
+	"encoding/json"
+	"io"
+	"sync"
+	"time"
+)
+
+// Call is one INVITE dialog as the proxy saw it.
+type Call struct {
+	CallID    string    `json:"call_id"`
+	FromTag   string    `json:"from_tag"`
+	ToTag     string    `json:"to_tag,omitempty"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	Invited   time.Time `json:"invited"`
+	Answered  time.Time `json:"answered,omitzero"`
+	Ended     time.Time `json:"ended,omitzero"`
+	SetupMs   int64     `json:"setup_ms,omitempty"`
+	Duration  float64   `json:"duration_s"`
+	Status    int       `json:"status"`
+	EndReason string    `json:"end_reason,omitempty"`
+}
+
+// Tracker holds calls being set up and in progress. Confirmed calls are
+// keyed by Call-ID and From tag: the To tag is not needed to tell calls
+// apart at a proxy, and a BYE from either side carries both tags in some
+// order.
+type Tracker struct {
+	now    func() time.Time
+	maxAge time.Duration
+
+	mu      sync.Mutex
+	pending map[string]*Call // by call-id + from tag, until final answer
+	active  map[string]*Call // by call-id + from tag, until BYE
+	out     io.Writer
+	wmu     sync.Mutex
+	done    uint64
+	failed  uint64
+}
+
+// New returns a tracker writing CDRs to out (nil: none). Calls with no BYE
+// after maxAge are closed by Sweep.
+func New(out io.Writer, maxAge time.Duration, now func() time.Time) *Tracker {
+	if now == nil {
+		now = time.Now
+	}
+	if maxAge <= 0 {
+		maxAge = 12 * time.Hour
+	}
+	return &Tracker{now: now, maxAge: maxAge, out: out, pending: map[string]*Call{}, active: map[string]*Call{}}
+}
+
+func key(callID, fromTag string) string { return callID + "\x00" + fromTag }
+
+// Invite notes an initial INVITE forwarded.
+func (t *Tracker) Invite(callID, fromTag, from, to string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := key(callID, fromTag)
+	if _, ok := t.active[k]; ok {
+		return
+	}
+	if _, ok := t.pending[k]; !ok {
+		t.pending[k] = &Call{CallID: callID, FromTag: fromTag, From: from, To: to, Invited: t.now()}
+	}
+}
+
+// Final notes the final response relayed for the initial INVITE.
+func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
+	t.mu.Lock()
+	k := key(callID, fromTag)
+	c, ok := t.pending[k]
+	if !ok {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.pending, k)
+	now := t.now()
+	c.Status = status
+	if status >= 200 && status < 300 {
+		c.ToTag = toTag
+		c.Answered = now
+		c.SetupMs = now.Sub(c.Invited).Milliseconds()
+		t.active[k] = c
+		t.mu.Unlock()
+		return
+	}
+	t.failed++
+	t.mu.Unlock()
+	c.Ended = now
+	c.EndReason = "failed"
+	t.write(c)
+}
+
+// Bye ends the call that callID belongs to; either party may send it, so
+// both tag orders are tried.
+func (t *Tracker) Bye(callID, fromTag, toTag, reason string) {
+	t.mu.Lock()
+	k := key(callID, fromTag)
+	c, ok := t.active[k]
+	if !ok {
+		k = key(callID, toTag)
+		c, ok = t.active[k]
+	}
+	if !ok {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.active, k)
+	t.done++
+	t.mu.Unlock()
+	c.Ended = t.now()
+	c.Duration = c.Ended.Sub(c.Answered).Seconds()
+	c.EndReason = reason
+	t.write(c)
+}
+
+// Sweep ends calls older than maxAge (a BYE lost for good), and forgets
+// setups that never got an answer.
+func (t *Tracker) Sweep() {
+	now := t.now()
+	var ended []*Call
+	t.mu.Lock()
+	for k, c := range t.active {
+		if now.Sub(c.Answered) > t.maxAge {
+			delete(t.active, k)
+			ended = append(ended, c)
+		}
+	}
+	for k, c := range t.pending {
+		if now.Sub(c.Invited) > time.Hour {
+			delete(t.pending, k)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range ended {
+		c.Ended = now
+		c.Duration = now.Sub(c.Answered).Seconds()
+		c.EndReason = "timeout"
+		t.write(c)
+	}
+}
+
+func (t *Tracker) write(c *Call) {
+	if t.out == nil {
+		return
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	t.wmu.Lock()
+	t.out.Write(b)
+	t.wmu.Unlock()
+}
+
+// Stats returns calls in setup, active calls, completed and failed.
+func (t *Tracker) Stats() (setup, active int, completed, failed uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending), len(t.active), t.done, t.failed
+}
+
+// Active lists the calls in progress.
+func (t *Tracker) Active() []Call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Call, 0, len(t.active))
+	for _, c := range t.active {
+		out = append(out, *c)
+	}
+	return out
+}

@@ -1,0 +1,78 @@
+package protect
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestPikeBansAndForgives(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	p := NewPike(5, time.Second, 10*time.Second, func() time.Time { return now })
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := 0; i < 5; i++ {
+		if !p.Allow(a) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	if p.Allow(a) {
+		t.Fatal("sixth message in the window allowed")
+	}
+	if !p.Allow(b) {
+		t.Fatal("an innocent source was refused")
+	}
+	now = now.Add(5 * time.Second)
+	if p.Allow(a) {
+		t.Fatal("banned source allowed during the ban")
+	}
+	now = now.Add(6 * time.Second)
+	if !p.Allow(a) {
+		t.Fatal("source still banned after the ban time")
+	}
+	if n, bans, dropped := p.Stats(); n != 0 || bans != 1 || dropped != 2 {
+		t.Fatalf("stats %d %d %d", n, bans, dropped)
+	}
+	var off *Pike
+	if !off.Allow(a) || !NewPike(0, 0, 0, nil).Allow(a) {
+		t.Fatal("disabled pike refused")
+	}
+}
+
+func TestSanity(t *testing.T) {
+	base := "INVITE sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n" +
+		"From: <sip:alice@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	cases := []struct {
+		name, from, to string
+		code           int
+	}{
+		{"ok", "", "", 0},
+		{"cseq mismatch", "CSeq: 1 INVITE", "CSeq: 1 BYE", 400},
+		{"no from tag", ";tag=1", "", 400},
+		{"bad scheme", "sip:bob@example.org SIP", "http://bob SIP", 416},
+		{"max-forwards", "Max-Forwards: 70", "Max-Forwards: 999", 400},
+		{"proxy-require", "Max-Forwards: 70", "Max-Forwards: 70\r\nProxy-Require: foo", 420},
+		{"no call-id", "Call-ID: abc\r\n", "", 400},
+	}
+	for _, c := range cases {
+		text := base
+		if c.from != "" {
+			text = strings.Replace(base, c.from, c.to, 1)
+		}
+		m, err := sip.ParseMessage([]byte(text))
+		if err != nil {
+			t.Fatalf("%s: parse: %v", c.name, err)
+		}
+		err = Check(m.(*sip.Request))
+		var p *Problem
+		switch {
+		case c.code == 0 && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.code != 0 && (!errors.As(err, &p) || p.Code != c.code):
+			t.Errorf("%s: err %v, want %d", c.name, err, c.code)
+		}
+	}
+}

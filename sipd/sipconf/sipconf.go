@@ -1,0 +1,191 @@
+// Package sipconf holds the SIP part of sipd's configuration. It lives apart
+// from package sipd so the SIP server can take it without importing sipd
+// (which imports the SIP server to run it).
+package sipconf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Duration reads Go duration syntax from YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Config is the `sip:` section.
+type Config struct {
+	// Domains this proxy is responsible for; requests for other domains are
+	// relayed only when AllowRelay is set.
+	Domains    []string  `yaml:"domains"`
+	Listen     []Listen  `yaml:"listen"`
+	Advertise  string    `yaml:"advertise"`
+	AllowRelay bool      `yaml:"allow_relay"`
+	MaxSize    int       `yaml:"max_message_size"`
+	UsersFile  string    `yaml:"users_file"`
+	Auth       Auth      `yaml:"auth"`
+	Registrar  Registrar `yaml:"registrar"`
+	NAT        NAT       `yaml:"nat"`
+	Protect    Protect   `yaml:"protect"`
+	Dialog     Dialog    `yaml:"dialog"`
+	Timers     Timers    `yaml:"timers"`
+}
+
+// Listen is one SIP socket.
+type Listen struct {
+	Transport string `yaml:"transport"` // udp | tcp | tls
+	Addr      string `yaml:"addr"`      // ip:port; port 0 picks a free one
+	Cert      string `yaml:"cert"`      // tls only
+	Key       string `yaml:"key"`       // tls only
+}
+
+// Auth configures digest authentication.
+type Auth struct {
+	Realm      string   `yaml:"realm"`
+	Algorithms []string `yaml:"algorithms"`
+	NonceTTL   Duration `yaml:"nonce_ttl"`
+	Secret     string   `yaml:"secret"`
+	Register   bool     `yaml:"register"`
+	Invite     bool     `yaml:"invite"`
+}
+
+// Registrar configures the location service.
+type Registrar struct {
+	MinExpires     Duration `yaml:"min_expires"`
+	MaxExpires     Duration `yaml:"max_expires"`
+	DefaultExpires Duration `yaml:"default_expires"`
+	MaxContacts    int      `yaml:"max_contacts"`
+	Store          string   `yaml:"store"`
+}
+
+// NAT configures NAT traversal.
+type NAT struct {
+	FixContact bool `yaml:"fix_contact"`
+}
+
+// Protect configures flood protection.
+type Protect struct {
+	Window  Duration `yaml:"window"`
+	Limit   int      `yaml:"limit"`
+	BanTime Duration `yaml:"ban_time"`
+}
+
+// Dialog configures call tracking.
+type Dialog struct {
+	CDRFile string `yaml:"cdr_file"`
+}
+
+// Timers configures transaction timeouts.
+type Timers struct {
+	Invite Duration `yaml:"invite"` // how long to wait for a final answer to a forwarded INVITE
+}
+
+// Default returns the settings used when the section or a field is absent.
+func Default() Config {
+	return Config{
+		Domains: []string{"localhost", "127.0.0.1"},
+		Listen: []Listen{
+			{Transport: "udp", Addr: "127.0.0.1:5060"},
+			{Transport: "tcp", Addr: "127.0.0.1:5060"},
+		},
+		MaxSize: 16384,
+		Auth: Auth{
+			Algorithms: []string{"SHA-256", "MD5"},
+			NonceTTL:   Duration(5 * time.Minute),
+			Register:   true,
+			Invite:     true,
+		},
+		Registrar: Registrar{
+			MinExpires:     Duration(60 * time.Second),
+			MaxExpires:     Duration(time.Hour),
+			DefaultExpires: Duration(time.Hour),
+			MaxContacts:    10,
+		},
+		NAT:     NAT{FixContact: true},
+		Protect: Protect{Window: Duration(2 * time.Second), Limit: 0, BanTime: Duration(5 * time.Minute)},
+		Timers:  Timers{Invite: Duration(3 * time.Minute)},
+	}
+}
+
+// Realm is the digest realm: the configured one or the first domain.
+func (c *Config) Realm() string {
+	if c.Auth.Realm != "" {
+		return c.Auth.Realm
+	}
+	if len(c.Domains) > 0 {
+		return c.Domains[0]
+	}
+	return "sipd"
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Domains) == 0 {
+		errs = append(errs, errors.New("sip.domains: at least one domain is needed"))
+	}
+	if len(c.Listen) == 0 {
+		errs = append(errs, errors.New("sip.listen: at least one socket is needed"))
+	}
+	for i, l := range c.Listen {
+		where := fmt.Sprintf("sip.listen[%d]", i)
+		switch strings.ToLower(l.Transport) {
+		case "udp", "tcp":
+		case "tls":
+			if l.Cert == "" || l.Key == "" {
+				errs = append(errs, fmt.Errorf("%s: tls needs cert and key", where))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s.transport %q: want udp, tcp or tls", where, l.Transport))
+		}
+		if _, err := netip.ParseAddrPort(l.Addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s.addr %q: %w", where, l.Addr, err))
+		}
+	}
+	if c.MaxSize < 1024 || c.MaxSize > 65535 {
+		errs = append(errs, fmt.Errorf("sip.max_message_size %d: want 1024..65535", c.MaxSize))
+	}
+	for _, a := range c.Auth.Algorithms {
+		if a != "MD5" && a != "SHA-256" {
+			errs = append(errs, fmt.Errorf("sip.auth.algorithms: %q: want MD5 or SHA-256", a))
+		}
+	}
+	if (c.Auth.Register || c.Auth.Invite) && len(c.Auth.Algorithms) == 0 {
+		errs = append(errs, errors.New("sip.auth.algorithms: empty while authentication is on"))
+	}
+	if c.Auth.NonceTTL <= 0 {
+		errs = append(errs, errors.New("sip.auth.nonce_ttl: must be positive"))
+	}
+	r := c.Registrar
+	if r.MinExpires <= 0 || r.MaxExpires < r.MinExpires || r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
+		errs = append(errs, fmt.Errorf("sip.registrar: want 0 < min_expires <= default_expires <= max_expires, have %v, %v, %v",
+			r.MinExpires.D(), r.DefaultExpires.D(), r.MaxExpires.D()))
+	}
+	if r.MaxContacts < 1 {
+		errs = append(errs, errors.New("sip.registrar.max_contacts: must be at least 1"))
+	}
+	if c.Protect.Limit < 0 || (c.Protect.Limit > 0 && (c.Protect.Window <= 0 || c.Protect.BanTime <= 0)) {
+		errs = append(errs, errors.New("sip.protect: limit must be >= 0, and window and ban_time positive when it is set"))
+	}
+	if c.Timers.Invite <= 0 {
+		errs = append(errs, errors.New("sip.timers.invite: must be positive"))
+	}
+	return errors.Join(errs...)
+}
