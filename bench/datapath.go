@@ -1,0 +1,683 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"sipxdp/bench/cpu"
+	"sipxdp/bench/netns"
+	"sipxdp/bench/report"
+	"sipxdp/bench/rtpload"
+	"sipxdp/relay"
+)
+
+// AllPaths is the order `--path all` runs in. direct comes first: it is the
+// baseline every relay path is compared against.
+var AllPaths = []string{"direct", "userspace", "xdp-generic", "tc", "xdp"}
+
+// Ports used inside the namespaces. Relay ports sit below the default
+// ip_local_port_range so they never collide with ephemeral ports.
+const (
+	senderPortBase     = 20000
+	relayLeftPortBase  = 24000
+	receiverPort       = 50000
+	maxFlows           = 2000
+	bpffsRoot          = "/sys/fs/bpf"
+	pinPrefix          = "sipxdp-bench-"
+	childReadyTimeout  = 30 * time.Second
+	childResultTimeout = 10 * time.Second
+)
+
+// DatapathOptions configures `bench datapath`.
+type DatapathOptions struct {
+	Paths    []string
+	Rate     int
+	Flows    int
+	Duration time.Duration
+	Warmup   time.Duration
+	Batch    int
+	Size     int
+	Out      string
+	Command  string // recorded with each result
+	// Progress receives one line a second; nil discards.
+	Progress *slog.Logger
+}
+
+func parseDatapathFlags(args []string) (DatapathOptions, error) {
+	fs := flag.NewFlagSet("datapath", flag.ContinueOnError)
+	path := fs.String("path", "all", "direct|userspace|xdp|xdp-generic|tc|all, or a comma list; direct always runs first as the baseline")
+	o := DatapathOptions{}
+	fs.IntVar(&o.Rate, "rate", 100000, "packets per second, all flows together")
+	fs.IntVar(&o.Flows, "flows", 200, "flows (distinct source ports)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "sending time per path (1s..5m)")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "time skipped before the measurement window")
+	fs.IntVar(&o.Batch, "batch", 8, "packets per sendmmsg on one flow")
+	fs.IntVar(&o.Size, "size", 172, "UDP payload bytes (12-byte RTP header + 160 bytes G.711)")
+	fs.StringVar(&o.Out, "out", "", "directory for results.jsonl (appended)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	paths, err := expandPaths(*path)
+	if err != nil {
+		return o, err
+	}
+	o.Paths = paths
+	switch {
+	case o.Rate <= 0 || o.Rate > 2_000_000:
+		return o, fmt.Errorf("rate %d: want 1..2000000", o.Rate)
+	case o.Flows <= 0 || o.Flows > maxFlows:
+		return o, fmt.Errorf("flows %d: want 1..%d", o.Flows, maxFlows)
+	case o.Duration < time.Second || o.Duration > 5*time.Minute:
+		return o, fmt.Errorf("duration %s: want 1s..5m", o.Duration)
+	case o.Warmup < 0 || o.Warmup >= o.Duration/2:
+		return o, fmt.Errorf("warmup %s: want 0..half the duration", o.Warmup)
+	}
+	return o, nil
+}
+
+func expandPaths(s string) ([]string, error) {
+	out := []string{"direct"}
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		switch {
+		case p == "all":
+			for _, a := range AllPaths {
+				if !slices.Contains(out, a) {
+					out = append(out, a)
+				}
+			}
+		case slices.Contains(AllPaths, p):
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		default:
+			return nil, fmt.Errorf("unknown path %q: want one of %s or all", p, strings.Join(AllPaths, ", "))
+		}
+	}
+	return out, nil
+}
+
+func runDatapathCmd(args []string) int {
+	o, err := parseDatapathFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		slog.Error("datapath", "err", err)
+		return 2
+	}
+	o.Command = "bench datapath " + strings.Join(args, " ")
+	o.Progress = slog.Default()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	results, err := RunDatapath(ctx, o)
+	if len(results) > 0 {
+		fmt.Printf("\n%d packets/s, %d flows, %d-byte payload, %s per path; command: %s\n\n", o.Rate, o.Flows, o.Size, o.Duration, o.Command)
+		if werr := report.WriteTable(os.Stdout, results); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		for _, r := range results {
+			for _, n := range r.Notes {
+				fmt.Printf("- %s: %s\n", r.Path, n)
+			}
+		}
+		if o.Out != "" {
+			p, werr := report.AppendJSONL(o.Out, results)
+			if werr != nil {
+				err = errors.Join(err, werr)
+			} else {
+				fmt.Printf("\nresults appended to %s\n", p)
+			}
+		}
+	}
+	if err != nil {
+		slog.Error("datapath", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// RunDatapath measures each path in turn, each in a fresh topology so no
+// attachment or neighbour state carries over. It returns the results it
+// got even when a later path fails.
+func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("bench datapath needs root: it creates network namespaces")
+	}
+	if o.Progress == nil {
+		o.Progress = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch == 0 {
+		o.Batch = 8
+	}
+	if o.Size == 0 {
+		o.Size = 172
+	}
+	if removed, err := netns.CleanStale(netns.DefaultPrefix); err != nil {
+		return nil, fmt.Errorf("remove stale namespaces: %w", err)
+	} else if len(removed) > 0 {
+		slog.Info("removed stale namespaces", "names", removed)
+	}
+	cleanStalePins()
+
+	var results []report.Datapath
+	var base *report.Datapath
+	var errs []error
+	for _, p := range o.Paths {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		r, err := measurePath(ctx, o, p, base)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("path %s: %w", p, err))
+			if p == "direct" {
+				break // without the baseline nothing else means anything
+			}
+			continue
+		}
+		results = append(results, r)
+		if p == "direct" {
+			base = &results[len(results)-1]
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// cleanStalePins removes bpffs directories of bench runs whose process is
+// gone. Unpinning detaches their links and frees their maps.
+func cleanStalePins() {
+	ents, err := os.ReadDir(bpffsRoot)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), pinPrefix)
+		if !ok {
+			continue
+		}
+		idStr, _, _ := strings.Cut(rest, "-")
+		id, err := strconv.Atoi(idStr)
+		if err != nil || (id != os.Getpid() && syscall.Kill(id, 0) == nil) {
+			continue
+		}
+		p := filepath.Join(bpffsRoot, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			slog.Warn("remove stale pins", "path", p, "err", err)
+		} else {
+			slog.Info("removed stale pins", "path", p)
+		}
+	}
+}
+
+type sample struct {
+	cpu      cpu.Snapshot
+	snd, rcv netns.Counters
+	progTime time.Duration
+	progRuns uint64
+}
+
+func measurePath(ctx context.Context, o DatapathOptions, path string, base *report.Datapath) (res report.Datapath, err error) {
+	log := o.Progress.With("path", path)
+	line, err := netns.Create(ctx, netns.Config{})
+	if err != nil {
+		return res, fmt.Errorf("topology: %w", err)
+	}
+	defer func() {
+		if cerr := line.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove topology: %w", cerr))
+		}
+	}()
+
+	res = report.Datapath{
+		Path: path, Time: time.Now().UTC(), Command: o.Command, Flows: o.Flows,
+		RateOffered: o.Rate, PayloadSize: o.Size,
+	}
+	res.Host, _ = os.Hostname()
+	relayRightPortBase := relayLeftPortBase + o.Flows
+
+	var children []*child
+	defer func() {
+		for _, c := range slices.Backward(children) {
+			c.kill()
+		}
+	}()
+
+	if path == "xdp" {
+		// Native XDP redirect into a veth needs an XDP program on the
+		// peer end, or the frames are dropped.
+		for _, e := range []struct {
+			ns  netns.NS
+			ifc string
+		}{{line.Sender, line.SenderIf}, {line.Receiver, line.ReceiverIf}} {
+			if err := runOnce(ctx, e.ns, "_xdp-pass", xdpPassConfig{Interface: e.ifc}); err != nil {
+				return res, fmt.Errorf("attach XDP_PASS to peer %s: %w", e.ifc, err)
+			}
+		}
+		res.Notes = append(res.Notes, "an XDP_PASS program is attached to the peer veth ends (sender and receiver side): native redirect into veth needs it")
+	}
+
+	sink := rtpload.SinkConfig{
+		Addr:  netip.AddrPortFrom(line.ReceiverAddr, receiverPort),
+		Flows: o.Flows, ExpectSrc: line.RelayRightAddr, ExpectPortBase: relayRightPortBase,
+	}
+	if path == "direct" {
+		sink.ExpectSrc, sink.ExpectPortBase = line.SenderAddr, senderPortBase
+	}
+	rcv, err := startChild(line.Receiver, "receiver", "_receiver", receiverChildConfig{Sink: sink})
+	if err != nil {
+		return res, err
+	}
+	children = append(children, rcv)
+	if _, err := rcv.await(ctx, "ready", childReadyTimeout); err != nil {
+		return res, err
+	}
+
+	dsts := make([]netip.AddrPort, o.Flows)
+	var rly *child
+	pinPath := ""
+	if path == "direct" {
+		for i := range dsts {
+			dsts[i] = sink.Addr
+		}
+	} else {
+		pinPath = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-%s", pinPrefix, os.Getpid(), path))
+		rc := relayChildConfig{
+			Path: path, Interfaces: []string{line.RelayLeftIf, line.RelayRightIf}, PinPath: pinPath,
+			PortMin: relayLeftPortBase, PortMax: uint16(relayRightPortBase + o.Flows - 1),
+		}
+		for i := range dsts {
+			dsts[i] = netip.AddrPortFrom(line.RelayLeftAddr, uint16(relayLeftPortBase+i))
+			rc.Flows = append(rc.Flows, relay.Flow{
+				Key:  relay.FlowKey{Local: dsts[i]},
+				Peer: netip.AddrPortFrom(line.SenderAddr, uint16(senderPortBase+i)),
+				Out:  netip.AddrPortFrom(line.RelayRightAddr, uint16(relayRightPortBase+i)),
+				Dst:  sink.Addr,
+			})
+		}
+		if path != "userspace" {
+			// The kernel only keeps per-program run time while asked to.
+			// The BPF_ENABLE_STATS fd turns it off again when this process
+			// ends, however it ends, unlike a sysctl write.
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				res.Notes = append(res.Notes, fmt.Sprintf("no BPF run-time stats: %v", err))
+			} else {
+				defer stats.Close()
+			}
+		}
+		defer func() {
+			// The datapath uninstalls itself on close; anything left is
+			// from a failure and must not keep forwarding.
+			if rerr := os.RemoveAll(pinPath); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove pins: %w", rerr))
+			}
+		}()
+		rly, err = startChild(line.Relay, "relay", "_relay", rc)
+		if err != nil {
+			return res, err
+		}
+		children = append(children, rly)
+		if _, err := rly.await(ctx, "ready", childReadyTimeout); err != nil {
+			return res, err
+		}
+	}
+
+	sndH, err := line.Sender.Handle()
+	if err != nil {
+		return res, err
+	}
+	defer sndH.Close()
+	rcvH, err := line.Receiver.Handle()
+	if err != nil {
+		return res, err
+	}
+	defer rcvH.Close()
+
+	pids := map[string]int{"receiver": rcv.pid()}
+	if rly != nil {
+		pids["relay"] = rly.pid()
+	}
+	take := func(all bool) (sample, error) {
+		var s sample
+		var err error
+		if s.snd, err = netns.ReadCounters(sndH, line.SenderIf); err != nil {
+			return s, err
+		}
+		if s.rcv, err = netns.ReadCounters(rcvH, line.ReceiverIf); err != nil {
+			return s, err
+		}
+		if pinPath != "" && path != "userspace" {
+			s.progTime, s.progRuns, _ = progStats(pinPath)
+		}
+		if all {
+			s.cpu, err = cpu.TakeAll(pids)
+		} else {
+			s.cpu, err = cpu.Take(pids)
+		}
+		return s, err
+	}
+
+	snd, err := startChild(line.Sender, "sender", "_sender", senderChildConfig{
+		Src: line.SenderAddr, SrcPortBase: senderPortBase, Dsts: dsts, Rate: o.Rate,
+		Duration: o.Duration, Batch: o.Batch, Size: o.Size,
+	})
+	if err != nil {
+		return res, err
+	}
+	children = append(children, snd)
+	pids["sender"] = snd.pid()
+	if _, err := snd.await(ctx, "ready", childReadyTimeout); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	windowStart := start.Add(o.Warmup)
+	// The tail keeps the window clear of the sender's last partial second.
+	windowEnd := start.Add(o.Duration - 500*time.Millisecond)
+
+	var a, b sample
+	haveA := false
+	last, err := take(false)
+	if err != nil {
+		return res, err
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		next := windowEnd
+		if !haveA {
+			next = windowStart
+		}
+		var timer <-chan time.Time
+		if d := next.Sub(now); d > 0 {
+			timer = time.After(d)
+		} else {
+			timer = time.After(0)
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-tick.C:
+			s, err := take(false)
+			if err != nil {
+				return res, err
+			}
+			phase := "warmup"
+			if haveA {
+				phase = "measure"
+			}
+			u := cpu.Between(last.cpu, s.cpu)
+			w := u.Wall.Seconds()
+			log.Info("progress", "phase", phase,
+				"t", time.Since(start).Round(time.Second).String(),
+				"tx_pps", int(float64(s.snd.TxPackets-last.snd.TxPackets)/w),
+				"rx_pps", int(float64(s.rcv.RxPackets-last.rcv.RxPackets)/w),
+				"busy_cores", round3(u.Busy), "relay_cores", round3(u.Procs["relay"]),
+				"sender_cores", round3(u.Procs["sender"]))
+			last = s
+			continue
+		case <-timer:
+		}
+		s, err := take(true)
+		if err != nil {
+			return res, err
+		}
+		if !haveA {
+			a, haveA = s, true
+			continue
+		}
+		b = s
+		break
+	}
+
+	sm, err := snd.await(ctx, "result", o.Duration+childResultTimeout)
+	if err != nil {
+		return res, err
+	}
+	var sr rtpload.SenderResult
+	if err := json.Unmarshal(sm.Result, &sr); err != nil {
+		return res, fmt.Errorf("sender result: %w", err)
+	}
+	// Let packets in flight land before the receiver stops counting.
+	time.Sleep(300 * time.Millisecond)
+	rm, err := rcv.stop(ctx)
+	if err != nil {
+		return res, err
+	}
+	var rr receiverResult
+	if err := json.Unmarshal(rm.Result, &rr); err != nil {
+		return res, fmt.Errorf("receiver result: %w", err)
+	}
+	if rly != nil {
+		lm, err := rly.stop(ctx)
+		if err != nil {
+			return res, err
+		}
+		var lr relayResult
+		if err := json.Unmarshal(lm.Result, &lr); err != nil {
+			return res, fmt.Errorf("relay result: %w", err)
+		}
+		res.RelayForwarded = lr.Forwarded
+	}
+
+	u := cpu.Between(a.cpu, b.cpu)
+	w := u.Wall.Seconds()
+	res.CPUs = b.cpu.Sys.CPUs
+	res.WindowS = round3(w)
+	res.OfferedPPS = math.Round(float64(b.snd.TxPackets-a.snd.TxPackets) / w)
+	res.DeliveredPPS = math.Round(float64(b.rcv.RxPackets-a.rcv.RxPackets) / w)
+	res.Sent, res.Received = sr.Sent, rr.Received
+	res.SendErrors, res.SenderBehind = sr.Errors, sr.Behind
+	res.BadSource, res.Reordered = rr.BadSource, rr.Reordered
+	if sr.Sent > 0 {
+		res.LossPct = round3(100 * (float64(sr.Sent) - float64(rr.Received)) / float64(sr.Sent))
+	}
+	res.CsumErrors = uint64(max(rr.UDP["InCsumErrors"], 0))
+	res.RcvbufErrs = uint64(max(rr.UDP["RcvbufErrors"], 0))
+	res.BusyCores = round3(u.Busy)
+	mine := map[int]bool{os.Getpid(): true}
+	for _, pid := range pids {
+		mine[pid] = true
+	}
+	ours := func(pid int, p cpu.ProcTimes) bool { return mine[pid] || mine[p.PPid] }
+	res.OtherCores = round3(cpu.OtherCores(a.cpu.All, b.cpu.All, ours, u.Wall))
+	res.NetBusyCores = round3(max(u.Busy-res.OtherCores, 0))
+	res.SenderCores = round3(u.Procs["sender"])
+	res.RelayCores = round3(u.Procs["relay"])
+	res.ReceiverCores = round3(u.Procs["receiver"])
+	if res.DeliveredPPS > 0 {
+		res.RelayProcUsPerPkt = round3(res.RelayCores / res.DeliveredPPS * 1e6)
+		if base != nil {
+			v := round3((res.NetBusyCores - base.NetBusyCores) / res.DeliveredPPS * 1e6)
+			res.RelayUsPerPkt = &v
+		}
+	}
+	if runs := b.progRuns - a.progRuns; runs > 0 {
+		v := math.Round(float64(b.progTime-a.progTime) / float64(runs))
+		res.ProgNsPerPkt, res.ProgRuns = &v, runs
+	}
+	res.Notes = append(res.Notes, notes(res, base)...)
+	log.Info("done", "delivered_pps", res.DeliveredPPS, "loss_pct", res.LossPct, "busy_cores", res.BusyCores)
+	return res, nil
+}
+
+func notes(r report.Datapath, base *report.Datapath) []string {
+	var n []string
+	if r.CsumErrors > 0 {
+		n = append(n, fmt.Sprintf("receiver dropped %d packets with a bad UDP checksum: the kernel path rewrote CHECKSUM_PARTIAL packets from a local socket (see DESIGN.md); veth offloads were left on", r.CsumErrors))
+	}
+	if r.BadSource > 0 {
+		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))
+	}
+	if r.OtherCores >= 0.02 {
+		n = append(n, fmt.Sprintf("other processes used %.3f cores during the window; subtracted from busy before comparing with direct", r.OtherCores))
+	}
+	if r.SenderBehind > r.Sent/1000 || r.SendErrors > 0 {
+		n = append(n, fmt.Sprintf("sender fell %d packets behind its schedule, %d send errors", r.SenderBehind, r.SendErrors))
+	}
+	if r.RcvbufErrs > 0 {
+		n = append(n, fmt.Sprintf("receiver socket overflowed %d times: the sink, not the relay, lost those", r.RcvbufErrs))
+	}
+	if base != nil && base.DeliveredPPS > 0 && math.Abs(r.DeliveredPPS-base.DeliveredPPS)/base.DeliveredPPS > 0.05 {
+		n = append(n, fmt.Sprintf("delivered %.0f pps against %.0f for direct: the subtraction assumes equal load, so the cost per packet is approximate", r.DeliveredPPS, base.DeliveredPPS))
+	}
+	return n
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// child is one bench process running inside a namespace.
+type child struct {
+	role string
+	cmd  *exec.Cmd
+	msgs chan childMsg
+	done chan struct{} // closed when the process has been waited for
+	err  error         // exit status, valid after done
+}
+
+func startChild(ns netns.NS, role, sub string, cfg any) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find bench binary: %w", err)
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w", role, err)
+	}
+	// nsenter rather than `ip netns exec`: the latter remounts /sys and
+	// hides bpffs, where the kernel datapath pins its objects. nsenter
+	// execs in place, so the PID is the child's own.
+	cmd := exec.Command("nsenter", "--net="+ns.Path, exe, sub, "--config", string(js))
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Own process group: Ctrl-C reaches only the bench, which then
+		// stops the children in order and still collects their results.
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("%s stdout: %w", role, err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("%s stderr: %w", role, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", role, err)
+	}
+	c := &child{role: role, cmd: cmd, msgs: make(chan childMsg, 8), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintf(os.Stderr, "[%s] %s\n", role, sc.Text())
+		}
+	}()
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var m childMsg
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				fmt.Fprintf(os.Stderr, "[%s] %s\n", role, sc.Text())
+				continue
+			}
+			c.msgs <- m
+		}
+		close(c.msgs)
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// await waits for the named event. An event carrying an error, an early
+// exit or the timeout is an error.
+func (c *child) await(ctx context.Context, event string, timeout time.Duration) (childMsg, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return childMsg{}, ctx.Err()
+		case <-t.C:
+			return childMsg{}, fmt.Errorf("%s: no %q within %s", c.role, event, timeout)
+		case m, ok := <-c.msgs:
+			if !ok {
+				<-c.done
+				return childMsg{}, fmt.Errorf("%s exited before %q: %v", c.role, event, c.err)
+			}
+			if m.Error != "" {
+				return m, fmt.Errorf("%s: %s", c.role, m.Error)
+			}
+			if m.Event == event {
+				return m, nil
+			}
+		}
+	}
+}
+
+// stop asks the child to finish (SIGTERM) and returns its result.
+func (c *child) stop(ctx context.Context) (childMsg, error) {
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return childMsg{}, fmt.Errorf("stop %s: %w", c.role, err)
+	}
+	return c.await(ctx, "result", childResultTimeout)
+}
+
+// kill ends the child if it is still running and reaps it. Only this
+// child's PID is signalled.
+func (c *child) kill() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return
+	case <-time.After(3 * time.Second):
+	}
+	_ = c.cmd.Process.Kill()
+	select {
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+		slog.Warn("child did not exit after SIGKILL", "role", c.role, "pid", c.pid())
+	}
+}
+
+// runOnce runs a child that does one job and exits.
+func runOnce(ctx context.Context, ns netns.NS, sub string, cfg any) error {
+	c, err := startChild(ns, sub, sub, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.kill()
+	_, err = c.await(ctx, "result", childReadyTimeout)
+	return err
+}

@@ -1,0 +1,116 @@
+// Package report formats bench results: a Markdown table for people and
+// JSON lines for tools. Each result records the command that produced it,
+// so a number quoted elsewhere can be reproduced.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Datapath is one media path measured by `bench datapath`.
+type Datapath struct {
+	Path    string    `json:"path"`
+	Time    time.Time `json:"time"`
+	Command string    `json:"command"`
+	Host    string    `json:"host"`
+	CPUs    int       `json:"cpus"`
+
+	Flows       int     `json:"flows"`
+	RateOffered int     `json:"rate_pps"`     // asked of the sender
+	PayloadSize int     `json:"payload_size"` // UDP payload bytes
+	WindowS     float64 `json:"window_s"`     // steady-state measurement window
+
+	OfferedPPS   float64 `json:"offered_pps"`   // sender interface tx in the window
+	DeliveredPPS float64 `json:"delivered_pps"` // receiver interface rx in the window
+
+	Sent         uint64  `json:"sent"`     // whole run, by the sender
+	Received     uint64  `json:"received"` // whole run, by the receiving socket
+	LossPct      float64 `json:"loss_pct"`
+	BadSource    uint64  `json:"bad_source"`
+	Reordered    uint64  `json:"reordered"`
+	CsumErrors   uint64  `json:"udp_csum_errors"`   // receiver ns UDP InCsumErrors
+	RcvbufErrs   uint64  `json:"udp_rcvbuf_errors"` // receiver ns UDP RcvbufErrors
+	SendErrors   uint64  `json:"send_errors"`
+	SenderBehind uint64  `json:"sender_behind"`
+
+	BusyCores float64 `json:"busy_cores"` // wall × CPUs − idle, whole system
+	// OtherCores is CPU used meanwhile by user processes outside the bench
+	// (a shared machine); NetBusyCores = BusyCores − OtherCores is what the
+	// comparison with direct uses.
+	OtherCores    float64 `json:"other_cores"`
+	NetBusyCores  float64 `json:"net_busy_cores"`
+	SenderCores   float64 `json:"sender_cores"`
+	RelayCores    float64 `json:"relay_cores"` // relay process only; 0 for direct
+	ReceiverCores float64 `json:"receiver_cores"`
+
+	// RelayUsPerPkt is (net busy − net busy of direct) / delivered pps: everything
+	// the relay path costs, softirq included. Nil for direct itself.
+	RelayUsPerPkt *float64 `json:"relay_us_per_pkt_over_direct"`
+	// RelayProcUsPerPkt is the relay process's own CPU per delivered packet.
+	RelayProcUsPerPkt float64 `json:"relay_proc_us_per_pkt"`
+	// ProgNsPerPkt is the BPF program's run_time_ns / run_cnt over the
+	// window (kernel.bpf_stats_enabled). Nil where no program runs.
+	ProgNsPerPkt *float64 `json:"prog_ns_per_run"`
+	ProgRuns     uint64   `json:"prog_runs"`
+
+	RelayForwarded uint64   `json:"relay_forwarded"` // datapath flow counters, whole run
+	Notes          []string `json:"notes,omitempty"`
+}
+
+// WriteTable writes a Markdown table of the results.
+func WriteTable(w io.Writer, rs []Datapath) error {
+	var b strings.Builder
+	b.WriteString("| path | offered pps | delivered pps | loss % | csum err | busy cores | other | sender | relay proc | receiver | relay µs/pkt over direct | relay proc µs/pkt | prog ns/pkt |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s |\n",
+			r.Path, r.OfferedPPS, r.DeliveredPPS, r.LossPct, r.CsumErrors, r.BusyCores, r.OtherCores,
+			r.SenderCores, r.RelayCores, r.ReceiverCores,
+			optF(r.RelayUsPerPkt, "%.2f"), procUs(r), optF(r.ProgNsPerPkt, "%.0f"))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func procUs(r Datapath) string {
+	if r.Path == "direct" {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", r.RelayProcUsPerPkt)
+}
+
+func optF(v *float64, format string) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+// AppendJSONL appends one JSON object per result to dir/results.jsonl.
+func AppendJSONL(dir string, rs []Datapath) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "results.jsonl")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", path, err)
+	}
+	enc := json.NewEncoder(f)
+	for _, r := range rs {
+		if err := enc.Encode(r); err != nil {
+			f.Close()
+			return "", fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("close %s: %w", path, err)
+	}
+	return path, nil
+}
