@@ -123,7 +123,7 @@ func (fakeKernel) Counters() (map[string]uint64, error) {
 type fakeSlow struct{ *fakePath }
 
 func (fakeSlow) Counters() map[string]uint64 { return map[string]uint64{"rx": 5} }
-func (s fakeSlow) Sockets() int               { return s.count() }
+func (s fakeSlow) Sockets() int              { return s.count() }
 
 type fakeClock struct {
 	mu sync.Mutex

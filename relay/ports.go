@@ -85,7 +85,7 @@ func (p *portPool) free(rtp uint16) error {
 	return nil
 }
 
-func (p *portPool) total() int { return len(p.ring) }
+func (p *portPool) total() int     { return len(p.ring) }
 func (p *portPool) available() int { return p.n }
 
 // portRange is an inclusive range of ports.
