@@ -363,6 +363,14 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	take := func(all bool) (sample, error) {
 		var s sample
 		var err error
+		// The slow scan of every process goes first, so the counters and
+		// the clock below are read within microseconds of each other.
+		var everyone map[int]cpu.ProcTimes
+		if all {
+			if everyone, err = cpu.ScanProcs(); err != nil {
+				return s, err
+			}
+		}
 		if s.snd, err = netns.ReadCounters(sndH, line.SenderIf); err != nil {
 			return s, err
 		}
@@ -372,11 +380,8 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		if pinPath != "" && path != "userspace" {
 			s.progTime, s.progRuns, _ = progStats(pinPath)
 		}
-		if all {
-			s.cpu, err = cpu.TakeAll(pids)
-		} else {
-			s.cpu, err = cpu.Take(pids)
-		}
+		s.cpu, err = cpu.Take(pids)
+		s.cpu.All = everyone
 		return s, err
 	}
 
@@ -481,6 +486,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			return res, fmt.Errorf("relay result: %w", err)
 		}
 		res.RelayForwarded = lr.Forwarded
+		res.RelayCounters = lr.Counters
 	}
 
 	u := cpu.Between(a.cpu, b.cpu)
@@ -520,7 +526,8 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		res.ProgNsPerPkt, res.ProgRuns = &v, runs
 	}
 	res.Notes = append(res.Notes, notes(res, base)...)
-	log.Info("done", "delivered_pps", res.DeliveredPPS, "loss_pct", res.LossPct, "busy_cores", res.BusyCores)
+	log.Info("done", "delivered_pps", res.DeliveredPPS, "loss_pct", res.LossPct, "busy_cores", res.BusyCores,
+		"relay_forwarded", res.RelayForwarded, "relay_counters", res.RelayCounters, "receiver_udp", rr.UDP)
 	return res, nil
 }
 

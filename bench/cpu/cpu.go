@@ -214,18 +214,7 @@ type Snapshot struct {
 	At    time.Time
 	Sys   Stat
 	Procs map[string]ProcTimes // by role; a process that exited is absent
-	All   map[int]ProcTimes    // every process, when taken with TakeAll
-}
-
-// TakeAll is Take plus a scan of every process, for OtherCores.
-func TakeAll(pids map[string]int) (Snapshot, error) {
-	all, err := ScanProcs()
-	if err != nil {
-		return Snapshot{}, err
-	}
-	s, err := Take(pids)
-	s.All = all
-	return s, err
+	All   map[int]ProcTimes    // every process, filled by callers that ScanProcs
 }
 
 // Take reads /proc/stat and /proc/PID/stat for each named PID. A missing

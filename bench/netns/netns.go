@@ -166,6 +166,21 @@ func Create(ctx context.Context, cfg Config) (l *Line, err error) {
 		}
 		*m.dst = link.Attrs().HardwareAddr
 	}
+	// Static neighbours: a kernel datapath whose FIB lookup finds no
+	// neighbour passes the packet up, and with the relay port having no
+	// socket nothing would ever resolve it. Every path gets the same
+	// entries so none pays for ARP inside a measurement.
+	neigh := [][]string{
+		{"-n", l.Sender.Name, "neigh", "replace", l.RelayLeftAddr.String(), "lladdr", l.RelayLeftMAC.String(), "dev", l.SenderIf, "nud", "permanent"},
+		{"-n", l.Relay.Name, "neigh", "replace", l.SenderAddr.String(), "lladdr", l.SenderMAC.String(), "dev", l.RelayLeftIf, "nud", "permanent"},
+		{"-n", l.Relay.Name, "neigh", "replace", l.ReceiverAddr.String(), "lladdr", l.ReceiverMAC.String(), "dev", l.RelayRightIf, "nud", "permanent"},
+		{"-n", l.Receiver.Name, "neigh", "replace", l.RelayRightAddr.String(), "lladdr", l.RelayRightMAC.String(), "dev", l.ReceiverIf, "nud", "permanent"},
+	}
+	for _, s := range neigh {
+		if err := ip(ctx, s...); err != nil {
+			return l, err
+		}
+	}
 	return l, nil
 }
 

@@ -59,8 +59,9 @@ type Datapath struct {
 	ProgNsPerPkt *float64 `json:"prog_ns_per_run"`
 	ProgRuns     uint64   `json:"prog_runs"`
 
-	RelayForwarded uint64   `json:"relay_forwarded"` // datapath flow counters, whole run
-	Notes          []string `json:"notes,omitempty"`
+	RelayForwarded uint64            `json:"relay_forwarded"` // datapath flow counters, whole run
+	RelayCounters  map[string]uint64 `json:"relay_counters,omitempty"`
+	Notes          []string          `json:"notes,omitempty"`
 }
 
 // WriteTable writes a Markdown table of the results.
