@@ -23,7 +23,9 @@ type Config struct {
 	// Batch is the number of datagrams per recvmmsg/sendmmsg; default 32.
 	Batch int
 	// OnLatch is called from a worker when a learning flow latches its
-	// peer. It must not block: the worker forwards nothing meanwhile.
+	// peer. It must not block: the worker forwards nothing meanwhile. Nor
+	// may it call Upsert or Delete directly: those can wait for this very
+	// worker to finish its round. Hand the event to another goroutine.
 	OnLatch func(k relay.FlowKey, src netip.AddrPort)
 	// Logger receives control-path events only; nil discards them.
 	Logger *slog.Logger
@@ -239,7 +241,7 @@ func (r *Relay) open(p *port) error {
 	w := r.workers[pickWorker(p.addr, len(r.workers))]
 	p.fd, p.w = fd, w
 	r.fds.store(fd, p)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	ev := unix.EpollEvent{Events: epollEvents(), Fd: int32(fd)}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		r.fds.store(fd, nil)
 		p.fd = -1

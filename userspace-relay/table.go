@@ -49,6 +49,10 @@ const (
 	cntReceived = iota + int(ReasonRecvError) + 1
 	cntForwarded
 	cntLatched
+	// How well batching works: datagrams per wakeup and per syscall.
+	cntWakeups
+	cntRecvCalls
+	cntSendCalls
 	nCounters
 )
 
@@ -63,6 +67,9 @@ var counterNames = [nCounters]string{
 	cntReceived:       "received",
 	cntForwarded:      "forwarded",
 	cntLatched:        "latched",
+	cntWakeups:        "epoll_wakeups",
+	cntRecvCalls:      "recvmmsg_calls",
+	cntSendCalls:      "sendmmsg_calls",
 }
 
 // counters is padded to its own cache lines so that workers do not share
