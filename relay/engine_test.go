@@ -768,3 +768,53 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestPeerOfOtherFamilyNotInstalled(t *testing.T) {
+	h := newHarness(t, false, nil)
+	p := h.call(t, "c", LegSpec{Family: IPv4}, LegSpec{Family: IPv6})
+	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
+	// B's leg is on the IPv6 relay address, but B announced IPv4: the relay
+	// cannot send IPv4 from its IPv6 port.
+	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
+	if _, ok := h.s.flow(ap(p.A.Local, p.A.RTP)); ok {
+		t.Fatal("A→B installed with an IPv4 destination behind an IPv6 port")
+	}
+	if f, ok := h.s.flow(ap(p.B.Local, p.B.RTP)); !ok || f.Dst.Port() != 5000 {
+		t.Fatalf("B→A = %+v, %v; want installed towards A", f, ok)
+	}
+}
+
+func TestFlowsAndSessionsListing(t *testing.T) {
+	h := newHarness(t, false, nil)
+	pb := h.call(t, "b-call", def, def)
+	h.call(t, "a-call", def, def)
+	h.setPeer(t, "b-call", SideA, "203.0.113.10:5000", false)
+	h.setPeer(t, "b-call", SideB, "203.0.113.20:6000", false)
+	aRTP := ap(pb.A.Local, pb.A.RTP)
+	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.10:5000")})
+	h.s.addTraffic(t, aRTP, 1, h.clk.Now())
+
+	ss := h.e.Sessions()
+	if len(ss) != 2 || ss[0].CallID != "a-call" || ss[1].CallID != "b-call" || ss[1].Stats.Packets != 1 {
+		t.Fatalf("Sessions = %+v", ss)
+	}
+	state := func() string {
+		for _, fi := range h.e.Flows() {
+			if fi.Local == aRTP {
+				return fi.State
+			}
+		}
+		return "missing"
+	}
+	if got := state(); got != StateActive {
+		t.Fatalf("state = %s, want active", got)
+	}
+	h.clk.Advance(idleAfter)
+	if got := state(); got != StateIdle {
+		t.Fatalf("state after %s of silence = %s, want idle", idleAfter, got)
+	}
+	fl := h.e.Flows()
+	if len(fl) != 4 || fl[0].Side != SideA || fl[0].Component != "rtcp" || fl[1].Component != "rtp" || fl[3].Side != SideB {
+		t.Fatalf("Flows not sorted by side and component: %+v", fl)
+	}
+}
