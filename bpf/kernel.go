@@ -311,15 +311,18 @@ func Uninstall(pinPath string) error {
 	var errs []error
 	for _, e := range entries {
 		p := filepath.Join(pinPath, e.Name())
-		if strings.HasPrefix(e.Name(), "link_") {
+		switch name := e.Name(); {
+		case strings.HasPrefix(name, "link_"):
 			if err := removePinnedLink(p); err != nil {
 				errs = append(errs, err)
 			}
-			continue
+		case name == pinFlows || name == pinCounters || name == pinTxPorts:
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+			}
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
-		}
+		// Anything else is not ours: the root of a bpffs mount holds the
+		// kernel's maps.debug and progs.debug, which go with the unmount.
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
