@@ -3,7 +3,6 @@ package bpf
 import (
 	"testing"
 
-
 	"sipxdp/relay/fixtures"
 )
 
@@ -74,4 +73,3 @@ func BenchmarkXDPProgRun(b *testing.B) {
 		})
 	}
 }
-

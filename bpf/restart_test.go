@@ -1,0 +1,208 @@
+package bpf
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
+)
+
+const (
+	envChild   = "SIPXDP_RESTART_CHILD"
+	envChildNs = "SIPXDP_RESTART_NS"
+	envPin     = "SIPXDP_RESTART_PIN"
+)
+
+// TestRestartChild is the daemon stand-in for TestRestart: it only runs
+// when re-executed with envChild set, attaches, pins, installs the flow,
+// says READY and waits to be killed.
+func TestRestartChild(t *testing.T) {
+	if os.Getenv(envChild) != "1" {
+		t.Skip("helper process for TestRestart")
+	}
+	runtime.LockOSThread()
+	h, err := netns.GetFromPath(os.Getenv(envChildNs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	k, err := Open(Config{Interfaces: []string{"r0", "r1"}, PinPath: os.Getenv(envPin)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Upsert(families[0].flow()); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("READY %s\n", k.Name())
+	time.Sleep(time.Minute) // bounded: the parent kills us long before
+	t.Fatal("not killed")
+}
+
+func linkID(t *testing.T, pin string) uint32 {
+	t.Helper()
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		t.Fatalf("load pinned link: %v", err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(info.ID)
+}
+
+// TestRestart kills the process that attached the programs in the middle
+// of a stream: the pinned links and maps keep relaying with no loss, a new
+// Open takes over the same links and flow counters, and Uninstall stops it.
+func TestRestart(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t)
+	pinPath := filepath.Join(t.TempDir(), "pins")
+	t.Cleanup(func() {
+		if err := Uninstall(pinPath); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	fam := families[0]
+	flow := fam.flow()
+	recv := tp.udp(t, nsReceiver, flow.Dst)
+	send := tp.udp(t, nsSender, flow.Peer)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRestartChild$", "-test.v")
+	cmd.Env = append(os.Environ(), envChild+"=1",
+		envChildNs+"="+filepath.Join("/var/run/netns", tp.names[nsRelay]), envPin+"="+pinPath)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		cmd.Process.Kill() // by PID: the child we started; harmless once dead
+	})
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "READY") {
+				ready <- sc.Text()
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	select {
+	case line := <-ready:
+		t.Logf("child %d: %s", cmd.Process.Pid, line)
+		if line != "READY tc" {
+			t.Errorf("child chose %q, want tc on veth", line)
+		}
+	case err := <-exited:
+		t.Fatalf("child exited before READY: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("child not ready after 30s")
+	}
+	pin := linkPin(pinPath, ModeTC, "r0")
+	idBefore := linkID(t, pin)
+
+	// 3,000 packets over about 1.5 s; the child dies after the first 1,000.
+	const total, killAt = 3000, 1000
+	errc := make(chan error, 1)
+	go func() {
+		for seq := 0; seq < total; seq++ {
+			if seq == killAt {
+				if err := cmd.Process.Kill(); err != nil {
+					errc <- fmt.Errorf("kill child: %w", err)
+					return
+				}
+			}
+			if err := stream(send, flow.Key.Local, seq, 1); err != nil {
+				errc <- err
+				return
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+		errc <- nil
+	}()
+	seen := receive(t, recv, flow.Out, total, 20*time.Second)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		t.Logf("child gone: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("child still running after SIGKILL")
+	}
+	if len(seen) != total {
+		t.Fatalf("received %d of %d packets across the kill", len(seen), total)
+	}
+	t.Logf("received all %d packets; the child was SIGKILLed after %d", total, killAt)
+
+	// A new daemon takes over the same pinned link and the flow.
+	var k *Kernel
+	tp.in(t, nsRelay, func() error {
+		var err error
+		k, err = Open(Config{Interfaces: []string{"r0", "r1"}, PinPath: pinPath})
+		return err
+	})
+	defer k.Close()
+	if k.Name() != ModeTC || !strings.Contains(k.Reason(), "veth") {
+		t.Errorf("reopen chose %s (%s), want tc because of veth", k.Name(), k.Reason())
+	}
+	if id := linkID(t, pin); id != idBefore {
+		t.Errorf("pinned link replaced (id %d -> %d), want the same link updated", idBefore, id)
+	}
+	st, err := k.Stats(flow.Key)
+	if err != nil {
+		t.Fatalf("flow lost across restart: %v", err)
+	}
+	if st.Packets != total || st.Bytes != total*172 {
+		t.Errorf("flow stats after restart %+v, want %d packets", st, total)
+	}
+	flows, err := k.Flows()
+	if err != nil || len(flows) != 1 || flows[0].Flow.Key != flow.Key {
+		t.Errorf("flows after restart: %+v, %v", flows, err)
+	}
+	if err := k.Upsert(flow); err != nil { // the engine re-syncing its truth
+		t.Fatal(err)
+	}
+	if err := stream(send, flow.Key.Local, total, 100); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, recv, flow.Out, 100, 5*time.Second); len(got) != 100 {
+		t.Errorf("after reopen received %d of 100", len(got))
+	}
+	if st, _ := k.Stats(flow.Key); st.Packets != total+100 {
+		t.Errorf("counters not carried over the re-sync: %d packets, want %d", st.Packets, total+100)
+	}
+
+	// Uninstall detaches: nothing is relayed any more.
+	k.Close()
+	if err := Uninstall(pinPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pinPath); !os.IsNotExist(err) {
+		t.Errorf("pin path still there after Uninstall: %v", err)
+	}
+	if err := stream(send, flow.Key.Local, total+100, 20); err != nil {
+		t.Fatal(err)
+	}
+	recv.SetReadDeadline(time.Now().Add(time.Second))
+	if n, src, err := recv.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+		t.Errorf("relayed a packet (%d bytes from %v) after Uninstall", n, src)
+	}
+}
