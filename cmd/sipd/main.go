@@ -1,0 +1,64 @@
+// Command sipd is the sipxdp SIP proxy, registrar and media relay.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"sipxdp/sipd"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sipd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("sipd", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file (default: the embedded default)")
+	printDefault := fs.Bool("print-default-config", false, "print the embedded default configuration and exit")
+	httpListen := fs.String("http", "", "override http.listen")
+	datapath := fs.String("datapath", "", "override media.datapath: auto, xdp, xdp-generic, tc or userspace")
+	logLevel := fs.String("log-level", "", "override log.level")
+	uninstall := fs.Bool("uninstall", false, "remove the pinned BPF maps and links (stops kernel forwarding) and exit")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *printDefault {
+		_, err := os.Stdout.Write(sipd.DefaultConfigYAML())
+		return err
+	}
+	cfg, err := sipd.LoadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if *httpListen != "" {
+		cfg.HTTP.Listen = *httpListen
+	}
+	if *datapath != "" {
+		cfg.Media.Datapath = *datapath
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("flags: %w", err)
+	}
+	logger := sipd.NewLogger(cfg.Log, os.Stderr)
+	if *uninstall {
+		return sipd.Uninstall(cfg, logger)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return sipd.Run(ctx, cfg, logger)
+}

@@ -1,0 +1,200 @@
+package sipd
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"sipxdp/relay"
+)
+
+// API serves sipd's HTTP control and monitoring endpoints.
+type API struct {
+	Engine  *relay.Engine
+	Started time.Time
+	Version string
+}
+
+// Health is the /health document.
+type Health struct {
+	Status        string      `json:"status"`
+	Version       string      `json:"version"`
+	UptimeSeconds float64     `json:"uptime_seconds"`
+	Media         MediaHealth `json:"media"`
+}
+
+// MediaHealth summarises the relay.
+type MediaHealth struct {
+	Path             string `json:"path"`
+	Reason           string `json:"reason"`
+	Draining         bool   `json:"draining"`
+	Sessions         int    `json:"sessions"`
+	Flows            int    `json:"flows"`
+	KernelFlows      int    `json:"kernel_flows"`
+	UserspaceFlows   int    `json:"userspace_flows"`
+	Packets          uint64 `json:"packets"`
+	Bytes            uint64 `json:"bytes"`
+	KernelPackets    uint64 `json:"kernel_packets"`
+	UserspacePackets uint64 `json:"userspace_packets"`
+	UserspaceSockets int    `json:"userspace_sockets"`
+}
+
+// FlowJSON is one flow in /flows.
+type FlowJSON struct {
+	CallID      string    `json:"call_id"`
+	Stream      int       `json:"stream"`
+	Leg         string    `json:"leg"`
+	Component   string    `json:"component"`
+	Local       string    `json:"local"`
+	Peer        string    `json:"peer"`
+	Out         string    `json:"out"`
+	Dst         string    `json:"dst"`
+	Path        string    `json:"path"`
+	State       string    `json:"state"`
+	KernelError string    `json:"kernel_error,omitempty"`
+	Packets     uint64    `json:"packets"`
+	Bytes       uint64    `json:"bytes"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+}
+
+// StatsJSON is /stats: totals and the slow-path counters.
+type StatsJSON struct {
+	MediaHealth
+	KernelBytes         uint64            `json:"kernel_bytes"`
+	UserspaceBytes      uint64            `json:"userspace_bytes"`
+	KernelCounters      map[string]uint64 `json:"kernel_counters,omitempty"`
+	KernelCountersError string            `json:"kernel_counters_error,omitempty"`
+	UserspaceCounters   map[string]uint64 `json:"userspace_counters"`
+	LatchDrops          uint64            `json:"latch_drops"`
+}
+
+// Handler routes the API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", a.health)
+	mux.HandleFunc("GET /metrics", a.metrics)
+	mux.HandleFunc("GET /flows", a.flows)
+	mux.HandleFunc("GET /stats", a.stats)
+	mux.HandleFunc("POST /drain", a.drain)
+	return mux
+}
+
+func (a *API) mediaHealth(t relay.Totals) MediaHealth {
+	return MediaHealth{
+		Path: t.Path, Reason: t.PathReason, Draining: t.Draining,
+		Sessions: t.Sessions, Flows: t.Flows,
+		KernelFlows: t.KernelFlows, UserspaceFlows: t.UserspaceFlows,
+		Packets:       t.KernelPackets + t.UserspacePackets,
+		Bytes:         t.KernelBytes + t.UserspaceBytes,
+		KernelPackets: t.KernelPackets, UserspacePackets: t.UserspacePackets,
+		UserspaceSockets: t.UserspaceSockets,
+	}
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	t := a.Engine.Stats()
+	writeJSON(w, Health{
+		Status: "ok", Version: a.Version,
+		UptimeSeconds: time.Since(a.Started).Seconds(),
+		Media:         a.mediaHealth(t),
+	})
+}
+
+func (a *API) stats(w http.ResponseWriter, r *http.Request) {
+	t := a.Engine.Stats()
+	writeJSON(w, StatsJSON{
+		MediaHealth: a.mediaHealth(t),
+		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
+		KernelCounters: t.KernelCounters, KernelCountersError: t.KernelCountersError,
+		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops,
+	})
+}
+
+func (a *API) flows(w http.ResponseWriter, r *http.Request) {
+	call := r.URL.Query().Get("call_id")
+	out := []FlowJSON{}
+	for _, f := range a.Engine.Flows() {
+		if call != "" && f.CallID != call {
+			continue
+		}
+		out = append(out, FlowJSON{
+			CallID: f.CallID, Stream: f.Stream, Leg: f.Side.String(), Component: f.Component,
+			Local: f.Local.String(), Peer: addrString(f.Peer), Out: f.Out.String(), Dst: addrString(f.Dst),
+			Path: f.Path, State: f.State, KernelError: f.KernelError,
+			Packets: f.Packets, Bytes: f.Bytes, LastSeen: f.LastSeen,
+		})
+	}
+	writeJSON(w, out)
+}
+
+func (a *API) drain(w http.ResponseWriter, r *http.Request) {
+	on := r.URL.Query().Get("off") == ""
+	a.Engine.Drain(on)
+	writeJSON(w, map[string]bool{"draining": on})
+}
+
+func addrString(ap interface {
+	IsValid() bool
+	String() string
+}) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// metrics writes Prometheus text exposition by hand: a handful of gauges
+// and counters do not justify a client library.
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	t := a.Engine.Stats()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	var b strings.Builder
+	metric := func(name, typ, help string, v any, labels string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %v\n", name, help, name, typ, name, labels, v)
+	}
+	metric("sipxdp_up", "gauge", "1 while sipd runs, labelled with the media path in use.", 1,
+		fmt.Sprintf("{version=%q,media_path=%q}", a.Version, t.Path))
+	metric("sipxdp_uptime_seconds", "gauge", "Seconds since sipd started.", time.Since(a.Started).Seconds(), "")
+	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
+	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
+	metric("sipxdp_media_draining", "gauge", "1 while the relay refuses new calls.", boolInt(t.Draining), "")
+	fmt.Fprintf(&b, "# HELP sipxdp_media_packets_total Packets relayed, by path.\n# TYPE sipxdp_media_packets_total counter\n")
+	fmt.Fprintf(&b, "sipxdp_media_packets_total{path=\"kernel\"} %d\nsipxdp_media_packets_total{path=\"userspace\"} %d\n", t.KernelPackets, t.UserspacePackets)
+	fmt.Fprintf(&b, "# HELP sipxdp_media_bytes_total UDP payload bytes relayed, by path.\n# TYPE sipxdp_media_bytes_total counter\n")
+	fmt.Fprintf(&b, "sipxdp_media_bytes_total{path=\"kernel\"} %d\nsipxdp_media_bytes_total{path=\"userspace\"} %d\n", t.KernelBytes, t.UserspaceBytes)
+	counterFamily(&b, "sipxdp_kernel_packets_total", "Kernel program verdicts and slow-path reasons.", t.KernelCounters)
+	counterFamily(&b, "sipxdp_userspace_packets_total", "Userspace relay counters.", t.UserspaceCounters)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {
+	if len(m) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(b, "%s{counter=%q} %d\n", name, k, m[k])
+	}
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
