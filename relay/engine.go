@@ -307,14 +307,15 @@ type Engine struct {
 	runMu      sync.Mutex // held by Run for its lifetime
 	runDone    chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	draining bool
-	pools    []*addrPool
-	sessions map[string]*session
-	flows    map[netip.AddrPort]*dir // every allocated port, installed or not
-	handoffs []handoff               // FIFO: the delay is constant, so deadlines are ordered
-	pending  []Event                 // events not yet taken by the reader
+	mu            sync.Mutex
+	closed        bool
+	draining      bool
+	pools         []*addrPool
+	sessions      map[string]*session
+	flows         map[netip.AddrPort]*dir // every allocated port, installed or not
+	handoffs      []handoff               // FIFO: the delay is constant, so deadlines are ordered
+	pending       []Event                 // events not yet taken by the reader
+	resyncedDrops uint64                  // latchDrops when resync last ran
 	// Counters of sessions already deleted, so totals do not go down.
 	endedKern, endedUser FlowStats
 }
@@ -651,11 +652,6 @@ func (d *dir) key() FlowKey { return FlowKey{Local: d.st.legs[d.from].local(d.co
 
 func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.outComp) }
 
-// flow is the installed flow (valid only when d.valid).
-func (d *dir) flow(strict bool) Flow {
-	return Flow{Key: d.key(), Peer: d.peer, Learning: d.learning, Strict: strict, Out: d.out(), Dst: d.dst}
-}
-
 // same reports whether f is what is installed. Key and Strict never change
 // for a direction.
 func (d *dir) same(f Flow) bool {
@@ -799,7 +795,11 @@ func (e *Engine) latch(ev latchEvent) {
 	if !ok || !d.valid || d.st.sess.deleted {
 		return // the call ended while the event was queued
 	}
-	src := unmap(ev.src)
+	e.latchLocked(d, ev.src)
+}
+
+func (e *Engine) latchLocked(d *dir, src netip.AddrPort) {
+	src = unmap(src)
 	l := &d.st.legs[d.from]
 	if l.latched[d.comp] == src {
 		return
@@ -807,13 +807,13 @@ func (e *Engine) latch(ev latchEvent) {
 	l.latched[d.comp] = src
 	// The whole stream: the reverse direction's Dst is this source.
 	if err := e.reconcile(d.st); err != nil {
-		e.log.Warn("latch", "call", d.st.sess.callID, "flow", ev.k.String(), "err", err)
+		e.log.Warn("latch", "call", d.st.sess.callID, "flow", d.key().String(), "err", err)
 		return
 	}
 	if !e.debug() {
 		return
 	}
-	e.log.Debug("latched", "call", d.st.sess.callID, "flow", ev.k.String(), "src", src.String(),
+	e.log.Debug("latched", "call", d.st.sess.callID, "flow", d.key().String(), "src", src.String(),
 		"kernel", d.inKern)
 }
 
@@ -1088,10 +1088,48 @@ func (e *Engine) step(scan bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
+	if drops := e.latchDrops.Load(); drops != e.resyncedDrops {
+		e.resyncedDrops = drops
+		e.resync()
+	}
 	e.runHandoffs(now)
 	if scan {
 		e.scan(now)
 	}
+}
+
+// PeerReader is implemented by a slow path that can say what it latched
+// (the userspace relay does). The engine uses it to recover latches whose
+// OnLatch was dropped on a full queue; without it such flows stay in
+// userspace and their reverse direction keeps the announced address.
+type PeerReader interface {
+	Peer(k FlowKey) (peer netip.AddrPort, learning bool, err error)
+}
+
+// resync asks the slow path for the peers of flows the engine still
+// believes to be learning. It walks every flow, but only after OnLatch
+// events were dropped.
+func (e *Engine) resync() {
+	pr, ok := e.slow.(PeerReader)
+	if !ok {
+		e.log.Warn("latch events dropped and the slow path cannot report peers; affected flows stay in userspace",
+			"dropped_total", e.resyncedDrops)
+		return
+	}
+	n := 0
+	for _, d := range e.flows {
+		if !d.valid || !d.learning || !d.inSlow {
+			continue
+		}
+		peer, learning, err := pr.Peer(d.key())
+		if err != nil || learning || !peer.IsValid() {
+			continue
+		}
+		e.latchLocked(d, peer)
+		n++
+	}
+	e.log.Warn("latch events dropped; recovered latches from the slow path",
+		"dropped_total", e.resyncedDrops, "recovered", n)
 }
 
 func (e *Engine) runHandoffs(now time.Time) {

@@ -818,3 +818,69 @@ func TestFlowsAndSessionsListing(t *testing.T) {
 		t.Fatalf("Flows not sorted by side and component: %+v", fl)
 	}
 }
+
+// peerSlow is a slow path that reports what it latched on its own.
+type peerSlow struct {
+	fakeSlow
+	latched map[FlowKey]netip.AddrPort
+}
+
+func (p peerSlow) Peer(k FlowKey) (netip.AddrPort, bool, error) {
+	f, ok := p.flow(k.Local)
+	if !ok {
+		return netip.AddrPort{}, false, ErrFlowNotFound
+	}
+	if src, ok := p.latched[k]; ok {
+		return src, false, nil
+	}
+	return f.Peer, f.Learning, nil
+}
+
+func TestDroppedLatchRecoveredFromSlowPath(t *testing.T) {
+	for _, canReport := range []bool{true, false} {
+		t.Run(map[bool]string{true: "slow path reports peers", false: "slow path cannot"}[canReport], func(t *testing.T) {
+			s := newFakePath("userspace")
+			k := newFakePath("xdp")
+			ps := peerSlow{fakeSlow{s}, map[FlowKey]netip.AddrPort{}}
+			var slow SlowPath = ps.fakeSlow
+			if canReport {
+				slow = ps
+			}
+			clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			e, err := NewEngine(Config{Addresses: testAddresses(), Logger: discardLogger(), ProcDir: t.TempDir(),
+				Now: clk.Now, LatchQueue: 1}, fakeKernel{k}, slow, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &harness{e: e, k: k, s: s, clk: clk}
+			p := h.call(t, "c", def, def)
+			h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
+			h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
+			aRTP, bRTP := ap(p.A.Local, p.A.RTP), ap(p.B.Local, p.B.RTP)
+			natA, natB := netip.MustParseAddrPort("203.0.113.99:41000"), netip.MustParseAddrPort("203.0.113.98:42000")
+			// The userspace relay latched both and told the engine; the
+			// queue holds one, so B's event is lost.
+			ps.latched[FlowKey{aRTP}] = natA
+			ps.latched[FlowKey{bRTP}] = natB
+			e.OnLatch(FlowKey{aRTP}, natA)
+			e.OnLatch(FlowKey{bRTP}, natB)
+			if e.Stats().LatchDrops != 1 {
+				t.Fatalf("LatchDrops = %d, want 1", e.Stats().LatchDrops)
+			}
+			e.latch(<-e.latchq)
+			clk.Advance(time.Second)
+			e.step(false)
+			f, _ := k.flow(bRTP)
+			if canReport {
+				if f.Learning || f.Peer != natB {
+					t.Fatalf("kernel B→A = %+v; want the dropped latch recovered (%s)", f, natB)
+				}
+				if f, _ := k.flow(aRTP); f.Dst != natB {
+					t.Fatalf("kernel A→B Dst = %s, want %s", f.Dst, natB)
+				}
+			} else if !f.Learning {
+				t.Fatalf("kernel B→A = %+v latched without any report", f)
+			}
+		})
+	}
+}
