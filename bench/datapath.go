@@ -56,8 +56,13 @@ type DatapathOptions struct {
 	Warmup   time.Duration
 	Batch    int
 	Size     int
-	Out      string
-	Command  string // recorded with each result
+	Repeat   int // runs of every path; the summary takes the median
+	// QuietWait bounds how long to wait before each path for the machine
+	// to be nearly idle (other work under QuietCores); 0 does not wait.
+	QuietWait  time.Duration
+	QuietCores float64
+	Out        string
+	Command    string // recorded with each result
 	// Progress receives one line a second; nil discards.
 	Progress *slog.Logger
 }
@@ -72,6 +77,9 @@ func parseDatapathFlags(args []string) (DatapathOptions, error) {
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "time skipped before the measurement window")
 	fs.IntVar(&o.Batch, "batch", 8, "packets per sendmmsg on one flow")
 	fs.IntVar(&o.Size, "size", 172, "UDP payload bytes (12-byte RTP header + 160 bytes G.711)")
+	fs.DurationVar(&o.QuietWait, "quiet-wait", 20*time.Second, "before each path, wait up to this long for other load to drop (0: do not wait)")
+	fs.Float64Var(&o.QuietCores, "quiet-cores", 0.2, "busy cores below which the machine counts as quiet")
+	fs.IntVar(&o.Repeat, "repeat", 1, "runs of every path (1..20), interleaved; the table shows the median run")
 	fs.StringVar(&o.Out, "out", "", "directory for results.jsonl (appended)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -91,6 +99,8 @@ func parseDatapathFlags(args []string) (DatapathOptions, error) {
 		return o, fmt.Errorf("flows %d: want 1..%d", o.Flows, maxFlows)
 	case o.Duration < time.Second || o.Duration > 5*time.Minute:
 		return o, fmt.Errorf("duration %s: want 1s..5m", o.Duration)
+	case o.Repeat < 1 || o.Repeat > 20:
+		return o, fmt.Errorf("repeat %d: want 1..20", o.Repeat)
 	case o.Warmup < 0 || o.Warmup >= o.Duration/2:
 		return o, fmt.Errorf("warmup %s: want 0..half the duration", o.Warmup)
 	}
@@ -135,16 +145,25 @@ func runDatapathCmd(args []string) int {
 	results, err := RunDatapath(ctx, o)
 	if len(results) > 0 {
 		fmt.Printf("\n%d packets/s, %d flows, %d-byte payload, %s per path; command: %s\n\n", o.Rate, o.Flows, o.Size, o.Duration, o.Command)
-		if werr := report.WriteTable(os.Stdout, results); werr != nil {
+		summary := report.Summarize(results)
+		if o.Repeat > 1 {
+			fmt.Printf("median of %d runs per path; range is the relay µs/pkt over all runs\n\n", o.Repeat)
+		}
+		if werr := report.WriteTable(os.Stdout, summary); werr != nil {
 			err = errors.Join(err, werr)
 		}
-		for _, r := range results {
+		for _, r := range summary {
 			for _, n := range r.Notes {
 				fmt.Printf("- %s: %s\n", r.Path, n)
 			}
 		}
 		if o.Out != "" {
-			p, werr := report.AppendJSONL(o.Out, results)
+			// Every run goes to results.jsonl; with repeats the median rows
+			// also go to summary.jsonl.
+			p, werr := report.AppendJSONL(o.Out, "results.jsonl", results)
+			if werr == nil && o.Repeat > 1 {
+				_, werr = report.AppendJSONL(o.Out, "summary.jsonl", summary)
+			}
 			if werr != nil {
 				err = errors.Join(err, werr)
 			} else {
@@ -183,24 +202,36 @@ func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, err
 	cleanStalePins()
 
 	var results []report.Datapath
-	var base *report.Datapath
 	var errs []error
-	for _, p := range o.Paths {
-		if ctx.Err() != nil {
-			errs = append(errs, ctx.Err())
-			break
-		}
-		r, err := measurePath(ctx, o, p, base)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("path %s: %w", p, err))
-			if p == "direct" {
-				break // without the baseline nothing else means anything
+	reps := max(o.Repeat, 1)
+	// Repetitions interleave the paths, so slow drift in the machine's
+	// other load spreads over all of them instead of landing on one.
+reps:
+	for rep := 1; rep <= reps; rep++ {
+		var base *report.Datapath
+		for _, p := range o.Paths {
+			if ctx.Err() != nil {
+				errs = append(errs, ctx.Err())
+				break reps
 			}
-			continue
-		}
-		results = append(results, r)
-		if p == "direct" {
-			base = &results[len(results)-1]
+			if err := waitQuiet(ctx, o); err != nil {
+				errs = append(errs, err)
+				break reps
+			}
+			r, err := measurePath(ctx, o, p, base)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("path %s run %d: %w", p, rep, err))
+				if p == "direct" {
+					break reps // without the baseline nothing else means anything
+				}
+				continue
+			}
+			r.Rep = rep
+			results = append(results, r)
+			if p == "direct" {
+				b := r
+				base = &b
+			}
 		}
 	}
 	return results, errors.Join(errs...)
@@ -511,14 +542,20 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	ours := func(pid int, p cpu.ProcTimes) bool { return mine[pid] || mine[p.PPid] }
 	res.OtherCores = round3(cpu.OtherCores(a.cpu.All, b.cpu.All, ours, u.Wall))
 	res.NetBusyCores = round3(max(u.Busy-res.OtherCores, 0))
+	res.KthreadCores = round3(cpu.KthreadCores(a.cpu.All, b.cpu.All, u.Wall))
+	res.OursCores = round3(u.Procs["sender"] + u.Procs["relay"] + u.Procs["receiver"] + res.KthreadCores)
+	// Within a twentieth of a core of full is no idle to speak of.
+	res.Saturated = u.Busy > float64(b.cpu.Sys.CPUs)-0.05
 	res.SenderCores = round3(u.Procs["sender"])
 	res.RelayCores = round3(u.Procs["relay"])
 	res.ReceiverCores = round3(u.Procs["receiver"])
 	if res.DeliveredPPS > 0 {
 		res.RelayProcUsPerPkt = round3(res.RelayCores / res.DeliveredPPS * 1e6)
-		if base != nil {
-			v := round3((res.NetBusyCores - base.NetBusyCores) / res.DeliveredPPS * 1e6)
+		if base != nil && base.DeliveredPPS > 0 {
+			v := round3(perPacketOver(res.NetBusyCores, res.DeliveredPPS, base.NetBusyCores, base.DeliveredPPS))
 			res.RelayUsPerPkt = &v
+			w := round3(perPacketOver(res.OursCores, res.DeliveredPPS, base.OursCores, base.DeliveredPPS))
+			res.RelayUsPerPktProcs = &w
 		}
 	}
 	if runs := b.progRuns - a.progRuns; runs > 0 {
@@ -539,6 +576,9 @@ func notes(r report.Datapath, base *report.Datapath) []string {
 	if r.BadSource > 0 {
 		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))
 	}
+	if r.Saturated {
+		n = append(n, fmt.Sprintf("no idle CPU left in the window (busy %.2f cores): the system-busy comparison is meaningless, use the per-process one", r.BusyCores))
+	}
 	if r.OtherCores >= 0.02 {
 		n = append(n, fmt.Sprintf("other processes used %.3f cores during the window; subtracted from busy before comparing with direct", r.OtherCores))
 	}
@@ -552,6 +592,52 @@ func notes(r report.Datapath, base *report.Datapath) []string {
 		n = append(n, fmt.Sprintf("delivered %.0f pps against %.0f for direct: the subtraction assumes equal load, so the cost per packet is approximate", r.DeliveredPPS, base.DeliveredPPS))
 	}
 	return n
+}
+
+// waitQuiet waits, a second at a time and at most QuietWait, until the
+// machine's busy cores drop under QuietCores. The bench shares its machine
+// with other work; measuring during someone's compile gives numbers that
+// mean nothing, so it is better to wait a little and say when it did not
+// get quiet.
+func waitQuiet(ctx context.Context, o DatapathOptions) error {
+	if o.QuietWait <= 0 {
+		return nil
+	}
+	deadline := time.Now().Add(o.QuietWait)
+	prev, err := cpu.Take(nil)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		cur, err := cpu.Take(nil)
+		if err != nil {
+			return err
+		}
+		busy := cpu.Between(prev, cur).Busy
+		prev = cur
+		if busy < o.QuietCores {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			slog.Warn("machine not quiet; measuring anyway", "busy_cores", round3(busy), "waited", o.QuietWait)
+			return nil
+		}
+		slog.Info("waiting for other load to drop", "busy_cores", round3(busy))
+	}
+}
+
+// perPacketOver is the extra CPU per packet of a path over the baseline, in
+// µs. Each side is divided by its own packet rate before subtracting: the
+// caller makes sure both rates are positive. At equal rates this is (cores − base cores) / pps, and when a loaded machine
+// lets one run fall short of the offered rate, the sender's and
+// receiver's per-packet costs still cancel.
+func perPacketOver(cores, pps, baseCores, basePPS float64) float64 {
+	return (cores/pps - baseCores/basePPS) * 1e6
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

@@ -209,6 +209,21 @@ func OtherCores(a, b map[int]ProcTimes, ours func(pid int, p ProcTimes) bool, wa
 	return float64(ticks) / UserHZ / wall.Seconds()
 }
 
+// KthreadCores is the CPU used between two scans by kernel threads:
+// ksoftirqd doing softirq work that overflowed, and workers.
+func KthreadCores(a, b map[int]ProcTimes, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	var ticks uint64
+	for pid, pb := range b {
+		if pb.Kthread {
+			ticks += sub(pb.Ticks(), a[pid].Ticks())
+		}
+	}
+	return float64(ticks) / UserHZ / wall.Seconds()
+}
+
 // Snapshot is one reading of the system and of a set of processes.
 type Snapshot struct {
 	At    time.Time

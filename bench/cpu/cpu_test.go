@@ -118,4 +118,7 @@ func TestOtherCores(t *testing.T) {
 	if got := OtherCores(a, b, ours, 2*time.Second); math.Abs(got-0.6) > 1e-9 {
 		t.Fatalf("other cores %v, want (100+20)/100/2 = 0.6", got)
 	}
+	if got := KthreadCores(a, b, 2*time.Second); math.Abs(got-0.4) > 1e-9 {
+		t.Fatalf("kthread cores %v, want 80/100/2 = 0.4", got)
+	}
 }

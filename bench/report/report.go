@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -16,6 +17,7 @@ import (
 // Datapath is one media path measured by `bench datapath`.
 type Datapath struct {
 	Path    string    `json:"path"`
+	Rep     int       `json:"rep"` // run number with --repeat
 	Time    time.Time `json:"time"`
 	Command string    `json:"command"`
 	Host    string    `json:"host"`
@@ -43,15 +45,32 @@ type Datapath struct {
 	// OtherCores is CPU used meanwhile by user processes outside the bench
 	// (a shared machine); NetBusyCores = BusyCores − OtherCores is what the
 	// comparison with direct uses.
-	OtherCores    float64 `json:"other_cores"`
-	NetBusyCores  float64 `json:"net_busy_cores"`
+	OtherCores   float64 `json:"other_cores"`
+	NetBusyCores float64 `json:"net_busy_cores"`
+	KthreadCores float64 `json:"kthread_cores"` // kernel threads, ksoftirqd included
+	// OursCores is sender + relay + receiver + kernel threads: the work of
+	// this bench as the processes it ran were charged for it, softirq
+	// included. Unlike system busy it stays right when other load fills
+	// the machine.
+	OursCores     float64 `json:"ours_cores"`
 	SenderCores   float64 `json:"sender_cores"`
 	RelayCores    float64 `json:"relay_cores"` // relay process only; 0 for direct
 	ReceiverCores float64 `json:"receiver_cores"`
 
-	// RelayUsPerPkt is (net busy − net busy of direct) / delivered pps: everything
-	// the relay path costs, softirq included. Nil for direct itself.
+	// RelayUsPerPkt is net busy / delivered pps − the same for direct, in
+	// µs: everything the relay path costs, softirq included (at equal rates
+	// it equals (busy − busy of direct) / pps). Nil for direct itself.
 	RelayUsPerPkt *float64 `json:"relay_us_per_pkt_over_direct"`
+	// RelayUsPerPktProcs is the same comparison made from OursCores. The summary's median uses it.
+	RelayUsPerPktProcs *float64 `json:"relay_us_per_pkt_over_direct_procs"`
+	// Saturated is set when the system had no idle time left in the
+	// window; then the system-busy comparison says nothing.
+	Saturated bool `json:"saturated"`
+	// RelayUsMin and RelayUsMax span RelayUsPerPktProcs over repeated runs; set
+	// only on summary rows.
+	RelayUsMin *float64 `json:"relay_us_min,omitempty"`
+	RelayUsMax *float64 `json:"relay_us_max,omitempty"`
+	Runs       int      `json:"runs,omitempty"`
 	// RelayProcUsPerPkt is the relay process's own CPU per delivered packet.
 	RelayProcUsPerPkt float64 `json:"relay_proc_us_per_pkt"`
 	// ProgNsPerPkt is the BPF program's run_time_ns / run_cnt over the
@@ -67,16 +86,69 @@ type Datapath struct {
 // WriteTable writes a Markdown table of the results.
 func WriteTable(w io.Writer, rs []Datapath) error {
 	var b strings.Builder
-	b.WriteString("| path | offered pps | delivered pps | loss % | csum err | busy cores | other | sender | relay proc | receiver | relay µs/pkt over direct | relay proc µs/pkt | prog ns/pkt |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| path | offered pps | delivered pps | loss % | csum err | busy cores | other | ours | sender | relay proc | receiver | relay µs/pkt (system) | relay µs/pkt (procs) | range (procs) | relay proc µs/pkt | prog ns/pkt |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s |\n",
-			r.Path, r.OfferedPPS, r.DeliveredPPS, r.LossPct, r.CsumErrors, r.BusyCores, r.OtherCores,
+		sys := optF(r.RelayUsPerPkt, "%.2f")
+		if r.Saturated && r.RelayUsPerPkt != nil {
+			sys += " (saturated)"
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s |\n",
+			r.Path, r.OfferedPPS, r.DeliveredPPS, r.LossPct, r.CsumErrors, r.BusyCores, r.OtherCores, r.OursCores,
 			r.SenderCores, r.RelayCores, r.ReceiverCores,
-			optF(r.RelayUsPerPkt, "%.2f"), procUs(r), optF(r.ProgNsPerPkt, "%.0f"))
+			sys, optF(r.RelayUsPerPktProcs, "%.2f"), rangeUs(r), procUs(r), optF(r.ProgNsPerPkt, "%.0f"))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func rangeUs(r Datapath) string {
+	if r.RelayUsMin == nil || r.RelayUsMax == nil || r.Runs < 2 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f–%.2f", *r.RelayUsMin, *r.RelayUsMax)
+}
+
+// Summarize picks, per path in first-seen order, the run with the median
+// relay cost from per-process time (for direct, the median of ours) and
+// records the
+// spread. One run per path comes back unchanged.
+func Summarize(rs []Datapath) []Datapath {
+	var order []string
+	by := map[string][]Datapath{}
+	for _, r := range rs {
+		if _, ok := by[r.Path]; !ok {
+			order = append(order, r.Path)
+		}
+		by[r.Path] = append(by[r.Path], r)
+	}
+	out := make([]Datapath, 0, len(order))
+	for _, p := range order {
+		runs := by[p]
+		key := func(r Datapath) float64 {
+			if r.RelayUsPerPktProcs != nil {
+				return *r.RelayUsPerPktProcs
+			}
+			return r.OursCores
+		}
+		sort.SliceStable(runs, func(i, j int) bool { return key(runs[i]) < key(runs[j]) })
+		m := runs[(len(runs)-1)/2]
+		m.Runs = len(runs)
+		var lo, hi *float64
+		for _, r := range runs {
+			if v := r.RelayUsPerPktProcs; v != nil {
+				if lo == nil || *v < *lo {
+					lo = v
+				}
+				if hi == nil || *v > *hi {
+					hi = v
+				}
+			}
+		}
+		m.RelayUsMin, m.RelayUsMax = lo, hi
+		out = append(out, m)
+	}
+	return out
 }
 
 func procUs(r Datapath) string {
@@ -93,12 +165,12 @@ func optF(v *float64, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
-// AppendJSONL appends one JSON object per result to dir/results.jsonl.
-func AppendJSONL(dir string, rs []Datapath) (string, error) {
+// AppendJSONL appends one JSON object per result to dir/name.
+func AppendJSONL(dir, name string, rs []Datapath) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, "results.jsonl")
+	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("open %s: %w", path, err)
