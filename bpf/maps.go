@@ -240,8 +240,36 @@ func (m *Maps) Stats(key relay.FlowKey) (relay.FlowStats, error) {
 	return statsOf(&v), nil
 }
 
-// Flows lists every kernel flow with its counters.
+// Flows lists every kernel flow with its counters. It reads the map in
+// batches: one syscall per few thousand flows instead of two per flow,
+// which matters at 200,000 flows.
 func (m *Maps) Flows() ([]FlowEntry, error) {
+	const batch = 4096
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]xdpFlowKey, batch)
+		vals   = make([]xdpFlowValue, batch)
+		out    []FlowEntry
+	)
+	for {
+		n, err := m.flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			out = append(out, FlowEntry{Flow: flowOf(keys[i], &vals[i]), Stats: statsOf(&vals[i])})
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return out, nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return m.iterateFlows()
+		case err != nil:
+			return nil, fmt.Errorf("read flows: %w", err)
+		}
+	}
+}
+
+// iterateFlows is the one-key-at-a-time fallback for kernels without
+// batch operations.
+func (m *Maps) iterateFlows() ([]FlowEntry, error) {
 	var (
 		k   xdpFlowKey
 		v   xdpFlowValue

@@ -152,6 +152,19 @@ func TestRestart(t *testing.T) {
 	}
 	t.Logf("received all %d packets; the child was SIGKILLed after %d", total, killAt)
 
+	// With no daemon, relayctl reads the pinned maps directly.
+	pm, err := OpenPinnedMaps(pinPath)
+	if err != nil {
+		t.Fatalf("open pinned maps with no daemon: %v", err)
+	}
+	if fs, err := pm.Flows(); err != nil || len(fs) != 1 || fs[0].Stats.Packets != total {
+		t.Errorf("pinned flows with no daemon: %+v, %v", fs, err)
+	}
+	if c, err := pm.Counters(); err != nil || c["redirect"] != total {
+		t.Errorf("pinned counters with no daemon: redirect %d, %v; want %d", c["redirect"], err, total)
+	}
+	pm.Close()
+
 	// A new daemon takes over the same pinned link and the flow.
 	var k *Kernel
 	tp.in(t, nsRelay, func() error {
