@@ -1,0 +1,251 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+)
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	if !ap.IsValid() {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func known(ap netip.AddrPort) bool {
+	return ap.IsValid() && ap.Port() != 0 && !ap.Addr().IsUnspecified()
+}
+
+// desired computes what direction d should be, and whether it can be
+// installed at all (both sides announced, destination known).
+func (e *Engine) desired(d *dir) (Flow, bool) {
+	st := d.st
+	x, y := &st.legs[d.from], &st.legs[d.from.other()]
+	if !y.peerSet || (e.cfg.Strict && !x.peerSet) {
+		// Without y's address there is nowhere to send. x's address only
+		// seeds latching, and early media may arrive before x's SDP, except
+		// in strict mode where nothing may latch before it is announced.
+		return Flow{}, false
+	}
+	if d.comp == compRTCP && x.mux {
+		return Flow{}, false // RTCP arrives on the RTP port
+	}
+	outComp := d.comp
+	if y.mux {
+		// A muxed receiver takes RTCP on its RTP port. (A muxed sender's
+		// RTCP goes out on the RTP flow: mixing mux and non-mux legs
+		// needs demultiplexing that no datapath does yet.)
+		outComp = compRTP
+	}
+	dst := y.latched[outComp]
+	if !dst.IsValid() {
+		dst = y.announced[outComp]
+	}
+	if !known(dst) {
+		return Flow{}, false
+	}
+	out := y.local(outComp)
+	if dst.Addr().Is4() != out.Addr().Is4() {
+		return Flow{}, false // the peer announced another family than its leg's relay address
+	}
+	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict}
+	if src := x.latched[d.comp]; src.IsValid() {
+		f.Peer = src
+	} else {
+		f.Peer = x.announced[d.comp]
+		f.Learning = true
+	}
+	return f, true
+}
+
+func (d *dir) key() FlowKey { return FlowKey{Local: d.st.legs[d.from].local(d.comp)} }
+
+func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.outComp) }
+
+// same reports whether f is what is installed. Key and Strict never change
+// for a direction.
+func (d *dir) same(f Flow) bool {
+	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out
+}
+
+// reconcile brings every direction of a stream in step with its legs.
+func (e *Engine) reconcile(st *stream) error {
+	var errs []error
+	for i := range st.dirs {
+		if err := e.sync(&st.dirs[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sync pushes the desired state of one direction to the datapaths.
+func (e *Engine) sync(d *dir) error {
+	want, ok := e.desired(d)
+	if !ok {
+		if d.valid {
+			e.uninstall(d)
+		}
+		return nil
+	}
+	if d.same(want) {
+		return nil
+	}
+	now := e.now()
+	d.valid = true
+	d.peer, d.dst, d.learning = want.Peer, want.Dst, want.Learning
+	d.outComp = uint8(want.Out.Port() - d.st.legs[d.from.other()].rtp)
+	d.since = now
+	d.gen++
+	if s := d.st.sess; !s.timedOut && (s.checkAt.IsZero() || s.checkAt.Before(now.Add(e.cfg.MediaTimeout))) {
+		s.checkAt = now.Add(e.cfg.MediaTimeout)
+	}
+	k := want.Key
+
+	if e.kernel != nil {
+		if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() {
+			// The kernel rewrites headers in place; it cannot turn IPv4
+			// into IPv6. Not worth a syscall to be told so.
+			d.kernErr = "cross-family legs"
+			if d.inKern {
+				e.retire(e.kernel, k, &d.retiredKern)
+				d.inKern = false
+			}
+		} else if err := e.upsert(e.kernel, want, d.inKern, &d.retiredKern); err != nil {
+			d.kernErr = err.Error()
+			if d.inKern {
+				// The kernel may still hold the old version; a stale copy
+				// would forward to the wrong place.
+				e.retire(e.kernel, k, &d.retiredKern)
+				d.inKern = false
+			}
+			e.log.Warn("kernel refused flow; kept in userspace", "call", d.st.sess.callID,
+				"flow", k.String(), "learning", want.Learning, "err", err)
+		} else {
+			d.inKern = true
+			d.kernErr = ""
+		}
+	}
+
+	var err error
+	if !d.inKern || want.Learning || d.inSlow {
+		// Learning needs userspace to latch; a flow being handed off is
+		// updated too so its last packets go to the right place.
+		if err = e.upsert(e.slow, want, d.inSlow, &d.retiredUser); err != nil {
+			err = fmt.Errorf("userspace upsert %s: %w", k, err)
+			e.log.Error("userspace datapath refused flow", "call", d.st.sess.callID, "flow", k.String(), "err", err)
+		} else {
+			d.inSlow = true
+		}
+	}
+	if d.inKern && !want.Learning && d.inSlow {
+		e.handoffs = append(e.handoffs, handoff{d: d, gen: d.gen, at: now.Add(e.cfg.HandoffDelay)})
+	}
+	return err
+}
+
+// upsert installs f, keeping the counters whether or not the datapath
+// resets them when a flow is replaced.
+func (e *Engine) upsert(dp Datapath, f Flow, present bool, retired *FlowStats) error {
+	var before FlowStats
+	if present {
+		before, _ = dp.Stats(f.Key)
+	}
+	if err := dp.Upsert(f); err != nil {
+		return err
+	}
+	if present && before.Packets > 0 {
+		if after, err := dp.Stats(f.Key); err == nil && after.Packets < before.Packets {
+			*retired = retired.Add(before)
+		}
+	}
+	return nil
+}
+
+// retire deletes a flow from a datapath, keeping its counters.
+func (e *Engine) retire(dp Datapath, k FlowKey, retired *FlowStats) {
+	if st, err := dp.Stats(k); err == nil {
+		*retired = retired.Add(st)
+	}
+	if err := dp.Delete(k); err != nil && !errors.Is(err, ErrFlowNotFound) {
+		e.log.Warn("delete flow", "path", dp.Name(), "flow", k.String(), "err", err)
+	}
+}
+
+func (e *Engine) uninstall(d *dir) {
+	k := d.key()
+	if d.inKern {
+		e.retire(e.kernel, k, &d.retiredKern)
+		d.inKern = false
+	}
+	if d.inSlow {
+		e.retire(e.slow, k, &d.retiredUser)
+		d.inSlow = false
+	}
+	d.valid = false
+	d.gen++
+}
+
+// OnLatch is called by the userspace datapath, from its worker, when a
+// learning flow saw its first packet from src. It never blocks: when the
+// queue is full the event is counted and dropped (the flow keeps being
+// forwarded by userspace, it just does not move to the kernel).
+func (e *Engine) OnLatch(k FlowKey, src netip.AddrPort) {
+	select {
+	case e.latchq <- latchEvent{k, src}:
+	default:
+		e.latchDrops.Add(1)
+	}
+}
+
+func (e *Engine) latch(ev latchEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d, ok := e.flows[ev.k.Local]
+	if !ok || !d.valid || d.st.sess.deleted {
+		return // the call ended while the event was queued
+	}
+	e.latchLocked(d, ev.src)
+}
+
+func (e *Engine) latchLocked(d *dir, src netip.AddrPort) {
+	src = unmap(src)
+	l := &d.st.legs[d.from]
+	if l.latched[d.comp] == src {
+		return
+	}
+	l.latched[d.comp] = src
+	// The whole stream: the reverse direction's Dst is this source.
+	if err := e.reconcile(d.st); err != nil {
+		e.log.Warn("latch", "call", d.st.sess.callID, "flow", d.key().String(), "err", err)
+		return
+	}
+	if !e.debug() {
+		return
+	}
+	e.log.Debug("latched", "call", d.st.sess.callID, "flow", d.key().String(), "src", src.String(),
+		"kernel", d.inKern)
+}
+
+// debug guards debug logs on hot paths: their arguments allocate even
+// when the level is off.
+func (e *Engine) debug() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
+
+// stats of one direction on all paths, split kernel/userspace.
+func (e *Engine) dirStats(d *dir) (kern, user FlowStats) {
+	kern, user = d.retiredKern, d.retiredUser
+	if d.inKern {
+		if s, err := e.kernel.Stats(d.key()); err == nil {
+			kern = kern.Add(s)
+		}
+	}
+	if d.inSlow {
+		if s, err := e.slow.Stats(d.key()); err == nil {
+			user = user.Add(s)
+		}
+	}
+	return kern, user
+}

@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Path and state names used in FlowInfo.
+const (
+	PathKernel    = "kernel"
+	PathUserspace = "userspace"
+
+	StateLearning = "learning"
+	StateActive   = "active"
+	StateIdle     = "idle"
+)
+
+// idleAfter: a latched flow with no packet for this long is shown as idle.
+// Longer than the usual RTCP interval (5s) so RTCP flows do not flap.
+const idleAfter = 10 * time.Second
+
+// FlowInfo describes one installed direction.
+type FlowInfo struct {
+	CallID    string
+	Stream    int
+	Side      Side   // the leg packets arrive on
+	Component string // "rtp" or "rtcp"
+	Local     netip.AddrPort
+	Peer      netip.AddrPort
+	Out       netip.AddrPort
+	Dst       netip.AddrPort
+	Path      string // PathKernel or PathUserspace
+	State     string // StateLearning, StateActive or StateIdle
+	// KernelError says why the flow is not on the kernel path although one
+	// exists (e.g. cross-family legs, or the error the kernel returned).
+	KernelError string
+	Packets     uint64
+	Bytes       uint64
+	LastSeen    time.Time
+}
+
+// LegInfo is one leg of a stream with what was learned about it.
+type LegInfo struct {
+	LegPorts
+	PeerRTP, PeerRTCP       netip.AddrPort // announced in SDP
+	RTCPMux                 bool
+	LatchedRTP, LatchedRTCP netip.AddrPort // real sources; zero until latched
+	// Received counts packets that arrived on this leg's ports.
+	Received FlowStats
+}
+
+// StreamInfo is one m-line.
+type StreamInfo struct {
+	Index int
+	A, B  LegInfo
+}
+
+// SessionInfo is a snapshot of a session, or its final statistics when
+// returned by DeleteSession.
+type SessionInfo struct {
+	CallID   string
+	Created  time.Time
+	TimedOut bool
+	Streams  []StreamInfo
+	Stats    FlowStats // all directions together
+}
+
+// PoolInfo is the occupancy of one relay address's port pool.
+type PoolInfo struct {
+	Name       string
+	Local      netip.Addr
+	FreePairs  int
+	TotalPairs int
+}
+
+// Totals are engine-wide statistics.
+type Totals struct {
+	Path, PathReason string
+	Draining         bool
+	Sessions         int
+	Flows            int // installed directions
+	KernelFlows      int // latched and on the kernel path
+	UserspaceFlows   int
+	// Packets and bytes since the engine started, including ended
+	// sessions, split by the path that forwarded them.
+	KernelPackets, KernelBytes       uint64
+	UserspacePackets, UserspaceBytes uint64
+	KernelCounters                   map[string]uint64
+	KernelCountersError              string
+	UserspaceCounters                map[string]uint64
+	UserspaceSockets                 int
+	LatchDrops                       uint64 // OnLatch calls lost to a full queue
+	Pools                            []PoolInfo
+}
+
+func (e *Engine) info(s *session) SessionInfo {
+	si := SessionInfo{CallID: s.callID, Created: s.created, TimedOut: s.timedOut,
+		Streams: make([]StreamInfo, 0, len(s.streams))}
+	for _, st := range s.streams {
+		sti := StreamInfo{Index: st.index}
+		for side := SideA; side <= SideB; side++ {
+			l := &st.legs[side]
+			li := LegInfo{LegPorts: l.ports(), PeerRTP: l.announced[compRTP], PeerRTCP: l.announced[compRTCP],
+				RTCPMux: l.mux, LatchedRTP: l.latched[compRTP], LatchedRTCP: l.latched[compRTCP]}
+			for c := uint8(0); c < 2; c++ {
+				k, u := e.dirStats(st.dir(side, c))
+				li.Received = li.Received.Add(k).Add(u)
+			}
+			si.Stats = si.Stats.Add(li.Received)
+			if side == SideA {
+				sti.A = li
+			} else {
+				sti.B = li
+			}
+		}
+		si.Streams = append(si.Streams, sti)
+	}
+	return si
+}
+
+// Session returns a snapshot of one session with its counters.
+func (e *Engine) Session(callID string) (SessionInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.sessions[callID]
+	if !ok {
+		return SessionInfo{}, fmt.Errorf("session %q: %w", callID, ErrSessionNotFound)
+	}
+	return e.info(s), nil
+}
+
+// Sessions returns a snapshot of every session, sorted by call id. It reads
+// the counters of every flow: meant for inspection, not for a hot loop.
+func (e *Engine) Sessions() []SessionInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]SessionInfo, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		out = append(out, e.info(s))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CallID < out[j].CallID })
+	return out
+}
+
+// Flows lists every installed direction, sorted by call, stream, side and
+// component.
+func (e *Engine) Flows() []FlowInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	var out []FlowInfo
+	for _, s := range e.sessions {
+		for _, st := range s.streams {
+			for i := range st.dirs {
+				d := &st.dirs[i]
+				if !d.valid {
+					continue
+				}
+				k, u := e.dirStats(d)
+				t := k.Add(u)
+				fi := FlowInfo{CallID: s.callID, Stream: st.index, Side: d.from, Component: "rtp",
+					Local: d.key().Local, Peer: d.peer, Out: d.out(), Dst: d.dst,
+					Path: PathUserspace, State: StateActive, KernelError: d.kernErr,
+					Packets: t.Packets, Bytes: t.Bytes, LastSeen: t.LastSeen}
+				if d.comp == compRTCP {
+					fi.Component = "rtcp"
+				}
+				if d.inKern && !d.learning {
+					fi.Path = PathKernel
+				}
+				last := t.LastSeen
+				if last.IsZero() {
+					last = d.since
+				}
+				switch {
+				case d.learning:
+					fi.State = StateLearning
+				case now.Sub(last) >= idleAfter:
+					fi.State = StateIdle
+				}
+				out = append(out, fi)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.CallID != b.CallID {
+			return a.CallID < b.CallID
+		}
+		if a.Stream != b.Stream {
+			return a.Stream < b.Stream
+		}
+		if a.Side != b.Side {
+			return a.Side < b.Side
+		}
+		return a.Component < b.Component
+	})
+	return out
+}
+
+// Stats returns engine-wide totals. Like Flows it reads every flow's
+// counters.
+func (e *Engine) Stats() Totals {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := Totals{
+		Path: e.PathName(), PathReason: e.PathReason(), Draining: e.draining,
+		Sessions: len(e.sessions), LatchDrops: e.latchDrops.Load(),
+		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
+	}
+	kern, user := e.endedKern, e.endedUser
+	for _, s := range e.sessions {
+		for _, st := range s.streams {
+			for i := range st.dirs {
+				d := &st.dirs[i]
+				k, u := e.dirStats(d)
+				kern, user = kern.Add(k), user.Add(u)
+				if !d.valid {
+					continue
+				}
+				t.Flows++
+				if d.inKern && !d.learning {
+					t.KernelFlows++
+				} else {
+					t.UserspaceFlows++
+				}
+			}
+		}
+	}
+	t.KernelPackets, t.KernelBytes = kern.Packets, kern.Bytes
+	t.UserspacePackets, t.UserspaceBytes = user.Packets, user.Bytes
+	if e.kernel != nil {
+		c, err := e.kernel.Counters()
+		t.KernelCounters = c
+		if err != nil {
+			t.KernelCountersError = err.Error()
+		}
+	}
+	for _, p := range e.pools {
+		t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local,
+			FreePairs: p.pool.available(), TotalPairs: p.pool.total()})
+	}
+	return t
+}
