@@ -107,7 +107,7 @@ func Default() Config {
 		},
 		MaxSize: 16384,
 		Auth: Auth{
-			Algorithms: []string{"SHA-256", "MD5"},
+			Algorithms: []string{"MD5", "SHA-256"},
 			NonceTTL:   Duration(5 * time.Minute),
 			Register:   true,
 			Invite:     true,

@@ -1,0 +1,496 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/nat"
+)
+
+// Sentinel errors.
+var (
+	ErrNoListener = errors.New("no socket for the transport")
+	ErrBadTarget  = errors.New("unusable target")
+)
+
+// target is one destination of a forwarded request: the new Request-URI
+// and, for a registered flow, the address and transport to send to.
+type target struct {
+	uri       sip.Uri
+	dest      string // ip:port; empty: from Route or Request-URI
+	transport string
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func uriTransport(u *sip.Uri) string {
+	t := "UDP"
+	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
+		t = strings.ToUpper(v)
+	}
+	if u.Scheme == "sips" && t != "TLS" {
+		t = "TLS"
+	}
+	return t
+}
+
+func hostIP(host string) netip.Addr {
+	a, _ := netip.ParseAddr(normHost(host))
+	return a
+}
+
+func (l Listener) recordRoute() *sip.RecordRouteHeader {
+	u := sip.Uri{Scheme: "sip", Host: l.host(), Port: int(l.Addr.Port()), UriParams: sip.NewParams()}
+	u.UriParams.Add("transport", strings.ToLower(l.Transport))
+	u.UriParams.Add("lr", "")
+	return &sip.RecordRouteHeader{Address: u}
+}
+
+// prepare builds the copy of req that goes to t: new Request-URI, one less
+// Max-Forwards, our Via on top, Record-Route when asked, and the socket and
+// destination to use.
+func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*sip.Request, error) {
+	out := req.Clone()
+	out.Recipient = *t.uri.Clone()
+	next := &out.Recipient
+	if r := out.Route(); r != nil {
+		next = &r.Address
+	}
+	transport, dest := t.transport, t.dest
+	if dest == "" {
+		transport = uriTransport(next)
+		port := next.Port
+		if port == 0 {
+			port = sip.DefaultPort(transport)
+		}
+		if next.Host == "" {
+			return nil, fmt.Errorf("next hop %q: %w", next.String(), ErrBadTarget)
+		}
+		dest = net.JoinHostPort(normHost(next.Host), strconv.Itoa(port))
+	}
+	host, _, err := net.SplitHostPort(dest)
+	if err != nil {
+		return nil, fmt.Errorf("destination %q: %w", dest, ErrBadTarget)
+	}
+	l, ok := p.self.Listener(transport, hostIP(host))
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", transport, ErrNoListener)
+	}
+	out.SetTransport(transport)
+	out.SetDestination(dest)
+	out.SetSource("")
+	if transport == "UDP" {
+		// Send from the listening socket, so replies and NATs see the port
+		// that is in our Via.
+		out.Laddr = sip.Addr{IP: l.Addr.Addr().AsSlice(), Port: int(l.Addr.Port())}
+	} else {
+		out.Laddr = sip.Addr{}
+	}
+	// The parsed header is shared between clones; replace, never modify.
+	out.RemoveHeader("Max-Forwards")
+	mf := sip.MaxForwardsHeader(maxForwards(req) - 1)
+	out.AppendHeader(&mf)
+	if rr {
+		in, ok := p.self.Listener(req.Transport(), srcAddr(req).Addr())
+		if !ok {
+			in = l
+		}
+		// Two entries when the sides differ in transport or socket, so
+		// each side's in-dialog requests reach us over its own transport.
+		out.PrependHeader(in.recordRoute())
+		if in != l {
+			out.PrependHeader(l.recordRoute())
+		}
+	}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
+		Host: l.host(), Port: int(l.Addr.Port()), Params: sip.NewParams()}
+	via.Params.Add("branch", branch)
+	via.Params.Add("rport", "")
+	out.PrependHeader(via)
+	return out, nil
+}
+
+// fixRequestContact rewrites the Contact of a dialog-forming request from
+// a UA behind NAT, so in-dialog requests towards it reach its public flow.
+func (p *Proxy) fixRequestContact(req, out *sip.Request) {
+	if !p.cfg.FixContact {
+		return
+	}
+	c, ok := out.GetHeader("Contact").(*sip.ContactHeader)
+	if !ok {
+		return
+	}
+	src := srcAddr(req)
+	if !src.IsValid() || nat.Detect(src, req.Via(), c, req.Transport()) == 0 {
+		return
+	}
+	c = c.Clone()
+	nat.FixContact(c, src)
+	if t := strings.ToLower(req.Transport()); t != "udp" && !c.Address.UriParams.Has("transport") {
+		if c.Address.UriParams == nil {
+			c.Address.UriParams = sip.NewParams()
+		}
+		c.Address.UriParams.Add("transport", t)
+	}
+	out.ReplaceHeader(c)
+}
+
+type event struct {
+	branch int
+	res    *sip.Response
+	err    error
+}
+
+type branch struct {
+	out         *sip.Request
+	tx          *sip.ClientTx
+	provisional bool
+	cancel      bool // CANCEL wanted: send it once a provisional arrives
+	cancelSent  bool
+	done        bool
+}
+
+// forward relays req to the targets, in parallel, and answers the server
+// transaction with the best final response (RFC 3261 §16.7).
+func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets []target) {
+	invite := req.IsInvite()
+	hash := loopHash(req)
+	callID, fromTag, toTag := req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")
+	initialInvite := invite && !d.InDialog
+	if invite {
+		if err := stx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil)); err != nil {
+			return
+		}
+	}
+	canceled := make(chan struct{}, 1)
+	if invite {
+		if !stx.OnCancel(func(*sip.Request) {
+			select {
+			case canceled <- struct{}{}:
+			default:
+			}
+		}) {
+			return // canceled already; the transaction answered 487
+		}
+	}
+	if initialInvite && p.dialogs != nil {
+		p.dialogs.Invite(callID, fromTag, req.From().Address.String(), req.To().Address.String())
+	}
+
+	finished := make(chan struct{})
+	defer close(finished)
+	events := make(chan event, 4*len(targets)+4)
+	var branches []*branch
+	var best *sip.Response
+	for _, t := range targets {
+		out, err := p.prepare(req, t, d.RecordRoute, branchMagic+hash+"."+randHex(6))
+		if err != nil {
+			p.log.Debug("cannot forward", "to", t.uri.String(), "error", err)
+			continue
+		}
+		if initialInvite || req.Method == sip.SUBSCRIBE {
+			p.fixRequestContact(req, out)
+		}
+		// The context bounds connecting (a TCP dial), not the transaction.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctxTx, err := p.ua.TransactionLayer().Request(ctx, out)
+		cancel()
+		if err != nil {
+			p.log.Debug("send failed", "to", out.Destination(), "error", err)
+			continue
+		}
+		p.forwarded.Add(1)
+		b := &branch{out: out, tx: ctxTx}
+		branches = append(branches, b)
+		idx := len(branches) - 1
+		if invite {
+			// 2xx retransmissions (RFC 6026) go upstream as they come.
+			ctxTx.OnRetransmission(func(r *sip.Response) {
+				if r.IsSuccess() {
+					p.relayStateless(req, r)
+				}
+			})
+		}
+		go func() {
+			for {
+				select {
+				case r := <-ctxTx.Responses():
+					select {
+					case events <- event{branch: idx, res: r}:
+					case <-finished:
+						return
+					}
+					if r.StatusCode >= 200 {
+						return
+					}
+				case <-ctxTx.Done():
+					select {
+					case events <- event{branch: idx, err: ctxTx.Err()}:
+					case <-finished:
+					}
+					return
+				}
+			}
+		}()
+	}
+	if len(branches) == 0 {
+		p.reply(req, stx, 503, "Service Unavailable")
+		p.finalDialog(initialInvite, callID, fromTag, "", 503)
+		return
+	}
+
+	var timerC <-chan time.Time
+	if invite {
+		t := time.NewTimer(p.cfg.InviteTimeout)
+		defer t.Stop()
+		timerC = t.C
+	}
+	cancelAll := func() {
+		for _, b := range branches {
+			if b.done || b.cancel {
+				continue
+			}
+			b.cancel = true
+			if b.provisional {
+				p.sendCancel(b)
+			}
+		}
+	}
+	pending := len(branches)
+	answered, gaveUp := false, false
+	for pending > 0 {
+		select {
+		case e := <-events:
+			b := branches[e.branch]
+			if b.done {
+				continue
+			}
+			if e.res == nil {
+				b.done = true
+				pending--
+				code, reason := 408, "Request Timeout"
+				if !errors.Is(e.err, sip.ErrTransactionTimeout) {
+					code, reason = 503, "Service Unavailable"
+				}
+				if better(code, best) {
+					best = sip.NewResponseFromRequest(req, code, reason, nil)
+				}
+				continue
+			}
+			r := e.res
+			if r.StatusCode < 200 {
+				b.provisional = true
+				if b.cancel && !b.cancelSent {
+					p.sendCancel(b)
+				}
+				if r.StatusCode > 100 && !answered && !gaveUp {
+					p.relay(req, stx, r)
+				}
+				continue
+			}
+			b.done = true
+			pending--
+			switch {
+			case r.IsSuccess():
+				if answered {
+					p.relayStateless(req, r) // every 2xx goes upstream (§16.7 item 4)
+					continue
+				}
+				answered = true
+				p.relay(req, stx, r)
+				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode)
+				if req.Method == sip.BYE && p.dialogs != nil {
+					p.dialogs.Bye(callID, fromTag, toTag, "bye")
+				}
+				cancelAll()
+			case answered:
+			case r.StatusCode >= 600:
+				best = r
+				cancelAll()
+			case better(r.StatusCode, best):
+				best = r
+			}
+		case <-canceled:
+			gaveUp = true
+			cancelAll()
+		case <-timerC:
+			gaveUp = true
+			if best == nil {
+				best = sip.NewResponseFromRequest(req, 408, "Request Timeout", nil)
+			}
+			cancelAll()
+		}
+	}
+	if answered {
+		return
+	}
+	if best == nil {
+		best = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
+	}
+	if req.Method == sip.BYE && p.dialogs != nil {
+		p.dialogs.Bye(callID, fromTag, toTag, "bye")
+	}
+	p.finalDialog(initialInvite, callID, fromTag, "", best.StatusCode)
+	if isDownstream(best) {
+		p.relay(req, stx, best)
+		return
+	}
+	p.reply(req, stx, best.StatusCode, best.Reason)
+}
+
+// isDownstream tells a response received from a branch from one we built.
+func isDownstream(res *sip.Response) bool {
+	v := res.Via()
+	return v != nil && strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic)
+}
+
+func (p *Proxy) finalDialog(initial bool, callID, fromTag, toTag string, code int) {
+	if initial && p.dialogs != nil {
+		p.dialogs.Final(callID, fromTag, toTag, code)
+	}
+}
+
+// better ranks final responses as §16.7 item 6 says, simplified: the
+// lowest class wins, 6xx aside (handled by the caller).
+func better(code int, cur *sip.Response) bool {
+	if cur == nil {
+		return true
+	}
+	return code/100 < cur.StatusCode/100
+}
+
+// upstream builds the copy of a downstream response that goes back to the
+// sender of req: our Via removed, and the Contact of a NATed callee fixed.
+func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
+	out := r.Clone()
+	out.RemoveHeader("Via")
+	if r.StatusCode == 503 {
+		// §16.7 item 6: a 503 from downstream means that server is busy, not
+		// us; tell the client to try elsewhere instead.
+		out.StatusCode, out.Reason = 500, "Server Internal Error"
+	}
+	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 {
+		if c, ok := out.GetHeader("Contact").(*sip.ContactHeader); ok {
+			src := srcAddr(r)
+			if src.IsValid() && nat.Detect(src, nil, c, r.Transport())&nat.ContactPrivate != 0 {
+				c = c.Clone()
+				nat.FixContact(c, src)
+				out.ReplaceHeader(c)
+			}
+		}
+	}
+	out.SetTransport(req.Transport())
+	out.SetDestination(req.Source())
+	return out
+}
+
+func (p *Proxy) relay(req *sip.Request, stx sip.ServerTransaction, r *sip.Response) {
+	if err := stx.Respond(p.upstream(req, r)); err != nil {
+		p.log.Debug("relay response failed", "code", r.StatusCode, "error", err)
+	}
+}
+
+// relayStateless sends a response upstream outside the server
+// transaction: extra 2xx from forks and 2xx retransmissions.
+func (p *Proxy) relayStateless(req *sip.Request, r *sip.Response) {
+	p.strays.Add(1)
+	if err := p.ua.TransportLayer().WriteMsg(p.upstream(req, r)); err != nil {
+		p.log.Debug("stateless relay failed", "code", r.StatusCode, "error", err)
+	}
+}
+
+// sendCancel cancels one branch (RFC 3261 §9.1): same Request-URI, Via,
+// Call-ID, From, To and CSeq number as the INVITE it cancels.
+func (p *Proxy) sendCancel(b *branch) {
+	b.cancelSent = true
+	o := b.out
+	c := sip.NewRequest(sip.CANCEL, *o.Recipient.Clone())
+	c.AppendHeader(o.Via().Clone())
+	for _, h := range o.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	c.AppendHeader(sip.HeaderClone(o.From()))
+	c.AppendHeader(sip.HeaderClone(o.To()))
+	c.AppendHeader(sip.HeaderClone(o.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: o.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.SetBody(nil)
+	c.SetTransport(o.Transport())
+	c.SetDestination(o.Destination())
+	c.Laddr = o.Laddr
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tx, err := p.ua.TransactionLayer().Request(ctx, c)
+	if err != nil {
+		p.log.Debug("cancel failed", "error", err)
+		return
+	}
+	go func() {
+		for {
+			select {
+			case <-tx.Responses():
+			case <-tx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// forwardAck relays an ACK for a 2xx statelessly: it has no transaction.
+func (p *Proxy) forwardAck(req *sip.Request) {
+	// The branch must be the same for a retransmitted ACK; derive it.
+	b := branchMagic + loopHash(req) + "." + req.Via().Params.GetOr("branch", "")
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	out, err := p.prepare(req, target{uri: req.Recipient}, false, b)
+	if err != nil {
+		p.log.Debug("cannot forward ACK", "error", err)
+		return
+	}
+	p.forwarded.Add(1)
+	if err := p.ua.TransportLayer().WriteMsg(out); err != nil {
+		p.log.Debug("ACK send failed", "to", out.Destination(), "error", err)
+	}
+}
+
+// HandleStrayResponse forwards responses that match no client transaction
+// (late 2xx retransmissions) statelessly, if our Via is on top.
+func (p *Proxy) HandleStrayResponse(r *sip.Response) {
+	v := r.Via()
+	if v == nil || !strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic) {
+		return
+	}
+	sentBy := sip.Uri{Host: v.Host, Port: v.Port}
+	if !p.self.IsSelf(&sentBy) {
+		return
+	}
+	out := r.Clone()
+	out.RemoveHeader("Via")
+	next := out.Via()
+	if next == nil {
+		return
+	}
+	out.SetTransport(next.Transport)
+	out.SetDestination("")
+	out.SetDestination(out.Destination())
+	p.strays.Add(1)
+	if err := p.ua.TransportLayer().WriteMsg(out); err != nil {
+		p.log.Debug("stray relay failed", "error", err)
+	}
+}

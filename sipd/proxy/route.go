@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Action is what the core does with a request.
+type Action int
+
+// Actions.
+const (
+	ActReply     Action = iota // answer with Code/Reason
+	ActDrop                    // no answer possible or wanted (stray ACK)
+	ActKeepalive               // stateless 200 OK: a NAT keep-alive to us
+	ActRegister                // the registrar
+	ActLookup                  // a call to a local user: location lookup
+	ActForward                 // next hop from Route or Request-URI
+)
+
+func (a Action) String() string {
+	return [...]string{"reply", "drop", "keepalive", "register", "lookup", "forward"}[a]
+}
+
+// Decision is the routing verdict for one request.
+type Decision struct {
+	Action      Action
+	Code        int
+	Reason      string
+	Challenge   int  // 401 or 407: authenticate before acting; 0: no
+	RecordRoute bool // insert Record-Route (dialog-forming requests)
+	OwnRoutes   int  // Route entries at the top that point at us: remove
+	InDialog    bool
+}
+
+// branchMagic marks branches this proxy generated; the loop hash follows.
+const branchMagic = sip.RFC3261BranchMagicCookie + "sx"
+
+// loopHash identifies a request as RFC 3261 §16.6 item 8 suggests: if the
+// same request comes back through us with the same hash, it is a loop; a
+// different hash (the Request-URI changed) is a legitimate spiral.
+func loopHash(req *sip.Request) string {
+	h := sha256.New()
+	h.Write([]byte(req.Recipient.String()))
+	if c := req.CallID(); c != nil {
+		h.Write([]byte(c.Value()))
+	}
+	if f := req.From(); f != nil {
+		h.Write([]byte(f.Params.GetOr("tag", "")))
+	}
+	if t := req.To(); t != nil {
+		h.Write([]byte(t.Params.GetOr("tag", "")))
+	}
+	if c := req.CSeq(); c != nil {
+		h.Write([]byte(strconv.FormatUint(uint64(c.SeqNo), 10)))
+	}
+	for _, r := range req.GetHeaders("Route") {
+		h.Write([]byte(r.Value()))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:4])
+}
+
+// maxForwards reads Max-Forwards; absent means the RFC's 70.
+func maxForwards(req *sip.Request) int {
+	h := req.GetHeader("Max-Forwards")
+	if h == nil {
+		return 70
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+func (p *Proxy) looped(req *sip.Request) bool {
+	var hash string
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		b := v.Params.GetOr("branch", "")
+		if !strings.HasPrefix(b, branchMagic) {
+			continue
+		}
+		sentBy := sip.Uri{Host: v.Host, Port: v.Port}
+		if !p.self.IsSelf(&sentBy) {
+			continue
+		}
+		if hash == "" {
+			hash = loopHash(req)
+		}
+		if strings.HasPrefix(b[len(branchMagic):], hash) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsKeepalive reports a NAT keep-alive: OPTIONS or NOTIFY addressed to the
+// proxy itself rather than to a user.
+func IsKeepalive(req *sip.Request, self *Self) bool {
+	return (req.Method == sip.OPTIONS || req.Method == sip.NOTIFY) &&
+		req.Recipient.User == "" && self.IsSelf(&req.Recipient)
+}
+
+// Decide routes a request that passed the sanity check. It looks at the
+// message and the proxy's configuration only, not at the location or user
+// databases, so it is a pure function of its input.
+func (p *Proxy) Decide(req *sip.Request) Decision {
+	if maxForwards(req) <= 0 {
+		if IsKeepalive(req, p.self) {
+			return Decision{Action: ActKeepalive}
+		}
+		return Decision{Action: ActReply, Code: 483, Reason: "Too Many Hops"}
+	}
+	if p.looped(req) {
+		return Decision{Action: ActReply, Code: 482, Reason: "Loop Detected"}
+	}
+	if req.Method == sip.CANCEL {
+		// A CANCEL that matched a transaction never gets here.
+		return Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist"}
+	}
+	own := 0
+	routes := req.GetHeaders("Route")
+	for _, h := range routes {
+		r, ok := h.(*sip.RouteHeader)
+		if !ok || !p.self.IsSelf(&r.Address) {
+			break
+		}
+		own++
+	}
+	more := len(routes) > own
+	_, toTag := req.To().Params.Get("tag")
+	if toTag {
+		switch {
+		case own > 0 || more:
+			return Decision{Action: ActForward, OwnRoutes: own, InDialog: true}
+		case IsKeepalive(req, p.self):
+			return Decision{Action: ActKeepalive, InDialog: true}
+		case req.Method == sip.ACK:
+			return Decision{Action: ActDrop, InDialog: true}
+		default:
+			return Decision{Action: ActReply, Code: 404, Reason: "Not Here", InDialog: true}
+		}
+	}
+	if req.Method == sip.ACK {
+		if own > 0 || more {
+			return Decision{Action: ActForward, OwnRoutes: own}
+		}
+		return Decision{Action: ActDrop}
+	}
+	challenge := 0
+	if p.cfg.AuthInvite && req.Method != sip.REGISTER && req.Method != sip.PRACK && p.self.LocalDomain(req.From().Address.Host) {
+		challenge = 407
+	}
+	if more {
+		// A pre-loaded route (RFC 3261 §16.4): follow it, but only for our own
+		// users or when relaying is allowed, or we are an open relay.
+		if challenge == 0 && !p.cfg.AllowRelay {
+			return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
+		}
+		return Decision{Action: ActForward, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
+	}
+	if req.Method == sip.REGISTER {
+		if p.self.IsSelf(&req.Recipient) || p.self.LocalDomain(req.Recipient.Host) {
+			c := 0
+			if p.cfg.AuthRegister {
+				c = 401
+			}
+			return Decision{Action: ActRegister, Challenge: c, OwnRoutes: own}
+		}
+		if !p.cfg.AllowRelay {
+			return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
+		}
+		return Decision{Action: ActForward, OwnRoutes: own}
+	}
+	if IsKeepalive(req, p.self) {
+		return Decision{Action: ActKeepalive, OwnRoutes: own}
+	}
+	if p.self.LocalDomain(req.Recipient.Host) || p.self.IsSelf(&req.Recipient) {
+		if req.Recipient.User == "" {
+			return Decision{Action: ActReply, Code: 404, Reason: "Not Found"}
+		}
+		return Decision{Action: ActLookup, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
+	}
+	if !p.cfg.AllowRelay {
+		return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
+	}
+	return Decision{Action: ActForward, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
+}

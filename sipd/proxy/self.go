@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Listener is one local SIP socket as the proxy advertises it.
+type Listener struct {
+	Transport string         // UDP, TCP or TLS
+	Addr      netip.AddrPort // bound address
+	Host      string         // what goes into Via and Record-Route; empty: Addr's IP
+}
+
+func (l Listener) host() string {
+	if l.Host != "" {
+		return l.Host
+	}
+	a := l.Addr.Addr().Unmap()
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
+// Self answers "is this URI me?" (Kamailio's `myself`): a local domain, or
+// one of our sockets' address and port.
+type Self struct {
+	domains   map[string]bool
+	listeners []Listener
+	hostPorts map[string]bool
+}
+
+// NewSelf builds the matcher from the local domains and the bound sockets.
+func NewSelf(domains []string, listeners []Listener) *Self {
+	s := &Self{domains: map[string]bool{}, listeners: listeners, hostPorts: map[string]bool{}}
+	for _, d := range domains {
+		s.domains[strings.ToLower(d)] = true
+	}
+	for _, l := range listeners {
+		port := strconv.Itoa(int(l.Addr.Port()))
+		s.hostPorts[strings.ToLower(l.host())+":"+port] = true
+		s.hostPorts[normHost(l.Addr.Addr().Unmap().String())+":"+port] = true
+		if !l.Addr.Addr().IsUnspecified() {
+			s.domains[normHost(l.Addr.Addr().Unmap().String())] = true
+		}
+		if l.Host != "" {
+			s.domains[normHost(l.Host)] = true
+		}
+	}
+	return s
+}
+
+func normHost(h string) string {
+	h = strings.ToLower(h)
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return h
+}
+
+// LocalDomain reports whether host is a domain we are responsible for.
+func (s *Self) LocalDomain(host string) bool { return s.domains[normHost(host)] }
+
+// IsSelf reports whether uri addresses this proxy: its host is local and
+// its port, if any, is one we listen on. A bare local domain counts too.
+func (s *Self) IsSelf(uri *sip.Uri) bool {
+	h := normHost(uri.Host)
+	if uri.Port == 0 {
+		if s.domains[h] {
+			return true
+		}
+		for _, p := range []int{5060, 5061} {
+			if s.hostPorts[h+":"+strconv.Itoa(p)] {
+				return true
+			}
+		}
+		return false
+	}
+	if s.hostPorts[h+":"+strconv.Itoa(uri.Port)] {
+		return true
+	}
+	// A domain with an explicit port is ours only on a port we listen on.
+	if s.domains[h] {
+		for _, l := range s.listeners {
+			if int(l.Addr.Port()) == uri.Port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Listener picks the socket for sending over transport to an address of
+// dst's family; ok is false when there is none.
+func (s *Self) Listener(transport string, dst netip.Addr) (Listener, bool) {
+	var fallback *Listener
+	for i, l := range s.listeners {
+		if !strings.EqualFold(l.Transport, transport) {
+			continue
+		}
+		if !dst.IsValid() || l.Addr.Addr().Unmap().Is4() == dst.Unmap().Is4() {
+			return l, true
+		}
+		if fallback == nil {
+			fallback = &s.listeners[i]
+		}
+	}
+	if fallback != nil {
+		return *fallback, true
+	}
+	return Listener{}, false
+}
+
+// Listeners returns the sockets.
+func (s *Self) Listeners() []Listener { return s.listeners }

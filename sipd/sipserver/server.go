@@ -1,0 +1,471 @@
+// Package sipserver wires sipd's SIP side together: sockets, the sipgo
+// transport and transaction layers, the flood filter and keep-alive fast
+// path in front of them, and the proxy core behind.
+package sipserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/dialog"
+	"sipxdp/sipd/digest"
+	"sipxdp/sipd/nat"
+	"sipxdp/sipd/protect"
+	"sipxdp/sipd/proxy"
+	"sipxdp/sipd/registrar"
+	"sipxdp/sipd/sipconf"
+)
+
+// Sentinel errors.
+var (
+	ErrBanned = errors.New("source banned")
+	ErrServed = errors.New("server already served")
+)
+
+// Options are what the config file does not hold.
+type Options struct {
+	// Exempt sources are never flood-banned (the operator's own hosts).
+	Exempt []netip.Prefix
+	Now    func() time.Time
+}
+
+// Server is the SIP proxy and registrar.
+type Server struct {
+	cfg   sipconf.Config
+	log   *slog.Logger
+	opt   Options
+	start time.Time
+
+	ua      *sipgo.UserAgent
+	core    *proxy.Proxy
+	self    *proxy.Self
+	users   *digest.Users
+	store   *registrar.Store
+	dialogs *dialog.Tracker
+	pike    *protect.Pike
+	parser  *sip.Parser
+	cdr     io.WriteCloser
+
+	udp       map[string]*net.UDPConn // by local address
+	streams   []streamListener
+	listeners []proxy.Listener
+
+	usersMod time.Time
+	served   atomic.Bool
+	handlers sync.WaitGroup
+
+	tooLarge, banned, fastKeepalives atomic.Uint64
+}
+
+type streamListener struct {
+	transport string
+	l         net.Listener
+}
+
+// Stats is a snapshot for /health and /metrics.
+type Stats struct {
+	Uptime          time.Duration `json:"-"`
+	AoRs            int           `json:"aors"`
+	Registrations   int           `json:"registrations"`
+	ActiveCalls     int           `json:"active_calls"`
+	CallsInSetup    int           `json:"calls_in_setup"`
+	CallsCompleted  uint64        `json:"calls_completed"`
+	CallsFailed     uint64        `json:"calls_failed"`
+	Transactions    int64         `json:"transactions"`
+	Users           int           `json:"users"`
+	BannedSources   int           `json:"banned_sources"`
+	Bans            uint64        `json:"bans"`
+	DroppedFlood    uint64        `json:"dropped_flood"`
+	DroppedTooLarge uint64        `json:"dropped_too_large"`
+	Core            proxy.Stats   `json:"core"`
+}
+
+// New binds every configured socket and builds the server; nothing is read
+// until Serve.
+func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: log, opt: opt, start: opt.Now(), udp: map[string]*net.UDPConn{}, parser: sip.NewParser()}
+	defer func() {
+		if err != nil {
+			s.closeSockets()
+			if s.cdr != nil {
+				s.cdr.Close()
+			}
+		}
+	}()
+
+	if cfg.UsersFile != "" {
+		if s.users, err = digest.LoadUsers(cfg.UsersFile); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(cfg.UsersFile); err == nil {
+			s.usersMod = fi.ModTime()
+		}
+	} else {
+		s.users = digest.NewUsers(nil)
+		if cfg.Auth.Register || cfg.Auth.Invite {
+			log.Warn("sip.users_file is empty: authenticated requests will all be refused")
+		}
+	}
+	secret := []byte(cfg.Auth.Secret)
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		rand.Read(secret)
+	}
+	auth, err := digest.New(s.users, digest.Options{Realm: cfg.Realm(), Algorithms: cfg.Auth.Algorithms,
+		TTL: cfg.Auth.NonceTTL.D(), Secret: secret, Now: opt.Now})
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = registrar.NewStore(cfg.Registrar.Store, opt.Now); err != nil {
+		return nil, err
+	}
+	reg := registrar.New(s.store, registrar.Options{
+		MinExpires: cfg.Registrar.MinExpires.D(), MaxExpires: cfg.Registrar.MaxExpires.D(),
+		DefaultExpires: cfg.Registrar.DefaultExpires.D(), MaxContacts: cfg.Registrar.MaxContacts, Now: opt.Now})
+	if cfg.Dialog.CDRFile != "" {
+		f, err := os.OpenFile(cfg.Dialog.CDRFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open cdr file: %w", err)
+		}
+		s.cdr = f
+	}
+	var cdrOut io.Writer
+	if s.cdr != nil {
+		cdrOut = s.cdr
+	}
+	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
+	s.pike = protect.NewPike(cfg.Protect.Limit, cfg.Protect.Window.D(), cfg.Protect.BanTime.D(), opt.Now)
+
+	tlsConf, err := s.bind()
+	if err != nil {
+		return nil, err
+	}
+	s.self = proxy.NewSelf(cfg.Domains, s.listeners)
+
+	sipLog := slog.New(slog.DiscardHandler)
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		sipLog = log.With("component", "sipgo")
+	}
+	uaOpts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent("sipd"),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(s.filter)),
+	}
+	if tlsConf != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tlsConf))
+	}
+	// The core is created after the UA, but the handler is only called
+	// once Serve runs, by which time s.core is set.
+	uaOpts = append(uaOpts, sipgo.WithUserAgentTransactionLayerOptions(
+		sip.WithTransactionLayerLogger(sipLog),
+		sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) { s.core.HandleStrayResponse(r) }),
+		sip.WithTransactionLayerTerminateOnConnClose()))
+	if s.ua, err = sipgo.NewUA(uaOpts...); err != nil {
+		return nil, fmt.Errorf("sip stack: %w", err)
+	}
+	s.core = proxy.New(proxy.Config{
+		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
+		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
+	}, log, s.ua, s.self, auth, reg, s.dialogs)
+	s.ua.TransactionLayer().OnRequest(func(req *sip.Request, tx *sip.ServerTx) {
+		s.handlers.Add(1)
+		defer s.handlers.Done()
+		s.core.HandleRequest(req, tx)
+	})
+	return s, nil
+}
+
+// bind opens the sockets so their real ports are known before Serve.
+func (s *Server) bind() (*tls.Config, error) {
+	var tlsConf *tls.Config
+	for _, l := range s.cfg.Listen {
+		t := strings.ToUpper(l.Transport)
+		switch t {
+		case "UDP":
+			c, err := net.ListenPacket("udp", l.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("listen udp %s: %w", l.Addr, err)
+			}
+			uc := c.(*net.UDPConn)
+			s.udp[uc.LocalAddr().String()] = uc
+			s.addListener(t, uc.LocalAddr())
+		case "TCP", "TLS":
+			ln, err := net.Listen("tcp", l.Addr)
+			if err != nil {
+				return nil, fmt.Errorf("listen %s %s: %w", l.Transport, l.Addr, err)
+			}
+			s.addListener(t, ln.Addr())
+			if t == "TLS" {
+				cert, err := tls.LoadX509KeyPair(l.Cert, l.Key)
+				if err != nil {
+					ln.Close()
+					return nil, fmt.Errorf("tls certificate: %w", err)
+				}
+				if tlsConf == nil {
+					tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+				tlsConf.Certificates = append(tlsConf.Certificates, cert)
+				ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+			}
+			s.streams = append(s.streams, streamListener{transport: t, l: ln})
+		}
+	}
+	return tlsConf, nil
+}
+
+func (s *Server) addListener(transport string, a net.Addr) {
+	ap, _ := netip.ParseAddrPort(a.String())
+	s.listeners = append(s.listeners, proxy.Listener{Transport: transport, Addr: ap, Host: s.cfg.Advertise})
+}
+
+// Listeners returns the bound sockets (with the real port when the config
+// said 0).
+func (s *Server) Listeners() []proxy.Listener { return s.listeners }
+
+// Addr returns the bound address of the first socket of a transport.
+func (s *Server) Addr(transport string) (netip.AddrPort, bool) {
+	for _, l := range s.listeners {
+		if strings.EqualFold(l.Transport, transport) {
+			return l.Addr, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func (s *Server) closeSockets() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, l := range s.streams {
+		l.l.Close()
+	}
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return v.AddrPort()
+	case *net.TCPAddr:
+		return v.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (s *Server) exempt(a netip.Addr) bool {
+	for _, p := range s.opt.Exempt {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// filter sees every datagram and stream read before parsing: it drops
+// banned and oversized input and answers keep-alives without building a
+// transaction.
+func (s *Server) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	src := addrPortOf(info.RemoteAddr)
+	if !s.exempt(src.Addr().Unmap()) && !s.pike.Allow(src.Addr()) {
+		s.banned.Add(1)
+		if info.Transport != "UDP" {
+			return nil, ErrBanned // closes the connection
+		}
+		return nil, nil
+	}
+	if info.Transport != "UDP" {
+		return data, nil
+	}
+	if len(data) > s.cfg.MaxSize {
+		s.tooLarge.Add(1)
+		return nil, nil
+	}
+	if s.fastKeepalive(info, src, data) {
+		return nil, nil
+	}
+	return data, nil
+}
+
+// fastKeepalive answers an OPTIONS or NOTIFY keep-alive to us straight
+// from the read loop: the ITSP model sends one per user every 15 s, so
+// this is the hottest path there is.
+func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("OPTIONS ")) && !bytes.HasPrefix(data, []byte("NOTIFY ")) {
+		return false
+	}
+	conn := s.udp[info.LocalAddr.String()]
+	if conn == nil {
+		return false
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || protect.Check(req) != nil || !proxy.IsKeepalive(req, s.self) {
+		return false
+	}
+	if _, tag := req.To().Params.Get("tag"); tag {
+		return false
+	}
+	via := req.Via()
+	if !via.Params.Has("rport") {
+		via.Params.Add("rport", "")
+	}
+	nat.MarkVia(via, src)
+	req.SetSource(src.String())
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	var buf bytes.Buffer
+	res.StringWrite(&buf)
+	if _, err := conn.WriteToUDPAddrPort(buf.Bytes(), src); err != nil {
+		return true
+	}
+	s.fastKeepalives.Add(1)
+	s.core.CountKeepalive()
+	return true
+}
+
+// Serve reads from every socket until ctx ends, then shuts down: sockets
+// closed, transactions ended, the location snapshot written.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return ErrServed
+	}
+	tp := s.ua.TransportLayer()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.udp)+len(s.streams))
+	for _, c := range s.udp {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- tp.ServeUDP(c) }()
+	}
+	for _, l := range s.streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if l.transport == "TLS" {
+				errc <- tp.ServeTLS(l.l)
+			} else {
+				errc <- tp.ServeTCP(l.l)
+			}
+		}()
+	}
+	s.log.Info("sip serving", "listeners", s.describe(), "domains", s.cfg.Domains, "users", s.users.Len())
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var serveErr error
+	for tick := 0; ; tick++ {
+		select {
+		case <-ctx.Done():
+		case err := <-errc:
+			if ctx.Err() == nil {
+				serveErr = fmt.Errorf("sip socket: %w", err)
+			}
+		case <-ticker.C:
+			s.housekeep(tick)
+			continue
+		}
+		break
+	}
+	s.closeSockets()
+	s.ua.Close()
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("sip handlers still running at shutdown")
+	}
+	if err := s.store.Flush(); err != nil {
+		s.log.Error("location snapshot not written", "error", err)
+	}
+	if s.cdr != nil {
+		s.cdr.Close()
+	}
+	return serveErr
+}
+
+func (s *Server) describe() []string {
+	var out []string
+	for _, l := range s.listeners {
+		out = append(out, strings.ToLower(l.Transport)+":"+l.Addr.String())
+	}
+	return out
+}
+
+func (s *Server) housekeep(tick int) {
+	if err := s.store.Flush(); err != nil {
+		s.log.Error("location snapshot not written", "error", err)
+	}
+	if tick%10 == 0 {
+		s.store.Sweep()
+	}
+	if tick%60 == 0 {
+		s.dialogs.Sweep()
+	}
+	if tick%2 == 0 && s.users.Path() != "" {
+		if fi, err := os.Stat(s.users.Path()); err == nil && !fi.ModTime().Equal(s.usersMod) {
+			s.usersMod = fi.ModTime()
+			if err := s.ReloadUsers(); err != nil {
+				s.log.Error("users file not reloaded", "error", err)
+			}
+		}
+	}
+}
+
+// ReloadUsers rereads the users file (call it on SIGHUP; the file is also
+// watched). On error the previous users stay in force.
+func (s *Server) ReloadUsers() error {
+	if err := s.users.Reload(); err != nil {
+		return err
+	}
+	s.log.Info("users reloaded", "users", s.users.Len())
+	return nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	aors, contacts := s.store.Count()
+	setup, active, done, failed := s.dialogs.Stats()
+	bannedNow, bans, dropped := s.pike.Stats()
+	core := s.core.Stats()
+	return Stats{
+		Uptime: s.opt.Now().Sub(s.start), AoRs: aors, Registrations: contacts,
+		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
+		Transactions: core.Transactions, Users: s.users.Len(),
+		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(),
+		Core: core,
+	}
+}
+
+// Registrations lists every binding, for the HTTP API.
+func (s *Server) Registrations() []registrar.Binding { return s.store.All() }
+
+// Calls lists calls in progress, for the HTTP API.
+func (s *Server) Calls() []dialog.Call { return s.dialogs.Active() }
