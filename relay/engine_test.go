@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -882,5 +883,58 @@ func TestDroppedLatchRecoveredFromSlowPath(t *testing.T) {
 				t.Fatalf("kernel B→A = %+v latched without any report", f)
 			}
 		})
+	}
+}
+
+func TestListingsAcrossBatches(t *testing.T) {
+	const n = 2*walkBatch + 7
+	h := newHarness(t, true, func(c *Config) {
+		c.Addresses = []AddressConfig{{Name: "big", Local: ext4, PortMin: 10000, PortMax: 19999}}
+	})
+	if got := h.e.Sessions(); got == nil || len(got) != 0 {
+		t.Fatalf("Sessions with no calls = %#v, want an empty non-nil slice", got)
+	}
+	var ids []string
+	for i := 0; i < n; i++ {
+		id := "call-" + strconv.Itoa(i)
+		p := h.call(t, id, def, def)
+		h.setPeer(t, id, SideA, "203.0.113.10:5000", false)
+		h.setPeer(t, id, SideB, "203.0.113.20:6000", false)
+		h.s.addTraffic(t, ap(p.A.Local, p.A.RTP), 1, h.clk.Now())
+		ids = append(ids, id)
+	}
+	if got := len(h.e.Sessions()); got != n {
+		t.Fatalf("Sessions = %d, want %d", got, n)
+	}
+	if got := len(h.e.Flows()); got != 4*n {
+		t.Fatalf("Flows = %d, want %d", got, 4*n)
+	}
+	if tot := h.e.Stats(); tot.Sessions != n || tot.Flows != 4*n || tot.UserspacePackets != n {
+		t.Fatalf("totals = %d sessions, %d flows, %d packets; want %d, %d, %d",
+			tot.Sessions, tot.Flows, tot.UserspacePackets, n, 4*n, n)
+	}
+
+	// Calls ending while a listing walks must neither crash it nor make the
+	// packet total exceed what was ever counted.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, id := range ids {
+			if _, err := h.e.DeleteSession(id); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		if tot := h.e.Stats(); tot.UserspacePackets > n {
+			t.Fatalf("packets = %d during deletes, more than the %d ever counted", tot.UserspacePackets, n)
+		}
+		h.e.Flows()
+	}
+	wg.Wait()
+	if tot := h.e.Stats(); tot.Sessions != 0 || tot.UserspacePackets != n {
+		t.Fatalf("after deleting all: %d sessions, %d packets; want 0, %d", tot.Sessions, tot.UserspacePackets, n)
 	}
 }

@@ -95,6 +95,35 @@ type Totals struct {
 	Pools                            []PoolInfo
 }
 
+// walkBatch bounds how long the listings below hold the engine lock: each
+// flow's counters may cost a syscall, and 50,000 calls hold 200,000 flows,
+// which would stall call setup for a good fraction of a second.
+const walkBatch = 512
+
+// walk calls fn for every session that exists when walk starts and still
+// exists when its turn comes, taking the lock per batch. pre runs under the
+// lock before the walk, to read what must be consistent with the list.
+func (e *Engine) walk(pre func(), fn func(s *session)) {
+	e.mu.Lock()
+	if pre != nil {
+		pre()
+	}
+	list := make([]*session, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		list = append(list, s)
+	}
+	e.mu.Unlock()
+	for i := 0; i < len(list); i += walkBatch {
+		e.mu.Lock()
+		for _, s := range list[i:min(i+walkBatch, len(list))] {
+			if !s.deleted {
+				fn(s)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
 func (e *Engine) info(s *session) SessionInfo {
 	si := SessionInfo{CallID: s.callID, Created: s.created, TimedOut: s.timedOut,
 		Streams: make([]StreamInfo, 0, len(s.streams))}
@@ -134,12 +163,8 @@ func (e *Engine) Session(callID string) (SessionInfo, error) {
 // Sessions returns a snapshot of every session, sorted by call id. It reads
 // the counters of every flow: meant for inspection, not for a hot loop.
 func (e *Engine) Sessions() []SessionInfo {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make([]SessionInfo, 0, len(e.sessions))
-	for _, s := range e.sessions {
-		out = append(out, e.info(s))
-	}
+	out := []SessionInfo{}
+	e.walk(nil, func(s *session) { out = append(out, e.info(s)) })
 	sort.Slice(out, func(i, j int) bool { return out[i].CallID < out[j].CallID })
 	return out
 }
@@ -147,11 +172,9 @@ func (e *Engine) Sessions() []SessionInfo {
 // Flows lists every installed direction, sorted by call, stream, side and
 // component.
 func (e *Engine) Flows() []FlowInfo {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := e.now()
-	var out []FlowInfo
-	for _, s := range e.sessions {
+	out := []FlowInfo{}
+	e.walk(nil, func(s *session) {
 		for _, st := range s.streams {
 			for i := range st.dirs {
 				d := &st.dirs[i]
@@ -183,7 +206,7 @@ func (e *Engine) Flows() []FlowInfo {
 				out = append(out, fi)
 			}
 		}
-	}
+	})
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.CallID != b.CallID {
@@ -201,17 +224,23 @@ func (e *Engine) Flows() []FlowInfo {
 }
 
 // Stats returns engine-wide totals. Like Flows it reads every flow's
-// counters.
+// counters. A call that ends during the walk is left out of the packet
+// totals of this one snapshot, rather than counted twice: an undercount
+// cannot make a monitoring counter go backwards at the next poll.
 func (e *Engine) Stats() Totals {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	t := Totals{
-		Path: e.PathName(), PathReason: e.PathReason(), Draining: e.draining,
-		Sessions: len(e.sessions), LatchDrops: e.latchDrops.Load(),
+		Path: e.PathName(), PathReason: e.PathReason(), LatchDrops: e.latchDrops.Load(),
 		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
 	}
-	kern, user := e.endedKern, e.endedUser
-	for _, s := range e.sessions {
+	var kern, user FlowStats
+	e.walk(func() {
+		t.Draining, t.Sessions = e.draining, len(e.sessions)
+		kern, user = e.endedKern, e.endedUser
+		for _, p := range e.pools {
+			t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local,
+				FreePairs: p.pool.available(), TotalPairs: p.pool.total()})
+		}
+	}, func(s *session) {
 		for _, st := range s.streams {
 			for i := range st.dirs {
 				d := &st.dirs[i]
@@ -228,7 +257,7 @@ func (e *Engine) Stats() Totals {
 				}
 			}
 		}
-	}
+	})
 	t.KernelPackets, t.KernelBytes = kern.Packets, kern.Bytes
 	t.UserspacePackets, t.UserspaceBytes = user.Packets, user.Bytes
 	if e.kernel != nil {
@@ -237,10 +266,6 @@ func (e *Engine) Stats() Totals {
 		if err != nil {
 			t.KernelCountersError = err.Error()
 		}
-	}
-	for _, p := range e.pools {
-		t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local,
-			FreePairs: p.pool.available(), TotalPairs: p.pool.total()})
 	}
 	return t
 }
