@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"sipxdp/sipd/sipconf"
 )
 
 //go:embed default.yaml
@@ -23,6 +25,9 @@ type Config struct {
 	Log   LogConfig   `yaml:"log"`
 	HTTP  HTTPConfig  `yaml:"http"`
 	Media MediaConfig `yaml:"media"`
+	// SIP is the proxy and registrar; its types live in sipconf so the SIP
+	// server can take them without importing this package.
+	SIP sipconf.Config `yaml:"sip"`
 }
 
 type LogConfig struct {
@@ -87,7 +92,8 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig parses and validates YAML configuration text.
 func ParseConfig(data []byte) (*Config, error) {
-	var cfg Config
+	// SIP fields left out of the file keep their documented defaults.
+	cfg := Config{SIP: sipconf.Default()}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -150,6 +156,9 @@ func (c *Config) Validate() error {
 		if a.PortMin < 1024 || a.PortMax > 65535 || a.PortMin > a.PortMax || a.PortMax-a.PortMin < 3 {
 			errs = append(errs, fmt.Errorf("%s: port range %d-%d: want 1024 <= port_min < port_max <= 65535 with room for at least two RTP/RTCP pairs", where, a.PortMin, a.PortMax))
 		}
+	}
+	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

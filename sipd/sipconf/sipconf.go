@@ -85,6 +85,18 @@ type Protect struct {
 	Window  Duration `yaml:"window"`
 	Limit   int      `yaml:"limit"`
 	BanTime Duration `yaml:"ban_time"`
+	Exempt  []string `yaml:"exempt"` // CIDR prefixes never banned
+}
+
+// ExemptPrefixes parses Exempt; Validate has checked it.
+func (p Protect) ExemptPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range p.Exempt {
+		if pf, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, pf)
+		}
+	}
+	return out
 }
 
 // Dialog configures call tracking.
@@ -119,7 +131,8 @@ func Default() Config {
 			MaxContacts:    10,
 		},
 		NAT:     NAT{FixContact: true},
-		Protect: Protect{Window: Duration(2 * time.Second), Limit: 0, BanTime: Duration(5 * time.Minute)},
+		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
+			Exempt: []string{"127.0.0.0/8", "::1/128"}},
 		Timers:  Timers{Invite: Duration(3 * time.Minute)},
 	}
 }
@@ -183,6 +196,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Protect.Limit < 0 || (c.Protect.Limit > 0 && (c.Protect.Window <= 0 || c.Protect.BanTime <= 0)) {
 		errs = append(errs, errors.New("sip.protect: limit must be >= 0, and window and ban_time positive when it is set"))
+	}
+	for _, e := range c.Protect.Exempt {
+		if _, err := netip.ParsePrefix(e); err != nil {
+			errs = append(errs, fmt.Errorf("sip.protect.exempt %q: %w", e, err))
+		}
 	}
 	if c.Timers.Invite <= 0 {
 		errs = append(errs, errors.New("sip.timers.invite: must be positive"))

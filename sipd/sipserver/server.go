@@ -70,6 +70,8 @@ type Server struct {
 	served   atomic.Bool
 	handlers sync.WaitGroup
 
+	exemptPfx []netip.Prefix
+
 	tooLarge, banned, fastKeepalives atomic.Uint64
 }
 
@@ -159,6 +161,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		cdrOut = s.cdr
 	}
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
+	s.exemptPfx = append(cfg.Protect.ExemptPrefixes(), opt.Exempt...)
 	s.pike = protect.NewPike(cfg.Protect.Limit, cfg.Protect.Window.D(), cfg.Protect.BanTime.D(), opt.Now)
 
 	tlsConf, err := s.bind()
@@ -279,7 +282,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 }
 
 func (s *Server) exempt(a netip.Addr) bool {
-	for _, p := range s.opt.Exempt {
+	for _, p := range s.exemptPfx {
 		if p.Contains(a) {
 			return true
 		}
