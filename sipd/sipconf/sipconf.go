@@ -130,10 +130,10 @@ func Default() Config {
 			DefaultExpires: Duration(time.Hour),
 			MaxContacts:    10,
 		},
-		NAT:     NAT{FixContact: true},
+		NAT: NAT{FixContact: true},
 		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
 			Exempt: []string{"127.0.0.0/8", "::1/128"}},
-		Timers:  Timers{Invite: Duration(3 * time.Minute)},
+		Timers: Timers{Invite: Duration(3 * time.Minute)},
 	}
 }
 
