@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"sipxdp/relay"
 )
 
 const streamPackets = 2000
@@ -56,15 +58,38 @@ func TestNetnsRelay(t *testing.T) {
 			}
 			t.Logf("hook %s: %s", k.Name(), k.Reason())
 
+			type relayCase struct {
+				name    string
+				flow    relay.Flow
+				recvNs  int
+				recvDev string
+				verdict string // counter that counts the forward
+			}
+			var cases []relayCase
 			for _, fam := range families {
-				t.Run(fam.name, func(t *testing.T) {
-					flow := fam.flow()
+				cases = append(cases, relayCase{fam.name, fam.flow(), nsReceiver, "d0", "redirect"})
+			}
+			// Hairpin: both peers on the r0 side, so the packet leaves by the
+			// device it came in on: XDP_TX for XDP, a redirect for tc.
+			hp := families[0].flow()
+			hp.Key.Local = netip.AddrPortFrom(families[0].relayA, 30004)
+			hp.Out = netip.AddrPortFrom(families[0].relayA, 30006)
+			hp.Dst = netip.AddrPortFrom(families[0].sender, 5000)
+			hairpinVerdict := "tx"
+			if mode == ModeTC {
+				hairpinVerdict = "redirect"
+			}
+			cases = append(cases, relayCase{"ipv4 hairpin", hp, nsSender, "s0", hairpinVerdict})
+
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					flow := c.flow
 					if err := k.Upsert(flow); err != nil {
 						t.Fatal(err)
 					}
-					recv := tp.udp(t, nsReceiver, flow.Dst)
+					recv := tp.udp(t, c.recvNs, flow.Dst)
 					send := tp.udp(t, nsSender, flow.Peer)
-					capt := startCapture(t, tp, nsReceiver, "d0", flow.Dst.Port())
+					capt := startCapture(t, tp, c.recvNs, c.recvDev, flow.Dst.Port())
 					before, err := k.Counters()
 					if err != nil {
 						t.Fatal(err)
@@ -84,13 +109,13 @@ func TestNetnsRelay(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					t.Logf("received %d/%d; at d0: %d full checksums, %d partial (pseudo-header seed), %d wrong; counters moved %v; flow %+v",
-						len(seen), streamPackets, full, partial, wrong, counterDelta(before, after), st)
+					t.Logf("received %d/%d; at %s: %d full checksums, %d partial (pseudo-header seed), %d wrong; counters moved %v; flow %+v",
+						len(seen), streamPackets, c.recvDev, full, partial, wrong, counterDelta(before, after), st)
 					if len(seen) != streamPackets {
 						t.Errorf("received %d of %d packets", len(seen), streamPackets)
 					}
-					if d := after["redirect"] - before["redirect"]; d != streamPackets {
-						t.Errorf("redirect counter moved %d, want %d", d, streamPackets)
+					if d := after[c.verdict] - before[c.verdict]; d != streamPackets {
+						t.Errorf("%s counter moved %d, want %d", c.verdict, d, streamPackets)
 					}
 					if d := after["no_flow"] - before["no_flow"] + after["wrong_source"] - before["wrong_source"]; d != 0 {
 						t.Errorf("%d packets missed the flow", d)
@@ -107,7 +132,6 @@ func TestNetnsRelay(t *testing.T) {
 					if err := k.Delete(flow.Key); err != nil {
 						t.Fatal(err)
 					}
-					_ = netip.AddrPort{}
 				})
 			}
 		})

@@ -226,32 +226,46 @@ func newTopo(t *testing.T) *topo {
 	}
 	// Permanent neighbours for the receiver, so the programs' FIB lookup
 	// succeeds from the first packet instead of waiting for ARP/ND.
-	var recvMAC net.HardwareAddr
-	tp.in(t, nsReceiver, func() error {
-		l, err := netlink.LinkByName("d0")
-		if err != nil {
-			return err
-		}
-		recvMAC = l.Attrs().HardwareAddr
-		return nil
-	})
-	tp.in(t, nsRelay, func() error {
-		l, err := netlink.LinkByName("r1")
-		if err != nil {
-			return err
-		}
-		for _, f := range families {
-			n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: f.recv.AsSlice(), HardwareAddr: recvMAC,
-				State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}
-			if f.recv.Is6() {
-				n.Family = netlink.FAMILY_V6
+	// The sender's too, for the hairpin flow that goes back out of r0.
+	macOf := func(i int, dev string) net.HardwareAddr {
+		var mac net.HardwareAddr
+		tp.in(t, i, func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
 			}
-			if err := netlink.NeighSet(n); err != nil {
-				return fmt.Errorf("add neighbour %v: %w", f.recv, err)
+			mac = l.Attrs().HardwareAddr
+			return nil
+		})
+		return mac
+	}
+	for _, nb := range []struct {
+		dev  string
+		mac  net.HardwareAddr
+		addr func(ipFamily) netip.Addr
+	}{
+		{"r1", macOf(nsReceiver, "d0"), func(f ipFamily) netip.Addr { return f.recv }},
+		{"r0", macOf(nsSender, "s0"), func(f ipFamily) netip.Addr { return f.sender }},
+	} {
+		tp.in(t, nsRelay, func() error {
+			l, err := netlink.LinkByName(nb.dev)
+			if err != nil {
+				return err
 			}
-		}
-		return nil
-	})
+			for _, f := range families {
+				a := nb.addr(f)
+				n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: a.AsSlice(), HardwareAddr: nb.mac,
+					State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}
+				if a.Is6() {
+					n.Family = netlink.FAMILY_V6
+				}
+				if err := netlink.NeighSet(n); err != nil {
+					return fmt.Errorf("add neighbour %v: %w", a, err)
+				}
+			}
+			return nil
+		})
+	}
 	return tp
 }
 
