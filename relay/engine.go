@@ -487,9 +487,8 @@ func (e *Engine) SetPeer(callID string, index int, side Side, rtp, rtcp netip.Ad
 		return fmt.Errorf("set peer %q/%d: %w", callID, index, ErrStreamNotFound)
 	}
 	l := &st.legs[side]
-	if l.peerSet && l.announced[compRTP] == rtp && l.announced[compRTCP] == rtcp && l.mux == rtcpMux {
-		return nil // a re-INVITE that changes nothing keeps what was latched
-	}
+	// A re-INVITE that changes nothing keeps what was latched, and still
+	// reconciles: it retries flows a datapath refused before.
 	if l.announced[compRTP] != rtp {
 		l.latched[compRTP] = netip.AddrPort{}
 	}

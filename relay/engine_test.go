@@ -938,3 +938,28 @@ func TestListingsAcrossBatches(t *testing.T) {
 		t.Fatalf("after deleting all: %d sessions, %d packets; want 0, %d", tot.Sessions, tot.UserspacePackets, n)
 	}
 }
+
+func TestUserspaceRefusalIsRetried(t *testing.T) {
+	h := newHarness(t, true, nil)
+	p := h.call(t, "c", def, def)
+	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
+	h.s.upsertErr = func(Flow) error { return errors.New("address in use") }
+	err := h.e.SetPeer("c", 0, SideB, netip.MustParseAddrPort("203.0.113.20:6000"), netip.MustParseAddrPort("203.0.113.20:6001"), false)
+	if err == nil || !strings.Contains(err.Error(), "address in use") {
+		t.Fatalf("SetPeer = %v, want the userspace error", err)
+	}
+	// A learning flow nobody can latch must not linger in the kernel.
+	if _, ok := h.k.flow(ap(p.A.Local, p.A.RTP)); ok {
+		t.Fatal("kernel holds a learning flow that userspace refused")
+	}
+	for _, fi := range h.e.Flows() {
+		if fi.Local == ap(p.A.Local, p.A.RTP) {
+			t.Fatalf("refused flow listed as installed: %+v", fi)
+		}
+	}
+	h.s.upsertErr = nil
+	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false) // the same SDP again
+	if h.s.count() != 4 || h.k.count() != 4 {
+		t.Fatalf("after retry: userspace %d, kernel %d flows; want 4 and 4", h.s.count(), h.k.count())
+	}
+}

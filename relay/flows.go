@@ -122,8 +122,14 @@ func (e *Engine) sync(d *dir) error {
 				e.retire(e.kernel, k, &d.retiredKern)
 				d.inKern = false
 			}
-			e.log.Warn("kernel refused flow; kept in userspace", "call", d.st.sess.callID,
-				"flow", k.String(), "learning", want.Learning, "err", err)
+			if !errors.Is(err, ErrUnsupportedFlow) {
+				e.log.Warn("kernel refused flow; kept in userspace", "call", d.st.sess.callID,
+					"flow", k.String(), "learning", want.Learning, "err", err)
+			} else if e.debug() {
+				// Expected for some flows (the program's limits): not a warning.
+				e.log.Debug("kernel does not support flow; kept in userspace", "call", d.st.sess.callID,
+					"flow", k.String(), "err", err)
+			}
 		} else {
 			d.inKern = true
 			d.kernErr = ""
@@ -137,6 +143,12 @@ func (e *Engine) sync(d *dir) error {
 		if err = e.upsert(e.slow, want, d.inSlow, &d.retiredUser); err != nil {
 			err = fmt.Errorf("userspace upsert %s: %w", k, err)
 			e.log.Error("userspace datapath refused flow", "call", d.st.sess.callID, "flow", k.String(), "err", err)
+			if want.Learning || !d.inKern {
+				// Nothing can forward it: drop every copy and leave it
+				// uninstalled, so the next SetPeer or latch tries again.
+				e.uninstall(d)
+				return err
+			}
 		} else {
 			d.inSlow = true
 		}
