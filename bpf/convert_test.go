@@ -1,0 +1,117 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"sipxdp/relay"
+	"sipxdp/relay/fixtures"
+)
+
+// These tests need no privileges: they cover the Go side of the contract.
+
+func TestCounterNamesCoverFixtureReasons(t *testing.T) {
+	names, err := CounterNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n] = true
+	}
+	for _, c := range fixtures.Cases() {
+		if c.Kernel == fixtures.Pass && !have[c.KernelReason] {
+			t.Errorf("fixture %q passes with reason %q, which has no kernel counter (have %v)", c.Name, c.KernelReason, names)
+		}
+	}
+	for _, v := range []string{"tx", "redirect", "pass", "aborted"} {
+		if !have[v] {
+			t.Errorf("no verdict counter %q", v)
+		}
+	}
+}
+
+func TestFlowConversionRoundTrip(t *testing.T) {
+	learning := relay.Flow{Key: relay.FlowKey{Local: fixtures.RelayA}, Learning: true,
+		Out: fixtures.RelayB, Dst: fixtures.CalleeB}
+	for _, c := range fixtures.Cases() {
+		for _, f := range c.Flows {
+			f.Strict = false // a userspace-only setting the kernel does not keep
+			k, err := keyOf(f.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := valueOf(f)
+			if err != nil {
+				t.Fatalf("%s: %v", c.Name, err)
+			}
+			got := flowOf(k, &v)
+			if fmt.Sprint(got) != fmt.Sprint(f) {
+				t.Errorf("%s:\n got %+v\nwant %+v", c.Name, got, f)
+			}
+		}
+	}
+	k, _ := keyOf(learning.Key)
+	v, err := valueOf(learning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := flowOf(k, &v); !got.Learning || got.Peer.IsValid() {
+		t.Errorf("learning flow without peer came back as %+v", got)
+	}
+	// Network order on the wire: port 30000 = 0x7530 is stored as 75 30.
+	if k.Port != 0x3075 || k.Addr[10] != 0xff || k.Addr[12] != 192 {
+		t.Errorf("key layout %+v", k)
+	}
+}
+
+func TestFlowValidation(t *testing.T) {
+	base := fixtures.Cases()[0].Flows[0]
+	mod := func(fn func(*relay.Flow)) relay.Flow { f := base; fn(&f); return f }
+	for name, f := range map[string]relay.Flow{
+		"dst v6":  mod(func(f *relay.Flow) { f.Dst = fixtures.Callee6B }),
+		"out v6":  mod(func(f *relay.Flow) { f.Out = fixtures.Relay6B }),
+		"key v6":  mod(func(f *relay.Flow) { f.Key.Local = fixtures.Relay6A }),
+		"peer v6": mod(func(f *relay.Flow) { f.Peer = fixtures.Caller6A }),
+		"no out":  mod(func(f *relay.Flow) { f.Out = netip.AddrPort{} }),
+		"no peer": mod(func(f *relay.Flow) { f.Peer = netip.AddrPort{} }),
+	} {
+		if _, err := valueOf(f); !errors.Is(err, relay.ErrUnsupportedFlow) {
+			t.Errorf("%s: err %v, want ErrUnsupportedFlow", name, err)
+		}
+	}
+	// A v4-mapped IPv6 address is IPv4 to the kernel.
+	mapped := mod(func(f *relay.Flow) { f.Dst = netip.AddrPortFrom(netip.AddrFrom16(f.Dst.Addr().As16()), 5000) })
+	if _, err := valueOf(mapped); err != nil {
+		t.Errorf("v4-mapped dst: %v", err)
+	}
+}
+
+func TestHookCandidates(t *testing.T) {
+	for _, c := range []struct {
+		mode  string
+		ifs   []iface
+		want  string
+		inWhy string
+	}{
+		{"auto", []iface{{name: "eth0"}}, "xdp,xdp-generic,tc", "native XDP first"},
+		{"auto", []iface{{name: "eth0"}, {name: "veth1", isVeth: true}}, "tc,xdp-generic", "CHECKSUM_PARTIAL"},
+		{"", nil, "", ""},
+		{"xdp-generic", []iface{{name: "veth1", isVeth: true}}, "xdp-generic", "configured"},
+		{"tc", nil, "tc", "configured"},
+	} {
+		if c.mode == "" {
+			if _, _, err := candidates("bogus", nil); err == nil {
+				t.Error("unknown mode accepted")
+			}
+			continue
+		}
+		got, why, err := candidates(c.mode, c.ifs)
+		if err != nil || strings.Join(got, ",") != c.want || !strings.Contains(why, c.inWhy) {
+			t.Errorf("candidates(%s, %v) = %v, %q, %v; want %s with %q", c.mode, c.ifs, got, why, err, c.want, c.inWhy)
+		}
+	}
+}
