@@ -963,3 +963,28 @@ func TestUserspaceRefusalIsRetried(t *testing.T) {
 		t.Fatalf("after retry: userspace %d, kernel %d flows; want 4 and 4", h.s.count(), h.k.count())
 	}
 }
+
+func TestScanBudget(t *testing.T) {
+	const n = scanBudget + 100
+	h := newHarness(t, false, func(c *Config) {
+		c.Addresses = []AddressConfig{{Name: "big", Local: ext4, PortMin: 10000, PortMax: 30000}}
+	})
+	for i := 0; i < n; i++ {
+		id := "call-" + strconv.Itoa(i)
+		h.call(t, id, def, def)
+		h.setPeer(t, id, SideA, "203.0.113.10:5000", false)
+		h.setPeer(t, id, SideB, "203.0.113.20:6000", false)
+	}
+	h.s.statsCalls = 0
+	h.step(h.cfg.MediaTimeout) // every call falls due at once
+	if got := h.s.statsCalls; got != 4*scanBudget {
+		t.Fatalf("one scan read %d flows, want %d (the budget)", got, 4*scanBudget)
+	}
+	if len(h.e.pending) != scanBudget {
+		t.Fatalf("%d timeouts from the first scan, want %d", len(h.e.pending), scanBudget)
+	}
+	h.step(time.Second)
+	if len(h.e.pending) != n {
+		t.Fatalf("%d timeouts after the second scan, want all %d", len(h.e.pending), n)
+	}
+}

@@ -23,6 +23,7 @@ type fakePath struct {
 	// resetOnUpsert makes a replaced flow start its counters from zero.
 	resetOnUpsert bool
 	closed        int
+	statsCalls    int
 }
 
 func newFakePath(name string) *fakePath {
@@ -62,6 +63,7 @@ func (f *fakePath) Delete(k FlowKey) error {
 func (f *fakePath) Stats(k FlowKey) (FlowStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.statsCalls++
 	if _, ok := f.flows[k]; !ok {
 		return FlowStats{}, ErrFlowNotFound
 	}
