@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd/sipconf"
 )
@@ -43,6 +45,7 @@ func testServer(t *testing.T, edit func(*sipconf.Config)) *Server {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ignore := goleak.IgnoreCurrent()
 	s, err := New(cfg, log, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +62,9 @@ func testServer(t *testing.T, edit func(*sipconf.Config)) *Server {
 			}
 		case <-time.After(10 * time.Second):
 			t.Error("server did not stop within 10s")
+			return
 		}
+		goleak.VerifyNone(t, ignore)
 	})
 	return s
 }

@@ -73,3 +73,28 @@ func TestSippCall(t *testing.T) {
 		}
 	})
 }
+
+func TestSippCancel(t *testing.T) {
+	needSipp(t)
+	transports(t, func(t *testing.T, tr string) {
+		s := testServer(t, nil)
+		uasPort := freePort(t)
+		register(t, s, tr, "bob", uasPort)
+		uas := startSipp(t, 20*time.Second, "-sf", scenario("uas_cancel.xml"), "-t", sippTransport(tr),
+			"-i", "127.0.0.1", "-p", strconv.Itoa(uasPort))
+		time.Sleep(300 * time.Millisecond)
+		uac := startSipp(t, 20*time.Second, "-sf", scenario("uac_cancel.xml"), "-t", sippTransport(tr),
+			"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-s", "bob", "-au", "alice", "-ap", "alicepw",
+			serverAddr(t, s, tr).String())
+		if err := uac.wait(t); err != nil {
+			t.Fatalf("uac: %v", err)
+		}
+		if err := uas.wait(t); err != nil {
+			t.Fatalf("uas: %v", err)
+		}
+		st := s.Stats()
+		if st.CallsFailed != 1 || st.ActiveCalls != 0 || st.CallsCompleted != 0 {
+			t.Fatalf("calls: %+v", st)
+		}
+	})
+}
