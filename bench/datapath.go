@@ -577,7 +577,7 @@ func notes(r report.Datapath, base *report.Datapath) []string {
 		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))
 	}
 	if r.Saturated {
-		n = append(n, fmt.Sprintf("no idle CPU left in the window (busy %.2f cores): the system-busy comparison is meaningless, use the per-process one", r.BusyCores))
+		n = append(n, fmt.Sprintf("no idle CPU left in the window (busy %.2f cores): the system-busy comparison is meaningless and the per-process one only a lower bound", r.BusyCores))
 	}
 	if r.OtherCores >= 0.02 {
 		n = append(n, fmt.Sprintf("other processes used %.3f cores during the window; subtracted from busy before comparing with direct", r.OtherCores))
