@@ -76,11 +76,13 @@ func OpenPinnedMaps(pinPath string) (*Maps, error) {
 func (m *Maps) FlowMap() *ebpf.Map { return m.flows }
 
 // Close releases the file descriptors; pinned maps stay in the kernel.
+// Closing twice is harmless.
 func (m *Maps) Close() error {
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.flows, m.counters, m.txPorts} {
-		if mp != nil {
-			errs = append(errs, mp.Close())
+	for _, mp := range []**ebpf.Map{&m.flows, &m.counters, &m.txPorts} {
+		if *mp != nil {
+			errs = append(errs, (*mp).Close())
+			*mp = nil
 		}
 	}
 	return errors.Join(errs...)
