@@ -1,0 +1,234 @@
+package sipserver
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/sipconf"
+)
+
+func noAuth(c *sipconf.Config) {
+	c.Auth.Register = false
+	c.Auth.Invite = false
+}
+
+func TestKeepalives(t *testing.T) {
+	s := testServer(t, nil)
+	ua := newRawUA(t)
+	udp := serverAddr(t, s, "udp")
+	ua.send(udp, fmt.Sprintf("NOTIFY sip:%s SIP/2.0\nVia: SIP/2.0/UDP 10.1.1.1:5060;branch=%s;rport\nFrom: <sip:alice@example.org>;tag=1\nTo: <sip:alice@example.org>\nCall-ID: ka1\nCSeq: 1 NOTIFY\nEvent: keep-alive\nContent-Length: 0\n\n", udp, branch()))
+	res := ua.expect(200)
+	v := res.Via()
+	if v.Params.GetOr("received", "") != "127.0.0.1" || v.Params.GetOr("rport", "") != fmt.Sprint(ua.addr().Port()) {
+		t.Fatalf("keep-alive answer Via %s lacks received/rport", v.Value())
+	}
+	if s.fastKeepalives.Load() != 1 || s.Stats().Core.Keepalives != 1 {
+		t.Fatalf("fast path not taken: %d", s.fastKeepalives.Load())
+	}
+	// OPTIONS by domain name over TCP: the core answers it.
+	tcp := newTCPUA(t, serverAddr(t, s, "tcp"))
+	tcp.send(fmt.Sprintf("OPTIONS sip:example.org SIP/2.0\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=%s\nFrom: <sip:alice@example.org>;tag=1\nTo: <sip:example.org>\nCall-ID: ka2\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n", branch()))
+	if m, ok := tcp.recv(3 * time.Second).(*sip.Response); !ok || m.StatusCode != 200 {
+		t.Fatalf("TCP OPTIONS answer: %v", m)
+	}
+	// RFC 5626 CRLF ping gets a CRLF pong.
+	tcp.send("\r\n\r\n")
+	tcp.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	pong := make([]byte, 2)
+	if _, err := tcp.r.Read(pong); err != nil || string(pong) != "\r\n" {
+		t.Fatalf("pong %q %v", pong, err)
+	}
+	if s.Stats().Core.Keepalives != 2 {
+		t.Fatalf("keepalives %d", s.Stats().Core.Keepalives)
+	}
+}
+
+func TestLocalAnswers(t *testing.T) {
+	s := testServer(t, func(c *sipconf.Config) { noAuth(c); c.Domains = append(c.Domains, "127.0.0.1") })
+	ua := newRawUA(t)
+	srv := serverAddr(t, s, "udp")
+	cases := []struct {
+		name, text string
+		code       int
+	}{
+		{"unknown user", ua.request("INVITE", "sip:nobody@example.org", "sip:x@far.net", "sip:nobody@example.org", "l1", 1), 404},
+		{"not registered", ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l2", 1), 480},
+		{"foreign domain", ua.request("INVITE", "sip:x@far.net", "sip:alice@example.org", "sip:x@far.net", "l3", 1), 403},
+		{"too many hops", strings.Replace(ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l4", 1), "Max-Forwards: 70", "Max-Forwards: 0", 1), 483},
+		{"too brief", ua.request("REGISTER", "sip:example.org", "sip:bob@example.org", "sip:bob@example.org", "l5", 1, "Expires: 5"), 423},
+		{"cseq mismatch", strings.Replace(ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l6", 1), "CSeq: 1 INVITE", "CSeq: 1 BYE", 1), 400},
+		{"stray cancel", ua.request("CANCEL", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l7", 1), 481},
+		{"unsupported extension", ua.request("MESSAGE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l8", 1, "Proxy-Require: foo"), 420},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ua.send(srv, c.text)
+			ua.expect(c.code)
+		})
+	}
+}
+
+// registerRaw registers ua for user with auth off and returns the 200.
+func registerRaw(t *testing.T, ua *rawUA, srv string, user, callID string, extra ...string) *sip.Response {
+	t.Helper()
+	ua.send(netip.MustParseAddrPort(srv), ua.request("REGISTER", "sip:example.org", "sip:"+user+"@example.org", "sip:"+user+"@example.org", callID, 1, append([]string{"Expires: 600"}, extra...)...))
+	return ua.expect(200)
+}
+
+func TestForkingBestAnswerWins(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	uas1, uas2, caller := newRawUA(t), newRawUA(t), newRawUA(t)
+	registerRaw(t, uas1, srv.String(), "bob", "r1")
+	if res := registerRaw(t, uas2, srv.String(), "bob", "r2"); len(res.GetHeaders("Contact")) != 2 {
+		t.Fatalf("200 OK lists %d contacts, want 2", len(res.GetHeaders("Contact")))
+	}
+	caller.send(srv, caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "call1", 1))
+	caller.expect(100)
+	inv1, inv2 := uas1.expectRequest(sip.INVITE), uas2.expectRequest(sip.INVITE)
+	if inv1.Via().Params.GetOr("branch", "") == inv2.Via().Params.GetOr("branch", "") {
+		t.Fatal("both branches carry the same Via branch")
+	}
+	if len(inv1.GetHeaders("Record-Route")) != 1 || inv1.GetHeader("Max-Forwards").Value() != "69" {
+		t.Fatalf("forwarded INVITE: RR %v, Max-Forwards %s", inv1.GetHeaders("Record-Route"), inv1.GetHeader("Max-Forwards").Value())
+	}
+	uas2.respond(inv2, 180, "Ringing", "u2")
+	if r := caller.expect(180); r.To().Params.GetOr("tag", "") != "u2" {
+		t.Fatalf("180 to tag %q", r.To().Params.GetOr("tag", ""))
+	}
+	uas1.respond(inv1, 200, "OK", "u1")
+	ok := caller.expect(200)
+	if ok.Via().Params.GetOr("branch", "") == inv1.Via().Params.GetOr("branch", "") || len(ok.GetHeaders("Via")) != 1 {
+		t.Fatalf("200 upstream still carries our Via: %v", ok.GetHeaders("Via"))
+	}
+	// The losing branch is cancelled, then acknowledged after its 487.
+	cancel := uas2.expectRequest(sip.CANCEL)
+	if cancel.Via().Params.GetOr("branch", "") != inv2.Via().Params.GetOr("branch", "") {
+		t.Fatal("CANCEL branch differs from the INVITE's")
+	}
+	uas2.respond(cancel, 200, "OK", "u2")
+	uas2.respond(inv2, 487, "Request Terminated", "u2")
+	if ack := uas2.expectRequest(sip.ACK); ack.Via().Params.GetOr("branch", "") != inv2.Via().Params.GetOr("branch", "") {
+		t.Fatal("hop-by-hop ACK for 487 has another branch")
+	}
+	// ACK and BYE follow the Record-Route.
+	rr := ok.GetHeader("Record-Route").Value()
+	caller.send(srv, caller.request("ACK", "sip:uas@"+uas1.addr().String(), "sip:alice@example.org", "sip:bob@example.org", "call1", 1, "Route: "+rr)+"")
+	uas1.expectRequest(sip.ACK)
+	bye := strings.Replace(caller.request("BYE", "sip:uas@"+uas1.addr().String(), "sip:alice@example.org", "sip:bob@example.org", "call1", 2, "Route: "+rr), "To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag=u1", 1)
+	caller.send(srv, bye)
+	b := uas1.expectRequest(sip.BYE)
+	uas1.respond(b, 200, "OK", "")
+	caller.expect(200)
+	if st := s.Stats(); st.CallsCompleted != 1 || st.ActiveCalls != 0 {
+		t.Fatalf("calls %+v", st)
+	}
+}
+
+func TestForkingAllFail(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	uas1, uas2, caller := newRawUA(t), newRawUA(t), newRawUA(t)
+	registerRaw(t, uas1, srv.String(), "bob", "r1")
+	registerRaw(t, uas2, srv.String(), "bob", "r2")
+	caller.send(srv, caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "call2", 1))
+	inv1, inv2 := uas1.expectRequest(sip.INVITE), uas2.expectRequest(sip.INVITE)
+	uas1.respond(inv1, 503, "Busy Here", "u1")
+	uas1.expectRequest(sip.ACK)
+	uas2.respond(inv2, 486, "Busy Here", "u2")
+	uas2.expectRequest(sip.ACK)
+	caller.expect(486) // a 4xx beats a 5xx
+	if st := s.Stats(); st.CallsFailed != 1 {
+		t.Fatalf("calls %+v", st)
+	}
+}
+
+func TestNATedContactReachedThroughFlow(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	phone, caller := newRawUA(t), newRawUA(t)
+	// A phone behind NAT: it advertises its private address everywhere.
+	text := strings.ReplaceAll(phone.request("REGISTER", "sip:example.org", "sip:bob@example.org", "sip:bob@example.org", "n1", 1, "Expires: 600"),
+		phone.addr().String(), "192.168.1.20:5060")
+	phone.send(srv, text)
+	phone.expect(200)
+	b := s.Registrations()
+	if len(b) != 1 || !b[0].NATed || b[0].Received != phone.addr().String() || !strings.Contains(b[0].Contact, "192.168.1.20") {
+		t.Fatalf("binding %+v", b)
+	}
+	caller.send(srv, strings.ReplaceAll(caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "n2", 1),
+		"Contact: <sip:ua@"+caller.addr().String()+">", "Contact: <sip:ua@10.9.9.9:5060>"))
+	inv := phone.expectRequest(sip.INVITE) // arrived at the real socket, not 192.168.1.20
+	if inv.Recipient.Host != "192.168.1.20" {
+		t.Fatalf("Request-URI %s", inv.Recipient.String())
+	}
+	if c := inv.Contact(); c.Address.Host != "127.0.0.1" || c.Address.Port != int(caller.addr().Port()) {
+		t.Fatalf("caller's private Contact not fixed: %s", c.Address.String())
+	}
+	phone.respond(inv, 180, "Ringing", "p1")
+	caller.expect(180)
+}
+
+func TestRegistrationsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "location.json")
+	run := func(f func(s *Server)) {
+		cfg := sipconf.Default()
+		noAuth(&cfg)
+		cfg.Domains = []string{"example.org"}
+		cfg.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+		cfg.Registrar.Store = store
+		s, err := New(cfg, nil, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx) }()
+		f(s)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ua := newRawUA(t)
+	run(func(s *Server) { registerRaw(t, ua, serverAddr(t, s, "udp").String(), "bob", "p1") })
+	if _, err := os.Stat(store); err != nil {
+		t.Fatalf("no snapshot written: %v", err)
+	}
+	run(func(s *Server) {
+		if b := s.Registrations(); len(b) != 1 || b[0].AoR != "bob" {
+			t.Fatalf("after restart: %+v", b)
+		}
+	})
+}
+
+func TestFloodBan(t *testing.T) {
+	s := testServer(t, func(c *sipconf.Config) {
+		c.Protect.Limit = 5
+		c.Protect.Exempt = nil
+	})
+	ua := newRawUA(t)
+	srv := serverAddr(t, s, "udp")
+	answered := 0
+	for i := 0; i < 12; i++ {
+		ua.send(srv, ua.request("OPTIONS", "sip:"+srv.String(), "sip:x@far.net", "sip:"+srv.String(), fmt.Sprint("f", i), 1))
+		if ua.recv(300*time.Millisecond) != nil {
+			answered++
+		}
+	}
+	if answered != 5 {
+		t.Fatalf("%d of 12 answered, want 5", answered)
+	}
+	if st := s.Stats(); st.Bans != 1 || st.BannedSources != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
