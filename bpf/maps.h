@@ -38,7 +38,7 @@ struct flow_value {
 	__u8 dst_mac[6];
 	__u64 packets;      // host order, atomic adds
 	__u64 bytes;        // UDP payload bytes, host order, atomic adds
-	__u64 last_seen;    // bpf_ktime_get_ns (CLOCK_MONOTONIC), host order
+	__u64 last_seen;    // bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC), host order
 };
 
 // Verdicts first, then the reasons a frame goes to the slow path. The
