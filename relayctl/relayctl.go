@@ -1,0 +1,418 @@
+// Package relayctl is the command-line view of the relay: flows, totals, a
+// live watch, and drain. It talks to sipd's HTTP API and, when sipd is not
+// running, reads the pinned kernel maps directly.
+package relayctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"sipxdp/bpf"
+	"sipxdp/sipd"
+)
+
+const usage = `usage: relayctl [-api URL] [-pin DIR] COMMAND [flags]
+
+commands:
+  flows   [-call ID] [-json] [-interval D]   list flows (pps over -interval; 0 skips it)
+  stats   [-json]                            totals and per-reason slow-path counters
+  watch   [-call ID] [-interval D] [-count N] refreshing view of flows and totals
+  drain   [-off]                             stop (or resume) accepting new relayed calls
+`
+
+// Sentinel errors a user can act on.
+var (
+	ErrNotRunning = errors.New("sipd is not running")
+	ErrNoPins     = errors.New("no pinned maps")
+)
+
+type client struct {
+	api  string
+	pin  string
+	http *http.Client
+	out  io.Writer
+}
+
+// Main runs relayctl with args (without the program name).
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if err := run(ctx, args, stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "relayctl:", err)
+		return 1
+	}
+	return 0
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("relayctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	api := fs.String("api", envOr("SIPXDP_API", "http://127.0.0.1:8080"), "sipd HTTP API base URL")
+	pin := fs.String("pin", bpf.DefaultPinPath, "pinned BPF maps, read when sipd is down")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("no command")
+	}
+	c := &client{api: strings.TrimRight(*api, "/"), pin: *pin, out: stdout,
+		http: &http.Client{Timeout: 5 * time.Second}}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "flows":
+		return c.flows(ctx, rest)
+	case "stats":
+		return c.stats(ctx, rest)
+	case "watch":
+		return c.watch(ctx, rest)
+	case "drain":
+		return c.drain(ctx, rest)
+	case "help":
+		fs.Usage()
+		return nil
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *client) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.api+path, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, v)
+}
+
+func (c *client) do(req *http.Request, v any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (nothing listens at %s)", ErrNotRunning, c.api)
+		}
+		return fmt.Errorf("query sipd at %s: %w", c.api, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("sipd %s %s: %s: %s", req.Method, req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", req.URL.Path, err)
+	}
+	return nil
+}
+
+// Flow is one row: the API's flow plus the rate relayctl measured.
+type Flow struct {
+	sipd.FlowJSON
+	PPS float64 `json:"pps"`
+}
+
+// fetchFlows reads flows from sipd, or from the pinned maps when sipd is
+// down. source says which.
+func (c *client) fetchFlows(ctx context.Context, call string) (flows []sipd.FlowJSON, source string, err error) {
+	q := "/flows"
+	if call != "" {
+		q += "?call_id=" + call
+	}
+	err = c.get(ctx, q, &flows)
+	if err == nil {
+		return flows, "sipd", nil
+	}
+	if !errors.Is(err, ErrNotRunning) {
+		return nil, "", err
+	}
+	pinned, perr := c.pinnedFlows(call)
+	if perr != nil {
+		return nil, "", fmt.Errorf("%w; reading pinned maps instead: %w", err, perr)
+	}
+	return pinned, "pinned maps at " + c.pin + " (sipd is not running; call ids and userspace flows are unknown)", nil
+}
+
+func (c *client) pinnedFlows(call string) ([]sipd.FlowJSON, error) {
+	if call != "" {
+		return nil, errors.New("-call needs sipd: the pinned maps do not know call ids")
+	}
+	m, err := bpf.OpenPinnedMaps(c.pin)
+	if err != nil {
+		return nil, pinError(c.pin, err)
+	}
+	defer m.Close()
+	entries, err := m.Flows()
+	if err != nil {
+		return nil, fmt.Errorf("read pinned flows: %w", err)
+	}
+	out := make([]sipd.FlowJSON, 0, len(entries))
+	for _, e := range entries {
+		state := "active"
+		if e.Flow.Learning {
+			state = "learning"
+		}
+		peer := ""
+		if e.Flow.Peer.IsValid() {
+			peer = e.Flow.Peer.String()
+		}
+		out = append(out, sipd.FlowJSON{
+			Local: e.Flow.Key.Local.String(), Peer: peer, Out: e.Flow.Out.String(), Dst: e.Flow.Dst.String(),
+			Path: "kernel", State: state, Packets: e.Stats.Packets, Bytes: e.Stats.Bytes, LastSeen: e.Stats.LastSeen,
+		})
+	}
+	return out, nil
+}
+
+func pinError(pin string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w under %s: has sipd ever run with a kernel datapath here? (%v)", ErrNoPins, pin, err)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("permission denied reading %s: run relayctl as root (%v)", pin, err)
+	}
+	return err
+}
+
+func (c *client) flows(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("flows", flag.ContinueOnError)
+	call := fs.String("call", "", "only this call id")
+	asJSON := fs.Bool("json", false, "print JSON")
+	interval := fs.Duration("interval", time.Second, "sample twice this far apart to show packets per second; 0 skips")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rows, source, err := c.sample(ctx, *call, *interval)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	if source != "sipd" {
+		fmt.Fprintf(c.out, "source: %s\n", source)
+	}
+	return printFlows(c.out, rows, time.Now())
+}
+
+// sample fetches flows, and if interval > 0 again after it, to compute
+// packets per second per flow.
+func (c *client) sample(ctx context.Context, call string, interval time.Duration) ([]Flow, string, error) {
+	first, source, err := c.fetchFlows(ctx, call)
+	if err != nil {
+		return nil, "", err
+	}
+	if interval <= 0 {
+		return withRates(nil, first, 0), source, nil
+	}
+	select {
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	case <-time.After(interval):
+	}
+	second, source, err := c.fetchFlows(ctx, call)
+	if err != nil {
+		return nil, "", err
+	}
+	return withRates(first, second, interval), source, nil
+}
+
+func withRates(before, after []sipd.FlowJSON, d time.Duration) []Flow {
+	prev := make(map[string]uint64, len(before))
+	for _, f := range before {
+		prev[f.Local] = f.Packets
+	}
+	out := make([]Flow, 0, len(after))
+	for _, f := range after {
+		r := Flow{FlowJSON: f}
+		if p, ok := prev[f.Local]; ok && d > 0 && f.Packets >= p {
+			r.PPS = float64(f.Packets-p) / d.Seconds()
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CallID != out[j].CallID {
+			return out[i].CallID < out[j].CallID
+		}
+		return out[i].Local < out[j].Local
+	})
+	return out
+}
+
+func printFlows(w io.Writer, rows []Flow, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CALL\tLEG\tLOCAL\tPEER\tPATH\tSTATE\tPACKETS\tBYTES\tPPS\tLAST SEEN")
+	for _, f := range rows {
+		leg := f.Leg
+		if f.Component != "" {
+			leg += "/" + f.Component
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\n",
+			dash(f.CallID), dash(leg), f.Local, dash(f.Peer), f.Path, f.State, f.Packets, f.Bytes, f.PPS, ago(f.LastSeen, now))
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(tw, "(no flows)")
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return d.Truncate(time.Millisecond).String() + " ago"
+}
+
+func (c *client) stats(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var st sipd.StatsJSON
+	err := c.get(ctx, "/stats", &st)
+	if errors.Is(err, ErrNotRunning) {
+		m, perr := bpf.OpenPinnedMaps(c.pin)
+		if perr != nil {
+			return fmt.Errorf("%w; reading pinned maps instead: %w", err, pinError(c.pin, perr))
+		}
+		defer m.Close()
+		counters, cerr := m.Counters()
+		if cerr != nil {
+			return fmt.Errorf("read pinned counters: %w", cerr)
+		}
+		st = sipd.StatsJSON{KernelCounters: counters}
+		st.Path = "kernel (pinned maps; sipd is not running)"
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStats(c.out, st)
+	return nil
+}
+
+func printStats(w io.Writer, st sipd.StatsJSON) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "path\t%s\n", st.Path)
+	if st.Reason != "" {
+		fmt.Fprintf(tw, "reason\t%s\n", st.Reason)
+	}
+	fmt.Fprintf(tw, "draining\t%v\n", st.Draining)
+	fmt.Fprintf(tw, "sessions\t%d\n", st.Sessions)
+	fmt.Fprintf(tw, "flows\t%d (kernel %d, userspace %d)\n", st.Flows, st.KernelFlows, st.UserspaceFlows)
+	fmt.Fprintf(tw, "packets\t%d (kernel %d, userspace %d)\n", st.Packets, st.KernelPackets, st.UserspacePackets)
+	fmt.Fprintf(tw, "bytes\t%d (kernel %d, userspace %d)\n", st.Bytes, st.KernelBytes, st.UserspaceBytes)
+	fmt.Fprintf(tw, "userspace sockets\t%d\n", st.UserspaceSockets)
+	printCounters(tw, "kernel", st.KernelCounters)
+	if st.KernelCountersError != "" {
+		fmt.Fprintf(tw, "kernel counters error\t%s\n", st.KernelCountersError)
+	}
+	printCounters(tw, "userspace", st.UserspaceCounters)
+	tw.Flush()
+}
+
+func printCounters(w io.Writer, prefix string, m map[string]uint64) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s.%s\t%d\n", prefix, k, m[k])
+	}
+}
+
+func (c *client) watch(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	call := fs.String("call", "", "only this call id")
+	interval := fs.Duration("interval", time.Second, "refresh interval")
+	count := fs.Int("count", 0, "stop after this many refreshes (0: until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return errors.New("watch: -interval must be positive")
+	}
+	for i := 0; *count == 0 || i < *count; i++ {
+		rows, source, err := c.sample(ctx, *call, *interval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var pps float64
+		for _, r := range rows {
+			pps += r.PPS
+		}
+		// Clear the screen and home the cursor, as watch(1) does.
+		fmt.Fprint(c.out, "\x1b[H\x1b[2J")
+		fmt.Fprintf(c.out, "%s  source: %s  flows: %d  pps: %.0f\n\n", time.Now().Format(time.TimeOnly), source, len(rows), pps)
+		if err := printFlows(c.out, rows, time.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *client) drain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
+	off := fs.Bool("off", false, "resume accepting new calls")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	u := c.api + "/drain"
+	if *off {
+		u += "?off=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	var res map[string]bool
+	if err := c.do(req, &res); err != nil {
+		return err
+	}
+	if res["draining"] {
+		fmt.Fprintln(c.out, "draining: new relayed calls are refused; existing calls continue")
+	} else {
+		fmt.Fprintln(c.out, "not draining: new calls are accepted")
+	}
+	return nil
+}
