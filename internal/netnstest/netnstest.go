@@ -1,0 +1,418 @@
+// Package netnstest builds a throw-away three-namespace line for tests that
+// move real packets through the relay:
+//
+//	caller ns  c0 ==veth== ra  relay ns  rb ==veth== e0  callee ns
+//	10.252.1.2        10.252.1.1      10.252.2.1        10.252.2.2
+//	fd00:252:1::2     fd00:252:1::1   fd00:252:2::1     fd00:252:2::2
+//
+// Every address lives only inside the namespaces, and the ranges differ from
+// those the bpf tests (10.250) and bench (10.251) use, so the suites can run
+// at the same time. It is a non-test file so several packages can share it.
+package netnstest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netns"
+)
+
+// NetnsDir is where iproute2 keeps named namespaces.
+const NetnsDir = "/run/netns"
+
+// Interface names, fixed because each lives in its own namespace.
+const (
+	CallerIf = "c0" // caller's end of the caller–relay veth
+	RelayA   = "ra" // relay's end towards the caller
+	RelayB   = "rb" // relay's end towards the callee
+	CalleeIf = "e0" // callee's end of the relay–callee veth
+)
+
+// Fixed MACs so the static neighbours need no discovery.
+var (
+	macCaller = net.HardwareAddr{0x02, 0x52, 0x01, 0, 0, 0x02}
+	macRelayA = net.HardwareAddr{0x02, 0x52, 0x01, 0, 0, 0x01}
+	macRelayB = net.HardwareAddr{0x02, 0x52, 0x02, 0, 0, 0x01}
+	macCallee = net.HardwareAddr{0x02, 0x52, 0x02, 0, 0, 0x02}
+)
+
+// Addrs are the four addresses of one family.
+type Addrs struct {
+	Name                   string // "ipv4" or "ipv6"
+	Caller, RelayA, RelayB netip.Addr
+	Callee                 netip.Addr
+	Bits                   int
+}
+
+// V4 and V6 are the topology's addresses.
+var (
+	V4 = Addrs{"ipv4", netip.MustParseAddr("10.252.1.2"), netip.MustParseAddr("10.252.1.1"),
+		netip.MustParseAddr("10.252.2.1"), netip.MustParseAddr("10.252.2.2"), 24}
+	V6 = Addrs{"ipv6", netip.MustParseAddr("fd00:252:1::2"), netip.MustParseAddr("fd00:252:1::1"),
+		netip.MustParseAddr("fd00:252:2::1"), netip.MustParseAddr("fd00:252:2::2"), 64}
+)
+
+// NS is one named network namespace.
+type NS struct {
+	Name string
+	h    netns.NsHandle
+}
+
+// Path is the bind-mounted namespace file, for nsenter --net=PATH.
+func (n *NS) Path() string { return filepath.Join(NetnsDir, n.Name) }
+
+// Topo is the caller–relay–callee line.
+type Topo struct {
+	Caller, Relay, Callee *NS
+}
+
+var counter atomic.Uint64
+
+// New creates the topology and registers its removal with t.Cleanup.
+// prefix names the namespaces (prefix + PID + counter); namespaces with
+// the same prefix left by a test process that no longer runs are removed
+// first. The caller must have checked for root.
+func New(t testing.TB, prefix string) *Topo {
+	t.Helper()
+	RemoveStale(t, prefix)
+	id := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), counter.Add(1))
+	tp := &Topo{}
+	for _, p := range []struct {
+		dst  **NS
+		role string
+	}{{&tp.Caller, "c"}, {&tp.Relay, "r"}, {&tp.Callee, "e"}} {
+		name := id + "-" + p.role
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("create namespace %s: %v: %s", name, err, out)
+		}
+		ns := &NS{Name: name, h: -1}
+		*p.dst = ns
+		t.Cleanup(func() { ns.remove(t) })
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			t.Fatalf("open namespace %s: %v", name, err)
+		}
+		ns.h = h
+	}
+	if err := tp.build(); err != nil {
+		t.Fatalf("build topology %s: %v", id, err)
+	}
+	return tp
+}
+
+func (n *NS) remove(t testing.TB) {
+	if n.h >= 0 {
+		n.h.Close()
+	}
+	// Deleting the namespace destroys its veth ends, which detaches any
+	// program on them.
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		t.Errorf("remove namespace %s: %v: %s", n.Name, err, out)
+	}
+}
+
+// RemoveStale deletes namespaces named prefix+PID-... whose PID is not a
+// running process: what a crashed or killed test run left behind.
+func RemoveStale(t testing.TB, prefix string) {
+	entries, _ := os.ReadDir(NetnsDir)
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		t.Logf("removing stale namespace %s", e.Name())
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			t.Logf("remove stale namespace %s: %v: %s", e.Name(), err, out)
+		}
+	}
+}
+
+func ip(ns *NS, args ...string) error {
+	// ip -n is enough for iproute2's own work: nothing here needs bpffs.
+	out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip -n %s %s: %w: %s", ns.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (tp *Topo) build() error {
+	type end struct {
+		ns   *NS
+		name string
+		mac  net.HardwareAddr
+	}
+	pairs := [][2]end{
+		{{tp.Caller, CallerIf, macCaller}, {tp.Relay, RelayA, macRelayA}},
+		{{tp.Callee, CalleeIf, macCallee}, {tp.Relay, RelayB, macRelayB}},
+	}
+	for _, p := range pairs {
+		if err := ip(p[0].ns, "link", "add", p[0].name, "address", p[0].mac.String(), "type", "veth",
+			"peer", "name", p[1].name, "address", p[1].mac.String(), "netns", p[1].ns.Name); err != nil {
+			return err
+		}
+	}
+	type addr struct {
+		ns  *NS
+		dev string
+		a   func(Addrs) netip.Addr
+	}
+	addrs := []addr{
+		{tp.Caller, CallerIf, func(f Addrs) netip.Addr { return f.Caller }},
+		{tp.Relay, RelayA, func(f Addrs) netip.Addr { return f.RelayA }},
+		{tp.Relay, RelayB, func(f Addrs) netip.Addr { return f.RelayB }},
+		{tp.Callee, CalleeIf, func(f Addrs) netip.Addr { return f.Callee }},
+	}
+	for _, a := range addrs {
+		for _, f := range []Addrs{V4, V6} {
+			args := []string{"addr", "add", netip.PrefixFrom(a.a(f), f.Bits).String(), "dev", a.dev}
+			if f.Name == "ipv6" {
+				// DAD would hold the address tentative for a second or two
+				// and drop the first packets.
+				args = append(args, "nodad")
+			}
+			if err := ip(a.ns, args...); err != nil {
+				return err
+			}
+		}
+	}
+	for _, ns := range []*NS{tp.Caller, tp.Relay, tp.Callee} {
+		if err := ip(ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	for _, a := range addrs {
+		if err := ip(a.ns, "link", "set", a.dev, "up"); err != nil {
+			return err
+		}
+	}
+	// The ends reach the far side only through the relay; the relay is on
+	// both links, so its connected routes cover both ends.
+	for _, r := range []struct {
+		ns  *NS
+		via func(Addrs) netip.Addr
+	}{{tp.Caller, func(f Addrs) netip.Addr { return f.RelayA }}, {tp.Callee, func(f Addrs) netip.Addr { return f.RelayB }}} {
+		for _, f := range []Addrs{V4, V6} {
+			fam := "-4"
+			if f.Name == "ipv6" {
+				fam = "-6"
+			}
+			if err := ip(r.ns, fam, "route", "add", "default", "via", r.via(f).String()); err != nil {
+				return err
+			}
+		}
+	}
+	// Permanent neighbours: the kernel datapath's FIB lookup passes a
+	// packet up when the next hop is unresolved, which would make the
+	// first kernel-path packets depend on ARP/ND timing.
+	neigh := []struct {
+		ns  *NS
+		dev string
+		mac net.HardwareAddr
+		a   func(Addrs) netip.Addr
+	}{
+		{tp.Relay, RelayA, macCaller, func(f Addrs) netip.Addr { return f.Caller }},
+		{tp.Relay, RelayB, macCallee, func(f Addrs) netip.Addr { return f.Callee }},
+		{tp.Caller, CallerIf, macRelayA, func(f Addrs) netip.Addr { return f.RelayA }},
+		{tp.Callee, CalleeIf, macRelayB, func(f Addrs) netip.Addr { return f.RelayB }},
+	}
+	for _, n := range neigh {
+		for _, f := range []Addrs{V4, V6} {
+			if err := ip(n.ns, "neigh", "replace", n.a(f).String(), "lladdr", n.mac.String(),
+				"dev", n.dev, "nud", "permanent"); err != nil {
+				return err
+			}
+		}
+	}
+	// The kernel datapath's FIB lookup is a forwarding lookup and fails
+	// with forwarding disabled.
+	for _, key := range []string{"net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"} {
+		if out, err := tp.Relay.Exec("sysctl", "-qw", key); err != nil {
+			return fmt.Errorf("sysctl %s in %s: %w: %s", key, tp.Relay.Name, err, out)
+		}
+	}
+	return nil
+}
+
+// Do runs fn on a locked OS thread inside the namespace and moves the
+// thread back afterwards. Sockets and netlink handles opened by fn keep
+// this namespace after Do returns; goroutines fn starts do not inherit it.
+func (n *NS) Do(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("get current namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter namespace %s: %w", n.Name, err)
+	}
+	defer func() {
+		// A thread that cannot go back stays locked, so the runtime
+		// retires it with the goroutine instead of reusing it elsewhere.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	return fn()
+}
+
+// ListenUDP opens a UDP socket bound inside the namespace.
+func (n *NS) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := n.Do(func() error {
+		var err error
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s in %s: %w", addr, n.Name, err)
+	}
+	return c, nil
+}
+
+// Exec runs a command inside the namespace with nsenter, which, unlike
+// ip netns exec, leaves /sys (and so bpffs) as it is.
+func (n *NS) Exec(name string, args ...string) ([]byte, error) {
+	return exec.Command("nsenter", append([]string{"--net=" + n.Path(), name}, args...)...).CombinedOutput()
+}
+
+// Command returns a command that runs inside the namespace with nsenter.
+func (n *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--", name}, args...)...)
+}
+
+// SetTxChecksum switches tx checksum offload of dev on or off. With it on,
+// packets sent by local sockets over veth keep a partial UDP checksum.
+func (n *NS) SetTxChecksum(dev string, on bool) error {
+	v := "off"
+	if on {
+		v = "on"
+	}
+	if out, err := n.Exec("ethtool", "-K", dev, "tx", v); err != nil {
+		return fmt.Errorf("ethtool -K %s tx %s in %s: %w: %s", dev, v, n.Name, err, out)
+	}
+	return nil
+}
+
+// AttachXDPPass attaches a native-mode program that passes every packet.
+// Native XDP on veth redirects or transmits into a peer only when the peer
+// runs an XDP program too, so the ends facing the relay need one.
+func (n *NS) AttachXDPPass(dev string) (io.Closer, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load xdp pass program: %w", err)
+	}
+	defer prog.Close() // the link holds its own reference
+	var l link.Link
+	err = n.Do(func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp pass to %s in %s: %w", dev, n.Name, err)
+	}
+	return l, nil
+}
+
+// UDPCounters reads the namespace's UDP MIB: the Udp line of
+// /proc/net/snmp and the Udp6 entries of /proc/net/snmp6, keyed as the
+// kernel names them ("Udp:InCsumErrors", "Udp6InCsumErrors").
+func (n *NS) UDPCounters() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	err := n.Do(func() error {
+		// thread-self, not self: /proc/self/net follows the namespace of
+		// the process's main thread, not of this locked thread.
+		if err := readSNMP("/proc/thread-self/net/snmp", out); err != nil {
+			return err
+		}
+		return readSNMP6("/proc/thread-self/net/snmp6", out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("udp counters of %s: %w", n.Name, err)
+	}
+	return out, nil
+}
+
+func readSNMP(path string, out map[string]uint64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var header []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || fields[0] != "Udp:" {
+			continue
+		}
+		if header == nil {
+			header = fields
+			continue
+		}
+		for i := 1; i < len(fields) && i < len(header); i++ {
+			v, err := strconv.ParseUint(fields[i], 10, 64)
+			if err != nil {
+				return fmt.Errorf("parse %s %s: %w", path, header[i], err)
+			}
+			out["Udp:"+header[i]] = v
+		}
+		return sc.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("no Udp lines in " + path)
+}
+
+func readSNMP6(path string, out map[string]uint64) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && strings.HasPrefix(f[0], "Udp6") {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("parse %s %s: %w", path, f[0], err)
+			}
+			out[f[0]] = v
+		}
+	}
+	return nil
+}
