@@ -107,8 +107,11 @@ func BusyCores(a, b Stat, wall time.Duration) float64 {
 // ProcTimes is the CPU time of one process (all its threads), in ticks.
 type ProcTimes struct {
 	UTime, STime uint64
-	PPid         int
-	Kthread      bool // PF_KTHREAD: softirq and worker threads of the kernel
+	// CUTime and CSTime are the times of children it has reaped: where the
+	// CPU of a short-lived process (a compiler run) ends up.
+	CUTime, CSTime uint64
+	PPid           int
+	Kthread        bool // PF_KTHREAD: softirq and worker threads of the kernel
 }
 
 const pfKthread = 0x00200000
@@ -126,7 +129,7 @@ func ParsePIDStat(b []byte) (ProcTimes, error) {
 	}
 	// After ')' come state (field 3) ... utime is field 14, stime field 15.
 	fields := strings.Fields(string(b[i+1:]))
-	if len(fields) < 13 {
+	if len(fields) < 15 {
 		return ProcTimes{}, fmt.Errorf("parse pid stat: %d fields after comm", len(fields))
 	}
 	u, err := strconv.ParseUint(fields[11], 10, 64)
@@ -137,6 +140,14 @@ func ParsePIDStat(b []byte) (ProcTimes, error) {
 	if err != nil {
 		return ProcTimes{}, fmt.Errorf("parse pid stat stime: %w", err)
 	}
+	cu, err := strconv.ParseUint(fields[13], 10, 64)
+	if err != nil {
+		return ProcTimes{}, fmt.Errorf("parse pid stat cutime: %w", err)
+	}
+	cs, err := strconv.ParseUint(fields[14], 10, 64)
+	if err != nil {
+		return ProcTimes{}, fmt.Errorf("parse pid stat cstime: %w", err)
+	}
 	ppid, err := strconv.Atoi(fields[1])
 	if err != nil {
 		return ProcTimes{}, fmt.Errorf("parse pid stat ppid: %w", err)
@@ -145,7 +156,7 @@ func ParsePIDStat(b []byte) (ProcTimes, error) {
 	if err != nil {
 		return ProcTimes{}, fmt.Errorf("parse pid stat flags: %w", err)
 	}
-	return ProcTimes{UTime: u, STime: s, PPid: ppid, Kthread: flags&pfKthread != 0}, nil
+	return ProcTimes{UTime: u, STime: s, CUTime: cu, CSTime: cs, PPid: ppid, Kthread: flags&pfKthread != 0}, nil
 }
 
 // ReadPID reads /proc/PID/stat.
@@ -194,7 +205,9 @@ func ScanProcs() (map[int]ProcTimes, error) {
 // busy figure would otherwise charge to the path under test. Kernel
 // threads are left in the measurement because ksoftirqd does the path's
 // own softirq work when it overflows. A process that started between the
-// scans counts with all its time; one that exited is lost.
+// scans counts with all its time. One that exited is counted through its
+// parent's reaped-children time, whole lifetime included, so a build
+// running meanwhile reads a little high rather than not at all.
 func OtherCores(a, b map[int]ProcTimes, ours func(pid int, p ProcTimes) bool, wall time.Duration) float64 {
 	if wall <= 0 {
 		return 0
@@ -204,7 +217,8 @@ func OtherCores(a, b map[int]ProcTimes, ours func(pid int, p ProcTimes) bool, wa
 		if pb.Kthread || ours(pid, pb) {
 			continue
 		}
-		ticks += sub(pb.Ticks(), a[pid].Ticks())
+		pa := a[pid]
+		ticks += sub(pb.Ticks(), pa.Ticks()) + sub(pb.CUTime+pb.CSTime, pa.CUTime+pa.CSTime)
 	}
 	return float64(ticks) / UserHZ / wall.Seconds()
 }

@@ -69,12 +69,12 @@ func TestBusyCores(t *testing.T) {
 
 func TestParsePIDStat(t *testing.T) {
 	// A comm with spaces and a ')' must not shift the fields.
-	line := "6521 (a b) c) R 6515 6515 5194 0 -1 4194304 99 0 0 0 250 75 0 0 20 0 1 0 51871 3133440 355\n"
+	line := "6521 (a b) c) R 6515 6515 5194 0 -1 4194304 99 0 0 0 250 75 7 8 20 0 1 0 51871 3133440 355\n"
 	p, err := ParsePIDStat([]byte(line))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.UTime != 250 || p.STime != 75 || p.Ticks() != 325 || p.PPid != 6515 || p.Kthread {
+	if p.UTime != 250 || p.STime != 75 || p.Ticks() != 325 || p.PPid != 6515 || p.Kthread || p.CUTime != 7 || p.CSTime != 8 {
 		t.Fatalf("got %+v", p)
 	}
 	if _, err := ParsePIDStat([]byte("1 (x) R 1 2")); err == nil {
@@ -104,19 +104,19 @@ func TestBetween(t *testing.T) {
 func TestOtherCores(t *testing.T) {
 	a := map[int]ProcTimes{
 		1:  {UTime: 100},               // ours
-		2:  {UTime: 100},               // someone else's build
+		2:  {UTime: 100, CUTime: 40},   // someone else's build
 		3:  {STime: 10, Kthread: true}, // ksoftirqd: part of the path
 		99: {UTime: 500},               // exits before b
 	}
 	b := map[int]ProcTimes{
 		1: {UTime: 300},
-		2: {UTime: 150, STime: 50},
+		2: {UTime: 150, STime: 50, CUTime: 90}, // reaped a compiler: +50
 		3: {STime: 90, Kthread: true},
 		4: {UTime: 20}, // started inside the window
 	}
 	ours := func(pid int, _ ProcTimes) bool { return pid == 1 }
-	if got := OtherCores(a, b, ours, 2*time.Second); math.Abs(got-0.6) > 1e-9 {
-		t.Fatalf("other cores %v, want (100+20)/100/2 = 0.6", got)
+	if got := OtherCores(a, b, ours, 2*time.Second); math.Abs(got-0.85) > 1e-9 {
+		t.Fatalf("other cores %v, want (100+50+20)/100/2 = 0.85", got)
 	}
 	if got := KthreadCores(a, b, 2*time.Second); math.Abs(got-0.4) > 1e-9 {
 		t.Fatalf("kthread cores %v, want 80/100/2 = 0.4", got)
