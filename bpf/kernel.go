@@ -147,7 +147,7 @@ func Open(cfg Config) (*Kernel, error) {
 func candidates(mode string, ifs []iface) ([]string, string, error) {
 	switch mode {
 	case ModeXDP, ModeXDPGeneric, ModeTC:
-		return []string{mode}, "configured", nil
+		return []string{mode}, "configured (Config.Mode " + mode + ")", nil
 	case ModeAuto:
 	default:
 		return nil, "", fmt.Errorf("unknown datapath mode %q", mode)
