@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -23,6 +25,13 @@ var (
 	// they never block (MSG_DONTWAIT), the thread is locked anyway, and
 	// entersyscall/exitsyscall cost more than a short syscall saves.
 	rawSyscalls = true
+	// waitInRuntime parks the worker in the Go netpoller (its epoll fd is
+	// itself pollable) instead of blocking a locked thread in epoll_wait.
+	// A goroutine blocked in a syscall has its P retaken by sysmon after
+	// 20 µs whenever no P is idle, which on a 2-CPU box with 2 workers is
+	// always: sysmon then polls every 20 µs and each wakeup has to win a P
+	// back. See the CPU test's SIPXDP_PERF_WAIT for the comparison.
+	waitInRuntime = true
 )
 
 // maxRounds bounds the batches read from one socket per wakeup, so one
@@ -72,6 +81,13 @@ type worker struct {
 	sname  []sockaddr
 	evbuf  [8]byte
 	modev  unix.EpollEvent
+
+	// Set when the worker waits in the netpoller.
+	epfile *os.File
+	rc     syscall.RawConn
+	pollFn func(fd uintptr) bool // made once: a closure per wait would allocate
+	nev    int
+	everr  unix.Errno
 }
 
 func newWorker(r *Relay, batch int) (*worker, error) {
@@ -92,7 +108,67 @@ func newWorker(r *Relay, batch int) (*worker, error) {
 	}
 	w := &worker{r: r, epfd: epfd, evfd: evfd, batch: batch, done: make(chan struct{})}
 	w.initBuffers(batch)
+	if waitInRuntime {
+		if err := w.initRuntimeWait(); err != nil {
+			unix.Close(evfd)
+			unix.Close(epfd)
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+func (w *worker) initRuntimeWait() error {
+	if err := unix.SetNonblock(w.epfd, true); err != nil {
+		return fmt.Errorf("set epoll fd non-blocking: %w", err)
+	}
+	// A non-blocking descriptor handed to os.NewFile is registered with
+	// the runtime's poller.
+	w.epfile = os.NewFile(uintptr(w.epfd), "usrelay-epoll")
+	rc, err := w.epfile.SyscallConn()
+	if err != nil {
+		w.epfile = nil
+		return fmt.Errorf("epoll fd raw conn: %w", err)
+	}
+	w.rc = rc
+	w.pollFn = func(fd uintptr) bool {
+		n, errno := epollPoll(int(fd), w.events)
+		switch errno {
+		case 0:
+			w.nev = n
+			return n > 0
+		case unix.EINTR:
+			// Report done with nothing rather than wait: events may be
+			// pending with no new edge to come.
+			w.nev = 0
+			return true
+		}
+		w.everr = errno
+		return true
+	}
+	return nil
+}
+
+// epollPoll is a non-blocking epoll_wait.
+func epollPoll(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(n), errno
+}
+
+// wait returns the next ready events.
+func (w *worker) wait() (int, error) {
+	if w.rc == nil {
+		return unix.EpollWait(w.epfd, w.events, -1)
+	}
+	w.nev, w.everr = 0, 0
+	if err := w.rc.Read(w.pollFn); err != nil {
+		return 0, err
+	}
+	if w.everr != 0 {
+		return 0, w.everr
+	}
+	return w.nev, nil
 }
 
 // initBuffers wires the msghdrs to their iovecs and name buffers once, so
@@ -124,7 +200,12 @@ func (w *worker) initBuffers(batch int) {
 
 func (w *worker) closeFDs() error {
 	err1 := unix.Close(w.evfd)
-	err2 := unix.Close(w.epfd)
+	var err2 error
+	if w.epfile != nil {
+		err2 = w.epfile.Close()
+	} else {
+		err2 = unix.Close(w.epfd)
+	}
 	if err1 != nil || err2 != nil {
 		return fmt.Errorf("close worker descriptors: %v, %v", err1, err2)
 	}
@@ -170,10 +251,12 @@ func (w *worker) releaseWaiters() {
 func (w *worker) run() {
 	defer w.r.wg.Done()
 	defer close(w.done)
-	// The loop blocks in raw syscalls; a locked thread keeps it from
-	// taking a P's thread away from other goroutines each time.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if !waitInRuntime {
+		// The loop blocks in epoll_wait; a locked thread keeps it from
+		// taking a P's thread away from other goroutines each time.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer w.releaseWaiters()
 	for {
 		// Top of the loop: nothing looked up in the previous round is
@@ -184,7 +267,7 @@ func (w *worker) run() {
 		if w.r.closing.Load() {
 			return
 		}
-		n, err := unix.EpollWait(w.epfd, w.events, -1)
+		n, err := w.wait()
 		if err != nil {
 			if err == unix.EINTR {
 				continue
