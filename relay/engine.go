@@ -228,6 +228,8 @@ type Engine struct {
 	resyncedDrops uint64                  // latchDrops when resync last ran
 	// Counters of sessions already deleted, so totals do not go down.
 	endedKern, endedUser FlowStats
+	// Kernel flows a previous process left, by group call id (see Adopt).
+	adopted map[string]*adoptedGroup
 }
 
 // NewEngine checks the configuration, sets up the port pools and reserves
@@ -270,6 +272,7 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		done:         make(chan struct{}),
 		sessions:     make(map[string]*session),
 		flows:        make(map[netip.AddrPort]*dir),
+		adopted:      make(map[string]*adoptedGroup),
 	}
 	type span struct {
 		addr   netip.Addr
@@ -530,6 +533,15 @@ func (e *Engine) DeleteSession(callID string) (SessionInfo, error) {
 	defer e.mu.Unlock()
 	s, ok := e.sessions[callID]
 	if !ok {
+		if g, ok := e.adopted[callID]; ok {
+			// An operator ending a call the engine only inherited.
+			info := SessionInfo{CallID: callID, Created: g.since}
+			for _, f := range g.flows {
+				info.Stats = info.Stats.Add(e.adoptedStats(f))
+			}
+			e.deleteAdopted(g)
+			return info, nil
+		}
 		return SessionInfo{}, fmt.Errorf("delete session %q: %w", callID, ErrSessionNotFound)
 	}
 	for _, st := range s.streams {

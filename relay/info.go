@@ -83,6 +83,10 @@ type Totals struct {
 	Flows            int // installed directions
 	KernelFlows      int // latched and on the kernel path
 	UserspaceFlows   int
+	// AdoptedFlows are kernel flows left by a previous process (counted
+	// in Flows and KernelFlows too); their packets, including those from
+	// before the restart, are in the kernel totals.
+	AdoptedFlows int
 	// Packets and bytes since the engine started, including ended
 	// sessions, split by the path that forwarded them.
 	KernelPackets, KernelBytes       uint64
@@ -207,6 +211,9 @@ func (e *Engine) Flows() []FlowInfo {
 			}
 		}
 	})
+	e.mu.Lock()
+	out = append(out, e.adoptedInfo(now)...)
+	e.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.CallID != b.CallID {
@@ -236,6 +243,14 @@ func (e *Engine) Stats() Totals {
 	e.walk(func() {
 		t.Draining, t.Sessions = e.draining, len(e.sessions)
 		kern, user = e.endedKern, e.endedUser
+		for _, g := range e.adopted {
+			for _, f := range g.flows {
+				kern = kern.Add(e.adoptedStats(f))
+				t.Flows++
+				t.KernelFlows++
+				t.AdoptedFlows++
+			}
+		}
 		for _, p := range e.pools {
 			t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local,
 				FreePairs: p.pool.available(), TotalPairs: p.pool.total()})

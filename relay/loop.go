@@ -74,6 +74,7 @@ func (e *Engine) step(scan bool) {
 	e.runHandoffs(now)
 	if scan {
 		e.scan(now)
+		e.scanAdopted(now)
 	}
 }
 

@@ -208,3 +208,41 @@ func ReserveLocalPorts(procDir string, ranges [][2]uint16, log *slog.Logger) err
 		"ephemeral", fmt.Sprintf("%d-%d", elo, ehi), "added", fmt.Sprint(add), "reserved", val)
 	return nil
 }
+
+// holds reports whether rtp is an RTP port of this pool.
+func (p *portPool) holds(rtp uint16) bool {
+	return rtp >= p.base && (rtp-p.base)%2 == 0 && int((rtp-p.base)/2) < len(p.ring)
+}
+
+// reserve takes the given RTP ports out of the free ring, keeping the
+// order of the rest, and returns those it reserved: ports outside the pool
+// or already in use are left out. One pass over the ring whatever the
+// number of ports.
+func (p *portPool) reserve(rtps []uint16) []uint16 {
+	var got []uint16
+	for _, rtp := range rtps {
+		if !p.holds(rtp) {
+			continue
+		}
+		i := (rtp - p.base) / 2
+		if p.inUse[i/64]&(1<<(i%64)) != 0 {
+			continue
+		}
+		p.inUse[i/64] |= 1 << (i % 64)
+		got = append(got, rtp)
+	}
+	if len(got) == 0 {
+		return nil
+	}
+	free := make([]uint16, 0, p.n)
+	for k := 0; k < p.n; k++ {
+		i := p.ring[(p.head+k)%len(p.ring)]
+		if p.inUse[i/64]&(1<<(i%64)) == 0 {
+			free = append(free, i)
+		}
+	}
+	copy(p.ring, free)
+	p.head = 0
+	p.n = len(free)
+	return got
+}
