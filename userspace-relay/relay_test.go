@@ -87,6 +87,19 @@ func (p *phone) expectNothing(t *testing.T) {
 	}
 }
 
+// waitCounters polls until ok holds or 2 s pass: a dropped datagram
+// leaves no trace a test could wait on, only a counter.
+func waitCounters(r *Relay, ok func(map[string]uint64) bool) map[string]uint64 {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c := r.Counters()
+		if ok(c) || time.Now().After(deadline) {
+			return c
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 type latchLog struct {
 	mu sync.Mutex
 	m  map[relay.FlowKey]netip.AddrPort
@@ -189,7 +202,7 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	b.expectNothing(t)
 	aRTCP.expectNothing(t)
 
-	c := r.Counters()
+	c := waitCounters(r, func(c map[string]uint64) bool { return c["received"] >= 2*n+2+6 })
 	if c["wrong_source"] != 6 || c["latched"] != 1 || c["forwarded"] != 2*n+2 || c["received"] != 2*n+2+6 {
 		t.Fatalf("counters = %v", c)
 	}
@@ -217,7 +230,7 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	}
 	a.send(t, rtpA, rtp(0))
 	b.expectNothing(t)
-	if c := r.Counters(); c["no_flow"] != 1 {
+	if c := waitCounters(r, func(c map[string]uint64) bool { return c["no_flow"] >= 1 }); c["no_flow"] != 1 {
 		t.Fatalf("no_flow = %d, want 1", c["no_flow"])
 	}
 	if _, err := r.Stats(flows[0].Key); !errors.Is(err, relay.ErrFlowNotFound) {
