@@ -24,7 +24,7 @@ const usersText = "alice password=alicepw\nbob password=bobpw\ncarol password=ca
 
 // testServer runs a server on loopback with random ports until the test
 // ends; edit adjusts the config first.
-func testServer(t *testing.T, edit func(*sipconf.Config)) *Server {
+func testServer(t testing.TB, edit func(*sipconf.Config)) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	users := filepath.Join(dir, "users")
@@ -69,7 +69,7 @@ func testServer(t *testing.T, edit func(*sipconf.Config)) *Server {
 	return s
 }
 
-func needSipp(t *testing.T) string {
+func needSipp(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("sipp")
 	if err != nil {
@@ -168,7 +168,7 @@ func sippTransport(tr string) string {
 	return "u1"
 }
 
-func serverAddr(t *testing.T, s *Server, tr string) netip.AddrPort {
+func serverAddr(t testing.TB, s *Server, tr string) netip.AddrPort {
 	t.Helper()
 	a, ok := s.Addr(tr)
 	if !ok {
