@@ -1,0 +1,103 @@
+package sipserver
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/sipconf"
+)
+
+// selfSigned writes a throwaway certificate for 127.0.0.1.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipd test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+func TestTLSRegister(t *testing.T) {
+	cert, key := selfSigned(t)
+	s := testServer(t, func(c *sipconf.Config) {
+		noAuth(c)
+		c.Listen = append(c.Listen, sipconf.Listen{Transport: "tls", Addr: "127.0.0.1:0", Cert: cert, Key: key})
+	})
+	addr := serverAddr(t, s, "tls")
+	conn, err := tls.Dial("tcp", addr.String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	u := &tcpUA{t: t, conn: conn, r: bufio.NewReader(conn)}
+	local := conn.LocalAddr().String()
+	u.send(fmt.Sprintf("REGISTER sip:example.org SIP/2.0\nVia: SIP/2.0/TLS %s;branch=%s\nFrom: <sip:bob@example.org>;tag=1\nTo: <sip:bob@example.org>\nCall-ID: tls1\nCSeq: 1 REGISTER\nContact: <sips:bob@%s>\nExpires: 600\nContent-Length: 0\n\n", local, branch(), local))
+	res, ok := u.recv(3 * time.Second).(*sip.Response)
+	if !ok || res.StatusCode != 200 {
+		t.Fatalf("TLS REGISTER answer: %v", res)
+	}
+	if b := s.Registrations(); len(b) != 1 || b[0].Transport != "TLS" || b[0].Received != local {
+		t.Fatalf("binding %+v", b)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	s := testServer(t, func(c *sipconf.Config) {
+		noAuth(c)
+		c.Listen = []sipconf.Listen{{Transport: "udp", Addr: "[::1]:0"}}
+	})
+	srv := serverAddr(t, s, "udp")
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	me := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	msg := fmt.Sprintf("REGISTER sip:example.org SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:%d;branch=%s;rport\r\nFrom: <sip:bob@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@[::1]:%d>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n", me.Port(), branch(), me.Port())
+	c.WriteToUDPAddrPort([]byte(msg), srv)
+	buf := make([]byte, 4096)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, _, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sip.ParseMessage(buf[:n])
+	if err != nil || m.(*sip.Response).StatusCode != 200 {
+		t.Fatalf("answer %v %v", m, err)
+	}
+	if b := s.Registrations(); len(b) != 1 || b[0].Received != me.String() {
+		t.Fatalf("binding %+v", b)
+	}
+}
