@@ -195,7 +195,7 @@ func (k *Kernel) attachAll(mode string, ifs []iface, portMin, portMax uint16) er
 	}
 	for _, i := range ifs {
 		pin := linkPin(k.pinPath, mode, i.name)
-		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if l, err := loadLiveLink(pin, i.index); err == nil {
 			if err := l.Update(prog); err != nil {
 				l.Close()
 				return fail(fmt.Errorf("update %s link on %s: %w", mode, i.name, err))
@@ -235,6 +235,37 @@ func (k *Kernel) attachAll(mode string, ifs []iface, portMin, portMax uint16) er
 	k.prog = prog
 	k.links = links
 	return nil
+}
+
+// loadLiveLink opens a pinned link if it still drives ifindex. A link
+// whose device went away (or was recreated under the same name with a new
+// index) is defunct: updating it would succeed and attach nothing, so it
+// is unpinned and reported as absent.
+func loadLiveLink(pin string, ifindex int) (link.Link, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return nil, err
+	}
+	info, err := l.Info()
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("link info of %s: %w", pin, err)
+	}
+	var got uint32
+	if x := info.XDP(); x != nil {
+		got = x.Ifindex
+	} else if x := info.TCX(); x != nil {
+		got = x.Ifindex
+	}
+	if got == uint32(ifindex) {
+		return l, nil
+	}
+	if err := l.Unpin(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("unpin stale link %s: %w", pin, err)
+	}
+	l.Close()
+	return nil, fmt.Errorf("pinned link %s drives ifindex %d, not %d: %w", pin, got, ifindex, os.ErrNotExist)
 }
 
 // removePinnedLink detaches a pinned link: unpinning drops the last

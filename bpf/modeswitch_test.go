@@ -84,3 +84,43 @@ func TestModeSwitch(t *testing.T) {
 		t.Errorf("redirect counter moved %d, want 200", d)
 	}
 }
+
+// TestRecreatedInterface: a pinned link whose device was deleted and
+// recreated (new ifindex) must not be "updated" into thin air; Open
+// attaches afresh.
+func TestRecreatedInterface(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t)
+	pinPath := filepath.Join(t.TempDir(), "pins")
+	k := openInRelay(t, tp, ModeTC, pinPath)
+	k.Close()
+	tp.in(t, nsRelay, func() error {
+		l, err := netlink.LinkByName("r1")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return err
+		}
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "r1"}, PeerName: "r1-peer"}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		return nil
+	})
+	if tcx, _ := hooksOn(t, tp, "r1"); tcx != 0 {
+		t.Fatalf("new r1 already has %d tcx programs", tcx)
+	}
+	var k2 *Kernel
+	tp.in(t, nsRelay, func() error {
+		var err error
+		k2, err = Open(Config{Interfaces: []string{"r0", "r1"}, Mode: ModeTC, PinPath: pinPath})
+		return err
+	})
+	defer k2.Close()
+	for _, dev := range []string{"r0", "r1"} {
+		if tcx, _ := hooksOn(t, tp, dev); tcx != 1 {
+			t.Errorf("%s has %d tcx programs after reopen, want 1", dev, tcx)
+		}
+	}
+}
