@@ -274,7 +274,15 @@ func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
 			continue
 		}
 		t := target{uri: u}
-		if b.Received != "" && (b.NATed || sip.IsReliable(b.Transport)) {
+		switch {
+		case b.Received == "":
+		case sip.IsReliable(b.Transport):
+			// Reuse the phone's connection while it lasts; once it is
+			// gone only the Contact can be tried.
+			if p.flowAlive(b.Transport, b.Received) {
+				t.dest, t.transport = b.Received, b.Transport
+			}
+		case b.NATed:
 			t.dest, t.transport = b.Received, b.Transport
 		}
 		targets = append(targets, t)
@@ -284,4 +292,15 @@ func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
 		return
 	}
 	p.forward(req, tx, d, targets)
+}
+
+// flowAlive reports whether a connection from a registered phone is still
+// open.
+func (p *Proxy) flowAlive(transport, addr string) bool {
+	c, err := p.ua.TransportLayer().GetConnection(transport, addr)
+	if err != nil || c == nil {
+		return false
+	}
+	c.TryClose() // GetConnection took a reference
+	return true
 }

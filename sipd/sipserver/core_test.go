@@ -232,3 +232,57 @@ func TestFloodBan(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestTCPPhoneReachedOverItsConnection(t *testing.T) {
+	s := testServer(t, noAuth)
+	phone := newTCPUA(t, serverAddr(t, s, "tcp"))
+	local := phone.conn.LocalAddr().String()
+	// The Contact names a port nobody listens on: only the phone's own
+	// connection can reach it.
+	phone.send(fmt.Sprintf("REGISTER sip:example.org SIP/2.0\nVia: SIP/2.0/TCP %s;branch=%s\nFrom: <sip:bob@example.org>;tag=1\nTo: <sip:bob@example.org>\nCall-ID: tc1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:1;transport=tcp>\nExpires: 600\nContent-Length: 0\n\n", local, branch()))
+	if r, ok := phone.recv(3 * time.Second).(*sip.Response); !ok || r.StatusCode != 200 {
+		t.Fatalf("register: %v", r)
+	}
+	caller := newRawUA(t)
+	caller.send(serverAddr(t, s, "udp"), caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "tc2", 1))
+	var inv *sip.Request
+	for inv == nil {
+		m := phone.recv(3 * time.Second)
+		if m == nil {
+			t.Fatal("INVITE did not come over the phone's connection")
+		}
+		inv, _ = m.(*sip.Request)
+	}
+	if inv.Method != sip.INVITE || inv.Via().Transport != "TCP" {
+		t.Fatalf("got %s over %s", inv.Method, inv.Via().Transport)
+	}
+	// Caller on UDP, callee on TCP: two Record-Route entries.
+	if rr := inv.GetHeaders("Record-Route"); len(rr) != 2 {
+		t.Fatalf("record-route %v", rr)
+	}
+}
+
+func TestUsersFileReloaded(t *testing.T) {
+	s := testServer(t, nil)
+	if s.Stats().Users != 3 {
+		t.Fatalf("users %d", s.Stats().Users)
+	}
+	// mtime granularity: make sure the change is visible as a change.
+	time.Sleep(20 * time.Millisecond)
+	if err := os.WriteFile(s.cfg.UsersFile, []byte(usersText+"dave password=d\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Users != 4 {
+		if time.Now().After(deadline) {
+			t.Fatal("users file change not picked up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := os.WriteFile(s.cfg.UsersFile, []byte("broken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadUsers(); err == nil || s.Stats().Users != 4 {
+		t.Fatalf("bad file: err %v, users %d", err, s.Stats().Users)
+	}
+}
