@@ -3,8 +3,8 @@ package usrelay
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,8 +22,8 @@ var (
 	// short recvmmsg proves the queue empty, so no EAGAIN round trip.
 	edgeTriggered = true
 	// rawSyscalls issues recvmmsg/sendmmsg without telling the scheduler:
-	// they never block (MSG_DONTWAIT), the thread is locked anyway, and
-	// entersyscall/exitsyscall cost more than a short syscall saves.
+	// they never block (MSG_DONTWAIT), so handing the P off is never
+	// needed, and entersyscall/exitsyscall are pure overhead around them.
 	rawSyscalls = true
 	// waitInRuntime parks the worker in the Go netpoller (its epoll fd is
 	// itself pollable) instead of blocking a locked thread in epoll_wait.
@@ -54,8 +54,8 @@ func syscall6(trap, a1, a2, a3, a4 uintptr) (uintptr, unix.Errno) {
 	return r, e
 }
 
-// worker is one epoll loop on a locked OS thread. All its buffers are
-// allocated once; the per-datagram path does not allocate.
+// worker is one epoll loop with its share of the sockets. All its buffers
+// are allocated once; the per-datagram path does not allocate.
 type worker struct {
 	r     *Relay
 	epfd  int
