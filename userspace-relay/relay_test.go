@@ -381,3 +381,24 @@ func TestRelayChurn(t *testing.T) {
 	}
 	t.Logf("counters: %v", r.Counters())
 }
+
+// BenchmarkUpsertDelete is the control-path cost of one direction: open
+// and bind two sockets, publish, then unpublish, wait out a grace period
+// and close them.
+func BenchmarkUpsertDelete(b *testing.B) {
+	r, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	local, out, dst := freePort(b, "127.0.0.1"), freePort(b, "127.0.0.1"), freePort(b, "127.0.0.1")
+	k := relay.FlowKey{Local: local}
+	for b.Loop() {
+		if err := r.Upsert(relay.Flow{Key: k, Learning: true, Out: out, Dst: dst}); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Delete(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
