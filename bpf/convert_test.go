@@ -101,6 +101,7 @@ func TestHookCandidates(t *testing.T) {
 		{"auto", []iface{{name: "eth0"}, {name: "veth1", isVeth: true}}, "tc,xdp-generic", "CHECKSUM_PARTIAL"},
 		{"", nil, "", ""},
 		{"xdp-generic", []iface{{name: "veth1", isVeth: true}}, "xdp-generic", "configured"},
+		{"auto", []iface{{name: "lo", isLocal: true}}, "tc,xdp-generic", "lo is loopback"},
 		{"tc", nil, "tc", "configured"},
 	} {
 		if c.mode == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,9 @@ type iface struct {
 	name   string
 	index  int
 	isVeth bool
+	// isLocal: loopback carries only locally sent packets, which are
+	// CHECKSUM_PARTIAL just as on veth.
+	isLocal bool
 }
 
 // Open loads the programs, re-using maps and links pinned under
@@ -101,7 +105,8 @@ func Open(cfg Config) (*Kernel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find interface %s: %w", name, err)
 		}
-		ifs = append(ifs, iface{name: name, index: l.Attrs().Index, isVeth: l.Type() == "veth"})
+		ifs = append(ifs, iface{name: name, index: l.Attrs().Index, isVeth: l.Type() == "veth",
+			isLocal: l.Attrs().Flags&net.FlagLoopback != 0})
 	}
 	if err := ensureBPFFS(cfg.PinPath); err != nil {
 		return nil, err
@@ -153,10 +158,14 @@ func candidates(mode string, ifs []iface) ([]string, string, error) {
 		return nil, "", fmt.Errorf("unknown datapath mode %q", mode)
 	}
 	for _, i := range ifs {
-		if i.isVeth {
-			return []string{ModeTC, ModeXDPGeneric}, fmt.Sprintf("auto: %s is veth; packets sent by local "+
-				"sockets over veth carry CHECKSUM_PARTIAL, which XDP cannot see or fix, while tc updates "+
-				"the checksum with bpf_l4_csum_replace", i.name), nil
+		if i.isVeth || i.isLocal {
+			kind := "veth"
+			if i.isLocal {
+				kind = "loopback"
+			}
+			return []string{ModeTC, ModeXDPGeneric}, fmt.Sprintf("auto: %s is %s; packets sent by local "+
+				"sockets over %s carry CHECKSUM_PARTIAL, which XDP cannot see or fix, while tc updates "+
+				"the checksum with bpf_l4_csum_replace", i.name, kind, kind), nil
 		}
 	}
 	return []string{ModeXDP, ModeXDPGeneric, ModeTC},
