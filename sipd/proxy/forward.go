@@ -400,6 +400,12 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 
 func (p *Proxy) relay(req *sip.Request, stx sip.ServerTransaction, r *sip.Response) {
 	if err := stx.Respond(p.upstream(req, r)); err != nil {
+		if r.IsSuccess() {
+			// A 2xx that lost the race with a CANCEL still has to reach the
+			// caller, who must ACK and then BYE it (RFC 3261 §16.7).
+			p.relayStateless(req, r)
+			return
+		}
 		p.log.Debug("relay response failed", "code", r.StatusCode, "error", err)
 	}
 }

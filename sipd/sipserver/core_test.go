@@ -286,3 +286,18 @@ func TestUsersFileReloaded(t *testing.T) {
 		t.Fatalf("bad file: err %v, users %d", err, s.Stats().Users)
 	}
 }
+
+func TestLargeInviteRelayedOverUDP(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	uas, caller := newRawUA(t), newRawUA(t)
+	registerRaw(t, uas, srv.String(), "bob", "big1")
+	body := "v=0\r\n" + strings.Repeat("a=x-padding:0123456789abcdef0123456789abcdef\r\n", 70)
+	text := strings.Replace(caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "big2", 1),
+		"Content-Length: 0\n\n", fmt.Sprintf("Content-Type: application/sdp\nContent-Length: %d\n\n", len(body)), 1)
+	caller.send(srv, crlf(text)+body)
+	inv := uas.expectRequest(sip.INVITE)
+	if len(inv.Body()) != len(body) || len(body) < 3000 {
+		t.Fatalf("body %d bytes, sent %d", len(inv.Body()), len(body))
+	}
+}

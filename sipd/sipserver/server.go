@@ -170,6 +170,12 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	}
 	s.self = proxy.NewSelf(cfg.Domains, s.listeners)
 
+	// sipgo refuses to send UDP messages near the Ethernet MTU (RFC 3261
+	// §18.1.1 wants TCP then, which phones rarely listen on). Relay what we
+	// accept instead and let IP fragment it. This is process-wide, and
+	// sipd runs one SIP stack.
+	sip.UDPMTUSize = cfg.MaxSize + 200
+
 	sipLog := slog.New(slog.DiscardHandler)
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		sipLog = log.With("component", "sipgo")
