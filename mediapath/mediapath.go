@@ -88,7 +88,7 @@ func Open(o Options) (*Stack, error) {
 	}
 	var kp relay.KernelPath
 	if st.Kernel != nil {
-		kp = st.Kernel
+		kp = kernelPath{st.Kernel}
 	}
 	eng, err = relay.NewEngine(relay.Config{
 		Addresses:    o.Addresses,
@@ -101,7 +101,32 @@ func Open(o Options) (*Stack, error) {
 		return nil, err
 	}
 	st.Engine = eng
+	// Before any session exists, so no new call can be given a port that
+	// a call from before the restart still forwards on.
+	if n, err := eng.Adopt(); err != nil {
+		// Starting anyway keeps signalling up; the risk is a port
+		// collision with an old call, which the log names.
+		log.Error("cannot adopt kernel flows left by a previous run; their ports may be reused", "err", err)
+	} else if n > 0 {
+		log.Info("adopted kernel flows from a previous run", "flows", n)
+	}
 	return st, nil
+}
+
+// kernelPath lets the engine list the pinned flows an earlier process
+// left, without bpf knowing about adoption.
+type kernelPath struct{ *bpf.Kernel }
+
+func (k kernelPath) ListFlows() ([]relay.FlowWithStats, error) {
+	es, err := k.Flows()
+	if err != nil {
+		return nil, fmt.Errorf("list kernel flows: %w", err)
+	}
+	out := make([]relay.FlowWithStats, len(es))
+	for i, e := range es {
+		out[i] = relay.FlowWithStats{Flow: e.Flow, Stats: e.Stats}
+	}
+	return out, nil
 }
 
 func openKernel(o Options, log *slog.Logger) (*bpf.Kernel, string, error) {
