@@ -184,16 +184,15 @@ func normalize(ap netip.AddrPort) netip.AddrPort {
 func validate(f relay.Flow) error {
 	switch {
 	case !f.Key.Local.IsValid() || f.Key.Local.Port() == 0:
-		return fmt.Errorf("flow %s: invalid local address: %w", f.Key, relay.ErrUnsupportedFlow)
+		return fmt.Errorf("invalid local address: %w", relay.ErrUnsupportedFlow)
 	case !f.Out.IsValid() || f.Out.Port() == 0:
-		return fmt.Errorf("flow %s: invalid out address %s: %w", f.Key, f.Out, relay.ErrUnsupportedFlow)
+		return fmt.Errorf("invalid out address %s: %w", f.Out, relay.ErrUnsupportedFlow)
 	case !f.Dst.IsValid() || f.Dst.Port() == 0:
-		return fmt.Errorf("flow %s: invalid destination %s: %w", f.Key, f.Dst, relay.ErrUnsupportedFlow)
+		return fmt.Errorf("invalid destination %s: %w", f.Dst, relay.ErrUnsupportedFlow)
 	case f.Out.Addr().Unmap().Is4() != f.Dst.Addr().Unmap().Is4():
 		// A socket bound to one family cannot reach the other; the
 		// family change happens between Key.Local and Out.
-		return fmt.Errorf("flow %s: out %s and destination %s differ in family: %w",
-			f.Key, f.Out, f.Dst, relay.ErrUnsupportedFlow)
+		return fmt.Errorf("out %s and destination %s differ in family: %w", f.Out, f.Dst, relay.ErrUnsupportedFlow)
 	}
 	return nil
 }
@@ -201,8 +200,10 @@ func validate(f relay.Flow) error {
 // Upsert installs or replaces the flow for f.Key. Replacing keeps the
 // flow's counters.
 func (t *Table) Upsert(f relay.Flow) error {
-	_, err := t.upsert(f, nil, nil)
-	return err
+	if _, err := t.upsert(f, nil, nil); err != nil {
+		return fmt.Errorf("upsert %s: %w", f.Key, err)
+	}
+	return nil
 }
 
 // upsert installs f. open is called for every port that does not exist yet,
