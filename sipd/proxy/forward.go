@@ -21,6 +21,7 @@ import (
 var (
 	ErrNoListener = errors.New("no socket for the transport")
 	ErrBadTarget  = errors.New("unusable target")
+	ErrStopped    = errors.New("proxy stopped")
 )
 
 // target is one destination of a forwarded request: the new Request-URI
@@ -64,6 +65,9 @@ func (l Listener) recordRoute() *sip.RecordRouteHeader {
 // Max-Forwards, our Via on top, Record-Route when asked, and the socket and
 // destination to use.
 func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*sip.Request, error) {
+	if p.stopped.Load() {
+		return nil, ErrStopped
+	}
 	out := req.Clone()
 	out.Recipient = *t.uri.Clone()
 	next := &out.Recipient
@@ -413,6 +417,9 @@ func (p *Proxy) relay(req *sip.Request, stx sip.ServerTransaction, r *sip.Respon
 // relayStateless sends a response upstream outside the server
 // transaction: extra 2xx from forks and 2xx retransmissions.
 func (p *Proxy) relayStateless(req *sip.Request, r *sip.Response) {
+	if p.stopped.Load() {
+		return
+	}
 	p.strays.Add(1)
 	if err := p.ua.TransportLayer().WriteMsg(p.upstream(req, r)); err != nil {
 		p.log.Debug("stateless relay failed", "code", r.StatusCode, "error", err)
@@ -423,6 +430,9 @@ func (p *Proxy) relayStateless(req *sip.Request, r *sip.Response) {
 // Call-ID, From, To and CSeq number as the INVITE it cancels.
 func (p *Proxy) sendCancel(b *branch) {
 	b.cancelSent = true
+	if p.stopped.Load() {
+		return
+	}
 	o := b.out
 	c := sip.NewRequest(sip.CANCEL, *o.Recipient.Clone())
 	c.AppendHeader(o.Via().Clone())
@@ -479,7 +489,7 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 // (late 2xx retransmissions) statelessly, if our Via is on top.
 func (p *Proxy) HandleStrayResponse(r *sip.Response) {
 	v := r.Via()
-	if v == nil || !strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic) {
+	if p.stopped.Load() || v == nil || !strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic) {
 		return
 	}
 	sentBy := sip.Uri{Host: v.Host, Port: v.Port}

@@ -58,7 +58,12 @@ type Proxy struct {
 	requests, keepalives, registers, forwarded, replies atomic.Uint64
 	authFailures, challenges, strays                    atomic.Uint64
 	inflight                                            atomic.Int64
+	stopped                                             atomic.Bool
 }
+
+// Stop makes the core refuse to originate anything more (forwarding,
+// CANCELs): at shutdown a late send would open a socket nobody closes.
+func (p *Proxy) Stop() { p.stopped.Store(true) }
 
 // New builds the core. auth may be nil when neither REGISTER nor INVITE is
 // authenticated.

@@ -401,6 +401,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		break
 	}
+	s.core.Stop()
 	s.closeSockets()
 	s.ua.Close()
 	wg.Wait()
@@ -411,6 +412,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("sip handlers still running at shutdown")
 	}
+	// A handler between its stop check and its send may still have opened
+	// a connection; closing the transports again releases it.
+	s.ua.TransportLayer().Close()
 	if err := s.store.Flush(); err != nil {
 		s.log.Error("location snapshot not written", "error", err)
 	}
