@@ -403,7 +403,36 @@ func TestRelayEndToEnd(t *testing.T) {
 				csumCaller, csumCallee := csumErrors(t, tp.Caller), csumErrors(t, tp.Callee)
 
 				cl := setupCall(t, tp, c, "e2e", fam)
+				capCaller, err := tp.Caller.CaptureUDP(netnstest.CallerIf, callerPort)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer capCaller.Stop()
+				capCallee, err := tp.Callee.CaptureUDP(netnstest.CalleeIf, calleePort)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer capCallee.Stop()
 				cl.stream(t, 1, 1+packets, 1000, nil)
+				for _, cp := range []struct {
+					name string
+					res  netnstest.CaptureResult
+				}{{"caller", capCaller.Stop()}, {"callee", capCallee.Stop()}} {
+					r := cp.res
+					t.Logf("checksums at the %s: %d full, %d partial, %d bad", cp.name, r.Full, r.Partial, r.Bad)
+					if r.Bad != 0 {
+						t.Errorf("%s received %d packets with a wrong UDP checksum (first: %s)", cp.name, r.Bad, r.FirstBad)
+					}
+					if r.Full+r.Partial != packets {
+						t.Errorf("%s: capture saw %d good packets, want %d", cp.name, r.Full+r.Partial, packets)
+					}
+					if (mode == XDP || mode == XDPGeneric) && r.Partial != 0 {
+						t.Errorf("%s: %d partial checksums with tx offload off", cp.name, r.Partial)
+					}
+					if mode == TC && r.Partial == 0 {
+						t.Errorf("%s: tc run saw no CHECKSUM_PARTIAL packets: the case tc must handle was not exercised", cp.name)
+					}
+				}
 
 				want := relay.PathUserspace
 				if kernel {
@@ -439,6 +468,9 @@ func TestRelayEndToEnd(t *testing.T) {
 				} else if st.KernelPackets != 0 {
 					t.Errorf("userspace stack counted %d kernel packets", st.KernelPackets)
 				}
+				// Weaker than the capture (a veth receiver trusts partial
+				// and veth-marked checksums), but it is what a real
+				// endpoint's stack would count.
 				if d := csumErrors(t, tp.Caller) - csumCaller; d != 0 {
 					t.Errorf("caller namespace counted %d UDP checksum errors", d)
 				}
