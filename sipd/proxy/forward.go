@@ -315,11 +315,12 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 					continue
 				}
 				answered = true
-				p.relay(req, stx, r)
+				// Call state first: the caller may look as soon as it hears.
 				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode)
 				if req.Method == sip.BYE && p.dialogs != nil {
 					p.dialogs.Bye(callID, fromTag, toTag, "bye")
 				}
+				p.relay(req, stx, r)
 				cancelAll()
 			case answered:
 			case r.StatusCode >= 600:

@@ -1,6 +1,14 @@
 // Package sipserver wires sipd's SIP side together: sockets, the sipgo
 // transport and transaction layers, the flood filter and keep-alive fast
 // path in front of them, and the proxy core behind.
+//
+// Use from sipd.Run:
+//
+//	srv, err := sipserver.New(cfg.SIP, logger, sipserver.Options{})
+//	if err != nil { ... }            // bad config, a port in use, a bad cert
+//	go func() { errc <- srv.Serve(ctx) }() // returns after ctx ends, state saved
+//	// on SIGHUP: srv.ReloadUsers()
+//	// HTTP API: srv.Stats(), srv.Registrations(), srv.Calls()
 package sipserver
 
 import (
@@ -352,11 +360,11 @@ func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, 
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	var buf bytes.Buffer
 	res.StringWrite(&buf)
-	if _, err := conn.WriteToUDPAddrPort(buf.Bytes(), src); err != nil {
-		return true
-	}
+	// Counted before the write: whoever reads the answer may look at the
+	// counters at once.
 	s.fastKeepalives.Add(1)
 	s.core.CountKeepalive()
+	conn.WriteToUDPAddrPort(buf.Bytes(), src)
 	return true
 }
 
