@@ -24,15 +24,33 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// freePort returns a port on ip that was free a moment ago.
+var handedOut = struct {
+	sync.Mutex
+	m map[netip.AddrPort]bool
+}{m: map[netip.AddrPort]bool{}}
+
+// freePort returns a port on ip that was free a moment ago and that it has
+// not returned before: the kernel may hand the same ephemeral port out
+// again once the probe socket is closed, and hundreds of picks (the CPU
+// test) would then collide.
 func freePort(t testing.TB, ip string) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
-	if err != nil {
-		t.Fatalf("listen %s: %v", ip, err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 1000 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+		if err != nil {
+			t.Fatalf("listen %s: %v", ip, err)
+		}
+		ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		c.Close()
+		if !handedOut.m[ap] {
+			handedOut.m[ap] = true
+			return ap
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+	t.Fatalf("no fresh port on %s", ip)
+	return netip.AddrPort{}
 }
 
 type phone struct {
