@@ -196,6 +196,7 @@ func send(conn *net.UDPConn, dst netip.AddrPort, ssrc uint32, from, to uint32, p
 
 // call is one relayed call between the caller and callee namespaces.
 type call struct {
+	tp               *netnstest.Topo
 	id               string
 	fam              netnstest.Addrs
 	ports            relay.StreamPorts
@@ -212,7 +213,7 @@ const ssrcAB, ssrcBA = 0xA0B0, 0xB0A0
 // and checked, not lost.
 func setupCall(t *testing.T, tp *netnstest.Topo, c *child, id string, fam netnstest.Addrs) *call {
 	t.Helper()
-	cl := &call{id: id, fam: fam}
+	cl := &call{tp: tp, id: id, fam: fam}
 	f := relay.IPv4
 	if fam.Name == "ipv6" {
 		f = relay.IPv6
@@ -342,6 +343,12 @@ func (cl *call) stream(t *testing.T, from, to uint32, pps int, during func()) {
 	}
 	atCallee.check(t, "A→B at the callee", from, to)
 	atCaller.check(t, "B→A at the caller", from, to)
+	if t.Failed() {
+		for _, ns := range []*netnstest.NS{cl.tp.Caller, cl.tp.Relay, cl.tp.Callee} {
+			c, _ := ns.UDPCounters()
+			t.Logf("UDP counters of %s: %v", ns.Name, c)
+		}
+	}
 }
 
 func csumErrors(t *testing.T, ns *netnstest.NS) uint64 {

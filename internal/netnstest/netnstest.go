@@ -31,6 +31,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetnsDir is where iproute2 keeps named namespaces.
@@ -285,7 +286,26 @@ func (n *NS) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 	err := n.Do(func() error {
 		var err error
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		return err
+		if err != nil {
+			return err
+		}
+		// A test process on a busy 2-CPU machine can be off the CPU for
+		// tens of milliseconds; the default buffer (about 280 small
+		// datagrams) would then drop packets the relay delivered, and a
+		// loss check would blame the relay.
+		rc, err := c.SyscallConn()
+		if err != nil {
+			c.Close()
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+		}); err != nil || serr != nil {
+			c.Close()
+			return fmt.Errorf("set receive buffer: %w", errors.Join(err, serr))
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s in %s: %w", addr, n.Name, err)
