@@ -391,9 +391,20 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 {
 		if c, ok := out.GetHeader("Contact").(*sip.ContactHeader); ok {
 			src := srcAddr(r)
-			if src.IsValid() && nat.Detect(src, nil, c, r.Transport())&nat.ContactPrivate != 0 {
+			// A private Contact cannot be reached; a Contact on a stream
+			// other than the one the answer came on may not be either (a
+			// phone's connection from an ephemeral port): use the flow.
+			reliable := sip.IsReliable(r.Transport())
+			if src.IsValid() && (nat.Detect(src, nil, c, r.Transport())&nat.ContactPrivate != 0 ||
+				reliable && !sameHostPort(&c.Address, src, r.Transport())) {
 				c = c.Clone()
 				nat.FixContact(c, src)
+				if reliable && !c.Address.UriParams.Has("transport") {
+					if c.Address.UriParams == nil {
+						c.Address.UriParams = sip.NewParams()
+					}
+					c.Address.UriParams.Add("transport", strings.ToLower(r.Transport()))
+				}
 				out.ReplaceHeader(c)
 			}
 		}
@@ -510,4 +521,12 @@ func (p *Proxy) HandleStrayResponse(r *sip.Response) {
 	if err := p.ua.TransportLayer().WriteMsg(out); err != nil {
 		p.log.Debug("stray relay failed", "error", err)
 	}
+}
+
+func sameHostPort(u *sip.Uri, a netip.AddrPort, transport string) bool {
+	port := u.Port
+	if port == 0 {
+		port = sip.DefaultPort(transport)
+	}
+	return hostIP(u.Host).Unmap() == a.Addr().Unmap() && port == int(a.Port())
 }

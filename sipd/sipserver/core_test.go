@@ -257,8 +257,41 @@ func TestTCPPhoneReachedOverItsConnection(t *testing.T) {
 		t.Fatalf("got %s over %s", inv.Method, inv.Via().Transport)
 	}
 	// Caller on UDP, callee on TCP: two Record-Route entries.
-	if rr := inv.GetHeaders("Record-Route"); len(rr) != 2 {
-		t.Fatalf("record-route %v", rr)
+	rrs := inv.GetHeaders("Record-Route")
+	if len(rrs) != 2 {
+		t.Fatalf("record-route %v", rrs)
+	}
+	var b strings.Builder
+	b.WriteString("SIP/2.0 200 OK\r\n")
+	for _, h := range inv.GetHeaders("Via") {
+		b.WriteString("Via: " + h.Value() + "\r\n")
+	}
+	for _, h := range rrs {
+		b.WriteString("Record-Route: " + h.Value() + "\r\n")
+	}
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s;tag=tp\r\nCall-ID: tc2\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:1;transport=tcp>\r\nContent-Length: 0\r\n\r\n",
+		inv.From().Value(), inv.To().Value())
+	phone.send(b.String())
+	ok := caller.expect(200)
+	if c := ok.Contact().Address; c.Port != int(netip.MustParseAddrPort(local).Port()) {
+		t.Fatalf("callee Contact not pointed at its connection: %s", c.String())
+	}
+	// The caller's ACK follows the route set back to the phone's connection.
+	var route []string
+	for i := len(ok.GetHeaders("Record-Route")) - 1; i >= 0; i-- {
+		route = append(route, ok.GetHeaders("Record-Route")[i].Value())
+	}
+	ack := strings.Replace(caller.request("ACK", ok.Contact().Address.String(), "sip:alice@example.org", "sip:bob@example.org", "tc2", 1,
+		"Route: "+strings.Join(route, ", ")), "To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag=tp", 1)
+	caller.send(serverAddr(t, s, "udp"), ack)
+	for {
+		m := phone.recv(3 * time.Second)
+		if m == nil {
+			t.Fatal("ACK did not reach the phone's connection")
+		}
+		if r, isReq := m.(*sip.Request); isReq && r.Method == sip.ACK {
+			break
+		}
 	}
 }
 
