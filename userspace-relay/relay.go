@@ -17,8 +17,8 @@ import (
 
 // Config configures a Relay. Zero values pick the defaults.
 type Config struct {
-	// Workers is the number of OS-thread-locked epoll loops; default
-	// runtime.NumCPU().
+	// Workers is the number of epoll loops (goroutines, each with its own
+	// epoll instance and share of the sockets); default runtime.NumCPU().
 	Workers int
 	// Batch is the number of datagrams per recvmmsg/sendmmsg; default 32.
 	Batch int
