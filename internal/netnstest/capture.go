@@ -85,10 +85,23 @@ func (c *Capture) run() {
 	defer close(c.done)
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.TpacketAuxdata{}))))
-	for !c.stop.Load() {
+	var stopped time.Time
+	for {
+		if c.stop.Load() {
+			if stopped.IsZero() {
+				stopped = time.Now()
+			} else if time.Since(stopped) > 2*time.Second {
+				return // traffic that never stops must not hold Stop
+			}
+		}
 		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
 		if err != nil {
-			continue // timeout or EINTR: look at stop again
+			// Only an empty queue ends a stopped capture: packets the
+			// receiver already read may still wait here.
+			if c.stop.Load() {
+				return
+			}
+			continue
 		}
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
