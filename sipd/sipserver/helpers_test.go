@@ -64,6 +64,9 @@ func testServer(t testing.TB, edit func(*sipconf.Config)) *Server {
 			t.Error("server did not stop within 10s")
 			return
 		}
+		if n := s.Stats().Panics; n > 0 {
+			t.Errorf("%d handler panics (see the log)", n)
+		}
 		goleak.VerifyNone(t, ignore)
 	})
 	return s

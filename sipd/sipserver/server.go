@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,8 @@ var (
 	ErrBanned = errors.New("source banned")
 	ErrServed = errors.New("server already served")
 )
+
+var defaultLoggerOnce sync.Once
 
 // Options are what the config file does not hold.
 type Options struct {
@@ -80,7 +83,7 @@ type Server struct {
 
 	exemptPfx []netip.Prefix
 
-	tooLarge, banned, fastKeepalives atomic.Uint64
+	tooLarge, banned, fastKeepalives, panics atomic.Uint64
 }
 
 type streamListener struct {
@@ -103,6 +106,7 @@ type Stats struct {
 	Bans            uint64        `json:"bans"`
 	DroppedFlood    uint64        `json:"dropped_flood"`
 	DroppedTooLarge uint64        `json:"dropped_too_large"`
+	Panics          uint64        `json:"panics"`
 	Core            proxy.Stats   `json:"core"`
 }
 
@@ -188,6 +192,10 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		sipLog = log.With("component", "sipgo")
 	}
+	// Parts of sipgo log through a package-wide logger (connection
+	// reference counts, at warn level when a peer closes first); it is set
+	// once, by the first server, before any of them runs.
+	defaultLoggerOnce.Do(func() { sip.SetDefaultLogger(sipLog) })
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("sipd"),
 		sipgo.WithUserAgentTransportLayerOptions(
@@ -213,6 +221,15 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.ua.TransactionLayer().OnRequest(func(req *sip.Request, tx *sip.ServerTx) {
 		s.handlers.Add(1)
 		defer s.handlers.Done()
+		// One bad message must not take down every call: a panic is a bug,
+		// logged and counted (tests fail on the count), and the request is
+		// dropped.
+		defer func() {
+			if v := recover(); v != nil {
+				s.panics.Add(1)
+				s.log.Error("sip handler panic", "panic", fmt.Sprint(v), "method", string(req.Method), "src", req.Source(), "stack", string(debug.Stack()))
+			}
+		}()
 		s.core.HandleRequest(req, tx)
 	})
 	return s, nil
@@ -480,7 +497,7 @@ func (s *Server) Stats() Stats {
 		Uptime: s.opt.Now().Sub(s.start), AoRs: aors, Registrations: contacts,
 		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
 		Transactions: core.Transactions, Users: s.users.Len(),
-		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(),
+		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(),
 		Core: core,
 	}
 }
