@@ -79,6 +79,9 @@ func TestRestartAdoptsPinnedFlows(t *testing.T) {
 			if fresh == nil {
 				t.Fatal("no second stack")
 			}
+			if fresh.ready.Path != mode {
+				t.Errorf("restarted stack runs %q, want %q", fresh.ready.Path, mode)
+			}
 			if newPorts.A.RTP == cl.ports.A.RTP || newPorts.B.RTP == cl.ports.B.RTP {
 				t.Errorf("new call got ports %d/%d, the old call's ports are %d/%d",
 					newPorts.A.RTP, newPorts.B.RTP, cl.ports.A.RTP, cl.ports.B.RTP)
@@ -104,9 +107,7 @@ func TestRestartAdoptsPinnedFlows(t *testing.T) {
 					t.Errorf("kernel still holds adopted flow %s", k)
 				}
 			}
-			var pools []relay.PoolInfo
-			pools = fresh.stats().Pools
-			for _, p := range pools {
+			for _, p := range fresh.stats().Pools {
 				if p.Local.Is4() && p.FreePairs != p.TotalPairs-1 {
 					t.Errorf("pool %s %s: %d of %d pairs free, want all but the new call's",
 						p.Name, p.Local, p.FreePairs, p.TotalPairs)
