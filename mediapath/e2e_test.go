@@ -8,9 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +36,7 @@ var pinSeq atomic.Uint64
 // pinPath is unique per test so parallel packages and reruns never share
 // pinned objects; it is uninstalled when the test ends.
 func pinPath(t *testing.T) string {
+	removeStalePins(t)
 	p := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-%d", os.Getpid(), pinSeq.Add(1))
 	t.Cleanup(func() {
 		if err := Uninstall(p); err != nil {
@@ -40,6 +44,22 @@ func pinPath(t *testing.T) string {
 		}
 	})
 	return p
+}
+
+// removeStalePins uninstalls pin directories of test processes that died
+// before their cleanup ran.
+func removeStalePins(t *testing.T) {
+	dirs, _ := filepath.Glob("/sys/fs/bpf/sipxdp-test-*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(filepath.Base(d), "sipxdp-test-"), "-", 2)[0])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		t.Logf("removing stale pins %s", d)
+		if err := Uninstall(d); err != nil {
+			t.Logf("remove stale pins %s: %v", d, err)
+		}
+	}
 }
 
 func requireTools(t *testing.T) {
