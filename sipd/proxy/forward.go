@@ -276,8 +276,15 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 	}
 	pending := len(branches)
 	answered, gaveUp := false, false
+	// The caller's transaction can end under us (its connection closed):
+	// then nobody waits for an answer and ringing phones are cancelled.
+	upstreamGone := stx.Done()
 	for pending > 0 {
 		select {
+		case <-upstreamGone:
+			upstreamGone = nil
+			gaveUp = true
+			cancelAll()
 		case e := <-events:
 			b := branches[e.branch]
 			if b.done {

@@ -334,3 +334,28 @@ func TestLargeInviteRelayedOverUDP(t *testing.T) {
 		t.Fatalf("body %d bytes, sent %d", len(inv.Body()), len(body))
 	}
 }
+
+func TestCallerGoneCancelsRinging(t *testing.T) {
+	s := testServer(t, noAuth)
+	uas := newRawUA(t)
+	registerRaw(t, uas, serverAddr(t, s, "udp").String(), "bob", "g1")
+	caller := newTCPUA(t, serverAddr(t, s, "tcp"))
+	local := caller.conn.LocalAddr().String()
+	caller.send(fmt.Sprintf("INVITE sip:bob@example.org SIP/2.0\nVia: SIP/2.0/TCP %s;branch=%s\nFrom: <sip:alice@example.org>;tag=1\nTo: <sip:bob@example.org>\nCall-ID: g2\nCSeq: 1 INVITE\nMax-Forwards: 70\nContact: <sip:alice@%s;transport=tcp>\nContent-Length: 0\n\n", local, branch(), local))
+	inv := uas.expectRequest(sip.INVITE)
+	uas.respond(inv, 180, "Ringing", "g")
+	for {
+		r, ok := caller.recv(3 * time.Second).(*sip.Response)
+		if !ok {
+			t.Fatal("no 180 at the caller")
+		}
+		if r.StatusCode == 180 {
+			break
+		}
+	}
+	caller.conn.Close()
+	c := uas.expectRequest(sip.CANCEL)
+	uas.respond(c, 200, "OK", "g")
+	uas.respond(inv, 487, "Request Terminated", "g")
+	uas.expectRequest(sip.ACK)
+}
