@@ -12,6 +12,7 @@ package netnstest
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -207,6 +209,11 @@ func (tp *Topo) build() error {
 			return err
 		}
 	}
+	for _, a := range addrs {
+		if err := waitUp(a.ns, a.dev); err != nil {
+			return err
+		}
+	}
 	// The ends reach the far side only through the relay; the relay is on
 	// both links, so its connected routes cover both ends.
 	for _, r := range []struct {
@@ -253,6 +260,32 @@ func (tp *Topo) build() error {
 		}
 	}
 	return nil
+}
+
+// waitUp waits until dev is operationally up. Until the kernel's link
+// watcher has run (it may wait up to a second) a new veth keeps its noop
+// qdisc, which drops what is sent: the first packet of a test would be
+// lost for reasons that have nothing to do with the relay.
+func waitUp(ns *NS, dev string) error {
+	var last string
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("ip", "-n", ns.Name, "-j", "link", "show", "dev", dev).Output()
+		if err != nil {
+			return fmt.Errorf("show %s in %s: %w", dev, ns.Name, err)
+		}
+		var links []struct {
+			Qdisc     string `json:"qdisc"`
+			Operstate string `json:"operstate"`
+		}
+		if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+			return fmt.Errorf("parse link %s in %s: %q: %v", dev, ns.Name, out, err)
+		}
+		if links[0].Operstate == "UP" && links[0].Qdisc != "noop" {
+			return nil
+		}
+		last = fmt.Sprintf("operstate %s, qdisc %s", links[0].Operstate, links[0].Qdisc)
+	}
+	return fmt.Errorf("%s in %s not up after 5s: %s", dev, ns.Name, last)
 }
 
 // Do runs fn on a locked OS thread inside the namespace and moves the
