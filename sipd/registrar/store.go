@@ -4,6 +4,7 @@
 package registrar
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,18 +36,30 @@ type Binding struct {
 	Updated   time.Time `json:"updated"`
 }
 
-// Store holds bindings in memory and, with a path, in a snapshot file that
-// is rewritten (atomically) after changes.
+// Store holds bindings in memory. With a path it also keeps them on disk
+// as a snapshot (path) plus an append-only journal (path + ".journal") of
+// every AoR whose bindings changed, each record that AoR's whole set, so
+// replaying is idempotent. A refresh costs one journal line, not a rewrite
+// of the table; Compact folds the journal into a new snapshot.
 type Store struct {
 	now  func() time.Time
 	path string
 
-	mu    sync.RWMutex
-	m     map[string][]Binding
-	dirty bool
+	mu      sync.RWMutex
+	m       map[string][]Binding
+	journal *os.File
+	jw      *bufio.Writer
+	jbytes  int64
+	jerr    error
 }
 
-// NewStore loads the snapshot at path, if any; expired bindings are dropped.
+type record struct {
+	AoR      string    `json:"aor"`
+	Bindings []Binding `json:"b"`
+}
+
+// NewStore loads the snapshot and journal at path, if any; expired
+// bindings are dropped.
 func NewStore(path string, now func() time.Time) (*Store, error) {
 	if now == nil {
 		now = time.Now
@@ -56,23 +69,122 @@ func NewStore(path string, now func() time.Time) (*Store, error) {
 		return s, nil
 	}
 	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
 		return nil, fmt.Errorf("read location snapshot: %w", err)
-	}
-	var list []Binding
-	if err := json.Unmarshal(data, &list); err != nil {
-		return nil, fmt.Errorf("location snapshot %s: %w", path, err)
-	}
-	t := now()
-	for _, b := range list {
-		if b.Expires.After(t) {
+	default:
+		var list []Binding
+		if err := json.Unmarshal(data, &list); err != nil {
+			return nil, fmt.Errorf("location snapshot %s: %w", path, err)
+		}
+		for _, b := range list {
 			s.m[b.AoR] = append(s.m[b.AoR], b)
 		}
 	}
+	// A journal set aside by an interrupted Compact comes before the
+	// current one; replaying it over the newer snapshot changes nothing.
+	for _, j := range []string{path + ".journal.old", path + ".journal"} {
+		if err := s.replay(j); err != nil {
+			return nil, err
+		}
+	}
+	t := now()
+	for aor, list := range s.m {
+		keep := list[:0]
+		for _, b := range list {
+			if b.Expires.After(t) {
+				keep = append(keep, b)
+			}
+		}
+		if len(keep) == 0 {
+			delete(s.m, aor)
+		} else {
+			s.m[aor] = keep
+		}
+	}
+	if err := s.openJournal(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path + ".journal.old"); err == nil {
+		// A Compact was interrupted: finish it before a new one could
+		// overwrite the set-aside journal.
+		if err := s.Compact(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+func (s *Store) replay(name string) error {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read location journal: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			// A torn last line from a crash mid-write: everything before it
+			// stands.
+			break
+		}
+		if len(r.Bindings) == 0 {
+			delete(s.m, r.AoR)
+		} else {
+			s.m[r.AoR] = r.Bindings
+		}
+	}
+	return nil
+}
+
+func (s *Store) openJournal() error {
+	f, err := os.OpenFile(s.path+".journal", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open location journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open location journal: %w", err)
+	}
+	s.journal, s.jw, s.jbytes = f, bufio.NewWriterSize(f, 64*1024), fi.Size()
+	return nil
+}
+
+// log appends aor's current set to the journal; s.mu is held.
+func (s *Store) log(aor string, list []Binding) {
+	if s.jw == nil {
+		return
+	}
+	b, err := json.Marshal(record{AoR: aor, Bindings: list})
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	n, err := s.jw.Write(b)
+	s.jbytes += int64(n)
+	if err != nil && s.jerr == nil {
+		s.jerr = err
+	}
+}
+
+// Close flushes and closes the journal.
+func (s *Store) Close() error {
+	err := s.Flush()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.journal != nil {
+		err = errors.Join(err, s.journal.Close())
+		s.journal, s.jw = nil, nil
+	}
+	return err
 }
 
 // Lookup returns the live bindings of aor, highest q first.
@@ -140,7 +252,7 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 	} else {
 		s.m[aor] = cur
 	}
-	s.dirty = true
+	s.log(aor, cur)
 	return append([]Binding(nil), cur...), nil
 }
 
@@ -174,9 +286,7 @@ func (s *Store) Sweep() int {
 			s.m[aor] = keep
 		}
 	}
-	if n > 0 {
-		s.dirty = true
-	}
+	// Expired bindings need no journal record: loading drops them too.
 	return n
 }
 
@@ -207,47 +317,76 @@ func (s *Store) All() []Binding {
 	return out
 }
 
-// Flush writes the snapshot if anything changed since the last one.
+// Flush pushes buffered journal records to disk.
 func (s *Store) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jw == nil {
+		return nil
+	}
+	if err := s.jw.Flush(); err != nil {
+		return fmt.Errorf("write location journal: %w", err)
+	}
+	if err := s.jerr; err != nil {
+		s.jerr = nil
+		return fmt.Errorf("write location journal: %w", err)
+	}
+	return nil
+}
+
+// JournalSize is the journal's length in bytes, to decide when to Compact.
+func (s *Store) JournalSize() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.jbytes
+}
+
+// Compact writes a snapshot of the table and starts an empty journal. The
+// table is copied under the lock and written outside it, so registrations
+// go on meanwhile, into the new journal.
+func (s *Store) Compact() error {
 	if s.path == "" {
 		return nil
 	}
+	old := s.path + ".journal.old"
 	s.mu.Lock()
-	if !s.dirty {
-		s.mu.Unlock()
-		return nil
-	}
-	s.dirty = false
 	var list []Binding
 	for _, l := range s.m {
 		list = append(list, l...)
 	}
+	var err error
+	if s.jw != nil {
+		err = errors.Join(s.jw.Flush(), s.journal.Close())
+		s.journal, s.jw = nil, nil
+	}
+	if err == nil {
+		err = os.Rename(s.path+".journal", old)
+	}
+	if oerr := s.openJournal(); oerr != nil {
+		err = errors.Join(err, oerr)
+	}
 	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("compact location journal: %w", err)
+	}
 	data, err := json.Marshal(list)
 	if err != nil {
 		return fmt.Errorf("encode location snapshot: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".location-*")
 	if err != nil {
-		s.markDirty()
 		return fmt.Errorf("write location snapshot: %w", err)
 	}
 	_, werr := tmp.Write(data)
 	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
 		os.Remove(tmp.Name())
-		s.markDirty()
 		return fmt.Errorf("write location snapshot: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), s.path); err != nil {
 		os.Remove(tmp.Name())
-		s.markDirty()
 		return fmt.Errorf("write location snapshot: %w", err)
 	}
+	// Only now is the set-aside journal redundant.
+	os.Remove(old)
 	return nil
-}
-
-func (s *Store) markDirty() {
-	s.mu.Lock()
-	s.dirty = true
-	s.mu.Unlock()
 }

@@ -129,6 +129,9 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 			if s.cdr != nil {
 				s.cdr.Close()
 			}
+			if s.store != nil {
+				s.store.Close()
+			}
 		}
 	}()
 
@@ -440,8 +443,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	// A handler between its stop check and its send may still have opened
 	// a connection; closing the transports again releases it.
 	s.ua.TransportLayer().Close()
-	if err := s.store.Flush(); err != nil {
+	if err := s.store.Compact(); err != nil {
 		s.log.Error("location snapshot not written", "error", err)
+	}
+	if err := s.store.Close(); err != nil {
+		s.log.Error("location journal not closed", "error", err)
 	}
 	if s.cdr != nil {
 		s.cdr.Close()
@@ -457,9 +463,17 @@ func (s *Server) describe() []string {
 	return out
 }
 
+// journalLimit is the journal size that triggers a compaction.
+const journalLimit = 32 << 20
+
 func (s *Server) housekeep(tick int) {
 	if err := s.store.Flush(); err != nil {
-		s.log.Error("location snapshot not written", "error", err)
+		s.log.Error("location journal not written", "error", err)
+	}
+	if n := s.store.JournalSize(); n > journalLimit || (n > 0 && tick%600 == 599) {
+		if err := s.store.Compact(); err != nil {
+			s.log.Error("location snapshot not written", "error", err)
+		}
 	}
 	if tick%10 == 0 {
 		s.store.Sweep()
