@@ -364,7 +364,11 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		}
 		defer func() {
 			// The datapath uninstalls itself on close; anything left is
-			// from a failure and must not keep forwarding.
+			// from a failure and must not keep forwarding. The relay goes
+			// first so nothing re-pins behind the removal.
+			if rly != nil {
+				rly.kill()
+			}
 			if rerr := os.RemoveAll(pinPath); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("remove pins: %w", rerr))
 			}
@@ -580,7 +584,7 @@ func notes(r report.Datapath, base *report.Datapath) []string {
 		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))
 	}
 	if r.Saturated {
-		n = append(n, fmt.Sprintf("no idle CPU left in the window (busy %.2f cores): the system-busy comparison is meaningless and the per-process one only a lower bound", r.BusyCores))
+		n = append(n, fmt.Sprintf("no idle CPU left in the window (busy %.2f cores): the system-busy comparison is meaningless; the per-process one stands", r.BusyCores))
 	}
 	if r.OtherCores >= 0.02 {
 		n = append(n, fmt.Sprintf("other processes used %.3f cores during the window; subtracted from busy before comparing with direct", r.OtherCores))

@@ -205,23 +205,31 @@ func ScanProcs() (map[int]ProcTimes, error) {
 // busy figure would otherwise charge to the path under test. Kernel
 // threads are left in the measurement because ksoftirqd does the path's
 // own softirq work when it overflows. A process that started between the
-// scans counts with all its time. One that exited is counted through its
-// parent's reaped-children time, whole lifetime included, so a build
-// running meanwhile reads a little high rather than not at all.
+// scans counts with all its time. One that exited shows up in its
+// parent's reaped-children time with its whole lifetime, so what it had
+// used by the first scan is taken off again.
 func OtherCores(a, b map[int]ProcTimes, ours func(pid int, p ProcTimes) bool, wall time.Duration) float64 {
 	if wall <= 0 {
 		return 0
 	}
-	var ticks uint64
+	var ticks, before uint64
 	for pid, pb := range b {
 		if pb.Kthread || ours(pid, pb) {
 			continue
 		}
 		pa := a[pid]
-		ticks += sub(pb.Ticks(), pa.Ticks()) + sub(pb.CUTime+pb.CSTime, pa.CUTime+pa.CSTime)
+		ticks += sub(pb.Ticks(), pa.Ticks()) + sub(pb.children(), pa.children())
 	}
-	return float64(ticks) / UserHZ / wall.Seconds()
+	for pid, pa := range a {
+		if _, alive := b[pid]; alive || pa.Kthread || ours(pid, pa) {
+			continue
+		}
+		before += pa.Ticks() + pa.children()
+	}
+	return float64(sub(ticks, before)) / UserHZ / wall.Seconds()
 }
+
+func (p ProcTimes) children() uint64 { return p.CUTime + p.CSTime }
 
 // KthreadCores is the CPU used between two scans by kernel threads:
 // ksoftirqd doing softirq work that overflowed, and workers.

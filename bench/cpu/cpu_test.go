@@ -106,17 +106,19 @@ func TestOtherCores(t *testing.T) {
 		1:  {UTime: 100},               // ours
 		2:  {UTime: 100, CUTime: 40},   // someone else's build
 		3:  {STime: 10, Kthread: true}, // ksoftirqd: part of the path
-		99: {UTime: 500},               // exits before b
+		99: {UTime: 50, PPid: 2},       // a compiler, reaped by 2 before b
 	}
 	b := map[int]ProcTimes{
 		1: {UTime: 300},
-		2: {UTime: 150, STime: 50, CUTime: 90}, // reaped a compiler: +50
+		2: {UTime: 150, STime: 50, CUTime: 110}, // reaped the compiler at 70 ticks
 		3: {STime: 90, Kthread: true},
 		4: {UTime: 20}, // started inside the window
 	}
 	ours := func(pid int, _ ProcTimes) bool { return pid == 1 }
-	if got := OtherCores(a, b, ours, 2*time.Second); math.Abs(got-0.85) > 1e-9 {
-		t.Fatalf("other cores %v, want (100+50+20)/100/2 = 0.85", got)
+	// 2 ran 100 itself; the compiler ran 20 inside the window (70 − 50);
+	// 4 ran 20: 140 ticks over 2 s.
+	if got := OtherCores(a, b, ours, 2*time.Second); math.Abs(got-0.7) > 1e-9 {
+		t.Fatalf("other cores %v, want 140/100/2 = 0.7", got)
 	}
 	if got := KthreadCores(a, b, 2*time.Second); math.Abs(got-0.4) > 1e-9 {
 		t.Fatalf("kthread cores %v, want 80/100/2 = 0.4", got)

@@ -13,12 +13,12 @@ func f(v float64) *float64 { return &v }
 
 func TestSummarizeMedian(t *testing.T) {
 	rs := []Datapath{
-		{Path: "direct", Rep: 1, NetBusyCores: 0.9},
-		{Path: "tc", Rep: 1, RelayUsPerPkt: f(1.5)},
-		{Path: "direct", Rep: 2, NetBusyCores: 0.8},
-		{Path: "tc", Rep: 2, RelayUsPerPkt: f(1.1)},
-		{Path: "direct", Rep: 3, NetBusyCores: 1.0},
-		{Path: "tc", Rep: 3, RelayUsPerPkt: f(1.3)},
+		{Path: "direct", Rep: 1, OursCores: 0.9},
+		{Path: "tc", Rep: 1, RelayUsPerPktProcs: f(1.5)},
+		{Path: "direct", Rep: 2, OursCores: 0.8},
+		{Path: "tc", Rep: 2, RelayUsPerPktProcs: f(1.1)},
+		{Path: "direct", Rep: 3, OursCores: 1.0},
+		{Path: "tc", Rep: 3, RelayUsPerPktProcs: f(1.3)},
 	}
 	s := Summarize(rs)
 	if len(s) != 2 || s[0].Path != "direct" || s[1].Path != "tc" {
@@ -28,7 +28,7 @@ func TestSummarizeMedian(t *testing.T) {
 		t.Fatalf("direct median: rep %d runs %d, want rep 1 of 3", s[0].Rep, s[0].Runs)
 	}
 	tc := s[1]
-	if *tc.RelayUsPerPkt != 1.3 || *tc.RelayUsMin != 1.1 || *tc.RelayUsMax != 1.5 {
+	if *tc.RelayUsPerPktProcs != 1.3 || *tc.RelayUsMin != 1.1 || *tc.RelayUsMax != 1.5 {
 		t.Fatalf("tc: %v [%v, %v]", *tc.RelayUsPerPkt, *tc.RelayUsMin, *tc.RelayUsMax)
 	}
 	var b bytes.Buffer
