@@ -170,9 +170,9 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 			return
 		}
 		if d.Challenge == 407 {
-			req.RemoveHeader("Proxy-Authorization")
-			for req.GetHeader("Proxy-Authorization") != nil {
-				req.RemoveHeader("Proxy-Authorization")
+			// Our credentials are spent here; the next hop has no use for
+			// them (Kamailio's consume_credentials).
+			for req.RemoveHeader("Proxy-Authorization") {
 			}
 		}
 	}
