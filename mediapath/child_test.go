@@ -181,7 +181,8 @@ func startChild(t testing.TB, ns *netnstest.NS, cfg childConfig) (*child, error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The test binary would otherwise run every test again in the child.
+	// TestMain diverts the child before any test runs; should the
+	// variable get lost, the child runs no test rather than all of them.
 	cmd := ns.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
 	logf := filepath.Join(t.TempDir(), "stack.log")
