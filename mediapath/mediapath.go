@@ -103,12 +103,11 @@ func Open(o Options) (*Stack, error) {
 	st.Engine = eng
 	// Before any session exists, so no new call can be given a port that
 	// a call from before the restart still forwards on.
-	if n, err := eng.Adopt(); err != nil {
+	// The engine logs what it adopted.
+	if _, err := eng.Adopt(); err != nil {
 		// Starting anyway keeps signalling up; the risk is a port
 		// collision with an old call, which the log names.
 		log.Error("cannot adopt kernel flows left by a previous run; their ports may be reused", "err", err)
-	} else if n > 0 {
-		log.Info("adopted kernel flows from a previous run", "flows", n)
 	}
 	return st, nil
 }
