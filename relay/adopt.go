@@ -60,6 +60,12 @@ func (e *Engine) poolOf(pair netip.AddrPort) *addrPool {
 // engine knows: those a previous process installed. Call it once, after
 // NewEngine and before the first session. It returns the number of flows
 // adopted. A kernel path that cannot list flows adopts nothing.
+//
+// Adopted flows show in Flows and Stats, under a call id AdoptedPrefix +
+// the lowest relay address:port of the former call, and DeleteSession of
+// that id removes them; Session and Sessions leave them out, since there
+// is no SDP state to show. Their timeout emits no Event: no SIP dialog
+// owns them.
 func (e *Engine) Adopt() (int, error) {
 	kl, ok := e.kernel.(KernelLister)
 	if e.kernel == nil || !ok {
