@@ -49,6 +49,20 @@ var (
 
 var defaultLoggerOnce sync.Once
 
+// linger is how long a finished transaction stays to absorb
+// retransmissions. RFC 3261/6026 say 32 s (64*T1); at thousands of calls
+// a second that keeps hundreds of thousands of transactions alive. A
+// proxy loses nothing by ending them sooner: a late 2xx retransmission is
+// relayed statelessly anyway, a late final response or request
+// retransmission is answered again by the peer. Kamailio waits 5 s too.
+const linger = 5 * time.Second
+
+func init() {
+	// sipgo's timers are package variables; set them before any server
+	// exists so no transaction sees them change.
+	sip.Timer_D, sip.Timer_J, sip.Timer_L, sip.Timer_M = linger, linger, linger, linger
+}
+
 // Options are what the config file does not hold.
 type Options struct {
 	// Exempt sources are never flood-banned (the operator's own hosts).
