@@ -1,19 +1,20 @@
 package bpf
 
 import (
-	"os"
 	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"sipxdp/internal/testenv"
 )
 
+// requireRoot skips without root, except under CI where it fails: loading
+// BPF programs and creating namespaces needs CAP_BPF and CAP_NET_ADMIN.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: loading BPF programs and creating network namespaces needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
+	testenv.RequireRoot(t)
 }
 
 // inFreshNetns runs fn on a locked OS thread inside a new, anonymous
