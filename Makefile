@@ -1,12 +1,10 @@
 # sipxdp build. `make help` lists the targets.
 GO        ?= go
-CLANG     ?= clang-19
-STRIP     ?= llvm-strip-19
 BIN       := bin
 GOFLAGS_T ?= -count=1 -timeout 30m
 PKGS      := ./...
 
-.PHONY: help generate build test test-short fuzz lint run bench bench-datapath deps clean
+.PHONY: help generate check-generate build test test-short fuzz lint run bench bench-datapath deps clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -14,8 +12,11 @@ help: ## show this help
 deps: ## install the Debian packages the tests need (root)
 	./scripts/install-deps.sh
 
-generate: ## regenerate BPF objects and Go bindings with the pinned clang (scripts/install-deps.sh --generate)
-	BPF_CLANG=$(CLANG) BPF_STRIP=$(STRIP) $(GO) generate ./bpf/...
+generate: ## regenerate BPF objects and Go bindings with the pinned clang-19 (scripts/install-deps.sh --generate)
+	$(GO) generate ./bpf/...
+
+check-generate: generate ## fail if the committed BPF objects differ from a fresh generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale: run make generate and commit"; exit 1; }
 
 build: ## build sipd, relayctl and bench into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
