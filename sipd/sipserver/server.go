@@ -57,6 +57,8 @@ var defaultLoggerOnce sync.Once
 // retransmission is answered again by the peer. Kamailio waits 5 s too.
 const linger = 5 * time.Second
 
+const udpBuffer = 8 << 20
+
 func init() {
 	// sipgo's timers are package variables; set them before any server
 	// exists so no transaction sees them change.
@@ -264,6 +266,12 @@ func (s *Server) bind() (*tls.Config, error) {
 				return nil, fmt.Errorf("listen udp %s: %w", l.Addr, err)
 			}
 			uc := c.(*net.UDPConn)
+			// One socket takes every phone's traffic; the default buffer
+			// (about 200 KB) overflows in a burst of a few hundred
+			// requests, and each drop costs a retransmission 500 ms later.
+			// The kernel caps this at net.core.rmem_max.
+			uc.SetReadBuffer(udpBuffer)
+			uc.SetWriteBuffer(udpBuffer)
 			s.udp[uc.LocalAddr().String()] = uc
 			s.addListener(t, uc.LocalAddr())
 		case "TCP", "TLS":
