@@ -168,8 +168,11 @@ func (c *Config) Validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("%s.transport %q: want udp, tcp or tls", where, l.Transport))
 		}
-		if _, err := netip.ParseAddrPort(l.Addr); err != nil {
+		if ap, err := netip.ParseAddrPort(l.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s.addr %q: %w", where, l.Addr, err))
+		} else if ap.Addr().IsUnspecified() && c.Advertise == "" {
+			// Via and Record-Route need an address peers can reach.
+			errs = append(errs, fmt.Errorf("%s.addr %q: a wildcard address needs sip.advertise", where, l.Addr))
 		}
 	}
 	if c.MaxSize < 1024 || c.MaxSize > 65535 {

@@ -18,13 +18,13 @@ func TestDefaultValid(t *testing.T) {
 func TestValidateReportsEachProblem(t *testing.T) {
 	c := Default()
 	c.Domains = nil
-	c.Listen = []Listen{{Transport: "sctp", Addr: "x"}, {Transport: "tls", Addr: "127.0.0.1:5061"}}
+	c.Listen = []Listen{{Transport: "sctp", Addr: "x"}, {Transport: "tls", Addr: "127.0.0.1:5061"}, {Transport: "udp", Addr: "0.0.0.0:5060"}}
 	c.MaxSize = 10
 	c.Auth.Algorithms = []string{"SHA-1"}
 	c.Registrar.MinExpires = Duration(2 * c.Registrar.MaxExpires)
 	c.Protect.Exempt = []string{"10.0.0.0/33"}
 	err := c.Validate()
-	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "max_message_size", "SHA-1", "sip.registrar", "exempt"} {
+	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "exempt"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}

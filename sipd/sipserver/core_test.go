@@ -359,3 +359,23 @@ func TestCallerGoneCancelsRinging(t *testing.T) {
 	uas.respond(inv, 487, "Request Terminated", "g")
 	uas.expectRequest(sip.ACK)
 }
+
+func TestWildcardListenWithAdvertise(t *testing.T) {
+	s := testServer(t, func(c *sipconf.Config) {
+		noAuth(c)
+		c.Listen = []sipconf.Listen{{Transport: "udp", Addr: "0.0.0.0:0"}}
+		c.Advertise = "127.0.0.1"
+	})
+	a := serverAddr(t, s, "udp")
+	srv := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port())
+	uas, caller := newRawUA(t), newRawUA(t)
+	registerRaw(t, uas, srv.String(), "bob", "w1")
+	caller.send(srv, caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "w2", 1))
+	inv := uas.expectRequest(sip.INVITE)
+	if v := inv.Via(); v.Host != "127.0.0.1" || v.Port != int(a.Port()) {
+		t.Fatalf("Via %s", v.Value())
+	}
+	if src := netip.MustParseAddrPort(inv.Source()); src.Port() != a.Port() {
+		t.Fatalf("INVITE sent from %s, not from the listening socket %s", src, a)
+	}
+}
