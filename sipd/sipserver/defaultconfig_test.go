@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sipxdp/sipd"
+	"sipxdp/sipd/digest"
 	"sipxdp/sipd/sipconf"
 	"sipxdp/sipd/sipserver"
 )
@@ -55,5 +56,20 @@ func TestDefaultConfigServes(t *testing.T) {
 	}
 	if got := sipconf.Default(); got.Protect.Limit != sc.Protect.Limit || len(got.Listen) != len(sc.Listen) {
 		t.Fatalf("default.yaml and sipconf.Default disagree: %+v vs %+v", sc.Protect, got.Protect)
+	}
+}
+
+// The example users file parses, and its HA1 entry matches its comment.
+func TestUsersExample(t *testing.T) {
+	u, err := digest.LoadUsers("../users.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := u.Lookup("carol")
+	if !ok || c.HA1[digest.MD5] != digest.HA1(digest.MD5, "carol", "localhost", "carolpw") {
+		t.Fatalf("carol %+v", c)
+	}
+	if u.Len() != 3 {
+		t.Fatalf("%d users", u.Len())
 	}
 }
