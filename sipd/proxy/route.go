@@ -160,8 +160,9 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 		challenge = 407
 	}
 	if more {
-		// A pre-loaded route (RFC 3261 §16.4): follow it, but only for our own
-		// users or when relaying is allowed, or we are an open relay.
+		// A pre-loaded route (RFC 3261 §16.4): follow it only for our own
+		// users, who authenticate, or when relaying is allowed; otherwise
+		// anyone could bounce traffic off us.
 		if challenge == 0 && !p.cfg.AllowRelay {
 			return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
 		}
