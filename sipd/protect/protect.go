@@ -71,6 +71,23 @@ func (p *Pike) Allow(ip netip.Addr) bool {
 	return true
 }
 
+// Banned tells whether ip is banned now, without counting a message.
+func (p *Pike) Banned(ip netip.Addr) bool {
+	if p == nil || p.limit <= 0 {
+		return false
+	}
+	ip = ip.Unmap()
+	t := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.banned[ip]
+	if ok && t.Before(until) {
+		p.dropped++
+		return true
+	}
+	return false
+}
+
 // Stats returns the number of sources banned now, bans ever, and messages
 // dropped.
 func (p *Pike) Stats() (bannedNow int, bans, dropped uint64) {

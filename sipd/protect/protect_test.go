@@ -25,6 +25,9 @@ func TestPikeBansAndForgives(t *testing.T) {
 	if !p.Allow(b) {
 		t.Fatal("an innocent source was refused")
 	}
+	if !p.Banned(a) || p.Banned(b) {
+		t.Fatal("Banned disagrees with the ban")
+	}
 	now = now.Add(5 * time.Second)
 	if p.Allow(a) {
 		t.Fatal("banned source allowed during the ban")
@@ -33,7 +36,7 @@ func TestPikeBansAndForgives(t *testing.T) {
 	if !p.Allow(a) {
 		t.Fatal("source still banned after the ban time")
 	}
-	if n, bans, dropped := p.Stats(); n != 0 || bans != 1 || dropped != 2 {
+	if n, bans, dropped := p.Stats(); n != 0 || bans != 1 || dropped != 3 {
 		t.Fatalf("stats %d %d %d", n, bans, dropped)
 	}
 	var off *Pike

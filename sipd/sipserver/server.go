@@ -351,7 +351,10 @@ func (s *Server) exempt(a netip.Addr) bool {
 // transaction.
 func (s *Server) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
 	src := addrPortOf(info.RemoteAddr)
-	if !s.exempt(src.Addr().Unmap()) && !s.pike.Allow(src.Addr()) {
+	// Responses are not counted: a busy peer answering our own requests is
+	// not flooding us (and a stream read may hold several messages anyway).
+	isResponse := bytes.HasPrefix(data, []byte("SIP/2.0 "))
+	if !s.exempt(src.Addr().Unmap()) && (isResponse && s.pike.Banned(src.Addr()) || !isResponse && !s.pike.Allow(src.Addr())) {
 		s.banned.Add(1)
 		if info.Transport != "UDP" {
 			return nil, ErrBanned // closes the connection
