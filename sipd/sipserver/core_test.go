@@ -3,6 +3,7 @@ package sipserver
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -381,5 +382,25 @@ func TestWildcardListenWithAdvertise(t *testing.T) {
 	}
 	if src := netip.MustParseAddrPort(inv.Source()); src.Port() != a.Port() {
 		t.Fatalf("INVITE sent from %s, not from the listening socket %s", src, a)
+	}
+}
+
+func TestCloseWithoutServe(t *testing.T) {
+	cfg := sipconf.Default()
+	cfg.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "tcp", Addr: "127.0.0.1:0"}}
+	s, err := New(cfg, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Addr("tcp")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", a.String()); err == nil {
+		c.Close()
+		t.Fatal("socket still open after Close")
+	}
+	if err := s.Serve(context.Background()); err != ErrServed {
+		t.Fatalf("Serve after Close: %v", err)
 	}
 }

@@ -413,6 +413,21 @@ func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, 
 	return true
 }
 
+// Close releases a server that will not be served (Serve cleans up after
+// itself); it is a no-op once Serve has started.
+func (s *Server) Close() error {
+	if !s.served.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.closeSockets()
+	s.ua.Close()
+	err := s.store.Close()
+	if s.cdr != nil {
+		err = errors.Join(err, s.cdr.Close())
+	}
+	return err
+}
+
 // Serve reads from every socket until ctx ends, then shuts down: sockets
 // closed, transactions ended, the location snapshot written.
 func (s *Server) Serve(ctx context.Context) error {
