@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"sipxdp/bench/report"
 )
 
 const usage = `usage: bench <command> [flags]
@@ -16,6 +18,9 @@ const usage = `usage: bench <command> [flags]
 commands:
   datapath   relay CPU per packet for each media path (needs root)
              bench datapath --path all --rate 100000 --flows 200 --duration 10s --out out/bench
+
+  report     the summary table again from a results.jsonl
+             bench report out/bench/results.jsonl
 
 run "bench datapath -h" for its flags.
 `
@@ -30,6 +35,8 @@ func Main(args []string) int {
 	switch args[0] {
 	case "datapath":
 		return runDatapathCmd(args[1:])
+	case "report":
+		return runReportCmd(args[1:])
 	// Internal commands, run by the bench itself inside a namespace.
 	case "_sender":
 		return runSenderChild(args[1:])
@@ -46,4 +53,24 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "bench: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+func runReportCmd(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintf(os.Stderr, "usage: bench report results.jsonl\n")
+		return 2
+	}
+	rs, err := report.ReadJSONL(args[0])
+	if err != nil {
+		slog.Error("report", "err", err)
+		return 1
+	}
+	if len(rs) > 0 {
+		fmt.Printf("command: %s\n\n", rs[0].Command)
+	}
+	if err := report.WriteTable(os.Stdout, report.Summarize(rs)); err != nil {
+		slog.Error("report", "err", err)
+		return 1
+	}
+	return 0
 }

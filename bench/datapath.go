@@ -454,12 +454,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		if !haveA {
 			next = windowStart
 		}
-		var timer <-chan time.Time
-		if d := next.Sub(now); d > 0 {
-			timer = time.After(d)
-		} else {
-			timer = time.After(0)
-		}
+		timer := time.After(max(next.Sub(now), 0))
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()

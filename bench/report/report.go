@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -111,10 +113,12 @@ func rangeUs(r Datapath) string {
 	return fmt.Sprintf("%.2f–%.2f", *r.RelayUsMin, *r.RelayUsMax)
 }
 
-// Summarize picks, per path in first-seen order, the run with the median
-// relay cost from per-process time (for direct, the median of ours) and
-// records the
-// spread. One run per path comes back unchanged.
+// Summarize gives one row per path, in first-seen order. The row shown is
+// the run with the median per-packet CPU, and its relay cost is replaced
+// by median(path) − median(direct) of per-packet CPU over all runs: one
+// noisy direct run then cannot shift every path of its repetition. The
+// range is that of the per-run paired figures. One run per path comes back
+// unchanged.
 func Summarize(rs []Datapath) []Datapath {
 	var order []string
 	by := map[string][]Datapath{}
@@ -124,18 +128,25 @@ func Summarize(rs []Datapath) []Datapath {
 		}
 		by[r.Path] = append(by[r.Path], r)
 	}
+	ours := func(r Datapath) float64 { return perPkt(r.OursCores, r.DeliveredPPS) }
+	net := func(r Datapath) float64 { return perPkt(r.NetBusyCores, r.DeliveredPPS) }
+	direct, haveDirect := by["direct"]
 	out := make([]Datapath, 0, len(order))
 	for _, p := range order {
 		runs := by[p]
-		key := func(r Datapath) float64 {
-			if r.RelayUsPerPktProcs != nil {
-				return *r.RelayUsPerPktProcs
-			}
-			return r.OursCores
+		if len(runs) == 1 {
+			out = append(out, runs[0])
+			continue
 		}
-		sort.SliceStable(runs, func(i, j int) bool { return key(runs[i]) < key(runs[j]) })
-		m := runs[(len(runs)-1)/2]
+		sorted := slices.Clone(runs)
+		sort.SliceStable(sorted, func(i, j int) bool { return ours(sorted[i]) < ours(sorted[j]) })
+		m := sorted[(len(sorted)-1)/2]
 		m.Runs = len(runs)
+		if haveDirect && p != "direct" {
+			v := round3(median(runs, ours) - median(direct, ours))
+			w := round3(median(runs, net) - median(direct, net))
+			m.RelayUsPerPktProcs, m.RelayUsPerPkt = &v, &w
+		}
 		var lo, hi *float64
 		for _, r := range runs {
 			if v := r.RelayUsPerPktProcs; v != nil {
@@ -151,6 +162,47 @@ func Summarize(rs []Datapath) []Datapath {
 		out = append(out, m)
 	}
 	return out
+}
+
+// perPkt is µs of CPU per packet; 0 when nothing was delivered.
+func perPkt(cores, pps float64) float64 {
+	if pps <= 0 {
+		return 0
+	}
+	return cores / pps * 1e6
+}
+
+func median(rs []Datapath, f func(Datapath) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// ReadJSONL reads results written by AppendJSONL.
+func ReadJSONL(path string) ([]Datapath, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	var rs []Datapath
+	dec := json.NewDecoder(f)
+	for dec.More() {
+		var r Datapath
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
 }
 
 func procUs(r Datapath) string {
