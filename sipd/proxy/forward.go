@@ -440,9 +440,34 @@ func (p *Proxy) relayStateless(req *sip.Request, r *sip.Response) {
 		return
 	}
 	p.strays.Add(1)
-	if err := p.ua.TransportLayer().WriteMsg(p.upstream(req, r)); err != nil {
+	if err := p.writeResponse(p.upstream(req, r)); err != nil {
 		p.log.Debug("stateless relay failed", "code", r.StatusCode, "error", err)
 	}
+}
+
+// writeResponse sends a response outside any transaction. Over UDP it goes
+// out of our listening socket explicitly: the transport layer would look
+// the peer up among addresses it has read from, and a peer heard from only
+// on the fast path, or before a restart, is not there.
+func (p *Proxy) writeResponse(r *sip.Response) error {
+	tp := p.ua.TransportLayer()
+	if !strings.EqualFold(r.Transport(), "UDP") {
+		return tp.WriteMsg(r)
+	}
+	dst, err := netip.ParseAddrPort(r.Destination())
+	if err != nil {
+		return fmt.Errorf("response destination %q: %w", r.Destination(), ErrBadTarget)
+	}
+	l, ok := p.self.Listener("UDP", dst.Addr())
+	if !ok {
+		return fmt.Errorf("udp: %w", ErrNoListener)
+	}
+	conn, err := tp.GetConnection("udp", l.Addr.String())
+	if err != nil {
+		return fmt.Errorf("udp listener %s: %w", l.Addr, err)
+	}
+	defer conn.TryClose()
+	return conn.WriteMsg(r)
 }
 
 // sendCancel cancels one branch (RFC 3261 §9.1): same Request-URI, Via,
@@ -505,10 +530,13 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 }
 
 // HandleStrayResponse forwards responses that match no client transaction
-// (late 2xx retransmissions) statelessly, if our Via is on top.
+// statelessly, if our Via is on top. Only a 2xx to an INVITE has a reason
+// to outlive its transaction (the callee retransmits it until the ACK);
+// anything else is dropped, so nobody can bounce responses off us.
 func (p *Proxy) HandleStrayResponse(r *sip.Response) {
 	v := r.Via()
-	if p.stopped.Load() || v == nil || !strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic) {
+	if p.stopped.Load() || v == nil || !strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic) ||
+		!r.IsSuccess() || r.CSeq() == nil || r.CSeq().MethodName != sip.INVITE {
 		return
 	}
 	sentBy := sip.Uri{Host: v.Host, Port: v.Port}
@@ -525,7 +553,7 @@ func (p *Proxy) HandleStrayResponse(r *sip.Response) {
 	out.SetDestination("")
 	out.SetDestination(out.Destination())
 	p.strays.Add(1)
-	if err := p.ua.TransportLayer().WriteMsg(out); err != nil {
+	if err := p.writeResponse(out); err != nil {
 		p.log.Debug("stray relay failed", "error", err)
 	}
 }

@@ -404,3 +404,24 @@ func TestCloseWithoutServe(t *testing.T) {
 		t.Fatalf("Serve after Close: %v", err)
 	}
 }
+
+func TestStrayResponses(t *testing.T) {
+	s := testServer(t, nil)
+	srv := serverAddr(t, s, "udp")
+	callee, caller := newRawUA(t), newRawUA(t)
+	stray := func(code int, reason, method string) string {
+		return fmt.Sprintf("SIP/2.0 %d %s\nVia: SIP/2.0/UDP %s;branch=z9hG4bKsx00000000.late\nVia: SIP/2.0/UDP %s;branch=z9hG4bKc;rport=%d;received=127.0.0.1\nFrom: <sip:a@example.org>;tag=1\nTo: <sip:b@example.org>;tag=2\nCall-ID: stray\nCSeq: 1 %s\nContent-Length: 0\n\n",
+			code, reason, srv, caller.addr(), caller.addr().Port(), method)
+	}
+	// A late 2xx retransmission to an INVITE goes on to the caller.
+	callee.send(srv, stray(200, "OK", "INVITE"))
+	if r, ok := caller.recv(2 * time.Second).(*sip.Response); !ok || r.StatusCode != 200 || len(r.GetHeaders("Via")) != 1 {
+		t.Fatalf("late 2xx not relayed: %v", r)
+	}
+	// Nothing else is bounced.
+	callee.send(srv, stray(486, "Busy Here", "INVITE"))
+	callee.send(srv, stray(200, "OK", "BYE"))
+	if m := caller.recv(500 * time.Millisecond); m != nil {
+		t.Fatalf("stray relayed: %v", m)
+	}
+}
