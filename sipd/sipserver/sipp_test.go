@@ -98,3 +98,22 @@ func TestSippCancel(t *testing.T) {
 		}
 	})
 }
+
+func TestSippKeepalive(t *testing.T) {
+	needSipp(t)
+	transports(t, func(t *testing.T, tr string) {
+		s := testServer(t, nil)
+		p := startSipp(t, 15*time.Second, "-sf", scenario("keepalive.xml"), "-t", sippTransport(tr),
+			"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-s", "alice", "-m", "50", "-r", "100",
+			serverAddr(t, s, tr).String())
+		if err := p.wait(t); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.Stats().Core.Keepalives; n != 50 {
+			t.Fatalf("%d keep-alives counted, want 50", n)
+		}
+		if tr == "udp" && s.fastKeepalives.Load() != 50 {
+			t.Fatalf("UDP keep-alives off the fast path: %d of 50", s.fastKeepalives.Load())
+		}
+	})
+}
