@@ -36,6 +36,13 @@ struct flow_value {
 	__u32 out_ifindex;  // host order; used with FLOW_PINNED_MAC
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
+	// Next hop cached from the last FIB lookup, so a flow without pinned
+	// MACs pays for the lookup once per NH_TTL_NS rather than per packet.
+	// The loader writes zeros (no cache) on every upsert.
+	__u32 nh_ifindex;   // host order; 0 means nothing cached
+	__u8 nh_smac[6];
+	__u8 nh_dmac[6];
+	__u64 nh_expires;   // bpf_ktime_get_coarse_ns deadline, host order
 	__u64 packets;      // host order, atomic adds
 	__u64 bytes;        // UDP payload bytes, host order, atomic adds
 	__u64 last_seen;    // bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC), host order

@@ -134,6 +134,28 @@ func TestNetnsRelay(t *testing.T) {
 					if mode == ModeTC && partial == 0 {
 						t.Errorf("tc run saw no CHECKSUM_PARTIAL packets: the case tc exists for was not exercised")
 					}
+					// The FIB answer is cached in the flow, and an upsert
+					// (a changed destination) must drop it.
+					key, err := keyOf(flow.Key)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var raw xdpFlowValue
+					if err := k.flows.Lookup(&key, &raw); err != nil {
+						t.Fatal(err)
+					}
+					if raw.NhIfindex == 0 || raw.NhExpires == 0 {
+						t.Errorf("next hop not cached after %d forwards: %+v", streamPackets, raw)
+					}
+					if err := k.Upsert(flow); err != nil {
+						t.Fatal(err)
+					}
+					if err := k.flows.Lookup(&key, &raw); err != nil {
+						t.Fatal(err)
+					}
+					if raw.NhIfindex != 0 || raw.Packets != streamPackets {
+						t.Errorf("after upsert: cached next hop %d (want 0), packets %d (want %d kept)", raw.NhIfindex, raw.Packets, streamPackets)
+					}
 					if err := k.Delete(flow.Key); err != nil {
 						t.Fatal(err)
 					}

@@ -108,12 +108,57 @@ static __always_inline void relay_fib_params(const struct flow_value *v, const s
 	}
 }
 
-static __always_inline void relay_account(struct flow_value *v, const struct parsed *p)
+// How long a cached FIB answer is used. A changed route or neighbour MAC
+// takes effect within this time; a lookup costs several hundred ns, so
+// doing it once a second instead of 50 times is most of a hit's cost.
+#define NH_TTL_NS 1000000000ULL
+
+enum nh_result {
+	NH_OK,       // egress and MACs set
+	NH_NO_NEIGH, // route found, neighbour unresolved: egress set, MACs not
+	NH_FAIL,     // no route: pass to the stack
+};
+
+// Resolves the next hop of a flow without pinned MACs: the cached answer
+// while fresh, else bpf_fib_lookup, whose success is cached in the flow.
+// Concurrent CPUs may refresh the cache at once; they write the same answer.
+// macs receives the destination then the source MAC, as on the wire.
+static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value *v,
+						    const struct parsed *p, __u32 ifindex,
+						    __u64 now, __u32 *egress, __u8 *macs)
+{
+	if (v->nh_ifindex && now < v->nh_expires) {
+		*egress = v->nh_ifindex;
+		__builtin_memcpy(macs, v->nh_dmac, ETH_ALEN);
+		__builtin_memcpy(macs + ETH_ALEN, v->nh_smac, ETH_ALEN);
+		return NH_OK;
+	}
+	struct bpf_fib_lookup f = {};
+	relay_fib_params(v, p, ifindex, &f);
+	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		*egress = f.ifindex;
+		return NH_NO_NEIGH;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return NH_FAIL;
+	*egress = f.ifindex;
+	__builtin_memcpy(macs, f.dmac, ETH_ALEN);
+	__builtin_memcpy(macs + ETH_ALEN, f.smac, ETH_ALEN);
+	__builtin_memcpy(v->nh_dmac, f.dmac, ETH_ALEN);
+	__builtin_memcpy(v->nh_smac, f.smac, ETH_ALEN);
+	v->nh_expires = now + NH_TTL_NS;
+	v->nh_ifindex = f.ifindex;
+	return NH_OK;
+}
+
+// now is bpf_ktime_get_coarse_ns(): tick resolution is plenty for idle
+// timeouts and the FIB cache, and on this VM's clocksource bpf_ktime_get_ns
+// costs ~40 ns, a third of a hit. Both read CLOCK_MONOTONIC, so userspace
+// converts either the same way.
+static __always_inline void relay_account(struct flow_value *v, const struct parsed *p, __u64 now)
 {
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->payload_len);
-	// Coarse (tick resolution) is plenty for idle timeouts, and on this
-	// VM's clocksource bpf_ktime_get_ns costs ~40 ns, a third of a hit.
-	// Both read CLOCK_MONOTONIC, so userspace converts either the same way.
-	v->last_seen = bpf_ktime_get_coarse_ns();
+	v->last_seen = now;
 }

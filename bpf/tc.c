@@ -38,7 +38,8 @@ int relay_tc(struct __sk_buff *skb)
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
 
-	__u32 egress;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 egress = 0;
 	int neigh = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source, as on the wire
 	if (v->flags & FLOW_PINNED_MAC) {
@@ -46,19 +47,13 @@ int relay_tc(struct __sk_buff *skb)
 		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
 		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
 	} else {
-		struct bpf_fib_lookup f = {};
-		relay_fib_params(v, &p, skb->ifindex, &f);
-		long rc = bpf_fib_lookup(skb, &f, sizeof(f), 0);
-		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-			neigh = 1; // bpf_redirect_neigh resolves it on the way out
-		else if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		enum nh_result nh = relay_nexthop(skb, v, &p, skb->ifindex, now, &egress, macs);
+		if (nh == NH_FAIL)
 			return pass(cnt_fib);
-		egress = f.ifindex;
-		__builtin_memcpy(macs, f.dmac, ETH_ALEN);
-		__builtin_memcpy(macs + ETH_ALEN, f.smac, ETH_ALEN);
+		neigh = nh == NH_NO_NEIGH; // bpf_redirect_neigh resolves it on the way out
 	}
 
-	relay_account(v, &p);
+	relay_account(v, &p, now);
 
 	// Everything read from the packet is read now: the helpers below may
 	// move skb data and invalidate packet pointers.

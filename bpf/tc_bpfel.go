@@ -54,6 +54,10 @@ type tcFlowValue struct {
 	OutIfindex uint32
 	SrcMac     [6]uint8
 	DstMac     [6]uint8
+	NhIfindex  uint32
+	NhSmac     [6]uint8
+	NhDmac     [6]uint8
+	NhExpires  uint64
 	Packets    uint64
 	Bytes      uint64
 	LastSeen   uint64

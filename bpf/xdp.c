@@ -24,26 +24,22 @@ int relay_xdp(struct xdp_md *ctx)
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
 
-	__u32 egress;
-	const __u8 *smac, *dmac;
-	struct bpf_fib_lookup f = {};
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 egress = 0;
+	__u8 macs[2 * ETH_ALEN]; // destination then source
 	if (v->flags & FLOW_PINNED_MAC) {
 		egress = v->out_ifindex;
-		smac = v->src_mac;
-		dmac = v->dst_mac;
-	} else {
-		relay_fib_params(v, &p, ctx->ingress_ifindex, &f);
-		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-			return pass(cnt_fib);
-		egress = f.ifindex;
-		smac = f.smac;
-		dmac = f.dmac;
+		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
+		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
+	} else if (relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs) != NH_OK) {
+		// XDP cannot resolve a neighbour; the stack will, for the next packet.
+		return pass(cnt_fib);
 	}
 	// Checked before touching the packet so a pass stays untouched.
 	if (egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
 
-	relay_account(v, &p);
+	relay_account(v, &p, now);
 
 	struct block nb;
 	relay_block(v, p.v6, &nb);
@@ -67,8 +63,7 @@ int relay_xdp(struct xdp_md *ctx)
 		}
 		__builtin_memcpy(old, nb.w, BLK4_WORDS * 2);
 	}
-	__builtin_memcpy(p.eth->h_dest, dmac, ETH_ALEN);
-	__builtin_memcpy(p.eth->h_source, smac, ETH_ALEN);
+	__builtin_memcpy(p.eth->h_dest, macs, 2 * ETH_ALEN);
 
 	if (egress == ctx->ingress_ifindex) {
 		count(cnt_tx);
