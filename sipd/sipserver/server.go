@@ -34,7 +34,6 @@ import (
 
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
-	"sipxdp/sipd/nat"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
 	"sipxdp/sipd/registrar"
@@ -86,7 +85,6 @@ type Server struct {
 	store   *registrar.Store
 	dialogs *dialog.Tracker
 	pike    *protect.Pike
-	parser  *sip.Parser
 	cdr     io.WriteCloser
 
 	udp       map[string]*net.UDPConn // by local address
@@ -98,6 +96,8 @@ type Server struct {
 	handlers sync.WaitGroup
 
 	exemptPfx []netip.Prefix
+
+	kaTag string // To tag of fast-path answers
 
 	tooLarge, banned, fastKeepalives, panics atomic.Uint64
 }
@@ -138,7 +138,10 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: log, opt: opt, start: opt.Now(), udp: map[string]*net.UDPConn{}, parser: sip.NewParser()}
+	s := &Server{cfg: cfg, log: log, opt: opt, start: opt.Now(), udp: map[string]*net.UDPConn{}}
+	tag := make([]byte, 8)
+	rand.Read(tag)
+	s.kaTag = fmt.Sprintf("%x", tag)
 	defer func() {
 		if err != nil {
 			s.closeSockets()
@@ -375,41 +378,21 @@ func (s *Server) filter(info sip.TransportReadProps, data []byte) ([]byte, error
 }
 
 // fastKeepalive answers an OPTIONS or NOTIFY keep-alive to us straight
-// from the read loop: the ITSP model sends one per user every 15 s, so
-// this is the hottest path there is.
+// from the read loop (see keepalive.go).
 func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, data []byte) bool {
-	if !bytes.HasPrefix(data, []byte("OPTIONS ")) && !bytes.HasPrefix(data, []byte("NOTIFY ")) {
-		return false
-	}
 	conn := s.udp[info.LocalAddr.String()]
 	if conn == nil {
 		return false
 	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
+	res := keepaliveAnswer(data, src, s.self, s.kaTag)
+	if res == nil {
 		return false
 	}
-	req, ok := msg.(*sip.Request)
-	if !ok || protect.Check(req) != nil || !proxy.IsKeepalive(req, s.self) {
-		return false
-	}
-	if _, tag := req.To().Params.Get("tag"); tag {
-		return false
-	}
-	via := req.Via()
-	if !via.Params.Has("rport") {
-		via.Params.Add("rport", "")
-	}
-	nat.MarkVia(via, src)
-	req.SetSource(src.String())
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	var buf bytes.Buffer
-	res.StringWrite(&buf)
 	// Counted before the write: whoever reads the answer may look at the
 	// counters at once.
 	s.fastKeepalives.Add(1)
 	s.core.CountKeepalive()
-	conn.WriteToUDPAddrPort(buf.Bytes(), src)
+	conn.WriteToUDPAddrPort(res, src)
 	return true
 }
 
