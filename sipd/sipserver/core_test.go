@@ -425,3 +425,22 @@ func TestStrayResponses(t *testing.T) {
 		t.Fatalf("stray relayed: %v", m)
 	}
 }
+
+func TestMalformedCountedAndDropped(t *testing.T) {
+	s := testServer(t, nil)
+	ua := newRawUA(t)
+	srv := serverAddr(t, s, "udp")
+	for _, junk := range []string{"INVITE\r\n\r\n", "SIP/2.0 abc\r\n\r\n", "NOTIFY sip:x SIP/2.0\r\nVia SIP/2.0/UDP x\r\n\r\n"} {
+		ua.send(srv, junk)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s.Stats().Malformed != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed %d, want 3", s.Stats().Malformed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := ua.recv(200 * time.Millisecond); m != nil {
+		t.Fatalf("answered junk: %v", m)
+	}
+}

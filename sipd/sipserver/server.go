@@ -99,7 +99,7 @@ type Server struct {
 
 	kaTag string // To tag of fast-path answers
 
-	tooLarge, banned, fastKeepalives, panics atomic.Uint64
+	tooLarge, banned, fastKeepalives, panics, malformed atomic.Uint64
 }
 
 type streamListener struct {
@@ -123,6 +123,7 @@ type Stats struct {
 	DroppedFlood    uint64        `json:"dropped_flood"`
 	DroppedTooLarge uint64        `json:"dropped_too_large"`
 	Panics          uint64        `json:"panics"`
+	Malformed       uint64        `json:"malformed"` // unparsable messages, dropped
 	Core            proxy.Stats   `json:"core"`
 }
 
@@ -218,10 +219,11 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	// reference counts, at warn level when a peer closes first); it is set
 	// once, by the first server, before any of them runs.
 	defaultLoggerOnce.Do(func() { sip.SetDefaultLogger(sipLog) })
+	tpLog := slog.New(countingHandler{next: sipLog.Handler(), malformed: &s.malformed})
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("sipd"),
 		sipgo.WithUserAgentTransportLayerOptions(
-			sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerLogger(tpLog),
 			sip.WithTransportLayerReadFilter(s.filter)),
 	}
 	if tlsConf != nil {
@@ -534,7 +536,7 @@ func (s *Server) Stats() Stats {
 		Uptime: s.opt.Now().Sub(s.start), AoRs: aors, Registrations: contacts,
 		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
 		Transactions: core.Transactions, Users: s.users.Len(),
-		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(),
+		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
 		Core: core,
 	}
 }
