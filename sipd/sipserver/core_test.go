@@ -444,3 +444,45 @@ func TestMalformedCountedAndDropped(t *testing.T) {
 		t.Fatalf("answered junk: %v", m)
 	}
 }
+
+func TestInDialogRequests(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	uas, caller := newRawUA(t), newRawUA(t)
+	registerRaw(t, uas, srv.String(), "bob", "d1")
+	caller.send(srv, caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "dlg", 1))
+	inv := uas.expectRequest(sip.INVITE)
+	uas.respond(inv, 200, "OK", "b1")
+	ok := caller.expect(200)
+	rr := ok.GetHeader("Record-Route").Value()
+	target := "sip:uas@" + uas.addr().String()
+	inDialog := func(method string, cseq int) string {
+		return strings.Replace(caller.request(method, target, "sip:alice@example.org", "sip:bob@example.org", "dlg", cseq, "Route: "+rr),
+			"To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag=b1", 1)
+	}
+	caller.send(srv, inDialog("ACK", 1))
+	uas.expectRequest(sip.ACK)
+	for i, m := range []sip.RequestMethod{sip.INVITE, sip.UPDATE, sip.INFO, sip.REFER} {
+		caller.send(srv, inDialog(string(m), 2+i))
+		got := uas.expectRequest(m)
+		if got.Recipient.String() != target || got.GetHeader("Route") != nil || got.GetHeader("Record-Route") != nil {
+			t.Fatalf("%s arrived as %s, Route %v, Record-Route %v", m, got.Recipient.String(), got.GetHeader("Route"), got.GetHeader("Record-Route"))
+		}
+		uas.respond(got, 200, "OK", "")
+		caller.expect(200)
+		if m == sip.INVITE {
+			caller.send(srv, inDialog("ACK", 2))
+			uas.expectRequest(sip.ACK)
+		}
+	}
+	// The callee hangs up: its BYE goes to the caller's Contact through us.
+	bye := fmt.Sprintf("BYE sip:ua@%s SIP/2.0\nVia: SIP/2.0/UDP %s;branch=%s;rport\nRoute: %s\nFrom: <sip:bob@example.org>;tag=b1\nTo: <sip:alice@example.org>;tag=ftdlg\nCall-ID: dlg\nCSeq: 1 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n",
+		caller.addr(), uas.addr(), branch(), rr)
+	uas.send(srv, bye)
+	b := caller.expectRequest(sip.BYE)
+	caller.respond(b, 200, "OK", "")
+	uas.expect(200)
+	if st := s.Stats(); st.CallsCompleted != 1 || st.ActiveCalls != 0 {
+		t.Fatalf("calls %+v", st)
+	}
+}
