@@ -84,12 +84,14 @@ func TestDigestOnTheWire(t *testing.T) {
 		t.Fatalf("wrong password: %d", r.StatusCode)
 	}
 	// Registering someone else with one's own credentials.
+	ch = challenge(register(), "MD5")
 	cseq++
 	ua.send(srv, ua.request("REGISTER", "sip:example.org", "sip:carol@example.org", "sip:carol@example.org", "dw", cseq, "Expires: 600",
 		"Authorization: "+authorization(ch, "bob", "bobpw", "REGISTER", "sip:example.org", "00000002")))
 	ua.expect(403)
+	ch = challenge(register(), "MD5")
 	time.Sleep(1100 * time.Millisecond)
-	r := register("Authorization: " + authorization(ch, "bob", "bobpw", "REGISTER", "sip:example.org", "00000003"))
+	r := register("Authorization: " + authorization(ch, "bob", "bobpw", "REGISTER", "sip:example.org", "00000001"))
 	if c := challenge(r, "MD5"); param(c, "stale") != "true" {
 		t.Fatalf("expired nonce: challenge %q lacks stale=true", c)
 	}
