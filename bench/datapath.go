@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,7 +68,12 @@ type DatapathOptions struct {
 	MaxOther float64
 	MaxTries int
 	Out      string
-	Command  string // recorded with each result
+	// SenderOffload keeps tx checksum offload on at the sender's veth.
+	// Off by default: XDP cannot update the CHECKSUM_PARTIAL checksums a
+	// local socket leaves on veth (DESIGN.md), while packets from a real
+	// NIC carry full ones; every path is measured the same way.
+	SenderOffload bool
+	Command       string // recorded with each result
 	// Progress receives one line a second; nil discards.
 	Progress *slog.Logger
 }
@@ -86,6 +92,7 @@ func parseDatapathFlags(args []string) (DatapathOptions, error) {
 	fs.Float64Var(&o.QuietCores, "quiet-cores", 0.2, "busy cores below which the machine counts as quiet")
 	fs.Float64Var(&o.MaxOther, "max-other", 0.1, "measure a path again when other processes used more cores than this in its window (0: never)")
 	fs.IntVar(&o.MaxTries, "max-tries", 3, "measurements of one path at most, with --max-other")
+	fs.BoolVar(&o.SenderOffload, "sender-offload", false, "keep tx checksum offload on at the sender veth (native XDP then corrupts every checksum: see DESIGN.md)")
 	fs.IntVar(&o.Repeat, "repeat", 1, "runs of every path (1..20), interleaved; the table shows the median run")
 	fs.StringVar(&o.Out, "out", "", "directory for results.jsonl (appended)")
 	if err := fs.Parse(args); err != nil {
@@ -298,6 +305,14 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			c.kill()
 		}
 	}()
+
+	if !o.SenderOffload {
+		cmd := exec.CommandContext(ctx, "nsenter", "--net="+line.Sender.Path, "ethtool", "-K", line.SenderIf, "tx", "off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return res, fmt.Errorf("turn off tx checksum offload on %s: %w: %s", line.SenderIf, err, bytes.TrimSpace(out))
+		}
+		res.Notes = append(res.Notes, "tx checksum offload is off at the sender veth for every path, so packets carry full UDP checksums as from a NIC (XDP cannot fix CHECKSUM_PARTIAL; --sender-offload keeps it on)")
+	}
 
 	if path == "xdp" {
 		// Native XDP redirect into a veth needs an XDP program on the
