@@ -9,21 +9,24 @@ import (
 	"time"
 
 	"sipxdp/relay"
+	"sipxdp/sipd/sipserver"
 )
 
 // API serves sipd's HTTP control and monitoring endpoints.
 type API struct {
-	Engine  *relay.Engine
+	Engine  *relay.Engine     // nil with media.mode none
+	SIP     *sipserver.Server // nil when only the relay runs
 	Started time.Time
 	Version string
 }
 
 // Health is the /health document.
 type Health struct {
-	Status        string      `json:"status"`
-	Version       string      `json:"version"`
-	UptimeSeconds float64     `json:"uptime_seconds"`
-	Media         MediaHealth `json:"media"`
+	Status        string           `json:"status"`
+	Version       string           `json:"version"`
+	UptimeSeconds float64          `json:"uptime_seconds"`
+	SIP           *sipserver.Stats `json:"sip,omitempty"`
+	Media         MediaHealth      `json:"media"`
 }
 
 // MediaHealth summarises the relay.
@@ -79,6 +82,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /flows", a.flows)
 	mux.HandleFunc("GET /stats", a.stats)
 	mux.HandleFunc("POST /drain", a.drain)
+	mux.HandleFunc("GET /registrations", a.registrations)
+	mux.HandleFunc("GET /calls", a.calls)
 	return mux
 }
 
@@ -94,17 +99,45 @@ func (a *API) mediaHealth(t relay.Totals) MediaHealth {
 	}
 }
 
+// totals are the engine's, or a "none" path when no relay runs.
+func (a *API) totals() relay.Totals {
+	if a.Engine == nil {
+		return relay.Totals{Path: "none", PathReason: "media.mode is none: signaling only"}
+	}
+	return a.Engine.Stats()
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
-	t := a.Engine.Stats()
-	writeJSON(w, Health{
+	h := Health{
 		Status: "ok", Version: a.Version,
 		UptimeSeconds: time.Since(a.Started).Seconds(),
-		Media:         a.mediaHealth(t),
-	})
+		Media:         a.mediaHealth(a.totals()),
+	}
+	if a.SIP != nil {
+		st := a.SIP.Stats()
+		h.SIP = &st
+	}
+	writeJSON(w, h)
+}
+
+func (a *API) registrations(w http.ResponseWriter, r *http.Request) {
+	if a.SIP == nil {
+		writeJSON(w, []any{})
+		return
+	}
+	writeJSON(w, a.SIP.Registrations())
+}
+
+func (a *API) calls(w http.ResponseWriter, r *http.Request) {
+	if a.SIP == nil {
+		writeJSON(w, []any{})
+		return
+	}
+	writeJSON(w, a.SIP.Calls())
 }
 
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
-	t := a.Engine.Stats()
+	t := a.totals()
 	writeJSON(w, StatsJSON{
 		MediaHealth: a.mediaHealth(t),
 		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
@@ -116,7 +149,11 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 	call := r.URL.Query().Get("call_id")
 	out := []FlowJSON{}
-	for _, f := range a.Engine.Flows() {
+	var flows []relay.FlowInfo
+	if a.Engine != nil {
+		flows = a.Engine.Flows()
+	}
+	for _, f := range flows {
 		if call != "" && f.CallID != call {
 			continue
 		}
@@ -131,6 +168,10 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) drain(w http.ResponseWriter, r *http.Request) {
+	if a.Engine == nil {
+		http.Error(w, "media.mode is none: no relay to drain", http.StatusConflict)
+		return
+	}
 	on := r.URL.Query().Get("off") == ""
 	a.Engine.Drain(on)
 	writeJSON(w, map[string]bool{"draining": on})
@@ -156,7 +197,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 // metrics writes Prometheus text exposition by hand: a handful of gauges
 // and counters do not justify a client library.
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	t := a.Engine.Stats()
+	t := a.totals()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	var b strings.Builder
 	metric := func(name, typ, help string, v any, labels string) {
@@ -165,6 +206,18 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	metric("sipxdp_up", "gauge", "1 while sipd runs, labelled with the media path in use.", 1,
 		fmt.Sprintf("{version=%q,media_path=%q}", a.Version, t.Path))
 	metric("sipxdp_uptime_seconds", "gauge", "Seconds since sipd started.", time.Since(a.Started).Seconds(), "")
+	if a.SIP != nil {
+		st := a.SIP.Stats()
+		metric("sipxdp_sip_registrations", "gauge", "Registered contacts.", st.Registrations, "")
+		metric("sipxdp_sip_aors", "gauge", "Addresses of record with a contact.", st.AoRs, "")
+		metric("sipxdp_sip_active_calls", "gauge", "Confirmed calls.", st.ActiveCalls, "")
+		metric("sipxdp_sip_calls_in_setup", "gauge", "Calls not answered yet.", st.CallsInSetup, "")
+		metric("sipxdp_sip_calls_completed_total", "counter", "Calls that ended after an answer.", st.CallsCompleted, "")
+		metric("sipxdp_sip_calls_failed_total", "counter", "Calls that ended without an answer.", st.CallsFailed, "")
+		metric("sipxdp_sip_transactions", "gauge", "Requests in progress.", st.Transactions, "")
+		metric("sipxdp_sip_banned_sources", "gauge", "Sources banned for flooding.", st.BannedSources, "")
+		metric("sipxdp_sip_malformed_total", "counter", "Unparsable messages dropped.", st.Malformed, "")
+	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
 	metric("sipxdp_media_draining", "gauge", "1 while the relay refuses new calls.", boolInt(t.Draining), "")

@@ -40,6 +40,7 @@ type HTTPConfig struct {
 }
 
 type MediaConfig struct {
+	Mode         string          `yaml:"mode"`
 	Datapath     string          `yaml:"datapath"`
 	Interfaces   []string        `yaml:"interfaces"`
 	PinPath      string          `yaml:"pin_path"`
@@ -105,6 +106,13 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
+// Media modes: which calls have their RTP relayed.
+const (
+	MediaNone = "none" // signaling only: SDP untouched, no relay started
+	MediaAll  = "all"  // every call
+	MediaNAT  = "nat"  // calls where either party is behind NAT
+)
+
 var datapaths = map[string]bool{"auto": true, "xdp": true, "xdp-generic": true, "tc": true, "userspace": true}
 
 // Validate checks every field and reports all problems at once.
@@ -124,6 +132,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.listen %q: %w", c.HTTP.Listen, err))
 	}
 	m := &c.Media
+	switch m.Mode {
+	case MediaNone, MediaAll, MediaNAT:
+	default:
+		errs = append(errs, fmt.Errorf("media.mode %q: want none, all or nat", m.Mode))
+	}
 	if !datapaths[m.Datapath] {
 		errs = append(errs, fmt.Errorf("media.datapath %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))
 	}

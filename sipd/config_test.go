@@ -25,6 +25,7 @@ func TestConfigErrors(t *testing.T) {
 		name, from, to, want string
 	}{
 		{"unknown key", "strict_source: false", "strict_sorce: false", "field strict_sorce not found"},
+		{"bad mode", "mode: all", "mode: some", `media.mode "some"`},
 		{"bad datapath", "datapath: auto", "datapath: dpdk", `media.datapath "dpdk"`},
 		{"bad timeout", "timeout: 60s", "timeout: sixty", "line"},
 		{"bad address", "local: 127.0.0.1", "local: 127.0.0.300", "media.addresses[0].local"},

@@ -9,10 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 
 	"sipxdp/mediapath"
 	"sipxdp/relay"
+	"sipxdp/sipd/sipserver"
 )
 
 // Version is set at build time with -ldflags "-X sipxdp/sipd.Version=...".
@@ -54,40 +59,90 @@ func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 	return o
 }
 
-// Run serves until ctx is done. Today it runs the media relay and its
-// control API; the SIP proxy joins it here.
+// Run serves SIP, the media relay (unless media.mode is none) and the HTTP
+// API until ctx is done. SIGHUP reloads the users file.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	st, err := mediapath.Open(MediaOptions(cfg.Media, log))
-	if err != nil {
-		return fmt.Errorf("start media relay: %w", err)
+	api := &API{Started: time.Now(), Version: Version}
+	if cfg.Media.Mode != MediaNone {
+		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))
+		if err != nil {
+			return fmt.Errorf("start media relay: %w", err)
+		}
+		defer st.Close()
+		api.Engine = st.Engine
+		log.Warn("media.mode " + cfg.Media.Mode + ": the relay runs, but SDP rewriting is not built yet (issue 4): calls are not steered through it")
 	}
-	defer st.Close()
+	sipSrv, err := sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{})
+	if err != nil {
+		return fmt.Errorf("start sip: %w", err)
+	}
+	api.SIP = sipSrv
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
+		sipSrv.Close()
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
-	api := &API{Engine: st.Engine, Started: time.Now(), Version: Version}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- st.Engine.Run(ctx) }()
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("sipd started", "version", Version, "http", ln.Addr().String(),
-		"media_path", st.Engine.PathName(), "reason", st.Engine.PathReason())
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	_ = srv.Shutdown(shut)
-	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, context.Canceled) {
-		return runErr
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	start := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
 	}
-	log.Info("sipd stopped; pinned kernel flows keep forwarding until uninstalled")
-	return nil
+	if api.Engine != nil {
+		start("media engine", func() error { return api.Engine.Run(ctx) })
+	}
+	start("sip", func() error { return sipSrv.Serve(ctx) })
+	start("http", func() error { return srv.Serve(ln) })
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	path := "none"
+	if api.Engine != nil {
+		path = api.Engine.PathName()
+	}
+	log.Info("sipd started", "version", Version, "http", ln.Addr().String(),
+		"media_mode", cfg.Media.Mode, "media_path", path)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if err := sipSrv.ReloadUsers(); err != nil {
+				log.Error("reload users", "err", err)
+			} else {
+				log.Info("users reloaded")
+			}
+		}
+	}
+	shut, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	_ = srv.Shutdown(shut)
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	if api.Engine != nil {
+		log.Info("sipd stopped; pinned kernel flows keep forwarding until uninstalled")
+	} else {
+		log.Info("sipd stopped")
+	}
+	return errors.Join(errs...)
 }
 
 // Uninstall removes the pinned kernel objects.

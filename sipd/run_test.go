@@ -1,0 +1,127 @@
+package sipd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	switch network {
+	case "udp":
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	default:
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+}
+
+// TestRunServesHealth starts the whole daemon on free loopback ports, in
+// signaling-only mode and with the userspace relay, reads /health and
+// /metrics, and checks that cancelling the context stops everything.
+func TestRunServesHealth(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, mode := range []string{MediaNone, MediaAll} {
+		t.Run(mode, func(t *testing.T) {
+			text := string(DefaultConfigYAML())
+			httpPort := freePort(t, "tcp")
+			sipPort := freePort(t, "udp")
+			text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
+			text = strings.ReplaceAll(text, "addr: 127.0.0.1:5060", fmt.Sprintf("addr: 127.0.0.1:%d", sipPort))
+			text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
+			text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
+			cfg, err := ParseConfig([]byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+			defer func() {
+				cancel()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("Run returned %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Error("Run did not stop within 10 s of cancel")
+				}
+			}()
+			base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+			var h Health
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				resp, err := http.Get(base + "/health")
+				if err == nil {
+					err = json.NewDecoder(resp.Body).Decode(&h)
+					resp.Body.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no /health: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			wantPath := "userspace"
+			if mode == MediaNone {
+				wantPath = "none"
+			}
+			if h.Status != "ok" || h.SIP == nil || h.Media.Path != wantPath {
+				t.Fatalf("health = %+v (sip %v), want ok, sip stats, media path %s", h, h.SIP, wantPath)
+			}
+			resp, err := http.Get(base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{"sipxdp_sip_registrations 0", `media_path="` + wantPath + `"`} {
+				if !strings.Contains(string(b), want) {
+					t.Errorf("/metrics lacks %q", want)
+				}
+			}
+			// The SIP side answers: OPTIONS to the proxy gets 200.
+			c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", sipPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			lp := c.LocalAddr().(*net.UDPAddr).Port
+			opt := fmt.Sprintf("OPTIONS sip:127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-run-1;rport\r\n"+
+				"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: run-test-1\r\n"+
+				"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", sipPort, lp)
+			if _, err := c.Write([]byte(opt)); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 2048)
+			n, err := c.Read(buf)
+			if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+				t.Fatalf("OPTIONS answer %q, %v", buf[:n], err)
+			}
+		})
+	}
+}
