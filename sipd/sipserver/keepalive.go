@@ -89,7 +89,7 @@ func keepaliveAnswer(data []byte, src netip.AddrPort, self *proxy.Self, toTag st
 		if len(h) == 0 {
 			break
 		}
-		if h[0] == ' ' || h[0] == '\t' || bytes.IndexAny(h, "\r\n") >= 0 {
+		if h[0] == ' ' || h[0] == '\t' || bytes.ContainsAny(h, "\r\n") {
 			return nil // folded header, or a bare CR or LF
 		}
 		colon := bytes.IndexByte(h, ':')
@@ -186,7 +186,7 @@ func markVia(v []byte, src netip.AddrPort) ([]byte, bool) {
 	}
 	parts := bytes.Split(v, []byte(";"))
 	sentBy := bytes.TrimSpace(parts[0][len("SIP/2.0/UDP "):])
-	if len(sentBy) == 0 || bytes.IndexAny(sentBy, " \t") >= 0 {
+	if len(sentBy) == 0 || bytes.ContainsAny(sentBy, " \t") {
 		return nil, false
 	}
 	out := make([]byte, 0, len(v)+48)
