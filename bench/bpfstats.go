@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"sipxdp/bpf"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -95,17 +95,9 @@ func runXDPPassChild(args []string) int {
 }
 
 func attachXDPPass(ifname string) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:    "bench_xdp_pass",
-		Type:    ebpf.XDP,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
-			asm.Return(),
-		},
-	})
+	prog, err := bpf.NewPassXDP()
 	if err != nil {
-		return fmt.Errorf("load XDP_PASS: %w", err)
+		return err
 	}
 	defer prog.Close()
 	l, err := netlink.LinkByName(ifname)

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -284,16 +282,9 @@ func (tp *topo) ethtool(t *testing.T, i int, args ...string) {
 // to a peer that runs XDP itself.
 func (tp *topo) attachPassXDP(t *testing.T, i int, dev string) {
 	t.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:    ebpf.XDP,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
-			asm.Return(),
-		},
-	})
+	prog, err := NewPassXDP()
 	if err != nil {
-		t.Fatalf("load pass program: %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
 	tp.in(t, i, func() error {

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sipxdp/bpf"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,8 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -374,16 +373,9 @@ func (n *NS) SetTxChecksum(dev string, on bool) error {
 // Native XDP on veth redirects or transmits into a peer only when the peer
 // runs an XDP program too, so the ends facing the relay need one.
 func (n *NS) AttachXDPPass(dev string) (io.Closer, error) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:    ebpf.XDP,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
-			asm.Return(),
-		},
-	})
+	prog, err := bpf.NewPassXDP()
 	if err != nil {
-		return nil, fmt.Errorf("load xdp pass program: %w", err)
+		return nil, err
 	}
 	defer prog.Close() // the link holds its own reference
 	var l link.Link
