@@ -17,6 +17,7 @@ import (
 
 	"sipxdp/mediapath"
 	"sipxdp/relay"
+	"sipxdp/sipd/media"
 	"sipxdp/sipd/sipserver"
 )
 
@@ -63,6 +64,7 @@ func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 // API until ctx is done. SIGHUP reloads the users file.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	api := &API{Started: time.Now(), Version: Version}
+	var ctrl *media.Controller
 	if cfg.Media.Mode != MediaNone {
 		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))
 		if err != nil {
@@ -70,9 +72,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		defer st.Close()
 		api.Engine = st.Engine
-		log.Warn("media.mode " + cfg.Media.Mode + ": the relay runs, but SDP rewriting is not built yet (issue 4): calls are not steered through it")
+		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media")})
 	}
-	sipSrv, err := sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{})
+	sipSrv, err := sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
 	if err != nil {
 		return fmt.Errorf("start sip: %w", err)
 	}
@@ -101,6 +103,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	if api.Engine != nil {
 		start("media engine", func() error { return api.Engine.Run(ctx) })
+		start("media events", func() error { ctrl.Run(ctx, api.Engine.Events()); return nil })
 	}
 	start("sip", func() error { return sipSrv.Serve(ctx) })
 	start("http", func() error { return srv.Serve(ln) })

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/sipd/media"
 	"sipxdp/sipd/nat"
 )
 
@@ -30,6 +31,7 @@ type target struct {
 	uri       sip.Uri
 	dest      string // ip:port; empty: from Route or Request-URI
 	transport string
+	nated     bool // the registered binding is behind NAT
 }
 
 func randHex(n int) string {
@@ -52,6 +54,65 @@ func uriTransport(u *sip.Uri) string {
 func hostIP(host string) netip.Addr {
 	a, _ := netip.ParseAddr(normHost(host))
 	return a
+}
+
+// mediaRequest lets the media controller see a request about to be
+// forwarded: it starts relaying an initial INVITE when the media mode says
+// so, and follows SDP in in-dialog requests. ok false means the request was
+// answered (503: the relay cannot take it) and must not be forwarded.
+func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, initial bool, targets []target) (relayed, ok bool) {
+	m := p.cfg.Media
+	if m == nil {
+		return false, true
+	}
+	var err error
+	switch {
+	case initial:
+		if !m.Relays(req, p.natInvolved(req, targets)) {
+			return false, true
+		}
+		if err = m.Invite(req); err == nil {
+			return true, true
+		}
+	case d.InDialog:
+		if err = m.Request(req); err == nil {
+			return false, true
+		}
+	default:
+		return false, true
+	}
+	callID := req.CallID().Value()
+	if !errors.Is(err, media.ErrUnavailable) {
+		// Bad SDP or an engine fault: refuse rather than let media bypass
+		// the relay on a call that was meant to use it.
+		p.log.Warn("media: cannot relay", "call_id", callID, "method", string(req.Method), "error", err)
+		p.reply(req, stx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 sipd "media relay refused the session description"`))
+		return false, false
+	}
+	p.log.Warn("media: relay unavailable, refusing", "call_id", callID, "method", string(req.Method), "error", err)
+	p.reply(req, stx, 503, "Service Unavailable",
+		sip.NewHeader("Warning", `399 sipd "media relay unavailable"`),
+		sip.NewHeader("Reason", `SIP;cause=503;text="media relay unavailable"`))
+	return false, false
+}
+
+// natInvolved tells whether the caller of req or any callee target is
+// behind NAT, as media.mode nat needs.
+func (p *Proxy) natInvolved(req *sip.Request, targets []target) bool {
+	for _, t := range targets {
+		if t.nated {
+			return true
+		}
+	}
+	src := srcAddr(req)
+	if !src.IsValid() {
+		return false
+	}
+	var contact *sip.ContactHeader
+	if c, ok := req.GetHeader("Contact").(*sip.ContactHeader); ok {
+		contact = c
+	}
+	return nat.Detect(src, req.Via(), contact, req.Transport()) != 0
 }
 
 func (l Listener) recordRoute() *sip.RecordRouteHeader {
@@ -191,6 +252,10 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 			return // canceled already; the transaction answered 487
 		}
 	}
+	relayed, ok := p.mediaRequest(req, stx, d, initialInvite, targets)
+	if !ok {
+		return
+	}
 	if initialInvite && p.dialogs != nil {
 		p.dialogs.Invite(callID, fromTag, req.From().Address.String(), req.To().Address.String())
 	}
@@ -254,6 +319,9 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 	if len(branches) == 0 {
 		p.reply(req, stx, 503, "Service Unavailable")
 		p.finalDialog(initialInvite, callID, fromTag, "", 503)
+		if relayed {
+			p.cfg.Media.End(callID, "not forwarded")
+		}
 		return
 	}
 
@@ -357,6 +425,10 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 		p.dialogs.Bye(callID, fromTag, toTag, "bye")
 	}
 	p.finalDialog(initialInvite, callID, fromTag, "", best.StatusCode)
+	if relayed {
+		// CANCEL, a failure, or no answer in time: the call never started.
+		p.cfg.Media.End(callID, "failed")
+	}
 	if isDownstream(best) {
 		p.relay(req, stx, best)
 		return
@@ -415,6 +487,9 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 				out.ReplaceHeader(c)
 			}
 		}
+	}
+	if p.cfg.Media != nil {
+		p.cfg.Media.Response(out)
 	}
 	out.SetTransport(req.Transport())
 	out.SetDestination(req.Source())
@@ -545,6 +620,9 @@ func (p *Proxy) HandleStrayResponse(r *sip.Response) {
 	}
 	out := r.Clone()
 	out.RemoveHeader("Via")
+	if p.cfg.Media != nil {
+		p.cfg.Media.Response(out)
+	}
 	next := out.Via()
 	if next == nil {
 		return

@@ -18,6 +18,7 @@ import (
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
 	"sipxdp/sipd/nat"
+	"sipxdp/sipd/media"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/registrar"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	FixContact    bool
 	MaxSize       int
 	InviteTimeout time.Duration // Timer C: give up on a ringing branch
+	// Media steers relayed calls' RTP through the relay (SDP rewrite);
+	// nil: signaling only, SDP untouched.
+	Media *media.Controller
 }
 
 // Stats are the core's counters.
@@ -186,6 +190,12 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 		p.lookup(req, tx, d)
 	case ActForward:
 		if req.Method == sip.ACK {
+			if p.cfg.Media != nil {
+				// The answer to a late offer comes in the ACK.
+				if err := p.cfg.Media.Request(req); err != nil {
+					p.log.Warn("media: ACK sdp left as is", "call_id", req.CallID().Value(), "error", err)
+				}
+			}
 			p.forwardAck(req)
 			return
 		}
@@ -278,7 +288,7 @@ func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
 		if err := sip.ParseUri(b.Contact, &u); err != nil {
 			continue
 		}
-		t := target{uri: u}
+		t := target{uri: u, nated: b.NATed}
 		switch {
 		case b.Received == "":
 		case sip.IsReliable(b.Transport):

@@ -33,6 +33,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sipxdp/sipd/dialog"
+	"sipxdp/sipd/media"
 	"sipxdp/sipd/digest"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
@@ -69,6 +70,8 @@ type Options struct {
 	// Exempt sources are never flood-banned (the operator's own hosts).
 	Exempt []netip.Prefix
 	Now    func() time.Time
+	// Media relays calls' RTP (media.mode all or nat); nil: signaling only.
+	Media *media.Controller
 }
 
 // Server is the SIP proxy and registrar.
@@ -241,7 +244,11 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
+		Media: opt.Media,
 	}, log, s.ua, s.self, auth, reg, s.dialogs)
+	if opt.Media != nil {
+		opt.Media.OnTimeout(s.core.MediaEnded)
+	}
 	s.ua.TransactionLayer().OnRequest(func(req *sip.Request, tx *sip.ServerTx) {
 		s.handlers.Add(1)
 		defer s.handlers.Done()

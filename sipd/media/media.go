@@ -1,0 +1,432 @@
+// Package media joins SIP signaling to the relay engine: it decides which
+// calls are relayed (media.mode), follows each call's offer/answer exchange
+// (RFC 3264) through INVITE, provisional and final responses, ACK, UPDATE
+// and re-INVITE, tells the engine where each side's media is, and rewrites
+// the SDP each side receives so that it points at the relay.
+//
+// The proxy calls the Controller at a few hook points and never looks at
+// SDP itself. The engine is reached through the small Engine interface so
+// the controller can be tested with a fake.
+package media
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/relay"
+	"sipxdp/sipd/sdprewrite"
+)
+
+// Media modes, as in the config file.
+const (
+	ModeNone = "none"
+	ModeAll  = "all"
+	ModeNAT  = "nat"
+)
+
+// Engine is what the controller needs from relay.Engine.
+type Engine interface {
+	CreateSession(callID string) error
+	AddStream(callID string, index int, a, b relay.LegSpec) (relay.StreamPorts, error)
+	SetPeer(callID string, index int, side relay.Side, rtp, rtcp netip.AddrPort, rtcpMux bool) error
+	RemoveStream(callID string, index int) error
+	DeleteSession(callID string) (relay.SessionInfo, error)
+}
+
+// ErrUnavailable wraps every error that should make the proxy refuse a
+// call with 503 rather than forward it with unrelayed media: the relay is
+// draining or out of ports.
+var ErrUnavailable = errors.New("media relay unavailable")
+
+// OverrideHeader, when present on an initial INVITE, overrides the
+// configured mode for that call: "relay" or "none" (a per-call switch for
+// operators and tests; any other value is ignored).
+const OverrideHeader = "X-Sipd-Media"
+
+// Config of a Controller.
+type Config struct {
+	Mode   string // ModeAll or ModeNAT; ModeNone makes a controller that relays nothing
+	Engine Engine
+	Log    *slog.Logger
+	// Address names the relay address (relay.AddressConfig.Name) for both
+	// legs; empty picks the first of the right family.
+	Address string
+}
+
+// Controller holds the offer/answer state of every relayed call.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	calls map[string]*call
+
+	onTimeout func(Ended)
+}
+
+// Ended describes a call the controller ended by itself (media timeout),
+// so the proxy can close the dialog.
+type Ended struct {
+	CallID    string
+	CallerTag string
+	Reason    string
+	Dialog    Dialog
+}
+
+// Dialog is what the controller saw of the dialog's signaling, enough to
+// build an in-dialog BYE towards each side.
+type Dialog struct {
+	Invite *sip.Request  // initial INVITE as received from the caller
+	OK     *sip.Response // 2xx as received from the callee (nil: not answered)
+}
+
+type call struct {
+	callerTag string
+	fam       relay.Family
+	streams   map[int]relay.StreamPorts
+	// lockedTag is the To tag of the callee branch whose SDP the relay
+	// follows: the first to answer with SDP, replaced by the branch that
+	// sends the 2xx. Other forks' SDP is still rewritten, never followed.
+	lockedTag string
+	confirmed bool // a 2xx locked the branch
+	// Last SDP seen from each side and what it became, so a retransmitted
+	// 2xx or ACK gets byte-identical output (same o= version).
+	lastIn, lastOut [2][]byte
+	dialog          Dialog
+}
+
+// New returns a controller. A nil Log discards.
+func New(cfg Config) *Controller {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Controller{cfg: cfg, log: cfg.Log, calls: map[string]*call{}}
+}
+
+// OnTimeout sets the function called (from Run's goroutine) for a call the
+// engine reports as silent; the session is already deleted then.
+func (c *Controller) OnTimeout(f func(Ended)) { c.onTimeout = f }
+
+// Relays reports whether a new call with these NAT findings is relayed.
+func (c *Controller) Relays(req *sip.Request, nated bool) bool {
+	if h := req.GetHeader(OverrideHeader); h != nil {
+		switch strings.ToLower(strings.TrimSpace(h.Value())) {
+		case "relay":
+			return true
+		case "none":
+			return false
+		}
+	}
+	switch c.cfg.Mode {
+	case ModeAll:
+		return true
+	case ModeNAT:
+		return nated
+	}
+	return false
+}
+
+// Active returns how many calls are relayed now.
+func (c *Controller) Active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.calls)
+}
+
+// msg is what requests and responses share.
+type msg interface {
+	Body() []byte
+	GetHeader(name string) sip.Header
+}
+
+func isSDP(m msg) bool {
+	if len(m.Body()) == 0 {
+		return false
+	}
+	ct := m.GetHeader("Content-Type")
+	if ct == nil {
+		return false
+	}
+	v := strings.ToLower(ct.Value())
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v) == "application/sdp"
+}
+
+func fromTag(m msg) string {
+	if f, ok := m.GetHeader("From").(*sip.FromHeader); ok {
+		return f.Params.GetOr("tag", "")
+	}
+	return ""
+}
+
+func toTag(m msg) string {
+	if t, ok := m.GetHeader("To").(*sip.ToHeader); ok {
+		return t.Params.GetOr("tag", "")
+	}
+	return ""
+}
+
+func callID(m msg) string {
+	if h := m.GetHeader("Call-ID"); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// Invite starts relaying a call whose initial INVITE is about to be
+// forwarded, and rewrites its offer, if any. The proxy has already decided
+// the call is relayed (Relays). An error wrapping ErrUnavailable means:
+// answer 503 and do not forward.
+func (c *Controller) Invite(req *sip.Request) error {
+	id := callID(req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[id]
+	if !ok {
+		if err := c.cfg.Engine.CreateSession(id); err != nil && !errors.Is(err, relay.ErrSessionExists) {
+			// Draining, or closed at shutdown: either way not this relay.
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}}
+		c.calls[id] = cl
+	}
+	cl.dialog.Invite = req.Clone()
+	if !isSDP(req) {
+		return nil // late offer: it comes in the 2xx
+	}
+	body, err := c.sdp(id, cl, relay.SideA, req.Body(), true)
+	if err != nil {
+		c.deleteLocked(id, "setup failed")
+		return err
+	}
+	req.SetBody(body)
+	return nil
+}
+
+// Request handles an in-dialog request of a relayed call that may carry
+// SDP (re-INVITE, UPDATE, ACK, PRACK): it updates the sender's side and
+// rewrites the body in place. BYE ends the call's relaying. An error
+// wrapping ErrUnavailable on a re-INVITE or UPDATE means: answer 503; the
+// call itself goes on.
+func (c *Controller) Request(req *sip.Request) error {
+	id := callID(req)
+	if req.Method == sip.BYE {
+		c.End(id, "bye")
+		return nil
+	}
+	if !isSDP(req) {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[id]
+	if !ok {
+		return nil
+	}
+	side := relay.SideB
+	if fromTag(req) == cl.callerTag {
+		side = relay.SideA
+	}
+	body, err := c.sdp(id, cl, side, req.Body(), true)
+	if err != nil {
+		return err
+	}
+	req.SetBody(body)
+	return nil
+}
+
+// Response rewrites the SDP of a response on its way upstream (the caller
+// of the request it answers). res is the proxy's own copy.
+func (c *Controller) Response(res *sip.Response) {
+	if !isSDP(res) || res.StatusCode < 101 || res.StatusCode >= 300 {
+		return
+	}
+	id := callID(res)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[id]
+	if !ok {
+		return
+	}
+	// A response comes from whoever did not send the request.
+	side := relay.SideA
+	if fromTag(res) == cl.callerTag {
+		side = relay.SideB
+	}
+	follow := true
+	if side == relay.SideB && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE && !cl.confirmed {
+		tag := toTag(res)
+		switch {
+		case res.IsSuccess():
+			cl.lockedTag, cl.confirmed = tag, true
+			cl.dialog.OK = res.Clone()
+		case cl.lockedTag == "":
+			cl.lockedTag = tag
+		default:
+			follow = tag == cl.lockedTag
+		}
+	} else if side == relay.SideB && cl.confirmed && toTag(res) != cl.lockedTag {
+		follow = false // a late 2xx from another fork: the caller will BYE it
+	}
+	body, err := c.sdp(id, cl, side, res.Body(), follow)
+	if err != nil {
+		c.log.Warn("media: response sdp left as is", "call_id", id, "code", res.StatusCode, "error", err)
+		return
+	}
+	res.SetBody(body)
+}
+
+// End stops relaying a call (BYE, CANCEL, failure, timeout). Unknown calls
+// are ignored.
+func (c *Controller) End(callID, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deleteLocked(callID, reason)
+}
+
+func (c *Controller) deleteLocked(id, reason string) bool {
+	if _, ok := c.calls[id]; !ok {
+		return false
+	}
+	delete(c.calls, id)
+	if _, err := c.cfg.Engine.DeleteSession(id); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+		c.log.Warn("media: delete relay session", "call_id", id, "error", err)
+	}
+	c.log.Debug("media: call no longer relayed", "call_id", id, "reason", reason)
+	return true
+}
+
+// Run consumes the engine's events until ctx is done or events closes: a
+// call with no media for the timeout is deleted and reported to the
+// OnTimeout function.
+func (c *Controller) Run(ctx context.Context, events <-chan relay.Event) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			c.mu.Lock()
+			cl := c.calls[ev.CallID]
+			var e Ended
+			if cl != nil {
+				e = Ended{CallID: ev.CallID, CallerTag: cl.callerTag, Reason: ev.Reason, Dialog: cl.dialog}
+			}
+			c.deleteLocked(ev.CallID, ev.Reason)
+			c.mu.Unlock()
+			if cl == nil {
+				// Not ours (e.g. adopted after a restart): still free it.
+				if _, err := c.cfg.Engine.DeleteSession(ev.CallID); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+					c.log.Warn("media: delete timed-out session", "call_id", ev.CallID, "error", err)
+				}
+				continue
+			}
+			c.log.Info("media: call ended by the relay", "call_id", ev.CallID, "reason", ev.Reason)
+			if c.onTimeout != nil {
+				c.onTimeout(e)
+			}
+		}
+	}
+}
+
+func familyOf(a netip.Addr) relay.Family {
+	switch {
+	case !a.IsValid():
+		return relay.FamilyAny
+	case a.Unmap().Is4():
+		return relay.IPv4
+	}
+	return relay.IPv6
+}
+
+// sdpFollow processes SDP from side: when follow, the engine learns side's
+// media addresses (creating streams as needed); the body is rewritten with
+// the other leg's relay ports, which is where the receiver must send. The
+// same mapping serves offers and answers: what differs between them is
+// only which streams may be new.
+func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, follow bool) ([]byte, error) {
+	if follow && bytes.Equal(body, cl.lastIn[side]) && cl.lastOut[side] != nil {
+		return cl.lastOut[side], nil
+	}
+	ms, err := sdprewrite.Parse(body)
+	if err != nil {
+		return nil, fmt.Errorf("parse sdp from side %s: %w", side, err)
+	}
+	targets := map[int]sdprewrite.Target{}
+	for _, m := range ms {
+		sp, have := cl.streams[m.Index]
+		if m.Port == 0 {
+			// Rejected or removed stream: it stays rejected, and its ports
+			// go back to the pool.
+			if have {
+				if err := c.cfg.Engine.RemoveStream(id, m.Index); err != nil && !errors.Is(err, relay.ErrStreamNotFound) {
+					c.log.Warn("media: remove stream", "call_id", id, "index", m.Index, "error", err)
+				}
+				delete(cl.streams, m.Index)
+			}
+			continue
+		}
+		if !have {
+			if !follow {
+				continue
+			}
+			fam := familyOf(m.Addr)
+			if cl.fam == relay.FamilyAny {
+				cl.fam = fam
+			}
+			a := relay.LegSpec{Address: c.cfg.Address, Family: cl.fam}
+			b := a
+			if side == relay.SideA {
+				a.Family = fam
+			} else {
+				b.Family = fam
+			}
+			sp, err = c.cfg.Engine.AddStream(id, m.Index, a, b)
+			if err != nil {
+				if errors.Is(err, relay.ErrPortsExhausted) || errors.Is(err, relay.ErrDraining) {
+					err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+				}
+				return nil, fmt.Errorf("add stream %d: %w", m.Index, err)
+			}
+			cl.streams[m.Index] = sp
+		}
+		if follow {
+			rtp := netip.AddrPortFrom(m.Addr, m.Port)
+			rtcp := m.RTCP
+			if !m.RTCPMux && !rtcp.IsValid() {
+				rtcp = netip.AddrPortFrom(m.Addr, m.Port+1)
+			}
+			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
+				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
+			}
+		}
+		// The receiver sends to the relay leg that faces it.
+		l := sp.Leg(1 - side)
+		addr := l.Advertised
+		if !addr.IsValid() {
+			addr = l.Local
+		}
+		targets[m.Index] = sdprewrite.Target{Addr: addr, RTP: l.RTP, RTCP: l.RTCP}
+	}
+	out, err := sdprewrite.Rewrite(body, targets, sdprewrite.Options{RemoveICE: true})
+	if err != nil {
+		return nil, fmt.Errorf("rewrite sdp from side %s: %w", side, err)
+	}
+	if follow {
+		cl.lastIn[side] = append([]byte(nil), body...)
+		cl.lastOut[side] = out
+	}
+	return out, nil
+}

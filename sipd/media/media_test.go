@@ -1,0 +1,545 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/relay"
+	"sipxdp/sipd/sdprewrite"
+)
+
+type peer struct {
+	rtp, rtcp netip.AddrPort
+	mux       bool
+}
+
+type peerKey struct {
+	call  string
+	index int
+	side  relay.Side
+}
+
+// fakeEngine hands out ports 40000, 40002, ... and remembers what it was
+// told.
+type fakeEngine struct {
+	mu        sync.Mutex
+	sessions  map[string]map[int]relay.StreamPorts
+	peers     map[peerKey]peer
+	setPeers  int
+	next      uint16
+	draining  bool
+	exhausted bool
+	deleted   []string
+	removed   []int
+	families  [][2]relay.Family
+}
+
+func newFake() *fakeEngine {
+	return &fakeEngine{sessions: map[string]map[int]relay.StreamPorts{}, peers: map[peerKey]peer{}, next: 40000}
+}
+
+var relayAddr = netip.MustParseAddr("203.0.113.1")
+
+func (f *fakeEngine) CreateSession(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.draining {
+		return fmt.Errorf("create session %q: %w", id, relay.ErrDraining)
+	}
+	if _, ok := f.sessions[id]; ok {
+		return relay.ErrSessionExists
+	}
+	f.sessions[id] = map[int]relay.StreamPorts{}
+	return nil
+}
+
+func (f *fakeEngine) AddStream(id string, index int, a, b relay.LegSpec) (relay.StreamPorts, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.StreamPorts{}, relay.ErrSessionNotFound
+	}
+	if sp, ok := s[index]; ok {
+		return sp, nil
+	}
+	if f.exhausted {
+		return relay.StreamPorts{}, fmt.Errorf("add stream: %w", relay.ErrPortsExhausted)
+	}
+	leg := func() relay.LegPorts {
+		p := f.next
+		f.next += 2
+		return relay.LegPorts{Local: netip.MustParseAddr("10.0.0.1"), Advertised: relayAddr, RTP: p, RTCP: p + 1}
+	}
+	sp := relay.StreamPorts{A: leg(), B: leg()}
+	s[index] = sp
+	f.families = append(f.families, [2]relay.Family{a.Family, b.Family})
+	return sp, nil
+}
+
+func (f *fakeEngine) SetPeer(id string, index int, side relay.Side, rtp, rtcp netip.AddrPort, mux bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.ErrSessionNotFound
+	}
+	if _, ok := s[index]; !ok {
+		return relay.ErrStreamNotFound
+	}
+	f.setPeers++
+	f.peers[peerKey{id, index, side}] = peer{rtp, rtcp, mux}
+	return nil
+}
+
+func (f *fakeEngine) RemoveStream(id string, index int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.ErrSessionNotFound
+	}
+	if _, ok := s[index]; !ok {
+		return relay.ErrStreamNotFound
+	}
+	delete(s, index)
+	delete(f.peers, peerKey{id, index, relay.SideA})
+	delete(f.peers, peerKey{id, index, relay.SideB})
+	f.removed = append(f.removed, index)
+	return nil
+}
+
+func (f *fakeEngine) DeleteSession(id string) (relay.SessionInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return relay.SessionInfo{}, relay.ErrSessionNotFound
+	}
+	delete(f.sessions, id)
+	f.deleted = append(f.deleted, id)
+	return relay.SessionInfo{}, nil
+}
+
+func (f *fakeEngine) peer(id string, index int, side relay.Side) (peer, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.peers[peerKey{id, index, side}]
+	return p, ok
+}
+
+func (f *fakeEngine) ports(id string, index int) (relay.StreamPorts, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sp, ok := f.sessions[id][index]
+	return sp, ok
+}
+
+func sdp(ip string, v int, media ...string) string {
+	fam := "IP4"
+	if strings.Contains(ip, ":") {
+		fam = "IP6"
+	}
+	s := fmt.Sprintf("v=0\r\no=- 1 %d IN %s %s\r\ns=-\r\nc=IN %s %s\r\nt=0 0\r\n", v, fam, ip, fam, ip)
+	for _, m := range media {
+		s += m
+	}
+	return s
+}
+
+func audio(port int, attrs ...string) string {
+	s := fmt.Sprintf("m=audio %d RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n", port)
+	for _, a := range attrs {
+		s += "a=" + a + "\r\n"
+	}
+	return s
+}
+
+func video(port int) string {
+	return fmt.Sprintf("m=video %d RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n", port)
+}
+
+const (
+	callerTag = "ctag"
+	calleeTag = "etag"
+	cid       = "call-1@test"
+)
+
+func build(t *testing.T, first string, fromTag, toTag string, cseq string, body string) sip.Message {
+	t.Helper()
+	to := "<sip:bob@example.com>"
+	if toTag != "" {
+		to += ";tag=" + toTag
+	}
+	text := first + "\r\n" +
+		"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n" +
+		"From: <sip:alice@example.com>;tag=" + fromTag + "\r\n" +
+		"To: " + to + "\r\n" +
+		"Call-ID: " + cid + "\r\n" +
+		"CSeq: " + cseq + "\r\n" +
+		"Contact: <sip:alice@192.0.2.10:5060>\r\n"
+	if body != "" {
+		text += "Content-Type: application/sdp\r\n"
+	}
+	text += fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
+	m, err := sip.ParseMessage([]byte(text))
+	if err != nil {
+		t.Fatalf("parse test message: %v\n%s", err, text)
+	}
+	return m
+}
+
+func invite(t *testing.T, body string) *sip.Request {
+	return build(t, "INVITE sip:bob@example.com SIP/2.0", callerTag, "", "1 INVITE", body).(*sip.Request)
+}
+
+// inDialog is a request from the caller (fromCaller) or the callee.
+func inDialog(t *testing.T, method string, fromCaller bool, seq int, body string) *sip.Request {
+	from, to := callerTag, calleeTag
+	if !fromCaller {
+		from, to = calleeTag, callerTag
+	}
+	return build(t, method+" sip:x@192.0.2.20 SIP/2.0", from, to, fmt.Sprintf("%d %s", seq, method), body).(*sip.Request)
+}
+
+// response to a request the caller sent (or the callee, when !toCaller).
+func response(t *testing.T, code int, toCaller bool, method string, body string) *sip.Response {
+	from, to := callerTag, calleeTag
+	if !toCaller {
+		from, to = calleeTag, callerTag
+	}
+	return build(t, fmt.Sprintf("SIP/2.0 %d X", code), from, to, "1 "+method, body).(*sip.Response)
+}
+
+func parse(t *testing.T, m interface{ Body() []byte }) []sdprewrite.Media {
+	t.Helper()
+	ms, err := sdprewrite.Parse(m.Body())
+	if err != nil {
+		t.Fatalf("rewritten sdp does not parse: %v\n%s", err, m.Body())
+	}
+	return ms
+}
+
+// checkPoints checks that stream index of the SDP in m points at leg.
+func checkPoints(t *testing.T, m interface {
+	Body() []byte
+	ContentLength() *sip.ContentLengthHeader
+}, index int, leg relay.LegPorts) {
+	t.Helper()
+	if cl := m.ContentLength(); cl == nil || int(*cl) != len(m.Body()) {
+		t.Errorf("Content-Length %v, body %d bytes", cl, len(m.Body()))
+	}
+	ms := parse(t, m)
+	if index >= len(ms) {
+		t.Fatalf("no m-line %d in\n%s", index, m.Body())
+	}
+	got := ms[index]
+	if got.Addr != leg.Advertised || got.Port != leg.RTP {
+		t.Errorf("m-line %d points at %v:%d, want the relay %v:%d\n%s", index, got.Addr, got.Port, leg.Advertised, leg.RTP, m.Body())
+	}
+}
+
+func newCtl(mode string) (*Controller, *fakeEngine) {
+	f := newFake()
+	return New(Config{Mode: mode, Engine: f}), f
+}
+
+func TestOfferAnswerInInviteAnd200(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	inv := invite(t, sdp("192.0.2.10", 1, audio(10000)))
+	if err := c.Invite(inv); err != nil {
+		t.Fatal(err)
+	}
+	sp, ok := f.ports(cid, 0)
+	if !ok {
+		t.Fatal("no stream created for the offer")
+	}
+	checkPoints(t, inv, 0, sp.B)
+	if p, ok := f.peer(cid, 0, relay.SideA); !ok || p.rtp != netip.MustParseAddrPort("192.0.2.10:10000") || p.rtcp != netip.MustParseAddrPort("192.0.2.10:10001") || p.mux {
+		t.Errorf("side A peer %+v %v", p, ok)
+	}
+	if f.families[0] != [2]relay.Family{relay.IPv4, relay.IPv4} {
+		t.Errorf("leg families %v, want IPv4 both", f.families[0])
+	}
+	ring := response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+	c.Response(ring)
+	checkPoints(t, ring, 0, sp.A)
+	ok200 := response(t, 200, true, "INVITE", sdp("192.0.2.20", 2, audio(20002)))
+	c.Response(ok200)
+	checkPoints(t, ok200, 0, sp.A)
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp != netip.MustParseAddrPort("192.0.2.20:20002") {
+		t.Errorf("side B peer %v, want the 200's address", p.rtp)
+	}
+	// A retransmitted 200 gets the same bytes (same o= version).
+	again := response(t, 200, true, "INVITE", sdp("192.0.2.20", 2, audio(20002)))
+	c.Response(again)
+	if string(again.Body()) != string(ok200.Body()) {
+		t.Errorf("retransmission rewritten differently:\n%s\nvs\n%s", again.Body(), ok200.Body())
+	}
+	if c.Active() != 1 {
+		t.Errorf("active %d", c.Active())
+	}
+	bye := inDialog(t, "BYE", false, 1, "")
+	if err := c.Request(bye); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.deleted) != 1 || c.Active() != 0 {
+		t.Errorf("after BYE: deleted %v, active %d", f.deleted, c.Active())
+	}
+}
+
+func TestLateOffer(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	inv := invite(t, "")
+	if err := c.Invite(inv); err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Body()) != 0 {
+		t.Fatal("empty INVITE got a body")
+	}
+	ok200 := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+	c.Response(ok200)
+	sp, ok := f.ports(cid, 0)
+	if !ok {
+		t.Fatal("offer in 200 created no stream")
+	}
+	checkPoints(t, ok200, 0, sp.A)
+	if p, ok := f.peer(cid, 0, relay.SideB); !ok || p.rtp != netip.MustParseAddrPort("192.0.2.20:20000") {
+		t.Errorf("side B peer %+v", p)
+	}
+	ack := inDialog(t, "ACK", true, 1, sdp("192.0.2.10", 1, audio(10000)))
+	if err := c.Request(ack); err != nil {
+		t.Fatal(err)
+	}
+	checkPoints(t, ack, 0, sp.B)
+	if p, ok := f.peer(cid, 0, relay.SideA); !ok || p.rtp != netip.MustParseAddrPort("192.0.2.10:10000") {
+		t.Errorf("side A peer %+v", p)
+	}
+}
+
+func setup(t *testing.T, c *Controller, offer, answer string) {
+	t.Helper()
+	if err := c.Invite(invite(t, offer)); err != nil {
+		t.Fatal(err)
+	}
+	c.Response(response(t, 200, true, "INVITE", answer))
+}
+
+func TestReinviteHoldAndChangedPort(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	setup(t, c, sdp("192.0.2.10", 1, audio(10000)), sdp("192.0.2.20", 1, audio(20000)))
+	sp, _ := f.ports(cid, 0)
+	// The callee puts the caller on hold, from a new port.
+	hold := inDialog(t, "INVITE", false, 2, sdp("192.0.2.20", 2, audio(20010, "sendonly")))
+	if err := c.Request(hold); err != nil {
+		t.Fatal(err)
+	}
+	checkPoints(t, hold, 0, sp.A)
+	if d := parse(t, hold)[0].Direction; d != "sendonly" {
+		t.Errorf("direction %q after rewrite, want sendonly kept", d)
+	}
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp != netip.MustParseAddrPort("192.0.2.20:20010") {
+		t.Errorf("side B peer %v after re-INVITE, want the new port", p.rtp)
+	}
+	res := response(t, 200, false, "INVITE", sdp("192.0.2.10", 2, audio(10000, "recvonly")))
+	c.Response(res)
+	checkPoints(t, res, 0, sp.B)
+	if sp2, _ := f.ports(cid, 0); sp2 != sp {
+		t.Errorf("re-INVITE changed the relay ports: %+v -> %+v", sp, sp2)
+	}
+	// Resume from the caller: UPDATE this time.
+	up := inDialog(t, "UPDATE", true, 3, sdp("192.0.2.11", 3, audio(10004)))
+	if err := c.Request(up); err != nil {
+		t.Fatal(err)
+	}
+	checkPoints(t, up, 0, sp.B)
+	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.11:10004") {
+		t.Errorf("side A peer %v after UPDATE, want the new address", p.rtp)
+	}
+}
+
+func TestRTCPMuxAndExplicitRTCP(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	setup(t, c, sdp("192.0.2.10", 1, audio(10000, "rtcp-mux")), sdp("192.0.2.20", 1, audio(20000, "rtcp:20005")))
+	if p, _ := f.peer(cid, 0, relay.SideA); !p.mux {
+		t.Errorf("side A peer %+v, want rtcp-mux", p)
+	}
+	if p, _ := f.peer(cid, 0, relay.SideB); p.mux || p.rtcp != netip.MustParseAddrPort("192.0.2.20:20005") {
+		t.Errorf("side B peer %+v, want RTCP at 20005", p)
+	}
+}
+
+func TestRejectedStream(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	inv := invite(t, sdp("192.0.2.10", 1, audio(10000), video(0), video(10002)))
+	if err := c.Invite(inv); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.ports(cid, 1); ok {
+		t.Error("a stream was created for a port-0 m-line")
+	}
+	if ms := parse(t, inv); ms[1].Port != 0 {
+		t.Errorf("rejected stream got port %d", ms[1].Port)
+	}
+	if _, ok := f.ports(cid, 2); !ok {
+		t.Fatal("no stream for the video m-line")
+	}
+	// The callee rejects the video.
+	res := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000), video(0), video(0)))
+	c.Response(res)
+	if ms := parse(t, res); ms[2].Port != 0 || ms[1].Port != 0 {
+		t.Errorf("rejected streams not kept rejected: %+v", ms)
+	}
+	if _, ok := f.ports(cid, 2); ok || len(f.removed) != 1 || f.removed[0] != 2 {
+		t.Errorf("rejected video stream not removed: removed %v", f.removed)
+	}
+	sp, _ := f.ports(cid, 0)
+	checkPoints(t, res, 0, sp.A)
+}
+
+func TestIPv6Leg(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000)))); err != nil {
+		t.Fatal(err)
+	}
+	if f.families[0][0] != relay.IPv6 {
+		t.Errorf("leg A family %v, want IPv6", f.families[0][0])
+	}
+}
+
+func TestCleanup(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, c *Controller)
+	}{
+		{"bye-from-caller", func(t *testing.T, c *Controller) { c.Request(inDialog(t, "BYE", true, 2, "")) }},
+		{"bye-from-callee", func(t *testing.T, c *Controller) { c.Request(inDialog(t, "BYE", false, 1, "")) }},
+		{"cancel-or-failure", func(t *testing.T, c *Controller) { c.End(cid, "failed") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, f := newCtl(ModeAll)
+			if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000)))); err != nil {
+				t.Fatal(err)
+			}
+			tc.end(t, c)
+			if len(f.deleted) != 1 || f.deleted[0] != cid || c.Active() != 0 {
+				t.Errorf("deleted %v, active %d", f.deleted, c.Active())
+			}
+			// A late response finds no call and is left alone.
+			res := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+			c.Response(res)
+			if ms := parse(t, res); ms[0].Port != 20000 {
+				t.Errorf("response of an ended call rewritten")
+			}
+		})
+	}
+}
+
+func TestModeDecision(t *testing.T) {
+	inv := invite(t, "")
+	for _, tc := range []struct {
+		mode   string
+		nated  bool
+		header string
+		want   bool
+	}{
+		{ModeAll, false, "", true},
+		{ModeNAT, false, "", false},
+		{ModeNAT, true, "", true},
+		{ModeNone, true, "", false},
+		{ModeNAT, false, "relay", true},
+		{ModeAll, true, "none", false},
+	} {
+		c, _ := newCtl(tc.mode)
+		req := inv.Clone()
+		if tc.header != "" {
+			req.AppendHeader(sip.NewHeader(OverrideHeader, tc.header))
+		}
+		if got := c.Relays(req, tc.nated); got != tc.want {
+			t.Errorf("mode %s nated %v header %q: relays %v, want %v", tc.mode, tc.nated, tc.header, got, tc.want)
+		}
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Run("draining", func(t *testing.T) {
+		c, f := newCtl(ModeAll)
+		f.draining = true
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))))
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrDraining) {
+			t.Fatalf("error %v, want ErrUnavailable wrapping ErrDraining", err)
+		}
+		if c.Active() != 0 {
+			t.Error("a refused call is tracked")
+		}
+	})
+	t.Run("ports exhausted", func(t *testing.T) {
+		c, f := newCtl(ModeAll)
+		f.exhausted = true
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))))
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrPortsExhausted) {
+			t.Fatalf("error %v, want ErrUnavailable wrapping ErrPortsExhausted", err)
+		}
+		if c.Active() != 0 || len(f.deleted) != 1 {
+			t.Errorf("refused call left behind: active %d, deleted %v", c.Active(), f.deleted)
+		}
+	})
+}
+
+func TestForkFirstAnswerThen2xxWins(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000)))); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(code int, tag, ip string, port int) *sip.Response {
+		r := response(t, code, true, "INVITE", sdp(ip, 1, audio(port)))
+		r.To().Params.Add("tag", tag) // replace the callee tag
+		return r
+	}
+	c.Response(mk(183, "fork1", "192.0.2.21", 21000))
+	c.Response(mk(183, "fork2", "192.0.2.22", 22000))
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp.Port() != 21000 {
+		t.Errorf("early media follows %v, want the first fork", p.rtp)
+	}
+	c.Response(mk(200, "fork2", "192.0.2.22", 22000))
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp.Port() != 22000 {
+		t.Errorf("after 200 media follows %v, want the answering fork", p.rtp)
+	}
+	late := mk(200, "fork1", "192.0.2.21", 21000)
+	c.Response(late)
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp.Port() != 22000 {
+		t.Errorf("a second 2xx moved the media to %v", p.rtp)
+	}
+}
+
+func TestMediaTimeoutEvent(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	setup(t, c, sdp("192.0.2.10", 1, audio(10000)), sdp("192.0.2.20", 1, audio(20000)))
+	got := make(chan Ended, 1)
+	c.OnTimeout(func(e Ended) { got <- e })
+	events := make(chan relay.Event, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx, events); close(done) }()
+	events <- relay.Event{CallID: cid, Reason: relay.ReasonMediaTimeout}
+	select {
+	case e := <-got:
+		if e.CallerTag != callerTag || e.Reason != relay.ReasonMediaTimeout || e.Dialog.Invite == nil || e.Dialog.OK == nil {
+			t.Errorf("ended %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no timeout callback")
+	}
+	cancel()
+	<-done
+	if len(f.deleted) != 1 || c.Active() != 0 {
+		t.Errorf("timed-out call not deleted: %v", f.deleted)
+	}
+}

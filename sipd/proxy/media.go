@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/media"
+)
+
+// byeCSeqStep is the CSeq of the BYEs the proxy sends on its own. It must be
+// above anything either side has used in the dialog, which the proxy does
+// not count; phones start low and count up by one per request.
+const byeCSeqStep = 100000
+
+// MediaEnded closes a call the relay found silent: the CDR records the
+// reason, and each side gets a BYE so the phones hang up too.
+//
+// The BYEs are sent straight to the address each side's signaling came
+// from, with no Route set: right when sipd is the only proxy on the path
+// (its own Record-Route is all the route set holds); with other
+// record-routing proxies in between, those proxies do not see the BYE.
+func (p *Proxy) MediaEnded(e media.Ended) {
+	if p.dialogs != nil {
+		p.dialogs.Bye(e.CallID, e.CallerTag, "", e.Reason)
+	}
+	inv, ok := e.Dialog.Invite, e.Dialog.OK
+	if inv == nil || ok == nil || p.stopped.Load() {
+		return
+	}
+	reason := sip.NewHeader("Reason", `SIP;cause=408;text="`+e.Reason+`"`)
+	var seq uint32 = byeCSeqStep
+	if c := inv.CSeq(); c != nil {
+		seq += c.SeqNo
+	}
+	// Towards the callee, in the caller's name.
+	if c, okc := ok.GetHeader("Contact").(*sip.ContactHeader); okc {
+		p.sendBye(c.Address, ok.Source(), ok.Transport(), sip.HeaderClone(inv.From()).(*sip.FromHeader),
+			sip.HeaderClone(ok.To()).(*sip.ToHeader), inv.CallID(), seq, reason)
+	}
+	// Towards the caller, in the callee's name: From and To swap.
+	if c, okc := inv.GetHeader("Contact").(*sip.ContactHeader); okc {
+		from := &sip.FromHeader{DisplayName: ok.To().DisplayName, Address: ok.To().Address, Params: ok.To().Params.Clone()}
+		to := &sip.ToHeader{DisplayName: inv.From().DisplayName, Address: inv.From().Address, Params: inv.From().Params.Clone()}
+		p.sendBye(c.Address, inv.Source(), inv.Transport(), from, to, inv.CallID(), byeCSeqStep, reason)
+	}
+}
+
+// sendBye sends one BYE outside any dialog state of ours; the answer is
+// read and dropped.
+func (p *Proxy) sendBye(ruri sip.Uri, dest, transport string, from *sip.FromHeader, to *sip.ToHeader, callID *sip.CallIDHeader, seq uint32, extra sip.Header) {
+	host, _, err := net.SplitHostPort(dest)
+	if err != nil {
+		p.log.Debug("media timeout bye: bad destination", "dest", dest, "error", err)
+		return
+	}
+	transport = strings.ToUpper(transport)
+	if transport == "" {
+		transport = "UDP"
+	}
+	l, ok := p.self.Listener(transport, hostIP(host))
+	if !ok {
+		p.log.Debug("media timeout bye: no listener", "transport", transport)
+		return
+	}
+	req := sip.NewRequest(sip.BYE, *ruri.Clone())
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
+		Host: l.host(), Port: int(l.Addr.Port()), Params: sip.NewParams()}
+	via.Params.Add("branch", branchMagic+randHex(8))
+	via.Params.Add("rport", "")
+	req.AppendHeader(via)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
+	req.AppendHeader(sip.HeaderClone(callID))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.BYE})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	if extra != nil {
+		req.AppendHeader(extra)
+	}
+	req.SetBody(nil)
+	req.SetTransport(transport)
+	req.SetDestination(dest)
+	if transport == "UDP" {
+		req.Laddr = sip.Addr{IP: l.Addr.Addr().AsSlice(), Port: int(l.Addr.Port())}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tx, err := p.ua.TransactionLayer().Request(ctx, req)
+	if err != nil {
+		p.log.Debug("media timeout bye failed", "dest", dest, "error", err)
+		return
+	}
+	p.forwarded.Add(1)
+	go func() {
+		defer tx.Terminate()
+		for {
+			select {
+			case <-tx.Responses():
+			case <-tx.Done():
+				return
+			}
+		}
+	}()
+}
