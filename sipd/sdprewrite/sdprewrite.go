@@ -80,6 +80,8 @@ type parsed struct {
 	mediaConn []bool
 	// rtcpLine[i] says whether m-line i has an a=rtcp line.
 	rtcpLine []bool
+	// ice[i] says whether m-line i carries ICE (a=candidate or a=ice-ufrag at media or session level).
+	ice []bool
 }
 
 // splitLines cuts body into SDP lines. Both CRLF and bare LF are accepted on input (RFC 4566 section 5 asks
@@ -217,7 +219,7 @@ func scan(body []byte) (*parsed, error) {
 	}
 
 	// Session level: o= (needed for the version bump), c=, and the default direction.
-	var origin bool
+	var origin, sessICE bool
 	sessDir := "sendrecv"
 	for _, l := range p.session.lines {
 		switch l.typ {
@@ -242,6 +244,9 @@ func scan(body []byte) (*parsed, error) {
 			if d, err := sdp.NewDirection(l.val); err == nil {
 				sessDir = d.String()
 			}
+			if k := attr(l.val).Key; k == "ice-ufrag" || k == "candidate" {
+				sessICE = true
+			}
 		}
 	}
 	if !origin {
@@ -251,7 +256,9 @@ func scan(body []byte) (*parsed, error) {
 	p.out = make([]Media, 0, len(p.media))
 	p.mediaConn = make([]bool, len(p.media))
 	p.rtcpLine = make([]bool, len(p.media))
+	p.ice = make([]bool, len(p.media))
 	for i, s := range p.media {
+		p.ice[i] = sessICE
 		m, err := p.scanMedia(i, s, sessDir)
 		if err != nil {
 			return nil, fmt.Errorf("m-line %d: %w", i, err)
@@ -319,6 +326,8 @@ func (p *parsed) scanMedia(i int, s section, sessDir string) (Media, error) {
 				p.rtcpLine[i] = true
 			case "rtcp-mux":
 				m.RTCPMux = true
+			case "candidate", "ice-ufrag":
+				p.ice[i] = true
 			default:
 				if d, err := sdp.NewDirection(l.val); err == nil {
 					m.Direction = d.String()
@@ -359,7 +368,10 @@ func Parse(body []byte) ([]Media, error) {
 
 // iceAttrs are the attributes that describe ICE (RFC 8839); with the relay as the media path they would invite
 // the peer to check paths that bypass it.
+// ice-pacing (RFC 8839) and ice-mismatch (RFC 5245) are ICE too and would be meaningless without the rest.
 var iceAttrs = map[string]bool{
+	"ice-pacing":        true,
+	"ice-mismatch":      true,
 	"candidate":         true,
 	"ice-ufrag":         true,
 	"ice-pwd":           true,
@@ -382,14 +394,20 @@ func connLine(a netip.Addr) line {
 // a target and rejected m-lines (port 0) are left as they are (port 0 stays 0); the o= session version is incremented;
 // IPv4 and IPv6 handled (c=IN IP6 ... when the target is IPv6, "IN IP4" otherwise). Everything else (codecs, fmtp, crypto,
 // directions, bandwidth) is preserved in order.
+//
+// One exception to "set to the target": an m-line on old-style hold (its c= is 0.0.0.0 or ::, and it has no ICE)
+// gets the target's port but keeps an unspecified address (0.0.0.0, or :: for an IPv6 target), so the hold
+// reaches the peer; Parse of the result reports the relay's ports with an unspecified Addr.
+//
+// Errors: a malformed body (wrapping ErrSDP), or a target for an m-line that does not exist, with no address, or
+// with RTP port 0. Lines are written with CRLF whatever the input used.
 func Rewrite(body []byte, targets map[int]Target, opts Options) ([]byte, error) {
 	p, err := scan(body)
 	if err != nil {
 		return nil, err
 	}
-	// Normalise targets and find the first one applied, which names the session-level c=.
+	// Check and normalise the targets; tg holds only those that apply.
 	tg := make(map[int]Target, len(targets))
-	first := -1
 	for i, t := range targets {
 		if i < 0 || i >= len(p.media) {
 			return nil, fmt.Errorf("sdprewrite: target for m-line %d, body has %d m-lines", i, len(p.media))
@@ -404,9 +422,25 @@ func Rewrite(body []byte, targets map[int]Target, opts Options) ([]byte, error) 
 			continue // rejected stays rejected: RFC 3264 section 6, a port 0 is never revived by the answerer's proxy
 		}
 		t.Addr = t.Addr.Unmap()
+		// Old-style hold (RFC 2543, c=0.0.0.0) is kept visible to the peer: the relay's port is still offered,
+		// but the address stays unspecified, in the target's family, so the peer does not start sending. With
+		// ICE the zero address is only the placeholder of trickle ICE (RFC 8840), not hold, and the relay's
+		// address goes in. rtpengine draws the same line (sipwise/rtpengine#1185).
+		if p.out[i].Addr.IsUnspecified() && !p.ice[i] {
+			if t.Addr.Is4() {
+				t.Addr = netip.IPv4Unspecified()
+			} else {
+				t.Addr = netip.IPv6Unspecified()
+			}
+		}
 		tg[i] = t
-		if first < 0 || i < first {
-			first = i
+	}
+	// The session-level c= names the first target; a held one only if every target is held, so that a held
+	// audio line does not make the session look held when video is live.
+	var sessAddr netip.Addr
+	for i := range p.media {
+		if t, ok := tg[i]; ok && (!sessAddr.IsValid() || sessAddr.IsUnspecified() && !t.Addr.IsUnspecified()) {
+			sessAddr = t.Addr
 		}
 	}
 
@@ -425,8 +459,8 @@ func Rewrite(body []byte, targets map[int]Target, opts Options) ([]byte, error) 
 			emit(line{typ: 'o', val: strings.Join(f, " ")})
 			continue
 		case 'c':
-			if first >= 0 {
-				emit(connLine(tg[first].Addr))
+			if sessAddr.IsValid() {
+				emit(connLine(sessAddr))
 				continue
 			}
 		case 'a':
@@ -441,7 +475,7 @@ func Rewrite(body []byte, targets map[int]Target, opts Options) ([]byte, error) 
 		t, ok := tg[i]
 		// An m-line we do not relay that took its address from the session-level c= must keep that address
 		// now that the session-level c= names the relay.
-		pin := !ok && first >= 0 && !p.mediaConn[i] && p.out[i].Port != 0
+		pin := !ok && sessAddr.IsValid() && !p.mediaConn[i] && p.out[i].Port != 0
 		addC := (ok && !p.mediaConn[i]) || pin
 		cDone := false
 		for j, l := range s.lines {
