@@ -34,13 +34,16 @@ func FuzzParse(f *testing.F) {
 }
 
 // FuzzRewrite: if Parse accepts a body, Rewrite with a target for every m-line succeeds, Parse accepts the
-// result, and every live m-line now carries the relay's port (and address, unless it is on old-style hold).
+// result, and every live m-line now carries the relay's ports and address (an unspecified address only if it
+// had one: old-style hold). rtcpMode picks the relay's RTCP port: none, RTP+1, or elsewhere, which exercise
+// removing, rewriting and adding a=rtcp.
 func FuzzRewrite(f *testing.F) {
 	for _, s := range seeds {
-		f.Add([]byte(s), false, false)
-		f.Add([]byte(s), true, true)
+		f.Add([]byte(s), false, false, uint8(1))
+		f.Add([]byte(s), true, true, uint8(0))
+		f.Add([]byte(s), false, true, uint8(2))
 	}
-	f.Fuzz(func(t *testing.T, body []byte, v6, removeICE bool) {
+	f.Fuzz(func(t *testing.T, body []byte, v6, removeICE bool, rtcpMode uint8) {
 		in, err := Parse(body)
 		if err != nil {
 			return
@@ -51,7 +54,15 @@ func FuzzRewrite(f *testing.F) {
 		}
 		targets := make(map[int]Target, len(in))
 		for i := range in {
-			targets[i] = Target{Addr: relay, RTP: uint16(30000 + 2*i), RTCP: uint16(30001 + 2*i)}
+			rtp := uint16(30000 + 2*(i%1000))
+			var rtcp uint16
+			switch rtcpMode % 3 {
+			case 1:
+				rtcp = rtp + 1
+			case 2:
+				rtcp = rtp + 10000
+			}
+			targets[i] = Target{Addr: relay, RTP: rtp, RTCP: rtcp}
 		}
 		out, err := Rewrite(body, targets, Options{RemoveICE: removeICE})
 		if err != nil {
@@ -75,11 +86,16 @@ func FuzzRewrite(f *testing.F) {
 			if m.Port != tg.RTP {
 				t.Fatalf("m-line %d: port %d, want %d", i, m.Port, tg.RTP)
 			}
-			if m.Addr != relay && !m.Addr.IsUnspecified() {
+			if m.Addr != relay && !(m.Addr.IsUnspecified() && in[i].Addr.IsUnspecified()) {
 				t.Fatalf("m-line %d: address %v, want %v", i, m.Addr, relay)
 			}
-			if m.RTCP.Port() != tg.RTCP {
-				t.Fatalf("m-line %d: RTCP %v, want port %d", i, m.RTCP, tg.RTCP)
+			// Without an RTCP port the a=rtcp is gone and the peer falls back to RTP+1.
+			wantRTCP := tg.RTCP
+			if wantRTCP == 0 {
+				wantRTCP = tg.RTP + 1
+			}
+			if m.RTCP != netip.AddrPortFrom(m.Addr, wantRTCP) {
+				t.Fatalf("m-line %d: RTCP %v, want %v", i, m.RTCP, netip.AddrPortFrom(m.Addr, wantRTCP))
 			}
 		}
 	})
