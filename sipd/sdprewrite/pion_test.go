@@ -28,3 +28,31 @@ func TestPionRejectsSIPSDP(t *testing.T) {
 		})
 	}
 }
+
+// TestPionMarshalReorders records the other reason Rewrite edits lines instead of using pion's Marshal: pion
+// reads a media section with a= before c= (which real devices send) but writes it back in RFC order, so a
+// Marshal round trip changes lines nobody meant to change. Rewrite leaves them where they were.
+func TestPionMarshalReorders(t *testing.T) {
+	in := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n" +
+		"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\nc=IN IP4 192.0.2.1\r\nb=AS:64\r\n"
+	var s sdp.SessionDescription
+	if err := s.UnmarshalString(in); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m) == in {
+		t.Errorf("pion's Marshal now keeps the order; the package comment should be revisited")
+	}
+	out, err := Rewrite([]byte(in), map[int]Target{0: {r4, 30000, 30001}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n" +
+		"m=audio 30000 RTP/AVP 0\r\na=sendrecv\r\nc=IN IP4 203.0.113.5\r\nb=AS:64\r\n"
+	if string(out) != want {
+		t.Errorf("Rewrite:\n%q\nwant\n%q", out, want)
+	}
+}

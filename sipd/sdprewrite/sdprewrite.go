@@ -7,7 +7,8 @@
 // byte for byte in its original order. github.com/pion/sdp/v3 supplies the attribute and direction types and is
 // used to check the parts it understands; it is not the parser of record because its Unmarshal rejects SDP that
 // SIP devices really send (T.38 "m=image 5000 udptl t38", line types it does not know such as y=), and a proxy
-// that fails such a call is worse than one that relays it. See TestPionRejectsSIPSDP.
+// that fails such a call is worse than one that relays it; and its Marshal writes the lines of a media section
+// back in RFC order, moving lines nobody meant to change. See TestPionRejectsSIPSDP and TestPionMarshalReorders.
 package sdprewrite
 
 import (
