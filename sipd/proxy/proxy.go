@@ -17,8 +17,8 @@ import (
 
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
-	"sipxdp/sipd/nat"
 	"sipxdp/sipd/media"
+	"sipxdp/sipd/nat"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/registrar"
 )

@@ -33,8 +33,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sipxdp/sipd/dialog"
-	"sipxdp/sipd/media"
 	"sipxdp/sipd/digest"
+	"sipxdp/sipd/media"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
 	"sipxdp/sipd/registrar"

@@ -1,0 +1,569 @@
+package sipd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/goleak"
+
+	"sipxdp/sipd/sdprewrite"
+)
+
+// daemon is sipd running in-process on loopback for an end-to-end test.
+type daemon struct {
+	sip          netip.AddrPort
+	http         string
+	portMin      int
+	portMax      int
+	relay        netip.Addr
+	stop         func()
+	cdrPath      string
+	mediaTimeout time.Duration
+}
+
+func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
+	t.Helper()
+	text := string(DefaultConfigYAML())
+	httpPort := freePort(t, "tcp")
+	sipPort := freePort(t, "udp")
+	// A port range of our own, so parallel packages do not collide.
+	pmin := 30000 + 2*(sipPort%2000)
+	d := &daemon{sip: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
+		http: fmt.Sprintf("http://127.0.0.1:%d", httpPort), portMin: pmin, portMax: pmin + 19,
+		relay: netip.MustParseAddr("127.0.0.1")}
+	text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
+	text = strings.ReplaceAll(text, "addr: 127.0.0.1:5060", fmt.Sprintf("addr: 127.0.0.1:%d", sipPort))
+	text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
+	text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
+	text = strings.Replace(text, "port_min: 20000", fmt.Sprintf("port_min: %d", d.portMin), 1)
+	text = strings.Replace(text, "port_max: 29999", fmt.Sprintf("port_max: %d", d.portMax), 1)
+	// No users: these tests are about media, not digest.
+	text = strings.Replace(text, "register: true ", "register: false", 1)
+	text = strings.Replace(text, "invite: true ", "invite: false", 1)
+	d.cdrPath = t.TempDir() + "/cdr.jsonl"
+	text = strings.Replace(text, `cdr_file: ""`, "cdr_file: "+d.cdrPath, 1)
+	if edit != nil {
+		text = edit(text)
+	}
+	cfg, err := ParseConfig([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SIP.Auth.Register || cfg.SIP.Auth.Invite {
+		t.Fatal("test config still asks for authentication")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	d.stop = func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not stop within 10 s of cancel")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(d.http + "/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			t.Fatalf("no /health: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *daemon) flows(t *testing.T, callID string) []FlowJSON {
+	t.Helper()
+	resp, err := http.Get(d.http + "/flows?call_id=" + callID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fs []FlowJSON
+	if err := json.NewDecoder(resp.Body).Decode(&fs); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// ua is a minimal SIP phone on a loopback UDP socket, with an RTP socket.
+type ua struct {
+	t     *testing.T
+	name  string
+	sip   *net.UDPConn
+	rtp   *net.UDPConn
+	proxy netip.AddrPort
+}
+
+func newUA(t *testing.T, name string, proxy netip.AddrPort) *ua {
+	t.Helper()
+	s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); r.Close() })
+	return &ua{t: t, name: name, sip: s, rtp: r, proxy: proxy}
+}
+
+func (u *ua) sipAddr() netip.AddrPort { return u.sip.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (u *ua) rtpPort() int            { return u.rtp.LocalAddr().(*net.UDPAddr).Port }
+
+func (u *ua) contact() string { return fmt.Sprintf("<sip:%s@%s>", u.name, u.sipAddr()) }
+
+func (u *ua) sdp() string {
+	return fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, u.rtpPort())
+}
+
+func (u *ua) send(m sip.Message) {
+	u.t.Helper()
+	if _, err := u.sip.WriteToUDPAddrPort([]byte(m.String()), u.proxy); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+func (u *ua) sendText(text string) {
+	u.t.Helper()
+	if _, err := u.sip.WriteToUDPAddrPort([]byte(text), u.proxy); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+// recv returns the next message that is not a 100 Trying.
+func (u *ua) recv() sip.Message {
+	u.t.Helper()
+	buf := make([]byte, 65535)
+	for {
+		u.sip.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := u.sip.Read(buf)
+		if err != nil {
+			u.t.Fatalf("%s: no SIP message: %v", u.name, err)
+		}
+		m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
+		if err != nil {
+			u.t.Fatalf("%s: unparsable message: %v\n%s", u.name, err, buf[:n])
+		}
+		if r, ok := m.(*sip.Response); ok && r.StatusCode == 100 {
+			continue
+		}
+		return m
+	}
+}
+
+func (u *ua) expectResponse(code int) *sip.Response {
+	u.t.Helper()
+	m := u.recv()
+	r, ok := m.(*sip.Response)
+	if !ok || r.StatusCode != code {
+		u.t.Fatalf("%s: got\n%s\nwant a %d", u.name, m, code)
+	}
+	return r
+}
+
+func (u *ua) expectRequest(method sip.RequestMethod) *sip.Request {
+	u.t.Helper()
+	m := u.recv()
+	r, ok := m.(*sip.Request)
+	if !ok || r.Method != method {
+		u.t.Fatalf("%s: got\n%s\nwant a %s", u.name, m, method)
+	}
+	return r
+}
+
+// answer responds to req with code, adding the To tag, Contact and body.
+func (u *ua) answer(req *sip.Request, code int, reason, tag, body string) {
+	u.t.Helper()
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	if tag != "" && !res.To().Params.Has("tag") {
+		res.To().Params.Add("tag", tag)
+	}
+	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: "127.0.0.1", Port: int(u.sipAddr().Port())}}
+	res.AppendHeader(c)
+	if body != "" {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody([]byte(body))
+	}
+	// Back to where it came from: the proxy.
+	if _, err := u.sip.WriteToUDPAddrPort([]byte(res.String()), u.proxy); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+func (u *ua) register() {
+	u.t.Helper()
+	a := u.sipAddr()
+	u.sendText(fmt.Sprintf("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-reg-%s;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:%s@127.0.0.1>;tag=r%s\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: reg-%s@test\r\n"+
+		"CSeq: 1 REGISTER\r\nContact: %s\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n", a, u.name, u.name, u.name, u.name, u.name, u.contact()))
+	u.expectResponse(200)
+}
+
+func (u *ua) invite(callee, callID string, cseq int, body string, extra ...string) {
+	u.t.Helper()
+	a := u.sipAddr()
+	ct := ""
+	if body != "" {
+		ct = "Content-Type: application/sdp\r\n"
+	}
+	u.sendText(fmt.Sprintf("INVITE sip:%s@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-inv-%s-%d;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:%s@127.0.0.1>;tag=%s-tag\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: %s\r\n"+
+		"CSeq: %d INVITE\r\nContact: %s\r\n%s%s"+"Content-Length: %d\r\n\r\n%s",
+		callee, a, callID, cseq, u.name, u.name, callee, callID, cseq, u.contact(), strings.Join(extra, ""), ct, len(body), body))
+}
+
+// ackFailure acknowledges a failure response to invite (same branch).
+func (u *ua) ackFailure(r *sip.Response, callID string) {
+	u.t.Helper()
+	u.sendText(fmt.Sprintf("ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-inv-%s-1;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+		u.sipAddr(), callID, r.From().Value(), r.To().Value(), callID))
+}
+
+// inDialog sends a request within the dialog that resp (caller side) or req
+// (callee side) established, following the route set.
+func (u *ua) inDialog(method sip.RequestMethod, target sip.Uri, routes []string, from, to, callID string, cseq int, body string) {
+	u.t.Helper()
+	a := u.sipAddr()
+	var rs string
+	for _, r := range routes {
+		rs += "Route: " + r + "\r\n"
+	}
+	ct := ""
+	if body != "" {
+		ct = "Content-Type: application/sdp\r\n"
+	}
+	u.sendText(fmt.Sprintf("%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%d-%d;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n%sContact: %s\r\n%sContent-Length: %d\r\n\r\n%s",
+		method, target.String(), a, strings.ToLower(string(method)), cseq, time.Now().UnixNano(), from, to, callID, cseq, method, rs, u.contact(), ct, len(body), body))
+}
+
+func recordRoutes(m sip.Message) []string {
+	var out []string
+	for _, h := range m.GetHeaders("Record-Route") {
+		out = append(out, h.Value())
+	}
+	return out
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+// mediaOf parses the one audio stream of the SDP in m.
+func mediaOf(t *testing.T, m sip.Message) netip.AddrPort {
+	t.Helper()
+	ms, err := sdprewrite.Parse(m.Body())
+	if err != nil || len(ms) == 0 {
+		t.Fatalf("sdp: %v\n%s", err, m.Body())
+	}
+	if cl := m.ContentLength(); cl == nil || int(*cl) != len(m.Body()) {
+		t.Errorf("Content-Length %v for a %d-byte body", cl, len(m.Body()))
+	}
+	if strings.Contains(string(m.Body()), "candidate") {
+		t.Errorf("ICE candidates survived:\n%s", m.Body())
+	}
+	return netip.AddrPortFrom(ms[0].Addr, ms[0].Port)
+}
+
+func (d *daemon) checkRelayed(t *testing.T, who string, ap netip.AddrPort) {
+	t.Helper()
+	if ap.Addr() != d.relay || int(ap.Port()) < d.portMin || int(ap.Port()) > d.portMax {
+		t.Fatalf("%s was told to send media to %v, want the relay %v in ports %d-%d", who, ap, d.relay, d.portMin, d.portMax)
+	}
+}
+
+// rtpExchange sends n packets from each side to where its SDP says and
+// checks that the other side receives them, from the address its own SDP
+// announced for the far end (the relay).
+func rtpExchange(t *testing.T, a, b *ua, aSends, bSends netip.AddrPort, n int) {
+	t.Helper()
+	pkt := func(seq int) []byte {
+		p := make([]byte, 172)
+		p[0] = 0x80
+		p[2], p[3] = byte(seq>>8), byte(seq)
+		return p
+	}
+	recvAll := func(u *ua, want netip.AddrPort) int {
+		buf := make([]byte, 2048)
+		got := 0
+		for {
+			u.rtp.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			n, from, err := u.rtp.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return got
+			}
+			if from != want {
+				t.Errorf("%s got RTP from %v, want the relay port %v", u.name, from, want)
+			}
+			if n == 172 {
+				got++
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		if _, err := a.rtp.WriteToUDPAddrPort(pkt(i), aSends); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.rtp.WriteToUDPAddrPort(pkt(i), bSends); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	// b receives a's packets from the relay port b sends to, and so on.
+	if got := recvAll(b, bSends); got < n*9/10 {
+		t.Errorf("%s received %d of %d RTP packets through the relay", b.name, got, n)
+	}
+	if got := recvAll(a, aSends); got < n*9/10 {
+		t.Errorf("%s received %d of %d RTP packets through the relay", a.name, got, n)
+	}
+}
+
+// TestMediaRelayedCall runs a call through sipd in media.mode all with the
+// userspace relay: both sides see the relay in SDP, RTP flows both ways
+// through it, the flows show packets, a re-INVITE (hold) keeps the ports,
+// and BYE removes the flows.
+func TestMediaRelayedCall(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaAll, nil)
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+
+	const callID = "e2e-relayed-1@test"
+	alice.invite("bob", callID, 1, alice.sdp()+"a=candidate:1 1 UDP 2130706431 127.0.0.1 9 typ host\r\n")
+	inv := bob.expectRequest(sip.INVITE)
+	bobSends := mediaOf(t, inv)
+	d.checkRelayed(t, "bob", bobSends)
+	bob.answer(inv, 180, "Ringing", "bob-tag", "")
+	alice.expectResponse(180)
+	bob.answer(inv, 200, "OK", "bob-tag", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	d.checkRelayed(t, "alice", aliceSends)
+	if aliceSends == bobSends {
+		t.Fatalf("both legs on one relay port %v", aliceSends)
+	}
+	from, to := ok.From().Value(), ok.To().Value()
+	okContact := ok.Contact().Address
+	routeA := reversed(recordRoutes(ok))
+	alice.inDialog(sip.ACK, okContact, routeA, from, to, callID, 1, "")
+	bob.expectRequest(sip.ACK)
+
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 50)
+	fs := d.flows(t, callID)
+	if len(fs) == 0 {
+		t.Fatal("no flows for the call in /flows")
+	}
+	var pkts uint64
+	for _, f := range fs {
+		pkts += f.Packets
+	}
+	if pkts < 90 {
+		t.Errorf("flows count %d packets, want about 100: %+v", pkts, fs)
+	}
+
+	// Bob puts alice on hold: same relay ports, direction passed on.
+	invContact := inv.Contact().Address
+	routeB := recordRoutes(inv)
+	hold := strings.Replace(bob.sdp(), "a=sendrecv", "a=sendonly", 1)
+	bob.inDialog(sip.INVITE, invContact, routeB, to, from, callID, 1, hold)
+	reinv := alice.expectRequest(sip.INVITE)
+	if got := mediaOf(t, reinv); got != aliceSends {
+		t.Errorf("hold re-INVITE points alice at %v, want the same relay port %v", got, aliceSends)
+	}
+	if !strings.Contains(string(reinv.Body()), "a=sendonly") {
+		t.Errorf("hold direction lost:\n%s", reinv.Body())
+	}
+	alice.answer(reinv, 200, "OK", "", strings.Replace(alice.sdp(), "a=sendrecv", "a=recvonly", 1))
+	ok2 := bob.expectResponse(200)
+	if got := mediaOf(t, ok2); got != bobSends {
+		t.Errorf("hold answer points bob at %v, want the same relay port %v", got, bobSends)
+	}
+	bob.inDialog(sip.ACK, invContact, routeB, to, from, callID, 1, "")
+	alice.expectRequest(sip.ACK)
+
+	// Bob hangs up.
+	bob.inDialog(sip.BYE, invContact, routeB, to, from, callID, 2, "")
+	bye := alice.expectRequest(sip.BYE)
+	alice.answer(bye, 200, "OK", "", "")
+	bob.expectResponse(200)
+	deadline := time.Now().Add(3 * time.Second)
+	for len(d.flows(t, callID)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("flows left after BYE: %+v", d.flows(t, callID))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMediaModeNoneUntouched: with media.mode none the SDP passes as is.
+func TestMediaModeNoneUntouched(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaNone, nil)
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+	alice.invite("bob", "e2e-none-1@test", 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	if string(inv.Body()) != alice.sdp() {
+		t.Errorf("mode none changed the SDP:\n%s", inv.Body())
+	}
+	bob.answer(inv, 486, "Busy Here", "bob-tag", "")
+	alice.expectResponse(486)
+}
+
+// TestMediaDrainingRefuses: a draining relay makes sipd refuse new calls
+// with 503 instead of forwarding them with unrelayed media; a CANCELled
+// and a failed call leave no flows.
+func TestMediaDrainingAndFailures(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaAll, nil)
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+
+	// Failure: bob is busy.
+	alice.invite("bob", "e2e-busy@test", 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	if len(d.flows(t, "e2e-busy@test")) == 0 {
+		t.Error("no flows while the call is set up")
+	}
+	bob.answer(inv, 486, "Busy Here", "bob-tag", "")
+	r := alice.expectResponse(486)
+	alice.ackFailure(r, "e2e-busy@test")
+	bob.expectRequest(sip.ACK) // the proxy's, for its own transaction
+	if fs := d.flows(t, "e2e-busy@test"); len(fs) != 0 {
+		t.Errorf("flows left after 486: %+v", fs)
+	}
+
+	// CANCEL while ringing.
+	const cid = "e2e-cancel@test"
+	alice.invite("bob", cid, 1, alice.sdp())
+	inv = bob.expectRequest(sip.INVITE)
+	bob.answer(inv, 180, "Ringing", "bob-tag", "")
+	alice.expectResponse(180)
+	a := alice.sipAddr()
+	alice.sendText(fmt.Sprintf("CANCEL sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-inv-%s-1;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: %s\r\n"+
+		"CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n", a, cid, cid))
+	cancel := bob.expectRequest(sip.CANCEL)
+	bob.answer(cancel, 200, "OK", "", "")
+	bob.answer(inv, 487, "Request Terminated", "bob-tag", "")
+	// Alice sees 200 for the CANCEL and 487 for the INVITE, in either order.
+	seen := map[int]bool{}
+	for len(seen) < 2 {
+		m := alice.recv()
+		if r, ok := m.(*sip.Response); ok {
+			seen[r.StatusCode] = true
+		}
+	}
+	if !seen[487] {
+		t.Errorf("alice saw %v, want 487", seen)
+	}
+	bob.expectRequest(sip.ACK)
+	if fs := d.flows(t, cid); len(fs) != 0 {
+		t.Errorf("flows left after CANCEL: %+v", fs)
+	}
+
+	// Draining: 503 with a Warning, and bob never hears of it.
+	resp, err := http.Post(d.http+"/drain", "application/json", strings.NewReader(`{"on":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("drain: %s %s", resp.Status, body)
+	}
+	alice.invite("bob", "e2e-drain@test", 1, alice.sdp())
+	res := alice.expectResponse(503)
+	if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "relay") {
+		t.Errorf("503 without a Warning about the relay:\n%s", res)
+	}
+	bob.sip.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := bob.sip.Read(make([]byte, 2048)); err == nil {
+		t.Errorf("bob got a message (%d bytes) for a refused call", n)
+	}
+}
+
+// TestMediaTimeoutEndsCall: a relayed call whose RTP stops is ended by
+// sipd: both phones get a BYE, the CDR says why, and the flows go.
+func TestMediaTimeoutEndsCall(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaAll, func(s string) string {
+		return strings.Replace(s, "timeout: 60s", "timeout: 1s", 1)
+	})
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+	const callID = "e2e-timeout@test"
+	alice.invite("bob", callID, 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	bobSends := mediaOf(t, inv)
+	bob.answer(inv, 200, "OK", "bob-tag", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 1, "")
+	bob.expectRequest(sip.ACK)
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 10)
+	start := time.Now()
+	// Both sides go silent; each gets a BYE from sipd within a few scans.
+	bobTag, _ := ok.To().Params.Get("tag")
+	for _, u := range []*ua{alice, bob} {
+		bye := u.expectRequest(sip.BYE)
+		if bye.CallID().Value() != callID {
+			t.Errorf("%s got a BYE for %q", u.name, bye.CallID().Value())
+		}
+		want := map[string]string{"alice": "alice-tag", "bob": bobTag}[u.name]
+		if tag, _ := bye.To().Params.Get("tag"); tag != want {
+			t.Errorf("%s got a BYE whose To tag is %q, want its own %q", u.name, tag, want)
+		}
+		u.answer(bye, 200, "OK", "", "")
+	}
+	if el := time.Since(start); el > 4*time.Second {
+		t.Errorf("BYE after %v of silence with a 1 s timeout", el)
+	}
+	if fs := d.flows(t, callID); len(fs) != 0 {
+		t.Errorf("flows left after the media timeout: %+v", fs)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(d.cdrPath)
+		if strings.Contains(string(b), `"end_reason":"media timeout"`) && strings.Contains(string(b), callID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CDR with end_reason media timeout: %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
