@@ -567,3 +567,51 @@ func TestMediaTimeoutEndsCall(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMediaModeNAT: in mode nat a call between phones on their real
+// addresses keeps its SDP, and a caller whose Via shows a NAT is relayed;
+// the per-call header forces relaying and is not passed on.
+func TestMediaModeNAT(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaNAT, nil)
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+	busy := func(inv *sip.Request) {
+		bob.answer(inv, 486, "Busy Here", "bob-tag", "")
+		r := alice.expectResponse(486)
+		alice.ackFailure(r, inv.CallID().Value())
+		bob.expectRequest(sip.ACK)
+	}
+
+	alice.invite("bob", "e2e-nat-direct@test", 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	if string(inv.Body()) != alice.sdp() {
+		t.Errorf("mode nat relayed a call with no NAT:\n%s", inv.Body())
+	}
+	busy(inv)
+
+	// The caller claims a private address in Via: it is behind NAT.
+	a := alice.sipAddr()
+	body := alice.sdp()
+	alice.sendText(fmt.Sprintf("INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.20:%d;branch=z9hG4bK-inv-e2e-nat@test-1;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: e2e-nat@test\r\n"+
+		"CSeq: 1 INVITE\r\nContact: <sip:alice@192.168.1.20:%d>\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+		a.Port(), a.Port(), len(body), body))
+	inv = bob.expectRequest(sip.INVITE)
+	d.checkRelayed(t, "bob (NATed caller)", mediaOf(t, inv))
+	busy(inv)
+
+	alice.invite("bob", "e2e-nat-forced@test", 1, alice.sdp(), OverrideHeaderLine)
+	inv = bob.expectRequest(sip.INVITE)
+	d.checkRelayed(t, "bob (forced)", mediaOf(t, inv))
+	if inv.GetHeader("X-Sipd-Media") != nil {
+		t.Error("the override header was forwarded")
+	}
+	busy(inv)
+	if fs := d.flows(t, ""); len(fs) != 0 {
+		t.Errorf("flows left after failed calls: %+v", fs)
+	}
+}
+
+const OverrideHeaderLine = "X-Sipd-Media: relay\r\n"

@@ -68,7 +68,11 @@ func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, in
 	var err error
 	switch {
 	case initial:
-		if !m.Relays(req, p.natInvolved(req, targets)) {
+		relays := m.Relays(req, p.natInvolved(req, targets))
+		// The override is for this proxy; the next hop has no use for it.
+		for req.RemoveHeader(media.OverrideHeader) {
+		}
+		if !relays {
 			return false, true
 		}
 		if err = m.Invite(req); err == nil {
