@@ -60,6 +60,44 @@ func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 	return o
 }
 
+// legPicker chooses a leg's relay address on a relay with several
+// interfaces: the configured address the kernel would send from to reach
+// the peer, so each leg's packets leave by the interface that faces its
+// side. With a single address name there is nothing to choose (nil).
+func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
+	names := map[string]bool{}
+	for _, a := range addrs {
+		names[a.Name] = true
+	}
+	if len(names) < 2 {
+		return nil
+	}
+	return func(peer netip.Addr) relay.LegSpec {
+		peer = peer.Unmap()
+		if !peer.IsValid() || peer.IsUnspecified() {
+			return relay.LegSpec{}
+		}
+		fam := relay.IPv6
+		if peer.Is4() {
+			fam = relay.IPv4
+		}
+		// Connecting a UDP socket sends nothing; it asks the kernel for the
+		// route and so the source address.
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(peer, 9)))
+		if err != nil {
+			return relay.LegSpec{Family: fam}
+		}
+		src := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		c.Close()
+		for _, a := range addrs {
+			if a.Local == src {
+				return relay.LegSpec{Address: a.Name, Family: fam}
+			}
+		}
+		return relay.LegSpec{Family: fam}
+	}
+}
+
 // Run serves SIP, the media relay (unless media.mode is none) and the HTTP
 // API until ctx is done. SIGHUP reloads the users file.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
@@ -72,7 +110,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		defer st.Close()
 		api.Engine = st.Engine
-		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media")})
+		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
+			Pick: legPicker(MediaOptions(cfg.Media, log).Addresses)})
 	}
 	sipSrv, err := sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
 	if err != nil {

@@ -57,8 +57,13 @@ type Config struct {
 	Engine Engine
 	Log    *slog.Logger
 	// Address names the relay address (relay.AddressConfig.Name) for both
-	// legs; empty picks the first of the right family.
+	// legs; empty picks the first of the right family. Ignored when Pick
+	// is set.
 	Address string
+	// Pick chooses the relay address of the leg that faces peer (a media
+	// or, failing that, signaling address), for a relay with several
+	// interfaces. Nil: Address, in peer's family.
+	Pick func(peer netip.Addr) relay.LegSpec
 }
 
 // Controller holds the offer/answer state of every relayed call.
@@ -90,7 +95,9 @@ type Dialog struct {
 
 type call struct {
 	callerTag string
-	fam       relay.Family
+	// Signaling addresses of the sides, used to pick a leg's relay
+	// address while that side's media address is not known yet.
+	sig [2]netip.Addr
 	streams   map[int]relay.StreamPorts
 	// lockedTag is the To tag of the callee branch whose SDP the relay
 	// follows: the first to answer with SDP, replaced by the branch that
@@ -185,9 +192,10 @@ func callID(m msg) string {
 
 // Invite starts relaying a call whose initial INVITE is about to be
 // forwarded, and rewrites its offer, if any. The proxy has already decided
-// the call is relayed (Relays). An error wrapping ErrUnavailable means:
+// the call is relayed (Relays). callee is where the INVITE goes (the first
+// target; zero when unknown). An error wrapping ErrUnavailable means:
 // answer 503 and do not forward.
-func (c *Controller) Invite(req *sip.Request) error {
+func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 	id := callID(req)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -198,6 +206,10 @@ func (c *Controller) Invite(req *sip.Request) error {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}}
+		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+			cl.sig[relay.SideA] = src.Addr().Unmap()
+		}
+		cl.sig[relay.SideB] = callee.Unmap()
 		c.calls[id] = cl
 	}
 	cl.dialog.Invite = req.Clone()
@@ -341,6 +353,13 @@ func (c *Controller) Run(ctx context.Context, events <-chan relay.Event) {
 	}
 }
 
+func (c *Controller) pick(peer netip.Addr) relay.LegSpec {
+	if c.cfg.Pick != nil {
+		return c.cfg.Pick(peer)
+	}
+	return relay.LegSpec{Address: c.cfg.Address, Family: familyOf(peer)}
+}
+
 func familyOf(a netip.Addr) relay.Family {
 	switch {
 	case !a.IsValid():
@@ -382,17 +401,17 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			if !follow {
 				continue
 			}
-			fam := familyOf(m.Addr)
-			if cl.fam == relay.FamilyAny {
-				cl.fam = fam
+			// Each leg faces one side: its relay address follows that
+			// side's media address, or its signaling address until the
+			// media address is known.
+			peers := cl.sig
+			peers[side] = m.Addr.Unmap()
+			for i, p := range peers {
+				if !p.IsValid() || p.IsUnspecified() {
+					peers[i] = peers[1-i]
+				}
 			}
-			a := relay.LegSpec{Address: c.cfg.Address, Family: cl.fam}
-			b := a
-			if side == relay.SideA {
-				a.Family = fam
-			} else {
-				b.Family = fam
-			}
+			a, b := c.pick(peers[relay.SideA]), c.pick(peers[relay.SideB])
 			sp, err = c.cfg.Engine.AddStream(id, m.Index, a, b)
 			if err != nil {
 				if errors.Is(err, relay.ErrPortsExhausted) || errors.Is(err, relay.ErrDraining) {

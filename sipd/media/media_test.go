@@ -254,7 +254,7 @@ func newCtl(mode string) (*Controller, *fakeEngine) {
 func TestOfferAnswerInInviteAnd200(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000)))
-	if err := c.Invite(inv); err != nil {
+	if err := c.Invite(inv, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	sp, ok := f.ports(cid, 0)
@@ -298,7 +298,7 @@ func TestOfferAnswerInInviteAnd200(t *testing.T) {
 func TestLateOffer(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, "")
-	if err := c.Invite(inv); err != nil {
+	if err := c.Invite(inv, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(inv.Body()) != 0 {
@@ -326,7 +326,7 @@ func TestLateOffer(t *testing.T) {
 
 func setup(t *testing.T, c *Controller, offer, answer string) {
 	t.Helper()
-	if err := c.Invite(invite(t, offer)); err != nil {
+	if err := c.Invite(invite(t, offer), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Response(response(t, 200, true, "INVITE", answer))
@@ -379,7 +379,7 @@ func TestRTCPMuxAndExplicitRTCP(t *testing.T) {
 func TestRejectedStream(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000), video(0), video(10002)))
-	if err := c.Invite(inv); err != nil {
+	if err := c.Invite(inv, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.ports(cid, 1); ok {
@@ -404,9 +404,31 @@ func TestRejectedStream(t *testing.T) {
 	checkPoints(t, res, 0, sp.A)
 }
 
+// TestLegAddressPerSide: each leg's relay address follows the side it
+// faces: the caller's media address, and the callee's signaling address
+// until its SDP arrives (IPv6 caller, IPv4 callee here).
+func TestLegAddressPerSide(t *testing.T) {
+	f := newFake()
+	var picked []netip.Addr
+	c := New(Config{Mode: ModeAll, Engine: f, Pick: func(p netip.Addr) relay.LegSpec {
+		picked = append(picked, p)
+		return relay.LegSpec{Address: "if-" + p.String(), Family: familyOf(p)}
+	}})
+	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.MustParseAddr("192.0.2.20")); err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("192.0.2.20")}
+	if len(picked) != 2 || picked[0] != want[0] || picked[1] != want[1] {
+		t.Errorf("picked %v, want %v", picked, want)
+	}
+	if f.families[0] != [2]relay.Family{relay.IPv6, relay.IPv4} {
+		t.Errorf("leg families %v, want IPv6 then IPv4", f.families[0])
+	}
+}
+
 func TestIPv6Leg(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000)))); err != nil {
+	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if f.families[0][0] != relay.IPv6 {
@@ -425,7 +447,7 @@ func TestCleanup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, f := newCtl(ModeAll)
-			if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000)))); err != nil {
+			if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
 				t.Fatal(err)
 			}
 			tc.end(t, c)
@@ -472,7 +494,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("draining", func(t *testing.T) {
 		c, f := newCtl(ModeAll)
 		f.draining = true
-		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))))
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{})
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrDraining) {
 			t.Fatalf("error %v, want ErrUnavailable wrapping ErrDraining", err)
 		}
@@ -483,7 +505,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("ports exhausted", func(t *testing.T) {
 		c, f := newCtl(ModeAll)
 		f.exhausted = true
-		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))))
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{})
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrPortsExhausted) {
 			t.Fatalf("error %v, want ErrUnavailable wrapping ErrPortsExhausted", err)
 		}
@@ -495,7 +517,7 @@ func TestUnavailable(t *testing.T) {
 
 func TestForkFirstAnswerThen2xxWins(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000)))); err != nil {
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(code int, tag, ip string, port int) *sip.Response {

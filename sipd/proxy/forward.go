@@ -75,7 +75,7 @@ func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, in
 		if !relays {
 			return false, true
 		}
-		if err = m.Invite(req); err == nil {
+		if err = m.Invite(req, p.firstHop(targets)); err == nil {
 			return true, true
 		}
 	case d.InDialog:
@@ -98,6 +98,22 @@ func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, in
 		sip.NewHeader("Warning", `399 sipd "media relay unavailable"`),
 		sip.NewHeader("Reason", `SIP;cause=503;text="media relay unavailable"`))
 	return false, false
+}
+
+// firstHop is the address the first target's request goes to, when it is
+// an IP address: the relay leg towards the callee is chosen by it until
+// the callee's SDP is known.
+func (p *Proxy) firstHop(targets []target) netip.Addr {
+	if len(targets) == 0 {
+		return netip.Addr{}
+	}
+	t := targets[0]
+	if t.dest != "" {
+		if ap, err := netip.ParseAddrPort(t.dest); err == nil {
+			return ap.Addr()
+		}
+	}
+	return hostIP(t.uri.Host)
 }
 
 // natInvolved tells whether the caller of req or any callee target is
