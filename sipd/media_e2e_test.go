@@ -110,11 +110,12 @@ func (d *daemon) flows(t *testing.T, callID string) []FlowJSON {
 
 // ua is a minimal SIP phone on a loopback UDP socket, with an RTP socket.
 type ua struct {
-	t     *testing.T
-	name  string
-	sip   *net.UDPConn
-	rtp   *net.UDPConn
-	proxy netip.AddrPort
+	t      *testing.T
+	name   string
+	sip    *net.UDPConn
+	rtp    *net.UDPConn
+	proxy  netip.AddrPort
+	domain string
 }
 
 func newUA(t *testing.T, name string, proxy netip.AddrPort) *ua {
@@ -127,18 +128,24 @@ func newUA(t *testing.T, name string, proxy netip.AddrPort) *ua {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return uaOn(t, name, proxy, s, r)
+}
+
+// uaOn makes a phone of two open sockets; it closes them when t ends.
+func uaOn(t *testing.T, name string, proxy netip.AddrPort, s, r *net.UDPConn) *ua {
 	t.Cleanup(func() { s.Close(); r.Close() })
-	return &ua{t: t, name: name, sip: s, rtp: r, proxy: proxy}
+	return &ua{t: t, name: name, sip: s, rtp: r, proxy: proxy, domain: proxy.Addr().String()}
 }
 
 func (u *ua) sipAddr() netip.AddrPort { return u.sip.LocalAddr().(*net.UDPAddr).AddrPort() }
-func (u *ua) rtpPort() int            { return u.rtp.LocalAddr().(*net.UDPAddr).Port }
+func (u *ua) rtpAddr() netip.AddrPort { return u.rtp.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 func (u *ua) contact() string { return fmt.Sprintf("<sip:%s@%s>", u.name, u.sipAddr()) }
 
 func (u *ua) sdp() string {
-	return fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
-		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, u.rtpPort())
+	a := u.rtpAddr()
+	return fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, a.Addr(), a.Addr(), a.Port())
 }
 
 func (u *ua) send(m sip.Message) {
@@ -203,7 +210,7 @@ func (u *ua) answer(req *sip.Request, code int, reason, tag, body string) {
 	if tag != "" && !res.To().Params.Has("tag") {
 		res.To().Params.Add("tag", tag)
 	}
-	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: "127.0.0.1", Port: int(u.sipAddr().Port())}}
+	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: u.sipAddr().Addr().String(), Port: int(u.sipAddr().Port())}}
 	res.AppendHeader(c)
 	if body != "" {
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -218,9 +225,9 @@ func (u *ua) answer(req *sip.Request, code int, reason, tag, body string) {
 func (u *ua) register() {
 	u.t.Helper()
 	a := u.sipAddr()
-	u.sendText(fmt.Sprintf("REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-reg-%s;rport\r\n"+
-		"Max-Forwards: 70\r\nFrom: <sip:%s@127.0.0.1>;tag=r%s\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: reg-%s@test\r\n"+
-		"CSeq: 1 REGISTER\r\nContact: %s\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n", a, u.name, u.name, u.name, u.name, u.name, u.contact()))
+	u.sendText(fmt.Sprintf("REGISTER sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-reg-%s;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=r%s\r\nTo: <sip:%s@%s>\r\nCall-ID: reg-%s@test\r\n"+
+		"CSeq: 1 REGISTER\r\nContact: %s\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n", u.domain, a, u.name, u.name, u.domain, u.name, u.name, u.domain, u.name, u.contact()))
 	u.expectResponse(200)
 }
 
@@ -231,10 +238,10 @@ func (u *ua) invite(callee, callID string, cseq int, body string, extra ...strin
 	if body != "" {
 		ct = "Content-Type: application/sdp\r\n"
 	}
-	u.sendText(fmt.Sprintf("INVITE sip:%s@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-inv-%s-%d;rport\r\n"+
-		"Max-Forwards: 70\r\nFrom: <sip:%s@127.0.0.1>;tag=%s-tag\r\nTo: <sip:%s@127.0.0.1>\r\nCall-ID: %s\r\n"+
+	u.sendText(fmt.Sprintf("INVITE sip:%s@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-inv-%s-%d;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s-tag\r\nTo: <sip:%s@%s>\r\nCall-ID: %s\r\n"+
 		"CSeq: %d INVITE\r\nContact: %s\r\n%s%s"+"Content-Length: %d\r\n\r\n%s",
-		callee, a, callID, cseq, u.name, u.name, callee, callID, cseq, u.contact(), strings.Join(extra, ""), ct, len(body), body))
+		callee, u.domain, a, callID, cseq, u.name, u.domain, u.name, callee, u.domain, callID, cseq, u.contact(), strings.Join(extra, ""), ct, len(body), body))
 }
 
 // ackFailure acknowledges a failure response to invite (same branch).

@@ -97,8 +97,8 @@ type call struct {
 	callerTag string
 	// Signaling addresses of the sides, used to pick a leg's relay
 	// address while that side's media address is not known yet.
-	sig [2]netip.Addr
-	streams   map[int]relay.StreamPorts
+	sig     [2]netip.Addr
+	streams map[int]relay.StreamPorts
 	// lockedTag is the To tag of the callee branch whose SDP the relay
 	// follows: the first to answer with SDP, replaced by the branch that
 	// sends the 2xx. Other forks' SDP is still rewritten, never followed.

@@ -1,0 +1,310 @@
+package sipd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/internal/netnstest"
+	"sipxdp/internal/testenv"
+	"sipxdp/mediapath"
+)
+
+// In the namespace test sipd runs as a whole process inside the relay
+// namespace (nsenter --net=...): the re-executed test binary, diverted
+// here by this variable, which holds the YAML config. A thread-level
+// setns is not enough, since the relay opens sockets from whatever thread
+// its goroutines run on.
+const sipdChildEnv = "SIPXDP_SIPD_CHILD"
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(sipdChildEnv); cfg != "" {
+		os.Exit(sipdChild(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+// sipdChild runs sipd and answers "flows CALLID" lines on stdin with the
+// JSON of /flows on one stdout line; it stops at EOF.
+func sipdChild(text string) int {
+	cfg, err := ParseConfig([]byte(text))
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, log) }()
+	base := "http://" + cfg.HTTP.Listen
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/health")
+		if err == nil {
+			var h Health
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			fmt.Println("ready", h.Media.Path)
+			break
+		}
+		select {
+		case err := <-done:
+			fmt.Println("error:", err)
+			return 1
+		default:
+		}
+		if time.Now().After(deadline) {
+			fmt.Println("error: no /health")
+			return 1
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		if len(f) != 2 || f[0] != "flows" {
+			fmt.Println("error: bad request")
+			continue
+		}
+		resp, err := http.Get(base + "/flows?call_id=" + f[1])
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// One reply per line: /flows is indented.
+		var line bytes.Buffer
+		if err := json.Compact(&line, b); err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		fmt.Println(line.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Fprintln(os.Stderr, "run:", err)
+		return 1
+	}
+	return 0
+}
+
+type sipdProc struct {
+	t     *testing.T
+	in    io.WriteCloser
+	lines chan string
+	path  string
+}
+
+func (p *sipdProc) flows(callID string) []FlowJSON {
+	p.t.Helper()
+	fmt.Fprintf(p.in, "flows %s\n", callID)
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			p.t.Fatal("sipd process ended")
+		}
+		var fs []FlowJSON
+		if err := json.Unmarshal([]byte(l), &fs); err != nil {
+			p.t.Fatalf("flows reply %q: %v", l, err)
+		}
+		return fs
+	case <-time.After(5 * time.Second):
+		p.t.Fatal("no flows reply")
+	}
+	return nil
+}
+
+// startSipdIn runs sipd inside ns with the given datapath, relaying
+// between the relay's two links; it is stopped (stdin closed, then
+// killed by PID if need be) when t ends.
+func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
+	t.Helper()
+	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-sipdtest-%d-%s", os.Getpid(), datapath)
+	t.Cleanup(func() { _ = mediapath.Uninstall(pin) })
+	text := string(DefaultConfigYAML())
+	for _, r := range [][2]string{
+		{"listen: 127.0.0.1:8080", "listen: 127.0.0.1:18080"},
+		{"datapath: auto", "datapath: " + datapath},
+		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netnstest.RelayA, netnstest.RelayB)},
+		{"pin_path: /sys/fs/bpf/sipxdp", "pin_path: " + pin},
+		{`    - name: default
+      local: 127.0.0.1
+      advertised: ""
+      port_min: 20000
+      port_max: 29999`, fmt.Sprintf(`    - {name: a, local: %s, port_min: 40000, port_max: 40099}
+    - {name: b, local: %s, port_min: 42000, port_max: 42099}`, netnstest.V4.RelayA, netnstest.V4.RelayB)},
+		{"domains: [localhost, 127.0.0.1]", fmt.Sprintf("domains: [%s, %s]", netnstest.V4.RelayA, netnstest.V4.RelayB)},
+		{`    - transport: udp
+      addr: 127.0.0.1:5060
+    - transport: tcp
+      addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "%s:5060"}
+    - {transport: udp, addr: "%s:5060"}`, netnstest.V4.RelayA, netnstest.V4.RelayB)},
+		{"register: true ", "register: false"},
+		{"invite: true ", "invite: false"},
+	} {
+		if !strings.Contains(text, r[0]) {
+			t.Fatalf("default config lacks %q", r[0])
+		}
+		text = strings.Replace(text, r[0], r[1], 1)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), sipdChildEnv+"="+text)
+	logf := filepath.Join(t.TempDir(), "sipd.log")
+	lf, err := os.Create(logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	cmd.Stderr = lf
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &sipdProc{t: t, in: in, lines: make(chan string, 4)}
+	exited := make(chan struct{})
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+	}()
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		in.Close()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("sipd (pid %d) did not stop at EOF; killing it", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf)
+			t.Logf("sipd log:\n%s", tail(string(b), 80))
+		}
+	})
+	select {
+	case l := <-p.lines:
+		if !strings.HasPrefix(l, "ready ") {
+			b, _ := os.ReadFile(logf)
+			t.Fatalf("sipd did not start: %s\n%s", l, tail(string(b), 40))
+		}
+		p.path = strings.TrimPrefix(l, "ready ")
+	case <-time.After(15 * time.Second):
+		t.Fatal("sipd did not start in 15 s")
+	}
+	return p
+}
+
+func tail(s string, n int) string {
+	ls := strings.Split(s, "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// TestMediaNetns calls through sipd running in a relay namespace between
+// a caller and a callee namespace, for each datapath: the SDP each side
+// gets points at the relay leg on its own link, RTP crosses both ways
+// from the relay's addresses, the flows carry the packets (on the kernel
+// path, in the kernel), and BYE removes them.
+func TestMediaNetns(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, dp := range []string{"userspace", "xdp-generic", "tc"} {
+		t.Run(dp, func(t *testing.T) {
+			tp := netnstest.New(t, "sxsd-")
+			p := startSipdIn(t, tp.Relay, dp)
+			if p.path != dp {
+				t.Fatalf("sipd runs the %s path, want %s", p.path, dp)
+			}
+			open := func(ns *netnstest.NS, a netip.Addr, port uint16) *net.UDPConn {
+				c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			alice := uaOn(t, "alice", netip.AddrPortFrom(netnstest.V4.RelayA, 5060),
+				open(tp.Caller, netnstest.V4.Caller, 5062), open(tp.Caller, netnstest.V4.Caller, 6000))
+			bob := uaOn(t, "bob", netip.AddrPortFrom(netnstest.V4.RelayB, 5060),
+				open(tp.Callee, netnstest.V4.Callee, 5062), open(tp.Callee, netnstest.V4.Callee, 8000))
+			bob.register()
+			callID := "netns-" + dp + "@test"
+			alice.invite("bob", callID, 1, alice.sdp())
+			inv := bob.expectRequest(sip.INVITE)
+			bobSends := mediaOf(t, inv)
+			if bobSends.Addr() != netnstest.V4.RelayB || bobSends.Port() < 42000 || bobSends.Port() > 42099 {
+				t.Fatalf("bob told to send to %v, want the relay's leg on his link (%v, 42000-42099)", bobSends, netnstest.V4.RelayB)
+			}
+			bob.answer(inv, 200, "OK", "", bob.sdp())
+			ok := alice.expectResponse(200)
+			aliceSends := mediaOf(t, ok)
+			if aliceSends.Addr() != netnstest.V4.RelayA || aliceSends.Port() < 40000 || aliceSends.Port() > 40099 {
+				t.Fatalf("alice told to send to %v, want the relay's leg on her link (%v, 40000-40099)", aliceSends, netnstest.V4.RelayA)
+			}
+			from, to := ok.From().Value(), ok.To().Value()
+			alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), from, to, callID, 1, "")
+			bob.expectRequest(sip.ACK)
+
+			// Once the peers are latched, later packets take the fast path.
+			rtpExchange(t, alice, bob, aliceSends, bobSends, 20)
+			time.Sleep(1500 * time.Millisecond) // past the engine's handoff delay
+			rtpExchange(t, alice, bob, aliceSends, bobSends, 100)
+			fs := p.flows(callID)
+			var pkts uint64
+			for _, f := range fs {
+				if f.Component == "rtp" && f.Packets > 0 && dp != "userspace" && f.Path != "kernel" {
+					t.Errorf("flow %s->%s on path %q, want kernel", f.Local, f.Dst, f.Path)
+				}
+				pkts += f.Packets
+			}
+			if len(fs) == 0 || pkts < 200 {
+				t.Errorf("flows %+v count %d packets, want about 240", fs, pkts)
+			}
+			t.Logf("flows: %+v", fs)
+
+			invContact, routeB := inv.Contact().Address, recordRoutes(inv)
+			bob.inDialog(sip.BYE, invContact, routeB, to, from, callID, 2, "")
+			bye := alice.expectRequest(sip.BYE)
+			alice.answer(bye, 200, "OK", "", "")
+			bob.expectResponse(200)
+			deadline := time.Now().Add(3 * time.Second)
+			for len(p.flows(callID)) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("flows left after BYE: %+v", p.flows(callID))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
