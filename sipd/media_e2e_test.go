@@ -38,13 +38,19 @@ func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
 	text := string(DefaultConfigYAML())
 	httpPort := freePort(t, "tcp")
 	sipPort := freePort(t, "udp")
-	// A port range of our own, so parallel packages do not collide.
-	pmin := 30000 + 2*(sipPort%2000)
+	// A port range of our own, so parallel packages do not collide, and
+	// below the ephemeral range: the relay would otherwise add it to the
+	// host's ip_local_reserved_ports, and nothing takes it out again.
+	pmin := 20000 + 20*(sipPort%600)
 	d := &daemon{sip: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
 		http: fmt.Sprintf("http://127.0.0.1:%d", httpPort), portMin: pmin, portMax: pmin + 19,
 		relay: netip.MustParseAddr("127.0.0.1")}
 	text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
-	text = strings.ReplaceAll(text, "addr: 127.0.0.1:5060", fmt.Sprintf("addr: 127.0.0.1:%d", sipPort))
+	// UDP only: a free UDP port need not be free for TCP.
+	text = strings.Replace(text, `    - transport: udp
+      addr: 127.0.0.1:5060
+    - transport: tcp
+      addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "127.0.0.1:%d"}`, sipPort), 1)
 	text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
 	text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
 	text = strings.Replace(text, "port_min: 20000", fmt.Sprintf("port_min: %d", d.portMin), 1)
