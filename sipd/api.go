@@ -205,6 +205,8 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	metric("sipxdp_up", "gauge", "1 while sipd runs, labelled with the media path in use.", 1,
 		fmt.Sprintf("{version=%q,media_path=%q}", a.Version, t.Path))
+	metric("sipxdp_media_path_info", "gauge", "The media path in use and why it was chosen.", 1,
+		fmt.Sprintf("{path=%q,reason=%q}", t.Path, t.PathReason))
 	metric("sipxdp_uptime_seconds", "gauge", "Seconds since sipd started.", time.Since(a.Started).Seconds(), "")
 	if a.SIP != nil {
 		st := a.SIP.Stats()

@@ -98,7 +98,7 @@ func TestRunServesHealth(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, want := range []string{"sipxdp_sip_registrations 0", `media_path="` + wantPath + `"`} {
+			for _, want := range []string{"sipxdp_sip_registrations 0", `media_path="` + wantPath + `"`, `sipxdp_media_path_info{path="` + wantPath + `",reason=`} {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("/metrics lacks %q", want)
 				}
