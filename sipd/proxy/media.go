@@ -52,6 +52,9 @@ func (p *Proxy) MediaEnded(e media.Ended) {
 // sendBye sends one BYE outside any dialog state of ours; the answer is
 // read and dropped.
 func (p *Proxy) sendBye(ruri sip.Uri, dest, transport string, from *sip.FromHeader, to *sip.ToHeader, callID *sip.CallIDHeader, seq uint32, extra sip.Header) {
+	if p.stopped.Load() {
+		return // at shutdown a send would open a socket nobody closes
+	}
 	host, _, err := net.SplitHostPort(dest)
 	if err != nil {
 		p.log.Debug("media timeout bye: bad destination", "dest", dest, "error", err)
