@@ -212,7 +212,10 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 		cl.sig[relay.SideB] = callee.Unmap()
 		c.calls[id] = cl
 	}
-	cl.dialog.Invite = req.Clone()
+	if cl.dialog.Invite == nil {
+		// The caller's own INVITE; a spiral's second pass comes from us.
+		cl.dialog.Invite = req.Clone()
+	}
 	if !isSDP(req) {
 		return nil // late offer: it comes in the 2xx
 	}
@@ -353,6 +356,17 @@ func (c *Controller) Run(ctx context.Context, events <-chan relay.Event) {
 	}
 }
 
+// ours reports whether m's address is one of the stream's relay legs.
+func ours(sp relay.StreamPorts, m sdprewrite.Media) bool {
+	a := m.Addr.Unmap()
+	for _, l := range []relay.LegPorts{sp.A, sp.B} {
+		if m.Port == l.RTP && (a == l.Advertised.Unmap() || a == l.Local.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Controller) pick(peer netip.Addr) relay.LegSpec {
 	if c.cfg.Pick != nil {
 		return c.cfg.Pick(peer)
@@ -395,6 +409,12 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 				}
 				delete(cl.streams, m.Index)
 			}
+			continue
+		}
+		if have && ours(sp, m) {
+			// SDP that already points at this call's relay legs went
+			// through us before (a spiral): following it would make the
+			// relay its own peer.
 			continue
 		}
 		if !have {

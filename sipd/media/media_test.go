@@ -565,3 +565,31 @@ func TestMediaTimeoutEvent(t *testing.T) {
 		t.Errorf("timed-out call not deleted: %v", f.deleted)
 	}
 }
+
+// TestSpiral: an INVITE that comes back through the proxy carries SDP
+// already pointing at the relay; it must not become the relay's peer, and
+// neither must the answer on its way back through the outer pass.
+func TestSpiral(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	inv := invite(t, sdp("192.0.2.10", 1, audio(10000)))
+	if err := c.Invite(inv, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	again := invite(t, string(inv.Body()))
+	if err := c.Invite(again, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.10:10000") {
+		t.Errorf("spiral moved side A to %v", p.rtp)
+	}
+	sp, _ := f.ports(cid, 0)
+	inner := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+	c.Response(inner)
+	checkPoints(t, inner, 0, sp.A)
+	outer := response(t, 200, true, "INVITE", string(inner.Body()))
+	c.Response(outer)
+	checkPoints(t, outer, 0, sp.A)
+	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp != netip.MustParseAddrPort("192.0.2.20:20000") {
+		t.Errorf("outer pass moved side B to %v", p.rtp)
+	}
+}
