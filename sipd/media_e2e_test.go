@@ -140,7 +140,15 @@ func newUA(t *testing.T, name string, proxy netip.AddrPort) *ua {
 // uaOn makes a phone of two open sockets; it closes them when t ends.
 func uaOn(t *testing.T, name string, proxy netip.AddrPort, s, r *net.UDPConn) *ua {
 	t.Cleanup(func() { s.Close(); r.Close() })
-	return &ua{t: t, name: name, sip: s, rtp: r, proxy: proxy, domain: proxy.Addr().String()}
+	return &ua{t: t, name: name, sip: s, rtp: r, proxy: proxy, domain: uriHost(proxy.Addr())}
+}
+
+// uriHost writes an address as a SIP URI host: IPv6 in brackets.
+func uriHost(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
 }
 
 func (u *ua) sipAddr() netip.AddrPort { return u.sip.LocalAddr().(*net.UDPAddr).AddrPort() }
@@ -150,8 +158,12 @@ func (u *ua) contact() string { return fmt.Sprintf("<sip:%s@%s>", u.name, u.sipA
 
 func (u *ua) sdp() string {
 	a := u.rtpAddr()
-	return fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"+
-		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, a.Addr(), a.Addr(), a.Port())
+	fam := "IP4"
+	if a.Addr().Is6() {
+		fam = "IP6"
+	}
+	return fmt.Sprintf("v=0\r\no=%s 1 1 IN %s %s\r\ns=-\r\nc=IN %s %s\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, fam, a.Addr(), fam, a.Addr(), a.Port())
 }
 
 func (u *ua) send(m sip.Message) {
@@ -216,7 +228,7 @@ func (u *ua) answer(req *sip.Request, code int, reason, tag, body string) {
 	if tag != "" && !res.To().Params.Has("tag") {
 		res.To().Params.Add("tag", tag)
 	}
-	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: u.sipAddr().Addr().String(), Port: int(u.sipAddr().Port())}}
+	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: uriHost(u.sipAddr().Addr()), Port: int(u.sipAddr().Port())}}
 	res.AppendHeader(c)
 	if body != "" {
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))

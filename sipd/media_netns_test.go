@@ -147,14 +147,19 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
       local: 127.0.0.1
       advertised: ""
       port_min: 20000
-      port_max: 29999`, fmt.Sprintf(`    - {name: a, local: %s, port_min: 40000, port_max: 40099}
-    - {name: b, local: %s, port_min: 42000, port_max: 42099}`, netnstest.V4.RelayA, netnstest.V4.RelayB)},
+      port_max: 29999`, fmt.Sprintf(`    - {name: a4, local: "%s", port_min: 40000, port_max: 40099}
+    - {name: b4, local: "%s", port_min: 42000, port_max: 42099}
+    - {name: a6, local: "%s", port_min: 40000, port_max: 40099}
+    - {name: b6, local: "%s", port_min: 42000, port_max: 42099}`,
+			netnstest.V4.RelayA, netnstest.V4.RelayB, netnstest.V6.RelayA, netnstest.V6.RelayB)},
 		{"domains: [localhost, 127.0.0.1]", fmt.Sprintf("domains: [%s, %s]", netnstest.V4.RelayA, netnstest.V4.RelayB)},
 		{`    - transport: udp
       addr: 127.0.0.1:5060
     - transport: tcp
       addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "%s:5060"}
-    - {transport: udp, addr: "%s:5060"}`, netnstest.V4.RelayA, netnstest.V4.RelayB)},
+    - {transport: udp, addr: "%s:5060"}
+    - {transport: udp, addr: "[%s]:5060"}
+    - {transport: udp, addr: "[%s]:5060"}`, netnstest.V4.RelayA, netnstest.V4.RelayB, netnstest.V6.RelayA, netnstest.V6.RelayB)},
 		{"register: true ", "register: false"},
 		{"invite: true ", "invite: false"},
 	} {
@@ -241,70 +246,74 @@ func tail(s string, n int) string {
 func TestMediaNetns(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, dp := range []string{"userspace", "xdp-generic", "tc"} {
-		t.Run(dp, func(t *testing.T) {
-			tp := netnstest.New(t, "sxsd-")
-			p := startSipdIn(t, tp.Relay, dp)
-			if p.path != dp {
-				t.Fatalf("sipd runs the %s path, want %s", p.path, dp)
-			}
-			open := func(ns *netnstest.NS, a netip.Addr, port uint16) *net.UDPConn {
-				c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return c
-			}
-			alice := uaOn(t, "alice", netip.AddrPortFrom(netnstest.V4.RelayA, 5060),
-				open(tp.Caller, netnstest.V4.Caller, 5062), open(tp.Caller, netnstest.V4.Caller, 6000))
-			bob := uaOn(t, "bob", netip.AddrPortFrom(netnstest.V4.RelayB, 5060),
-				open(tp.Callee, netnstest.V4.Callee, 5062), open(tp.Callee, netnstest.V4.Callee, 8000))
-			bob.register()
-			callID := "netns-" + dp + "@test"
-			alice.invite("bob", callID, 1, alice.sdp())
-			inv := bob.expectRequest(sip.INVITE)
-			bobSends := mediaOf(t, inv)
-			if bobSends.Addr() != netnstest.V4.RelayB || bobSends.Port() < 42000 || bobSends.Port() > 42099 {
-				t.Fatalf("bob told to send to %v, want the relay's leg on his link (%v, 42000-42099)", bobSends, netnstest.V4.RelayB)
-			}
-			bob.answer(inv, 200, "OK", "", bob.sdp())
-			ok := alice.expectResponse(200)
-			aliceSends := mediaOf(t, ok)
-			if aliceSends.Addr() != netnstest.V4.RelayA || aliceSends.Port() < 40000 || aliceSends.Port() > 40099 {
-				t.Fatalf("alice told to send to %v, want the relay's leg on her link (%v, 40000-40099)", aliceSends, netnstest.V4.RelayA)
-			}
-			from, to := ok.From().Value(), ok.To().Value()
-			alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), from, to, callID, 1, "")
-			bob.expectRequest(sip.ACK)
+		for _, fam := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
+			t.Run(dp+"/"+fam.Name, func(t *testing.T) { netnsCall(t, dp, fam) })
+		}
+	}
+}
 
-			// Once the peers are latched, later packets take the fast path.
-			rtpExchange(t, alice, bob, aliceSends, bobSends, 20)
-			time.Sleep(1500 * time.Millisecond) // past the engine's handoff delay
-			rtpExchange(t, alice, bob, aliceSends, bobSends, 100)
-			fs := p.flows(callID)
-			var pkts uint64
-			for _, f := range fs {
-				if f.Component == "rtp" && f.Packets > 0 && dp != "userspace" && f.Path != "kernel" {
-					t.Errorf("flow %s->%s on path %q, want kernel", f.Local, f.Dst, f.Path)
-				}
-				pkts += f.Packets
-			}
-			if len(fs) == 0 || pkts < 200 {
-				t.Errorf("flows %+v count %d packets, want about 240", fs, pkts)
-			}
-			t.Logf("flows: %+v", fs)
+func netnsCall(t *testing.T, dp string, fam netnstest.Addrs) {
+	tp := netnstest.New(t, "sxsd-")
+	p := startSipdIn(t, tp.Relay, dp)
+	if p.path != dp {
+		t.Fatalf("sipd runs the %s path, want %s", p.path, dp)
+	}
+	open := func(ns *netnstest.NS, a netip.Addr, port uint16) *net.UDPConn {
+		c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice := uaOn(t, "alice", netip.AddrPortFrom(fam.RelayA, 5060),
+		open(tp.Caller, fam.Caller, 5062), open(tp.Caller, fam.Caller, 6000))
+	bob := uaOn(t, "bob", netip.AddrPortFrom(fam.RelayB, 5060),
+		open(tp.Callee, fam.Callee, 5062), open(tp.Callee, fam.Callee, 8000))
+	bob.register()
+	callID := "netns-" + dp + "-" + fam.Name + "@test"
+	alice.invite("bob", callID, 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	bobSends := mediaOf(t, inv)
+	if bobSends.Addr() != fam.RelayB || bobSends.Port() < 42000 || bobSends.Port() > 42099 {
+		t.Fatalf("bob told to send to %v, want the relay's leg on his link (%v, 42000-42099)", bobSends, fam.RelayB)
+	}
+	bob.answer(inv, 200, "OK", "", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	if aliceSends.Addr() != fam.RelayA || aliceSends.Port() < 40000 || aliceSends.Port() > 40099 {
+		t.Fatalf("alice told to send to %v, want the relay's leg on her link (%v, 40000-40099)", aliceSends, fam.RelayA)
+	}
+	from, to := ok.From().Value(), ok.To().Value()
+	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), from, to, callID, 1, "")
+	bob.expectRequest(sip.ACK)
 
-			invContact, routeB := inv.Contact().Address, recordRoutes(inv)
-			bob.inDialog(sip.BYE, invContact, routeB, to, from, callID, 2, "")
-			bye := alice.expectRequest(sip.BYE)
-			alice.answer(bye, 200, "OK", "", "")
-			bob.expectResponse(200)
-			deadline := time.Now().Add(3 * time.Second)
-			for len(p.flows(callID)) != 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("flows left after BYE: %+v", p.flows(callID))
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		})
+	// Once the peers are latched, later packets take the fast path.
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 20)
+	time.Sleep(1500 * time.Millisecond) // past the engine's handoff delay
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 100)
+	fs := p.flows(callID)
+	var pkts uint64
+	for _, f := range fs {
+		if f.Component == "rtp" && f.Packets > 0 && dp != "userspace" && f.Path != "kernel" {
+			t.Errorf("flow %s->%s on path %q, want kernel", f.Local, f.Dst, f.Path)
+		}
+		pkts += f.Packets
+	}
+	if len(fs) == 0 || pkts < 200 {
+		t.Errorf("flows %+v count %d packets, want about 240", fs, pkts)
+	}
+	t.Logf("flows: %+v", fs)
+
+	invContact, routeB := inv.Contact().Address, recordRoutes(inv)
+	bob.inDialog(sip.BYE, invContact, routeB, to, from, callID, 2, "")
+	bye := alice.expectRequest(sip.BYE)
+	alice.answer(bye, 200, "OK", "", "")
+	bob.expectResponse(200)
+	deadline := time.Now().Add(3 * time.Second)
+	for len(p.flows(callID)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("flows left after BYE: %+v", p.flows(callID))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
