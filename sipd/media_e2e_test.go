@@ -659,3 +659,36 @@ func TestLegPicker(t *testing.T) {
 		t.Errorf("pick(unknown) = %+v, want any", got)
 	}
 }
+
+// TestMediaLateOffer: INVITE without SDP, the offer in the 200 and the
+// answer in the ACK; RTP then crosses the relay both ways.
+func TestMediaLateOffer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaAll, nil)
+	defer d.stop()
+	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
+	bob.register()
+	const callID = "e2e-late@test"
+	alice.invite("bob", callID, 1, "")
+	inv := bob.expectRequest(sip.INVITE)
+	if len(inv.Body()) != 0 {
+		t.Fatalf("empty INVITE arrived with a body:\n%s", inv.Body())
+	}
+	bob.answer(inv, 200, "OK", "", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	d.checkRelayed(t, "alice (offer in 200)", aliceSends)
+	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 1, alice.sdp())
+	ack := bob.expectRequest(sip.ACK)
+	bobSends := mediaOf(t, ack)
+	d.checkRelayed(t, "bob (answer in ACK)", bobSends)
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 30)
+
+	alice.inDialog(sip.BYE, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 2, "")
+	bye := bob.expectRequest(sip.BYE)
+	bob.answer(bye, 200, "OK", "", "")
+	alice.expectResponse(200)
+	if fs := d.flows(t, callID); len(fs) != 0 {
+		t.Errorf("flows left after BYE: %+v", fs)
+	}
+}
