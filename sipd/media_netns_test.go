@@ -135,7 +135,9 @@ func (p *sipdProc) flows(callID string) []FlowJSON {
 // killed by PID if need be) when t ends.
 func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
 	t.Helper()
-	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-sipdtest-%d-%s", os.Getpid(), datapath)
+	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
+	// of a test process that died before its cleanup.
+	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-sipd-%s", os.Getpid(), datapath)
 	t.Cleanup(func() { _ = mediapath.Uninstall(pin) })
 	text := string(DefaultConfigYAML())
 	for _, r := range [][2]string{
