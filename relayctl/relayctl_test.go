@@ -28,7 +28,7 @@ func startRelay(t *testing.T) (api string, phoneA, phoneB *net.UDPConn, ports re
 		Timeout:  time.Minute,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Addresses: []relay.AddressConfig{{Name: "lo", Local: netip.MustParseAddr("127.0.0.1"),
-			PortMin: 41000, PortMax: 41999}},
+			PortMin: 18000, PortMax: 18999}}, // below the ephemeral range: no host sysctl change
 	})
 	if err != nil {
 		t.Fatal(err)
