@@ -389,36 +389,7 @@ func TestRelayEndToEnd(t *testing.T) {
 				tp := netnstest.New(t, nsPrefix)
 				kernel := mode != Userspace
 				if mode == XDP || mode == XDPGeneric {
-					// Packets sent by local sockets over veth carry a
-					// partial UDP checksum that XDP cannot see, so its
-					// incremental update would come out wrong (DESIGN.md).
-					// A real NIC delivers full checksums; the senders here
-					// compute them in software to stand in for that. tc and
-					// userspace run with offloads on: they must cope.
-					t.Logf("%s: tx checksum offload off on %s and %s (XDP cannot fix CHECKSUM_PARTIAL)",
-						mode, netnstest.CallerIf, netnstest.CalleeIf)
-					for _, e := range []struct {
-						ns  *netnstest.NS
-						dev string
-					}{{tp.Caller, netnstest.CallerIf}, {tp.Callee, netnstest.CalleeIf}} {
-						if err := e.ns.SetTxChecksum(e.dev, false); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}
-				if mode == XDP {
-					// Native XDP on veth redirects into a peer only if the
-					// peer runs an XDP program.
-					for _, e := range []struct {
-						ns  *netnstest.NS
-						dev string
-					}{{tp.Caller, netnstest.CallerIf}, {tp.Callee, netnstest.CalleeIf}} {
-						l, err := e.ns.AttachXDPPass(e.dev)
-						if err != nil {
-							t.Fatal(err)
-						}
-						t.Cleanup(func() { l.Close() })
-					}
+					tp.PrepareXDP(t, mode == XDP)
 				}
 				c, err := startChild(t, tp.Relay, stackConfig(mode, pinPath(t), 30*time.Second))
 				if err != nil {

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"sipxdp/bpf"
-	"sipxdp/sipd"
+	"sipxdp/sipd/wire"
 )
 
 const usage = `usage: relayctl [-api URL] [-pin DIR] COMMAND [flags]
@@ -125,13 +125,13 @@ func (c *client) do(req *http.Request, v any) error {
 
 // Flow is one row: the API's flow plus the rate relayctl measured.
 type Flow struct {
-	sipd.FlowJSON
+	wire.FlowJSON
 	PPS float64 `json:"pps"`
 }
 
 // fetchFlows reads flows from sipd, or from the pinned maps when sipd is
 // down. source says which.
-func (c *client) fetchFlows(ctx context.Context, call string) (flows []sipd.FlowJSON, source string, err error) {
+func (c *client) fetchFlows(ctx context.Context, call string) (flows []wire.FlowJSON, source string, err error) {
 	q := "/flows"
 	if call != "" {
 		q += "?call_id=" + call
@@ -150,7 +150,7 @@ func (c *client) fetchFlows(ctx context.Context, call string) (flows []sipd.Flow
 	return pinned, "pinned maps at " + c.pin + " (sipd is not running; call ids and userspace flows are unknown)", nil
 }
 
-func (c *client) pinnedFlows(call string) ([]sipd.FlowJSON, error) {
+func (c *client) pinnedFlows(call string) ([]wire.FlowJSON, error) {
 	if call != "" {
 		return nil, errors.New("-call needs sipd: the pinned maps do not know call ids")
 	}
@@ -163,7 +163,7 @@ func (c *client) pinnedFlows(call string) ([]sipd.FlowJSON, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pinned flows: %w", err)
 	}
-	out := make([]sipd.FlowJSON, 0, len(entries))
+	out := make([]wire.FlowJSON, 0, len(entries))
 	for _, e := range entries {
 		state := "active"
 		if e.Flow.Learning {
@@ -173,7 +173,7 @@ func (c *client) pinnedFlows(call string) ([]sipd.FlowJSON, error) {
 		if e.Flow.Peer.IsValid() {
 			peer = e.Flow.Peer.String()
 		}
-		out = append(out, sipd.FlowJSON{
+		out = append(out, wire.FlowJSON{
 			Local: e.Flow.Key.Local.String(), Peer: peer, Out: e.Flow.Out.String(), Dst: e.Flow.Dst.String(),
 			Path: "kernel", State: state, Packets: e.Stats.Packets, Bytes: e.Stats.Bytes, LastSeen: e.Stats.LastSeen,
 		})
@@ -236,7 +236,7 @@ func (c *client) sample(ctx context.Context, call string, interval time.Duration
 	return withRates(first, second, interval), source, nil
 }
 
-func withRates(before, after []sipd.FlowJSON, d time.Duration) []Flow {
+func withRates(before, after []wire.FlowJSON, d time.Duration) []Flow {
 	prev := make(map[string]uint64, len(before))
 	for _, f := range before {
 		prev[f.Local] = f.Packets
@@ -299,7 +299,7 @@ func (c *client) stats(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var st sipd.StatsJSON
+	var st wire.StatsJSON
 	err := c.get(ctx, "/stats", &st)
 	if errors.Is(err, ErrNotRunning) {
 		m, perr := bpf.OpenPinnedMaps(c.pin)
@@ -311,7 +311,7 @@ func (c *client) stats(ctx context.Context, args []string) error {
 		if cerr != nil {
 			return fmt.Errorf("read pinned counters: %w", cerr)
 		}
-		st = sipd.StatsJSON{KernelCounters: counters}
+		st = wire.StatsJSON{KernelCounters: counters}
 		st.Path = "kernel (pinned maps; sipd is not running)"
 		err = nil
 	}
@@ -327,7 +327,7 @@ func (c *client) stats(ctx context.Context, args []string) error {
 	return nil
 }
 
-func printStats(w io.Writer, st sipd.StatsJSON) {
+func printStats(w io.Writer, st wire.StatsJSON) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "path\t%s\n", st.Path)
 	if st.Reason != "" {

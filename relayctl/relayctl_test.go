@@ -17,6 +17,7 @@ import (
 	"sipxdp/mediapath"
 	"sipxdp/relay"
 	"sipxdp/sipd"
+	"sipxdp/sipd/wire"
 )
 
 // startRelay runs a real userspace relay stack on loopback behind sipd's
@@ -131,7 +132,7 @@ func TestFlowsFromRunningRelay(t *testing.T) {
 			t.Fatalf("stats (exit %d) does not match %s:\n%s", code, re, stats)
 		}
 	}
-	var sj sipd.StatsJSON
+	var sj wire.StatsJSON
 	js, _ := relayCmd(t, "-api", api, "stats", "-json")
 	if err := json.Unmarshal([]byte(js), &sj); err != nil {
 		t.Fatal(err)
@@ -151,8 +152,8 @@ func TestFlowsFromRunningRelay(t *testing.T) {
 }
 
 func TestPacketsPerSecond(t *testing.T) {
-	before := []sipd.FlowJSON{{Local: "a", Packets: 100}, {Local: "b", Packets: 5}}
-	after := []sipd.FlowJSON{{Local: "a", Packets: 300}, {Local: "b", Packets: 5}, {Local: "c", Packets: 9}}
+	before := []wire.FlowJSON{{Local: "a", Packets: 100}, {Local: "b", Packets: 5}}
+	after := []wire.FlowJSON{{Local: "a", Packets: 300}, {Local: "b", Packets: 5}, {Local: "c", Packets: 9}}
 	rows := withRates(before, after, 2*time.Second)
 	want := map[string]float64{"a": 100, "b": 0, "c": 0}
 	for _, r := range rows {

@@ -10,6 +10,7 @@ import (
 
 	"sipxdp/relay"
 	"sipxdp/sipd/sipserver"
+	"sipxdp/sipd/wire"
 )
 
 // API serves sipd's HTTP control and monitoring endpoints.
@@ -20,6 +21,14 @@ type API struct {
 	Version string
 }
 
+// The API's JSON shapes live in package wire so relayctl can read them
+// without importing the daemon.
+type (
+	MediaHealth = wire.MediaHealth
+	FlowJSON    = wire.FlowJSON
+	StatsJSON   = wire.StatsJSON
+)
+
 // Health is the /health document.
 type Health struct {
 	Status        string           `json:"status"`
@@ -27,51 +36,6 @@ type Health struct {
 	UptimeSeconds float64          `json:"uptime_seconds"`
 	SIP           *sipserver.Stats `json:"sip,omitempty"`
 	Media         MediaHealth      `json:"media"`
-}
-
-// MediaHealth summarises the relay.
-type MediaHealth struct {
-	Path             string `json:"path"`
-	Reason           string `json:"reason"`
-	Draining         bool   `json:"draining"`
-	Sessions         int    `json:"sessions"`
-	Flows            int    `json:"flows"`
-	KernelFlows      int    `json:"kernel_flows"`
-	UserspaceFlows   int    `json:"userspace_flows"`
-	Packets          uint64 `json:"packets"`
-	Bytes            uint64 `json:"bytes"`
-	KernelPackets    uint64 `json:"kernel_packets"`
-	UserspacePackets uint64 `json:"userspace_packets"`
-	UserspaceSockets int    `json:"userspace_sockets"`
-}
-
-// FlowJSON is one flow in /flows.
-type FlowJSON struct {
-	CallID      string    `json:"call_id"`
-	Stream      int       `json:"stream"`
-	Leg         string    `json:"leg"`
-	Component   string    `json:"component"`
-	Local       string    `json:"local"`
-	Peer        string    `json:"peer"`
-	Out         string    `json:"out"`
-	Dst         string    `json:"dst"`
-	Path        string    `json:"path"`
-	State       string    `json:"state"`
-	KernelError string    `json:"kernel_error,omitempty"`
-	Packets     uint64    `json:"packets"`
-	Bytes       uint64    `json:"bytes"`
-	LastSeen    time.Time `json:"last_seen,omitzero"`
-}
-
-// StatsJSON is /stats: totals and the slow-path counters.
-type StatsJSON struct {
-	MediaHealth
-	KernelBytes         uint64            `json:"kernel_bytes"`
-	UserspaceBytes      uint64            `json:"userspace_bytes"`
-	KernelCounters      map[string]uint64 `json:"kernel_counters,omitempty"`
-	KernelCountersError string            `json:"kernel_counters_error,omitempty"`
-	UserspaceCounters   map[string]uint64 `json:"userspace_counters"`
-	LatchDrops          uint64            `json:"latch_drops"`
 }
 
 // Handler routes the API.

@@ -1,6 +1,7 @@
 package sipd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sipxdp/relayctl"
 	"strings"
 	"testing"
 	"time"
@@ -416,6 +418,7 @@ func TestMediaRelayedCall(t *testing.T) {
 	if pkts < 90 {
 		t.Errorf("flows count %d packets, want about 100: %+v", pkts, fs)
 	}
+	checkRelayctl(t, d.http, callID, fs)
 
 	// Bob puts alice on hold: same relay ports, direction passed on.
 	invContact := inv.Contact().Address
@@ -690,5 +693,37 @@ func TestMediaLateOffer(t *testing.T) {
 	alice.expectResponse(200)
 	if fs := d.flows(t, callID); len(fs) != 0 {
 		t.Errorf("flows left after BYE: %+v", fs)
+	}
+}
+
+// checkRelayctl runs relayctl against the daemon's API and checks that it
+// reports the same flows, with the same counters, as /flows did (no RTP
+// moves between the two reads: the phones have stopped sending).
+func checkRelayctl(t *testing.T, api, callID string, want []FlowJSON) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := relayctl.Main(context.Background(), []string{"-api", api, "flows", "-call", callID, "-json", "-interval", "0"}, &out, &errb); code != 0 {
+		t.Fatalf("relayctl flows: exit %d: %s", code, errb.String())
+	}
+	var got []relayctl.Flow
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("relayctl flows -json: %v\n%s", err, out.String())
+	}
+	byLocal := map[string]FlowJSON{}
+	for _, f := range want {
+		byLocal[f.Local] = f
+	}
+	if len(got) != len(want) {
+		t.Fatalf("relayctl lists %d flows, /flows %d", len(got), len(want))
+	}
+	for _, g := range got {
+		w, ok := byLocal[g.Local]
+		if !ok || g.CallID != callID || g.Packets != w.Packets || g.Bytes != w.Bytes || g.Peer != w.Peer || g.Path != w.Path {
+			t.Errorf("relayctl flow %+v does not match /flows %+v", g.FlowJSON, w)
+		}
+	}
+	var table bytes.Buffer
+	if code := relayctl.Main(context.Background(), []string{"-api", api, "flows", "-call", callID, "-interval", "0"}, &table, &errb); code != 0 || !strings.Contains(table.String(), callID) {
+		t.Fatalf("relayctl flows table (exit %d):\n%s%s", code, table.String(), errb.String())
 	}
 }

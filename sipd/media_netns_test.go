@@ -247,7 +247,7 @@ func tail(s string, n int) string {
 // path, in the kernel), and BYE removes them.
 func TestMediaNetns(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, dp := range []string{"userspace", "xdp-generic", "tc"} {
+	for _, dp := range []string{"userspace", "xdp", "xdp-generic", "tc"} {
 		for _, fam := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
 			t.Run(dp+"/"+fam.Name, func(t *testing.T) { netnsCall(t, dp, fam) })
 		}
@@ -256,6 +256,9 @@ func TestMediaNetns(t *testing.T) {
 
 func netnsCall(t *testing.T, dp string, fam netnstest.Addrs) {
 	tp := netnstest.New(t, "sxsd-")
+	if dp == "xdp" || dp == "xdp-generic" {
+		tp.PrepareXDP(t, dp == "xdp")
+	}
 	p := startSipdIn(t, tp.Relay, dp)
 	if p.path != dp {
 		t.Fatalf("sipd runs the %s path, want %s", p.path, dp)

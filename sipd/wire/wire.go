@@ -1,0 +1,50 @@
+// Package wire holds the JSON shapes of sipd's HTTP API, shared by sipd,
+// which writes them, and relayctl, which reads them.
+package wire
+
+import "time"
+
+// MediaHealth summarises the relay.
+type MediaHealth struct {
+	Path             string `json:"path"`
+	Reason           string `json:"reason"`
+	Draining         bool   `json:"draining"`
+	Sessions         int    `json:"sessions"`
+	Flows            int    `json:"flows"`
+	KernelFlows      int    `json:"kernel_flows"`
+	UserspaceFlows   int    `json:"userspace_flows"`
+	Packets          uint64 `json:"packets"`
+	Bytes            uint64 `json:"bytes"`
+	KernelPackets    uint64 `json:"kernel_packets"`
+	UserspacePackets uint64 `json:"userspace_packets"`
+	UserspaceSockets int    `json:"userspace_sockets"`
+}
+
+// FlowJSON is one flow in /flows.
+type FlowJSON struct {
+	CallID      string    `json:"call_id"`
+	Stream      int       `json:"stream"`
+	Leg         string    `json:"leg"`
+	Component   string    `json:"component"`
+	Local       string    `json:"local"`
+	Peer        string    `json:"peer"`
+	Out         string    `json:"out"`
+	Dst         string    `json:"dst"`
+	Path        string    `json:"path"`
+	State       string    `json:"state"`
+	KernelError string    `json:"kernel_error,omitempty"`
+	Packets     uint64    `json:"packets"`
+	Bytes       uint64    `json:"bytes"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+}
+
+// StatsJSON is /stats: totals and the slow-path counters.
+type StatsJSON struct {
+	MediaHealth
+	KernelBytes         uint64            `json:"kernel_bytes"`
+	UserspaceBytes      uint64            `json:"userspace_bytes"`
+	KernelCounters      map[string]uint64 `json:"kernel_counters,omitempty"`
+	KernelCountersError string            `json:"kernel_counters_error,omitempty"`
+	UserspaceCounters   map[string]uint64 `json:"userspace_counters"`
+	LatchDrops          uint64            `json:"latch_drops"`
+}
