@@ -168,13 +168,6 @@ func (u *ua) sdp() string {
 		"m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", u.name, fam, a.Addr(), fam, a.Addr(), a.Port())
 }
 
-func (u *ua) send(m sip.Message) {
-	u.t.Helper()
-	if _, err := u.sip.WriteToUDPAddrPort([]byte(m.String()), u.proxy); err != nil {
-		u.t.Fatal(err)
-	}
-}
-
 func (u *ua) sendText(text string) {
 	u.t.Helper()
 	if _, err := u.sip.WriteToUDPAddrPort([]byte(text), u.proxy); err != nil {
