@@ -25,14 +25,13 @@ import (
 
 // daemon is sipd running in-process on loopback for an end-to-end test.
 type daemon struct {
-	sip          netip.AddrPort
-	http         string
-	portMin      int
-	portMax      int
-	relay        netip.Addr
-	stop         func()
-	cdrPath      string
-	mediaTimeout time.Duration
+	sip     netip.AddrPort
+	http    string
+	portMin int
+	portMax int
+	relay   netip.Addr
+	stop    func()
+	cdrPath string
 }
 
 func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
