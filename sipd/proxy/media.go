@@ -19,10 +19,10 @@ const byeCSeqStep = 100000
 // MediaEnded closes a call the relay found silent: the CDR records the
 // reason, and each side gets a BYE so the phones hang up too.
 //
-// The BYEs are sent straight to the address each side's signaling came
-// from, with no Route set: right when sipd is the only proxy on the path
-// (its own Record-Route is all the route set holds); with other
-// record-routing proxies in between, those proxies do not see the BYE.
+// Each BYE carries the route set on its side of sipd, taken from the 2xx's
+// Record-Route, so other record-routing proxies on the path see it too;
+// it is sent to the address that side's signaling came from, which is the
+// first of those proxies, or the phone itself.
 func (p *Proxy) MediaEnded(e media.Ended) {
 	if p.dialogs != nil {
 		p.dialogs.Bye(e.CallID, e.CallerTag, "", e.Reason)
@@ -36,22 +36,55 @@ func (p *Proxy) MediaEnded(e media.Ended) {
 	if c := inv.CSeq(); c != nil {
 		seq += c.SeqNo
 	}
+	toCallee, toCaller := p.routeSets(ok)
 	// Towards the callee, in the caller's name.
 	if c, okc := ok.GetHeader("Contact").(*sip.ContactHeader); okc {
-		p.sendBye(c.Address, ok.Source(), ok.Transport(), sip.HeaderClone(inv.From()).(*sip.FromHeader),
+		p.sendBye(c.Address, toCallee, ok.Source(), ok.Transport(), sip.HeaderClone(inv.From()).(*sip.FromHeader),
 			sip.HeaderClone(ok.To()).(*sip.ToHeader), inv.CallID(), seq, reason)
 	}
 	// Towards the caller, in the callee's name: From and To swap.
 	if c, okc := inv.GetHeader("Contact").(*sip.ContactHeader); okc {
 		from := &sip.FromHeader{DisplayName: ok.To().DisplayName, Address: ok.To().Address, Params: ok.To().Params.Clone()}
 		to := &sip.ToHeader{DisplayName: inv.From().DisplayName, Address: inv.From().Address, Params: inv.From().Params.Clone()}
-		p.sendBye(c.Address, inv.Source(), inv.Transport(), from, to, inv.CallID(), byeCSeqStep, reason)
+		p.sendBye(c.Address, toCaller, inv.Source(), inv.Transport(), from, to, inv.CallID(), byeCSeqStep, reason)
 	}
 }
 
-// sendBye sends one BYE outside any dialog state of ours; the answer is
-// read and dropped.
-func (p *Proxy) sendBye(ruri sip.Uri, dest, transport string, from *sip.FromHeader, to *sip.ToHeader, callID *sip.CallIDHeader, seq uint32, extra sip.Header) {
+// routeSets splits the 2xx's Record-Route list at sipd's own entries (one,
+// or two when the sides use different transports). The entries above
+// ours are the proxies between sipd and the callee, whom a BYE towards the
+// callee visits in reverse order; those below ours lie between sipd and
+// the caller, visited in order. Without an entry of ours there is no
+// dialog route through sipd, and both sets are empty.
+func (p *Proxy) routeSets(ok *sip.Response) (toCallee, toCaller []sip.Uri) {
+	var rr []sip.Uri
+	for _, h := range ok.GetHeaders("Record-Route") {
+		if r, isRR := h.(*sip.RecordRouteHeader); isRR {
+			rr = append(rr, r.Address)
+		}
+	}
+	first, last := -1, -1
+	for i := range rr {
+		if p.self.IsSelf(&rr[i]) {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return nil, nil
+	}
+	for i := first - 1; i >= 0; i-- {
+		toCallee = append(toCallee, rr[i])
+	}
+	toCaller = append(toCaller, rr[last+1:]...)
+	return toCallee, toCaller
+}
+
+// sendBye sends one BYE outside any dialog state of ours, through the
+// given route set; the answer is read and dropped.
+func (p *Proxy) sendBye(ruri sip.Uri, routes []sip.Uri, dest, transport string, from *sip.FromHeader, to *sip.ToHeader, callID *sip.CallIDHeader, seq uint32, extra sip.Header) {
 	if p.stopped.Load() {
 		return // at shutdown a send would open a socket nobody closes
 	}
@@ -79,6 +112,9 @@ func (p *Proxy) sendBye(ruri sip.Uri, dest, transport string, from *sip.FromHead
 	req.AppendHeader(to)
 	req.AppendHeader(sip.HeaderClone(callID))
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.BYE})
+	for _, r := range routes {
+		req.AppendHeader(&sip.RouteHeader{Address: *r.Clone()})
+	}
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	if extra != nil {

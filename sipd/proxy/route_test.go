@@ -139,3 +139,46 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("dest %s laddr %v", out.Destination(), out.Laddr)
 	}
 }
+
+// TestByeRouteSets: the media-timeout BYEs follow the dialog's route set on
+// each side of sipd, with its own (double) Record-Route left out.
+func TestByeRouteSets(t *testing.T) {
+	p := testProxy(Config{})
+	parse := func(rr string) *sip.Response {
+		text := "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKabc\r\n" +
+			"From: <sip:alice@example.org>;tag=f1\r\nTo: <sip:bob@example.org>;tag=t1\r\nCall-ID: c1\r\n" +
+			"CSeq: 1 INVITE\r\n" + rr + "Content-Length: 0\r\n\r\n"
+		m, err := sip.ParseMessage([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.(*sip.Response)
+	}
+	str := func(us []sip.Uri) string {
+		var out []string
+		for _, u := range us {
+			out = append(out, u.Host)
+		}
+		return strings.Join(out, ",")
+	}
+	cases := []struct {
+		name, rr, callee, caller string
+	}{
+		{"only sipd", "Record-Route: <sip:192.0.2.10:5060;lr>\r\n", "", ""},
+		{"proxies on both sides",
+			"Record-Route: <sip:p3.callee.net;lr>, <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
+			"p2.callee.net,p3.callee.net", "p1.caller.net"},
+		{"double record-route", "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;transport=tcp;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
+			"p2.callee.net", "p1.caller.net"},
+		{"not through sipd", "Record-Route: <sip:p2.callee.net;lr>\r\n", "", ""},
+	}
+	for _, c := range cases {
+		toCallee, toCaller := p.routeSets(parse(c.rr))
+		if got := str(toCallee); got != c.callee {
+			t.Errorf("%s: route towards callee %q, want %q", c.name, got, c.callee)
+		}
+		if got := str(toCaller); got != c.caller {
+			t.Errorf("%s: route towards caller %q, want %q", c.name, got, c.caller)
+		}
+	}
+}
