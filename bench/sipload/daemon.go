@@ -1,0 +1,222 @@
+package sipload
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// BuildSipd compiles sipd into dir and returns the binary's path. It uses
+// the package path, so it works from any directory inside the module.
+func BuildSipd(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "sipd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "sipxdp/cmd/sipd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build sipd: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// DaemonConfig is how to run sipd for a load test.
+type DaemonConfig struct {
+	Binary   string // sipd executable
+	Dir      string // for the config, users file and log
+	Mode     string // media.mode: none or all
+	Datapath string // media.datapath: userspace or auto
+	UASCount int
+	Password string
+	// Relay port range; it stays below 32768 so it is outside the
+	// ephemeral range the load generator's own sockets come from.
+	PortMin, PortMax int
+}
+
+// Daemon is a running sipd child process.
+type Daemon struct {
+	SIP     netip.AddrPort
+	HTTP    string // base URL of the API
+	LogPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// Health is the part of sipd's /health the bench reads.
+type Health struct {
+	SIP *struct {
+		ActiveCalls    int    `json:"active_calls"`
+		CallsInSetup   int    `json:"calls_in_setup"`
+		CallsCompleted uint64 `json:"calls_completed"`
+		CallsFailed    uint64 `json:"calls_failed"`
+		Registrations  int    `json:"registrations"`
+	} `json:"sip"`
+	Media struct {
+		Path     string `json:"path"`
+		Sessions int    `json:"sessions"`
+		Flows    int    `json:"flows"`
+		Packets  uint64 `json:"packets"`
+		Bytes    uint64 `json:"bytes"`
+	} `json:"media"`
+}
+
+func freePort(network string) (int, error) {
+	if network == "udp" {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// replace substitutes old with new in s once and fails when old is
+// missing, so a change to the default config is noticed rather than
+// silently ignored.
+func replace(s, old, new string) (string, error) {
+	if !strings.Contains(s, old) {
+		return "", fmt.Errorf("default config has no %q", old)
+	}
+	return strings.Replace(s, old, new, 1), nil
+}
+
+// StartDaemon writes a config derived from the binary's own default and
+// starts sipd on loopback with random free SIP (UDP) and HTTP ports.
+func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
+	def, err := exec.CommandContext(ctx, dc.Binary, "-print-default-config").Output()
+	if err != nil {
+		return nil, fmt.Errorf("sipd default config: %w", err)
+	}
+	sipPort, err := freePort("udp")
+	if err != nil {
+		return nil, fmt.Errorf("free sip port: %w", err)
+	}
+	httpPort, err := freePort("tcp")
+	if err != nil {
+		return nil, fmt.Errorf("free http port: %w", err)
+	}
+	users := filepath.Join(dc.Dir, "users")
+	if err := os.WriteFile(users, []byte(UsersFile(dc.UASCount, dc.Password)), 0o600); err != nil {
+		return nil, fmt.Errorf("write users: %w", err)
+	}
+	text := string(def)
+	for _, r := range [][2]string{
+		{"listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort)},
+		// UDP only: a free UDP port need not be free for TCP.
+		{"    - transport: udp\n      addr: 127.0.0.1:5060\n    - transport: tcp\n      addr: 127.0.0.1:5060",
+			fmt.Sprintf("    - {transport: udp, addr: \"127.0.0.1:%d\"}", sipPort)},
+		{"mode: all", "mode: " + dc.Mode},
+		{"datapath: auto", "datapath: " + dc.Datapath},
+		// A pin path of our own, so a bench run never touches an installed
+		// sipd's pinned maps.
+		{"pin_path: /sys/fs/bpf/sipxdp", fmt.Sprintf("pin_path: /sys/fs/bpf/sipxdp-bench-%d", os.Getpid())},
+		{"port_min: 20000", fmt.Sprintf("port_min: %d", dc.PortMin)},
+		{"port_max: 29999", fmt.Sprintf("port_max: %d", dc.PortMax)},
+		{`users_file: ""`, "users_file: " + users},
+		{"level: info", "level: warn"},
+	} {
+		if text, err = replace(text, r[0], r[1]); err != nil {
+			return nil, err
+		}
+	}
+	cfgPath := filepath.Join(dc.Dir, "sipd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+	d := &Daemon{SIP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
+		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), LogPath: filepath.Join(dc.Dir, "sipd.log"),
+		exited: make(chan struct{})}
+	logf, err := os.Create(d.LogPath)
+	if err != nil {
+		return nil, fmt.Errorf("create log: %w", err)
+	}
+	defer logf.Close()
+	// Not CommandContext: the caller stops the child with Stop, by its PID.
+	d.cmd = exec.Command(dc.Binary, "-config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start sipd: %w", err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := d.Health(ctx); err == nil {
+			return d, nil
+		}
+		select {
+		case <-d.exited:
+			return nil, fmt.Errorf("sipd exited at start: %s", tailFile(d.LogPath))
+		case <-ctx.Done():
+			d.Stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			d.Stop()
+			return nil, fmt.Errorf("sipd not ready in 15 s: %s", tailFile(d.LogPath))
+		}
+	}
+}
+
+func tailFile(p string) string {
+	b, _ := os.ReadFile(p)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// Health reads /health.
+func (d *Daemon) Health(ctx context.Context) (Health, error) {
+	var h Health
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", d.HTTP+"/health", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return h, fmt.Errorf("get health: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return h, fmt.Errorf("decode health: %w", err)
+	}
+	return h, nil
+}
+
+// Stop ends the child: SIGTERM so it can detach its hooks, then SIGKILL
+// after 10 s. Only this process is signalled, by its own PID.
+func (d *Daemon) Stop() error {
+	select {
+	case <-d.exited:
+		return nil
+	default:
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal sipd: %w", err)
+	}
+	select {
+	case <-d.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+		return errors.New("sipd did not stop in 10 s; killed")
+	}
+}
