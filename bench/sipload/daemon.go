@@ -22,7 +22,7 @@ func BuildSipd(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "sipd")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "sipxdp/cmd/sipd")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build sipd: %w\n%s", err, out)
+		return "", fmt.Errorf("build sipd (run inside the sipxdp module, or give a binary): %w\n%s", err, out)
 	}
 	return bin, nil
 }
