@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -47,6 +48,10 @@ type Daemon struct {
 	LogPath string
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	// Kernel datapaths pin maps and links, which outlive the process by
+	// design; Stop removes them with "sipd -uninstall" on the same config.
+	uninstall *exec.Cmd
+	once      sync.Once
 }
 
 // Health is the part of sipd's /health the bench reads.
@@ -140,6 +145,9 @@ func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
 	d := &Daemon{SIP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
 		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), LogPath: filepath.Join(dc.Dir, "sipd.log"),
 		exited: make(chan struct{})}
+	if dc.Datapath != "userspace" {
+		d.uninstall = exec.Command(dc.Binary, "-config", cfgPath, "-uninstall")
+	}
 	logf, err := os.Create(d.LogPath)
 	if err != nil {
 		return nil, fmt.Errorf("create log: %w", err)
@@ -200,9 +208,22 @@ func (d *Daemon) Health(ctx context.Context) (Health, error) {
 	return h, nil
 }
 
-// Stop ends the child: SIGTERM so it can detach its hooks, then SIGKILL
-// after 10 s. Only this process is signalled, by its own PID.
+// Stop ends the child: SIGTERM, then SIGKILL after 10 s; then it removes
+// any pinned BPF state. Only this process is signalled, by its own PID.
 func (d *Daemon) Stop() error {
+	err := d.stop()
+	d.once.Do(func() {
+		if d.uninstall == nil {
+			return
+		}
+		if out, uerr := d.uninstall.CombinedOutput(); uerr != nil && err == nil {
+			err = fmt.Errorf("sipd -uninstall: %w\n%s", uerr, out)
+		}
+	})
+	return err
+}
+
+func (d *Daemon) stop() error {
 	select {
 	case <-d.exited:
 		return nil
