@@ -186,15 +186,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	wg.Go(func() { l.rtpLoop(rtpCtx) })
 	defer func() { stopRTP(); l.closeSIP(); wg.Wait() }()
 
+	// Calls start on a schedule, not one per tick: a ticker drops ticks
+	// when the process is busy, which would quietly lower the rate, so
+	// each wake-up starts every call that is due by now.
 	begin := time.Now()
 	interval := time.Duration(float64(time.Second) / cfg.CPS)
-	tick := time.NewTicker(interval)
+	tick := time.NewTicker(min(interval, 10*time.Millisecond))
 	defer tick.Stop()
-	for i := 0; i < cfg.Total; i++ {
-		if err := l.startCall(i); err != nil {
-			return Result{}, err
+	for next := 0; next < cfg.Total; {
+		due := min(cfg.Total, int(time.Since(begin)/interval)+1)
+		for ; next < due; next++ {
+			if err := l.startCall(next); err != nil {
+				return l.result(begin), err
+			}
 		}
-		if i == cfg.Total-1 {
+		if next == cfg.Total {
 			break
 		}
 		select {
