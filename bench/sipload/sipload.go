@@ -778,8 +778,19 @@ func (l *load) result(begin time.Time) Result {
 	defer l.mu.Unlock()
 	r := Result{Attempted: l.started, Completed: l.done - l.failed, Failed: l.failed, Codes: map[int]int{},
 		TXPackets: l.tx, RXPackets: l.uacR + l.uasR, UACRX: l.uacR, UASRX: l.uasR, Elapsed: time.Since(begin)}
-	// Calls still running when the context ended count as failed.
+	// Calls still running when the context ended count as failed, and
+	// their packets so far still count.
 	r.Failed += l.started - l.done
+	for _, c := range l.calls {
+		r.TXPackets += c.tx
+		r.RXPackets += c.rx
+		r.UACRX += c.rx
+	}
+	for _, g := range l.legs {
+		r.TXPackets += g.tx
+		r.RXPackets += g.rx
+		r.UASRX += g.rx
+	}
 	for k, v := range l.codes {
 		r.Codes[k] = v
 	}
