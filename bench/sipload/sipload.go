@@ -253,6 +253,7 @@ func (l *load) closeAll() {
 	}
 	for id, g := range l.legs {
 		unix.Close(g.fd)
+		g.fd = -1
 		delete(l.legs, id)
 	}
 }
@@ -693,6 +694,7 @@ func (l *load) onUAS(u *ua, m sip.Message, from netip.AddrPort) {
 func (l *load) closeLeg(id string, g *leg) {
 	l.drainLeg(g, make([]byte, 2048))
 	unix.Close(g.fd)
+	g.fd = -1 // the media ticker may still hold g in its snapshot
 	l.tx += g.tx
 	l.uasR += g.rx
 	delete(l.legs, id)
@@ -707,36 +709,66 @@ func (l *load) rtpLoop(ctx context.Context) {
 	buf := make([]byte, 2048)
 	pkt := make([]byte, rtpSize)
 	pkt[0], pkt[1] = 0x80, 0 // RTP v2, PCMU
+	const chunk = 64
+	var legs []*leg
+	var calls []*call
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		// Snapshot the live legs and calls, then work through them in
+		// chunks, releasing mu between chunks so SIP handling is not held
+		// up for a whole tick at thousands of calls. A leg or call that
+		// ends meanwhile has its fd set to -1 under mu and is skipped.
 		l.mu.Lock()
+		legs = legs[:0]
 		for _, g := range l.legs {
-			l.drainLeg(g, buf)
+			legs = append(legs, g)
 		}
+		calls = calls[:0]
 		for _, c := range l.calls {
-			if c.fd <= 0 || c.peer == nil {
-				continue
-			}
-			l.drainCall(c, buf)
-			if c.state != stUp {
-				continue
-			}
-			seq := c.seq
-			pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-			ts := uint32(seq) * 160
-			pkt[4], pkt[5], pkt[6], pkt[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
-			ssrc := uint32(c.n + 1)
-			pkt[8], pkt[9], pkt[10], pkt[11] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
-			if unix.Sendto(c.fd, pkt, unix.MSG_DONTWAIT, c.peer) == nil {
-				c.seq++
-				c.tx++
-			}
+			calls = append(calls, c)
 		}
 		l.mu.Unlock()
+		for i := 0; i < len(legs); i += chunk {
+			l.mu.Lock()
+			for _, g := range legs[i:min(i+chunk, len(legs))] {
+				if g.fd > 0 {
+					l.drainLeg(g, buf)
+				}
+			}
+			l.mu.Unlock()
+		}
+		for i := 0; i < len(calls); i += chunk {
+			l.mu.Lock()
+			for _, c := range calls[i:min(i+chunk, len(calls))] {
+				l.tickCall(c, buf, pkt)
+			}
+			l.mu.Unlock()
+		}
+	}
+}
+
+// tickCall collects c's echoes and sends its next packet; mu is held.
+func (l *load) tickCall(c *call, buf, pkt []byte) {
+	if c.fd <= 0 || c.peer == nil {
+		return
+	}
+	l.drainCall(c, buf)
+	if c.state != stUp {
+		return
+	}
+	seq := c.seq
+	pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+	ts := uint32(seq) * 160
+	pkt[4], pkt[5], pkt[6], pkt[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
+	ssrc := uint32(c.n + 1)
+	pkt[8], pkt[9], pkt[10], pkt[11] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
+	if unix.Sendto(c.fd, pkt, unix.MSG_DONTWAIT, c.peer) == nil {
+		c.seq++
+		c.tx++
 	}
 }
 
