@@ -51,6 +51,7 @@ type Result struct {
 	LossAvg, LossMax             float64 // per call, fraction of the UAC's packets not echoed back
 	TXPackets, RXPackets         uint64  // RTP, all legs
 	UACRX, UASRX                 uint64  // RTP received by each side
+	UACTX                        uint64  // RTP sent by the caller; below Duration/20ms per call when the ticker fell behind
 	Elapsed                      time.Duration
 }
 
@@ -141,6 +142,7 @@ type load struct {
 	setups   []time.Duration
 	losses   []float64
 	tx, uacR uint64
+	uacT     uint64
 	uasR     uint64
 	done     int
 	failed   int
@@ -487,6 +489,7 @@ func (l *load) finish(c *call, ok bool) {
 	}
 	delete(l.calls, c.id)
 	l.tx += c.tx
+	l.uacT += c.tx
 	l.uacR += c.rx
 	if ok {
 		l.setups = append(l.setups, c.setup)
@@ -809,12 +812,13 @@ func (l *load) result(begin time.Time) Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := Result{Attempted: l.started, Completed: l.done - l.failed, Failed: l.failed, Codes: map[int]int{},
-		TXPackets: l.tx, RXPackets: l.uacR + l.uasR, UACRX: l.uacR, UASRX: l.uasR, Elapsed: time.Since(begin)}
+		TXPackets: l.tx, RXPackets: l.uacR + l.uasR, UACRX: l.uacR, UASRX: l.uasR, UACTX: l.uacT, Elapsed: time.Since(begin)}
 	// Calls still running when the context ended count as failed, and
 	// their packets so far still count.
 	r.Failed += l.started - l.done
 	for _, c := range l.calls {
 		r.TXPackets += c.tx
+		r.UACTX += c.tx
 		r.RXPackets += c.rx
 		r.UACRX += c.rx
 	}
