@@ -39,7 +39,7 @@ struct flow_value {
 	// Next hop cached from the last FIB lookup, so a flow without pinned
 	// MACs pays for the lookup once per NH_TTL_NS rather than per packet.
 	// The loader writes zeros (no cache) on every upsert.
-	__u32 nh_ifindex;   // host order; 0 means nothing cached
+	__u32 nh_ifindex;   // host order; 0: nothing cached, NH_LOCAL_IFINDEX: local delivery
 	__u8 nh_smac[6];
 	__u8 nh_dmac[6];
 	__u64 nh_expires;   // bpf_ktime_get_coarse_ns deadline, host order
@@ -68,6 +68,7 @@ enum counter {
 	cnt_fib,
 	cnt_port_range, // destination port outside the relay range: no lookup
 	cnt_no_egress,  // egress device missing from the devmap (XDP only)
+	cnt_local,      // rewritten for a destination on this host and passed up to it
 	cnt_max,
 };
 

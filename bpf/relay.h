@@ -116,8 +116,15 @@ static __always_inline void relay_fib_params(const struct flow_value *v, const s
 enum nh_result {
 	NH_OK,       // egress and MACs set
 	NH_NO_NEIGH, // route found, neighbour unresolved: egress set, MACs not
+	NH_LOCAL,    // the destination is on this host: rewrite and pass up
 	NH_FAIL,     // no route: pass to the stack
 };
+
+// Cached in nh_ifindex for a destination on this host (no device has this
+// index). Calls between phones on the relay host itself, such as sipd on
+// loopback, need it: the kernel path must deliver locally, since once a
+// flow is latched no relay socket is left to take the packet.
+#define NH_LOCAL_IFINDEX 0xffffffffu
 
 // Resolves the next hop of a flow without pinned MACs: the cached answer
 // while fresh, else bpf_fib_lookup, whose success is cached in the flow.
@@ -128,6 +135,8 @@ static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value
 						    __u64 now, __u32 *egress, __u8 *macs)
 {
 	if (v->nh_ifindex && now < v->nh_expires) {
+		if (v->nh_ifindex == NH_LOCAL_IFINDEX)
+			return NH_LOCAL;
 		*egress = v->nh_ifindex;
 		__builtin_memcpy(macs, v->nh_dmac, ETH_ALEN);
 		__builtin_memcpy(macs + ETH_ALEN, v->nh_smac, ETH_ALEN);
@@ -139,6 +148,13 @@ static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		*egress = f.ifindex;
 		return NH_NO_NEIGH;
+	}
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
+		// Not a unicast route: a local address (broadcast RTP is not a
+		// thing), so the rewritten packet is for a socket on this host.
+		v->nh_expires = now + NH_TTL_NS;
+		v->nh_ifindex = NH_LOCAL_IFINDEX;
+		return NH_LOCAL;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return NH_FAIL;

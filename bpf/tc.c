@@ -40,7 +40,7 @@ int relay_tc(struct __sk_buff *skb)
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
-	int neigh = 0;
+	int neigh = 0, local = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source, as on the wire
 	if (v->flags & FLOW_PINNED_MAC) {
 		egress = v->out_ifindex;
@@ -51,6 +51,7 @@ int relay_tc(struct __sk_buff *skb)
 		if (nh == NH_FAIL)
 			return pass(cnt_fib);
 		neigh = nh == NH_NO_NEIGH; // bpf_redirect_neigh resolves it on the way out
+		local = nh == NH_LOCAL;
 	}
 
 	relay_account(v, &p, now);
@@ -81,6 +82,12 @@ int relay_tc(struct __sk_buff *skb)
 		bpf_skb_store_bytes(skb, l3 + BLK4_OFF, nb.w, BLK4_WORDS * 2, 0);
 	}
 
+	if (local) {
+		// At ingress, before IP: the stack delivers the rewritten packet
+		// to the local socket it is now addressed to.
+		count(cnt_local);
+		return TC_ACT_OK;
+	}
 	count(cnt_redirect);
 	if (neigh)
 		return bpf_redirect_neigh(egress, 0, 0, 0);

@@ -32,7 +32,8 @@ const (
 	tcCounterCntFib         tcCounter = 13
 	tcCounterCntPortRange   tcCounter = 14
 	tcCounterCntNoEgress    tcCounter = 15
-	tcCounterCntMax         tcCounter = 16
+	tcCounterCntLocal       tcCounter = 16
+	tcCounterCntMax         tcCounter = 17
 )
 
 type tcFlowKey struct {

@@ -26,17 +26,22 @@ int relay_xdp(struct xdp_md *ctx)
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
+	int local = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source
 	if (v->flags & FLOW_PINNED_MAC) {
 		egress = v->out_ifindex;
 		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
 		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
-	} else if (relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs) != NH_OK) {
-		// XDP cannot resolve a neighbour; the stack will, for the next packet.
-		return pass(cnt_fib);
+	} else {
+		enum nh_result nh = relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs);
+		if (nh == NH_LOCAL)
+			local = 1;
+		else if (nh != NH_OK)
+			// XDP cannot resolve a neighbour; the stack will, for the next packet.
+			return pass(cnt_fib);
 	}
 	// Checked before touching the packet so a pass stays untouched.
-	if (egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
+	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
 
 	relay_account(v, &p, now);
@@ -62,6 +67,11 @@ int relay_xdp(struct xdp_md *ctx)
 			udp->check = c ? c : 0xffff;
 		}
 		__builtin_memcpy(old, nb.w, BLK4_WORDS * 2);
+	}
+	if (local) {
+		// Addressed to this host now: the stack delivers it, MACs as they are.
+		count(cnt_local);
+		return XDP_PASS;
 	}
 	__builtin_memcpy(p.eth->h_dest, macs, 2 * ETH_ALEN);
 

@@ -32,7 +32,8 @@ const (
 	xdpCounterCntFib         xdpCounter = 13
 	xdpCounterCntPortRange   xdpCounter = 14
 	xdpCounterCntNoEgress    xdpCounter = 15
-	xdpCounterCntMax         xdpCounter = 16
+	xdpCounterCntLocal       xdpCounter = 16
+	xdpCounterCntMax         xdpCounter = 17
 )
 
 type xdpFlowKey struct {
