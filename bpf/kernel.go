@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -43,6 +45,10 @@ type Kernel struct {
 	pinPath string
 	prog    *ebpf.Program
 	links   []link.Link
+	// fwdOff4 and fwdOff6 name an attached interface with forwarding off.
+	fwdOff4, fwdOff6 string
+	// hostAddrs tells destinations on this host, delivered locally.
+	hostAddrs localAddrs
 }
 
 var _ relay.Datapath = (*Kernel)(nil)
@@ -115,7 +121,13 @@ func Open(cfg Config) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kernel{Maps: m, pinPath: cfg.PinPath}
+	k := &Kernel{Maps: m, pinPath: cfg.PinPath, hostAddrs: localAddrs{refresh: 5 * time.Second}}
+	k.fwdOff4, k.fwdOff6 = readForwarding(cfg.Interfaces)
+	k.hostAddrs.has(netip.IPv6Unspecified()) // snapshot in the loader's namespace
+	if k.fwdOff4 != "" || k.fwdOff6 != "" {
+		log.Warn("forwarding is off on an attached interface: flows to other hosts without pinned MACs stay in userspace, "+
+			"because the kernel's FIB lookup refuses to route", "ipv4_off", k.fwdOff4, "ipv6_off", k.fwdOff6)
+	}
 	for _, i := range ifs {
 		if err := m.AddTxPort(i.index); err != nil {
 			k.Close()

@@ -1,14 +1,17 @@
 package bpf
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"sipxdp/relay"
+	"sipxdp/relay/fixtures"
 )
 
 // TestLocalDelivery relays a call whose two phones live on the relay host
@@ -79,5 +82,59 @@ func TestLocalDelivery(t *testing.T) {
 	}
 	if st.Packets != n {
 		t.Errorf("flow counted %d packets, want %d", st.Packets, n)
+	}
+}
+
+// TestUpsertRouting: with forwarding off where packets arrive, the kernel's
+// FIB lookup will not route, so a flow to another host without pinned MACs
+// is refused (the engine keeps it in userspace); a flow to this host is
+// marked for local delivery; a pinned flow needs no lookup.
+func TestUpsertRouting(t *testing.T) {
+	requireRoot(t)
+	progs, err := LoadPrograms(30000, 30099)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer progs.Close()
+	k := &Kernel{Maps: progs.Maps, fwdOff4: "eth-test", hostAddrs: localAddrs{refresh: time.Hour}}
+	flow := func(port uint16, dst string) relay.Flow {
+		return relay.Flow{
+			Key:  relay.FlowKey{Local: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)},
+			Peer: netip.MustParseAddrPort("127.0.0.1:4000"),
+			Out:  netip.MustParseAddrPort("127.0.0.1:30002"),
+			Dst:  netip.MustParseAddrPort(dst),
+		}
+	}
+	remote := flow(30000, "192.0.2.7:5000")
+	if err := k.Upsert(remote); !errors.Is(err, relay.ErrUnsupportedFlow) || !strings.Contains(err.Error(), "net.ipv4.conf.eth-test.forwarding") {
+		t.Fatalf("remote flow with forwarding off: err = %v, want ErrUnsupportedFlow naming the sysctl", err)
+	}
+	local := flow(30004, "127.0.0.1:5000")
+	if err := k.Upsert(local); err != nil {
+		t.Fatal(err)
+	}
+	pinned := flow(30008, "192.0.2.7:5000")
+	pinned.SrcMAC, pinned.DstMAC, pinned.OutIfindex = fixtures.MACRelayB, fixtures.MACPeerB, fixtures.IfIn
+	if err := k.Upsert(pinned); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		f    relay.Flow
+		want uint16
+	}{{local, flagLocal}, {pinned, flagPinnedMAC}} {
+		key, err := keyOf(c.f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v xdpFlowValue
+		if err := k.flows.Lookup(&key, &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.Flags != c.want {
+			t.Errorf("flow %v flags %#x, want %#x", c.f.Key, v.Flags, c.want)
+		}
+	}
+	if _, err := k.Stats(remote.Key); !errors.Is(err, relay.ErrFlowNotFound) {
+		t.Errorf("refused flow is in the map: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 const (
 	flagLearning  = 1 << 0
 	flagPinnedMAC = 1 << 1
+	flagLocal     = 1 << 2
 )
 
 // Pinned object names under the pin directory.
@@ -187,7 +188,11 @@ func statsOf(v *xdpFlowValue) relay.FlowStats {
 // Upsert installs or replaces one direction. Replacing keeps the flow's
 // packet, byte and last-seen counters (packets counted between the read
 // and the write of a replace are lost; replaces are rare).
-func (m *Maps) Upsert(f relay.Flow) error {
+func (m *Maps) Upsert(f relay.Flow) error { return m.upsert(f, 0) }
+
+// upsert writes f with extra flag bits the loader knows and the Flow does
+// not carry (flagLocal).
+func (m *Maps) upsert(f relay.Flow, extra uint16) error {
 	k, err := keyOf(f.Key)
 	if err != nil {
 		return err
@@ -196,6 +201,7 @@ func (m *Maps) Upsert(f relay.Flow) error {
 	if err != nil {
 		return err
 	}
+	v.Flags |= extra
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var old xdpFlowValue

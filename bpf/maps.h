@@ -15,6 +15,7 @@
 
 #define FLOW_LEARNING   (1 << 0) // peer not latched yet: pass everything up
 #define FLOW_PINNED_MAC (1 << 1) // use src_mac/dst_mac/out_ifindex, skip FIB
+#define FLOW_LOCAL      (1 << 2) // destination is on this host: rewrite, pass up, skip FIB
 
 // Addresses are 16 bytes in network order; IPv4 is stored v4-mapped
 // (::ffff:a.b.c.d) so one key type serves both families. pad must be zero.

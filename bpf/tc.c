@@ -42,7 +42,9 @@ int relay_tc(struct __sk_buff *skb)
 	__u32 egress = 0;
 	int neigh = 0, local = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source, as on the wire
-	if (v->flags & FLOW_PINNED_MAC) {
+	if (v->flags & FLOW_LOCAL) {
+		local = 1;
+	} else if (v->flags & FLOW_PINNED_MAC) {
 		egress = v->out_ifindex;
 		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
 		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
