@@ -115,6 +115,25 @@ func (d *daemon) flows(t *testing.T, callID string) []FlowJSON {
 	return fs
 }
 
+// waitNoFlows waits until the call's flows are gone: the proxy ends the
+// session as the final answer passes, which may be just after the ACK that
+// a phone sees.
+func (d *daemon) waitNoFlows(t *testing.T, callID, after string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		fs := d.flows(t, callID)
+		if len(fs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("flows left 3 s after %s: %+v", after, fs)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // ua is a minimal SIP phone on a loopback UDP socket, with an RTP socket.
 type ua struct {
 	t      *testing.T
@@ -482,9 +501,7 @@ func TestMediaDrainingAndFailures(t *testing.T) {
 	r := alice.expectResponse(486)
 	alice.ackFailure(r, "e2e-busy@test")
 	bob.expectRequest(sip.ACK) // the proxy's, for its own transaction
-	if fs := d.flows(t, "e2e-busy@test"); len(fs) != 0 {
-		t.Errorf("flows left after 486: %+v", fs)
-	}
+	d.waitNoFlows(t, "e2e-busy@test", "486")
 
 	// CANCEL while ringing.
 	const cid = "e2e-cancel@test"
@@ -511,9 +528,7 @@ func TestMediaDrainingAndFailures(t *testing.T) {
 		t.Errorf("alice saw %v, want 487", seen)
 	}
 	bob.expectRequest(sip.ACK)
-	if fs := d.flows(t, cid); len(fs) != 0 {
-		t.Errorf("flows left after CANCEL: %+v", fs)
-	}
+	d.waitNoFlows(t, cid, "CANCEL")
 
 	// Draining: 503 with a Warning, and bob never hears of it.
 	resp, err := http.Post(d.http+"/drain", "application/json", strings.NewReader(`{"on":true}`))
@@ -630,9 +645,7 @@ func TestMediaModeNAT(t *testing.T) {
 		t.Error("the override header was forwarded")
 	}
 	busy(inv)
-	if fs := d.flows(t, ""); len(fs) != 0 {
-		t.Errorf("flows left after failed calls: %+v", fs)
-	}
+	d.waitNoFlows(t, "", "failed calls")
 }
 
 const OverrideHeaderLine = "X-Sipd-Media: relay\r\n"
@@ -683,9 +696,7 @@ func TestMediaLateOffer(t *testing.T) {
 	bye := bob.expectRequest(sip.BYE)
 	bob.answer(bye, 200, "OK", "", "")
 	alice.expectResponse(200)
-	if fs := d.flows(t, callID); len(fs) != 0 {
-		t.Errorf("flows left after BYE: %+v", fs)
-	}
+	d.waitNoFlows(t, callID, "BYE")
 }
 
 // checkRelayctl runs relayctl against the daemon's API and checks that it
