@@ -126,14 +126,25 @@ enum nh_result {
 // flow is latched no relay socket is left to take the packet.
 #define NH_LOCAL_IFINDEX 0xffffffffu
 
-// Resolves the next hop of a flow without pinned MACs: the cached answer
-// while fresh, else bpf_fib_lookup, whose success is cached in the flow.
+// Resolves the next hop of a flow: local delivery or the pinned MACs when
+// the loader set them, else the cached answer while fresh, else
+// bpf_fib_lookup, whose answer is cached in the flow.
 // Concurrent CPUs may refresh the cache at once; they write the same answer.
 // macs receives the destination then the source MAC, as on the wire.
 static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value *v,
 						    const struct parsed *p, __u32 ifindex,
 						    __u64 now, __u32 *egress, __u8 *macs)
 {
+	// The loader knows some answers already: a destination on this host,
+	// or a next hop pinned by the control plane.
+	if (v->flags & FLOW_LOCAL)
+		return NH_LOCAL;
+	if (v->flags & FLOW_PINNED_MAC) {
+		*egress = v->out_ifindex;
+		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
+		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
+		return NH_OK;
+	}
 	if (v->nh_ifindex && now < v->nh_expires) {
 		if (v->nh_ifindex == NH_LOCAL_IFINDEX)
 			return NH_LOCAL;

@@ -40,21 +40,12 @@ int relay_tc(struct __sk_buff *skb)
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
-	int neigh = 0, local = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source, as on the wire
-	if (v->flags & FLOW_LOCAL) {
-		local = 1;
-	} else if (v->flags & FLOW_PINNED_MAC) {
-		egress = v->out_ifindex;
-		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
-		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
-	} else {
-		enum nh_result nh = relay_nexthop(skb, v, &p, skb->ifindex, now, &egress, macs);
-		if (nh == NH_FAIL)
-			return pass(cnt_fib);
-		neigh = nh == NH_NO_NEIGH; // bpf_redirect_neigh resolves it on the way out
-		local = nh == NH_LOCAL;
-	}
+	enum nh_result nh = relay_nexthop(skb, v, &p, skb->ifindex, now, &egress, macs);
+	if (nh == NH_FAIL)
+		return pass(cnt_fib);
+	int neigh = nh == NH_NO_NEIGH; // bpf_redirect_neigh resolves it on the way out
+	int local = nh == NH_LOCAL;
 
 	relay_account(v, &p, now);
 

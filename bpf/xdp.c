@@ -26,22 +26,12 @@ int relay_xdp(struct xdp_md *ctx)
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
-	int local = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source
-	if (v->flags & FLOW_LOCAL) {
-		local = 1;
-	} else if (v->flags & FLOW_PINNED_MAC) {
-		egress = v->out_ifindex;
-		__builtin_memcpy(macs, v->dst_mac, ETH_ALEN);
-		__builtin_memcpy(macs + ETH_ALEN, v->src_mac, ETH_ALEN);
-	} else {
-		enum nh_result nh = relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs);
-		if (nh == NH_LOCAL)
-			local = 1;
-		else if (nh != NH_OK)
-			// XDP cannot resolve a neighbour; the stack will, for the next packet.
-			return pass(cnt_fib);
-	}
+	enum nh_result nh = relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs);
+	if (nh == NH_NO_NEIGH || nh == NH_FAIL)
+		// XDP cannot resolve a neighbour; the stack will, for the next packet.
+		return pass(cnt_fib);
+	int local = nh == NH_LOCAL;
 	// Checked before touching the packet so a pass stays untouched.
 	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
