@@ -1,0 +1,94 @@
+// Package callreport holds the results of "bench calls" scenarios and
+// writes them out: JSON lines, CSV, a Markdown report laid out like the
+// reference benchmark (shared/reference/000_*.txt) and an SVG chart.
+package callreport
+
+import "time"
+
+// Result is one scenario at one load level, as measured.
+//
+// CPU figures are in percent of one core (100 = one core busy), like the
+// reference's ps-based figures. Fields that a scenario cannot have (the
+// relay's cost in the none scenario, BPF figures on userspace) are nil.
+type Result struct {
+	Scenario string    `json:"scenario"` // none, userspace, xdp, xdp-native, tc
+	Level    int       `json:"level"`    // target concurrency: --total
+	Command  string    `json:"command"`  // the bench command line that produced it
+	Time     time.Time `json:"time"`
+	Host     Host      `json:"host"`
+
+	// What sipd ran with, and the path it reported on /health.
+	Mode     string `json:"mode"`     // media.mode: none or all
+	Datapath string `json:"datapath"` // media.datapath asked for
+	Path     string `json:"path"`     // media path sipd reported
+
+	Total     int     `json:"total"`
+	CPS       float64 `json:"cps"`
+	DurationS float64 `json:"duration_s"`
+	UASCount  int     `json:"uas_count"`
+
+	Attempted   int            `json:"attempted"`
+	Completed   int            `json:"completed"`
+	Failed      int            `json:"failed"`
+	StatusCodes map[string]int `json:"status_codes"` // "200": n; "timeout": n for no answer
+
+	SetupAvgMs float64 `json:"setup_avg_ms"`
+	SetupP99Ms float64 `json:"setup_p99_ms"`
+	LossAvgPct float64 `json:"loss_avg_pct"`
+	LossMaxPct float64 `json:"loss_max_pct"`
+	// Interarrival jitter (RFC 3550) of the echoed stream at the caller,
+	// and round-trip time from RTCP (LSR/DLSR of the callee's reports).
+	JitterAvgMs float64 `json:"jitter_avg_ms"`
+	JitterMaxMs float64 `json:"jitter_max_ms"`
+	RTTAvgMs    float64 `json:"rtt_avg_ms"`
+	RTTMaxMs    float64 `json:"rtt_max_ms"`
+
+	TXPackets  uint64  `json:"tx_packets"` // RTP sent by callers and callees
+	RXPackets  uint64  `json:"rx_packets"` // RTP received by callers and callees
+	UACTX      uint64  `json:"uac_tx"`     // RTP the callers sent
+	UACRX      uint64  `json:"uac_rx"`     // RTP the callers received back
+	RTCPTX     uint64  `json:"rtcp_tx"`
+	RTCPRX     uint64  `json:"rtcp_rx"`
+	RelayPkts  uint64  `json:"relay_packets"` // packets sipd's relay counted (0 with media none)
+	PerCallPPS float64 `json:"per_call_pps"`  // caller RTP packets per second per completed call
+
+	CallsPeak int     `json:"calls_peak"` // concurrent calls on sipd's /health
+	CallsAvg  float64 `json:"calls_avg"`  // over the sampled run
+
+	// sipd's own process, sampled once a second over the whole run.
+	SipdCPUAvg  float64 `json:"sipd_cpu_avg"`
+	SipdCPUPeak float64 `json:"sipd_cpu_peak"`
+	RSSIdleMB   float64 `json:"rss_idle_mb"` // before the first call
+	RSSAvgMB    float64 `json:"rss_avg_mb"`
+	RSSPeakMB   float64 `json:"rss_peak_mb"`
+
+	// The steady window: every call up, none hung up yet.
+	SteadyS        float64 `json:"steady_s"`
+	SteadyCalls    float64 `json:"steady_calls"`     // average concurrent calls in it
+	SystemCPU      float64 `json:"system_cpu"`       // wall × CPUs − idle, whole machine
+	SipdCPUSteady  float64 `json:"sipd_cpu_steady"`  // sipd alone
+	LoadCPUSteady  float64 `json:"load_cpu_steady"`  // the load generator's processes
+	OtherCPUSteady float64 `json:"other_cpu_steady"` // every other process: someone else's work
+	// The relay's cost: SystemCPU minus the none scenario's at the same
+	// level (nil for none, or when none was not run).
+	RelayCPU *float64 `json:"relay_cpu,omitempty"`
+
+	// Per channel (per concurrent call in the steady window).
+	SipdCPUPerCallPct  float64  `json:"sipd_cpu_per_call_pct"`  // SipdCPUPeak / CallsPeak, as the reference
+	RelayCPUPerCallPct *float64 `json:"relay_cpu_per_call_pct"` // RelayCPU / SteadyCalls
+	MemPerCallKB       float64  `json:"mem_per_call_kb"`        // (RSSPeak − RSSIdle) / CallsPeak
+
+	// The BPF program over the steady window, with kernel.bpf_stats_enabled.
+	BPFNsPerPkt *float64 `json:"bpf_ns_per_pkt,omitempty"`
+	BPFRuns     uint64   `json:"bpf_runs,omitempty"`
+
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Host describes the machine a result was measured on.
+type Host struct {
+	Kernel string  `json:"kernel"`
+	CPUs   int     `json:"cpus"`
+	MemGB  float64 `json:"mem_gb"`
+	Go     string  `json:"go"`
+}
