@@ -1,0 +1,331 @@
+package callreport
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// WriteMarkdown writes a report laid out like the reference benchmark:
+// environment, one section per load level, then comparisons across levels
+// and the project's targets. It reads the derived fields, so call Derive
+// first.
+func WriteMarkdown(w io.Writer, rs []Result) error {
+	var b strings.Builder
+	all := ordered(rs)
+	b.WriteString("# sipd calls benchmark\n\n")
+	if len(all) == 0 {
+		b.WriteString("No results.\n")
+	} else {
+		writeEnvironment(&b, all)
+		b.WriteString("---\n\n## Benchmark results\n\n")
+		for _, lv := range levels(all) {
+			writeLevel(&b, lv, atLevel(all, lv))
+		}
+		writeComparison(&b, all)
+		writePerChannel(&b, all)
+		writeOverhead(&b, all)
+		writeTargets(&b, all)
+		writeNotes(&b, all)
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write markdown: %w", err)
+	}
+	return nil
+}
+
+// joined lists the distinct values of one property across results: a
+// report gathered from several runs says so rather than showing one.
+func joined(rs []*Result, get func(*Result) string) string {
+	var vals []string
+	for _, r := range rs {
+		vals = append(vals, get(r))
+	}
+	d := distinct(vals)
+	if len(d) == 0 {
+		return dash
+	}
+	return strings.Join(d, ", ")
+}
+
+func writeEnvironment(b *strings.Builder, rs []*Result) {
+	b.WriteString("## Test environment\n\n")
+	t := table{head: []string{"Item", "Value"}}
+	var first, last string
+	for _, r := range rs {
+		if r.Time.IsZero() {
+			continue
+		}
+		d := r.Time.UTC().Format("2006-01-02")
+		if first == "" || d < first {
+			first = d
+		}
+		if d > last {
+			last = d
+		}
+	}
+	date := first
+	if first != last {
+		date = first + " – " + last
+	}
+	t.add("Date", date)
+	t.add("OS", joined(rs, func(r *Result) string {
+		if r.Host.Kernel == "" {
+			return ""
+		}
+		return "Linux " + r.Host.Kernel
+	}))
+	t.add("CPU", joined(rs, func(r *Result) string {
+		if r.Host.CPUs == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%d cores", r.Host.CPUs)
+	}))
+	t.add("Memory", joined(rs, func(r *Result) string {
+		if r.Host.MemGB == 0 {
+			return ""
+		}
+		return fixed(r.Host.MemGB, 1) + " GB"
+	}))
+	t.add("Go", joined(rs, func(r *Result) string { return r.Host.Go }))
+	t.add("Command", joined(rs, func(r *Result) string {
+		if r.Command == "" {
+			return ""
+		}
+		return "`" + r.Command + "`"
+	}))
+	t.add("Network", "veth pairs between network namespaces")
+	t.add("Codec", "G.711 PCMU, 20 ms")
+	t.add("Scenarios", joined(rs, func(r *Result) string { return r.Scenario }))
+	t.write(b)
+}
+
+// spread prints one value, or the range when scenarios at a level differ.
+func spread(rs []*Result, get func(*Result) float64, format func(float64) string) string {
+	lo, hi := get(rs[0]), get(rs[0])
+	for _, r := range rs {
+		lo, hi = min(lo, get(r)), max(hi, get(r))
+	}
+	if format(lo) == format(hi) {
+		return format(lo)
+	}
+	return format(lo) + "–" + format(hi)
+}
+
+func writeLevel(b *strings.Builder, level int, rs []*Result) {
+	fmt.Fprintf(b, "### %s concurrent\n\n", countInt(level))
+	fmt.Fprintf(b, "**Config:** CPS=%s, total=%s, duration=%ss, %s UAS. Steady %ss at full concurrency.\n\n",
+		spread(rs, func(r *Result) float64 { return r.CPS }, plain),
+		spread(rs, func(r *Result) float64 { return float64(r.Total) }, func(v float64) string { return countInt(int(v)) }),
+		spread(rs, func(r *Result) float64 { return r.DurationS }, plain),
+		spread(rs, func(r *Result) float64 { return float64(r.UASCount) }, plain),
+		spread(rs, func(r *Result) float64 { return r.SteadyS }, func(v float64) string { return fixed(v, 0) }))
+
+	head := []string{"Metric"}
+	for _, r := range rs {
+		head = append(head, r.Scenario)
+	}
+	row := func(t *table, name string, get func(*Result) string) {
+		cells := []string{name}
+		for _, r := range rs {
+			cells = append(cells, get(r))
+		}
+		t.add(cells...)
+	}
+
+	m := table{head: head}
+	row(&m, "**Call completion**", func(r *Result) string { return bold(completion(r)) })
+	row(&m, "Status codes", func(r *Result) string { return statusCodes(r.StatusCodes, ", ") })
+	row(&m, "Avg setup latency", func(r *Result) string { return ms(r.SetupAvgMs) })
+	row(&m, "p99 setup latency", func(r *Result) string { return ms(r.SetupP99Ms) })
+	row(&m, "Packet loss (avg)", func(r *Result) string { return pct(r.LossAvgPct, 2) })
+	row(&m, "Packet loss (max)", func(r *Result) string { return pct(r.LossMaxPct, 2) })
+	row(&m, "Jitter (avg / max)", func(r *Result) string {
+		return fixed(r.JitterAvgMs, 2) + " / " + ms(r.JitterMaxMs)
+	})
+	row(&m, "RTT (avg / max)", func(r *Result) string {
+		return fixed(r.RTTAvgMs, 2) + " / " + ms(r.RTTMaxMs)
+	})
+	row(&m, "TX packets (all)", func(r *Result) string { return count(r.TXPackets) })
+	row(&m, "RX packets (all)", func(r *Result) string { return count(r.RXPackets) })
+	row(&m, "TX packets (UAC)", func(r *Result) string { return count(r.UACTX) })
+	row(&m, "RX packets (UAC)", func(r *Result) string { return count(r.UACRX) })
+	row(&m, "RTCP (TX / RX)", func(r *Result) string { return count(r.RTCPTX) + " / " + count(r.RTCPRX) })
+	row(&m, "Per-call TX rate", func(r *Result) string { return fixed(r.PerCallPPS, 1) + " pkt/s" })
+	row(&m, "Relay packets", func(r *Result) string { return count(r.RelayPkts) })
+	row(&m, "Media path", func(r *Result) string {
+		if r.Datapath != "" && r.Path != "" && r.Datapath != r.Path {
+			return r.Path + " (asked " + r.Datapath + ")"
+		}
+		return r.Path
+	})
+	m.write(b)
+	if none := find(rs, level, NoneScenario); none != nil {
+		b.WriteString("> With media `none` RTP flows directly between the endpoints; sipd relays nothing.\n\n")
+	}
+
+	res := table{head: head}
+	row(&res, "sipd CPU (avg)", func(r *Result) string { return pct(r.SipdCPUAvg, 2) })
+	row(&res, "sipd CPU (peak)", func(r *Result) string { return bold(pct(r.SipdCPUPeak, 2)) })
+	row(&res, "sipd RSS (idle)", func(r *Result) string { return mb(r.RSSIdleMB) })
+	row(&res, "sipd RSS (avg)", func(r *Result) string { return mb(r.RSSAvgMB) })
+	row(&res, "sipd RSS (peak)", func(r *Result) string { return bold(mb(r.RSSPeakMB)) })
+	row(&res, "Concurrent calls (avg)", func(r *Result) string { return fixed(r.CallsAvg, 1) })
+	row(&res, "Concurrent calls (peak)", func(r *Result) string { return bold(countInt(r.CallsPeak)) })
+	row(&res, "Steady window", func(r *Result) string {
+		return fixed(r.SteadyS, 0) + " s, " + fixed(r.SteadyCalls, 1) + " calls"
+	})
+	row(&res, "System CPU (steady)", func(r *Result) string { return pct(r.SystemCPU, 2) })
+	row(&res, "sipd CPU (steady)", func(r *Result) string { return pct(r.SipdCPUSteady, 2) })
+	row(&res, "Load generator CPU (steady)", func(r *Result) string { return pct(r.LoadCPUSteady, 2) })
+	row(&res, "Other load (steady)", func(r *Result) string { return pct(r.OtherCPUSteady, 2) })
+	row(&res, "Relay cost vs none", func(r *Result) string {
+		if r.RelayCPU == nil {
+			return dash
+		}
+		return signedPct(*r.RelayCPU, 2)
+	})
+	row(&res, "Relay cost per call", func(r *Result) string { return optPct(r.RelayCPUPerCallPct, 4) })
+	row(&res, "BPF ns/pkt", func(r *Result) string {
+		if r.BPFNsPerPkt == nil {
+			return dash
+		}
+		return fixed(*r.BPFNsPerPkt, 1) + " ns (" + count(r.BPFRuns) + " runs)"
+	})
+	res.write(b)
+}
+
+func writeComparison(b *strings.Builder, rs []*Result) {
+	b.WriteString("### Full comparison\n\n")
+	t := table{head: []string{"Level", "Scenario", "Completion", "Peak conc", "Loss", "Setup latency",
+		"sipd CPU peak", "sipd CPU avg", "System CPU", "Relay CPU", "Mem peak"}}
+	for _, r := range rs {
+		relay := dash
+		if r.RelayCPU != nil {
+			relay = signedPct(*r.RelayCPU, 2)
+		}
+		t.add(bold(countInt(r.Level)), r.Scenario, completionPct(r), bold(countInt(r.CallsPeak)),
+			pct(r.LossAvgPct, 2), ms(r.SetupAvgMs), bold(pct(r.SipdCPUPeak, 2)), pct(r.SipdCPUAvg, 2),
+			pct(r.SystemCPU, 2), relay, mb(r.RSSPeakMB))
+	}
+	t.write(b)
+}
+
+func writePerChannel(b *strings.Builder, rs []*Result) {
+	b.WriteString("### Per-channel overhead\n\n")
+	b.WriteString("Percent of one core per concurrent call; memory is sipd's peak RSS above idle, per peak call.\n\n")
+	head := []string{"Metric"}
+	for _, r := range rs {
+		head = append(head, fmt.Sprintf("%s (%s)", countInt(r.Level), r.Scenario))
+	}
+	t := table{head: head}
+	row := func(name string, get func(*Result) string) {
+		cells := []string{name}
+		for _, r := range rs {
+			cells = append(cells, get(r))
+		}
+		t.add(cells...)
+	}
+	row("sipd CPU (peak)", func(r *Result) string {
+		if r.CallsPeak == 0 {
+			return dash
+		}
+		return bold(pct(r.SipdCPUPerCallPct, 3))
+	})
+	row("System CPU (steady)", func(r *Result) string {
+		if v, ok := r.systemCPUPerCall(); ok {
+			return pct(v, 4)
+		}
+		return dash
+	})
+	row("Relay CPU (vs none)", func(r *Result) string { return bold(optPct(r.RelayCPUPerCallPct, 4)) })
+	row("Memory (peak − idle)", func(r *Result) string {
+		if r.CallsPeak == 0 {
+			return dash
+		}
+		return bold(fixed(r.MemPerCallKB, 1) + " KB")
+	})
+	t.write(b)
+}
+
+// isKernel reports whether a scenario relays in the kernel: everything
+// but the baseline and the Go relay.
+func isKernel(s string) bool { return s != NoneScenario && s != "userspace" }
+
+func writeOverhead(b *strings.Builder, rs []*Result) {
+	b.WriteString("### Media proxy overhead summary\n\n")
+	b.WriteString("System CPU is the whole machine's busy time in the steady window (wall × CPUs − idle), " +
+		"so it includes the softirq work where XDP and tc run. The relay's cost is that minus the " +
+		"`none` run's at the same level.\n\n")
+	t := table{head: []string{"Level", "Path", "none system CPU", "Path system CPU", "Delta", "Ratio", "Relay cost / call"}}
+	for _, lv := range levels(rs) {
+		none := find(rs, lv, NoneScenario)
+		if none == nil {
+			continue
+		}
+		for _, r := range atLevel(rs, lv) {
+			if r.Scenario == NoneScenario {
+				continue
+			}
+			ratio := dash
+			if none.SystemCPU > 0 {
+				ratio = fixed(r.SystemCPU/none.SystemCPU, 2) + "×"
+			}
+			t.add(countInt(lv), r.Scenario, pct(none.SystemCPU, 2), pct(r.SystemCPU, 2),
+				signedPct(r.SystemCPU-none.SystemCPU, 2), ratio, optPct(r.RelayCPUPerCallPct, 4))
+		}
+	}
+	if len(t.rows) == 0 {
+		b.WriteString("No `none` run at the same level: the relay's cost cannot be derived.\n\n")
+		return
+	}
+	t.write(b)
+
+	c := table{head: []string{"Level", "userspace relay cost / call", "Kernel path", "Kernel relay cost / call", "userspace ÷ kernel"}}
+	for _, lv := range levels(rs) {
+		us := find(rs, lv, "userspace")
+		if us == nil || us.RelayCPUPerCallPct == nil {
+			continue
+		}
+		for _, k := range atLevel(rs, lv) {
+			if !isKernel(k.Scenario) || k.RelayCPUPerCallPct == nil {
+				continue
+			}
+			c.add(countInt(lv), pct(*us.RelayCPUPerCallPct, 4), k.Scenario, pct(*k.RelayCPUPerCallPct, 4),
+				costRatio(*us.RelayCPUPerCallPct, *k.RelayCPUPerCallPct))
+		}
+	}
+	if len(c.rows) > 0 {
+		c.write(b)
+	}
+}
+
+// costRatio divides the userspace cost by a kernel path's. A kernel cost
+// at or below zero is within the noise of the subtraction, so no finite
+// ratio would be honest.
+func costRatio(us, k float64) string {
+	switch {
+	case us <= 0:
+		return "n/a (userspace cost ≤ 0)"
+	case k <= 0:
+		return "n/a (kernel cost ≤ 0, within noise)"
+	}
+	return fixed(us/k, 1) + "×"
+}
+
+func writeNotes(b *strings.Builder, rs []*Result) {
+	var notes []string
+	for _, r := range rs {
+		notes = append(notes, r.Notes...)
+	}
+	notes = distinct(notes)
+	if len(notes) == 0 {
+		return
+	}
+	b.WriteString("## Notes\n\n")
+	for _, n := range slices.Clip(notes) {
+		b.WriteString("- " + strings.ReplaceAll(n, "\n", " ") + "\n")
+	}
+	b.WriteString("\n")
+}
