@@ -39,6 +39,12 @@ type Config struct {
 	// Left and Right are the /24 networks sender–relay and relay–receiver.
 	// The relay takes .1 on both, the end hosts .2.
 	Left, Right netip.Prefix
+	// Direct, when set, is a third /24 on a veth straight between sender
+	// and receiver (sender .1, receiver .2), with host routes that send
+	// traffic between the two end addresses over it. Traffic to the
+	// relay's addresses still goes through the relay. It stands in for
+	// the network path media takes when no relay is in it.
+	Direct netip.Prefix
 }
 
 // NS is one named namespace.
@@ -56,6 +62,9 @@ type Line struct {
 	SenderAddr, RelayLeftAddr, RelayRightAddr, ReceiverAddr netip.Addr
 	// MACs of the veth ends, for datapaths that pin the next hop.
 	SenderMAC, RelayLeftMAC, RelayRightMAC, ReceiverMAC net.HardwareAddr
+
+	// The direct link, when Config.Direct was set ("" otherwise).
+	SenderDirectIf, ReceiverDirectIf string
 }
 
 func (c *Config) fill() error {
@@ -71,7 +80,10 @@ func (c *Config) fill() error {
 	if !c.Right.IsValid() {
 		c.Right = netip.MustParsePrefix("10.251.2.0/24")
 	}
-	for _, p := range []netip.Prefix{c.Left, c.Right} {
+	for _, p := range []netip.Prefix{c.Left, c.Right, c.Direct} {
+		if p == c.Direct && !p.IsValid() {
+			continue
+		}
 		if !p.Addr().Is4() || p.Bits() != 24 {
 			return fmt.Errorf("network %s: want an IPv4 /24", p)
 		}
@@ -181,7 +193,66 @@ func Create(ctx context.Context, cfg Config) (l *Line, err error) {
 			return l, err
 		}
 	}
+	if cfg.Direct.IsValid() {
+		if err := l.addDirect(ctx, cfg, ifn("e"), ifn("f")); err != nil {
+			return l, err
+		}
+	}
 	return l, nil
+}
+
+// addDirect joins sender and receiver with their own veth and routes the
+// traffic between their line addresses over it.
+func (l *Line) addDirect(ctx context.Context, cfg Config, sIf, rIf string) error {
+	l.SenderDirectIf, l.ReceiverDirectIf = sIf, rIf
+	sAddr, rAddr := hostAddr(cfg.Direct, 1), hostAddr(cfg.Direct, 2)
+	if err := ip(ctx, "link", "add", sIf, "netns", l.Sender.Name, "type", "veth",
+		"peer", "name", rIf, "netns", l.Receiver.Name); err != nil {
+		return err
+	}
+	bits := strconv.Itoa(cfg.Direct.Bits())
+	steps := [][]string{
+		{"-n", l.Sender.Name, "addr", "add", sAddr.String() + "/" + bits, "dev", sIf},
+		{"-n", l.Receiver.Name, "addr", "add", rAddr.String() + "/" + bits, "dev", rIf},
+		{"-n", l.Sender.Name, "link", "set", sIf, "up"},
+		{"-n", l.Receiver.Name, "link", "set", rIf, "up"},
+		{"-n", l.Sender.Name, "route", "add", l.ReceiverAddr.String() + "/32", "via", rAddr.String(), "dev", sIf},
+		{"-n", l.Receiver.Name, "route", "add", l.SenderAddr.String() + "/32", "via", sAddr.String(), "dev", rIf},
+	}
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	// Packets from the other end arrive on the direct link while replies
+	// to the relay leave by the line: loose reverse-path filtering would
+	// be enough, off is what a router-less test network has anyway.
+	for _, n := range []NS{l.Sender, l.Receiver} {
+		for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"} {
+			if err := n.Sysctl(ctx, k, "0"); err != nil {
+				return err
+			}
+		}
+	}
+	for _, e := range []struct {
+		ns       NS
+		ifc, dst string
+		peerNS   NS
+		peerIf   string
+	}{
+		{l.Sender, sIf, rAddr.String(), l.Receiver, rIf},
+		{l.Receiver, rIf, sAddr.String(), l.Sender, sIf},
+	} {
+		peer, err := e.peerNS.Link(e.peerIf)
+		if err != nil {
+			return err
+		}
+		if err := ip(ctx, "-n", e.ns.Name, "neigh", "replace", e.dst, "lladdr", peer.Attrs().HardwareAddr.String(),
+			"dev", e.ifc, "nud", "permanent"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close deletes the namespaces; their veths go with them. Safe to call on
