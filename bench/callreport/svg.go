@@ -106,7 +106,7 @@ func esc(s string) string {
 // self-contained SVG. It reads the derived fields, so call Derive first.
 func WriteSVG(w io.Writer, rs []Result) error {
 	const (
-		width, height             = 820.0, 480.0
+		width, height             = 900.0, 480.0
 		left, right, top, bottom  = 80.0, 560.0, 70.0, 410.0
 		legendX, legendY, legendH = 580.0, 80.0, 20.0
 	)
