@@ -3,20 +3,18 @@ package sipload
 import (
 	"context"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// TestCallsThroughUserspaceRelay places 10 calls of 2 s through a sipd
-// child in media mode all with the userspace relay, with digest auth on
-// REGISTER and INVITE, and checks every call completed with RTP both ways,
-// no loss, and that the relay counted packets.
-func TestCallsThroughUserspaceRelay(t *testing.T) {
+// startSipd builds sipd and starts it on loopback in the given media mode
+// with the userspace relay.
+func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *Daemon {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs sipd")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	dir := t.TempDir()
 	bin, err := BuildSipd(ctx, dir)
 	if err != nil {
@@ -28,13 +26,13 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 	}
 	// A port range of our own below the ephemeral range, spread so that
 	// packages testing in parallel rarely share one.
-	pmin := 20000 + 64*(sipPort%190)
-	d, err := StartDaemon(ctx, DaemonConfig{Binary: bin, Dir: dir, Mode: "all", Datapath: "userspace",
-		UASCount: 2, Password: "secret", PortMin: pmin, PortMax: pmin + 63})
+	pmin := 20000 + 64*(sipPort%150)
+	d, err := StartDaemon(ctx, DaemonConfig{Binary: bin, Dir: dir, Mode: mode, Datapath: "userspace",
+		UASCount: uasCount, Password: "secret", PortMin: pmin, PortMax: pmin + 63})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
 			t.Error(err)
 		}
@@ -42,7 +40,50 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 			b, _ := os.ReadFile(d.LogPath)
 			t.Logf("sipd log:\n%s", b)
 		}
-	}()
+	})
+	return d
+}
+
+// checkMedia checks every call completed with RTP echoed without loss and
+// RTCP round trips measured.
+func checkMedia(t *testing.T, res Result, calls int) {
+	t.Helper()
+	t.Logf("%+v", res)
+	if res.Completed != calls || res.Failed != 0 {
+		t.Errorf("completed %d, failed %d of %d; codes %v", res.Completed, res.Failed, calls, res.Codes)
+	}
+	if res.Codes[407] != calls || res.Codes[200] != 2*calls {
+		t.Errorf("codes %v, want a 407 and two 200s (INVITE, BYE) per call", res.Codes)
+	}
+	// About 100 packets per call at 50 pps for 2 s; allow for timer slack.
+	if res.UACRX < uint64(calls)*50 || res.UASRX < uint64(calls)*50 {
+		t.Errorf("RTP received: caller %d, callee %d; want at least %d each", res.UACRX, res.UASRX, calls*50)
+	}
+	if res.LossMax != 0 {
+		t.Errorf("loss avg %.4f max %.4f, want 0", res.LossAvg, res.LossMax)
+	}
+	if res.SetupAvg <= 0 || res.SetupP99 < res.SetupAvg {
+		t.Errorf("setup avg %v p99 %v", res.SetupAvg, res.SetupP99)
+	}
+	if res.RTTCalls != calls || res.RTTMax < res.RTTAvg || res.RTTMax > time.Second {
+		t.Errorf("rtt measured on %d of %d calls, avg %v max %v", res.RTTCalls, calls, res.RTTAvg, res.RTTMax)
+	}
+	if res.RTCPTX < uint64(2*calls) || res.RTCPRX < uint64(2*calls) {
+		t.Errorf("rtcp tx %d rx %d, want an SR and an RR per call at least", res.RTCPTX, res.RTCPRX)
+	}
+	if res.JitterMax < res.JitterAvg || res.JitterMax > time.Second || res.JitterAvg < 0 {
+		t.Errorf("jitter avg %v max %v", res.JitterAvg, res.JitterMax)
+	}
+}
+
+// TestCallsThroughUserspaceRelay places 10 calls of 2 s through a sipd
+// child in media mode all with the userspace relay, with digest auth on
+// REGISTER and INVITE, and checks every call completed with RTP both ways,
+// no loss, RTCP round trips, and that the relay counted packets.
+func TestCallsThroughUserspaceRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := startSipd(t, ctx, "all", 2)
 	before, err := d.Health(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -53,23 +94,7 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%+v", res)
-	if res.Completed != calls || res.Failed != 0 {
-		t.Errorf("completed %d, failed %d of %d; codes %v", res.Completed, res.Failed, calls, res.Codes)
-	}
-	if res.Codes[407] != calls || res.Codes[200] != 2*calls {
-		t.Errorf("codes %v, want a 407 and two 200s (INVITE, BYE) per call", res.Codes)
-	}
-	// About 100 packets per call at 50 pps for 2 s; allow for timer slack.
-	if res.UACRX < calls*50 || res.UASRX < calls*50 {
-		t.Errorf("RTP received: caller %d, callee %d; want at least %d each", res.UACRX, res.UASRX, calls*50)
-	}
-	if res.LossMax != 0 {
-		t.Errorf("loss avg %.4f max %.4f, want 0", res.LossAvg, res.LossMax)
-	}
-	if res.SetupAvg <= 0 || res.SetupP99 < res.SetupAvg {
-		t.Errorf("setup avg %v p99 %v", res.SetupAvg, res.SetupP99)
-	}
+	checkMedia(t, res, calls)
 	after, err := d.Health(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -81,4 +106,53 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 	if moved := after.Media.Packets - before.Media.Packets; moved < res.UACRX {
 		t.Errorf("relay counted %d packets, fewer than the %d the caller got back", moved, res.UACRX)
 	}
+}
+
+// TestCallsDirect is the same with media mode none: RTP and RTCP go
+// straight between the two sides' shared socket pairs.
+func TestCallsDirect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := startSipd(t, ctx, "none", 3)
+	const calls = 10
+	res, err := Run(ctx, Config{Proxy: d.SIP, Password: "secret", UASCount: 3, Total: calls, CPS: 20,
+		Duration: 2 * time.Second, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMedia(t, res, calls)
+}
+
+// TestPerf runs 2,000 concurrent calls in media mode none and prints the
+// load generator's own CPU time; it only asserts correctness. Set
+// SIPLOAD_PERF=1 to run it.
+func TestPerf(t *testing.T) {
+	if os.Getenv("SIPLOAD_PERF") == "" {
+		t.Skip("SIPLOAD_PERF not set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d := startSipd(t, ctx, "none", 4)
+	const calls = 2000
+	cpu0 := cpuTime(t)
+	res, err := Run(ctx, Config{Proxy: d.SIP, Password: "secret", UASCount: 4, Total: calls, CPS: 400,
+		Duration: 20 * time.Second, Timeout: 10 * time.Second})
+	cpu := cpuTime(t) - cpu0
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	t.Logf("load generator CPU %v over %v wall: %.1f %% of one core", cpu, res.Elapsed.Round(time.Millisecond),
+		100*cpu.Seconds()/res.Elapsed.Seconds())
+	if res.Completed != calls {
+		t.Errorf("completed %d of %d; codes %v", res.Completed, calls, res.Codes)
+	}
+}
+
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
