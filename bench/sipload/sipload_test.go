@@ -134,25 +134,27 @@ func TestPerf(t *testing.T) {
 	defer cancel()
 	d := startSipd(t, ctx, "none", 4)
 	const calls = 2000
-	cpu0 := cpuTime(t)
+	u0, s0 := cpuTime(t)
 	res, err := Run(ctx, Config{Proxy: d.SIP, Password: "secret", UASCount: 4, Total: calls, CPS: 400,
 		Duration: 20 * time.Second, Timeout: 10 * time.Second})
-	cpu := cpuTime(t) - cpu0
+	u1, s1 := cpuTime(t)
+	user, sys := u1-u0, s1-s0
+	cpu := user + sys
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", res)
-	t.Logf("load generator CPU %v over %v wall: %.1f %% of one core", cpu, res.Elapsed.Round(time.Millisecond),
-		100*cpu.Seconds()/res.Elapsed.Seconds())
+	t.Logf("load generator (both sides) CPU %v (user %v, system %v) over %v wall: %.1f %% of one core",
+		cpu, user, sys, res.Elapsed.Round(time.Millisecond), 100*cpu.Seconds()/res.Elapsed.Seconds())
 	if res.Completed != calls {
 		t.Errorf("completed %d of %d; codes %v", res.Completed, calls, res.Codes)
 	}
 }
 
-func cpuTime(t *testing.T) time.Duration {
+func cpuTime(t *testing.T) (user, sys time.Duration) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		t.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
