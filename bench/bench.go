@@ -19,10 +19,15 @@ commands:
   datapath   relay CPU per packet for each media path (needs root)
              bench datapath --path all --rate 100000 --flows 200 --duration 10s --out out/bench
 
-  report     the summary table again from a results.jsonl
+  calls      CPU and memory per call for each media path: sipd between a
+             caller and a callee namespace under SIP+RTP load (needs root)
+             bench calls --quick
+             bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
+
+  report     the datapath summary table again from a results.jsonl
              bench report out/bench/results.jsonl
 
-run "bench datapath -h" for its flags.
+run "bench datapath -h" or "bench calls -h" for their flags.
 `
 
 // Main runs the bench command line and returns the exit code.
@@ -35,6 +40,8 @@ func Main(args []string) int {
 	switch args[0] {
 	case "datapath":
 		return runDatapathCmd(args[1:])
+	case "calls":
+		return CallsMain(args[1:])
 	case "report":
 		return runReportCmd(args[1:])
 	// Internal commands, run by the bench itself inside a namespace.
@@ -44,6 +51,10 @@ func Main(args []string) int {
 		return runReceiverChild(args[1:])
 	case "_relay":
 		return runRelayChild(args[1:])
+	case "_uac":
+		return runUACChild(args[1:])
+	case "_uas":
+		return runUASChild(args[1:])
 	case "_xdp-pass":
 		return runXDPPassChild(args[1:])
 	case "-h", "--help", "help":

@@ -2,174 +2,329 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
-	"sync"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"sipxdp/bench/callreport"
+	"sipxdp/bench/netns"
 	"sipxdp/bench/sipload"
 )
 
-// CallsMain runs "bench calls": sipd as a child on loopback, loaded with
-// calls by bench/sipload, and a summary of what the calls and sipd's
-// /health showed. It is the skeleton of the per-scenario benchmark.
-func CallsMain(args []string) int {
+// A calls-bench scenario: sipd's media mode and the datapath it is told to
+// use. The path sipd reports must be the one asked for, or the scenario
+// would measure something else.
+type callScenario struct {
+	Name     string
+	Mode     string // media.mode
+	Datapath string // media.datapath
+	Path     string // the path /health must report ("" for none)
+	Note     string
+}
+
+var callScenarios = []callScenario{
+	{Name: "none", Mode: "none", Datapath: "userspace",
+		Note: "none: signaling only; RTP goes straight between caller and callee over their own veth, not through the sipd host"},
+	{Name: "userspace", Mode: "all", Datapath: "userspace", Path: "userspace"},
+	{Name: "xdp", Mode: "all", Datapath: "xdp-generic", Path: "xdp-generic",
+		Note: "xdp: generic (skb) XDP, the XDP mode that does not copy packets on veth; native XDP is scenario xdp-native"},
+	{Name: "xdp-native", Mode: "all", Datapath: "xdp", Path: "xdp",
+		Note: "xdp-native: native XDP on veth needs an XDP program on the peer ends (an XDP_PASS one is attached there) and copies every locally sent packet, which a physical NIC does not"},
+	{Name: "tc", Mode: "all", Datapath: "tc", Path: "tc"},
+}
+
+func scenarioByName(name string) (callScenario, bool) {
+	for _, s := range callScenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return callScenario{}, false
+}
+
+// expandScenarios reads --scenario: "all" or a comma list. none is run
+// first at each level because the relay's cost is measured against it.
+func expandScenarios(s string) ([]callScenario, error) {
+	var out []callScenario
+	seen := map[string]bool{}
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "all" {
+			for _, sc := range callScenarios {
+				seen[sc.Name] = true
+			}
+			continue
+		}
+		if _, ok := scenarioByName(n); !ok {
+			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, xdp, xdp-native or tc)", n)
+		}
+		seen[n] = true
+	}
+	for _, sc := range callScenarios {
+		if seen[sc.Name] {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// callLevel is one load level: --total calls at --cps.
+type callLevel struct {
+	Total int
+	CPS   float64
+}
+
+// parseLevels pairs the --total and --cps lists; a single cps applies to
+// every total.
+func parseLevels(totals, cpss string) ([]callLevel, error) {
+	var ts []int
+	for _, f := range strings.Split(totals, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--total %q: want positive whole numbers, comma separated", totals)
+		}
+		ts = append(ts, n)
+	}
+	var cs []float64
+	for _, f := range strings.Split(cpss, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("--cps %q: want positive numbers, comma separated", cpss)
+		}
+		cs = append(cs, v)
+	}
+	if len(cs) != 1 && len(cs) != len(ts) {
+		return nil, fmt.Errorf("--cps has %d values for %d totals: give one, or one per total", len(cs), len(ts))
+	}
+	out := make([]callLevel, len(ts))
+	for i, t := range ts {
+		out[i] = callLevel{Total: t, CPS: cs[min(i, len(cs)-1)]}
+	}
+	return out, nil
+}
+
+// CallsOptions is one "bench calls" run.
+type CallsOptions struct {
+	Scenarios  []callScenario
+	Levels     []callLevel
+	Duration   time.Duration
+	UASCount   int
+	Out        string
+	Sipd       string
+	Cooldown   time.Duration
+	RTPSockets int
+	PortMin    int
+	PortMax    int
+	Command    string
+}
+
+const callsUsage = `usage: bench calls [flags]
+
+Runs sipd in a network namespace between a caller and a callee namespace
+and loads it with calls from the project's SIP+RTP load generator, for
+each media scenario: none (signaling only), userspace, xdp (generic),
+xdp-native and tc. Needs root. Examples:
+
+  bench calls --quick                                   # every scenario, 20 calls, well under 2 minutes
+  bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
+
+flags:
+`
+
+func parseCallsFlags(args []string) (CallsOptions, error) {
 	fs := flag.NewFlagSet("bench calls", flag.ContinueOnError)
-	mode := fs.String("mode", "all", "media.mode for sipd: none or all")
-	datapath := fs.String("datapath", "userspace", "media.datapath for sipd: userspace or auto")
-	total := fs.Int("total", 100, "calls to place")
-	cps := fs.Float64("cps", 10, "new calls per second")
-	duration := fs.Duration("duration", 10*time.Second, "hold time of each call")
-	uasCount := fs.Int("uas-count", 4, "callee instances, each registered with digest auth")
-	sipdBin := fs.String("sipd", "", "sipd binary (default: go build sipxdp/cmd/sipd into a temp dir)")
-	portMin := fs.Int("port-min", 20000, "first relay port (keep below 32768, the ephemeral range)")
-	portMax := fs.Int("port-max", 32767, "last relay port")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), callsUsage); fs.PrintDefaults() }
+	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, xdp, xdp-native, tc")
+	total := fs.String("total", "500", "calls per level, which is also the target concurrency; a comma list runs several levels")
+	cps := fs.String("cps", "100", "new calls per second: one value, or one per --total")
+	duration := fs.Duration("duration", 60*time.Second, "hold time of each call")
+	uasCount := fs.Int("uas-count", 5, "callee instances, each registered with digest auth")
+	out := fs.String("out", "", "directory for results.jsonl, results.csv, report.md, cpu-per-channel.svg and logs (default: a new temp dir)")
+	quick := fs.Bool("quick", false, "a small run: 20 calls at 20/s held 8 s per scenario, no cooldown")
+	sipd := fs.String("sipd", "", "sipd binary (default: go build sipxdp/cmd/sipd)")
+	cooldown := fs.Duration("cooldown", 5*time.Second, "pause between scenarios")
+	rtpSockets := fs.Int("rtp-sockets", 32, "RTP/RTCP socket pairs on each side of the load generator")
+	portMin := fs.Int("port-min", 20000, "first relay port on each relay address")
+	portMax := fs.Int("port-max", 39999, "last relay port on each relay address")
 	if err := fs.Parse(args); err != nil {
+		return CallsOptions{}, err
+	}
+	if fs.NArg() > 0 {
+		return CallsOptions{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["total"] {
+			*total = "20"
+		}
+		if !set["cps"] {
+			*cps = "20"
+		}
+		if !set["duration"] {
+			*duration = 8 * time.Second
+		}
+		if !set["cooldown"] {
+			*cooldown = 0
+		}
+	}
+	o := CallsOptions{Duration: *duration, UASCount: *uasCount, Out: *out, Sipd: *sipd, Cooldown: *cooldown,
+		RTPSockets: *rtpSockets, PortMin: *portMin, PortMax: *portMax}
+	var err error
+	if o.Scenarios, err = expandScenarios(*scenario); err != nil {
+		return o, err
+	}
+	if o.Levels, err = parseLevels(*total, *cps); err != nil {
+		return o, err
+	}
+	switch {
+	case o.UASCount < 1:
+		return o, errors.New("--uas-count must be at least 1")
+	case o.RTPSockets < 1 || o.RTPSockets > 1000:
+		return o, errors.New("--rtp-sockets must be 1 to 1000")
+	case o.PortMin < 1024 || o.PortMax > 65535 || o.PortMin >= o.PortMax:
+		return o, errors.New("--port-min and --port-max must give a range within 1024-65535")
+	}
+	for _, l := range o.Levels {
+		if _, _, err := steadyWindow(l, o.Duration); err != nil {
+			return o, err
+		}
+		// Each call holds an RTP and an RTCP port on each relay address.
+		if need := 2 * l.Total; need > o.PortMax-o.PortMin+1 {
+			return o, fmt.Errorf("--total %d needs %d relay ports per address; the range has %d", l.Total, need, o.PortMax-o.PortMin+1)
+		}
+	}
+	return o, nil
+}
+
+// steadyWindow is the part of a run, from the caller's start, when every
+// call is up and none has hung up: from the end of the ramp plus a margin
+// for the last answers, to just before the first call's hold time ends.
+func steadyWindow(l callLevel, hold time.Duration) (from, to time.Duration, err error) {
+	ramp := time.Duration(float64(l.Total) / l.CPS * float64(time.Second))
+	from, to = ramp+2*time.Second, hold-time.Second
+	if to-from < 2*time.Second {
+		return 0, 0, fmt.Errorf("--duration %s is too short for %d calls at %g/s: every call must be up for at least 2 s "+
+			"(ramp %s + 2 s margin, + 1 s before the first hangup); use at least %s",
+			hold, l.Total, l.CPS, ramp.Round(time.Millisecond), (ramp + 5*time.Second).Round(time.Second))
+	}
+	return from, to, nil
+}
+
+// CallsMain runs "bench calls".
+func CallsMain(args []string) int {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	o, err := parseCallsFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "bench calls: %v\n", err)
 		return 2
 	}
-	if *mode != "none" && *mode != "all" {
-		fmt.Fprintf(os.Stderr, "bench calls: --mode must be none or all\n")
-		return 2
-	}
-	if *datapath != "userspace" && *datapath != "auto" {
-		fmt.Fprintf(os.Stderr, "bench calls: --datapath must be userspace or auto\n")
-		return 2
-	}
+	o.Command = strings.TrimSpace("bench calls " + strings.Join(args, " "))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runCalls(ctx, os.Stdout, callsOpts{mode: *mode, datapath: *datapath, total: *total, cps: *cps,
-		duration: *duration, uasCount: *uasCount, sipd: *sipdBin, portMin: *portMin, portMax: *portMax}); err != nil {
+	rs, err := RunCalls(ctx, &o)
+	if len(rs) > 0 {
+		if werr := callreport.WriteMarkdown(os.Stdout, rs); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		fmt.Printf("\nresults in %s\n", o.Out)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench calls: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-type callsOpts struct {
-	mode, datapath   string
-	total            int
-	cps              float64
-	duration         time.Duration
-	uasCount         int
-	sipd             string
-	portMin, portMax int
-}
+// The calls bench's namespaces and addresses, apart from the datapath
+// bench's so the two never meet.
+const callsPrefix = "sxdpc"
 
-func runCalls(ctx context.Context, w io.Writer, o callsOpts) error {
-	dir, err := os.MkdirTemp("", "bench-calls-")
-	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	bin := o.sipd
-	if bin == "" {
-		if bin, err = sipload.BuildSipd(ctx, dir); err != nil {
-			return err
-		}
-	}
-	const password = "bench-secret"
-	d, err := sipload.StartDaemon(ctx, sipload.DaemonConfig{Binary: bin, Dir: dir, Mode: o.mode,
-		Datapath: o.datapath, UASCount: o.uasCount, Password: password, PortMin: o.portMin, PortMax: o.portMax})
-	if err != nil {
-		return err
-	}
-	defer d.Stop()
-	before, err := d.Health(ctx)
-	if err != nil {
-		return err
-	}
+var (
+	callsLeft   = netip.MustParsePrefix("10.250.1.0/24")
+	callsRight  = netip.MustParsePrefix("10.250.2.0/24")
+	callsDirect = netip.MustParsePrefix("10.250.3.0/24")
+	callsNet    = "10.250.0.0/16"
+)
 
-	// Sample /health while the calls run: concurrency as sipd sees it.
-	var (
-		mu      sync.Mutex
-		samples []int
-		last    sipload.Health
-	)
-	sampleCtx, stopSampling := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		n := 0
-		for {
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-t.C:
-			}
-			h, err := d.Health(sampleCtx)
-			if err != nil || h.SIP == nil {
-				continue
-			}
-			mu.Lock()
-			samples = append(samples, h.SIP.ActiveCalls)
-			last = h
-			mu.Unlock()
-			if n++; n%4 == 0 {
-				fmt.Fprintf(os.Stderr, "active %d, in setup %d, completed %d, relay packets %d\n",
-					h.SIP.ActiveCalls, h.SIP.CallsInSetup, h.SIP.CallsCompleted, h.Media.Packets-before.Media.Packets)
-			}
+// RunCalls runs every level and scenario, each in a fresh topology, and
+// writes the outputs. It returns what it measured even when a scenario
+// fails, with the error.
+func RunCalls(ctx context.Context, o *CallsOptions) ([]callreport.Result, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("needs root: it creates network namespaces and starts sipd in one")
+	}
+	if removed, err := netns.CleanStale(callsPrefix); err != nil {
+		return nil, fmt.Errorf("remove stale namespaces: %w", err)
+	} else if len(removed) > 0 {
+		slog.Info("removed stale namespaces", "names", removed)
+	}
+	cleanStalePins()
+	if o.Out == "" {
+		d, err := os.MkdirTemp("", "bench-calls-")
+		if err != nil {
+			return nil, fmt.Errorf("output dir: %w", err)
 		}
-	})
-	res, runErr := sipload.Run(ctx, sipload.Config{Proxy: d.SIP, Password: password, UASCount: o.uasCount,
-		Total: o.total, CPS: o.cps, Duration: o.duration})
-	stopSampling()
-	wg.Wait()
-	after, err := d.Health(ctx)
-	if err != nil {
-		after = last
+		o.Out = d
 	}
-	stopErr := d.Stop()
-
-	peak, avg := 0, 0.0
-	if len(samples) > 0 {
-		peak = slices.Max(samples)
-		sum := 0
-		for _, s := range samples {
-			sum += s
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("output dir: %w", err)
+	}
+	if o.Sipd == "" {
+		bin, err := sipload.BuildSipd(ctx, o.Out)
+		if err != nil {
+			return nil, err
 		}
-		avg = float64(sum) / float64(len(samples))
+		o.Sipd = bin
 	}
-	fmt.Fprintf(w, "scenario        mode=%s datapath=%s path=%s\n", o.mode, o.datapath, after.Media.Path)
-	fmt.Fprintf(w, "calls           attempted %d, completed %d, failed %d in %v\n", res.Attempted, res.Completed,
-		res.Failed, res.Elapsed.Round(time.Millisecond))
-	codes := slices.Sorted(func(yield func(int) bool) {
-		for k := range res.Codes {
-			if !yield(k) {
-				return
+	host := hostInfo()
+	var rs []callreport.Result
+	var errs []error
+	first := true
+levels:
+	for _, l := range o.Levels {
+		for _, sc := range o.Scenarios {
+			if ctx.Err() != nil {
+				errs = append(errs, ctx.Err())
+				break levels
 			}
+			if !first && o.Cooldown > 0 {
+				select {
+				case <-time.After(o.Cooldown):
+				case <-ctx.Done():
+					errs = append(errs, ctx.Err())
+					break levels
+				}
+			}
+			first = false
+			r, err := runCallScenario(ctx, o, sc, l)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("scenario %s at %d calls: %w", sc.Name, l.Total, err))
+				if r.Scenario == "" {
+					continue
+				}
+			}
+			r.Host = host
+			r.Command = o.Command
+			rs = append(rs, r)
 		}
-	})
-	fmt.Fprintf(w, "status codes   ")
-	for _, k := range codes {
-		fmt.Fprintf(w, " %d:%d", k, res.Codes[k])
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "setup latency   avg %v, p99 %v\n", res.SetupAvg.Round(time.Microsecond), res.SetupP99.Round(time.Microsecond))
-	fmt.Fprintf(w, "loss            avg %.4f %%, max %.4f %%\n", 100*res.LossAvg, 100*res.LossMax)
-	fmt.Fprintf(w, "rtp packets     tx %d, rx %d (caller %d, callee %d)\n", res.TXPackets, res.RXPackets, res.UACRX, res.UASRX)
-	// The media clock skips ticks when the machine is saturated; show how
-	// much of the nominal 50 pps per call the caller really sent.
-	if nominal := uint64(res.Completed) * uint64(o.duration/(20*time.Millisecond)); nominal > 0 {
-		fmt.Fprintf(w, "rtp pacing      caller sent %d of nominal %d (%.1f %%)\n", res.UACTX, nominal,
-			100*float64(res.UACTX)/float64(nominal))
+	if len(rs) > 0 {
+		callreport.Derive(rs)
+		if err := callreport.WriteAll(o.Out, rs); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	fmt.Fprintf(w, "concurrent      peak %d, avg %.1f (sipd /health, %d samples)\n", peak, avg, len(samples))
-	fmt.Fprintf(w, "relay           %d packets, %d bytes\n", after.Media.Packets-before.Media.Packets,
-		after.Media.Bytes-before.Media.Bytes)
-	if runErr != nil {
-		return fmt.Errorf("load: %w", runErr)
-	}
-	if stopErr != nil {
-		return stopErr
-	}
-	if res.Failed > 0 {
-		return fmt.Errorf("%d of %d calls failed", res.Failed, res.Attempted)
-	}
-	return nil
+	return rs, errors.Join(errs...)
 }

@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"net/netip"
+	"time"
+
+	"sipxdp/bench/sipload"
+)
+
+// The calls bench runs its callers and callees as children in their own
+// namespaces (see startChild): "_uas" registers the callees and answers in
+// echo mode until told to stop, "_uac" places the calls and reports
+// progress once a second.
+
+type uasChildConfig struct {
+	Proxy      netip.AddrPort `json:"proxy"`
+	Domain     string         `json:"domain"`
+	Password   string         `json:"password"`
+	Count      int            `json:"count"`
+	Addr       netip.Addr     `json:"addr"`
+	RTPPort    int            `json:"rtp_port"`
+	RTPSockets int            `json:"rtp_sockets"`
+}
+
+func runUASChild(args []string) int {
+	var c uasChildConfig
+	if err := childConfig("_uas", args, &c); err != nil {
+		emit("result", nil, err)
+		return 2
+	}
+	ctx, stop := childContext()
+	defer stop()
+	res, err := sipload.RunUAS(ctx, sipload.UASConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
+		Count: c.Count, SIPAddr: c.Addr, MediaAddr: c.Addr, RTPPort: c.RTPPort, RTPSockets: c.RTPSockets},
+		func() { emit("ready", nil, nil) })
+	emit("result", res, err)
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+type uacChildConfig struct {
+	Proxy      netip.AddrPort `json:"proxy"`
+	Domain     string         `json:"domain"`
+	Password   string         `json:"password"`
+	UASCount   int            `json:"uas_count"`
+	Total      int            `json:"total"`
+	CPS        float64        `json:"cps"`
+	Duration   time.Duration  `json:"duration"`
+	Addr       netip.Addr     `json:"addr"`
+	RTPPort    int            `json:"rtp_port"`
+	RTPSockets int            `json:"rtp_sockets"`
+}
+
+func runUACChild(args []string) int {
+	var c uacChildConfig
+	if err := childConfig("_uac", args, &c); err != nil {
+		emit("result", nil, err)
+		return 2
+	}
+	ctx, stop := childContext()
+	defer stop()
+	emit("ready", nil, nil)
+	res, err := sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
+		UASCount: c.UASCount, Total: c.Total, CPS: c.CPS, Duration: c.Duration, SIPAddr: c.Addr, MediaAddr: c.Addr,
+		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets,
+		Progress: func(p sipload.Progress) { emit("progress", p, nil) }})
+	emit("result", res, err)
+	if err != nil {
+		return 1
+	}
+	return 0
+}

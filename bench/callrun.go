@@ -1,0 +1,515 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"sipxdp/bench/callreport"
+	"sipxdp/bench/cpu"
+	"sipxdp/bench/netns"
+	"sipxdp/bench/sipload"
+)
+
+const (
+	callsPassword = "bench-secret"
+	// The load generator's RTP ports, inside its own namespaces.
+	uacRTPPort = 40000
+	uasRTPPort = 40000
+)
+
+// callRun is one scenario's state while it runs.
+type callRun struct {
+	o     *CallsOptions
+	sc    callScenario
+	level callLevel
+	tag   string // scenario-level, for file names and progress
+
+	line *netns.Line
+	sipd *nsSipd
+	uac  *child
+	uas  *child
+	pin  string
+
+	mu       sync.Mutex
+	samples  []runSample
+	progress sipload.Progress
+}
+
+// runSample is read once a second while the calls run.
+type runSample struct {
+	at        time.Time
+	sys       cpu.Stat
+	sipd      cpu.ProcTimes
+	sipdOK    bool
+	rssMB     float64
+	active    int
+	healthOK  bool
+	relayPkts uint64
+	uacTXRX   uint64
+	started   int
+}
+
+// windowSnap is the reading at each edge of the steady window.
+type windowSnap struct {
+	snap     cpu.Snapshot
+	progTime time.Duration
+	progRuns uint64
+	progErr  error
+}
+
+func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l callLevel) (res callreport.Result, err error) {
+	r := &callRun{o: o, sc: sc, level: l, tag: fmt.Sprintf("%s-%d", sc.Name, l.Total)}
+	res = callreport.Result{Scenario: sc.Name, Level: l.Total, Time: time.Now().UTC(), Mode: sc.Mode, Datapath: sc.Datapath,
+		Total: l.Total, CPS: l.CPS, DurationS: o.Duration.Seconds(), UASCount: o.UASCount}
+	if sc.Note != "" {
+		res.Notes = append(res.Notes, sc.Note)
+	}
+	fmt.Fprintf(os.Stderr, "== %s: %d calls at %g/s, held %s\n", r.tag, l.Total, l.CPS, o.Duration)
+
+	if r.line, err = netns.Create(ctx, netns.Config{Prefix: callsPrefix, Left: callsLeft, Right: callsRight, Direct: callsDirect}); err != nil {
+		return callreport.Result{}, fmt.Errorf("topology: %w", err)
+	}
+	defer func() {
+		if cerr := r.line.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove topology: %w", cerr))
+		}
+	}()
+	if err := r.prepareEndpoints(ctx, &res); err != nil {
+		return callreport.Result{}, err
+	}
+	r.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s", pinPrefix, os.Getpid(), sc.Name))
+	defer func() {
+		// sipd -uninstall removes its pins; anything left is from a failure
+		// and must not keep forwarding into a namespace that is gone.
+		if rerr := os.RemoveAll(r.pin); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove pins: %w", rerr))
+		}
+	}()
+	r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sc.Datapath,
+		PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
+		Exempt: []string{callsNet}})
+	if err != nil {
+		return callreport.Result{}, err
+	}
+	defer func() {
+		if serr := r.sipd.stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	h0, err := r.sipd.health(ctx)
+	if err != nil {
+		return callreport.Result{}, err
+	}
+	res.Path = h0.Media.Path
+	if sc.Path != "" && h0.Media.Path != sc.Path {
+		return callreport.Result{}, fmt.Errorf("sipd runs media path %q, not %q: the scenario cannot be measured here (see %s)",
+			h0.Media.Path, sc.Path, r.sipd.logPath)
+	}
+
+	r.uas, err = startChild(r.line.Receiver, "uas", "_uas", uasChildConfig{
+		Proxy: netip.AddrPortFrom(r.line.RelayRightAddr, 5060), Domain: benchDomain, Password: callsPassword,
+		Count: o.UASCount, Addr: r.line.ReceiverAddr, RTPPort: uasRTPPort, RTPSockets: o.RTPSockets})
+	if err != nil {
+		return callreport.Result{}, err
+	}
+	defer r.uas.kill()
+	if _, err := r.uas.await(ctx, "ready", childReadyTimeout); err != nil {
+		return callreport.Result{}, fmt.Errorf("callees: %w", err)
+	}
+	// Idle memory: sipd with its relay up and every callee registered.
+	idleRSS, err := readRSSMB(r.sipd.pid())
+	if err != nil {
+		return callreport.Result{}, err
+	}
+	res.RSSIdleMB = idleRSS
+
+	if sc.Path != "" && sc.Path != "userspace" {
+		// Per-program run time is kept only while asked for; the fd turns
+		// it off again when this process ends, however it ends.
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: no BPF run-time stats: %v", sc.Name, err))
+		} else {
+			defer stats.Close()
+		}
+	}
+
+	r.uac, err = startChild(r.line.Sender, "uac", "_uac", uacChildConfig{
+		Proxy: netip.AddrPortFrom(r.line.RelayLeftAddr, 5060), Domain: benchDomain, Password: callsPassword,
+		UASCount: o.UASCount, Total: l.Total, CPS: l.CPS, Duration: o.Duration, Addr: r.line.SenderAddr,
+		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets})
+	if err != nil {
+		return callreport.Result{}, err
+	}
+	defer r.uac.kill()
+	if _, err := r.uac.await(ctx, "ready", childReadyTimeout); err != nil {
+		return callreport.Result{}, fmt.Errorf("caller: %w", err)
+	}
+	t0 := time.Now()
+	from, to, _ := steadyWindow(l, o.Duration)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.sample(runCtx, t0) })
+	var win [2]windowSnap
+	var winOK [2]bool
+	wg.Go(func() {
+		for i, at := range []time.Duration{from, to} {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(time.Until(t0.Add(at))):
+			}
+			s, err := r.windowSnap()
+			if err != nil {
+				continue
+			}
+			win[i], winOK[i] = s, true
+		}
+	})
+
+	uacRes, uacErr := r.awaitCaller(ctx)
+	stopRun()
+	wg.Wait()
+	var uasRes sipload.UASResult
+	if m, err := r.uas.stop(ctx); err != nil {
+		uacErr = errors.Join(uacErr, fmt.Errorf("callees: %w", err))
+	} else if err := json.Unmarshal(m.Result, &uasRes); err != nil {
+		uacErr = errors.Join(uacErr, fmt.Errorf("callees' result: %w", err))
+	}
+	hEnd, herr := r.sipd.health(ctx)
+
+	fillCalls(&res, uacRes, uasRes)
+	r.fillSamples(&res, t0, from, to)
+	if herr == nil {
+		res.RelayPkts = hEnd.Media.Packets - h0.Media.Packets
+	}
+	if winOK[0] && winOK[1] {
+		r.fillWindow(&res, win[0], win[1])
+	} else {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: the steady window was not sampled; no system CPU", sc.Name, l.Total))
+	}
+	return res, uacErr
+}
+
+// prepareEndpoints makes the caller and callee stand in for hosts behind a
+// NIC: packets that local sockets send over veth carry a partial UDP
+// checksum, which an XDP program cannot see (DESIGN.md), so the end hosts
+// compute checksums in software, in every scenario alike. Native XDP on
+// veth also needs an XDP program on the peer end to redirect into.
+func (r *callRun) prepareEndpoints(ctx context.Context, res *callreport.Result) error {
+	for _, e := range []struct {
+		ns  netns.NS
+		ifc string
+	}{
+		{r.line.Sender, r.line.SenderIf}, {r.line.Sender, r.line.SenderDirectIf},
+		{r.line.Receiver, r.line.ReceiverIf}, {r.line.Receiver, r.line.ReceiverDirectIf},
+	} {
+		cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.ns.Path, "ethtool", "-K", e.ifc, "tx", "off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("tx checksum offload off on %s: %w: %s", e.ifc, err, out)
+		}
+	}
+	res.Notes = append(res.Notes, "tx checksum offload is off on the caller's and callee's veths in every scenario, "+
+		"so packets carry full UDP checksums as from a NIC (XDP cannot fix CHECKSUM_PARTIAL)")
+	if r.sc.Datapath == "xdp" {
+		for _, e := range []struct {
+			ns  netns.NS
+			ifc string
+		}{{r.line.Sender, r.line.SenderIf}, {r.line.Receiver, r.line.ReceiverIf}} {
+			if err := runOnce(ctx, e.ns, "_xdp-pass", xdpPassConfig{Interface: e.ifc}); err != nil {
+				return fmt.Errorf("xdp pass on %s: %w", e.ifc, err)
+			}
+		}
+	}
+	return nil
+}
+
+// awaitCaller follows the caller's progress events until its result.
+func (r *callRun) awaitCaller(ctx context.Context) (sipload.Result, error) {
+	var res sipload.Result
+	// The ramp, the hold, the answer timeout and a margin for the BYEs.
+	limit := time.NewTimer(time.Duration(float64(r.level.Total)/r.level.CPS*float64(time.Second)) + r.o.Duration + 60*time.Second)
+	defer limit.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Ask the caller for what it has so far.
+			if m, err := r.uac.stop(context.Background()); err == nil {
+				json.Unmarshal(m.Result, &res)
+			}
+			return res, ctx.Err()
+		case <-limit.C:
+			if m, err := r.uac.stop(ctx); err == nil {
+				json.Unmarshal(m.Result, &res)
+			}
+			return res, errors.New("caller did not finish in time")
+		case m, ok := <-r.uac.msgs:
+			if !ok {
+				<-r.uac.done
+				return res, fmt.Errorf("caller exited without a result: %v", r.uac.err)
+			}
+			switch m.Event {
+			case "progress":
+				var p sipload.Progress
+				if json.Unmarshal(m.Result, &p) == nil {
+					r.mu.Lock()
+					r.progress = p
+					r.mu.Unlock()
+				}
+			case "result":
+				if err := json.Unmarshal(m.Result, &res); err != nil {
+					return res, fmt.Errorf("caller's result: %w", err)
+				}
+				if m.Error != "" {
+					return res, fmt.Errorf("caller: %s", m.Error)
+				}
+				return res, nil
+			}
+		}
+	}
+}
+
+// sample reads sipd's CPU, memory and /health once a second and prints
+// the progress line.
+func (r *callRun) sample(ctx context.Context, t0 time.Time) {
+	fi, _ := os.Stderr.Stat()
+	tty := fi != nil && fi.Mode()&os.ModeCharDevice != 0
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var prev *runSample
+	for n := 0; ; n++ {
+		s := runSample{at: time.Now()}
+		if st, err := cpu.ReadStat(); err == nil {
+			s.sys = st
+		}
+		if p, err := cpu.ReadPID(r.sipd.pid()); err == nil {
+			s.sipd, s.sipdOK = p, true
+		}
+		s.rssMB, _ = readRSSMB(r.sipd.pid())
+		if h, err := r.sipd.health(ctx); err == nil && h.SIP != nil {
+			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
+		}
+		r.mu.Lock()
+		p := r.progress
+		s.uacTXRX, s.started = p.TXPackets+p.RXPackets, p.Started
+		r.samples = append(r.samples, s)
+		r.mu.Unlock()
+		if prev != nil && (tty || n%5 == 0) {
+			r.printProgress(tty, t0, *prev, s, p)
+		}
+		prev = &s
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprintln(os.Stderr)
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p sipload.Progress) {
+	wall := b.at.Sub(a.at)
+	if wall <= 0 {
+		return
+	}
+	phase := "hold"
+	switch {
+	case p.Started < r.level.Total:
+		phase = "ramp"
+	case p.Completed+p.Failed > 0:
+		phase = "hangup"
+	}
+	cps := float64(b.started-a.started) / wall.Seconds()
+	pps := float64(b.uacTXRX-a.uacTXRX) / wall.Seconds()
+	sipdCPU := 0.0
+	if a.sipdOK && b.sipdOK {
+		sipdCPU = 100 * cpu.ProcCores(a.sipd, b.sipd, wall)
+	}
+	sys := 100 * cpu.BusyCores(a.sys, b.sys, wall)
+	line := fmt.Sprintf("[%s %5.1fs] %-6s active %5d (sipd %5d)  %6.1f calls/s  caller rtp %7.0f pps  relay %7.0f pps  sipd cpu %5.1f%%  system %5.1f%%",
+		r.tag, time.Since(t0).Seconds(), phase, p.Active, b.active, cps, pps,
+		float64(b.relayPkts-a.relayPkts)/wall.Seconds(), sipdCPU, sys)
+	if tty {
+		fmt.Fprintf(os.Stderr, "\r%s\x1b[K", line)
+	} else {
+		fmt.Fprintln(os.Stderr, line)
+	}
+}
+
+func (r *callRun) windowSnap() (windowSnap, error) {
+	var w windowSnap
+	pids := map[string]int{"sipd": r.sipd.pid(), "uac": r.uac.pid(), "uas": r.uas.pid()}
+	s, err := cpu.Take(pids)
+	if err != nil {
+		return w, err
+	}
+	all, err := cpu.ScanProcs()
+	if err != nil {
+		return w, err
+	}
+	s.All = all
+	w.snap = s
+	if r.sc.Path != "" && r.sc.Path != "userspace" {
+		w.progTime, w.progRuns, w.progErr = progStats(r.pin)
+	}
+	return w, nil
+}
+
+// fillWindow computes the steady window's CPU figures.
+func (r *callRun) fillWindow(res *callreport.Result, a, b windowSnap) {
+	u := cpu.Between(a.snap, b.snap)
+	ours := map[int]bool{os.Getpid(): true, r.sipd.pid(): true, r.uac.pid(): true, r.uas.pid(): true}
+	other := cpu.OtherCores(a.snap.All, b.snap.All, func(pid int, _ cpu.ProcTimes) bool { return ours[pid] }, u.Wall)
+	res.SteadyS = round2(u.Wall.Seconds())
+	res.OtherCPUSteady = round2(100 * other)
+	res.SystemCPU = round2(100 * (u.Busy - other))
+	res.SipdCPUSteady = round2(100 * u.Procs["sipd"])
+	res.LoadCPUSteady = round2(100 * (u.Procs["uac"] + u.Procs["uas"]))
+	if a.progErr == nil && b.progErr == nil && r.sc.Path != "" && r.sc.Path != "userspace" {
+		if runs := b.progRuns - a.progRuns; runs > 0 {
+			ns := round2(float64(b.progTime-a.progTime) / float64(runs))
+			res.BPFNsPerPkt, res.BPFRuns = &ns, runs
+		}
+	} else if b.progErr != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s: BPF program stats: %v", r.sc.Name, b.progErr))
+	}
+	if cpus := runtime.NumCPU(); u.Busy > 0.97*float64(cpus) {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: the machine was saturated in the steady window (%.0f%% of %d CPUs busy)",
+			r.sc.Name, r.level.Total, 100*u.Busy, cpus))
+	}
+}
+
+// fillSamples turns the per-second samples into sipd's CPU and memory
+// (over the whole run, like the reference's ps sampling) and concurrency.
+func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to time.Duration) {
+	r.mu.Lock()
+	ss := slices.Clone(r.samples)
+	r.mu.Unlock()
+	var cpus, rss, act, steady []float64
+	for i := 1; i < len(ss); i++ {
+		a, b := ss[i-1], ss[i]
+		if wall := b.at.Sub(a.at); wall > 0 && a.sipdOK && b.sipdOK {
+			cpus = append(cpus, 100*cpu.ProcCores(a.sipd, b.sipd, wall))
+		}
+	}
+	for _, s := range ss {
+		if s.rssMB > 0 {
+			rss = append(rss, s.rssMB)
+		}
+		if s.healthOK {
+			act = append(act, float64(s.active))
+			if d := s.at.Sub(t0); d >= from && d <= to {
+				steady = append(steady, float64(s.active))
+			}
+		}
+	}
+	res.SipdCPUAvg, res.SipdCPUPeak = round2(mean(cpus)), round2(maxOf(cpus))
+	res.RSSAvgMB, res.RSSPeakMB = round2(mean(rss)), round2(maxOf(rss))
+	res.CallsAvg, res.CallsPeak = round2(mean(act)), int(maxOf(act))
+	res.SteadyCalls = round2(mean(steady))
+}
+
+// fillCalls copies the load generator's figures.
+func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
+	res.Attempted, res.Completed, res.Failed = c.Attempted, c.Completed, c.Failed
+	res.StatusCodes = map[string]int{}
+	for code, n := range c.Codes {
+		k := strconv.Itoa(code)
+		switch code {
+		case 0:
+			k = "timeout"
+		case -1:
+			k = "no-sdp"
+		}
+		res.StatusCodes[k] = n
+	}
+	res.SetupAvgMs = round3(float64(c.SetupAvg) / 1e6)
+	res.SetupP99Ms = round3(float64(c.SetupP99) / 1e6)
+	res.LossAvgPct = round3(100 * c.LossAvg)
+	res.LossMaxPct = round3(100 * c.LossMax)
+	res.JitterAvgMs = round3(float64(c.JitterAvg) / 1e6)
+	res.JitterMaxMs = round3(float64(c.JitterMax) / 1e6)
+	res.RTTAvgMs = round3(float64(c.RTTAvg) / 1e6)
+	res.RTTMaxMs = round3(float64(c.RTTMax) / 1e6)
+	res.UACTX, res.UACRX = c.UACTX, c.UACRX
+	res.TXPackets = c.UACTX + s.RTPTX
+	res.RXPackets = c.UACRX + s.RTPRX
+	res.RTCPTX = c.RTCPTX + s.RTCPTX
+	res.RTCPRX = c.RTCPRX + s.RTCPRX
+	if c.Completed > 0 && res.DurationS > 0 {
+		res.PerCallPPS = round2(float64(c.UACTX) / float64(c.Completed) / res.DurationS)
+	}
+}
+
+func readRSSMB(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("sipd memory: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				return 0, fmt.Errorf("sipd memory: parse VmRSS %q: %w", v, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("sipd memory: no VmRSS in /proc/%d/status", pid)
+}
+
+func hostInfo() callreport.Host {
+	h := callreport.Host{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		h.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		h.MemGB = round2(float64(si.Totalram) * float64(si.Unit) / (1 << 30))
+	}
+	return h
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func maxOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return slices.Max(xs)
+}
+
+func round2(v float64) float64 { return math.Round(v*100) / 100 }

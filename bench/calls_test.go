@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sipxdp/bench/callreport"
+	"sipxdp/bench/netns"
+	"sipxdp/internal/testenv"
+	"sipxdp/sipd"
+)
+
+func TestParseCallsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    string // scenarios / levels / duration, or the error's text
+		wantErr bool
+	}{
+		{args: nil, want: "none,userspace,xdp,xdp-native,tc 500@100 1m0s"},
+		{args: []string{"--quick"}, want: "none,userspace,xdp,xdp-native,tc 20@20 8s"},
+		{args: []string{"--quick", "--scenario", "tc,none"}, want: "none,tc 20@20 8s"},
+		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,xdp,xdp-native,tc 500@100,800@200 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,xdp,xdp-native,tc 500@50,800@50 1m0s"},
+		{args: []string{"--scenario", "kernel"}, want: "unknown scenario", wantErr: true},
+		{args: []string{"--total", "500,800", "--cps", "1,2,3"}, want: "3 values for 2 totals", wantErr: true},
+		{args: []string{"--total", "0"}, want: "positive whole numbers", wantErr: true},
+		{args: []string{"--total", "500", "--cps", "100", "--duration", "6s"}, want: "too short", wantErr: true},
+		{args: []string{"--total", "20000", "--cps", "2000"}, want: "relay ports", wantErr: true},
+		{args: []string{"--uas-count", "0"}, want: "--uas-count", wantErr: true},
+	} {
+		o, err := parseCallsFlags(tc.args)
+		if tc.wantErr {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		var names, levels []string
+		for _, s := range o.Scenarios {
+			names = append(names, s.Name)
+		}
+		for _, l := range o.Levels {
+			levels = append(levels, fmt.Sprintf("%d@%g", l.Total, l.CPS))
+		}
+		got := strings.Join(names, ",") + " " + strings.Join(levels, ",") + " " + o.Duration.String()
+		if got != tc.want {
+			t.Errorf("%v: got %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestSteadyWindow(t *testing.T) {
+	from, to, err := steadyWindow(callLevel{Total: 800, CPS: 200}, 60*time.Second)
+	if err != nil || from != 6*time.Second || to != 59*time.Second {
+		t.Fatalf("800 at 200/s held 60 s: window %v..%v, %v; want 6s..59s", from, to, err)
+	}
+	if _, _, err := steadyWindow(callLevel{Total: 500, CPS: 100}, 9*time.Second); err == nil {
+		t.Fatal("a hold shorter than the ramp gave a window")
+	}
+}
+
+// The generated config must come from sipd's real default and change
+// every line the topology depends on.
+func TestSipdConfigFromDefault(t *testing.T) {
+	line := &netns.Line{RelayLeftIf: "sx1b", RelayRightIf: "sx1c"}
+	line.RelayLeftAddr = callsLeft.Addr().Next()
+	line.RelayRightAddr = callsRight.Addr().Next()
+	text, err := sipdConfig(string(sipd.DefaultConfigYAML()), sipdSetup{Mode: "all", Datapath: "tc", PinPath: "/sys/fs/bpf/x",
+		Line: line, PortMin: 20000, PortMax: 39999, Exempt: []string{callsNet}}, "/tmp/users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"datapath: tc", "interfaces: [sx1b, sx1c]", `local: "10.250.1.1", port_min: 20000, port_max: 39999`,
+		`local: "10.250.2.1"`, `addr: "10.250.1.1:5060"`, `addr: "10.250.2.1:5060"`, benchDomain, "users_file: /tmp/users",
+		"10.250.0.0/16]"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("config lacks %q", want)
+		}
+	}
+	cfg, err := sipd.ParseConfig([]byte(text))
+	if err != nil {
+		t.Fatalf("generated config does not load: %v", err)
+	}
+	_ = cfg
+	if _, err := sipdConfig("log:\n  level: info\n", sipdSetup{Line: line}, "u"); err == nil {
+		t.Fatal("a default without the expected lines was accepted")
+	}
+}
+
+// TestCallsQuick runs "bench calls --quick" for every scenario: the CI
+// check that each media path carries calls end to end and that the
+// report has its parts. It asserts completion and RTP, not performance.
+func TestCallsQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: runs sipd and load in namespaces for about a minute")
+	}
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "nsenter", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Unavailable(t, tool+" is not installed")
+		}
+	}
+	o, err := parseCallsFlags([]string{"--quick", "--scenario", "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Out = t.TempDir()
+	o.Command = "go test -run TestCallsQuick ./bench/"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rs, err := RunCalls(ctx, &o)
+	if err != nil {
+		for _, s := range o.Scenarios {
+			if b, rerr := os.ReadFile(filepath.Join(o.Out, "sipd_"+s.Name+"-20.log")); rerr == nil && len(b) > 0 {
+				t.Logf("sipd log %s:\n%s", s.Name, tailString(string(b), 3000))
+			}
+		}
+		t.Fatal(err)
+	}
+	if len(rs) != len(callScenarios) {
+		t.Fatalf("%d results for %d scenarios", len(rs), len(callScenarios))
+	}
+	for _, r := range rs {
+		if r.Completed != 20 || r.Failed != 0 {
+			t.Errorf("%s: %d of 20 calls completed, %d failed (codes %v)", r.Scenario, r.Completed, r.Failed, r.StatusCodes)
+		}
+		if r.UACRX == 0 || r.UACRX*10 < r.UACTX*9 {
+			t.Errorf("%s: the callers got %d of %d RTP packets back", r.Scenario, r.UACRX, r.UACTX)
+		}
+		if r.RTCPRX == 0 {
+			t.Errorf("%s: no RTCP received", r.Scenario)
+		}
+		if r.CallsPeak == 0 || r.RSSPeakMB == 0 || r.SteadyS == 0 {
+			t.Errorf("%s: sampling missing: peak calls %d, rss %.1f MB, steady %.1f s", r.Scenario, r.CallsPeak, r.RSSPeakMB, r.SteadyS)
+		}
+		switch r.Scenario {
+		case "none":
+			if r.RelayPkts != 0 {
+				t.Errorf("none: the relay counted %d packets; media should bypass it", r.RelayPkts)
+			}
+		default:
+			if r.RelayPkts == 0 {
+				t.Errorf("%s: the relay counted no packets", r.Scenario)
+			}
+			if r.RelayCPU == nil {
+				t.Errorf("%s: no relay cost against none", r.Scenario)
+			}
+			sc, _ := scenarioByName(r.Scenario)
+			if r.Path != sc.Path {
+				t.Errorf("%s: path %q", r.Scenario, r.Path)
+			}
+			if sc.Path != "userspace" && r.BPFNsPerPkt == nil {
+				t.Errorf("%s: no BPF ns/packet", r.Scenario)
+			}
+		}
+	}
+	checkCallOutputs(t, o.Out, len(rs))
+}
+
+// checkCallOutputs reads each output file back.
+func checkCallOutputs(t *testing.T, dir string, n int) {
+	t.Helper()
+	back, err := callreport.ReadJSONL(filepath.Join(dir, "results.jsonl"))
+	if err != nil || len(back) != n {
+		t.Errorf("results.jsonl: %d rows, %v; want %d", len(back), err, n)
+	}
+	f, err := os.Open(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil || len(rows) != n+1 {
+		t.Errorf("results.csv: %d rows, %v; want a header and %d", len(rows), err, n)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"20 concurrent", "Per-Channel", "Targets", "| none", "userspace", "xdp-native", "tc"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	svg, err := os.ReadFile(filepath.Join(dir, "cpu-per-channel.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil {
+		t.Errorf("cpu-per-channel.svg is not XML: %v", err)
+	}
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
