@@ -434,7 +434,7 @@ func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to tim
 func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
 	res.Attempted, res.Completed, res.Failed = c.Attempted, c.Completed, c.Failed
 	res.StatusCodes = map[string]int{}
-	for code, n := range c.Codes {
+	for code, n := range c.CallCodes {
 		k := strconv.Itoa(code)
 		switch code {
 		case 0:

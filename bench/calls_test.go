@@ -136,6 +136,9 @@ func TestCallsQuick(t *testing.T) {
 		if r.Completed != 20 || r.Failed != 0 {
 			t.Errorf("%s: %d of 20 calls completed, %d failed (codes %v)", r.Scenario, r.Completed, r.Failed, r.StatusCodes)
 		}
+		if r.StatusCodes["200"] != 20 || len(r.StatusCodes) != 1 {
+			t.Errorf("%s: call outcomes %v, want 200 for all 20", r.Scenario, r.StatusCodes)
+		}
 		if r.UACRX == 0 || r.UACRX*10 < r.UACTX*9 {
 			t.Errorf("%s: the callers got %d of %d RTP packets back", r.Scenario, r.UACRX, r.UACTX)
 		}

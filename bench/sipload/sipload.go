@@ -38,11 +38,15 @@ type Config struct {
 type Result struct {
 	Attempted, Completed, Failed int
 	Codes                        map[int]int // final responses to INVITE and BYE seen by the UAC; 0: local timeout
-	SetupAvg, SetupP99           time.Duration
-	LossAvg, LossMax             float64 // per call, fraction of the UAC's packets not echoed back
-	TXPackets, RXPackets         uint64  // RTP, all legs (RunUAC: the caller's only)
-	UACRX, UASRX                 uint64  // RTP received by each side
-	UACTX                        uint64  // RTP sent by the caller; below Duration/20ms per call when the clock fell behind
+	// Each call's outcome, as in the reference's status counts: the final
+	// answer to its INVITE after the digest challenge; 0: no answer in
+	// time, -1: answered without usable SDP.
+	CallCodes            map[int]int
+	SetupAvg, SetupP99   time.Duration
+	LossAvg, LossMax     float64 // per call, fraction of the UAC's packets not echoed back
+	TXPackets, RXPackets uint64  // RTP, all legs (RunUAC: the caller's only)
+	UACRX, UASRX         uint64  // RTP received by each side
+	UACTX                uint64  // RTP sent by the caller; below Duration/20ms per call when the clock fell behind
 	// RTP packets the caller never sent because its clock fell more than
 	// maxCatchUp packets behind; UACTX + TXSkipped is the nominal count.
 	TXSkipped            uint64

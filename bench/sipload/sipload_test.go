@@ -55,6 +55,9 @@ func checkMedia(t *testing.T, res Result, calls int) {
 	if res.Codes[407] != calls || res.Codes[200] != 2*calls {
 		t.Errorf("codes %v, want a 407 and two 200s (INVITE, BYE) per call", res.Codes)
 	}
+	if len(res.CallCodes) != 1 || res.CallCodes[200] != calls {
+		t.Errorf("call outcomes %v, want 200 for each of %d calls", res.CallCodes, calls)
+	}
 	// About 100 packets per call at 50 pps for 2 s; allow for timer slack.
 	if res.UACRX < uint64(calls)*50 || res.UASRX < uint64(calls)*50 {
 		t.Errorf("RTP received: caller %d, callee %d; want at least %d each", res.UACRX, res.UASRX, calls*50)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -86,6 +87,7 @@ type uac struct {
 	mu                    sync.Mutex
 	calls                 map[string]*call
 	codes                 map[int]int
+	callCodes             map[int]int // each call's outcome: the final answer to its (authorized) INVITE
 	setups                []time.Duration
 	losses                []float64
 	jitters, rtts         []time.Duration
@@ -113,7 +115,7 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 	}
 	sipAddr := defaultAddr(cfg.SIPAddr, loopback)
 	u := &uac{cfg: cfg, domain: cfg.Domain, mediaAddr: defaultAddr(cfg.MediaAddr, sipAddr),
-		calls: map[string]*call{}, codes: map[int]int{}, allDone: make(chan struct{}), ssrcBase: rand.Uint32()}
+		calls: map[string]*call{}, codes: map[int]int{}, callCodes: map[int]int{}, allDone: make(chan struct{}), ssrcBase: rand.Uint32()}
 	if u.domain == "" {
 		u.domain = cfg.Proxy.Addr().String()
 	}
@@ -241,6 +243,9 @@ func (u *uac) timeout(c *call, st callState) {
 	defer u.mu.Unlock()
 	if c.state == st {
 		u.codes[0]++
+		if st == stInviting {
+			u.callCodes[0]++
+		}
 		u.finish(c, false)
 	}
 }
@@ -333,6 +338,7 @@ func (u *uac) onInviteFinal(c *call, res *sip.Response) {
 				}
 			}
 		}
+		u.callCodes[code]++
 		u.finish(c, false)
 		return
 	}
@@ -354,10 +360,12 @@ func (u *uac) onInviteFinal(c *call, res *sip.Response) {
 		ms, err := sdprewrite.Parse(res.Body())
 		if err != nil || len(ms) == 0 || !ms[0].Addr.Is4() || ms[0].Port == 0 || ms[0].Port == 65535 {
 			u.codes[-1]++ // answered without usable SDP
+			u.callCodes[-1]++
 			u.inDialog(c, "ACK", cseqOf(res))
 			u.finish(c, false)
 			return
 		}
+		u.callCodes[code]++
 		c.state = stUp
 		c.answered = true
 		u.active++
@@ -425,6 +433,7 @@ func (u *uac) result(begin time.Time) Result {
 	for k, v := range u.codes {
 		r.Codes[k] = v
 	}
+	r.CallCodes = maps.Clone(u.callCodes)
 	if len(u.setups) > 0 {
 		s := slices.Clone(u.setups)
 		slices.Sort(s)
