@@ -4,7 +4,7 @@ BIN       := bin
 GOFLAGS_T ?= -count=1 -timeout 30m
 PKGS      := ./...
 
-.PHONY: help generate check-generate build test test-short fuzz lint run bench bench-datapath deps clean
+.PHONY: help generate check-generate build test test-short fuzz lint run bench bench-datapath bench-calls deps clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,10 +38,13 @@ lint: ## gofmt, go vet and staticcheck
 run: ## run sipd on the embedded default configuration
 	$(GO) run ./cmd/sipd
 
-bench: bench-datapath ## run the benchmarks
+bench: bench-datapath bench-calls ## run the benchmarks (root)
 
 bench-datapath: ## relay CPU per packet for each media path (root; builds its own namespaces)
 	$(GO) run ./cmd/bench datapath --path all
+
+bench-calls: build ## CPU and memory per call for each media path at 500 and 800 concurrent calls (root; about 15 minutes)
+	$(BIN)/bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
 
 clean: ## remove build outputs
 	rm -rf $(BIN)
