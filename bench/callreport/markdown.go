@@ -256,6 +256,7 @@ func isKernel(s string) bool { return s != NoneScenario && s != "userspace" }
 func writeOverhead(b *strings.Builder, rs []*Result) {
 	b.WriteString("### Media proxy overhead summary\n\n")
 	b.WriteString("System CPU is the whole machine's busy time in the steady window (wall × CPUs − idle), " +
+		"less what processes other than sipd, the load generator and the bench used (other load), " +
 		"so it includes the softirq work where XDP and tc run. The relay's cost is that minus the " +
 		"`none` run's at the same level.\n\n")
 	t := table{head: []string{"Level", "Path", "none system CPU", "Path system CPU", "Delta", "Ratio", "Relay cost / call"}}

@@ -65,7 +65,7 @@ type Result struct {
 	// The steady window: every call up, none hung up yet.
 	SteadyS        float64 `json:"steady_s"`
 	SteadyCalls    float64 `json:"steady_calls"`     // average concurrent calls in it
-	SystemCPU      float64 `json:"system_cpu"`       // wall × CPUs − idle, whole machine
+	SystemCPU      float64 `json:"system_cpu"`       // wall × CPUs − idle, whole machine, less OtherCPUSteady
 	SipdCPUSteady  float64 `json:"sipd_cpu_steady"`  // sipd alone
 	LoadCPUSteady  float64 `json:"load_cpu_steady"`  // the load generator's processes
 	OtherCPUSteady float64 `json:"other_cpu_steady"` // every other process: someone else's work
