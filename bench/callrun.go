@@ -42,7 +42,7 @@ type callRun struct {
 	tag   string // scenario-level, for file names and progress
 
 	line *netns.Line
-	sipd *nsSipd
+	sipd *sipload.Daemon
 	uac  *child
 	uas  *child
 	pin  string
@@ -109,18 +109,18 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		return callreport.Result{}, err
 	}
 	defer func() {
-		if serr := r.sipd.stop(); serr != nil {
+		if serr := r.sipd.Stop(); serr != nil {
 			err = errors.Join(err, serr)
 		}
 	}()
-	h0, err := r.sipd.health(ctx)
+	h0, err := r.sipd.Health(ctx)
 	if err != nil {
 		return callreport.Result{}, err
 	}
 	res.Path = h0.Media.Path
 	if sc.Path != "" && h0.Media.Path != sc.Path {
 		return callreport.Result{}, fmt.Errorf("sipd runs media path %q, not %q: the scenario cannot be measured here (see %s)",
-			h0.Media.Path, sc.Path, r.sipd.logPath)
+			h0.Media.Path, sc.Path, r.sipd.LogPath)
 	}
 
 	r.uas, err = startChild(r.line.Receiver, "uas", "_uas", uasChildConfig{
@@ -134,7 +134,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		return callreport.Result{}, fmt.Errorf("callees: %w", err)
 	}
 	// Idle memory: sipd with its relay up and every callee registered.
-	idleRSS, err := readRSSMB(r.sipd.pid())
+	idleRSS, err := readRSSMB(r.sipd.PID())
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -195,7 +195,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	} else if err := json.Unmarshal(m.Result, &uasRes); err != nil {
 		uacErr = errors.Join(uacErr, fmt.Errorf("callees' result: %w", err))
 	}
-	hEnd, herr := r.sipd.health(ctx)
+	hEnd, herr := r.sipd.Health(ctx)
 
 	fillCalls(&res, uacRes, uasRes)
 	r.fillSamples(&res, t0, from, to)
@@ -301,11 +301,11 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 		if st, err := cpu.ReadStat(); err == nil {
 			s.sys = st
 		}
-		if p, err := cpu.ReadPID(r.sipd.pid()); err == nil {
+		if p, err := cpu.ReadPID(r.sipd.PID()); err == nil {
 			s.sipd, s.sipdOK = p, true
 		}
-		s.rssMB, _ = readRSSMB(r.sipd.pid())
-		if h, err := r.sipd.health(ctx); err == nil && h.SIP != nil {
+		s.rssMB, _ = readRSSMB(r.sipd.PID())
+		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
 		r.mu.Lock()
@@ -359,7 +359,7 @@ func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p siploa
 
 func (r *callRun) windowSnap() (windowSnap, error) {
 	var w windowSnap
-	pids := map[string]int{"sipd": r.sipd.pid(), "uac": r.uac.pid(), "uas": r.uas.pid()}
+	pids := map[string]int{"sipd": r.sipd.PID(), "uac": r.uac.pid(), "uas": r.uas.pid()}
 	s, err := cpu.Take(pids)
 	if err != nil {
 		return w, err
@@ -379,7 +379,7 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 // fillWindow computes the steady window's CPU figures.
 func (r *callRun) fillWindow(res *callreport.Result, a, b windowSnap) {
 	u := cpu.Between(a.snap, b.snap)
-	ours := map[int]bool{os.Getpid(): true, r.sipd.pid(): true, r.uac.pid(): true, r.uas.pid(): true}
+	ours := map[int]bool{os.Getpid(): true, r.sipd.PID(): true, r.uac.pid(): true, r.uas.pid(): true}
 	other := cpu.OtherCores(a.snap.All, b.snap.All, func(pid int, _ cpu.ProcTimes) bool { return ours[pid] }, u.Wall)
 	res.SteadyS = round2(u.Wall.Seconds())
 	res.OtherCPUSteady = round2(100 * other)

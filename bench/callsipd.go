@@ -2,19 +2,14 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"syscall"
-	"time"
 
 	vnetns "github.com/vishvananda/netns"
 
@@ -79,19 +74,7 @@ func sipdConfig(def string, s sipdSetup, usersPath string) (string, error) {
 	return text, nil
 }
 
-// nsSipd is sipd running inside the topology's relay namespace.
-type nsSipd struct {
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
-	cfgPath string
-	binary  string
-	nsPath  string
-	client  *http.Client
-	once    sync.Once
-}
-
-func startSipdInNS(ctx context.Context, s sipdSetup) (*nsSipd, error) {
+func startSipdInNS(ctx context.Context, s sipdSetup) (*sipload.Daemon, error) {
 	def, err := exec.CommandContext(ctx, s.Binary, "-print-default-config").Output()
 	if err != nil {
 		return nil, fmt.Errorf("sipd default config: %w", err)
@@ -104,50 +87,16 @@ func startSipdInNS(ctx context.Context, s sipdSetup) (*nsSipd, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &nsSipd{
-		cfgPath: filepath.Join(s.Dir, "sipd_"+s.Name+".yaml"),
-		logPath: filepath.Join(s.Dir, "sipd_"+s.Name+".log"),
-		binary:  s.Binary, nsPath: s.Line.Relay.Path, exited: make(chan struct{}),
-	}
-	if err := os.WriteFile(d.cfgPath, []byte(text), 0o600); err != nil {
+	cfgPath := filepath.Join(s.Dir, "sipd_"+s.Name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("write sipd config: %w", err)
 	}
-	d.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialInNS(d.nsPath)}}
-	logf, err := os.Create(d.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("create sipd log: %w", err)
-	}
-	defer logf.Close()
-	// nsenter execs sipd in place, so the PID is sipd's own and its
-	// /proc/PID/stat is what the bench samples.
-	d.cmd = exec.Command("nsenter", "--net="+d.nsPath, s.Binary, "-config", d.cfgPath)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start sipd: %w", err)
-	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := d.health(ctx); err == nil {
-			return d, nil
-		}
-		select {
-		case <-d.exited:
-			return nil, fmt.Errorf("sipd exited at start: %s", tailFile(d.logPath, 2000))
-		case <-ctx.Done():
-			d.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			d.stop()
-			return nil, fmt.Errorf("sipd not ready in 15 s: %s", tailFile(d.logPath, 2000))
-		}
-	}
+	// The API stays on the default's 127.0.0.1:8080, inside the namespace.
+	return sipload.Launch(ctx, sipload.LaunchConfig{Binary: s.Binary, ConfigPath: cfgPath,
+		LogPath: filepath.Join(s.Dir, "sipd_"+s.Name+".log"), HTTP: "http://127.0.0.1:8080",
+		NetNS: s.Line.Relay.Path, Dial: dialInNS(s.Line.Relay.Path), Uninstall: s.Datapath != "userspace",
+		SIP: netip.AddrPortFrom(s.Line.RelayLeftAddr, 5060)})
 }
-
-func (d *nsSipd) pid() int { return d.cmd.Process.Pid }
 
 // dialInNS dials from inside the namespace at nsPath: the socket is made
 // on a thread switched into it, and a socket keeps its namespace for life.
@@ -194,57 +143,3 @@ func dialInNS(nsPath string) func(ctx context.Context, network, addr string) (ne
 	}
 }
 
-// health reads sipd's /health inside its namespace.
-func (d *nsSipd) health(ctx context.Context) (sipload.Health, error) {
-	var h sipload.Health
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:8080/health", nil)
-	if err != nil {
-		return h, err
-	}
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return h, fmt.Errorf("get health: %w", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return h, fmt.Errorf("decode health: %w", err)
-	}
-	return h, nil
-}
-
-// stop ends sipd with SIGTERM (SIGKILL after 10 s), then removes whatever
-// it pinned with "sipd -uninstall" on the same config. Only sipd's own PID
-// is signalled.
-func (d *nsSipd) stop() error {
-	var err error
-	d.once.Do(func() {
-		select {
-		case <-d.exited:
-		default:
-			if serr := d.cmd.Process.Signal(syscall.SIGTERM); serr != nil && !errors.Is(serr, os.ErrProcessDone) {
-				err = fmt.Errorf("signal sipd: %w", serr)
-			}
-			select {
-			case <-d.exited:
-			case <-time.After(10 * time.Second):
-				d.cmd.Process.Kill()
-				<-d.exited
-				err = errors.New("sipd did not stop in 10 s; killed")
-			}
-		}
-		d.client.CloseIdleConnections()
-		cmd := exec.Command("nsenter", "--net="+d.nsPath, d.binary, "-config", d.cfgPath, "-uninstall")
-		if out, uerr := cmd.CombinedOutput(); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("sipd -uninstall: %w: %s", uerr, out))
-		}
-	})
-	return err
-}
-
-func tailFile(p string, n int) string {
-	b, _ := os.ReadFile(p)
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}

@@ -52,6 +52,7 @@ type Daemon struct {
 	// design; Stop removes them with "sipd -uninstall" on the same config.
 	uninstall *exec.Cmd
 	once      sync.Once
+	client    *http.Client
 }
 
 // Health is the part of sipd's /health the bench reads.
@@ -142,11 +143,41 @@ func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
-	d := &Daemon{SIP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
-		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), LogPath: filepath.Join(dc.Dir, "sipd.log"),
-		exited: make(chan struct{})}
-	if dc.Datapath != "userspace" {
-		d.uninstall = exec.Command(dc.Binary, "-config", cfgPath, "-uninstall")
+	return Launch(ctx, LaunchConfig{Binary: dc.Binary, ConfigPath: cfgPath, LogPath: filepath.Join(dc.Dir, "sipd.log"),
+		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), Uninstall: dc.Datapath != "userspace",
+		SIP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort))})
+}
+
+// LaunchConfig is how to start sipd on a config already written.
+type LaunchConfig struct {
+	Binary     string
+	ConfigPath string
+	LogPath    string // sipd's stdout and stderr
+	HTTP       string // base URL of its API, as the config sets it
+	SIP        netip.AddrPort
+	// NetNS is a network namespace (/run/netns/NAME) to run sipd in, with
+	// nsenter, which execs in place so the PID stays sipd's own. Dial
+	// then reaches the API inside it. Empty: this namespace.
+	NetNS string
+	Dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Uninstall runs "sipd -uninstall" after it stops: kernel datapaths
+	// pin maps and links, which outlive the process by design.
+	Uninstall bool
+}
+
+// Launch starts sipd and waits up to 15 s for its /health.
+func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
+	argv := func(extra ...string) *exec.Cmd {
+		args := append([]string{lc.Binary, "-config", lc.ConfigPath}, extra...)
+		if lc.NetNS != "" {
+			args = append([]string{"nsenter", "--net=" + lc.NetNS}, args...)
+		}
+		return exec.Command(args[0], args[1:]...)
+	}
+	d := &Daemon{SIP: lc.SIP, HTTP: lc.HTTP, LogPath: lc.LogPath, exited: make(chan struct{}),
+		client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: lc.Dial}}}
+	if lc.Uninstall {
+		d.uninstall = argv("-uninstall")
 	}
 	logf, err := os.Create(d.LogPath)
 	if err != nil {
@@ -154,8 +185,9 @@ func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
 	}
 	defer logf.Close()
 	// Not CommandContext: the caller stops the child with Stop, by its PID.
-	d.cmd = exec.Command(dc.Binary, "-config", cfgPath)
+	d.cmd = argv()
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start sipd: %w", err)
 	}
@@ -180,6 +212,9 @@ func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
 	}
 }
 
+// PID is sipd's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 func tailFile(p string) string {
 	b, _ := os.ReadFile(p)
 	if len(b) > 2000 {
@@ -197,7 +232,7 @@ func (d *Daemon) Health(ctx context.Context) (Health, error) {
 	if err != nil {
 		return h, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.client.Do(req)
 	if err != nil {
 		return h, fmt.Errorf("get health: %w", err)
 	}
@@ -213,6 +248,7 @@ func (d *Daemon) Health(ctx context.Context) (Health, error) {
 func (d *Daemon) Stop() error {
 	err := d.stop()
 	d.once.Do(func() {
+		d.client.CloseIdleConnections()
 		if d.uninstall == nil {
 			return
 		}
