@@ -142,4 +142,3 @@ func dialInNS(nsPath string) func(ctx context.Context, network, addr string) (ne
 		return r.c, r.err
 	}
 }
-
