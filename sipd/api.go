@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ type API struct {
 	SIP     *sipserver.Server // nil when only the relay runs
 	Started time.Time
 	Version string
+	Pprof   bool // serve /debug/pprof/
 }
 
 // The API's JSON shapes live in package wire so relayctl can read them
@@ -48,6 +50,13 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /drain", a.drain)
 	mux.HandleFunc("GET /registrations", a.registrations)
 	mux.HandleFunc("GET /calls", a.calls)
+	if a.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

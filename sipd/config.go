@@ -37,6 +37,10 @@ type LogConfig struct {
 
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ (heap,
+	// goroutine, profile, ...). Off by default: profiles reveal internals
+	// and a CPU profile costs CPU while it runs.
+	Pprof bool `yaml:"pprof"`
 }
 
 type MediaConfig struct {

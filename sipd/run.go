@@ -101,7 +101,7 @@ func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
 // Run serves SIP, the media relay (unless media.mode is none) and the HTTP
 // API until ctx is done. SIGHUP reloads the users file.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	api := &API{Started: time.Now(), Version: Version}
+	api := &API{Started: time.Now(), Version: Version, Pprof: cfg.HTTP.Pprof}
 	var ctrl *media.Controller
 	if cfg.Media.Mode != MediaNone {
 		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))

@@ -49,6 +49,11 @@ func TestRunServesHealth(t *testing.T) {
 			text = strings.ReplaceAll(text, "addr: 127.0.0.1:5060", fmt.Sprintf("addr: 127.0.0.1:%d", sipPort))
 			text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
 			text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
+			// Profiles only when asked for: on in one run, default off in the other.
+			pprofOn := mode == MediaAll
+			if pprofOn {
+				text = strings.Replace(text, "pprof: false", "pprof: true", 1)
+			}
 			cfg, err := ParseConfig([]byte(text))
 			if err != nil {
 				t.Fatal(err)
@@ -102,6 +107,18 @@ func TestRunServesHealth(t *testing.T) {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("/metrics lacks %q", want)
 				}
+			}
+			resp, err = http.Get(base + "/debug/pprof/heap?debug=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if pprofOn && (resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "# HeapAlloc")) {
+				t.Errorf("http.pprof true: /debug/pprof/heap = %d %.80q", resp.StatusCode, b)
+			}
+			if !pprofOn && resp.StatusCode != http.StatusNotFound {
+				t.Errorf("http.pprof false: /debug/pprof/heap = %d, want 404", resp.StatusCode)
 			}
 			// The SIP side answers: OPTIONS to the proxy gets 200.
 			c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", sipPort))
