@@ -62,7 +62,13 @@ const udpBuffer = 8 << 20
 func init() {
 	// sipgo's timers are package variables; set them before any server
 	// exists so no transaction sees them change.
-	sip.Timer_D, sip.Timer_J, sip.Timer_L, sip.Timer_M = linger, linger, linger, linger
+	sip.Timer_D, sip.Timer_J, sip.Timer_L = linger, linger, linger
+	// An INVITE client transaction ends as soon as its 2xx is passed up, as
+	// in RFC 3261 (§17.1.1.2) before RFC 6026 added the Accepted state: a
+	// proxy relays later 2xx retransmissions statelessly (§16.7, and
+	// proxy.HandleStrayResponse here), so keeping the request and the 2xx
+	// another linger gains nothing and costs memory per call.
+	sip.Timer_M = 0
 }
 
 // Options are what the config file does not hold.
