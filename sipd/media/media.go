@@ -87,10 +87,43 @@ type Ended struct {
 }
 
 // Dialog is what the controller saw of the dialog's signaling, enough to
-// build an in-dialog BYE towards each side.
+// build an in-dialog BYE towards each side. The messages are trimmed to
+// the headers a BYE needs (dialogHeaders) plus source and transport: they
+// are kept for the whole call, and a full INVITE and 2xx with their SDP
+// would be most of a relayed call's memory.
 type Dialog struct {
 	Invite *sip.Request  // initial INVITE as received from the caller
 	OK     *sip.Response // 2xx as received from the callee (nil: not answered)
+}
+
+// dialogHeaders are the headers Dialog keeps: the dialog's identity, the
+// remote targets and the route set.
+var dialogHeaders = []string{"From", "To", "Call-ID", "CSeq", "Contact", "Record-Route"}
+
+func copyDialogHeaders(dst interface{ AppendHeader(sip.Header) }, src interface{ GetHeaders(string) []sip.Header }) {
+	for _, name := range dialogHeaders {
+		for _, h := range src.GetHeaders(name) {
+			dst.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+}
+
+// slimRequest copies what Dialog needs of an INVITE, without its body.
+func slimRequest(r *sip.Request) *sip.Request {
+	out := sip.NewRequest(r.Method, r.Recipient)
+	copyDialogHeaders(out, r)
+	out.SetTransport(r.Transport())
+	out.SetSource(r.Source())
+	return out
+}
+
+// slimResponse copies what Dialog needs of a 2xx, without its body.
+func slimResponse(r *sip.Response) *sip.Response {
+	out := sip.NewResponse(r.StatusCode, r.Reason)
+	copyDialogHeaders(out, r)
+	out.SetTransport(r.Transport())
+	out.SetSource(r.Source())
+	return out
 }
 
 type call struct {
@@ -214,7 +247,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 	}
 	if cl.dialog.Invite == nil {
 		// The caller's own INVITE; a spiral's second pass comes from us.
-		cl.dialog.Invite = req.Clone()
+		cl.dialog.Invite = slimRequest(req)
 	}
 	if !isSDP(req) {
 		return nil // late offer: it comes in the 2xx
@@ -284,7 +317,7 @@ func (c *Controller) Response(res *sip.Response) {
 		switch {
 		case res.IsSuccess():
 			cl.lockedTag, cl.confirmed = tag, true
-			cl.dialog.OK = res.Clone()
+			cl.dialog.OK = slimResponse(res)
 		case cl.lockedTag == "":
 			cl.lockedTag = tag
 		default:

@@ -593,3 +593,50 @@ func TestSpiral(t *testing.T) {
 		t.Errorf("outer pass moved side B to %v", p.rtp)
 	}
 }
+
+// TestDialogSlim: what a call keeps for its media-timeout BYEs is the
+// dialog's headers, source and transport, not the whole INVITE and 2xx.
+func TestDialogSlim(t *testing.T) {
+	inv := build(t, "INVITE sip:bob@example.com SIP/2.0", callerTag, "", "7 INVITE", sdp("192.0.2.10", 1, audio(10000))).(*sip.Request)
+	inv.AppendHeader(sip.NewHeader("Record-Route", "<sip:192.0.2.1;lr>"))
+	inv.AppendHeader(sip.NewHeader("Record-Route", "<sip:192.0.2.2;lr>"))
+	inv.AppendHeader(sip.NewHeader("User-Agent", "phone"))
+	inv.SetSource("192.0.2.10:5060")
+	inv.SetTransport("TCP")
+	res := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+	res.SetSource("192.0.2.20:5070")
+	type message interface {
+		Body() []byte
+		GetHeader(string) sip.Header
+		GetHeaders(string) []sip.Header
+		Source() string
+		Transport() string
+		String() string
+	}
+	for _, c := range []struct {
+		name       string
+		full, slim message
+	}{{"invite", inv, slimRequest(inv)}, {"2xx", res, slimResponse(res)}} {
+		if len(c.slim.Body()) != 0 || c.slim.GetHeader("Via") != nil || c.slim.GetHeader("User-Agent") != nil {
+			t.Errorf("%s: slim copy keeps more than the dialog:\n%s", c.name, c.slim)
+		}
+		for _, name := range dialogHeaders {
+			full, slim := c.full.GetHeaders(name), c.slim.GetHeaders(name)
+			if len(full) != len(slim) {
+				t.Errorf("%s: %d %s headers, want %d", c.name, len(slim), name, len(full))
+				continue
+			}
+			for i := range full {
+				if full[i].Value() != slim[i].Value() {
+					t.Errorf("%s: %s %q, want %q", c.name, name, slim[i].Value(), full[i].Value())
+				}
+			}
+		}
+		if c.slim.Source() != c.full.Source() || c.slim.Transport() != c.full.Transport() {
+			t.Errorf("%s: source %s %s, want %s %s", c.name, c.slim.Source(), c.slim.Transport(), c.full.Source(), c.full.Transport())
+		}
+	}
+	if r := slimRequest(inv); r.Recipient.String() != inv.Recipient.String() || r.Method != sip.INVITE || r.CSeq().SeqNo != 7 {
+		t.Errorf("slim INVITE %s %s cseq %v", r.Method, r.Recipient.String(), r.CSeq())
+	}
+}
