@@ -28,6 +28,18 @@ type Config struct {
 	// SIP is the proxy and registrar; its types live in sipconf so the SIP
 	// server can take them without importing this package.
 	SIP sipconf.Config `yaml:"sip"`
+	// Runtime tunes the Go runtime.
+	Runtime RuntimeConfig `yaml:"runtime"`
+}
+
+// DefaultGCPercent is runtime.gc_percent when the file leaves it out.
+const DefaultGCPercent = 50
+
+type RuntimeConfig struct {
+	// GCPercent is the garbage collector's target (as GOGC): the heap may
+	// grow this many percent above the live data before a collection.
+	// 0 leaves Go's own setting (the GOGC environment variable, or 100).
+	GCPercent int `yaml:"gc_percent"`
 }
 
 type LogConfig struct {
@@ -98,7 +110,7 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig parses and validates YAML configuration text.
 func ParseConfig(data []byte) (*Config, error) {
 	// SIP fields left out of the file keep their documented defaults.
-	cfg := Config{SIP: sipconf.Default()}
+	cfg := Config{SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent}}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -131,6 +143,9 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if c.Runtime.GCPercent < 0 {
+		errs = append(errs, fmt.Errorf("runtime.gc_percent %d: want 0 (Go's default) or more", c.Runtime.GCPercent))
 	}
 	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen %q: %w", c.HTTP.Listen, err))

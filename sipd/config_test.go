@@ -19,6 +19,33 @@ func TestDefaultConfigLoads(t *testing.T) {
 	}
 }
 
+// TestRuntimeDefaults: the embedded file and a file without a runtime
+// section both give the documented GC target; 0 is allowed (Go's own).
+func TestRuntimeDefaults(t *testing.T) {
+	cfg, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runtime.GCPercent != DefaultGCPercent {
+		t.Errorf("default file: gc_percent %d, want %d", cfg.Runtime.GCPercent, DefaultGCPercent)
+	}
+	base := string(DefaultConfigYAML())
+	i, j := strings.Index(base, "runtime:"), strings.Index(base, "http:")
+	if i < 0 || j < i {
+		t.Fatal("default config has no runtime section before http")
+	}
+	cfg, err = ParseConfig([]byte(base[:i] + base[j:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runtime.GCPercent != DefaultGCPercent {
+		t.Errorf("no runtime section: gc_percent %d, want %d", cfg.Runtime.GCPercent, DefaultGCPercent)
+	}
+	if cfg, err = ParseConfig([]byte(strings.Replace(base, "gc_percent: 50", "gc_percent: 0", 1))); err != nil || cfg.Runtime.GCPercent != 0 {
+		t.Errorf("gc_percent 0: %v, %v", cfg, err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	base := string(DefaultConfigYAML())
 	cases := []struct {
@@ -31,6 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad address", "local: 127.0.0.1", "local: 127.0.0.300", "media.addresses[0].local"},
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
+		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -185,6 +186,16 @@ loop:
 		log.Info("sipd stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// ApplyRuntime sets the Go runtime up as the runtime section says. The
+// GOGC environment variable, when set, wins over runtime.gc_percent.
+func ApplyRuntime(c RuntimeConfig, log *slog.Logger) {
+	if c.GCPercent <= 0 || os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(c.GCPercent)
+	log.Debug("gc target set", "gc_percent", c.GCPercent)
 }
 
 // Uninstall removes the pinned kernel objects.

@@ -58,6 +58,7 @@ func run() error {
 	if *uninstall {
 		return sipd.Uninstall(cfg, logger)
 	}
+	sipd.ApplyRuntime(cfg.Runtime, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return sipd.Run(ctx, cfg, logger)
