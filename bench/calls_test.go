@@ -192,7 +192,7 @@ func checkCallOutputs(t *testing.T, dir string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"20 concurrent", "Per-Channel", "Targets", "| none", "userspace", "xdp-native", "tc"} {
+	for _, want := range []string{"20 concurrent", "Per-channel overhead", "Targets", "| none", "userspace", "xdp-native", "tc"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
