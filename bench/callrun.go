@@ -196,6 +196,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		uacErr = errors.Join(uacErr, fmt.Errorf("callees' result: %w", err))
 	}
 	hEnd, herr := r.sipd.Health(ctx)
+	if uacErr != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: %v", sc.Name, l.Total, uacErr))
+	}
 
 	fillCalls(&res, uacRes, uasRes)
 	r.fillSamples(&res, t0, from, to)
@@ -252,16 +255,17 @@ func (r *callRun) awaitCaller(ctx context.Context) (sipload.Result, error) {
 	for {
 		select {
 		case <-ctx.Done():
-			// Ask the caller for what it has so far.
-			if m, err := r.uac.stop(context.Background()); err == nil {
+			// Ask the caller for what it has so far; it reports it with
+			// the cancellation as its error.
+			if m, _ := r.uac.stop(context.Background()); len(m.Result) > 0 {
 				json.Unmarshal(m.Result, &res)
 			}
-			return res, ctx.Err()
+			return res, fmt.Errorf("interrupted; the figures are partial: %w", ctx.Err())
 		case <-limit.C:
-			if m, err := r.uac.stop(ctx); err == nil {
+			if m, _ := r.uac.stop(context.Background()); len(m.Result) > 0 {
 				json.Unmarshal(m.Result, &res)
 			}
-			return res, errors.New("caller did not finish in time")
+			return res, errors.New("caller did not finish in time; the figures are partial")
 		case m, ok := <-r.uac.msgs:
 			if !ok {
 				<-r.uac.done
