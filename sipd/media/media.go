@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -141,6 +142,17 @@ type call struct {
 	// 2xx or ACK gets byte-identical output (same o= version).
 	lastIn, lastOut [2][]byte
 	dialog          Dialog
+
+	// For the SIP-free entry points (Offer, Answer): when the call
+	// started and last saw signaling, and each stream's m-line kind.
+	created, lastSignal time.Time
+	kinds               map[int]MediaKind
+}
+
+// MediaKind is what an m-line carries.
+type MediaKind struct {
+	Type  string // "audio", "video", ...
+	Proto string // "RTP/AVP", ...
 }
 
 // New returns a controller. A nil Log discards.
@@ -238,7 +250,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 			// Draining, or closed at shutdown: either way not this relay.
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}}
+		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}, created: time.Now()}
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
 			cl.sig[relay.SideA] = src.Addr().Unmap()
 		}
@@ -343,15 +355,23 @@ func (c *Controller) End(callID, reason string) {
 }
 
 func (c *Controller) deleteLocked(id, reason string) bool {
+	_, ok := c.deleteInfoLocked(id, reason)
+	return ok
+}
+
+// deleteInfoLocked deletes the call and returns the relay session's final
+// statistics (zero when the engine had none).
+func (c *Controller) deleteInfoLocked(id, reason string) (relay.SessionInfo, bool) {
 	if _, ok := c.calls[id]; !ok {
-		return false
+		return relay.SessionInfo{}, false
 	}
 	delete(c.calls, id)
-	if _, err := c.cfg.Engine.DeleteSession(id); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+	si, err := c.cfg.Engine.DeleteSession(id)
+	if err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
 		c.log.Warn("media: delete relay session", "call_id", id, "error", err)
 	}
 	c.log.Debug("media: call no longer relayed", "call_id", id, "reason", reason)
-	return true
+	return si, true
 }
 
 // Run consumes the engine's events until ctx is done or events closes: a
@@ -483,6 +503,12 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
 				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
 			}
+		}
+		if follow {
+			if cl.kinds == nil {
+				cl.kinds = map[int]MediaKind{}
+			}
+			cl.kinds[m.Index] = MediaKind{Type: m.Type, Proto: m.Proto}
 		}
 		// The receiver sends to the relay leg that faces it.
 		l := sp.Leg(1 - side)

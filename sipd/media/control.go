@@ -1,0 +1,174 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"sipxdp/relay"
+)
+
+// The SIP-free entry points below serve a control protocol (rtpengine's
+// NG) whose client, a SIP proxy, names the call by Call-ID and the sides
+// by their SIP tags. They share the offer/answer core with the SIP hooks:
+// side A is the tag of the first offer's From, side B the tag that
+// answered it; a later offer or answer from either tag updates that side.
+
+// Errors of the SIP-free entry points (rtpengine answers "Unknown
+// call-id" and "Unknown from-tag" in the same cases).
+var (
+	ErrUnknownCall = errors.New("unknown call-id")
+	ErrUnknownTag  = errors.New("unknown from-tag/to-tag")
+	ErrNoTag       = errors.New("missing from-tag")
+)
+
+// CallInfo is what the controller knows of one call, for query and list.
+type CallInfo struct {
+	CallID string
+	// Tags of side A (the first offer's From) and side B (the answering
+	// branch; "" until an answer).
+	Tags                [2]string
+	Created, LastSignal time.Time
+	// Kinds maps a stream index (m-line from 0) to what it carries, as
+	// last announced.
+	Kinds map[int]MediaKind
+}
+
+func (cl *call) info(id string) CallInfo {
+	ci := CallInfo{CallID: id, Tags: [2]string{cl.callerTag, cl.lockedTag},
+		Created: cl.created, LastSignal: cl.lastSignal, Kinds: make(map[int]MediaKind, len(cl.kinds))}
+	for k, v := range cl.kinds {
+		ci.Kinds[k] = v
+	}
+	return ci
+}
+
+// Offer handles an SDP offer from the party whose tag is fromTag: on a
+// new call that party is side A; on a known call it is side A (a re-offer
+// from the caller) or side B (a re-INVITE from the callee, whose From tag
+// is the tag that answered). sig is the sender's signaling address (zero
+// when unknown), used to pick the relay address of its leg until its
+// media address is known. It returns the SDP rewritten to the relay; a
+// retransmitted offer gets the same bytes. An error wrapping
+// ErrUnavailable means the relay refuses new media.
+func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) ([]byte, error) {
+	if fromTag == "" {
+		return nil, ErrNoTag
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[callID]
+	if !ok {
+		if err := c.cfg.Engine.CreateSession(callID); err != nil && !errors.Is(err, relay.ErrSessionExists) {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		cl = &call{callerTag: fromTag, streams: map[int]relay.StreamPorts{}, created: now}
+		c.calls[callID] = cl
+	}
+	var side relay.Side
+	switch {
+	case fromTag == cl.callerTag:
+		side = relay.SideA
+	case fromTag == cl.lockedTag:
+		side = relay.SideB
+	default:
+		return nil, fmt.Errorf("%w: offer from tag %q, call has %q and %q", ErrUnknownTag, fromTag, cl.callerTag, cl.lockedTag)
+	}
+	if sig.IsValid() {
+		cl.sig[side] = sig.Unmap()
+	}
+	out, err := c.sdp(callID, cl, side, body, true)
+	if err != nil {
+		if !ok {
+			c.deleteLocked(callID, "setup failed")
+		}
+		return nil, err
+	}
+	cl.lastSignal = now
+	return out, nil
+}
+
+// Answer handles an SDP answer: fromTag and toTag are those of the SIP
+// reply, so the answering party is toTag's. An answer to the first offer
+// (fromTag is side A's) makes toTag side B, replacing an earlier
+// branch's tag: the relay follows the branch that answered last, as a
+// 2xx comes after any other fork's early media. An answer whose toTag is
+// side A's answers a re-offer from side B.
+func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig netip.Addr) ([]byte, error) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[callID]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownCall, callID)
+	}
+	var side relay.Side
+	switch {
+	case toTag != "" && toTag == cl.callerTag && fromTag == cl.lockedTag:
+		side = relay.SideA
+	case fromTag == cl.callerTag:
+		side = relay.SideB
+		if toTag != "" && toTag != cl.lockedTag {
+			if cl.lockedTag != "" {
+				c.log.Debug("media: answer from another branch followed", "call_id", callID, "was", cl.lockedTag, "now", toTag)
+			}
+			cl.lockedTag = toTag
+		}
+	default:
+		return nil, fmt.Errorf("%w: answer from %q to %q, call has %q and %q", ErrUnknownTag, fromTag, toTag, cl.callerTag, cl.lockedTag)
+	}
+	if sig.IsValid() {
+		cl.sig[side] = sig.Unmap()
+	}
+	out, err := c.sdp(callID, cl, side, body, true)
+	if err != nil {
+		return nil, err
+	}
+	cl.confirmed = true
+	cl.lastSignal = now
+	return out, nil
+}
+
+// Delete ends a call's relaying and returns what the controller knew of
+// it and the relay session's final statistics; ok is false for an
+// unknown call.
+func (c *Controller) Delete(callID, reason string) (ci CallInfo, si relay.SessionInfo, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[callID]
+	if !ok {
+		return CallInfo{}, relay.SessionInfo{}, false
+	}
+	ci = cl.info(callID)
+	si, _ = c.deleteInfoLocked(callID, reason)
+	return ci, si, true
+}
+
+// Call returns what the controller knows of a call.
+func (c *Controller) Call(callID string) (CallInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[callID]
+	if !ok {
+		return CallInfo{}, false
+	}
+	return cl.info(callID), true
+}
+
+// CallIDs returns up to limit (0: all) relayed call IDs, sorted.
+func (c *Controller) CallIDs(limit int) []string {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.calls))
+	for id := range c.calls {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	sort.Strings(ids)
+	if limit > 0 && len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids
+}
