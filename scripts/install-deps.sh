@@ -13,7 +13,9 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps: run as root (apt-get install)" >&2
 	exit 1
 fi
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates"
+# kamailio: the interop test's proxy (its rtpengine module drives sipd's
+# NG listener); Debian's package ships modules/rtpengine.so.
+pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio"
 if [ "$want_generate" = 1 ]; then
 	# clang-19 is the pinned BPF compiler: `make generate` uses it by name.
 	pkgs="$pkgs clang-19 llvm-19 libbpf-dev"
@@ -25,8 +27,40 @@ done
 if [ -n "$missing" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
+	# Debian's kamailio package enables and starts a system service with
+	# its sample config, which takes port 5060. Tests start their own
+	# Kamailio; keep the package from starting one while it installs
+	# (policy-rc.d, unless the machine already has its own), and disable
+	# the service below.
+	own_policy=0
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
 	# shellcheck disable=SC2086
-	apt-get install -y -qq --no-install-recommends $missing
+	apt-get install -y -qq --no-install-recommends $missing || {
+		[ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+		exit 1
+	}
+	[ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+fi
+# Whether just installed or not: no Kamailio system service, enabled or
+# running (a no-op where it is already off).
+if dpkg-query -W -f='${Status}' kamailio 2>/dev/null | grep -q "ok installed"; then
+	if command -v systemctl >/dev/null 2>&1; then
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+		else
+			systemctl disable kamailio.service >/dev/null 2>&1 || true
+		fi
+	fi
+	if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/kamailio ]; then
+		update-rc.d kamailio disable >/dev/null 2>&1 || true
+	fi
+	if [ -e /etc/init.d/kamailio ] && /etc/init.d/kamailio status >/dev/null 2>&1; then
+		/etc/init.d/kamailio stop >/dev/null 2>&1 || true
+	fi
 fi
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go is not installed (expected /usr/local/go)" >&2
