@@ -1,0 +1,291 @@
+// Package ngbackend implements ng.Backend, the media side of rtpengine's NG
+// control protocol, over sipd's media controller and relay engine: offer
+// and answer go through the same offer/answer core and SDP rewriting as
+// calls sipd proxies itself; query and delete report the engine's
+// counters in rtpengine's shape.
+package ngbackend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"sipxdp/ng"
+	"sipxdp/relay"
+	"sipxdp/sipd/media"
+	"sipxdp/sipd/sdprewrite"
+)
+
+// Engine is what the backend reads from relay.Engine for query.
+type Engine interface {
+	Session(callID string) (relay.SessionInfo, error)
+	// Flows lists every installed direction with its path and counters
+	// (what /flows shows); query picks the call's.
+	Flows() []relay.FlowInfo
+}
+
+// Backend serves NG commands with a media controller.
+type Backend struct {
+	ctrl *media.Controller
+	eng  Engine
+	log  *slog.Logger
+}
+
+var _ ng.Backend = (*Backend)(nil)
+
+// New returns a backend. A nil log discards.
+func New(ctrl *media.Controller, eng Engine, log *slog.Logger) *Backend {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{ctrl: ctrl, eng: eng, log: log}
+}
+
+// ErrNoCallID is returned for a command without call-id.
+var ErrNoCallID = errors.New("missing call-id")
+
+// Offer rewrites an offer (side A on a new call; either side's re-offer).
+func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
+	if err := b.check(r); err != nil {
+		return nil, err
+	}
+	out, err := b.ctrl.Offer(r.CallID, r.FromTag, r.SDP, signaling(r))
+	if err != nil {
+		return nil, err
+	}
+	return b.finish(r, out), nil
+}
+
+// Answer rewrites an answer; to-tag names the answering branch.
+func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
+	if err := b.check(r); err != nil {
+		return nil, err
+	}
+	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, r.SDP, signaling(r))
+	if err != nil {
+		return nil, err
+	}
+	return b.finish(r, out), nil
+}
+
+// Delete removes the call's flows. A delete naming a to-tag that is not
+// the branch the relay follows (a failed fork) leaves the call alone, as
+// rtpengine deletes only that branch; the call's stats are returned.
+func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
+	if r.CallID == "" {
+		return ng.CallStats{}, ErrNoCallID
+	}
+	ci, ok := b.ctrl.Call(r.CallID)
+	if !ok {
+		return ng.CallStats{}, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
+	}
+	if r.ToTag != "" && ci.Tags[1] != "" && r.ToTag != ci.Tags[1] && r.ToTag != ci.Tags[0] {
+		b.log.Debug("ng: delete of a branch the relay does not follow; call kept", "call_id", r.CallID, "to_tag", r.ToTag)
+		return b.Query(r)
+	}
+	ci, si, ok := b.ctrl.Delete(r.CallID, "ng delete")
+	if !ok {
+		return ng.CallStats{}, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
+	}
+	// The final statistics count a leg's RTP and RTCP together (no
+	// per-component split and no path after the flows are gone): they are
+	// reported on the RTP stream.
+	return callStats(ci, si, nil), nil
+}
+
+// Query reports the call's ports, peers and counters.
+func (b *Backend) Query(r *ng.Request) (ng.CallStats, error) {
+	if r.CallID == "" {
+		return ng.CallStats{}, ErrNoCallID
+	}
+	ci, ok := b.ctrl.Call(r.CallID)
+	if !ok {
+		return ng.CallStats{}, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
+	}
+	si, err := b.eng.Session(r.CallID)
+	if err != nil {
+		return ng.CallStats{}, fmt.Errorf("query %q: %w", r.CallID, err)
+	}
+	// Flows walks every session: fine for an occasional query, which is
+	// what the rtpengine module sends.
+	var flows []relay.FlowInfo
+	for _, f := range b.eng.Flows() {
+		if f.CallID == r.CallID {
+			flows = append(flows, f)
+		}
+	}
+	return callStats(ci, si, flows), nil
+}
+
+// List returns up to limit call IDs (0: all).
+func (b *Backend) List(limit int) []string { return b.ctrl.CallIDs(limit) }
+
+func (b *Backend) check(r *ng.Request) error {
+	if r.CallID == "" {
+		return ErrNoCallID
+	}
+	if len(r.SDP) == 0 {
+		return fmt.Errorf("%w: no sdp", sdprewrite.ErrSDP)
+	}
+	if b.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Flags this relay does not act on: logged so an operator sees
+		// what a script asked for.
+		var ignored []string
+		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" {
+			ignored = append(ignored, "ICE="+r.ICE+" (ICE is always removed)")
+		}
+		if len(r.Direction) > 0 {
+			ignored = append(ignored, "direction="+strings.Join(r.Direction, ","))
+		}
+		if len(r.RTCPMux) > 0 {
+			ignored = append(ignored, "rtcp-mux="+strings.Join(r.RTCPMux, ","))
+		}
+		if r.TransportProtocol != "" {
+			ignored = append(ignored, "transport-protocol="+r.TransportProtocol)
+		}
+		for k, v := range r.Flags {
+			if v != "" {
+				k += "=" + v
+			}
+			ignored = append(ignored, k)
+		}
+		if len(ignored) > 0 {
+			sort.Strings(ignored)
+			b.log.Debug("ng: flags ignored", "command", r.Command, "call_id", r.CallID, "flags", ignored)
+		}
+	}
+	return nil
+}
+
+// signaling is the address whose side sent the SDP: received-from when
+// the proxy gives it (["IP4", "192.0.2.1"]), else unknown (the command's
+// source is the proxy, not the party).
+func signaling(r *ng.Request) netip.Addr {
+	if len(r.ReceivedFrom) == 2 {
+		if a, err := netip.ParseAddr(r.ReceivedFrom[1]); err == nil {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// finish applies the replace flags. The session-level c= always names the
+// relay (sdprewrite), which is replace=session-connection; replace=origin
+// also puts the relay's address into o=.
+func (b *Backend) finish(r *ng.Request, body []byte) []byte {
+	for _, rep := range r.Replace {
+		if strings.EqualFold(rep, "origin") {
+			return replaceOrigin(body)
+		}
+	}
+	return body
+}
+
+// replaceOrigin sets the o= address to the address the SDP's first relayed
+// m-line names, leaving the body alone if there is none.
+func replaceOrigin(body []byte) []byte {
+	ms, err := sdprewrite.Parse(body)
+	if err != nil {
+		return body
+	}
+	var addr netip.Addr
+	for _, m := range ms {
+		if m.Port != 0 && m.Addr.IsValid() && !m.Addr.IsUnspecified() {
+			addr = m.Addr
+			break
+		}
+	}
+	if !addr.IsValid() {
+		return body
+	}
+	start := 0
+	if !bytes.HasPrefix(body, []byte("o=")) {
+		i := bytes.Index(body, []byte("\no="))
+		if i < 0 {
+			return body
+		}
+		start = i + 1
+	}
+	end := bytes.IndexByte(body[start:], '\n')
+	if end < 0 {
+		end = len(body) - start
+	}
+	line := strings.TrimRight(string(body[start:start+end]), "\r")
+	f := strings.Fields(line[2:])
+	if len(f) != 6 {
+		return body
+	}
+	f[4], f[5] = "IP4", addr.String()
+	if addr.Is6() {
+		f[4] = "IP6"
+	}
+	out := make([]byte, 0, len(body)+16)
+	out = append(out, body[:start]...)
+	out = append(out, "o="+strings.Join(f, " ")...)
+	rest := body[start+len(line):]
+	return append(out, rest...)
+}
+
+// callStats shapes a session into rtpengine's per-tag, per-media report.
+// Each side's tag gets the streams of the leg that faces it: the relay
+// port it sends to, its peer, and what arrived from it. flows, when
+// given, split the counters into RTP and RTCP and say which flows the
+// kernel forwards; without them a leg's counters go on its RTP stream.
+func callStats(ci media.CallInfo, si relay.SessionInfo, flows []relay.FlowInfo) ng.CallStats {
+	cs := ng.CallStats{Created: ci.Created, LastSignal: ci.LastSignal}
+	type fkey struct {
+		stream int
+		side   relay.Side
+		rtcp   bool
+	}
+	byKey := map[fkey]relay.FlowInfo{}
+	for _, f := range flows {
+		byKey[fkey{f.Stream, f.Side, f.Component == "rtcp"}] = f
+	}
+	streams := append([]relay.StreamInfo(nil), si.Streams...)
+	sort.Slice(streams, func(i, j int) bool { return streams[i].Index < streams[j].Index })
+	for side := relay.SideA; side <= relay.SideB; side++ {
+		tag := ci.Tags[side]
+		if side == relay.SideB && tag == "" {
+			continue // not answered
+		}
+		ts := ng.TagStats{Tag: tag, InDialogueWith: ci.Tags[1-side], Created: ci.Created}
+		for _, st := range streams {
+			leg := st.A
+			if side == relay.SideB {
+				leg = st.B
+			}
+			k := ci.Kinds[st.Index]
+			ms := ng.MediaStats{Index: st.Index + 1, Type: k.Type, Protocol: k.Proto}
+			for _, rtcp := range []bool{false, true} {
+				ss := ng.StreamStats{LocalPort: leg.RTP, Advertised: leg.PeerRTP, Endpoint: leg.LatchedRTP, RTCP: rtcp}
+				if rtcp {
+					ss.LocalPort, ss.Advertised, ss.Endpoint = leg.RTCP, leg.PeerRTCP, leg.LatchedRTCP
+					if leg.RTCPMux {
+						ss.LocalPort, ss.Endpoint = leg.RTP, leg.LatchedRTP
+					}
+				}
+				if !ss.Endpoint.IsValid() {
+					ss.Endpoint = ss.Advertised
+				}
+				if flows == nil {
+					if !rtcp {
+						ss.Packets, ss.Bytes, ss.LastPacket = leg.Received.Packets, leg.Received.Bytes, leg.Received.LastSeen
+					}
+				} else if f, ok := byKey[fkey{st.Index, side, rtcp}]; ok {
+					ss.Packets, ss.Bytes, ss.LastPacket = f.Packets, f.Bytes, f.LastSeen
+					ss.Kernel = f.Path == relay.PathKernel
+				}
+				ms.Streams = append(ms.Streams, ss)
+			}
+			ts.Medias = append(ts.Medias, ms)
+		}
+		cs.Tags = append(cs.Tags, ts)
+	}
+	return cs
+}
