@@ -18,6 +18,7 @@ import (
 type API struct {
 	Engine  *relay.Engine     // nil with media.mode none
 	SIP     *sipserver.Server // nil when only the relay runs
+	NG      NGStats           // the NG server in relay-only mode, else nil
 	Started time.Time
 	Version string
 	Pprof   bool // serve /debug/pprof/
@@ -31,6 +32,12 @@ type (
 	StatsJSON   = wire.StatsJSON
 )
 
+// NGStats is what the API reads of the NG control protocol server
+// (ng.Server): its counters by name.
+type NGStats interface {
+	Stats() map[string]uint64
+}
+
 // Health is the /health document.
 type Health struct {
 	Status        string           `json:"status"`
@@ -38,6 +45,8 @@ type Health struct {
 	UptimeSeconds float64          `json:"uptime_seconds"`
 	SIP           *sipserver.Stats `json:"sip,omitempty"`
 	Media         MediaHealth      `json:"media"`
+	// NG counters, in relay-only mode.
+	NG map[string]uint64 `json:"ng,omitempty"`
 }
 
 // Handler routes the API.
@@ -89,6 +98,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.SIP != nil {
 		st := a.SIP.Stats()
 		h.SIP = &st
+	}
+	if a.NG != nil {
+		h.NG = a.NG.Stats()
 	}
 	writeJSON(w, h)
 }
@@ -202,6 +214,9 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(&b, "sipxdp_media_bytes_total{path=\"kernel\"} %d\nsipxdp_media_bytes_total{path=\"userspace\"} %d\n", t.KernelBytes, t.UserspaceBytes)
 	counterFamily(&b, "sipxdp_kernel_packets_total", "Kernel program verdicts and slow-path reasons.", t.KernelCounters)
 	counterFamily(&b, "sipxdp_userspace_packets_total", "Userspace relay counters.", t.UserspaceCounters)
+	if a.NG != nil {
+		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", a.NG.Stats())
+	}
 	_, _ = w.Write([]byte(b.String()))
 }
 

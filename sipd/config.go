@@ -30,6 +30,22 @@ type Config struct {
 	SIP sipconf.Config `yaml:"sip"`
 	// Runtime tunes the Go runtime.
 	Runtime RuntimeConfig `yaml:"runtime"`
+	// NG is rtpengine's control protocol, served in relay-only mode.
+	NG NGConfig `yaml:"ng"`
+	// RelayOnly runs the media relay driven over NG (a drop-in for
+	// rtpengine) and no SIP listener: the -relay-only flag.
+	RelayOnly bool `yaml:"-"`
+}
+
+// DefaultNGListen is ng.listen when the file leaves it out: rtpengine's
+// usual control port.
+const DefaultNGListen = "127.0.0.1:2223"
+
+type NGConfig struct {
+	// Listen is the UDP address of the NG control protocol.
+	Listen string `yaml:"listen"`
+	// TCP also listens on TCP at the same address.
+	TCP bool `yaml:"tcp"`
 }
 
 // DefaultGCPercent is runtime.gc_percent when the file leaves it out.
@@ -110,7 +126,8 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig parses and validates YAML configuration text.
 func ParseConfig(data []byte) (*Config, error) {
 	// SIP fields left out of the file keep their documented defaults.
-	cfg := Config{SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent}}
+	cfg := Config{SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
+		NG: NGConfig{Listen: DefaultNGListen}}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -150,9 +167,15 @@ func (c *Config) Validate() error {
 	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen %q: %w", c.HTTP.Listen, err))
 	}
+	if _, err := netip.ParseAddrPort(c.NG.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("ng.listen %q: %w", c.NG.Listen, err))
+	}
 	m := &c.Media
 	switch m.Mode {
 	case MediaNone, MediaAll, MediaNAT:
+		if m.Mode == MediaNone && c.RelayOnly {
+			errs = append(errs, errors.New("relay-only mode relays media: media.mode none starts no relay; set it to all"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("media.mode %q: want none, all or nat", m.Mode))
 	}

@@ -73,3 +73,35 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNGConfig: the default NG address is rtpengine's port, a file
+// without an ng section gets it too, a bad address is refused, and
+// relay-only mode refuses media.mode none.
+func TestNGConfig(t *testing.T) {
+	cfg, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NG.Listen != "127.0.0.1:2223" || cfg.NG.TCP || cfg.RelayOnly {
+		t.Errorf("ng defaults %+v, relay-only %v", cfg.NG, cfg.RelayOnly)
+	}
+	base := string(DefaultConfigYAML())
+	i, j := strings.Index(base, "\nng:"), strings.Index(base, "\nsip:")
+	if i < 0 || j < i {
+		t.Fatal("default config has no ng section before sip")
+	}
+	if cfg, err = ParseConfig([]byte(base[:i] + base[j:])); err != nil || cfg.NG.Listen != DefaultNGListen {
+		t.Errorf("no ng section: %v, listen %q", err, cfg.NG.Listen)
+	}
+	if _, err := ParseConfig([]byte(strings.Replace(base, "listen: 127.0.0.1:2223", "listen: nowhere", 1))); err == nil || !strings.Contains(err.Error(), "ng.listen") {
+		t.Errorf("bad ng.listen: %v", err)
+	}
+	cfg, err = ParseConfig([]byte(strings.Replace(base, "mode: all", "mode: none", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RelayOnly = true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "media.mode none") {
+		t.Errorf("relay-only with media.mode none: %v", err)
+	}
+}
