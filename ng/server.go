@@ -1,0 +1,474 @@
+package ng
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// cacheTTL is how long a reply is kept for a retransmitted cookie.
+	cacheTTL = 30 * time.Second
+	// cacheMax bounds the reply cache; the oldest entries go first.
+	cacheMax = 10000
+	// udpWorkers bounds the commands a UDP server runs at once.
+	udpWorkers = 16
+	// tcpWriteTimeout bounds writing one reply on a TCP connection.
+	tcpWriteTimeout = 10 * time.Second
+)
+
+// commandNames are the commands counted by name; any other counts as
+// "unknown".
+var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list"}
+
+// Server answers NG commands, handing the media work to a Backend. Its
+// methods are safe for concurrent use, and one Server may serve several
+// sockets at once (sharing its reply cache and counters).
+type Server struct {
+	b     Backend
+	log   *slog.Logger
+	cache *replyCache
+
+	commands  map[string]*atomic.Uint64 // fixed at NewServer; values atomic
+	errors    atomic.Uint64             // error replies
+	cacheHits atomic.Uint64             // retransmissions answered from the cache
+	malformed atomic.Uint64             // bodies that were not a bencoded dictionary
+	dropped   atomic.Uint64             // messages without a cookie, or too long: no reply
+}
+
+// NewServer returns a Server for b. log may be nil (no logging).
+func NewServer(b Backend, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		b:        b,
+		log:      log,
+		cache:    newReplyCache(cacheTTL, cacheMax),
+		commands: map[string]*atomic.Uint64{"unknown": new(atomic.Uint64)},
+	}
+	for _, c := range commandNames {
+		s.commands[c] = new(atomic.Uint64)
+	}
+	return s
+}
+
+// Stats returns the server's counters for metrics: "commands.<name>" for
+// ping, offer, answer, delete, query, list and unknown (every message
+// with a cookie counts once, a retransmission too); "errors" (error
+// replies, cached ones not counted again); "cache_hits" (retransmissions
+// answered from the reply cache); "malformed" (bodies that were not a
+// bencoded dictionary); "dropped" (messages without a cookie or longer
+// than MaxMessageSize, which get no reply); and "cache_entries" (a gauge).
+func (s *Server) Stats() map[string]uint64 {
+	m := map[string]uint64{
+		"errors":        s.errors.Load(),
+		"cache_hits":    s.cacheHits.Load(),
+		"malformed":     s.malformed.Load(),
+		"dropped":       s.dropped.Load(),
+		"cache_entries": uint64(s.cache.len()),
+	}
+	for name, c := range s.commands {
+		m["commands."+name] = c.Load()
+	}
+	return m
+}
+
+// Handle answers one message, "<cookie> <bencoded dictionary>", from src
+// and returns the reply to send back, "<cookie> <bencoded dictionary>",
+// or nil when there is nothing to send (no cookie, or longer than
+// MaxMessageSize). A message whose cookie and source match one answered
+// within the last 30 s gets that reply again without the Backend being
+// called; if the first is still being handled, Handle waits for it. The
+// returned slice is shared with the cache and must not be modified.
+func (s *Server) Handle(msg []byte, src netip.AddrPort) []byte {
+	if len(msg) > MaxMessageSize {
+		s.dropped.Add(1)
+		s.log.Debug("ng: message too long, dropped", "src", src, "len", len(msg))
+		return nil
+	}
+	cookie, body, ok := splitCookie(msg)
+	if !ok {
+		s.dropped.Add(1)
+		s.log.Debug("ng: message without a cookie, dropped", "src", src, "len", len(msg))
+		return nil
+	}
+	e, hit := s.cache.start(cookie+"\x00"+src.String(), time.Now())
+	if hit {
+		<-e.done
+		s.cacheHits.Add(1)
+		s.log.Debug("ng: retransmission answered from cache", "src", src, "cookie", cookie)
+		return e.reply
+	}
+	e.reply = s.execute(cookie, body, src)
+	close(e.done)
+	return e.reply
+}
+
+// execute runs one command and returns the whole reply, cookie included.
+func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte {
+	reply := s.dispatch(body, src)
+	if reply["result"] == "error" {
+		s.errors.Add(1)
+	}
+	enc, err := Encode(reply)
+	if err != nil { // cannot happen with the types dispatch builds
+		s.log.Error("ng: encoding reply", "err", err)
+		enc, _ = Encode(errorReply("internal error"))
+	}
+	out := make([]byte, 0, len(cookie)+1+len(enc))
+	out = append(out, cookie...)
+	out = append(out, ' ')
+	return append(out, enc...)
+}
+
+func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any) {
+	v, err := Decode(body)
+	if err != nil {
+		s.malformed.Add(1)
+		s.commands["unknown"].Add(1)
+		s.log.Debug("ng: malformed message", "src", src, "err", err)
+		return errorReply("malformed message: " + err.Error())
+	}
+	d, ok := v.(map[string]any)
+	if !ok {
+		s.malformed.Add(1)
+		s.commands["unknown"].Add(1)
+		s.log.Debug("ng: message is not a dictionary", "src", src)
+		return errorReply("malformed message: not a dictionary")
+	}
+	r, ignored, err := ParseRequest(d)
+	if c, ok := s.commands[r.Command]; ok {
+		c.Add(1)
+	} else {
+		s.commands["unknown"].Add(1)
+	}
+	r.Source = src
+	if len(ignored) > 0 {
+		s.log.Debug("ng: ignored keys", "command", r.Command, "call-id", r.CallID, "keys", ignored)
+	}
+	if err != nil {
+		s.log.Debug("ng: bad command", "src", src, "command", r.Command, "call-id", r.CallID, "err", err)
+		return errorReply(err.Error())
+	}
+	s.log.Debug("ng: command", "src", src, "command", r.Command, "call-id", r.CallID,
+		"from-tag", r.FromTag, "to-tag", r.ToTag, "flags", r.Flags)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("ng: backend panicked", "command", r.Command, "call-id", r.CallID, "panic", p)
+			reply = errorReply("internal error")
+		}
+	}()
+	return s.run(r)
+}
+
+func (s *Server) run(r *Request) map[string]any {
+	backendErr := func(err error) map[string]any {
+		s.log.Debug("ng: command failed", "command", r.Command, "call-id", r.CallID, "err", err)
+		return errorReply(err.Error())
+	}
+	switch r.Command {
+	case "ping":
+		return map[string]any{"result": "pong"}
+	case "offer", "answer":
+		f := s.b.Offer
+		if r.Command == "answer" {
+			f = s.b.Answer
+		}
+		sdp, err := f(r)
+		if err != nil {
+			return backendErr(err)
+		}
+		rep := okReply()
+		rep["sdp"] = sdp
+		return rep
+	case "delete", "query":
+		f := s.b.Delete
+		if r.Command == "query" {
+			f = s.b.Query
+		}
+		cs, err := f(r)
+		if err != nil {
+			return backendErr(err)
+		}
+		rep := okReply()
+		if r.Command == "query" || !cs.Created.IsZero() || len(cs.Tags) > 0 {
+			addStats(rep, cs)
+		}
+		return rep
+	case "list":
+		ids := s.b.List(r.Limit)
+		if r.Limit > 0 && len(ids) > r.Limit {
+			ids = ids[:r.Limit]
+		}
+		rep := okReply()
+		rep["calls"] = append([]string{}, ids...)
+		return rep
+	}
+	// ParseRequest has already refused any other command.
+	return errorReply(fmt.Sprintf("unknown command %q", r.Command))
+}
+
+// replyCache keeps replies by cookie and source. Entries all live for
+// the same ttl, so insertion order is expiry order and a FIFO list is
+// enough.
+type replyCache struct {
+	mu    sync.Mutex
+	ttl   time.Duration
+	max   int
+	m     map[string]*list.Element // of *cacheEntry
+	order *list.List               // oldest first
+}
+
+type cacheEntry struct {
+	key   string
+	at    time.Time
+	done  chan struct{} // closed once reply is set
+	reply []byte
+}
+
+func newReplyCache(ttl time.Duration, max int) *replyCache {
+	return &replyCache{ttl: ttl, max: max, m: map[string]*list.Element{}, order: list.New()}
+}
+
+// start looks key up; hit says a live entry was found (wait for its done
+// before reading its reply). Otherwise a new entry is made, which the
+// caller completes by setting reply and closing done.
+func (c *replyCache) start(key string, now time.Time) (e *cacheEntry, hit bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for f := c.order.Front(); f != nil; f = c.order.Front() {
+		fe := f.Value.(*cacheEntry)
+		if now.Sub(fe.at) < c.ttl && c.order.Len() < c.max {
+			break
+		}
+		c.order.Remove(f)
+		delete(c.m, fe.key)
+	}
+	if el, ok := c.m[key]; ok {
+		return el.Value.(*cacheEntry), true
+	}
+	e = &cacheEntry{key: key, at: now, done: make(chan struct{})}
+	c.m[key] = c.order.PushBack(e)
+	return e, false
+}
+
+func (c *replyCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}
+
+// ServeUDP reads NG commands from pc and sends the replies back to their
+// sources, running at most 16 commands at once. It returns nil once ctx
+// is done (having set pc's read deadline to wake the reader, and having
+// waited for the commands under way) or pc is closed, and any other read
+// error. It does not close pc.
+func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, udpWorkers)
+	buf := make([]byte, MaxMessageSize+1)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if n > MaxMessageSize {
+			s.dropped.Add(1)
+			continue
+		}
+		msg := bytes.Clone(buf[:n])
+		src := addrPort(addr)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if reply := s.Handle(msg, src); reply != nil {
+				if _, err := pc.WriteTo(reply, addr); err != nil {
+					s.log.Debug("ng: sending reply", "dst", addr, "err", err)
+				}
+			}
+		})
+	}
+}
+
+// ServeTCP accepts connections on ln and answers NG commands on each:
+// the same "<cookie> <bencoded dictionary>" messages, back to back on
+// the stream (whitespace between them is skipped). A connection's
+// commands run one after the other; connections run in parallel. A
+// message that cannot be framed gets an error reply when it has a cookie
+// and the connection is closed. ServeTCP returns nil once ctx is done or
+// ln is closed, after closing ln and the connections and waiting for
+// them; it returns any other accept error likewise.
+func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
+	var (
+		mu     sync.Mutex
+		conns  = map[net.Conn]struct{}{}
+		closed bool
+		wg     sync.WaitGroup
+	)
+	closeAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		closed = true
+		_ = ln.Close()
+		for c := range conns {
+			_ = c.Close()
+		}
+	}
+	stop := context.AfterFunc(ctx, closeAll)
+	defer stop()
+	defer wg.Wait()
+	defer closeAll()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		mu.Lock()
+		if closed {
+			mu.Unlock()
+			_ = c.Close()
+			return nil
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Go(func() {
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				_ = c.Close()
+			}()
+			s.serveConn(c)
+		})
+	}
+}
+
+// serveConn answers the messages on one TCP connection until it ends or
+// sends something that cannot be framed.
+func (s *Server) serveConn(c net.Conn) {
+	src := addrPort(c.RemoteAddr())
+	buf := make([]byte, 0, 4096)
+	start := 0 // buf[start:] is unanswered input
+	for {
+		for {
+			for start < len(buf) && isSpace(buf[start]) {
+				start++
+			}
+			if start == len(buf) {
+				break
+			}
+			n, err := frameLen(buf[start:])
+			if errors.Is(err, ErrUnexpectedEOF) {
+				break
+			}
+			if err != nil {
+				s.log.Debug("ng: cannot frame TCP message, closing", "src", src, "err", err)
+				end := min(len(buf), start+MaxMessageSize)
+				if reply := s.Handle(buf[start:end], src); reply != nil {
+					s.write(c, reply)
+				}
+				return
+			}
+			reply := s.Handle(buf[start:start+n], src)
+			start += n
+			if reply != nil && !s.write(c, reply) {
+				return
+			}
+		}
+		// Keep the unanswered part at the front and read on.
+		buf = buf[:copy(buf, buf[start:])]
+		start = 0
+		if len(buf) > MaxMessageSize {
+			s.dropped.Add(1)
+			s.log.Debug("ng: TCP message too long, closing", "src", src)
+			return
+		}
+		if cap(buf)-len(buf) < 1024 {
+			buf = append(buf, make([]byte, 4096)...)[:len(buf)]
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil && n == 0 {
+			return
+		}
+	}
+}
+
+func (s *Server) write(c net.Conn, reply []byte) bool {
+	_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+	if _, err := c.Write(reply); err != nil {
+		s.log.Debug("ng: sending TCP reply", "dst", c.RemoteAddr(), "err", err)
+		return false
+	}
+	return true
+}
+
+func isSpace(b byte) bool { return b == ' ' || b == '\r' || b == '\n' || b == '\t' }
+
+// frameLen says how long the message at the start of b is: the cookie, a
+// space and one bencode value. The error wraps ErrUnexpectedEOF when b
+// holds only part of one.
+func frameLen(b []byte) (int, error) {
+	i := bytes.IndexByte(b[:min(len(b), maxCookieLen+1)], ' ')
+	switch {
+	case i == 0:
+		return 0, errors.New("message without a cookie")
+	case i < 0 && len(b) > maxCookieLen:
+		return 0, errors.New("cookie too long")
+	case i < 0:
+		return 0, ErrUnexpectedEOF
+	}
+	_, n, err := decodePrefix(b[i+1:])
+	if err != nil {
+		return 0, err
+	}
+	return i + 1 + n, nil
+}
+
+// addrPort turns a net.Addr into an AddrPort, IPv4-mapped addresses
+// unmapped; the zero AddrPort when it cannot.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		if a == nil {
+			return ap
+		}
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
