@@ -62,9 +62,10 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 }
 
 // Stats returns the server's counters for metrics: "commands.<name>" for
-// ping, offer, answer, delete, query, list and unknown (every message
-// with a cookie counts once, a retransmission too); "errors" (error
-// replies, cached ones not counted again); "cache_hits" (retransmissions
+// ping, offer, answer, delete, query, list and unknown (commands
+// executed: a retransmission answered from the cache is not counted
+// again, a malformed body counts as unknown); "errors" (error replies,
+// cached ones not counted again); "cache_hits" (retransmissions
 // answered from the reply cache); "malformed" (bodies that were not a
 // bencoded dictionary); "dropped" (messages without a cookie or longer
 // than MaxMessageSize, which get no reply); and "cache_entries" (a gauge).
