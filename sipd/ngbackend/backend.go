@@ -149,6 +149,9 @@ func (b *Backend) check(r *ng.Request) error {
 			ignored = append(ignored, "transport-protocol="+r.TransportProtocol)
 		}
 		for k, v := range r.Flags {
+			if k == "ice" || strings.HasPrefix(k, "replace-") {
+				continue // honoured above or in finish
+			}
 			if v != "" {
 				k += "=" + v
 			}
