@@ -100,10 +100,15 @@ func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
 }
 
 // Run serves SIP, the media relay (unless media.mode is none) and the HTTP
-// API until ctx is done. SIGHUP reloads the users file.
+// API until ctx is done. SIGHUP reloads the users file. In relay-only mode
+// (cfg.RelayOnly) it serves the relay, driven over rtpengine's NG protocol,
+// and the HTTP API, and no SIP.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	api := &API{Started: time.Now(), Version: Version, Pprof: cfg.HTTP.Pprof}
 	var ctrl *media.Controller
+	if cfg.RelayOnly && cfg.Media.Mode == MediaNone {
+		return errors.New("relay-only mode needs the relay: media.mode is none")
+	}
 	if cfg.Media.Mode != MediaNone {
 		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))
 		if err != nil {
@@ -114,15 +119,42 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
 			Pick: legPicker(MediaOptions(cfg.Media, log).Addresses)})
 	}
-	sipSrv, err := sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
-	if err != nil {
-		return fmt.Errorf("start sip: %w", err)
+	var (
+		sipSrv *sipserver.Server
+		ngl    *ngListeners
+		err    error
+	)
+	if cfg.RelayOnly {
+		// No SIP to send a BYE on a media timeout: the controller has
+		// deleted the call; the proxy learns of it when its own
+		// rtpengine_delete or query finds no call.
+		ctrl.OnTimeout(func(e media.Ended) {
+			log.Info("relay-only: call deleted for no media; no SIP to end it", "call_id", e.CallID, "reason", e.Reason)
+		})
+		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, log.With("component", "ng"))
+		if err != nil {
+			return err
+		}
+		api.NG = ngl.srv
+	} else {
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
+		if err != nil {
+			return fmt.Errorf("start sip: %w", err)
+		}
+		api.SIP = sipSrv
 	}
-	api.SIP = sipSrv
+	closeListeners := func() {
+		if sipSrv != nil {
+			sipSrv.Close()
+		}
+		if ngl != nil {
+			ngl.close()
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		sipSrv.Close()
+		closeListeners()
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -130,7 +162,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -145,7 +177,12 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		start("media engine", func() error { return api.Engine.Run(ctx) })
 		start("media events", func() error { ctrl.Run(ctx, api.Engine.Events()); return nil })
 	}
-	start("sip", func() error { return sipSrv.Serve(ctx) })
+	if sipSrv != nil {
+		start("sip", func() error { return sipSrv.Serve(ctx) })
+	}
+	if ngl != nil {
+		ngl.start(ctx, start)
+	}
 	start("http", func() error { return srv.Serve(ln) })
 
 	hup := make(chan os.Signal, 1)
@@ -156,14 +193,22 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if api.Engine != nil {
 		path = api.Engine.PathName()
 	}
-	log.Info("sipd started", "version", Version, "http", ln.Addr().String(),
-		"media_mode", cfg.Media.Mode, "media_path", path)
+	if ngl != nil {
+		log.Info("sipd started in relay-only mode", "version", Version, "http", ln.Addr().String(),
+			"ng", ngl.addr(), "media_path", path)
+	} else {
+		log.Info("sipd started", "version", Version, "http", ln.Addr().String(),
+			"media_mode", cfg.Media.Mode, "media_path", path)
+	}
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case <-hup:
+			if sipSrv == nil {
+				continue
+			}
 			if err := sipSrv.ReloadUsers(); err != nil {
 				log.Error("reload users", "err", err)
 			} else {

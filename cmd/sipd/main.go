@@ -1,4 +1,6 @@
-// Command sipd is the sipxdp SIP proxy, registrar and media relay.
+// Command sipd is the sipxdp SIP proxy, registrar and media relay. With
+// -relay-only it is the media relay alone, controlled over rtpengine's NG
+// protocol by a SIP proxy's rtpengine module (Kamailio, OpenSIPS).
 package main
 
 import (
@@ -27,6 +29,7 @@ func run() error {
 	httpListen := fs.String("http", "", "override http.listen")
 	datapath := fs.String("datapath", "", "override media.datapath: auto, xdp, xdp-generic, tc or userspace")
 	logLevel := fs.String("log-level", "", "override log.level")
+	relayOnly := fs.Bool("relay-only", false, "run only the media relay, driven over rtpengine's NG protocol (ng.listen), with no SIP listener: a drop-in for rtpengine")
 	uninstall := fs.Bool("uninstall", false, "remove the pinned BPF maps and links (stops kernel forwarding) and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -51,6 +54,7 @@ func run() error {
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
 	}
+	cfg.RelayOnly = *relayOnly
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("flags: %w", err)
 	}

@@ -1,0 +1,63 @@
+package sipd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"sipxdp/ng"
+	"sipxdp/relay"
+	"sipxdp/sipd/media"
+	"sipxdp/sipd/ngbackend"
+)
+
+// ngListeners are the NG control protocol's sockets and server.
+type ngListeners struct {
+	srv *ng.Server
+	udp net.PacketConn
+	tcp net.Listener // nil unless ng.tcp
+}
+
+// listenNG opens the NG sockets (UDP, and TCP at the same address when
+// asked) and the server that drives ctrl.
+func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, log *slog.Logger) (*ngListeners, error) {
+	l := &ngListeners{srv: ng.NewServer(ngbackend.New(ctrl, eng, log), log)}
+	var err error
+	if l.udp, err = net.ListenPacket("udp", c.Listen); err != nil {
+		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, err)
+	}
+	if c.TCP {
+		if l.tcp, err = net.Listen("tcp", c.Listen); err != nil {
+			l.udp.Close()
+			return nil, fmt.Errorf("listen ng tcp %s: %w", c.Listen, err)
+		}
+	}
+	return l, nil
+}
+
+func (l *ngListeners) start(ctx context.Context, start func(string, func() error)) {
+	start("ng udp", func() error {
+		defer l.udp.Close() // ServeUDP leaves it open
+		return l.srv.ServeUDP(ctx, l.udp)
+	})
+	if l.tcp != nil {
+		start("ng tcp", func() error { return l.srv.ServeTCP(ctx, l.tcp) })
+	}
+}
+
+func (l *ngListeners) addr() string {
+	a := "udp:" + l.udp.LocalAddr().String()
+	if l.tcp != nil {
+		a += " tcp:" + l.tcp.Addr().String()
+	}
+	return a
+}
+
+// close closes the sockets of listeners that were never served.
+func (l *ngListeners) close() {
+	l.udp.Close()
+	if l.tcp != nil {
+		l.tcp.Close()
+	}
+}
