@@ -82,6 +82,7 @@ func TestRelayOnlyNG(t *testing.T) {
 	pmin := 20000 + 20*(ngPort%600) // below the ephemeral range; see startDaemon
 	text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
 	text = strings.Replace(text, "listen: 127.0.0.1:2223", fmt.Sprintf("listen: 127.0.0.1:%d", ngPort), 1)
+	text = strings.Replace(text, "tcp: false", "tcp: true", 1)
 	text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
 	text = strings.Replace(text, "timeout: 60s", "timeout: 3s", 1)
 	text = strings.Replace(text, "port_min: 20000", fmt.Sprintf("port_min: %d", pmin), 1)
@@ -137,6 +138,20 @@ func TestRelayOnlyNG(t *testing.T) {
 	n := &ngClient{t: t, c: uc}
 	if r := n.do(map[string]any{"command": "ping"}); r["result"] != "pong" {
 		t.Fatalf("ping: %v", r)
+	}
+	// ng.tcp: the same protocol on TCP at the same address.
+	tc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ngPort))
+	if err != nil {
+		t.Fatalf("ng.tcp: %v", err)
+	}
+	defer tc.Close()
+	if _, err := tc.Write([]byte("t1 d7:command4:pinge")); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	pong := make([]byte, 64)
+	if k, err := io.ReadAtLeast(tc, pong, len("t1 d6:result4:ponge")); err != nil || string(pong[:k]) != "t1 d6:result4:ponge" {
+		t.Errorf("ping over TCP: %q, %v", pong[:k], err)
 	}
 
 	alice, bob := newUA(t, "alice", netip.AddrPort{}), newUA(t, "bob", netip.AddrPort{})
