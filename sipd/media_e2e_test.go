@@ -71,20 +71,7 @@ func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
 	if cfg.SIP.Auth.Register || cfg.SIP.Auth.Invite {
 		t.Fatal("test config still asks for authentication")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	d.stop = func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not stop within 10 s of cancel")
-		}
-	}
+	d.stop = startRun(t, cfg)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		resp, err := http.Get(d.http + "/health")
@@ -728,5 +715,24 @@ func checkRelayctl(t *testing.T, api, callID string, want []FlowJSON) {
 	var table bytes.Buffer
 	if code := relayctl.Main(context.Background(), []string{"-api", api, "flows", "-call", callID, "-interval", "0"}, &table, &errb); code != 0 || !strings.Contains(table.String(), callID) {
 		t.Fatalf("relayctl flows table (exit %d):\n%s%s", code, table.String(), errb.String())
+	}
+}
+
+// startRun runs sipd's Run with cfg in the background and returns the
+// function that stops it and checks it ended cleanly within 10 s.
+func startRun(t *testing.T, cfg *Config) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not stop within 10 s of cancel")
+		}
 	}
 }

@@ -2,11 +2,9 @@ package sipd
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -95,20 +93,7 @@ func TestRelayOnlyNG(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not stop within 10 s of cancel")
-		}
-	}()
+	defer startRun(t, cfg)()
 	d := &daemon{http: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
 	var h Health
 	deadline := time.Now().Add(5 * time.Second)
