@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 
+	"sipxdp/bench/connload"
+	"sipxdp/bench/itsp"
 	"sipxdp/bench/report"
 )
 
@@ -42,6 +44,10 @@ func Main(args []string) int {
 		return runDatapathCmd(args[1:])
 	case "calls":
 		return CallsMain(args[1:])
+	case "itsp":
+		return itsp.Main(args[1:])
+	case "conns":
+		return connload.Main(args[1:])
 	case "report":
 		return runReportCmd(args[1:])
 	// Internal commands, run by the bench itself inside a namespace.
