@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -817,6 +818,17 @@ func TestFlowsAndSessionsListing(t *testing.T) {
 	fl := h.e.Flows()
 	if len(fl) != 4 || fl[0].Side != SideA || fl[0].Component != "rtcp" || fl[1].Component != "rtp" || fl[3].Side != SideB {
 		t.Fatalf("Flows not sorted by side and component: %+v", fl)
+	}
+	// One call's flows are that call's part of the full listing.
+	cf, err := h.e.CallFlows("b-call")
+	if err != nil || !reflect.DeepEqual(cf, fl) {
+		t.Fatalf("CallFlows(b-call) = %+v, %v; want %+v", cf, err, fl)
+	}
+	if cf, err := h.e.CallFlows("a-call"); err != nil || len(cf) != 0 {
+		t.Fatalf("CallFlows(a-call) with no peers = %+v, %v; want none", cf, err)
+	}
+	if _, err := h.e.CallFlows("no-call"); !errors.Is(err, ErrSessionNotFound) {
+		t.Fatalf("CallFlows of an unknown call: %v", err)
 	}
 }
 

@@ -178,42 +178,68 @@ func (e *Engine) Sessions() []SessionInfo {
 func (e *Engine) Flows() []FlowInfo {
 	now := e.now()
 	out := []FlowInfo{}
-	e.walk(nil, func(s *session) {
-		for _, st := range s.streams {
-			for i := range st.dirs {
-				d := &st.dirs[i]
-				if !d.valid {
-					continue
-				}
-				k, u := e.dirStats(d)
-				t := k.Add(u)
-				fi := FlowInfo{CallID: s.callID, Stream: st.index, Side: d.from, Component: "rtp",
-					Local: d.key().Local, Peer: d.peer, Out: d.out(), Dst: d.dst,
-					Path: PathUserspace, State: StateActive, KernelError: d.kernErr,
-					Packets: t.Packets, Bytes: t.Bytes, LastSeen: t.LastSeen}
-				if d.comp == compRTCP {
-					fi.Component = "rtcp"
-				}
-				if d.inKern && !d.learning {
-					fi.Path = PathKernel
-				}
-				last := t.LastSeen
-				if last.IsZero() {
-					last = d.since
-				}
-				switch {
-				case d.learning:
-					fi.State = StateLearning
-				case now.Sub(last) >= idleAfter:
-					fi.State = StateIdle
-				}
-				out = append(out, fi)
-			}
-		}
-	})
+	e.walk(nil, func(s *session) { out = e.sessionFlows(s, now, out) })
 	e.mu.Lock()
 	out = append(out, e.adoptedInfo(now)...)
 	e.mu.Unlock()
+	sortFlows(out)
+	return out
+}
+
+// CallFlows lists one call's directions like Flows, without reading any
+// other call's counters: what a per-call query (NG query, /flows?call_id=)
+// needs at tens of thousands of calls. Flows adopted after a restart are
+// not tied to a call and are not included.
+func (e *Engine) CallFlows(callID string) ([]FlowInfo, error) {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.sessions[callID]
+	if !ok || s.deleted {
+		return nil, fmt.Errorf("session %q: %w", callID, ErrSessionNotFound)
+	}
+	out := e.sessionFlows(s, now, []FlowInfo{})
+	sortFlows(out)
+	return out, nil
+}
+
+// sessionFlows appends s's valid directions to out; e.mu is held.
+func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowInfo {
+	for _, st := range s.streams {
+		for i := range st.dirs {
+			d := &st.dirs[i]
+			if !d.valid {
+				continue
+			}
+			k, u := e.dirStats(d)
+			t := k.Add(u)
+			fi := FlowInfo{CallID: s.callID, Stream: st.index, Side: d.from, Component: "rtp",
+				Local: d.key().Local, Peer: d.peer, Out: d.out(), Dst: d.dst,
+				Path: PathUserspace, State: StateActive, KernelError: d.kernErr,
+				Packets: t.Packets, Bytes: t.Bytes, LastSeen: t.LastSeen}
+			if d.comp == compRTCP {
+				fi.Component = "rtcp"
+			}
+			if d.inKern && !d.learning {
+				fi.Path = PathKernel
+			}
+			last := t.LastSeen
+			if last.IsZero() {
+				last = d.since
+			}
+			switch {
+			case d.learning:
+				fi.State = StateLearning
+			case now.Sub(last) >= idleAfter:
+				fi.State = StateIdle
+			}
+			out = append(out, fi)
+		}
+	}
+	return out
+}
+
+func sortFlows(out []FlowInfo) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.CallID != b.CallID {
@@ -227,7 +253,6 @@ func (e *Engine) Flows() []FlowInfo {
 		}
 		return a.Component < b.Component
 	})
-	return out
 }
 
 // Stats returns engine-wide totals. Like Flows it reads every flow's

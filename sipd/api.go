@@ -135,7 +135,13 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 	call := r.URL.Query().Get("call_id")
 	out := []FlowJSON{}
 	var flows []relay.FlowInfo
-	if a.Engine != nil {
+	switch {
+	case a.Engine == nil:
+	case call != "":
+		// One call's flows without reading every other call's counters;
+		// an unknown call lists none.
+		flows, _ = a.Engine.CallFlows(call)
+	default:
 		flows = a.Engine.Flows()
 	}
 	for _, f := range flows {

@@ -24,9 +24,9 @@ import (
 // Engine is what the backend reads from relay.Engine for query.
 type Engine interface {
 	Session(callID string) (relay.SessionInfo, error)
-	// Flows lists every installed direction with its path and counters
-	// (what /flows shows); query picks the call's.
-	Flows() []relay.FlowInfo
+	// CallFlows lists the call's installed directions with their path
+	// and counters (what /flows?call_id= shows).
+	CallFlows(callID string) ([]relay.FlowInfo, error)
 }
 
 // Backend serves NG commands with a media controller.
@@ -111,13 +111,9 @@ func (b *Backend) Query(r *ng.Request) (ng.CallStats, error) {
 	if err != nil {
 		return ng.CallStats{}, fmt.Errorf("query %q: %w", r.CallID, err)
 	}
-	// Flows walks every session: fine for an occasional query, which is
-	// what the rtpengine module sends.
-	var flows []relay.FlowInfo
-	for _, f := range b.eng.Flows() {
-		if f.CallID == r.CallID {
-			flows = append(flows, f)
-		}
+	flows, err := b.eng.CallFlows(r.CallID)
+	if err != nil {
+		return ng.CallStats{}, fmt.Errorf("query %q: %w", r.CallID, err)
 	}
 	return callStats(ci, si, flows), nil
 }

@@ -81,9 +81,9 @@ func (f *fake) Session(id string) (relay.SessionInfo, error) {
 	return *s, nil
 }
 
-func (f *fake) Flows() []relay.FlowInfo {
+func (f *fake) CallFlows(id string) ([]relay.FlowInfo, error) {
 	var out []relay.FlowInfo
-	for id, s := range f.sessions {
+	if s, ok := f.sessions[id]; ok {
 		for _, st := range s.Streams {
 			out = append(out,
 				relay.FlowInfo{CallID: id, Stream: st.Index, Side: relay.SideA, Component: "rtp", Path: relay.PathKernel, Packets: 10, Bytes: 1600},
@@ -91,7 +91,7 @@ func (f *fake) Flows() []relay.FlowInfo {
 				relay.FlowInfo{CallID: id, Stream: st.Index, Side: relay.SideB, Component: "rtp", Path: relay.PathKernel, Packets: 7, Bytes: 1120})
 		}
 	}
-	return out
+	return out, nil
 }
 
 func sdp(ip string, port int) []byte {
