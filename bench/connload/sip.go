@@ -1,0 +1,251 @@
+package connload
+
+import (
+	"bufio"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A sipConn is one client connection to sipd speaking SIP by hand: the
+// bench needs many thousands of them, so each holds only the socket and a
+// small reader.
+type sipConn struct {
+	c         net.Conn
+	r         *bufio.Reader
+	user      string
+	transport string // TCP or TLS, for Via and Contact
+	proxy     string // host:port of sipd
+	callID    string
+	cseq      int
+	// contact is fixed per user so repeated registrations replace rather
+	// than add bindings.
+	contact string
+}
+
+func newSipConn(c net.Conn, user, transport, proxy, contact string) *sipConn {
+	return &sipConn{c: c, r: bufio.NewReaderSize(c, 1024), user: user, transport: transport,
+		proxy: proxy, callID: randHex(12), contact: contact}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type response struct {
+	code int
+	cseq string
+	auth []string // WWW-Authenticate values
+	clen int
+}
+
+// readResponse reads one response, skipping provisional ones.
+func (s *sipConn) readResponse(deadline time.Time) (*response, error) {
+	s.c.SetReadDeadline(deadline)
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" { // keep-alive CRLF between messages
+			continue
+		}
+		if !strings.HasPrefix(line, "SIP/2.0 ") || len(line) < 11 {
+			return nil, fmt.Errorf("not a response: %q", line)
+		}
+		code, err := strconv.Atoi(line[8:11])
+		if err != nil {
+			return nil, fmt.Errorf("bad status line %q", line)
+		}
+		res := &response{code: code}
+		for {
+			h, err := s.r.ReadString('\n')
+			if err != nil {
+				return nil, err
+			}
+			h = strings.TrimRight(h, "\r\n")
+			if h == "" {
+				break
+			}
+			name, val, ok := strings.Cut(h, ":")
+			if !ok {
+				continue
+			}
+			val = strings.TrimSpace(val)
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "cseq":
+				res.cseq = val
+			case "www-authenticate":
+				res.auth = append(res.auth, val)
+			case "content-length", "l":
+				res.clen, _ = strconv.Atoi(val)
+			}
+		}
+		if res.clen > 0 {
+			if _, err := s.r.Discard(res.clen); err != nil {
+				return nil, err
+			}
+		}
+		if code >= 200 {
+			return res, nil
+		}
+	}
+}
+
+func (s *sipConn) send(text string, deadline time.Time) error {
+	s.c.SetWriteDeadline(deadline)
+	_, err := s.c.Write([]byte(text))
+	return err
+}
+
+func (s *sipConn) via() string {
+	return fmt.Sprintf("SIP/2.0/%s %s;branch=z9hG4bK%s;rport", s.transport, s.c.LocalAddr(), randHex(8))
+}
+
+func (s *sipConn) registerText(authz string) string {
+	s.cseq++
+	var b strings.Builder
+	fmt.Fprintf(&b, "REGISTER sip:%s SIP/2.0\r\n", domain)
+	fmt.Fprintf(&b, "Via: %s\r\n", s.via())
+	b.WriteString("Max-Forwards: 70\r\n")
+	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", s.user, domain, randHex(4))
+	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", s.user, domain)
+	fmt.Fprintf(&b, "Call-ID: %s\r\n", s.callID)
+	fmt.Fprintf(&b, "CSeq: %d REGISTER\r\n", s.cseq)
+	fmt.Fprintf(&b, "Contact: %s\r\n", s.contact)
+	b.WriteString("Expires: 3600\r\n")
+	if authz != "" {
+		fmt.Fprintf(&b, "Authorization: %s\r\n", authz)
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	return b.String()
+}
+
+// register does REGISTER, 401, REGISTER with credentials, 200.
+func (s *sipConn) register(password string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	if err := s.send(s.registerText(""), deadline); err != nil {
+		return err
+	}
+	res, err := s.readResponse(deadline)
+	if err != nil {
+		return err
+	}
+	if res.code == 200 {
+		return nil
+	}
+	if res.code != 401 {
+		return fmt.Errorf("REGISTER: %d", res.code)
+	}
+	authz, err := digestAnswer(res.auth, s.user, password, "REGISTER", "sip:"+domain)
+	if err != nil {
+		return err
+	}
+	if err := s.send(s.registerText(authz), deadline); err != nil {
+		return err
+	}
+	if res, err = s.readResponse(deadline); err != nil {
+		return err
+	}
+	if res.code != 200 {
+		return fmt.Errorf("REGISTER with credentials: %d", res.code)
+	}
+	return nil
+}
+
+// options sends an OPTIONS keep-alive to the proxy itself and wants 200.
+func (s *sipConn) options(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	s.cseq++
+	text := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"+
+		"From: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s>\r\nCall-ID: %s\r\nCSeq: %d OPTIONS\r\nContent-Length: 0\r\n\r\n",
+		s.proxy, s.via(), s.user, domain, randHex(4), s.proxy, randHex(10), s.cseq)
+	if err := s.send(text, deadline); err != nil {
+		return err
+	}
+	res, err := s.readResponse(deadline)
+	if err != nil {
+		return err
+	}
+	if res.code != 200 {
+		return fmt.Errorf("OPTIONS: %d", res.code)
+	}
+	return nil
+}
+
+// challenge parses a Digest challenge's parameters.
+func challenge(v string) (map[string]string, bool) {
+	scheme, rest, _ := strings.Cut(v, " ")
+	if !strings.EqualFold(scheme, "Digest") {
+		return nil, false
+	}
+	p := map[string]string{}
+	for rest != "" {
+		rest = strings.TrimLeft(rest, " ,")
+		k, after, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		var val string
+		if strings.HasPrefix(after, `"`) {
+			end := strings.Index(after[1:], `"`)
+			if end < 0 {
+				return nil, false
+			}
+			val, rest = after[1:1+end], after[2+end:]
+		} else {
+			val, rest, _ = strings.Cut(after, ",")
+			val = strings.TrimSpace(val)
+		}
+		p[k] = val
+	}
+	return p, true
+}
+
+func md5hex(s string) string {
+	h := md5.Sum([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// digestAnswer answers the first MD5 challenge (RFC 2617, qop=auth when
+// offered).
+func digestAnswer(challenges []string, user, password, method, uri string) (string, error) {
+	for _, c := range challenges {
+		p, ok := challenge(c)
+		if !ok {
+			continue
+		}
+		if alg := p["algorithm"]; alg != "" && !strings.EqualFold(alg, "MD5") {
+			continue
+		}
+		ha1 := md5hex(user + ":" + p["realm"] + ":" + password)
+		ha2 := md5hex(method + ":" + uri)
+		out := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", algorithm=MD5`,
+			user, p["realm"], p["nonce"], uri)
+		if qop := p["qop"]; qop != "" {
+			if !strings.Contains(qop, "auth") {
+				continue
+			}
+			cnonce, nc := randHex(8), "00000001"
+			resp := md5hex(ha1 + ":" + p["nonce"] + ":" + nc + ":" + cnonce + ":auth:" + ha2)
+			out += fmt.Sprintf(`, qop=auth, nc=%s, cnonce="%s", response="%s"`, nc, cnonce, resp)
+		} else {
+			out += fmt.Sprintf(`, response="%s"`, md5hex(ha1+":"+p["nonce"]+":"+ha2))
+		}
+		if op := p["opaque"]; op != "" {
+			out += fmt.Sprintf(`, opaque="%s"`, op)
+		}
+		return out, nil
+	}
+	return "", errors.New("no MD5 digest challenge in 401")
+}
