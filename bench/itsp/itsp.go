@@ -1,15 +1,416 @@
 // Package itsp is the ITSP capacity benchmark: the traffic of a
 // subscriber population (keep-alives, registration refreshes with digest,
 // calls) against sipd, after shared/reference/002_*.txt.
+//
+// sipd and the generator run on loopback. The generator is a few UDP
+// sockets, each hosting many subscribers and driven by one goroutine with
+// recvmmsg/sendmmsg, pre-built messages and a pacing schedule.
 package itsp
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"sipxdp/bench/sipload"
 )
+
+// Options of one "bench itsp" invocation.
+type Options struct {
+	Subscribers  []int
+	Duration     time.Duration
+	RegisterRate float64
+	Media        string // none or nat
+	Sipd         string
+	Out          string
+	Shards       int
+	Profile      bool // capture a 10 s CPU profile of sipd during the hold
+	Quick        bool
+	CallRate     float64 // calls per second; 0: the model's N/5000
+	Progress     io.Writer
+}
 
 // Main runs "bench itsp".
 func Main(args []string) int {
-	fmt.Fprintln(os.Stderr, "bench itsp: not implemented yet")
-	return 2
+	fs := flag.NewFlagSet("bench itsp", flag.ContinueOnError)
+	subs := fs.String("subscribers", "100000", "subscriber counts, comma separated (sipd restarted per count)")
+	quick := fs.Bool("quick", false, "tiny scale for CI: 2,000 subscribers, 10 s hold")
+	out := fs.String("out", "", "output directory (default: a new temporary one)")
+	dur := fs.Duration("duration", 60*time.Second, "measured hold with the full mix")
+	rate := fs.Float64("register-rate", 5000, "initial registrations per second")
+	media := fs.String("media", "none", "sipd media.mode: none or nat")
+	sipd := fs.String("sipd", "", "sipd binary (default: build it)")
+	shards := fs.Int("shards", 0, "generator sockets (default: one per 25,000 subscribers, 4 to 32)")
+	profile := fs.Bool("profile", true, "capture a 10 s CPU profile of sipd during the hold (not with --quick)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o := Options{Duration: *dur, RegisterRate: *rate, Media: *media, Sipd: *sipd, Out: *out, Shards: *shards,
+		Profile: *profile && !*quick, Quick: *quick, Progress: os.Stderr}
+	if *quick {
+		o.Subscribers = []int{2000}
+		o.Duration = 10 * time.Second
+		// The model's 0.4 calls/s would hardly exercise the call path.
+		o.CallRate = 10
+	} else {
+		for _, f := range strings.Split(*subs, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 {
+				fmt.Fprintf(os.Stderr, "bench itsp: bad --subscribers %q\n", f)
+				return 2
+			}
+			o.Subscribers = append(o.Subscribers, n)
+		}
+	}
+	if o.Media != "none" && o.Media != "nat" {
+		fmt.Fprintln(os.Stderr, "bench itsp: --media is none or nat")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rs, err := Run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench itsp:", err)
+		return 1
+	}
+	for _, r := range rs {
+		fmt.Printf("%d subscribers: failures %d, notify %.0f/s, calls %.1f/s, sipd CPU avg %.2f cores, %.0f B per contact\n",
+			r.Subscribers, r.Failures(), r.Class("notify").Achieved, r.Class("call").Achieved, r.SipdCPUAvg, r.BytesPerContact)
+	}
+	fmt.Println("report:", filepath.Join(o.Out, "report.md"))
+	return 0
+}
+
+// Run runs every size in o.Subscribers, writes the outputs and returns
+// the results of this invocation.
+func Run(ctx context.Context, o Options) ([]Result, error) {
+	if o.Out == "" {
+		d, err := os.MkdirTemp("", "bench-itsp-")
+		if err != nil {
+			return nil, err
+		}
+		o.Out = d
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.Sipd == "" {
+		bin, err := sipload.BuildSipd(ctx, o.Out)
+		if err != nil {
+			return nil, err
+		}
+		o.Sipd = bin
+	}
+	var rs []Result
+	for _, n := range o.Subscribers {
+		r, err := runOne(ctx, o, n)
+		if err != nil {
+			return rs, fmt.Errorf("%d subscribers: %w", n, err)
+		}
+		rs = append(rs, r)
+		if err := WriteAll(o.Out, []Result{r}); err != nil {
+			return rs, err
+		}
+	}
+	return rs, nil
+}
+
+func freeUDP() (int, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+func freeTCP() (int, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeConfig derives sipd's config from its default; a line that is
+// missing fails the run rather than being silently ignored.
+func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort, httpPort int) (string, error) {
+	def, err := exec.CommandContext(ctx, o.Sipd, "-print-default-config").Output()
+	if err != nil {
+		return "", fmt.Errorf("sipd default config: %w", err)
+	}
+	var ub strings.Builder
+	ub.Grow(users * 32)
+	for i := range users {
+		fmt.Fprintf(&ub, "%s password=%s\n", user(i), password)
+	}
+	usersPath := filepath.Join(dir, "users")
+	if err := os.WriteFile(usersPath, []byte(ub.String()), 0o600); err != nil {
+		return "", err
+	}
+	text := string(def)
+	for _, r := range [][2]string{
+		{"listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort)},
+		{"pprof: false", "pprof: true"},
+		{"    - transport: udp\n      addr: 127.0.0.1:5060\n    - transport: tcp\n      addr: 127.0.0.1:5060",
+			fmt.Sprintf("    - {transport: udp, addr: \"127.0.0.1:%d\"}", sipPort)},
+		{"mode: all", "mode: " + o.Media},
+		{"datapath: auto", "datapath: userspace"},
+		{`users_file: ""`, "users_file: " + usersPath},
+		{"level: info", "level: warn"},
+		{"register: true", "register: true"},
+		{"invite: true ", "invite: true "},
+		{`store: ""`, `store: ""`},
+		{"max_expires: 1h", "max_expires: 1h"},
+		{"exempt: [127.0.0.0/8", "exempt: [127.0.0.0/8"},
+	} {
+		if !strings.Contains(text, r[0]) {
+			return "", fmt.Errorf("sipd default config has no %q", r[0])
+		}
+		text = strings.Replace(text, r[0], r[1], 1)
+	}
+	p := filepath.Join(dir, "sipd.yaml")
+	return p, os.WriteFile(p, []byte(text), 0o600)
+}
+
+func rssBytes(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+func runOne(ctx context.Context, o Options, n int) (Result, error) {
+	r := Result{Time: time.Now().UTC(), Subscribers: n, Users: max(n, 1000000), Duration: o.Duration.Seconds(),
+		RegisterRate: o.RegisterRate, Media: o.Media, Transport: "udp", CPUs: runtime.NumCPU(), Host: hostName()}
+	if o.Quick {
+		r.Users = max(n, 10000)
+	}
+	dir := filepath.Join(o.Out, fmt.Sprintf("run-%d-%d", n, time.Now().Unix()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r, err
+	}
+	sipPort, err := freeUDP()
+	if err != nil {
+		return r, err
+	}
+	httpPort, err := freeTCP()
+	if err != nil {
+		return r, err
+	}
+	cfg, err := writeConfig(ctx, o, dir, r.Users, sipPort, httpPort)
+	if err != nil {
+		return r, err
+	}
+	proxy := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort))
+	t0 := time.Now()
+	d, err := sipload.Launch(ctx, sipload.LaunchConfig{Binary: o.Sipd, ConfigPath: cfg, LogPath: filepath.Join(dir, "sipd.log"),
+		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), SIP: proxy})
+	if err != nil {
+		return r, err
+	}
+	defer d.Stop()
+	r.StartSeconds = time.Since(t0).Seconds()
+	time.Sleep(time.Second)
+	r.RSSIdle = rssBytes(d.PID())
+
+	st := &stats{}
+	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", realm: "localhost", st: st}
+	c.rates[clsRamp] = o.RegisterRate
+	c.rates[clsNotify] = float64(n) / 15
+	c.rates[clsRegister] = float64(n) / 3000
+	c.rates[clsCall] = float64(n) / 5000
+	if o.CallRate > 0 {
+		c.rates[clsCall] = o.CallRate
+	}
+	k := o.Shards
+	if k <= 0 {
+		k = min(max(n/25000, 4), 32)
+	}
+	r.Shards = k
+	var shards []*shard
+	for i := range k {
+		// Sources spread over 127.0.0.1-127.0.0.8.
+		local := netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i%8)})
+		sh, err := newShard(c, i, k, local)
+		if err != nil {
+			return r, err
+		}
+		shards = append(shards, sh)
+	}
+	done := make(chan struct{})
+	for _, sh := range shards {
+		go func() { sh.run(); done <- struct{}{} }()
+	}
+	defer func() {
+		c.phase.Store(phStop)
+		for range shards {
+			<-done
+		}
+	}()
+	smp := newSampler(d, o.Progress, st, n)
+	go smp.loop(ctx)
+	defer smp.stop()
+
+	// Phase 1: the registration ramp.
+	setPhase := func(p int32) {
+		c.start.Store(c.now())
+		c.phase.Store(p)
+		smp.setPhase(p)
+	}
+	rampStart := time.Now()
+	setPhase(phRamp)
+	limit := time.Duration(float64(n)/o.RegisterRate*2*float64(time.Second)) + 40*time.Second
+	for st.rampDone.Load() < int64(n) {
+		if time.Since(rampStart) > limit {
+			return r, fmt.Errorf("registration ramp: %d of %d done after %s", st.rampDone.Load(), n, limit)
+		}
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.Ramp.Seconds = time.Since(rampStart).Seconds()
+	r.Ramp.Rate = float64(n) / r.Ramp.Seconds
+	r.Ramp.CPUAvg = smp.cpuSince(rampStart)
+	time.Sleep(2 * time.Second)
+	r.RSSRegistered = rssBytes(d.PID())
+	if h, err := health(ctx, d.HTTP); err == nil {
+		r.HealthAfterRamp = h
+	}
+	if r.RSSRegistered > r.RSSIdle {
+		r.BytesPerContact = float64(r.RSSRegistered-r.RSSIdle) / float64(n)
+	}
+
+	// Phase 2: the hold with the full mix.
+	holdStart := time.Now()
+	smp.markHold()
+	setPhase(phHold)
+	var prof chan string
+	if o.Profile && o.Duration >= 20*time.Second {
+		prof = make(chan string, 1)
+		go func() {
+			time.Sleep(o.Duration / 3)
+			prof <- captureProfile(ctx, d.HTTP, o.Sipd, dir)
+		}()
+	}
+	select {
+	case <-time.After(o.Duration):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	holdEnd := time.Now()
+	smp.markHoldEnd()
+	setPhase(phDrain)
+	drainLimit := time.Now().Add(timerB + ringTime + 5*time.Second)
+	for time.Now().Before(drainLimit) {
+		var act int64
+		for _, sh := range shards {
+			act += sh.active.Load()
+		}
+		if act == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if prof != nil {
+		r.ProfileTop = <-prof
+	}
+	hold := holdEnd.Sub(holdStart).Seconds()
+	for cls := range nClasses {
+		cc := &st.c[cls]
+		cr := ClassResult{Name: classNames[cls], Offered: cc.offered.Load(), Completed: cc.completed.Load(),
+			Timeouts: cc.timeouts.Load(), Non2xx: cc.non2xx.Load(), Retrans: cc.retrans.Load(), Dups: cc.dups.Load(),
+			Sent: cc.sent.Load(), P50ms: cc.lat.quantile(0.5), P99ms: cc.lat.quantile(0.99), OfferedRate: c.rates[cls]}
+		secs := hold
+		if cls == clsRamp {
+			secs = r.Ramp.Seconds
+			cr.OfferedRate = o.RegisterRate
+		}
+		if cls == clsBye {
+			cr.OfferedRate = c.rates[clsCall]
+		}
+		if secs > 0 {
+			cr.Achieved = float64(cr.Completed) / secs
+		}
+		if cr.Sent > 0 {
+			cr.RetransPct = 100 * float64(cr.Retrans) / float64(cr.Sent)
+		}
+		r.Classes = append(r.Classes, cr)
+	}
+	r.SendDrops = st.sendDrops.Load()
+	smp.fill(&r)
+	if h, err := health(ctx, d.HTTP); err == nil {
+		r.HealthAfterHold = h
+	}
+	return r, nil
+}
+
+func hostName() string {
+	h, _ := os.Hostname()
+	k, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return h + " (Linux " + strings.TrimSpace(string(k)) + ")"
+}
+
+// captureProfile takes 10 s of sipd CPU profile and returns pprof's top.
+func captureProfile(ctx context.Context, base, bin, dir string) string {
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/debug/pprof/profile?seconds=10", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return "profile: " + err.Error()
+	}
+	defer resp.Body.Close()
+	p := filepath.Join(dir, "sipd-cpu.pprof")
+	f, err := os.Create(p)
+	if err != nil {
+		return err.Error()
+	}
+	io.Copy(f, resp.Body)
+	f.Close()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=15", bin, p).CombinedOutput()
+	if err != nil {
+		return "pprof: " + err.Error()
+	}
+	return string(out)
+}
+
+// cpuSample is one second of the sampler.
+type cpuSample struct {
+	at       time.Time
+	sipd     float64 // cores
+	self     float64
+	busy     float64
+	rss      uint64
+	phase    int32
+	inHold   bool
+	trans    int64
+	regs     int
+	calls    int
+	hasTrans bool
 }

@@ -1,0 +1,324 @@
+package itsp
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ClassResult is one message class of a run.
+type ClassResult struct {
+	Name        string  `json:"name"`
+	OfferedRate float64 `json:"offered_rate"` // per second, by the model
+	Achieved    float64 `json:"achieved_rate"`
+	Offered     uint64  `json:"offered"`
+	Completed   uint64  `json:"completed"`
+	Timeouts    uint64  `json:"timeouts"`
+	Non2xx      uint64  `json:"non_2xx"` // other than the expected 401/407
+	Sent        uint64  `json:"sent"`    // requests sent, first copies
+	Retrans     uint64  `json:"retransmissions"`
+	RetransPct  float64 `json:"retrans_pct"`
+	Dups        uint64  `json:"duplicates"` // duplicate answers or requests received
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+}
+
+// Ramp is the initial registration of every subscriber.
+type Ramp struct {
+	Seconds float64 `json:"seconds"`
+	Rate    float64 `json:"rate"`
+	CPUAvg  float64 `json:"sipd_cpu_avg"`
+}
+
+// Result is one run: one subscriber count.
+type Result struct {
+	Time             time.Time     `json:"time"`
+	Host             string        `json:"host"`
+	CPUs             int           `json:"cpus"`
+	Transport        string        `json:"transport"`
+	Media            string        `json:"media"`
+	Subscribers      int           `json:"subscribers"`
+	Users            int           `json:"users"` // provisioned
+	Duration         float64       `json:"hold_seconds"`
+	RegisterRate     float64       `json:"register_rate"`
+	Shards           int           `json:"generator_sockets"`
+	StartSeconds     float64       `json:"sipd_start_seconds"`
+	Ramp             Ramp          `json:"ramp"`
+	Classes          []ClassResult `json:"classes"`
+	SipdCPUAvg       float64       `json:"sipd_cpu_avg"`
+	SipdCPUPeak      float64       `json:"sipd_cpu_peak"`
+	GenCPUAvg        float64       `json:"generator_cpu_avg"`
+	SystemBusyAvg    float64       `json:"system_busy_avg"`
+	RSSIdle          uint64        `json:"rss_idle"`
+	RSSRegistered    uint64        `json:"rss_registered"`
+	RSSPeak          uint64        `json:"rss_peak"`
+	BytesPerContact  float64       `json:"bytes_per_contact"`
+	TransactionsHold int64         `json:"transactions_hold_peak"`
+	TransactionsPeak int64         `json:"transactions_peak"`
+	HealthAfterRamp  SipHealth     `json:"health_after_ramp"`
+	HealthAfterHold  SipHealth     `json:"health_after_hold"`
+	SendDrops        uint64        `json:"send_drops"`
+	ProfileTop       string        `json:"profile_top,omitempty"`
+}
+
+// Class returns the class of that name (zero if absent).
+func (r Result) Class(name string) ClassResult {
+	for _, c := range r.Classes {
+		if c.Name == name {
+			return c
+		}
+	}
+	return ClassResult{}
+}
+
+// Failures sums timeouts and unexpected answers over every class.
+func (r Result) Failures() uint64 {
+	var f uint64
+	for _, c := range r.Classes {
+		f += c.Timeouts + c.Non2xx
+	}
+	return f
+}
+
+// RetransPct is retransmissions over first sends, every class of the hold.
+func (r Result) RetransPct() float64 {
+	var re, s uint64
+	for _, c := range r.Classes {
+		if c.Name != "register-ramp" {
+			re += c.Retrans
+			s += c.Sent
+		}
+	}
+	if s == 0 {
+		return 0
+	}
+	return 100 * float64(re) / float64(s)
+}
+
+// CPUPer100k is sipd's average cores during the hold per 100k subscribers.
+func (r Result) CPUPer100k() float64 { return r.SipdCPUAvg / float64(r.Subscribers) * 100000 }
+
+// WriteAll appends rs to results.jsonl and rewrites results.csv, report.md
+// and itsp-scaling.svg from every run in results.jsonl, so the scaling
+// table and chart cover the runs of earlier invocations too.
+func WriteAll(dir string, rs []Result) error {
+	p := filepath.Join(dir, "results.jsonl")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		b, _ := json.Marshal(r)
+		f.Write(append(b, '\n'))
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	all, err := ReadJSONL(p)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		name  string
+		write func(io.Writer, []Result) error
+	}{{"results.csv", WriteCSV}, {"report.md", WriteMarkdown}, {"itsp-scaling.svg", WriteSVG}} {
+		var buf bytes.Buffer
+		if err := o.write(&buf, all); err != nil {
+			return fmt.Errorf("render %s: %w", o.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, o.name), buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", o.name, err)
+		}
+	}
+	return nil
+}
+
+// ReadJSONL reads every result of a results.jsonl.
+func ReadJSONL(p string) ([]Result, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Result
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}
+
+func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+func mb(v uint64) string  { return strconv.FormatFloat(float64(v)/(1<<20), 'f', 0, 64) }
+
+// WriteCSV writes one row per run and class.
+func WriteCSV(w io.Writer, rs []Result) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"time", "subscribers", "media", "class", "offered_rate", "achieved_rate", "offered", "completed",
+		"timeouts", "non_2xx", "sent", "retransmissions", "retrans_pct", "duplicates", "p50_ms", "p99_ms",
+		"sipd_cpu_avg", "sipd_cpu_peak", "generator_cpu_avg", "system_busy_avg", "rss_idle", "rss_registered", "rss_peak",
+		"bytes_per_contact", "transactions_hold_peak"})
+	for _, r := range rs {
+		for _, c := range r.Classes {
+			cw.Write([]string{r.Time.Format(time.RFC3339), strconv.Itoa(r.Subscribers), r.Media, c.Name, f2(c.OfferedRate), f2(c.Achieved),
+				strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10), strconv.FormatUint(c.Timeouts, 10),
+				strconv.FormatUint(c.Non2xx, 10), strconv.FormatUint(c.Sent, 10), strconv.FormatUint(c.Retrans, 10), f2(c.RetransPct),
+				strconv.FormatUint(c.Dups, 10), f2(c.P50ms), f2(c.P99ms), f2(r.SipdCPUAvg), f2(r.SipdCPUPeak), f2(r.GenCPUAvg),
+				f2(r.SystemBusyAvg), strconv.FormatUint(r.RSSIdle, 10), strconv.FormatUint(r.RSSRegistered, 10),
+				strconv.FormatUint(r.RSSPeak, 10), f1(r.BytesPerContact), strconv.FormatInt(r.TransactionsHold, 10)})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+type table struct {
+	head []string
+	rows [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(b *strings.Builder) {
+	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n|")
+	for range t.head {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range t.rows {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	b.WriteString("\n")
+}
+
+// WriteMarkdown writes a section per run and a scaling table across runs.
+func WriteMarkdown(w io.Writer, rs []Result) error {
+	var b strings.Builder
+	b.WriteString("# sipd ITSP capacity benchmark (UDP)\n\n")
+	b.WriteString("Traffic model of shared/reference/002 per N subscribers: a NOTIFY keep-alive every 15 s (N/15 per second), " +
+		"a REGISTER refresh with digest every 50 min (N/3000 per second), calls at N/5000 per second (INVITE, 407, ACK, INVITE with " +
+		"credentials, 180, 200 after 4 s, ACK and BYE along the Record-Route). sipd and the generator share the machine, on loopback. " +
+		"Latency is request sent to final response (register: the REGISTER with credentials to its 200; call: the INVITE with " +
+		"credentials to its 200, so it includes the callee's 4 s). Retransmissions are RFC 3261 timers A/E from 500 ms. " +
+		"Bytes per contact: (RSS after the ramp − RSS idle with the users loaded) / N.\n\n")
+	if len(rs) == 0 {
+		b.WriteString("No results.\n")
+	}
+	runs := slices.Clone(rs)
+	slices.SortStableFunc(runs, func(a, b Result) int { return cmp.Compare(a.Subscribers, b.Subscribers) })
+	if len(runs) > 0 {
+		b.WriteString("## Scaling\n\n")
+		t := table{head: []string{"Subscribers", "Notify/s", "Reg/s", "Calls/s", "Failures", "Retrans %", "p99 notify ms",
+			"p99 register ms", "p99 call ms", "sipd CPU avg (peak)", "Gen CPU", "System busy", "RSS reg. / peak MB", "B per contact", "sipd cores per 100k"}}
+		for _, r := range runs {
+			t.add(strconv.Itoa(r.Subscribers), f1(r.Class("notify").Achieved), f1(r.Class("register").Achieved), f1(r.Class("call").Achieved),
+				strconv.FormatUint(r.Failures(), 10), strconv.FormatFloat(r.RetransPct(), 'f', 3, 64), f1(r.Class("notify").P99ms),
+				f1(r.Class("register").P99ms), f1(r.Class("call").P99ms), f2(r.SipdCPUAvg)+" ("+f2(r.SipdCPUPeak)+")", f2(r.GenCPUAvg),
+				f2(r.SystemBusyAvg)+" / "+strconv.Itoa(r.CPUs), mb(r.RSSRegistered)+" / "+mb(r.RSSPeak), f1(r.BytesPerContact), f2(r.CPUPer100k()))
+		}
+		t.write(&b)
+	}
+	for _, r := range rs {
+		fmt.Fprintf(&b, "## %d subscribers, %s\n\n", r.Subscribers, r.Time.Format(time.RFC3339))
+		fmt.Fprintf(&b, "Host %s, %d CPUs; transport %s, media %s; %d users provisioned; hold %.0f s; %d generator sockets. "+
+			"The machine may be shared with other benchmarks: system busy is the whole machine.\n\n",
+			r.Host, r.CPUs, r.Transport, r.Media, r.Users, r.Duration, r.GenSockets())
+		fmt.Fprintf(&b, "Registration ramp: %d subscribers in %.1f s, %.0f/s (offered %.0f/s), sipd %.2f cores.\n\n",
+			r.Subscribers, r.Ramp.Seconds, r.Ramp.Rate, r.RegisterRate, r.Ramp.CPUAvg)
+		t := table{head: []string{"Class", "Offered /s", "Achieved /s", "Offered", "Completed", "Timeouts", "Non-2xx", "Retrans", "Retrans %", "Duplicates", "p50 ms", "p99 ms"}}
+		for _, c := range r.Classes {
+			t.add(c.Name, f1(c.OfferedRate), f1(c.Achieved), strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10),
+				strconv.FormatUint(c.Timeouts, 10), strconv.FormatUint(c.Non2xx, 10), strconv.FormatUint(c.Retrans, 10),
+				strconv.FormatFloat(c.RetransPct, 'f', 3, 64), strconv.FormatUint(c.Dups, 10), f2(c.P50ms), f2(c.P99ms))
+		}
+		t.write(&b)
+		m := table{head: []string{"Item", "Value"}}
+		m.add("sipd CPU during hold, avg / peak (cores)", f2(r.SipdCPUAvg)+" / "+f2(r.SipdCPUPeak))
+		m.add("generator CPU during hold (cores)", f2(r.GenCPUAvg))
+		m.add("system busy during hold (cores)", f2(r.SystemBusyAvg))
+		m.add("sipd RSS idle / registered / peak (MB)", mb(r.RSSIdle)+" / "+mb(r.RSSRegistered)+" / "+mb(r.RSSPeak))
+		m.add("memory per registered contact (B)", f1(r.BytesPerContact))
+		m.add("sipd transactions, peak in hold / overall", strconv.FormatInt(r.TransactionsHold, 10)+" / "+strconv.FormatInt(r.TransactionsPeak, 10))
+		m.add("registrations after ramp / after hold", strconv.Itoa(r.HealthAfterRamp.Registrations)+" / "+strconv.Itoa(r.HealthAfterHold.Registrations))
+		m.add("sipd start with users loaded (s)", f1(r.StartSeconds))
+		m.add("generator send errors", strconv.FormatUint(r.SendDrops, 10))
+		m.write(&b)
+		if r.ProfileTop != "" {
+			b.WriteString("sipd CPU profile, 10 s during the hold:\n\n```\n" + strings.TrimSpace(r.ProfileTop) + "\n```\n\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// GenSockets is the number of generator sockets.
+func (r Result) GenSockets() int { return r.Shards }
+
+// WriteSVG charts sipd's CPU (cores) and RSS (MB) against subscribers.
+func WriteSVG(w io.Writer, rs []Result) error {
+	if len(rs) == 0 {
+		return errors.New("no results")
+	}
+	runs := slices.Clone(rs)
+	slices.SortStableFunc(runs, func(a, b Result) int { return cmp.Compare(a.Subscribers, b.Subscribers) })
+	const W, H, L, R, T, B = 640, 360, 60, 60, 30, 40
+	var maxN, maxCPU, maxRSS float64 = 1, 0.1, 1
+	for _, r := range runs {
+		maxN = max(maxN, float64(r.Subscribers))
+		maxCPU = max(maxCPU, r.SipdCPUAvg, r.SipdCPUPeak)
+		maxRSS = max(maxRSS, float64(r.RSSPeak)/(1<<20))
+	}
+	x := func(n float64) float64 { return L + n/maxN*(W-L-R) }
+	yc := func(v float64) float64 { return H - B - v/maxCPU*(H-T-B) }
+	yr := func(v float64) float64 { return H - B - v/maxRSS*(H-T-B) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", W, H)
+	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="13">sipd CPU (cores, blue: avg, dashed: peak) and RSS (MB, red) against subscribers</text>`+"\n", L)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, H-B, W-R, H-B)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, T, L, H-B)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", W-R, T, W-R, H-B)
+	for i := 0; i <= 4; i++ {
+		f := float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%.0fk</text>`+"\n", x(f*maxN), H-B+15, f*maxN/1000)
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end" fill="#1f77b4">%.2f</text>`+"\n", L-4, yc(f*maxCPU)+4, f*maxCPU)
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f" fill="#d62728">%.0f</text>`+"\n", W-R+4, yr(f*maxRSS)+4, f*maxRSS)
+	}
+	line := func(color, dash string, pt func(Result) (float64, float64)) {
+		var pts []string
+		for _, r := range runs {
+			px, py := pt(r)
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px, py))
+			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", px, py, color)
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" %s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
+	}
+	line("#1f77b4", "", func(r Result) (float64, float64) { return x(float64(r.Subscribers)), yc(r.SipdCPUAvg) })
+	line("#1f77b4", `stroke-dasharray="4 3"`, func(r Result) (float64, float64) { return x(float64(r.Subscribers)), yc(r.SipdCPUPeak) })
+	line("#d62728", "", func(r Result) (float64, float64) {
+		return x(float64(r.Subscribers)), yr(float64(r.RSSPeak) / (1 << 20))
+	})
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">subscribers</text>`+"\n", W/2, H-8)
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
