@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -19,6 +22,7 @@ import (
 var (
 	ErrTooManyContacts = errors.New("too many contacts")
 	ErrOutOfOrder      = errors.New("request out of order")
+	ErrTooLong         = errors.New("contact, source or Call-ID too long")
 )
 
 // Binding is one registered contact.
@@ -36,21 +40,151 @@ type Binding struct {
 	Updated   time.Time `json:"updated"`
 }
 
+// binding is how a Binding is held: the AoR is the map key; contact,
+// received, Call-ID and q share one allocation; transport and user agent
+// are interned (a million phones have a handful of them); times are Unix
+// nanoseconds. About 80 bytes plus the strings, against 180 plus the
+// strings as a Binding.
+type binding struct {
+	data       string // contact + received + callID + q
+	lc, lr, li uint16 // lengths of contact, received, callID in data
+	nated      bool
+	cseq       uint32
+	transport  string // interned
+	ua         string // interned
+	expires    int64  // Unix ns
+	updated    int64  // Unix ns; 0 is the zero time
+}
+
+func (b *binding) contact() string  { return b.data[:b.lc] }
+func (b *binding) received() string { return b.data[b.lc : int(b.lc)+int(b.lr)] }
+func (b *binding) callID() string {
+	i := int(b.lc) + int(b.lr)
+	return b.data[i : i+int(b.li)]
+}
+func (b *binding) q() string { return b.data[int(b.lc)+int(b.lr)+int(b.li):] }
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func (b *binding) public(aor string) Binding {
+	return Binding{
+		AoR: aor, Contact: b.contact(), Received: b.received(), Transport: b.transport, NATed: b.nated,
+		CallID: b.callID(), CSeq: b.cseq, Q: b.q(), UserAgent: b.ua,
+		Expires: fromNanos(b.expires), Updated: fromNanos(b.updated),
+	}
+}
+
+// interner shares the copies of strings that repeat across bindings. It
+// stops growing at a bound, so odd values cannot fill memory: past it they
+// are copied instead.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const internMax = 4096
+
+func (in *interner) get(s string) string {
+	switch s {
+	case "":
+		return ""
+	case "UDP":
+		return "UDP"
+	case "TCP":
+		return "TCP"
+	case "TLS":
+		return "TLS"
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.m[s]; ok {
+		return v
+	}
+	v := strings.Clone(s)
+	if in.m == nil {
+		in.m = map[string]string{}
+	}
+	if len(in.m) < internMax {
+		in.m[v] = v
+	}
+	return v
+}
+
+func (s *Store) pack(b *Binding) (binding, error) {
+	if len(b.Contact) > 0xffff || len(b.Received) > 0xffff || len(b.CallID) > 0xffff {
+		return binding{}, ErrTooLong
+	}
+	return binding{
+		data: b.Contact + b.Received + b.CallID + b.Q,
+		lc:   uint16(len(b.Contact)), lr: uint16(len(b.Received)), li: uint16(len(b.CallID)),
+		nated: b.NATed, cseq: b.CSeq,
+		transport: s.intern.get(b.Transport), ua: s.intern.get(b.UserAgent),
+		expires: nanos(b.Expires), updated: nanos(b.Updated),
+	}, nil
+}
+
 // Store holds bindings in memory. With a path it also keeps them on disk
 // as a snapshot (path) plus an append-only journal (path + ".journal") of
 // every AoR whose bindings changed, each record that AoR's whole set, so
 // replaying is idempotent. A refresh costs one journal line, not a rewrite
 // of the table; Compact folds the journal into a new snapshot.
+//
+// The table is split into shards, each with its own lock, so that a sweep
+// or a snapshot holds up registrations for one shard's worth of work at a
+// time, not the whole table's. A shard's binding lists are never changed in
+// place, only replaced, so a snapshot can copy the list headers and encode
+// them outside the lock.
 type Store struct {
-	now  func() time.Time
-	path string
+	now    func() time.Time
+	path   string
+	seed   maphash.Seed
+	intern interner
+	shards [nShards]shard
 
-	mu      sync.RWMutex
-	m       map[string][]Binding
+	jmu     sync.Mutex // the journal; taken inside a shard lock
 	journal *os.File
 	jw      *bufio.Writer
 	jbytes  int64
 	jerr    error
+}
+
+const nShards = 64
+
+type shard struct {
+	mu       sync.RWMutex
+	m        map[string][]binding
+	contacts int
+}
+
+func (s *Store) shard(aor string) *shard {
+	return &s.shards[maphash.String(s.seed, aor)%nShards]
+}
+
+// set replaces aor's list in sh; sh.mu is held.
+func (sh *shard) set(aor string, list []binding) {
+	old, ok := sh.m[aor]
+	sh.contacts += len(list) - len(old)
+	switch {
+	case len(list) == 0 && ok:
+		delete(sh.m, aor)
+	case len(list) == 0:
+	case ok:
+		sh.m[aor] = list
+	default:
+		sh.m[strings.Clone(aor)] = list
+	}
 }
 
 type record struct {
@@ -64,23 +198,15 @@ func NewStore(path string, now func() time.Time) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{now: now, path: path, m: map[string][]Binding{}}
+	s := &Store{now: now, path: path, seed: maphash.MakeSeed()}
+	for i := range s.shards {
+		s.shards[i].m = map[string][]binding{}
+	}
 	if path == "" {
 		return s, nil
 	}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read location snapshot: %w", err)
-	default:
-		var list []Binding
-		if err := json.Unmarshal(data, &list); err != nil {
-			return nil, fmt.Errorf("location snapshot %s: %w", path, err)
-		}
-		for _, b := range list {
-			s.m[b.AoR] = append(s.m[b.AoR], b)
-		}
+	if err := s.load(path); err != nil {
+		return nil, err
 	}
 	// A journal set aside by an interrupted Compact comes before the
 	// current one; replaying it over the newer snapshot changes nothing.
@@ -89,20 +215,7 @@ func NewStore(path string, now func() time.Time) (*Store, error) {
 			return nil, err
 		}
 	}
-	t := now()
-	for aor, list := range s.m {
-		keep := list[:0]
-		for _, b := range list {
-			if b.Expires.After(t) {
-				keep = append(keep, b)
-			}
-		}
-		if len(keep) == 0 {
-			delete(s.m, aor)
-		} else {
-			s.m[aor] = keep
-		}
-	}
+	s.Sweep()
 	if err := s.openJournal(); err != nil {
 		return nil, err
 	}
@@ -115,6 +228,47 @@ func NewStore(path string, now func() time.Time) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// load reads the snapshot, a JSON array of Binding, one at a time.
+func (s *Store) load(path string) error {
+	f, err := os.Open(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read location snapshot: %w", err)
+	}
+	defer f.Close()
+	bad := func(err error) error { return fmt.Errorf("location snapshot %s: %w", path, err) }
+	dec := json.NewDecoder(bufio.NewReaderSize(f, 256*1024))
+	tok, err := dec.Token()
+	if err != nil {
+		return bad(err)
+	}
+	if tok == nil { // null: an empty table
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return bad(fmt.Errorf("not a list"))
+	}
+	for dec.More() {
+		var b Binding
+		if err := dec.Decode(&b); err != nil {
+			return bad(err)
+		}
+		p, err := s.pack(&b)
+		if err != nil {
+			return bad(err)
+		}
+		sh := s.shard(b.AoR)
+		list := sh.m[b.AoR]
+		sh.set(b.AoR, append(list[:len(list):len(list)], p))
+	}
+	if _, err := dec.Token(); err != nil {
+		return bad(err)
+	}
+	return nil
 }
 
 func (s *Store) replay(name string) error {
@@ -135,11 +289,13 @@ func (s *Store) replay(name string) error {
 			// stands.
 			break
 		}
-		if len(r.Bindings) == 0 {
-			delete(s.m, r.AoR)
-		} else {
-			s.m[r.AoR] = r.Bindings
+		list := make([]binding, 0, len(r.Bindings))
+		for i := range r.Bindings {
+			if p, err := s.pack(&r.Bindings[i]); err == nil {
+				list = append(list, p)
+			}
 		}
+		s.shard(r.AoR).set(r.AoR, list)
 	}
 	return nil
 }
@@ -158,8 +314,11 @@ func (s *Store) openJournal() error {
 	return nil
 }
 
-// log appends aor's current set to the journal; s.mu is held.
+// log appends aor's current set to the journal; aor's shard lock is held,
+// which keeps one AoR's records in order.
 func (s *Store) log(aor string, list []Binding) {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	if s.jw == nil {
 		return
 	}
@@ -178,8 +337,8 @@ func (s *Store) log(aor string, list []Binding) {
 // Close flushes and closes the journal.
 func (s *Store) Close() error {
 	err := s.Flush()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	if s.journal != nil {
 		err = errors.Join(err, s.journal.Close())
 		s.journal, s.jw = nil, nil
@@ -189,15 +348,17 @@ func (s *Store) Close() error {
 
 // Lookup returns the live bindings of aor, highest q first.
 func (s *Store) Lookup(aor string) []Binding {
-	t := s.now()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	t := s.now().UnixNano()
+	sh := s.shard(aor)
+	sh.mu.RLock()
 	var out []Binding
-	for _, b := range s.m[aor] {
-		if b.Expires.After(t) {
-			out = append(out, b)
+	list := sh.m[aor]
+	for i := range list {
+		if b := &list[i]; b.expires > t {
+			out = append(out, b.public(aor))
 		}
 	}
+	sh.mu.RUnlock()
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Q > out[j].Q })
 	return out
 }
@@ -212,26 +373,35 @@ type Change struct {
 // none (on ErrOutOfOrder or ErrTooManyContacts). removeAll is the `*`
 // contact.
 func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes []Change, maxContacts int) ([]Binding, error) {
-	t := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := make([]Binding, 0, len(s.m[aor])+len(changes))
-	for _, b := range s.m[aor] {
-		if b.Expires.After(t) {
+	packed := make([]binding, len(changes))
+	for i := range changes {
+		var err error
+		if packed[i], err = s.pack(&changes[i].Binding); err != nil {
+			return nil, err
+		}
+	}
+	t := s.now().UnixNano()
+	sh := s.shard(aor)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.m[aor]
+	cur := make([]binding, 0, len(old)+len(changes))
+	for _, b := range old {
+		if b.expires > t {
 			cur = append(cur, b)
 		}
 	}
 	if removeAll {
-		for _, b := range cur {
-			if b.CallID == callID && cseq <= b.CSeq {
+		for i := range cur {
+			if cur[i].callID() == callID && cseq <= cur[i].cseq {
 				return nil, ErrOutOfOrder
 			}
 		}
 		cur = cur[:0]
 	}
-	for _, c := range changes {
+	for k, c := range changes {
 		i := indexOf(cur, c.Contact)
-		if i >= 0 && cur[i].CallID == callID && cseq <= cur[i].CSeq {
+		if i >= 0 && cur[i].callID() == callID && cseq <= cur[i].cseq {
 			return nil, ErrOutOfOrder
 		}
 		switch {
@@ -239,26 +409,29 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 			cur = append(cur[:i], cur[i+1:]...)
 		case c.Remove:
 		case i >= 0:
-			cur[i] = c.Binding
+			cur[i] = packed[k]
 		default:
-			cur = append(cur, c.Binding)
+			cur = append(cur, packed[k])
 		}
 	}
 	if len(cur) > maxContacts {
 		return nil, ErrTooManyContacts
 	}
-	if len(cur) == 0 {
-		delete(s.m, aor)
-	} else {
-		s.m[aor] = cur
+	if len(cur) < cap(cur) {
+		cur = append([]binding(nil), cur...) // most AoRs have one contact: hold no spare room
 	}
-	s.log(aor, cur)
-	return append([]Binding(nil), cur...), nil
+	sh.set(aor, cur)
+	out := make([]Binding, len(cur))
+	for i := range cur {
+		out[i] = cur[i].public(aor)
+	}
+	s.log(aor, out)
+	return out, nil
 }
 
-func indexOf(list []Binding, contact string) int {
-	for i, b := range list {
-		if b.Contact == contact {
+func indexOf(list []binding, contact string) int {
+	for i := range list {
+		if list[i].contact() == contact {
 			return i
 		}
 	}
@@ -267,24 +440,31 @@ func indexOf(list []Binding, contact string) int {
 
 // Sweep drops expired bindings and returns how many went.
 func (s *Store) Sweep() int {
-	t := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	n := 0
-	for aor, list := range s.m {
-		keep := list[:0]
-		for _, b := range list {
-			if b.Expires.After(t) {
-				keep = append(keep, b)
-			} else {
-				n++
+	for i := range s.shards {
+		t := s.now().UnixNano()
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for aor, list := range sh.m {
+			live := 0
+			for j := range list {
+				if list[j].expires > t {
+					live++
+				}
 			}
+			if live == len(list) {
+				continue
+			}
+			n += len(list) - live
+			keep := make([]binding, 0, live)
+			for _, b := range list {
+				if b.expires > t {
+					keep = append(keep, b)
+				}
+			}
+			sh.set(aor, keep)
 		}
-		if len(keep) == 0 {
-			delete(s.m, aor)
-		} else {
-			s.m[aor] = keep
-		}
+		sh.mu.Unlock()
 	}
 	// Expired bindings need no journal record: loading drops them too.
 	return n
@@ -292,21 +472,28 @@ func (s *Store) Sweep() int {
 
 // Count returns the number of AoRs and contacts held.
 func (s *Store) Count() (aors, contacts int) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, l := range s.m {
-		contacts += len(l)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		aors += len(sh.m)
+		contacts += sh.contacts
+		sh.mu.RUnlock()
 	}
-	return len(s.m), contacts
+	return aors, contacts
 }
 
 // All returns every binding, for listing.
 func (s *Store) All() []Binding {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
 	var out []Binding
-	for _, l := range s.m {
-		out = append(out, l...)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for aor, l := range sh.m {
+			for j := range l {
+				out = append(out, l[j].public(aor))
+			}
+		}
+		sh.mu.RUnlock()
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].AoR != out[j].AoR {
@@ -319,8 +506,8 @@ func (s *Store) All() []Binding {
 
 // Flush pushes buffered journal records to disk.
 func (s *Store) Flush() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	if s.jw == nil {
 		return nil
 	}
@@ -336,24 +523,25 @@ func (s *Store) Flush() error {
 
 // JournalSize is the journal's length in bytes, to decide when to Compact.
 func (s *Store) JournalSize() int64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	return s.jbytes
 }
 
-// Compact writes a snapshot of the table and starts an empty journal. The
-// table is copied under the lock and written outside it, so registrations
-// go on meanwhile, into the new journal.
+// Compact writes a snapshot of the table and starts an empty journal.
+//
+// The journal is set aside first; then each shard in turn is copied (its
+// AoRs and list headers, under its lock) and written out. A change made
+// after the journal was set aside may or may not be in the snapshot, but it
+// is in the new journal, which is replayed over the snapshot, so loading
+// ends with it either way. Registrations go on meanwhile, and the snapshot
+// is streamed: it costs a shard's worth of memory, not the table's.
 func (s *Store) Compact() error {
 	if s.path == "" {
 		return nil
 	}
 	old := s.path + ".journal.old"
-	s.mu.Lock()
-	var list []Binding
-	for _, l := range s.m {
-		list = append(list, l...)
-	}
+	s.jmu.Lock()
 	var err error
 	if s.jw != nil {
 		err = errors.Join(s.jw.Flush(), s.journal.Close())
@@ -365,19 +553,15 @@ func (s *Store) Compact() error {
 	if oerr := s.openJournal(); oerr != nil {
 		err = errors.Join(err, oerr)
 	}
-	s.mu.Unlock()
+	s.jmu.Unlock()
 	if err != nil {
 		return fmt.Errorf("compact location journal: %w", err)
-	}
-	data, err := json.Marshal(list)
-	if err != nil {
-		return fmt.Errorf("encode location snapshot: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".location-*")
 	if err != nil {
 		return fmt.Errorf("write location snapshot: %w", err)
 	}
-	_, werr := tmp.Write(data)
+	werr := s.writeSnapshot(tmp)
 	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("write location snapshot: %w", err)
@@ -389,4 +573,44 @@ func (s *Store) Compact() error {
 	// Only now is the set-aside journal redundant.
 	os.Remove(old)
 	return nil
+}
+
+type aorList struct {
+	aor  string
+	list []binding
+}
+
+// writeSnapshot writes the table as a JSON array of Binding, one per line.
+func (s *Store) writeSnapshot(f io.Writer) error {
+	w := bufio.NewWriterSize(f, 256*1024)
+	w.WriteString("[")
+	first := true
+	var part []aorList
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		part = part[:0]
+		for aor, l := range sh.m {
+			part = append(part, aorList{aor, l})
+		}
+		sh.mu.RUnlock()
+		for _, p := range part {
+			for j := range p.list {
+				data, err := json.Marshal(p.list[j].public(p.aor))
+				if err != nil {
+					return err
+				}
+				if !first {
+					w.WriteString(",")
+				}
+				first = false
+				w.WriteString("\n")
+				if _, err := w.Write(data); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	w.WriteString("\n]\n")
+	return w.Flush()
 }
