@@ -438,12 +438,19 @@ func (sh *shard) response(now int64, m *msg, first []byte) {
 		// response. A 2xx to an INVITE needs its ACK again, but the dialog
 		// is gone; the callee's retransmission budget covers that.
 		if m.status >= 200 {
-			for cls := range classNames {
-				if string(m.cseqM) == methodOf(cls) {
-					st.c[cls].dups.Add(1)
-					break
+			cls := clsBye
+			switch string(m.cseqM) {
+			case "NOTIFY":
+				cls = clsNotify
+			case "REGISTER":
+				cls = clsRegister
+				if sh.phase == phRamp {
+					cls = clsRamp
 				}
+			case "INVITE":
+				cls = clsCall
 			}
+			st.c[cls].dups.Add(1)
 		}
 		return
 	}
@@ -494,20 +501,6 @@ func (sh *shard) response(now int64, m *msg, first []byte) {
 		}
 		sh.finish(t)
 	}
-}
-
-func methodOf(cls int) string {
-	switch cls {
-	case clsNotify:
-		return "NOTIFY"
-	case clsRamp:
-		return "" // counted under register
-	case clsRegister:
-		return "REGISTER"
-	case clsCall:
-		return "INVITE"
-	}
-	return "BYE"
 }
 
 // request handles what the proxy forwards to a callee: INVITE, ACK, BYE.

@@ -86,6 +86,7 @@ func (s *sampler) loop(ctx context.Context) {
 	sa, _ := cpu.ReadStat()
 	ta := time.Now()
 	var last [nClasses]uint64
+	var lastH SipHealth
 	lastPrint := ta
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -109,6 +110,7 @@ func (s *sampler) loop(ctx context.Context) {
 		if i%2 == 0 {
 			if h, err := health(ctx, s.d.HTTP); err == nil {
 				smp.hasTrans, smp.trans, smp.regs, smp.calls = true, h.Transactions, h.Registrations, h.ActiveCalls
+				lastH = h
 			}
 		}
 		s.mu.Lock()
@@ -130,7 +132,7 @@ func (s *sampler) loop(ctx context.Context) {
 			}
 			fmt.Fprintf(s.w, "itsp %d %-8s reg %6.0f/s notify %6.0f/s refresh %4.0f/s calls %5.1f/s fail %d | sipd %.2f cores %4.0f MB, gen %.2f, system %.2f busy | regs %d tx %d\n",
 				s.n, phaseNames[smp.phase], rate[clsRamp], rate[clsNotify], rate[clsRegister], rate[clsCall], fails,
-				smp.sipd, float64(smp.rss)/(1<<20), smp.self, smp.busy, smp.regs, smp.trans)
+				smp.sipd, float64(smp.rss)/(1<<20), smp.self, smp.busy, lastH.Registrations, lastH.Transactions)
 			lastPrint = tb
 		}
 	}
