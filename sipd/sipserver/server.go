@@ -435,10 +435,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	tp := s.ua.TransportLayer()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(s.udp)+len(s.streams))
+	udp := make([]net.PacketConn, 0, len(s.udp))
 	for _, c := range s.udp {
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- tp.ServeUDP(c) }()
+		udp = append(udp, c)
 	}
+	wg.Add(len(udp))
+	serveUDPThenSetStreamSize(udp, s.cfg.MaxSize, func(c net.PacketConn, done chan struct{}) {
+		defer wg.Done()
+		defer close(done)
+		errc <- tp.ServeUDP(c)
+	})
 	for _, l := range s.streams {
 		wg.Add(1)
 		go func() {
