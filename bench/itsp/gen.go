@@ -89,6 +89,8 @@ type stats struct {
 	rampDone  atomic.Int64
 	unexpect  atomic.Int64 // unexpected answers logged so far
 	sendDrops atomic.Uint64
+	pktsOut   atomic.Uint64 // datagrams sent, retransmissions included
+	pktsIn    atomic.Uint64 // datagrams received
 }
 
 func (st *stats) fail(cls int, code int, first []byte) {
@@ -615,6 +617,7 @@ func (sh *shard) run() {
 				}
 			}
 			got += n
+			sh.c.st.pktsIn.Add(uint64(n))
 			if n < batch {
 				break
 			}
@@ -622,6 +625,7 @@ func (sh *shard) run() {
 		sh.schedule(now)
 		sh.fire(now)
 		if len(sh.out) > 0 {
+			sh.c.st.pktsOut.Add(uint64(len(sh.out)))
 			if d := sh.s.send(sh.out); d > 0 {
 				sh.c.st.sendDrops.Add(uint64(d))
 			}

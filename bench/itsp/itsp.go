@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -308,6 +309,8 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	// Phase 2: the hold with the full mix.
 	holdStart := time.Now()
 	smp.markHold()
+	pkts0 := st.pktsIn.Load() + st.pktsOut.Load()
+	genProf := startGenProfile(dir)
 	setPhase(phHold)
 	var prof chan string
 	if o.Profile && o.Duration >= 20*time.Second {
@@ -324,6 +327,8 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	}
 	holdEnd := time.Now()
 	smp.markHoldEnd()
+	pkts := st.pktsIn.Load() + st.pktsOut.Load() - pkts0
+	r.GenProfileTop = genProf(ctx)
 	setPhase(phDrain)
 	drainLimit := time.Now().Add(timerB + ringTime + 5*time.Second)
 	for time.Now().Before(drainLimit) {
@@ -363,6 +368,12 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	}
 	r.SendDrops = st.sendDrops.Load()
 	smp.fill(&r)
+	if hold > 0 {
+		r.GenMsgRate = float64(pkts) / hold
+	}
+	if r.GenMsgRate > 0 {
+		r.GenUsPerMsg = 1e6 * r.GenCPUAvg / r.GenMsgRate
+	}
 	if h, err := health(ctx, d.HTTP); err == nil {
 		r.HealthAfterHold = h
 	}
@@ -373,6 +384,31 @@ func hostName() string {
 	h, _ := os.Hostname()
 	k, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return h + " (Linux " + strings.TrimSpace(string(k)) + ")"
+}
+
+// startGenProfile starts a CPU profile of this process (the generator)
+// into dir/gen-cpu.pprof; the function it returns stops it and returns
+// pprof's top.
+func startGenProfile(dir string) func(context.Context) string {
+	p := filepath.Join(dir, "gen-cpu.pprof")
+	f, err := os.Create(p)
+	if err != nil {
+		return func(context.Context) string { return err.Error() }
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func(context.Context) string { return "generator profile: " + err.Error() }
+	}
+	return func(ctx context.Context) string {
+		pprof.StopCPUProfile()
+		f.Close()
+		exe, _ := os.Executable()
+		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", exe, p).CombinedOutput()
+		if err != nil {
+			return "pprof: " + err.Error()
+		}
+		return string(out)
+	}
 }
 
 // captureProfile takes 10 s of sipd CPU profile and returns pprof's top.

@@ -59,6 +59,9 @@ type Result struct {
 	SipdCPUAvg       float64       `json:"sipd_cpu_avg"`
 	SipdCPUPeak      float64       `json:"sipd_cpu_peak"`
 	GenCPUAvg        float64       `json:"generator_cpu_avg"`
+	GenMsgRate       float64       `json:"generator_msgs_per_s"` // datagrams sent and received during the hold
+	GenUsPerMsg      float64       `json:"generator_us_per_msg"` // generator CPU per datagram during the hold
+	GenProfileTop    string        `json:"generator_profile_top,omitempty"`
 	SystemBusyAvg    float64       `json:"system_busy_avg"`
 	RSSIdle          uint64        `json:"rss_idle"`
 	RSSRegistered    uint64        `json:"rss_registered"`
@@ -255,6 +258,8 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		m := table{head: []string{"Item", "Value"}}
 		m.add("sipd CPU during hold, avg / peak (cores)", f2(r.SipdCPUAvg)+" / "+f2(r.SipdCPUPeak))
 		m.add("generator CPU during hold (cores)", f2(r.GenCPUAvg))
+		m.add("generator datagrams during hold (per s, sent + received)", f1(r.GenMsgRate))
+		m.add("generator CPU per datagram (µs)", f2(r.GenUsPerMsg))
 		m.add("system busy during hold (cores)", f2(r.SystemBusyAvg))
 		m.add("sipd RSS idle / registered / peak (MB)", mb(r.RSSIdle)+" / "+mb(r.RSSRegistered)+" / "+mb(r.RSSPeak))
 		m.add("memory per registered contact (B)", f1(r.BytesPerContact))
@@ -263,6 +268,9 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		m.add("sipd start with users loaded (s)", f1(r.StartSeconds))
 		m.add("generator send errors", strconv.FormatUint(r.SendDrops, 10))
 		m.write(&b)
+		if r.GenProfileTop != "" {
+			b.WriteString("Generator CPU profile, the whole hold (gen-cpu.pprof in the run directory):\n\n```\n" + strings.TrimSpace(r.GenProfileTop) + "\n```\n\n")
+		}
 		if r.ProfileTop != "" {
 			b.WriteString("sipd CPU profile, 10 s during the hold:\n\n```\n" + strings.TrimSpace(r.ProfileTop) + "\n```\n\n")
 		}
