@@ -96,7 +96,8 @@ type Server struct {
 	pike    *protect.Pike
 	cdr     io.WriteCloser
 
-	udp       map[string]*net.UDPConn // by local address
+	udp       map[string]*net.UDPConn   // by local address
+	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
 	streams   []streamListener
 	listeners []proxy.Listener
 
@@ -106,7 +107,8 @@ type Server struct {
 
 	exemptPfx []netip.Prefix
 
-	kaTag string // To tag of fast-path answers
+	kaTag  string   // To tag of fast-path answers
+	kaURIs selfURIs // request URIs of keep-alives found to be ours
 
 	tooLarge, banned, fastKeepalives, panics, malformed atomic.Uint64
 }
@@ -291,6 +293,10 @@ func (s *Server) bind() (*tls.Config, error) {
 			uc.SetReadBuffer(udpBuffer)
 			uc.SetWriteBuffer(udpBuffer)
 			s.udp[uc.LocalAddr().String()] = uc
+			if s.udpByAddr == nil {
+				s.udpByAddr = make(map[net.Addr]*net.UDPConn)
+			}
+			s.udpByAddr[uc.LocalAddr()] = uc
 			s.addListener(t, uc.LocalAddr())
 		case "TCP", "TLS":
 			ln, err := net.Listen("tcp", l.Addr)
@@ -395,14 +401,19 @@ func (s *Server) filter(info sip.TransportReadProps, data []byte) ([]byte, error
 // fastKeepalive answers an OPTIONS or NOTIFY keep-alive to us straight
 // from the read loop (see keepalive.go).
 func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, data []byte) bool {
-	conn := s.udp[info.LocalAddr.String()]
+	conn := s.udpByAddr[info.LocalAddr]
 	if conn == nil {
+		if conn = s.udp[info.LocalAddr.String()]; conn == nil {
+			return false
+		}
+	}
+	bp := kaBufs.Get().(*[]byte)
+	defer kaBufs.Put(bp)
+	res, ok := appendKeepaliveAnswer((*bp)[:0], data, src, s.self, s.kaTag, &s.kaURIs)
+	if !ok {
 		return false
 	}
-	res := keepaliveAnswer(data, src, s.self, s.kaTag)
-	if res == nil {
-		return false
-	}
+	*bp = res[:0]
 	// Counted before the write: whoever reads the answer may look at the
 	// counters at once.
 	s.fastKeepalives.Add(1)
@@ -410,6 +421,9 @@ func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, 
 	conn.WriteToUDPAddrPort(res, src)
 	return true
 }
+
+// kaBufs holds the buffers fast-path answers are built in.
+var kaBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // Close releases a server that will not be served (Serve cleans up after
 // itself); it is a no-op once Serve has started.
