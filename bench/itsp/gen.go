@@ -1,7 +1,7 @@
 package itsp
 
 import (
-	"container/heap"
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -172,19 +172,6 @@ type tev struct {
 	del bool // uc: forget the call
 }
 
-type tevHeap []tev
-
-func (h tevHeap) Len() int           { return len(h) }
-func (h tevHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h tevHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *tevHeap) Push(x any)        { *h = append(*h, x.(tev)) }
-func (h *tevHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 // shard is one socket and the subscribers it hosts (index shard, shard+K,
 // ...), driven by one goroutine: read, answer, send what the schedule
 // says is due, retransmit, flush.
@@ -197,7 +184,10 @@ type shard struct {
 	regCSeq []uint32
 	txns    map[uint64]*txn
 	uas     map[string]*uasCall
-	timers  tevHeap
+	timers  *wheel
+	fireFn  func(tev)
+	notifyT []byte // NOTIFY template, patched in place
+	notifyO [3]int // offsets of its branch, user and Call-ID fields
 	free    []*txn
 	nextID  uint64
 	out     [][]byte
@@ -207,6 +197,7 @@ type shard struct {
 	sentCls [nClasses]uint64 // scheduled sends in this phase
 	cursor  [nClasses]int    // next local subscriber per class
 	ha1     map[int]string
+	fireNow int64
 	tagSeq  uint64
 	unacked int          // callee calls whose 200 is not acknowledged
 	active  atomic.Int64 // transactions and unacknowledged calls, for the drain
@@ -218,8 +209,34 @@ func newShard(c *control, idx, k int, local netip.Addr) (*shard, error) {
 		return nil, err
 	}
 	n := (c.n - idx + k - 1) / k
-	return &shard{c: c, idx: idx, k: k, s: s, local: fmt.Sprintf("%s:%d", local, s.port), nLocal: n,
-		regCSeq: make([]uint32, n), txns: map[uint64]*txn{}, uas: map[string]*uasCall{}, ha1: map[int]string{}}, nil
+	sh := &shard{c: c, idx: idx, k: k, s: s, local: fmt.Sprintf("%s:%d", local, s.port), nLocal: n,
+		regCSeq: make([]uint32, n), txns: map[uint64]*txn{}, uas: map[string]*uasCall{}, ha1: map[int]string{},
+		timers: newWheel(c.now())}
+	sh.fireFn = sh.fireOne
+	sh.buildNotify()
+	return sh, nil
+}
+
+// buildNotify prepares the NOTIFY template: fixed-width fields (16 hex
+// digits of branch and Call-ID, 7 digits of user) patched per message.
+func (sh *shard) buildNotify() {
+	proxy := sh.c.proxy.String()
+	b := []byte("NOTIFY sip:" + proxy + " SIP/2.0\r\nVia: SIP/2.0/UDP " + sh.local + ";branch=" + branchPrefix)
+	sh.notifyO[0] = len(b)
+	b = append(b, "0000000000000000;rport\r\nMax-Forwards: 70\r\nFrom: <sip:user"...)
+	sh.notifyO[1] = len(b)
+	b = append(b, "0000000@"+sh.c.domain+">;tag=ka\r\nTo: <sip:"+proxy+">\r\nCall-ID: ka-"...)
+	sh.notifyO[2] = len(b)
+	b = append(b, "0000000000000000\r\nCSeq: 1 NOTIFY\r\nEvent: keep-alive\r\nContent-Length: 0\r\n\r\n"...)
+	sh.notifyT = b
+}
+
+func putHex16(b []byte, v uint64) {
+	const hexd = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = hexd[v&15]
+		v >>= 4
+	}
 }
 
 func user(i int) string { return fmt.Sprintf("user%07d", i) }
@@ -264,7 +281,7 @@ func (sh *shard) start(t *txn, now int64) {
 	sh.txns[t.id] = t
 	sh.out = append(sh.out, t.buf)
 	sh.c.st.c[t.cls].sent.Add(1)
-	heap.Push(&sh.timers, tev{at: now + int64(t.interval), tx: t, gen: t.gen})
+	sh.timers.add(tev{at: now + int64(t.interval), tx: t, gen: t.gen})
 }
 
 func (sh *shard) finish(t *txn) {
@@ -302,6 +319,19 @@ func (sh *shard) via(b []byte, id uint64) []byte {
 
 func (sh *shard) notify(now int64, sub int) {
 	t := sh.newTxn(kNotify, clsNotify, sub)
+	if sub < 1e7 {
+		b := append(t.buf[:0], sh.notifyT...)
+		putHex16(b[sh.notifyO[0]:], t.id)
+		u := b[sh.notifyO[1] : sh.notifyO[1]+7]
+		for i, v := 6, sub; i >= 0; i-- {
+			u[i] = byte('0' + v%10)
+			v /= 10
+		}
+		putHex16(b[sh.notifyO[2]:], t.id)
+		t.buf = b
+		sh.start(t, now)
+		return
+	}
 	b := append(t.buf, "NOTIFY sip:"...)
 	b = append(b, sh.c.proxy.String()...)
 	b = append(b, " SIP/2.0\r\n"...)
@@ -527,7 +557,7 @@ func (sh *shard) request(now int64, m *msg) {
 		uc.held = sh.answer(m, 200, "OK", tag, true)
 		sh.uas[id] = uc
 		sh.out = append(sh.out, uc.last)
-		heap.Push(&sh.timers, tev{at: now + int64(ringTime), uc: uc, ok: true, gen: uc.gen})
+		sh.timers.add(tev{at: now + int64(ringTime), uc: uc, ok: true, gen: uc.gen})
 	case "ACK":
 		if uc, ok := sh.uas[string(m.callID)]; ok && !uc.acked && uc.ok != nil {
 			uc.acked = true
@@ -543,7 +573,7 @@ func (sh *shard) request(now int64, m *msg) {
 				sh.unacked--
 			}
 			uc.bye = true
-			heap.Push(&sh.timers, tev{at: now + int64(timerB), uc: uc, del: true})
+			sh.timers.add(tev{at: now + int64(timerB), uc: uc, del: true})
 		}
 	default:
 		sh.out = append(sh.out, sh.answer(m, 200, "OK", "", false))
@@ -598,11 +628,17 @@ func (sh *shard) run() {
 			sh.sentCls = [nClasses]uint64{}
 		}
 		now := sh.c.now()
-		got := 0
+		full := false
 		for range 8 {
 			n := sh.s.recv()
+			if n > 0 {
+				now = sh.c.now()
+			}
 			for i := range n {
 				data := sh.s.rbufs[i][:sh.s.rhdr[i].n]
+				if sh.quickResponse(now, data) {
+					continue
+				}
 				if !sh.m.parse(data) {
 					continue
 				}
@@ -616,9 +652,8 @@ func (sh *shard) run() {
 					sh.response(now, &sh.m, first)
 				}
 			}
-			got += n
 			sh.c.st.pktsIn.Add(uint64(n))
-			if n < batch {
+			if full = n == batch; !full {
 				break
 			}
 		}
@@ -633,10 +668,75 @@ func (sh *shard) run() {
 			sh.out = sh.out[:0]
 		}
 		sh.active.Store(int64(len(sh.txns) + sh.unacked))
-		if got == 0 {
-			sh.s.wait(1)
+		if !full {
+			// A fixed tick rather than a wake per datagram: the socket
+			// buffers what arrives meanwhile and the next pass reads it in
+			// batches. Latency is taken when a batch is read, so it
+			// includes up to one tick of this wait.
+			time.Sleep(tick)
 		}
 	}
+}
+
+// tick is the generator's pacing and polling period.
+const tick = time.Millisecond
+
+var branchTok = []byte("branch=" + branchPrefix)
+
+// quickResponse handles, without parsing the headers, a response that
+// only needs its status and transaction: a provisional, or the 2xx
+// ending a NOTIFY, REGISTER with credentials or BYE. It reports whether
+// it did.
+func (sh *shard) quickResponse(now int64, data []byte) bool {
+	if len(data) < 12 || string(data[:8]) != "SIP/2.0 " {
+		return false
+	}
+	code := 0
+	for _, c := range data[8:11] {
+		if c < '0' || c > '9' {
+			return false
+		}
+		code = code*10 + int(c-'0')
+	}
+	i := bytes.Index(data, branchTok)
+	if i < 0 || len(data) < i+len(branchTok)+16 {
+		return false
+	}
+	var id uint64
+	for _, c := range data[i+len(branchTok) : i+len(branchTok)+16] {
+		switch {
+		case c >= '0' && c <= '9':
+			id = id<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			id = id<<4 | uint64(c-'a'+10)
+		default:
+			return false
+		}
+	}
+	t, ok := sh.txns[id]
+	if !ok {
+		return false
+	}
+	switch {
+	case code < 200:
+		if t.kind == kInv1 || t.kind == kInv2 {
+			t.ringing = true
+			t.deadline = now + int64(timerB) + int64(ringTime)
+		} else {
+			t.interval = t2
+		}
+	case code < 300 && (t.kind == kNotify || t.kind == kReg2 || t.kind == kBye):
+		c := &sh.c.st.c[t.cls]
+		c.lat.add(time.Duration(now - t.first))
+		c.completed.Add(1)
+		if t.cls == clsRamp {
+			sh.c.st.rampDone.Add(1)
+		}
+		sh.finish(t)
+	default:
+		return false
+	}
+	return true
 }
 
 func indexCRLF(b []byte) int {
@@ -701,14 +801,19 @@ func (sh *shard) schedule(now int64) {
 // client transactions, the callee's 200 after the ring time and its
 // retransmissions until the ACK, and forgetting finished calls.
 func (sh *shard) fire(now int64) {
+	sh.fireNow = now
+	sh.timers.due(now, sh.fireFn)
+}
+
+func (sh *shard) fireOne(e tev) {
 	st := sh.c.st
-	for len(sh.timers) > 0 && sh.timers[0].at <= now {
-		e := heap.Pop(&sh.timers).(tev)
+	now := sh.fireNow
+	{
 		switch {
 		case e.tx != nil:
 			t := e.tx
 			if t.gen != e.gen || t.done {
-				continue
+				return
 			}
 			if now >= t.deadline {
 				st.fail(t.cls, 0, nil)
@@ -716,12 +821,12 @@ func (sh *shard) fire(now int64) {
 					st.rampDone.Add(1)
 				}
 				sh.finish(t)
-				continue
+				return
 			}
 			invite := t.kind == kInv1 || t.kind == kInv2
 			if invite && t.ringing {
-				heap.Push(&sh.timers, tev{at: t.deadline, tx: t, gen: t.gen})
-				continue
+				sh.timers.add(tev{at: t.deadline, tx: t, gen: t.gen})
+				return
 			}
 			sh.out = append(sh.out, t.buf)
 			st.c[t.cls].retrans.Add(1)
@@ -730,7 +835,7 @@ func (sh *shard) fire(now int64) {
 			} else {
 				t.interval = min(2*t.interval, t2)
 			}
-			heap.Push(&sh.timers, tev{at: min(now+int64(t.interval), t.deadline), tx: t, gen: t.gen})
+			sh.timers.add(tev{at: min(now+int64(t.interval), t.deadline), tx: t, gen: t.gen})
 		case e.del:
 			if sh.uas[e.uc.id] == e.uc {
 				delete(sh.uas, e.uc.id)
@@ -738,7 +843,7 @@ func (sh *shard) fire(now int64) {
 		case e.uc != nil:
 			uc := e.uc
 			if uc.gen != e.gen || uc.acked {
-				continue
+				return
 			}
 			if e.ok {
 				uc.ok, uc.held = uc.held, nil
@@ -748,14 +853,14 @@ func (sh *shard) fire(now int64) {
 					st.fail(clsCall, 0, []byte("callee: no ACK for 200"))
 					uc.acked = true
 					sh.unacked--
-					heap.Push(&sh.timers, tev{at: now, uc: uc, del: true})
-					continue
+					sh.timers.add(tev{at: now, uc: uc, del: true})
+					return
 				}
 				st.c[clsCall].retrans.Add(1)
 				uc.interval = min(2*uc.interval, t2)
 			}
 			sh.out = append(sh.out, uc.ok)
-			heap.Push(&sh.timers, tev{at: now + int64(uc.interval), uc: uc, gen: uc.gen})
+			sh.timers.add(tev{at: now + int64(uc.interval), uc: uc, gen: uc.gen})
 		}
 	}
 }

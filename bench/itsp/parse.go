@@ -34,7 +34,18 @@ func (m *msg) reset() {
 }
 
 func canonical(name []byte) string {
-	switch string(bytes.ToLower(bytes.TrimSpace(name))) {
+	name = bytes.TrimSpace(name)
+	var low [24]byte
+	if len(name) > len(low) {
+		return ""
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	switch string(low[:len(name)]) {
 	case "via", "v":
 		return "via"
 	case "call-id", "i":

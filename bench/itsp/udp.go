@@ -29,7 +29,7 @@ type sock struct {
 	wiov  []unix.Iovec
 }
 
-const batch = 64
+const batch = 256
 
 func openSock(local netip.Addr, proxy netip.AddrPort) (*sock, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -112,9 +112,4 @@ func (s *sock) send(msgs [][]byte) int {
 		msgs = msgs[n:]
 	}
 	return dropped
-}
-
-// wait blocks until the socket is readable or ms milliseconds pass.
-func (s *sock) wait(ms int) {
-	unix.Poll([]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}, ms)
 }
