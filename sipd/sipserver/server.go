@@ -407,6 +407,17 @@ func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, 
 			return false
 		}
 	}
+	return s.answerKeepalive(conn, src, data, false)
+}
+
+// answerKeepalive writes the fast-path answer to a keep-alive datagram and
+// reports whether data was one. With checkPike (a datagram filter has not
+// seen) a keep-alive from a flooding source is counted and dropped as
+// filter would.
+func (s *Server) answerKeepalive(conn *net.UDPConn, src netip.AddrPort, data []byte, checkPike bool) bool {
+	if len(data) > s.cfg.MaxSize {
+		return false
+	}
 	bp := kaBufs.Get().(*[]byte)
 	defer kaBufs.Put(bp)
 	res, ok := appendKeepaliveAnswer((*bp)[:0], data, src, s.self, s.kaTag, &s.kaURIs)
@@ -414,12 +425,38 @@ func (s *Server) fastKeepalive(info sip.TransportReadProps, src netip.AddrPort, 
 		return false
 	}
 	*bp = res[:0]
+	if checkPike && !s.exempt(src.Addr().Unmap()) && !s.pike.Allow(src.Addr()) {
+		s.banned.Add(1)
+		return true
+	}
 	// Counted before the write: whoever reads the answer may look at the
 	// counters at once.
 	s.fastKeepalives.Add(1)
 	s.core.CountKeepalive()
 	conn.WriteToUDPAddrPort(res, src)
 	return true
+}
+
+// kaConn is the listener sipgo reads: it answers keep-alives itself, with
+// ReadFromUDPAddrPort (no address allocated), and hands sipgo only the
+// rest, which sipgo's read loop would otherwise pay an address, its
+// String and the filter call for.
+type kaConn struct {
+	*net.UDPConn
+	s *Server
+}
+
+func (k *kaConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, src, err := k.UDPConn.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return n, nil, err
+		}
+		if k.s.answerKeepalive(k.UDPConn, src, p[:n], true) {
+			continue
+		}
+		return n, net.UDPAddrFromAddrPort(src), nil
+	}
 }
 
 // kaBufs holds the buffers fast-path answers are built in.
@@ -451,7 +488,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, len(s.udp)+len(s.streams))
 	udp := make([]net.PacketConn, 0, len(s.udp))
 	for _, c := range s.udp {
-		udp = append(udp, c)
+		udp = append(udp, &kaConn{UDPConn: c, s: s})
 	}
 	wg.Add(len(udp))
 	serveUDPThenSetStreamSize(udp, s.cfg.MaxSize, func(c net.PacketConn, done chan struct{}) {
