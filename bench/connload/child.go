@@ -33,7 +33,7 @@ type childReport struct {
 
 // childCmd is what the parent writes to a child's stdin.
 type childCmd struct {
-	Cmd      string  `json:"cmd"` // load or exit
+	Cmd      string  `json:"cmd"` // load, answer or exit
 	Rate     float64 `json:"rate"`
 	Duration string  `json:"duration"`
 	// RegisterEvery: every Nth request is a REGISTER refresh, the rest
@@ -147,6 +147,13 @@ func ChildMain(args []string) int {
 		if cmd.Cmd == "load" {
 			d, _ := time.ParseDuration(cmd.Duration)
 			out.Encode(runLoad(live, cmd.Rate, d, cmd.RegisterEvery))
+		}
+		if cmd.Cmd == "answer" {
+			// From now on the connections only answer calls.
+			for _, c := range live {
+				go c.answer()
+			}
+			out.Encode(childReport{Phase: "answer", OK: len(live)})
 		}
 	}
 	for _, c := range live {

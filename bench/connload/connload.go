@@ -34,6 +34,7 @@ type Config struct {
 	Duration time.Duration // measured load (TCP) or churn (TLS) period
 	Procs    int           // client child processes
 	IdleTLS  int           // TLS: idle connections held for the memory figure
+	TLSCalls float64       // TLS: calls per second, each over a new connection, to the idle ones
 	Out      string
 	Sipd     string // sipd binary; empty: build it
 	// Child is the command line that starts a client child; the child's
@@ -57,6 +58,7 @@ func Main(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured period (TCP load, TLS churn)")
 	fs.IntVar(&cfg.Procs, "procs", 4, "client child processes")
 	fs.IntVar(&cfg.IdleTLS, "idle-tls", 2000, "TLS: idle connections held to measure memory")
+	fs.Float64Var(&cfg.TLSCalls, "tls-calls", 100, "TLS: calls per second for --duration, each from a new TLS connection to an idle registered one")
 	fs.StringVar(&cfg.Out, "out", "out/conns", "output directory")
 	fs.StringVar(&cfg.Sipd, "sipd", "", "sipd binary (default: build it)")
 	quick := fs.Bool("quick", false, "tiny run: 200 TCP connections, 50 TLS, 3 s")
@@ -91,6 +93,7 @@ func Main(args []string) int {
 func QuickConfig(c Config) Config {
 	c.Conns, c.IdleTLS, c.Procs = 200, 50, 2
 	c.Rate, c.Requests, c.Duration = 200, 100, 2*time.Second
+	c.TLSCalls = 5
 	return c
 }
 
@@ -428,6 +431,12 @@ func runTLS(ctx context.Context, cfg Config, dir string) (Result, error) {
 		cl.stop()
 		return r, err
 	}
+	if cfg.TLSCalls > 0 {
+		if err := tlsCalls(ctx, cfg, s, cl, &r); err != nil {
+			cl.stop()
+			return r, err
+		}
+	}
 	cl.stop()
 	settle(ctx, 2*time.Second)
 
@@ -441,6 +450,30 @@ func runTLS(ctx context.Context, cfg Config, dir string) (Result, error) {
 	r.ReqP50, r.ReqP99 = percentiles(lat)
 	r.Errors = append(r.Errors, errs...)
 	return r, nil
+}
+
+// tlsCalls has the children's idle connections answer calls and places
+// cfg.TLSCalls calls per second for cfg.Duration, each over a new TLS
+// connection.
+func tlsCalls(ctx context.Context, cfg Config, s *sipd, cl *clients, r *Result) error {
+	if err := cl.send(childCmd{Cmd: "answer"}); err != nil {
+		return err
+	}
+	if _, err := cl.collect(); err != nil {
+		return err
+	}
+	callers := max(1, min(1000, int(cfg.Rate)))
+	cfg.Log.Info("tls: calls, a new connection per call", "rate", cfg.TLSCalls, "duration", cfg.Duration)
+	r.CallRate = cfg.TLSCalls
+	c1, t1 := procCPU(s.d.PID()), time.Now()
+	ok, failed, lat, errs := calls(ctx, s.sip, cfg.TLSCalls, cfg.Duration, callers, cfg.IdleTLS)
+	wall := time.Since(t1)
+	r.CallCPU = cpu.ProcCores(c1, procCPU(s.d.PID()), wall)
+	r.CallOK, r.CallFailed = ok, failed
+	r.CallsPerS = float64(ok) / wall.Seconds()
+	r.CallP50, r.CallP99 = percentiles(lat)
+	r.Errors = append(r.Errors, errs...)
+	return nil
 }
 
 // churn registers over a fresh TLS connection each time, at rate per

@@ -56,6 +56,9 @@ func TestConnsQuick(t *testing.T) {
 	if rs[1].ChurnOK == 0 || rs[1].Handshakes == 0 {
 		t.Errorf("tls: no churn measured: %+v", rs[1])
 	}
+	if want := int(cfg.TLSCalls * cfg.Duration.Seconds()); rs[1].CallOK != want || rs[1].CallFailed != 0 || rs[1].CallP50 == 0 {
+		t.Errorf("tls: calls %d ok, %d failed, want %d ok: %v", rs[1].CallOK, rs[1].CallFailed, want, rs[1].Errors)
+	}
 	b, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +73,7 @@ func TestConnsQuick(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for name, want := range map[string]string{"results.csv": "mode,conns,held", "report.md": "## TLS", "memory.svg": "<svg",
+	for name, want := range map[string]string{"results.csv": "mode,conns,held", "report.md": "## TLS calls", "memory.svg": "<svg",
 		"tcp/heap-held.pb.gz": "", "tls/heap-held.pb.gz": ""} {
 		b, err := os.ReadFile(filepath.Join(out, name))
 		if err != nil {

@@ -53,6 +53,13 @@ type Result struct {
 	ChurnFailed    int      `json:"churn_failed"`
 	Handshakes     float64  `json:"handshakes_per_s,omitempty"`
 	ChurnCPU       float64  `json:"churn_cpu_cores,omitempty"`
+	CallRate       float64  `json:"call_rate,omitempty"` // TLS: target calls/s, each over a new connection
+	CallOK         int      `json:"call_ok,omitempty"`
+	CallFailed     int      `json:"call_failed"`
+	CallsPerS      float64  `json:"calls_per_s,omitempty"`
+	CallP50        float64  `json:"call_setup_p50_ms,omitempty"` // INVITE with credentials to 200
+	CallP99        float64  `json:"call_setup_p99_ms,omitempty"`
+	CallCPU        float64  `json:"call_cpu_cores,omitempty"`
 	Errors         []string `json:"errors,omitempty"`
 }
 
@@ -69,8 +76,8 @@ func (r *Result) setMemory(before, held memPoint, n int) {
 	r.Met = r.PerConn <= r.TargetPerConn
 }
 
-// Failures is every failed connection, request and churn registration.
-func (r Result) Failures() int { return r.ConnectFailed + r.ReqFailed + r.ChurnFailed }
+// Failures is every failed connection, request, churn registration and call.
+func (r Result) Failures() int { return r.ConnectFailed + r.ReqFailed + r.ChurnFailed + r.CallFailed }
 
 // Summary is a one-line digest for the terminal.
 func (r Result) Summary() string {
@@ -80,6 +87,9 @@ func (r Result) Summary() string {
 		s += fmt.Sprintf("; %.0f req/s, p50 %.2f ms p99 %.2f ms, %d failed, sipd %.2f cores", r.ReqAchieved, r.ReqP50, r.ReqP99, r.Failures(), r.LoadCPU)
 	} else {
 		s += fmt.Sprintf("; %.0f handshakes+REGISTER/s, p50 %.2f ms p99 %.2f ms, %d failed, sipd %.2f cores", r.Handshakes, r.ReqP50, r.ReqP99, r.Failures(), r.ChurnCPU)
+		if r.CallRate > 0 {
+			s += fmt.Sprintf("; calls %.0f/s (%d ok, %d failed), setup p50 %.2f ms p99 %.2f ms, sipd %.2f cores", r.CallsPerS, r.CallOK, r.CallFailed, r.CallP50, r.CallP99, r.CallCPU)
+		}
 	}
 	return s
 }
@@ -145,7 +155,8 @@ func writeOutputs(dir string, rs []Result) error {
 var csvHeader = []string{"mode", "conns", "held", "connect_failed", "conn_rate", "ramp_s", "rss_before_mb", "rss_held_mb",
 	"per_conn_bytes", "heap_per_conn_bytes", "stack_per_conn_bytes", "goroutines_per_conn", "projected_80k_mb",
 	"target_per_conn_bytes", "met", "req_rate", "req_achieved", "req_failed", "req_p50_ms", "req_p99_ms",
-	"load_cpu_cores", "handshakes_per_s", "churn_ok", "churn_failed", "churn_cpu_cores"}
+	"load_cpu_cores", "handshakes_per_s", "churn_ok", "churn_failed", "churn_cpu_cores",
+	"call_rate", "calls_per_s", "call_ok", "call_failed", "call_setup_p50_ms", "call_setup_p99_ms", "call_cpu_cores"}
 
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 
@@ -161,7 +172,8 @@ func writeCSV(path string, rs []Result) error {
 			f2(r.RampSeconds), f2(r.RSSBeforeMB), f2(r.RSSHeldMB), f2(r.PerConn), f2(r.HeapPerConn), f2(r.StackPerConn),
 			f2(r.GoroutinesPer), f2(r.Projected80k), f2(r.TargetPerConn), strconv.FormatBool(r.Met), f2(r.ReqRate),
 			f2(r.ReqAchieved), strconv.Itoa(r.ReqFailed), f2(r.ReqP50), f2(r.ReqP99), f2(r.LoadCPU), f2(r.Handshakes),
-			strconv.Itoa(r.ChurnOK), strconv.Itoa(r.ChurnFailed), f2(r.ChurnCPU)})
+			strconv.Itoa(r.ChurnOK), strconv.Itoa(r.ChurnFailed), f2(r.ChurnCPU),
+			f2(r.CallRate), f2(r.CallsPerS), strconv.Itoa(r.CallOK), strconv.Itoa(r.CallFailed), f2(r.CallP50), f2(r.CallP99), f2(r.CallCPU)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -197,10 +209,17 @@ func Markdown(rs []Result) string {
 			fmt.Fprintf(&b, "| latency | all p50 %.2f ms p99 %.2f ms; OPTIONS p50 %.2f p99 %.2f; REGISTER refresh (two round trips) p50 %.2f p99 %.2f |\n", r.ReqP50, r.ReqP99, r.OptP50, r.OptP99, r.RefP50, r.RefP99)
 			fmt.Fprintf(&b, "| sipd CPU under load | %.2f cores; RSS after %.1f MB |\n", r.LoadCPU, r.RSSAfterLoadMB)
 		} else {
-			fmt.Fprintf(&b, "| churn | target %.0f/s for %.0f s: TLS handshake, REGISTER, 401, REGISTER, 200, close; registrations only, no calls |\n", r.ConnRate, r.Duration)
+			fmt.Fprintf(&b, "| churn | target %.0f/s for %.0f s: TLS handshake, REGISTER, 401, REGISTER, 200, close; registrations only, calls below |\n", r.ConnRate, r.Duration)
 			fmt.Fprintf(&b, "| handshakes sustained | **%.0f/s** (%d ok, %d failed) |\n", r.Handshakes, r.ChurnOK, r.ChurnFailed)
 			fmt.Fprintf(&b, "| latency (connect to 200) | p50 %.2f ms p99 %.2f ms |\n", r.ReqP50, r.ReqP99)
 			fmt.Fprintf(&b, "| sipd CPU during churn | %.2f cores |\n", r.ChurnCPU)
+		}
+		if r.Mode == "tls" && r.CallRate > 0 {
+			b.WriteString("\n## TLS calls: a new connection per call, to the idle registered connections\n\n| | |\n|---|---|\n")
+			fmt.Fprintf(&b, "| calls | target %.0f/s for %.0f s: TLS handshake, INVITE, 407, ACK, INVITE with digest, 180, 200, ACK, BYE, 200, close; the callee answers on its idle registered TLS connection |\n", r.CallRate, r.Duration)
+			fmt.Fprintf(&b, "| calls sustained | **%.1f/s** (%d ok, %d failed) |\n", r.CallsPerS, r.CallOK, r.CallFailed)
+			fmt.Fprintf(&b, "| setup latency (INVITE with credentials to 200) | p50 %.2f ms p99 %.2f ms |\n", r.CallP50, r.CallP99)
+			fmt.Fprintf(&b, "| sipd CPU during calls | %.2f cores |\n", r.CallCPU)
 		}
 		if len(r.Errors) > 0 {
 			fmt.Fprintf(&b, "| first errors | %s |\n", strings.ReplaceAll(strings.Join(r.Errors, "; "), "|", "/"))

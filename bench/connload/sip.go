@@ -43,8 +43,13 @@ func randHex(n int) string {
 type response struct {
 	code int
 	cseq string
-	auth []string // WWW-Authenticate values
+	auth []string // WWW-Authenticate and Proxy-Authenticate values
 	clen int
+	// For calls: the To header (with the callee's tag), the Record-Route
+	// values in order, and the Contact's URI.
+	to      string
+	rr      []string
+	contact string
 }
 
 // readResponse reads one response, skipping provisional ones.
@@ -84,8 +89,14 @@ func (s *sipConn) readResponse(deadline time.Time) (*response, error) {
 			switch strings.ToLower(strings.TrimSpace(name)) {
 			case "cseq":
 				res.cseq = val
-			case "www-authenticate":
+			case "www-authenticate", "proxy-authenticate":
 				res.auth = append(res.auth, val)
+			case "to", "t":
+				res.to = val
+			case "record-route":
+				res.rr = append(res.rr, splitList(val)...)
+			case "contact", "m":
+				res.contact = contactURI(val)
 			case "content-length", "l":
 				res.clen, _ = strconv.Atoi(val)
 			}
