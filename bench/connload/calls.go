@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -262,43 +260,14 @@ func (s *sipConn) call(callee string, timeout time.Duration) (setup time.Duratio
 // callees i0..i<callees-1>.
 func calls(ctx context.Context, addr string, rate float64, d time.Duration, callers, callees int) (ok, failed int, lat []int, errs []string) {
 	dial := dialer("TLS")
-	total := int(rate * d.Seconds())
-	var nok, nfail atomic.Int64
-	var el errList
-	var ll latencies
-	sem := make(chan struct{}, 2000)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range total {
-		if ctx.Err() != nil {
-			break
+	return paced(ctx, rate, d, func(i int) (time.Duration, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return 0, fmt.Errorf("handshake: %w", err)
 		}
-		if w := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); w > 0 {
-			time.Sleep(w)
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			setup, err := func() (time.Duration, error) {
-				c, err := dial(ctx, addr)
-				if err != nil {
-					return 0, fmt.Errorf("handshake: %w", err)
-				}
-				defer c.Close()
-				user := fmt.Sprintf("t%d", i%callers)
-				s := newSipConn(c, user, "TLS", addr, fmt.Sprintf("<sip:%s@%s;transport=TLS>", user, c.LocalAddr()))
-				return s.call(fmt.Sprintf("i%d", i%callees), 10*time.Second)
-			}()
-			if err != nil {
-				nfail.Add(1)
-				el.add(err)
-				return
-			}
-			nok.Add(1)
-			ll.add("INVITE", setup)
-		}()
-	}
-	wg.Wait()
-	return int(nok.Load()), int(nfail.Load()), ll.m["INVITE"], el.errs
+		defer c.Close()
+		user := fmt.Sprintf("t%d", i%callers)
+		s := newSipConn(c, user, "TLS", addr, fmt.Sprintf("<sip:%s@%s;transport=TLS>", user, c.LocalAddr()))
+		return s.call(fmt.Sprintf("i%d", i%callees), 10*time.Second)
+	})
 }

@@ -480,11 +480,32 @@ func tlsCalls(ctx context.Context, cfg Config, s *sipd, cl *clients, r *Result) 
 // second for d: handshake, REGISTER, 401, REGISTER, 200, close.
 func churn(ctx context.Context, addr string, rate float64, d time.Duration, users int) (ok, failed int, lat []int, errs []string) {
 	dial := dialer("TLS")
+	return paced(ctx, rate, d, func(i int) (time.Duration, error) {
+		t0 := time.Now()
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return 0, fmt.Errorf("handshake: %w", err)
+		}
+		defer c.Close()
+		user := fmt.Sprintf("t%d", i%users)
+		s := newSipConn(c, user, "TLS", addr, fmt.Sprintf("<sip:%s@127.0.0.1:5999;transport=TLS>", user))
+		if err := s.register(password, 10*time.Second); err != nil {
+			return 0, err
+		}
+		return time.Since(t0), nil
+	})
+}
+
+// paced runs rate×d jobs, started on schedule (not in bursts), each on its
+// own goroutine, at most 2,000 at once (each holds a connection and a
+// file). It returns how many succeeded and failed, the successes' latency
+// in microseconds, and a sample of the errors.
+func paced(ctx context.Context, rate float64, d time.Duration, job func(i int) (time.Duration, error)) (ok, failed int, lat []int, errs []string) {
 	total := int(rate * d.Seconds())
 	var nok, nfail atomic.Int64
 	var el errList
 	var ll latencies
-	sem := make(chan struct{}, 2000) // bounds open connections and fds
+	sem := make(chan struct{}, 2000)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range total {
@@ -498,28 +519,18 @@ func churn(ctx context.Context, addr string, rate float64, d time.Duration, user
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			t0 := time.Now()
-			err := func() error {
-				c, err := dial(ctx, addr)
-				if err != nil {
-					return fmt.Errorf("handshake: %w", err)
-				}
-				defer c.Close()
-				user := fmt.Sprintf("t%d", i%users)
-				s := newSipConn(c, user, "TLS", addr, fmt.Sprintf("<sip:%s@127.0.0.1:5999;transport=TLS>", user))
-				return s.register(password, 10*time.Second)
-			}()
+			took, err := job(i)
 			if err != nil {
 				nfail.Add(1)
 				el.add(err)
 				return
 			}
 			nok.Add(1)
-			ll.add("REGISTER", time.Since(t0))
+			ll.add("job", took)
 		}()
 	}
 	wg.Wait()
-	return int(nok.Load()), int(nfail.Load()), ll.m["REGISTER"], el.errs
+	return int(nok.Load()), int(nfail.Load()), ll.m["job"], el.errs
 }
 
 // percentiles returns p50 and p99 in milliseconds of microsecond samples.
