@@ -246,18 +246,9 @@ func (e *Engine) adoptedInfo(now time.Time) []FlowInfo {
 			if f.Key.Local.Port()%2 == 1 {
 				fi.Component = "rtcp"
 			}
-			last := s.LastSeen
-			if last.IsZero() {
-				last = g.since
-			}
-			switch {
-			case f.Learning:
-				// Nothing latches it any more: the slow path that would
-				// has gone with the old process.
-				fi.State = StateLearning
-			case now.Sub(last) >= idleAfter:
-				fi.State = StateIdle
-			}
+			// A learning flow stays so: the slow path that would latch
+			// it has gone with the old process.
+			fi.State = flowState(f.Learning, s.LastSeen, g.since, now)
 			out = append(out, fi)
 		}
 	}

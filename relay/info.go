@@ -223,20 +223,27 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 			if d.inKern && !d.learning {
 				fi.Path = PathKernel
 			}
-			last := t.LastSeen
-			if last.IsZero() {
-				last = d.since
-			}
-			switch {
-			case d.learning:
-				fi.State = StateLearning
-			case now.Sub(last) >= idleAfter:
-				fi.State = StateIdle
-			}
+			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
 			out = append(out, fi)
 		}
 	}
 	return out
+}
+
+// flowState is a flow's state for listings: learning until latched, idle
+// after idleAfter without a packet (counted from its install when it has
+// never seen one), else active.
+func flowState(learning bool, lastSeen, since, now time.Time) string {
+	if lastSeen.IsZero() {
+		lastSeen = since
+	}
+	switch {
+	case learning:
+		return StateLearning
+	case now.Sub(lastSeen) >= idleAfter:
+		return StateIdle
+	}
+	return StateActive
 }
 
 func sortFlows(out []FlowInfo) {
