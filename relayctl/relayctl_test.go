@@ -93,22 +93,31 @@ func TestFlowsFromRunningRelay(t *testing.T) {
 			t.Fatalf("phone B got %d of %d packets: %v", i, n, err)
 		}
 	}
-	out, code := relayCmd(t, "-api", api, "flows", "-json", "-interval", "0")
-	if code != 0 {
-		t.Fatalf("flows: exit %d: %s", code, out)
-	}
-	var rows []Flow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("flows -json is not JSON: %v\n%s", err, out)
-	}
+	// The relay forwards as soon as it latches; the engine hears of the
+	// latch a moment later, so the flow may still list as learning.
 	var got *Flow
-	for i := range rows {
-		if rows[i].Local == to.AddrPort().String() {
-			got = &rows[i]
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		out, code := relayCmd(t, "-api", api, "flows", "-json", "-interval", "0")
+		if code != 0 {
+			t.Fatalf("flows: exit %d: %s", code, out)
 		}
-	}
-	if got == nil {
-		t.Fatalf("no flow for %s in %+v", to, rows)
+		var rows []Flow
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("flows -json is not JSON: %v\n%s", err, out)
+		}
+		got = nil
+		for i := range rows {
+			if rows[i].Local == to.AddrPort().String() {
+				got = &rows[i]
+			}
+		}
+		if got == nil {
+			t.Fatalf("no flow for %s in %+v", to, rows)
+		}
+		if got.State != "learning" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if got.CallID != "call-1" || got.Packets != n || got.Bytes != n*21 || got.Path != "userspace" || got.State != "active" {
 		t.Fatalf("flow = %+v, want call-1, %d packets, %d bytes, userspace, active", got, n, n*21)
