@@ -163,12 +163,21 @@ type LaunchConfig struct {
 	// Uninstall runs "sipd -uninstall" after it stops: kernel datapaths
 	// pin maps and links, which outlive the process by design.
 	Uninstall bool
+	// NoFile, when set, is sipd's RLIMIT_NOFILE (soft and hard), set by
+	// util-linux's prlimit, which execs sipd in place: a test can run a
+	// connection flood against a low limit cheaply.
+	NoFile uint64
+	// Args are extra command-line arguments (e.g. -relay-only).
+	Args []string
 }
 
 // Launch starts sipd and waits up to 15 s for its /health.
 func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
-	argv := func(extra ...string) *exec.Cmd {
+	argv := func(daemon bool, extra ...string) *exec.Cmd {
 		args := append([]string{lc.Binary, "-config", lc.ConfigPath}, extra...)
+		if daemon && lc.NoFile > 0 {
+			args = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", lc.NoFile, lc.NoFile), "--"}, args...)
+		}
 		if lc.NetNS != "" {
 			args = append([]string{"nsenter", "--net=" + lc.NetNS}, args...)
 		}
@@ -177,7 +186,7 @@ func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
 	d := &Daemon{SIP: lc.SIP, HTTP: lc.HTTP, LogPath: lc.LogPath, exited: make(chan struct{}),
 		client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: lc.Dial}}}
 	if lc.Uninstall {
-		d.uninstall = argv("-uninstall")
+		d.uninstall = argv(false, "-uninstall")
 	}
 	logf, err := os.Create(d.LogPath)
 	if err != nil {
@@ -185,7 +194,7 @@ func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
 	}
 	defer logf.Close()
 	// Not CommandContext: the caller stops the child with Stop, by its PID.
-	d.cmd = argv()
+	d.cmd = argv(true, lc.Args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
@@ -241,6 +250,22 @@ func (d *Daemon) Health(ctx context.Context) (Health, error) {
 		return h, fmt.Errorf("decode health: %w", err)
 	}
 	return h, nil
+}
+
+// Exited is closed when the process has ended.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// Kill ends the child with SIGKILL, as a crash would, and waits for it. It
+// leaves pinned BPF state in place (a restarted sipd picks it up); Stop
+// after Kill still removes it.
+func (d *Daemon) Kill() {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	d.cmd.Process.Kill()
+	<-d.exited
 }
 
 // Stop ends the child: SIGTERM, then SIGKILL after 10 s; then it removes

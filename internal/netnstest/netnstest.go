@@ -12,6 +12,7 @@ package netnstest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -487,4 +488,94 @@ func (tp *Topo) PrepareXDP(t testing.TB, native bool) {
 			t.Cleanup(func() { l.Close() })
 		}
 	}
+}
+
+// Host is an extra namespace hung off the relay namespace by AddHost: a
+// third party on the network, such as an attacker, that reaches the relay
+// and, through it, the caller and callee.
+type Host struct {
+	*NS
+	V4, V6 netip.Addr // the host's own addresses
+	// Relay4 and Relay6 are the relay namespace's addresses on the link.
+	Relay4, Relay6 netip.Addr
+}
+
+// AddHost creates one more namespace joined to the relay namespace by a
+// veth ("h0" on the host, "h<n>" on the relay) with the addresses
+// 10.252.n.2/24 and fd00:252:n::2/64 (the relay's end is .1 and ::1) and
+// default routes through the relay. n must be 3..250 and unique per
+// topology (1 and 2 are the caller's and callee's links). The namespace is
+// removed with the test.
+func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
+	t.Helper()
+	if n < 3 || n > 250 {
+		t.Fatalf("AddHost %s: link number %d: want 3..250", role, n)
+	}
+	base := strings.TrimSuffix(tp.Relay.Name, "-r")
+	name := base + "-" + role
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("create namespace %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, h: -1}
+	t.Cleanup(func() { ns.remove(t) })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	ns.h = h
+	host := &Host{NS: ns,
+		V4: netip.AddrFrom4([4]byte{10, 252, byte(n), 2}), Relay4: netip.AddrFrom4([4]byte{10, 252, byte(n), 1}),
+		V6:     netip.MustParseAddr(fmt.Sprintf("fd00:252:%d::2", n)),
+		Relay6: netip.MustParseAddr(fmt.Sprintf("fd00:252:%d::1", n))}
+	relayIf := fmt.Sprintf("h%d", n)
+	steps := []struct {
+		ns   *NS
+		args []string
+	}{
+		{ns, []string{"link", "add", "h0", "type", "veth", "peer", "name", relayIf, "netns", tp.Relay.Name}},
+		{ns, []string{"addr", "add", netip.PrefixFrom(host.V4, 24).String(), "dev", "h0"}},
+		{ns, []string{"addr", "add", netip.PrefixFrom(host.V6, 64).String(), "dev", "h0", "nodad"}},
+		{tp.Relay, []string{"addr", "add", netip.PrefixFrom(host.Relay4, 24).String(), "dev", relayIf}},
+		{tp.Relay, []string{"addr", "add", netip.PrefixFrom(host.Relay6, 64).String(), "dev", relayIf, "nodad"}},
+		{ns, []string{"link", "set", "lo", "up"}},
+		{ns, []string{"link", "set", "h0", "up"}},
+		{tp.Relay, []string{"link", "set", relayIf, "up"}},
+	}
+	for _, s := range steps {
+		if err := ip(s.ns, s.args...); err != nil {
+			t.Fatalf("add host %s: %v", role, err)
+		}
+	}
+	for _, w := range []struct {
+		ns  *NS
+		dev string
+	}{{ns, "h0"}, {tp.Relay, relayIf}} {
+		if err := waitUp(w.ns, w.dev); err != nil {
+			t.Fatalf("add host %s: %v", role, err)
+		}
+	}
+	for _, r := range [][]string{{"-4", "route", "add", "default", "via", host.Relay4.String()},
+		{"-6", "route", "add", "default", "via", host.Relay6.String()}} {
+		if err := ip(ns, r...); err != nil {
+			t.Fatalf("add host %s: %v", role, err)
+		}
+	}
+	return host
+}
+
+// DialContext connects from inside the namespace; the connection keeps
+// the namespace after the call returns. Its signature fits
+// http.Transport.DialContext, for reaching a daemon's API inside it.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, n.Name, err)
+	}
+	return c, nil
 }

@@ -1,0 +1,350 @@
+// Package sipua is a hand-driven SIP user agent for tests: the test writes
+// the exact bytes of each request and reads what comes back, so nothing
+// between the test and the server under test can be wrong in the same way
+// as the server. It works over a UDP socket the test opened (in any
+// network namespace), and answers digest challenges.
+package sipua
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/sipd/digest"
+)
+
+// UA is one endpoint on one UDP socket.
+type UA struct {
+	t    testing.TB
+	conn *net.UDPConn
+	// Server is where Send goes.
+	Server netip.AddrPort
+	seq    atomic.Uint64
+}
+
+// New wraps conn, which the test owns; it is closed with the test.
+func New(t testing.TB, conn *net.UDPConn, server netip.AddrPort) *UA {
+	t.Cleanup(func() { conn.Close() })
+	return &UA{t: t, conn: conn, Server: server}
+}
+
+// Addr is the socket's local address.
+func (u *UA) Addr() netip.AddrPort { return u.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Conn is the socket.
+func (u *UA) Conn() *net.UDPConn { return u.conn }
+
+// CRLF turns a message written with bare newlines into wire form.
+func CRLF(text string) string {
+	text = strings.TrimLeft(text, "\n")
+	if strings.Contains(text, "\r\n") {
+		return text
+	}
+	return strings.ReplaceAll(text, "\n", "\r\n")
+}
+
+// Send writes text (newlines made CRLF) to the server.
+func (u *UA) Send(text string) { u.SendTo(u.Server, text) }
+
+// SendTo writes text (newlines made CRLF) to dst.
+func (u *UA) SendTo(dst netip.AddrPort, text string) {
+	u.t.Helper()
+	if _, err := u.conn.WriteToUDPAddrPort([]byte(CRLF(text)), dst); err != nil {
+		u.t.Fatalf("send to %s: %v", dst, err)
+	}
+}
+
+// Recv returns the next message, or nil after timeout.
+func (u *UA) Recv(timeout time.Duration) sip.Message {
+	u.t.Helper()
+	buf := make([]byte, 65535)
+	u.conn.SetReadDeadline(time.Now().Add(timeout))
+	n, src, err := u.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return nil
+	}
+	m, err := sip.ParseMessage(buf[:n])
+	if err != nil {
+		u.t.Fatalf("unparsable message from %s: %v\n%s", src, err, buf[:n])
+	}
+	m.SetSource(src.String())
+	return m
+}
+
+// Response waits for the next final or provisional response other than
+// 100 Trying; nil after timeout. Requests that arrive meanwhile are
+// dropped.
+func (u *UA) Response(timeout time.Duration) *sip.Response {
+	u.t.Helper()
+	end := time.Now().Add(timeout)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		m := u.Recv(left)
+		if m == nil {
+			return nil
+		}
+		if r, ok := m.(*sip.Response); ok && r.StatusCode != 100 {
+			return r
+		}
+	}
+}
+
+// Expect reads until a response other than 100 arrives and fails the test
+// unless its code is code.
+func (u *UA) Expect(code int) *sip.Response {
+	u.t.Helper()
+	r := u.Response(3 * time.Second)
+	if r == nil {
+		u.t.Fatalf("%s: no response, want %d", u.Addr(), code)
+	}
+	if r.StatusCode != code {
+		u.t.Fatalf("%s: got %d %s, want %d", u.Addr(), r.StatusCode, r.Reason, code)
+	}
+	return r
+}
+
+// ExpectRequest reads until a request of method arrives.
+func (u *UA) ExpectRequest(method sip.RequestMethod) *sip.Request {
+	u.t.Helper()
+	r := u.WaitRequest(method, 3*time.Second)
+	if r == nil {
+		u.t.Fatalf("%s: no %s request", u.Addr(), method)
+	}
+	return r
+}
+
+// WaitRequest reads until a request of method arrives; nil after timeout.
+func (u *UA) WaitRequest(method sip.RequestMethod, timeout time.Duration) *sip.Request {
+	u.t.Helper()
+	end := time.Now().Add(timeout)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		m := u.Recv(left)
+		if m == nil {
+			return nil
+		}
+		if r, ok := m.(*sip.Request); ok && r.Method == method {
+			return r
+		}
+	}
+}
+
+// Silent reports whether nothing at all arrives for d.
+func (u *UA) Silent(d time.Duration) bool {
+	u.t.Helper()
+	return u.Recv(d) == nil
+}
+
+// Respond answers req as a UAS would: same Via, From, Call-ID and CSeq,
+// Record-Route copied, a To tag, our Contact, and body as application/sdp
+// when not empty.
+func (u *UA) Respond(req *sip.Request, code int, reason, toTag, body string) {
+	u.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "SIP/2.0 %d %s\r\n", code, reason)
+	for _, h := range req.GetHeaders("Via") {
+		b.WriteString("Via: " + h.Value() + "\r\n")
+	}
+	for _, h := range req.GetHeaders("Record-Route") {
+		b.WriteString("Record-Route: " + h.Value() + "\r\n")
+	}
+	to := req.To().Value()
+	if toTag != "" && !strings.Contains(to, "tag=") {
+		to += ";tag=" + toTag
+	}
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\nContact: <sip:uas@%s>\r\n",
+		req.From().Value(), to, req.CallID().Value(), req.CSeq().Value(), hostPort(u.Addr()))
+	if body != "" {
+		body = CRLF(body)
+		fmt.Fprintf(&b, "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	} else {
+		b.WriteString("Content-Length: 0\r\n\r\n")
+	}
+	dst, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		u.t.Fatalf("respond: request source %q: %v", req.Source(), err)
+	}
+	u.SendTo(dst, b.String())
+}
+
+func hostPort(a netip.AddrPort) string {
+	if a.Addr().Is6() && !a.Addr().Is4In6() {
+		return a.String()
+	}
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()).String()
+}
+
+// Branch returns a new RFC 3261 branch.
+func (u *UA) Branch() string {
+	return fmt.Sprintf("z9hG4bK%s.%d", strings.NewReplacer(".", "", ":", "", "[", "", "]", "").Replace(u.Addr().String()), u.seq.Add(1))
+}
+
+// Msg describes a request for Request.
+type Msg struct {
+	Method  string
+	RURI    string // Request-URI
+	From    string // URI; the tag is FromTag
+	FromTag string // default "ft-" + CallID
+	To      string // URI
+	ToTag   string // empty: none (an out-of-dialog request)
+	CallID  string
+	CSeq    int
+	Headers []string // extra header lines, e.g. "Route: <sip:...;lr>"
+	Body    string   // SDP, sent as application/sdp
+	Branch  string   // Via branch; empty: a new one
+}
+
+// Request builds the wire text of m from u: Via with a new branch and
+// rport, Max-Forwards 70, and a Contact at u's address.
+func (u *UA) Request(m Msg) string {
+	ftag := m.FromTag
+	if ftag == "" {
+		ftag = "ft-" + m.CallID
+	}
+	branch := m.Branch
+	if branch == "" {
+		branch = u.Branch()
+	}
+	to := "<" + m.To + ">"
+	if m.ToTag != "" {
+		to += ";tag=" + m.ToTag
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=%s;rport\r\nMax-Forwards: 70\r\nFrom: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContact: <sip:ua@%s>\r\n",
+		m.Method, m.RURI, hostPort(u.Addr()), branch, m.From, ftag, to, m.CallID, m.CSeq, m.Method, hostPort(u.Addr()))
+	for _, h := range m.Headers {
+		b.WriteString(h + "\r\n")
+	}
+	if m.Body != "" {
+		body := CRLF(m.Body)
+		fmt.Fprintf(&b, "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	} else {
+		b.WriteString("Content-Length: 0\r\n\r\n")
+	}
+	return b.String()
+}
+
+// Param reads one parameter of a digest challenge.
+func Param(challenge, key string) string {
+	i := strings.Index(challenge, key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := challenge[i+len(key)+1:]
+	if strings.HasPrefix(v, `"`) {
+		return v[1 : 1+strings.IndexByte(v[1:], '"')]
+	}
+	if j := strings.IndexAny(v, ", "); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
+
+// Authorization answers a digest challenge (the value of WWW-Authenticate
+// or Proxy-Authenticate) for method and uri with qop=auth and count nc
+// (8 hex digits, e.g. "00000001").
+func Authorization(challenge, user, password, method, uri, nc string) string {
+	realm, nonce, alg := Param(challenge, "realm"), Param(challenge, "nonce"), Param(challenge, "algorithm")
+	if alg == "" {
+		alg = digest.MD5
+	}
+	ha1 := digest.HA1(alg, user, realm, password)
+	resp := digest.H(alg, ha1+":"+nonce+":"+nc+":c0ffee:auth:"+digest.H(alg, method+":"+uri))
+	return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s, cnonce="c0ffee", qop=auth, nc=%s`,
+		user, realm, nonce, uri, resp, alg, nc)
+}
+
+// Authenticated sends m, answers a 401 or 407 challenge with user's
+// credentials (the first challenge offered), and returns the response
+// that follows (other than 100 and the challenge). For an INVITE that is
+// the first response within a second, or nil: the callee may not have
+// answered yet, and the caller reads on with Response.
+func (u *UA) Authenticated(m Msg, user, password string) *sip.Response {
+	u.t.Helper()
+	m.Branch = u.Branch()
+	u.Send(u.Request(m))
+	r := u.Response(3 * time.Second)
+	if r == nil {
+		u.t.Fatalf("%s %s: no response", m.Method, m.RURI)
+	}
+	if r.StatusCode != 401 && r.StatusCode != 407 {
+		return r
+	}
+	if m.Method == "INVITE" {
+		u.Send(u.Ack(m, r))
+	}
+	hdr, ans := "WWW-Authenticate", "Authorization"
+	if r.StatusCode == 407 {
+		hdr, ans = "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	ch := r.GetHeader(hdr)
+	if ch == nil {
+		u.t.Fatalf("%d without %s", r.StatusCode, hdr)
+	}
+	m.CSeq++
+	m.Branch = ""
+	m.Headers = append(append([]string(nil), m.Headers...), ans+": "+Authorization(ch.Value(), user, password, m.Method, m.RURI, "00000001"))
+	u.Send(u.Request(m))
+	if m.Method == "INVITE" {
+		// The callee may not answer at all until the test makes it.
+		return u.Response(time.Second)
+	}
+	r = u.Response(3 * time.Second)
+	if r == nil {
+		u.t.Fatalf("%s %s with credentials: no response", m.Method, m.RURI)
+	}
+	return r
+}
+
+// Ack builds the ACK for a non-2xx final response to the INVITE m, which
+// was sent with m.Branch: that ACK belongs to the INVITE's transaction and
+// reuses its branch (RFC 3261 §17.1.1.3).
+func (u *UA) Ack(m Msg, r *sip.Response) string {
+	ack := m
+	ack.Method = "ACK"
+	ack.Body = ""
+	ack.ToTag = r.To().Params.GetOr("tag", "")
+	return u.Request(ack)
+}
+
+// Register registers user at domain with digest credentials and an
+// Expires of 600 s, and fails the test unless the answer is 200.
+func (u *UA) Register(user, domain, password string) *sip.Response {
+	u.t.Helper()
+	m := Msg{Method: "REGISTER", RURI: "sip:" + domain, From: "sip:" + user + "@" + domain, To: "sip:" + user + "@" + domain,
+		CallID: fmt.Sprintf("reg-%s-%d", user, u.seq.Add(1)), CSeq: 1, Headers: []string{"Expires: 600"}}
+	r := u.Authenticated(m, user, password)
+	if r.StatusCode != 200 {
+		u.t.Fatalf("register %s: got %d %s", user, r.StatusCode, r.Reason)
+	}
+	return r
+}
+
+// SDP is a minimal audio offer or answer for G.711 at rtp.
+func SDP(rtp netip.AddrPort) string {
+	a := rtp.Addr().Unmap()
+	fam := "IP4"
+	if a.Is6() {
+		fam = "IP6"
+	}
+	return fmt.Sprintf("v=0\no=- 1 1 IN %s %s\ns=-\nc=IN %s %s\nt=0 0\nm=audio %d RTP/AVP 0\na=rtpmap:0 PCMU/8000\n",
+		fam, a, fam, a, rtp.Port())
+}
+
+// FirstLine is a message's start line, for test failures.
+func FirstLine(m sip.Message) string {
+	line, _, _ := strings.Cut(m.String(), "\r\n")
+	return line
+}
