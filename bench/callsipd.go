@@ -46,6 +46,7 @@ func sipdConfig(def string, s sipdSetup, usersPath string) (string, error) {
 	left, right := l.RelayLeftAddr.String(), l.RelayRightAddr.String()
 	text := def
 	for _, r := range [][2]string{
+		{"state_dir: /var/lib/sipd", "state_dir: " + filepath.Join(s.Dir, "state")},
 		{"mode: all", "mode: " + s.Mode},
 		{"datapath: auto", "datapath: " + s.Datapath},
 		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", l.RelayLeftIf, l.RelayRightIf)},

@@ -22,9 +22,13 @@ func DefaultConfigYAML() []byte { return append([]byte(nil), defaultConfig...) }
 
 // Config is sipd's whole configuration.
 type Config struct {
-	Log   LogConfig   `yaml:"log"`
-	HTTP  HTTPConfig  `yaml:"http"`
-	Media MediaConfig `yaml:"media"`
+	// StateDir is where sipd keeps what must survive a restart: its
+	// secret, registrations, calls, CDRs. Relative paths in the sip
+	// section are taken from it.
+	StateDir string      `yaml:"state_dir"`
+	Log      LogConfig   `yaml:"log"`
+	HTTP     HTTPConfig  `yaml:"http"`
+	Media    MediaConfig `yaml:"media"`
 	// SIP is the proxy and registrar; its types live in sipconf so the SIP
 	// server can take them without importing this package.
 	SIP sipconf.Config `yaml:"sip"`
@@ -47,6 +51,9 @@ type NGConfig struct {
 	// TCP also listens on TCP at the same address.
 	TCP bool `yaml:"tcp"`
 }
+
+// DefaultStateDir is state_dir when the file leaves it out.
+const DefaultStateDir = "/var/lib/sipd"
 
 // DefaultGCPercent is runtime.gc_percent when the file leaves it out.
 const DefaultGCPercent = 50
@@ -126,7 +133,7 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig parses and validates YAML configuration text.
 func ParseConfig(data []byte) (*Config, error) {
 	// SIP fields left out of the file keep their documented defaults.
-	cfg := Config{SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
+	cfg := Config{StateDir: DefaultStateDir, SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
 		NG: NGConfig{Listen: DefaultNGListen}}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
@@ -139,6 +146,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
+// Resolve copies settings that more than one section uses into the
+// sections that use them (the state directory into sip). Validate calls
+// it, so a Config that has been validated is resolved.
+func (c *Config) Resolve() { c.SIP.StateDir = c.StateDir }
+
 // Media modes: which calls have their RTP relayed.
 const (
 	MediaNone = "none" // signaling only: SDP untouched, no relay started
@@ -150,7 +162,11 @@ var datapaths = map[string]bool{"auto": true, "xdp": true, "xdp-generic": true, 
 
 // Validate checks every field and reports all problems at once.
 func (c *Config) Validate() error {
+	c.Resolve()
 	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir is empty: sipd needs a directory for its secret and what survives restarts"))
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

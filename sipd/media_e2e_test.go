@@ -721,6 +721,11 @@ func checkRelayctl(t *testing.T, api, callID string, want []FlowJSON) {
 // startRun runs sipd's Run with cfg in the background and returns the
 // function that stops it and checks it ended cleanly within 10 s.
 func startRun(t *testing.T, cfg *Config) (stop func()) {
+	if cfg.StateDir == DefaultStateDir {
+		// Never the machine's own: each run keeps its state apart.
+		cfg.StateDir = t.TempDir()
+		cfg.Resolve()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()

@@ -141,6 +141,7 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
 	t.Cleanup(func() { _ = mediapath.Uninstall(pin) })
 	text := string(DefaultConfigYAML())
 	for _, r := range [][2]string{
+		{"state_dir: /var/lib/sipd", "state_dir: " + t.TempDir()},
 		{"listen: 127.0.0.1:8080", "listen: 127.0.0.1:18080"},
 		{"datapath: auto", "datapath: " + datapath},
 		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netnstest.RelayA, netnstest.RelayB)},

@@ -168,6 +168,7 @@ func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort,
 	}
 	text := string(def)
 	for _, r := range [][2]string{
+		{"state_dir: /var/lib/sipd", "state_dir: " + filepath.Join(dir, "state")},
 		{"listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort)},
 		{"pprof: false", "pprof: true"},
 		{"    - transport: udp\n      addr: 127.0.0.1:5060\n    - transport: tcp\n      addr: 127.0.0.1:5060",

@@ -121,6 +121,7 @@ func StartDaemon(ctx context.Context, dc DaemonConfig) (*Daemon, error) {
 	}
 	text := string(def)
 	for _, r := range [][2]string{
+		{"state_dir: /var/lib/sipd", "state_dir: " + filepath.Join(dc.Dir, "state")},
 		{"listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort)},
 		// UDP only: a free UDP port need not be free for TCP.
 		{"    - transport: udp\n      addr: 127.0.0.1:5060\n    - transport: tcp\n      addr: 127.0.0.1:5060",

@@ -95,6 +95,11 @@ func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
+	if cfg.StateDir == sipd.DefaultStateDir {
+		// Never the machine's own; Restart on the same Dir keeps it.
+		cfg.StateDir = filepath.Join(o.Dir, "state")
+		cfg.Resolve()
+	}
 	if len(o.Users) > 0 {
 		var b strings.Builder
 		for u, p := range o.Users {

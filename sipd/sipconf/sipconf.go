@@ -46,6 +46,15 @@ type Config struct {
 	Protect    Protect   `yaml:"protect"`
 	Dialog     Dialog    `yaml:"dialog"`
 	Timers     Timers    `yaml:"timers"`
+	// Secret keys the HMACs of what sipd hands out and must verify later
+	// (Record-Route tokens, nonces). Empty: the one kept in StateDir,
+	// generated there on first start. Instances that share it accept each
+	// other's tokens and nonces.
+	Secret string `yaml:"secret"`
+	// StateDir is the top-level state_dir (not part of this section):
+	// where the secret and relative store paths live. Empty: nothing is
+	// kept, and a random secret is made for each start.
+	StateDir string `yaml:"-"`
 }
 
 // Listen is one SIP socket.
@@ -204,6 +213,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParsePrefix(e); err != nil {
 			errs = append(errs, fmt.Errorf("sip.protect.exempt %q: %w", e, err))
 		}
+	}
+	if c.Secret != "" && len(c.Secret) < 16 {
+		errs = append(errs, errors.New("sip.secret: want at least 16 characters, or empty to keep one in state_dir"))
 	}
 	if c.Timers.Invite <= 0 {
 		errs = append(errs, errors.New("sip.timers.invite: must be positive"))

@@ -20,6 +20,10 @@ func TestDefaultConfigServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := cfg.SIP
+	if sc.StateDir != sipd.DefaultStateDir {
+		t.Fatalf("default state_dir %q, want %q", sc.StateDir, sipd.DefaultStateDir)
+	}
+	sc.StateDir = t.TempDir() // never the machine's own
 	// Same sockets as shipped, on free ports: 5060 may be taken here.
 	for i := range sc.Listen {
 		sc.Listen[i].Addr = strings.Replace(sc.Listen[i].Addr, ":5060", ":0", 1)

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ import (
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
 	"sipxdp/sipd/registrar"
+	"sipxdp/sipd/secret"
 	"sipxdp/sipd/sipconf"
 )
 
@@ -106,6 +108,8 @@ type Server struct {
 	handlers sync.WaitGroup
 
 	exemptPfx []netip.Prefix
+
+	secret []byte // sip.secret or the state directory's: keys nonces and tokens
 
 	kaTag  string   // To tag of fast-path answers
 	kaURIs selfURIs // request URIs of keep-alives found to be ours
@@ -179,13 +183,15 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 			log.Warn("sip.users_file is empty: authenticated requests will all be refused")
 		}
 	}
-	secret := []byte(cfg.Auth.Secret)
-	if len(secret) == 0 {
-		secret = make([]byte, 32)
-		rand.Read(secret)
+	if s.secret, err = loadSecret(cfg, log); err != nil {
+		return nil, err
+	}
+	nonceKey := []byte(cfg.Auth.Secret)
+	if len(nonceKey) == 0 {
+		nonceKey = secret.Derive(s.secret, "nonce")
 	}
 	auth, err := digest.New(s.users, digest.Options{Realm: cfg.Realm(), Algorithms: cfg.Auth.Algorithms,
-		TTL: cfg.Auth.NonceTTL.D(), Secret: secret, Now: opt.Now})
+		TTL: cfg.Auth.NonceTTL.D(), Secret: nonceKey, Now: opt.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +278,29 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		s.core.HandleRequest(req, tx)
 	})
 	return s, nil
+}
+
+// loadSecret returns sip.secret, or the secret kept in the state
+// directory (created with the directory when missing). Without a state
+// directory there is nothing to keep it in: a random one serves this run.
+func loadSecret(cfg sipconf.Config, log *slog.Logger) ([]byte, error) {
+	if cfg.StateDir == "" {
+		if cfg.Secret != "" {
+			return secret.Load(cfg.Secret, "")
+		}
+		log.Warn("no state_dir: a random secret for this run; nonces and Record-Route tokens die with it")
+		b := make([]byte, 32)
+		rand.Read(b)
+		return b, nil
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	b, err := secret.Load(cfg.Secret, filepath.Join(cfg.StateDir, "secret"))
+	if err != nil {
+		return nil, fmt.Errorf("sip secret: %w", err)
+	}
+	return b, nil
 }
 
 // bind opens the sockets so their real ports are known before Serve.
