@@ -306,23 +306,7 @@ func (s *Store) load(path string) error {
 // mid-write) and records that do not parse are skipped; the ones after
 // them still apply.
 func (s *Store) replay(name string) error {
-	st, err := journal.Replay(name, func(rec []byte) error {
-		var r record
-		if err := json.Unmarshal(rec, &r); err != nil {
-			return err
-		}
-		if r.AoR == "" {
-			return errors.New("record without an aor")
-		}
-		list := make([]binding, 0, len(r.Bindings))
-		for i := range r.Bindings {
-			if p, err := s.pack(&r.Bindings[i]); err == nil {
-				list = append(list, p)
-			}
-		}
-		s.shard(r.AoR).set(r.AoR, list)
-		return nil
-	})
+	st, err := journal.Replay(name, s.applyRecord)
 	if err != nil {
 		return fmt.Errorf("location journal: %w", err)
 	}
@@ -330,6 +314,25 @@ func (s *Store) replay(name string) error {
 		s.log.Warn("location journal: damaged records skipped", "path", name, "records", st.Records,
 			"bad", st.Bad, "torn_tail_bytes", st.Torn)
 	}
+	return nil
+}
+
+// applyRecord sets the AoR of one journal record to its bindings.
+func (s *Store) applyRecord(rec []byte) error {
+	var r record
+	if err := json.Unmarshal(rec, &r); err != nil {
+		return err
+	}
+	if r.AoR == "" {
+		return errors.New("record without an aor")
+	}
+	list := make([]binding, 0, len(r.Bindings))
+	for i := range r.Bindings {
+		if p, err := s.pack(&r.Bindings[i]); err == nil {
+			list = append(list, p)
+		}
+	}
+	s.shard(r.AoR).set(r.AoR, list)
 	return nil
 }
 
