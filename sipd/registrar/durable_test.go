@@ -298,3 +298,31 @@ func FuzzLocationReplay(f *testing.F) {
 		}
 	})
 }
+
+func TestSnapshotSize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "location.json")
+	st, err := NewStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SnapshotSize() != 0 {
+		t.Fatalf("no snapshot yet: %d", st.SnapshotSize())
+	}
+	apply(t, st, "a")
+	if err := st.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	if st.SnapshotSize() != fi.Size() || fi.Size() == 0 {
+		t.Fatalf("after compaction %d, file %d", st.SnapshotSize(), fi.Size())
+	}
+	st.Close()
+	st, err = NewStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.SnapshotSize() != fi.Size() {
+		t.Fatalf("loaded %d, file %d", st.SnapshotSize(), fi.Size())
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sipxdp/sipd/journal"
@@ -171,6 +172,8 @@ type Store struct {
 	// healed is the journal's Dropped count that the last snapshot covers:
 	// records dropped after it are in no file until the next one.
 	healed uint64
+	// snapSize is the snapshot file's length, as loaded or last written.
+	snapSize atomic.Int64
 }
 
 const nShards = 64
@@ -271,6 +274,9 @@ func (s *Store) load(path string) error {
 		return fmt.Errorf("read location snapshot: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil {
+		s.snapSize.Store(fi.Size())
+	}
 	bad := func(err error) error { return fmt.Errorf("location snapshot %s: %w", path, err) }
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 256*1024))
 	tok, err := dec.Token()
@@ -544,6 +550,10 @@ func (s *Store) Flush() error {
 	return nil
 }
 
+// SnapshotSize is the snapshot's length in bytes: compacting before the
+// journal has grown about as large costs more than replaying it would.
+func (s *Store) SnapshotSize() int64 { return s.snapSize.Load() }
+
 // JournalSize is the journal's length in bytes, to decide when to Compact.
 func (s *Store) JournalSize() int64 {
 	if s.journal == nil {
@@ -611,6 +621,9 @@ func (s *Store) Compact() error {
 		return fmt.Errorf("location snapshot: %w", err)
 	}
 	s.healed = dropped
+	if fi, err := os.Stat(s.path); err == nil {
+		s.snapSize.Store(fi.Size())
+	}
 	// Only now is the set-aside journal redundant.
 	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("compact location journal: %w", err)
