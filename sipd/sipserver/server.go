@@ -106,6 +106,10 @@ type Server struct {
 
 	usersMod time.Time
 	served   atomic.Bool
+
+	// Housekeeping's own: failed compactions in a row, and the tick
+	// before which none is tried again.
+	compactFails, compactAfter int
 	handlers sync.WaitGroup
 
 	exemptPfx []netip.Prefix
@@ -632,16 +636,32 @@ func (s *Server) describe() []string {
 // constant and the replay at start at most about twice the snapshot.
 const journalLimit = 32 << 20
 
+// compact writes the location snapshot. A failure is logged once and
+// retried a minute later, not every second; nothing is lost meanwhile.
+func (s *Server) compact(tick int) {
+	err := s.store.Compact()
+	switch {
+	case err != nil && s.compactFails == 0:
+		s.log.Error("location snapshot not written; the journal keeps every registration, retrying every minute", "error", err)
+	case err == nil && s.compactFails > 0:
+		s.log.Info("location snapshot written again", "failed_attempts", s.compactFails)
+	}
+	if err != nil {
+		s.compactFails++
+		s.compactAfter = tick + 60
+		return
+	}
+	s.compactFails = 0
+}
+
 func (s *Server) housekeep(tick int) {
 	// While the journal cannot write, it retries by itself (and has
 	// logged why); a compaction could not set it aside anyway.
-	if js, ok := s.store.Journal(); ok && !js.Degraded {
+	if js, ok := s.store.Journal(); ok && !js.Degraded && tick >= s.compactAfter {
 		n := s.store.JournalSize()
 		big := n > journalLimit && n > s.store.SnapshotSize()
 		if s.store.NeedsSnapshot() || big || (n > 0 && tick%600 == 599) {
-			if err := s.store.Compact(); err != nil {
-				s.log.Error("location snapshot not written; the journal keeps every registration", "error", err)
-			}
+			s.compact(tick)
 		}
 	}
 	if tick%10 == 0 {
