@@ -110,7 +110,7 @@ type Server struct {
 	// Housekeeping's own: failed compactions in a row, and the tick
 	// before which none is tried again.
 	compactFails, compactAfter int
-	handlers sync.WaitGroup
+	handlers                   sync.WaitGroup
 
 	exemptPfx []netip.Prefix
 
