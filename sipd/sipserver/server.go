@@ -106,11 +106,11 @@ type Server struct {
 
 	usersMod time.Time
 	served   atomic.Bool
+	handlers sync.WaitGroup
 
 	// Housekeeping's own: failed compactions in a row, and the tick
 	// before which none is tried again.
 	compactFails, compactAfter int
-	handlers                   sync.WaitGroup
 
 	exemptPfx []netip.Prefix
 
