@@ -97,6 +97,14 @@ func (e *env) legitCall() (alice, bob *sipua.UA) {
 	a, b := e.caller(), e.callee()
 	a.Register("alice", domain, password)
 	b.Register("bob", domain, password)
+	e.call(a, b)
+	return a, b
+}
+
+// call has alice (registered on a) call bob (registered on b): INVITE
+// with digest, 200, ACK, BYE from alice, 200. It returns the Call-ID.
+func (e *env) call(a, b *sipua.UA) string {
+	e.t.Helper()
 	callID := fmt.Sprintf("legit-%d", callSeq.Add(1))
 	inv := sipua.Msg{Method: "INVITE", RURI: "sip:bob@" + domain, From: "sip:alice@" + domain, To: "sip:bob@" + domain,
 		CallID: callID, CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Caller, 40000))}
@@ -116,7 +124,7 @@ func (e *env) legitCall() (alice, bob *sipua.UA) {
 	a.Send(a.Request(bye))
 	b.Respond(b.ExpectRequest("BYE"), 200, "OK", "", "")
 	a.Expect(200)
-	return a, b
+	return callID
 }
 
 // recordRoute turns a 2xx's Record-Route into the caller's Route lines.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"sipxdp/relay"
+	"sipxdp/sipd/journal"
 	"sipxdp/sipd/sipserver"
 	"sipxdp/sipd/wire"
 )
@@ -40,7 +41,10 @@ type NGStats interface {
 
 // Health is the /health document.
 type Health struct {
+	// Status is "ok", or "degraded" when something listed in Problems
+	// keeps sipd from doing all of its job (a store that cannot write).
 	Status        string           `json:"status"`
+	Problems      []string         `json:"problems,omitempty"`
 	Version       string           `json:"version"`
 	UptimeSeconds float64          `json:"uptime_seconds"`
 	SIP           *sipserver.Stats `json:"sip,omitempty"`
@@ -98,9 +102,13 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.SIP != nil {
 		st := a.SIP.Stats()
 		h.SIP = &st
+		h.Problems = append(h.Problems, st.Problems()...)
 	}
 	if a.NG != nil {
 		h.NG = a.NG.Stats()
+	}
+	if len(h.Problems) > 0 {
+		h.Status = "degraded"
 	}
 	writeJSON(w, h)
 }
@@ -210,6 +218,11 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		metric("sipxdp_sip_transactions", "gauge", "Requests in progress.", st.Transactions, "")
 		metric("sipxdp_sip_banned_sources", "gauge", "Sources banned for flooding.", st.BannedSources, "")
 		metric("sipxdp_sip_malformed_total", "counter", "Unparsable messages dropped.", st.Malformed, "")
+		fmt.Fprintf(&b, "# HELP sipxdp_sip_register_refused_total REGISTERs refused, by reason (store_unavailable: the binding could not be made durable; answered 500 with Retry-After).\n# TYPE sipxdp_sip_register_refused_total counter\n")
+		fmt.Fprintf(&b, "sipxdp_sip_register_refused_total{reason=\"store_unavailable\"} %d\n", st.RegisterUnavailable)
+		metric("sipxdp_sip_cdrs_total", "counter", "CDRs written (durable).", st.CDRs, "")
+		metric("sipxdp_sip_cdr_errors_total", "counter", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).", st.CDRErrors, "")
+		journalMetrics(&b, st.Journals)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
@@ -224,6 +237,30 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", a.NG.Stats())
 	}
 	_, _ = w.Write([]byte(b.String()))
+}
+
+// journalMetrics writes the state of the durable files (package journal),
+// labelled by journal: location, cdr.
+func journalMetrics(b *strings.Builder, js []journal.Stats) {
+	if len(js) == 0 {
+		return
+	}
+	for _, f := range []struct {
+		name, typ, help string
+		v               func(journal.Stats) any
+	}{
+		{"sipxdp_journal_degraded", "gauge", "1 while the journal cannot write (commits refused, retried every second).", func(s journal.Stats) any { return boolInt(s.Degraded) }},
+		{"sipxdp_journal_errors_total", "counter", "Failed attempts to write or sync the journal (each retry counts).", func(s journal.Stats) any { return s.Errors }},
+		{"sipxdp_journal_records_total", "counter", "Records made durable.", func(s journal.Stats) any { return s.Records }},
+		{"sipxdp_journal_syncs_total", "counter", "fdatasyncs: records_total over syncs_total is the group commit's batch size.", func(s journal.Stats) any { return s.Syncs }},
+		{"sipxdp_journal_dropped_total", "counter", "Records dropped while degraded because the backlog was full.", func(s journal.Stats) any { return s.Dropped }},
+		{"sipxdp_journal_pending_bytes", "gauge", "Bytes queued and not yet durable.", func(s journal.Stats) any { return s.PendingBytes }},
+	} {
+		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
+		for _, j := range js {
+			fmt.Fprintf(b, "%s{journal=%q} %v\n", f.name, j.Name, f.v(j))
+		}
+	}
 }
 
 func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sipxdp/sipd/sipconf"
 )
 
 func TestDefaultConfigLoads(t *testing.T) {
@@ -16,6 +18,26 @@ func TestDefaultConfigLoads(t *testing.T) {
 	}
 	if len(cfg.Media.Addresses) != 1 || cfg.Media.Addresses[0].Local != "127.0.0.1" {
 		t.Fatalf("unexpected addresses: %+v", cfg.Media.Addresses)
+	}
+	// Registrations and CDRs are kept in state_dir unless said otherwise,
+	// in the file and in a config built in Go alike.
+	def := sipconf.Default()
+	for _, c := range []struct{ name, got, want string }{
+		{"store", cfg.SIP.StorePath(cfg.SIP.Registrar.Store), "/var/lib/sipd/location.json"},
+		{"cdr_file", cfg.SIP.StorePath(cfg.SIP.Dialog.CDRFile), "/var/lib/sipd/cdr.jsonl"},
+		{"sipconf store", def.Registrar.Store, cfg.SIP.Registrar.Store},
+		{"sipconf cdr_file", def.Dialog.CDRFile, cfg.SIP.Dialog.CDRFile},
+	} {
+		if c.got != c.want {
+			t.Errorf("default %s %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	cfg.SIP.StateDir = ""
+	if p := cfg.SIP.StorePath("location.json"); p != "" {
+		t.Errorf("relative store without a state_dir: %q, want memory only", p)
+	}
+	if p := cfg.SIP.StorePath("/srv/loc.json"); p != "/srv/loc.json" {
+		t.Errorf("absolute store: %q", p)
 	}
 }
 
@@ -59,6 +81,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
 		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
+		{"empty store", "store: location.json", `store: ""`, `sip.registrar.store is empty: name a file (relative paths are in state_dir), or "memory"`},
+		{"empty cdr file", "cdr_file: cdr.jsonl", `cdr_file: ""`, `sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or "none"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

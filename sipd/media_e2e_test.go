@@ -60,7 +60,7 @@ func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
 	text = strings.Replace(text, "register: true ", "register: false", 1)
 	text = strings.Replace(text, "invite: true ", "invite: false", 1)
 	d.cdrPath = t.TempDir() + "/cdr.jsonl"
-	text = strings.Replace(text, `cdr_file: ""`, "cdr_file: "+d.cdrPath, 1)
+	text = strings.Replace(text, "cdr_file: cdr.jsonl", "cdr_file: "+d.cdrPath, 1)
 	if edit != nil {
 		text = edit(text)
 	}

@@ -179,7 +179,7 @@ func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort,
 		{"level: info", "level: warn"},
 		{"register: true", "register: true"},
 		{"invite: true ", "invite: true "},
-		{`store: ""`, `store: ""`},
+		{"store: location.json", "store: location.json"},
 		{"max_expires: 1h", "max_expires: 1h"},
 		{"exempt: [127.0.0.0/8", "exempt: [127.0.0.0/8"},
 	} {

@@ -1,13 +1,32 @@
 // Package dialog tracks calls through the proxy, from INVITE to BYE, and
 // writes a record of each finished call as a JSON line (a CDR).
+//
+// A CDR is durable before the call's end is acknowledged: Bye returns
+// once its CDR is on disk (the proxy relays the BYE's 200 after it), so a
+// crash right after the 200 keeps it. A CDR that cannot be written then
+// is counted (Stats.CDRErrors); its line stays queued in the journal and
+// is written when the disk recovers, unless the journal's backlog is full.
+//
+// When sipd stops cleanly, Shutdown ends the calls still up with a CDR
+// whose end_reason is "shutdown" and whose duration runs to the stop:
+// media may go on without sipd, but sipd no longer knows the call, so
+// the CDR says when it stopped knowing rather than leaving no record.
 package dialog
 
 import (
 	"encoding/json"
-	"io"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"sipxdp/sipd/journal"
 )
+
+// Sink takes CDR lines. *journal.Journal is one: Append queues the line
+// and the Commit tells when it is durable.
+type Sink interface {
+	Append(rec []byte) *journal.Commit
+}
 
 // Call is one INVITE dialog as the proxy saw it.
 type Call struct {
@@ -36,15 +55,16 @@ type Tracker struct {
 	mu      sync.Mutex
 	pending map[string]*Call // by call-id + from tag, until final answer
 	active  map[string]*Call // by call-id + from tag, until BYE
-	out     io.Writer
-	wmu     sync.Mutex
+	out     Sink
 	done    uint64
 	failed  uint64
+
+	cdrs, cdrErrors atomic.Uint64
 }
 
 // New returns a tracker writing CDRs to out (nil: none). Calls with no BYE
 // after maxAge are closed by Sweep.
-func New(out io.Writer, maxAge time.Duration, now func() time.Time) *Tracker {
+func New(out Sink, maxAge time.Duration, now func() time.Time) *Tracker {
 	if now == nil {
 		now = time.Now
 	}
@@ -93,7 +113,7 @@ func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
 	t.mu.Unlock()
 	c.Ended = now
 	c.EndReason = "failed"
-	t.write(c)
+	t.wait(t.write(c))
 }
 
 // Bye ends the call that callID belongs to; either party may send it, so
@@ -116,7 +136,7 @@ func (t *Tracker) Bye(callID, fromTag, toTag, reason string) {
 	c.Ended = t.now()
 	c.Duration = c.Ended.Sub(c.Answered).Seconds()
 	c.EndReason = reason
-	t.write(c)
+	t.wait(t.write(c))
 }
 
 // Sweep ends calls older than maxAge (a BYE lost for good), and forgets
@@ -137,27 +157,66 @@ func (t *Tracker) Sweep() {
 		}
 	}
 	t.mu.Unlock()
-	for _, c := range ended {
+	t.end(ended, now, "timeout")
+}
+
+// Shutdown ends every call still up with end_reason "shutdown" (see the
+// package doc) and forgets calls in setup; it returns once their CDRs are
+// written, or could not be.
+func (t *Tracker) Shutdown() {
+	t.mu.Lock()
+	ended := make([]*Call, 0, len(t.active))
+	for k, c := range t.active {
+		delete(t.active, k)
+		ended = append(ended, c)
+	}
+	clear(t.pending)
+	t.mu.Unlock()
+	t.end(ended, t.now(), "shutdown")
+}
+
+// end writes the CDRs of calls ended together, all queued before any is
+// waited for, so they share a commit.
+func (t *Tracker) end(calls []*Call, now time.Time, reason string) {
+	commits := make([]*journal.Commit, 0, len(calls))
+	for _, c := range calls {
 		c.Ended = now
 		c.Duration = now.Sub(c.Answered).Seconds()
-		c.EndReason = "timeout"
-		t.write(c)
+		c.EndReason = reason
+		commits = append(commits, t.write(c))
+	}
+	for _, c := range commits {
+		t.wait(c)
 	}
 }
 
-func (t *Tracker) write(c *Call) {
+// write queues c's CDR; nil when there is no CDR file.
+func (t *Tracker) write(c *Call) *journal.Commit {
 	if t.out == nil {
-		return
+		return nil
 	}
 	b, err := json.Marshal(c)
 	if err != nil {
+		return nil // strings, numbers and times only: cannot happen
+	}
+	return t.out.Append(b)
+}
+
+// wait blocks until a CDR is durable and counts the outcome.
+func (t *Tracker) wait(c *journal.Commit) {
+	if c == nil {
 		return
 	}
-	b = append(b, '\n')
-	t.wmu.Lock()
-	t.out.Write(b)
-	t.wmu.Unlock()
+	if c.Wait() != nil {
+		t.cdrErrors.Add(1)
+		return
+	}
+	t.cdrs.Add(1)
 }
+
+// CDRs returns the number of CDRs written and of those that could not be
+// written when their call ended.
+func (t *Tracker) CDRs() (written, errors uint64) { return t.cdrs.Load(), t.cdrErrors.Load() }
 
 // Stats returns calls in setup, active calls, completed and failed.
 func (t *Tracker) Stats() (setup, active int, completed, failed uint64) {

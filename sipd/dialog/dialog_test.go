@@ -3,15 +3,55 @@ package dialog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
+
+	"sipxdp/sipd/journal"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// bufSink keeps CDR lines in memory; with fail set it refuses them.
+type bufSink struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	fail error
+}
+
+func (s *bufSink) Append(rec []byte) *journal.Commit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return journal.Finished(s.fail)
+	}
+	s.buf.Write(rec)
+	s.buf.WriteByte('\n')
+	return journal.Finished(nil)
+}
+
+func (s *bufSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+func (s *bufSink) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.Reset()
+}
 
 func TestCallLifecycleAndCDR(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	var buf bytes.Buffer
-	tr := New(&buf, time.Hour, func() time.Time { return now })
+	buf := &bufSink{}
+	tr := New(buf, time.Hour, func() time.Time { return now })
 	tr.Invite("c1", "ft", "sip:a@x", "sip:b@x")
 	tr.Invite("c1", "ft", "sip:a@x", "sip:b@x") // retransmission or auth retry
 	now = now.Add(1500 * time.Millisecond)
@@ -26,7 +66,7 @@ func TestCallLifecycleAndCDR(t *testing.T) {
 		t.Fatalf("active %d done %d", a, done)
 	}
 	var c Call
-	if err := json.Unmarshal(buf.Bytes(), &c); err != nil {
+	if err := json.Unmarshal([]byte(buf.String()), &c); err != nil {
 		t.Fatalf("cdr %q: %v", buf.String(), err)
 	}
 	if c.SetupMs != 1500 || c.Duration != 30 || c.Status != 200 || c.EndReason != "bye" {
@@ -45,5 +85,61 @@ func TestCallLifecycleAndCDR(t *testing.T) {
 	tr.Sweep()
 	if _, a, _, _ := tr.Stats(); a != 0 || !strings.Contains(buf.String(), "timeout") {
 		t.Fatalf("sweep left %d, cdr %q", a, buf.String())
+	}
+	if w, e := tr.CDRs(); w != 3 || e != 0 {
+		t.Fatalf("cdrs written %d, errors %d", w, e)
+	}
+}
+
+// A CDR that cannot be written is counted, and the call is over all the
+// same.
+func TestCDRWriteErrorCounted(t *testing.T) {
+	sink := &bufSink{fail: errors.New("no space left on device")}
+	tr := New(sink, time.Hour, nil)
+	for _, id := range []string{"c1", "c2"} {
+		tr.Invite(id, "f", "a", "b")
+		tr.Final(id, "f", "t", 200)
+	}
+	tr.Bye("c1", "f", "t", "bye")
+	tr.Invite("c3", "f", "a", "b")
+	tr.Final("c3", "f", "", 503)
+	if w, e := tr.CDRs(); w != 0 || e != 2 {
+		t.Fatalf("cdrs written %d, errors %d; want 0, 2", w, e)
+	}
+	if _, a, done, failed := tr.Stats(); a != 1 || done != 1 || failed != 1 {
+		t.Fatalf("active %d done %d failed %d", a, done, failed)
+	}
+}
+
+// With a journal, Bye returns once the CDR is in the file; Shutdown ends
+// the calls still up with end_reason shutdown.
+func TestCDRDurableAndShutdown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.jsonl")
+	j, err := journal.Open(path, journal.Options{Name: "cdr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	tr := New(j, time.Hour, nil)
+	for _, id := range []string{"c1", "c2", "c3"} {
+		tr.Invite(id, "f", "a", "b")
+		tr.Final(id, "f", "t", 200)
+	}
+	tr.Invite("c4", "f", "a", "b") // in setup: forgotten at shutdown
+	tr.Bye("c1", "t", "f", "bye")
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), `"call_id":"c1"`) {
+		t.Fatalf("Bye returned before its CDR was written: %q", b)
+	}
+	tr.Shutdown()
+	b, _ = os.ReadFile(path)
+	if n := strings.Count(string(b), `"end_reason":"shutdown"`); n != 2 {
+		t.Fatalf("%d shutdown CDRs, want 2:\n%s", n, b)
+	}
+	if s, a, _, _ := tr.Stats(); s != 0 || a != 0 {
+		t.Fatalf("after shutdown: setup %d active %d", s, a)
+	}
+	if w, e := tr.CDRs(); w != 3 || e != 0 {
+		t.Fatalf("cdrs written %d, errors %d", w, e)
 	}
 }

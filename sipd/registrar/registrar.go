@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -20,7 +21,19 @@ type Options struct {
 type Registrar struct {
 	store *Store
 	o     Options
+	// unavailable counts REGISTERs refused because the store could not
+	// make them durable.
+	unavailable atomic.Uint64
 }
+
+// RetryAfter is what a REGISTER refused for want of a durable store is
+// told: long enough for a disk to be freed without a phone hammering us,
+// short enough that it is back soon after.
+const RetryAfter = 10 * time.Second
+
+// Unavailable is the number of REGISTERs refused with 500 because the
+// store could not write.
+func (r *Registrar) Unavailable() uint64 { return r.unavailable.Load() }
 
 // New returns a registrar on store.
 func New(store *Store, o Options) *Registrar {
@@ -125,6 +138,12 @@ func (r *Registrar) Register(req *sip.Request, aor string, flow Flow) *sip.Respo
 			return sip.NewResponseFromRequest(req, 500, "Out Of Order", nil)
 		case errors.Is(err, ErrTooManyContacts):
 			return sip.NewResponseFromRequest(req, 403, "Too Many Contacts", nil)
+		case errors.Is(err, ErrUnavailable):
+			// A 200 promises the binding survives a crash; it would not.
+			r.unavailable.Add(1)
+			res := sip.NewResponseFromRequest(req, 500, "Location Store Unavailable", nil)
+			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(RetryAfter/time.Second))))
+			return res
 		case err != nil:
 			return sip.NewResponseFromRequest(req, 500, "Server Error", nil)
 		}

@@ -1,6 +1,7 @@
 // Package registrar is the location service: bindings of an address of
 // record to contacts, their expiry, the REGISTER procedure (RFC 3261 §10.3)
-// and a snapshot file that carries bindings across restarts.
+// and a snapshot file plus journal that carry bindings across restarts and
+// crashes: a REGISTER is answered 200 only once its binding is durable.
 package registrar
 
 import (
@@ -9,13 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
+	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"sipxdp/sipd/journal"
 )
 
 // Sentinel errors.
@@ -23,6 +26,10 @@ var (
 	ErrTooManyContacts = errors.New("too many contacts")
 	ErrOutOfOrder      = errors.New("request out of order")
 	ErrTooLong         = errors.New("contact, source or Call-ID too long")
+	// ErrUnavailable: the change could not be made durable (the journal
+	// cannot write). It is kept in memory and its record stays queued,
+	// written when the disk recovers, but nothing was promised.
+	ErrUnavailable = errors.New("location store cannot write")
 )
 
 // Binding is one registered contact.
@@ -141,6 +148,12 @@ func (s *Store) pack(b *Binding) (binding, error) {
 // replaying is idempotent. A refresh costs one journal line, not a rewrite
 // of the table; Compact folds the journal into a new snapshot.
 //
+// Apply returns once its record is durable: the journal (package journal)
+// commits the records of concurrent REGISTERs together, one write and one
+// fdatasync for all of them. When the journal cannot write, Apply fails
+// with ErrUnavailable, the journal retries in the background, and Apply
+// succeeds again once it can.
+//
 // The table is split into shards, each with its own lock, so that a sweep
 // or a snapshot holds up registrations for one shard's worth of work at a
 // time, not the whole table's. A shard's binding lists are never changed in
@@ -149,15 +162,18 @@ func (s *Store) pack(b *Binding) (binding, error) {
 type Store struct {
 	now    func() time.Time
 	path   string
+	log    *slog.Logger
 	seed   maphash.Seed
 	intern interner
 	shards [nShards]shard
 
-	jmu     sync.Mutex // the journal; taken inside a shard lock
-	journal *os.File
-	jw      *bufio.Writer
-	jbytes  int64
-	jerr    error
+	journal *journal.Journal // nil: memory only
+	cmu     sync.Mutex       // one Compact at a time
+	// healed is the journal's Dropped count that the last snapshot covers:
+	// records dropped after it are in no file until the next one.
+	healed uint64
+	// snapSize is the snapshot file's length, as loaded or last written.
+	snapSize atomic.Int64
 }
 
 const nShards = 64
@@ -192,13 +208,31 @@ type record struct {
 	Bindings []Binding `json:"b"`
 }
 
-// NewStore loads the snapshot and journal at path, if any; expired
-// bindings are dropped.
+// StoreOptions are a Store's collaborators; the zero value works.
+type StoreOptions struct {
+	Now func() time.Time
+	Log *slog.Logger
+	// Retry is how often a journal that cannot write tries again
+	// (default 1 s).
+	Retry time.Duration
+}
+
+// NewStore is OpenStore with a clock and no logger.
 func NewStore(path string, now func() time.Time) (*Store, error) {
-	if now == nil {
-		now = time.Now
+	return OpenStore(path, StoreOptions{Now: now})
+}
+
+// OpenStore loads the snapshot and journals at path, if any (expired
+// bindings are dropped), and opens the journal for appending. An empty
+// path keeps bindings in memory only.
+func OpenStore(path string, o StoreOptions) (*Store, error) {
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	s := &Store{now: now, path: path, seed: maphash.MakeSeed()}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{now: o.Now, path: path, log: o.Log, seed: maphash.MakeSeed()}
 	for i := range s.shards {
 		s.shards[i].m = map[string][]binding{}
 	}
@@ -216,12 +250,12 @@ func NewStore(path string, now func() time.Time) (*Store, error) {
 		}
 	}
 	s.Sweep()
-	if err := s.openJournal(); err != nil {
-		return nil, err
+	var err error
+	if s.journal, err = journal.Open(path+".journal", journal.Options{Name: "location", Log: o.Log, Retry: o.Retry}); err != nil {
+		return nil, fmt.Errorf("location store: %w", err)
 	}
 	if _, err := os.Stat(path + ".journal.old"); err == nil {
-		// A Compact was interrupted: finish it before a new one could
-		// overwrite the set-aside journal.
+		// A Compact was interrupted: finish it.
 		if err := s.Compact(); err != nil {
 			s.Close()
 			return nil, err
@@ -240,6 +274,9 @@ func (s *Store) load(path string) error {
 		return fmt.Errorf("read location snapshot: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil {
+		s.snapSize.Store(fi.Size())
+	}
 	bad := func(err error) error { return fmt.Errorf("location snapshot %s: %w", path, err) }
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 256*1024))
 	tok, err := dec.Token()
@@ -271,79 +308,59 @@ func (s *Store) load(path string) error {
 	return nil
 }
 
+// replay applies the journal at name. A torn last record (a crash
+// mid-write) and records that do not parse are skipped; the ones after
+// them still apply.
 func (s *Store) replay(name string) error {
-	f, err := os.Open(name)
-	if errors.Is(err, os.ErrNotExist) {
+	st, err := journal.Replay(name, s.applyRecord)
+	if err != nil {
+		return fmt.Errorf("location journal: %w", err)
+	}
+	if st.Bad > 0 || st.Torn > 0 {
+		s.log.Warn("location journal: damaged records skipped", "path", name, "records", st.Records,
+			"bad", st.Bad, "torn_tail_bytes", st.Torn)
+	}
+	return nil
+}
+
+// applyRecord sets the AoR of one journal record to its bindings.
+func (s *Store) applyRecord(rec []byte) error {
+	var r record
+	if err := json.Unmarshal(rec, &r); err != nil {
+		return err
+	}
+	if r.AoR == "" {
+		return errors.New("record without an aor")
+	}
+	list := make([]binding, 0, len(r.Bindings))
+	for i := range r.Bindings {
+		if p, err := s.pack(&r.Bindings[i]); err == nil {
+			list = append(list, p)
+		}
+	}
+	s.shard(r.AoR).set(r.AoR, list)
+	return nil
+}
+
+// record queues aor's current set in the journal; aor's shard lock is
+// held, which keeps one AoR's records in order. nil: memory only.
+func (s *Store) record(aor string, list []Binding) *journal.Commit {
+	if s.journal == nil {
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read location journal: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	for sc.Scan() {
-		var r record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			// A torn last line from a crash mid-write: everything before it
-			// stands.
-			break
-		}
-		list := make([]binding, 0, len(r.Bindings))
-		for i := range r.Bindings {
-			if p, err := s.pack(&r.Bindings[i]); err == nil {
-				list = append(list, p)
-			}
-		}
-		s.shard(r.AoR).set(r.AoR, list)
-	}
-	return nil
-}
-
-func (s *Store) openJournal() error {
-	f, err := os.OpenFile(s.path+".journal", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("open location journal: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("open location journal: %w", err)
-	}
-	s.journal, s.jw, s.jbytes = f, bufio.NewWriterSize(f, 64*1024), fi.Size()
-	return nil
-}
-
-// log appends aor's current set to the journal; aor's shard lock is held,
-// which keeps one AoR's records in order.
-func (s *Store) log(aor string, list []Binding) {
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	if s.jw == nil {
-		return
 	}
 	b, err := json.Marshal(record{AoR: aor, Bindings: list})
 	if err != nil {
-		return
+		return nil // strings and times only: cannot happen
 	}
-	b = append(b, '\n')
-	n, err := s.jw.Write(b)
-	s.jbytes += int64(n)
-	if err != nil && s.jerr == nil {
-		s.jerr = err
-	}
+	return s.journal.Append(b)
 }
 
-// Close flushes and closes the journal.
+// Close writes what is queued and closes the journal.
 func (s *Store) Close() error {
-	err := s.Flush()
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	if s.journal != nil {
-		err = errors.Join(err, s.journal.Close())
-		s.journal, s.jw = nil, nil
+	if s.journal == nil {
+		return nil
 	}
-	return err
+	return s.journal.Close()
 }
 
 // Lookup returns the live bindings of aor, highest q first.
@@ -372,12 +389,30 @@ type Change struct {
 // Apply updates aor's bindings in one step: either all changes apply or
 // none (on ErrOutOfOrder or ErrTooManyContacts). removeAll is the `*`
 // contact.
+//
+// With a journal, Apply returns once the change is durable. If it cannot
+// be made so, the error is ErrUnavailable: the change stands in memory
+// and its record is written when the journal recovers, but the caller
+// must not confirm it.
 func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes []Change, maxContacts int) ([]Binding, error) {
+	out, c, err := s.apply(aor, callID, cseq, removeAll, changes, maxContacts)
+	if err != nil || c == nil {
+		return out, err
+	}
+	// Waited for outside the shard lock: other REGISTERs go on and join
+	// the same commit.
+	if err := c.Wait(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+func (s *Store) apply(aor, callID string, cseq uint32, removeAll bool, changes []Change, maxContacts int) ([]Binding, *journal.Commit, error) {
 	packed := make([]binding, len(changes))
 	for i := range changes {
 		var err error
 		if packed[i], err = s.pack(&changes[i].Binding); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	t := s.now().UnixNano()
@@ -394,7 +429,7 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 	if removeAll {
 		for i := range cur {
 			if cur[i].callID() == callID && cseq <= cur[i].cseq {
-				return nil, ErrOutOfOrder
+				return nil, nil, ErrOutOfOrder
 			}
 		}
 		cur = cur[:0]
@@ -402,7 +437,7 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 	for k, c := range changes {
 		i := indexOf(cur, c.Contact)
 		if i >= 0 && cur[i].callID() == callID && cseq <= cur[i].cseq {
-			return nil, ErrOutOfOrder
+			return nil, nil, ErrOutOfOrder
 		}
 		switch {
 		case c.Remove && i >= 0:
@@ -415,7 +450,7 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 		}
 	}
 	if len(cur) > maxContacts {
-		return nil, ErrTooManyContacts
+		return nil, nil, ErrTooManyContacts
 	}
 	if len(cur) < cap(cur) {
 		cur = append([]binding(nil), cur...) // most AoRs have one contact: hold no spare room
@@ -425,8 +460,7 @@ func (s *Store) Apply(aor, callID string, cseq uint32, removeAll bool, changes [
 	for i := range cur {
 		out[i] = cur[i].public(aor)
 	}
-	s.log(aor, out)
-	return out, nil
+	return out, s.record(aor, out), nil
 }
 
 func indexOf(list []binding, contact string) int {
@@ -504,74 +538,96 @@ func (s *Store) All() []Binding {
 	return out
 }
 
-// Flush pushes buffered journal records to disk.
+// Flush returns once every change made so far is durable, or with the
+// reason it is not.
 func (s *Store) Flush() error {
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	if s.jw == nil {
+	if s.journal == nil {
 		return nil
 	}
-	if err := s.jw.Flush(); err != nil {
-		return fmt.Errorf("write location journal: %w", err)
-	}
-	if err := s.jerr; err != nil {
-		s.jerr = nil
-		return fmt.Errorf("write location journal: %w", err)
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
 }
 
+// SnapshotSize is the snapshot's length in bytes: compacting before the
+// journal has grown about as large costs more than replaying it would.
+func (s *Store) SnapshotSize() int64 { return s.snapSize.Load() }
+
 // JournalSize is the journal's length in bytes, to decide when to Compact.
 func (s *Store) JournalSize() int64 {
-	s.jmu.Lock()
-	defer s.jmu.Unlock()
-	return s.jbytes
+	if s.journal == nil {
+		return 0
+	}
+	st := s.journal.Stats()
+	return st.Size + int64(st.PendingBytes)
+}
+
+// Journal reports the journal's state; ok is false for a memory-only
+// store.
+func (s *Store) Journal() (st journal.Stats, ok bool) {
+	if s.journal == nil {
+		return journal.Stats{}, false
+	}
+	return s.journal.Stats(), true
+}
+
+// NeedsSnapshot reports whether records were dropped while the journal
+// could not write (its backlog was full) and no snapshot has covered
+// them since: only a Compact puts those changes on disk.
+func (s *Store) NeedsSnapshot() bool {
+	if s.journal == nil {
+		return false
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return s.journal.Stats().Dropped > s.healed
 }
 
 // Compact writes a snapshot of the table and starts an empty journal.
 //
-// The journal is set aside first; then each shard in turn is copied (its
-// AoRs and list headers, under its lock) and written out. A change made
-// after the journal was set aside may or may not be in the snapshot, but it
-// is in the new journal, which is replayed over the snapshot, so loading
-// ends with it either way. Registrations go on meanwhile, and the snapshot
-// is streamed: it costs a shard's worth of memory, not the table's.
+// The journal is set aside first (path.journal.old), after every record
+// queued so far is durable; then each shard in turn is copied (its AoRs
+// and list headers, under its lock) and written out. A change made after
+// the journal was set aside may or may not be in the snapshot, but it is
+// in the new journal, which is replayed over the snapshot, so loading
+// ends with it either way. Registrations go on meanwhile, and the
+// snapshot is streamed: it costs a shard's worth of memory, not the
+// table's.
+//
+// Nothing is lost on failure: the snapshot replaces the old one only once
+// it is complete and synced (and its directory entry with it), and the
+// set-aside journal is removed only then. If one is still there from a
+// compaction that failed or was interrupted, it is never overwritten:
+// the journal is not set aside this time, and the new snapshot, which
+// covers both journals, makes it redundant.
 func (s *Store) Compact() error {
 	if s.path == "" {
 		return nil
 	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
 	old := s.path + ".journal.old"
-	s.jmu.Lock()
-	var err error
-	if s.jw != nil {
-		err = errors.Join(s.jw.Flush(), s.journal.Close())
-		s.journal, s.jw = nil, nil
-	}
-	if err == nil {
-		err = os.Rename(s.path+".journal", old)
-	}
-	if oerr := s.openJournal(); oerr != nil {
-		err = errors.Join(err, oerr)
-	}
-	s.jmu.Unlock()
-	if err != nil {
+	switch _, err := os.Lstat(old); {
+	case errors.Is(err, os.ErrNotExist):
+		if err := s.journal.Rotate(old); err != nil {
+			return fmt.Errorf("compact location journal: %w", err)
+		}
+	case err != nil:
 		return fmt.Errorf("compact location journal: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".location-*")
-	if err != nil {
-		return fmt.Errorf("write location snapshot: %w", err)
+	dropped := s.journal.Stats().Dropped
+	if err := journal.WriteFile(s.path, 0o600, s.writeSnapshot); err != nil {
+		return fmt.Errorf("location snapshot: %w", err)
 	}
-	werr := s.writeSnapshot(tmp)
-	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write location snapshot: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write location snapshot: %w", err)
+	s.healed = dropped
+	if fi, err := os.Stat(s.path); err == nil {
+		s.snapSize.Store(fi.Size())
 	}
 	// Only now is the set-aside journal redundant.
-	os.Remove(old)
+	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("compact location journal: %w", err)
+	}
 	return nil
 }
 
@@ -581,8 +637,7 @@ type aorList struct {
 }
 
 // writeSnapshot writes the table as a JSON array of Binding, one per line.
-func (s *Store) writeSnapshot(f io.Writer) error {
-	w := bufio.NewWriterSize(f, 256*1024)
+func (s *Store) writeSnapshot(w *bufio.Writer) error {
 	w.WriteString("[")
 	first := true
 	var part []aorList
@@ -611,6 +666,6 @@ func (s *Store) writeSnapshot(f io.Writer) error {
 			}
 		}
 	}
-	w.WriteString("\n]\n")
-	return w.Flush()
+	_, err := w.WriteString("\n]\n")
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -57,6 +58,19 @@ type Config struct {
 	StateDir string `yaml:"-"`
 }
 
+// StorePath resolves a file setting (registrar.store, dialog.cdr_file):
+// absolute paths stand, relative ones are taken from StateDir. "" when
+// the path is relative and there is no state directory.
+func (c *Config) StorePath(p string) string {
+	switch {
+	case filepath.IsAbs(p):
+		return p
+	case c.StateDir == "":
+		return ""
+	}
+	return filepath.Join(c.StateDir, p)
+}
+
 // Listen is one SIP socket.
 type Listen struct {
 	Transport string `yaml:"transport"` // udp | tcp | tls
@@ -81,8 +95,17 @@ type Registrar struct {
 	MaxExpires     Duration `yaml:"max_expires"`
 	DefaultExpires Duration `yaml:"default_expires"`
 	MaxContacts    int      `yaml:"max_contacts"`
-	Store          string   `yaml:"store"`
+	// Store is the location snapshot's file (its journal beside it),
+	// relative to StateDir unless absolute; StoreMemory keeps
+	// registrations in memory only.
+	Store string `yaml:"store"`
 }
+
+// StoreMemory as registrar.store keeps registrations in memory only.
+const StoreMemory = "memory"
+
+// CDRNone as dialog.cdr_file writes no CDRs.
+const CDRNone = "none"
 
 // NAT configures NAT traversal.
 type NAT struct {
@@ -110,6 +133,8 @@ func (p Protect) ExemptPrefixes() []netip.Prefix {
 
 // Dialog configures call tracking.
 type Dialog struct {
+	// CDRFile gets a JSON line per finished call, relative to StateDir
+	// unless absolute; CDRNone writes none.
 	CDRFile string `yaml:"cdr_file"`
 }
 
@@ -138,8 +163,10 @@ func Default() Config {
 			MaxExpires:     Duration(time.Hour),
 			DefaultExpires: Duration(time.Hour),
 			MaxContacts:    10,
+			Store:          "location.json",
 		},
-		NAT: NAT{FixContact: true},
+		Dialog: Dialog{CDRFile: "cdr.jsonl"},
+		NAT:    NAT{FixContact: true},
 		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
 			Exempt: []string{"127.0.0.0/8", "::1/128"}},
 		Timers: Timers{Invite: Duration(3 * time.Minute)},
@@ -205,6 +232,12 @@ func (c *Config) Validate() error {
 	}
 	if r.MaxContacts < 1 {
 		errs = append(errs, errors.New("sip.registrar.max_contacts: must be at least 1"))
+	}
+	if strings.TrimSpace(r.Store) == "" {
+		errs = append(errs, fmt.Errorf("sip.registrar.store is empty: name a file (relative paths are in state_dir), or %q to keep registrations in memory only", StoreMemory))
+	}
+	if strings.TrimSpace(c.Dialog.CDRFile) == "" {
+		errs = append(errs, fmt.Errorf("sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))
 	}
 	if c.Protect.Limit < 0 || (c.Protect.Limit > 0 && (c.Protect.Window <= 0 || c.Protect.BanTime <= 0)) {
 		errs = append(errs, errors.New("sip.protect: limit must be >= 0, and window and ban_time positive when it is set"))

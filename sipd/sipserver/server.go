@@ -18,7 +18,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -35,6 +34,7 @@ import (
 
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
+	"sipxdp/sipd/journal"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
@@ -94,9 +94,10 @@ type Server struct {
 	self    *proxy.Self
 	users   *digest.Users
 	store   *registrar.Store
+	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
 	pike    *protect.Pike
-	cdr     io.WriteCloser
+	cdr     *journal.Journal // nil: no CDRs
 
 	udp       map[string]*net.UDPConn   // by local address
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
@@ -106,6 +107,10 @@ type Server struct {
 	usersMod time.Time
 	served   atomic.Bool
 	handlers sync.WaitGroup
+
+	// Housekeeping's own: failed compactions in a row, and the tick
+	// before which none is tried again.
+	compactFails, compactAfter int
 
 	exemptPfx []netip.Prefix
 
@@ -139,7 +144,27 @@ type Stats struct {
 	DroppedTooLarge uint64        `json:"dropped_too_large"`
 	Panics          uint64        `json:"panics"`
 	Malformed       uint64        `json:"malformed"` // unparsable messages, dropped
-	Core            proxy.Stats   `json:"core"`
+	// RegisterUnavailable counts REGISTERs refused with 500 because the
+	// location store could not make them durable.
+	RegisterUnavailable uint64 `json:"register_unavailable"`
+	// CDRs written, and those that could not be when their call ended.
+	CDRs      uint64 `json:"cdrs"`
+	CDRErrors uint64 `json:"cdr_errors"`
+	// Journals: the location store's and the CDR file's, when kept.
+	Journals []journal.Stats `json:"journals,omitempty"`
+	Core     proxy.Stats     `json:"core"`
+}
+
+// Problems lists what makes the SIP side degraded: journals that cannot
+// write.
+func (st *Stats) Problems() []string {
+	var out []string
+	for _, j := range st.Journals {
+		if j.Degraded {
+			out = append(out, fmt.Sprintf("%s journal cannot write: %s", j.Name, j.Error))
+		}
+	}
+	return out
 }
 
 // New binds every configured socket and builds the server; nothing is read
@@ -195,20 +220,32 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = registrar.NewStore(cfg.Registrar.Store, opt.Now); err != nil {
+	storePath := ""
+	switch p := cfg.StorePath(cfg.Registrar.Store); {
+	case cfg.Registrar.Store == sipconf.StoreMemory:
+		log.Warn("registrations are kept in memory only (sip.registrar.store: memory): a restart or a crash loses every one")
+	case p == "":
+		log.Warn("no state_dir: registrations are kept in memory only; a restart or a crash loses every one")
+	default:
+		storePath = p
+	}
+	if s.store, err = registrar.OpenStore(storePath, registrar.StoreOptions{Now: opt.Now, Log: log}); err != nil {
 		return nil, err
 	}
-	reg := registrar.New(s.store, registrar.Options{
+	s.reg = registrar.New(s.store, registrar.Options{
 		MinExpires: cfg.Registrar.MinExpires.D(), MaxExpires: cfg.Registrar.MaxExpires.D(),
 		DefaultExpires: cfg.Registrar.DefaultExpires.D(), MaxContacts: cfg.Registrar.MaxContacts, Now: opt.Now})
-	if cfg.Dialog.CDRFile != "" {
-		f, err := os.OpenFile(cfg.Dialog.CDRFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("open cdr file: %w", err)
+	switch p := cfg.StorePath(cfg.Dialog.CDRFile); {
+	case cfg.Dialog.CDRFile == sipconf.CDRNone:
+		log.Info("no CDRs (sip.dialog.cdr_file: none)")
+	case p == "":
+		log.Warn("no state_dir: no CDRs are written")
+	default:
+		if s.cdr, err = journal.Open(p, journal.Options{Name: "cdr", Log: log, Mode: 0o640}); err != nil {
+			return nil, fmt.Errorf("cdr file: %w", err)
 		}
-		s.cdr = f
 	}
-	var cdrOut io.Writer
+	var cdrOut dialog.Sink
 	if s.cdr != nil {
 		cdrOut = s.cdr
 	}
@@ -259,7 +296,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
 		Media: opt.Media,
-	}, log, s.ua, s.self, auth, reg, s.dialogs)
+	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)
 	}
@@ -567,14 +604,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	// A handler between its stop check and its send may still have opened
 	// a connection; closing the transports again releases it.
 	s.ua.TransportLayer().Close()
+	s.dialogs.Shutdown()
+	// A failed snapshot loses nothing: the journals stay and are replayed.
 	if err := s.store.Compact(); err != nil {
-		s.log.Error("location snapshot not written", "error", err)
+		s.log.Error("location snapshot not written; the journal keeps every registration", "error", err)
 	}
 	if err := s.store.Close(); err != nil {
 		s.log.Error("location journal not closed", "error", err)
 	}
 	if s.cdr != nil {
-		s.cdr.Close()
+		if err := s.cdr.Close(); err != nil {
+			s.log.Error("cdr file not closed", "error", err)
+		}
 	}
 	return serveErr
 }
@@ -587,16 +628,40 @@ func (s *Server) describe() []string {
 	return out
 }
 
-// journalLimit is the journal size that triggers a compaction.
+// journalLimit is the journal size that triggers a compaction, once the
+// journal is also larger than the snapshot: a table of a million
+// contacts takes seconds of CPU to write out, and compacting every 32 MiB
+// while it fills (a registration ramp) would cost that again and again.
+// Growing the trigger with the table keeps the cost per journal byte
+// constant and the replay at start at most about twice the snapshot.
 const journalLimit = 32 << 20
 
-func (s *Server) housekeep(tick int) {
-	if err := s.store.Flush(); err != nil {
-		s.log.Error("location journal not written", "error", err)
+// compact writes the location snapshot. A failure is logged once and
+// retried a minute later, not every second; nothing is lost meanwhile.
+func (s *Server) compact(tick int) {
+	err := s.store.Compact()
+	switch {
+	case err != nil && s.compactFails == 0:
+		s.log.Error("location snapshot not written; the journal keeps every registration, retrying every minute", "error", err)
+	case err == nil && s.compactFails > 0:
+		s.log.Info("location snapshot written again", "failed_attempts", s.compactFails)
 	}
-	if n := s.store.JournalSize(); n > journalLimit || (n > 0 && tick%600 == 599) {
-		if err := s.store.Compact(); err != nil {
-			s.log.Error("location snapshot not written", "error", err)
+	if err != nil {
+		s.compactFails++
+		s.compactAfter = tick + 60
+		return
+	}
+	s.compactFails = 0
+}
+
+func (s *Server) housekeep(tick int) {
+	// While the journal cannot write, it retries by itself (and has
+	// logged why); a compaction could not set it aside anyway.
+	if js, ok := s.store.Journal(); ok && !js.Degraded && tick >= s.compactAfter {
+		n := s.store.JournalSize()
+		big := n > journalLimit && n > s.store.SnapshotSize()
+		if s.store.NeedsSnapshot() || big || (n > 0 && tick%600 == 599) {
+			s.compact(tick)
 		}
 	}
 	if tick%10 == 0 {
@@ -631,13 +696,22 @@ func (s *Server) Stats() Stats {
 	setup, active, done, failed := s.dialogs.Stats()
 	bannedNow, bans, dropped := s.pike.Stats()
 	core := s.core.Stats()
-	return Stats{
+	cdrs, cdrErrors := s.dialogs.CDRs()
+	st := Stats{
 		Uptime: s.opt.Now().Sub(s.start), AoRs: aors, Registrations: contacts,
 		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
 		Transactions: core.Transactions, Users: s.users.Len(),
 		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
+		RegisterUnavailable: s.reg.Unavailable(), CDRs: cdrs, CDRErrors: cdrErrors,
 		Core: core,
 	}
+	if js, ok := s.store.Journal(); ok {
+		st.Journals = append(st.Journals, js)
+	}
+	if s.cdr != nil {
+		st.Journals = append(st.Journals, s.cdr.Stats())
+	}
+	return st
 }
 
 // Registrations lists every binding, for the HTTP API.
