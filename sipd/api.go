@@ -210,6 +210,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		metric("sipxdp_sip_transactions", "gauge", "Requests in progress.", st.Transactions, "")
 		metric("sipxdp_sip_banned_sources", "gauge", "Sources banned for flooding.", st.BannedSources, "")
 		metric("sipxdp_sip_malformed_total", "counter", "Unparsable messages dropped.", st.Malformed, "")
+		protectMetrics(&b, st)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
