@@ -223,6 +223,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		metric("sipxdp_sip_cdrs_total", "counter", "CDRs written (durable).", st.CDRs, "")
 		metric("sipxdp_sip_cdr_errors_total", "counter", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).", st.CDRErrors, "")
 		journalMetrics(&b, st.Journals)
+		protectMetrics(&b, st)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")

@@ -106,6 +106,7 @@ func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	api := &API{Started: time.Now(), Version: Version, Pprof: cfg.HTTP.Pprof}
 	var ctrl *media.Controller
+	relayPairs := 0 // of the smallest pool: what unauthenticated calls in setup get a share of
 	if cfg.RelayOnly && cfg.Media.Mode == MediaNone {
 		return errors.New("relay-only mode needs the relay: media.mode is none")
 	}
@@ -116,6 +117,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		defer st.Close()
 		api.Engine = st.Engine
+		for _, pl := range st.Engine.Stats().Pools {
+			if relayPairs == 0 || pl.TotalPairs < relayPairs {
+				relayPairs = pl.TotalPairs
+			}
+		}
 		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
 			Pick: legPicker(MediaOptions(cfg.Media, log).Addresses)})
 	}
@@ -137,7 +143,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
 		}

@@ -579,3 +579,47 @@ func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, e
 	}
 	return c, nil
 }
+
+// AddAddr adds a as a further address (/32 or /128) on the host's link
+// end, so sockets in the namespace can send from it: more attacker
+// addresses in its own subnet, or an address of another host to spoof
+// that host. Removed with the namespace.
+func (h *Host) AddAddr(t testing.TB, a netip.Addr) {
+	t.Helper()
+	args := []string{"addr", "add", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "h0"}
+	if a.Is6() {
+		args = append(args, "nodad")
+	}
+	if err := ip(h.NS, args...); err != nil {
+		t.Fatalf("add address %s: %v", a, err)
+	}
+}
+
+// AllowSpoofed switches reverse-path filtering off in the namespace, so
+// it accepts packets whose source it would route elsewhere, as a server
+// on the internet does for packets with a forged source. A test that
+// spoofs must call it on the receiving namespace: with rp_filter on
+// (inherited from the host on some systems) the forged packets would
+// vanish and the test would prove nothing.
+func (n *NS) AllowSpoofed(t testing.TB) {
+	t.Helper()
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"} {
+		if out, err := n.Exec("sysctl", "-qw", k); err != nil {
+			t.Fatalf("sysctl %s in %s: %v: %s", k, n.Name, err, out)
+		}
+	}
+	// Per-interface values count too (the kernel uses the larger of all
+	// and the interface's); /proc/sys/net lists the namespace's own.
+	out, err := n.Exec("ls", "/proc/sys/net/ipv4/conf")
+	if err != nil {
+		t.Fatalf("list interfaces of %s: %v: %s", n.Name, err, out)
+	}
+	for _, dev := range strings.Fields(string(out)) {
+		if dev == "all" || dev == "default" {
+			continue
+		}
+		if o, err := n.Exec("sysctl", "-qw", "net.ipv4.conf."+dev+".rp_filter=0"); err != nil {
+			t.Fatalf("sysctl rp_filter of %s in %s: %v: %s", dev, n.Name, err, o)
+		}
+	}
+}

@@ -25,7 +25,10 @@ type UA struct {
 	conn *net.UDPConn
 	// Server is where Send goes.
 	Server netip.AddrPort
-	seq    atomic.Uint64
+	// Challenge is the last digest challenge Authenticated answered, so a
+	// test can reuse its nonce the way phones cache credentials.
+	Challenge string
+	seq       atomic.Uint64
 }
 
 // New wraps conn, which the test owns; it is closed with the test.
@@ -93,6 +96,28 @@ func (u *UA) Response(timeout time.Duration) *sip.Response {
 			return nil
 		}
 		if r, ok := m.(*sip.Response); ok && r.StatusCode != 100 {
+			return r
+		}
+	}
+}
+
+// ResponseTo waits for the next response other than 100 Trying to the
+// request with Call-ID callID; nil after timeout. Anything else that
+// arrives meanwhile (replies provoked by someone spoofing this address,
+// requests) is dropped.
+func (u *UA) ResponseTo(callID string, timeout time.Duration) *sip.Response {
+	u.t.Helper()
+	end := time.Now().Add(timeout)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		r := u.Response(left)
+		if r == nil {
+			return nil
+		}
+		if c := r.CallID(); c != nil && c.Value() == callID {
 			return r
 		}
 	}
@@ -254,7 +279,8 @@ func Param(challenge, key string) string {
 
 // Authorization answers a digest challenge (the value of WWW-Authenticate
 // or Proxy-Authenticate) for method and uri with qop=auth and count nc
-// (8 hex digits, e.g. "00000001").
+// (8 hex digits, e.g. "00000001"). An opaque in the challenge is returned
+// unchanged, as RFC 7616 §3.4 requires.
 func Authorization(challenge, user, password, method, uri, nc string) string {
 	realm, nonce, alg := Param(challenge, "realm"), Param(challenge, "nonce"), Param(challenge, "algorithm")
 	if alg == "" {
@@ -262,8 +288,12 @@ func Authorization(challenge, user, password, method, uri, nc string) string {
 	}
 	ha1 := digest.HA1(alg, user, realm, password)
 	resp := digest.H(alg, ha1+":"+nonce+":"+nc+":c0ffee:auth:"+digest.H(alg, method+":"+uri))
-	return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s, cnonce="c0ffee", qop=auth, nc=%s`,
+	v := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s, cnonce="c0ffee", qop=auth, nc=%s`,
 		user, realm, nonce, uri, resp, alg, nc)
+	if o := Param(challenge, "opaque"); o != "" {
+		v += `, opaque="` + o + `"`
+	}
+	return v
 }
 
 // Authenticated sends m, answers a 401 or 407 challenge with user's
@@ -293,6 +323,7 @@ func (u *UA) Authenticated(m Msg, user, password string) *sip.Response {
 	if ch == nil {
 		u.t.Fatalf("%d without %s", r.StatusCode, hdr)
 	}
+	u.Challenge = ch.Value()
 	m.CSeq++
 	m.Branch = ""
 	m.Headers = append(append([]string(nil), m.Headers...), ans+": "+Authorization(ch.Value(), user, password, m.Method, m.RURI, "00000001"))

@@ -139,6 +139,31 @@ func (t *Tracker) Bye(callID, fromTag, toTag, reason string) {
 	t.wait(t.write(c))
 }
 
+// Live tells whether a request with this Call-ID and these tags (From and
+// To, in either order; toTag empty for a CANCEL) belongs to a call being
+// set up or in progress. Nobody who has not seen the call's signaling can
+// name one: the flood filter lets such requests from a banned source
+// through.
+func (t *Tracker) Live(callID, fromTag, toTag string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tags := range [2][2]string{{fromTag, toTag}, {toTag, fromTag}} {
+		if tags[0] == "" {
+			continue
+		}
+		k := key(callID, tags[0])
+		if c, ok := t.active[k]; ok && c.ToTag == tags[1] {
+			return true
+		}
+		// Early dialogs (PRACK, UPDATE) and CANCEL: the caller's tag names
+		// the call before a To tag is final.
+		if _, ok := t.pending[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Sweep ends calls older than maxAge (a BYE lost for good), and forgets
 // setups that never got an answer.
 func (t *Tracker) Sweep() {

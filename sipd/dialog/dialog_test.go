@@ -143,3 +143,36 @@ func TestCDRDurableAndShutdown(t *testing.T) {
 		t.Fatalf("cdrs written %d, errors %d", w, e)
 	}
 }
+
+func TestLive(t *testing.T) {
+	tr := New(nil, time.Hour, nil)
+	tr.Invite("ringing", "caller1", "a", "b")
+	tr.Invite("up", "caller2", "a", "b")
+	tr.Final("up", "caller2", "callee2", 200)
+	tr.Invite("failed", "caller3", "a", "b")
+	tr.Final("failed", "caller3", "", 486)
+	cases := []struct {
+		name, callID, from, to string
+		want                   bool
+	}{
+		{"cancel of a call in setup", "ringing", "caller1", "", true},
+		{"early-dialog request from the caller", "ringing", "caller1", "early", true},
+		{"early-dialog request from the callee", "ringing", "early", "caller1", true},
+		{"in-dialog from the caller", "up", "caller2", "callee2", true},
+		{"in-dialog from the callee", "up", "callee2", "caller2", true},
+		{"wrong to tag", "up", "caller2", "other", false},
+		{"callee's tag alone", "up", "callee2", "", false},
+		{"wrong call-id", "nope", "caller2", "callee2", false},
+		{"failed call", "failed", "caller3", "", false},
+		{"no tags", "up", "", "", false},
+	}
+	for _, c := range cases {
+		if got := tr.Live(c.callID, c.from, c.to); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	tr.Bye("up", "callee2", "caller2", "bye")
+	if tr.Live("up", "caller2", "callee2") {
+		t.Error("a call that ended is live")
+	}
+}

@@ -186,6 +186,29 @@ func (c *Controller) Relays(req *sip.Request, nated bool) bool {
 	return false
 }
 
+// OfferPairs is how many relay port pairs relaying the initial INVITE req
+// takes: one per leg of each stream its offer opens (an m-line with a
+// port), and one stream's worth for a late offer, whose streams come
+// with the answer. Unreadable SDP counts as one stream (Invite refuses it
+// later anyway).
+func (c *Controller) OfferPairs(req *sip.Request) int {
+	const perStream = 2
+	if !isSDP(req) {
+		return perStream
+	}
+	ms, err := sdprewrite.Parse(req.Body())
+	if err != nil {
+		return perStream
+	}
+	n := 0
+	for _, m := range ms {
+		if m.Port != 0 {
+			n++
+		}
+	}
+	return perStream * max(n, 1)
+}
+
 // Active returns how many calls are relayed now.
 func (c *Controller) Active() int {
 	c.mu.Lock()

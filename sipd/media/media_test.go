@@ -640,3 +640,23 @@ func TestDialogSlim(t *testing.T) {
 		t.Errorf("slim INVITE %s %s cseq %v", r.Method, r.Recipient.String(), r.CSeq())
 	}
 }
+
+func TestOfferPairs(t *testing.T) {
+	c, _ := newCtl(ModeAll)
+	cases := []struct {
+		name string
+		body string
+		want int
+	}{
+		{"late offer", "", 2},
+		{"audio", sdp("192.0.2.10", 1, audio(4000)), 2},
+		{"audio and video", sdp("192.0.2.10", 1, audio(4000), video(4002)), 4},
+		{"a rejected stream takes nothing", sdp("192.0.2.10", 1, audio(4000), video(0)), 2},
+		{"unreadable", "not sdp", 2},
+	}
+	for _, k := range cases {
+		if got := c.OfferPairs(invite(t, k.body)); got != k.want {
+			t.Errorf("%s: %d pairs, want %d", k.name, got, k.want)
+		}
+	}
+}

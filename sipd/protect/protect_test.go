@@ -2,48 +2,11 @@ package protect
 
 import (
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
-
-func TestPikeBansAndForgives(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	p := NewPike(5, time.Second, 10*time.Second, func() time.Time { return now })
-	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	for i := 0; i < 5; i++ {
-		if !p.Allow(a) {
-			t.Fatalf("message %d refused", i)
-		}
-	}
-	if p.Allow(a) {
-		t.Fatal("sixth message in the window allowed")
-	}
-	if !p.Allow(b) {
-		t.Fatal("an innocent source was refused")
-	}
-	if !p.Banned(a) || p.Banned(b) {
-		t.Fatal("Banned disagrees with the ban")
-	}
-	now = now.Add(5 * time.Second)
-	if p.Allow(a) {
-		t.Fatal("banned source allowed during the ban")
-	}
-	now = now.Add(6 * time.Second)
-	if !p.Allow(a) {
-		t.Fatal("source still banned after the ban time")
-	}
-	if n, bans, dropped := p.Stats(); n != 0 || bans != 1 || dropped != 3 {
-		t.Fatalf("stats %d %d %d", n, bans, dropped)
-	}
-	var off *Pike
-	if !off.Allow(a) || !NewPike(0, 0, 0, nil).Allow(a) {
-		t.Fatal("disabled pike refused")
-	}
-}
 
 func TestSanity(t *testing.T) {
 	base := "INVITE sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n" +

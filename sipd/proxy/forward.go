@@ -16,6 +16,7 @@ import (
 
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/nat"
+	"sipxdp/sipd/protect"
 )
 
 // Sentinel errors.
@@ -59,8 +60,11 @@ func hostIP(host string) netip.Addr {
 // mediaRequest lets the media controller see a request about to be
 // forwarded: it starts relaying an initial INVITE when the media mode says
 // so, and follows SDP in in-dialog requests. ok false means the request was
-// answered (503: the relay cannot take it) and must not be forwarded.
-func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, initial bool, targets []target) (relayed, ok bool) {
+// answered (503: the relay cannot take it) and must not be forwarded. A
+// relayed call in setup from an unauthenticated caller is admitted under
+// the setup caps first; *hold is its admission, to release at the final
+// answer.
+func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, initial bool, targets []target, hold **protect.Hold) (relayed, ok bool) {
 	m := p.cfg.Media
 	if m == nil {
 		return false, true
@@ -75,9 +79,15 @@ func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, in
 		if !relays {
 			return false, true
 		}
+		h, admitted := p.admitSetup(req, stx, d)
+		if !admitted {
+			return false, false
+		}
 		if err = m.Invite(req, p.firstHop(targets)); err == nil {
+			*hold = h
 			return true, true
 		}
+		h.Release()
 	case d.InDialog:
 		if err = m.Request(req); err == nil {
 			return false, true
@@ -272,10 +282,12 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 			return // canceled already; the transaction answered 487
 		}
 	}
-	relayed, ok := p.mediaRequest(req, stx, d, initialInvite, targets)
+	var setup *protect.Hold
+	relayed, ok := p.mediaRequest(req, stx, d, initialInvite, targets, &setup)
 	if !ok {
 		return
 	}
+	defer setup.Release()
 	if initialInvite && p.dialogs != nil {
 		p.dialogs.Invite(callID, fromTag, req.From().Address.String(), req.To().Address.String())
 	}
@@ -410,6 +422,7 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 					continue
 				}
 				answered = true
+				setup.Release() // no longer in setup
 				// Call state first: the caller may look as soon as it hears.
 				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode)
 				if req.Method == sip.BYE && p.dialogs != nil {

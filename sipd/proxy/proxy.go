@@ -34,6 +34,16 @@ type Config struct {
 	// Media steers relayed calls' RTP through the relay (SDP rewrite);
 	// nil: signaling only, SDP untouched.
 	Media *media.Controller
+	// Setup caps relayed calls in setup from callers who did not
+	// authenticate (nil: no cap); Exempt sources are not capped.
+	Setup  *protect.Setup
+	Exempt func(netip.Addr) bool
+	// Banned tells whether the flood filter has banned a source (see
+	// banned.go); nil: nobody is.
+	Banned func(transport string, src netip.Addr) bool
+	// Binder ties each challenge's nonce to the address it goes to, in
+	// its opaque (nil: challenges carry no opaque).
+	Binder *protect.Binder
 }
 
 // Stats are the core's counters.
@@ -47,6 +57,19 @@ type Stats struct {
 	Challenges    uint64 `json:"challenges"`
 	StrayForwards uint64 `json:"stray_responses_forwarded"`
 	Transactions  int64  `json:"transactions"`
+
+	// Banned counts what the core did with requests from banned sources.
+	Banned BannedStats `json:"banned"`
+}
+
+// BannedStats count requests from banned sources that reached the core
+// (the flood filter dropped the rest): served for credentials that
+// verified or for a live dialog, challenged, or dropped without a reply.
+type BannedStats struct {
+	ServedCredentials uint64 `json:"served_credentials"`
+	ServedDialog      uint64 `json:"served_dialog"`
+	Challenged        uint64 `json:"challenged"`
+	Dropped           uint64 `json:"dropped"`
 }
 
 // Proxy is the SIP core.
@@ -61,6 +84,8 @@ type Proxy struct {
 
 	requests, keepalives, registers, forwarded, replies atomic.Uint64
 	authFailures, challenges, strays                    atomic.Uint64
+	bannedServed, bannedDialog, bannedChallenged        atomic.Uint64
+	bannedDropped                                       atomic.Uint64
 	inflight                                            atomic.Int64
 	stopped                                             atomic.Bool
 }
@@ -87,6 +112,8 @@ func (p *Proxy) Stats() Stats {
 		Requests: p.requests.Load(), Keepalives: p.keepalives.Load(), Registers: p.registers.Load(),
 		Forwarded: p.forwarded.Load(), Replies: p.replies.Load(), AuthFailures: p.authFailures.Load(),
 		Challenges: p.challenges.Load(), StrayForwards: p.strays.Load(), Transactions: p.inflight.Load(),
+		Banned: BannedStats{ServedCredentials: p.bannedServed.Load(), ServedDialog: p.bannedDialog.Load(),
+			Challenged: p.bannedChallenged.Load(), Dropped: p.bannedDropped.Load()},
 	}
 }
 
@@ -123,15 +150,18 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	defer tx.TerminateGracefully()
 
 	src := srcAddr(req)
+	banned := p.banned(req, src) // then nothing but a challenge is answered
 	if err := protect.Check(req); err != nil {
 		var pr *protect.Problem
-		if errors.As(err, &pr) && req.Method != sip.ACK {
+		if errors.As(err, &pr) && req.Method != sip.ACK && !banned {
 			p.reply(req, tx, pr.Code, pr.Reason)
 		}
 		return
 	}
 	if p.cfg.MaxSize > 0 && len(req.Body()) > p.cfg.MaxSize {
-		p.reply(req, tx, 513, "Message Too Large")
+		if !banned {
+			p.reply(req, tx, 513, "Message Too Large")
+		}
 		return
 	}
 	// Force rport (RFC 3581): answer the address the request came from,
@@ -144,6 +174,9 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 
 	d := p.Decide(req)
+	if banned && !p.admitBanned(req, d) {
+		return
+	}
 	switch d.Action {
 	case ActReply:
 		if req.Method != sip.ACK {
@@ -158,7 +191,11 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 		return
 	}
 	if d.Challenge != 0 {
-		user, ok := p.authenticate(req, tx, d.Challenge)
+		authenticate := p.authenticate
+		if banned {
+			authenticate = p.authenticateBanned
+		}
+		user, ok := authenticate(req, tx, d.Challenge)
 		if !ok {
 			return
 		}
@@ -170,9 +207,12 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 		}
 		if claimed != user {
 			p.authFailures.Add(1)
-			p.reply(req, tx, 403, "Forbidden: identity mismatch")
+			if !banned {
+				p.reply(req, tx, 403, "Forbidden: identity mismatch")
+			}
 			return
 		}
+		d.Authenticated = true
 		if d.Challenge == 407 {
 			// Our credentials are spent here; the next hop has no use for
 			// them (Kamailio's consume_credentials).
@@ -210,10 +250,9 @@ func (p *Proxy) authenticate(req *sip.Request, tx sip.ServerTransaction, code in
 		p.reply(req, tx, 500, "Authentication Not Configured")
 		return "", false
 	}
-	hdr, chal := "Authorization", "WWW-Authenticate"
-	reason := "Unauthorized"
+	hdr := "Authorization"
 	if code == 407 {
-		hdr, chal, reason = "Proxy-Authorization", "Proxy-Authenticate", "Proxy Authentication Required"
+		hdr = "Proxy-Authorization"
 	}
 	var vals []string
 	for _, h := range req.GetHeaders(hdr) {
@@ -238,12 +277,7 @@ func (p *Proxy) authenticate(req *sip.Request, tx sip.ServerTransaction, code in
 		p.reply(req, tx, 403, "Forbidden")
 		return "", false
 	}
-	p.challenges.Add(1)
-	var hs []sip.Header
-	for _, c := range p.auth.Challenges(stale) {
-		hs = append(hs, sip.NewHeader(chal, c))
-	}
-	p.reply(req, tx, code, reason, hs...)
+	p.challenge(req, tx, code, stale)
 	return "", false
 }
 

@@ -35,6 +35,10 @@ type Decision struct {
 	RecordRoute bool // insert Record-Route (dialog-forming requests)
 	OwnRoutes   int  // Route entries at the top that point at us: remove
 	InDialog    bool
+
+	// Authenticated is set by HandleRequest once the request's
+	// credentials verified (Decide leaves it false).
+	Authenticated bool
 }
 
 // branchMagic marks branches this proxy generated; the loop hash follows.

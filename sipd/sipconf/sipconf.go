@@ -112,12 +112,21 @@ type NAT struct {
 	FixContact bool `yaml:"fix_contact"`
 }
 
-// Protect configures flood protection.
+// Protect configures flood protection and the caps on calls in setup.
 type Protect struct {
 	Window  Duration `yaml:"window"`
 	Limit   int      `yaml:"limit"`
 	BanTime Duration `yaml:"ban_time"`
-	Exempt  []string `yaml:"exempt"` // CIDR prefixes never banned
+	Exempt  []string `yaml:"exempt"` // CIDR prefixes never banned nor capped
+	// BannedChallengeInterval: a banned source may be challenged once per
+	// interval (so a phone whose nonce expired gets back in); 0: never.
+	BannedChallengeInterval Duration `yaml:"banned_challenge_interval"`
+	// SetupPerSource caps relayed calls in setup per source address from
+	// callers who did not authenticate; 0: no cap.
+	SetupPerSource int `yaml:"setup_per_source"`
+	// SetupUnauthenticatedShare is the percentage of the relay's port
+	// pairs that such calls may hold together, 1..100 (100: no bound).
+	SetupUnauthenticatedShare int `yaml:"setup_unauthenticated_share"`
 }
 
 // ExemptPrefixes parses Exempt; Validate has checked it.
@@ -168,7 +177,8 @@ func Default() Config {
 		Dialog: Dialog{CDRFile: "cdr.jsonl"},
 		NAT:    NAT{FixContact: true},
 		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
-			Exempt: []string{"127.0.0.0/8", "::1/128"}},
+			Exempt: []string{"127.0.0.0/8", "::1/128"}, BannedChallengeInterval: Duration(5 * time.Second),
+			SetupPerSource: 10, SetupUnauthenticatedShare: 50},
 		Timers: Timers{Invite: Duration(3 * time.Minute)},
 	}
 }
@@ -241,6 +251,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Protect.Limit < 0 || (c.Protect.Limit > 0 && (c.Protect.Window <= 0 || c.Protect.BanTime <= 0)) {
 		errs = append(errs, errors.New("sip.protect: limit must be >= 0, and window and ban_time positive when it is set"))
+	}
+	if c.Protect.BannedChallengeInterval < 0 {
+		errs = append(errs, errors.New("sip.protect.banned_challenge_interval: must be >= 0 (0: never challenge a banned source)"))
+	}
+	if c.Protect.SetupPerSource < 0 {
+		errs = append(errs, fmt.Errorf("sip.protect.setup_per_source %d: must be >= 0 (0: no cap)", c.Protect.SetupPerSource))
+	}
+	if s := c.Protect.SetupUnauthenticatedShare; s < 1 || s > 100 {
+		errs = append(errs, fmt.Errorf("sip.protect.setup_unauthenticated_share %d: want a percentage 1..100 (100: no bound)", s))
 	}
 	for _, e := range c.Protect.Exempt {
 		if _, err := netip.ParsePrefix(e); err != nil {

@@ -23,10 +23,27 @@ func TestValidateReportsEachProblem(t *testing.T) {
 	c.Auth.Algorithms = []string{"SHA-1"}
 	c.Registrar.MinExpires = Duration(2 * c.Registrar.MaxExpires)
 	c.Protect.Exempt = []string{"10.0.0.0/33"}
+	c.Protect.BannedChallengeInterval = -1
+	c.Protect.SetupPerSource = -1
+	c.Protect.SetupUnauthenticatedShare = 0
 	err := c.Validate()
-	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "exempt"} {
+	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "exempt",
+		"banned_challenge_interval", "setup_per_source", "setup_unauthenticated_share"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+}
+
+func TestProtectSetupShareRange(t *testing.T) {
+	for _, c := range []struct {
+		share int
+		ok    bool
+	}{{0, false}, {1, true}, {50, true}, {100, true}, {101, false}, {-5, false}} {
+		cfg := Default()
+		cfg.Protect.SetupUnauthenticatedShare = c.share
+		if err := cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("share %d: %v", c.share, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package sipserver_test
 import (
 	"context"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestDefaultConfigServes(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
 		t.Fatalf("answer %q %v", buf[:n], err)
 	}
-	if got := sipconf.Default(); got.Protect.Limit != sc.Protect.Limit || len(got.Listen) != len(sc.Listen) {
+	if got := sipconf.Default(); !reflect.DeepEqual(got.Protect, sc.Protect) || len(got.Listen) != len(sc.Listen) {
 		t.Fatalf("default.yaml and sipconf.Default disagree: %+v vs %+v", sc.Protect, got.Protect)
 	}
 }

@@ -26,6 +26,13 @@ const usersText = "alice password=alicepw\nbob password=bobpw\ncarol password=ca
 // ends; edit adjusts the config first.
 func testServer(t testing.TB, edit func(*sipconf.Config)) *Server {
 	t.Helper()
+	return testServerWith(t, edit, Options{})
+}
+
+// testServerWith is testServer with Options (a media controller, the
+// relay's size).
+func testServerWith(t testing.TB, edit func(*sipconf.Config), opt Options) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	users := filepath.Join(dir, "users")
 	if err := os.WriteFile(users, []byte(usersText), 0o600); err != nil {
@@ -46,7 +53,7 @@ func testServer(t testing.TB, edit func(*sipconf.Config)) *Server {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ignore := goleak.IgnoreCurrent()
-	s, err := New(cfg, log, Options{})
+	s, err := New(cfg, log, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,11 @@ type Options struct {
 	Now    func() time.Time
 	// Media relays calls' RTP (media.mode all or nat); nil: signaling only.
 	Media *media.Controller
+	// RelayPairs is the number of RTP/RTCP port pairs of the smallest
+	// relay address pool (a call's legs may all come from one). The share
+	// of it that unauthenticated calls in setup may hold is
+	// sip.protect.setup_unauthenticated_share; 0: no bound.
+	RelayPairs int
 }
 
 // Server is the SIP proxy and registrar.
@@ -96,8 +101,14 @@ type Server struct {
 	store   *registrar.Store
 	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
-	pike    *protect.Pike
 	cdr     *journal.Journal // nil: no CDRs
+
+	// Flood bans, one table per kind of transport: a datagram's source
+	// can be forged, a connection's cannot, and a ban earned by forged
+	// datagrams must not close an innocent's connections.
+	pike, pikeStream *protect.Pike
+	binder           *protect.Binder // ties challenges' nonces to their addresses
+	setup            *protect.Setup  // caps on calls in setup
 
 	udp       map[string]*net.UDPConn   // by local address
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
@@ -153,6 +164,18 @@ type Stats struct {
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
 	Core     proxy.Stats     `json:"core"`
+	// BannedPassed counts messages from banned sources let through to the
+	// core for what they proved.
+	BannedPassed BannedPassed       `json:"banned_passed"`
+	Setup        protect.SetupStats `json:"setup"`
+}
+
+// BannedPassed counts messages the flood filter let through from banned
+// sources, by what they carried.
+type BannedPassed struct {
+	Credentials uint64 `json:"credentials"` // credentials for a nonce issued to that address
+	Dialog      uint64 `json:"dialog"`      // an in-dialog request of a live call
+	Responses   uint64 `json:"responses"`   // an answer to a request of ours
 }
 
 // Problems lists what makes the SIP side degraded: journals that cannot
@@ -251,7 +274,16 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	}
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
 	s.exemptPfx = append(cfg.Protect.ExemptPrefixes(), opt.Exempt...)
-	s.pike = protect.NewPike(cfg.Protect.Limit, cfg.Protect.Window.D(), cfg.Protect.BanTime.D(), opt.Now)
+	pr := cfg.Protect
+	s.pike = protect.NewPike(pr.Limit, pr.Window.D(), pr.BanTime.D(), opt.Now)
+	s.pike.SetChallengeInterval(pr.BannedChallengeInterval.D())
+	s.pikeStream = protect.NewPike(pr.Limit, pr.Window.D(), pr.BanTime.D(), opt.Now)
+	s.binder = protect.NewBinder(secret.Derive(s.secret, "opaque"))
+	budget := 0
+	if opt.RelayPairs > 0 && pr.SetupUnauthenticatedShare < 100 {
+		budget = max(opt.RelayPairs*pr.SetupUnauthenticatedShare/100, 1)
+	}
+	s.setup = protect.NewSetup(pr.SetupPerSource, budget)
 
 	tlsConf, err := s.bind()
 	if err != nil {
@@ -296,6 +328,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
 		Media: opt.Media,
+		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)
@@ -441,17 +474,30 @@ func (s *Server) exempt(a netip.Addr) bool {
 // transaction.
 func (s *Server) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
 	src := addrPortOf(info.RemoteAddr)
+	ip := src.Addr().Unmap()
+	udp := info.Transport == "UDP"
 	// Responses are not counted: a busy peer answering our own requests is
 	// not flooding us (and a stream read may hold several messages anyway).
 	isResponse := bytes.HasPrefix(data, []byte("SIP/2.0 "))
-	if !s.exempt(src.Addr().Unmap()) && (isResponse && s.pike.Banned(src.Addr()) || !isResponse && !s.pike.Allow(src.Addr())) {
-		s.banned.Add(1)
-		if info.Transport != "UDP" {
-			return nil, ErrBanned // closes the connection
+	if !s.exempt(ip) {
+		drop := false
+		switch {
+		case !udp:
+			drop = isResponse && s.pikeStream.Banned(ip) || !isResponse && !s.pikeStream.Allow(ip)
+		case isResponse:
+			drop = s.pike.Banned(ip) && !s.bannedPass(ip, data)
+		default:
+			drop = !s.pike.Allow(ip) && !s.bannedPass(ip, data)
 		}
-		return nil, nil
+		if drop {
+			s.banned.Add(1)
+			if !udp {
+				return nil, ErrBanned // closes the connection
+			}
+			return nil, nil
+		}
 	}
-	if info.Transport != "UDP" {
+	if !udp {
 		return data, nil
 	}
 	if len(data) > s.cfg.MaxSize {
@@ -491,6 +537,8 @@ func (s *Server) answerKeepalive(conn *net.UDPConn, src netip.AddrPort, data []b
 		return false
 	}
 	*bp = res[:0]
+	// A keep-alive from a banned source proves nothing: dropped, not
+	// answered (the phone's NAT binding lives on its own outgoing packets).
 	if checkPike && !s.exempt(src.Addr().Unmap()) && !s.pike.Allow(src.Addr()) {
 		s.banned.Add(1)
 		return true
@@ -694,16 +742,20 @@ func (s *Server) ReloadUsers() error {
 func (s *Server) Stats() Stats {
 	aors, contacts := s.store.Count()
 	setup, active, done, failed := s.dialogs.Stats()
-	bannedNow, bans, dropped := s.pike.Stats()
+	dgram, stream := s.pike.Stats(), s.pikeStream.Stats()
 	core := s.core.Stats()
 	cdrs, cdrErrors := s.dialogs.CDRs()
 	st := Stats{
 		Uptime: s.opt.Now().Sub(s.start), AoRs: aors, Registrations: contacts,
 		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
 		Transactions: core.Transactions, Users: s.users.Len(),
-		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
+		BannedSources: dgram.BannedNow + stream.BannedNow, Bans: dgram.Bans + stream.Bans,
+		DroppedFlood: s.banned.Load(), DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
 		RegisterUnavailable: s.reg.Unavailable(), CDRs: cdrs, CDRErrors: cdrErrors,
 		Core: core,
+		BannedPassed: BannedPassed{Credentials: dgram.Passed[protect.PassCredentials],
+			Dialog: dgram.Passed[protect.PassDialog], Responses: dgram.Passed[protect.PassResponse]},
+		Setup: s.setup.Stats(),
 	}
 	if js, ok := s.store.Journal(); ok {
 		st.Journals = append(st.Journals, js)
