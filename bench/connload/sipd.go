@@ -145,26 +145,6 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 	return &sipd{d: d, sip: fmt.Sprintf("127.0.0.1:%d", sipPort), http: httpURL}, nil
 }
 
-// rssBytes is a process's resident set from /proc.
-func rssBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
-
-func openFDs(pid int) int {
-	es, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(es)
-}
-
 func (s *sipd) get(path string) ([]byte, error) {
 	c := &http.Client{Timeout: 20 * time.Second}
 	resp, err := c.Get(s.http + path)
