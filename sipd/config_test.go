@@ -59,6 +59,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
 		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
+		{"negative connections max", "    max: 0\n", "    max: -1\n", "sip.connections.max -1"},
+		{"negative per source", "per_source: 0", "per_source: -3", "sip.connections.per_source -3"},
+		{"no message timeout", "message_timeout: 10s", "message_timeout: 0s", "sip.connections.message_timeout 0s: must be positive"},
+		{"bad idle timeout", "idle_timeout: 2m", "idle_timeout: soon", "line"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl})
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPorts: relayPorts(cfg.Media)})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
 		}
@@ -231,6 +231,19 @@ loop:
 		log.Info("sipd stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// relayPorts is how many relay sockets the media relay may open at once:
+// one per port of its ranges, or none with media.mode none.
+func relayPorts(m MediaConfig) int {
+	if m.Mode == MediaNone {
+		return 0
+	}
+	n := 0
+	for _, a := range m.Addresses {
+		n += a.PortMax - a.PortMin + 1
+	}
+	return n
 }
 
 // ApplyRuntime sets the Go runtime up as the runtime section says. The

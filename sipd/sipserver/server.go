@@ -33,6 +33,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/sipd/connguard"
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
 	"sipxdp/sipd/media"
@@ -80,6 +81,10 @@ type Options struct {
 	Now    func() time.Time
 	// Media relays calls' RTP (media.mode all or nat); nil: signaling only.
 	Media *media.Controller
+	// RelayPorts is how many relay sockets may be open at once (the ports
+	// of the relay's ranges when it runs in this process): the derived
+	// connection cap leaves them their descriptors.
+	RelayPorts int
 }
 
 // Server is the SIP proxy and registrar.
@@ -102,6 +107,7 @@ type Server struct {
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
 	streams   []streamListener
 	listeners []proxy.Listener
+	guard     *connguard.Guard // caps and timeouts of TCP and TLS connections
 
 	usersMod time.Time
 	served   atomic.Bool
@@ -140,6 +146,8 @@ type Stats struct {
 	Panics          uint64        `json:"panics"`
 	Malformed       uint64        `json:"malformed"` // unparsable messages, dropped
 	Core            proxy.Stats   `json:"core"`
+	// Connections are the TCP and TLS connections: open, caps, refusals.
+	Connections connguard.Stats `json:"connections"`
 }
 
 // New binds every configured socket and builds the server; nothing is read
@@ -215,6 +223,9 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
 	s.exemptPfx = append(cfg.Protect.ExemptPrefixes(), opt.Exempt...)
 	s.pike = protect.NewPike(cfg.Protect.Limit, cfg.Protect.Window.D(), cfg.Protect.BanTime.D(), opt.Now)
+	if s.guard, err = newGuard(cfg.Connections, opt.RelayPorts, s.exempt, log); err != nil {
+		return nil, err
+	}
 
 	tlsConf, err := s.bind()
 	if err != nil {
@@ -258,7 +269,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
-		Media: opt.Media,
+		Media: opt.Media, Flows: s,
 	}, log, s.ua, s.self, auth, reg, s.dialogs)
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)
@@ -345,7 +356,10 @@ func (s *Server) bind() (*tls.Config, error) {
 				tlsConf.Certificates = append(tlsConf.Certificates, cert)
 				ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
 			}
-			s.streams = append(s.streams, streamListener{transport: t, l: ln})
+			// sipgo's Serve ends at the first accept error and reads
+			// each connection until it closes: the guard keeps accepting
+			// through errors and closes what stalls or exceeds the caps.
+			s.streams = append(s.streams, streamListener{transport: t, l: s.guard.Listen(ln)})
 		}
 	}
 	return tlsConf, nil
@@ -636,7 +650,7 @@ func (s *Server) Stats() Stats {
 		ActiveCalls: active, CallsInSetup: setup, CallsCompleted: done, CallsFailed: failed,
 		Transactions: core.Transactions, Users: s.users.Len(),
 		BannedSources: bannedNow, Bans: bans, DroppedFlood: dropped, DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
-		Core: core,
+		Core: core, Connections: s.guard.Stats(),
 	}
 }
 
