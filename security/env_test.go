@@ -1,11 +1,13 @@
 package security
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -42,10 +44,16 @@ const (
 
 var pinSeq atomic.Uint64
 
+// envOpt adjusts how newEnv starts sipd.
+type envOpt func(*sipdtest.Options)
+
+// withNoFile runs sipd under RLIMIT_NOFILE n.
+func withNoFile(n uint64) envOpt { return func(o *sipdtest.Options) { o.NoFile = n } }
+
 // newEnv builds the namespaces and starts sipd in the middle one with
 // users alice and bob, media relayed on the userspace path unless edit
 // says otherwise.
-func newEnv(t *testing.T, edit func(*sipd.Config)) *env {
+func newEnv(t *testing.T, edit func(*sipd.Config), opts ...envOpt) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
 	tp := netnstest.New(t, "sxsec-")
@@ -65,8 +73,11 @@ func newEnv(t *testing.T, edit func(*sipd.Config)) *env {
 	if edit != nil {
 		edit(cfg)
 	}
-	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay,
-		Users: map[string]string{"alice": password, "bob": password}})
+	o := sipdtest.Options{NS: tp.Relay, Users: map[string]string{"alice": password, "bob": password}}
+	for _, f := range opts {
+		f(&o)
+	}
+	e.sipd = sipdtest.Start(t, cfg, o)
 	return e
 }
 
@@ -78,6 +89,28 @@ func (e *env) ua(ns *netnstest.NS, addr netip.Addr) *sipua.UA {
 		e.t.Fatal(err)
 	}
 	return sipua.New(e.t, c, e.SIP)
+}
+
+// streamUA connects from local in ns to sipd's listener of transport
+// (TCP or TLS; TLS does not verify sipd's certificate).
+func (e *env) streamUA(ns *netnstest.NS, local netip.Addr, transport string) *sipua.UA {
+	e.t.Helper()
+	srv := e.sipd.SIPAddr(transport)
+	c, err := ns.DialFrom("tcp", local, srv.String(), 3*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if transport == "TLS" {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(3 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			e.t.Fatalf("tls handshake with %s: %v", srv, err)
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
+	}
+	return sipua.NewStream(e.t, c, transport)
 }
 
 // caller, callee and attacker are SIP sockets on each side.

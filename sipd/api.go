@@ -224,6 +224,13 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		metric("sipxdp_sip_cdr_errors_total", "counter", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).", st.CDRErrors, "")
 		journalMetrics(&b, st.Journals)
 		protectMetrics(&b, st)
+		c := st.Connections
+		metric("sipxdp_sip_connections", "gauge", "TCP and TLS connections open.", c.Open, "")
+		metric("sipxdp_sip_connections_max", "gauge", "The cap on TCP and TLS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).", c.Max, "")
+		metric("sipxdp_sip_connections_per_source_max", "gauge", "The cap on TCP and TLS connections from one source.", c.PerSource, "")
+		labelledFamily(&b, "sipxdp_sip_connections_refused_total", "counter",
+			"TCP and TLS connections refused (total_cap, per_source_cap), closed for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake, and accept errors retried.",
+			"reason", c.Refused)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
@@ -265,17 +272,23 @@ func journalMetrics(b *strings.Builder, js []journal.Stats) {
 }
 
 func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {
+	labelledFamily(b, name, "counter", help, "counter", m)
+}
+
+// labelledFamily writes one sample per key of m, labelled label="key", in
+// key order; nothing when m is empty.
+func labelledFamily(b *strings.Builder, name, typ, help, label string, m map[string]uint64) {
 	if len(m) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(b, "%s{counter=%q} %d\n", name, k, m[k])
+		fmt.Fprintf(b, "%s{%s=%q} %d\n", name, label, k, m[k])
 	}
 }
 

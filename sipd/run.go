@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs})
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media)})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
 		}
@@ -237,6 +237,19 @@ loop:
 		log.Info("sipd stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// relayPorts is how many relay sockets the media relay may open at once:
+// one per port of its ranges, or none with media.mode none.
+func relayPorts(m MediaConfig) int {
+	if m.Mode == MediaNone {
+		return 0
+	}
+	n := 0
+	for _, a := range m.Addresses {
+		n += a.PortMax - a.PortMin + 1
+	}
+	return n
 }
 
 // ApplyRuntime sets the Go runtime up as the runtime section says. The

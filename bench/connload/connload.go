@@ -300,12 +300,12 @@ type memPoint struct {
 }
 
 func measure(s *sipd) (memPoint, error) {
-	rss, err := rssBytes(s.d.PID())
+	rss, err := s.d.RSS()
 	if err != nil {
 		return memPoint{}, err
 	}
 	gm, err := s.goMem()
-	return memPoint{RSS: rss, goMem: gm, FDs: openFDs(s.d.PID())}, err
+	return memPoint{RSS: rss, goMem: gm, FDs: s.d.OpenFiles()}, err
 }
 
 // settle waits for sipd's memory to stop moving after a change.

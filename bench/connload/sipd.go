@@ -2,15 +2,8 @@ package connload
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,6 +15,7 @@ import (
 	"time"
 
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/testcert"
 )
 
 // sipd is one sipd run with its SIP address and API.
@@ -38,40 +32,6 @@ func freeTCPPort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// writeCert makes a self-signed ECDSA P-256 certificate for 127.0.0.1.
-func writeCert(dir string) (certPath, keyPath string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "sipd bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", err
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return "", "", err
-	}
-	return certPath, keyPath, nil
 }
 
 // replaceOnce substitutes old with new once and fails when old is missing,
@@ -111,7 +71,7 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 	}
 	listen := fmt.Sprintf("    - {transport: tcp, addr: \"127.0.0.1:%d\"}", sipPort)
 	if transport == "TLS" {
-		cert, key, err := writeCert(dir)
+		cert, key, err := testcert.Generate(dir, netip.MustParseAddr("127.0.0.1"))
 		if err != nil {
 			return nil, fmt.Errorf("certificate: %w", err)
 		}
@@ -143,26 +103,6 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 		return nil, err
 	}
 	return &sipd{d: d, sip: fmt.Sprintf("127.0.0.1:%d", sipPort), http: httpURL}, nil
-}
-
-// rssBytes is a process's resident set from /proc.
-func rssBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
-
-func openFDs(pid int) int {
-	es, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(es)
 }
 
 func (s *sipd) get(path string) ([]byte, error) {

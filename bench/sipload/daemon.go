@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -224,6 +225,27 @@ func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
 
 // PID is sipd's process ID.
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
+// RSS is sipd's resident set in bytes, from /proc.
+func (d *Daemon) RSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for %d", d.PID())
+}
+
+// OpenFiles counts sipd's open file descriptors (sockets included).
+func (d *Daemon) OpenFiles() int {
+	es, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID()))
+	return len(es)
+}
 
 func tailFile(p string) string {
 	b, _ := os.ReadFile(p)

@@ -623,3 +623,39 @@ func (n *NS) AllowSpoofed(t testing.TB) {
 		}
 	}
 }
+
+// AddV4 gives the host more IPv4 addresses on its link, 10.252.n.first
+// up to 10.252.n.(first+count-1) (first at least 3: .1 is the relay's and
+// .2 the host's own), so one test can send from many sources. They go
+// with the namespace.
+func (h *Host) AddV4(t testing.TB, first, count int) []netip.Addr {
+	t.Helper()
+	if first < 3 || first+count > 255 {
+		t.Fatalf("AddV4 %d+%d: want addresses within .3 to .254", first, count)
+	}
+	b := h.V4.As4()
+	var out []netip.Addr
+	for i := range count {
+		b[3] = byte(first + i)
+		a := netip.AddrFrom4(b)
+		h.AddAddr(t, a)
+		out = append(out, a)
+	}
+	return out
+}
+
+// DialFrom connects from local (port chosen by the kernel) inside the
+// namespace, within timeout.
+func (n *NS) DialFrom(network string, local netip.Addr, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+		var err error
+		c, err = d.Dial(network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s from %s in %s: %w", network, addr, local, n.Name, err)
+	}
+	return c, nil
+}

@@ -254,3 +254,25 @@ func (s *Sipd) SIPAddr(transport string) netip.AddrPort {
 	s.t.Fatalf("no %s listener in the config", transport)
 	return netip.AddrPort{}
 }
+
+// GoMem reads sipd's Go heap in use, after a collection, and its
+// goroutine count from the profiles; the config must set http.pprof.
+func (s *Sipd) GoMem() (heapInuse int64, goroutines int) {
+	s.t.Helper()
+	code, b := s.Do("GET", "/debug/pprof/heap?debug=1&gc=1", nil, nil)
+	if code != 200 {
+		s.t.Fatalf("heap profile: %d (is http.pprof on?)", code)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			fmt.Sscan(rest, &heapInuse)
+		}
+	}
+	code, b = s.Do("GET", "/debug/pprof/goroutine?debug=1", nil, nil)
+	if code != 200 {
+		s.t.Fatalf("goroutine profile: %d", code)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	fmt.Sscan(strings.TrimPrefix(first, "goroutine profile: total "), &goroutines)
+	return heapInuse, goroutines
+}

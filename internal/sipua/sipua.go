@@ -2,7 +2,8 @@
 // the exact bytes of each request and reads what comes back, so nothing
 // between the test and the server under test can be wrong in the same way
 // as the server. It works over a UDP socket the test opened (in any
-// network namespace), and answers digest challenges.
+// network namespace), or over a TCP or TLS connection (NewStream), and
+// answers digest challenges.
 package sipua
 
 import (
@@ -19,7 +20,7 @@ import (
 	"sipxdp/sipd/digest"
 )
 
-// UA is one endpoint on one UDP socket.
+// UA is one endpoint on one UDP socket or one stream connection.
 type UA struct {
 	t    testing.TB
 	conn *net.UDPConn
@@ -29,19 +30,44 @@ type UA struct {
 	// test can reuse its nonce the way phones cache credentials.
 	Challenge string
 	seq       atomic.Uint64
+
+	// A stream UA's connection, transport (TCP or TLS), parser and the
+	// messages parsed but not read yet.
+	stream    net.Conn
+	transport string
+	parser    *sip.ParserStream
+	pending   []sip.Message
 }
 
 // New wraps conn, which the test owns; it is closed with the test.
 func New(t testing.TB, conn *net.UDPConn, server netip.AddrPort) *UA {
 	t.Cleanup(func() { conn.Close() })
-	return &UA{t: t, conn: conn, Server: server}
+	return &UA{t: t, conn: conn, Server: server, transport: "UDP"}
+}
+
+// NewStream wraps a TCP or TLS connection to the server (transport "TCP"
+// or "TLS", as Via says it); it is closed with the test. Everything is
+// sent over it, whatever the destination.
+func NewStream(t testing.TB, conn net.Conn, transport string) *UA {
+	t.Cleanup(func() { conn.Close() })
+	server, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+	return &UA{t: t, stream: conn, Server: server, transport: transport, parser: sip.NewParser().NewSIPStream()}
 }
 
 // Addr is the socket's local address.
-func (u *UA) Addr() netip.AddrPort { return u.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (u *UA) Addr() netip.AddrPort {
+	if u.stream != nil {
+		ap, _ := netip.ParseAddrPort(u.stream.LocalAddr().String())
+		return ap
+	}
+	return u.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
 
-// Conn is the socket.
+// Conn is the UDP socket (nil for a stream UA).
 func (u *UA) Conn() *net.UDPConn { return u.conn }
+
+// StreamConn is a stream UA's connection (nil for a UDP one).
+func (u *UA) StreamConn() net.Conn { return u.stream }
 
 // CRLF turns a message written with bare newlines into wire form.
 func CRLF(text string) string {
@@ -58,6 +84,12 @@ func (u *UA) Send(text string) { u.SendTo(u.Server, text) }
 // SendTo writes text (newlines made CRLF) to dst.
 func (u *UA) SendTo(dst netip.AddrPort, text string) {
 	u.t.Helper()
+	if u.stream != nil {
+		if _, err := u.stream.Write([]byte(CRLF(text))); err != nil {
+			u.t.Fatalf("send on %s: %v", u.transport, err)
+		}
+		return
+	}
 	if _, err := u.conn.WriteToUDPAddrPort([]byte(CRLF(text)), dst); err != nil {
 		u.t.Fatalf("send to %s: %v", dst, err)
 	}
@@ -66,6 +98,9 @@ func (u *UA) SendTo(dst netip.AddrPort, text string) {
 // Recv returns the next message, or nil after timeout.
 func (u *UA) Recv(timeout time.Duration) sip.Message {
 	u.t.Helper()
+	if u.stream != nil {
+		return u.recvStream(timeout)
+	}
 	buf := make([]byte, 65535)
 	u.conn.SetReadDeadline(time.Now().Add(timeout))
 	n, src, err := u.conn.ReadFromUDPAddrPort(buf)
@@ -77,6 +112,28 @@ func (u *UA) Recv(timeout time.Duration) sip.Message {
 		u.t.Fatalf("unparsable message from %s: %v\n%s", src, err, buf[:n])
 	}
 	m.SetSource(src.String())
+	return m
+}
+
+func (u *UA) recvStream(timeout time.Duration) sip.Message {
+	u.t.Helper()
+	buf := make([]byte, 65535)
+	u.stream.SetReadDeadline(time.Now().Add(timeout))
+	for len(u.pending) == 0 {
+		n, err := u.stream.Read(buf)
+		if err != nil {
+			return nil
+		}
+		err = u.parser.ParseSIPStream(buf[:n], func(m sip.Message) {
+			m.SetSource(u.Server.String())
+			u.pending = append(u.pending, m)
+		})
+		if err != nil && err != sip.ErrParseSipPartial {
+			u.t.Fatalf("unparsable message on %s: %v", u.transport, err)
+		}
+	}
+	m := u.pending[0]
+	u.pending = u.pending[1:]
 	return m
 }
 
@@ -247,8 +304,8 @@ func (u *UA) Request(m Msg) string {
 		to += ";tag=" + m.ToTag
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=%s;rport\r\nMax-Forwards: 70\r\nFrom: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContact: <sip:ua@%s>\r\n",
-		m.Method, m.RURI, hostPort(u.Addr()), branch, m.From, ftag, to, m.CallID, m.CSeq, m.Method, hostPort(u.Addr()))
+	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=%s;rport\r\nMax-Forwards: 70\r\nFrom: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContact: <sip:ua@%s%s>\r\n",
+		m.Method, m.RURI, u.transport, hostPort(u.Addr()), branch, m.From, ftag, to, m.CallID, m.CSeq, m.Method, hostPort(u.Addr()), u.contactParam())
 	for _, h := range m.Headers {
 		b.WriteString(h + "\r\n")
 	}
@@ -259,6 +316,13 @@ func (u *UA) Request(m Msg) string {
 		b.WriteString("Content-Length: 0\r\n\r\n")
 	}
 	return b.String()
+}
+
+func (u *UA) contactParam() string {
+	if u.stream == nil {
+		return ""
+	}
+	return ";transport=" + strings.ToLower(u.transport)
 }
 
 // Param reads one parameter of a digest challenge.
@@ -354,8 +418,14 @@ func (u *UA) Ack(m Msg, r *sip.Response) string {
 // Expires of 600 s, and fails the test unless the answer is 200.
 func (u *UA) Register(user, domain, password string) *sip.Response {
 	u.t.Helper()
+	return u.RegisterFor(user, domain, password, 600)
+}
+
+// RegisterFor is Register with an Expires of seconds.
+func (u *UA) RegisterFor(user, domain, password string, seconds int) *sip.Response {
+	u.t.Helper()
 	m := Msg{Method: "REGISTER", RURI: "sip:" + domain, From: "sip:" + user + "@" + domain, To: "sip:" + user + "@" + domain,
-		CallID: fmt.Sprintf("reg-%s-%d", user, u.seq.Add(1)), CSeq: 1, Headers: []string{"Expires: 600"}}
+		CallID: fmt.Sprintf("reg-%s-%d", user, u.seq.Add(1)), CSeq: 1, Headers: []string{fmt.Sprintf("Expires: %d", seconds)}}
 	r := u.Authenticated(m, user, password)
 	if r.StatusCode != 200 {
 		u.t.Fatalf("register %s: got %d %s", user, r.StatusCode, r.Reason)

@@ -44,6 +44,16 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// Flows keeps a phone's connection open while its registration lasts;
+	// nil: nothing is told.
+	Flows FlowKeeper
+}
+
+// FlowKeeper is told of each registration made over a TCP or TLS
+// connection: the connection (known by its transport and source) is how
+// sipd reaches the phone until until, so it must not be closed as idle.
+type FlowKeeper interface {
+	KeepFlow(transport string, src netip.AddrPort, until time.Time)
 }
 
 // Stats are the core's counters.
@@ -297,9 +307,26 @@ func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.A
 	// the only way back over a connection, and behind NAT over UDP.
 	flow := registrar.Flow{Received: src.String(), Transport: strings.ToUpper(req.Transport()), NATed: why != 0}
 	res := p.reg.Register(req, aor, flow)
+	if res.StatusCode == 200 && p.cfg.Flows != nil && sip.IsReliable(flow.Transport) {
+		p.keepFlow(aor, flow, src)
+	}
 	p.replies.Add(1)
 	if err := tx.Respond(res); err != nil {
 		p.log.Debug("register reply failed", "error", err)
+	}
+}
+
+// keepFlow tells Flows how long the connection a REGISTER came over must
+// stay: until the last of the AoR's bindings over it expires.
+func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
+	var until time.Time
+	for _, b := range p.reg.Store().Lookup(aor) {
+		if b.Received == flow.Received && b.Transport == flow.Transport && b.Expires.After(until) {
+			until = b.Expires
+		}
+	}
+	if !until.IsZero() {
+		p.cfg.Flows.KeepFlow(flow.Transport, src, until)
 	}
 }
 

@@ -47,6 +47,8 @@ type Config struct {
 	Protect    Protect   `yaml:"protect"`
 	Dialog     Dialog    `yaml:"dialog"`
 	Timers     Timers    `yaml:"timers"`
+	// Connections limits the TCP and TLS connections peers open to sipd.
+	Connections Connections `yaml:"connections"`
 	// Secret keys the HMACs of what sipd hands out and must verify later
 	// (Record-Route tokens, nonces). Empty: the one kept in StateDir,
 	// generated there on first start. Instances that share it accept each
@@ -152,6 +154,27 @@ type Timers struct {
 	Invite Duration `yaml:"invite"` // how long to wait for a final answer to a forwarded INVITE
 }
 
+// Connections limits stream connections (TCP, TLS; WebSocket when it
+// comes): how many, how many per source, and how long each may take.
+type Connections struct {
+	// Max is the most connections open at once, all listeners together.
+	// 0: derived from RLIMIT_NOFILE at start, less a reserve for the
+	// process's other descriptors.
+	Max int `yaml:"max"`
+	// PerSource is the most connections from one source (one IPv4
+	// address, one IPv6 /64); sources in protect.exempt have no such cap.
+	// 0: derived from Max.
+	PerSource int `yaml:"per_source"`
+	// MessageTimeout is how long a message may take to arrive in full once
+	// its first byte has.
+	MessageTimeout Duration `yaml:"message_timeout"`
+	// IdleTimeout closes a connection that has carried no message either
+	// way for this long, unless a registration made over it lasts longer.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TLSHandshakeTimeout is how long a TLS handshake may take from accept.
+	TLSHandshakeTimeout Duration `yaml:"tls_handshake_timeout"`
+}
+
 // Default returns the settings used when the section or a field is absent.
 func Default() Config {
 	return Config{
@@ -180,6 +203,8 @@ func Default() Config {
 			Exempt: []string{"127.0.0.0/8", "::1/128"}, BannedChallengeInterval: Duration(5 * time.Second),
 			SetupPerSource: 10, SetupUnauthenticatedShare: 50},
 		Timers: Timers{Invite: Duration(3 * time.Minute)},
+		Connections: Connections{MessageTimeout: Duration(10 * time.Second), IdleTimeout: Duration(2 * time.Minute),
+			TLSHandshakeTimeout: Duration(10 * time.Second)},
 	}
 }
 
@@ -272,5 +297,28 @@ func (c *Config) Validate() error {
 	if c.Timers.Invite <= 0 {
 		errs = append(errs, errors.New("sip.timers.invite: must be positive"))
 	}
+	errs = append(errs, c.Connections.validate()...)
 	return errors.Join(errs...)
+}
+
+func (c Connections) validate() []error {
+	var errs []error
+	if c.Max < 0 {
+		errs = append(errs, fmt.Errorf("sip.connections.max %d: want 0 (derived from the open-file limit) or more", c.Max))
+	}
+	if c.PerSource < 0 {
+		errs = append(errs, fmt.Errorf("sip.connections.per_source %d: want 0 (derived from max) or more", c.PerSource))
+	}
+	if c.Max > 0 && c.PerSource > c.Max {
+		errs = append(errs, fmt.Errorf("sip.connections.per_source %d is above max %d", c.PerSource, c.Max))
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"message_timeout", c.MessageTimeout}, {"idle_timeout", c.IdleTimeout}, {"tls_handshake_timeout", c.TLSHandshakeTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("sip.connections.%s %v: must be positive", d.name, d.v.D()))
+		}
+	}
+	return errs
 }

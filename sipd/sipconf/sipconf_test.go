@@ -1,6 +1,7 @@
 package sipconf
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -26,9 +27,11 @@ func TestValidateReportsEachProblem(t *testing.T) {
 	c.Protect.BannedChallengeInterval = -1
 	c.Protect.SetupPerSource = -1
 	c.Protect.SetupUnauthenticatedShare = 0
+	c.Connections = Connections{Max: 10, PerSource: 20, IdleTimeout: -1}
 	err := c.Validate()
 	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "exempt",
-		"banned_challenge_interval", "setup_per_source", "setup_unauthenticated_share"} {
+		"banned_challenge_interval", "setup_per_source", "setup_unauthenticated_share",
+		"sip.connections.per_source 20 is above max 10", "sip.connections.message_timeout 0s", "sip.connections.idle_timeout -1ns", "sip.connections.tls_handshake_timeout"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
@@ -45,5 +48,32 @@ func TestProtectSetupShareRange(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != c.ok {
 			t.Errorf("share %d: %v", c.share, err)
 		}
+	}
+}
+
+func TestConnectionsValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		c    Connections
+		want string // "" : valid
+	}{
+		{"default", Default().Connections, ""},
+		{"derived caps", Connections{MessageTimeout: 1, IdleTimeout: 1, TLSHandshakeTimeout: 1}, ""},
+		{"set caps", Connections{Max: 100, PerSource: 100, MessageTimeout: 1, IdleTimeout: 1, TLSHandshakeTimeout: 1}, ""},
+		{"per source with derived max", Connections{PerSource: 5000, MessageTimeout: 1, IdleTimeout: 1, TLSHandshakeTimeout: 1}, ""},
+		{"negative max", Connections{Max: -1, MessageTimeout: 1, IdleTimeout: 1, TLSHandshakeTimeout: 1}, "sip.connections.max -1"},
+		{"negative per source", Connections{PerSource: -1, MessageTimeout: 1, IdleTimeout: 1, TLSHandshakeTimeout: 1}, "sip.connections.per_source -1"},
+		{"no idle timeout", Connections{MessageTimeout: 1, TLSHandshakeTimeout: 1}, "sip.connections.idle_timeout 0s: must be positive"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := errors.Join(tc.c.validate()...)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("err %v, want it to mention %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/sipd/connguard"
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
 	"sipxdp/sipd/journal"
@@ -85,6 +86,10 @@ type Options struct {
 	// of it that unauthenticated calls in setup may hold is
 	// sip.protect.setup_unauthenticated_share; 0: no bound.
 	RelayPairs int
+	// RelayPorts is how many relay sockets may be open at once (the ports
+	// of the relay's ranges when it runs in this process): the derived
+	// connection cap leaves them their descriptors.
+	RelayPorts int
 }
 
 // Server is the SIP proxy and registrar.
@@ -114,6 +119,7 @@ type Server struct {
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
 	streams   []streamListener
 	listeners []proxy.Listener
+	guard     *connguard.Guard // caps and timeouts of TCP and TLS connections
 
 	usersMod time.Time
 	served   atomic.Bool
@@ -164,6 +170,8 @@ type Stats struct {
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
 	Core     proxy.Stats     `json:"core"`
+	// Connections are the TCP and TLS connections: open, caps, refusals.
+	Connections connguard.Stats `json:"connections"`
 	// BannedPassed counts messages from banned sources let through to the
 	// core for what they proved.
 	BannedPassed BannedPassed       `json:"banned_passed"`
@@ -284,6 +292,9 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		budget = max(opt.RelayPairs*pr.SetupUnauthenticatedShare/100, 1)
 	}
 	s.setup = protect.NewSetup(pr.SetupPerSource, budget)
+	if s.guard, err = newGuard(cfg.Connections, opt.RelayPorts, s.exempt, log); err != nil {
+		return nil, err
+	}
 
 	tlsConf, err := s.bind()
 	if err != nil {
@@ -327,7 +338,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
-		Media: opt.Media,
+		Media: opt.Media, Flows: s,
 		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
 	if opt.Media != nil {
@@ -415,7 +426,10 @@ func (s *Server) bind() (*tls.Config, error) {
 				tlsConf.Certificates = append(tlsConf.Certificates, cert)
 				ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
 			}
-			s.streams = append(s.streams, streamListener{transport: t, l: ln})
+			// sipgo's Serve ends at the first accept error and reads
+			// each connection until it closes: the guard keeps accepting
+			// through errors and closes what stalls or exceeds the caps.
+			s.streams = append(s.streams, streamListener{transport: t, l: s.guard.Listen(ln)})
 		}
 	}
 	return tlsConf, nil
@@ -752,7 +766,7 @@ func (s *Server) Stats() Stats {
 		BannedSources: dgram.BannedNow + stream.BannedNow, Bans: dgram.Bans + stream.Bans,
 		DroppedFlood: s.banned.Load(), DroppedTooLarge: s.tooLarge.Load(), Panics: s.panics.Load(), Malformed: s.malformed.Load(),
 		RegisterUnavailable: s.reg.Unavailable(), CDRs: cdrs, CDRErrors: cdrErrors,
-		Core: core,
+		Core: core, Connections: s.guard.Stats(),
 		BannedPassed: BannedPassed{Credentials: dgram.Passed[protect.PassCredentials],
 			Dialog: dgram.Passed[protect.PassDialog], Responses: dgram.Passed[protect.PassResponse]},
 		Setup: s.setup.Stats(),
