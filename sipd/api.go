@@ -210,6 +210,8 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		metric("sipxdp_sip_transactions", "gauge", "Requests in progress.", st.Transactions, "")
 		metric("sipxdp_sip_banned_sources", "gauge", "Sources banned for flooding.", st.BannedSources, "")
 		metric("sipxdp_sip_malformed_total", "counter", "Unparsable messages dropped.", st.Malformed, "")
+		labelFamily(&b, "sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).",
+			"reason", st.Core.Refused)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
@@ -227,6 +229,11 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {
+	labelFamily(b, name, help, "counter", m)
+}
+
+// labelFamily writes a counter family with one label, a sample per key.
+func labelFamily(b *strings.Builder, name, help, label string, m map[string]uint64) {
 	if len(m) == 0 {
 		return
 	}
@@ -237,7 +244,7 @@ func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(b, "%s{counter=%q} %d\n", name, k, m[k])
+		fmt.Fprintf(b, "%s{%s=%q} %d\n", name, label, k, m[k])
 	}
 }
 

@@ -34,6 +34,10 @@ type Config struct {
 	// Media steers relayed calls' RTP through the relay (SDP rewrite);
 	// nil: signaling only, SDP untouched.
 	Media *media.Controller
+	// RouteKey keys the tokens in our Record-Route entries
+	// (secret.Derive(secret, "route")); instances sharing it accept each
+	// other's. Empty: a random key, good for this process only.
+	RouteKey []byte
 }
 
 // Stats are the core's counters.
@@ -47,6 +51,9 @@ type Stats struct {
 	Challenges    uint64 `json:"challenges"`
 	StrayForwards uint64 `json:"stray_responses_forwarded"`
 	Transactions  int64  `json:"transactions"`
+	// Refused counts requests refused or absorbed for routing and dialog
+	// reasons, by reason (the Refused* constants).
+	Refused map[string]uint64 `json:"refused"`
 }
 
 // Proxy is the SIP core.
@@ -58,6 +65,9 @@ type Proxy struct {
 	auth    *digest.Authenticator
 	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
+	routes  routeSigner
+
+	refused refusals
 
 	requests, keepalives, registers, forwarded, replies atomic.Uint64
 	authFailures, challenges, strays                    atomic.Uint64
@@ -75,7 +85,7 @@ func New(cfg Config, log *slog.Logger, ua *sipgo.UserAgent, self *Self, auth *di
 	if cfg.InviteTimeout <= 0 {
 		cfg.InviteTimeout = 3 * time.Minute
 	}
-	return &Proxy{cfg: cfg, log: log, ua: ua, self: self, auth: auth, reg: reg, dialogs: dialogs}
+	return &Proxy{cfg: cfg, log: log, ua: ua, self: self, auth: auth, reg: reg, dialogs: dialogs, routes: newRouteSigner(cfg.RouteKey)}
 }
 
 // Self is the proxy's idea of its own addresses.
@@ -87,7 +97,45 @@ func (p *Proxy) Stats() Stats {
 		Requests: p.requests.Load(), Keepalives: p.keepalives.Load(), Registers: p.registers.Load(),
 		Forwarded: p.forwarded.Load(), Replies: p.replies.Load(), AuthFailures: p.authFailures.Load(),
 		Challenges: p.challenges.Load(), StrayForwards: p.strays.Load(), Transactions: p.inflight.Load(),
+		Refused: p.refused.snapshot(),
 	}
+}
+
+// refusals are the refusal counters, one per reason.
+type refusals struct {
+	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK atomic.Uint64
+}
+
+func (r *refusals) counter(reason string) *atomic.Uint64 {
+	switch reason {
+	case RefusedTokenMissing:
+		return &r.tokenMissing
+	case RefusedTokenInvalid:
+		return &r.tokenInvalid
+	case RefusedDialog:
+		return &r.dialog
+	case RefusedForeignRoute:
+		return &r.foreignRoute
+	case RefusedDigestURI:
+		return &r.digestURI
+	case RefusedStrayACK:
+		return &r.strayACK
+	}
+	return nil
+}
+
+func (r *refusals) add(reason string) {
+	if c := r.counter(reason); c != nil {
+		c.Add(1)
+	}
+}
+
+func (r *refusals) snapshot() map[string]uint64 {
+	m := make(map[string]uint64, 6)
+	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK} {
+		m[k] = r.counter(k).Load()
+	}
+	return m
 }
 
 // CountKeepalive records a keep-alive answered before the core (the UDP
@@ -144,6 +192,19 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 
 	d := p.Decide(req)
+	if d.InDialog && d.Action != ActKeepalive && p.dialogs != nil {
+		// A request that names a call we track but none of its dialogs
+		// changes nothing, whatever its route says (RFC 3261 §12.2.2).
+		if m := p.dialogs.Match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
+			d = Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}
+			if req.Method == sip.ACK {
+				d = Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
+			}
+		}
+	}
+	if d.Refusal != "" {
+		p.refused.add(d.Refusal)
+	}
 	switch d.Action {
 	case ActReply:
 		if req.Method != sip.ACK {

@@ -258,7 +258,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
-		Media: opt.Media,
+		Media: opt.Media, RouteKey: secret.Derive(s.secret, "route"),
 	}, log, s.ua, s.self, auth, reg, s.dialogs)
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)
