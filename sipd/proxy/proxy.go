@@ -280,12 +280,20 @@ func (p *Proxy) authenticate(req *sip.Request, tx sip.ServerTransaction, code in
 	for _, h := range req.GetHeaders(hdr) {
 		vals = append(vals, h.Value())
 	}
-	user, err := p.auth.Verify(string(req.Method), vals)
+	user, err := p.auth.Verify(string(req.Method), vals, func(uri string) bool { return sameRequestURI(uri, &req.Recipient) })
 	if err == nil {
 		return user, true
 	}
 	stale := errors.Is(err, digest.ErrStale)
 	switch {
+	case errors.Is(err, digest.ErrURIMismatch):
+		// RFC 3261 §22.4: credentials are for one Request-URI. Answers
+		// computed for another (a request captured on the way) are not
+		// good for this one.
+		p.authFailures.Add(1)
+		p.refused.add(RefusedDigestURI)
+		p.reply(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 sipd "digest uri does not match the Request-URI"`))
+		return "", false
 	case errors.Is(err, digest.ErrNoCredentials), stale, errors.Is(err, digest.ErrBadNonce), errors.Is(err, digest.ErrReplay):
 		// Ask (again): the UA has not tried yet, or tried with a nonce we no
 		// longer accept.
@@ -334,13 +342,9 @@ func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
 	user := req.Recipient.User
 	bindings := p.reg.Store().Lookup(user)
 	if len(bindings) == 0 {
-		if p.auth != nil {
-			if _, known := p.auth.Users().Lookup(user); !known {
-				p.reply(req, tx, 404, "Not Found")
-				return
-			}
-		}
-		p.reply(req, tx, 480, "Temporarily Unavailable")
+		// The same answer whether the user exists or is not registered,
+		// as Kamailio's: anything else tells a stranger which names exist.
+		p.reply(req, tx, 404, "Not Found")
 		return
 	}
 	targets := make([]target, 0, len(bindings))

@@ -61,7 +61,8 @@ func TestLocalAnswers(t *testing.T) {
 		code       int
 	}{
 		{"unknown user", ua.request("INVITE", "sip:nobody@example.org", "sip:x@far.net", "sip:nobody@example.org", "l1", 1), 404},
-		{"not registered", ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l2", 1), 480},
+		// The same answer as for an unknown user: no user enumeration.
+		{"not registered", ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l2", 1), 404},
 		{"foreign domain", ua.request("INVITE", "sip:x@far.net", "sip:alice@example.org", "sip:x@far.net", "l3", 1), 403},
 		{"too many hops", strings.Replace(ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l4", 1), "Max-Forwards: 70", "Max-Forwards: 0", 1), 483},
 		{"too brief", ua.request("REGISTER", "sip:example.org", "sip:bob@example.org", "sip:bob@example.org", "l5", 1, "Expires: 5"), 423},
