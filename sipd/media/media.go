@@ -334,7 +334,11 @@ func (cl *call) followed(from, to string) bool {
 // Response rewrites the SDP of a response on its way upstream (the caller
 // of the request it answers). res is the proxy's own copy.
 func (c *Controller) Response(res *sip.Response) {
-	if !isSDP(res) || res.StatusCode < 101 || res.StatusCode >= 300 {
+	hasSDP := isSDP(res)
+	// A 2xx without SDP still confirms the branch it came from (the
+	// answer went in a reliable provisional response, RFC 3262): only
+	// that dialog's BYE ends the call.
+	if !hasSDP && !res.IsSuccess() || res.StatusCode < 101 || res.StatusCode >= 300 {
 		return
 	}
 	id := callID(res)
@@ -363,6 +367,9 @@ func (c *Controller) Response(res *sip.Response) {
 		}
 	} else if side == relay.SideB && cl.confirmed && toTag(res) != cl.lockedTag {
 		follow = false // a late 2xx from another fork: the caller will BYE it
+	}
+	if !hasSDP {
+		return
 	}
 	body, err := c.sdp(id, cl, side, res.Body(), follow)
 	if err != nil {

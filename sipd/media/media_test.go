@@ -537,6 +537,32 @@ func TestRequestOutsideTheDialog(t *testing.T) {
 	}
 }
 
+// TestAnswerInReliableProvisional: with 100rel the answer comes in a 183
+// and the 2xx has no SDP; the 2xx still confirms its branch, so the BYE
+// of that dialog ends the call and another branch's does not.
+func TestAnswerInReliableProvisional(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Response(response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000))))
+	ok := response(t, 200, true, "INVITE", "")
+	c.Response(ok)
+	if len(ok.Body()) != 0 {
+		t.Fatalf("2xx without SDP got a body: %s", ok.Body())
+	}
+	other := inDialog(t, "BYE", true, 2, "")
+	other.To().Params.Add("tag", "fork2")
+	c.Request(other)
+	if len(f.deleted) != 0 {
+		t.Fatal("another branch's BYE ended the call")
+	}
+	c.Request(inDialog(t, "BYE", false, 1, ""))
+	if len(f.deleted) != 1 || c.Active() != 0 {
+		t.Fatalf("the answered dialog's BYE left the call: deleted %v", f.deleted)
+	}
+}
+
 // TestForkDialogSDP: a re-INVITE in another fork's dialog has its SDP
 // pointed at the relay but moves nothing; one with unknown tags is
 // refused.
