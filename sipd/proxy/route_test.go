@@ -228,6 +228,9 @@ func TestByeRouteSets(t *testing.T) {
 		{"double record-route", "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;transport=tcp;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
 			"p2.callee.net", "p1.caller.net"},
 		{"not through sipd", "Record-Route: <sip:p2.callee.net;lr>\r\n", "", ""},
+		{"our entries with tokens", "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;transport=tcp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") +
+			">, <sip:192.0.2.10:5060;transport=udp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
+			"p2.callee.net", "p1.caller.net"},
 	}
 	for _, c := range cases {
 		toCallee, toCaller := p.routeSets(parse(c.rr))
