@@ -122,6 +122,56 @@ func (e *env) attackerUA() *sipua.UA {
 
 var callSeq atomic.Uint64
 
+// call is an answered call from alice (caller side) to bob (callee side)
+// as the phones saw it.
+type call struct {
+	e          *env
+	alice, bob *sipua.UA
+	ID         string
+	Invite     sipua.Msg // alice's INVITE
+	CallerTag  string
+	CalleeTag  string
+	// Routes are the caller's Route lines, from the 2xx's Record-Route.
+	Routes []string
+	// CalleeContact is bob's Contact as alice saw it: the Request-URI of
+	// her in-dialog requests.
+	CalleeContact string
+}
+
+// answeredCall has alice (registered or not, she authenticates) call bob
+// (registered), bob answer and alice ACK, with SDP both ways.
+func (e *env) answeredCall(a, b *sipua.UA) *call {
+	e.t.Helper()
+	id := fmt.Sprintf("call-%d", callSeq.Add(1))
+	inv := sipua.Msg{Method: "INVITE", RURI: "sip:bob@" + domain, From: "sip:alice@" + domain, To: "sip:bob@" + domain,
+		CallID: id, CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Caller, 40000))}
+	if r := a.Authenticated(inv, "alice", password); r != nil && r.StatusCode >= 300 {
+		e.t.Fatalf("alice's call: %d %s", r.StatusCode, r.Reason)
+	}
+	req := b.ExpectRequest("INVITE")
+	b.Respond(req, 200, "OK", "bob-"+id, sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40002)))
+	ok := a.Expect(200)
+	c := &call{e: e, alice: a, bob: b, ID: id, Invite: inv, CallerTag: "ft-" + id,
+		CalleeTag: ok.To().Params.GetOr("tag", ""), Routes: recordRoute(ok), CalleeContact: contactURI(e.t, ok)}
+	a.Send(a.Request(c.inDialog("ACK", 2)))
+	b.ExpectRequest("ACK")
+	return c
+}
+
+// inDialog is alice's request in the call, through its route set.
+func (c *call) inDialog(method string, cseq int) sipua.Msg {
+	return sipua.Msg{Method: method, RURI: c.CalleeContact, From: c.Invite.From, FromTag: c.CallerTag, To: c.Invite.To,
+		ToTag: c.CalleeTag, CallID: c.ID, CSeq: cseq, Headers: c.Routes}
+}
+
+// hangUp is alice's BYE, answered by bob.
+func (c *call) hangUp() {
+	c.e.t.Helper()
+	c.alice.Send(c.alice.Request(c.inDialog("BYE", 3)))
+	c.bob.Respond(c.bob.ExpectRequest("BYE"), 200, "OK", "", "")
+	c.alice.Expect(200)
+}
+
 // legitCall checks that a subscriber is still served: alice and bob
 // register (with digest), alice calls bob, bob answers, alice hangs up,
 // and every step gets the right answer. It returns the two phones.
@@ -130,7 +180,7 @@ func (e *env) legitCall() (alice, bob *sipua.UA) {
 	a, b := e.caller(), e.callee()
 	a.Register("alice", domain, password)
 	b.Register("bob", domain, password)
-	e.call(a, b)
+	e.answeredCall(a, b).hangUp()
 	return a, b
 }
 
@@ -138,26 +188,32 @@ func (e *env) legitCall() (alice, bob *sipua.UA) {
 // with digest, 200, ACK, BYE from alice, 200. It returns the Call-ID.
 func (e *env) call(a, b *sipua.UA) string {
 	e.t.Helper()
-	callID := fmt.Sprintf("legit-%d", callSeq.Add(1))
-	inv := sipua.Msg{Method: "INVITE", RURI: "sip:bob@" + domain, From: "sip:alice@" + domain, To: "sip:bob@" + domain,
-		CallID: callID, CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Caller, 40000))}
-	if r := a.Authenticated(inv, "alice", password); r != nil && r.StatusCode >= 300 {
-		e.t.Fatalf("alice's call: %d %s", r.StatusCode, r.Reason)
+	c := e.answeredCall(a, b)
+	c.hangUp()
+	return c.ID
+}
+
+// flows lists the relay flows of a call.
+func (e *env) flows(callID string) []sipd.FlowJSON {
+	e.t.Helper()
+	var fs []sipd.FlowJSON
+	e.sipd.GetJSON("/flows?call_id="+callID, &fs)
+	return fs
+}
+
+// callUp reports whether /calls lists the call.
+func (e *env) callUp(callID string) bool {
+	e.t.Helper()
+	var cs []struct {
+		CallID string `json:"call_id"`
 	}
-	req := b.ExpectRequest("INVITE")
-	b.Respond(req, 200, "OK", "bob-"+callID, sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40002)))
-	ok := a.Expect(200)
-	routes := recordRoute(ok)
-	ack := sipua.Msg{Method: "ACK", RURI: contactURI(e.t, ok), From: inv.From, FromTag: "ft-" + callID, To: inv.To,
-		ToTag: ok.To().Params.GetOr("tag", ""), CallID: callID, CSeq: 2, Headers: routes}
-	a.Send(a.Request(ack))
-	b.ExpectRequest("ACK")
-	bye := ack
-	bye.Method, bye.CSeq = "BYE", 3
-	a.Send(a.Request(bye))
-	b.Respond(b.ExpectRequest("BYE"), 200, "OK", "", "")
-	a.Expect(200)
-	return callID
+	e.sipd.GetJSON("/calls", &cs)
+	for _, c := range cs {
+		if c.CallID == callID {
+			return true
+		}
+	}
+	return false
 }
 
 // recordRoute turns a 2xx's Record-Route into the caller's Route lines.

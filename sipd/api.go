@@ -231,6 +231,8 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		labelledFamily(&b, "sipxdp_sip_connections_refused_total", "counter",
 			"TCP and TLS connections refused (total_cap, per_source_cap), closed for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake, and accept errors retried.",
 			"reason", c.Refused)
+		labelledFamily(&b, "sipxdp_sip_refused_total", "counter", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).",
+			"reason", st.Core.Refused)
 	}
 	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
 	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")

@@ -452,6 +452,74 @@ func TestMediaRelayedCall(t *testing.T) {
 	}
 }
 
+// TestMediaForkedAnswers: two of bob's phones answer one call. The relay
+// follows the first 2xx; the caller ACKs the second too and hangs up that
+// dialog through sipd, which forwards the BYE (a real dialog, through our
+// route) and leaves the call's flows and /calls entry alone. The BYE of
+// the followed dialog then ends the call.
+func TestMediaForkedAnswers(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d := startDaemon(t, MediaAll, nil)
+	defer d.stop()
+	alice, bob1, bob2 := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip), newUA(t, "bob", d.sip)
+	bob1.register()
+	a := bob2.sipAddr()
+	bob2.sendText(fmt.Sprintf("REGISTER sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-reg-bob2;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:bob@%s>;tag=r2\r\nTo: <sip:bob@%s>\r\nCall-ID: reg-bob2@test\r\n"+
+		"CSeq: 1 REGISTER\r\nContact: %s\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n", bob2.domain, a, bob2.domain, bob2.domain, bob2.contact()))
+	bob2.expectResponse(200)
+
+	const callID = "e2e-forked@test"
+	alice.invite("bob", callID, 1, alice.sdp())
+	inv1, inv2 := bob1.expectRequest(sip.INVITE), bob2.expectRequest(sip.INVITE)
+	bob1.answer(inv1, 200, "OK", "fork1", bob1.sdp())
+	ok1 := alice.expectResponse(200)
+	bob2.answer(inv2, 200, "OK", "fork2", bob2.sdp())
+	ok2 := alice.expectResponse(200)
+	tag1 := ok1.To().Params.GetOr("tag", "")
+	if tag1 == "" || tag1 == ok2.To().Params.GetOr("tag", "") {
+		t.Fatalf("answers from %s and %s", ok1.To().Value(), ok2.To().Value())
+	}
+	from := ok1.From().Value()
+	alice.inDialog(sip.ACK, ok1.Contact().Address, reversed(recordRoutes(ok1)), from, ok1.To().Value(), callID, 1, "")
+	bob1.expectRequest(sip.ACK)
+	alice.inDialog(sip.ACK, ok2.Contact().Address, reversed(recordRoutes(ok2)), from, ok2.To().Value(), callID, 1, "")
+	bob2.expectRequest(sip.ACK)
+	flows := len(d.flows(t, callID))
+	if flows == 0 {
+		t.Fatal("no flows for the call")
+	}
+
+	alice.inDialog(sip.BYE, ok2.Contact().Address, reversed(recordRoutes(ok2)), from, ok2.To().Value(), callID, 2, "")
+	bob2.answer(bob2.expectRequest(sip.BYE), 200, "OK", "", "")
+	alice.expectResponse(200)
+	if n := len(d.flows(t, callID)); n != flows {
+		t.Errorf("the other fork's BYE changed the call's flows from %d to %d", flows, n)
+	}
+	resp, err := http.Get(d.http + "/calls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []struct {
+		CallID string `json:"call_id"`
+		ToTag  string `json:"to_tag"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&calls)
+	resp.Body.Close()
+	if err != nil || len(calls) != 1 || calls[0].CallID != callID || calls[0].ToTag != tag1 {
+		t.Fatalf("calls after the other fork's BYE: %+v %v", calls, err)
+	}
+
+	alice.inDialog(sip.BYE, ok1.Contact().Address, reversed(recordRoutes(ok1)), from, ok1.To().Value(), callID, 3, "")
+	bob1.answer(bob1.expectRequest(sip.BYE), 200, "OK", "", "")
+	alice.expectResponse(200)
+	d.waitNoFlows(t, callID, "the BYE")
+	cdr, _ := os.ReadFile(d.cdrPath)
+	if !strings.Contains(string(cdr), `"call_id":"`+callID+`"`) || !strings.Contains(string(cdr), `"to_tag":"`+tag1+`"`) || strings.Count(string(cdr), "\n") != 1 {
+		t.Errorf("cdr %s", cdr)
+	}
+}
+
 // TestMediaModeNoneUntouched: with media.mode none the SDP passes as is.
 func TestMediaModeNoneUntouched(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())

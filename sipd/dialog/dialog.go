@@ -1,11 +1,17 @@
 // Package dialog tracks calls through the proxy, from INVITE to BYE, and
 // writes a record of each finished call as a JSON line (a CDR).
 //
-// A CDR is durable before the call's end is acknowledged: Bye returns
+// The tracker is also where the proxy asks whether an in-dialog request
+// belongs to a call (Match): a request that names a tracked call's
+// Call-ID but none of its dialogs must change nothing. All of its state
+// changes go through Invite, Seen, Final and End (plus Sweep and
+// Shutdown), so they can be journaled.
+//
+// A CDR is durable before the call's end is acknowledged: End returns
 // once its CDR is on disk (the proxy relays the BYE's 200 after it), so a
 // crash right after the 200 keeps it. A CDR that cannot be written then
-// is counted (Stats.CDRErrors); its line stays queued in the journal and
-// is written when the disk recovers, unless the journal's backlog is full.
+// is counted (CDRs); its line stays queued in the journal and is written
+// when the disk recovers, unless the journal's backlog is full.
 //
 // When sipd stops cleanly, Shutdown ends the calls still up with a CDR
 // whose end_reason is "shutdown" and whose duration runs to the stop:
@@ -15,6 +21,7 @@ package dialog
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,22 +49,58 @@ type Call struct {
 	Duration  float64   `json:"duration_s"`
 	Status    int       `json:"status"`
 	EndReason string    `json:"end_reason,omitempty"`
+
+	// Tags the callee side used in responses other than the answer the
+	// call follows: early dialogs (provisional responses) and the 2xx of
+	// other forks. Requests in those dialogs are the call's too.
+	peers  []string
+	active bool
 }
 
-// Tracker holds calls being set up and in progress. Confirmed calls are
-// keyed by Call-ID and From tag: the To tag is not needed to tell calls
-// apart at a proxy, and a BYE from either side carries both tags in some
-// order.
+// MaxPeerTags bounds the callee tags kept per call: a callee (or a
+// forking proxy beyond us) could otherwise grow a call's state without
+// end. Dialogs beyond it are not recognised (their requests get 481).
+const MaxPeerTags = 16
+
+// Match is how an in-dialog request's Call-ID and tags relate to the
+// calls the tracker holds.
+type Match int
+
+const (
+	// Unknown: no call with this Call-ID. Not ours to judge: another sipd
+	// sharing the route secret set it up, or it predates a restart.
+	Unknown Match = iota
+	// Mismatch: a call with this Call-ID, but none of its dialogs has
+	// these tags (RFC 3261 §12.2.2: 481).
+	Mismatch
+	// Early: the caller's tag and a tag from a provisional response of a
+	// call not answered yet.
+	Early
+	// Confirmed: the answered dialog, the one the call (and its media)
+	// follows.
+	Confirmed
+	// Fork: a dialog formed by another fork's 2xx, which the caller will
+	// ACK and BYE; a real dialog, but not the call's.
+	Fork
+)
+
+func (m Match) String() string {
+	return [...]string{"unknown", "mismatch", "early", "confirmed", "fork"}[m]
+}
+
+// Tracker holds calls being set up and in progress, by Call-ID: a few
+// calls may share one (a caller reusing it with a new From tag).
 type Tracker struct {
 	now    func() time.Time
 	maxAge time.Duration
 
-	mu      sync.Mutex
-	pending map[string]*Call // by call-id + from tag, until final answer
-	active  map[string]*Call // by call-id + from tag, until BYE
-	out     Sink
-	done    uint64
-	failed  uint64
+	mu     sync.Mutex
+	calls  map[string][]*Call // by Call-ID, until a final failure or the end
+	setup  int
+	active int
+	out    Sink
+	done   uint64
+	failed uint64
 
 	cdrs, cdrErrors atomic.Uint64
 }
@@ -71,44 +114,78 @@ func New(out Sink, maxAge time.Duration, now func() time.Time) *Tracker {
 	if maxAge <= 0 {
 		maxAge = 12 * time.Hour
 	}
-	return &Tracker{now: now, maxAge: maxAge, out: out, pending: map[string]*Call{}, active: map[string]*Call{}}
+	return &Tracker{now: now, maxAge: maxAge, out: out, calls: map[string][]*Call{}}
 }
 
-func key(callID, fromTag string) string { return callID + "\x00" + fromTag }
+// find returns the call of callID whose caller tag is callerTag.
+func (t *Tracker) find(callID, callerTag string) (*Call, int) {
+	for i, c := range t.calls[callID] {
+		if c.FromTag == callerTag {
+			return c, i
+		}
+	}
+	return nil, -1
+}
+
+func (t *Tracker) remove(callID string, i int) {
+	cs := t.calls[callID]
+	if len(cs) == 1 {
+		delete(t.calls, callID)
+		return
+	}
+	t.calls[callID] = slices.Delete(slices.Clone(cs), i, i+1)
+}
 
 // Invite notes an initial INVITE forwarded.
 func (t *Tracker) Invite(callID, fromTag, from, to string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k := key(callID, fromTag)
-	if _, ok := t.active[k]; ok {
-		return
+	if c, _ := t.find(callID, fromTag); c != nil {
+		return // a retransmission, a retry with credentials, or a spiral
 	}
-	if _, ok := t.pending[k]; !ok {
-		t.pending[k] = &Call{CallID: callID, FromTag: fromTag, From: from, To: to, Invited: t.now()}
-	}
+	t.calls[callID] = append(t.calls[callID], &Call{CallID: callID, FromTag: fromTag, From: from, To: to, Invited: t.now()})
+	t.setup++
 }
 
-// Final notes the final response relayed for the initial INVITE.
+// Seen notes a response to the initial INVITE, relayed upstream, from
+// the callee side with To tag calleeTag: a provisional response (an
+// early dialog) or the 2xx of a fork other than the one that answered
+// (a dialog of its own).
+func (t *Tracker) Seen(callID, callerTag, calleeTag string) {
+	if calleeTag == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, _ := t.find(callID, callerTag)
+	if c == nil || calleeTag == c.ToTag || slices.Contains(c.peers, calleeTag) || len(c.peers) >= MaxPeerTags {
+		return
+	}
+	c.peers = append(c.peers, calleeTag)
+}
+
+// Final notes the final response relayed for the initial INVITE. A 2xx
+// confirms the call with the answering side's tag; anything else ends it.
 func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
 	t.mu.Lock()
-	k := key(callID, fromTag)
-	c, ok := t.pending[k]
-	if !ok {
+	c, i := t.find(callID, fromTag)
+	if c == nil || c.active {
 		t.mu.Unlock()
 		return
 	}
-	delete(t.pending, k)
 	now := t.now()
 	c.Status = status
+	t.setup--
 	if status >= 200 && status < 300 {
 		c.ToTag = toTag
 		c.Answered = now
 		c.SetupMs = now.Sub(c.Invited).Milliseconds()
-		t.active[k] = c
+		c.active = true
+		t.active++
 		t.mu.Unlock()
 		return
 	}
+	t.remove(callID, i)
 	t.failed++
 	t.mu.Unlock()
 	c.Ended = now
@@ -116,27 +193,63 @@ func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
 	t.wait(t.write(c))
 }
 
-// Bye ends the call that callID belongs to; either party may send it, so
-// both tag orders are tried.
-func (t *Tracker) Bye(callID, fromTag, toTag, reason string) {
+// Match tells whether a request with this Call-ID and these tags (in
+// either order: either party may send it) belongs to a dialog of a
+// tracked call.
+func (t *Tracker) Match(callID, fromTag, toTag string) Match {
 	t.mu.Lock()
-	k := key(callID, fromTag)
-	c, ok := t.active[k]
+	defer t.mu.Unlock()
+	cs, ok := t.calls[callID]
 	if !ok {
-		k = key(callID, toTag)
-		c, ok = t.active[k]
+		return Unknown
 	}
-	if !ok {
+	for _, c := range cs {
+		var other string
+		switch c.FromTag {
+		case fromTag:
+			other = toTag
+		case toTag:
+			other = fromTag
+		default:
+			continue
+		}
+		switch {
+		case c.active && other == c.ToTag:
+			return Confirmed
+		case slices.Contains(c.peers, other) && c.active:
+			return Fork
+		case slices.Contains(c.peers, other):
+			return Early
+		}
+	}
+	return Mismatch
+}
+
+// End ends a confirmed call by its dialog: tagA and tagB are the caller's
+// and the answering callee's, in either order. It reports whether a call
+// ended; a BYE in another fork's dialog ends nothing.
+func (t *Tracker) End(callID, tagA, tagB, reason string) bool {
+	t.mu.Lock()
+	var c *Call
+	for i, x := range t.calls[callID] {
+		if x.active && (x.FromTag == tagA && x.ToTag == tagB || x.FromTag == tagB && x.ToTag == tagA) {
+			c = x
+			t.remove(callID, i)
+			break
+		}
+	}
+	if c == nil {
 		t.mu.Unlock()
-		return
+		return false
 	}
-	delete(t.active, k)
+	t.active--
 	t.done++
 	t.mu.Unlock()
 	c.Ended = t.now()
 	c.Duration = c.Ended.Sub(c.Answered).Seconds()
 	c.EndReason = reason
 	t.wait(t.write(c))
+	return true
 }
 
 // Live tells whether a request with this Call-ID and these tags (From and
@@ -145,21 +258,15 @@ func (t *Tracker) Bye(callID, fromTag, toTag, reason string) {
 // name one: the flood filter lets such requests from a banned source
 // through.
 func (t *Tracker) Live(callID, fromTag, toTag string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, tags := range [2][2]string{{fromTag, toTag}, {toTag, fromTag}} {
-		if tags[0] == "" {
-			continue
-		}
-		k := key(callID, tags[0])
-		if c, ok := t.active[k]; ok && c.ToTag == tags[1] {
-			return true
-		}
-		// Early dialogs (PRACK, UPDATE) and CANCEL: the caller's tag names
-		// the call before a To tag is final.
-		if _, ok := t.pending[k]; ok {
-			return true
-		}
+	if toTag == "" {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		c, _ := t.find(callID, fromTag)
+		return c != nil && !c.active
+	}
+	switch t.Match(callID, fromTag, toTag) {
+	case Confirmed, Early, Fork:
+		return true
 	}
 	return false
 }
@@ -170,15 +277,20 @@ func (t *Tracker) Sweep() {
 	now := t.now()
 	var ended []*Call
 	t.mu.Lock()
-	for k, c := range t.active {
-		if now.Sub(c.Answered) > t.maxAge {
-			delete(t.active, k)
-			ended = append(ended, c)
-		}
-	}
-	for k, c := range t.pending {
-		if now.Sub(c.Invited) > time.Hour {
-			delete(t.pending, k)
+	for id, cs := range t.calls {
+		for i := len(cs) - 1; i >= 0; i-- {
+			c := cs[i]
+			switch {
+			case c.active && now.Sub(c.Answered) > t.maxAge:
+				ended = append(ended, c)
+				t.active--
+			case !c.active && now.Sub(c.Invited) > time.Hour:
+				t.setup--
+			default:
+				continue
+			}
+			t.remove(id, i)
+			cs = t.calls[id]
 		}
 	}
 	t.mu.Unlock()
@@ -190,12 +302,16 @@ func (t *Tracker) Sweep() {
 // written, or could not be.
 func (t *Tracker) Shutdown() {
 	t.mu.Lock()
-	ended := make([]*Call, 0, len(t.active))
-	for k, c := range t.active {
-		delete(t.active, k)
-		ended = append(ended, c)
+	var ended []*Call
+	for _, cs := range t.calls {
+		for _, c := range cs {
+			if c.active {
+				ended = append(ended, c)
+			}
+		}
 	}
-	clear(t.pending)
+	clear(t.calls)
+	t.setup, t.active = 0, 0
 	t.mu.Unlock()
 	t.end(ended, t.now(), "shutdown")
 }
@@ -247,16 +363,22 @@ func (t *Tracker) CDRs() (written, errors uint64) { return t.cdrs.Load(), t.cdrE
 func (t *Tracker) Stats() (setup, active int, completed, failed uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.pending), len(t.active), t.done, t.failed
+	return t.setup, t.active, t.done, t.failed
 }
 
 // Active lists the calls in progress.
 func (t *Tracker) Active() []Call {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Call, 0, len(t.active))
-	for _, c := range t.active {
-		out = append(out, *c)
+	out := make([]Call, 0, t.active)
+	for _, cs := range t.calls {
+		for _, c := range cs {
+			if c.active {
+				cc := *c
+				cc.peers = nil
+				out = append(out, cc)
+			}
+		}
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func TestCallLifecycleAndCDR(t *testing.T) {
 		t.Fatalf("setup %d active %d", s, a)
 	}
 	now = now.Add(30 * time.Second)
-	tr.Bye("c1", "tt", "ft", "bye") // callee hangs up: tags swapped
+	tr.End("c1", "tt", "ft", "bye") // callee hangs up: tags swapped
 	_, a, done, _ := tr.Stats()
 	if a != 0 || done != 1 {
 		t.Fatalf("active %d done %d", a, done)
@@ -100,7 +101,7 @@ func TestCDRWriteErrorCounted(t *testing.T) {
 		tr.Invite(id, "f", "a", "b")
 		tr.Final(id, "f", "t", 200)
 	}
-	tr.Bye("c1", "f", "t", "bye")
+	tr.End("c1", "f", "t", "bye")
 	tr.Invite("c3", "f", "a", "b")
 	tr.Final("c3", "f", "", 503)
 	if w, e := tr.CDRs(); w != 0 || e != 2 {
@@ -126,7 +127,7 @@ func TestCDRDurableAndShutdown(t *testing.T) {
 		tr.Final(id, "f", "t", 200)
 	}
 	tr.Invite("c4", "f", "a", "b") // in setup: forgotten at shutdown
-	tr.Bye("c1", "t", "f", "bye")
+	tr.End("c1", "t", "f", "bye")
 	b, _ := os.ReadFile(path)
 	if !strings.Contains(string(b), `"call_id":"c1"`) {
 		t.Fatalf("Bye returned before its CDR was written: %q", b)
@@ -147,6 +148,7 @@ func TestCDRDurableAndShutdown(t *testing.T) {
 func TestLive(t *testing.T) {
 	tr := New(nil, time.Hour, nil)
 	tr.Invite("ringing", "caller1", "a", "b")
+	tr.Seen("ringing", "caller1", "early") // a provisional response's tag
 	tr.Invite("up", "caller2", "a", "b")
 	tr.Final("up", "caller2", "callee2", 200)
 	tr.Invite("failed", "caller3", "a", "b")
@@ -158,6 +160,7 @@ func TestLive(t *testing.T) {
 		{"cancel of a call in setup", "ringing", "caller1", "", true},
 		{"early-dialog request from the caller", "ringing", "caller1", "early", true},
 		{"early-dialog request from the callee", "ringing", "early", "caller1", true},
+		{"early-dialog request with a tag never seen", "ringing", "caller1", "made-up", false},
 		{"in-dialog from the caller", "up", "caller2", "callee2", true},
 		{"in-dialog from the callee", "up", "callee2", "caller2", true},
 		{"wrong to tag", "up", "caller2", "other", false},
@@ -171,8 +174,85 @@ func TestLive(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
-	tr.Bye("up", "callee2", "caller2", "bye")
+	tr.End("up", "callee2", "caller2", "bye")
 	if tr.Live("up", "caller2", "callee2") {
 		t.Error("a call that ended is live")
+	}
+}
+
+func TestMatch(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	buf := &bufSink{}
+	tr := New(buf, time.Hour, func() time.Time { return now })
+	check := func(stage string, cases [][3]string, want Match) {
+		t.Helper()
+		for _, c := range cases {
+			if got := tr.Match(c[0], c[1], c[2]); got != want {
+				t.Errorf("%s: Match(%q, %q, %q) = %v, want %v", stage, c[0], c[1], c[2], got, want)
+			}
+		}
+	}
+	tr.Invite("c1", "caller", "a", "b")
+	check("setup", [][3]string{{"c1", "caller", "early1"}, {"c1", "x", "y"}}, Mismatch)
+	check("setup", [][3]string{{"c2", "caller", "early1"}}, Unknown)
+	tr.Seen("c1", "caller", "early1")
+	tr.Seen("c1", "caller", "early1")
+	tr.Seen("c1", "caller", "")
+	tr.Seen("c1", "nobody", "early9") // no such call: ignored
+	check("early", [][3]string{{"c1", "caller", "early1"}, {"c1", "early1", "caller"}}, Early)
+	check("early", [][3]string{{"c1", "caller", "early2"}, {"c1", "early1", "x"}, {"c1", "caller", ""}}, Mismatch)
+	tr.Final("c1", "caller", "answer", 200)
+	tr.Seen("c1", "caller", "fork2") // a second 2xx
+	check("answered", [][3]string{{"c1", "caller", "answer"}, {"c1", "answer", "caller"}}, Confirmed)
+	check("answered", [][3]string{{"c1", "caller", "fork2"}, {"c1", "fork2", "caller"}, {"c1", "caller", "early1"}}, Fork)
+	check("answered", [][3]string{{"c1", "caller", "evil"}, {"c1", "evil", "answer"}, {"c1", "answer", "evil"}}, Mismatch)
+	// A BYE in the other fork's dialog, or with made-up tags, ends nothing.
+	for _, tags := range [][2]string{{"caller", "fork2"}, {"caller", "evil"}, {"evil", "answer"}, {"answer", "answer"}} {
+		if tr.End("c1", tags[0], tags[1], "bye") {
+			t.Errorf("End(%q, %q) ended the call", tags[0], tags[1])
+		}
+	}
+	if _, a, _, _ := tr.Stats(); a != 1 || buf.String() != "" {
+		t.Fatalf("active %d, cdr %q", a, buf.String())
+	}
+	if !tr.End("c1", "answer", "caller", "bye") {
+		t.Fatal("the callee's BYE did not end the call")
+	}
+	check("ended", [][3]string{{"c1", "caller", "answer"}}, Unknown)
+	if s, a, done, _ := tr.Stats(); s != 0 || a != 0 || done != 1 {
+		t.Fatalf("setup %d active %d done %d", s, a, done)
+	}
+}
+
+// TestSharedCallID: two calls with one Call-ID (a caller reusing it with
+// a new tag) are told apart by the caller's tag.
+func TestSharedCallID(t *testing.T) {
+	tr := New(nil, time.Hour, nil)
+	tr.Invite("c", "a1", "", "")
+	tr.Invite("c", "a2", "", "")
+	tr.Final("c", "a1", "b1", 200)
+	tr.Final("c", "a2", "b2", 486)
+	if m := tr.Match("c", "a1", "b1"); m != Confirmed {
+		t.Fatalf("first call: %v", m)
+	}
+	if m := tr.Match("c", "a2", "b2"); m != Mismatch {
+		t.Fatalf("failed call: %v", m)
+	}
+	if s, a, _, failed := tr.Stats(); s != 0 || a != 1 || failed != 1 {
+		t.Fatalf("setup %d active %d failed %d", s, a, failed)
+	}
+}
+
+func TestPeerTagsBounded(t *testing.T) {
+	tr := New(nil, time.Hour, nil)
+	tr.Invite("c", "a", "", "")
+	for i := 0; i < 3*MaxPeerTags; i++ {
+		tr.Seen("c", "a", fmt.Sprint("t", i))
+	}
+	if m := tr.Match("c", "a", fmt.Sprint("t", MaxPeerTags-1)); m != Early {
+		t.Fatalf("last kept tag: %v", m)
+	}
+	if m := tr.Match("c", "a", fmt.Sprint("t", MaxPeerTags)); m != Mismatch {
+		t.Fatalf("tag beyond the bound: %v", m)
 	}
 }

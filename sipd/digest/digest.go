@@ -36,6 +36,7 @@ var (
 	ErrWrongRealm    = errors.New("wrong realm")
 	ErrBadResponse   = errors.New("wrong response")
 	ErrUnsupported   = errors.New("unsupported algorithm or qop")
+	ErrURIMismatch   = errors.New("digest uri is not the request's")
 )
 
 func hashLen(alg string) int {
@@ -79,6 +80,10 @@ type Authenticator struct {
 	mu   sync.Mutex
 	seen map[string]seenNonce
 	ops  int
+
+	// decoy stands in for the HA1 of an unknown user, so that checking
+	// one costs what checking a wrong password costs.
+	decoy map[string]string
 }
 
 type seenNonce struct {
@@ -118,6 +123,9 @@ func New(users *Users, o Options) (*Authenticator, error) {
 			return nil, fmt.Errorf("nonce secret: %w", err)
 		}
 	}
+	var salt [16]byte
+	rand.Read(salt[:])
+	a.decoy = map[string]string{MD5: H(MD5, hex.EncodeToString(salt[:])), SHA256: H(SHA256, hex.EncodeToString(salt[:]))}
 	return a, nil
 }
 
@@ -256,8 +264,10 @@ func Parse(v string) (Credentials, error) {
 }
 
 // Verify checks one or more Authorization values for method against our
-// realm. It returns the authenticated user name.
-func (a *Authenticator) Verify(method string, values []string) (string, error) {
+// realm. It returns the authenticated user name. uriOK, when not nil,
+// tells whether the credentials' uri names the request's Request-URI
+// (RFC 3261 §22.4); ErrURIMismatch if not.
+func (a *Authenticator) Verify(method string, values []string, uriOK func(uri string) bool) (string, error) {
 	if len(values) == 0 {
 		return "", ErrNoCredentials
 	}
@@ -266,6 +276,9 @@ func (a *Authenticator) Verify(method string, values []string) (string, error) {
 		c, err := Parse(v)
 		if err == nil && c.Realm != a.realm {
 			err = ErrWrongRealm
+		}
+		if err == nil && uriOK != nil && !uriOK(c.URI) {
+			return c.Username, fmt.Errorf("uri %q: %w", c.URI, ErrURIMismatch)
 		}
 		if err == nil {
 			user, err := a.verify(method, c)
@@ -310,24 +323,31 @@ func (a *Authenticator) verify(method string, c Credentials) (string, error) {
 	if err != nil || nc == 0 {
 		return "", fmt.Errorf("nc %q: %w", c.NC, ErrMalformed)
 	}
-	cred, ok := a.users.Lookup(c.Username)
-	if !ok {
-		return "", ErrUnknownUser
-	}
+	// The nonce first: a nonce we never issued gets a new challenge
+	// whoever the user is, so the answer does not tell which names exist.
 	issued, nerr := a.checkNonce(c.Nonce)
 	if errors.Is(nerr, ErrBadNonce) {
 		return "", nerr
 	}
-	ha1 := cred.HA1[alg]
-	if ha1 == "" {
-		if cred.Password == "" {
-			return "", fmt.Errorf("no %s secret for %q: %w", alg, c.Username, ErrUnsupported)
+	cred, known := a.users.Lookup(c.Username)
+	ha1 := a.decoy[alg]
+	if known {
+		if ha1 = cred.HA1[alg]; ha1 == "" {
+			if cred.Password == "" {
+				return "", fmt.Errorf("no %s secret for %q: %w", alg, c.Username, ErrUnsupported)
+			}
+			ha1 = HA1(alg, c.Username, a.realm, cred.Password)
 		}
-		ha1 = HA1(alg, c.Username, a.realm, cred.Password)
 	}
+	// An unknown user costs the same hashing as a wrong password, and
+	// ends the same way (the caller answers both with 403).
 	ha2 := H(alg, method+":"+c.URI)
 	want := H(alg, ha1+":"+c.Nonce+":"+c.NC+":"+c.Cnonce+":"+c.QOP+":"+ha2)
-	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(c.Response))) != 1 {
+	match := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(c.Response))) == 1
+	if !known {
+		return "", ErrUnknownUser
+	}
+	if !match {
 		return "", ErrBadResponse
 	}
 	// Stale is reported only for a right answer: the client knows the

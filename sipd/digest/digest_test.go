@@ -57,17 +57,17 @@ func TestVerifyBothAlgorithms(t *testing.T) {
 	}
 	for i := range ch {
 		c := a.Challenges(false)[i] // a fresh nonce each: one nonce, one count 1
-		user, err := a.Verify("REGISTER", []string{answer(t, c, "alice", "wonderland", "REGISTER", "sip:example.org", "00000001")})
+		user, err := a.Verify("REGISTER", []string{answer(t, c, "alice", "wonderland", "REGISTER", "sip:example.org", "00000001")}, nil)
 		if err != nil || user != "alice" {
 			t.Fatalf("%s: user %q err %v", c, user, err)
 		}
 	}
 	// HA1-only user, MD5 works, SHA-256 has no secret.
 	ch = a.Challenges(false)
-	if _, err := a.Verify("INVITE", []string{answer(t, ch[1], "bob", "builder", "INVITE", "sip:x@example.org", "00000001")}); err != nil {
+	if _, err := a.Verify("INVITE", []string{answer(t, ch[1], "bob", "builder", "INVITE", "sip:x@example.org", "00000001")}, nil); err != nil {
 		t.Fatalf("bob md5: %v", err)
 	}
-	if _, err := a.Verify("INVITE", []string{answer(t, ch[0], "bob", "builder", "INVITE", "sip:x@example.org", "00000001")}); !errors.Is(err, ErrUnsupported) {
+	if _, err := a.Verify("INVITE", []string{answer(t, ch[0], "bob", "builder", "INVITE", "sip:x@example.org", "00000001")}, nil); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("bob sha256: err %v, want ErrUnsupported", err)
 	}
 }
@@ -92,7 +92,7 @@ func TestVerifyFailures(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := a.Verify("REGISTER", c.vals)
+			_, err := a.Verify("REGISTER", c.vals, nil)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
@@ -105,17 +105,17 @@ func TestReplayRefused(t *testing.T) {
 	a := newAuth(t, &now)
 	ch := a.Challenges(false)[0]
 	one := answer(t, ch, "alice", "wonderland", "REGISTER", "sip:e", "00000001")
-	if _, err := a.Verify("REGISTER", []string{one}); err != nil {
+	if _, err := a.Verify("REGISTER", []string{one}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Verify("REGISTER", []string{one}); !errors.Is(err, ErrReplay) {
+	if _, err := a.Verify("REGISTER", []string{one}, nil); !errors.Is(err, ErrReplay) {
 		t.Fatalf("replay: err = %v, want ErrReplay", err)
 	}
 	two := answer(t, ch, "alice", "wonderland", "REGISTER", "sip:e", "00000002")
-	if _, err := a.Verify("REGISTER", []string{two}); err != nil {
+	if _, err := a.Verify("REGISTER", []string{two}, nil); err != nil {
 		t.Fatalf("next count: %v", err)
 	}
-	if _, err := a.Verify("REGISTER", []string{one}); !errors.Is(err, ErrReplay) {
+	if _, err := a.Verify("REGISTER", []string{one}, nil); !errors.Is(err, ErrReplay) {
 		t.Fatalf("older count after newer: err = %v, want ErrReplay", err)
 	}
 }
@@ -126,11 +126,11 @@ func TestStaleNonce(t *testing.T) {
 	ch := a.Challenges(false)[0]
 	now = now.Add(2 * time.Minute)
 	good := answer(t, ch, "alice", "wonderland", "REGISTER", "sip:e", "00000001")
-	if _, err := a.Verify("REGISTER", []string{good}); !errors.Is(err, ErrStale) {
+	if _, err := a.Verify("REGISTER", []string{good}, nil); !errors.Is(err, ErrStale) {
 		t.Fatalf("expired nonce, right password: err = %v, want ErrStale", err)
 	}
 	bad := answer(t, ch, "alice", "nope", "REGISTER", "sip:e", "00000001")
-	if _, err := a.Verify("REGISTER", []string{bad}); !errors.Is(err, ErrBadResponse) {
+	if _, err := a.Verify("REGISTER", []string{bad}, nil); !errors.Is(err, ErrBadResponse) {
 		t.Fatalf("expired nonce, wrong password: err = %v, want ErrBadResponse", err)
 	}
 	if c := a.Challenges(true); !strings.Contains(c[0], "stale=true") {
@@ -143,7 +143,7 @@ func TestNonceFromOtherSecret(t *testing.T) {
 	a := newAuth(t, &now)
 	b, _ := New(a.Users(), Options{Realm: "example.org", Secret: []byte("other"), Now: func() time.Time { return now }})
 	ch := b.Challenges(false)[0]
-	if _, err := a.Verify("REGISTER", []string{answer(t, ch, "alice", "wonderland", "REGISTER", "sip:e", "00000001")}); !errors.Is(err, ErrBadNonce) {
+	if _, err := a.Verify("REGISTER", []string{answer(t, ch, "alice", "wonderland", "REGISTER", "sip:e", "00000001")}, nil); !errors.Is(err, ErrBadNonce) {
 		t.Fatalf("err = %v, want ErrBadNonce", err)
 	}
 }
@@ -189,6 +189,56 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		now := time.Unix(1_700_000_000, 0)
 		a := newAuth(t, &now)
-		a.Verify("INVITE", []string{s})
+		a.Verify("INVITE", []string{s}, nil)
 	})
+}
+
+// TestNoUserOracle: whatever is wrong, an unknown user gets the answer a
+// known user with a wrong password gets (so the caller's replies cannot
+// tell names apart): a nonce we never issued is a new challenge for both,
+// a stale nonce or a wrong answer a refusal for both.
+func TestNoUserOracle(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	a := newAuth(t, &now)
+	refusal := func(err error) bool { return errors.Is(err, ErrUnknownUser) || errors.Is(err, ErrBadResponse) }
+	ch := a.Challenges(false)[1]
+	forged := func(user string) string {
+		return strings.Replace(answer(t, ch, user, "x", "REGISTER", "sip:e", "00000001"), `nonce="`, `nonce="A`, 1)
+	}
+	for _, user := range []string{"alice", "mallory"} {
+		if _, err := a.Verify("REGISTER", []string{forged(user)}, nil); !errors.Is(err, ErrBadNonce) {
+			t.Errorf("%s, forged nonce: %v, want ErrBadNonce", user, err)
+		}
+		if _, err := a.Verify("REGISTER", []string{answer(t, a.Challenges(false)[1], user, "x", "REGISTER", "sip:e", "00000001")}, nil); !refusal(err) {
+			t.Errorf("%s, wrong password: %v, want a refusal", user, err)
+		}
+	}
+	stale := a.Challenges(false)[1]
+	now = now.Add(2 * time.Minute)
+	for _, user := range []string{"alice", "mallory"} {
+		if _, err := a.Verify("REGISTER", []string{answer(t, stale, user, "x", "REGISTER", "sip:e", "00000001")}, nil); !refusal(err) {
+			t.Errorf("%s, stale nonce, wrong password: %v, want a refusal", user, err)
+		}
+	}
+}
+
+// TestURIChecked: credentials whose uri the caller says is not the
+// Request-URI are refused before anything else, for any user.
+func TestURIChecked(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	a := newAuth(t, &now)
+	only := func(want string) func(string) bool { return func(uri string) bool { return uri == want } }
+	for _, c := range []struct {
+		name, user, pw, uri string
+		want                error
+	}{
+		{"right uri", "alice", "wonderland", "sip:bob@example.org", nil},
+		{"answer for another uri", "alice", "wonderland", "sip:voicemail@example.org", ErrURIMismatch},
+		{"unknown user, another uri", "mallory", "x", "sip:voicemail@example.org", ErrURIMismatch},
+	} {
+		v := answer(t, a.Challenges(false)[1], c.user, c.pw, "INVITE", c.uri, "00000001")
+		if _, err := a.Verify("INVITE", []string{v}, only("sip:bob@example.org")); !errors.Is(err, c.want) && (err != nil || c.want != nil) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
 }

@@ -83,6 +83,7 @@ type Controller struct {
 type Ended struct {
 	CallID    string
 	CallerTag string
+	CalleeTag string // the answering side's tag
 	Reason    string
 	Dialog    Dialog
 }
@@ -298,13 +299,24 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 
 // Request handles an in-dialog request of a relayed call that may carry
 // SDP (re-INVITE, UPDATE, ACK, PRACK): it updates the sender's side and
-// rewrites the body in place. BYE ends the call's relaying. An error
-// wrapping ErrUnavailable on a re-INVITE or UPDATE means: answer 503; the
-// call itself goes on.
+// rewrites the body in place. A BYE in the dialog the relay follows ends
+// the call's relaying. An error wrapping ErrUnavailable on a re-INVITE or
+// UPDATE means: answer 503; the call itself goes on.
+//
+// Only the dialog the relay follows (the caller's tag and the answering
+// branch's, in either order) moves or ends the media; the proxy checks
+// that too, this is the second line. A request in another fork's dialog
+// has its SDP pointed at the relay but moves nothing; one with tags of
+// neither kind is refused with an error wrapping ErrUnknownTag.
 func (c *Controller) Request(req *sip.Request) error {
 	id := callID(req)
+	from, to := fromTag(req), toTag(req)
 	if req.Method == sip.BYE {
-		c.End(id, "bye")
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if cl, ok := c.calls[id]; ok && cl.confirmed && cl.followed(from, to) {
+			c.deleteLocked(id, "bye")
+		}
 		return nil
 	}
 	if !isSDP(req) {
@@ -316,11 +328,19 @@ func (c *Controller) Request(req *sip.Request) error {
 	if !ok {
 		return nil
 	}
-	side := relay.SideB
-	if fromTag(req) == cl.callerTag {
+	var side relay.Side
+	switch {
+	case from == cl.callerTag:
 		side = relay.SideA
+	case to == cl.callerTag:
+		side = relay.SideB
+	default:
+		return fmt.Errorf("%w: %s from %q to %q, call has %q and %q", ErrUnknownTag, req.Method, from, to, cl.callerTag, cl.lockedTag)
 	}
-	body, err := c.sdp(id, cl, side, req.Body(), true)
+	// Before any answer with SDP, the caller's early requests (UPDATE)
+	// may still move its own side.
+	follow := cl.followed(from, to) || side == relay.SideA && cl.lockedTag == "" && !cl.confirmed
+	body, err := c.sdp(id, cl, side, req.Body(), follow)
 	if err != nil {
 		return err
 	}
@@ -328,10 +348,20 @@ func (c *Controller) Request(req *sip.Request) error {
 	return nil
 }
 
+// followed reports whether a request with these tags is in the dialog
+// the relay follows: the caller's tag and the followed branch's.
+func (cl *call) followed(from, to string) bool {
+	return cl.lockedTag != "" && (from == cl.callerTag && to == cl.lockedTag || from == cl.lockedTag && to == cl.callerTag)
+}
+
 // Response rewrites the SDP of a response on its way upstream (the caller
 // of the request it answers). res is the proxy's own copy.
 func (c *Controller) Response(res *sip.Response) {
-	if !isSDP(res) || res.StatusCode < 101 || res.StatusCode >= 300 {
+	hasSDP := isSDP(res)
+	// A 2xx without SDP still confirms the branch it came from (the
+	// answer went in a reliable provisional response, RFC 3262): only
+	// that dialog's BYE ends the call.
+	if !hasSDP && !res.IsSuccess() || res.StatusCode < 101 || res.StatusCode >= 300 {
 		return
 	}
 	id := callID(res)
@@ -360,6 +390,9 @@ func (c *Controller) Response(res *sip.Response) {
 		}
 	} else if side == relay.SideB && cl.confirmed && toTag(res) != cl.lockedTag {
 		follow = false // a late 2xx from another fork: the caller will BYE it
+	}
+	if !hasSDP {
+		return
 	}
 	body, err := c.sdp(id, cl, side, res.Body(), follow)
 	if err != nil {
@@ -413,7 +446,7 @@ func (c *Controller) Run(ctx context.Context, events <-chan relay.Event) {
 			cl := c.calls[ev.CallID]
 			var e Ended
 			if cl != nil {
-				e = Ended{CallID: ev.CallID, CallerTag: cl.callerTag, Reason: ev.Reason, Dialog: cl.dialog}
+				e = Ended{CallID: ev.CallID, CallerTag: cl.callerTag, CalleeTag: cl.lockedTag, Reason: ev.Reason, Dialog: cl.dialog}
 			}
 			c.deleteLocked(ev.CallID, ev.Reason)
 			c.mu.Unlock()

@@ -441,8 +441,8 @@ func TestCleanup(t *testing.T) {
 		name string
 		end  func(t *testing.T, c *Controller)
 	}{
-		{"bye-from-caller", func(t *testing.T, c *Controller) { c.Request(inDialog(t, "BYE", true, 2, "")) }},
-		{"bye-from-callee", func(t *testing.T, c *Controller) { c.Request(inDialog(t, "BYE", false, 1, "")) }},
+		{"bye-from-caller", func(t *testing.T, c *Controller) { answer(t, c); c.Request(inDialog(t, "BYE", true, 2, "")) }},
+		{"bye-from-callee", func(t *testing.T, c *Controller) { answer(t, c); c.Request(inDialog(t, "BYE", false, 1, "")) }},
 		{"cancel-or-failure", func(t *testing.T, c *Controller) { c.End(cid, "failed") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -461,6 +461,128 @@ func TestCleanup(t *testing.T) {
 				t.Errorf("response of an ended call rewritten")
 			}
 		})
+	}
+}
+
+// answer is the callee's 2xx with SDP to the call set up by invite.
+func answer(t *testing.T, c *Controller) {
+	c.Response(response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000))))
+}
+
+// TestRequestOutsideTheDialog: in-dialog requests move or end the media
+// only in the dialog the relay follows (the caller's tag and the
+// answering branch's); anything else leaves the call as it was.
+func TestRequestOutsideTheDialog(t *testing.T) {
+	retag := func(r *sip.Request, from, to string) *sip.Request {
+		r.From().Params.Add("tag", from)
+		r.To().Params.Add("tag", to)
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		answer bool
+		from   string
+		to     string
+	}{
+		{"made-up tags", true, "evil1", "evil2"},
+		{"caller's tag, made-up callee tag", true, callerTag, "evil"},
+		{"made-up tag, callee's tag", true, "evil", calleeTag},
+		{"callee's tag, made-up caller tag", true, calleeTag, "evil"},
+		{"another fork's dialog", true, callerTag, "fork2"},
+		{"early dialog", false, callerTag, calleeTag},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, f := newCtl(ModeAll)
+			setupCall := func() {
+				if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+					t.Fatal(err)
+				}
+				if tc.answer {
+					answer(t, c)
+				}
+			}
+			setupCall()
+			before, _ := f.peer(cid, 0, relay.SideA)
+			beforeB, _ := f.peer(cid, 0, relay.SideB)
+			if err := c.Request(retag(inDialog(t, "BYE", true, 5, ""), tc.from, tc.to)); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.deleted) != 0 || c.Active() != 1 {
+				t.Fatalf("BYE ended the call: deleted %v", f.deleted)
+			}
+			sets := f.setPeers
+			for _, m := range []string{"INVITE", "UPDATE"} {
+				req := retag(inDialog(t, m, true, 6, sdp("198.51.100.66", 9, audio(6666))), tc.from, tc.to)
+				c.Request(req)
+			}
+			if tc.answer && f.setPeers != sets {
+				t.Errorf("re-INVITE or UPDATE moved a side (%d peer changes)", f.setPeers-sets)
+			}
+			if a, _ := f.peer(cid, 0, relay.SideA); tc.answer && a != before {
+				t.Errorf("side A moved to %v", a)
+			}
+			if b, _ := f.peer(cid, 0, relay.SideB); b != beforeB {
+				t.Errorf("side B moved to %v", b)
+			}
+		})
+	}
+	// The real dialog, from either side, still ends it.
+	for _, fromCaller := range []bool{true, false} {
+		c, f := newCtl(ModeAll)
+		setup(t, c, sdp("192.0.2.10", 1, audio(10000)), sdp("192.0.2.20", 1, audio(20000)))
+		c.Request(inDialog(t, "BYE", fromCaller, 5, ""))
+		if len(f.deleted) != 1 {
+			t.Errorf("BYE from caller %v did not end the call", fromCaller)
+		}
+	}
+}
+
+// TestAnswerInReliableProvisional: with 100rel the answer comes in a 183
+// and the 2xx has no SDP; the 2xx still confirms its branch, so the BYE
+// of that dialog ends the call and another branch's does not.
+func TestAnswerInReliableProvisional(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Response(response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000))))
+	ok := response(t, 200, true, "INVITE", "")
+	c.Response(ok)
+	if len(ok.Body()) != 0 {
+		t.Fatalf("2xx without SDP got a body: %s", ok.Body())
+	}
+	other := inDialog(t, "BYE", true, 2, "")
+	other.To().Params.Add("tag", "fork2")
+	c.Request(other)
+	if len(f.deleted) != 0 {
+		t.Fatal("another branch's BYE ended the call")
+	}
+	c.Request(inDialog(t, "BYE", false, 1, ""))
+	if len(f.deleted) != 1 || c.Active() != 0 {
+		t.Fatalf("the answered dialog's BYE left the call: deleted %v", f.deleted)
+	}
+}
+
+// TestForkDialogSDP: a re-INVITE in another fork's dialog has its SDP
+// pointed at the relay but moves nothing; one with unknown tags is
+// refused.
+func TestForkDialogSDP(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	setup(t, c, sdp("192.0.2.10", 1, audio(10000)), sdp("192.0.2.20", 1, audio(20000)))
+	sp, _ := f.ports(cid, 0)
+	req := inDialog(t, "INVITE", true, 3, sdp("192.0.2.11", 2, audio(10010)))
+	req.To().Params.Add("tag", "fork2")
+	if err := c.Request(req); err != nil {
+		t.Fatal(err)
+	}
+	checkPoints(t, req, 0, sp.B)
+	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.10:10000") {
+		t.Errorf("side A moved to %v", p.rtp)
+	}
+	bad := inDialog(t, "INVITE", true, 4, sdp("192.0.2.11", 2, audio(10010)))
+	bad.From().Params.Add("tag", "evil")
+	if err := c.Request(bad); !errors.Is(err, ErrUnknownTag) {
+		t.Errorf("unknown tags: error %v, want ErrUnknownTag", err)
 	}
 }
 

@@ -145,10 +145,14 @@ func (p *Proxy) natInvolved(req *sip.Request, targets []target) bool {
 	return nat.Detect(src, req.Via(), contact, req.Transport()) != 0
 }
 
-func (l Listener) recordRoute() *sip.RecordRouteHeader {
+// recordRoute is our Record-Route entry on l for a dialog whose caller
+// tag is ftag, with the route token for it.
+func (l Listener) recordRoute(ftag, token string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", Host: l.host(), Port: int(l.Addr.Port()), UriParams: sip.NewParams()}
 	u.UriParams.Add("transport", strings.ToLower(l.Transport))
 	u.UriParams.Add("lr", "")
+	u.UriParams.Add(paramFtag, escapeParam(ftag))
+	u.UriParams.Add(paramToken, token)
 	return &sip.RecordRouteHeader{Address: u}
 }
 
@@ -204,11 +208,13 @@ func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*si
 		if !ok {
 			in = l
 		}
+		ftag := req.From().Params.GetOr("tag", "")
+		token := p.routes.sign(req.CallID().Value(), ftag)
 		// Two entries when the sides differ in transport or socket, so
 		// each side's in-dialog requests reach us over its own transport.
-		out.PrependHeader(in.recordRoute())
+		out.PrependHeader(in.recordRoute(ftag, token))
 		if in != l {
-			out.PrependHeader(l.recordRoute())
+			out.PrependHeader(l.recordRoute(ftag, token))
 		}
 	}
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
@@ -409,6 +415,8 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 					p.sendCancel(b)
 				}
 				if r.StatusCode > 100 && !answered && !gaveUp {
+					// The caller may use the early dialog as soon as it hears.
+					p.seenDialog(initialInvite, callID, fromTag, r)
 					p.relay(req, stx, r)
 				}
 				continue
@@ -418,6 +426,9 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 			switch {
 			case r.IsSuccess():
 				if answered {
+					// Another fork answered too: a dialog of its own, which
+					// the caller will ACK and BYE through us.
+					p.seenDialog(initialInvite, callID, fromTag, r)
 					p.relayStateless(req, r) // every 2xx goes upstream (§16.7 item 4)
 					continue
 				}
@@ -426,7 +437,7 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 				// Call state first: the caller may look as soon as it hears.
 				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode)
 				if req.Method == sip.BYE && p.dialogs != nil {
-					p.dialogs.Bye(callID, fromTag, toTag, "bye")
+					p.dialogs.End(callID, fromTag, toTag, "bye")
 				}
 				p.relay(req, stx, r)
 				cancelAll()
@@ -455,7 +466,7 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 		best = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
 	}
 	if req.Method == sip.BYE && p.dialogs != nil {
-		p.dialogs.Bye(callID, fromTag, toTag, "bye")
+		p.dialogs.End(callID, fromTag, toTag, "bye")
 	}
 	p.finalDialog(initialInvite, callID, fromTag, "", best.StatusCode)
 	if relayed {
@@ -473,6 +484,14 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 func isDownstream(res *sip.Response) bool {
 	v := res.Via()
 	return v != nil && strings.HasPrefix(v.Params.GetOr("branch", ""), branchMagic)
+}
+
+// seenDialog notes the callee-side tag of a response to the initial
+// INVITE, so requests in that dialog are recognised as the call's.
+func (p *Proxy) seenDialog(initial bool, callID, fromTag string, r *sip.Response) {
+	if initial && p.dialogs != nil {
+		p.dialogs.Seen(callID, fromTag, r.To().Params.GetOr("tag", ""))
+	}
 }
 
 func (p *Proxy) finalDialog(initial bool, callID, fromTag, toTag string, code int) {

@@ -25,7 +25,7 @@ const byeCSeqStep = 100000
 // first of those proxies, or the phone itself.
 func (p *Proxy) MediaEnded(e media.Ended) {
 	if p.dialogs != nil {
-		p.dialogs.Bye(e.CallID, e.CallerTag, "", e.Reason)
+		p.dialogs.End(e.CallID, e.CallerTag, e.CalleeTag, e.Reason)
 	}
 	inv, ok := e.Dialog.Invite, e.Dialog.OK
 	if inv == nil || ok == nil || p.stopped.Load() {

@@ -44,6 +44,10 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// RouteKey keys the tokens in our Record-Route entries
+	// (secret.Derive(secret, "route")); instances sharing it accept each
+	// other's. Empty: a random key, good for this process only.
+	RouteKey []byte
 	// Flows keeps a phone's connection open while its registration lasts;
 	// nil: nothing is told.
 	Flows FlowKeeper
@@ -67,9 +71,11 @@ type Stats struct {
 	Challenges    uint64 `json:"challenges"`
 	StrayForwards uint64 `json:"stray_responses_forwarded"`
 	Transactions  int64  `json:"transactions"`
-
 	// Banned counts what the core did with requests from banned sources.
 	Banned BannedStats `json:"banned"`
+	// Refused counts requests refused or absorbed for routing and dialog
+	// reasons, by reason (the Refused* constants).
+	Refused map[string]uint64 `json:"refused"`
 }
 
 // BannedStats count requests from banned sources that reached the core
@@ -91,6 +97,9 @@ type Proxy struct {
 	auth    *digest.Authenticator
 	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
+	routes  routeSigner
+
+	refused refusals
 
 	requests, keepalives, registers, forwarded, replies atomic.Uint64
 	authFailures, challenges, strays                    atomic.Uint64
@@ -110,7 +119,7 @@ func New(cfg Config, log *slog.Logger, ua *sipgo.UserAgent, self *Self, auth *di
 	if cfg.InviteTimeout <= 0 {
 		cfg.InviteTimeout = 3 * time.Minute
 	}
-	return &Proxy{cfg: cfg, log: log, ua: ua, self: self, auth: auth, reg: reg, dialogs: dialogs}
+	return &Proxy{cfg: cfg, log: log, ua: ua, self: self, auth: auth, reg: reg, dialogs: dialogs, routes: newRouteSigner(cfg.RouteKey)}
 }
 
 // Self is the proxy's idea of its own addresses.
@@ -124,7 +133,45 @@ func (p *Proxy) Stats() Stats {
 		Challenges: p.challenges.Load(), StrayForwards: p.strays.Load(), Transactions: p.inflight.Load(),
 		Banned: BannedStats{ServedCredentials: p.bannedServed.Load(), ServedDialog: p.bannedDialog.Load(),
 			Challenged: p.bannedChallenged.Load(), Dropped: p.bannedDropped.Load()},
+		Refused: p.refused.snapshot(),
 	}
+}
+
+// refusals are the refusal counters, one per reason.
+type refusals struct {
+	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK atomic.Uint64
+}
+
+func (r *refusals) counter(reason string) *atomic.Uint64 {
+	switch reason {
+	case RefusedTokenMissing:
+		return &r.tokenMissing
+	case RefusedTokenInvalid:
+		return &r.tokenInvalid
+	case RefusedDialog:
+		return &r.dialog
+	case RefusedForeignRoute:
+		return &r.foreignRoute
+	case RefusedDigestURI:
+		return &r.digestURI
+	case RefusedStrayACK:
+		return &r.strayACK
+	}
+	return nil
+}
+
+func (r *refusals) add(reason string) {
+	if c := r.counter(reason); c != nil {
+		c.Add(1)
+	}
+}
+
+func (r *refusals) snapshot() map[string]uint64 {
+	m := make(map[string]uint64, 6)
+	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK} {
+		m[k] = r.counter(k).Load()
+	}
+	return m
 }
 
 // CountKeepalive records a keep-alive answered before the core (the UDP
@@ -184,8 +231,21 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 
 	d := p.Decide(req)
+	if d.InDialog && d.Action != ActKeepalive && p.dialogs != nil {
+		// A request that names a call we track but none of its dialogs
+		// changes nothing, whatever its route says (RFC 3261 §12.2.2).
+		if m := p.dialogs.Match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
+			d = Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}
+			if req.Method == sip.ACK {
+				d = Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
+			}
+		}
+	}
 	if banned && !p.admitBanned(req, d) {
 		return
+	}
+	if d.Refusal != "" {
+		p.refused.add(d.Refusal)
 	}
 	switch d.Action {
 	case ActReply:
@@ -268,12 +328,20 @@ func (p *Proxy) authenticate(req *sip.Request, tx sip.ServerTransaction, code in
 	for _, h := range req.GetHeaders(hdr) {
 		vals = append(vals, h.Value())
 	}
-	user, err := p.auth.Verify(string(req.Method), vals)
+	user, err := p.auth.Verify(string(req.Method), vals, func(uri string) bool { return sameRequestURI(uri, &req.Recipient) })
 	if err == nil {
 		return user, true
 	}
 	stale := errors.Is(err, digest.ErrStale)
 	switch {
+	case errors.Is(err, digest.ErrURIMismatch):
+		// RFC 3261 §22.4: credentials are for one Request-URI. Answers
+		// computed for another (a request captured on the way) are not
+		// good for this one.
+		p.authFailures.Add(1)
+		p.refused.add(RefusedDigestURI)
+		p.reply(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 sipd "digest uri does not match the Request-URI"`))
+		return "", false
 	case errors.Is(err, digest.ErrNoCredentials), stale, errors.Is(err, digest.ErrBadNonce), errors.Is(err, digest.ErrReplay):
 		// Ask (again): the UA has not tried yet, or tried with a nonce we no
 		// longer accept.
@@ -334,13 +402,9 @@ func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
 	user := req.Recipient.User
 	bindings := p.reg.Store().Lookup(user)
 	if len(bindings) == 0 {
-		if p.auth != nil {
-			if _, known := p.auth.Users().Lookup(user); !known {
-				p.reply(req, tx, 404, "Not Found")
-				return
-			}
-		}
-		p.reply(req, tx, 480, "Temporarily Unavailable")
+		// The same answer whether the user exists or is not registered,
+		// as Kamailio's: anything else tells a stranger which names exist.
+		p.reply(req, tx, 404, "Not Found")
 		return
 	}
 	targets := make([]target, 0, len(bindings))

@@ -39,7 +39,20 @@ type Decision struct {
 	// Authenticated is set by HandleRequest once the request's
 	// credentials verified (Decide leaves it false).
 	Authenticated bool
+	// Refusal names why the request is refused or absorbed, for the
+	// refusal counters (a Refusal constant); empty for ordinary answers.
+	Refusal string
 }
+
+// Refusals counted by reason (sipxdp_sip_refused_total).
+const (
+	RefusedTokenMissing = "route_token_missing" // in-dialog request without a route token of ours
+	RefusedTokenInvalid = "route_token_invalid" // a route token, not for this request
+	RefusedDialog       = "dialog_mismatch"     // 481: no such dialog or transaction here
+	RefusedForeignRoute = "foreign_route"       // unauthenticated initial request routed elsewhere
+	RefusedDigestURI    = "digest_uri_mismatch" // credentials for another Request-URI
+	RefusedStrayACK     = "stray_ack"           // ACK that belongs to nothing we route, absorbed
+)
 
 // branchMagic marks branches this proxy generated; the loop hash follows.
 const branchMagic = sip.RFC3261BranchMagicCookie + "sx"
@@ -128,7 +141,7 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 	}
 	if req.Method == sip.CANCEL {
 		// A CANCEL that matched a transaction never gets here.
-		return Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist"}
+		return Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", Refusal: RefusedDialog}
 	}
 	own := 0
 	routes := req.GetHeaders("Route")
@@ -140,35 +153,26 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 		own++
 	}
 	more := len(routes) > own
-	_, toTag := req.To().Params.Get("tag")
-	if toTag {
-		switch {
-		case own > 0 || more:
-			return Decision{Action: ActForward, OwnRoutes: own, InDialog: true}
-		case IsKeepalive(req, p.self):
-			return Decision{Action: ActKeepalive, InDialog: true}
-		case req.Method == sip.ACK:
-			return Decision{Action: ActDrop, InDialog: true}
-		default:
-			return Decision{Action: ActReply, Code: 404, Reason: "Not Here", InDialog: true}
-		}
+	toTag, inDialog := req.To().Params.Get("tag")
+	if inDialog {
+		return p.decideInDialog(req, routes, own, toTag)
 	}
 	if req.Method == sip.ACK {
-		if own > 0 || more {
-			return Decision{Action: ActForward, OwnRoutes: own}
-		}
-		return Decision{Action: ActDrop}
+		// An ACK without a To tag acknowledges a non-2xx final answer,
+		// which its INVITE's transaction absorbs; this one matched none.
+		return Decision{Action: ActDrop, Refusal: RefusedStrayACK}
 	}
 	challenge := 0
 	if p.cfg.AuthInvite && req.Method != sip.REGISTER && req.Method != sip.PRACK && p.self.LocalDomain(req.From().Address.Host) {
 		challenge = 407
 	}
 	if more {
-		// A pre-loaded route (RFC 3261 §16.4): follow it only for our own
-		// users, who authenticate, or when relaying is allowed; otherwise
-		// anyone could bounce traffic off us.
-		if challenge == 0 && !p.cfg.AllowRelay {
-			return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
+		// A pre-loaded route (RFC 3261 §16.4) beyond us: followed only for
+		// our own users, who authenticate first, whatever allow_relay
+		// says; otherwise anyone could bounce calls off us to a gateway
+		// that trusts our address.
+		if challenge == 0 {
+			return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden", Refusal: RefusedForeignRoute}
 		}
 		return Decision{Action: ActForward, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
 	}
@@ -198,4 +202,38 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 		return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
 	}
 	return Decision{Action: ActForward, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
+}
+
+// decideInDialog routes a request that carries a To tag. Only the route
+// set sipd recorded leads anywhere: its topmost entries must be ours, with
+// a token for this Call-ID and one of the request's tags. Nothing else is
+// forwarded, whatever its Route or Request-URI names, since an in-dialog
+// request is never challenged.
+func (p *Proxy) decideInDialog(req *sip.Request, routes []sip.Header, own int, toTag string) Decision {
+	ack := req.Method == sip.ACK
+	if len(routes) == 0 {
+		switch {
+		case IsKeepalive(req, p.self):
+			return Decision{Action: ActKeepalive, InDialog: true}
+		case ack:
+			return Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
+		case p.self.IsSelf(&req.Recipient):
+			// Addressed to us, and we hold no dialogs as a UA.
+			return Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}
+		}
+	}
+	v := tokenMissing
+	if own > 0 {
+		v = p.routes.checkRoute(routes, own, req.CallID().Value(), req.From().Params.GetOr("tag", ""), toTag)
+	}
+	switch {
+	case v == tokenValid:
+		return Decision{Action: ActForward, OwnRoutes: own, InDialog: true}
+	case ack:
+		// A stray or forged ACK gets no answer.
+		return Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
+	case v == tokenInvalid:
+		return Decision{Action: ActReply, Code: 403, Reason: "Forbidden: Bad Route Token", InDialog: true, Refusal: RefusedTokenInvalid}
+	}
+	return Decision{Action: ActReply, Code: 403, Reason: "Forbidden: Not Routed Here", InDialog: true, Refusal: RefusedTokenMissing}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -28,52 +29,108 @@ func parseReq(t *testing.T, text string) *sip.Request {
 }
 
 func request(t *testing.T, method, ruri, from, toTag string, extra ...string) *sip.Request {
+	return requestTags(t, method, ruri, from, "f1", toTag, extra...)
+}
+
+// requestTags is request with the From tag chosen too (a request from the
+// callee carries the caller's tag as its To tag).
+func requestTags(t *testing.T, method, ruri, from, fromTag, toTag string, extra ...string) *sip.Request {
 	to := "<sip:bob@example.org>"
 	if toTag != "" {
 		to += ";tag=" + toTag
 	}
 	text := method + " " + ruri + " SIP/2.0\n" +
 		"Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKabc\n" +
-		"From: <" + from + ">;tag=f1\nTo: " + to + "\nCall-ID: c1\nCSeq: 1 " + method + "\n"
+		"From: <" + from + ">;tag=" + fromTag + "\nTo: " + to + "\nCall-ID: c1\nCSeq: 1 " + method + "\n"
 	for _, e := range extra {
 		text += e + "\n"
 	}
 	return parseReq(t, text+"Content-Length: 0\n\n")
 }
 
+// ownRoute is the Route line a phone copies from our Record-Route for
+// the dialog of Call-ID c1 whose caller tag is ftag.
+func ownRoute(p *Proxy, transport, callID, ftag string) string {
+	return fmt.Sprintf("Route: <sip:192.0.2.10:5060;transport=%s;lr;ftag=%s;sxt=%s>", transport, escapeParam(ftag), p.routes.sign(callID, ftag))
+}
+
 func TestDecide(t *testing.T) {
 	p := testProxy(Config{AuthRegister: true, AuthInvite: true})
 	relay := testProxy(Config{AuthInvite: true, AllowRelay: true})
+	other := testProxy(Config{AuthInvite: true})
 	const local, foreign = "sip:alice@example.org", "sip:carol@elsewhere.net"
+	const callee = "sip:bob@198.51.100.2:5060"
+	tok := ownRoute(p, "udp", "c1", "f1")
+	tokTCP := ownRoute(p, "tcp", "c1", "f1")
+	fwd := func(own int) Decision { return Decision{Action: ActForward, OwnRoutes: own, InDialog: true} }
+	missing := Decision{Action: ActReply, Code: 403, Reason: "Forbidden: Not Routed Here", InDialog: true, Refusal: RefusedTokenMissing}
+	invalid := Decision{Action: ActReply, Code: 403, Reason: "Forbidden: Bad Route Token", InDialog: true, Refusal: RefusedTokenInvalid}
+	strayACK := Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
+	relayForbidden := Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
+	foreignRoute := Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden", Refusal: RefusedForeignRoute}
 	cases := []struct {
 		name string
 		p    *Proxy
 		req  *sip.Request
 		want Decision
 	}{
+		// Out of dialog.
 		{"register local", p, request(t, "REGISTER", "sip:example.org", local, ""), Decision{Action: ActRegister, Challenge: 401}},
 		{"register by address", p, request(t, "REGISTER", "sip:192.0.2.10:5060", local, ""), Decision{Action: ActRegister, Challenge: 401}},
-		{"register foreign", p, request(t, "REGISTER", "sip:elsewhere.net", foreign, ""), Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}},
+		{"register foreign", p, request(t, "REGISTER", "sip:elsewhere.net", foreign, ""), relayForbidden},
+		{"register with a foreign route", relay, request(t, "REGISTER", "sip:example.org", local, "", "Route: <sip:registrar.elsewhere.net;lr>"), foreignRoute},
 		{"invite from local user", p, request(t, "INVITE", "sip:bob@example.org", local, ""), Decision{Action: ActLookup, Challenge: 407, RecordRoute: true}},
 		{"invite from outside to local", p, request(t, "INVITE", "sip:bob@example.org", foreign, ""), Decision{Action: ActLookup, RecordRoute: true}},
 		{"invite to our address", p, request(t, "INVITE", "sip:bob@192.0.2.10", foreign, ""), Decision{Action: ActLookup, RecordRoute: true}},
-		{"invite to foreign refused", p, request(t, "INVITE", "sip:x@elsewhere.net", foreign, ""), Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}},
+		{"invite to foreign refused", p, request(t, "INVITE", "sip:x@elsewhere.net", foreign, ""), relayForbidden},
 		{"invite to foreign relayed", relay, request(t, "INVITE", "sip:x@elsewhere.net", local, ""), Decision{Action: ActForward, Challenge: 407, RecordRoute: true}},
 		{"keepalive notify", p, request(t, "NOTIFY", "sip:192.0.2.10:5060", local, ""), Decision{Action: ActKeepalive}},
 		{"keepalive options by domain", p, request(t, "OPTIONS", "sip:example.org", foreign, ""), Decision{Action: ActKeepalive}},
 		{"options to a user is a call", p, request(t, "OPTIONS", "sip:bob@example.org", foreign, ""), Decision{Action: ActLookup, RecordRoute: true}},
 		{"invite to the domain itself", p, request(t, "INVITE", "sip:example.org", foreign, ""), Decision{Action: ActReply, Code: 404, Reason: "Not Found"}},
 		{"max-forwards zero", p, request(t, "INVITE", "sip:bob@example.org", local, "", "Max-Forwards: 0"), Decision{Action: ActReply, Code: 483, Reason: "Too Many Hops"}},
-		{"stray cancel", p, request(t, "CANCEL", "sip:bob@example.org", local, ""), Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist"}},
-		{"bye routed by us", p, request(t, "BYE", "sip:bob@198.51.100.2:5060", local, "t1", "Route: <sip:192.0.2.10:5060;transport=udp;lr>"), Decision{Action: ActForward, OwnRoutes: 1, InDialog: true}},
-		{"bye double route", p, request(t, "BYE", "sip:bob@198.51.100.2:5060", local, "t1", "Route: <sip:192.0.2.10:5060;transport=tcp;lr>, <sip:192.0.2.10:5060;transport=udp;lr>"), Decision{Action: ActForward, OwnRoutes: 2, InDialog: true}},
-		{"bye via next proxy", p, request(t, "BYE", "sip:bob@198.51.100.2", local, "t1", "Route: <sip:192.0.2.10;lr>", "Route: <sip:proxy2.net;lr>"), Decision{Action: ActForward, OwnRoutes: 1, InDialog: true}},
-		{"in-dialog without route", p, request(t, "BYE", "sip:bob@198.51.100.2", local, "t1"), Decision{Action: ActReply, Code: 404, Reason: "Not Here", InDialog: true}},
-		{"ack without route dropped", p, request(t, "ACK", "sip:bob@198.51.100.2", local, "t1"), Decision{Action: ActDrop, InDialog: true}},
-		{"ack for 2xx routed", p, request(t, "ACK", "sip:bob@198.51.100.2", local, "t1", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActForward, OwnRoutes: 1, InDialog: true}},
-		{"route at another port is not us", p, request(t, "BYE", "sip:bob@198.51.100.2", local, "t1", "Route: <sip:192.0.2.10:5070;lr>"), Decision{Action: ActForward, InDialog: true}},
-		{"preloaded route from outside refused", p, request(t, "INVITE", "sip:x@elsewhere.net", foreign, "", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}},
+		{"stray cancel", p, request(t, "CANCEL", "sip:bob@example.org", local, ""), Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", Refusal: RefusedDialog}},
+		{"ack without to tag absorbed", p, request(t, "ACK", "sip:bob@example.org", local, ""), Decision{Action: ActDrop, Refusal: RefusedStrayACK}},
+		{"ack without to tag through a route absorbed", p, request(t, "ACK", callee, local, "", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActDrop, Refusal: RefusedStrayACK}},
+		// Pre-loaded routes.
+		{"preloaded route from outside refused", p, request(t, "INVITE", "sip:x@elsewhere.net", foreign, "", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), foreignRoute},
+		{"preloaded route from outside refused with allow_relay", relay, request(t, "INVITE", "sip:x@elsewhere.net", foreign, "", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), foreignRoute},
+		{"route straight to a gateway refused", relay, request(t, "INVITE", "sip:+15551234567@gw.elsewhere.net", foreign, "", "Route: <sip:gw.elsewhere.net;lr>"), foreignRoute},
+		{"route to a gateway refused without auth", testProxy(Config{AllowRelay: true}), request(t, "INVITE", "sip:x@elsewhere.net", local, "", "Route: <sip:gw.elsewhere.net;lr>"), foreignRoute},
+		{"preloaded route from a local user challenged", p, request(t, "INVITE", "sip:x@elsewhere.net", local, "", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), Decision{Action: ActForward, Challenge: 407, RecordRoute: true, OwnRoutes: 1}},
 		{"outbound proxy route to local user", p, request(t, "INVITE", "sip:bob@example.org", local, "", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActLookup, Challenge: 407, RecordRoute: true, OwnRoutes: 1}},
+		{"outbound proxy route from outside to local user", p, request(t, "INVITE", "sip:bob@example.org", foreign, "", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActLookup, RecordRoute: true, OwnRoutes: 1}},
+		// In dialog: only through our token.
+		{"bye with token", p, request(t, "BYE", callee, local, "t1", tok), fwd(1)},
+		{"bye with token, transport tcp", p, request(t, "BYE", callee, local, "t1", tokTCP), fwd(1)},
+		{"bye with token on both entries", p, request(t, "BYE", callee, local, "t1", tokTCP+", "+strings.TrimPrefix(tok, "Route: ")), fwd(2)},
+		{"bye with token then the next proxy", p, request(t, "BYE", callee, local, "t1", tok, "Route: <sip:proxy2.net;lr>"), fwd(1)},
+		{"bye from the callee: ftag is its To tag", p, requestTags(t, "BYE", "sip:alice@198.51.100.1", "sip:bob@example.org", "t1", "f1", tok), fwd(1)},
+		{"outbound proxy prepended to the route set", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10;lr>", tok), fwd(2)},
+		{"ftag escaped", p, requestTags(t, "BYE", callee, local, "a%b`c", "t1", ownRoute(p, "udp", "c1", "a%b`c")), fwd(1)},
+		{"token checked by an instance with the same key", testProxy(Config{RouteKey: []byte("shared")}), request(t, "BYE", callee, local, "t1", ownRoute(testProxy(Config{RouteKey: []byte("shared")}), "udp", "c1", "f1")), fwd(1)},
+		{"token from another key", other, request(t, "BYE", callee, local, "t1", tok), invalid},
+		{"token of another call", p, request(t, "BYE", callee, local, "t1", ownRoute(p, "udp", "c2", "f1")), invalid},
+		{"token of another caller tag", p, request(t, "BYE", callee, local, "t1", ownRoute(p, "udp", "c1", "f2")), invalid},
+		{"ftag changed to fit", p, request(t, "BYE", callee, local, "t1", strings.Replace(ownRoute(p, "udp", "c1", "f2"), "ftag=f2", "ftag=f1", 1)), invalid},
+		{"forged token", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;ftag=f1;sxt=AAAAAAAAAAAAAAAAAAAAAA>"), invalid},
+		{"token too short", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;ftag=f1;sxt=AAAA>"), invalid},
+		{"empty token", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;ftag=f1;sxt>"), invalid},
+		{"token without ftag", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;sxt="+p.routes.sign("c1", "f1")+">"), invalid},
+		{"broken escape in ftag", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;ftag=f%1;sxt="+p.routes.sign("c1", "f1")+">"), invalid},
+		{"token param names in capitals", p, request(t, "BYE", callee, local, "t1", strings.NewReplacer("ftag=", "FTAG=", "sxt=", "SXT=").Replace(tok)), fwd(1)},
+		{"route of ours without token", p, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10:5060;transport=udp;lr>"), missing},
+		{"route of ours without token, then a gateway", p, request(t, "INVITE", "sip:+15551234567@gw.elsewhere.net", foreign, "x", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), missing},
+		{"route naming a gateway", p, request(t, "INVITE", "sip:+15551234567@gw.elsewhere.net", foreign, "x", "Route: <sip:gw.elsewhere.net;lr>"), missing},
+		{"token behind a foreign route", p, request(t, "BYE", callee, local, "t1", "Route: <sip:proxy2.net;lr>", tok), missing},
+		{"in-dialog without route", p, request(t, "BYE", callee, local, "t1"), missing},
+		{"in-dialog to us without route", p, request(t, "BYE", "sip:192.0.2.10", local, "t1"), Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}},
+		{"in-dialog keepalive to us", p, request(t, "OPTIONS", "sip:192.0.2.10:5060", local, "t1"), Decision{Action: ActKeepalive, InDialog: true}},
+		{"route at another port is not us", p, request(t, "BYE", callee, local, "t1", strings.Replace(tok, ":5060", ":5070", 1)), missing},
+		{"ack without route absorbed", p, request(t, "ACK", callee, local, "t1"), strayACK},
+		{"ack with token routed", p, request(t, "ACK", callee, local, "t1", tok), fwd(1)},
+		{"ack with forged token absorbed", p, request(t, "ACK", callee, local, "t1", "Route: <sip:192.0.2.10:5060;lr;ftag=f1;sxt=AAAAAAAAAAAAAAAAAAAAAA>"), strayACK},
+		{"ack through a gateway route absorbed", p, request(t, "ACK", callee, local, "t1", "Route: <sip:gw.elsewhere.net;lr>"), strayACK},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -171,6 +228,9 @@ func TestByeRouteSets(t *testing.T) {
 		{"double record-route", "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;transport=tcp;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
 			"p2.callee.net", "p1.caller.net"},
 		{"not through sipd", "Record-Route: <sip:p2.callee.net;lr>\r\n", "", ""},
+		{"our entries with tokens", "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.10:5060;transport=tcp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") +
+			">, <sip:192.0.2.10:5060;transport=udp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
+			"p2.callee.net", "p1.caller.net"},
 	}
 	for _, c := range cases {
 		toCallee, toCaller := p.routeSets(parse(c.rr))

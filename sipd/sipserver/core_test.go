@@ -61,7 +61,8 @@ func TestLocalAnswers(t *testing.T) {
 		code       int
 	}{
 		{"unknown user", ua.request("INVITE", "sip:nobody@example.org", "sip:x@far.net", "sip:nobody@example.org", "l1", 1), 404},
-		{"not registered", ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l2", 1), 480},
+		// The same answer as for an unknown user: no user enumeration.
+		{"not registered", ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l2", 1), 404},
 		{"foreign domain", ua.request("INVITE", "sip:x@far.net", "sip:alice@example.org", "sip:x@far.net", "l3", 1), 403},
 		{"too many hops", strings.Replace(ua.request("INVITE", "sip:carol@example.org", "sip:x@far.net", "sip:carol@example.org", "l4", 1), "Max-Forwards: 70", "Max-Forwards: 0", 1), 483},
 		{"too brief", ua.request("REGISTER", "sip:example.org", "sip:bob@example.org", "sip:bob@example.org", "l5", 1, "Expires: 5"), 423},
@@ -122,7 +123,8 @@ func TestForkingBestAnswerWins(t *testing.T) {
 	}
 	// ACK and BYE follow the Record-Route.
 	rr := ok.GetHeader("Record-Route").Value()
-	caller.send(srv, caller.request("ACK", "sip:uas@"+uas1.addr().String(), "sip:alice@example.org", "sip:bob@example.org", "call1", 1, "Route: "+rr)+"")
+	caller.send(srv, strings.Replace(caller.request("ACK", "sip:uas@"+uas1.addr().String(), "sip:alice@example.org", "sip:bob@example.org", "call1", 1, "Route: "+rr),
+		"To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag=u1", 1))
 	uas1.expectRequest(sip.ACK)
 	bye := strings.Replace(caller.request("BYE", "sip:uas@"+uas1.addr().String(), "sip:alice@example.org", "sip:bob@example.org", "call1", 2, "Route: "+rr), "To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag=u1", 1)
 	caller.send(srv, bye)
@@ -484,5 +486,92 @@ func TestInDialogRequests(t *testing.T) {
 	uas.expect(200)
 	if st := s.Stats(); st.CallsCompleted != 1 || st.ActiveCalls != 0 {
 		t.Fatalf("calls %+v", st)
+	}
+}
+
+// TestOutsideTheDialog: in-dialog requests that name an answered call's
+// Call-ID but not its dialog get 481, and those in the dialog without
+// the route token get 403; neither reaches the callee or ends the call,
+// and each is counted. The call's own BYE still ends it.
+func TestOutsideTheDialog(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	uas, caller, stranger := newRawUA(t), newRawUA(t), newRawUA(t)
+	registerRaw(t, uas, srv.String(), "bob", "od1")
+	caller.send(srv, caller.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "odc", 1))
+	inv := uas.expectRequest(sip.INVITE)
+	uas.respond(inv, 180, "Ringing", "early")
+	caller.expect(180)
+	uas.respond(inv, 200, "OK", "b1")
+	ok := caller.expect(200)
+	rr := ok.GetHeader("Record-Route").Value()
+	if !strings.Contains(rr, ";ftag=ftodc;sxt=") {
+		t.Fatalf("Record-Route %s without the caller's tag and token", rr)
+	}
+	target := "sip:uas@" + uas.addr().String()
+	req := func(method string, cseq int, fromTag, toTag string, extra ...string) string {
+		r := caller.request(method, target, "sip:alice@example.org", "sip:bob@example.org", "odc", cseq, extra...)
+		r = strings.Replace(r, "tag=ftodc", "tag="+fromTag, 1)
+		return strings.Replace(r, "To: <sip:bob@example.org>", "To: <sip:bob@example.org>;tag="+toTag, 1)
+	}
+	caller.send(srv, req("ACK", 1, "ftodc", "b1", "Route: "+rr))
+	uas.expectRequest(sip.ACK)
+	cases := []struct {
+		name, text string
+		code       int
+	}{
+		{"BYE with made-up tags", req("BYE", 5, "x1", "x2", "Route: "+rr), 481},
+		{"BYE with the caller's tag and a made-up one", req("BYE", 6, "ftodc", "x3", "Route: "+rr), 481},
+		{"re-INVITE with the callee's tag and a made-up one", req("INVITE", 7, "b1", "x4", "Route: "+rr), 481},
+		{"UPDATE with made-up tags and no route", req("UPDATE", 8, "x5", "x6"), 481},
+		{"BYE in the dialog without a route", req("BYE", 9, "ftodc", "b1"), 403},
+		{"BYE in the dialog through a route without token", req("BYE", 10, "ftodc", "b1", fmt.Sprintf("Route: <sip:%s;lr>", srv)), 403},
+		{"BYE in the dialog with a forged token", req("BYE", 11, "ftodc", "b1", "Route: "+strings.Replace(rr, "sxt=", "sxt=A", 1)), 403},
+	}
+	for _, c := range cases {
+		stranger.send(srv, c.text)
+		sent, _ := sip.ParseMessage([]byte(crlf(c.text)))
+		// Read past retransmissions of an earlier answer (a 481 to an
+		// INVITE repeats until ACKed).
+		for {
+			m := stranger.recv(3 * time.Second)
+			if m == nil {
+				t.Fatalf("%s: no answer", c.name)
+			}
+			if r, ok := m.(*sip.Response); ok && r.CSeq().SeqNo == sent.(*sip.Request).CSeq().SeqNo {
+				if r.StatusCode != c.code {
+					t.Fatalf("%s: got %d %s, want %d", c.name, r.StatusCode, r.Reason, c.code)
+				}
+				break
+			}
+		}
+		if m := uas.recv(200 * time.Millisecond); m != nil {
+			t.Fatalf("%s: the callee received %v", c.name, m)
+		}
+		if st := s.Stats(); st.ActiveCalls != 1 {
+			t.Fatalf("%s: active calls %d", c.name, st.ActiveCalls)
+		}
+	}
+	// A forged ACK is absorbed.
+	stranger.send(srv, req("ACK", 1, "x7", "x8", "Route: "+rr))
+	if m := uas.recv(200 * time.Millisecond); m != nil {
+		t.Fatalf("forged ACK reached the callee: %v", m)
+	}
+	// The early dialog's tag is the call's too: an UPDATE in it is routed.
+	caller.send(srv, req("UPDATE", 12, "ftodc", "early", "Route: "+rr))
+	uas.respond(uas.expectRequest(sip.UPDATE), 481, "Call/Transaction Does Not Exist", "")
+	caller.expect(481)
+	caller.send(srv, req("BYE", 13, "ftodc", "b1", "Route: "+rr))
+	uas.respond(uas.expectRequest(sip.BYE), 200, "OK", "")
+	caller.expect(200)
+	st := s.Stats()
+	if st.ActiveCalls != 0 || st.CallsCompleted != 1 {
+		t.Fatalf("calls %+v", st)
+	}
+	want := map[string]uint64{"dialog_mismatch": 4, "route_token_missing": 2, "route_token_invalid": 1, "stray_ack": 1}
+	for k, v := range want {
+		if st.Core.Refused[k] != v {
+			t.Errorf("refused %s = %d, want %d (%v)", k, st.Core.Refused[k], v, st.Core.Refused)
+		}
 	}
 }

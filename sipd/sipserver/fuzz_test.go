@@ -73,7 +73,7 @@ func FuzzRequestPath(f *testing.F) {
 				continue
 			}
 			if r, ok := msg.(*sip.Response); ok && r.CallID().Value() == "probe"+itoa(n) {
-				if r.StatusCode != 480 {
+				if r.StatusCode != 404 {
 					t.Fatalf("probe answered %d", r.StatusCode)
 				}
 				return

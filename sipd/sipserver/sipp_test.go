@@ -54,9 +54,11 @@ func TestSippCall(t *testing.T) {
 		uas := startSipp(t, 20*time.Second, "-sf", scenario("uas_call.xml"), "-t", sippTransport(tr),
 			"-i", "127.0.0.1", "-p", strconv.Itoa(uasPort))
 		time.Sleep(300 * time.Millisecond) // let the UAS bind
+		// -auth_uri: sipp's digest uri is remote_ip:remote_port unless
+		// told, and sipd wants the Request-URI (RFC 3261 §22.4).
 		uac := startSipp(t, 20*time.Second, "-sf", scenario("uac_call.xml"), "-t", sippTransport(tr),
 			"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-s", "bob", "-au", "alice", "-ap", "alicepw",
-			serverAddr(t, s, tr).String())
+			"-auth_uri", "bob@"+serverAddr(t, s, tr).String(), serverAddr(t, s, tr).String())
 		if err := uac.wait(t); err != nil {
 			t.Fatalf("uac: %v", err)
 		}
@@ -85,7 +87,7 @@ func TestSippCancel(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		uac := startSipp(t, 20*time.Second, "-sf", scenario("uac_cancel.xml"), "-t", sippTransport(tr),
 			"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-s", "bob", "-au", "alice", "-ap", "alicepw",
-			serverAddr(t, s, tr).String())
+			"-auth_uri", "bob@"+serverAddr(t, s, tr).String(), serverAddr(t, s, tr).String())
 		if err := uac.wait(t); err != nil {
 			t.Fatalf("uac: %v", err)
 		}
