@@ -46,6 +46,26 @@ func TestRuntimeDefaults(t *testing.T) {
 	}
 }
 
+// TestLearningDefault: a file without media.learning gets the default
+// window, the one the embedded file documents.
+func TestLearningDefault(t *testing.T) {
+	base := string(DefaultConfigYAML())
+	cfg, err := ParseConfig([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(cfg.Media.Learning) != DefaultLearning {
+		t.Errorf("default file: learning %v, want %v", time.Duration(cfg.Media.Learning), DefaultLearning)
+	}
+	without := strings.Replace(base, "  learning: 3s\n", "", 1)
+	if without == base {
+		t.Fatal("default config has no learning line")
+	}
+	if cfg, err = ParseConfig([]byte(without)); err != nil || time.Duration(cfg.Media.Learning) != DefaultLearning {
+		t.Errorf("no learning key: %v, %v; want %v", cfg.Media.Learning, err, DefaultLearning)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	base := string(DefaultConfigYAML())
 	cases := []struct {
@@ -59,6 +79,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
 		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
+		{"learning too short", "learning: 3s", "learning: 10ms", "media.learning 10ms"},
+		{"learning too long", "learning: 3s", "learning: 90s", "media.learning 1m30s"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -38,6 +38,7 @@ type Engine interface {
 	CreateSession(callID string) error
 	AddStream(callID string, index int, a, b relay.LegSpec) (relay.StreamPorts, error)
 	SetPeer(callID string, index int, side relay.Side, rtp, rtcp netip.AddrPort, rtcpMux bool) error
+	SetSignal(callID string, side relay.Side, addr netip.Addr) error
 	RemoveStream(callID string, index int) error
 	DeleteSession(callID string) (relay.SessionInfo, error)
 }
@@ -256,6 +257,10 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 		}
 		cl.sig[relay.SideB] = callee.Unmap()
 		c.calls[id] = cl
+		// Where each side's SIP comes from (or goes to) is a hint for
+		// latching its media: a NATed phone sends from that address.
+		c.signal(id, relay.SideA, cl.sig[relay.SideA])
+		c.signal(id, relay.SideB, cl.sig[relay.SideB])
 	}
 	if cl.dialog.Invite == nil {
 		// The caller's own INVITE; a spiral's second pass comes from us.
@@ -297,6 +302,7 @@ func (c *Controller) Request(req *sip.Request) error {
 	if fromTag(req) == cl.callerTag {
 		side = relay.SideA
 	}
+	c.signal(id, side, sourceAddr(req))
 	body, err := c.sdp(id, cl, side, req.Body(), true)
 	if err != nil {
 		return err
@@ -308,7 +314,9 @@ func (c *Controller) Request(req *sip.Request) error {
 // Response rewrites the SDP of a response on its way upstream (the caller
 // of the request it answers). res is the proxy's own copy.
 func (c *Controller) Response(res *sip.Response) {
-	if !isSDP(res) || res.StatusCode < 101 || res.StatusCode >= 300 {
+	sdp := isSDP(res)
+	answer := res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE
+	if (!sdp && !answer) || res.StatusCode < 101 || res.StatusCode >= 300 {
 		return
 	}
 	id := callID(res)
@@ -322,6 +330,12 @@ func (c *Controller) Response(res *sip.Response) {
 	side := relay.SideA
 	if fromTag(res) == cl.callerTag {
 		side = relay.SideB
+	}
+	if !sdp {
+		// A 2xx without SDP (the answer came earlier) is still when the
+		// caller's media starts: its learning window opens again.
+		c.signal(id, side, netip.Addr{})
+		return
 	}
 	follow := true
 	if side == relay.SideB && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE && !cl.confirmed {
@@ -338,12 +352,32 @@ func (c *Controller) Response(res *sip.Response) {
 	} else if side == relay.SideB && cl.confirmed && toTag(res) != cl.lockedTag {
 		follow = false // a late 2xx from another fork: the caller will BYE it
 	}
+	if follow {
+		c.signal(id, side, sourceAddr(res))
+	}
 	body, err := c.sdp(id, cl, side, res.Body(), follow)
 	if err != nil {
 		c.log.Warn("media: response sdp left as is", "call_id", id, "code", res.StatusCode, "error", err)
 		return
 	}
 	res.SetBody(body)
+}
+
+// signal tells the engine that side signaled from addr (invalid: address
+// unknown or unchanged): a latching hint, and the moment its learning
+// windows open again.
+func (c *Controller) signal(id string, side relay.Side, addr netip.Addr) {
+	if err := c.cfg.Engine.SetSignal(id, side, addr); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+		c.log.Warn("media: signaling address", "call_id", id, "side", side.String(), "error", err)
+	}
+}
+
+func sourceAddr(m interface{ Source() string }) netip.Addr {
+	ap, err := netip.ParseAddrPort(m.Source())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // End stops relaying a call (BYE, CANCEL, failure, timeout). Unknown calls
