@@ -65,6 +65,11 @@ func newEnv(t *testing.T, edit func(*sipd.Config)) *env {
 	if edit != nil {
 		edit(cfg)
 	}
+	if cfg.Media.Datapath != "userspace" && len(cfg.Media.Interfaces) == 0 {
+		// A kernel hook on every link into sipd's namespace, the
+		// attacker's included, so the attacker's packets meet it too.
+		cfg.Media.Interfaces = []string{netnstest.RelayA, netnstest.RelayB, e.attacker.RelayIf}
+	}
 	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay,
 		Users: map[string]string{"alice": password, "bob": password}})
 	return e
