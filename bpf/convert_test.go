@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"sipxdp/relay"
 	"sipxdp/relay/fixtures"
@@ -39,7 +40,9 @@ func TestFlowConversionRoundTrip(t *testing.T) {
 		Out: fixtures.RelayB, Dst: fixtures.CalleeB}
 	for _, c := range fixtures.Cases() {
 		for _, f := range c.Flows {
-			f.Strict = false // a userspace-only setting the kernel does not keep
+			// Userspace-only settings the kernel does not keep: it passes a
+			// learning flow's packets up, and checks a locked one's peer.
+			f.Strict, f.Announced, f.Hints, f.Rank, f.LearnUntil, f.NoCandidates = false, netip.AddrPort{}, [2]netip.Addr{}, relay.RankNone, time.Time{}, false
 			k, err := keyOf(f.Key)
 			if err != nil {
 				t.Fatal(err)

@@ -45,6 +45,7 @@ type childConfig struct {
 	Interfaces []string
 	PinPath    string
 	Timeout    time.Duration
+	Learning   time.Duration
 	Addresses  []relay.AddressConfig
 }
 
@@ -83,7 +84,7 @@ func childMain(cfgJSON string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := Open(Options{Datapath: cfg.Datapath, Interfaces: cfg.Interfaces, PinPath: cfg.PinPath,
-		Timeout: cfg.Timeout, Addresses: cfg.Addresses, Logger: log, Workers: 1})
+		Timeout: cfg.Timeout, Learning: cfg.Learning, Addresses: cfg.Addresses, Logger: log, Workers: 1})
 	if err != nil {
 		return fail(err)
 	}

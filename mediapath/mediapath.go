@@ -34,9 +34,11 @@ type Options struct {
 	Interfaces []string
 	PinPath    string
 	Strict     bool
-	Timeout    time.Duration
-	Addresses  []relay.AddressConfig
-	Logger     *slog.Logger
+	// Learning is the latching window (relay.Config.LearnWindow).
+	Learning  time.Duration
+	Timeout   time.Duration
+	Addresses []relay.AddressConfig
+	Logger    *slog.Logger
 	// Workers of the userspace relay; zero means one per CPU.
 	Workers int
 }
@@ -66,7 +68,7 @@ func Open(o Options) (*Stack, error) {
 		Logger:  log,
 		// The engine exists before any flow does, so no latch can arrive
 		// while eng is nil.
-		OnLatch: func(k relay.FlowKey, src netip.AddrPort) { eng.OnLatch(k, src) },
+		OnLatch: func(ev relay.LatchEvent) { eng.OnLatch(ev) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start userspace relay: %w", err)
@@ -93,6 +95,7 @@ func Open(o Options) (*Stack, error) {
 	eng, err = relay.NewEngine(relay.Config{
 		Addresses:    o.Addresses,
 		Strict:       o.Strict,
+		LearnWindow:  o.Learning,
 		MediaTimeout: o.Timeout,
 		Logger:       log,
 	}, kp, slow, reason)

@@ -249,6 +249,10 @@ func (e *Engine) adoptedInfo(now time.Time) []FlowInfo {
 			// A learning flow stays so: the slow path that would latch
 			// it has gone with the old process.
 			fi.State = flowState(f.Learning, s.LastSeen, g.since, now)
+			fi.Latch = LatchLocked
+			if f.Learning {
+				fi.Latch = LatchLearning
+			}
 			out = append(out, fi)
 		}
 	}

@@ -199,23 +199,53 @@ func TestPortPoolReserve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := p.alloc() // 100
-	got := p.reserve([]uint16{104, 100, 104, 99, 200, 108})
-	if len(got) != 2 || got[0] != 104 || got[1] != 108 {
-		t.Fatalf("reserve = %v, want [104 108] (100 in use, 99 odd, 200 outside)", got)
+	first, _ := p.alloc()
+	want := map[uint16]bool{}
+	for _, r := range []uint16{100, 102, 104, 106, 108} {
+		if r != first {
+			want[r] = true
+		}
+	}
+	// One in use, one odd, one outside, one twice, one quarantined below.
+	var ask []uint16
+	n := 0
+	for r := range want {
+		if n < 2 {
+			ask = append(ask, r, r)
+			delete(want, r)
+			n++
+		}
+	}
+	got := p.reserve(append(ask, first, 99, 200))
+	if len(got) != 2 || got[0] != ask[0] || got[1] != ask[2] {
+		t.Fatalf("reserve(%v) = %v, want [%d %d] (%d in use, 99 odd, 200 outside)", ask, got, ask[0], ask[2], first)
 	}
 	if err := p.free(first); err != nil {
 		t.Fatal(err)
 	}
-	var order []uint16
+	want[first] = true
+	// A pair reserved while quarantined leaves the quarantine.
+	q, _ := p.alloc()
+	if err := p.free(q); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.reserve([]uint16{q}); len(r) != 1 {
+		t.Fatalf("reserve of quarantined %d = %v", q, r)
+	}
+	delete(want, q)
 	for p.available() > 0 {
 		r, _ := p.alloc()
-		order = append(order, r)
+		if !want[r] {
+			t.Fatalf("alloc = %d after reserve, want one of %v", r, want)
+		}
+		delete(want, r)
 	}
-	if len(order) != 3 || order[0] != 102 || order[1] != 106 || order[2] != 100 {
-		t.Fatalf("allocation order after reserve %v, want [102 106 100]", order)
+	if len(want) != 0 {
+		t.Fatalf("never handed out: %v", want)
 	}
-	if err := p.free(104); err != nil {
-		t.Fatalf("free a reserved pair: %v", err)
+	for _, r := range append(got, q) {
+		if err := p.free(r); err != nil {
+			t.Fatalf("free a reserved pair: %v", err)
+		}
 	}
 }

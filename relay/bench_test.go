@@ -68,8 +68,8 @@ func setupCall(b *testing.B, e *Engine, id string, legA, legB LegSpec) {
 		b.Fatal(err)
 	}
 	for _, l := range []LegPorts{p.A, p.B} {
-		e.latch(latchEvent{FlowKey{netip.AddrPortFrom(l.Local, l.RTP)}, benchNat})
-		e.latch(latchEvent{FlowKey{netip.AddrPortFrom(l.Local, l.RTCP)}, benchNat})
+		e.lock(netip.AddrPortFrom(l.Local, l.RTP), benchNat)
+		e.lock(netip.AddrPortFrom(l.Local, l.RTCP), benchNat)
 	}
 }
 

@@ -1,5 +1,9 @@
 // Package relay is the media relay engine: it owns the truth about sessions,
-// legs and flows, and pushes copies of ready flows to a Datapath.
+// legs and flows, and pushes copies of ready flows to a Datapath. It
+// decides who may latch a relay port (latch.go: a ranked learning window,
+// then a lock; the kernel map holds a copy of the decision) and hands out
+// relay ports at random (ports.go), so a call's media cannot be taken by
+// whoever sprays the relay's ports (RTP bleed).
 package relay
 
 import (
@@ -20,16 +24,35 @@ func (k FlowKey) String() string { return k.Local.String() }
 // Key.Local from Peer is sent on with source Out and destination Dst.
 type Flow struct {
 	Key FlowKey
-	// Peer is the expected source. While Learning it is the address
-	// announced in SDP (possibly invalid); after latching it is the real
-	// source observed on the wire.
+	// Peer is the expected source. While Learning it is the latched
+	// source (Rank says how good; a RankOther one is only a candidate),
+	// or the announced address while nothing is latched (Rank RankNone).
+	// Once locked it is the real source observed on the wire, and the
+	// only one accepted.
 	Peer netip.AddrPort
-	// Learning means the real source is not known yet: the kernel passes
-	// every packet up and the userspace datapath latches the first source.
+	// Learning means the source is not locked yet: the kernel passes every
+	// packet up, and the userspace datapath ranks sources (see Latch).
 	Learning bool
-	// Strict restricts latching to sources whose IP equals Peer's IP, and
-	// makes the userspace path drop anything not from the latched Peer.
+	// Strict restricts latching to sources whose IP is the announced one.
 	Strict bool
+
+	// What a learning flow ranks sources by; ignored once locked.
+	//
+	// Announced is the side's media address from SDP (invalid until the
+	// side announces).
+	Announced netip.AddrPort
+	// Hints are IPs as trusted as the announced one (RankIP): the side's
+	// signaling address, and for RTCP the IP its RTP latched to.
+	Hints [2]netip.Addr
+	// Rank of Peer.
+	Rank Rank
+	// LearnUntil closes the learning window; zero: never (the side has not
+	// announced).
+	LearnUntil time.Time
+	// NoCandidates: RankOther sources are dropped, never held (RTCP, and a
+	// side that has not announced).
+	NoCandidates bool
+
 	// Out is the relay's address and port on the other leg: the new source.
 	Out netip.AddrPort
 	// Dst is the other party: the new destination.

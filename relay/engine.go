@@ -20,9 +20,9 @@ type KernelPath interface {
 	Counters() (map[string]uint64, error)
 }
 
-// SlowPath is the userspace relay. It forwards every flow it holds, latches
-// learning flows and calls Engine.OnLatch, and closes a port's socket when
-// no flow references it any more.
+// SlowPath is the userspace relay. It forwards every flow it holds, ranks
+// the sources of learning flows (see Latch) and calls Engine.OnLatch, and
+// closes a port's socket when no flow references it any more.
 type SlowPath interface {
 	Datapath
 	Counters() map[string]uint64
@@ -41,9 +41,13 @@ type AddressConfig struct {
 // Config of the engine. Zero values get the defaults documented per field.
 type Config struct {
 	Addresses []AddressConfig
-	// Strict: latch only sources whose IP is the announced IP, and drop
-	// anything not from the latched source.
+	// Strict: latch only sources whose IP is the announced IP; the
+	// signaling address is no hint and nothing is held as a candidate.
 	Strict bool
+	// LearnWindow: how long after the call's last signaling a learning
+	// flow may still change its source for a better one (see Latch).
+	// Default 3s, as rtpengine's.
+	LearnWindow time.Duration
 	// MediaTimeout: no packet in any direction of a session for this long
 	// emits one Event. Default 60s.
 	MediaTimeout time.Duration
@@ -141,7 +145,9 @@ type dir struct {
 	inSlow   bool
 	inKern   bool
 	learning bool
+	rank     Rank   // of peer, as installed
 	gen      uint32 // bumped on every change; stales queued handoffs
+	learnGen uint32 // the stream's learnGen when installed
 	// Only what cannot be derived from the legs is kept: 50,000 calls
 	// hold 200,000 of these.
 	peer, dst netip.AddrPort
@@ -155,7 +161,7 @@ type leg struct {
 	pool      *addrPool
 	rtp       uint16
 	announced [2]netip.AddrPort
-	latched   [2]netip.AddrPort
+	latch     [2]Latch
 	mux       bool
 	peerSet   bool
 }
@@ -168,6 +174,10 @@ type stream struct {
 	sess  *session
 	index int
 	legs  [2]leg
+	// learnGen is bumped when what learning flows rank sources by changes
+	// in a way the installed flows cannot show (a hint, the window), so
+	// they are installed again.
+	learnGen uint32
 	// dirs: A→B RTP, A→B RTCP, B→A RTP, B→A RTCP.
 	dirs [4]dir
 }
@@ -175,8 +185,10 @@ type stream struct {
 func (s *stream) dir(from Side, comp uint8) *dir { return &s.dirs[int(from)*2+int(comp)] }
 
 type session struct {
-	callID   string
-	created  time.Time
+	callID  string
+	created time.Time
+	// sig is each side's signaling address: a hint for latching.
+	sig      [2]netip.Addr
 	streams  []*stream
 	checkAt  time.Time // next inactivity check; zero when nothing is installed
 	timedOut bool
@@ -188,15 +200,17 @@ type addrPool struct {
 	pool *portPool
 }
 
-type latchEvent struct {
-	k   FlowKey
-	src netip.AddrPort
-}
-
 type handoff struct {
 	d   *dir
 	gen uint32
 	at  time.Time
+}
+
+// window is a learning window to close: at its end the direction locks to
+// what it latched.
+type window struct {
+	d  *dir
+	at time.Time
 }
 
 // Engine owns sessions, legs and flows, and keeps the datapaths' copies in
@@ -209,13 +223,15 @@ type Engine struct {
 	slow         SlowPath
 	kernelReason string
 
-	latchq     chan latchEvent
+	latchq     chan LatchEvent
 	latchDrops atomic.Uint64
-	events     chan Event
-	done       chan struct{}
-	closeOnce  sync.Once
-	runMu      sync.Mutex // held by Run for its lifetime
-	runDone    chan struct{}
+	// windowLocks counts flows locked by closeWindow.
+	windowLocks atomic.Uint64
+	events      chan Event
+	done        chan struct{}
+	closeOnce   sync.Once
+	runMu       sync.Mutex // held by Run for its lifetime
+	runDone     chan struct{}
 
 	mu            sync.Mutex
 	closed        bool
@@ -224,6 +240,7 @@ type Engine struct {
 	sessions      map[string]*session
 	flows         map[netip.AddrPort]*dir // every allocated port, installed or not
 	handoffs      []handoff               // FIFO: the delay is constant, so deadlines are ordered
+	windows       []window                // FIFO, ordered the same way but for SetLatch
 	pending       []Event                 // events not yet taken by the reader
 	resyncedDrops uint64                  // latchDrops when resync last ran
 	// Counters of sessions already deleted, so totals do not go down.
@@ -248,6 +265,9 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 	if cfg.HandoffDelay <= 0 {
 		cfg.HandoffDelay = time.Second
 	}
+	if cfg.LearnWindow <= 0 {
+		cfg.LearnWindow = 3 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -267,7 +287,7 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		kernel:       kernel,
 		slow:         slow,
 		kernelReason: kernelReason,
-		latchq:       make(chan latchEvent, cfg.LatchQueue),
+		latchq:       make(chan LatchEvent, cfg.LatchQueue),
 		events:       make(chan Event, 256),
 		done:         make(chan struct{}),
 		sessions:     make(map[string]*session),
@@ -444,6 +464,20 @@ func (e *Engine) RemoveStream(callID string, index int) error {
 	return fmt.Errorf("remove stream %q/%d: %w", callID, index, ErrStreamNotFound)
 }
 
+// streamOf finds a stream, or says which of session and stream op lacks.
+// Called with e.mu held.
+func (e *Engine) streamOf(op, callID string, index int) (*stream, error) {
+	s, ok := e.sessions[callID]
+	if !ok {
+		return nil, fmt.Errorf("%s %q/%d: %w", op, callID, index, ErrSessionNotFound)
+	}
+	st := s.stream(index)
+	if st == nil {
+		return nil, fmt.Errorf("%s %q/%d: %w", op, callID, index, ErrStreamNotFound)
+	}
+	return st, nil
+}
+
 func (s *session) stream(index int) *stream {
 	for _, st := range s.streams {
 		if st.index == index {
@@ -469,7 +503,9 @@ func (l *leg) ports() LegPorts {
 
 // SetPeer records the media addresses one side announced in SDP. A changed
 // address (re-INVITE) forgets what was latched for it, so the flows learn
-// again. rtcp is ignored when rtcpMux is set.
+// again; an unchanged one keeps a locked latch. Either way it is
+// signaling: the learning window of every flow of the stream that is not
+// locked opens again. rtcp is ignored when rtcpMux is set.
 func (e *Engine) SetPeer(callID string, index int, side Side, rtp, rtcp netip.AddrPort, rtcpMux bool) error {
 	if side > SideB {
 		return fmt.Errorf("set peer %q/%d: bad side %d", callID, index, side)
@@ -481,26 +517,23 @@ func (e *Engine) SetPeer(callID string, index int, side Side, rtp, rtcp netip.Ad
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s, ok := e.sessions[callID]
-	if !ok {
-		return fmt.Errorf("set peer %q/%d: %w", callID, index, ErrSessionNotFound)
-	}
-	st := s.stream(index)
-	if st == nil {
-		return fmt.Errorf("set peer %q/%d: %w", callID, index, ErrStreamNotFound)
+	st, err := e.streamOf("set peer", callID, index)
+	if err != nil {
+		return err
 	}
 	l := &st.legs[side]
 	// A re-INVITE that changes nothing keeps what was latched, and still
 	// reconciles: it retries flows a datapath refused before.
 	if l.announced[compRTP] != rtp {
-		l.latched[compRTP] = netip.AddrPort{}
+		l.latch[compRTP] = Latch{}
 	}
 	if l.announced[compRTCP] != rtcp || l.mux != rtcpMux {
-		l.latched[compRTCP] = netip.AddrPort{}
+		l.latch[compRTCP] = Latch{}
 	}
 	l.announced = [2]netip.AddrPort{rtp, rtcp}
 	l.mux = rtcpMux
 	l.peerSet = true
+	e.reopen(st)
 	if err := e.reconcile(st); err != nil {
 		return fmt.Errorf("set peer %q/%d side %s: %w", callID, index, side, err)
 	}

@@ -189,7 +189,7 @@ func TestLatchHandoffToKernel(t *testing.T) {
 
 	t0 := h.clk.Now()
 	h.s.addTraffic(t, aRTP, 10, t0) // userspace forwarded the first packets
-	h.e.latch(latchEvent{FlowKey{aRTP}, nat})
+	h.e.lock(aRTP, nat)
 
 	kf, ok := h.k.flow(aRTP)
 	if !ok || kf.Learning || kf.Peer != nat {
@@ -248,7 +248,7 @@ func TestLatchHandoffToKernel(t *testing.T) {
 
 	// B latches too: B→A moves, and A→B (in the kernel) gets the new Dst.
 	natB := netip.MustParseAddrPort("203.0.113.98:42000")
-	h.e.latch(latchEvent{FlowKey{bRTP}, natB})
+	h.e.lock(bRTP, natB)
 	if f, _ := h.k.flow(aRTP); f.Dst != natB || f.Learning {
 		t.Fatalf("kernel A→B after B latched = %+v", f)
 	}
@@ -267,7 +267,7 @@ func TestNoKernelEverythingStaysInUserspace(t *testing.T) {
 	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
 	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
 	aRTP := ap(p.A.Local, p.A.RTP)
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.step(10 * h.cfg.HandoffDelay)
 	if f, ok := h.s.flow(aRTP); !ok || f.Learning {
 		t.Fatalf("userspace A→B = %+v, %v; want latched and kept", f, ok)
@@ -305,7 +305,7 @@ func TestKernelRefusalStaysInUserspace(t *testing.T) {
 			h.setPeer(t, "c", SideA, peerA, false)
 			h.setPeer(t, "c", SideB, peerB, false)
 			aRTP := ap(p.A.Local, p.A.RTP)
-			h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+			h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 			h.step(5 * h.cfg.HandoffDelay)
 			if f, ok := h.s.flow(aRTP); !ok || f.Learning {
 				t.Fatalf("userspace A→B = %+v, %v; want latched and kept", f, ok)
@@ -331,14 +331,14 @@ func TestKernelErrorOnUpdateRemovesStaleCopy(t *testing.T) {
 	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
 	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
 	aRTP := ap(p.A.Local, p.A.RTP)
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.step(h.cfg.HandoffDelay)
 	h.k.addTraffic(t, aRTP, 50, h.clk.Now())
 	if _, ok := h.s.flow(aRTP); ok {
 		t.Fatal("precondition: A→B should be kernel only")
 	}
 	h.k.upsertErr = func(Flow) error { return errors.New("map full") }
-	h.e.latch(latchEvent{FlowKey{ap(p.B.Local, p.B.RTP)}, netip.MustParseAddrPort("203.0.113.98:42000")})
+	h.e.lock(ap(p.B.Local, p.B.RTP), netip.MustParseAddrPort("203.0.113.98:42000"))
 	if _, ok := h.k.flow(aRTP); ok {
 		t.Fatal("kernel kept a stale copy of A→B after refusing its update")
 	}
@@ -359,10 +359,10 @@ func TestCountersSurviveResettingUpsert(t *testing.T) {
 	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
 	aRTP, bRTP := ap(p.A.Local, p.A.RTP), ap(p.B.Local, p.B.RTP)
 	h.s.addTraffic(t, bRTP, 3, h.clk.Now())
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.k.addTraffic(t, aRTP, 7, h.clk.Now())
 	// B latching re-upserts A→B (new Dst) in the kernel, which resets it.
-	h.e.latch(latchEvent{FlowKey{bRTP}, netip.MustParseAddrPort("203.0.113.98:42000")})
+	h.e.lock(bRTP, netip.MustParseAddrPort("203.0.113.98:42000"))
 	tot := h.e.Stats()
 	if tot.KernelPackets != 7 || tot.UserspacePackets != 3 {
 		t.Fatalf("kernel %d, userspace %d packets; want 7 and 3", tot.KernelPackets, tot.UserspacePackets)
@@ -381,7 +381,7 @@ func TestStrictPropagated(t *testing.T) {
 			}
 		}
 		h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
-		h.e.latch(latchEvent{FlowKey{ap(p.A.Local, p.A.RTP)}, netip.MustParseAddrPort("203.0.113.10:5000")})
+		h.e.lock(ap(p.A.Local, p.A.RTP), netip.MustParseAddrPort("203.0.113.10:5000"))
 		n := 0
 		for _, dp := range []*fakePath{h.k, h.s} {
 			for _, f := range dp.flows {
@@ -437,17 +437,22 @@ func TestReinviteRelearns(t *testing.T) {
 	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
 	h.setPeer(t, "c", SideB, "203.0.113.20:6000", false)
 	aRTP, bRTP := ap(p.A.Local, p.A.RTP), ap(p.B.Local, p.B.RTP)
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.step(h.cfg.HandoffDelay)
 	if _, ok := h.s.flow(aRTP); ok {
 		t.Fatal("precondition: A→B handed off")
 	}
 
-	// Same SDP again (e.g. a session refresh): nothing moves.
-	nk, ns := h.k.upserts(), h.s.upserts()
+	// Same SDP again (e.g. a session refresh): the locked flow stays
+	// where it is, and the kernel is not touched (the refresh only opens
+	// the learning window of the flows still learning, in userspace).
+	nk := h.k.upserts()
 	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
-	if h.k.upserts() != nk || h.s.upserts() != ns {
-		t.Fatal("an unchanged re-INVITE re-installed flows")
+	if h.k.upserts() != nk {
+		t.Fatal("an unchanged re-INVITE re-installed kernel flows")
+	}
+	if _, ok := h.s.flow(aRTP); ok {
+		t.Fatal("an unchanged re-INVITE brought the locked flow back to userspace")
 	}
 
 	// A moved: A→B learns again, in userspace; B→A sends to the new address.
@@ -467,7 +472,7 @@ func TestReinviteRelearns(t *testing.T) {
 		t.Fatal("latched source kept across an address change")
 	}
 	// It latches again and hands off again.
-	h.e.latch(latchEvent{FlowKey{aRTP}, want})
+	h.e.lock(aRTP, want)
 	h.step(h.cfg.HandoffDelay)
 	if f, _ := h.k.flow(aRTP); f.Learning {
 		t.Fatal("re-latched flow not in kernel")
@@ -486,7 +491,7 @@ func TestDeleteSession(t *testing.T) {
 	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
 	h.setPeer(t, "c", SideB, "10.9.9.9:6000", false)
 	aRTP := ap(p.A.Local, p.A.RTP)
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.s.addTraffic(t, ap(p.B.Local, p.B.RTP), 4, h.clk.Now())
 	h.k.addTraffic(t, aRTP, 6, h.clk.Now())
 
@@ -517,7 +522,7 @@ func TestDeleteSession(t *testing.T) {
 	// A latch that was queued before the delete must not resurrect anything,
 	// nor a handoff scheduled before it.
 	n := h.k.upserts() + h.s.upserts()
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.99:41000"))
 	h.step(h.cfg.HandoffDelay)
 	if h.k.upserts()+h.s.upserts() != n || h.k.count()+h.s.count() != 0 {
 		t.Fatal("a stale latch or handoff touched a deleted call")
@@ -647,7 +652,7 @@ func TestOnLatchNeverBlocks(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := 0; i < 100; i++ {
-			h.e.OnLatch(FlowKey{ap(ext4, 20000)}, ap(pub4, uint16(1000+i)))
+			h.e.OnLatch(LatchEvent{Key: FlowKey{ap(ext4, 20000)}, Latch: Latch{Source: ap(pub4, uint16(1000+i)), Rank: RankOther}})
 		}
 	}()
 	select {
@@ -689,7 +694,8 @@ func TestRunLatchEventsAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	aRTP := ap(p.A.Local, p.A.RTP)
-	e.OnLatch(FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.99:41000"))
+	e.OnLatch(LatchEvent{Key: FlowKey{aRTP}, Latch: Latch{Source: netip.MustParseAddrPort("203.0.113.99:41000"), Rank: RankOther, Locked: true},
+		Announced: netip.MustParseAddrPort("203.0.113.10:5000")})
 
 	waitFor(t, "latched flow handed off to the kernel", func() bool {
 		kf, inKern := kern.flow(aRTP)
@@ -793,7 +799,7 @@ func TestFlowsAndSessionsListing(t *testing.T) {
 	h.setPeer(t, "b-call", SideA, "203.0.113.10:5000", false)
 	h.setPeer(t, "b-call", SideB, "203.0.113.20:6000", false)
 	aRTP := ap(pb.A.Local, pb.A.RTP)
-	h.e.latch(latchEvent{FlowKey{aRTP}, netip.MustParseAddrPort("203.0.113.10:5000")})
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.10:5000"))
 	h.s.addTraffic(t, aRTP, 1, h.clk.Now())
 
 	ss := h.e.Sessions()
@@ -838,15 +844,16 @@ type peerSlow struct {
 	latched map[FlowKey]netip.AddrPort
 }
 
-func (p peerSlow) Peer(k FlowKey) (netip.AddrPort, bool, error) {
+func (p peerSlow) Latch(k FlowKey) (LatchEvent, error) {
 	f, ok := p.flow(k.Local)
 	if !ok {
-		return netip.AddrPort{}, false, ErrFlowNotFound
+		return LatchEvent{}, ErrFlowNotFound
 	}
+	ev := LatchEvent{Key: k, Announced: f.Announced, Latch: Latch{Source: f.Peer, Rank: f.Rank, Locked: !f.Learning}}
 	if src, ok := p.latched[k]; ok {
-		return src, false, nil
+		ev.Latch = Latch{Source: src, Rank: RankOther, Locked: true}
 	}
-	return f.Peer, f.Learning, nil
+	return ev, nil
 }
 
 func TestDroppedLatchRecoveredFromSlowPath(t *testing.T) {
@@ -875,8 +882,10 @@ func TestDroppedLatchRecoveredFromSlowPath(t *testing.T) {
 			// queue holds one, so B's event is lost.
 			ps.latched[FlowKey{aRTP}] = natA
 			ps.latched[FlowKey{bRTP}] = natB
-			e.OnLatch(FlowKey{aRTP}, natA)
-			e.OnLatch(FlowKey{bRTP}, natB)
+			e.OnLatch(LatchEvent{Key: FlowKey{aRTP}, Latch: Latch{Source: natA, Rank: RankOther, Locked: true},
+				Announced: netip.MustParseAddrPort("203.0.113.10:5000")})
+			e.OnLatch(LatchEvent{Key: FlowKey{bRTP}, Latch: Latch{Source: natB, Rank: RankOther, Locked: true},
+				Announced: netip.MustParseAddrPort("203.0.113.20:6000")})
 			if e.Stats().LatchDrops != 1 {
 				t.Fatalf("LatchDrops = %d, want 1", e.Stats().LatchDrops)
 			}

@@ -230,3 +230,21 @@ func (h *harness) step(d time.Duration) time.Time {
 }
 
 func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+// report tells the engine, as the slow path would, that the flow arriving
+// at local took src (locked or not), ranked against what the flow
+// learns by.
+func (e *Engine) report(local, src netip.AddrPort, locked bool) {
+	e.mu.Lock()
+	var ann netip.AddrPort
+	rank := RankOther
+	if d, ok := e.flows[local]; ok {
+		ann = d.st.legs[d.from].announced[d.comp]
+		rank = RankOf(src, ann, e.hints(d), e.cfg.Strict)
+	}
+	e.mu.Unlock()
+	e.latch(LatchEvent{Key: FlowKey{Local: local}, Latch: Latch{Source: src, Rank: rank, Locked: locked}, Announced: ann})
+}
+
+// lock reports that the flow arriving at local locked to src.
+func (e *Engine) lock(local, src netip.AddrPort) { e.report(local, src, true) }

@@ -40,7 +40,7 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		// needs demultiplexing that no datapath does yet.)
 		outComp = compRTP
 	}
-	dst := y.latched[outComp]
+	dst := y.latch[outComp].Dest()
 	if !dst.IsValid() {
 		dst = y.announced[outComp]
 	}
@@ -52,12 +52,24 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		return Flow{}, false // the peer announced another family than its leg's relay address
 	}
 	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict}
-	if src := x.latched[d.comp]; src.IsValid() {
-		f.Peer = src
-	} else {
-		f.Peer = x.announced[d.comp]
-		f.Learning = true
+	lt := x.latch[d.comp]
+	if lt.Locked {
+		f.Peer, f.Rank = lt.Source, lt.Rank
+		return f, true
 	}
+	f.Learning = true
+	f.Announced = x.announced[d.comp]
+	f.Peer, f.Rank = lt.Source, lt.Rank
+	if lt.Rank == RankNone {
+		f.Peer = f.Announced
+	}
+	f.Hints = e.hints(d)
+	if x.peerSet {
+		f.LearnUntil = lt.Until
+	}
+	// A candidate is held until the window closes; a side that has not
+	// announced has no window, and RTCP comes from the RTP's host.
+	f.NoCandidates = e.cfg.Strict || !x.peerSet || d.comp == compRTCP
 	return f, true
 }
 
@@ -66,9 +78,19 @@ func (d *dir) key() FlowKey { return FlowKey{Local: d.st.legs[d.from].local(d.co
 func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.outComp) }
 
 // same reports whether f is what is installed. Key and Strict never change
-// for a direction.
+// for a direction; what a learning flow ranks by is covered by the
+// stream's learnGen (Announced changes only with a reset latch, which
+// changes Peer or Rank).
 func (d *dir) same(f Flow) bool {
-	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out
+	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
+		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen)
+}
+
+// kernelSame reports whether the kernel's copy would not change: it
+// passes every packet of a learning flow up, whatever the flow latched.
+func (d *dir) kernelSame(f Flow) bool {
+	return d.valid && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
+		(f.Learning || d.peer == f.Peer)
 }
 
 // reconcile brings every direction of a stream in step with its legs.
@@ -95,8 +117,10 @@ func (e *Engine) sync(d *dir) error {
 		return nil
 	}
 	now := e.now()
+	kernelSame := d.kernelSame(want)
 	d.valid = true
-	d.peer, d.dst, d.learning = want.Peer, want.Dst, want.Learning
+	d.peer, d.dst, d.learning, d.rank = want.Peer, want.Dst, want.Learning, want.Rank
+	d.learnGen = d.st.learnGen
 	d.outComp = uint8(want.Out.Port() - d.st.legs[d.from.other()].rtp)
 	d.since = now
 	d.gen++
@@ -105,7 +129,7 @@ func (e *Engine) sync(d *dir) error {
 	}
 	k := want.Key
 
-	if e.kernel != nil {
+	if e.kernel != nil && !kernelSame {
 		if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() {
 			// The kernel rewrites headers in place; it cannot turn IPv4
 			// into IPv6. Not worth a syscall to be told so.
@@ -199,47 +223,6 @@ func (e *Engine) uninstall(d *dir) {
 	}
 	d.valid = false
 	d.gen++
-}
-
-// OnLatch is called by the userspace datapath, from its worker, when a
-// learning flow saw its first packet from src. It never blocks: when the
-// queue is full the event is counted and dropped (the flow keeps being
-// forwarded by userspace, it just does not move to the kernel).
-func (e *Engine) OnLatch(k FlowKey, src netip.AddrPort) {
-	select {
-	case e.latchq <- latchEvent{k, src}:
-	default:
-		e.latchDrops.Add(1)
-	}
-}
-
-func (e *Engine) latch(ev latchEvent) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	d, ok := e.flows[ev.k.Local]
-	if !ok || !d.valid || d.st.sess.deleted {
-		return // the call ended while the event was queued
-	}
-	e.latchLocked(d, ev.src)
-}
-
-func (e *Engine) latchLocked(d *dir, src netip.AddrPort) {
-	src = unmap(src)
-	l := &d.st.legs[d.from]
-	if l.latched[d.comp] == src {
-		return
-	}
-	l.latched[d.comp] = src
-	// The whole stream: the reverse direction's Dst is this source.
-	if err := e.reconcile(d.st); err != nil {
-		e.log.Warn("latch", "call", d.st.sess.callID, "flow", d.key().String(), "err", err)
-		return
-	}
-	if !e.debug() {
-		return
-	}
-	e.log.Debug("latched", "call", d.st.sess.callID, "flow", d.key().String(), "src", src.String(),
-		"kernel", d.inKern)
 }
 
 // debug guards debug logs on hot paths: their arguments allocate even

@@ -33,6 +33,10 @@ type FlowInfo struct {
 	Dst       netip.AddrPort
 	Path      string // PathKernel or PathUserspace
 	State     string // StateLearning, StateActive or StateIdle
+	// Latch is the source's latch phase: LatchLearning, LatchProvisional
+	// or LatchLocked; Rank how the source matched (see Latch).
+	Latch string
+	Rank  Rank
 	// KernelError says why the flow is not on the kernel path although one
 	// exists (e.g. cross-family legs, or the error the kernel returned).
 	KernelError string
@@ -46,7 +50,14 @@ type LegInfo struct {
 	LegPorts
 	PeerRTP, PeerRTCP       netip.AddrPort // announced in SDP
 	RTCPMux                 bool
-	LatchedRTP, LatchedRTCP netip.AddrPort // real sources; zero until latched
+	LatchedRTP, LatchedRTCP netip.AddrPort // trusted sources (provisional or locked); zero until then
+	// Latch state of the directions arriving on this leg: everything the
+	// learning of their source depends on besides the SDP and Signal.
+	// Saved and given back with SetLatch, a restarted engine goes on
+	// where it was.
+	RTPLatch, RTCPLatch Latch
+	// Signal is this side's signaling address (a latching hint).
+	Signal netip.Addr
 	// Received counts packets that arrived on this leg's ports.
 	Received FlowStats
 }
@@ -96,7 +107,10 @@ type Totals struct {
 	UserspaceCounters                map[string]uint64
 	UserspaceSockets                 int
 	LatchDrops                       uint64 // OnLatch calls lost to a full queue
-	Pools                            []PoolInfo
+	// WindowLocks are flows the engine locked when their learning window
+	// closed (the slow path counts those it locked itself).
+	WindowLocks uint64
+	Pools       []PoolInfo
 }
 
 // walkBatch bounds how long the listings below hold the engine lock: each
@@ -136,7 +150,8 @@ func (e *Engine) info(s *session) SessionInfo {
 		for side := SideA; side <= SideB; side++ {
 			l := &st.legs[side]
 			li := LegInfo{LegPorts: l.ports(), PeerRTP: l.announced[compRTP], PeerRTCP: l.announced[compRTCP],
-				RTCPMux: l.mux, LatchedRTP: l.latched[compRTP], LatchedRTCP: l.latched[compRTCP]}
+				RTCPMux: l.mux, LatchedRTP: l.latch[compRTP].Dest(), LatchedRTCP: l.latch[compRTCP].Dest(),
+				RTPLatch: l.latch[compRTP], RTCPLatch: l.latch[compRTCP], Signal: s.sig[side]}
 			for c := uint8(0); c < 2; c++ {
 				k, u := e.dirStats(st.dir(side, c))
 				li.Received = li.Received.Add(k).Add(u)
@@ -224,6 +239,8 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 				fi.Path = PathKernel
 			}
 			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
+			lt := st.legs[d.from].latch[d.comp]
+			fi.Latch, fi.Rank = lt.Phase(), lt.Rank
 			out = append(out, fi)
 		}
 	}
@@ -268,7 +285,7 @@ func sortFlows(out []FlowInfo) {
 // cannot make a monitoring counter go backwards at the next poll.
 func (e *Engine) Stats() Totals {
 	t := Totals{
-		Path: e.PathName(), PathReason: e.PathReason(), LatchDrops: e.latchDrops.Load(),
+		Path: e.PathName(), PathReason: e.PathReason(), LatchDrops: e.latchDrops.Load(), WindowLocks: e.windowLocks.Load(),
 		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
 	}
 	var kern, user FlowStats

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 )
 
@@ -71,6 +70,7 @@ func (e *Engine) step(scan bool) {
 		e.resyncedDrops = drops
 		e.resync()
 	}
+	e.runWindows(now)
 	e.runHandoffs(now)
 	if scan {
 		e.scan(now)
@@ -78,21 +78,22 @@ func (e *Engine) step(scan bool) {
 	}
 }
 
-// PeerReader is implemented by a slow path that can say what it latched
-// (the userspace relay does). The engine uses it to recover latches whose
-// OnLatch was dropped on a full queue; without it such flows stay in
-// userspace and their reverse direction keeps the announced address.
-type PeerReader interface {
-	Peer(k FlowKey) (peer netip.AddrPort, learning bool, err error)
+// LatchReader is implemented by a slow path that can say what a learning
+// flow latched (the userspace relay does). The engine uses it to recover
+// reports whose OnLatch was dropped on a full queue; without it such
+// flows go on in userspace and their reverse direction keeps the
+// announced address.
+type LatchReader interface {
+	Latch(k FlowKey) (LatchEvent, error)
 }
 
-// resync asks the slow path for the peers of flows the engine still
+// resync asks the slow path for the latches of flows the engine still
 // believes to be learning. It walks every flow, but only after OnLatch
 // events were dropped.
 func (e *Engine) resync() {
-	pr, ok := e.slow.(PeerReader)
+	lr, ok := e.slow.(LatchReader)
 	if !ok {
-		e.log.Warn("latch events dropped and the slow path cannot report peers; affected flows stay in userspace",
+		e.log.Warn("latch events dropped and the slow path cannot report latches; affected flows stay in userspace",
 			"dropped_total", e.resyncedDrops)
 		return
 	}
@@ -101,11 +102,11 @@ func (e *Engine) resync() {
 		if !d.valid || !d.learning || !d.inSlow {
 			continue
 		}
-		peer, learning, err := pr.Peer(d.key())
-		if err != nil || learning || !peer.IsValid() {
+		ev, err := lr.Latch(d.key())
+		if err != nil || ev.Latch.Rank == RankNone {
 			continue
 		}
-		e.latchLocked(d, peer)
+		e.latchLocked(d, ev)
 		n++
 	}
 	e.log.Warn("latch events dropped; recovered latches from the slow path",

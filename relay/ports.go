@@ -1,10 +1,12 @@
 package relay
 
 import (
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,15 +14,34 @@ import (
 )
 
 // portPool hands out RTP/RTCP port pairs (RTP even, RTCP = RTP+1) of one
-// relay address. Free pairs sit in a FIFO ring so that a pair freed by a
-// call that just ended is the last to be handed out again: late packets
-// for the old call then hit a port nobody uses instead of a new call.
+// relay address, drawn at random: an attacker who knows one call's ports
+// must not be able to guess the next call's and spray them before its
+// phones send (RTP bleed). The generator is ChaCha8 seeded from
+// crypto/rand; it need not be cryptographic itself, only unpredictable
+// from outside. A pair freed by a call that just ended waits in a FIFO
+// quarantine before it can be drawn again, so that late packets for the
+// old call hit a port nobody uses instead of a new call.
 type portPool struct {
-	base  uint16   // first (even) RTP port
-	ring  []uint16 // pair indexes; ring[head:head+n] (mod len) are free
-	head  int
-	n     int
+	base uint16 // first (even) RTP port
+	n    int    // pairs in the pool
+	// draw holds the drawable pair indexes in any order; pos[i] is pair
+	// i's index in draw, or -1.
+	draw []uint16
+	pos  []int32
+	// quar is the quarantine ring: quar[qhead:qhead+qn] (mod len), oldest
+	// first.
+	quar  []uint16
+	qhead int
+	qn    int
 	inUse []uint64 // bitmap by pair index, to refuse double frees
+	rng   *rand.Rand
+}
+
+// maxQuarantine bounds the quarantine: at most a quarter of the pool (a
+// freed pair waits until that many more pairs are freed after it), and
+// at most half of the free pairs, so draws stay random in a busy pool.
+func (p *portPool) maxQuarantine() int {
+	return min(max(p.n/4, 1), (p.qn+len(p.draw))/2)
 }
 
 func newPortPool(min, max uint16) (*portPool, error) {
@@ -35,58 +56,103 @@ func newPortPool(min, max uint16) (*portPool, error) {
 	if uint32(max) < base+1 {
 		return nil, fmt.Errorf("port range %d-%d holds no even/odd pair", min, max)
 	}
-	pairs := (uint32(max) - base + 1) / 2
+	pairs := int((uint32(max) - base + 1) / 2)
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("seed port generator: %w", err)
+	}
 	p := &portPool{
 		base:  uint16(base),
-		ring:  make([]uint16, pairs),
-		n:     int(pairs),
+		n:     pairs,
+		draw:  make([]uint16, pairs),
+		pos:   make([]int32, pairs),
+		quar:  make([]uint16, pairs),
 		inUse: make([]uint64, (pairs+63)/64),
+		rng:   rand.New(rand.NewChaCha8(seed)),
 	}
-	for i := range p.ring {
-		p.ring[i] = uint16(i)
+	for i := range p.draw {
+		p.draw[i] = uint16(i)
+		p.pos[i] = int32(i)
 	}
 	return p, nil
 }
 
+func (p *portPool) used(i uint16) bool { return p.inUse[i/64]&(1<<(i%64)) != 0 }
+
+// take removes pair i from the drawable set.
+func (p *portPool) take(i uint16) {
+	k := p.pos[i]
+	last := p.draw[len(p.draw)-1]
+	p.draw[k] = last
+	p.pos[last] = k
+	p.draw = p.draw[:len(p.draw)-1]
+	p.pos[i] = -1
+}
+
+func (p *portPool) put(i uint16) {
+	p.pos[i] = int32(len(p.draw))
+	p.draw = append(p.draw, i)
+}
+
+// release moves the oldest quarantined pairs back into the drawable set
+// while the quarantine is over its bound.
+func (p *portPool) release() {
+	for p.qn > 0 && p.qn > p.maxQuarantine() {
+		p.put(p.quar[p.qhead])
+		p.qhead++
+		if p.qhead == len(p.quar) {
+			p.qhead = 0
+		}
+		p.qn--
+	}
+}
+
 // alloc returns a free RTP port (even); its RTCP port is rtp+1.
 func (p *portPool) alloc() (uint16, error) {
-	if p.n == 0 {
-		return 0, ErrPortsExhausted
+	if len(p.draw) == 0 {
+		if p.qn == 0 {
+			return 0, ErrPortsExhausted
+		}
+		// Only quarantined pairs are left: the one freed longest ago.
+		p.put(p.quar[p.qhead])
+		p.qhead++
+		if p.qhead == len(p.quar) {
+			p.qhead = 0
+		}
+		p.qn--
 	}
-	i := p.ring[p.head]
-	p.head++
-	if p.head == len(p.ring) {
-		p.head = 0
-	}
-	p.n--
+	i := p.draw[p.rng.IntN(len(p.draw))]
+	p.take(i)
 	p.inUse[i/64] |= 1 << (i % 64)
+	p.release()
 	return p.base + 2*i, nil
 }
 
-// free returns a pair to the tail of the ring.
+// free puts a pair in quarantine.
 func (p *portPool) free(rtp uint16) error {
 	if rtp < p.base || (rtp-p.base)%2 != 0 {
 		return fmt.Errorf("free port %d: not an RTP port of this pool", rtp)
 	}
 	i := (rtp - p.base) / 2
-	if int(i) >= len(p.ring) {
+	if int(i) >= p.n {
 		return fmt.Errorf("free port %d: outside this pool", rtp)
 	}
-	if p.inUse[i/64]&(1<<(i%64)) == 0 {
+	if !p.used(i) {
 		return fmt.Errorf("free port %d: not allocated", rtp)
 	}
 	p.inUse[i/64] &^= 1 << (i % 64)
-	tail := p.head + p.n
-	if tail >= len(p.ring) {
-		tail -= len(p.ring)
+	tail := p.qhead + p.qn
+	if tail >= len(p.quar) {
+		tail -= len(p.quar)
 	}
-	p.ring[tail] = i
-	p.n++
+	p.quar[tail] = i
+	p.qn++
+	p.release()
 	return nil
 }
 
-func (p *portPool) total() int     { return len(p.ring) }
-func (p *portPool) available() int { return p.n }
+func (p *portPool) total() int     { return p.n }
+func (p *portPool) available() int { return len(p.draw) + p.qn }
 
 // portRange is an inclusive range of ports.
 type portRange struct{ lo, hi uint16 }
@@ -211,38 +277,42 @@ func ReserveLocalPorts(procDir string, ranges [][2]uint16, log *slog.Logger) err
 
 // holds reports whether rtp is an RTP port of this pool.
 func (p *portPool) holds(rtp uint16) bool {
-	return rtp >= p.base && (rtp-p.base)%2 == 0 && int((rtp-p.base)/2) < len(p.ring)
+	return rtp >= p.base && (rtp-p.base)%2 == 0 && int((rtp-p.base)/2) < p.n
 }
 
-// reserve takes the given RTP ports out of the free ring, keeping the
-// order of the rest, and returns those it reserved: ports outside the pool
-// or already in use are left out. One pass over the ring whatever the
-// number of ports.
+// reserve takes the given RTP ports out of the free pairs and returns
+// those it reserved: ports outside the pool or already in use are left
+// out. One pass over the quarantine whatever the number of ports.
 func (p *portPool) reserve(rtps []uint16) []uint16 {
 	var got []uint16
+	quarantined := false
 	for _, rtp := range rtps {
 		if !p.holds(rtp) {
 			continue
 		}
 		i := (rtp - p.base) / 2
-		if p.inUse[i/64]&(1<<(i%64)) != 0 {
+		if p.used(i) {
 			continue
 		}
 		p.inUse[i/64] |= 1 << (i % 64)
+		if p.pos[i] >= 0 {
+			p.take(i)
+		} else {
+			quarantined = true
+		}
 		got = append(got, rtp)
 	}
-	if len(got) == 0 {
-		return nil
-	}
-	free := make([]uint16, 0, p.n)
-	for k := 0; k < p.n; k++ {
-		i := p.ring[(p.head+k)%len(p.ring)]
-		if p.inUse[i/64]&(1<<(i%64)) == 0 {
-			free = append(free, i)
+	if quarantined {
+		// Drop the reserved pairs from the ring, keeping the others' order.
+		k := 0
+		for j := 0; j < p.qn; j++ {
+			i := p.quar[(p.qhead+j)%len(p.quar)]
+			if !p.used(i) {
+				p.quar[k] = i
+				k++
+			}
 		}
+		p.qhead, p.qn = 0, k
 	}
-	copy(p.ring, free)
-	p.head = 0
-	p.n = len(free)
 	return got
 }

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -12,7 +14,7 @@ func TestPortPoolPairs(t *testing.T) {
 	tests := []struct {
 		name     string
 		min, max uint16
-		want     []uint16 // RTP ports in allocation order
+		want     []uint16 // every RTP port, in order
 		wantErr  bool
 	}{
 		{name: "even bounds", min: 10000, max: 10005, want: []uint16{10000, 10002, 10004}},
@@ -38,14 +40,17 @@ func TestPortPoolPairs(t *testing.T) {
 			if p.total() != len(tt.want) {
 				t.Fatalf("total = %d, want %d", p.total(), len(tt.want))
 			}
-			for i, w := range tt.want {
-				got, err := p.alloc()
+			var got []uint16
+			for i := range tt.want {
+				r, err := p.alloc()
 				if err != nil {
 					t.Fatalf("alloc %d: %v", i, err)
 				}
-				if got != w {
-					t.Fatalf("alloc %d = %d, want %d", i, got, w)
-				}
+				got = append(got, r)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("allocated %v, want %v", got, tt.want)
 			}
 			if _, err := p.alloc(); !errors.Is(err, ErrPortsExhausted) {
 				t.Fatalf("alloc past the end: err = %v, want ErrPortsExhausted", err)
@@ -54,41 +59,144 @@ func TestPortPoolPairs(t *testing.T) {
 	}
 }
 
-func TestPortPoolFIFOReuse(t *testing.T) {
-	p, err := newPortPool(10000, 10007) // 4 pairs
+// Ports are drawn at random: an attacker who learns one call's ports
+// cannot tell the next call's.
+func TestPortPoolRandom(t *testing.T) {
+	const pairs = 500
+	draw := func() []uint16 {
+		p, err := newPortPool(30000, 30000+2*pairs-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint16
+		for i := 0; i < 100; i++ {
+			r, err := p.alloc()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	a, b := draw(), draw()
+	seq := 0
+	for i := 1; i < len(a); i++ {
+		if d := int(a[i]) - int(a[i-1]); d == 2 || d == -2 {
+			seq++
+		}
+	}
+	// A uniform draw makes a neighbour about 2 times in 500.
+	if seq > 5 {
+		t.Errorf("%d of 99 consecutive allocations were neighbouring pairs: %v", seq, a)
+	}
+	if slices.Equal(a, b) {
+		t.Errorf("two pools drew the same sequence %v: not seeded", a)
+	}
+	below := 0
+	for _, r := range a {
+		if r < 30000+pairs { // the lower half of the range
+			below++
+		}
+	}
+	if below < 25 || below > 75 {
+		t.Errorf("%d of 100 allocations in the lower half of the range: not spread", below)
+	}
+}
+
+// A pair just freed waits in quarantine: late packets of the ended call
+// must not reach the next one. When nothing else is left, the pair freed
+// longest ago goes first.
+func TestPortPoolQuarantine(t *testing.T) {
+	p, err := newPortPool(10000, 10199) // 100 pairs
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := p.alloc() // 10000
-	b, _ := p.alloc() // 10002
-	if err := p.free(a); err != nil {
+	var held []uint16
+	for i := 0; i < 10; i++ {
+		r, _ := p.alloc()
+		held = append(held, r)
+	}
+	freed := held[3]
+	if err := p.free(freed); err != nil {
 		t.Fatal(err)
 	}
-	// 10000 was just freed: 10004 and 10006 must come first.
-	for _, want := range []uint16{10004, 10006, 10000} {
-		got, err := p.alloc()
-		if err != nil || got != want {
-			t.Fatalf("alloc = %d, %v; want %d", got, err, want)
+	for i := 0; i < 20; i++ {
+		r, err := p.alloc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r == freed {
+			t.Fatalf("pair %d handed out again %d allocations after it was freed", freed, i)
 		}
 	}
-	if _, err := p.alloc(); !errors.Is(err, ErrPortsExhausted) {
+	if p.available() != 100-29 {
+		t.Fatalf("available = %d, want 71", p.available())
+	}
+
+	// A full pool: the quarantine is what is left, oldest first.
+	small, _ := newPortPool(20000, 20007) // 4 pairs
+	var all []uint16
+	for i := 0; i < 4; i++ {
+		r, _ := small.alloc()
+		all = append(all, r)
+	}
+	small.free(all[2])
+	small.free(all[0])
+	if r, err := small.alloc(); err != nil || r != all[2] {
+		t.Fatalf("alloc from quarantine = %d, %v; want %d, freed first", r, err, all[2])
+	}
+	if r, err := small.alloc(); err != nil || r != all[0] {
+		t.Fatalf("alloc from quarantine = %d, %v; want %d", r, err, all[0])
+	}
+	if _, err := small.alloc(); !errors.Is(err, ErrPortsExhausted) {
 		t.Fatalf("err = %v, want ErrPortsExhausted", err)
 	}
-	if err := p.free(b); err != nil {
+}
+
+// Under churn no pair is handed out twice while in use, and every pair
+// comes back.
+func TestPortPoolNoDoubleAllocation(t *testing.T) {
+	p, err := newPortPool(40000, 40063) // 32 pairs
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := p.alloc(); err != nil || got != b {
-		t.Fatalf("alloc after exhaustion and free = %d, %v; want %d", got, err, b)
-	}
-	if p.available() != 0 {
-		t.Fatalf("available = %d, want 0", p.available())
+	inUse := map[uint16]bool{}
+	var held []uint16
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for op := 0; op < 20000; op++ {
+		if len(held) == 0 || (len(held) < 32 && rnd.IntN(2) == 0) {
+			r, err := p.alloc()
+			if err != nil {
+				t.Fatalf("op %d: alloc with %d held: %v", op, len(held), err)
+			}
+			if inUse[r] || !p.holds(r) {
+				t.Fatalf("op %d: alloc = %d, already in use or not ours", op, r)
+			}
+			inUse[r] = true
+			held = append(held, r)
+		} else {
+			i := rnd.IntN(len(held))
+			r := held[i]
+			held = append(held[:i], held[i+1:]...)
+			delete(inUse, r)
+			if err := p.free(r); err != nil {
+				t.Fatalf("op %d: free %d: %v", op, r, err)
+			}
+		}
+		if p.available() != 32-len(held) {
+			t.Fatalf("op %d: available = %d with %d held", op, p.available(), len(held))
+		}
 	}
 }
 
 func TestPortPoolBadFree(t *testing.T) {
 	p, _ := newPortPool(10000, 10007)
 	a, _ := p.alloc()
-	for _, port := range []uint16{10001, 9998, 10008, 10002} {
+	other := uint16(10002) // a pair nobody holds
+	if a == other {
+		other = 10004
+	}
+	for _, port := range []uint16{a + 1, 9998, 10008, other} {
 		if err := p.free(port); err == nil {
 			t.Errorf("free(%d) = nil, want an error", port)
 		}

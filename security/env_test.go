@@ -73,6 +73,11 @@ func newEnv(t *testing.T, edit func(*sipd.Config), opts ...envOpt) *env {
 	if edit != nil {
 		edit(cfg)
 	}
+	if cfg.Media.Datapath != "userspace" && len(cfg.Media.Interfaces) == 0 {
+		// A kernel hook on every link into sipd's namespace, the
+		// attacker's included, so the attacker's packets meet it too.
+		cfg.Media.Interfaces = []string{netnstest.RelayA, netnstest.RelayB, e.attacker.RelayIf}
+	}
 	o := sipdtest.Options{NS: tp.Relay, Users: map[string]string{"alice": password, "bob": password}}
 	for _, f := range opts {
 		f(&o)

@@ -135,7 +135,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		MediaHealth: a.mediaHealth(t),
 		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
 		KernelCounters: t.KernelCounters, KernelCountersError: t.KernelCountersError,
-		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops,
+		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops, WindowLocks: t.WindowLocks,
 	})
 }
 
@@ -159,7 +159,7 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 		out = append(out, FlowJSON{
 			CallID: f.CallID, Stream: f.Stream, Leg: f.Side.String(), Component: f.Component,
 			Local: f.Local.String(), Peer: addrString(f.Peer), Out: f.Out.String(), Dst: addrString(f.Dst),
-			Path: f.Path, State: f.State, KernelError: f.KernelError,
+			Path: f.Path, State: f.State, Latch: f.Latch, Rank: rankString(f.Rank), KernelError: f.KernelError,
 			Packets: f.Packets, Bytes: f.Bytes, LastSeen: f.LastSeen,
 		})
 	}
@@ -174,6 +174,13 @@ func (a *API) drain(w http.ResponseWriter, r *http.Request) {
 	on := r.URL.Query().Get("off") == ""
 	a.Engine.Drain(on)
 	writeJSON(w, map[string]bool{"draining": on})
+}
+
+func rankString(r relay.Rank) string {
+	if r == relay.RankNone {
+		return ""
+	}
+	return r.String()
 }
 
 func addrString(ap interface {
@@ -243,6 +250,18 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(&b, "sipxdp_media_bytes_total{path=\"kernel\"} %d\nsipxdp_media_bytes_total{path=\"userspace\"} %d\n", t.KernelBytes, t.UserspaceBytes)
 	counterFamily(&b, "sipxdp_kernel_packets_total", "Kernel program verdicts and slow-path reasons.", t.KernelCounters)
 	counterFamily(&b, "sipxdp_userspace_packets_total", "Userspace relay counters.", t.UserspaceCounters)
+	if u := t.UserspaceCounters; u != nil {
+		// Latching (relay.Latch), out of the userspace counters: the
+		// kernel passes every packet it does not forward up to them, and
+		// counts those of a locked flow as wrong_source itself.
+		labelledFamily(&b, "sipxdp_media_foreign_dropped_total", "counter",
+			"Packets from a source a relay flow did not take, dropped: while it learns, once it is locked, or refused by strict_source.",
+			"reason", map[string]uint64{"learning": u["foreign_learning"], "locked": u["wrong_source"], "strict": u["strict"]})
+		labelledFamily(&b, "sipxdp_media_latch_total", "counter",
+			"Relay flows taking a source: latched (forwarded, first or better), relatched (replacing one in the learning window), locked, candidate (held until the window ends).",
+			"event", map[string]uint64{"latched": u["latched"], "relatched": u["relatched"],
+				"locked": u["locked"] + t.WindowLocks, "candidate": u["candidates"]})
+	}
 	if a.NG != nil {
 		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", a.NG.Stats())
 	}

@@ -79,13 +79,16 @@ type HTTPConfig struct {
 }
 
 type MediaConfig struct {
-	Mode         string          `yaml:"mode"`
-	Datapath     string          `yaml:"datapath"`
-	Interfaces   []string        `yaml:"interfaces"`
-	PinPath      string          `yaml:"pin_path"`
-	StrictSource bool            `yaml:"strict_source"`
-	Timeout      Duration        `yaml:"timeout"`
-	Addresses    []AddressConfig `yaml:"addresses"`
+	Mode         string   `yaml:"mode"`
+	Datapath     string   `yaml:"datapath"`
+	Interfaces   []string `yaml:"interfaces"`
+	PinPath      string   `yaml:"pin_path"`
+	StrictSource bool     `yaml:"strict_source"`
+	// Learning is how long after a call's signaling a relay flow may still
+	// move to a better source (see relay.Latch); then it is locked.
+	Learning  Duration        `yaml:"learning"`
+	Timeout   Duration        `yaml:"timeout"`
+	Addresses []AddressConfig `yaml:"addresses"`
 }
 
 type AddressConfig struct {
@@ -134,7 +137,7 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(data []byte) (*Config, error) {
 	// SIP fields left out of the file keep their documented defaults.
 	cfg := Config{StateDir: DefaultStateDir, SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
-		NG: NGConfig{Listen: DefaultNGListen}}
+		NG: NGConfig{Listen: DefaultNGListen}, Media: MediaConfig{Learning: Duration(DefaultLearning)}}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -150,6 +153,18 @@ func ParseConfig(data []byte) (*Config, error) {
 // sections that use them (the state directory into sip). Validate calls
 // it, so a Config that has been validated is resolved.
 func (c *Config) Resolve() { c.SIP.StateDir = c.StateDir }
+
+// Learning window of relay flows (media.learning).
+const (
+	// DefaultLearning is rtpengine's: phones start sending within it.
+	DefaultLearning = 3 * time.Second
+	// MinLearning: a shorter window would lock a NATed phone to whatever
+	// came first before its own packets arrive.
+	MinLearning = 100 * time.Millisecond
+	// MaxLearning: a longer one keeps flows open to a better source, and
+	// in userspace, for no gain.
+	MaxLearning = 30 * time.Second
+)
 
 // Media modes: which calls have their RTP relayed.
 const (
@@ -203,6 +218,9 @@ func (c *Config) Validate() error {
 	}
 	if m.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("media.timeout %v: must be positive", time.Duration(m.Timeout)))
+	}
+	if m.Learning < Duration(MinLearning) || m.Learning > Duration(MaxLearning) {
+		errs = append(errs, fmt.Errorf("media.learning %v: want %v to %v", time.Duration(m.Learning), MinLearning, MaxLearning))
 	}
 	if len(m.Addresses) == 0 {
 		errs = append(errs, errors.New("media.addresses: at least one relay address is needed"))

@@ -68,6 +68,26 @@ func TestRuntimeDefaults(t *testing.T) {
 	}
 }
 
+// TestLearningDefault: a file without media.learning gets the default
+// window, the one the embedded file documents.
+func TestLearningDefault(t *testing.T) {
+	base := string(DefaultConfigYAML())
+	cfg, err := ParseConfig([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(cfg.Media.Learning) != DefaultLearning {
+		t.Errorf("default file: learning %v, want %v", time.Duration(cfg.Media.Learning), DefaultLearning)
+	}
+	without := strings.Replace(base, "  learning: 3s\n", "", 1)
+	if without == base {
+		t.Fatal("default config has no learning line")
+	}
+	if cfg, err = ParseConfig([]byte(without)); err != nil || time.Duration(cfg.Media.Learning) != DefaultLearning {
+		t.Errorf("no learning key: %v, %v; want %v", cfg.Media.Learning, err, DefaultLearning)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	base := string(DefaultConfigYAML())
 	cases := []struct {
@@ -87,6 +107,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative per source", "per_source: 0", "per_source: -3", "sip.connections.per_source -3"},
 		{"no message timeout", "message_timeout: 10s", "message_timeout: 0s", "sip.connections.message_timeout 0s: must be positive"},
 		{"bad idle timeout", "idle_timeout: 2m", "idle_timeout: soon", "line"},
+		{"learning too short", "learning: 3s", "learning: 10ms", "media.learning 10ms"},
+		{"learning too long", "learning: 3s", "learning: 90s", "media.learning 1m30s"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -43,6 +43,7 @@ func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 		Interfaces: c.Interfaces,
 		PinPath:    c.PinPath,
 		Strict:     c.StrictSource,
+		Learning:   time.Duration(c.Learning),
 		Timeout:    time.Duration(c.Timeout),
 		Logger:     log,
 	}

@@ -94,6 +94,12 @@ func TestRunServesHealth(t *testing.T) {
 					t.Errorf("/metrics lacks %q", want)
 				}
 			}
+			// The relay's latching counters, when there is a relay.
+			for _, want := range []string{`sipxdp_media_foreign_dropped_total{reason="locked"} 0`, `sipxdp_media_latch_total{event="relatched"} 0`} {
+				if strings.Contains(string(b), want) != (mode == MediaAll) {
+					t.Errorf("/metrics with media.mode %s: has %q = %v", mode, want, mode != MediaAll)
+				}
+			}
 			resp, err = http.Get(base + "/debug/pprof/heap?debug=1")
 			if err != nil {
 				t.Fatal(err)

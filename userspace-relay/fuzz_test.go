@@ -3,6 +3,7 @@ package usrelay
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -13,8 +14,10 @@ import (
 
 // FuzzDecideBatch feeds the worker what recvmmsg would write (source
 // sockaddrs, name lengths, flags, datagram lengths) and checks that only
-// datagrams from the right peer are forwarded, to the flow's destination,
-// with their own length, and that every datagram is accounted for.
+// datagrams from the source the flow took are forwarded, to the flow's
+// destination, with their own length, that a source that matches neither
+// the announced IP nor the hint is never forwarded while learning, and
+// that every datagram is accounted for.
 func FuzzDecideBatch(f *testing.F) {
 	v4, _ := encodeSockaddr(pa, false)
 	v6, _ := encodeSockaddr(netip.MustParseAddrPort("[fd00:a::10]:4000"), true)
@@ -25,9 +28,19 @@ func FuzzDecideBatch(f *testing.F) {
 	f.Add(byte(2), mapped[:], uint32(28), uint16(2048), true)
 	f.Add(byte(1), []byte{2, 0}, uint32(3), uint16(0), false)
 	f.Fuzz(func(t *testing.T, mode byte, name []byte, namelen uint32, size uint16, trunc bool) {
-		learning, strict := mode&1 != 0, mode&2 != 0
+		learning, strict, closed := mode&1 != 0, mode&2 != 0, mode&4 != 0
+		hint := netip.MustParseAddr("198.51.100.77")
+		fl := relay.Flow{Key: keyA, Peer: pa, Learning: learning, Strict: strict, Out: lb6, Dst: pb6}
+		if learning {
+			fl.Announced, fl.Hints = pa, [2]netip.Addr{hint}
+			fl.LearnUntil = time.Unix(0, 100) // the batch runs at 1 (open) or 200 (closed)
+		}
+		now := int64(1)
+		if closed {
+			now = 200
+		}
 		tb := NewTable()
-		if err := tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Learning: learning, Strict: strict, Out: lb6, Dst: pb6}); err != nil {
+		if err := tb.Upsert(fl); err != nil {
 			t.Fatal(err)
 		}
 		e := tb.ports[la].flow.Load()
@@ -46,33 +59,50 @@ func FuzzDecideBatch(f *testing.F) {
 				w.rhdr[i].Hdr.Flags = unix.MSG_TRUNC
 			}
 		}
-		out, ns := w.decideBatch(e, n, 1)
+		out, ns := w.decideBatch(e, n, now)
 		if ns > n {
 			t.Fatalf("sent %d of %d", ns, n)
 		}
 		if ns > 0 && out.addr != lb6 {
 			t.Fatalf("sends from %s", out.addr)
 		}
-		peer, stillLearning, _ := tb.Peer(keyA)
-		j := 0
-		for i := 0; i < n; i++ {
-			src, ok := decodeSockaddr(&w.rname[i], w.rhdr[i].Hdr.Namelen)
-			if w.rhdr[i].Hdr.Flags&unix.MSG_TRUNC != 0 || !ok || src != peer || stillLearning {
-				continue
+		ev, _ := tb.Latch(keyA)
+		peer := ev.Latch.Source
+		if !learning {
+			peer = pa
+		}
+		// Every forwarded datagram is one of the batch, in order, sent
+		// whole to the flow's destination, from a source the flow may
+		// take: its peer when locked from the start, else a trusted one
+		// (a candidate is held, not forwarded).
+		last := -1
+		for j := 0; j < ns; j++ {
+			i := -1
+			for k := last + 1; k < n; k++ {
+				if w.siov[j].Base == &w.buf[k*bufSize] {
+					i = k
+					break
+				}
 			}
-			if j >= ns {
-				t.Fatalf("datagram %d from peer %s not forwarded", i, src)
+			if i < 0 {
+				t.Fatalf("message %d is no datagram of the batch after %d", j, last)
 			}
+			last = i
 			dst, b := w.sent(j)
-			if dst != pb6 || len(b) != int(w.rhdr[i].Len) || w.siov[j].Base != &w.buf[i*bufSize] {
+			if dst != pb6 || len(b) != int(w.rhdr[i].Len) || w.rhdr[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 				t.Fatalf("message %d: to %s, %d bytes", j, dst, len(b))
 			}
-			j++
+			src, ok := decodeSockaddr(&w.rname[i], w.rhdr[i].Hdr.Namelen)
+			switch {
+			case !ok:
+				t.Fatalf("forwarded datagram %d with no source", i)
+			case !learning && src != pa:
+				t.Fatalf("locked flow forwarded %s", src)
+			case learning && relay.RankOf(src, pa, [2]netip.Addr{hint}, strict) < relay.RankIP:
+				t.Fatalf("learning flow forwarded %s, which matches neither %s's IP nor the hint", src, pa)
+			}
 		}
-		if j != ns {
-			t.Fatalf("forwarded %d, %d were from the peer", ns, j)
-		}
-		if strict && !stillLearning && peer.Addr() != pa.Addr() {
+		if strict && ev.Latch.Rank != relay.RankNone && peer.Addr() != pa.Addr() {
 			t.Fatalf("strict flow latched %s", peer)
 		}
 		if !learning && peer != pa {
@@ -80,10 +110,10 @@ func FuzzDecideBatch(f *testing.F) {
 		}
 		c := map[string]uint64{}
 		w.cnt.addTo(c)
-		if c["latched"] > 1 {
-			t.Fatalf("latched %d times", c["latched"])
+		if c["locked"] > 1 {
+			t.Fatalf("locked %d times", c["locked"])
 		}
-		drops := c["wrong_source"] + c["strict"] + c["oversize"]
+		drops := c["wrong_source"] + c["foreign_learning"] + c["strict"] + c["oversize"]
 		if c["received"] != n || drops+uint64(ns) != n {
 			t.Fatalf("counters %v with %d forwarded", c, ns)
 		}
@@ -139,7 +169,7 @@ func FuzzFrame(f *testing.F) {
 			}
 		}
 		learn := relay.Flow{Key: relay.FlowKey{Local: fixtures.Relay6A}, Peer: fixtures.Caller6A, Learning: true,
-			Out: fixtures.RelayB, Dst: fixtures.CalleeB}
+			Announced: fixtures.Caller6A, LearnUntil: time.Now().Add(time.Hour), Out: fixtures.RelayB, Dst: fixtures.CalleeB}
 		tb.Upsert(learn)
 		flows[learn.Key.Local] = learn
 		d := tb.Process(in.Dst, in.Src, len(in.Payload))
@@ -151,6 +181,8 @@ func FuzzFrame(f *testing.F) {
 			t.Fatalf("forwarded %s -> %s, flow says %s -> %s", d.Out, d.Dst, fl.Out, fl.Dst)
 		case d.Verdict == Forward && !fl.Learning && normalize(in.Src) != fl.Peer:
 			t.Fatalf("forwarded from %s, peer is %s", in.Src, fl.Peer)
+		case d.Verdict == Forward && fl.Learning && normalize(in.Src).Addr() != fl.Announced.Addr():
+			t.Fatalf("learning flow forwarded %s, which is not the announced %s's IP", in.Src, fl.Announced)
 		}
 		if s, err := tb.Stats(relay.FlowKey{Local: in.Dst}); err == nil && d.Verdict == Forward &&
 			(s.Packets != 1 || s.Bytes != uint64(len(in.Payload))) {

@@ -22,11 +22,12 @@ type Config struct {
 	Workers int
 	// Batch is the number of datagrams per recvmmsg/sendmmsg; default 32.
 	Batch int
-	// OnLatch is called from a worker when a learning flow latches its
-	// peer. It must not block: the worker forwards nothing meanwhile. Nor
-	// may it call Upsert or Delete directly: those can wait for this very
-	// worker to finish its round. Hand the event to another goroutine.
-	OnLatch func(k relay.FlowKey, src netip.AddrPort)
+	// OnLatch is called from a worker when a learning flow takes a new
+	// source (provisional or candidate) or locks. It must not block: the
+	// worker forwards nothing meanwhile. Nor may it call Upsert or Delete
+	// directly: those can wait for this very worker to finish its round.
+	// Hand the event to another goroutine.
+	OnLatch func(ev relay.LatchEvent)
 	// Logger receives control-path events only; nil discards them.
 	Logger *slog.Logger
 	// SocketBuffer is SO_RCVBUF and SO_SNDBUF per socket; default 2 MiB.
@@ -141,8 +142,8 @@ func (r *Relay) Delete(k relay.FlowKey) error {
 // Stats implements relay.Datapath.
 func (r *Relay) Stats(k relay.FlowKey) (relay.FlowStats, error) { return r.table.Stats(k) }
 
-// Peer returns the flow's peer and whether it is still learning.
-func (r *Relay) Peer(k relay.FlowKey) (netip.AddrPort, bool, error) { return r.table.Peer(k) }
+// Latch returns what a flow has latched (relay.LatchReader).
+func (r *Relay) Latch(k relay.FlowKey) (relay.LatchEvent, error) { return r.table.Latch(k) }
 
 // Sockets returns the number of open relay sockets.
 func (r *Relay) Sockets() int { return int(r.nsock.Load()) }

@@ -123,9 +123,9 @@ type latchLog struct {
 	m  map[relay.FlowKey]netip.AddrPort
 }
 
-func (l *latchLog) record(k relay.FlowKey, src netip.AddrPort) {
+func (l *latchLog) record(ev relay.LatchEvent) {
 	l.mu.Lock()
-	l.m[k] = src
+	l.m[ev.Key] = ev.Latch.Source
 	l.mu.Unlock()
 }
 
@@ -147,7 +147,7 @@ func TestRelayLoopback(t *testing.T) {
 
 // testRelaySession runs one call: leg A on ipA, leg B on ipB, an RTP and an
 // RTCP flow each way. A's RTP flow learns (A's real port differs from the
-// announced one); the others know their peer.
+// announced one, so it latches provisionally); the others are locked.
 func testRelaySession(t *testing.T, ipA, ipB string) {
 	latches := &latchLog{m: map[relay.FlowKey]netip.AddrPort{}}
 	r, err := New(Config{Workers: 2, Batch: 8, OnLatch: latches.record})
@@ -163,7 +163,8 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	announcedA := netip.AddrPortFrom(a.addr.Addr(), a.addr.Port()^1)
 
 	flows := []relay.Flow{
-		{Key: relay.FlowKey{Local: rtpA}, Peer: announcedA, Learning: true, Out: rtpB, Dst: b.addr},
+		{Key: relay.FlowKey{Local: rtpA}, Peer: announcedA, Learning: true, Announced: announcedA,
+			LearnUntil: time.Now().Add(time.Hour), Out: rtpB, Dst: b.addr},
 		{Key: relay.FlowKey{Local: rtpB}, Peer: b.addr, Out: rtpA, Dst: announcedA},
 		{Key: relay.FlowKey{Local: rtcpA}, Peer: aRTCP.addr, Out: rtcpB, Dst: bRTCP.addr},
 		{Key: relay.FlowKey{Local: rtcpB}, Peer: bRTCP.addr, Strict: true, Out: rtcpA, Dst: aRTCP.addr},
@@ -181,7 +182,8 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	rtp := func(i int) []byte { return fixtures.RTPPayload(uint16(i), 160) }
 	start := time.Now()
 
-	// A -> B latches A's real address on the first datagram.
+	// A -> B latches A's real address on the first datagram: the
+	// announced IP on another port, as a NAT that keeps the address.
 	for i := 0; i < n; i++ {
 		a.send(t, rtpA, rtp(i))
 	}
@@ -189,8 +191,9 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	if got := latches.get(flows[0].Key); got != a.addr {
 		t.Fatalf("OnLatch got %s, want %s", got, a.addr)
 	}
-	if peer, learning, _ := r.Peer(flows[0].Key); peer != a.addr || learning {
-		t.Fatalf("Peer = %s learning=%v", peer, learning)
+	if ev, _ := r.Latch(flows[0].Key); ev.Latch.Source != a.addr || ev.Latch.Rank != relay.RankIP || ev.Latch.Locked ||
+		ev.Announced != announcedA {
+		t.Fatalf("Latch = %+v, want provisional on %s", ev, a.addr)
 	}
 	// What the engine does on OnLatch: point the reverse flow at the
 	// latched address.
@@ -209,7 +212,7 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	bRTCP.send(t, rtcpB, rtcp)
 	aRTCP.expect(t, 1, rtcpA, func(int) []byte { return rtcp })
 
-	// Once latched, the announced address is just another stranger.
+	// Once latched, another port on the same IP does not beat it.
 	stranger := newPhone(t, ipA)
 	for i := 0; i < 5; i++ {
 		stranger.send(t, rtpA, rtp(i))
@@ -221,7 +224,8 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	aRTCP.expectNothing(t)
 
 	c := waitCounters(r, func(c map[string]uint64) bool { return c["received"] >= 2*n+2+6 })
-	if c["wrong_source"] != 6 || c["latched"] != 1 || c["forwarded"] != 2*n+2 || c["received"] != 2*n+2+6 {
+	if c["foreign_learning"] != 5 || c["wrong_source"] != 1 || c["latched"] != 1 || c["locked"] != 0 ||
+		c["forwarded"] != 2*n+2 || c["received"] != 2*n+2+6 {
 		t.Fatalf("counters = %v", c)
 	}
 	for i, want := range []uint64{n, n, 1, 1} {

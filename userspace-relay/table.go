@@ -35,7 +35,8 @@ type Reason uint8
 const (
 	ReasonNone        Reason = iota
 	ReasonNoFlow             // no flow has this local address:port
-	ReasonWrongSource        // not from the (latched) peer
+	ReasonWrongSource        // locked flow, not from its source: foreign
+	ReasonForeign            // learning flow, a source it did not take (or a held candidate)
 	ReasonStrict             // learning, strict, source IP is not the announced one
 	ReasonSendError          // sendmmsg refused it
 	ReasonOversize           // larger than the receive buffer (MSG_TRUNC)
@@ -48,7 +49,10 @@ func (r Reason) String() string { return counterNames[r] }
 const (
 	cntReceived = iota + int(ReasonRecvError) + 1
 	cntForwarded
-	cntLatched
+	cntLatched   // a learning flow took a new source it forwards (provisional or locked)
+	cntRelatched // ... replacing one it had taken in the window
+	cntLocked    // a learning flow locked
+	cntCandidate // a source held as a candidate
 	// How well batching works: datagrams per wakeup and per syscall.
 	cntWakeups
 	cntRecvCalls
@@ -60,6 +64,7 @@ var counterNames = [nCounters]string{
 	ReasonNone:        "none",
 	ReasonNoFlow:      "no_flow",
 	ReasonWrongSource: "wrong_source",
+	ReasonForeign:     "foreign_learning",
 	ReasonStrict:      "strict",
 	ReasonSendError:   "send_error",
 	ReasonOversize:    "oversize",
@@ -67,6 +72,9 @@ var counterNames = [nCounters]string{
 	cntReceived:       "received",
 	cntForwarded:      "forwarded",
 	cntLatched:        "latched",
+	cntRelatched:      "relatched",
+	cntLocked:         "locked",
+	cntCandidate:      "candidates",
 	cntWakeups:        "epoll_wakeups",
 	cntRecvCalls:      "recvmmsg_calls",
 	cntSendCalls:      "sendmmsg_calls",
@@ -90,10 +98,25 @@ func (c *counters) addTo(m map[string]uint64) {
 type Decision struct {
 	Verdict Verdict
 	Reason  Reason // for Drop
-	Latched bool   // this datagram's source became the flow's peer
-	Out     netip.AddrPort
-	Dst     netip.AddrPort
+	Latched bool   // this datagram's source became the flow's forwarded source
+	// Event is what the datagram changed in a learning flow's latch:
+	// reported to the engine.
+	Event latchChange
+	Out   netip.AddrPort
+	Dst   netip.AddrPort
 }
+
+// latchChange is what one datagram did to a learning flow's latch: a set
+// of the bits below.
+type latchChange uint8
+
+const (
+	changeNone      latchChange = 0
+	changeCandidate latchChange = 1 << iota // held as a candidate
+	changeLatch                             // took it as the source it forwards
+	changeRelatch                           // ... replacing one it had taken in the window
+	changeLock                              // locked (to this source or the one it had)
+)
 
 // flowStats outlives a flow entry: replacing a flow keeps its counters.
 type flowStats struct {
@@ -110,12 +133,20 @@ type flowEntry struct {
 	dst    netip.AddrPort
 	strict bool
 
+	// What a learning flow ranks sources by (see relay.Latch).
+	announced netip.AddrPort
+	hints     [2]netip.Addr
+	until     int64 // unix ns; 0: never locks (the side has not announced)
+	noCand    bool
+
 	// learning flips to false exactly once. peer is written before that
 	// store (under latchMu) and only read after a load that saw false, so
-	// the hot path reads it without a lock.
+	// the hot path reads it without a lock. While learning, peer and rank
+	// are the latch (rank RankNone: nothing taken yet).
 	learning atomic.Bool
 	latchMu  sync.Mutex
 	peer     netip.AddrPort
+	rank     relay.Rank
 
 	stats   *flowStats
 	outPort *port
@@ -125,29 +156,108 @@ type flowEntry struct {
 
 // decide runs the flow semantics for one datagram from src carrying n
 // payload bytes, at time now (unix ns). It is shared by Table.Process and
-// the workers so that the fixtures test the code that runs.
-func (e *flowEntry) decide(src netip.AddrPort, n int, now int64) (Verdict, Reason, bool) {
-	latched := false
+// the workers so that the fixtures test the code that runs. A locked flow
+// costs one atomic load and a compare.
+func (e *flowEntry) decide(src netip.AddrPort, n int, now int64) (Verdict, Reason, latchChange) {
 	if e.learning.Load() {
 		e.latchMu.Lock()
 		if e.learning.Load() {
-			if e.strict && src.Addr() != e.peer.Addr() {
-				e.latchMu.Unlock()
-				return Drop, ReasonStrict, false
+			ch, r := e.learn(src, now)
+			e.latchMu.Unlock()
+			if r != ReasonNone {
+				return Drop, r, ch
 			}
-			e.peer = src
-			e.learning.Store(false)
-			latched = true
+			e.account(n, now)
+			return Forward, ReasonNone, ch
 		}
 		e.latchMu.Unlock()
 	}
-	if !latched && src != e.peer {
-		return Drop, ReasonWrongSource, false
+	if src != e.peer {
+		return Drop, ReasonWrongSource, changeNone
 	}
+	e.account(n, now)
+	return Forward, ReasonNone, changeNone
+}
+
+func (e *flowEntry) account(n int, now int64) {
 	e.stats.packets.Add(1)
 	e.stats.bytes.Add(uint64(n))
 	e.stats.last.Store(now)
-	return Forward, ReasonNone, latched
+}
+
+// learn ranks src for a learning flow (see relay.Latch) and updates the
+// latch. It returns a drop reason, or ReasonNone when the datagram is to
+// be forwarded (src is then the peer). Called with latchMu held.
+func (e *flowEntry) learn(src netip.AddrPort, now int64) (latchChange, Reason) {
+	r := relay.RankOf(src, e.announced, e.hints, e.strict)
+	if e.strict && r < relay.RankIP {
+		return changeNone, ReasonStrict
+	}
+	took := e.rank != relay.RankNone
+	if e.until != 0 && now >= e.until {
+		// The window has closed: lock to what it latched, or else to the
+		// first trusted source.
+		switch {
+		case took:
+			e.lock()
+			if src != e.peer {
+				return changeLock, ReasonWrongSource
+			}
+			return changeLock, ReasonNone
+		case r >= relay.RankIP:
+			e.peer, e.rank = src, r
+			e.lock()
+			return changeLatch | changeLock, ReasonNone
+		}
+		return changeNone, ReasonForeign
+	}
+	if r == relay.RankExact {
+		// The announced address itself: nothing can beat it.
+		ch := changeLatch | changeLock
+		if took && e.rank >= relay.RankIP {
+			ch |= changeRelatch
+		}
+		e.peer, e.rank = src, r
+		e.lock()
+		return ch, ReasonNone
+	}
+	if took && src == e.peer {
+		if e.rank == relay.RankOther {
+			return changeNone, ReasonForeign // a candidate waits for the window to close
+		}
+		return changeNone, ReasonNone
+	}
+	if r <= e.rank || (r == relay.RankOther && e.noCand) {
+		return changeNone, ReasonForeign
+	}
+	prev := e.rank
+	e.peer, e.rank = src, r
+	switch {
+	case r == relay.RankOther:
+		return changeCandidate, ReasonForeign
+	case prev >= relay.RankIP:
+		return changeLatch | changeRelatch, ReasonNone
+	}
+	return changeLatch, ReasonNone
+}
+
+// lock makes the latched peer final. Called with latchMu held.
+func (e *flowEntry) lock() { e.learning.Store(false) }
+
+// latchState is the entry's latch as the engine knows it.
+func (e *flowEntry) latchState() relay.Latch {
+	e.latchMu.Lock()
+	defer e.latchMu.Unlock()
+	l := relay.Latch{Rank: e.rank, Locked: !e.learning.Load()}
+	if l.Rank != relay.RankNone || l.Locked {
+		l.Source = e.peer
+	}
+	return l
+}
+
+// event is what the engine is told after a datagram changed the latch.
+func (e *flowEntry) event() relay.LatchEvent {
+	return relay.LatchEvent{Key: e.key, Latch: e.latchState(), Announced: e.announced}
 }
 
 // port is one relay address:port. The Relay backs it with a socket; a bare
@@ -257,13 +367,27 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 		dst:     normalize(f.Dst),
 		strict:  f.Strict,
 		peer:    normalize(f.Peer),
+		rank:    f.Rank,
 		outPort: op,
+	}
+	if f.Learning {
+		e.announced = normalize(f.Announced)
+		for i, h := range f.Hints {
+			e.hints[i] = h.Unmap()
+		}
+		if !f.LearnUntil.IsZero() {
+			e.until = f.LearnUntil.UnixNano()
+		}
+		e.noCand = f.NoCandidates || f.Strict
 	}
 	e.learning.Store(f.Learning)
 	e.dstSA, e.dstLen = encodeSockaddr(e.dst, out.Addr().Is6())
 	old := lp.flow.Load()
 	if old != nil {
 		e.stats = old.stats
+		if f.Learning && old.announced == e.announced && old.strict == e.strict {
+			keepLatch(e, old)
+		}
 	} else {
 		e.stats = new(flowStats)
 	}
@@ -274,6 +398,22 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 		return nil, nil
 	}
 	return t.release(lp, old.outPort), nil
+}
+
+// keepLatch carries what old decided into e, which replaces it while
+// learning against the same announced address: the engine's copy of the
+// latch may lag behind (its reports are still queued), and must not take
+// a flow back to an earlier state. Only a new announcement resets it.
+func keepLatch(e, old *flowEntry) {
+	old.latchMu.Lock()
+	defer old.latchMu.Unlock()
+	switch {
+	case !old.learning.Load():
+		e.peer, e.rank = old.peer, old.rank
+		e.learning.Store(false)
+	case old.rank > e.rank:
+		e.peer, e.rank = old.peer, old.rank
+	}
 }
 
 // release drops one reference from each port and returns those left
@@ -327,8 +467,9 @@ func (t *Table) Stats(k relay.FlowKey) (relay.FlowStats, error) {
 	return s, nil
 }
 
-// Peer returns the flow's current peer and whether it is still learning.
-func (t *Table) Peer(k relay.FlowKey) (netip.AddrPort, bool, error) {
+// Latch returns what the flow has latched, as the report the engine gets
+// (relay.LatchReader).
+func (t *Table) Latch(k relay.FlowKey) (relay.LatchEvent, error) {
 	t.mu.RLock()
 	lp := t.ports[normalize(k.Local)]
 	var e *flowEntry
@@ -337,11 +478,9 @@ func (t *Table) Peer(k relay.FlowKey) (netip.AddrPort, bool, error) {
 	}
 	t.mu.RUnlock()
 	if e == nil {
-		return netip.AddrPort{}, false, fmt.Errorf("peer %s: %w", k, relay.ErrFlowNotFound)
+		return relay.LatchEvent{}, fmt.Errorf("latch %s: %w", k, relay.ErrFlowNotFound)
 	}
-	e.latchMu.Lock()
-	defer e.latchMu.Unlock()
-	return e.peer, e.learning.Load(), nil
+	return e.event(), nil
 }
 
 // Len returns the number of ports the table references.
@@ -356,6 +495,11 @@ func (t *Table) Len() int {
 // same decision the workers make, reached through a map lookup instead of
 // the socket.
 func (t *Table) Process(local, src netip.AddrPort, payloadLen int) Decision {
+	return t.ProcessAt(local, src, payloadLen, time.Now())
+}
+
+// ProcessAt is Process at a given time, for tests of the learning window.
+func (t *Table) ProcessAt(local, src netip.AddrPort, payloadLen int, now time.Time) Decision {
 	t.mu.RLock()
 	lp := t.ports[normalize(local)]
 	t.mu.RUnlock()
@@ -368,16 +512,33 @@ func (t *Table) Process(local, src netip.AddrPort, payloadLen int) Decision {
 		t.cnt.c[ReasonNoFlow].Add(1)
 		return Decision{Verdict: Drop, Reason: ReasonNoFlow}
 	}
-	v, r, latched := e.decide(normalize(src), payloadLen, time.Now().UnixNano())
-	if latched {
-		t.cnt.c[cntLatched].Add(1)
-	}
+	v, r, ch := e.decide(normalize(src), payloadLen, now.UnixNano())
+	t.cnt.countChange(ch)
 	if v != Forward {
 		t.cnt.c[r].Add(1)
-		return Decision{Verdict: v, Reason: r}
+		return Decision{Verdict: v, Reason: r, Event: ch}
 	}
 	t.cnt.c[cntForwarded].Add(1)
-	return Decision{Verdict: Forward, Latched: latched, Out: e.out, Dst: e.dst}
+	return Decision{Verdict: Forward, Latched: latchedBy(ch), Event: ch, Out: e.out, Dst: e.dst}
+}
+
+// latchedBy reports whether a change made the datagram's source the one
+// the flow forwards.
+func latchedBy(ch latchChange) bool { return ch&changeLatch != 0 }
+
+// countChange counts what a datagram did to a latch.
+func (c *counters) countChange(ch latchChange) {
+	if ch == changeNone {
+		return
+	}
+	for _, b := range [...]struct {
+		bit latchChange
+		cnt int
+	}{{changeCandidate, cntCandidate}, {changeLatch, cntLatched}, {changeRelatch, cntRelatched}, {changeLock, cntLocked}} {
+		if ch&b.bit != 0 {
+			c.c[b.cnt].Add(1)
+		}
+	}
 }
 
 // Counters returns the table's own counters (those of Process).

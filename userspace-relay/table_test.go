@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 	"unsafe"
 
 	"sipxdp/relay"
@@ -95,7 +96,7 @@ func TestFixtures(t *testing.T) {
 				e = p.flow.Load()
 			}
 			w.load(0, in.Src, in.Dst.Addr().Is6(), in.Payload)
-			out, ns := w.decideBatch(e, 1, 1)
+			out, ns := w.decideBatch(e, 1, time.Now().UnixNano())
 			gotV := Drop
 			if ns == 1 {
 				gotV = Forward
@@ -122,26 +123,30 @@ var (
 	lb6  = netip.MustParseAddrPort("[fd00:1::1]:30006")
 	pb6  = netip.MustParseAddrPort("[fd00:b::20]:5000")
 	keyA = relay.FlowKey{Local: la}
-	keyB = relay.FlowKey{Local: lb}
 )
 
 func TestTableSemantics(t *testing.T) {
 	tb := NewTable()
-	if err := tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Learning: true, Out: lb, Dst: pb}); err != nil {
+	if err := tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Learning: true, Announced: pa, LearnUntil: time.Now().Add(time.Hour),
+		Out: lb, Dst: pb}); err != nil {
 		t.Fatal(err)
 	}
-	natted := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.99"), 61000)
-	if d := tb.Process(la, natted, 160); d.Verdict != Forward || !d.Latched {
-		t.Fatalf("first datagram: %+v, want forward and latch", d)
+	natted := netip.AddrPortFrom(pa.Addr(), 61000)
+	if d := tb.Process(la, natted, 160); d.Verdict != Forward || !d.Latched || d.Event != changeLatch {
+		t.Fatalf("first datagram: %+v, want forward and a provisional latch", d)
 	}
-	if d := tb.Process(la, natted, 160); d.Verdict != Forward || d.Latched {
+	if d := tb.Process(la, natted, 160); d.Verdict != Forward || d.Latched || d.Event != changeNone {
 		t.Fatalf("second datagram: %+v, want forward without latch", d)
 	}
-	if d := tb.Process(la, pa, 160); d.Verdict != Drop || d.Reason != ReasonWrongSource {
-		t.Fatalf("announced peer after latch: %+v, want wrong_source", d)
+	// The announced address itself takes over and locks.
+	if d := tb.Process(la, pa, 160); d.Verdict != Forward || d.Event != changeLatch|changeRelatch|changeLock {
+		t.Fatalf("announced address: %+v, want relatch and lock", d)
+	}
+	if d := tb.Process(la, natted, 160); d.Verdict != Drop || d.Reason != ReasonWrongSource {
+		t.Fatalf("earlier source after the lock: %+v, want wrong_source", d)
 	}
 	// v4-mapped sources are the same peer.
-	mapped := netip.AddrPortFrom(netip.AddrFrom16(natted.Addr().As16()), natted.Port())
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(pa.Addr().As16()), pa.Port())
 	if d := tb.Process(la, mapped, 10); d.Verdict != Forward {
 		t.Fatalf("v4-mapped source: %+v, want forward", d)
 	}
@@ -149,35 +154,24 @@ func TestTableSemantics(t *testing.T) {
 		t.Fatalf("unknown local: %+v, want no_flow", d)
 	}
 	s, err := tb.Stats(keyA)
-	if err != nil || s.Packets != 3 || s.Bytes != 330 || s.LastSeen.IsZero() {
+	if err != nil || s.Packets != 4 || s.Bytes != 490 || s.LastSeen.IsZero() {
 		t.Fatalf("stats = %+v, %v", s, err)
 	}
-	peer, learning, _ := tb.Peer(keyA)
-	if peer != natted || learning {
-		t.Fatalf("peer = %s learning=%v", peer, learning)
+	ev, _ := tb.Latch(keyA)
+	if ev.Latch.Source != pa || !ev.Latch.Locked || ev.Latch.Rank != relay.RankExact || ev.Announced != pa {
+		t.Fatalf("latch = %+v", ev)
 	}
 	// Replacing the flow keeps its counters.
-	if err := tb.Upsert(relay.Flow{Key: keyA, Peer: natted, Out: lb, Dst: pb}); err != nil {
+	if err := tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Out: lb, Dst: pb}); err != nil {
 		t.Fatal(err)
 	}
-	if s2, _ := tb.Stats(keyA); s2.Packets != 3 {
+	if s2, _ := tb.Stats(keyA); s2.Packets != 4 {
 		t.Fatalf("stats after replace = %+v", s2)
 	}
 	c := tb.Counters()
-	if c["received"] != 5 || c["forwarded"] != 3 || c["latched"] != 1 || c["wrong_source"] != 1 || c["no_flow"] != 1 || c["dropped"] != 2 {
+	if c["received"] != 6 || c["forwarded"] != 4 || c["latched"] != 2 || c["relatched"] != 1 || c["locked"] != 1 ||
+		c["wrong_source"] != 1 || c["no_flow"] != 1 || c["dropped"] != 2 {
 		t.Fatalf("counters = %v", c)
-	}
-
-	// Strict learning refuses other addresses and latches the announced one
-	// on any port.
-	if err := tb.Upsert(relay.Flow{Key: keyB, Peer: pb, Learning: true, Strict: true, Out: la, Dst: pa}); err != nil {
-		t.Fatal(err)
-	}
-	if d := tb.Process(lb, natted, 1); d.Reason != ReasonStrict {
-		t.Fatalf("strict, other IP: %+v", d)
-	}
-	if d := tb.Process(lb, netip.AddrPortFrom(pb.Addr(), 7), 1); !d.Latched {
-		t.Fatalf("strict, announced IP: %+v", d)
 	}
 
 	if err := tb.Delete(keyA); err != nil {
@@ -189,13 +183,176 @@ func TestTableSemantics(t *testing.T) {
 	if _, err := tb.Stats(keyA); !errors.Is(err, relay.ErrFlowNotFound) {
 		t.Fatalf("stats after delete: %v", err)
 	}
-	// la is still the Out of flow B.
-	if tb.Len() != 2 {
-		t.Fatalf("ports = %d, want 2", tb.Len())
+	if _, err := tb.Latch(keyA); !errors.Is(err, relay.ErrFlowNotFound) {
+		t.Fatalf("latch after delete: %v", err)
 	}
-	tb.Delete(keyB)
 	if tb.Len() != 0 {
 		t.Fatalf("ports = %d after deleting everything", tb.Len())
+	}
+}
+
+// TestTableLearning drives one learning flow through a sequence of
+// datagrams at given times (seconds; the window closes at 3) and checks
+// each decision: the ranking, the window and the lock of relay.Latch.
+func TestTableLearning(t *testing.T) {
+	private := netip.MustParseAddrPort("10.1.1.10:4000") // what a NATed phone announces
+	sig := pa.Addr()                                     // where its SIP comes from
+	nat := netip.AddrPortFrom(sig, 61000)
+	natIP := netip.AddrPortFrom(pa.Addr(), 4002) // announced IP, another port
+	x := netip.MustParseAddrPort("198.51.100.99:7000")
+	y := netip.MustParseAddrPort("198.51.100.98:7000")
+	type step struct {
+		at     float64 // seconds after the start
+		src    netip.AddrPort
+		want   Verdict
+		reason Reason
+		ch     latchChange
+	}
+	tests := []struct {
+		name   string
+		flow   relay.Flow // Key, Out, Dst filled in; LearnUntil is 3 s unless noWindow
+		noWin  bool
+		steps  []step
+		locked netip.AddrPort // the locked source at the end; zero: still learning
+	}{
+		{name: "announced address locks at once, nothing beats it",
+			flow: relay.Flow{Announced: pa},
+			steps: []step{
+				{0, pa, Forward, ReasonNone, changeLatch | changeLock},
+				{0.1, natIP, Drop, ReasonWrongSource, 0},
+				{0.2, x, Drop, ReasonWrongSource, 0},
+			}, locked: pa},
+		{name: "announced address beats an earlier latch",
+			flow: relay.Flow{Announced: pa},
+			steps: []step{
+				{0, natIP, Forward, ReasonNone, changeLatch},
+				{0.5, pa, Forward, ReasonNone, changeLatch | changeRelatch | changeLock},
+				{1, natIP, Drop, ReasonWrongSource, 0},
+			}, locked: pa},
+		{name: "announced IP beats a candidate; the candidate is never forwarded",
+			flow: relay.Flow{Announced: pa},
+			steps: []step{
+				{0, x, Drop, ReasonForeign, changeCandidate},
+				{0.02, x, Drop, ReasonForeign, 0},
+				{0.1, natIP, Forward, ReasonNone, changeLatch},
+				{0.2, x, Drop, ReasonForeign, 0},
+				{3.1, x, Drop, ReasonWrongSource, changeLock},
+				{3.2, natIP, Forward, ReasonNone, 0},
+			}, locked: natIP},
+		{name: "signaling address is as good as the announced IP",
+			flow: relay.Flow{Announced: private, Hints: [2]netip.Addr{sig}},
+			steps: []step{
+				{0, x, Drop, ReasonForeign, changeCandidate},
+				{0.5, nat, Forward, ReasonNone, changeLatch},
+				{1, y, Drop, ReasonForeign, 0},
+				{3.5, nat, Forward, ReasonNone, changeLock},
+				{4, x, Drop, ReasonWrongSource, 0},
+			}, locked: nat},
+		{name: "equal rank never replaces",
+			flow: relay.Flow{Announced: private, Hints: [2]netip.Addr{sig}},
+			steps: []step{
+				{0, nat, Forward, ReasonNone, changeLatch},
+				{0.1, netip.AddrPortFrom(sig, 61002), Drop, ReasonForeign, 0},
+			}},
+		{name: "first candidate is locked when nothing better came",
+			flow: relay.Flow{Announced: private},
+			steps: []step{
+				{0, x, Drop, ReasonForeign, changeCandidate},
+				{1, y, Drop, ReasonForeign, 0},
+				{3, y, Drop, ReasonWrongSource, changeLock},
+				{3.1, x, Forward, ReasonNone, 0},
+			}, locked: x},
+		{name: "nothing in the window: a trusted source locks at once, others are dropped",
+			flow: relay.Flow{Announced: private, Hints: [2]netip.Addr{sig}},
+			steps: []step{
+				{4, x, Drop, ReasonForeign, 0},
+				{5, nat, Forward, ReasonNone, changeLatch | changeLock},
+				{5.1, x, Drop, ReasonWrongSource, 0},
+			}, locked: nat},
+		{name: "no candidates (RTCP, or not announced yet)",
+			flow: relay.Flow{Announced: pa, NoCandidates: true},
+			steps: []step{
+				{0, x, Drop, ReasonForeign, 0},
+				{3.5, x, Drop, ReasonForeign, 0},
+				{4, natIP, Forward, ReasonNone, changeLatch | changeLock},
+			}, locked: natIP},
+		{name: "side not announced: the signaling address is trusted, nothing locks",
+			flow: relay.Flow{Hints: [2]netip.Addr{sig}, NoCandidates: true}, noWin: true,
+			steps: []step{
+				{0, x, Drop, ReasonForeign, 0},
+				{1, nat, Forward, ReasonNone, changeLatch},
+				{100, nat, Forward, ReasonNone, 0},
+				{100, x, Drop, ReasonForeign, 0},
+			}},
+		{name: "strict: only the announced IP, no hint, no candidate",
+			flow: relay.Flow{Announced: pa, Hints: [2]netip.Addr{x.Addr()}, Strict: true},
+			steps: []step{
+				{0, x, Drop, ReasonStrict, 0},
+				{0.1, natIP, Forward, ReasonNone, changeLatch},
+				{0.2, pa, Forward, ReasonNone, changeLatch | changeRelatch | changeLock},
+				{0.3, y, Drop, ReasonWrongSource, 0},
+			}, locked: pa},
+		{name: "strict: nothing in the window, the announced IP locks later",
+			flow: relay.Flow{Announced: pa, Strict: true},
+			steps: []step{
+				{5, x, Drop, ReasonStrict, 0},
+				{6, natIP, Forward, ReasonNone, changeLatch | changeLock},
+			}, locked: natIP},
+	}
+	start := time.Unix(1_000_000, 0)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := tt.flow
+			f.Key, f.Out, f.Dst, f.Learning, f.Peer = keyA, lb, pb, true, f.Announced
+			if !tt.noWin {
+				f.LearnUntil = start.Add(3 * time.Second)
+			}
+			tb := NewTable()
+			if err := tb.Upsert(f); err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range tt.steps {
+				at := start.Add(time.Duration(st.at * float64(time.Second)))
+				d := tb.ProcessAt(la, st.src, 160, at)
+				if d.Verdict != st.want || d.Reason != st.reason || d.Event != st.ch {
+					t.Fatalf("step %d (%s at %.2fs): %v %v change %b, want %v %v change %b",
+						i, st.src, st.at, d.Verdict, d.Reason, d.Event, st.want, st.reason, st.ch)
+				}
+			}
+			ev, _ := tb.Latch(keyA)
+			if tt.locked.IsValid() != ev.Latch.Locked || (ev.Latch.Locked && ev.Latch.Source != tt.locked) {
+				t.Fatalf("latch at the end = %+v, want locked to %v", ev.Latch, tt.locked)
+			}
+		})
+	}
+}
+
+// An engine that lags behind (its copy of the latch is older than what
+// the table decided since) must not take a flow back; a new announced
+// address resets it.
+func TestTableUpsertKeepsLatch(t *testing.T) {
+	until := time.Now().Add(time.Hour)
+	learn := relay.Flow{Key: keyA, Peer: pa, Learning: true, Announced: pa, LearnUntil: until, Out: lb, Dst: pb}
+	tb := NewTable()
+	tb.Upsert(learn)
+	if d := tb.Process(la, pa, 10); d.Event&changeLock == 0 {
+		t.Fatalf("announced address: %+v, want a lock", d)
+	}
+	// The engine re-installs the flow (a new window, a hint) from before
+	// it heard of the lock.
+	again := learn
+	again.Hints = [2]netip.Addr{pb.Addr()}
+	tb.Upsert(again)
+	x := netip.MustParseAddrPort("198.51.100.99:7000")
+	if d := tb.Process(la, x, 10); d.Reason != ReasonWrongSource {
+		t.Fatalf("after a lagging upsert: %+v, want the lock kept", d)
+	}
+	// A new offer: learning starts over.
+	moved := learn
+	moved.Announced, moved.Peer = netip.MustParseAddrPort("203.0.113.77:4000"), netip.MustParseAddrPort("203.0.113.77:4000")
+	tb.Upsert(moved)
+	if ev, _ := tb.Latch(keyA); ev.Latch.Locked || ev.Latch.Rank != relay.RankNone || ev.Announced != moved.Announced {
+		t.Fatalf("after a new offer: %+v, want learning from scratch", ev)
 	}
 }
 

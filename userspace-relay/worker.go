@@ -366,31 +366,29 @@ func (w *worker) decideBatch(e *flowEntry, n int, now int64) (*port, int) {
 		return nil, 0
 	}
 	ns := 0
-	var latches, wrong, strict, oversize uint64
+	// Drops are counted here and added once per batch: an atomic add per
+	// datagram would cost more than the decision.
+	var drops [ReasonRecvError + 1]uint64
 	for i := 0; i < n; i++ {
 		h := &w.rhdr[i]
 		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
-			oversize++
+			drops[ReasonOversize]++
 			continue
 		}
 		src, ok := decodeSockaddr(&w.rname[i], h.Hdr.Namelen)
 		if !ok {
-			wrong++
+			drops[ReasonWrongSource]++
 			continue
 		}
-		v, reason, latched := e.decide(src, int(h.Len), now)
-		if latched {
-			latches++
+		v, reason, ch := e.decide(src, int(h.Len), now)
+		if ch != changeNone {
+			w.cnt.countChange(ch)
 			if cb := w.r.cfg.OnLatch; cb != nil {
-				cb(e.key, src)
+				cb(e.event())
 			}
 		}
 		if v != Forward {
-			if reason == ReasonStrict {
-				strict++
-			} else {
-				wrong++
-			}
+			drops[reason]++
 			continue
 		}
 		w.sname[ns] = e.dstSA
@@ -399,17 +397,10 @@ func (w *worker) decideBatch(e *flowEntry, n int, now int64) (*port, int) {
 		w.siov[ns].SetLen(int(h.Len))
 		ns++
 	}
-	if latches != 0 {
-		w.cnt.c[cntLatched].Add(latches)
-	}
-	if wrong != 0 {
-		w.cnt.c[ReasonWrongSource].Add(wrong)
-	}
-	if strict != 0 {
-		w.cnt.c[ReasonStrict].Add(strict)
-	}
-	if oversize != 0 {
-		w.cnt.c[ReasonOversize].Add(oversize)
+	for r, d := range drops {
+		if d != 0 {
+			w.cnt.c[r].Add(d)
+		}
 	}
 	return e.outPort, ns
 }

@@ -498,6 +498,9 @@ type Host struct {
 	V4, V6 netip.Addr // the host's own addresses
 	// Relay4 and Relay6 are the relay namespace's addresses on the link.
 	Relay4, Relay6 netip.Addr
+	// RelayIf is the link's interface in the relay namespace, where a
+	// kernel hook must sit to see the host's packets.
+	RelayIf string
 }
 
 // AddHost creates one more namespace joined to the relay namespace by a
@@ -528,6 +531,7 @@ func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 		V6:     netip.MustParseAddr(fmt.Sprintf("fd00:252:%d::2", n)),
 		Relay6: netip.MustParseAddr(fmt.Sprintf("fd00:252:%d::1", n))}
 	relayIf := fmt.Sprintf("h%d", n)
+	host.RelayIf = relayIf
 	steps := []struct {
 		ns   *NS
 		args []string

@@ -80,6 +80,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) 
 	if sig.IsValid() {
 		cl.sig[side] = sig.Unmap()
 	}
+	c.signal(callID, side, sig.Unmap())
 	out, err := c.sdp(callID, cl, side, body, true)
 	if err != nil {
 		if !ok {
@@ -123,6 +124,7 @@ func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig neti
 	if sig.IsValid() {
 		cl.sig[side] = sig.Unmap()
 	}
+	c.signal(callID, side, sig.Unmap())
 	out, err := c.sdp(callID, cl, side, body, true)
 	if err != nil {
 		return nil, err

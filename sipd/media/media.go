@@ -38,6 +38,7 @@ type Engine interface {
 	CreateSession(callID string) error
 	AddStream(callID string, index int, a, b relay.LegSpec) (relay.StreamPorts, error)
 	SetPeer(callID string, index int, side relay.Side, rtp, rtcp netip.AddrPort, rtcpMux bool) error
+	SetSignal(callID string, side relay.Side, addr netip.Addr) error
 	RemoveStream(callID string, index int) error
 	DeleteSession(callID string) (relay.SessionInfo, error)
 }
@@ -280,6 +281,10 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 		}
 		cl.sig[relay.SideB] = callee.Unmap()
 		c.calls[id] = cl
+		// Where each side's SIP comes from (or goes to) is a hint for
+		// latching its media: a NATed phone sends from that address.
+		c.signal(id, relay.SideA, cl.sig[relay.SideA])
+		c.signal(id, relay.SideB, cl.sig[relay.SideB])
 	}
 	if cl.dialog.Invite == nil {
 		// The caller's own INVITE; a spiral's second pass comes from us.
@@ -340,6 +345,9 @@ func (c *Controller) Request(req *sip.Request) error {
 	// Before any answer with SDP, the caller's early requests (UPDATE)
 	// may still move its own side.
 	follow := cl.followed(from, to) || side == relay.SideA && cl.lockedTag == "" && !cl.confirmed
+	if follow {
+		c.signal(id, side, sourceAddr(req))
+	}
 	body, err := c.sdp(id, cl, side, req.Body(), follow)
 	if err != nil {
 		return err
@@ -358,10 +366,11 @@ func (cl *call) followed(from, to string) bool {
 // of the request it answers). res is the proxy's own copy.
 func (c *Controller) Response(res *sip.Response) {
 	hasSDP := isSDP(res)
-	// A 2xx without SDP still confirms the branch it came from (the
-	// answer went in a reliable provisional response, RFC 3262): only
-	// that dialog's BYE ends the call.
-	if !hasSDP && !res.IsSuccess() || res.StatusCode < 101 || res.StatusCode >= 300 {
+	// A 2xx to an INVITE without SDP still confirms the branch it came
+	// from (the answer went in a reliable provisional response, RFC
+	// 3262): only that dialog's BYE ends the call.
+	answer := res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE
+	if (!hasSDP && !answer) || res.StatusCode < 101 || res.StatusCode >= 300 {
 		return
 	}
 	id := callID(res)
@@ -392,7 +401,15 @@ func (c *Controller) Response(res *sip.Response) {
 		follow = false // a late 2xx from another fork: the caller will BYE it
 	}
 	if !hasSDP {
+		if follow {
+			// The answer came earlier; this 2xx is still when the
+			// caller's media starts: its learning window opens again.
+			c.signal(id, side, netip.Addr{})
+		}
 		return
+	}
+	if follow {
+		c.signal(id, side, sourceAddr(res))
 	}
 	body, err := c.sdp(id, cl, side, res.Body(), follow)
 	if err != nil {
@@ -400,6 +417,23 @@ func (c *Controller) Response(res *sip.Response) {
 		return
 	}
 	res.SetBody(body)
+}
+
+// signal tells the engine that side signaled from addr (invalid: address
+// unknown or unchanged): a latching hint, and the moment its learning
+// windows open again.
+func (c *Controller) signal(id string, side relay.Side, addr netip.Addr) {
+	if err := c.cfg.Engine.SetSignal(id, side, addr); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+		c.log.Warn("media: signaling address", "call_id", id, "side", side.String(), "error", err)
+	}
+}
+
+func sourceAddr(m interface{ Source() string }) netip.Addr {
+	ap, err := netip.ParseAddrPort(m.Source())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // End stops relaying a call (BYE, CANCEL, failure, timeout). Unknown calls

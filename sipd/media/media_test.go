@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,9 @@ type fakeEngine struct {
 	deleted   []string
 	removed   []int
 	families  [][2]relay.Family
+	// signals records SetSignal calls as "call side addr" (addr "-" when
+	// invalid).
+	signals []string
 }
 
 func newFake() *fakeEngine {
@@ -98,6 +102,26 @@ func (f *fakeEngine) SetPeer(id string, index int, side relay.Side, rtp, rtcp ne
 	f.setPeers++
 	f.peers[peerKey{id, index, side}] = peer{rtp, rtcp, mux}
 	return nil
+}
+
+func (f *fakeEngine) SetSignal(id string, side relay.Side, addr netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	a := "-"
+	if addr.IsValid() {
+		a = addr.String()
+	}
+	f.signals = append(f.signals, id+" "+side.String()+" "+a)
+	return nil
+}
+
+func (f *fakeEngine) signaled() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.signals...)
 }
 
 func (f *fakeEngine) RemoveStream(id string, index int) error {
@@ -780,5 +804,39 @@ func TestOfferPairs(t *testing.T) {
 		if got := c.OfferPairs(invite(t, k.body)); got != k.want {
 			t.Errorf("%s: %d pairs, want %d", k.name, got, k.want)
 		}
+	}
+}
+
+// The engine hears where each side signals from, a latching hint, and
+// every message that starts a side's media (SDP, a 2xx to the INVITE)
+// opens the learning windows again.
+func TestSignalingAddresses(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	inv := invite(t, sdp("10.1.1.10", 1, audio(10000))) // a NATed caller's private address
+	inv.SetSource("198.51.100.10:5060")
+	if err := c.Invite(inv, netip.MustParseAddr("203.0.113.20")); err != nil {
+		t.Fatal(err)
+	}
+	ring := response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))
+	ring.SetSource("203.0.113.21:5060")
+	c.Response(ring)
+	ok200 := response(t, 200, true, "INVITE", "") // the answer came in the 183
+	ok200.SetSource("203.0.113.21:5060")
+	c.Response(ok200)
+	reinv := inDialog(t, "INVITE", true, 2, sdp("10.1.1.10", 2, audio(10002)))
+	reinv.SetSource("198.51.100.11:5060")
+	if err := c.Request(reinv); err != nil {
+		t.Fatal(err)
+	}
+	// A provisional response without SDP is no signaling of media.
+	c.Response(response(t, 180, true, "INVITE", ""))
+	want := []string{
+		cid + " A 198.51.100.10", cid + " B 203.0.113.20", // the INVITE: its source and where it goes
+		cid + " B 203.0.113.21",  // the 183 with the answer
+		cid + " B -",             // the 200 without SDP
+		cid + " A 198.51.100.11", // the re-INVITE
+	}
+	if got := f.signaled(); !slices.Equal(got, want) {
+		t.Fatalf("SetSignal calls\n got %q\nwant %q", got, want)
 	}
 }

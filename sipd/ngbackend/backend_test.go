@@ -61,6 +61,23 @@ func (f *fake) SetPeer(id string, index int, side relay.Side, rtp, rtcp netip.Ad
 	return relay.ErrStreamNotFound
 }
 
+func (f *fake) SetSignal(id string, side relay.Side, addr netip.Addr) error {
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.ErrSessionNotFound
+	}
+	for i := range s.Streams {
+		l := &s.Streams[i].A
+		if side == relay.SideB {
+			l = &s.Streams[i].B
+		}
+		if addr.IsValid() {
+			l.Signal = addr
+		}
+	}
+	return nil
+}
+
 func (f *fake) RemoveStream(id string, index int) error { return nil }
 
 func (f *fake) DeleteSession(id string) (relay.SessionInfo, error) {

@@ -209,7 +209,8 @@ func (e *countingEngine) AddStream(id string, index int, a, b relay.LegSpec) (re
 func (e *countingEngine) SetPeer(string, int, relay.Side, netip.AddrPort, netip.AddrPort, bool) error {
 	return nil
 }
-func (e *countingEngine) RemoveStream(string, int) error { return nil }
+func (e *countingEngine) SetSignal(string, relay.Side, netip.Addr) error { return nil }
+func (e *countingEngine) RemoveStream(string, int) error                 { return nil }
 func (e *countingEngine) DeleteSession(id string) (relay.SessionInfo, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

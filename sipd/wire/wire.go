@@ -22,16 +22,22 @@ type MediaHealth struct {
 
 // FlowJSON is one flow in /flows.
 type FlowJSON struct {
-	CallID      string    `json:"call_id"`
-	Stream      int       `json:"stream"`
-	Leg         string    `json:"leg"`
-	Component   string    `json:"component"`
-	Local       string    `json:"local"`
-	Peer        string    `json:"peer"`
-	Out         string    `json:"out"`
-	Dst         string    `json:"dst"`
-	Path        string    `json:"path"`
-	State       string    `json:"state"`
+	CallID    string `json:"call_id"`
+	Stream    int    `json:"stream"`
+	Leg       string `json:"leg"`
+	Component string `json:"component"`
+	Local     string `json:"local"`
+	Peer      string `json:"peer"`
+	Out       string `json:"out"`
+	Dst       string `json:"dst"`
+	Path      string `json:"path"`
+	State     string `json:"state"`
+	// Latch is how far the flow learned its source: learning (nothing, or
+	// a candidate held), provisional (forwarding, may still move to a
+	// better source) or locked; Rank is how the source matched: exact
+	// (SDP address and port), ip (SDP or signaling IP) or other.
+	Latch       string    `json:"latch,omitempty"`
+	Rank        string    `json:"rank,omitempty"`
 	KernelError string    `json:"kernel_error,omitempty"`
 	Packets     uint64    `json:"packets"`
 	Bytes       uint64    `json:"bytes"`
@@ -47,4 +53,7 @@ type StatsJSON struct {
 	KernelCountersError string            `json:"kernel_counters_error,omitempty"`
 	UserspaceCounters   map[string]uint64 `json:"userspace_counters"`
 	LatchDrops          uint64            `json:"latch_drops"`
+	// WindowLocks: flows locked by the engine when their learning window
+	// closed; the userspace counters have those locked on a packet.
+	WindowLocks uint64 `json:"window_locks"`
 }
