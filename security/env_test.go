@@ -47,6 +47,12 @@ var pinSeq atomic.Uint64
 // says otherwise.
 func newEnv(t *testing.T, edit func(*sipd.Config)) *env {
 	t.Helper()
+	return newEnvArgs(t, nil, edit)
+}
+
+// newEnvArgs is newEnv with extra sipd arguments, such as -relay-only.
+func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config)) *env {
+	t.Helper()
 	testenv.RequireRoot(t)
 	tp := netnstest.New(t, "sxsec-")
 	e := &env{t: t, tp: tp, attacker: tp.AddHost(t, "x", 3)}
@@ -65,7 +71,7 @@ func newEnv(t *testing.T, edit func(*sipd.Config)) *env {
 	if edit != nil {
 		edit(cfg)
 	}
-	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay,
+	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay, Args: args,
 		Users: map[string]string{"alice": password, "bob": password}})
 	return e
 }
