@@ -10,7 +10,6 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -135,20 +134,6 @@ func literalHost(host string) bool {
 	return err == nil && a.Zone() == ""
 }
 
-// profileWrite lets a pprof profile or trace run for the seconds it asks
-// for past the server's write timeout.
-func profileWrite(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		sec, err := strconv.Atoi(r.URL.Query().Get("seconds"))
-		if err != nil || sec <= 0 {
-			sec = 30 // pprof's default
-		}
-		sec = min(sec, 600)
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Duration(sec)*time.Second + httpWriteTimeout))
-		h(w, r)
-	}
-}
-
 func (a *API) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", a.health)
@@ -161,9 +146,9 @@ func (a *API) routes() *http.ServeMux {
 	if a.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", profileWrite(pprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", profileWrite(pprof.Trace))
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

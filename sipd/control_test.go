@@ -390,6 +390,26 @@ func TestAPIServerLimits(t *testing.T) {
 			t.Errorf("/metrics does not count the refusal:\n%s", body)
 		}
 	})
+	t.Run("pprof profile outlives the write timeout", func(t *testing.T) {
+		shortHTTPTimeouts(t, 5*time.Second, 5*time.Second)
+		httpWriteTimeout = time.Second
+		ln, err := listenAPI(HTTPConfig{Listen: "127.0.0.1:0", MaxConnections: 4}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := newAPIServer((&API{Started: time.Now(), Pprof: true}).Handler(), slog.New(slog.DiscardHandler))
+		go srv.Serve(ln)
+		defer srv.Close()
+		resp, err := http.Get("http://" + ln.Addr().String() + "/debug/pprof/profile?seconds=2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(body) == 0 {
+			t.Errorf("2 s profile with a 1 s write timeout: %d %q", resp.StatusCode, body)
+		}
+	})
 	t.Run("source", func(t *testing.T) {
 		api, addr := serveAPI(t, HTTPConfig{MaxConnections: 2, Allow: []string{"192.0.2.0/24"}})
 		if _, err := http.Get("http://" + addr + "/health"); err == nil {

@@ -237,8 +237,8 @@ loop:
 
 // The API server's timeouts. A client has httpHeaderTimeout to send its
 // headers and httpReadTimeout for the whole request (the API takes no
-// bodies to speak of), httpWriteTimeout to take the answer (a pprof
-// profile gets its duration on top), and a kept-alive connection is
+// bodies to speak of), httpWriteTimeout to take the answer (net/http/pprof
+// adds a profile's duration to it), and a kept-alive connection is
 // closed after httpIdleTimeout without a request. Variables so tests can
 // shorten them.
 var (
