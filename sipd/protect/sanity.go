@@ -39,7 +39,9 @@ var knownSchemes = map[string]bool{"sip": true, "sips": true, "tel": true}
 // depends on which one each element reads. sipgo keeps every copy (and
 // files compact forms under the full name), and its accessors return the
 // first.
-var singleValued = []string{"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type", "Expires"}
+var singleValued = [...]string{"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type", "Expires"}
+
+const expiresIndex = 7 // of singleValued
 
 // Check validates what the core relies on: the mandatory headers of RFC
 // 3261 §8.1.1, a CSeq that matches the method, a sane Max-Forwards, a
@@ -66,10 +68,8 @@ func Check(req *sip.Request) error {
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return &Problem{Code: 400, Reason: "Missing Mandatory Header"}
 	}
-	for _, name := range singleValued {
-		if len(req.GetHeaders(name)) > 1 {
-			return &Problem{Code: 400, Reason: "Duplicate " + name}
-		}
+	if p := checkHeaders(req); p != nil {
+		return p
 	}
 	if req.CallID().Value() == "" {
 		return &Problem{Code: 400, Reason: "Bad Call-ID"}
@@ -94,15 +94,8 @@ func Check(req *sip.Request) error {
 			return &Problem{Code: 400, Reason: "Bad Max-Forwards"}
 		}
 	}
-	if h := req.GetHeader("Expires"); h != nil && !deltaSeconds(strings.TrimSpace(h.Value())) {
-		return &Problem{Code: 400, Reason: "Bad Expires"}
-	}
-	for _, h := range req.GetHeaders("Contact") {
-		if c, ok := h.(*sip.ContactHeader); ok {
-			if v, ok := c.Params.Get("expires"); ok && !deltaSeconds(v) {
-				return &Problem{Code: 400, Reason: "Bad Contact Expires"}
-			}
-		}
+	if p := checkHeaders(req); p != nil {
+		return p
 	}
 	if cl := req.ContentLength(); cl != nil && int(*cl) != len(req.Body()) {
 		return &Problem{Code: 400, Reason: "Bad Content-Length"}
@@ -130,6 +123,34 @@ func optionTags(req *sip.Request, name string) []string {
 		}
 	}
 	return tags
+}
+
+// checkHeaders goes over the header fields once (this runs for every
+// request): a single-valued one seen twice, an Expires or a contact
+// expires that is not delta-seconds.
+func checkHeaders(req *sip.Request) *Problem {
+	var seen [len(singleValued)]bool
+	for _, h := range req.Headers() {
+		name := h.Name()
+		for i, sv := range singleValued {
+			if len(name) == len(sv) && strings.EqualFold(name, sv) {
+				if seen[i] {
+					return &Problem{Code: 400, Reason: "Duplicate " + sv}
+				}
+				seen[i] = true
+				if i == expiresIndex && !deltaSeconds(strings.TrimSpace(h.Value())) {
+					return &Problem{Code: 400, Reason: "Bad Expires"}
+				}
+				break
+			}
+		}
+		if c, ok := h.(*sip.ContactHeader); ok {
+			if v, ok := c.Params.Get("expires"); ok && !deltaSeconds(v) {
+				return &Problem{Code: 400, Reason: "Bad Contact Expires"}
+			}
+		}
+	}
+	return nil
 }
 
 // deltaSeconds reports whether v is a delta-seconds value: decimal digits
