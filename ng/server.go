@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sipxdp/internal/guard"
 )
 
 const (
@@ -23,7 +25,38 @@ const (
 	udpWorkers = 16
 	// tcpWriteTimeout bounds writing one reply on a TCP connection.
 	tcpWriteTimeout = 10 * time.Second
+
+	// DefaultMaxConns caps NG connections over TCP when Options leaves
+	// it 0: a proxy opens one per worker, a few dozen at most.
+	DefaultMaxConns = 64
+	// DefaultIdleTimeout closes a TCP connection that has sent nothing
+	// for this long when Options leaves it 0. A proxy's module opens a
+	// new one when it next needs it.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMessageTimeout bounds the time from a message's first byte
+	// to its last on TCP when Options leaves it 0: a client that starts a
+	// command and stalls loses the connection.
+	DefaultMessageTimeout = 10 * time.Second
 )
+
+// Options are a Server's limits. The zero value admits every source and
+// uses the Default limits.
+type Options struct {
+	// Log receives debug lines per command; nil: no logging.
+	Log *slog.Logger
+	// Allow lists the sources served, over UDP and TCP; others are
+	// dropped without a reply and counted. nil admits every source.
+	Allow []netip.Prefix
+	// MaxConns caps TCP connections at once (0: DefaultMaxConns); more
+	// are closed at accept and counted.
+	MaxConns int
+	// IdleTimeout closes a TCP connection silent between messages this
+	// long (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MessageTimeout bounds receiving one message on TCP, from its first
+	// byte (0: DefaultMessageTimeout).
+	MessageTimeout time.Duration
+}
 
 // commandNames are the commands counted by name; any other counts as
 // "unknown".
@@ -35,6 +68,7 @@ var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list"
 type Server struct {
 	b     Backend
 	log   *slog.Logger
+	opt   Options
 	cache *replyCache
 
 	commands  map[string]*atomic.Uint64 // fixed at NewServer; values atomic
@@ -42,16 +76,33 @@ type Server struct {
 	cacheHits atomic.Uint64             // retransmissions answered from the cache
 	malformed atomic.Uint64             // bodies that were not a bencoded dictionary
 	dropped   atomic.Uint64             // messages without a cookie, or too long: no reply
+
+	refusedSource atomic.Uint64 // UDP messages from sources not allowed (TCP's are in tcp)
+	idleClosed    atomic.Uint64 // TCP connections closed for silence
+	msgTimeouts   atomic.Uint64 // TCP connections closed mid-message
+
+	tcpMu sync.Mutex
+	tcp   []*guard.Listener // the TCP listeners served, for their counters
 }
 
-// NewServer returns a Server for b. log may be nil (no logging).
-func NewServer(b Backend, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// NewServer returns a Server for b with the limits of o.
+func NewServer(b Backend, o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MessageTimeout <= 0 {
+		o.MessageTimeout = DefaultMessageTimeout
 	}
 	s := &Server{
 		b:        b,
-		log:      log,
+		log:      o.Log,
+		opt:      o,
 		cache:    newReplyCache(cacheTTL, cacheMax),
 		commands: map[string]*atomic.Uint64{"unknown": new(atomic.Uint64)},
 	}
@@ -68,15 +119,37 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 // cached ones not counted again); "cache_hits" (retransmissions
 // answered from the reply cache); "malformed" (bodies that were not a
 // bencoded dictionary); "dropped" (messages without a cookie or longer
-// than MaxMessageSize, which get no reply); and "cache_entries" (a gauge).
+// than MaxMessageSize, which get no reply); "refused.source" (UDP
+// messages and TCP connections from sources not on the allow list,
+// dropped without a reply); "refused.connections" (TCP connections over
+// the cap); "accept_errors" (TCP accept errors, retried after a
+// backoff); "tcp.idle_closed" and "tcp.message_timeouts" (TCP
+// connections closed for silence between messages or for a message not
+// completed in time); and the gauges "cache_entries" and
+// "tcp.connections".
 func (s *Server) Stats() map[string]uint64 {
 	m := map[string]uint64{
-		"errors":        s.errors.Load(),
-		"cache_hits":    s.cacheHits.Load(),
-		"malformed":     s.malformed.Load(),
-		"dropped":       s.dropped.Load(),
-		"cache_entries": uint64(s.cache.len()),
+		"errors":               s.errors.Load(),
+		"cache_hits":           s.cacheHits.Load(),
+		"malformed":            s.malformed.Load(),
+		"dropped":              s.dropped.Load(),
+		"cache_entries":        uint64(s.cache.len()),
+		"refused.source":       s.refusedSource.Load(),
+		"refused.connections":  0,
+		"accept_errors":        0,
+		"tcp.connections":      0,
+		"tcp.idle_closed":      s.idleClosed.Load(),
+		"tcp.message_timeouts": s.msgTimeouts.Load(),
 	}
+	s.tcpMu.Lock()
+	for _, l := range s.tcp {
+		st := l.Stats()
+		m["refused.source"] += st.RefusedSource
+		m["refused.connections"] += st.RefusedConns
+		m["accept_errors"] += st.AcceptErrors
+		m["tcp.connections"] += uint64(max(st.Active, 0))
+	}
+	s.tcpMu.Unlock()
 	for name, c := range s.commands {
 		m["commands."+name] = c.Load()
 	}
@@ -288,12 +361,16 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			}
 			return err
 		}
+		src := addrPort(addr)
+		if s.opt.Allow != nil && !guard.Contains(s.opt.Allow, src.Addr()) {
+			s.refusedSource.Add(1)
+			continue
+		}
 		if n > MaxMessageSize {
 			s.dropped.Add(1)
 			continue
 		}
 		msg := bytes.Clone(buf[:n])
-		src := addrPort(addr)
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -312,13 +389,22 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 
 // ServeTCP accepts connections on ln and answers NG commands on each:
 // the same "<cookie> <bencoded dictionary>" messages, back to back on
-// the stream (whitespace between them is skipped). A connection's
-// commands run one after the other; connections run in parallel. A
-// message that cannot be framed gets an error reply when it has a cookie
-// and the connection is closed. ServeTCP returns nil once ctx is done or
-// ln is closed, after closing ln and the connections and waiting for
-// them; it returns any other accept error likewise.
-func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
+// the stream (whitespace between them is skipped), as rtpengine frames
+// them. A connection's commands run one after the other; connections run
+// in parallel. A message that cannot be framed gets an error reply when
+// it has a cookie and the connection is closed. Connections from sources
+// off the allow list, and beyond the cap, are closed at once; a
+// connection silent for the idle timeout, or slower than the message
+// timeout to complete a message, is closed. Accept errors (such as
+// running out of file descriptors) are retried after a backoff: the
+// listener never stops on its own. ServeTCP returns nil once ctx is done
+// or ln is closed, after closing ln and the connections and waiting for
+// them.
+func (s *Server) ServeTCP(ctx context.Context, inner net.Listener) error {
+	ln := guard.New(inner, guard.Config{Allow: s.opt.Allow, MaxConns: s.opt.MaxConns, Log: s.log})
+	s.tcpMu.Lock()
+	s.tcp = append(s.tcp, ln)
+	s.tcpMu.Unlock()
 	var (
 		mu     sync.Mutex
 		conns  = map[net.Conn]struct{}{}
@@ -344,15 +430,8 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return err
+			// guard.Listener retries every other error itself.
+			return nil
 		}
 		mu.Lock()
 		if closed {
@@ -374,12 +453,13 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// serveConn answers the messages on one TCP connection until it ends or
-// sends something that cannot be framed.
+// serveConn answers the messages on one TCP connection until it ends,
+// sends something that cannot be framed, or runs into a timeout.
 func (s *Server) serveConn(c net.Conn) {
 	src := addrPort(c.RemoteAddr())
 	buf := make([]byte, 0, 4096)
-	start := 0 // buf[start:] is unanswered input
+	start := 0             // buf[start:] is unanswered input
+	var msgStart time.Time // when the first byte of an unfinished message came
 	for {
 		for {
 			for start < len(buf) && isSpace(buf[start]) {
@@ -402,6 +482,7 @@ func (s *Server) serveConn(c net.Conn) {
 			}
 			reply := s.Handle(buf[start:start+n], src)
 			start += n
+			msgStart = time.Time{}
 			if reply != nil && !s.write(c, reply) {
 				return
 			}
@@ -417,9 +498,27 @@ func (s *Server) serveConn(c net.Conn) {
 		if cap(buf)-len(buf) < 1024 {
 			buf = append(buf, make([]byte, 4096)...)[:len(buf)]
 		}
+		// Between messages a connection may idle; once a message has
+		// begun it must be finished in time, however it trickles in.
+		partial := len(buf) > 0
+		switch {
+		case !partial:
+			msgStart = time.Time{}
+			_ = c.SetReadDeadline(time.Now().Add(s.opt.IdleTimeout))
+		case msgStart.IsZero():
+			msgStart = time.Now()
+			_ = c.SetReadDeadline(msgStart.Add(s.opt.MessageTimeout))
+		}
 		n, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil && n == 0 {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				if partial {
+					s.msgTimeouts.Add(1)
+				} else {
+					s.idleClosed.Add(1)
+				}
+			}
 			return
 		}
 	}

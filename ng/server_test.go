@@ -239,7 +239,7 @@ func TestHandleCommands(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fb := &fakeBackend{err: tc.err, calls: []string{"a", "b"}}
-			s := NewServer(fb, nil)
+			s := NewServer(fb, Options{})
 			got := parseReply(t, "ck", s.Handle(msg(t, "ck", tc.in), testSrc))
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("reply %#v, want %#v", got, tc.want)
@@ -284,7 +284,7 @@ func TestHandleQuery(t *testing.T) {
 			}}},
 		}},
 	}}
-	s := NewServer(fb, nil)
+	s := NewServer(fb, Options{})
 	got := parseReply(t, "q", s.Handle(msg(t, "q", map[string]any{"command": "query", "call-id": "c"}), testSrc))
 	want := map[string]any{
 		"result": "ok", "created": int64(1700000000), "last signal": int64(1700000005),
@@ -324,7 +324,7 @@ func TestHandleQuery(t *testing.T) {
 }
 
 func TestHandleMalformed(t *testing.T) {
-	s := NewServer(&fakeBackend{}, nil)
+	s := NewServer(&fakeBackend{}, Options{})
 	for _, tc := range []struct {
 		in     string
 		reason string // "": no reply at all
@@ -370,7 +370,7 @@ func TestHandleMalformed(t *testing.T) {
 
 func TestHandleRetransmit(t *testing.T) {
 	fb := &fakeBackend{}
-	s := NewServer(fb, nil)
+	s := NewServer(fb, Options{})
 	m := msg(t, "r1", map[string]any{"command": "offer", "call-id": "c", "from-tag": "f", "sdp": "v=0"})
 	first := s.Handle(m, testSrc)
 	second := s.Handle(m, testSrc)
@@ -389,7 +389,7 @@ func TestHandleRetransmit(t *testing.T) {
 
 func TestHandleRetransmitWhileRunning(t *testing.T) {
 	fb := &fakeBackend{block: make(chan struct{})}
-	s := NewServer(fb, nil)
+	s := NewServer(fb, Options{})
 	m := msg(t, "r2", map[string]any{"command": "offer", "call-id": "c", "from-tag": "f", "sdp": "v=0"})
 	replies := make(chan string, 2)
 	for range 2 {
@@ -429,7 +429,7 @@ func TestReplyCacheBounds(t *testing.T) {
 }
 
 func TestHandleBackendPanic(t *testing.T) {
-	s := NewServer(&panicBackend{}, nil)
+	s := NewServer(&panicBackend{}, Options{})
 	got := parseReply(t, "p", s.Handle(msg(t, "p", map[string]any{"command": "query", "call-id": "c"}), testSrc))
 	checkEq(t, got["error-reason"], any("internal error"))
 }
@@ -446,7 +446,7 @@ func TestServeUDP(t *testing.T) {
 	}
 	defer pc.Close()
 	fb := &fakeBackend{}
-	s := NewServer(fb, nil)
+	s := NewServer(fb, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeUDP(ctx, pc) }()
@@ -499,7 +499,7 @@ func TestServeUDPClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- NewServer(&fakeBackend{}, nil).ServeUDP(context.Background(), pc) }()
+	go func() { done <- NewServer(&fakeBackend{}, Options{}).ServeUDP(context.Background(), pc) }()
 	time.Sleep(10 * time.Millisecond)
 	pc.Close()
 	select {
@@ -519,7 +519,7 @@ func TestServeTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	fb := &fakeBackend{}
-	s := NewServer(fb, nil)
+	s := NewServer(fb, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeTCP(ctx, ln) }()
@@ -619,7 +619,7 @@ func FuzzHandle(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s := NewServer(&fakeBackend{calls: []string{"a"}}, nil)
+		s := NewServer(&fakeBackend{calls: []string{"a"}}, Options{})
 		reply := s.Handle(b, testSrc)
 		if reply == nil {
 			return

@@ -22,7 +22,10 @@ import (
 	"sipxdp/sipd/wire"
 )
 
-const usage = `usage: relayctl [-api URL] [-pin DIR] COMMAND [flags]
+const usage = `usage: relayctl [-api URL] [-token T | -token-file F] [-pin DIR] COMMAND [flags]
+
+The API token (sipd's http.token) is read from -token, -token-file or
+$SIPXDP_API_TOKEN; prefer the file or the variable: a flag shows in ps.
 
 commands:
   flows   [-call ID] [-json] [-interval D]   list flows (pps over -interval; 0 skips it)
@@ -33,15 +36,17 @@ commands:
 
 // Sentinel errors a user can act on.
 var (
-	ErrNotRunning = errors.New("sipd is not running")
-	ErrNoPins     = errors.New("no pinned maps")
+	ErrNotRunning   = errors.New("sipd is not running")
+	ErrNoPins       = errors.New("no pinned maps")
+	ErrUnauthorized = errors.New("unauthorized")
 )
 
 type client struct {
-	api  string
-	pin  string
-	http *http.Client
-	out  io.Writer
+	api   string
+	token string // sent as a bearer token when set
+	pin   string
+	http  *http.Client
+	out   io.Writer
 }
 
 // Main runs relayctl with args (without the program name).
@@ -61,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	api := fs.String("api", envOr("SIPXDP_API", "http://127.0.0.1:8080"), "sipd HTTP API base URL")
+	token := fs.String("token", "", "sipd's http.token (default $SIPXDP_API_TOKEN)")
+	tokenFile := fs.String("token-file", "", "read sipd's http.token from this file")
 	pin := fs.String("pin", bpf.DefaultPinPath, "pinned BPF maps, read when sipd is down")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,7 +76,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("no command")
 	}
-	c := &client{api: strings.TrimRight(*api, "/"), pin: *pin, out: stdout,
+	tok, err := apiToken(*token, *tokenFile)
+	if err != nil {
+		return err
+	}
+	c := &client{api: strings.TrimRight(*api, "/"), token: tok, pin: *pin, out: stdout,
 		http: &http.Client{Timeout: 5 * time.Second}}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
@@ -89,6 +100,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", cmd)
 }
 
+// apiToken picks the token: the flag, else the file, else the
+// environment.
+func apiToken(flagValue, file string) (string, error) {
+	switch {
+	case flagValue != "":
+		return flagValue, nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read token: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv("SIPXDP_API_TOKEN"), nil
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -105,6 +132,9 @@ func (c *client) get(ctx context.Context, path string, v any) error {
 }
 
 func (c *client) do(req *http.Request, v any) error {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
@@ -113,6 +143,13 @@ func (c *client) do(req *http.Request, v any) error {
 		return fmt.Errorf("query sipd at %s: %w", c.api, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		what := "needs sipd's http.token: pass -token-file or set SIPXDP_API_TOKEN"
+		if c.token != "" {
+			what = "refused the token given: it must equal sipd's http.token"
+		}
+		return fmt.Errorf("sipd %s %s: %w: the API %s", req.Method, req.URL.Path, ErrUnauthorized, what)
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("sipd %s %s: %s: %s", req.Method, req.URL.Path, resp.Status, strings.TrimSpace(string(b)))

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,6 +26,12 @@ import (
 // HTTP API, with one call whose two phones are plain UDP sockets.
 func startRelay(t *testing.T) (api string, phoneA, phoneB *net.UDPConn, ports relay.StreamPorts) {
 	t.Helper()
+	return startRelayToken(t, "")
+}
+
+// startRelayToken is startRelay with the API's http.token set.
+func startRelayToken(t *testing.T, token string) (api string, phoneA, phoneB *net.UDPConn, ports relay.StreamPorts) {
+	t.Helper()
 	st, err := mediapath.Open(mediapath.Options{
 		Datapath: mediapath.Userspace,
 		Timeout:  time.Minute,
@@ -37,7 +45,7 @@ func startRelay(t *testing.T) (api string, phoneA, phoneB *net.UDPConn, ports re
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.Engine.Run(ctx) }()
-	srv := httptest.NewServer((&sipd.API{Engine: st.Engine, Started: time.Now(), Version: "test"}).Handler())
+	srv := httptest.NewServer((&sipd.API{Engine: st.Engine, Started: time.Now(), Version: "test", Token: token}).Handler())
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
@@ -197,5 +205,38 @@ func TestErrorsUsersCanActOn(t *testing.T) {
 		if code == 0 || !strings.Contains(out, c.want) {
 			t.Errorf("relayctl %v: exit %d, output %q; want failure mentioning %q", c.args, code, out, c.want)
 		}
+	}
+}
+
+// TestToken: against an API with http.token, relayctl without the token
+// says how to give it; the flag, the file and the environment variable
+// each work; a wrong token is named as such.
+func TestToken(t *testing.T) {
+	const tok = "relayctl-token-0123456789"
+	api, _, _, _ := startRelayToken(t, tok)
+	t.Setenv("SIPXDP_API_TOKEN", "")
+	msg, code := relayCmd(t, "-api", api, "stats")
+	if code == 0 || !strings.Contains(msg, "SIPXDP_API_TOKEN") {
+		t.Errorf("no token: %d %s", code, msg)
+	}
+	msg, code = relayCmd(t, "-api", api, "-token", "wrong-"+tok, "drain")
+	if code == 0 || !strings.Contains(msg, "refused the token") {
+		t.Errorf("wrong token: %d %s", code, msg)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string][]string{
+		"flag": {"-api", api, "-token", tok, "drain", "-off"},
+		"file": {"-api", api, "-token-file", file, "drain", "-off"},
+	} {
+		if msg, code := relayCmd(t, args...); code != 0 || !strings.Contains(msg, "not draining") {
+			t.Errorf("token from the %s: %d %s", name, code, msg)
+		}
+	}
+	t.Setenv("SIPXDP_API_TOKEN", tok)
+	if msg, code := relayCmd(t, "-api", api, "flows", "-interval", "0"); code != 0 {
+		t.Errorf("token from the environment: %d %s", code, msg)
 	}
 }

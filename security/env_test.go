@@ -55,6 +55,12 @@ func withNoFile(n uint64) envOpt { return func(o *sipdtest.Options) { o.NoFile =
 // says otherwise.
 func newEnv(t *testing.T, edit func(*sipd.Config), opts ...envOpt) *env {
 	t.Helper()
+	return newEnvArgs(t, nil, edit, opts...)
+}
+
+// newEnvArgs is newEnv with extra sipd arguments, such as -relay-only.
+func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config), opts ...envOpt) *env {
+	t.Helper()
 	testenv.RequireRoot(t)
 	tp := netnstest.New(t, "sxsec-")
 	e := &env{t: t, tp: tp, attacker: tp.AddHost(t, "x", 3)}
@@ -78,7 +84,7 @@ func newEnv(t *testing.T, edit func(*sipd.Config), opts ...envOpt) *env {
 		// attacker's included, so the attacker's packets meet it too.
 		cfg.Media.Interfaces = []string{netnstest.RelayA, netnstest.RelayB, e.attacker.RelayIf}
 	}
-	o := sipdtest.Options{NS: tp.Relay, Users: map[string]string{"alice": password, "bob": password}}
+	o := sipdtest.Options{NS: tp.Relay, Args: args, Users: map[string]string{"alice": password, "bob": password}}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -1,14 +1,20 @@
 package sipd
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"sipxdp/internal/guard"
 	"sipxdp/relay"
 	"sipxdp/sipd/journal"
 	"sipxdp/sipd/sipserver"
@@ -16,6 +22,15 @@ import (
 )
 
 // API serves sipd's HTTP control and monitoring endpoints.
+//
+// Every endpoint but /health and /metrics (the open ones, for monitoring)
+// needs the bearer Token when one is set; without a token those endpoints
+// answer only requests addressed to an IP literal or localhost, which a
+// web page cannot make a browser send by DNS rebinding. Requests other
+// than GET, HEAD and OPTIONS that a browser marks as cross-site (Origin,
+// Sec-Fetch-Site) are refused whatever they carry. Sources and
+// connection counts are checked before that, by the guard.Listener the
+// API is served on (Conns).
 type API struct {
 	Engine  *relay.Engine     // nil with media.mode none
 	SIP     *sipserver.Server // nil when only the relay runs
@@ -23,7 +38,18 @@ type API struct {
 	Started time.Time
 	Version string
 	Pprof   bool // serve /debug/pprof/
+	// Token is http.token: empty for none.
+	Token string
+	// Conns is the listener the API is served on, for its counters; nil
+	// when it is served some other way (tests).
+	Conns *guard.Listener
+
+	refusedToken, refusedCrossOrigin, refusedHost atomic.Uint64
 }
+
+// openPaths need no token: monitoring reads them, and they reveal
+// counts, not calls or users.
+var openPaths = map[string]bool{"/health": true, "/metrics": true}
 
 // The API's JSON shapes live in package wire so relayctl can read them
 // without importing the daemon.
@@ -53,8 +79,66 @@ type Health struct {
 	NG map[string]uint64 `json:"ng,omitempty"`
 }
 
-// Handler routes the API.
+// Handler routes the API, behind the cross-origin and token checks.
 func (a *API) Handler() http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.refusedCrossOrigin.Add(1)
+		http.Error(w, "cross-origin request refused: the API changes state only for same-origin or non-browser clients", http.StatusForbidden)
+	}))
+	return cop.Handler(a.authorize(a.routes()))
+}
+
+// authorize lets a request through to next when it may use the endpoint.
+func (a *API) authorize(next http.Handler) http.Handler {
+	var want [sha256.Size]byte
+	if a.Token != "" {
+		want = sha256.Sum256([]byte(a.Token))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case openPaths[r.URL.Path]:
+		case a.Token != "":
+			scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+			// Hashes of equal length compare in constant time whatever
+			// the presented token's length.
+			got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				a.refusedToken.Add(1)
+				challenge := `Bearer realm="sipd"`
+				if r.Header.Get("Authorization") != "" {
+					challenge += `, error="invalid_token"`
+				}
+				w.Header().Set("WWW-Authenticate", challenge)
+				http.Error(w, "unauthorized: send Authorization: Bearer <http.token>", http.StatusUnauthorized)
+				return
+			}
+		case !literalHost(r.Host):
+			a.refusedHost.Add(1)
+			http.Error(w, fmt.Sprintf("Host %q is a name: without http.token the API answers only requests to an IP address or localhost (a defence against DNS rebinding); use the address, or set http.token", r.Host), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// literalHost reports whether a Host header names the server by an IP
+// address or as localhost: names an attacker's DNS could point here are
+// refused.
+func literalHost(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.Zone() == ""
+}
+
+func (a *API) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", a.health)
 	mux.HandleFunc("GET /metrics", a.metrics)
@@ -262,8 +346,22 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 			"event", map[string]uint64{"latched": u["latched"], "relatched": u["relatched"],
 				"locked": u["locked"] + t.WindowLocks, "candidate": u["candidates"]})
 	}
+	var conns guard.Stats
+	if a.Conns != nil {
+		conns = a.Conns.Stats()
+	}
+	labelledFamily(&b, "sipxdp_http_refused_total", "counter", "API requests and connections refused, by reason.", "reason", map[string]uint64{
+		"source": conns.RefusedSource, "connections": conns.RefusedConns, "token": a.refusedToken.Load(),
+		"cross_origin": a.refusedCrossOrigin.Load(), "host": a.refusedHost.Load(),
+	})
+	metric("sipxdp_http_accept_errors_total", "counter", "API accept errors, retried after a backoff.", conns.AcceptErrors, "")
+	metric("sipxdp_http_connections", "gauge", "API connections open.", conns.Active, "")
 	if a.NG != nil {
-		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", a.NG.Stats())
+		st := a.NG.Stats()
+		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", st)
+		labelledFamily(&b, "sipxdp_ng_refused_total", "counter", "NG messages and TCP connections refused, by reason.", "reason", map[string]uint64{
+			"source": st["refused.source"], "connections": st["refused.connections"],
+		})
 	}
 	_, _ = w.Write([]byte(b.String()))
 }

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"sipxdp/internal/guard"
 	"sipxdp/sipd/sipconf"
 )
 
@@ -45,11 +46,35 @@ type Config struct {
 // usual control port.
 const DefaultNGListen = "127.0.0.1:2223"
 
+// Defaults of the control surfaces' limits when the file leaves them out.
+const (
+	DefaultHTTPMaxConnections = 64
+	DefaultNGMaxConnections   = 64
+	DefaultNGIdleTimeout      = 5 * time.Minute
+)
+
+// DefaultNGAllow is ng.allow when the file leaves it out: the host
+// itself, where a proxy beside the relay runs.
+var DefaultNGAllow = []string{"127.0.0.0/8", "::1/128"}
+
+// minTokenLen is the shortest http.token accepted: 16 characters of a
+// hex or base64 secret carry 64 to 96 bits.
+const minTokenLen = 16
+
 type NGConfig struct {
 	// Listen is the UDP address of the NG control protocol.
 	Listen string `yaml:"listen"`
 	// TCP also listens on TCP at the same address.
 	TCP bool `yaml:"tcp"`
+	// Allow lists the sources (CIDRs or addresses) whose commands are
+	// served; others are dropped without a reply. Empty: every source,
+	// which Validate accepts only on a loopback listen address.
+	Allow []string `yaml:"allow"`
+	// MaxConnections caps NG connections over TCP at once.
+	MaxConnections int `yaml:"max_connections"`
+	// IdleTimeout closes an NG TCP connection that sends nothing for
+	// this long.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // DefaultStateDir is state_dir when the file leaves it out.
@@ -72,6 +97,14 @@ type LogConfig struct {
 
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// Token, when set, is the bearer token every endpoint but /health
+	// and /metrics requires.
+	Token string `yaml:"token"`
+	// Allow lists the sources (CIDRs or addresses) that may connect;
+	// others are disconnected at once. Empty: any source.
+	Allow []string `yaml:"allow"`
+	// MaxConnections caps API connections at once.
+	MaxConnections int `yaml:"max_connections"`
 	// Pprof serves Go's runtime profiles under /debug/pprof/ (heap,
 	// goroutine, profile, ...). Off by default: profiles reveal internals
 	// and a CPU profile costs CPU while it runs.
@@ -137,7 +170,10 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(data []byte) (*Config, error) {
 	// SIP fields left out of the file keep their documented defaults.
 	cfg := Config{StateDir: DefaultStateDir, SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
-		NG: NGConfig{Listen: DefaultNGListen}, Media: MediaConfig{Learning: Duration(DefaultLearning)}}
+		HTTP: HTTPConfig{MaxConnections: DefaultHTTPMaxConnections},
+		NG: NGConfig{Listen: DefaultNGListen, Allow: append([]string(nil), DefaultNGAllow...),
+			MaxConnections: DefaultNGMaxConnections, IdleTimeout: Duration(DefaultNGIdleTimeout)},
+		Media: MediaConfig{Learning: Duration(DefaultLearning)}}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -195,12 +231,8 @@ func (c *Config) Validate() error {
 	if c.Runtime.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("runtime.gc_percent %d: want 0 (Go's default) or more", c.Runtime.GCPercent))
 	}
-	if _, err := netip.ParseAddrPort(c.HTTP.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("http.listen %q: %w", c.HTTP.Listen, err))
-	}
-	if _, err := netip.ParseAddrPort(c.NG.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("ng.listen %q: %w", c.NG.Listen, err))
-	}
+	errs = append(errs, c.HTTP.validate()...)
+	errs = append(errs, c.NG.validate(c.RelayOnly)...)
 	m := &c.Media
 	switch m.Mode {
 	case MediaNone, MediaAll, MediaNAT:
@@ -250,4 +282,90 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the http section. An API that other hosts can reach
+// must have a token or an allow list: without either, anyone who reaches
+// the port could read every call and registration and drain the relay.
+func (h *HTTPConfig) validate() []error {
+	var errs []error
+	ap, err := netip.ParseAddrPort(h.Listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("http.listen %q: %w", h.Listen, err))
+	}
+	if h.Token != "" && !validToken(h.Token) {
+		errs = append(errs, fmt.Errorf("http.token: want at least %d characters of A-Z a-z 0-9 - . _ ~ + / (such as the output of openssl rand -hex 24), or empty for none", minTokenLen))
+	}
+	allow, err := guard.ParsePrefixes(h.Allow)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("http.allow: %w", err))
+	}
+	if h.MaxConnections < 1 {
+		errs = append(errs, fmt.Errorf("http.max_connections %d: want 1 or more", h.MaxConnections))
+	}
+	if err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
+		return errs
+	}
+	switch {
+	case h.Token == "" && len(allow) == 0:
+		errs = append(errs, fmt.Errorf("http.listen %s is reachable from other hosts and the API would have no protection: "+
+			"set http.token (a secret bearer token, e.g. from openssl rand -hex 24), http.allow (the CIDRs of the hosts that may use the API), "+
+			"or both; or listen on 127.0.0.1", h.Listen))
+	case guard.LoopbackOnly(allow):
+		errs = append(errs, fmt.Errorf("http.allow admits only loopback, but http.listen %s is not a loopback address: "+
+			"no client could ever use the API; add your clients' addresses to http.allow, or listen on 127.0.0.1", h.Listen))
+	}
+	return errs
+}
+
+// validToken reports whether t can be sent as a bearer token (RFC 6750's
+// b64token) and is long enough to be a secret.
+func validToken(t string) bool {
+	if len(t) < minTokenLen {
+		return false
+	}
+	body := strings.TrimRight(t, "=")
+	if body == "" {
+		return false
+	}
+	for _, r := range body {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._~+/", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validate checks the ng section. NG has no authentication of its own
+// (rtpengine's has none either), so its allow list is all that stands
+// between the port and whoever reaches it; the exposure rules apply only
+// when NG is served (relay-only mode).
+func (n *NGConfig) validate(served bool) []error {
+	var errs []error
+	ap, err := netip.ParseAddrPort(n.Listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("ng.listen %q: %w", n.Listen, err))
+	}
+	allow, err := guard.ParsePrefixes(n.Allow)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("ng.allow: %w", err))
+	}
+	if n.MaxConnections < 1 {
+		errs = append(errs, fmt.Errorf("ng.max_connections %d: want 1 or more", n.MaxConnections))
+	}
+	if n.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("ng.idle_timeout %v: must be positive", time.Duration(n.IdleTimeout)))
+	}
+	if !served || err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
+		return errs
+	}
+	switch {
+	case len(allow) == 0:
+		errs = append(errs, fmt.Errorf("ng.listen %s is reachable from other hosts and NG has no authentication: "+
+			"set ng.allow to the addresses (CIDRs) of the SIP proxies that drive the relay, or listen on 127.0.0.1", n.Listen))
+	case guard.LoopbackOnly(allow):
+		errs = append(errs, fmt.Errorf("ng.allow admits only loopback (the default), but ng.listen %s is not a loopback address: "+
+			"no proxy could ever use it; add the proxies' addresses to ng.allow (e.g. allow: [192.0.2.10/32]), or listen on 127.0.0.1", n.Listen))
+	}
+	return errs
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
+	"sipxdp/internal/guard"
 	"sipxdp/ng"
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
@@ -22,8 +24,16 @@ type ngListeners struct {
 // listenNG opens the NG sockets (UDP, and TCP at the same address when
 // asked) and the server that drives ctrl.
 func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, log *slog.Logger) (*ngListeners, error) {
-	l := &ngListeners{srv: ng.NewServer(ngbackend.New(ctrl, eng, log), log)}
-	var err error
+	allow, err := guard.ParsePrefixes(c.Allow) // Validate has checked it
+	if err != nil {
+		return nil, fmt.Errorf("ng.allow: %w", err)
+	}
+	if len(allow) == 0 {
+		allow = nil // every source: Validate allowed it on loopback only
+	}
+	l := &ngListeners{srv: ng.NewServer(ngbackend.New(ctrl, eng, log), ng.Options{
+		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
+	})}
 	if l.udp, err = net.ListenPacket("udp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, err)
 	}

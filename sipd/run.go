@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/internal/guard"
 	"sipxdp/mediapath"
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
@@ -159,12 +160,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := listenAPI(cfg.HTTP, log.With("component", "http"))
 	if err != nil {
 		closeListeners()
-		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
+		return err
 	}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	api.Token, api.Conns = cfg.HTTP.Token, ln
+	srv := newAPIServer(api.Handler(), log.With("component", "http"))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -251,6 +253,47 @@ func relayPorts(m MediaConfig) int {
 		n += a.PortMax - a.PortMin + 1
 	}
 	return n
+}
+
+// The API server's timeouts. A client has httpHeaderTimeout to send its
+// headers and httpReadTimeout for the whole request (the API takes no
+// bodies to speak of), httpWriteTimeout to take the answer (net/http/pprof
+// adds a profile's duration to it), and a kept-alive connection is
+// closed after httpIdleTimeout without a request. Variables so tests can
+// shorten them.
+var (
+	httpHeaderTimeout = 5 * time.Second
+	httpReadTimeout   = 10 * time.Second
+	httpWriteTimeout  = 30 * time.Second
+	httpIdleTimeout   = 60 * time.Second
+)
+
+// httpMaxHeaderBytes bounds a request's headers: the API's requests are
+// a line and a few headers.
+const httpMaxHeaderBytes = 16 << 10
+
+// listenAPI opens the API's socket behind a guard.Listener that admits
+// http.allow's sources and at most http.max_connections at once.
+func listenAPI(c HTTPConfig, log *slog.Logger) (*guard.Listener, error) {
+	allow, err := guard.ParsePrefixes(c.Allow) // Validate has checked it
+	if err != nil {
+		return nil, fmt.Errorf("http.allow: %w", err)
+	}
+	if len(allow) == 0 {
+		allow = nil // any source
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", c.Listen, err)
+	}
+	return guard.New(ln, guard.Config{Allow: allow, MaxConns: c.MaxConnections, Log: log}), nil
+}
+
+func newAPIServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: httpHeaderTimeout, ReadTimeout: httpReadTimeout,
+		WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes,
+		// A client's broken request is worth a debug line, no more.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 }
 
 // ApplyRuntime sets the Go runtime up as the runtime section says. The

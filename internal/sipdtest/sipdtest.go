@@ -183,15 +183,23 @@ func (s *Sipd) Log() string {
 	return string(b)
 }
 
-// Do sends an API request and returns the status and body.
+// Do sends an API request and returns the status and body. It sends the
+// configured http.token as a bearer token unless hdr has an
+// Authorization entry (an empty one sends none).
 func (s *Sipd) Do(method, path string, hdr map[string]string, body io.Reader) (int, []byte) {
 	s.t.Helper()
 	req, err := http.NewRequest(method, s.HTTP+path, body)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	if s.Cfg.HTTP.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Cfg.HTTP.Token)
+	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
+		if v == "" {
+			req.Header.Del(k)
+		}
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

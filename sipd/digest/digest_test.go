@@ -175,7 +175,7 @@ func TestUsersFileReload(t *testing.T) {
 	if _, ok := u.Lookup("carol"); !ok {
 		t.Fatal("a failed reload dropped the old set")
 	}
-	for _, bad := range []string{"x ha1-md5=zz", "x y\nx z", "x foo=1"} {
+	for _, bad := range []string{"x ha1-md5=zz", "x y\nx z", "x foo=1", "x password=", "x password=y password="} {
 		if _, err := ParseUsers([]byte(bad)); err == nil {
 			t.Errorf("ParseUsers(%q) accepted", bad)
 		}

@@ -200,6 +200,10 @@ func parseTable(data []byte) (*userTable, error) {
 			}
 			switch strings.ToLower(string(k)) {
 			case "password":
+				// An empty password is one anyone can answer with.
+				if len(v) == 0 {
+					return nil, fmt.Errorf("line %d: empty password for %q", line, name)
+				}
 				u.password = string(v)
 			case "ha1-md5", "ha1":
 				if len(v) != 2*md5.Size || !isHex(string(v)) {

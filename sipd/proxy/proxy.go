@@ -211,7 +211,7 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	if err := protect.Check(req); err != nil {
 		var pr *protect.Problem
 		if errors.As(err, &pr) && req.Method != sip.ACK && !banned {
-			p.reply(req, tx, pr.Code, pr.Reason)
+			p.reply(req, tx, pr.Code, pr.Reason, pr.Headers()...)
 		}
 		return
 	}
@@ -247,6 +247,14 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	if d.Refusal != "" {
 		p.refused.add(d.Refusal)
 	}
+	if d.Action == ActRegister || d.Action == ActKeepalive {
+		// sipd is the UAS here, and it supports no extension a client
+		// could require (RFC 3261 §8.2.2.3).
+		if tags := protect.UnsupportedRequire(req); len(tags) > 0 {
+			p.reply(req, tx, 420, "Bad Extension", sip.NewHeader("Unsupported", strings.Join(tags, ", ")))
+			return
+		}
+	}
 	switch d.Action {
 	case ActReply:
 		if req.Method != sip.ACK {
@@ -271,9 +279,9 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 		}
 		// The identity asserted must be the one authenticated (Kamailio's
 		// check_to/check_from): no registering or calling as someone else.
-		claimed := req.From().Address.User
+		claimed := UserKey(req.From().Address.User)
 		if d.Action == ActRegister {
-			claimed = req.To().Address.User
+			claimed = UserKey(req.To().Address.User)
 		}
 		if claimed != user {
 			p.authFailures.Add(1)
@@ -361,7 +369,7 @@ func (p *Proxy) authenticate(req *sip.Request, tx sip.ServerTransaction, code in
 
 func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.AddrPort) {
 	p.registers.Add(1)
-	aor := req.To().Address.User
+	aor := UserKey(req.To().Address.User)
 	if aor == "" {
 		p.reply(req, tx, 400, "Bad To")
 		return
@@ -399,7 +407,7 @@ func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 }
 
 func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
-	user := req.Recipient.User
+	user := UserKey(req.Recipient.User)
 	bindings := p.reg.Store().Lookup(user)
 	if len(bindings) == 0 {
 		// The same answer whether the user exists or is not registered,

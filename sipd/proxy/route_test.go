@@ -242,3 +242,24 @@ func TestByeRouteSets(t *testing.T) {
 		}
 	}
 }
+
+func TestUserKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"carol":        "carol",
+		"%63arol":      "carol",
+		"c%61r%6Fl":    "carol",
+		"a%2Bb":        "a+b",      // user-unreserved: literal
+		"a%40b":        "a%40b",    // '@' stays escaped
+		"a%3a%3Ab":     "a%3A%3Ab", // ':' stays, hex upper-cased
+		"a%00b":        "a%00b",
+		"%":            "%",
+		"ab%4":         "ab%4",
+		"ab%zz":        "ab%zz",
+		"%2":           "%2",
+		"+15551234567": "+15551234567",
+	} {
+		if got := UserKey(in); got != want {
+			t.Errorf("UserKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

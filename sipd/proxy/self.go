@@ -117,3 +117,46 @@ func (s *Self) Listener(transport string, dst netip.Addr) (Listener, bool) {
 
 // Listeners returns the sockets.
 func (s *Self) Listeners() []Listener { return s.listeners }
+
+// UserKey is the user part of a SIP URI as sipd compares it: escapes of
+// characters the user part may carry literally are decoded (%63arol is
+// carol, RFC 3261 §19.1.4), and the remaining escapes have upper-case hex.
+// sipgo keeps the user part as sent, so without this one user could
+// register under several spellings and be unreachable under the others.
+func UserKey(u string) string {
+	if !strings.Contains(u, "%") {
+		return u
+	}
+	var b strings.Builder
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		if c != '%' || i+2 >= len(u) {
+			b.WriteByte(c)
+			continue
+		}
+		hi, ok1 := unhex(u[i+1])
+		lo, ok2 := unhex(u[i+2])
+		if !ok1 || !ok2 {
+			b.WriteByte(c)
+			continue
+		}
+		d := hi<<4 | lo
+		if userLiteral(d) {
+			b.WriteByte(d)
+		} else {
+			b.WriteString(strings.ToUpper(u[i : i+3]))
+		}
+		i += 2
+	}
+	return b.String()
+}
+
+// userLiteral reports whether c may appear unescaped in a SIP URI's user
+// part: unreserved or user-unreserved (RFC 3261 §25.1).
+func userLiteral(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-_.!~*'()&=+$,;?/", c) >= 0
+}

@@ -34,7 +34,7 @@ const (
 	hContentLength
 	hRoute
 	hMaxForwards
-	hProxyRequire
+	hRequire
 )
 
 // headerKind classifies a header name without allocating; parsed reports
@@ -67,8 +67,9 @@ func headerKind(b []byte) (kind int, parsed bool) {
 		return hRoute, true
 	case "max-forwards":
 		return hMaxForwards, true
-	case "proxy-require":
-		return hProxyRequire, false
+	case "proxy-require", "require":
+		// The core answers 420 to either when it is the UAS.
+		return hRequire, false
 	}
 	_, parsed = headerParsers[string(low[:len(b)])]
 	return hOther, parsed
@@ -150,12 +151,14 @@ func appendKeepaliveAnswer(dst, data []byte, src netip.AddrPort, self *proxy.Sel
 	if sp < 0 || string(line[sp+1:]) != "SIP/2.0" {
 		return dst, false
 	}
-	if !uris.isSelf(line[:sp], self) {
+	// A URI with headers is refused by the sanity check: leave it to it.
+	if bytes.IndexByte(line[:sp], '?') >= 0 || !uris.isSelf(line[:sp], self) {
 		return dst, false
 	}
 	var viaBuf [maxVias][]byte
 	vias := viaBuf[:0]
 	var from, to, callID, cseq []byte
+	var contentLength, maxForwards bool
 	rest := data[end+2:]
 	for {
 		end = bytes.Index(rest, crlfBytes)
@@ -193,7 +196,13 @@ func appendKeepaliveAnswer(dst, data []byte, src netip.AddrPort, self *proxy.Sel
 			}
 			vias = append(vias, value)
 		case hFrom:
-			if from != nil || !hasFold(value, ";tag=") {
+			// sipgo, and so the core, reads the tag parameter by its exact
+			// name, after the URI: take only that form.
+			params := value
+			if i := bytes.LastIndexByte(value, '>'); i >= 0 {
+				params = value[i:]
+			}
+			if from != nil || !bytes.Contains(params, []byte(";tag=")) {
 				return dst, false
 			}
 			from = value
@@ -213,15 +222,23 @@ func appendKeepaliveAnswer(dst, data []byte, src netip.AddrPort, self *proxy.Sel
 			}
 			cseq = value
 		case hContentLength:
-			if string(value) != "0" {
+			if contentLength || string(value) != "0" {
 				return dst, false
 			}
+			contentLength = true
 		case hMaxForwards:
-			if n, ok := smallUint(value); !ok || n > 255 {
+			if n, ok := smallUint(value); maxForwards || !ok || n > 255 {
 				return dst, false
 			}
-		case hRoute, hProxyRequire:
+			maxForwards = true
+		case hRoute, hRequire:
 			return dst, false
+		default:
+			// Other headers the sanity check allows once, and Contact
+			// expiries it checks: left to it.
+			if singleValued(name) || isContact(name) && hasFold(value, "expires") {
+				return dst, false
+			}
 		}
 	}
 	if len(rest) != 0 || len(vias) == 0 || from == nil || to == nil || callID == nil || cseq == nil {
@@ -422,4 +439,16 @@ func allTok(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// singleValued reports whether name is Content-Type or Expires, which
+// the sanity check refuses to see twice: the fast path leaves requests
+// that carry them to the core rather than count them.
+func singleValued(name []byte) bool {
+	return bytes.EqualFold(name, []byte("content-type")) || bytes.EqualFold(name, []byte("c")) ||
+		bytes.EqualFold(name, []byte("expires"))
+}
+
+func isContact(name []byte) bool {
+	return bytes.EqualFold(name, []byte("contact")) || bytes.EqualFold(name, []byte("m"))
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
 )
 
@@ -52,25 +53,31 @@ func TestKeepaliveAnswer(t *testing.T) {
 	}
 	// Everything else is left to the core.
 	for name, edit := range map[string][2]string{
-		"to a user":     {"NOTIFY sip:192.0.2.10:5060", "NOTIFY sip:bob@192.0.2.10:5060"},
-		"elsewhere":     {"NOTIFY sip:192.0.2.10:5060", "NOTIFY sip:192.0.2.99:5060"},
-		"in dialog":     {"To: <sip:192.0.2.10:5060>", "To: <sip:192.0.2.10:5060>;tag=x"},
-		"routed":        {"Event:", "Route: <sip:192.0.2.10;lr>\r\nEvent:"},
-		"body":          {"Content-Length: 0", "Content-Length: 2"},
-		"folded":        {"Event: keep-alive", "Event: keep-\r\n alive"},
-		"combined vias": {"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK0", "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK0, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK9"},
-		"cseq mismatch": {"7 NOTIFY", "7 OPTIONS"},
-		"no from tag":   {";tag=a1", ""},
-		"no call-id":    {"Call-ID: ka-1\r\n", ""},
-		"two call-ids":  {"Call-ID: ka-1\r\n", "Call-ID: ka-1\r\nCall-ID: ka-2\r\n"},
-		"tcp via":       {"SIP/2.0/UDP 10.0.0.2", "SIP/2.0/TCP 10.0.0.2"},
-		"no branch":     {"rport;branch=z9hG4bK1", "rport"},
-		"other method":  {"NOTIFY sip:", "INVITE sip:"},
-		"version":       {"5060 SIP/2.0\r\n", "5060 SIP/3.0\r\n"},
-		"bad max-fwd":   {"Max-Forwards: 70", "Max-Forwards: x"},
-		"proxy-require": {"Event:", "Proxy-Require: x\r\nEvent:"},
-		"truncated":     {"Content-Length: 0\r\n\r\n", "Content-Length: 0\r\n"},
-		"trailing junk": {"Content-Length: 0\r\n\r\n", "Content-Length: 0\r\n\r\nxx"},
+		"to a user":      {"NOTIFY sip:192.0.2.10:5060", "NOTIFY sip:bob@192.0.2.10:5060"},
+		"elsewhere":      {"NOTIFY sip:192.0.2.10:5060", "NOTIFY sip:192.0.2.99:5060"},
+		"in dialog":      {"To: <sip:192.0.2.10:5060>", "To: <sip:192.0.2.10:5060>;tag=x"},
+		"routed":         {"Event:", "Route: <sip:192.0.2.10;lr>\r\nEvent:"},
+		"body":           {"Content-Length: 0", "Content-Length: 2"},
+		"folded":         {"Event: keep-alive", "Event: keep-\r\n alive"},
+		"combined vias":  {"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK0", "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK0, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK9"},
+		"cseq mismatch":  {"7 NOTIFY", "7 OPTIONS"},
+		"no from tag":    {";tag=a1", ""},
+		"no call-id":     {"Call-ID: ka-1\r\n", ""},
+		"two call-ids":   {"Call-ID: ka-1\r\n", "Call-ID: ka-1\r\nCall-ID: ka-2\r\n"},
+		"tcp via":        {"SIP/2.0/UDP 10.0.0.2", "SIP/2.0/TCP 10.0.0.2"},
+		"no branch":      {"rport;branch=z9hG4bK1", "rport"},
+		"other method":   {"NOTIFY sip:", "INVITE sip:"},
+		"version":        {"5060 SIP/2.0\r\n", "5060 SIP/3.0\r\n"},
+		"bad max-fwd":    {"Max-Forwards: 70", "Max-Forwards: x"},
+		"proxy-require":  {"Event:", "Proxy-Require: x\r\nEvent:"},
+		"require":        {"Event:", "Require: x\r\nEvent:"},
+		"contact expiry": {"Event:", "m: <sip:a@10.0.0.2>;Expires=99999999999\r\nEvent:"},
+		"two max-fwds":   {"Max-Forwards: 70", "Max-Forwards: 70\r\nMax-Forwards: 70"},
+		"two lengths":    {"Content-Length: 0", "l: 0\r\nContent-Length: 0"},
+		"two expires":    {"Event:", "Expires: 1\r\nexpires: 2\r\nEvent:"},
+		"uri headers":    {"NOTIFY sip:192.0.2.10:5060", "NOTIFY sip:192.0.2.10:5060?Route=%3Csip:x%3E"},
+		"truncated":      {"Content-Length: 0\r\n\r\n", "Content-Length: 0\r\n"},
+		"trailing junk":  {"Content-Length: 0\r\n\r\n", "Content-Length: 0\r\n\r\nxx"},
 	} {
 		text := strings.Replace(kaBase, edit[0], edit[1], 1)
 		if text == kaBase {
@@ -101,6 +108,12 @@ func FuzzKeepaliveAnswer(f *testing.F) {
 		req, ok := m.(*sip.Request)
 		if !ok || !proxy.IsKeepalive(req, kaSelf) {
 			t.Fatalf("fast path answered a non-keep-alive:\n%q", data)
+		}
+		if err := protect.Check(req); err != nil {
+			t.Fatalf("fast path answered what the sanity check refuses (%v):\n%q", err, data)
+		}
+		if tags := protect.UnsupportedRequire(req); len(tags) > 0 {
+			t.Fatalf("fast path answered a request that requires %v:\n%q", tags, data)
 		}
 		rm, err := sip.ParseMessage(res)
 		if err != nil {
