@@ -128,32 +128,18 @@ func New(ln net.Listener, c Config) *Listener {
 
 // Accept waits for the next admitted connection.
 func (l *Listener) Accept() (net.Conn, error) {
-	backoff := time.Duration(0)
 	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.closed() {
-				return nil, net.ErrClosed
-			}
+		c, retries, err := AcceptRetry(l.Listener, l.done, func(err error, retry int) {
 			l.acceptErrors.Add(1)
-			if backoff == 0 {
+			if retry == 0 {
 				l.cfg.Log.Warn("accept failing, retrying with backoff", "addr", l.Addr().String(), "err", err)
-				backoff = minBackoff
-			} else {
-				backoff = min(2*backoff, maxBackoff)
 			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.done:
-				t.Stop()
-				return nil, net.ErrClosed
-			}
-			continue
+		})
+		if err != nil {
+			return nil, err
 		}
-		if backoff != 0 {
+		if retries > 0 {
 			l.cfg.Log.Info("accept recovered", "addr", l.Addr().String())
-			backoff = 0
 		}
 		if l.cfg.Allow != nil && !Contains(l.cfg.Allow, addrOf(c.RemoteAddr())) {
 			l.refusedSource.Add(1)
@@ -170,19 +156,42 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
+// AcceptRetry accepts from ln; an error other than ln's closing (EMFILE,
+// ENFILE, ENOBUFS, ECONNABORTED...) is handed to onError with the number
+// of retries so far and retried after a backoff, so a listener never stops
+// while it is open. It returns net.ErrClosed once ln is closed or done is,
+// and how many errors it retried before the connection it returns.
+func AcceptRetry(ln net.Listener, done <-chan struct{}, onError func(err error, retry int)) (net.Conn, int, error) {
+	var delay time.Duration
+	for retry := 0; ; retry++ {
+		c, err := ln.Accept()
+		if err == nil {
+			return c, retry, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, retry, net.ErrClosed
+		}
+		select {
+		case <-done:
+			return nil, retry, net.ErrClosed
+		default:
+		}
+		onError(err, retry)
+		delay = min(max(2*delay, minBackoff), maxBackoff)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-done:
+			t.Stop()
+			return nil, retry, net.ErrClosed
+		}
+	}
+}
+
 // Close closes the inner listener and wakes an Accept in backoff.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
 	return l.Listener.Close()
-}
-
-func (l *Listener) closed() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // Stats returns the counters.

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sipxdp/internal/guard"
 )
 
 // Reason is why a connection was refused or closed.
@@ -289,42 +291,16 @@ type listener struct {
 	once sync.Once
 }
 
-// Backoff after accept errors, doubling from min to max; net/http's
-// server waits the same way.
-const (
-	minBackoff = 5 * time.Millisecond
-	maxBackoff = time.Second
-)
-
 // Accept returns the next connection within the caps. Errors other than
-// the listener's closing are counted and retried after a backoff, so a
-// descriptor shortage (EMFILE) stalls new connections instead of ending
-// the server.
+// the listener's closing are counted and retried after a backoff
+// (guard.AcceptRetry), so a descriptor shortage (EMFILE) stalls new
+// connections instead of ending the server.
 func (l *listener) Accept() (net.Conn, error) {
-	var delay time.Duration
 	for {
-		c, err := l.Listener.Accept()
+		c, _, err := guard.AcceptRetry(l.Listener, l.done, func(err error, _ int) { l.g.count(AcceptError, err) })
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil, err
-			}
-			select {
-			case <-l.done:
-				return nil, err
-			default:
-			}
-			l.g.count(AcceptError, err)
-			delay = min(max(2*delay, minBackoff), maxBackoff)
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-l.done:
-				t.Stop()
-				return nil, net.ErrClosed
-			}
-			continue
+			return nil, err
 		}
-		delay = 0
 		gc, why, ok := l.g.admit(c)
 		if !ok {
 			l.g.count(why, nil)
