@@ -55,6 +55,10 @@ type Call struct {
 	// other forks. Requests in those dialogs are the call's too.
 	peers  []string
 	active bool
+	// media is what the proxy attached to the confirmed call (see
+	// state.go), kept with it on disk, and when it was set.
+	media   []byte
+	mediaAt time.Time
 }
 
 // MaxPeerTags bounds the callee tags kept per call: a callee (or a
@@ -103,6 +107,8 @@ type Tracker struct {
 	failed uint64
 
 	cdrs, cdrErrors atomic.Uint64
+
+	state *state // nil: calls are not kept on disk (see OpenState)
 }
 
 // New returns a tracker writing CDRs to out (nil: none). Calls with no BYE
@@ -165,8 +171,11 @@ func (t *Tracker) Seen(callID, callerTag, calleeTag string) {
 }
 
 // Final notes the final response relayed for the initial INVITE. A 2xx
-// confirms the call with the answering side's tag; anything else ends it.
-func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
+// confirms the call with the answering side's tag, and attaches media
+// (what the proxy needs to resume the call after a restart; nil: none);
+// with state kept on disk it returns once the call is. Anything else ends
+// the call.
+func (t *Tracker) Final(callID, fromTag, toTag string, status int, media []byte) {
 	t.mu.Lock()
 	c, i := t.find(callID, fromTag)
 	if c == nil || c.active {
@@ -181,8 +190,11 @@ func (t *Tracker) Final(callID, fromTag, toTag string, status int) {
 		c.Answered = now
 		c.SetupMs = now.Sub(c.Invited).Milliseconds()
 		c.active = true
+		c.media, c.mediaAt = media, now
 		t.active++
+		cm := t.persist(upRecord(c))
 		t.mu.Unlock()
+		t.settle(cm)
 		return
 	}
 	t.remove(callID, i)
@@ -244,11 +256,14 @@ func (t *Tracker) End(callID, tagA, tagB, reason string) bool {
 	}
 	t.active--
 	t.done++
+	cm := t.persist(record{Op: opEnd, ID: callID, Tag: c.FromTag})
 	t.mu.Unlock()
 	c.Ended = t.now()
 	c.Duration = c.Ended.Sub(c.Answered).Seconds()
 	c.EndReason = reason
-	t.wait(t.write(c))
+	cdr := t.write(c)
+	t.settle(cm)
+	t.wait(cdr)
 	return true
 }
 
@@ -276,6 +291,7 @@ func (t *Tracker) Live(callID, fromTag, toTag string) bool {
 func (t *Tracker) Sweep() {
 	now := t.now()
 	var ended []*Call
+	var ends []*journal.Commit
 	t.mu.Lock()
 	for id, cs := range t.calls {
 		for i := len(cs) - 1; i >= 0; i-- {
@@ -284,6 +300,7 @@ func (t *Tracker) Sweep() {
 			case c.active && now.Sub(c.Answered) > t.maxAge:
 				ended = append(ended, c)
 				t.active--
+				ends = append(ends, t.persist(record{Op: opEnd, ID: id, Tag: c.FromTag}))
 			case !c.active && now.Sub(c.Invited) > time.Hour:
 				t.setup--
 			default:
@@ -294,13 +311,20 @@ func (t *Tracker) Sweep() {
 		}
 	}
 	t.mu.Unlock()
+	for _, cm := range ends {
+		t.settle(cm)
+	}
 	t.end(ended, now, "timeout")
 }
 
 // Shutdown ends every call still up with end_reason "shutdown" (see the
 // package doc) and forgets calls in setup; it returns once their CDRs are
-// written, or could not be.
+// written, or could not be. With calls kept on disk (OpenState) it ends
+// nothing: the calls resume when sipd starts again, and end then.
 func (t *Tracker) Shutdown() {
+	if t.state != nil {
+		return
+	}
 	t.mu.Lock()
 	var ended []*Call
 	for _, cs := range t.calls {
@@ -374,9 +398,7 @@ func (t *Tracker) Active() []Call {
 	for _, cs := range t.calls {
 		for _, c := range cs {
 			if c.active {
-				cc := *c
-				cc.peers = nil
-				out = append(out, cc)
+				out = append(out, c.public())
 			}
 		}
 	}

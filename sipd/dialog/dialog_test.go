@@ -56,7 +56,7 @@ func TestCallLifecycleAndCDR(t *testing.T) {
 	tr.Invite("c1", "ft", "sip:a@x", "sip:b@x")
 	tr.Invite("c1", "ft", "sip:a@x", "sip:b@x") // retransmission or auth retry
 	now = now.Add(1500 * time.Millisecond)
-	tr.Final("c1", "ft", "tt", 200)
+	tr.Final("c1", "ft", "tt", 200, nil)
 	if s, a, _, _ := tr.Stats(); s != 0 || a != 1 {
 		t.Fatalf("setup %d active %d", s, a)
 	}
@@ -76,12 +76,12 @@ func TestCallLifecycleAndCDR(t *testing.T) {
 
 	buf.Reset()
 	tr.Invite("c2", "f", "a", "b")
-	tr.Final("c2", "f", "", 486)
+	tr.Final("c2", "f", "", 486, nil)
 	if !strings.Contains(buf.String(), `"status":486`) {
 		t.Fatalf("failed-call cdr %q", buf.String())
 	}
 	tr.Invite("c3", "f", "a", "b")
-	tr.Final("c3", "f", "t", 200)
+	tr.Final("c3", "f", "t", 200, nil)
 	now = now.Add(2 * time.Hour)
 	tr.Sweep()
 	if _, a, _, _ := tr.Stats(); a != 0 || !strings.Contains(buf.String(), "timeout") {
@@ -99,11 +99,11 @@ func TestCDRWriteErrorCounted(t *testing.T) {
 	tr := New(sink, time.Hour, nil)
 	for _, id := range []string{"c1", "c2"} {
 		tr.Invite(id, "f", "a", "b")
-		tr.Final(id, "f", "t", 200)
+		tr.Final(id, "f", "t", 200, nil)
 	}
 	tr.End("c1", "f", "t", "bye")
 	tr.Invite("c3", "f", "a", "b")
-	tr.Final("c3", "f", "", 503)
+	tr.Final("c3", "f", "", 503, nil)
 	if w, e := tr.CDRs(); w != 0 || e != 2 {
 		t.Fatalf("cdrs written %d, errors %d; want 0, 2", w, e)
 	}
@@ -124,7 +124,7 @@ func TestCDRDurableAndShutdown(t *testing.T) {
 	tr := New(j, time.Hour, nil)
 	for _, id := range []string{"c1", "c2", "c3"} {
 		tr.Invite(id, "f", "a", "b")
-		tr.Final(id, "f", "t", 200)
+		tr.Final(id, "f", "t", 200, nil)
 	}
 	tr.Invite("c4", "f", "a", "b") // in setup: forgotten at shutdown
 	tr.End("c1", "t", "f", "bye")
@@ -150,9 +150,9 @@ func TestLive(t *testing.T) {
 	tr.Invite("ringing", "caller1", "a", "b")
 	tr.Seen("ringing", "caller1", "early") // a provisional response's tag
 	tr.Invite("up", "caller2", "a", "b")
-	tr.Final("up", "caller2", "callee2", 200)
+	tr.Final("up", "caller2", "callee2", 200, nil)
 	tr.Invite("failed", "caller3", "a", "b")
-	tr.Final("failed", "caller3", "", 486)
+	tr.Final("failed", "caller3", "", 486, nil)
 	cases := []struct {
 		name, callID, from, to string
 		want                   bool
@@ -201,7 +201,7 @@ func TestMatch(t *testing.T) {
 	tr.Seen("c1", "nobody", "early9") // no such call: ignored
 	check("early", [][3]string{{"c1", "caller", "early1"}, {"c1", "early1", "caller"}}, Early)
 	check("early", [][3]string{{"c1", "caller", "early2"}, {"c1", "early1", "x"}, {"c1", "caller", ""}}, Mismatch)
-	tr.Final("c1", "caller", "answer", 200)
+	tr.Final("c1", "caller", "answer", 200, nil)
 	tr.Seen("c1", "caller", "fork2") // a second 2xx
 	check("answered", [][3]string{{"c1", "caller", "answer"}, {"c1", "answer", "caller"}}, Confirmed)
 	check("answered", [][3]string{{"c1", "caller", "fork2"}, {"c1", "fork2", "caller"}, {"c1", "caller", "early1"}}, Fork)
@@ -230,8 +230,8 @@ func TestSharedCallID(t *testing.T) {
 	tr := New(nil, time.Hour, nil)
 	tr.Invite("c", "a1", "", "")
 	tr.Invite("c", "a2", "", "")
-	tr.Final("c", "a1", "b1", 200)
-	tr.Final("c", "a2", "b2", 486)
+	tr.Final("c", "a1", "b1", 200, nil)
+	tr.Final("c", "a2", "b2", 486, nil)
 	if m := tr.Match("c", "a1", "b1"); m != Confirmed {
 		t.Fatalf("first call: %v", m)
 	}
