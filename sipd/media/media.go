@@ -39,6 +39,7 @@ type Engine interface {
 	AddStream(callID string, index int, a, b relay.LegSpec) (relay.StreamPorts, error)
 	SetPeer(callID string, index int, side relay.Side, rtp, rtcp netip.AddrPort, rtcpMux bool) error
 	SetSignal(callID string, side relay.Side, addr netip.Addr) error
+	RestoreStream(callID string, index int, legs [2]relay.RestoreLeg, since time.Time) error
 	RemoveStream(callID string, index int) error
 	DeleteSession(callID string) (relay.SessionInfo, error)
 }
@@ -149,6 +150,18 @@ type call struct {
 	// started and last saw signaling, and each stream's m-line kind.
 	created, lastSignal time.Time
 	kinds               map[int]MediaKind
+
+	// announced is what each side's SDP gave the relay per stream (the
+	// SetPeer arguments), kept so the call can be saved (State).
+	announced map[int][2]announcement
+}
+
+// announcement is one side's media addresses of one stream.
+type announcement struct {
+	Set  bool           `json:"set,omitempty"`
+	RTP  netip.AddrPort `json:"rtp,omitzero"`
+	RTCP netip.AddrPort `json:"rtcp,omitzero"`
+	Mux  bool           `json:"mux,omitempty"`
 }
 
 // MediaKind is what an m-line carries.
@@ -551,6 +564,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 					c.log.Warn("media: remove stream", "call_id", id, "index", m.Index, "error", err)
 				}
 				delete(cl.streams, m.Index)
+				delete(cl.announced, m.Index)
 			}
 			continue
 		}
@@ -593,6 +607,12 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
 				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
 			}
+			if cl.announced == nil {
+				cl.announced = map[int][2]announcement{}
+			}
+			a := cl.announced[m.Index]
+			a[side] = announcement{Set: true, RTP: rtp, RTCP: rtcp, Mux: m.RTCPMux}
+			cl.announced[m.Index] = a
 		}
 		if follow {
 			if cl.kinds == nil {

@@ -44,6 +44,8 @@ type fakeEngine struct {
 	// signals records SetSignal calls as "call side addr" (addr "-" when
 	// invalid).
 	signals []string
+	// restoredSince is the since of the last RestoreStream.
+	restoredSince time.Time
 }
 
 func newFake() *fakeEngine {
@@ -115,6 +117,28 @@ func (f *fakeEngine) SetSignal(id string, side relay.Side, addr netip.Addr) erro
 		a = addr.String()
 	}
 	f.signals = append(f.signals, id+" "+side.String()+" "+a)
+	return nil
+}
+
+// RestoreStream takes the stream's ports as given and its peers as
+// announced, and remembers since.
+func (f *fakeEngine) RestoreStream(id string, index int, legs [2]relay.RestoreLeg, since time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.ErrSessionNotFound
+	}
+	if _, ok := s[index]; ok {
+		return fmt.Errorf("restore stream %d: exists", index)
+	}
+	s[index] = relay.StreamPorts{A: legs[0].Ports, B: legs[1].Ports}
+	for side, l := range legs {
+		if l.Set {
+			f.peers[peerKey{id, index, relay.Side(side)}] = peer{l.RTP, l.RTCP, l.Mux}
+		}
+	}
+	f.restoredSince = since
 	return nil
 }
 

@@ -1,0 +1,172 @@
+package media
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/relay"
+)
+
+// A relayed call's state can be saved (State) when its media is set up or
+// changes, and given back to a new controller after a restart (Restore),
+// so that the call's in-dialog requests still have their SDP pointed at
+// the relay, a BYE still ends its relaying, and a media timeout still
+// sends each side a BYE. What is saved is signaling state only: the relay
+// ports of each leg, what each side announced, the sides' signaling
+// addresses and tags, and the messages a BYE is built from; never
+// anything that changes per packet (latches: the kernel's pinned flows
+// keep those).
+
+// savedCall is the JSON form of a call.
+type savedCall struct {
+	CallerTag string            `json:"caller_tag"`
+	LockedTag string            `json:"locked_tag,omitempty"`
+	Confirmed bool              `json:"confirmed,omitempty"`
+	Sig       [2]netip.Addr     `json:"sig"`
+	Streams   []savedStream     `json:"streams"`
+	Kinds     map[int]MediaKind `json:"kinds,omitempty"`
+	Invite    *savedMsg         `json:"invite,omitempty"`
+	OK        *savedMsg         `json:"ok,omitempty"`
+	Created   time.Time         `json:"created"`
+}
+
+type savedStream struct {
+	Index int               `json:"index"`
+	Ports [2]relay.LegPorts `json:"ports"`
+	Peers [2]announcement   `json:"peers"`
+}
+
+// savedMsg is a slim INVITE or 2xx (see Dialog) and what its text does
+// not carry.
+type savedMsg struct {
+	Text      string `json:"text"`
+	Source    string `json:"source,omitempty"`
+	Transport string `json:"transport,omitempty"`
+}
+
+func saveMsg(m sip.Message, source, transport string) *savedMsg {
+	return &savedMsg{Text: m.String(), Source: source, Transport: transport}
+}
+
+// State returns the call's state as JSON, for keeping with the dialog;
+// ok is false for a call that is not relayed.
+func (c *Controller) State(callID string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.calls[callID]
+	if !ok {
+		return nil, false
+	}
+	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
+		Kinds: cl.kinds, Created: cl.created}
+	for idx, sp := range cl.streams {
+		sc.Streams = append(sc.Streams, savedStream{Index: idx, Ports: [2]relay.LegPorts{sp.A, sp.B}, Peers: cl.announced[idx]})
+	}
+	sort.Slice(sc.Streams, func(i, j int) bool { return sc.Streams[i].Index < sc.Streams[j].Index })
+	if d := cl.dialog.Invite; d != nil {
+		sc.Invite = saveMsg(d, d.Source(), d.Transport())
+	}
+	if d := cl.dialog.OK; d != nil {
+		sc.OK = saveMsg(d, d.Source(), d.Transport())
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return nil, false // addresses, strings and times only: cannot happen
+	}
+	return b, true
+}
+
+// ErrRestore wraps what keeps a saved call from being relayed again.
+var ErrRestore = errors.New("cannot restore relayed call")
+
+// Restore relays a call saved by State again, after a restart: the same
+// relay ports, the same peers, flows the kernel kept forwarding taken
+// over as they are. since is when the call's media was last set up: a
+// call silent from then on times out at once (it timed out while sipd was
+// down) and goes to the OnTimeout function like any other.
+func (c *Controller) Restore(callID string, state []byte, since time.Time) error {
+	var sc savedCall
+	if err := json.Unmarshal(state, &sc); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+	}
+	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
+		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
+		announced: map[int][2]announcement{}}
+	var err error
+	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
+		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)
+	}
+	if cl.dialog.OK, err = loadResponse(sc.OK); err != nil {
+		return fmt.Errorf("%w %q: 2xx: %w", ErrRestore, callID, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.calls[callID]; ok {
+		return fmt.Errorf("%w %q: already relayed", ErrRestore, callID)
+	}
+	if err := c.cfg.Engine.CreateSession(callID); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+	}
+	for _, st := range sc.Streams {
+		var legs [2]relay.RestoreLeg
+		for s := range legs {
+			a := st.Peers[s]
+			legs[s] = relay.RestoreLeg{Ports: st.Ports[s], Set: a.Set, RTP: a.RTP, RTCP: a.RTCP, Mux: a.Mux}
+		}
+		if err := c.cfg.Engine.RestoreStream(callID, st.Index, legs, since); err != nil {
+			c.cfg.Engine.DeleteSession(callID)
+			return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+		}
+		cl.streams[st.Index] = relay.StreamPorts{A: st.Ports[0], B: st.Ports[1]}
+		cl.announced[st.Index] = st.Peers
+	}
+	for s, a := range sc.Sig {
+		if a.IsValid() {
+			if err := c.cfg.Engine.SetSignal(callID, relay.Side(s), a); err != nil {
+				c.log.Warn("media: restore signaling hint", "call_id", callID, "error", err)
+			}
+		}
+	}
+	c.calls[callID] = cl
+	return nil
+}
+
+func loadRequest(m *savedMsg) (*sip.Request, error) {
+	if m == nil {
+		return nil, nil
+	}
+	msg, err := sip.ParseMessage([]byte(m.Text))
+	if err != nil {
+		return nil, err
+	}
+	r, ok := msg.(*sip.Request)
+	if !ok {
+		return nil, errors.New("not a request")
+	}
+	r.SetSource(m.Source)
+	r.SetTransport(m.Transport)
+	return r, nil
+}
+
+func loadResponse(m *savedMsg) (*sip.Response, error) {
+	if m == nil {
+		return nil, nil
+	}
+	msg, err := sip.ParseMessage([]byte(m.Text))
+	if err != nil {
+		return nil, err
+	}
+	r, ok := msg.(*sip.Response)
+	if !ok {
+		return nil, errors.New("not a response")
+	}
+	r.SetSource(m.Source)
+	r.SetTransport(m.Transport)
+	return r, nil
+}
