@@ -103,6 +103,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
 		{"empty store", "store: location.json", `store: ""`, `sip.registrar.store is empty: name a file (relative paths are in state_dir), or "memory"`},
 		{"empty cdr file", "cdr_file: cdr.jsonl", `cdr_file: ""`, `sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or "none"`},
+		{"empty dialog store", "store: dialogs.json", `store: ""`, `sip.dialog.store is empty: name a file (relative paths are in state_dir), or "memory"`},
 		{"negative connections max", "    max: 0\n", "    max: -1\n", "sip.connections.max -1"},
 		{"negative per source", "per_source: 0", "per_source: -3", "sip.connections.per_source -3"},
 		{"no message timeout", "message_timeout: 10s", "message_timeout: 0s", "sip.connections.message_timeout 0s: must be positive"},

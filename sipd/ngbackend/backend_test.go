@@ -61,6 +61,10 @@ func (f *fake) SetPeer(id string, index int, side relay.Side, rtp, rtcp netip.Ad
 	return relay.ErrStreamNotFound
 }
 
+func (f *fake) RestoreStream(string, int, [2]relay.RestoreLeg, time.Time) error {
+	return errors.New("the NG backend restores nothing")
+}
+
 func (f *fake) SetSignal(id string, side relay.Side, addr netip.Addr) error {
 	s, ok := f.sessions[id]
 	if !ok {

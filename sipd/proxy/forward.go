@@ -356,7 +356,7 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 	}
 	if len(branches) == 0 {
 		p.reply(req, stx, 503, "Service Unavailable")
-		p.finalDialog(initialInvite, callID, fromTag, "", 503)
+		p.finalDialog(initialInvite, callID, fromTag, "", 503, nil)
 		if relayed {
 			p.cfg.Media.End(callID, "not forwarded")
 		}
@@ -434,12 +434,23 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 				}
 				answered = true
 				setup.Release() // no longer in setup
-				// Call state first: the caller may look as soon as it hears.
-				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode)
-				if req.Method == sip.BYE && p.dialogs != nil {
+				// The answer's SDP goes through the relay first, so the call
+				// state below holds the media as the caller will hear of it.
+				out := p.upstream(req, r)
+				// Call state first, on disk with what the relay needs to
+				// resume the call after a restart: the caller may look (or
+				// send a BYE) as soon as it hears.
+				p.finalDialog(initialInvite, callID, fromTag, r.To().Params.GetOr("tag", ""), r.StatusCode, p.mediaState(initialInvite, callID))
+				switch {
+				case req.Method == sip.BYE && p.dialogs != nil:
 					p.dialogs.End(callID, fromTag, toTag, "bye")
+				case !initialInvite && (req.Method == sip.INVITE || req.Method == sip.UPDATE) && p.dialogs != nil:
+					// A re-INVITE or UPDATE may have moved the media.
+					if st := p.mediaState(true, callID); st != nil {
+						p.dialogs.SetMedia(callID, fromTag, toTag, st)
+					}
 				}
-				p.relay(req, stx, r)
+				p.relayBuilt(req, stx, r, out)
 				cancelAll()
 			case answered:
 			case r.StatusCode >= 600:
@@ -468,7 +479,7 @@ func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets
 	if req.Method == sip.BYE && p.dialogs != nil {
 		p.dialogs.End(callID, fromTag, toTag, "bye")
 	}
-	p.finalDialog(initialInvite, callID, fromTag, "", best.StatusCode)
+	p.finalDialog(initialInvite, callID, fromTag, "", best.StatusCode, nil)
 	if relayed {
 		// CANCEL, a failure, or no answer in time: the call never started.
 		p.cfg.Media.End(callID, "failed")
@@ -494,10 +505,24 @@ func (p *Proxy) seenDialog(initial bool, callID, fromTag string, r *sip.Response
 	}
 }
 
-func (p *Proxy) finalDialog(initial bool, callID, fromTag, toTag string, code int) {
+func (p *Proxy) finalDialog(initial bool, callID, fromTag, toTag string, code int, media []byte) {
 	if initial && p.dialogs != nil {
-		p.dialogs.Final(callID, fromTag, toTag, code)
+		p.dialogs.Final(callID, fromTag, toTag, code, media)
 	}
+}
+
+// mediaState is the relay's state of a relayed call, kept with its dialog
+// so a restarted sipd can resume relaying it; nil when the call is not
+// relayed (or want is false).
+func (p *Proxy) mediaState(want bool, callID string) []byte {
+	if !want || p.cfg.Media == nil {
+		return nil
+	}
+	st, ok := p.cfg.Media.State(callID)
+	if !ok {
+		return nil
+	}
+	return st
 }
 
 // better ranks final responses as §16.7 item 6 says, simplified: the
@@ -549,7 +574,12 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 }
 
 func (p *Proxy) relay(req *sip.Request, stx sip.ServerTransaction, r *sip.Response) {
-	if err := stx.Respond(p.upstream(req, r)); err != nil {
+	p.relayBuilt(req, stx, r, p.upstream(req, r))
+}
+
+// relayBuilt relays out, the upstream copy of r.
+func (p *Proxy) relayBuilt(req *sip.Request, stx sip.ServerTransaction, r, out *sip.Response) {
+	if err := stx.Respond(out); err != nil {
 		if r.IsSuccess() {
 			// A 2xx that lost the race with a CANCEL still has to reach the
 			// caller, who must ACK and then BYE it (RFC 3261 §16.7).

@@ -312,6 +312,11 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 				// The answer to a late offer comes in the ACK.
 				if err := p.cfg.Media.Request(req); err != nil {
 					p.log.Warn("media: ACK sdp left as is", "call_id", req.CallID().Value(), "error", err)
+				} else if len(req.Body()) > 0 && p.dialogs != nil {
+					// A late offer's answer: the call's media is set up now.
+					if st := p.mediaState(true, req.CallID().Value()); st != nil {
+						p.dialogs.SetMedia(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", ""), st)
+					}
 				}
 			}
 			p.forwardAck(req)

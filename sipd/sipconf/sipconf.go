@@ -103,7 +103,8 @@ type Registrar struct {
 	Store string `yaml:"store"`
 }
 
-// StoreMemory as registrar.store keeps registrations in memory only.
+// StoreMemory as registrar.store or dialog.store keeps registrations or
+// calls in memory only.
 const StoreMemory = "memory"
 
 // CDRNone as dialog.cdr_file writes no CDRs.
@@ -147,6 +148,10 @@ type Dialog struct {
 	// CDRFile gets a JSON line per finished call, relative to StateDir
 	// unless absolute; CDRNone writes none.
 	CDRFile string `yaml:"cdr_file"`
+	// Store keeps the calls that are up (snapshot; journal at
+	// Store+".journal"), relative to StateDir unless absolute, so a
+	// restarted sipd resumes them; StoreMemory keeps them in memory only.
+	Store string `yaml:"store"`
 }
 
 // Timers configures transaction timeouts.
@@ -197,7 +202,7 @@ func Default() Config {
 			MaxContacts:    10,
 			Store:          "location.json",
 		},
-		Dialog: Dialog{CDRFile: "cdr.jsonl"},
+		Dialog: Dialog{CDRFile: "cdr.jsonl", Store: "dialogs.json"},
 		NAT:    NAT{FixContact: true},
 		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
 			Exempt: []string{"127.0.0.0/8", "::1/128"}, BannedChallengeInterval: Duration(5 * time.Second),
@@ -270,6 +275,9 @@ func (c *Config) Validate() error {
 	}
 	if strings.TrimSpace(r.Store) == "" {
 		errs = append(errs, fmt.Errorf("sip.registrar.store is empty: name a file (relative paths are in state_dir), or %q to keep registrations in memory only", StoreMemory))
+	}
+	if strings.TrimSpace(c.Dialog.Store) == "" {
+		errs = append(errs, fmt.Errorf("sip.dialog.store is empty: name a file (relative paths are in state_dir), or %q to keep calls in memory only", StoreMemory))
 	}
 	if strings.TrimSpace(c.Dialog.CDRFile) == "" {
 		errs = append(errs, fmt.Errorf("sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))

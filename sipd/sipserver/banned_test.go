@@ -210,7 +210,10 @@ func (e *countingEngine) SetPeer(string, int, relay.Side, netip.AddrPort, netip.
 	return nil
 }
 func (e *countingEngine) SetSignal(string, relay.Side, netip.Addr) error { return nil }
-func (e *countingEngine) RemoveStream(string, int) error                 { return nil }
+func (e *countingEngine) RestoreStream(string, int, [2]relay.RestoreLeg, time.Time) error {
+	return nil
+}
+func (e *countingEngine) RemoveStream(string, int) error { return nil }
 func (e *countingEngine) DeleteSession(id string) (relay.SessionInfo, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -223,6 +223,9 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 			if s.store != nil {
 				s.store.Close()
 			}
+			if s.dialogs != nil {
+				s.dialogs.CloseState()
+			}
 		}
 	}()
 
@@ -281,6 +284,17 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		cdrOut = s.cdr
 	}
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
+	var restored []dialog.Restored
+	switch p := cfg.StorePath(cfg.Dialog.Store); {
+	case cfg.Dialog.Store == sipconf.StoreMemory:
+		log.Warn("calls are kept in memory only (sip.dialog.store: memory): after a restart sipd no longer knows the calls that were up")
+	case p == "":
+		log.Warn("no state_dir: calls are kept in memory only")
+	default:
+		if restored, err = s.dialogs.OpenState(p, log.With("journal", "dialogs")); err != nil {
+			return nil, err
+		}
+	}
 	s.exemptPfx = append(cfg.Protect.ExemptPrefixes(), opt.Exempt...)
 	pr := cfg.Protect
 	s.pike = protect.NewPike(pr.Limit, pr.Window.D(), pr.BanTime.D(), opt.Now)
@@ -344,6 +358,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)
 	}
+	s.resume(restored)
 	s.ua.TransactionLayer().OnRequest(func(req *sip.Request, tx *sip.ServerTx) {
 		s.handlers.Add(1)
 		defer s.handlers.Done()
@@ -359,6 +374,39 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		s.core.HandleRequest(req, tx)
 	})
 	return s, nil
+}
+
+// resume gives the media relay back the calls that were up when sipd
+// last stopped (or crashed), as the dialog state kept them. A call whose
+// relaying cannot resume (its ports are no longer in a configured range,
+// or media.mode is none now) stays known to signaling: its in-dialog
+// requests are routed, its BYE ends it.
+func (s *Server) resume(calls []dialog.Restored) {
+	if len(calls) == 0 {
+		return
+	}
+	relayed, failed := 0, 0
+	for _, c := range calls {
+		if len(c.Media) == 0 {
+			continue
+		}
+		if s.opt.Media == nil {
+			failed++
+			s.log.Warn("call was relayed, but no relay runs now (media.mode none): its media is not relayed", "call_id", c.Call.CallID)
+			continue
+		}
+		since := c.MediaAt
+		if c.Call.Answered.After(since) {
+			since = c.Call.Answered
+		}
+		if err := s.opt.Media.Restore(c.Call.CallID, c.Media, since); err != nil {
+			failed++
+			s.log.Error("cannot resume relaying a call", "call_id", c.Call.CallID, "error", err)
+			continue
+		}
+		relayed++
+	}
+	s.log.Info("calls resumed from the dialog state", "calls", len(calls), "relayed", relayed, "relay_failed", failed)
 }
 
 // loadSecret returns sip.secret, or the secret kept in the state
@@ -598,7 +646,7 @@ func (s *Server) Close() error {
 	}
 	s.closeSockets()
 	s.ua.Close()
-	err := s.store.Close()
+	err := errors.Join(s.store.Close(), s.dialogs.CloseState())
 	if s.cdr != nil {
 		err = errors.Join(err, s.cdr.Close())
 	}
@@ -667,6 +715,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	// a connection; closing the transports again releases it.
 	s.ua.TransportLayer().Close()
 	s.dialogs.Shutdown()
+	if err := s.dialogs.CompactState(); err != nil {
+		s.log.Error("dialog snapshot not written; the journal keeps every call", "error", err)
+	}
+	if err := s.dialogs.CloseState(); err != nil {
+		s.log.Error("dialog journal not closed", "error", err)
+	}
 	// A failed snapshot loses nothing: the journals stay and are replayed.
 	if err := s.store.Compact(); err != nil {
 		s.log.Error("location snapshot not written; the journal keeps every registration", "error", err)
@@ -689,6 +743,11 @@ func (s *Server) describe() []string {
 	}
 	return out
 }
+
+// dialogJournalLimit is the dialog journal size past which it is folded
+// into a snapshot of the calls up (two records a call: a busy day's worth
+// would otherwise be replayed at every start).
+const dialogJournalLimit = 16 << 20
 
 // journalLimit is the journal size that triggers a compaction, once the
 // journal is also larger than the snapshot: a table of a million
@@ -731,6 +790,11 @@ func (s *Server) housekeep(tick int) {
 	}
 	if tick%60 == 0 {
 		s.dialogs.Sweep()
+		if js, ok := s.dialogs.StateStats(); ok && !js.Degraded && s.dialogs.StateSize() > dialogJournalLimit {
+			if err := s.dialogs.CompactState(); err != nil {
+				s.log.Error("dialog snapshot not written; the journal keeps every call", "error", err)
+			}
+		}
 	}
 	if tick%2 == 0 && s.users.Path() != "" {
 		if fi, err := os.Stat(s.users.Path()); err == nil && !fi.ModTime().Equal(s.usersMod) {
@@ -776,6 +840,9 @@ func (s *Server) Stats() Stats {
 	}
 	if s.cdr != nil {
 		st.Journals = append(st.Journals, s.cdr.Stats())
+	}
+	if js, ok := s.dialogs.StateStats(); ok {
+		st.Journals = append(st.Journals, js)
 	}
 	return st
 }
