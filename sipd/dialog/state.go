@@ -62,9 +62,6 @@ type state struct {
 	path string
 	j    *journal.Journal
 	log  *slog.Logger
-
-	errors  uint64 // records that could not be made durable (t.mu)
-	written uint64 // records made durable (t.mu)
 }
 
 // OpenState loads the calls kept at path (snapshot, set-aside journal,
@@ -168,19 +165,14 @@ func (t *Tracker) persist(rec record) *journal.Commit {
 	return t.state.j.Append(b)
 }
 
-// settle waits for a state record and counts its outcome.
+// settle waits until a state record is durable, or could not be made so.
+// A call goes on either way (its answer cannot be taken back): the
+// journal keeps the record queued, retries, logs and shows the failure
+// in its stats (/health degraded, sipxdp_journal_errors_total).
 func (t *Tracker) settle(c *journal.Commit) {
-	if c == nil {
-		return
+	if c != nil {
+		_ = c.Wait()
 	}
-	err := c.Wait()
-	t.mu.Lock()
-	if err != nil {
-		t.state.errors++
-	} else {
-		t.state.written++
-	}
-	t.mu.Unlock()
 }
 
 func upRecord(c *Call) record {
