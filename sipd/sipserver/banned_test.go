@@ -25,8 +25,7 @@ func newRawUAAt(t *testing.T, ip string) *rawUA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &rawUA{t: t, conn: c}
+	return wrapUDP(t, c)
 }
 
 // silent reads for d and fails on anything but 100 Trying.

@@ -3,6 +3,7 @@ package sipserver
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -44,7 +45,7 @@ func TestKeepalives(t *testing.T) {
 	tcp.send("\r\n\r\n")
 	tcp.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	pong := make([]byte, 2)
-	if _, err := tcp.r.Read(pong); err != nil || string(pong) != "\r\n" {
+	if _, err := io.ReadFull(tcp.conn, pong); err != nil || string(pong) != "\r\n" {
 		t.Fatalf("pong %q %v", pong, err)
 	}
 	if s.Stats().Core.Keepalives != 2 {

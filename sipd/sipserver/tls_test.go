@@ -1,7 +1,6 @@
 package sipserver
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/internal/sipua"
 	"sipxdp/internal/testcert"
 	"sipxdp/sipd/sipconf"
 )
@@ -27,7 +27,7 @@ func TestTLSRegister(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	u := &tcpUA{t: t, conn: conn, r: bufio.NewReader(conn)}
+	u := &tcpUA{UA: sipua.NewStream(t, conn, "TLS"), conn: conn}
 	local := conn.LocalAddr().String()
 	u.send(fmt.Sprintf("REGISTER sip:example.org SIP/2.0\nVia: SIP/2.0/TLS %s;branch=%s\nFrom: <sip:bob@example.org>;tag=1\nTo: <sip:bob@example.org>\nCall-ID: tls1\nCSeq: 1 REGISTER\nContact: <sips:bob@%s>\nExpires: 600\nContent-Length: 0\n\n", local, branch(), local))
 	res, ok := u.recv(3 * time.Second).(*sip.Response)
