@@ -313,6 +313,34 @@ func (c *liveCall) hangup() {
 	c.a.Expect(200)
 }
 
+// phones opens alice's and bob's media sockets at the addresses their SDP
+// announces (relayedCall's callerMedia and calleeMedia).
+func (e *env) phones() (callerMedia, calleeMedia netip.AddrPort, alice, bob *rtpPhone) {
+	callerMedia = netip.AddrPortFrom(netnstest.V4.Caller, 40000)
+	calleeMedia = netip.AddrPortFrom(netnstest.V4.Callee, 40002)
+	return callerMedia, calleeMedia, newRTPPhone(e.t, e.tp.Caller, callerMedia, ssrcCaller),
+		newRTPPhone(e.t, e.tp.Callee, calleeMedia, ssrcCallee)
+}
+
+// checkAudio fails unless each phone heard at least 90 % of what the
+// other sent, and every RTP flow of the call is locked (after the
+// learning window); when names the moment for the messages.
+func (c *liveCall) checkAudio(alice, bob *rtpPhone, when string) {
+	t := c.e.t
+	t.Helper()
+	if got, sent := alice.rx.count(ssrcCallee), bob.sent.Load(); int64(got) < sent*9/10 {
+		t.Errorf("%s: alice heard %d of bob's %d packets (%v)", when, got, sent, alice.rx)
+	}
+	if got, sent := bob.rx.count(ssrcCaller), alice.sent.Load(); int64(got) < sent*9/10 {
+		t.Errorf("%s: bob heard %d of alice's %d packets (%v)", when, got, sent, bob.rx)
+	}
+	for _, f := range c.flows() {
+		if f.Component == "rtp" && f.Latch != "locked" {
+			t.Errorf("%s: flow %s (leg %s) is %q after the learning window, want locked", when, f.Local, f.Leg, f.Latch)
+		}
+	}
+}
+
 // flows reads the call's relay flows from the API.
 func (c *liveCall) flows() []sipd.FlowJSON {
 	c.e.t.Helper()

@@ -8,7 +8,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
 	"sipxdp/internal/sipua"
 	"sipxdp/sipd"
 )
@@ -75,10 +74,7 @@ func TestCallSurvivesSIGKILL(t *testing.T) {
 	for _, dp := range []string{"tc", "userspace"} {
 		t.Run(dp, func(t *testing.T) {
 			e := newEnv(t, withDatapath(dp))
-			callerMedia := netip.AddrPortFrom(netnstest.V4.Caller, 40000)
-			calleeMedia := netip.AddrPortFrom(netnstest.V4.Callee, 40002)
-			alice := newRTPPhone(t, e.tp.Caller, callerMedia, ssrcCaller)
-			bob := newRTPPhone(t, e.tp.Callee, calleeMedia, ssrcCallee)
+			callerMedia, calleeMedia, alice, bob := e.phones()
 			c := e.relayedCall(callerMedia, calleeMedia, 0)
 			alice.talk(c.callerRelay, 20*time.Second)
 			bob.talk(c.calleeRelay, 20*time.Second)
@@ -166,10 +162,7 @@ func TestCallTimedOutWhileDown(t *testing.T) {
 		withDatapath("tc")(c)
 		c.Media.Timeout = sipd.Duration(2 * time.Second)
 	})
-	callerMedia := netip.AddrPortFrom(netnstest.V4.Caller, 40000)
-	calleeMedia := netip.AddrPortFrom(netnstest.V4.Callee, 40002)
-	alice := newRTPPhone(t, e.tp.Caller, callerMedia, ssrcCaller)
-	bob := newRTPPhone(t, e.tp.Callee, calleeMedia, ssrcCallee)
+	callerMedia, calleeMedia, alice, bob := e.phones()
 	c := e.relayedCall(callerMedia, calleeMedia, 0)
 	alice.talk(c.callerRelay, time.Second)
 	bob.talk(c.calleeRelay, time.Second)
@@ -210,27 +203,14 @@ func TestLearningFlowsKeepLearning(t *testing.T) {
 	for _, dp := range []string{"tc", "userspace"} {
 		t.Run(dp, func(t *testing.T) {
 			e := newEnv(t, withDatapath(dp))
-			callerMedia := netip.AddrPortFrom(netnstest.V4.Caller, 40000)
-			calleeMedia := netip.AddrPortFrom(netnstest.V4.Callee, 40002)
-			alice := newRTPPhone(t, e.tp.Caller, callerMedia, ssrcCaller)
-			bob := newRTPPhone(t, e.tp.Callee, calleeMedia, ssrcCallee)
+			callerMedia, calleeMedia, alice, bob := e.phones()
 			c := e.relayedCall(callerMedia, calleeMedia, 0)
 			e.sipd.Kill()
 			e.sipd.Restart()
 			alice.talk(c.callerRelay, 5*time.Second)
 			bob.talk(c.calleeRelay, 5*time.Second)
 			time.Sleep(5*time.Second + 300*time.Millisecond)
-			if got, sent := alice.rx.count(ssrcCallee), bob.sent.Load(); int64(got) < sent*9/10 {
-				t.Errorf("alice heard %d of bob's %d packets (%v)", got, sent, alice.rx)
-			}
-			if got, sent := bob.rx.count(ssrcCaller), alice.sent.Load(); int64(got) < sent*9/10 {
-				t.Errorf("bob heard %d of alice's %d packets (%v)", got, sent, bob.rx)
-			}
-			for _, f := range c.flows() {
-				if f.Component == "rtp" && f.Latch != "locked" {
-					t.Errorf("flow %s (leg %s) is %q after the restart's learning window, want locked", f.Local, f.Leg, f.Latch)
-				}
-			}
+			c.checkAudio(alice, bob, "after the restart")
 			c.hangup()
 		})
 	}

@@ -100,23 +100,29 @@ func New(t testing.TB, prefix string) *Topo {
 		dst  **NS
 		role string
 	}{{&tp.Caller, "c"}, {&tp.Relay, "r"}, {&tp.Callee, "e"}} {
-		name := id + "-" + p.role
-		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-			t.Fatalf("create namespace %s: %v: %s", name, err, out)
-		}
-		ns := &NS{Name: name, h: -1}
-		*p.dst = ns
-		t.Cleanup(func() { ns.remove(t) })
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			t.Fatalf("open namespace %s: %v", name, err)
-		}
-		ns.h = h
+		*p.dst = newNS(t, id+"-"+p.role)
 	}
 	if err := tp.build(); err != nil {
 		t.Fatalf("build topology %s: %v", id, err)
 	}
 	return tp
+}
+
+// newNS creates the named namespace and registers its removal with
+// t.Cleanup.
+func newNS(t testing.TB, name string) *NS {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("create namespace %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, h: -1}
+	t.Cleanup(func() { ns.remove(t) })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	ns.h = h
+	return ns
 }
 
 func (n *NS) remove(t testing.TB) {
@@ -514,18 +520,7 @@ func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 	if n < 3 || n > 250 {
 		t.Fatalf("AddHost %s: link number %d: want 3..250", role, n)
 	}
-	base := strings.TrimSuffix(tp.Relay.Name, "-r")
-	name := base + "-" + role
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("create namespace %s: %v: %s", name, err, out)
-	}
-	ns := &NS{Name: name, h: -1}
-	t.Cleanup(func() { ns.remove(t) })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open namespace %s: %v", name, err)
-	}
-	ns.h = h
+	ns := newNS(t, strings.TrimSuffix(tp.Relay.Name, "-r")+"-"+role)
 	host := &Host{NS: ns,
 		V4: netip.AddrFrom4([4]byte{10, 252, byte(n), 2}), Relay4: netip.AddrFrom4([4]byte{10, 252, byte(n), 1}),
 		V6:     netip.MustParseAddr(fmt.Sprintf("fd00:252:%d::2", n)),
