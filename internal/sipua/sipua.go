@@ -137,25 +137,32 @@ func (u *UA) recvStream(timeout time.Duration) sip.Message {
 	return m
 }
 
-// Response waits for the next final or provisional response other than
-// 100 Trying; nil after timeout. Requests that arrive meanwhile are
-// dropped.
-func (u *UA) Response(timeout time.Duration) *sip.Response {
+// await reads until a message that match accepts arrives, dropping the
+// others; nil after timeout.
+func (u *UA) await(timeout time.Duration, match func(sip.Message) bool) sip.Message {
 	u.t.Helper()
-	end := time.Now().Add(timeout)
-	for {
+	for end := time.Now().Add(timeout); ; {
 		left := time.Until(end)
 		if left <= 0 {
 			return nil
 		}
 		m := u.Recv(left)
-		if m == nil {
-			return nil
-		}
-		if r, ok := m.(*sip.Response); ok && r.StatusCode != 100 {
-			return r
+		if m == nil || match(m) {
+			return m
 		}
 	}
+}
+
+// Response waits for the next final or provisional response other than
+// 100 Trying; nil after timeout. Requests that arrive meanwhile are
+// dropped.
+func (u *UA) Response(timeout time.Duration) *sip.Response {
+	u.t.Helper()
+	r, _ := u.await(timeout, func(m sip.Message) bool {
+		r, ok := m.(*sip.Response)
+		return ok && r.StatusCode != 100
+	}).(*sip.Response)
+	return r
 }
 
 // ResponseTo waits for the next response other than 100 Trying to the
@@ -164,20 +171,11 @@ func (u *UA) Response(timeout time.Duration) *sip.Response {
 // requests) is dropped.
 func (u *UA) ResponseTo(callID string, timeout time.Duration) *sip.Response {
 	u.t.Helper()
-	end := time.Now().Add(timeout)
-	for {
-		left := time.Until(end)
-		if left <= 0 {
-			return nil
-		}
-		r := u.Response(left)
-		if r == nil {
-			return nil
-		}
-		if c := r.CallID(); c != nil && c.Value() == callID {
-			return r
-		}
-	}
+	r, _ := u.await(timeout, func(m sip.Message) bool {
+		r, ok := m.(*sip.Response)
+		return ok && r.StatusCode != 100 && r.CallID() != nil && r.CallID().Value() == callID
+	}).(*sip.Response)
+	return r
 }
 
 // Expect reads until a response other than 100 arrives and fails the test
@@ -207,20 +205,11 @@ func (u *UA) ExpectRequest(method sip.RequestMethod) *sip.Request {
 // WaitRequest reads until a request of method arrives; nil after timeout.
 func (u *UA) WaitRequest(method sip.RequestMethod, timeout time.Duration) *sip.Request {
 	u.t.Helper()
-	end := time.Now().Add(timeout)
-	for {
-		left := time.Until(end)
-		if left <= 0 {
-			return nil
-		}
-		m := u.Recv(left)
-		if m == nil {
-			return nil
-		}
-		if r, ok := m.(*sip.Request); ok && r.Method == method {
-			return r
-		}
-	}
+	r, _ := u.await(timeout, func(m sip.Message) bool {
+		r, ok := m.(*sip.Request)
+		return ok && r.Method == method
+	}).(*sip.Request)
+	return r
 }
 
 // Silent reports whether nothing at all arrives for d.
