@@ -27,6 +27,16 @@ func apply(t *testing.T, st *Store, aor string) error {
 	return err
 }
 
+// openStore opens (or reopens) the store at path.
+func openStore(t *testing.T, path string) *Store {
+	t.Helper()
+	st, err := NewStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func aors(st *Store) string {
 	var out []string
 	for _, b := range st.All() {
@@ -38,10 +48,7 @@ func aors(st *Store) string {
 // When Apply returns, the change is in the journal file, not in a buffer.
 func TestApplyReturnsWhenWritten(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "location.json")
-	st, err := NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, path)
 	defer st.Close()
 	for i := range 10 {
 		aor := fmt.Sprintf("u%d", i)
@@ -79,10 +86,7 @@ func blockSnapshot(t *testing.T, path string, on bool) {
 func TestCompactFailureKeepsJournals(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "location.json")
-	st, err := NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, path)
 	for _, a := range []string{"a", "b"} {
 		if err := apply(t, st, a); err != nil {
 			t.Fatal(err)
@@ -108,10 +112,7 @@ func TestCompactFailureKeepsJournals(t *testing.T) {
 		t.Errorf("temporary snapshot files left: %v", left)
 	}
 	blockSnapshot(t, path, false)
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	if got := aors(st); got != "a,b,c,d" {
 		t.Fatalf("after two failed compactions and a restart: %q, want a,b,c,d", got)
 	}
@@ -126,10 +127,7 @@ func TestCompactFailureKeepsJournals(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	defer st.Close()
 	if got := aors(st); got != "a,b,c,d,e" {
 		t.Fatalf("after a good compaction: %q", got)
@@ -140,10 +138,7 @@ func TestCompactFailureKeepsJournals(t *testing.T) {
 // loses that record only.
 func TestReplaySkipsBadRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "location.json")
-	st, err := NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, path)
 	for _, a := range []string{"a", "b", "c"} {
 		if err := apply(t, st, a); err != nil {
 			t.Fatal(err)
@@ -156,10 +151,7 @@ func TestReplaySkipsBadRecord(t *testing.T) {
 	if err := os.WriteFile(path+".journal", b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	if got := aors(st); got != "a,c" {
 		t.Fatalf("replay of a damaged journal: %q, want a,c", got)
 	}
@@ -168,10 +160,7 @@ func TestReplaySkipsBadRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	defer st.Close()
 	if got := aors(st); got != "a,c,d" {
 		t.Fatalf("after appending to it: %q, want a,c,d", got)
@@ -256,10 +245,7 @@ func TestStoreOnFullDisk(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	defer st.Close()
 	if got := aors(st); got != want {
 		t.Fatalf("after restart %q, want %q", got, want)
@@ -301,10 +287,7 @@ func FuzzLocationReplay(f *testing.F) {
 
 func TestSnapshotSize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "location.json")
-	st, err := NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, path)
 	if st.SnapshotSize() != 0 {
 		t.Fatalf("no snapshot yet: %d", st.SnapshotSize())
 	}
@@ -317,10 +300,7 @@ func TestSnapshotSize(t *testing.T) {
 		t.Fatalf("after compaction %d, file %d", st.SnapshotSize(), fi.Size())
 	}
 	st.Close()
-	st, err = NewStore(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = openStore(t, path)
 	defer st.Close()
 	if st.SnapshotSize() != fi.Size() {
 		t.Fatalf("loaded %d, file %d", st.SnapshotSize(), fi.Size())
