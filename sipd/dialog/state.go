@@ -230,32 +230,26 @@ func (t *Tracker) StateSize() int64 {
 }
 
 // CompactState writes a snapshot of the confirmed calls and starts an
-// empty journal. The journal is set aside first (unless one set aside by
-// an earlier attempt is still there: then the snapshot simply covers
-// both), so a failure at any point loses nothing: loading replays the
-// snapshot, the set-aside journal and the journal, whichever exist.
+// empty journal (journal.Journal.Compact: a failure at any step loses
+// nothing).
 func (t *Tracker) CompactState() error {
 	if t.state == nil {
 		return nil
 	}
 	st := t.state
-	old := st.path + ".journal.old"
-	if _, err := os.Stat(old); errors.Is(err, os.ErrNotExist) {
-		if err := st.j.Rotate(old); err != nil {
-			return fmt.Errorf("compact dialog state: %w", err)
-		}
-	}
-	t.mu.Lock()
-	var recs []record
-	for _, cs := range t.calls {
-		for _, c := range cs {
-			if c.active {
-				recs = append(recs, upRecord(c))
+	err := st.j.Compact(st.path, 0o600, func(w *bufio.Writer) error {
+		// The calls up now, each as an "up" record: what replaying the
+		// set-aside journal would end in.
+		t.mu.Lock()
+		var recs []record
+		for _, cs := range t.calls {
+			for _, c := range cs {
+				if c.active {
+					recs = append(recs, upRecord(c))
+				}
 			}
 		}
-	}
-	t.mu.Unlock()
-	err := journal.WriteFile(st.path, 0o600, func(w *bufio.Writer) error {
+		t.mu.Unlock()
 		for _, r := range recs {
 			b, err := json.Marshal(r)
 			if err != nil {
@@ -267,10 +261,7 @@ func (t *Tracker) CompactState() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("compact dialog state: %w", err)
-	}
-	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("compact dialog state: %w", err)
+		return fmt.Errorf("dialog state: %w", err)
 	}
 	return nil
 }

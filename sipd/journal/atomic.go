@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,4 +45,32 @@ func WriteFile(path string, mode os.FileMode, write func(w *bufio.Writer) error)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// Compact folds the journal into a new snapshot: it sets the journal
+// aside at its path + ".old", writes the snapshot (WriteFile with write,
+// called once the journal is set aside), and only then removes the
+// set-aside file. A set-aside journal left by an earlier failed attempt is
+// kept and the snapshot simply covers it, so a failure at any step loses
+// nothing as long as loading replays the snapshot, the set-aside journal
+// and the journal, in that order, and each record holds the whole state
+// of what it names (replaying an older record over a newer snapshot is
+// then undone by the newer records after it).
+func (j *Journal) Compact(snapshot string, mode os.FileMode, write func(w *bufio.Writer) error) error {
+	old := j.path + ".old"
+	switch _, err := os.Lstat(old); {
+	case errors.Is(err, os.ErrNotExist):
+		if err := j.Rotate(old); err != nil {
+			return fmt.Errorf("compact %s: %w", j.path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	if err := WriteFile(snapshot, mode, write); err != nil {
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	return nil
 }

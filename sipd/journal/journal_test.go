@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -395,6 +396,49 @@ func TestRotate(t *testing.T) {
 		if b, _ := os.ReadFile(p); string(b) != want {
 			t.Errorf("%s: %q, want %q", filepath.Base(p), b, want)
 		}
+	}
+}
+
+// Compact: the snapshot is written after the journal is set aside, and
+// the set-aside file goes only once the snapshot is in place; a failed
+// snapshot keeps it, and the next attempt does not set aside again (which
+// would lose it) but covers it.
+func TestCompact(t *testing.T) {
+	dir := t.TempDir()
+	path, snap := filepath.Join(dir, "j"), filepath.Join(dir, "snap")
+	j, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	j.Append([]byte("one"))
+	boom := errors.New("disk full")
+	if err := j.Compact(snap, 0o600, func(w *bufio.Writer) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("failed snapshot: %v", err)
+	}
+	if read(path+".old") != "one\n" || read(snap) != "" {
+		t.Fatalf("after a failed snapshot: old %q, snapshot %q; want the journal set aside, no snapshot", read(path+".old"), read(snap))
+	}
+	if err := j.Append([]byte("two")).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Compact(snap, 0o600, func(w *bufio.Writer) error {
+		// Called after any setting aside: the journal holds "two", and
+		// .old still "one" (not overwritten by a second rotation).
+		if read(path+".old") != "one\n" || read(path) != "two\n" {
+			t.Errorf("during the retry: old %q, journal %q", read(path+".old"), read(path))
+		}
+		_, err := w.WriteString("state\n")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".old"); !os.IsNotExist(err) {
+		t.Errorf("set-aside journal left after a good snapshot: %v", err)
+	}
+	if read(snap) != "state\n" {
+		t.Errorf("snapshot %q", read(snap))
 	}
 }
 

@@ -607,26 +607,18 @@ func (s *Store) Compact() error {
 	}
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
-	old := s.path + ".journal.old"
-	switch _, err := os.Lstat(old); {
-	case errors.Is(err, os.ErrNotExist):
-		if err := s.journal.Rotate(old); err != nil {
-			return fmt.Errorf("compact location journal: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("compact location journal: %w", err)
-	}
-	dropped := s.journal.Stats().Dropped
-	if err := journal.WriteFile(s.path, 0o600, s.writeSnapshot); err != nil {
+	var dropped uint64
+	err := s.journal.Compact(s.path, 0o600, func(w *bufio.Writer) error {
+		// What was dropped so far is in this snapshot.
+		dropped = s.journal.Stats().Dropped
+		return s.writeSnapshot(w)
+	})
+	if err != nil {
 		return fmt.Errorf("location snapshot: %w", err)
 	}
 	s.healed = dropped
 	if fi, err := os.Stat(s.path); err == nil {
 		s.snapSize.Store(fi.Size())
-	}
-	// Only now is the set-aside journal redundant.
-	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("compact location journal: %w", err)
 	}
 	return nil
 }
