@@ -2,7 +2,7 @@ package bench
 
 import (
 	"sipxdp/relay"
-	usrelay "sipxdp/userspace-relay"
+	"sipxdp/usrelay"
 )
 
 func init() {

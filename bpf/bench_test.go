@@ -3,7 +3,7 @@ package bpf
 import (
 	"testing"
 
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 // BenchmarkXDPProgRun measures the XDP program alone with
@@ -11,8 +11,8 @@ import (
 // per run, which is what ns/op shows.
 func BenchmarkXDPProgRun(b *testing.B) {
 	requireRoot(b)
-	cases := map[string]fixtures.Case{}
-	for _, c := range fixtures.Cases() {
+	cases := map[string]relaytest.Case{}
+	for _, c := range relaytest.Cases() {
 		switch c.Name {
 		case "ipv4 hit xdp_tx":
 			cases["hit"] = c
@@ -47,7 +47,7 @@ func BenchmarkXDPProgRun(b *testing.B) {
 				}
 			}
 			want := uint32(xdpTX)
-			if c.Kernel == fixtures.Pass {
+			if c.Kernel == relaytest.Pass {
 				want = xdpPass
 			}
 			// One test run with b.N repetitions: ns/op is then wall time per

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sipxdp/relay/packet"
+	"sipxdp/relay/relaytest"
 )
 
 // capture reads every frame that arrives on a device with an AF_PACKET
@@ -99,14 +99,14 @@ func (c *capture) run() {
 }
 
 func (c *capture) check(frame []byte, partial bool) {
-	f, err := packet.Parse(frame)
+	f, err := relaytest.Parse(frame)
 	if err != nil || f.Dst.Port() != c.port {
 		return
 	}
-	ipOff := packet.EthLen
-	udpOff := ipOff + packet.IPv4Len
+	ipOff := relaytest.EthLen
+	udpOff := ipOff + relaytest.IPv4Len
 	if f.Dst.Addr().Is6() {
-		udpOff = ipOff + packet.IPv6Len
+		udpOff = ipOff + relaytest.IPv6Len
 	}
 	ulen := int(binary.BigEndian.Uint16(frame[udpOff+4:]))
 	seg := frame[udpOff : udpOff+ulen]

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 // These tests need no privileges: they cover the Go side of the contract.
@@ -23,8 +23,8 @@ func TestCounterNamesCoverFixtureReasons(t *testing.T) {
 	for _, n := range names {
 		have[n] = true
 	}
-	for _, c := range fixtures.Cases() {
-		if c.Kernel == fixtures.Pass && !have[c.KernelReason] {
+	for _, c := range relaytest.Cases() {
+		if c.Kernel == relaytest.Pass && !have[c.KernelReason] {
 			t.Errorf("fixture %q passes with reason %q, which has no kernel counter (have %v)", c.Name, c.KernelReason, names)
 		}
 	}
@@ -36,9 +36,9 @@ func TestCounterNamesCoverFixtureReasons(t *testing.T) {
 }
 
 func TestFlowConversionRoundTrip(t *testing.T) {
-	learning := relay.Flow{Key: relay.FlowKey{Local: fixtures.RelayA}, Learning: true,
-		Out: fixtures.RelayB, Dst: fixtures.CalleeB}
-	for _, c := range fixtures.Cases() {
+	learning := relay.Flow{Key: relay.FlowKey{Local: relaytest.RelayA}, Learning: true,
+		Out: relaytest.RelayB, Dst: relaytest.CalleeB}
+	for _, c := range relaytest.Cases() {
 		for _, f := range c.Flows {
 			// Userspace-only settings the kernel does not keep: it passes a
 			// learning flow's packets up, and checks a locked one's peer.
@@ -72,13 +72,13 @@ func TestFlowConversionRoundTrip(t *testing.T) {
 }
 
 func TestFlowValidation(t *testing.T) {
-	base := fixtures.Cases()[0].Flows[0]
+	base := relaytest.Cases()[0].Flows[0]
 	mod := func(fn func(*relay.Flow)) relay.Flow { f := base; fn(&f); return f }
 	for name, f := range map[string]relay.Flow{
-		"dst v6":  mod(func(f *relay.Flow) { f.Dst = fixtures.Callee6B }),
-		"out v6":  mod(func(f *relay.Flow) { f.Out = fixtures.Relay6B }),
-		"key v6":  mod(func(f *relay.Flow) { f.Key.Local = fixtures.Relay6A }),
-		"peer v6": mod(func(f *relay.Flow) { f.Peer = fixtures.Caller6A }),
+		"dst v6":  mod(func(f *relay.Flow) { f.Dst = relaytest.Callee6B }),
+		"out v6":  mod(func(f *relay.Flow) { f.Out = relaytest.Relay6B }),
+		"key v6":  mod(func(f *relay.Flow) { f.Key.Local = relaytest.Relay6A }),
+		"peer v6": mod(func(f *relay.Flow) { f.Peer = relaytest.Caller6A }),
 		"no out":  mod(func(f *relay.Flow) { f.Out = netip.AddrPort{} }),
 		"no peer": mod(func(f *relay.Flow) { f.Peer = netip.AddrPort{} }),
 	} {

@@ -12,8 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
-	"sipxdp/relay/packet"
+	"sipxdp/relay/relaytest"
 )
 
 // Return codes from the uapi headers.
@@ -79,7 +78,7 @@ func counterDelta(before, after map[string]uint64) map[string]uint64 {
 
 func payloadLen(t *testing.T, frame []byte) uint64 {
 	t.Helper()
-	f, err := packet.Parse(frame)
+	f, err := relaytest.Parse(frame)
 	if err != nil {
 		t.Fatalf("parse fixture input: %v", err)
 	}
@@ -98,9 +97,9 @@ func TestFixtures(t *testing.T) {
 	for _, n := range names {
 		have[n] = true
 	}
-	for _, r := range []string{fixtures.ReasonNotIP, fixtures.ReasonNotUDP, fixtures.ReasonTruncated,
-		fixtures.ReasonFragment, fixtures.ReasonIPOptions, fixtures.ReasonIPv6Ext, fixtures.ReasonNoFlow,
-		fixtures.ReasonLearning, fixtures.ReasonWrongSource, fixtures.ReasonFIB} {
+	for _, r := range []string{relaytest.ReasonNotIP, relaytest.ReasonNotUDP, relaytest.ReasonTruncated,
+		relaytest.ReasonFragment, relaytest.ReasonIPOptions, relaytest.ReasonIPv6Ext, relaytest.ReasonNoFlow,
+		relaytest.ReasonLearning, relaytest.ReasonWrongSource, relaytest.ReasonFIB} {
 		if !have[r] {
 			t.Errorf("no kernel counter named %q (have %v)", r, names)
 		}
@@ -112,11 +111,11 @@ func TestFixtures(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer progs.Close()
-		if err := progs.AddTxPort(fixtures.IfOther); err != nil {
+		if err := progs.AddTxPort(relaytest.IfOther); err != nil {
 			t.Fatal(err)
 		}
 
-		for _, c := range fixtures.Cases() {
+		for _, c := range relaytest.Cases() {
 			clearFlows(t, progs.Maps)
 			for _, f := range c.Flows {
 				if err := progs.Upsert(f); err != nil {
@@ -137,7 +136,7 @@ func TestFixtures(t *testing.T) {
 				if hook == "xdp" {
 					ret, out, err = runXDP(progs.XDP, c.In, c.Ifindex)
 					switch {
-					case c.Kernel == fixtures.Pass:
+					case c.Kernel == relaytest.Pass:
 						want = xdpPass
 					case c.OutIfindex == c.Ifindex:
 						want = xdpTX
@@ -147,11 +146,11 @@ func TestFixtures(t *testing.T) {
 				} else {
 					ret, out, err = runTC(progs.TC, c.In)
 					want = tcActOK
-					if c.Kernel == fixtures.Forward {
+					if c.Kernel == relaytest.Forward {
 						want = tcActRedirect
 					}
 				}
-				if err != nil && hook == "tc" && errors.Is(err, unix.EINVAL) && len(c.In) < packet.EthLen+packet.IPv4Len {
+				if err != nil && hook == "tc" && errors.Is(err, unix.EINVAL) && len(c.In) < relaytest.EthLen+relaytest.IPv4Len {
 					// BPF_PROG_TEST_RUN cannot build an skb from an IPv4
 					// frame shorter than an IP header; the XDP run covers it.
 					t.Logf("%s: kernel refuses to build this skb (%v); covered by the xdp run", name, err)
@@ -170,7 +169,7 @@ func TestFixtures(t *testing.T) {
 					t.Errorf("%s: verdict %d, want %d (counters moved: %v)", name, ret, want, delta)
 				}
 				var wantDelta map[string]uint64
-				if c.Kernel == fixtures.Forward {
+				if c.Kernel == relaytest.Forward {
 					if !bytes.Equal(out, c.Out) {
 						t.Errorf("%s: output differs\n got %x\nwant %x", name, out, c.Out)
 					}
@@ -190,7 +189,7 @@ func TestFixtures(t *testing.T) {
 				}
 			}
 			// Per-flow counters: a forward case was hit once by each hook.
-			if c.Kernel == fixtures.Forward {
+			if c.Kernel == relaytest.Forward {
 				st, err := progs.Stats(c.Flows[0].Key)
 				if err != nil {
 					t.Fatalf("%s: stats: %v", c.Name, err)
@@ -226,7 +225,7 @@ func TestPortRangeSkipsLookup(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer progs.Close()
-		c := fixtures.Cases()[0] // ipv4 hit on port 30000, outside the range
+		c := relaytest.Cases()[0] // ipv4 hit on port 30000, outside the range
 		if err := progs.Upsert(c.Flows[0]); err != nil {
 			t.Fatal(err)
 		}
@@ -252,14 +251,14 @@ func TestUpsertValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer progs.Close()
-	good := fixtures.Cases()[0].Flows[0]
+	good := relaytest.Cases()[0].Flows[0]
 	mixed := good
-	mixed.Dst = fixtures.Callee6B
+	mixed.Dst = relaytest.Callee6B
 	if err := progs.Upsert(mixed); !errors.Is(err, relay.ErrUnsupportedFlow) {
 		t.Errorf("mixed families: err %v, want ErrUnsupportedFlow", err)
 	}
 	mixedOut := good
-	mixedOut.Out = fixtures.Relay6B
+	mixedOut.Out = relaytest.Relay6B
 	if err := progs.Upsert(mixedOut); !errors.Is(err, relay.ErrUnsupportedFlow) {
 		t.Errorf("mixed out family: err %v, want ErrUnsupportedFlow", err)
 	}
@@ -284,7 +283,7 @@ func TestUpsertValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	moved := good
-	moved.Dst = fixtures.CallerA
+	moved.Dst = relaytest.CallerA
 	if err := progs.Upsert(moved); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 // TestLocalDelivery relays a call whose two phones live on the relay host
@@ -114,7 +114,7 @@ func TestUpsertRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	pinned := flow(30008, "192.0.2.7:5000")
-	pinned.SrcMAC, pinned.DstMAC, pinned.OutIfindex = fixtures.MACRelayB, fixtures.MACPeerB, fixtures.IfIn
+	pinned.SrcMAC, pinned.DstMAC, pinned.OutIfindex = relaytest.MACRelayB, relaytest.MACPeerB, relaytest.IfIn
 	if err := k.Upsert(pinned); err != nil {
 		t.Fatal(err)
 	}

@@ -295,7 +295,7 @@ func (m *Maps) iterateFlows() ([]FlowEntry, error) {
 
 // Counters sums the per-CPU counters by name: the verdicts "tx",
 // "redirect", "pass", "aborted" and the pass reasons named as in
-// relay/fixtures (plus "port_range" and "no_egress").
+// relay/relaytest (plus "port_range" and "no_egress").
 func (m *Maps) Counters() (map[string]uint64, error) {
 	names, err := CounterNames()
 	if err != nil {

@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
-	"sipxdp/relay/packet"
+	"sipxdp/relay/relaytest"
 )
 
 const scaleCalls = 50000
@@ -32,7 +31,7 @@ func scaleFlows(i int) []relay.Flow {
 		pb := netip.AddrPortFrom(callee, uint16(40000+2*rtcp))
 		mk := func(local, peer, o, dst netip.AddrPort) relay.Flow {
 			return relay.Flow{Key: relay.FlowKey{Local: local}, Peer: peer, Out: o, Dst: dst,
-				SrcMAC: fixtures.MACRelayB, DstMAC: fixtures.MACPeerB, OutIfindex: fixtures.IfIn}
+				SrcMAC: relaytest.MACRelayB, DstMAC: relaytest.MACPeerB, OutIfindex: relaytest.IfIn}
 		}
 		out = append(out, mk(a, pa, b, pb), mk(b, pb, a, pa))
 	}
@@ -88,16 +87,16 @@ func TestScale(t *testing.T) {
 	for n := 0; n < 100; n++ {
 		call := rng.IntN(scaleCalls)
 		for _, f := range scaleFlows(call) {
-			in := packet.Frame{DstMAC: fixtures.MACRelayA, SrcMAC: fixtures.MACPeerA, Src: f.Peer, Dst: f.Key.Local,
-				TTL: 64, Payload: fixtures.RTPPayload(uint16(n), 160)}
+			in := relaytest.Frame{DstMAC: relaytest.MACRelayA, SrcMAC: relaytest.MACPeerA, Src: f.Peer, Dst: f.Key.Local,
+				TTL: 64, Payload: relaytest.RTPPayload(uint16(n), 160)}
 			want := in
 			want.Src, want.Dst, want.SrcMAC, want.DstMAC = f.Out, f.Dst, f.SrcMAC, f.DstMAC
-			ret, out, err := runXDP(progs.XDP, packet.Build(in), fixtures.IfIn)
+			ret, out, err := runXDP(progs.XDP, relaytest.Build(in), relaytest.IfIn)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ret != xdpTX || !bytes.Equal(out, packet.Build(want)) {
-				t.Errorf("call %d flow %v: verdict %d, output matches %v", call, f.Key, ret, bytes.Equal(out, packet.Build(want)))
+			if ret != xdpTX || !bytes.Equal(out, relaytest.Build(want)) {
+				t.Errorf("call %d flow %v: verdict %d, output matches %v", call, f.Key, ret, bytes.Equal(out, relaytest.Build(want)))
 				continue
 			}
 			hits++
@@ -120,7 +119,7 @@ func TestScale(t *testing.T) {
 const (
 	realSampled     = 100 // calls among the 50,000 that carry real packets
 	realPerFlow     = 5   // packets per flow: 4 flows, 20 per call, 2,000 in all
-	realPayloadSize = 172 // fixtures.RTPPayload(seq, 160): 12-byte header + 160
+	realPayloadSize = 172 // relaytest.RTPPayload(seq, 160): 12-byte header + 160
 )
 
 // sampledFlows returns the four flows of the s-th sampled call, whose

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 // The test topology, all inside namespaces the test creates:
@@ -320,7 +320,7 @@ func (tp *topo) udp(t *testing.T, i int, local netip.AddrPort) *net.UDPConn {
 // overflow: the test is about correctness, not throughput.
 func stream(conn *net.UDPConn, dst netip.AddrPort, first, n int) error {
 	for seq := first; seq < first+n; seq++ {
-		if _, err := conn.WriteToUDPAddrPort(fixtures.RTPPayload(uint16(seq), 160), dst); err != nil {
+		if _, err := conn.WriteToUDPAddrPort(relaytest.RTPPayload(uint16(seq), 160), dst); err != nil {
 			return fmt.Errorf("send %d: %w", seq, err)
 		}
 		if seq%20 == 19 {
@@ -351,10 +351,10 @@ func receive(t *testing.T, conn *net.UDPConn, from netip.AddrPort, want int, wai
 			continue
 		}
 		seq := binary.BigEndian.Uint16(p[2:4])
-		if src != from || string(p) != string(fixtures.RTPPayload(seq, 160)) {
+		if src != from || string(p) != string(relaytest.RTPPayload(seq, 160)) {
 			if bad < 5 {
 				t.Errorf("packet from %v (want %v), %d bytes, seq %d: payload intact %v", src, from, n, seq,
-					string(p) == string(fixtures.RTPPayload(seq, 160)))
+					string(p) == string(relaytest.RTPPayload(seq, 160)))
 			}
 			bad++
 			continue

@@ -16,7 +16,7 @@ import (
 
 	"sipxdp/bpf"
 	"sipxdp/relay"
-	usrelay "sipxdp/userspace-relay"
+	"sipxdp/usrelay"
 )
 
 // Datapath choices.

@@ -82,7 +82,7 @@ func (s FlowStats) Add(o FlowStats) FlowStats {
 }
 
 // Datapath forwards flows. Implementations: the kernel (XDP or tc) in
-// package bpf and the Go relay in userspace-relay.
+// package bpf and the Go relay in usrelay.
 type Datapath interface {
 	Name() string                       // "xdp", "xdp-generic", "tc", "userspace"
 	Upsert(f Flow) error                // install or replace one direction

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 func TestMain(m *testing.M) {
@@ -179,7 +179,7 @@ func testRelaySession(t *testing.T, ipA, ipB string) {
 	}
 
 	const n = 200
-	rtp := func(i int) []byte { return fixtures.RTPPayload(uint16(i), 160) }
+	rtp := func(i int) []byte { return relaytest.RTPPayload(uint16(i), 160) }
 	start := time.Now()
 
 	// A -> B latches A's real address on the first datagram: the
@@ -363,7 +363,7 @@ func TestRelayChurn(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b := fixtures.RTPPayload(1, 160)
+		b := relaytest.RTPPayload(1, 160)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:

@@ -1,7 +1,10 @@
-// Package packet parses and builds the Ethernet/IP/UDP frames the relay
-// forwards. The kernel path's fixtures are built with it and the userspace
-// path's tests read frames with it, so both agree on what a frame means.
-package packet
+// Package relaytest holds what the tests of both datapaths share, and only
+// tests import: a parser and builder for the Ethernet/IP/UDP frames the
+// relay forwards, and the table of frames (Cases) that the kernel programs
+// run through BPF_PROG_TEST_RUN and the userspace relay through its
+// forwarding decision, so both agree on what a frame means and what becomes
+// of it.
+package relaytest
 
 import (
 	"encoding/binary"

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
+	"sipxdp/relay/relaytest"
 )
 
 // The CPU measurement runs the sender and the receiver as child processes
@@ -353,7 +353,7 @@ func perfSender() error {
 		names[i], _ = encodeSockaddr(to[i], false)
 	}
 	for i := 0; i < batch; i++ {
-		payloads[i] = fixtures.RTPPayload(uint16(i), 160)
+		payloads[i] = relaytest.RTPPayload(uint16(i), 160)
 		iov[i].Base = &payloads[i][0]
 		iov[i].SetLen(len(payloads[i]))
 		hdr[i].Hdr.Iov = &iov[i]

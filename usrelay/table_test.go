@@ -9,8 +9,7 @@ import (
 	"unsafe"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
-	"sipxdp/relay/packet"
+	"sipxdp/relay/relaytest"
 )
 
 // fakeWorker is a worker with buffers and no descriptors, to drive the
@@ -35,8 +34,8 @@ func (w *worker) sent(i int) (netip.AddrPort, []byte) {
 	return dst, b
 }
 
-func toVerdict(v fixtures.Verdict) Verdict {
-	if v == fixtures.Forward {
+func toVerdict(v relaytest.Verdict) Verdict {
+	if v == relaytest.Forward {
 		return Forward
 	}
 	return Drop
@@ -45,21 +44,21 @@ func toVerdict(v fixtures.Verdict) Verdict {
 // TestFixtures runs the shared table through both ways in: Table.Process
 // and the worker's batch decision on the datagram as a socket delivers it.
 func TestFixtures(t *testing.T) {
-	for _, c := range fixtures.Cases() {
+	for _, c := range relaytest.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
-			in, err := packet.Parse(c.In)
+			in, err := relaytest.Parse(c.In)
 			if err != nil {
-				if c.User != fixtures.Pass {
+				if c.User != relaytest.Pass {
 					t.Fatalf("parse: %v, but expected user verdict %v", err, c.User)
 				}
 				return
 			}
-			if c.User == fixtures.Pass {
+			if c.User == relaytest.Pass {
 				t.Fatalf("parsed, but expected user verdict pass")
 			}
-			var want packet.Frame
-			if c.User == fixtures.Forward {
-				if want, err = packet.Parse(c.Out); err != nil {
+			var want relaytest.Frame
+			if c.User == relaytest.Forward {
+				if want, err = relaytest.Parse(c.Out); err != nil {
 					t.Fatalf("parse expected out: %v", err)
 				}
 			}
@@ -74,7 +73,7 @@ func TestFixtures(t *testing.T) {
 			if d.Verdict != toVerdict(c.User) || d.Latched != c.UserLatch {
 				t.Fatalf("Process = %v latched=%v (%v), want %v latched=%v", d.Verdict, d.Latched, d.Reason, c.User, c.UserLatch)
 			}
-			if c.User == fixtures.Forward {
+			if c.User == relaytest.Forward {
 				if d.Out != want.Src || d.Dst != want.Dst {
 					t.Fatalf("Process sends %s -> %s, want %s -> %s", d.Out, d.Dst, want.Src, want.Dst)
 				}
@@ -383,7 +382,7 @@ func TestDecideBatchNoAlloc(t *testing.T) {
 	tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Out: lb, Dst: pb})
 	e := tb.ports[la].flow.Load()
 	w := fakeWorker(32)
-	payload := fixtures.RTPPayload(1, 160)
+	payload := relaytest.RTPPayload(1, 160)
 	for i := 0; i < 32; i++ {
 		w.load(i, pa, false, payload)
 	}
@@ -417,7 +416,7 @@ func BenchmarkDecideBatch(b *testing.B) {
 	tb.Upsert(relay.Flow{Key: keyA, Peer: pa, Out: lb, Dst: pb})
 	e := tb.ports[la].flow.Load()
 	w := fakeWorker(32)
-	payload := fixtures.RTPPayload(1, 160)
+	payload := relaytest.RTPPayload(1, 160)
 	for i := 0; i < 32; i++ {
 		w.load(i, pa, false, payload)
 	}

@@ -8,8 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
-	"sipxdp/relay/fixtures"
-	"sipxdp/relay/packet"
+	"sipxdp/relay/relaytest"
 )
 
 // FuzzDecideBatch feeds the worker what recvmmsg would write (source
@@ -149,27 +148,27 @@ func FuzzSockaddr(f *testing.F) {
 }
 
 // FuzzFrame runs arbitrary frames the way the fixture test does: what
-// packet.Parse accepts goes through Table.Process with the fixture flows.
+// relaytest.Parse accepts goes through Table.Process with the fixture flows.
 // Forwarded datagrams must come from the flow's peer and go to its Dst.
 func FuzzFrame(f *testing.F) {
-	for _, c := range fixtures.Cases() {
+	for _, c := range relaytest.Cases() {
 		f.Add(c.In)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		in, err := packet.Parse(b)
+		in, err := relaytest.Parse(b)
 		if err != nil {
 			return
 		}
 		tb := NewTable()
 		flows := map[netip.AddrPort]relay.Flow{}
-		for _, c := range fixtures.Cases()[:1] {
+		for _, c := range relaytest.Cases()[:1] {
 			for _, fl := range c.Flows {
 				tb.Upsert(fl)
 				flows[fl.Key.Local] = fl
 			}
 		}
-		learn := relay.Flow{Key: relay.FlowKey{Local: fixtures.Relay6A}, Peer: fixtures.Caller6A, Learning: true,
-			Announced: fixtures.Caller6A, LearnUntil: time.Now().Add(time.Hour), Out: fixtures.RelayB, Dst: fixtures.CalleeB}
+		learn := relay.Flow{Key: relay.FlowKey{Local: relaytest.Relay6A}, Peer: relaytest.Caller6A, Learning: true,
+			Announced: relaytest.Caller6A, LearnUntil: time.Now().Add(time.Hour), Out: relaytest.RelayB, Dst: relaytest.CalleeB}
 		tb.Upsert(learn)
 		flows[learn.Key.Local] = learn
 		d := tb.Process(in.Dst, in.Src, len(in.Payload))
