@@ -158,6 +158,27 @@ func TestFlowsFromRunningRelay(t *testing.T) {
 		t.Fatalf("stats json = %+v", sj)
 	}
 
+	// relays and calls read the real API: its pool (the call holds a
+	// pair of ports per leg) and the call the engine knows (no SIP server
+	// here, so /calls is empty).
+	var rl []Relay
+	js, _ = relayCmd(t, "-api", api, "relays", "-j")
+	if err := json.Unmarshal([]byte(js), &rl); err != nil {
+		t.Fatalf("relays -j: %v\n%s", err, js)
+	}
+	if len(rl) != 1 || rl[0].Path != "userspace" || len(rl[0].Pools) != 1 || rl[0].Pools[0].Local != "127.0.0.1" ||
+		rl[0].Pools[0].UsedPairs != 2 || rl[0].Pools[0].TotalPairs != 500 {
+		t.Fatalf("relays -j = %+v", rl)
+	}
+	var cl []Call
+	js, _ = relayCmd(t, "-api", api, "calls", "-j")
+	if err := json.Unmarshal([]byte(js), &cl); err != nil {
+		t.Fatalf("calls -j: %v\n%s", err, js)
+	}
+	if len(cl) != 1 || cl[0].CallID != "call-1" || cl[0].MediaPath != "userspace" || len(cl[0].Legs) != 2 || cl[0].Legs[0].Local != to.AddrPort().String() {
+		t.Fatalf("calls -j = %+v", cl)
+	}
+
 	msg, code := relayCmd(t, "-api", api, "drain")
 	if code != 0 || !strings.Contains(msg, "draining") {
 		t.Fatalf("drain: %d %s", code, msg)
@@ -196,6 +217,8 @@ func TestErrorsUsersCanActOn(t *testing.T) {
 		{[]string{"-api", dead, "-pin", t.TempDir() + "/none", "flows"}, "no pinned maps"},
 		{[]string{"-api", dead, "-pin", t.TempDir() + "/none", "stats"}, "no pinned maps"},
 		{[]string{"-api", dead, "drain"}, "sipd is not running"},
+		{[]string{"-api", dead, "calls"}, "sipd is not running"},
+		{[]string{"-api", dead, "relays", "-j"}, "sipd is not running"},
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{}, "no command"},
 		{[]string{"-api", dead, "watch", "-interval", "0"}, "-interval must be positive"},

@@ -220,7 +220,17 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
 		KernelCounters: t.KernelCounters, KernelCountersError: t.KernelCountersError,
 		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops, WindowLocks: t.WindowLocks,
+		Pools: poolsJSON(t.Pools),
 	})
+}
+
+func poolsJSON(ps []relay.PoolInfo) []wire.PoolJSON {
+	out := make([]wire.PoolJSON, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, wire.PoolJSON{Name: p.Name, Local: p.Local.String(), Advertised: addrString(p.Advertised),
+			UsedPairs: p.TotalPairs - p.FreePairs, TotalPairs: p.TotalPairs})
+	}
+	return out
 }
 
 func (a *API) flows(w http.ResponseWriter, r *http.Request) {
