@@ -215,8 +215,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 
 // prepareEndpoints makes the caller and callee stand in for hosts behind a
 // NIC: packets that local sockets send over veth carry a partial UDP
-// checksum, which an XDP program cannot see (DESIGN.md), so the end hosts
-// compute checksums in software, in every scenario alike. Native XDP on
+// checksum, which an XDP program cannot see (docs/ARCHITECTURE.md, "The
+// kernel hooks on these machines"), so the end hosts compute checksums in
+// software, in every scenario alike. Native XDP on
 // veth also needs an XDP program on the peer end to redirect into.
 func (r *callRun) prepareEndpoints(ctx context.Context, res *callreport.Result) error {
 	for _, e := range []struct {

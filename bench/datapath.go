@@ -70,8 +70,9 @@ type DatapathOptions struct {
 	Out      string
 	// SenderOffload keeps tx checksum offload on at the sender's veth.
 	// Off by default: XDP cannot update the CHECKSUM_PARTIAL checksums a
-	// local socket leaves on veth (DESIGN.md), while packets from a real
-	// NIC carry full ones; every path is measured the same way.
+	// local socket leaves on veth (docs/ARCHITECTURE.md, "The kernel hooks
+	// on these machines"), while packets from a real NIC carry full ones;
+	// every path is measured the same way.
 	SenderOffload bool
 	Command       string // recorded with each result
 	// Progress receives one line a second; nil discards.
@@ -92,7 +93,7 @@ func parseDatapathFlags(args []string) (DatapathOptions, error) {
 	fs.Float64Var(&o.QuietCores, "quiet-cores", 0.2, "busy cores below which the machine counts as quiet")
 	fs.Float64Var(&o.MaxOther, "max-other", 0.1, "measure a path again when other processes used more cores than this in its window (0: never)")
 	fs.IntVar(&o.MaxTries, "max-tries", 3, "measurements of one path at most, with --max-other")
-	fs.BoolVar(&o.SenderOffload, "sender-offload", false, "keep tx checksum offload on at the sender veth (native XDP then corrupts every checksum: see DESIGN.md)")
+	fs.BoolVar(&o.SenderOffload, "sender-offload", false, "keep tx checksum offload on at the sender veth (native XDP then corrupts every checksum: see docs/ARCHITECTURE.md)")
 	fs.IntVar(&o.Repeat, "repeat", 1, "runs of every path (1..20), interleaved; the table shows the median run")
 	fs.StringVar(&o.Out, "out", "", "directory for results.jsonl (appended)")
 	if err := fs.Parse(args); err != nil {
@@ -588,7 +589,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 func notes(r report.Datapath, base *report.Datapath) []string {
 	var n []string
 	if r.CsumErrors > 0 {
-		n = append(n, fmt.Sprintf("receiver dropped %d packets with a bad UDP checksum: the kernel path rewrote CHECKSUM_PARTIAL packets from a local socket (see DESIGN.md); veth offloads were left on. The receiver does less work for a dropped packet, so this path's cost reads a little low", r.CsumErrors))
+		n = append(n, fmt.Sprintf("receiver dropped %d packets with a bad UDP checksum: the kernel path rewrote CHECKSUM_PARTIAL packets from a local socket (see docs/ARCHITECTURE.md); veth offloads were left on. The receiver does less work for a dropped packet, so this path's cost reads a little low", r.CsumErrors))
 	}
 	if r.BadSource > 0 {
 		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))

@@ -1,6 +1,6 @@
 // Package connload measures sipd over connection-oriented transports:
 // many permanent TCP connections, and TLS with a new connection per
-// registration and call, after shared/reference/002_*.txt.
+// registration and call, after docs/reference.md [R2].
 package connload
 
 import (

@@ -1,6 +1,6 @@
 // Package itsp is the ITSP capacity benchmark: the traffic of a
 // subscriber population (keep-alives, registration refreshes with digest,
-// calls) against sipd, after shared/reference/002_*.txt.
+// calls) against sipd, after the traffic model in docs/reference.md [R2].
 //
 // sipd and the generator run on loopback. The generator is a few UDP
 // sockets, each hosting many subscribers and driven by one goroutine with

@@ -218,7 +218,7 @@ func (t *table) write(b *strings.Builder) {
 func WriteMarkdown(w io.Writer, rs []Result) error {
 	var b strings.Builder
 	b.WriteString("# sipd ITSP capacity benchmark (UDP)\n\n")
-	b.WriteString("Traffic model of shared/reference/002 per N subscribers: a NOTIFY keep-alive every 15 s (N/15 per second), " +
+	b.WriteString("Traffic model of docs/reference.md [R2] per N subscribers: a NOTIFY keep-alive every 15 s (N/15 per second), " +
 		"a REGISTER refresh with digest every 50 min (N/3000 per second), calls at N/5000 per second (INVITE, 407, ACK, INVITE with " +
 		"credentials, 180, 200 after 4 s, ACK and BYE along the Record-Route). sipd and the generator share the machine, on loopback. " +
 		"Latency is request sent to final response (register: the REGISTER with credentials to its 200; call: the INVITE with " +

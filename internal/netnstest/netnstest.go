@@ -472,8 +472,9 @@ func readSNMP6(path string, out map[string]uint64) error {
 // PrepareXDP readies the caller and callee for a relay on an XDP hook.
 // Packets that local sockets send over veth carry a partial UDP checksum
 // that XDP cannot see, so its incremental update would come out wrong
-// (DESIGN.md); a real NIC delivers full checksums, so the end hosts
-// compute them in software to stand in for that, and the test says so.
+// (docs/ARCHITECTURE.md, "The kernel hooks on these machines"); a real
+// NIC delivers full checksums, so the end hosts compute them in software
+// to stand in for that, and the test says so.
 // Native XDP on veth also redirects into a peer only if the peer runs an
 // XDP program, so with native set each end gets a pass-through one.
 func (tp *Topo) PrepareXDP(t testing.TB, native bool) {
