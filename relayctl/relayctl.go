@@ -1,6 +1,7 @@
-// Package relayctl is the command-line view of the relay: flows, totals, a
-// live watch, and drain. It talks to sipd's HTTP API and, when sipd is not
-// running, reads the pinned kernel maps directly.
+// Package relayctl is the command-line view of the relay: flows, calls,
+// relays, totals, a live watch, and drain, as tables or JSON (-j). It
+// talks to sipd's HTTP API and, when sipd is not running, reads the pinned
+// kernel maps directly.
 package relayctl
 
 import (
