@@ -2,7 +2,6 @@ package relayctl
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -45,10 +44,8 @@ type Leg struct {
 }
 
 func (c *client) calls(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("calls", flag.ContinueOnError)
-	var asJSON bool
-	jsonFlag(fs, &asJSON, c.json)
-	if err := fs.Parse(args); err != nil {
+	asJSON, err := c.jsonOnly("calls", args)
+	if err != nil {
 		return err
 	}
 	var calls []dialog.Call

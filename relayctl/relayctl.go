@@ -138,6 +138,14 @@ func jsonFlag(fs *flag.FlagSet, v *bool, def bool) {
 	fs.BoolVar(v, "j", def, "print JSON (same as -json)")
 }
 
+// jsonOnly parses the flags of a command whose only flag is -j.
+func (c *client) jsonOnly(name string, args []string) (bool, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var asJSON bool
+	jsonFlag(fs, &asJSON, c.json)
+	return asJSON, fs.Parse(args)
+}
+
 // printJSON writes v indented, for -j.
 func (c *client) printJSON(v any) error {
 	enc := json.NewEncoder(c.out)
@@ -356,14 +364,12 @@ func ago(t, now time.Time) string {
 }
 
 func (c *client) stats(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	var asJSON bool
-	jsonFlag(fs, &asJSON, c.json)
-	if err := fs.Parse(args); err != nil {
+	asJSON, err := c.jsonOnly("stats", args)
+	if err != nil {
 		return err
 	}
 	var st wire.StatsJSON
-	err := c.get(ctx, "/stats", &st)
+	err = c.get(ctx, "/stats", &st)
 	if errors.Is(err, ErrNotRunning) {
 		m, perr := bpf.OpenPinnedMaps(c.pin)
 		if perr != nil {

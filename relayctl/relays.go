@@ -2,7 +2,6 @@ package relayctl
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -32,10 +31,8 @@ type health struct {
 }
 
 func (c *client) relays(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("relays", flag.ContinueOnError)
-	var asJSON bool
-	jsonFlag(fs, &asJSON, c.json)
-	if err := fs.Parse(args); err != nil {
+	asJSON, err := c.jsonOnly("relays", args)
+	if err != nil {
 		return err
 	}
 	var h health
