@@ -19,7 +19,9 @@ remove|deconfigure)
 	for role in sipd:sipxdp sipd-relay:sipxdp-relay; do
 		cfg=/etc/sipd/${role%%:*}.yaml
 		pins=/sys/fs/bpf/${role#*:}
-		[ -f "$cfg" ] && [ "$(stat -c %U "$pins" 2>/dev/null)" = sipd ] || continue
+		if [ ! -f "$cfg" ] || [ "$(stat -c %U "$pins" 2>/dev/null)" != sipd ]; then
+			continue
+		fi
 		/usr/bin/sipd -uninstall -log-level warn -config "$cfg" ||
 			echo "sipxdp: sipd -uninstall -config $cfg failed: remove its media.pin_path by hand (sipd -uninstall)" >&2
 	done

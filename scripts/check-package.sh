@@ -37,6 +37,7 @@ getent group sipd >/dev/null && fail "a group sipd exists already; purging the p
 shared="/var/lib/sipd /var/lib/sipd-relay /sys/fs/bpf/sipxdp /sys/fs/bpf/sipxdp-relay"
 snapshot() {
 	for d in $shared; do
+		# shellcheck disable=SC2012 # names as a plain list, to compare
 		echo "$d $(stat -c '%U:%G %a' "$d" 2>/dev/null || echo absent) $(ls -A "$d" 2>/dev/null | tr '\n' ' ')"
 	done
 	echo "/sys/fs/bpf $(stat -c '%U:%G %a' /sys/fs/bpf 2>/dev/null || echo absent)"
@@ -90,6 +91,7 @@ step "systemd-analyze verify"
 # executables, the user) and needs no running systemd. Every line it
 # prints about our units is a failure; lines about other units (the
 # machine's own) are shown, not judged.
+# shellcheck disable=SC2086 # $units is a list
 out=$(systemd-analyze verify $units 2>&1) || fail "systemd-analyze verify $units:
 $out"
 if [ -n "$out" ]; then
