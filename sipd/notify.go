@@ -9,7 +9,7 @@ import (
 )
 
 // serviceNotifier tells a service manager (systemd's Type=notify units,
-// packaging/sipd.service) what sipd is doing: READY=1 once every listener
+// sipd.service in packaging/) what sipd is doing: READY=1 once every listener
 // is open, STOPPING=1 when it begins to shut down, and WATCHDOG=1 while
 // its main loop runs. Without $NOTIFY_SOCKET every message is dropped
 // silently, so sipd started by hand or by a test behaves as before.

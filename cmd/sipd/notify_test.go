@@ -104,8 +104,8 @@ func udpAsk(addr string, msg []byte, want string) string {
 }
 
 // TestServiceNotify runs the sipd binary as systemd would run a
-// Type=notify unit with WatchdogSec= (packaging/sipd.service and
-// sipd-relay.service) and checks what reaches $NOTIFY_SOCKET: READY=1 only
+// Type=notify unit with WatchdogSec= (sipd.service and
+// sipd-relay.service in packaging/) and checks what reaches $NOTIFY_SOCKET: READY=1 only
 // once the role's listener answers (a request sent at once on READY=1 is
 // answered), WATCHDOG=1 at half the interval of $WATCHDOG_USEC (and none
 // without it), and STOPPING=1 on SIGTERM.
