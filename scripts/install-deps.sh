@@ -15,7 +15,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # kamailio: the interop test's proxy (its rtpengine module drives sipd's
 # NG listener); Debian's package ships modules/rtpengine.so.
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio"
+# systemd: systemd-analyze verifies the units and systemd-sysusers makes
+# the package's user (make check-package); neither needs systemd running.
+pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio systemd"
 if [ "$want_generate" = 1 ]; then
 	# clang-19 is the pinned BPF compiler: `make generate` uses it by name.
 	pkgs="$pkgs clang-19 llvm-19 libbpf-dev"

@@ -177,6 +177,19 @@ func (a *API) totals() relay.Totals {
 	return a.Engine.Stats()
 }
 
+// probe makes the reads /health makes, for their side effect of taking
+// the relay engine's and the SIP server's locks: it returns only while
+// they are not stuck. The service watchdog pings after it.
+func (a *API) probe() {
+	a.totals()
+	if a.SIP != nil {
+		a.SIP.Stats()
+	}
+	if a.NG != nil {
+		a.NG.Stats()
+	}
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	h := Health{
 		Status: "ok", Version: a.Version,
