@@ -200,7 +200,7 @@ func svgTexts(t *testing.T, render func(io.Writer) error) ([]string, map[string]
 
 func TestLineChartRightAxis(t *testing.T) {
 	c := LineChart{Title: "cpu & rss", XLabel: "n", YLabel: "cores", Y2Label: "MB",
-		YTick: func(v float64, dec int) string { return Fixed(v, dec) + "c" },
+		YTick:  func(v float64, dec int) string { return Fixed(v, dec) + "c" },
 		Y2Tick: func(v float64, dec int) string { return Fixed(v, dec) + "M" },
 		Series: []Series{
 			{Label: "cpu", Color: "#000", Points: []Point{{2000, 0.5}, {1000, 0.25}}},
