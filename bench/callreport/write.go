@@ -1,7 +1,6 @@
 package callreport
 
 import (
-	"io"
 	"path/filepath"
 
 	"sipxdp/bench/out"
@@ -15,11 +14,8 @@ func WriteAll(dir string, rs []Result) error {
 	if err := AppendJSONL(filepath.Join(dir, "results.jsonl"), rs); err != nil {
 		return err
 	}
-	of := func(write func(io.Writer, []Result) error) func(io.Writer) error {
-		return func(w io.Writer) error { return write(w, rs) }
-	}
 	return out.WriteFiles(dir,
-		out.File{Name: "results.csv", Render: of(WriteCSV)},
-		out.File{Name: "report.md", Render: of(WriteMarkdown)},
-		out.File{Name: "cpu-per-channel.svg", Render: of(WriteSVG)})
+		out.File{Name: "results.csv", Render: out.Of(WriteCSV, rs)},
+		out.File{Name: "report.md", Render: out.Of(WriteMarkdown, rs)},
+		out.File{Name: "cpu-per-channel.svg", Render: out.Of(WriteSVG, rs)})
 }

@@ -122,13 +122,10 @@ func WriteAll(dir string, rs []Result) error {
 	if err != nil {
 		return err
 	}
-	of := func(write func(io.Writer, []Result) error) func(io.Writer) error {
-		return func(w io.Writer) error { return write(w, all) }
-	}
 	return out.WriteFiles(dir,
-		out.File{Name: "results.csv", Render: of(WriteCSV)},
-		out.File{Name: "report.md", Render: of(WriteMarkdown)},
-		out.File{Name: "itsp-scaling.svg", Render: of(WriteSVG)})
+		out.File{Name: "results.csv", Render: out.Of(WriteCSV, all)},
+		out.File{Name: "report.md", Render: out.Of(WriteMarkdown, all)},
+		out.File{Name: "itsp-scaling.svg", Render: out.Of(WriteSVG, all)})
 }
 
 // ReadJSONL reads every result of a results.jsonl.

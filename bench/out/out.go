@@ -37,6 +37,11 @@ func WriteFiles(dir string, files ...File) error {
 	return nil
 }
 
+// Of adapts a writer of results to a File's Render.
+func Of[T any](write func(io.Writer, []T) error, rs []T) func(io.Writer) error {
+	return func(w io.Writer) error { return write(w, rs) }
+}
+
 // String adapts a renderer that builds a string.
 func String(s func() string) func(io.Writer) error {
 	return func(w io.Writer) error {
