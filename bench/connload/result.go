@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"sipxdp/bench/out"
@@ -127,47 +126,9 @@ func writeOutputs(dir string, rs []Result) error {
 		return err
 	}
 	return out.WriteFiles(dir,
-		out.File{Name: "results.csv", Render: func(w io.Writer) error { return out.Columns(csvColumns, rs).WriteCSV(w) }},
+		out.File{Name: "results.csv", Render: func(w io.Writer) error { return out.Columns(out.JSONColumns[Result](nil), rs).WriteCSV(w) }},
 		out.File{Name: "report.md", Render: out.String(func() string { return Markdown(rs) })},
 		out.File{Name: "memory.svg", Render: out.String(func() string { return SVG(rs) })})
-}
-
-func f2(v float64) string { return out.Fixed(v, 2) }
-func itoa(v int) string   { return strconv.Itoa(v) }
-
-var csvColumns = []out.Column[Result]{
-	out.Col("mode", func(r *Result) string { return r.Mode }),
-	out.Col("conns", func(r *Result) string { return itoa(r.Conns) }),
-	out.Col("held", func(r *Result) string { return itoa(r.Held) }),
-	out.Col("connect_failed", func(r *Result) string { return itoa(r.ConnectFailed) }),
-	out.Col("conn_rate", func(r *Result) string { return f2(r.ConnRate) }),
-	out.Col("ramp_s", func(r *Result) string { return f2(r.RampSeconds) }),
-	out.Col("rss_before_mb", func(r *Result) string { return f2(r.RSSBeforeMB) }),
-	out.Col("rss_held_mb", func(r *Result) string { return f2(r.RSSHeldMB) }),
-	out.Col("per_conn_bytes", func(r *Result) string { return f2(r.PerConn) }),
-	out.Col("heap_per_conn_bytes", func(r *Result) string { return f2(r.HeapPerConn) }),
-	out.Col("stack_per_conn_bytes", func(r *Result) string { return f2(r.StackPerConn) }),
-	out.Col("goroutines_per_conn", func(r *Result) string { return f2(r.GoroutinesPer) }),
-	out.Col("projected_80k_mb", func(r *Result) string { return f2(r.Projected80k) }),
-	out.Col("target_per_conn_bytes", func(r *Result) string { return f2(r.TargetPerConn) }),
-	out.Col("met", func(r *Result) string { return strconv.FormatBool(r.Met) }),
-	out.Col("req_rate", func(r *Result) string { return f2(r.ReqRate) }),
-	out.Col("req_achieved", func(r *Result) string { return f2(r.ReqAchieved) }),
-	out.Col("req_failed", func(r *Result) string { return itoa(r.ReqFailed) }),
-	out.Col("req_p50_ms", func(r *Result) string { return f2(r.ReqP50) }),
-	out.Col("req_p99_ms", func(r *Result) string { return f2(r.ReqP99) }),
-	out.Col("load_cpu_cores", func(r *Result) string { return f2(r.LoadCPU) }),
-	out.Col("handshakes_per_s", func(r *Result) string { return f2(r.Handshakes) }),
-	out.Col("churn_ok", func(r *Result) string { return itoa(r.ChurnOK) }),
-	out.Col("churn_failed", func(r *Result) string { return itoa(r.ChurnFailed) }),
-	out.Col("churn_cpu_cores", func(r *Result) string { return f2(r.ChurnCPU) }),
-	out.Col("call_rate", func(r *Result) string { return f2(r.CallRate) }),
-	out.Col("calls_per_s", func(r *Result) string { return f2(r.CallsPerS) }),
-	out.Col("call_ok", func(r *Result) string { return itoa(r.CallOK) }),
-	out.Col("call_failed", func(r *Result) string { return itoa(r.CallFailed) }),
-	out.Col("call_setup_p50_ms", func(r *Result) string { return f2(r.CallP50) }),
-	out.Col("call_setup_p99_ms", func(r *Result) string { return f2(r.CallP99) }),
-	out.Col("call_cpu_cores", func(r *Result) string { return f2(r.CallCPU) }),
 }
 
 func kb(b float64) string { return fmt.Sprintf("%.1f kB", b/1000) }

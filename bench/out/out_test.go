@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMarkdown(t *testing.T) {
@@ -233,4 +235,51 @@ func TestBarChart(t *testing.T) {
 	if n["rect"] != 2 || n["line"] != 2 {
 		t.Errorf("%d bars and %d lines, want 2 and 2 (axis, one target)", n["rect"], n["line"])
 	}
+}
+
+func TestJSONColumns(t *testing.T) {
+	type inner struct {
+		K string `json:"kernel"`
+	}
+	type row struct {
+		Name  string            `json:"name"`
+		N     int               `json:"n"`
+		U     uint64            `json:"u"`
+		F     float64           `json:"f"`
+		Opt   *float64          `json:"opt,omitempty"`
+		OK    bool              `json:"ok"`
+		When  time.Time         `json:"when"`
+		Host  inner             `json:"host"`
+		Notes []string          `json:"notes"`
+		Codes map[string]int    `json:"codes"`
+		Skip  string            `json:"-"`
+		Extra map[string]string `json:"extra"`
+	}
+	cols := JSONColumns(map[string]func(*row) string{
+		"codes": func(r *row) string { return fmt.Sprint(len(r.Codes)) },
+		"extra": func(*row) string { return "x" },
+	})
+	half := 0.5
+	tab := Columns(cols, []row{
+		{Name: "a", N: -1, U: 2, F: 1.25, Opt: &half, OK: true, When: time.Date(2026, 4, 3, 12, 0, 0, 0, time.UTC),
+			Host: inner{"6.1"}, Notes: []string{"p", "q"}, Codes: map[string]int{"200": 1}},
+		{},
+	})
+	wantHead := []string{"name", "n", "u", "f", "opt", "ok", "when", "host_kernel", "notes", "codes", "extra"}
+	if !reflect.DeepEqual(tab.Head, wantHead) {
+		t.Errorf("head %q, want %q", tab.Head, wantHead)
+	}
+	want := [][]string{
+		{"a", "-1", "2", "1.25", "0.5", "true", "2026-04-03T12:00:00Z", "6.1", "p; q", "1", "x"},
+		{"", "0", "0", "0", "", "false", "", "", "", "0", "x"},
+	}
+	if !reflect.DeepEqual(tab.Rows, want) {
+		t.Errorf("rows %q, want %q", tab.Rows, want)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("a map field without a custom column did not panic")
+		}
+	}()
+	JSONColumns[row](nil)
 }
