@@ -103,6 +103,15 @@ func writeEnvironment(b *strings.Builder, rs []*Result) {
 	writeTable(b, t)
 }
 
+// addRow adds a row named name with one cell per result.
+func addRow(t *out.Table, rs []*Result, name string, get func(*Result) string) {
+	cells := []string{name}
+	for _, r := range rs {
+		cells = append(cells, get(r))
+	}
+	t.Add(cells...)
+}
+
 // spread prints one value, or the range when scenarios at a level differ.
 func spread(rs []*Result, get func(*Result) float64, format func(float64) string) string {
 	lo, hi := get(rs[0]), get(rs[0])
@@ -128,35 +137,27 @@ func writeLevel(b *strings.Builder, level int, rs []*Result) {
 	for _, r := range rs {
 		head = append(head, r.Scenario)
 	}
-	row := func(t *out.Table, name string, get func(*Result) string) {
-		cells := []string{name}
-		for _, r := range rs {
-			cells = append(cells, get(r))
-		}
-		t.Add(cells...)
-	}
-
 	m := newTable(head...)
-	row(m, "**Call completion**", func(r *Result) string { return bold(completion(r)) })
-	row(m, "Status codes", func(r *Result) string { return statusCodes(r.StatusCodes, ", ") })
-	row(m, "Avg setup latency", func(r *Result) string { return ms(r.SetupAvgMs) })
-	row(m, "p99 setup latency", func(r *Result) string { return ms(r.SetupP99Ms) })
-	row(m, "Packet loss (avg)", func(r *Result) string { return pct(r.LossAvgPct, 2) })
-	row(m, "Packet loss (max)", func(r *Result) string { return pct(r.LossMaxPct, 2) })
-	row(m, "Jitter (avg / max)", func(r *Result) string {
+	addRow(m, rs, "**Call completion**", func(r *Result) string { return bold(completion(r)) })
+	addRow(m, rs, "Status codes", func(r *Result) string { return statusCodes(r.StatusCodes, ", ") })
+	addRow(m, rs, "Avg setup latency", func(r *Result) string { return ms(r.SetupAvgMs) })
+	addRow(m, rs, "p99 setup latency", func(r *Result) string { return ms(r.SetupP99Ms) })
+	addRow(m, rs, "Packet loss (avg)", func(r *Result) string { return pct(r.LossAvgPct, 2) })
+	addRow(m, rs, "Packet loss (max)", func(r *Result) string { return pct(r.LossMaxPct, 2) })
+	addRow(m, rs, "Jitter (avg / max)", func(r *Result) string {
 		return fixed(r.JitterAvgMs, 2) + " / " + ms(r.JitterMaxMs)
 	})
-	row(m, "RTT (avg / max)", func(r *Result) string {
+	addRow(m, rs, "RTT (avg / max)", func(r *Result) string {
 		return fixed(r.RTTAvgMs, 2) + " / " + ms(r.RTTMaxMs)
 	})
-	row(m, "TX packets (all)", func(r *Result) string { return count(r.TXPackets) })
-	row(m, "RX packets (all)", func(r *Result) string { return count(r.RXPackets) })
-	row(m, "TX packets (UAC)", func(r *Result) string { return count(r.UACTX) })
-	row(m, "RX packets (UAC)", func(r *Result) string { return count(r.UACRX) })
-	row(m, "RTCP (TX / RX)", func(r *Result) string { return count(r.RTCPTX) + " / " + count(r.RTCPRX) })
-	row(m, "Per-call TX rate", func(r *Result) string { return fixed(r.PerCallPPS, 1) + " pkt/s" })
-	row(m, "Relay packets", func(r *Result) string { return count(r.RelayPkts) })
-	row(m, "Media path", func(r *Result) string {
+	addRow(m, rs, "TX packets (all)", func(r *Result) string { return count(r.TXPackets) })
+	addRow(m, rs, "RX packets (all)", func(r *Result) string { return count(r.RXPackets) })
+	addRow(m, rs, "TX packets (UAC)", func(r *Result) string { return count(r.UACTX) })
+	addRow(m, rs, "RX packets (UAC)", func(r *Result) string { return count(r.UACRX) })
+	addRow(m, rs, "RTCP (TX / RX)", func(r *Result) string { return count(r.RTCPTX) + " / " + count(r.RTCPRX) })
+	addRow(m, rs, "Per-call TX rate", func(r *Result) string { return fixed(r.PerCallPPS, 1) + " pkt/s" })
+	addRow(m, rs, "Relay packets", func(r *Result) string { return count(r.RelayPkts) })
+	addRow(m, rs, "Media path", func(r *Result) string {
 		if r.Datapath != "" && r.Path != "" && r.Datapath != r.Path {
 			return r.Path + " (asked " + r.Datapath + ")"
 		}
@@ -168,28 +169,28 @@ func writeLevel(b *strings.Builder, level int, rs []*Result) {
 	}
 
 	res := newTable(head...)
-	row(res, "sipd CPU (avg)", func(r *Result) string { return pct(r.SipdCPUAvg, 2) })
-	row(res, "sipd CPU (peak)", func(r *Result) string { return bold(pct(r.SipdCPUPeak, 2)) })
-	row(res, "sipd RSS (idle)", func(r *Result) string { return mb(r.RSSIdleMB) })
-	row(res, "sipd RSS (avg)", func(r *Result) string { return mb(r.RSSAvgMB) })
-	row(res, "sipd RSS (peak)", func(r *Result) string { return bold(mb(r.RSSPeakMB)) })
-	row(res, "Concurrent calls (avg)", func(r *Result) string { return fixed(r.CallsAvg, 1) })
-	row(res, "Concurrent calls (peak)", func(r *Result) string { return bold(countInt(r.CallsPeak)) })
-	row(res, "Steady window", func(r *Result) string {
+	addRow(res, rs, "sipd CPU (avg)", func(r *Result) string { return pct(r.SipdCPUAvg, 2) })
+	addRow(res, rs, "sipd CPU (peak)", func(r *Result) string { return bold(pct(r.SipdCPUPeak, 2)) })
+	addRow(res, rs, "sipd RSS (idle)", func(r *Result) string { return mb(r.RSSIdleMB) })
+	addRow(res, rs, "sipd RSS (avg)", func(r *Result) string { return mb(r.RSSAvgMB) })
+	addRow(res, rs, "sipd RSS (peak)", func(r *Result) string { return bold(mb(r.RSSPeakMB)) })
+	addRow(res, rs, "Concurrent calls (avg)", func(r *Result) string { return fixed(r.CallsAvg, 1) })
+	addRow(res, rs, "Concurrent calls (peak)", func(r *Result) string { return bold(countInt(r.CallsPeak)) })
+	addRow(res, rs, "Steady window", func(r *Result) string {
 		return fixed(r.SteadyS, 0) + " s, " + fixed(r.SteadyCalls, 1) + " calls"
 	})
-	row(res, "System CPU (steady)", func(r *Result) string { return pct(r.SystemCPU, 2) })
-	row(res, "sipd CPU (steady)", func(r *Result) string { return pct(r.SipdCPUSteady, 2) })
-	row(res, "Load generator CPU (steady)", func(r *Result) string { return pct(r.LoadCPUSteady, 2) })
-	row(res, "Other load (steady)", func(r *Result) string { return pct(r.OtherCPUSteady, 2) })
-	row(res, "Relay cost vs none", func(r *Result) string {
+	addRow(res, rs, "System CPU (steady)", func(r *Result) string { return pct(r.SystemCPU, 2) })
+	addRow(res, rs, "sipd CPU (steady)", func(r *Result) string { return pct(r.SipdCPUSteady, 2) })
+	addRow(res, rs, "Load generator CPU (steady)", func(r *Result) string { return pct(r.LoadCPUSteady, 2) })
+	addRow(res, rs, "Other load (steady)", func(r *Result) string { return pct(r.OtherCPUSteady, 2) })
+	addRow(res, rs, "Relay cost vs none", func(r *Result) string {
 		if r.RelayCPU == nil {
 			return dash
 		}
 		return signedPct(*r.RelayCPU, 2)
 	})
-	row(res, "Relay cost per call", func(r *Result) string { return optPct(r.RelayCPUPerCallPct, 4) })
-	row(res, "BPF ns/pkt", func(r *Result) string {
+	addRow(res, rs, "Relay cost per call", func(r *Result) string { return optPct(r.RelayCPUPerCallPct, 4) })
+	addRow(res, rs, "BPF ns/pkt", func(r *Result) string {
 		if r.BPFNsPerPkt == nil {
 			return dash
 		}
@@ -222,27 +223,20 @@ func writePerChannel(b *strings.Builder, rs []*Result) {
 		head = append(head, fmt.Sprintf("%s (%s)", countInt(r.Level), r.Scenario))
 	}
 	t := newTable(head...)
-	row := func(name string, get func(*Result) string) {
-		cells := []string{name}
-		for _, r := range rs {
-			cells = append(cells, get(r))
-		}
-		t.Add(cells...)
-	}
-	row("sipd CPU (peak)", func(r *Result) string {
+	addRow(t, rs, "sipd CPU (peak)", func(r *Result) string {
 		if r.CallsPeak == 0 {
 			return dash
 		}
 		return bold(pct(r.SipdCPUPerCallPct, 3))
 	})
-	row("System CPU (steady)", func(r *Result) string {
+	addRow(t, rs, "System CPU (steady)", func(r *Result) string {
 		if v, ok := r.systemCPUPerCall(); ok {
 			return pct(v, 4)
 		}
 		return dash
 	})
-	row("Relay CPU (vs none)", func(r *Result) string { return bold(optPct(r.RelayCPUPerCallPct, 4)) })
-	row("Memory (peak − idle)", func(r *Result) string {
+	addRow(t, rs, "Relay CPU (vs none)", func(r *Result) string { return bold(optPct(r.RelayCPUPerCallPct, 4)) })
+	addRow(t, rs, "Memory (peak − idle)", func(r *Result) string {
 		if r.CallsPeak == 0 {
 			return dash
 		}
