@@ -128,7 +128,7 @@ func writeOutputs(dir string, rs []Result) error {
 	return out.WriteFiles(dir,
 		out.File{Name: "results.csv", Render: func(w io.Writer) error { return out.Columns(out.JSONColumns[Result](nil), rs).WriteCSV(w) }},
 		out.File{Name: "report.md", Render: out.String(func() string { return Markdown(rs) })},
-		out.File{Name: "memory.svg", Render: out.String(func() string { return SVG(rs) })})
+		out.File{Name: "memory.svg", Render: memoryChart(rs).WriteSVG})
 }
 
 func kb(b float64) string { return fmt.Sprintf("%.1f kB", b/1000) }
@@ -180,9 +180,9 @@ func Markdown(rs []Result) string {
 	return b.String()
 }
 
-// SVG is a bar chart of memory per idle connection by mode, with each
-// mode's target.
-func SVG(rs []Result) string {
+// memoryChart is memory per idle connection by mode, with each mode's
+// target.
+func memoryChart(rs []Result) out.BarChart {
 	c := out.BarChart{Title: "sipd memory per idle connection (kB)"}
 	for _, r := range rs {
 		c.Bars = append(c.Bars, out.Bar{
@@ -191,8 +191,5 @@ func SVG(rs []Result) string {
 			Color: map[bool]string{true: "#4a8", false: "#c54"}[r.Met], Target: r.TargetPerConn, TargetText: "target " + kb(r.TargetPerConn),
 		})
 	}
-	var b strings.Builder
-	// Writing to a strings.Builder cannot fail.
-	_ = c.WriteSVG(&b)
-	return b.String()
+	return c
 }
