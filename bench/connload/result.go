@@ -127,14 +127,14 @@ func writeOutputs(dir string, rs []Result) error {
 	}
 	return out.WriteFiles(dir,
 		out.File{Name: "results.csv", Render: func(w io.Writer) error { return out.Columns(out.JSONColumns[Result](nil), rs).WriteCSV(w) }},
-		out.File{Name: "report.md", Render: out.String(func() string { return Markdown(rs) })},
+		out.File{Name: "report.md", Render: out.Of(WriteMarkdown, rs)},
 		out.File{Name: "memory.svg", Render: memoryChart(rs).WriteSVG})
 }
 
 func kb(b float64) string { return fmt.Sprintf("%.1f kB", b/1000) }
 
-// Markdown is report.md: a table per mode.
-func Markdown(rs []Result) string {
+// WriteMarkdown writes report.md: a table per mode.
+func WriteMarkdown(w io.Writer, rs []Result) error {
 	var b strings.Builder
 	b.WriteString("# bench conns: sipd over TCP and TLS\n\n")
 	b.WriteString("Memory per connection is sipd's RSS growth from no connections to all held idle (each registered), over the connections held; kB = 1000 bytes. ")
@@ -177,7 +177,8 @@ func Markdown(rs []Result) string {
 		}
 		b.WriteString(t.Markdown() + "\n")
 	}
-	return b.String()
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // memoryChart is memory per idle connection by mode, with each mode's

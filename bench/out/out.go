@@ -41,11 +41,3 @@ func WriteFiles(dir string, files ...File) error {
 func Of[T any](write func(io.Writer, []T) error, rs []T) func(io.Writer) error {
 	return func(w io.Writer) error { return write(w, rs) }
 }
-
-// String adapts a renderer that builds a string.
-func String(s func() string) func(io.Writer) error {
-	return func(w io.Writer) error {
-		_, err := io.WriteString(w, s())
-		return err
-	}
-}

@@ -115,7 +115,10 @@ func FuzzDecodeJSONL(f *testing.F) {
 
 func TestWriteFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	ok := File{Name: "a.txt", Render: String(func() string { return "new" })}
+	ok := File{Name: "a.txt", Render: Of(func(w io.Writer, s []string) error {
+		_, err := io.WriteString(w, s[0])
+		return err
+	}, []string{"new"})}
 	if err := WriteFiles(dir, ok); err != nil {
 		t.Fatal(err)
 	}
