@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 
 	"sipxdp/bench/callreport"
 	"sipxdp/bench/cpu"
+	"sipxdp/bench/mem"
 	"sipxdp/bench/netns"
 	"sipxdp/bench/sipload"
 )
@@ -134,9 +133,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		return callreport.Result{}, fmt.Errorf("callees: %w", err)
 	}
 	// Idle memory: sipd with its relay up and every callee registered.
-	idleRSS, err := readRSSMB(r.sipd.PID())
+	idleRSS, err := mem.RSSMB(r.sipd.PID())
 	if err != nil {
-		return callreport.Result{}, err
+		return callreport.Result{}, fmt.Errorf("sipd memory: %w", err)
 	}
 	res.RSSIdleMB = idleRSS
 
@@ -309,7 +308,7 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 		if p, err := cpu.ReadPID(r.sipd.PID()); err == nil {
 			s.sipd, s.sipdOK = p, true
 		}
-		s.rssMB, _ = readRSSMB(r.sipd.PID())
+		s.rssMB, _ = mem.RSSMB(r.sipd.PID())
 		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
@@ -465,25 +464,6 @@ func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
 	if c.Completed > 0 && res.DurationS > 0 {
 		res.PerCallPPS = round2(float64(c.UACTX) / float64(c.Completed) / res.DurationS)
 	}
-}
-
-func readRSSMB(pid int) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("sipd memory: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				return 0, fmt.Errorf("sipd memory: parse VmRSS %q: %w", v, err)
-			}
-			return kb / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("sipd memory: no VmRSS in /proc/%d/status", pid)
 }
 
 func hostInfo() callreport.Host {

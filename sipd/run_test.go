@@ -11,26 +11,17 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"sipxdp/internal/freeport"
 )
 
 func freePort(t *testing.T, network string) int {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+	p, err := freeport.Loopback(network)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return p
 }
 
 // TestRunServesHealth starts the whole daemon on free loopback ports, in

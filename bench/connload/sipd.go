@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/freeport"
 	"sipxdp/internal/testcert"
 )
 
@@ -23,15 +23,6 @@ type sipd struct {
 	d    *sipload.Daemon
 	sip  string // host:port of the TCP or TLS listener
 	http string
-}
-
-func freeTCPPort() (int, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // replaceOnce substitutes old with new once and fails when old is missing,
@@ -51,11 +42,11 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 	if err != nil {
 		return nil, fmt.Errorf("sipd -print-default-config: %w", err)
 	}
-	sipPort, err := freeTCPPort()
+	sipPort, err := freeport.Loopback(freeport.TCP)
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freeTCPPort()
+	httpPort, err := freeport.Loopback(freeport.TCP)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -26,7 +25,9 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/bench/mem"
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/freeport"
 )
 
 // Options of one "bench itsp" invocation.
@@ -132,24 +133,6 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	return rs, nil
 }
 
-func freeUDP() (int, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
-func freeTCP() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // writeConfig derives sipd's config from its default; a line that is
 // missing fails the run rather than being silently ignored.
 func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort, httpPort int) (string, error) {
@@ -192,17 +175,10 @@ func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort,
 	return p, os.WriteFile(p, []byte(text), 0o600)
 }
 
+// rssBytes is 0 when sipd has gone: the sample then shows the gap.
 func rssBytes(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
+	v, _ := mem.RSS(pid)
+	return v
 }
 
 func runOne(ctx context.Context, o Options, n int) (Result, error) {
@@ -215,11 +191,11 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
 	}
-	sipPort, err := freeUDP()
+	sipPort, err := freeport.Loopback(freeport.UDP)
 	if err != nil {
 		return r, err
 	}
-	httpPort, err := freeTCP()
+	httpPort, err := freeport.Loopback(freeport.TCP)
 	if err != nil {
 		return r, err
 	}

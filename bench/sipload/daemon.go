@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"sipxdp/bench/mem"
+	"sipxdp/internal/freeport"
 )
 
 // BuildSipd compiles sipd into dir and returns the binary's path. It uses
@@ -74,22 +76,7 @@ type Health struct {
 	} `json:"media"`
 }
 
-func freePort(network string) (int, error) {
-	if network == "udp" {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port, nil
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort(network string) (int, error) { return freeport.Loopback(network) }
 
 // replace substitutes old with new in s once and fails when old is
 // missing, so a change to the default config is noticed rather than
@@ -228,17 +215,8 @@ func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // RSS is sipd's resident set in bytes, from /proc.
 func (d *Daemon) RSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID()))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", d.PID())
+	v, err := mem.RSS(d.PID())
+	return int64(v), err
 }
 
 // OpenFiles counts sipd's open file descriptors (sockets included).
