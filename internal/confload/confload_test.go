@@ -6,19 +6,21 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// dur reads itself, as sipconf.Duration does: a leaf though not a scalar
-// kind.
-type dur time.Duration
+// level reads itself from a word, as sipconf.Duration reads itself from
+// Go duration text: a leaf whose kind is not what the YAML holds.
+type level int
 
-func (d *dur) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	*d = dur(v)
-	return err
+func (l *level) UnmarshalYAML(n *yaml.Node) error {
+	v, ok := map[string]level{"low": 0, "mid": 1, "high": 2}[n.Value]
+	if !ok {
+		return fmt.Errorf("%q: want low, mid or high", n.Value)
+	}
+	*l = v
+	return nil
 }
 
 type inner struct {
@@ -30,7 +32,7 @@ type inner struct {
 type testConf struct {
 	StateDir string            `yaml:"state_dir"`
 	On       bool              `yaml:"on"`
-	Wait     dur               `yaml:"wait"`
+	Level    level             `yaml:"level"`
 	Inner    inner             `yaml:"inner"`
 	List     []inner           `yaml:"list"`
 	Labels   map[string]string `yaml:"labels"`
@@ -41,7 +43,7 @@ type testConf struct {
 const base = `
 state_dir: /var/lib/x
 on: true
-wait: 1s
+level: low
 inner:
   name: a
   port: 1
@@ -100,10 +102,10 @@ func TestMergeAndLocate(t *testing.T) {
 		{name: "env unknown", env: []string{"X_INNER=1", "X_INNER_PORTS=2"},
 			errs: "$X_INNER: no such setting: want X_ and a key path with . written _, such as X_STATE_DIR\n" +
 				"$X_INNER_PORTS: no such setting: want X_ and a key path with . written _, such as X_STATE_DIR"},
-		{name: "unmarshaler", file: "wait: 2m\n", env: []string{"X_INNER_NAME=5s"},
-			want: func(c *testConf) { c.Wait, c.Inner.Name = dur(2*time.Minute), "5s" }},
-		{name: "unmarshaler error", file: "wait: soon\n",
-			errs: `f.yaml:1:7: wait: time: invalid duration "soon"`},
+		{name: "unmarshaler", file: "level: high\n", env: []string{"X_INNER_NAME=mid"},
+			want: func(c *testConf) { c.Level, c.Inner.Name = level(2), "mid" }},
+		{name: "unmarshaler error", file: "level: loud\n",
+			errs: `f.yaml:1:8: level: "loud": want low, mid or high`},
 		{name: "env type error", env: []string{"X_INNER_PORT=[1]"},
 			errs: "$X_INNER_PORT: inner.port: want an integer, have a list"},
 		{name: "validation error located in the file", file: "list:\n  - name: x\n    port: 99999\n",
@@ -179,7 +181,7 @@ func TestEnvAmbiguous(t *testing.T) {
 
 func TestLeaves(t *testing.T) {
 	got := strings.Join(Leaves(reflect.TypeFor[testConf]()), " ")
-	want := "state_dir on wait inner.name inner.port inner.hosts list labels untagged"
+	want := "state_dir on level inner.name inner.port inner.hosts list labels untagged"
 	if got != want {
 		t.Errorf("leaves %q, want %q", got, want)
 	}
