@@ -90,6 +90,8 @@ func TestConfigMerge(t *testing.T) {
 			want: func(c *Config) { c.Media.Datapath = "userspace" }},
 		{name: "env list of mappings", env: []string{"SIPD_SIP_LISTEN=[{transport: tcp, addr: '127.0.0.1:5070'}]"},
 			want: func(c *Config) { c.SIP.Listen = []sipconf.Listen{{Transport: "tcp", Addr: "127.0.0.1:5070"}} }},
+		{name: "env number-like string kept as written", env: []string{"SIPD_SIP_SECRET=00123456789012345678e5"},
+			want: func(c *Config) { c.SIP.Secret = "00123456789012345678e5" }},
 		{name: "unknown env vars all reported", env: []string{"SIPD_NOPE=1", "SIPD_MEDIA_DATAPTH=tc", "SIPD_MEDIA=x"},
 			errs: []string{"$SIPD_MEDIA: no such setting", "$SIPD_MEDIA_DATAPTH: no such setting", "$SIPD_NOPE: no such setting"}},
 		{name: "bad env value", env: []string{"SIPD_MEDIA_TIMEOUT=soon", "SIPD_MEDIA_MODE=some", "SIPD_HTTP_ALLOW=[10.0.0.0/8"},

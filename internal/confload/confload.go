@@ -340,7 +340,7 @@ func (l *Loader) pairs(n *yaml.Node, key string, s source, f func(k string, kn, 
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		kn, vn := n.Content[i], n.Content[i+1]
 		if kn.Kind != yaml.ScalarNode {
-			l.errs = append(l.errs, fmt.Errorf("%s: %s: a key must be a plain word, have %s", s.at(kn), key, describe(kn)))
+			l.errs = append(l.errs, fmt.Errorf("%s: %s: a key must be a plain word, have %s", s.at(kn), keyName(key), describe(kn)))
 			continue
 		}
 		if first, ok := seen[kn.Value]; ok {
@@ -354,7 +354,15 @@ func (l *Loader) pairs(n *yaml.Node, key string, s source, f func(k string, kn, 
 
 func (l *Loader) bad(key, at, format string, args ...any) {
 	l.failed = append(l.failed, key)
-	l.errs = append(l.errs, fmt.Errorf("%s: %s: %s", at, key, fmt.Sprintf(format, args...)))
+	l.errs = append(l.errs, fmt.Errorf("%s: %s: %s", at, keyName(key), fmt.Sprintf(format, args...)))
+}
+
+// keyName is key for messages, the empty path included.
+func keyName(key string) string {
+	if key == "" {
+		return "top level"
+	}
+	return key
 }
 
 // record notes where the value at key came from. A value that replaces

@@ -93,6 +93,8 @@ func TestMergeAndLocate(t *testing.T) {
 			want: func(c *testConf) { c.Untagged = "u" }},
 		{name: "skipped field unknown", file: "skipped: x\nSkipped: y\n",
 			errs: "f.yaml:1:1: skipped: unknown key\nf.yaml:2:1: Skipped: unknown key"},
+		{name: "not a mapping", file: "- a\n", errs: "f.yaml:1:1: top level: want a mapping (key: value lines), have a list"},
+		{name: "top-level key that is not a word", file: "? [a]\n: 1\n", errs: "f.yaml:1:3: top level: a key must be a plain word, have a list"},
 		{name: "key that is not a word", file: "inner:\n  [a]: 1\n",
 			errs: "f.yaml:2:3: inner: a key must be a plain word, have a list"},
 		{name: "env", env: []string{"X_STATE_DIR=/srv", "X_INNER_HOSTS=[a, b]", "X_ON=false", "Y_OTHER=1"},
