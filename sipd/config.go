@@ -203,8 +203,8 @@ func load(name string, data []byte, src Sources) (*Config, error) {
 
 // Redacted returns a copy with its secrets (http.token, sip.secret,
 // sip.auth.secret) replaced by "<redacted>" where set, for printing.
-// The placeholder is not a valid secret, so a printed config fed back
-// in fails rather than running with a known key.
+// http.token and sip.secret refuse the placeholder, so a printed config
+// fed back in fails rather than running with a known key there.
 func (c Config) Redacted() Config {
 	for _, s := range []*string{&c.HTTP.Token, &c.SIP.Secret, &c.SIP.Auth.Secret} {
 		if *s != "" {
