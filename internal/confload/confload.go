@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -143,8 +145,11 @@ func (l *Loader) Env(prefix string, environ []string) {
 		keys := names[name]
 		switch len(keys) {
 		case 0:
-			l.errs = append(l.errs, fmt.Errorf("$%s: no such setting: want %s and a key path with . written _, such as %s",
-				name, prefix, EnvName(prefix, Leaves(l.dst.Type())[0])))
+			hint := didYouMean(name, slices.Collect(maps.Keys(names)))
+			if hint == "" {
+				hint = fmt.Sprintf(": want %s and a key path with . written _, such as %s", prefix, EnvName(prefix, Leaves(l.dst.Type())[0]))
+			}
+			l.errs = append(l.errs, fmt.Errorf("$%s: no such setting%s", name, hint))
 		case 1:
 			l.Set(keys[0], value, "$"+name)
 		default:
@@ -276,7 +281,7 @@ func (l *Loader) decode(v reflect.Value, n *yaml.Node, key string, s source, at 
 		l.pairs(n, key, s, func(k string, kn, vn *yaml.Node) {
 			i, ok := byName[k]
 			if !ok {
-				l.errs = append(l.errs, fmt.Errorf("%s: %s: unknown key", s.at(kn), join(key, k)))
+				l.errs = append(l.errs, fmt.Errorf("%s: %s: unknown key%s", s.at(kn), join(key, k), didYouMean(k, slices.Collect(maps.Keys(byName)))))
 				return
 			}
 			l.decode(v.Field(i), vn, join(key, k), s, position(s, kn, vn))
@@ -474,6 +479,42 @@ func describe(n *yaml.Node) string {
 		return fmt.Sprintf("%q", v)
 	}
 	return "an alias"
+}
+
+// didYouMean suggests the candidate nearest to a mistyped name, when one
+// is within two edits (a typo, a letter left out); "" when none is.
+func didYouMean(name string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestD || d == bestD && c < best {
+			best, bestD = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + "?"
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // syntaxError turns yaml's "yaml: line 3: ..." into "name:3: ...".

@@ -103,7 +103,11 @@ func TestMergeAndLocate(t *testing.T) {
 			want: func(c *testConf) { c.Labels = map[string]string{"a": "b", "team": "voice", "site": "ams"} }},
 		{name: "env unknown", env: []string{"X_INNER=1", "X_INNER_PORTS=2"},
 			errs: "$X_INNER: no such setting: want X_ and a key path with . written _, such as X_STATE_DIR\n" +
-				"$X_INNER_PORTS: no such setting: want X_ and a key path with . written _, such as X_STATE_DIR"},
+				"$X_INNER_PORTS: no such setting; did you mean X_INNER_PORT?"},
+		{name: "typo", file: "inner:\n  nmae: x\n  hots: [a]\n  zzz: 1\n",
+			errs: "f.yaml:2:3: inner.nmae: unknown key; did you mean name?\n" +
+				"f.yaml:3:3: inner.hots: unknown key; did you mean hosts?\n" +
+				"f.yaml:4:3: inner.zzz: unknown key"},
 		{name: "unmarshaler", file: "level: high\n", env: []string{"X_INNER_NAME=mid"},
 			want: func(c *testConf) { c.Level, c.Inner.Name = level(2), "mid" }},
 		{name: "unmarshaler error", file: "level: loud\n",
