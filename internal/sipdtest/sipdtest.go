@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"sipxdp/bench/sipload"
 	"sipxdp/internal/netnstest"
@@ -115,8 +115,13 @@ func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	if err != nil {
 		t.Fatalf("marshal config: %v", err)
 	}
-	if _, err := sipd.ParseConfig(text); err != nil {
+	// sipd must run on exactly the config the test built.
+	back, err := sipd.ParseConfig(text)
+	if err != nil {
 		t.Fatalf("config does not survive a round trip: %v\n%s", err, text)
+	}
+	if again, err := yaml.Marshal(back); err != nil || string(again) != string(text) {
+		t.Fatalf("config read back differs (%v):\n%s\n---\n%s", err, text, again)
 	}
 	cfgPath := filepath.Join(o.Dir, "sipd.yaml")
 	if err := os.WriteFile(cfgPath, text, 0o600); err != nil {
