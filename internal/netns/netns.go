@@ -130,6 +130,13 @@ type Addrs struct {
 	Bits                   int
 }
 
+// V4 and V6 are the line addresses of a topology on the default networks
+// (a zero Config's), for tests that name them in tables.
+var (
+	V4 = AddrsIn(Default4)
+	V6 = AddrsIn(Default6)
+)
+
 // AddrsIn gives the line addresses a topology built on network p has.
 func AddrsIn(p netip.Prefix) Addrs {
 	a := Addrs{Name: "ipv4", Bits: 24}
@@ -208,13 +215,7 @@ func Create(ctx context.Context, cfg Config) (tp *Topo, err error) {
 func New(t testing.TB, cfg Config) *Topo {
 	t.Helper()
 	testenv.RequireRoot(t)
-	removed, err := CleanStale(cmp(cfg.Prefix, "sxns-"))
-	for _, n := range removed {
-		t.Logf("removed stale namespace %s", n)
-	}
-	if err != nil {
-		t.Logf("remove stale namespaces: %v", err)
-	}
+	cleanStaleLogged(t, cmp(cfg.Prefix, "sxns-"))
 	tp, err := Create(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -225,6 +226,41 @@ func New(t testing.TB, cfg Config) *Topo {
 		}
 	})
 	return tp
+}
+
+// Lone creates a namespace holding only lo, up, for a test that needs a
+// private loopback (ports of its own, hooks that touch nothing outside),
+// and removes it with t.Cleanup. Like New it skips when not root and
+// first removes stale namespaces with the prefix.
+func Lone(t testing.TB, prefix string) *NS {
+	t.Helper()
+	testenv.RequireRoot(t)
+	cleanStaleLogged(t, prefix)
+	tp := &Topo{}
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := context.Background()
+	ns, err := tp.newNS(ctx, fmt.Sprintf("%s%d-%d-l", prefix, os.Getpid(), seq.Add(1)))
+	if err == nil {
+		err = ns.ip(ctx, "link", "set", "lo", "up")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func cleanStaleLogged(t testing.TB, prefix string) {
+	removed, err := CleanStale(prefix)
+	for _, n := range removed {
+		t.Logf("removed stale namespace %s", n)
+	}
+	if err != nil {
+		t.Logf("remove stale namespaces: %v", err)
+	}
 }
 
 func cmp(s, def string) string {
