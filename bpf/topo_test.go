@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"sipxdp/internal/netns"
 	"sipxdp/relay"
 	"sipxdp/relay/relaytest"
@@ -163,12 +161,4 @@ func receive(t *testing.T, conn *net.UDPConn, from netip.AddrPort, want int, wai
 		t.Errorf("%d bad packets", bad)
 	}
 	return seen
-}
-
-func netInterfaceIndex(name string) (int, error) {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return 0, fmt.Errorf("find %s: %w", name, err)
-	}
-	return l.Attrs().Index, nil
 }

@@ -266,3 +266,19 @@ func FuzzParseSNMP(f *testing.F) {
 		}
 	})
 }
+
+// A lone namespace's loopback is up, and the namespace goes with the test.
+func TestLone(t *testing.T) {
+	var name string
+	t.Run("lone", func(t *testing.T) {
+		ns := Lone(t, "sxnt-")
+		name = ns.Name
+		lo := netip.MustParseAddr("127.0.0.1")
+		if from, err := roundTrip(t, ns, lo, ns, lo); err != nil || from != lo {
+			t.Fatalf("over lo: from %s, %v", from, err)
+		}
+	})
+	if _, err := os.Stat(RunDir + "/" + name); !os.IsNotExist(err) {
+		t.Errorf("namespace %s still exists after cleanup (stat: %v)", name, err)
+	}
+}
