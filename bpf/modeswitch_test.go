@@ -71,7 +71,9 @@ func TestModeSwitch(t *testing.T) {
 	}
 
 	t.Logf("NOTE: turning tx checksum offload OFF on the sender veth s0 for generic XDP (XDP cannot update a CHECKSUM_PARTIAL checksum)")
-	tp.ethtool(t, nsSender, "-K", netns.CallerIf, "tx", "off")
+	if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+		t.Fatal(err)
+	}
 	recv := tp.udp(t, nsReceiver, flow.Dst)
 	send := tp.udp(t, nsSender, flow.Peer)
 	before, _ := k2.Counters()

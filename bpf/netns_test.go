@@ -61,7 +61,9 @@ func TestNetnsRelay(t *testing.T) {
 				// run below keeps offloads on: that is the case it exists for.
 				t.Logf("NOTE: turning tx checksum offload OFF on the sender veth s0 for %s "+
 					"(XDP cannot update a CHECKSUM_PARTIAL checksum); tc runs with offloads on", mode)
-				tp.ethtool(t, nsSender, "-K", netns.CallerIf, "tx", "off")
+				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+					t.Fatal(err)
+				}
 			}
 
 			type relayCase struct {

@@ -60,14 +60,6 @@ func (tp *topo) in(t testing.TB, i int, fn func() error) {
 	}
 }
 
-// ethtool runs ethtool inside one of the topology's namespaces.
-func (tp *topo) ethtool(t *testing.T, i int, args ...string) {
-	t.Helper()
-	if out, err := tp.ns(i).Exec("ethtool", args...); err != nil {
-		t.Fatalf("ethtool %v: %v: %s", args, err, out)
-	}
-}
-
 // attachPassXDP puts the XDP_PASS program on dev in namespace i, for the
 // test's lifetime: veth only delivers native XDP redirects and XDP_TX to
 // a peer that runs XDP itself.

@@ -92,7 +92,7 @@ func (n *netNS) start(t *testing.T, dir, name, bin string, args ...string) *proc
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	p.cmd = exec.Command("nsenter", append([]string{"--net=" + n.Path, "--", bin}, args...)...)
+	p.cmd = n.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	// Should the test binary die, take the child with it.
