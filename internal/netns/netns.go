@@ -18,6 +18,7 @@ package netns
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -156,7 +157,7 @@ type Topo struct {
 	V4, V6 Addrs
 
 	cfg   Config
-	hosts []*NS
+	owned []*NS // every namespace made, for Close
 }
 
 // Families lists the address families the topology has, IPv4 first.
@@ -215,7 +216,7 @@ func Create(ctx context.Context, cfg Config) (tp *Topo, err error) {
 func New(t testing.TB, cfg Config) *Topo {
 	t.Helper()
 	testenv.RequireRoot(t)
-	cleanStaleLogged(t, cmp(cfg.Prefix, "sxns-"))
+	cleanStaleLogged(t, cmp.Or(cfg.Prefix, "sxns-"))
 	tp, err := Create(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -263,20 +264,13 @@ func cleanStaleLogged(t testing.TB, prefix string) {
 	}
 }
 
-func cmp(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 // newNS creates a named namespace and records it for Close.
 func (tp *Topo) newNS(ctx context.Context, name string) (*NS, error) {
 	if err := ip(ctx, "netns", "add", name); err != nil {
 		return nil, err
 	}
 	n := &NS{Name: name, Path: RunDir + "/" + name, h: -1}
-	tp.hosts = append(tp.hosts, n)
+	tp.owned = append(tp.owned, n)
 	if err := n.open(); err != nil {
 		return nil, err
 	}
@@ -288,7 +282,7 @@ func (tp *Topo) newNS(ctx context.Context, name string) (*NS, error) {
 // and more than once.
 func (tp *Topo) Close() error {
 	var errs []error
-	for _, n := range tp.hosts {
+	for _, n := range tp.owned {
 		n.close()
 		if err := deleteNS(n.Name); err != nil {
 			errs = append(errs, err)
