@@ -269,6 +269,7 @@ func FuzzParseSNMP(f *testing.F) {
 
 // A lone namespace's loopback is up, and the namespace goes with the test.
 func TestLone(t *testing.T) {
+	testenv.RequireRoot(t)
 	var name string
 	t.Run("lone", func(t *testing.T) {
 		ns := Lone(t, "sxnt-")
