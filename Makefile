@@ -38,11 +38,16 @@ test-short: ## unit tests only (no root, no namespaces)
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s)
 	./scripts/fuzz.sh $${FUZZTIME:-10s}
 
-lint: ## gofmt, go vet, staticcheck, and go.mod/go.sum as go mod tidy leaves them
+lint: ## gofmt, go mod tidy -diff, go vet, staticcheck and golangci-lint's depguard layering rules (.golangci.yaml)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result"; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	@gobin=$$($(GO) env GOBIN); [ -n "$$gobin" ] || gobin=$$($(GO) env GOPATH)/bin; \
+	gcl=$$(command -v golangci-lint || echo "$$gobin/golangci-lint"); \
+	if [ -x "$$gcl" ]; then echo "$$gcl run"; "$$gcl" run $(PKGS); \
+	elif [ "$${CI:-}" = true ]; then echo "lint: golangci-lint is missing: run scripts/install-deps.sh"; exit 1; \
+	else echo "lint: golangci-lint not installed (scripts/install-deps.sh installs it); layering rules not checked"; fi
 
 run: ## run sipd on the embedded default configuration
 	$(GO) run ./cmd/sipd

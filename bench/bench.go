@@ -61,8 +61,6 @@ func Main(args []string) int {
 		return runUACChild(args[1:])
 	case "_uas":
 		return runUASChild(args[1:])
-	case "_xdp-pass":
-		return runXDPPassChild(args[1:])
 	case "-h", "--help", "help":
 		io.WriteString(os.Stdout, usage)
 		return 0

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
-	"sipxdp/bench/netns"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd"
 )
@@ -74,15 +74,13 @@ func TestSteadyWindow(t *testing.T) {
 // The generated config must come from sipd's real default and change
 // every line the topology depends on.
 func TestSipdConfigFromDefault(t *testing.T) {
-	line := &netns.Line{RelayLeftIf: "sx1b", RelayRightIf: "sx1c"}
-	line.RelayLeftAddr = callsLeft.Addr().Next()
-	line.RelayRightAddr = callsRight.Addr().Next()
+	line := &netns.Topo{V4: netns.AddrsIn(callsNet.Net4)}
 	text, err := sipdConfig(string(sipd.DefaultConfigYAML()), sipdSetup{Mode: "all", Datapath: "tc", PinPath: "/sys/fs/bpf/x",
-		Line: line, PortMin: 20000, PortMax: 39999, Exempt: []string{callsNet}}, "/tmp/users")
+		Line: line, PortMin: 20000, PortMax: 39999, Exempt: []string{callsNet.Net4.String()}}, "/tmp/users")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"datapath: tc", "interfaces: [sx1b, sx1c]", `local: "10.250.1.1", port_min: 20000, port_max: 39999`,
+	for _, want := range []string{"datapath: tc", "interfaces: [ra, rb]", `local: "10.250.1.1", port_min: 20000, port_max: 39999`,
 		`local: "10.250.2.1"`, `addr: "10.250.1.1:5060"`, `addr: "10.250.2.1:5060"`, benchDomain, "users_file: /tmp/users",
 		"10.250.0.0/16]"} {
 		if !strings.Contains(text, want) {

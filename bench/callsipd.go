@@ -13,8 +13,8 @@ import (
 
 	vnetns "github.com/vishvananda/netns"
 
-	"sipxdp/bench/netns"
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/netns"
 )
 
 // benchDomain is the users' domain in the calls bench: a name, so callers
@@ -30,7 +30,7 @@ type sipdSetup struct {
 	Mode     string // media.mode
 	Datapath string // media.datapath
 	PinPath  string
-	Line     *netns.Line
+	Line     *netns.Topo
 	UASCount int
 	Password string
 	PortMin  int
@@ -43,13 +43,13 @@ type sipdSetup struct {
 // the default is noticed rather than silently ignored.
 func sipdConfig(def string, s sipdSetup, usersPath string) (string, error) {
 	l := s.Line
-	left, right := l.RelayLeftAddr.String(), l.RelayRightAddr.String()
+	left, right := l.V4.RelayA.String(), l.V4.RelayB.String()
 	text := def
 	for _, r := range [][2]string{
 		{"state_dir: /var/lib/sipd", "state_dir: " + filepath.Join(s.Dir, "state")},
 		{"mode: all", "mode: " + s.Mode},
 		{"datapath: auto", "datapath: " + s.Datapath},
-		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", l.RelayLeftIf, l.RelayRightIf)},
+		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netns.RelayA, netns.RelayB)},
 		{"pin_path: /sys/fs/bpf/sipxdp", "pin_path: " + s.PinPath},
 		{`    - name: default
       local: 127.0.0.1
@@ -96,7 +96,7 @@ func startSipdInNS(ctx context.Context, s sipdSetup) (*sipload.Daemon, error) {
 	return sipload.Launch(ctx, sipload.LaunchConfig{Binary: s.Binary, ConfigPath: cfgPath,
 		LogPath: filepath.Join(s.Dir, "sipd_"+s.Name+".log"), HTTP: "http://127.0.0.1:8080",
 		NetNS: s.Line.Relay.Path, Dial: dialInNS(s.Line.Relay.Path), Uninstall: s.Datapath != "userspace",
-		SIP: netip.AddrPortFrom(s.Line.RelayLeftAddr, 5060)})
+		SIP: netip.AddrPortFrom(s.Line.V4.RelayA, 5060)})
 }
 
 // dialInNS dials from inside the namespace at nsPath: the socket is made

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,19 +20,21 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/netns"
 	"sipxdp/bench/report"
 	"sipxdp/bench/rtpload"
+	"sipxdp/bpf"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
 // AllPaths is the order `--path all` runs in. direct comes first: it is the
 // baseline every relay path is compared against.
 var AllPaths = []string{"direct", "userspace", "xdp-generic", "tc", "xdp"}
+
+// datapathNet is the datapath bench's topology: IPv4 only, on networks of
+// its own so it never meets the calls bench's.
+var datapathNet = netns.Config{Prefix: "sxdpb-", Net4: netip.MustParsePrefix("10.251.0.0/16")}
 
 // Ports used inside the namespaces. Relay ports sit below the default
 // ip_local_port_range so they never collide with ephemeral ports.
@@ -209,7 +210,7 @@ func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, err
 	if o.Size == 0 {
 		o.Size = 172
 	}
-	if removed, err := netns.CleanStale(netns.DefaultPrefix); err != nil {
+	if removed, err := netns.CleanStale(datapathNet.Prefix); err != nil {
 		return nil, fmt.Errorf("remove stale namespaces: %w", err)
 	} else if len(removed) > 0 {
 		slog.Info("removed stale namespaces", "names", removed)
@@ -283,7 +284,7 @@ type sample struct {
 
 func measurePath(ctx context.Context, o DatapathOptions, path string, base *report.Datapath) (res report.Datapath, err error) {
 	log := o.Progress.With("path", path)
-	line, err := netns.Create(ctx, netns.Config{})
+	line, err := netns.Create(ctx, datapathNet)
 	if err != nil {
 		return res, fmt.Errorf("topology: %w", err)
 	}
@@ -308,9 +309,8 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	}()
 
 	if !o.SenderOffload {
-		cmd := exec.CommandContext(ctx, "nsenter", "--net="+line.Sender.Path, "ethtool", "-K", line.SenderIf, "tx", "off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return res, fmt.Errorf("turn off tx checksum offload on %s: %w: %s", line.SenderIf, err, bytes.TrimSpace(out))
+		if err := line.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+			return res, fmt.Errorf("turn off tx checksum offload: %w", err)
 		}
 		res.Notes = append(res.Notes, "tx checksum offload is off at the sender veth for every path, so packets carry full UDP checksums as from a NIC (XDP cannot fix CHECKSUM_PARTIAL; --sender-offload keeps it on)")
 	}
@@ -319,24 +319,26 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		// Native XDP redirect into a veth needs an XDP program on the
 		// peer end, or the frames are dropped.
 		for _, e := range []struct {
-			ns  netns.NS
+			ns  *netns.NS
 			ifc string
-		}{{line.Sender, line.SenderIf}, {line.Receiver, line.ReceiverIf}} {
-			if err := runOnce(ctx, e.ns, "_xdp-pass", xdpPassConfig{Interface: e.ifc}); err != nil {
+		}{{line.Caller, netns.CallerIf}, {line.Callee, netns.CalleeIf}} {
+			pass, err := bpf.AttachPassXDP(e.ns, e.ifc)
+			if err != nil {
 				return res, fmt.Errorf("attach XDP_PASS to peer %s: %w", e.ifc, err)
 			}
+			defer pass.Close()
 		}
 		res.Notes = append(res.Notes, "an XDP_PASS program is attached to the peer veth ends (sender and receiver side): native redirect into veth needs it")
 	}
 
 	sink := rtpload.SinkConfig{
-		Addr:  netip.AddrPortFrom(line.ReceiverAddr, receiverPort),
-		Flows: o.Flows, ExpectSrc: line.RelayRightAddr, ExpectPortBase: relayRightPortBase,
+		Addr:  netip.AddrPortFrom(line.V4.Callee, receiverPort),
+		Flows: o.Flows, ExpectSrc: line.V4.RelayB, ExpectPortBase: relayRightPortBase,
 	}
 	if path == "direct" {
-		sink.ExpectSrc, sink.ExpectPortBase = line.SenderAddr, senderPortBase
+		sink.ExpectSrc, sink.ExpectPortBase = line.V4.Caller, senderPortBase
 	}
-	rcv, err := startChild(line.Receiver, "receiver", "_receiver", receiverChildConfig{Sink: sink})
+	rcv, err := startChild(line.Callee, "receiver", "_receiver", receiverChildConfig{Sink: sink})
 	if err != nil {
 		return res, err
 	}
@@ -355,15 +357,15 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	} else {
 		pinPath = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-%s", pinPrefix, os.Getpid(), path))
 		rc := relayChildConfig{
-			Path: path, Interfaces: []string{line.RelayLeftIf, line.RelayRightIf}, PinPath: pinPath,
+			Path: path, Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: pinPath,
 			PortMin: relayLeftPortBase, PortMax: uint16(relayRightPortBase + o.Flows - 1),
 		}
 		for i := range dsts {
-			dsts[i] = netip.AddrPortFrom(line.RelayLeftAddr, uint16(relayLeftPortBase+i))
+			dsts[i] = netip.AddrPortFrom(line.V4.RelayA, uint16(relayLeftPortBase+i))
 			rc.Flows = append(rc.Flows, relay.Flow{
 				Key:  relay.FlowKey{Local: dsts[i]},
-				Peer: netip.AddrPortFrom(line.SenderAddr, uint16(senderPortBase+i)),
-				Out:  netip.AddrPortFrom(line.RelayRightAddr, uint16(relayRightPortBase+i)),
+				Peer: netip.AddrPortFrom(line.V4.Caller, uint16(senderPortBase+i)),
+				Out:  netip.AddrPortFrom(line.V4.RelayB, uint16(relayRightPortBase+i)),
 				Dst:  sink.Addr,
 			})
 		}
@@ -371,7 +373,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			// The kernel only keeps per-program run time while asked to.
 			// The BPF_ENABLE_STATS fd turns it off again when this process
 			// ends, however it ends, unlike a sysctl write.
-			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			stats, err := bpf.EnableRunStats()
 			if err != nil {
 				res.Notes = append(res.Notes, fmt.Sprintf("no BPF run-time stats: %v", err))
 			} else {
@@ -399,12 +401,12 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		}
 	}
 
-	sndH, err := line.Sender.Handle()
+	sndH, err := line.Caller.Handle()
 	if err != nil {
 		return res, err
 	}
 	defer sndH.Close()
-	rcvH, err := line.Receiver.Handle()
+	rcvH, err := line.Callee.Handle()
 	if err != nil {
 		return res, err
 	}
@@ -425,22 +427,22 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 				return s, err
 			}
 		}
-		if s.snd, err = netns.ReadCounters(sndH, line.SenderIf); err != nil {
+		if s.snd, err = netns.ReadCounters(sndH, netns.CallerIf); err != nil {
 			return s, err
 		}
-		if s.rcv, err = netns.ReadCounters(rcvH, line.ReceiverIf); err != nil {
+		if s.rcv, err = netns.ReadCounters(rcvH, netns.CalleeIf); err != nil {
 			return s, err
 		}
 		if pinPath != "" && path != "userspace" {
-			s.progTime, s.progRuns, _ = progStats(pinPath)
+			s.progTime, s.progRuns, _ = bpf.PinnedRunStats(pinPath)
 		}
 		s.cpu, err = cpu.Take(pids)
 		s.cpu.All = everyone
 		return s, err
 	}
 
-	snd, err := startChild(line.Sender, "sender", "_sender", senderChildConfig{
-		Src: line.SenderAddr, SrcPortBase: senderPortBase, Dsts: dsts, Rate: o.Rate,
+	snd, err := startChild(line.Caller, "sender", "_sender", senderChildConfig{
+		Src: line.V4.Caller, SrcPortBase: senderPortBase, Dsts: dsts, Rate: o.Rate,
 		Duration: o.Duration, Batch: o.Batch, Size: o.Size,
 	})
 	if err != nil {
@@ -698,7 +700,7 @@ type child struct {
 	err  error         // exit status, valid after done
 }
 
-func startChild(ns netns.NS, role, sub string, cfg any) (*child, error) {
+func startChild(ns *netns.NS, role, sub string, cfg any) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find bench binary: %w", err)
@@ -809,15 +811,4 @@ func (c *child) kill() {
 	case <-time.After(3 * time.Second):
 		slog.Warn("child did not exit after SIGKILL", "role", c.role, "pid", c.pid())
 	}
-}
-
-// runOnce runs a child that does one job and exits.
-func runOnce(ctx context.Context, ns netns.NS, sub string, cfg any) error {
-	c, err := startChild(ns, sub, sub, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.kill()
-	_, err = c.await(ctx, "result", childReadyTimeout)
-	return err
 }

@@ -7,6 +7,7 @@ package mediapath
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -235,4 +236,13 @@ func Uninstall(pinPath string) error {
 		return fmt.Errorf("uninstall %s: %w", pinPath, err)
 	}
 	return nil
+}
+
+// PeerPass attaches to dev, inside ns, the XDP_PASS program that the far
+// end of a veth needs before native XDP can redirect into it, and returns
+// what detaches it. Setups that run the xdp datapath between namespaces
+// use it (it fits internal/netns's Pass); the SIP layer's tests reach it
+// here because sipd/ does not import bpf.
+func PeerPass(ns bpf.Namespace, dev string) (io.Closer, error) {
+	return bpf.AttachPassXDP(ns, dev)
 }

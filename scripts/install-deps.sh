@@ -68,4 +68,13 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go is not installed (expected /usr/local/go)" >&2
 	exit 1
 fi
+# golangci-lint runs `make lint`'s depguard layering rules. A tool binary in
+# GOBIN, not a go.mod tool: as one it would add hundreds of requirements.
+gcl_version=v2.15.0
+go=$(command -v go || echo /usr/local/go/bin/go)
+gobin=$("$go" env GOBIN)
+[ -n "$gobin" ] || gobin=$("$go" env GOPATH)/bin
+if ! "$gobin/golangci-lint" version 2>/dev/null | grep -q "version ${gcl_version#v} "; then
+	"$go" install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$gcl_version"
+fi
 echo "install-deps: ok"

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"sipxdp/internal/conntest"
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 	"sipxdp/internal/testcert"
 	"sipxdp/sipd"
@@ -58,7 +58,7 @@ func (e *env) keepalive(u *sipua.UA, n int) {
 // flood opens n connections to dst from the sources in turn, 64 dials at
 // a time, each bounded by 2 s, and returns those that connected (sipd may
 // close them at once: that is for the caller to find out).
-func flood(ns *netnstest.NS, sources []netip.Addr, dst netip.AddrPort, n int) (conns []net.Conn, failed int) {
+func flood(ns *netns.NS, sources []netip.Addr, dst netip.AddrPort, n int) (conns []net.Conn, failed int) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -204,7 +204,7 @@ func TestConnFloodEMFILE(t *testing.T) {
 				t.Logf("open %v of max %v; refused: %s %v", open, max, tc.reason, e.refused(tc.reason))
 			}
 			if tc.duringTCP {
-				s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+				s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 				s.Register("alice", domain, password)
 				s.StreamConn().Close()
 			}
@@ -220,7 +220,7 @@ func TestConnFloodEMFILE(t *testing.T) {
 				t.Errorf("no refusal counted as %s", tc.reason)
 			}
 			e.keepalive(caller, 200)
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 			s.Register("alice", domain, password)
 			t.Logf("TCP register done at %v", time.Since(start).Round(time.Millisecond))
 			e.legitCall()
@@ -301,7 +301,7 @@ func TestSlowlorisHeaders(t *testing.T) {
 				n, heap0>>10, heap1>>10, gr0, gr1, fd0, fd1)
 
 			// A subscriber's REGISTER in three pieces over a second is not cut.
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 			reg := s.Request(sipua.Msg{Method: "REGISTER", RURI: "sip:" + domain, From: "sip:alice@" + domain,
 				To: "sip:alice@" + domain, CallID: "slow-legit", CSeq: 1})
 			third := len(reg) / 3
@@ -379,8 +379,8 @@ func TestTLSHandshakeStall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var tlsAddr netip.AddrPort
 			e := newEnv(t, func(c *sipd.Config) {
-				cert, key := testcert.Write(t, netnstest.V4.RelayA)
-				tlsAddr = netip.AddrPortFrom(netnstest.V4.RelayA, 5061)
+				cert, key := testcert.Write(t, netns.V4.RelayA)
+				tlsAddr = netip.AddrPortFrom(netns.V4.RelayA, 5061)
 				c.SIP.Listen = append(c.SIP.Listen, sipconf.Listen{Transport: "tls", Addr: tlsAddr.String(), Cert: cert, Key: key})
 				c.SIP.Connections.TLSHandshakeTimeout = sipconf.Duration(timeout)
 			})
@@ -410,7 +410,7 @@ func TestTLSHandshakeStall(t *testing.T) {
 			if v := e.refused("handshake_timeout"); v < n {
 				t.Errorf("handshake_timeout closures counted: %v, want at least %d", v, n)
 			}
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TLS")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TLS")
 			s.Register("alice", domain, password)
 			e.legitCall()
 		})
@@ -465,7 +465,7 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	}()
 	defer close(stopPing)
 	// A phone registered over its connection.
-	phone := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+	phone := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 	phone.RegisterFor("alice", domain, password, expires)
 	registered := time.Now()
 
@@ -499,7 +499,7 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	bob := e.callee()
 	bob.Register("bob", domain, password)
 	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@" + domain, From: "sip:bob@" + domain,
-		To: "sip:alice@" + domain, CallID: "idle-call", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40010))}
+		To: "sip:alice@" + domain, CallID: "idle-call", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40010))}
 	if r := bob.Authenticated(inv, "bob", password); r != nil && r.StatusCode >= 300 {
 		t.Fatalf("bob's call to the registered phone: %d %s", r.StatusCode, r.Reason)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/mediapath"
 )
@@ -133,7 +133,7 @@ func (p *sipdProc) flows(callID string) []FlowJSON {
 // startSipdIn runs sipd inside ns with the given datapath, relaying
 // between the relay's two links; it is stopped (stdin closed, then
 // killed by PID if need be) when t ends.
-func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
+func startSipdIn(t *testing.T, ns *netns.NS, datapath string) *sipdProc {
 	t.Helper()
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup.
@@ -144,7 +144,7 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
 		{"state_dir: /var/lib/sipd", "state_dir: " + t.TempDir()},
 		{"listen: 127.0.0.1:8080", "listen: 127.0.0.1:18080"},
 		{"datapath: auto", "datapath: " + datapath},
-		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netnstest.RelayA, netnstest.RelayB)},
+		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netns.RelayA, netns.RelayB)},
 		{"pin_path: /sys/fs/bpf/sipxdp", "pin_path: " + pin},
 		{`    - name: default
       local: 127.0.0.1
@@ -154,15 +154,15 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
     - {name: b4, local: "%s", port_min: 42000, port_max: 42099}
     - {name: a6, local: "%s", port_min: 40000, port_max: 40099}
     - {name: b6, local: "%s", port_min: 42000, port_max: 42099}`,
-			netnstest.V4.RelayA, netnstest.V4.RelayB, netnstest.V6.RelayA, netnstest.V6.RelayB)},
-		{"domains: [localhost, 127.0.0.1]", fmt.Sprintf("domains: [%s, %s]", netnstest.V4.RelayA, netnstest.V4.RelayB)},
+			netns.V4.RelayA, netns.V4.RelayB, netns.V6.RelayA, netns.V6.RelayB)},
+		{"domains: [localhost, 127.0.0.1]", fmt.Sprintf("domains: [%s, %s]", netns.V4.RelayA, netns.V4.RelayB)},
 		{`    - transport: udp
       addr: 127.0.0.1:5060
     - transport: tcp
       addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "%s:5060"}
     - {transport: udp, addr: "%s:5060"}
     - {transport: udp, addr: "[%s]:5060"}
-    - {transport: udp, addr: "[%s]:5060"}`, netnstest.V4.RelayA, netnstest.V4.RelayB, netnstest.V6.RelayA, netnstest.V6.RelayB)},
+    - {transport: udp, addr: "[%s]:5060"}`, netns.V4.RelayA, netns.V4.RelayB, netns.V6.RelayA, netns.V6.RelayB)},
 		{"register: true ", "register: false"},
 		{"invite: true ", "invite: false"},
 	} {
@@ -249,22 +249,26 @@ func tail(s string, n int) string {
 func TestMediaNetns(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, dp := range []string{"userspace", "xdp", "xdp-generic", "tc"} {
-		for _, fam := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
+		for _, fam := range []netns.Addrs{netns.V4, netns.V6} {
 			t.Run(dp+"/"+fam.Name, func(t *testing.T) { netnsCall(t, dp, fam) })
 		}
 	}
 }
 
-func netnsCall(t *testing.T, dp string, fam netnstest.Addrs) {
-	tp := netnstest.New(t, "sxsd-")
+func netnsCall(t *testing.T, dp string, fam netns.Addrs) {
+	tp := netns.New(t, netns.Config{Prefix: "sxsd-"})
 	if dp == "xdp" || dp == "xdp-generic" {
-		tp.PrepareXDP(t, dp == "xdp")
+		var pass netns.Pass
+		if dp == "xdp" {
+			pass = mediapath.PeerPass
+		}
+		tp.PrepareXDP(t, pass)
 	}
 	p := startSipdIn(t, tp.Relay, dp)
 	if p.path != dp {
 		t.Fatalf("sipd runs the %s path, want %s", p.path, dp)
 	}
-	open := func(ns *netnstest.NS, a netip.Addr, port uint16) *net.UDPConn {
+	open := func(ns *netns.NS, a netip.Addr, port uint16) *net.UDPConn {
 		c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
 		if err != nil {
 			t.Fatal(err)

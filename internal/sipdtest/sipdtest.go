@@ -23,7 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"sipxdp/bench/sipload"
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/sipd"
 )
 
@@ -65,7 +65,7 @@ func Config(t testing.TB) *sipd.Config {
 // Options of Start.
 type Options struct {
 	// NS runs sipd inside this namespace (nil: the test's own).
-	NS *netnstest.NS
+	NS *netns.NS
 	// NoFile lowers sipd's RLIMIT_NOFILE (0: inherited).
 	NoFile uint64
 	// Args are extra command-line arguments, such as -relay-only.
@@ -138,7 +138,7 @@ func (s *Sipd) launch(cfgPath string) {
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	nsPath := ""
 	if s.opt.NS != nil {
-		dial, nsPath = s.opt.NS.DialContext, s.opt.NS.Path()
+		dial, nsPath = s.opt.NS.DialContext, s.opt.NS.Path
 	}
 	s.client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
