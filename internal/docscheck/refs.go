@@ -17,8 +17,9 @@ type Ref struct {
 
 var (
 	// mdLink is a Markdown link or image: [text](target) with an optional
-	// #fragment or "title".
-	mdLink = regexp.MustCompile(`\]\(([^()\s#]+)(?:#[^()\s]*)?(?:\s+"[^"]*")?\)`)
+	// #fragment or "title". The text may not follow an identifier: in Go,
+	// F[T](x) is an instantiated generic call, not a link.
+	mdLink = regexp.MustCompile(`(?:^|[^A-Za-z0-9_])!?\[[^\]]*\]\(([^()\s#]+)(?:#[^()\s]*)?(?:\s+"[^"]*")?\)`)
 	// pathRef is a relative path in prose: at least one directory, and a
 	// file name with an extension this repository's references use. It is
 	// kept narrow on purpose: a false alarm costs more than a miss.

@@ -146,6 +146,8 @@ func TestRefs(t *testing.T) {
 		{"line numbers", "a\nb sipd/SIP.md\n", []Ref{{2, "sipd/SIP.md", false}}},
 		{"urls are not ours", "https://github.com/sipwise/rtpengine/blob/master/docs/ng_control_protocol.md", nil},
 		{"link to a url", "[rtpengine](https://example.com/docs/x.md)", nil},
+		{"go generic call", "out.JSONColumns[Result](nil), f[T](p) and ![img](a.svg)",
+			[]Ref{{1, "a.svg", true}}},
 		{"absolute paths", "/sys/fs/bpf/sipxdp and /tmp/bench-r1/results.jsonl", nil},
 		{"module paths", "go.yaml.in/yaml/v3 and github.com/pion/sdp/v3/sdp.go", nil},
 		{"variables", `$dir/*_test.go, ~/.config/x.yaml, $HOME/README.md`, nil},
