@@ -288,17 +288,19 @@ type collectFunc func(emit)
 func (f collectFunc) Describe(ch chan<- *prometheus.Desc) { statsCollector{}.Describe(ch) }
 func (f collectFunc) Collect(ch chan<- prometheus.Metric) { f(emit(ch)) }
 
+// mediaTotals are a relay's with both paths' counters.
+var mediaTotals = relay.Totals{
+	KernelFlows: 3, UserspaceFlows: 1, KernelPackets: 100, UserspacePackets: 7, UserspaceSockets: 4, WindowLocks: 2,
+	KernelCounters: map[string]uint64{"tx": 60, "redirect": 40, "local": 1, "pass": 9, "aborted": 0, "no_flow": 5, "learning": 4},
+	UserspaceCounters: map[string]uint64{"received": 20, "forwarded": 7, "no_flow": 3, "wrong_source": 6, "foreign_learning": 2,
+		"dropped": 11, "sockets": 4, "locked": 1, "epoll_wakeups": 5, "recvmmsg_calls": 8, "sendmmsg_calls": 9},
+}
+
 // TestMediaFamilies: the relay's counter maps split into families of one
 // meaning each: kernel verdicts apart from pass reasons, userspace drops
 // without their total, sockets as a gauge.
 func TestMediaFamilies(t *testing.T) {
-	tot := relay.Totals{
-		KernelFlows: 3, UserspaceFlows: 1, KernelPackets: 100, UserspacePackets: 7, UserspaceSockets: 4, WindowLocks: 2,
-		KernelCounters: map[string]uint64{"tx": 60, "redirect": 40, "local": 1, "pass": 9, "aborted": 0, "no_flow": 5, "learning": 4},
-		UserspaceCounters: map[string]uint64{"received": 20, "forwarded": 7, "no_flow": 3, "wrong_source": 6, "foreign_learning": 2,
-			"dropped": 11, "sockets": 4, "locked": 1, "epoll_wakeups": 5, "recvmmsg_calls": 8, "sendmmsg_calls": 9},
-	}
-	c := collectFunc(func(e emit) { e.media(tot) })
+	c := collectFunc(func(e emit) { e.media(mediaTotals) })
 	for _, tc := range []struct {
 		name, want string
 	}{
