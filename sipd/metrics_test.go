@@ -302,58 +302,48 @@ var mediaTotals = relay.Totals{
 func TestMediaFamilies(t *testing.T) {
 	c := collectFunc(func(e emit) { e.media(mediaTotals) })
 	for _, tc := range []struct {
-		name, want string
+		d       *prometheus.Desc
+		typ     string
+		samples string
 	}{
-		{"sipxdp_kernel_packets_total", `
-# HELP sipxdp_kernel_packets_total ` + help(dKernelPackets) + `
-# TYPE sipxdp_kernel_packets_total counter
+		{dKernelPackets, "counter", `
 sipxdp_kernel_packets_total{verdict="aborted"} 0
 sipxdp_kernel_packets_total{verdict="local"} 1
 sipxdp_kernel_packets_total{verdict="pass"} 9
 sipxdp_kernel_packets_total{verdict="redirect"} 40
 sipxdp_kernel_packets_total{verdict="tx"} 60
 `},
-		{"sipxdp_kernel_passed_packets_total", `
-# HELP sipxdp_kernel_passed_packets_total ` + help(dKernelPassed) + `
-# TYPE sipxdp_kernel_passed_packets_total counter
+		{dKernelPassed, "counter", `
 sipxdp_kernel_passed_packets_total{reason="learning"} 4
 sipxdp_kernel_passed_packets_total{reason="no_flow"} 5
 `},
-		{"sipxdp_userspace_dropped_packets_total", `
-# HELP sipxdp_userspace_dropped_packets_total ` + help(dUserDropped) + `
-# TYPE sipxdp_userspace_dropped_packets_total counter
+		{dUserDropped, "counter", `
 sipxdp_userspace_dropped_packets_total{reason="foreign_learning"} 2
 sipxdp_userspace_dropped_packets_total{reason="no_flow"} 3
 sipxdp_userspace_dropped_packets_total{reason="wrong_source"} 6
 `},
-		{"sipxdp_userspace_sockets", `
-# HELP sipxdp_userspace_sockets ` + help(dUserSockets) + `
-# TYPE sipxdp_userspace_sockets gauge
+		{dUserSockets, "gauge", `
 sipxdp_userspace_sockets 4
 `},
-		{"sipxdp_userspace_syscalls_total", `
-# HELP sipxdp_userspace_syscalls_total ` + help(dUserSyscalls) + `
-# TYPE sipxdp_userspace_syscalls_total counter
+		{dUserSyscalls, "counter", `
 sipxdp_userspace_syscalls_total{syscall="recvmmsg"} 8
 sipxdp_userspace_syscalls_total{syscall="sendmmsg"} 9
 `},
-		{"sipxdp_media_flows", `
-# HELP sipxdp_media_flows ` + help(dMediaFlows) + `
-# TYPE sipxdp_media_flows gauge
+		{dMediaFlows, "gauge", `
 sipxdp_media_flows{path="kernel"} 3
 sipxdp_media_flows{path="userspace"} 1
 `},
-		{"sipxdp_media_latch_total", `
-# HELP sipxdp_media_latch_total ` + help(dMediaLatch) + `
-# TYPE sipxdp_media_latch_total counter
+		{dMediaLatch, "counter", `
 sipxdp_media_latch_total{event="candidate"} 0
 sipxdp_media_latch_total{event="latched"} 0
 sipxdp_media_latch_total{event="locked"} 3
 sipxdp_media_latch_total{event="relatched"} 0
 `},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), tc.name); err != nil {
+		name, help := descNameHelp(tc.d)
+		t.Run(name, func(t *testing.T) {
+			want := fmt.Sprintf("# HELP %s %s\n# TYPE %s %s%s", name, help, name, tc.typ, tc.samples)
+			if err := testutil.CollectAndCompare(c, strings.NewReader(want), name); err != nil {
 				t.Error(err)
 			}
 		})
@@ -383,11 +373,14 @@ sipxdp_media_latch_total{event="relatched"} 0
 	}
 }
 
-func help(d *prometheus.Desc) string {
+// descNameHelp reads a Desc's name and help from its String, the only
+// place client_golang shows them.
+func descNameHelp(d *prometheus.Desc) (name, help string) {
 	s := d.String()
-	_, s, _ = strings.Cut(s, `help: "`)
-	s, _, _ = strings.Cut(s, `", constLabels`)
-	return s
+	_, s, _ = strings.Cut(s, `fqName: "`)
+	name, s, _ = strings.Cut(s, `", help: "`)
+	help, _, _ = strings.Cut(s, `", constLabels`)
+	return name, help
 }
 
 // TestUserspaceCountersClassified: every counter the userspace relay
