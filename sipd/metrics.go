@@ -208,8 +208,14 @@ var (
 	dNGTCPClosed    = desc("sipxdp_ng_tcp_closed_total", "NG TCP connections closed by sipd, by reason: idle_timeout (silent between messages), message_timeout (a message not completed in time).", "reason")
 )
 
+// statsDescs are every family the stats collector may export (desc adds
+// each), for Describe.
+var statsDescs []*prometheus.Desc
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, labels, nil)
+	d := prometheus.NewDesc(name, help, labels, nil)
+	statsDescs = append(statsDescs, d)
+	return d
 }
 
 // kernelVerdicts are the kernel counters that are verdicts; every other
@@ -247,19 +253,7 @@ var userspaceLeftOut = map[string]bool{"dropped": true, "sockets": true, "latche
 type statsCollector struct{ a *API }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		dBuildInfo, dPathInfo,
-		dSIPRegistrations, dSIPAoRs, dSIPActiveCalls, dSIPCallsInSetup, dSIPCallsEnded, dSIPTransactions,
-		dSIPBannedSources, dSIPMalformed, dSIPRegRefused, dSIPCDRs, dSIPCDRErrors, dSIPRefused,
-		dSIPConns, dSIPConnsMax, dSIPConnsPerSrc, dSIPConnsRefused,
-		dSIPBans, dSIPBannedRequests, dSIPSetupRefused, dSIPSetupCalls, dSIPSetupPairs, dSIPSetupPairsMax,
-		dJournalDegraded, dJournalErrors, dJournalRecords, dJournalSyncs, dJournalDropped, dJournalPending, dJournalSize,
-		dMediaSessions, dMediaFlows, dMediaDraining, dMediaPackets, dMediaBytes, dMediaForeign, dMediaLatch,
-		dKernelPackets, dKernelPassed,
-		dUserReceived, dUserForwarded, dUserDropped, dUserWakeups, dUserSyscalls, dUserSockets,
-		dHTTPRefused, dHTTPAcceptErrors, dHTTPConns,
-		dNGCommands, dNGMalformed, dNGDropped, dNGCacheHits, dNGCacheEntries, dNGRefused, dNGAcceptErrors, dNGTCPConns, dNGTCPClosed,
-	} {
+	for _, d := range statsDescs {
 		ch <- d
 	}
 }

@@ -389,3 +389,33 @@ func TestUserspaceCountersClassified(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsCollectorDescribed: the stats collector describes every family
+// it exports, so the registry checks them (an undescribed collector
+// would be taken as unchecked).
+func TestStatsCollectorDescribed(t *testing.T) {
+	api := &API{Started: time.Now(), Version: "test"}
+	metricsAPI(t, api)
+	described := map[*prometheus.Desc]bool{}
+	dch := make(chan *prometheus.Desc, 1000)
+	statsCollector{api}.Describe(dch)
+	close(dch)
+	for d := range dch {
+		described[d] = true
+	}
+	n := 0
+	for _, c := range []prometheus.Collector{statsCollector{api}, collectFunc(func(e emit) { e.media(mediaTotals) })} {
+		mch := make(chan prometheus.Metric, 1000)
+		c.Collect(mch)
+		close(mch)
+		for m := range mch {
+			n++
+			if !described[m.Desc()] {
+				t.Errorf("%s collected, not described", m.Desc())
+			}
+		}
+	}
+	if n < 50 {
+		t.Errorf("%d metrics collected: the sources were not all read", n)
+	}
+}
