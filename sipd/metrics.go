@@ -177,6 +177,8 @@ var (
 
 	dMediaSessions = desc("sipxdp_media_sessions", "Relayed calls.")
 	dMediaFlows    = desc("sipxdp_media_flows", "Installed flow directions, by the path that forwards them (a flow still learning its source is on userspace).", "path")
+	dMediaPairs    = desc("sipxdp_media_port_pairs", "Relay RTP/RTCP port pairs in use, by address pool.", "pool")
+	dMediaPairsMax = desc("sipxdp_media_port_pairs_max", "Relay RTP/RTCP port pairs an address pool has.", "pool")
 	dMediaDraining = desc("sipxdp_media_draining", "1 while the relay refuses new calls.")
 	dMediaPackets  = desc("sipxdp_media_packets_total", "Packets relayed, by path.", "path")
 	dMediaBytes    = desc("sipxdp_media_bytes_total", "UDP payload bytes relayed, by path.", "path")
@@ -369,6 +371,10 @@ func (e emit) media(t relay.Totals) {
 	e.gauge(dMediaFlows, float64(t.KernelFlows))("kernel")
 	e.gauge(dMediaFlows, float64(t.UserspaceFlows))("userspace")
 	e.gauge(dMediaDraining, boolGauge(t.Draining))()
+	for _, p := range t.Pools {
+		e.gauge(dMediaPairs, float64(p.TotalPairs-p.FreePairs))(p.Name)
+		e.gauge(dMediaPairsMax, float64(p.TotalPairs))(p.Name)
+	}
 	e.counter(dMediaPackets, t.KernelPackets)("kernel")
 	e.counter(dMediaPackets, t.UserspacePackets)("userspace")
 	e.counter(dMediaBytes, t.KernelBytes)("kernel")
