@@ -54,7 +54,7 @@ func TestRTPBleed(t *testing.T) {
 				foreign += v
 			}
 			if dp != "userspace" {
-				v, _ := e.sipd.Metric(`sipxdp_kernel_packets_total{counter="wrong_source"}`)
+				v, _ := e.sipd.Metric(`sipxdp_kernel_passed_packets_total{reason="wrong_source"}`)
 				foreign += v
 			}
 			if foreign == 0 {

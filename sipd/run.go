@@ -139,13 +139,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ctrl.OnTimeout(func(e media.Ended) {
 			log.Info("relay-only: call deleted for no media; no SIP to end it", "call_id", e.CallID, "reason", e.Reason)
 		})
-		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, log.With("component", "ng"))
+		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, api.ObserveNG, log.With("component", "ng"))
 		if err != nil {
 			return err
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media)})
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
+			Observe: api.SIPObservers()})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
 		}

@@ -79,7 +79,7 @@ func TestRunServesHealth(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, want := range []string{"sipxdp_sip_registrations 0", `media_path="` + wantPath + `"`, `sipxdp_media_path_info{path="` + wantPath + `",reason=`,
+			for _, want := range []string{"sipxdp_sip_registrations 0", `sipxdp_build_info{`, `sipxdp_media_path_info{path="` + wantPath + `",reason=`,
 				`sipxdp_sip_refused_total{reason="route_token_invalid"} 0`, `sipxdp_sip_refused_total{reason="digest_uri_mismatch"} 0`} {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("/metrics lacks %q", want)
