@@ -1,8 +1,9 @@
 // Package sipdtest runs the real sipd binary for tests: built once per
 // test process, started on a configuration the test edits as Go values
 // (derived from the embedded default), optionally inside a network
-// namespace and under a lowered RLIMIT_NOFILE, and stopped by its PID. It
-// wraps bench/sipload's Launch, the daemon harness the benchmarks use.
+// namespace, under a lowered RLIMIT_NOFILE or as another user with chosen
+// capabilities, and stopped by its PID. It wraps bench/sipload's Launch,
+// the daemon harness the benchmarks use.
 package sipdtest
 
 import (
