@@ -24,7 +24,9 @@ type capability struct {
 //   - CAP_NET_ADMIN: loading XDP and tc programs, attaching them, and
 //     creating the XDP devmap;
 //   - CAP_PERFMON: the verifier refuses the programs' packet-pointer
-//     subtraction ("pointer -= pointer prohibited") without it.
+//     subtraction ("pointer -= pointer prohibited") without it: pointer
+//     subtraction is allow_ptr_leaks, which the kernel grants with
+//     perfmon_capable().
 var needed = []capability{
 	{unix.CAP_BPF, "CAP_BPF", true},
 	{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN", false},
