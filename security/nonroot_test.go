@@ -397,8 +397,8 @@ func kernelAtLeast(t *testing.T, major, minor int) bool {
 
 // With no capabilities, the same user: datapath auto relays the call in
 // userspace, and both the log and /health say it is for want of the
-// capabilities; datapath tc, asked for by name, refuses to start and says
-// the same.
+// capabilities (the log also that the relay's socket buffers are capped);
+// datapath tc, asked for by name, refuses to start and says the same.
 func TestNonRootWithoutCapabilities(t *testing.T) {
 	cred := daemonUser(t)
 	pin := filepath.Join(bpffsFor(t, cred.UID, cred.GID, 0o750), "sipxdp")
@@ -426,6 +426,9 @@ func TestNonRootWithoutCapabilities(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	c.checkAudio(alice, bob, "in userspace")
 	c.hangup()
+	if !strings.Contains(e.sipd.Log(), "relay socket buffers are capped") {
+		t.Error("the log does not say the relay's socket buffers are capped for want of CAP_NET_ADMIN")
+	}
 
 	if err := syscall.Kill(e.sipd.PID(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
