@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/sipdtest"
+	"sipxdp/internal/testenv"
 	"sipxdp/relay"
 	"sipxdp/sipd"
 )
@@ -41,15 +42,18 @@ const (
 	otherUID  = 61235
 )
 
+// daemonUser is the user sipd runs as, with caps. Setting it up (users,
+// mounts, namespaces) takes root.
 func daemonUser(t *testing.T, caps ...string) *sipdtest.Cred {
 	t.Helper()
+	testenv.RequireRoot(t)
 	for _, id := range []int{daemonUID, otherUID} {
 		if u, err := user.LookupId(strconv.Itoa(id)); err == nil {
-			t.Fatalf("uid %d is %s on this machine; the test needs a uid nobody uses", id, u.Username)
+			testenv.Unavailable(t, fmt.Sprintf("uid %d is %s on this machine; the test needs a uid nobody uses", id, u.Username))
 		}
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatalf("setpriv (util-linux) runs sipd as the daemon user: %v", err)
+		testenv.Unavailable(t, fmt.Sprintf("setpriv (util-linux) runs sipd as the daemon user: %v", err))
 	}
 	return &sipdtest.Cred{UID: daemonUID, GID: daemonUID, Caps: caps}
 }
@@ -494,15 +498,7 @@ func TestNonRootPinPathUnusable(t *testing.T) {
 		}, []string{"owned by uid 0 gid 0", "chown 61234:61234"}},
 		{"no bpffs", func(t *testing.T, cred *sipdtest.Cred) string {
 			// A directory the user owns, on /tmp's file system.
-			dir, err := os.MkdirTemp("", "sipxdp-nonroot-nobpffs-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			if err := os.Chown(dir, cred.UID, cred.GID); err != nil {
-				t.Fatal(err)
-			}
-			return filepath.Join(dir, "sipxdp")
+			return filepath.Join(cred.TempDir(t), "sipxdp")
 		}, []string{"on no bpffs", "needs CAP_SYS_ADMIN", "mount -t bpf bpffs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -222,12 +222,19 @@ func runDir(t testing.TB, as *Cred) string {
 	if as == nil {
 		return t.TempDir()
 	}
+	return as.TempDir(t)
+}
+
+// TempDir is a new directory under the system's temporary directory,
+// owned by c and removed with the test.
+func (c Cred) TempDir(t testing.TB) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "sipdtest-as-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, as.UID, as.GID); err != nil {
+	if err := os.Chown(dir, c.UID, c.GID); err != nil {
 		t.Fatal(err)
 	}
 	return dir
