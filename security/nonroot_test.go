@@ -118,8 +118,8 @@ func kernelDatapath(dp, pin string) func(*sipd.Config) {
 // call's RTP in the kernel, pins maps and links as its own user with
 // modes that keep them its own, keeps the call's media going while it is
 // stopped, lets relayctl read the pins as the same user (and not as
-// another), and after a restart as the same user adopts the flows and
-// forwards on them in the kernel.
+// another), after a restart as the same user adopts the flows and
+// forwards on them in the kernel, and removes its pins with -uninstall.
 func TestNonRootKernelPath(t *testing.T) {
 	for _, tc := range []struct {
 		datapath, want string
@@ -182,6 +182,25 @@ func TestNonRootKernelPath(t *testing.T) {
 			alice.hush()
 			bob.hush()
 			c.hangup()
+
+			// sipd -uninstall as the same user removes every pin; a
+			// directory root prepared stays for the next start.
+			if err := syscall.Kill(e.sipd.PID(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			<-e.sipd.Exited()
+			if out, err := runSipd(t, e, cred, "-uninstall"); err != nil {
+				t.Fatalf("sipd -uninstall as the daemon user: %v\n%s", err, out)
+			}
+			ents, err := os.ReadDir(pin)
+			switch {
+			case tc.prepared && err != nil:
+				t.Errorf("the pin directory root prepared is gone after -uninstall: %v", err)
+			case tc.prepared && len(ents) > 0:
+				t.Errorf("after -uninstall %s still holds %v", pin, ents)
+			case !tc.prepared && !errors.Is(err, os.ErrNotExist):
+				t.Errorf("after -uninstall the pin directory sipd made is still there (%v, %v)", ents, err)
+			}
 		})
 	}
 }
@@ -438,7 +457,7 @@ func TestNonRootWithoutCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-e.sipd.Exited()
-	out, err := startFails(t, e, cred, "-datapath", "tc")
+	out, err := runSipd(t, e, cred, "-datapath", "tc")
 	if err == nil {
 		t.Fatalf("sipd with datapath tc and no capabilities started:\n%s", out)
 	}
@@ -449,9 +468,9 @@ func TestNonRootWithoutCapabilities(t *testing.T) {
 	}
 }
 
-// startFails runs sipd once more on e's config, as cred, with args, and
-// expects it to exit; it returns the output and the exit error.
-func startFails(t *testing.T, e *env, cred *sipdtest.Cred, args ...string) (string, error) {
+// runSipd runs sipd once more on e's config, as cred, with args, and
+// waits for it to exit; it returns the output and the exit error.
+func runSipd(t *testing.T, e *env, cred *sipdtest.Cred, args ...string) (string, error) {
 	t.Helper()
 	argv := append(cred.Setpriv(), append([]string{sipdtest.Binary(t), "-config", filepath.Join(e.sipd.Dir, "sipd.yaml")}, args...)...)
 	cmd := e.tp.Relay.Command(argv[0], argv[1:]...)
