@@ -91,12 +91,12 @@ func bpffsFor(t *testing.T, uid, gid int, mode uint32) string {
 	return dir
 }
 
-// preparedPinDir lays a bpffs out as README's "Running as a non-root
-// user" has root prepare /sys/fs/bpf: the mount searchable but not
-// writable by others, and the pin directory the daemon user's.
+// preparedPinDir lays a bpffs out as the packaged units prepare
+// /sys/fs/bpf (README, "Running as a non-root user"): systemd's mode 1700
+// plus search for others, and the pin directory the daemon user's.
 func preparedPinDir(t *testing.T, cred *sipdtest.Cred) string {
 	t.Helper()
-	pin := filepath.Join(bpffsFor(t, 0, 0, 0o1711), "sipxdp")
+	pin := filepath.Join(bpffsFor(t, 0, 0, 0o1701), "sipxdp")
 	if out, err := exec.Command("install", "-d", "-o", strconv.Itoa(cred.UID), "-g", strconv.Itoa(cred.GID), "-m", "0750", pin).CombinedOutput(); err != nil {
 		t.Fatalf("install -d %s: %v: %s", pin, err, out)
 	}
