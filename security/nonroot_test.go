@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -324,35 +323,25 @@ func checkPins(t *testing.T, pin string, cred *sipdtest.Cred, hook string) {
 	}
 }
 
-var (
-	relayctlOnce sync.Once
-	relayctlBin  string
-	relayctlErr  error
-)
-
-// relayctlBinary builds relayctl where any user may run it.
+// relayctlBinary builds relayctl where any user may run it, removed with
+// the test.
 func relayctlBinary(t *testing.T) string {
 	t.Helper()
-	relayctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "relayctl-")
-		if err != nil {
-			relayctlErr = err
-			return
-		}
-		if relayctlErr = os.Chmod(dir, 0o755); relayctlErr != nil {
-			return
-		}
-		relayctlBin = filepath.Join(dir, "relayctl")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", relayctlBin, "sipxdp/cmd/relayctl").CombinedOutput(); err != nil {
-			relayctlErr = fmt.Errorf("build relayctl: %w\n%s", err, out)
-		}
-	})
-	if relayctlErr != nil {
-		t.Fatal(relayctlErr)
+	dir, err := os.MkdirTemp("", "relayctl-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return relayctlBin
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "relayctl")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "sipxdp/cmd/relayctl").CombinedOutput(); err != nil {
+		t.Fatalf("build relayctl: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // checkRelayctl runs relayctl's pinned-map fallback while sipd is down:
