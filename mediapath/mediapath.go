@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -133,10 +132,10 @@ func (k kernelPath) ListFlows() ([]relay.FlowWithStats, error) {
 }
 
 func openKernel(o Options, log *slog.Logger) (*bpf.Kernel, string, error) {
-	if os.Geteuid() != 0 {
-		// CAP_BPF alone could do, but without root we cannot mount bpffs
-		// or attach reliably; say so rather than fail deep in the loader.
-		err := errors.New("not running as root (need CAP_BPF, CAP_NET_ADMIN and bpffs)")
+	// What counts is the capabilities, not the user: a daemon user with
+	// them loads the kernel path, and root without them cannot. Checked
+	// first so the reason /health gives is the capabilities alone.
+	if err := bpf.CheckCapabilities(); err != nil {
 		return nil, err.Error(), err
 	}
 	ifaces := o.Interfaces

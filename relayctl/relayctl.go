@@ -259,10 +259,28 @@ func pinError(pin string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%w under %s: has sipd ever run with a kernel datapath here? (%v)", ErrNoPins, pin, err)
+	case errors.Is(err, syscall.EPERM):
+		// Before Linux 6.5, kernel.unprivileged_bpf_disabled refused every
+		// bpf() call without CAP_BPF, opening a pin included.
+		return fmt.Errorf("the kernel refused to open the pins under %s: this kernel needs CAP_BPF for it "+
+			"(kernel.unprivileged_bpf_disabled, before Linux 6.5): run relayctl as the user sipd runs as, with CAP_BPF, or as root (%v)", pin, err)
 	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("permission denied reading %s: run relayctl as root (%v)", pin, err)
+		return fmt.Errorf("permission denied reading %s%s: the pins belong to the user sipd runs as (mode 0600): run relayctl as that user or as root (%v)",
+			pin, owner(pin), err)
 	}
 	return err
+}
+
+// owner names who owns path, when this process may look.
+func owner(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf(" (owned by uid %d gid %d)", st.Uid, st.Gid)
+	}
+	return ""
 }
 
 func (c *client) flows(ctx context.Context, args []string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,5 +263,26 @@ func TestToken(t *testing.T) {
 	t.Setenv("SIPXDP_API_TOKEN", tok)
 	if msg, code := relayCmd(t, "-api", api, "flows", "-interval", "0"); code != 0 {
 		t.Errorf("token from the environment: %d %s", code, msg)
+	}
+}
+
+// TestPinErrors: each way opening the pins fails says what to do; EPERM
+// (the kernel's bpf() check) and EACCES (the pins' mode) differ.
+func TestPinErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		err  error
+		want []string
+	}{
+		{os.ErrNotExist, []string{"no pinned maps", "has sipd ever run"}},
+		{fmt.Errorf("open pinned map flows: %w", syscall.EPERM), []string{"needs CAP_BPF", "before Linux 6.5"}},
+		{fmt.Errorf("open pinned map flows: %w", syscall.EACCES), []string{"permission denied", "owned by uid", "run relayctl as that user"}},
+	} {
+		got := pinError(dir, c.err).Error()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("pinError(%v) = %q, lacks %q", c.err, got, w)
+			}
+		}
 	}
 }

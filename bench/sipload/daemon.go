@@ -158,12 +158,19 @@ type LaunchConfig struct {
 	NoFile uint64
 	// Args are extra command-line arguments (e.g. -relay-only).
 	Args []string
+	// Wrap is a command that execs sipd in place, innermost (after
+	// nsenter and prlimit), such as setpriv dropping to another user. The
+	// -uninstall run is not wrapped: it cleans up as the caller.
+	Wrap []string
 }
 
 // Launch starts sipd and waits up to 15 s for its /health.
 func Launch(ctx context.Context, lc LaunchConfig) (*Daemon, error) {
 	argv := func(daemon bool, extra ...string) *exec.Cmd {
 		args := append([]string{lc.Binary, "-config", lc.ConfigPath}, extra...)
+		if daemon {
+			args = append(append([]string{}, lc.Wrap...), args...)
+		}
 		if daemon && lc.NoFile > 0 {
 			args = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", lc.NoFile, lc.NoFile), "--"}, args...)
 		}

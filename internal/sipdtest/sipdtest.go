@@ -1,8 +1,9 @@
 // Package sipdtest runs the real sipd binary for tests: built once per
 // test process, started on a configuration the test edits as Go values
 // (derived from the embedded default), optionally inside a network
-// namespace and under a lowered RLIMIT_NOFILE, and stopped by its PID. It
-// wraps bench/sipload's Launch, the daemon harness the benchmarks use.
+// namespace, under a lowered RLIMIT_NOFILE or as another user with chosen
+// capabilities, and stopped by its PID. It wraps bench/sipload's Launch,
+// the daemon harness the benchmarks use.
 package sipdtest
 
 import (
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,6 +47,11 @@ func Binary(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		buildBin, buildErr = sipload.BuildSipd(ctx, buildDir)
+		if buildErr == nil {
+			// MkdirTemp makes it 0700: a sipd run as another user
+			// (Options.As) must reach the binary.
+			buildErr = os.Chmod(buildDir, 0o755)
+		}
 	})
 	if buildErr != nil {
 		t.Fatalf("build sipd: %v", buildErr)
@@ -76,6 +83,30 @@ type Options struct {
 	// Users are written to a users file that the config then names, as
 	// name -> password.
 	Users map[string]string
+	// As runs sipd as another user (nil: as the test process).
+	As *Cred
+}
+
+// Cred is a user sipd runs as, with only the capabilities listed, as a
+// systemd unit's User= and AmbientCapabilities= would run it. The uid
+// needs no passwd entry.
+type Cred struct {
+	UID, GID int
+	// Caps are capability names as setpriv spells them ("bpf",
+	// "net_admin"); none leaves sipd no capabilities at all.
+	Caps []string
+}
+
+// Setpriv is the setpriv command line that runs a program as c: every
+// capability outside Caps is dropped from the bounding set too, and
+// no_new_privs is set, as a hardened unit sets NoNewPrivileges=.
+func (c Cred) Setpriv() []string {
+	caps := "-all"
+	for _, x := range c.Caps {
+		caps += ",+" + x
+	}
+	return []string{"setpriv", "--reuid", strconv.Itoa(c.UID), "--regid", strconv.Itoa(c.GID), "--clear-groups",
+		"--bounding-set", caps, "--inh-caps", caps, "--ambient-caps", caps, "--no-new-privs", "--"}
 }
 
 // Sipd is a running sipd child.
@@ -93,7 +124,7 @@ type Sipd struct {
 func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	t.Helper()
 	if o.Dir == "" {
-		o.Dir = t.TempDir()
+		o.Dir = runDir(t, o.As)
 	}
 	if cfg.StateDir == sipd.DefaultStateDir {
 		// Never the machine's own; Restart on the same Dir keeps it.
@@ -127,6 +158,15 @@ func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	if err := os.WriteFile(cfgPath, text, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if o.As != nil {
+		for _, p := range []string{cfgPath, cfg.SIP.UsersFile} {
+			if p != "" {
+				if err := os.Chown(p, o.As.UID, o.As.GID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	s := &Sipd{t: t, Cfg: cfg, Dir: o.Dir, opt: o}
 	s.launch(cfgPath)
 	return s
@@ -140,6 +180,10 @@ func (s *Sipd) launch(cfgPath string) {
 	if s.opt.NS != nil {
 		dial, nsPath = s.opt.NS.DialContext, s.opt.NS.Path
 	}
+	var wrap []string
+	if s.opt.As != nil {
+		wrap = s.opt.As.Setpriv()
+	}
 	s.client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -147,6 +191,7 @@ func (s *Sipd) launch(cfgPath string) {
 		Binary: Binary(t), ConfigPath: cfgPath, LogPath: filepath.Join(s.Dir, fmt.Sprintf("sipd-%d.log", time.Now().UnixNano())),
 		HTTP: "http://" + s.Cfg.HTTP.Listen, NetNS: nsPath, Dial: dial, NoFile: s.opt.NoFile, Args: s.opt.Args,
 		Uninstall: s.Cfg.Media.Mode != sipd.MediaNone && s.Cfg.Media.Datapath != "userspace",
+		Wrap:      wrap,
 	})
 	if err != nil {
 		t.Fatalf("start sipd: %v", err)
@@ -172,6 +217,32 @@ func (s *Sipd) Restart() {
 		s.t.Fatal("restart: sipd is still running")
 	}
 	s.launch(filepath.Join(s.Dir, "sipd.yaml"))
+}
+
+// runDir is a new directory for sipd's config, log and state: the test's
+// own temporary directory, or, when sipd runs as another user, one that
+// user owns outside it (t.TempDir's parent is the test user's alone).
+func runDir(t testing.TB, as *Cred) string {
+	t.Helper()
+	if as == nil {
+		return t.TempDir()
+	}
+	return as.TempDir(t)
+}
+
+// TempDir is a new directory under the system's temporary directory,
+// owned by c and removed with the test.
+func (c Cred) TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sipdtest-as-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, c.UID, c.GID); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func tail(path string, n int) string {
