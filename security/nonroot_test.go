@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/sipdtest"
+	"sipxdp/mediapath"
 	"sipxdp/internal/testenv"
 	"sipxdp/relay"
 	"sipxdp/sipd"
@@ -143,7 +144,7 @@ func TestNonRootKernelPath(t *testing.T) {
 				c.HTTP.Listen = "127.0.0.1:80"
 			}, withUser(cred))
 			if tc.xdp {
-				e.tp.PrepareXDP(t, true)
+				e.tp.PrepareXDP(t, mediapath.PeerPass)
 			}
 			if h := e.sipd.Health(); h.Media.Path != tc.want {
 				t.Fatalf("media path %q (%s), want %s", h.Media.Path, h.Media.Reason, tc.want)
