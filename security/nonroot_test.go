@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/sipdtest"
-	"sipxdp/mediapath"
 	"sipxdp/internal/testenv"
+	"sipxdp/mediapath"
 	"sipxdp/relay"
 	"sipxdp/sipd"
 )
