@@ -21,10 +21,18 @@ import (
 // Attacks on sipd's TCP and TLS listeners: too many connections, slow
 // messages, stalled handshakes, idle connections.
 
-// refused reads one reason of the connection refusal counter.
+// refused reads one reason of the counters of connections refused at
+// accept (the caps) or closed later (timeouts, failed handshakes).
 func (e *env) refused(reason string) float64 {
 	e.t.Helper()
-	v, _ := e.sipd.Metric(fmt.Sprintf("sipxdp_sip_connections_refused_total{reason=%q}", reason))
+	family := "sipxdp_sip_connections_closed_total"
+	if reason == "total_cap" || reason == "per_source_cap" {
+		family = "sipxdp_sip_connections_refused_total"
+	}
+	v, ok := e.sipd.Metric(fmt.Sprintf("%s{reason=%q}", family, reason))
+	if !ok {
+		e.t.Fatalf("no series %s{reason=%q}", family, reason)
+	}
 	return v
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"sipxdp/internal/guard"
 	"sipxdp/relay"
+	"sipxdp/sipd/connguard"
 	"sipxdp/sipd/sipserver"
 )
 
@@ -157,7 +158,9 @@ var (
 	dSIPConns        = desc("sipxdp_sip_connections", "TCP and TLS connections open.")
 	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP and TLS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")
 	dSIPConnsPerSrc  = desc("sipxdp_sip_connections_per_source_max", "The cap on TCP and TLS connections from one source.")
-	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP and TLS connections refused (total_cap, per_source_cap), closed for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake, and accept errors retried.", "reason")
+	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP and TLS connections refused at accept: total_cap, per_source_cap.", "reason")
+	dSIPConnsClosed  = desc("sipxdp_sip_connections_closed_total", "TCP and TLS connections sipd closed: for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake (handshake_failed).", "reason")
+	dSIPAcceptErrors = desc("sipxdp_sip_accept_errors_total", "Accept errors on the SIP TCP and TLS listeners, retried after a backoff.")
 
 	dSIPBans           = desc("sipxdp_sip_bans_total", "Sources banned for flooding.")
 	dSIPBannedRequests = desc("sipxdp_sip_banned_requests_total", "Messages from banned sources, by outcome: dropped unread by the flood filter; dropped_unproven by the core, the proof they carried not holding; "+
@@ -350,7 +353,16 @@ func (e emit) sip(st sipserver.Stats) {
 	e.gauge(dSIPConns, float64(c.Open))()
 	e.gauge(dSIPConnsMax, float64(c.Max))()
 	e.gauge(dSIPConnsPerSrc, float64(c.PerSource))()
-	e.counters(dSIPConnsRefused, c.Refused)
+	for reason, n := range c.Refused {
+		switch reason {
+		case connguard.TotalCap.String(), connguard.PerSourceCap.String():
+			e.counter(dSIPConnsRefused, n)(reason)
+		case connguard.AcceptError.String():
+			e.counter(dSIPAcceptErrors, n)()
+		default:
+			e.counter(dSIPConnsClosed, n)(reason)
+		}
+	}
 	e.counter(dSIPBans, st.Bans)()
 	e.counters(dSIPBannedRequests, map[string]uint64{
 		"dropped":            st.DroppedFlood,
