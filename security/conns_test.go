@@ -25,13 +25,16 @@ import (
 // accept (the caps) or closed later (timeouts, failed handshakes).
 func (e *env) refused(reason string) float64 {
 	e.t.Helper()
-	family := "sipxdp_sip_connections_closed_total"
-	if reason == "total_cap" || reason == "per_source_cap" {
-		family = "sipxdp_sip_connections_refused_total"
+	series := fmt.Sprintf("sipxdp_sip_connections_closed_total{reason=%q}", reason)
+	switch reason {
+	case "total_cap", "per_source_cap":
+		series = fmt.Sprintf("sipxdp_sip_connections_refused_total{reason=%q}", reason)
+	case "accept_error":
+		series = "sipxdp_sip_accept_errors_total"
 	}
-	v, ok := e.sipd.Metric(fmt.Sprintf("%s{reason=%q}", family, reason))
+	v, ok := e.sipd.Metric(series)
 	if !ok {
-		e.t.Fatalf("no series %s{reason=%q}", family, reason)
+		e.t.Fatalf("no series %s", series)
 	}
 	return v
 }
