@@ -203,8 +203,8 @@ func load(name string, data []byte, src Sources) (*Config, error) {
 
 // Redacted returns a copy with its secrets (http.token, sip.secret,
 // sip.auth.secret) replaced by "<redacted>" where set, for printing.
-// http.token and sip.secret refuse the placeholder, so a printed config
-// fed back in fails rather than running with a known key there.
+// Each of them refuses the placeholder, so a printed config fed back in
+// fails rather than running with a known key.
 func (c Config) Redacted() Config {
 	for _, s := range []*string{&c.HTTP.Token, &c.SIP.Secret, &c.SIP.Auth.Secret} {
 		if *s != "" {
@@ -215,7 +215,7 @@ func (c Config) Redacted() Config {
 }
 
 // Redacted stands in for a secret in printed configuration.
-const Redacted = "<redacted>"
+const Redacted = sipconf.Redacted
 
 // Resolve copies settings that more than one section uses into the
 // sections that use them (the state directory into sip). Validate calls

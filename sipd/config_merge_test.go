@@ -226,4 +226,12 @@ func TestRedacted(t *testing.T) {
 	if _, err := ParseConfig(text); err == nil || !strings.Contains(err.Error(), "http.token") || !strings.Contains(err.Error(), "sip.secret") {
 		t.Errorf("redacted config read back: %v", err)
 	}
+	cfg.SIP.Auth.Secret = "a digest secret of ours"
+	text, err = yaml.Marshal(cfg.Redacted())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseConfig(text); err == nil || !strings.Contains(err.Error(), "sip.auth.secret") {
+		t.Errorf("redacted config read back: %v", err)
+	}
 }

@@ -83,6 +83,10 @@ type Listen struct {
 	Key       string `yaml:"key"`       // tls only
 }
 
+// Redacted stands in for a secret in a printed configuration
+// (sipd -check-config); no secret may be set to it.
+const Redacted = "<redacted>"
+
 // Auth configures digest authentication.
 type Auth struct {
 	Realm      string   `yaml:"realm"`
@@ -263,6 +267,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.Auth.Register || c.Auth.Invite) && len(c.Auth.Algorithms) == 0 {
 		errs = append(errs, confload.Errorf("sip.auth.algorithms", "%s: empty while authentication is on"))
+	}
+	if c.Auth.Secret == Redacted {
+		errs = append(errs, confload.Errorf("sip.auth.secret", "%s: the placeholder of a printed config; put the real secret back, or leave it empty for a random one"))
 	}
 	if c.Auth.NonceTTL <= 0 {
 		errs = append(errs, confload.Errorf("sip.auth.nonce_ttl", "%s: must be positive"))
