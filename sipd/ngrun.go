@@ -37,12 +37,12 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, observe fun
 		Observe: observe,
 	})}
 	if l.udp, err = net.ListenPacket("udp", c.Listen); err != nil {
-		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, err)
+		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, guard.ExplainBind(c.Listen, err))
 	}
 	if c.TCP {
 		if l.tcp, err = net.Listen("tcp", c.Listen); err != nil {
 			l.udp.Close()
-			return nil, fmt.Errorf("listen ng tcp %s: %w", c.Listen, err)
+			return nil, fmt.Errorf("listen ng tcp %s: %w", c.Listen, guard.ExplainBind(c.Listen, err))
 		}
 	}
 	return l, nil

@@ -300,7 +300,7 @@ func listenAPI(c HTTPConfig, log *slog.Logger) (*guard.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen http %s: %w", c.Listen, err)
+		return nil, fmt.Errorf("listen http %s: %w", c.Listen, guard.ExplainBind(c.Listen, err))
 	}
 	return guard.New(ln, guard.Config{Allow: allow, MaxConns: c.MaxConnections, Log: log}), nil
 }

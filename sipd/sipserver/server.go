@@ -32,6 +32,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/internal/guard"
 	"sipxdp/sipd/connguard"
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
@@ -457,7 +458,7 @@ func (s *Server) bind() (*tls.Config, error) {
 		case "UDP":
 			c, err := net.ListenPacket("udp", l.Addr)
 			if err != nil {
-				return nil, fmt.Errorf("listen udp %s: %w", l.Addr, err)
+				return nil, fmt.Errorf("listen udp %s: %w", l.Addr, guard.ExplainBind(l.Addr, err))
 			}
 			uc := c.(*net.UDPConn)
 			// One socket takes every phone's traffic; the default buffer
@@ -475,7 +476,7 @@ func (s *Server) bind() (*tls.Config, error) {
 		case "TCP", "TLS":
 			ln, err := net.Listen("tcp", l.Addr)
 			if err != nil {
-				return nil, fmt.Errorf("listen %s %s: %w", l.Transport, l.Addr, err)
+				return nil, fmt.Errorf("listen %s %s: %w", l.Transport, l.Addr, guard.ExplainBind(l.Addr, err))
 			}
 			s.addListener(t, ln.Addr())
 			if t == "TLS" {
