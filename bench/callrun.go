@@ -25,6 +25,7 @@ import (
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/netns"
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/sipdrun"
 )
 
 const (
@@ -42,7 +43,7 @@ type callRun struct {
 	tag   string // scenario-level, for file names and progress
 
 	line *netns.Line
-	sipd *sipload.Daemon
+	sipd *sipdrun.Sipd
 	uac  *child
 	uas  *child
 	pin  string

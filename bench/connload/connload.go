@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/sipload"
+	"sipxdp/internal/sipdrun"
 )
 
 // Config is one "bench conns" run.
@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	if cfg.Sipd == "" {
-		bin, err := sipload.BuildSipd(ctx, cfg.Out)
+		bin, err := sipdrun.Build(ctx, cfg.Out)
 		if err != nil {
 			return nil, err
 		}

@@ -1,35 +1,29 @@
 // Package sipdtest runs the real sipd binary for tests: built once per
-// test process, started on a configuration the test edits as Go values
-// (derived from the embedded default), optionally inside a network
-// namespace and under a lowered RLIMIT_NOFILE, and stopped by its PID. It
-// wraps bench/sipload's Launch, the daemon harness the benchmarks use.
+// test process, started through internal/sipdrun on a configuration the
+// test edits as Go values, and stopped by its PID when the test ends.
+// Every helper fails the test instead of returning an error.
 package sipdtest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"maps"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
-	"sipxdp/bench/sipload"
 	"sipxdp/internal/netnstest"
+	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
 )
 
 var (
 	buildOnce sync.Once
-	buildDir  string
 	buildBin  string
 	buildErr  error
 )
@@ -38,13 +32,14 @@ var (
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "sipdtest-")
-		if buildErr != nil {
+		dir, err := os.MkdirTemp("", "sipdtest-")
+		if err != nil {
+			buildErr = err
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		buildBin, buildErr = sipload.BuildSipd(ctx, buildDir)
+		buildBin, buildErr = sipdrun.Build(ctx, dir)
 	})
 	if buildErr != nil {
 		t.Fatalf("build sipd: %v", buildErr)
@@ -55,9 +50,9 @@ func Binary(t testing.TB) string {
 // Config returns the embedded default configuration, parsed.
 func Config(t testing.TB) *sipd.Config {
 	t.Helper()
-	cfg, err := sipd.ParseConfig(sipd.DefaultConfigYAML())
+	cfg, err := sipdrun.Default()
 	if err != nil {
-		t.Fatalf("default config: %v", err)
+		t.Fatal(err)
 	}
 	return cfg
 }
@@ -71,7 +66,6 @@ type Options struct {
 	// Args are extra command-line arguments, such as -relay-only.
 	Args []string
 	// Dir holds the config, users file and log (empty: a new t.TempDir).
-	// Restarting on the same Dir keeps whatever sipd keeps there.
 	Dir string
 	// Users are written to a users file that the config then names, as
 	// name -> password.
@@ -80,107 +74,53 @@ type Options struct {
 
 // Sipd is a running sipd child.
 type Sipd struct {
-	*sipload.Daemon
-	t      testing.TB
-	Cfg    *sipd.Config
-	Dir    string
-	opt    Options
-	client *http.Client
+	*sipdrun.Sipd
+	t testing.TB
 }
 
-// Start writes cfg (with the users of o) into the run directory and starts
-// sipd on it; the test's cleanup stops it by its PID.
+// Start starts sipd on cfg (see sipdrun.Start); the test's cleanup stops
+// it by its PID and, if the test failed, logs the end of its log.
 func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	t.Helper()
-	if o.Dir == "" {
-		o.Dir = t.TempDir()
+	ro := sipdrun.Options{Binary: Binary(t), Dir: o.Dir, NoFile: o.NoFile, Args: o.Args}
+	if ro.Dir == "" {
+		ro.Dir = t.TempDir()
 	}
-	if cfg.StateDir == sipd.DefaultStateDir {
-		// Never the machine's own; Restart on the same Dir keeps it.
-		cfg.StateDir = filepath.Join(o.Dir, "state")
-		cfg.Resolve()
+	if o.NS != nil {
+		ro.NetNS, ro.Dial = o.NS.Path(), o.NS.DialContext
 	}
-	if len(o.Users) > 0 {
-		var b strings.Builder
-		for u, p := range o.Users {
-			fmt.Fprintf(&b, "%s password=%s\n", u, p)
-		}
-		path := filepath.Join(o.Dir, "users")
-		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg.SIP.UsersFile = path
+	var users strings.Builder
+	for _, u := range slices.Sorted(maps.Keys(o.Users)) {
+		fmt.Fprintf(&users, "%s password=%s\n", u, o.Users[u])
 	}
-	text, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatalf("marshal config: %v", err)
-	}
-	if _, err := sipd.ParseConfig(text); err != nil {
-		t.Fatalf("config does not survive a round trip: %v\n%s", err, text)
-	}
-	cfgPath := filepath.Join(o.Dir, "sipd.yaml")
-	if err := os.WriteFile(cfgPath, text, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &Sipd{t: t, Cfg: cfg, Dir: o.Dir, opt: o}
-	s.launch(cfgPath)
-	return s
-}
-
-func (s *Sipd) launch(cfgPath string) {
-	t := s.t
-	t.Helper()
-	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	nsPath := ""
-	if s.opt.NS != nil {
-		dial, nsPath = s.opt.NS.DialContext, s.opt.NS.Path()
-	}
-	s.client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	ro.Users = users.String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := sipload.Launch(ctx, sipload.LaunchConfig{
-		Binary: Binary(t), ConfigPath: cfgPath, LogPath: filepath.Join(s.Dir, fmt.Sprintf("sipd-%d.log", time.Now().UnixNano())),
-		HTTP: "http://" + s.Cfg.HTTP.Listen, NetNS: nsPath, Dial: dial, NoFile: s.opt.NoFile, Args: s.opt.Args,
-		Uninstall: s.Cfg.Media.Mode != sipd.MediaNone && s.Cfg.Media.Datapath != "userspace",
-	})
+	d, err := sipdrun.Start(ctx, cfg, ro)
 	if err != nil {
 		t.Fatalf("start sipd: %v", err)
 	}
-	s.Daemon = d
+	s := &Sipd{Sipd: d, t: t}
 	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
 			t.Errorf("stop sipd: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("sipd log %s:\n%s", d.LogPath, tail(d.LogPath, 6000))
+			t.Logf("sipd log %s:\n%s", d.LogPath, d.Tail(6000))
 		}
 	})
+	return s
 }
 
 // Restart starts sipd again on the same configuration and directory,
 // after Stop or Kill.
 func (s *Sipd) Restart() {
 	s.t.Helper()
-	select {
-	case <-s.Exited():
-	default:
-		s.t.Fatal("restart: sipd is still running")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Sipd.Restart(ctx); err != nil {
+		s.t.Fatalf("restart sipd: %v", err)
 	}
-	s.launch(filepath.Join(s.Dir, "sipd.yaml"))
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
-// Log returns what sipd has written to its log so far.
-func (s *Sipd) Log() string {
-	b, _ := os.ReadFile(s.LogPath)
-	return string(b)
 }
 
 // Do sends an API request and returns the status and body. It sends the
@@ -188,46 +128,29 @@ func (s *Sipd) Log() string {
 // Authorization entry (an empty one sends none).
 func (s *Sipd) Do(method, path string, hdr map[string]string, body io.Reader) (int, []byte) {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.HTTP+path, body)
+	code, b, err := s.Sipd.Do(context.Background(), method, path, hdr, body)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if s.Cfg.HTTP.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.Cfg.HTTP.Token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-		if v == "" {
-			req.Header.Del(k)
-		}
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return code, b
 }
 
 // GetJSON reads an API document into v, failing the test unless it
 // answers 200.
 func (s *Sipd) GetJSON(path string, v any) {
 	s.t.Helper()
-	code, b := s.Do("GET", path, nil, nil)
-	if code != 200 {
-		s.t.Fatalf("GET %s: %d %s", path, code, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		s.t.Fatalf("GET %s: %v\n%s", path, err, b)
+	if err := s.Sipd.GetJSON(context.Background(), path, v); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
 // Health reads /health.
 func (s *Sipd) Health() sipd.Health {
 	s.t.Helper()
-	var h sipd.Health
-	s.GetJSON("/health", &h)
+	h, err := s.Sipd.Health(context.Background())
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	return h
 }
 
@@ -236,19 +159,11 @@ func (s *Sipd) Health() sipd.Health {
 // `sipxdp_sip_refused_total{reason="x"}`); ok is false when absent.
 func (s *Sipd) Metric(series string) (float64, bool) {
 	s.t.Helper()
-	code, b := s.Do("GET", "/metrics", nil, nil)
-	if code != 200 {
-		s.t.Fatalf("GET /metrics: %d", code)
+	v, ok, err := s.Sipd.Metric(context.Background(), series)
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err == nil {
-				return v, true
-			}
-		}
-	}
-	return 0, false
+	return v, ok
 }
 
 // SIPAddr is the address of sipd's first listener of transport.
@@ -267,20 +182,9 @@ func (s *Sipd) SIPAddr(transport string) netip.AddrPort {
 // goroutine count from the profiles; the config must set http.pprof.
 func (s *Sipd) GoMem() (heapInuse int64, goroutines int) {
 	s.t.Helper()
-	code, b := s.Do("GET", "/debug/pprof/heap?debug=1&gc=1", nil, nil)
-	if code != 200 {
-		s.t.Fatalf("heap profile: %d (is http.pprof on?)", code)
+	m, err := s.Sipd.GoMem(context.Background(), true)
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
-			fmt.Sscan(rest, &heapInuse)
-		}
-	}
-	code, b = s.Do("GET", "/debug/pprof/goroutine?debug=1", nil, nil)
-	if code != 200 {
-		s.t.Fatalf("goroutine profile: %d", code)
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	fmt.Sscan(strings.TrimPrefix(first, "goroutine profile: total "), &goroutines)
-	return heapInuse, goroutines
+	return m.HeapInuse, m.Goroutines
 }
