@@ -208,7 +208,7 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	r.RSSIdle = rssBytes(d.PID())
 
 	st := &stats{}
-	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", realm: "localhost", st: st}
+	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", st: st}
 	c.rates[clsRamp] = o.RegisterRate
 	c.rates[clsNotify] = float64(n) / 15
 	c.rates[clsRegister] = float64(n) / 3000
