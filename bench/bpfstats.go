@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"sipxdp/bench/childproc"
 	"sipxdp/bpf"
 	"time"
 
@@ -80,14 +81,14 @@ type xdpPassConfig struct {
 // to an interface of the namespace it runs in. The attachment is the
 // netlink kind, which outlives this process and goes away with the
 // namespace.
-func runXDPPassChild(args []string) int {
+func runXDPPassChild() int {
 	var c xdpPassConfig
-	if err := childConfig("_xdp-pass", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
 	err := attachXDPPass(c.Interface)
-	emit("result", nil, err)
+	childproc.Emit("result", nil, err)
 	if err != nil {
 		return 1
 	}

@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/icholy/digest"
+
+	"sipxdp/bench/childproc"
 )
 
 // TestMain turns the test binary into a client child when the bench
 // starts it as one.
 func TestMain(m *testing.M) {
-	if os.Getenv("CONNLOAD_CHILD") == "1" {
-		os.Exit(ChildMain(os.Args[1:]))
+	if code, ok := childproc.Run(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -25,12 +27,8 @@ func TestConnsQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts sipd and hundreds of connections")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	cfg := QuickConfig(Config{Mode: "both", Out: out, Child: []string{exe}})
+	cfg := QuickConfig(Config{Mode: "both", Out: out})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rs, err := Run(ctx, cfg)
