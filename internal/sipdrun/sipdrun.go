@@ -31,10 +31,19 @@ import (
 )
 
 // Build compiles sipd into dir and returns the binary's path. It uses the
-// package path, so it works from any directory inside the module.
+// package path, so it works from any directory inside the module. Without
+// go in $PATH (sudo's secure_path) it tries $GOROOT's, then
+// /usr/local/go's.
 func Build(ctx context.Context, dir string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		if _, err := os.Stat(goBin); err != nil {
+			goBin = "/usr/local/go/bin/go"
+		}
+	}
 	bin := filepath.Join(dir, "sipd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "sipxdp/cmd/sipd")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "sipxdp/cmd/sipd")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build sipd (run inside the sipxdp module, or give a binary): %w\n%s", err, out)
 	}
