@@ -316,13 +316,18 @@ func (p *Proc) Close(timeout time.Duration) {
 }
 
 // Kill ends the child if it is still running and reaps it: SIGTERM, then
-// SIGKILL after 3 s. Only this child's PID is signalled.
+// SIGKILL after 3 s. Only this child's PID is signalled. Messages not yet
+// read are dropped, so a child still printing cannot hold up its reaping.
 func (p *Proc) Kill() {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
+	go func() {
+		for range p.msgs {
+		}
+	}()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
