@@ -2,8 +2,11 @@ package sipdrun
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,11 +119,20 @@ func TestStartKillRestart(t *testing.T) {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
 	cfg.Media.Mode = sipd.MediaNone
-	s, err := Start(ctx, cfg, Options{Binary: bin, Dir: dir, Users: "alice password=x\n"})
+	s, err := Start(ctx, cfg, Options{Binary: bin, Dir: dir, Users: "alice password=x\n", NoFile: 4000,
+		Env: []string{"SIPDRUN_TEST_MARK=1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop()
+	// prlimit and the environment reach sipd itself: the PID is its own.
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", s.PID()))
+	if err != nil || !regexp.MustCompile(`Max open files\s+4000\s+4000`).Match(limits) {
+		t.Errorf("sipd's limits (%v):\n%s", err, limits)
+	}
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.PID())); err != nil || !strings.Contains(string(env), "SIPDRUN_TEST_MARK=1\x00") {
+		t.Errorf("sipd's environment lacks the mark (%v)", err)
+	}
 	if s.SIP.Port() == 0 || s.Cfg.SIP.UsersFile == "" || s.Cfg.StateDir != dir+"/state" {
 		t.Fatalf("start left sip %s, users %q, state %q", s.SIP, s.Cfg.SIP.UsersFile, s.Cfg.StateDir)
 	}
