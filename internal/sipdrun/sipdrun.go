@@ -257,7 +257,9 @@ func (s *Sipd) launch(ctx context.Context) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("sipd exited at start: %s", s.Tail(2000))
+			err := fmt.Errorf("sipd exited at start: %s", s.Tail(2000))
+			// It may have pinned maps before it failed.
+			return errors.Join(err, s.Stop())
 		case <-ctx.Done():
 			s.Stop()
 			return ctx.Err()

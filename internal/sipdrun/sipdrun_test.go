@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,19 +100,61 @@ func FuzzMetric(f *testing.F) {
 	})
 }
 
-// The real binary: started on free loopback ports, ready, killed,
-// restarted on the same directory with a new log, and stopped.
-func TestStartKillRestart(t *testing.T) {
+var (
+	buildOnce sync.Once
+	buildDir  string
+	built     string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs sipd")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	bin, err := Build(ctx, dir)
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if buildDir, buildErr = os.MkdirTemp("", "sipdrun-test-"); buildErr == nil {
+			built, buildErr = Build(ctx, buildDir)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+// A sipd that dies at start is an error that carries its log.
+func TestStartExits(t *testing.T) {
+	bin := binary(t)
+	cfg, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	_, err = Start(context.Background(), cfg, Options{Binary: bin, Dir: t.TempDir(), Args: []string{"-no-such-flag"}})
+	if err == nil || !strings.Contains(err.Error(), "exited at start") || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("start with a bad flag: %v", err)
+	}
+}
+
+// The real binary: started on free loopback ports, ready, killed,
+// restarted on the same directory with a new log, and stopped.
+func TestStartKillRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin := binary(t)
 	cfg, err := Default()
 	if err != nil {
 		t.Fatal(err)
