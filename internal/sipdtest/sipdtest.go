@@ -6,11 +6,13 @@ package sipdtest
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -28,23 +30,43 @@ var (
 	buildErr  error
 )
 
-// Binary builds sipd once for the test process and returns its path.
+// Binary builds sipd once for the test process and returns its path. The
+// binary goes to one place per package directory, replaced by each test
+// process (renamed into place, so a process still running the old one
+// keeps it), rather than to a new directory each time that nothing
+// removes.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sipdtest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		buildBin, buildErr = sipdrun.Build(ctx, dir)
-	})
+	buildOnce.Do(func() { buildBin, buildErr = build() })
 	if buildErr != nil {
 		t.Fatalf("build sipd: %v", buildErr)
 	}
 	return buildBin
+}
+
+func build() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(wd))
+	shared := filepath.Join(os.TempDir(), fmt.Sprintf("sipdtest-%x", sum[:6]))
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(shared, "build-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin, err := sipdrun.Build(ctx, tmp)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(shared, "sipd")
+	return dst, os.Rename(bin, dst)
 }
 
 // Config returns the embedded default configuration, parsed.
