@@ -1,31 +1,30 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"sipxdp/bench/callreport"
 	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/netns"
+	"sipxdp/bench/mem"
 	"sipxdp/bench/sipload"
+	"sipxdp/bpf"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 )
 
@@ -43,11 +42,13 @@ type callRun struct {
 	level callLevel
 	tag   string // scenario-level, for file names and progress
 
-	line *netns.Line
+	line *netns.Topo
 	sipd *sipdrun.Sipd
 	uac  *childproc.Proc
 	uas  *childproc.Proc
 	pin  string
+	// passes are the XDP_PASS programs on the end hosts' veths.
+	passes []io.Closer
 
 	mu       sync.Mutex
 	samples  []runSample
@@ -85,7 +86,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}
 	fmt.Fprintf(os.Stderr, "== %s: %d calls at %g/s, held %s\n", r.tag, l.Total, l.CPS, o.Duration)
 
-	if r.line, err = netns.Create(ctx, netns.Config{Prefix: callsPrefix, Left: callsLeft, Right: callsRight, Direct: callsDirect}); err != nil {
+	if r.line, err = netns.Create(ctx, callsNet); err != nil {
 		return callreport.Result{}, fmt.Errorf("topology: %w", err)
 	}
 	defer func() {
@@ -93,7 +94,12 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 			err = errors.Join(err, fmt.Errorf("remove topology: %w", cerr))
 		}
 	}()
-	if err := r.prepareEndpoints(ctx, &res); err != nil {
+	defer func() {
+		for _, p := range r.passes {
+			p.Close()
+		}
+	}()
+	if err := r.prepareEndpoints(&res); err != nil {
 		return callreport.Result{}, err
 	}
 	r.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s", pinPrefix, os.Getpid(), sc.Name))
@@ -106,7 +112,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}()
 	r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sc.Datapath,
 		PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
-		Exempt: []string{callsNet}})
+		Exempt: []string{callsNet.Net4.String()}})
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -125,9 +131,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 			h0.Media.Path, sc.Path, r.sipd.LogPath)
 	}
 
-	r.uas, err = startChild(r.line.Receiver, "uas", "_uas", uasChildConfig{
-		Proxy: netip.AddrPortFrom(r.line.RelayRightAddr, 5060), Domain: benchDomain, Password: callsPassword,
-		Count: o.UASCount, Addr: r.line.ReceiverAddr, RTPPort: uasRTPPort, RTPSockets: o.RTPSockets})
+	r.uas, err = startChild(r.line.Callee, "uas", "_uas", uasChildConfig{
+		Proxy: netip.AddrPortFrom(r.line.V4.RelayB, 5060), Domain: benchDomain, Password: callsPassword,
+		Count: o.UASCount, Addr: r.line.V4.Callee, RTPPort: uasRTPPort, RTPSockets: o.RTPSockets})
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -136,16 +142,16 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		return callreport.Result{}, fmt.Errorf("callees: %w", err)
 	}
 	// Idle memory: sipd with its relay up and every callee registered.
-	idleRSS, err := readRSSMB(r.sipd.PID())
+	idleRSS, err := mem.RSSMB(r.sipd.PID())
 	if err != nil {
-		return callreport.Result{}, err
+		return callreport.Result{}, fmt.Errorf("sipd memory: %w", err)
 	}
 	res.RSSIdleMB = idleRSS
 
 	if sc.Path != "" && sc.Path != "userspace" {
 		// Per-program run time is kept only while asked for; the fd turns
 		// it off again when this process ends, however it ends.
-		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		stats, err := bpf.EnableRunStats()
 		if err != nil {
 			res.Notes = append(res.Notes, fmt.Sprintf("%s: no BPF run-time stats: %v", sc.Name, err))
 		} else {
@@ -153,9 +159,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		}
 	}
 
-	r.uac, err = startChild(r.line.Sender, "uac", "_uac", uacChildConfig{
-		Proxy: netip.AddrPortFrom(r.line.RelayLeftAddr, 5060), Domain: benchDomain, Password: callsPassword,
-		UASCount: o.UASCount, Total: l.Total, CPS: l.CPS, Duration: o.Duration, Addr: r.line.SenderAddr,
+	r.uac, err = startChild(r.line.Caller, "uac", "_uac", uacChildConfig{
+		Proxy: netip.AddrPortFrom(r.line.V4.RelayA, 5060), Domain: benchDomain, Password: callsPassword,
+		UASCount: o.UASCount, Total: l.Total, CPS: l.CPS, Duration: o.Duration, Addr: r.line.V4.Caller,
 		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets})
 	if err != nil {
 		return callreport.Result{}, err
@@ -217,32 +223,35 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 
 // prepareEndpoints makes the caller and callee stand in for hosts behind a
 // NIC: packets that local sockets send over veth carry a partial UDP
-// checksum, which an XDP program cannot see (DESIGN.md), so the end hosts
-// compute checksums in software, in every scenario alike. Native XDP on
-// veth also needs an XDP program on the peer end to redirect into.
-func (r *callRun) prepareEndpoints(ctx context.Context, res *callreport.Result) error {
+// checksum, which an XDP program cannot see (docs/ARCHITECTURE.md, "The
+// kernel hooks on these machines"), so the end hosts compute checksums in
+// software, in every scenario alike. Native XDP on veth also needs an XDP
+// program on the peer end to redirect into; those stay attached until the
+// scenario ends.
+func (r *callRun) prepareEndpoints(res *callreport.Result) error {
 	for _, e := range []struct {
-		ns  netns.NS
+		ns  *netns.NS
 		ifc string
 	}{
-		{r.line.Sender, r.line.SenderIf}, {r.line.Sender, r.line.SenderDirectIf},
-		{r.line.Receiver, r.line.ReceiverIf}, {r.line.Receiver, r.line.ReceiverDirectIf},
+		{r.line.Caller, netns.CallerIf}, {r.line.Caller, netns.CallerDirectIf},
+		{r.line.Callee, netns.CalleeIf}, {r.line.Callee, netns.CalleeDirectIf},
 	} {
-		cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.ns.Path, "ethtool", "-K", e.ifc, "tx", "off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("tx checksum offload off on %s: %w: %s", e.ifc, err, out)
+		if err := e.ns.SetTxChecksum(e.ifc, false); err != nil {
+			return fmt.Errorf("tx checksum offload off: %w", err)
 		}
 	}
 	res.Notes = append(res.Notes, "tx checksum offload is off on the caller's and callee's veths in every scenario, "+
 		"so packets carry full UDP checksums as from a NIC (XDP cannot fix CHECKSUM_PARTIAL)")
 	if r.sc.Datapath == "xdp" {
 		for _, e := range []struct {
-			ns  netns.NS
+			ns  *netns.NS
 			ifc string
-		}{{r.line.Sender, r.line.SenderIf}, {r.line.Receiver, r.line.ReceiverIf}} {
-			if err := runOnce(ctx, e.ns, "_xdp-pass", xdpPassConfig{Interface: e.ifc}); err != nil {
+		}{{r.line.Caller, netns.CallerIf}, {r.line.Callee, netns.CalleeIf}} {
+			pass, err := bpf.AttachPassXDP(e.ns, e.ifc)
+			if err != nil {
 				return fmt.Errorf("xdp pass on %s: %w", e.ifc, err)
 			}
+			r.passes = append(r.passes, pass)
 		}
 	}
 	return nil
@@ -309,7 +318,7 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 		if p, err := cpu.ReadPID(r.sipd.PID()); err == nil {
 			s.sipd, s.sipdOK = p, true
 		}
-		s.rssMB, _ = readRSSMB(r.sipd.PID())
+		s.rssMB, _ = mem.RSSMB(r.sipd.PID())
 		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
@@ -376,7 +385,7 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 	s.All = all
 	w.snap = s
 	if r.sc.Path != "" && r.sc.Path != "userspace" {
-		w.progTime, w.progRuns, w.progErr = progStats(r.pin)
+		w.progTime, w.progRuns, w.progErr = bpf.PinnedRunStats(r.pin)
 	}
 	return w, nil
 }
@@ -465,25 +474,6 @@ func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
 	if c.Completed > 0 && res.DurationS > 0 {
 		res.PerCallPPS = round2(float64(c.UACTX) / float64(c.Completed) / res.DurationS)
 	}
-}
-
-func readRSSMB(pid int) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("sipd memory: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				return 0, fmt.Errorf("sipd memory: parse VmRSS %q: %w", v, err)
-			}
-			return kb / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("sipd memory: no VmRSS in /proc/%d/status", pid)
 }
 
 func hostInfo() callreport.Host {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
-	"sipxdp/bench/netns"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 )
 
@@ -249,14 +249,7 @@ func CallsMain(args []string) int {
 
 // The calls bench's namespaces and addresses, apart from the datapath
 // bench's so the two never meet.
-const callsPrefix = "sxdpc"
-
-var (
-	callsLeft   = netip.MustParsePrefix("10.250.1.0/24")
-	callsRight  = netip.MustParsePrefix("10.250.2.0/24")
-	callsDirect = netip.MustParsePrefix("10.250.3.0/24")
-	callsNet    = "10.250.0.0/16"
-)
+var callsNet = netns.Config{Prefix: "sxdpc-", Net4: netip.MustParsePrefix("10.250.0.0/16"), Direct: true}
 
 // RunCalls runs every level and scenario, each in a fresh topology, and
 // writes the outputs. It returns what it measured even when a scenario
@@ -265,7 +258,7 @@ func RunCalls(ctx context.Context, o *CallsOptions) ([]callreport.Result, error)
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: it creates network namespaces and starts sipd in one")
 	}
-	if removed, err := netns.CleanStale(callsPrefix); err != nil {
+	if removed, err := netns.CleanStale(callsNet.Prefix); err != nil {
 		return nil, fmt.Errorf("remove stale namespaces: %w", err)
 	} else if len(removed) > 0 {
 		slog.Info("removed stale namespaces", "names", removed)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
-	"sipxdp/bench/netns"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd"
 	"sipxdp/sipd/sipconf"
@@ -76,11 +76,9 @@ func TestSteadyWindow(t *testing.T) {
 // The generated config must come from sipd's real default, set every
 // field the topology depends on, and validate.
 func TestSipdConfigFromDefault(t *testing.T) {
-	line := &netns.Line{RelayLeftIf: "sx1b", RelayRightIf: "sx1c"}
-	line.RelayLeftAddr = callsLeft.Addr().Next()
-	line.RelayRightAddr = callsRight.Addr().Next()
+	line := &netns.Topo{V4: netns.AddrsIn(callsNet.Net4)}
 	cfg, err := sipdConfig(sipdSetup{Dir: "/tmp/x", Mode: "all", Datapath: "tc", PinPath: "/sys/fs/bpf/x",
-		Line: line, PortMin: 20000, PortMax: 39999, Exempt: []string{callsNet}})
+		Line: line, PortMin: 20000, PortMax: 39999, Exempt: []string{callsNet.Net4.String()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +90,7 @@ func TestSipdConfigFromDefault(t *testing.T) {
 		got, want any
 	}{
 		{"datapath", cfg.Media.Datapath, "tc"},
-		{"interfaces", cfg.Media.Interfaces, []string{"sx1b", "sx1c"}},
+		{"interfaces", cfg.Media.Interfaces, []string{"ra", "rb"}},
 		{"pin path", cfg.Media.PinPath, "/sys/fs/bpf/x"},
 		{"addresses", cfg.Media.Addresses, []sipd.AddressConfig{{Name: "callers", Local: "10.250.1.1", PortMin: 20000, PortMax: 39999},
 			{Name: "callees", Local: "10.250.2.1", PortMin: 20000, PortMax: 39999}}},

@@ -2,15 +2,10 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"path/filepath"
-	"runtime"
 
-	vnetns "github.com/vishvananda/netns"
-
-	"sipxdp/bench/netns"
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
 	"sipxdp/sipd/sipconf"
@@ -29,7 +24,7 @@ type sipdSetup struct {
 	Mode     string // media.mode
 	Datapath string // media.datapath
 	PinPath  string
-	Line     *netns.Line
+	Line     *netns.Topo
 	UASCount int
 	Password string
 	PortMin  int
@@ -45,10 +40,10 @@ func sipdConfig(s sipdSetup) (*sipd.Config, error) {
 		return nil, err
 	}
 	l := s.Line
-	left, right := l.RelayLeftAddr.String(), l.RelayRightAddr.String()
+	left, right := l.V4.RelayA.String(), l.V4.RelayB.String()
 	cfg.StateDir = filepath.Join(s.Dir, "state")
 	cfg.Media.Mode, cfg.Media.Datapath = s.Mode, s.Datapath
-	cfg.Media.Interfaces = []string{l.RelayLeftIf, l.RelayRightIf}
+	cfg.Media.Interfaces = []string{netns.RelayA, netns.RelayB}
 	cfg.Media.PinPath = s.PinPath
 	cfg.Media.Addresses = []sipd.AddressConfig{
 		{Name: "callers", Local: left, PortMin: s.PortMin, PortMax: s.PortMax},
@@ -68,50 +63,5 @@ func startSipdInNS(ctx context.Context, s sipdSetup) (*sipdrun.Sipd, error) {
 	}
 	// The API stays on the default's 127.0.0.1:8080, inside the namespace.
 	return sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: s.Binary, Dir: s.Dir, Name: "sipd_" + s.Name,
-		NetNS: s.Line.Relay.Path, Dial: dialInNS(s.Line.Relay.Path), Users: sipload.UsersFile(s.UASCount, s.Password)})
-}
-
-// dialInNS dials from inside the namespace at nsPath: the socket is made
-// on a thread switched into it, and a socket keeps its namespace for life.
-// The thread is switched back before Go may reuse it; if that fails it
-// stays locked and ends with the goroutine. (Ending threads is avoided
-// otherwise: a child started with Pdeathsig from a thread gets killed when
-// that thread exits.)
-func dialInNS(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := vnetns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- res{nil, fmt.Errorf("current netns: %w", err)}
-				return
-			}
-			defer orig.Close()
-			h, err := vnetns.GetFromPath(nsPath)
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- res{nil, fmt.Errorf("open netns %s: %w", nsPath, err)}
-				return
-			}
-			defer h.Close()
-			if err := vnetns.Set(h); err != nil {
-				ch <- res{nil, fmt.Errorf("enter netns %s: %w", nsPath, err)}
-				return
-			}
-			var dl net.Dialer
-			c, err := dl.DialContext(ctx, network, addr)
-			if vnetns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- res{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
-	}
+		NetNS: s.Line.Relay.Path, Dial: s.Line.Relay.DialContext, Users: sipload.UsersFile(s.UASCount, s.Password)})
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +12,8 @@ import (
 	"time"
 
 	"sipxdp/bench/childproc"
-	"sipxdp/bench/netns"
 	"sipxdp/bench/rtpload"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
@@ -29,23 +28,11 @@ func init() {
 	childproc.Register("_relay", runRelayChild)
 	childproc.Register("_uac", runUACChild)
 	childproc.Register("_uas", runUASChild)
-	childproc.Register("_xdp-pass", runXDPPassChild)
 }
 
 // startChild starts a bench child of role sub in ns, named role in logs.
-func startChild(ns netns.NS, role, sub string, cfg any) (*childproc.Proc, error) {
+func startChild(ns *netns.NS, role, sub string, cfg any) (*childproc.Proc, error) {
 	return childproc.Start(childproc.Spec{Role: sub, Name: role, Params: cfg, NetNS: ns.Path})
-}
-
-// runOnce runs a child that does one job and exits.
-func runOnce(ctx context.Context, ns netns.NS, sub string, cfg any) error {
-	c, err := startChild(ns, sub, sub, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Kill()
-	_, err = c.Await(ctx, "result", childReadyTimeout)
-	return err
 }
 
 type senderChildConfig struct {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"math"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -20,20 +18,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/netns"
 	"sipxdp/bench/report"
 	"sipxdp/bench/rtpload"
+	"sipxdp/bpf"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
 // AllPaths is the order `--path all` runs in. direct comes first: it is the
 // baseline every relay path is compared against.
 var AllPaths = []string{"direct", "userspace", "xdp-generic", "tc", "xdp"}
+
+// datapathNet is the datapath bench's topology: IPv4 only, on networks of
+// its own so it never meets the calls bench's.
+var datapathNet = netns.Config{Prefix: "sxdpb-", Net4: netip.MustParsePrefix("10.251.0.0/16")}
 
 // Ports used inside the namespaces. Relay ports sit below the default
 // ip_local_port_range so they never collide with ephemeral ports.
@@ -70,8 +70,9 @@ type DatapathOptions struct {
 	Out      string
 	// SenderOffload keeps tx checksum offload on at the sender's veth.
 	// Off by default: XDP cannot update the CHECKSUM_PARTIAL checksums a
-	// local socket leaves on veth (DESIGN.md), while packets from a real
-	// NIC carry full ones; every path is measured the same way.
+	// local socket leaves on veth (docs/ARCHITECTURE.md, "The kernel hooks
+	// on these machines"), while packets from a real NIC carry full ones;
+	// every path is measured the same way.
 	SenderOffload bool
 	Command       string // recorded with each result
 	// Progress receives one line a second; nil discards.
@@ -92,7 +93,7 @@ func parseDatapathFlags(args []string) (DatapathOptions, error) {
 	fs.Float64Var(&o.QuietCores, "quiet-cores", 0.2, "busy cores below which the machine counts as quiet")
 	fs.Float64Var(&o.MaxOther, "max-other", 0.1, "measure a path again when other processes used more cores than this in its window (0: never)")
 	fs.IntVar(&o.MaxTries, "max-tries", 3, "measurements of one path at most, with --max-other")
-	fs.BoolVar(&o.SenderOffload, "sender-offload", false, "keep tx checksum offload on at the sender veth (native XDP then corrupts every checksum: see DESIGN.md)")
+	fs.BoolVar(&o.SenderOffload, "sender-offload", false, "keep tx checksum offload on at the sender veth (native XDP then corrupts every checksum: see docs/ARCHITECTURE.md)")
 	fs.IntVar(&o.Repeat, "repeat", 1, "runs of every path (1..20), interleaved; the table shows the median run")
 	fs.StringVar(&o.Out, "out", "", "directory for results.jsonl (appended)")
 	if err := fs.Parse(args); err != nil {
@@ -208,7 +209,7 @@ func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, err
 	if o.Size == 0 {
 		o.Size = 172
 	}
-	if removed, err := netns.CleanStale(netns.DefaultPrefix); err != nil {
+	if removed, err := netns.CleanStale(datapathNet.Prefix); err != nil {
 		return nil, fmt.Errorf("remove stale namespaces: %w", err)
 	} else if len(removed) > 0 {
 		slog.Info("removed stale namespaces", "names", removed)
@@ -282,7 +283,7 @@ type sample struct {
 
 func measurePath(ctx context.Context, o DatapathOptions, path string, base *report.Datapath) (res report.Datapath, err error) {
 	log := o.Progress.With("path", path)
-	line, err := netns.Create(ctx, netns.Config{})
+	line, err := netns.Create(ctx, datapathNet)
 	if err != nil {
 		return res, fmt.Errorf("topology: %w", err)
 	}
@@ -307,9 +308,8 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	}()
 
 	if !o.SenderOffload {
-		cmd := exec.CommandContext(ctx, "nsenter", "--net="+line.Sender.Path, "ethtool", "-K", line.SenderIf, "tx", "off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return res, fmt.Errorf("turn off tx checksum offload on %s: %w: %s", line.SenderIf, err, bytes.TrimSpace(out))
+		if err := line.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+			return res, fmt.Errorf("turn off tx checksum offload: %w", err)
 		}
 		res.Notes = append(res.Notes, "tx checksum offload is off at the sender veth for every path, so packets carry full UDP checksums as from a NIC (XDP cannot fix CHECKSUM_PARTIAL; --sender-offload keeps it on)")
 	}
@@ -318,24 +318,26 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		// Native XDP redirect into a veth needs an XDP program on the
 		// peer end, or the frames are dropped.
 		for _, e := range []struct {
-			ns  netns.NS
+			ns  *netns.NS
 			ifc string
-		}{{line.Sender, line.SenderIf}, {line.Receiver, line.ReceiverIf}} {
-			if err := runOnce(ctx, e.ns, "_xdp-pass", xdpPassConfig{Interface: e.ifc}); err != nil {
+		}{{line.Caller, netns.CallerIf}, {line.Callee, netns.CalleeIf}} {
+			pass, err := bpf.AttachPassXDP(e.ns, e.ifc)
+			if err != nil {
 				return res, fmt.Errorf("attach XDP_PASS to peer %s: %w", e.ifc, err)
 			}
+			defer pass.Close()
 		}
 		res.Notes = append(res.Notes, "an XDP_PASS program is attached to the peer veth ends (sender and receiver side): native redirect into veth needs it")
 	}
 
 	sink := rtpload.SinkConfig{
-		Addr:  netip.AddrPortFrom(line.ReceiverAddr, receiverPort),
-		Flows: o.Flows, ExpectSrc: line.RelayRightAddr, ExpectPortBase: relayRightPortBase,
+		Addr:  netip.AddrPortFrom(line.V4.Callee, receiverPort),
+		Flows: o.Flows, ExpectSrc: line.V4.RelayB, ExpectPortBase: relayRightPortBase,
 	}
 	if path == "direct" {
-		sink.ExpectSrc, sink.ExpectPortBase = line.SenderAddr, senderPortBase
+		sink.ExpectSrc, sink.ExpectPortBase = line.V4.Caller, senderPortBase
 	}
-	rcv, err := startChild(line.Receiver, "receiver", "_receiver", receiverChildConfig{Sink: sink})
+	rcv, err := startChild(line.Callee, "receiver", "_receiver", receiverChildConfig{Sink: sink})
 	if err != nil {
 		return res, err
 	}
@@ -354,15 +356,15 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	} else {
 		pinPath = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-%s", pinPrefix, os.Getpid(), path))
 		rc := relayChildConfig{
-			Path: path, Interfaces: []string{line.RelayLeftIf, line.RelayRightIf}, PinPath: pinPath,
+			Path: path, Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: pinPath,
 			PortMin: relayLeftPortBase, PortMax: uint16(relayRightPortBase + o.Flows - 1),
 		}
 		for i := range dsts {
-			dsts[i] = netip.AddrPortFrom(line.RelayLeftAddr, uint16(relayLeftPortBase+i))
+			dsts[i] = netip.AddrPortFrom(line.V4.RelayA, uint16(relayLeftPortBase+i))
 			rc.Flows = append(rc.Flows, relay.Flow{
 				Key:  relay.FlowKey{Local: dsts[i]},
-				Peer: netip.AddrPortFrom(line.SenderAddr, uint16(senderPortBase+i)),
-				Out:  netip.AddrPortFrom(line.RelayRightAddr, uint16(relayRightPortBase+i)),
+				Peer: netip.AddrPortFrom(line.V4.Caller, uint16(senderPortBase+i)),
+				Out:  netip.AddrPortFrom(line.V4.RelayB, uint16(relayRightPortBase+i)),
 				Dst:  sink.Addr,
 			})
 		}
@@ -370,7 +372,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			// The kernel only keeps per-program run time while asked to.
 			// The BPF_ENABLE_STATS fd turns it off again when this process
 			// ends, however it ends, unlike a sysctl write.
-			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			stats, err := bpf.EnableRunStats()
 			if err != nil {
 				res.Notes = append(res.Notes, fmt.Sprintf("no BPF run-time stats: %v", err))
 			} else {
@@ -398,12 +400,12 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		}
 	}
 
-	sndH, err := line.Sender.Handle()
+	sndH, err := line.Caller.Handle()
 	if err != nil {
 		return res, err
 	}
 	defer sndH.Close()
-	rcvH, err := line.Receiver.Handle()
+	rcvH, err := line.Callee.Handle()
 	if err != nil {
 		return res, err
 	}
@@ -424,22 +426,22 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 				return s, err
 			}
 		}
-		if s.snd, err = netns.ReadCounters(sndH, line.SenderIf); err != nil {
+		if s.snd, err = netns.ReadCounters(sndH, netns.CallerIf); err != nil {
 			return s, err
 		}
-		if s.rcv, err = netns.ReadCounters(rcvH, line.ReceiverIf); err != nil {
+		if s.rcv, err = netns.ReadCounters(rcvH, netns.CalleeIf); err != nil {
 			return s, err
 		}
 		if pinPath != "" && path != "userspace" {
-			s.progTime, s.progRuns, _ = progStats(pinPath)
+			s.progTime, s.progRuns, _ = bpf.PinnedRunStats(pinPath)
 		}
 		s.cpu, err = cpu.Take(pids)
 		s.cpu.All = everyone
 		return s, err
 	}
 
-	snd, err := startChild(line.Sender, "sender", "_sender", senderChildConfig{
-		Src: line.SenderAddr, SrcPortBase: senderPortBase, Dsts: dsts, Rate: o.Rate,
+	snd, err := startChild(line.Caller, "sender", "_sender", senderChildConfig{
+		Src: line.V4.Caller, SrcPortBase: senderPortBase, Dsts: dsts, Rate: o.Rate,
 		Duration: o.Duration, Batch: o.Batch, Size: o.Size,
 	})
 	if err != nil {
@@ -588,7 +590,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 func notes(r report.Datapath, base *report.Datapath) []string {
 	var n []string
 	if r.CsumErrors > 0 {
-		n = append(n, fmt.Sprintf("receiver dropped %d packets with a bad UDP checksum: the kernel path rewrote CHECKSUM_PARTIAL packets from a local socket (see DESIGN.md); veth offloads were left on. The receiver does less work for a dropped packet, so this path's cost reads a little low", r.CsumErrors))
+		n = append(n, fmt.Sprintf("receiver dropped %d packets with a bad UDP checksum: the kernel path rewrote CHECKSUM_PARTIAL packets from a local socket (see docs/ARCHITECTURE.md); veth offloads were left on. The receiver does less work for a dropped packet, so this path's cost reads a little low", r.CsumErrors))
 	}
 	if r.BadSource > 0 {
 		n = append(n, fmt.Sprintf("%d packets arrived from an unexpected source address:port", r.BadSource))

@@ -3,12 +3,14 @@ package bench
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"sipxdp/bench/childproc"
+	"sipxdp/internal/netns"
 )
 
 // TestMain lets the test binary stand in for the bench binary: the bench
@@ -94,7 +96,7 @@ func TestDatapathSmoke(t *testing.T) {
 	if rs[1].RelayForwarded == 0 {
 		t.Error("userspace relay counted no forwarded packets")
 	}
-	if _, err := os.Stat("/run/netns/sxdpb-" + strconv.Itoa(os.Getpid()) + "-rly"); err == nil {
-		t.Error("relay namespace left behind")
+	if left, _ := filepath.Glob(netns.RunDir + "/" + datapathNet.Prefix + strconv.Itoa(os.Getpid()) + "-*"); len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
 	}
 }

@@ -114,7 +114,13 @@ func Open(cfg Config) (*Kernel, error) {
 		ifs = append(ifs, iface{name: name, index: l.Attrs().Index, isVeth: l.Type() == "veth",
 			isLocal: l.Attrs().Flags&net.FlagLoopback != 0})
 	}
-	if err := ensureBPFFS(cfg.PinPath); err != nil {
+	// Before anything else: a process without the capabilities would
+	// otherwise fail deep in the loader with an EPERM blamed on memlock.
+	if err := CheckCapabilities(); err != nil {
+		return nil, err
+	}
+	liftMemlock(log)
+	if err := ensurePinDir(cfg.PinPath); err != nil {
 		return nil, err
 	}
 	m, err := openOrCreateMaps(cfg.PinPath)
@@ -348,7 +354,7 @@ func compatible(m *Maps) error {
 
 // Uninstall detaches every pinned link and removes every object pinned
 // under pinPath, then the directory itself (and the bpffs mount if Open
-// mounted one on pinPath itself).
+// mounted one on pinPath itself) where this process may.
 func Uninstall(pinPath string) error {
 	if pinPath == "" {
 		pinPath = DefaultPinPath
@@ -379,12 +385,18 @@ func Uninstall(pinPath string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	// A daemon user without CAP_SYS_ADMIN, or without write access to
+	// the directory above, runs on a mount and a directory root prepared
+	// for it (README, "Running as a non-root user"): they stay, empty,
+	// for its next start.
 	if isBPFFS(pinPath) && !isBPFFS(filepath.Dir(pinPath)) {
-		if err := unix.Unmount(pinPath, 0); err != nil {
+		if err := unix.Unmount(pinPath, 0); errors.Is(err, unix.EPERM) {
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("unmount bpffs at %s: %w", pinPath, err)
 		}
 	}
-	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("remove %s: %w", pinPath, err)
 	}
 	return nil
@@ -393,31 +405,4 @@ func Uninstall(pinPath string) error {
 func isBPFFS(path string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
-}
-
-// ensureBPFFS makes pinPath a directory on bpffs. /sys/fs/bpf is the
-// conventional mount point, so a pin path below it gets bpffs mounted
-// there; any other path gets its own mount.
-func ensureBPFFS(pinPath string) error {
-	parent := filepath.Dir(pinPath)
-	if isBPFFS(parent) || isBPFFS(pinPath) {
-		if err := os.MkdirAll(pinPath, 0o700); err != nil {
-			return fmt.Errorf("create pin directory: %w", err)
-		}
-		return nil
-	}
-	target := pinPath
-	if parent == "/sys/fs/bpf" {
-		target = parent
-	}
-	if err := os.MkdirAll(target, 0o700); err != nil {
-		return fmt.Errorf("create bpffs mount point %s: %w", target, err)
-	}
-	if err := unix.Mount("bpffs", target, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", target, err)
-	}
-	if err := os.MkdirAll(pinPath, 0o700); err != nil {
-		return fmt.Errorf("create pin directory: %w", err)
-	}
-	return nil
 }

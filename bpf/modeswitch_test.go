@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"sipxdp/internal/netns"
 )
 
 // hooksOn reports how many tcx ingress programs and which XDP program
@@ -39,11 +41,11 @@ func TestModeSwitch(t *testing.T) {
 	tp := newTopo(t)
 	pinPath := filepath.Join(t.TempDir(), "pins")
 	k := openInRelay(t, tp, ModeTC, pinPath)
-	flow := families[0].flow()
+	flow := lineFlow(families[0])
 	if err := k.Upsert(flow); err != nil {
 		t.Fatal(err)
 	}
-	if tcx, xdp := hooksOn(t, tp, "r0"); tcx != 1 || xdp {
+	if tcx, xdp := hooksOn(t, tp, netns.RelayA); tcx != 1 || xdp {
 		t.Fatalf("after tc open: %d tcx programs, xdp %v", tcx, xdp)
 	}
 	k.Close()
@@ -51,17 +53,17 @@ func TestModeSwitch(t *testing.T) {
 	var k2 *Kernel
 	tp.in(t, nsRelay, func() error {
 		var err error
-		k2, err = Open(Config{Interfaces: []string{"r0", "r1"}, Mode: ModeXDPGeneric, PinPath: pinPath})
+		k2, err = Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, Mode: ModeXDPGeneric, PinPath: pinPath})
 		return err
 	})
 	defer k2.Close()
-	if tcx, xdp := hooksOn(t, tp, "r0"); tcx != 0 || !xdp {
+	if tcx, xdp := hooksOn(t, tp, netns.RelayA); tcx != 0 || !xdp {
 		t.Errorf("after switch to xdp-generic: %d tcx programs, xdp %v; want 0 and true", tcx, xdp)
 	}
-	if _, err := os.Stat(linkPin(pinPath, ModeTC, "r0")); !os.IsNotExist(err) {
+	if _, err := os.Stat(linkPin(pinPath, ModeTC, netns.RelayA)); !os.IsNotExist(err) {
 		t.Errorf("tc link pin still present: %v", err)
 	}
-	if _, err := os.Stat(linkPin(pinPath, ModeXDPGeneric, "r0")); err != nil {
+	if _, err := os.Stat(linkPin(pinPath, ModeXDPGeneric, netns.RelayA)); err != nil {
 		t.Errorf("xdp-generic link pin missing: %v", err)
 	}
 	if _, err := k2.Stats(flow.Key); err != nil {
@@ -69,7 +71,9 @@ func TestModeSwitch(t *testing.T) {
 	}
 
 	t.Logf("NOTE: turning tx checksum offload OFF on the sender veth s0 for generic XDP (XDP cannot update a CHECKSUM_PARTIAL checksum)")
-	tp.ethtool(t, nsSender, "-K", "s0", "tx", "off")
+	if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+		t.Fatal(err)
+	}
 	recv := tp.udp(t, nsReceiver, flow.Dst)
 	send := tp.udp(t, nsSender, flow.Peer)
 	before, _ := k2.Counters()
@@ -95,30 +99,30 @@ func TestRecreatedInterface(t *testing.T) {
 	k := openInRelay(t, tp, ModeTC, pinPath)
 	k.Close()
 	tp.in(t, nsRelay, func() error {
-		l, err := netlink.LinkByName("r1")
+		l, err := netlink.LinkByName(netns.RelayB)
 		if err != nil {
 			return err
 		}
 		if err := netlink.LinkDel(l); err != nil {
 			return err
 		}
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "r1"}, PeerName: "r1-peer"}
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: netns.RelayB}, PeerName: "r1-peer"}
 		if err := netlink.LinkAdd(v); err != nil {
 			return err
 		}
 		return nil
 	})
-	if tcx, _ := hooksOn(t, tp, "r1"); tcx != 0 {
+	if tcx, _ := hooksOn(t, tp, netns.RelayB); tcx != 0 {
 		t.Fatalf("new r1 already has %d tcx programs", tcx)
 	}
 	var k2 *Kernel
 	tp.in(t, nsRelay, func() error {
 		var err error
-		k2, err = Open(Config{Interfaces: []string{"r0", "r1"}, Mode: ModeTC, PinPath: pinPath})
+		k2, err = Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, Mode: ModeTC, PinPath: pinPath})
 		return err
 	})
 	defer k2.Close()
-	for _, dev := range []string{"r0", "r1"} {
+	for _, dev := range []string{netns.RelayA, netns.RelayB} {
 		if tcx, _ := hooksOn(t, tp, dev); tcx != 1 {
 			t.Errorf("%s has %d tcx programs after reopen, want 1", dev, tcx)
 		}

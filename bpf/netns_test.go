@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
@@ -23,7 +24,7 @@ func openInRelay(t *testing.T, tp *topo, mode, pinPath string) *Kernel {
 	var k *Kernel
 	tp.in(t, nsRelay, func() error {
 		var err error
-		k, err = Open(Config{Interfaces: []string{"r0", "r1"}, Mode: mode, PinPath: pinPath})
+		k, err = Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, Mode: mode, PinPath: pinPath})
 		return err
 	})
 	t.Cleanup(func() { k.Close() })
@@ -39,8 +40,8 @@ func TestNetnsRelay(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			tp := newTopo(t)
 			if mode == ModeXDP {
-				tp.attachPassXDP(t, nsSender, "s0")
-				tp.attachPassXDP(t, nsReceiver, "d0")
+				tp.attachPassXDP(t, nsSender, netns.CallerIf)
+				tp.attachPassXDP(t, nsReceiver, netns.CalleeIf)
 			}
 			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
 			if k.Name() != mode {
@@ -60,7 +61,9 @@ func TestNetnsRelay(t *testing.T) {
 				// run below keeps offloads on: that is the case it exists for.
 				t.Logf("NOTE: turning tx checksum offload OFF on the sender veth s0 for %s "+
 					"(XDP cannot update a CHECKSUM_PARTIAL checksum); tc runs with offloads on", mode)
-				tp.ethtool(t, nsSender, "-K", "s0", "tx", "off")
+				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+					t.Fatal(err)
+				}
 			}
 
 			type relayCase struct {
@@ -72,19 +75,19 @@ func TestNetnsRelay(t *testing.T) {
 			}
 			var cases []relayCase
 			for _, fam := range families {
-				cases = append(cases, relayCase{fam.name, fam.flow(), nsReceiver, "d0", "redirect"})
+				cases = append(cases, relayCase{fam.Name, lineFlow(fam), nsReceiver, netns.CalleeIf, "redirect"})
 			}
 			// Hairpin: both peers on the r0 side, so the packet leaves by the
 			// device it came in on: XDP_TX for XDP, a redirect for tc.
-			hp := families[0].flow()
-			hp.Key.Local = netip.AddrPortFrom(families[0].relayA, 30004)
-			hp.Out = netip.AddrPortFrom(families[0].relayA, 30006)
-			hp.Dst = netip.AddrPortFrom(families[0].sender, 5000)
+			hp := lineFlow(families[0])
+			hp.Key.Local = netip.AddrPortFrom(families[0].RelayA, 30004)
+			hp.Out = netip.AddrPortFrom(families[0].RelayA, 30006)
+			hp.Dst = netip.AddrPortFrom(families[0].Caller, 5000)
 			hairpinVerdict := "tx"
 			if mode == ModeTC {
 				hairpinVerdict = "redirect"
 			}
-			cases = append(cases, relayCase{"ipv4 hairpin", hp, nsSender, "s0", hairpinVerdict})
+			cases = append(cases, relayCase{"ipv4 hairpin", hp, nsSender, netns.CallerIf, hairpinVerdict})
 
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -174,7 +177,7 @@ func TestNetnsRelay(t *testing.T) {
 // receiver drops. It also proves the capture check can fail. If this test
 // starts failing, the kernel learned to handle this: revisit candidates().
 func partialChecksumQuirk(t *testing.T, tp *topo, k *Kernel, mode string) {
-	flow := families[0].flow()
+	flow := lineFlow(families[0])
 	flow.Key.Local = netip.AddrPortFrom(flow.Key.Local.Addr(), 30008)
 	if err := k.Upsert(flow); err != nil {
 		t.Fatal(err)
@@ -182,7 +185,7 @@ func partialChecksumQuirk(t *testing.T, tp *topo, k *Kernel, mode string) {
 	defer k.Delete(flow.Key)
 	recv := tp.udp(t, nsReceiver, flow.Dst)
 	send := tp.udp(t, nsSender, flow.Peer)
-	capt := startCapture(t, tp, nsReceiver, "d0", flow.Dst.Port())
+	capt := startCapture(t, tp, nsReceiver, netns.CalleeIf, flow.Dst.Port())
 	defer recv.Close()
 	defer send.Close()
 	const n = 100

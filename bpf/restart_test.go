@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
+
+	"sipxdp/internal/netns"
 )
 
 const (
@@ -29,18 +31,18 @@ func TestRestartChild(t *testing.T) {
 		t.Skip("helper process for TestRestart")
 	}
 	runtime.LockOSThread()
-	h, err := netns.GetFromPath(os.Getenv(envChildNs))
+	h, err := vnetns.GetFromPath(os.Getenv(envChildNs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := netns.Set(h); err != nil {
+	if err := vnetns.Set(h); err != nil {
 		t.Fatal(err)
 	}
-	k, err := Open(Config{Interfaces: []string{"r0", "r1"}, PinPath: os.Getenv(envPin)})
+	k, err := Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: os.Getenv(envPin)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := k.Upsert(families[0].flow()); err != nil {
+	if err := k.Upsert(lineFlow(families[0])); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Printf("READY %s\n", k.Name())
@@ -75,13 +77,13 @@ func TestRestart(t *testing.T) {
 		}
 	})
 	fam := families[0]
-	flow := fam.flow()
+	flow := lineFlow(fam)
 	recv := tp.udp(t, nsReceiver, flow.Dst)
 	send := tp.udp(t, nsSender, flow.Peer)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRestartChild$", "-test.v")
 	cmd.Env = append(os.Environ(), envChild+"=1",
-		envChildNs+"="+filepath.Join("/var/run/netns", tp.names[nsRelay]), envPin+"="+pinPath)
+		envChildNs+"="+tp.Relay.Path, envPin+"="+pinPath)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -115,7 +117,7 @@ func TestRestart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("child not ready after 30s")
 	}
-	pin := linkPin(pinPath, ModeTC, "r0")
+	pin := linkPin(pinPath, ModeTC, netns.RelayA)
 	idBefore := linkID(t, pin)
 
 	// 3,000 packets over about 1.5 s; the child dies after the first 1,000.
@@ -169,7 +171,7 @@ func TestRestart(t *testing.T) {
 	var k *Kernel
 	tp.in(t, nsRelay, func() error {
 		var err error
-		k, err = Open(Config{Interfaces: []string{"r0", "r1"}, PinPath: pinPath})
+		k, err = Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: pinPath})
 		return err
 	})
 	defer k.Close()

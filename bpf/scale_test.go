@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 	"sipxdp/relay/relaytest"
 )
@@ -128,13 +129,13 @@ const (
 // the callee in the receiver namespace. Every port is derived from s, so
 // no two sampled calls share a key or a socket; the relay addresses are
 // not the synthetic calls' 10.252.0.x, so no sampled key shadows one.
-func sampledFlows(s int, fam ipFamily) []relay.Flow {
+func sampledFlows(s int, fam netns.Addrs) []relay.Flow {
 	var out []relay.Flow
 	for rtcp := 0; rtcp < 2; rtcp++ {
-		a := netip.AddrPortFrom(fam.relayA, uint16(30000+2*s+rtcp))
-		b := netip.AddrPortFrom(fam.relayB, uint16(30000+2*s+rtcp))
-		caller := netip.AddrPortFrom(fam.sender, uint16(20000+2*s+rtcp))
-		callee := netip.AddrPortFrom(fam.recv, uint16(40000+2*s+rtcp))
+		a := netip.AddrPortFrom(fam.RelayA, uint16(30000+2*s+rtcp))
+		b := netip.AddrPortFrom(fam.RelayB, uint16(30000+2*s+rtcp))
+		caller := netip.AddrPortFrom(fam.Caller, uint16(20000+2*s+rtcp))
+		callee := netip.AddrPortFrom(fam.Callee, uint16(40000+2*s+rtcp))
 		// No pinned MACs: the programs find the next hop with a FIB
 		// lookup, as they do for a flow the relay engine installs.
 		out = append(out,
@@ -205,7 +206,7 @@ func TestScaleRealTraffic(t *testing.T) {
 	socks := map[netip.AddrPort]*net.UDPConn{}
 	for _, f := range live {
 		ns := nsSender
-		if f.Peer.Addr() == families[0].recv || f.Peer.Addr() == families[1].recv {
+		if f.Peer.Addr() == families[0].Callee || f.Peer.Addr() == families[1].Callee {
 			ns = nsReceiver
 		}
 		socks[f.Peer] = tp.udp(t, ns, f.Peer)
@@ -214,11 +215,11 @@ func TestScaleRealTraffic(t *testing.T) {
 	// direction back into the sender: a receiving socket does not verify a
 	// partial checksum, so only a capture shows the tc rewrite kept it right.
 	captures := []struct {
-		c *capture
+		c capture
 		f relay.Flow
 	}{
-		{startCapture(t, tp, nsReceiver, "d0", live[0].Dst.Port()), live[0]}, // sample 0, ipv4, A->B RTP
-		{startCapture(t, tp, nsSender, "s0", live[5].Dst.Port()), live[5]},   // sample 1, ipv6, B->A RTP
+		{startCapture(t, tp, nsReceiver, netns.CalleeIf, live[0].Dst.Port()), live[0]}, // sample 0, ipv4, A->B RTP
+		{startCapture(t, tp, nsSender, netns.CallerIf, live[5].Dst.Port()), live[5]},   // sample 1, ipv6, B->A RTP
 	}
 
 	before, err := k.Counters()

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
@@ -172,7 +172,7 @@ type child struct {
 
 // startChild runs the stack in ns and returns the error Open returned in
 // the child, if any.
-func startChild(t testing.TB, ns *netnstest.NS, cfg childConfig) (*child, error) {
+func startChild(t testing.TB, ns *netns.NS, cfg childConfig) (*child, error) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {

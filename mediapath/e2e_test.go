@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/relay"
 )
@@ -76,7 +76,7 @@ func requireTools(t *testing.T) {
 func stackConfig(mode, pin string, timeout time.Duration) childConfig {
 	return childConfig{
 		Datapath:   mode,
-		Interfaces: []string{netnstest.RelayA, netnstest.RelayB},
+		Interfaces: []string{netns.RelayA, netns.RelayB},
 		PinPath:    pin,
 		Timeout:    timeout,
 		// The phones here send from their announced IP on another port,
@@ -84,10 +84,10 @@ func stackConfig(mode, pin string, timeout time.Duration) childConfig {
 		// closes: a short one keeps the tests about the datapaths quick.
 		Learning: 200 * time.Millisecond,
 		Addresses: []relay.AddressConfig{
-			{Name: "a", Local: netnstest.V4.RelayA, PortMin: 40000, PortMax: 40099},
-			{Name: "b", Local: netnstest.V4.RelayB, PortMin: 42000, PortMax: 42099},
-			{Name: "a", Local: netnstest.V6.RelayA, PortMin: 40000, PortMax: 40099},
-			{Name: "b", Local: netnstest.V6.RelayB, PortMin: 42000, PortMax: 42099},
+			{Name: "a", Local: netns.V4.RelayA, PortMin: 40000, PortMax: 40099},
+			{Name: "b", Local: netns.V4.RelayB, PortMin: 42000, PortMax: 42099},
+			{Name: "a", Local: netns.V6.RelayA, PortMin: 40000, PortMax: 40099},
+			{Name: "b", Local: netns.V6.RelayB, PortMin: 42000, PortMax: 42099},
 		},
 	}
 }
@@ -220,9 +220,9 @@ func send(conn *net.UDPConn, dst netip.AddrPort, ssrc uint32, from, to uint32, p
 
 // call is one relayed call between the caller and callee namespaces.
 type call struct {
-	tp               *netnstest.Topo
+	tp               *netns.Topo
 	id               string
-	fam              netnstest.Addrs
+	fam              netns.Addrs
 	ports            relay.StreamPorts
 	relayA, relayB   netip.AddrPort // the relay's RTP address on each leg
 	callerC, calleeC *net.UDPConn   // the real sending sockets
@@ -235,7 +235,7 @@ const ssrcAB, ssrcBA = 0xA0B0, 0xB0A0
 // packet each way so both legs latch. The first A→B packet goes to the
 // callee's announced port, since B has not latched yet: it is caught there
 // and checked, not lost.
-func setupCall(t *testing.T, tp *netnstest.Topo, c *child, id string, fam netnstest.Addrs) *call {
+func setupCall(t *testing.T, tp *netns.Topo, c *child, id string, fam netns.Addrs) *call {
 	t.Helper()
 	cl := &call{tp: tp, id: id, fam: fam}
 	f := relay.IPv4
@@ -368,14 +368,14 @@ func (cl *call) stream(t *testing.T, from, to uint32, pps int, during func()) {
 	atCallee.check(t, "A→B at the callee", from, to)
 	atCaller.check(t, "B→A at the caller", from, to)
 	if t.Failed() {
-		for _, ns := range []*netnstest.NS{cl.tp.Caller, cl.tp.Relay, cl.tp.Callee} {
+		for _, ns := range []*netns.NS{cl.tp.Caller, cl.tp.Relay, cl.tp.Callee} {
 			c, _ := ns.UDPCounters()
 			t.Logf("UDP counters of %s: %v", ns.Name, c)
 		}
 	}
 }
 
-func csumErrors(t *testing.T, ns *netnstest.NS) uint64 {
+func csumErrors(t *testing.T, ns *netns.NS) uint64 {
 	t.Helper()
 	c, err := ns.UDPCounters()
 	if err != nil {
@@ -388,12 +388,16 @@ func TestRelayEndToEnd(t *testing.T) {
 	requireTools(t)
 	const packets = 1000
 	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
-		for _, fam := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
+		for _, fam := range []netns.Addrs{netns.V4, netns.V6} {
 			t.Run(mode+"/"+fam.Name, func(t *testing.T) {
-				tp := netnstest.New(t, nsPrefix)
+				tp := netns.New(t, netns.Config{Prefix: nsPrefix})
 				kernel := mode != Userspace
 				if mode == XDP || mode == XDPGeneric {
-					tp.PrepareXDP(t, mode == XDP)
+					var pass netns.Pass
+					if mode == XDP {
+						pass = PeerPass
+					}
+					tp.PrepareXDP(t, pass)
 				}
 				c, err := startChild(t, tp.Relay, stackConfig(mode, pinPath(t), 30*time.Second))
 				if err != nil {
@@ -405,12 +409,12 @@ func TestRelayEndToEnd(t *testing.T) {
 				csumCaller, csumCallee := csumErrors(t, tp.Caller), csumErrors(t, tp.Callee)
 
 				cl := setupCall(t, tp, c, "e2e", fam)
-				capCaller, err := tp.Caller.CaptureUDP(netnstest.CallerIf, callerPort)
+				capCaller, err := tp.Caller.CaptureUDP(netns.CallerIf, callerPort)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer capCaller.Stop()
-				capCallee, err := tp.Callee.CaptureUDP(netnstest.CalleeIf, calleePort)
+				capCallee, err := tp.Callee.CaptureUDP(netns.CalleeIf, calleePort)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -418,7 +422,7 @@ func TestRelayEndToEnd(t *testing.T) {
 				cl.stream(t, 1, 1+packets, 1000, nil)
 				for _, cp := range []struct {
 					name string
-					res  netnstest.CaptureResult
+					res  netns.CaptureResult
 				}{{"caller", capCaller.Stop()}, {"callee", capCallee.Stop()}} {
 					r := cp.res
 					t.Logf("checksums at the %s: %d full, %d partial, %d bad", cp.name, r.Full, r.Partial, r.Bad)
@@ -508,7 +512,7 @@ func TestRelayEndToEnd(t *testing.T) {
 // back to userspace, says why, and still relays.
 func TestAutoFallsBackToUserspace(t *testing.T) {
 	requireTools(t)
-	tp := netnstest.New(t, nsPrefix)
+	tp := netns.New(t, netns.Config{Prefix: nsPrefix})
 	cfg := stackConfig(Auto, pinPath(t), 30*time.Second)
 	cfg.Interfaces = []string{"nosuchif0"}
 	c, err := startChild(t, tp.Relay, cfg)
@@ -524,7 +528,7 @@ func TestAutoFallsBackToUserspace(t *testing.T) {
 	if st := c.stats(); st.Path != Userspace || st.PathReason != c.ready.Reason {
 		t.Errorf("stats report path %q, reason %q", st.Path, st.PathReason)
 	}
-	cl := setupCall(t, tp, c, "fallback", netnstest.V4)
+	cl := setupCall(t, tp, c, "fallback", netns.V4)
 	cl.stream(t, 1, 201, 1000, nil)
 	for _, f := range callFlows(c.flows(), "fallback") {
 		if f.Path != relay.PathUserspace {

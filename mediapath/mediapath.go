@@ -7,9 +7,9 @@ package mediapath
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -132,10 +132,10 @@ func (k kernelPath) ListFlows() ([]relay.FlowWithStats, error) {
 }
 
 func openKernel(o Options, log *slog.Logger) (*bpf.Kernel, string, error) {
-	if os.Geteuid() != 0 {
-		// CAP_BPF alone could do, but without root we cannot mount bpffs
-		// or attach reliably; say so rather than fail deep in the loader.
-		err := errors.New("not running as root (need CAP_BPF, CAP_NET_ADMIN and bpffs)")
+	// What counts is the capabilities, not the user: a daemon user with
+	// them loads the kernel path, and root without them cannot. Checked
+	// first so the reason /health gives is the capabilities alone.
+	if err := bpf.CheckCapabilities(); err != nil {
 		return nil, err.Error(), err
 	}
 	ifaces := o.Interfaces
@@ -235,4 +235,13 @@ func Uninstall(pinPath string) error {
 		return fmt.Errorf("uninstall %s: %w", pinPath, err)
 	}
 	return nil
+}
+
+// PeerPass attaches to dev, inside ns, the XDP_PASS program that the far
+// end of a veth needs before native XDP can redirect into it, and returns
+// what detaches it. Setups that run the xdp datapath between namespaces
+// use it (it fits internal/netns's Pass); the SIP layer's tests reach it
+// here because sipd/ does not import bpf.
+func PeerPass(ns bpf.Namespace, dev string) (io.Closer, error) {
+	return bpf.AttachPassXDP(ns, dev)
 }

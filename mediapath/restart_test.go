@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
@@ -18,14 +18,14 @@ func TestRestartAdoptsPinnedFlows(t *testing.T) {
 	const timeout = 2 * time.Second
 	for _, mode := range []string{TC, XDPGeneric} {
 		t.Run(mode, func(t *testing.T) {
-			tp := netnstest.New(t, nsPrefix)
+			tp := netns.New(t, netns.Config{Prefix: nsPrefix})
 			if mode == XDPGeneric {
 				t.Logf("%s: tx checksum offload off on %s and %s (XDP cannot fix CHECKSUM_PARTIAL)",
-					mode, netnstest.CallerIf, netnstest.CalleeIf)
-				if err := tp.Caller.SetTxChecksum(netnstest.CallerIf, false); err != nil {
+					mode, netns.CallerIf, netns.CalleeIf)
+				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
 					t.Fatal(err)
 				}
-				if err := tp.Callee.SetTxChecksum(netnstest.CalleeIf, false); err != nil {
+				if err := tp.Callee.SetTxChecksum(netns.CalleeIf, false); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -35,7 +35,7 @@ func TestRestartAdoptsPinnedFlows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cl := setupCall(t, tp, old, "before", netnstest.V4)
+			cl := setupCall(t, tp, old, "before", netns.V4)
 			waitFlows(t, old, "before", func(fs []relay.FlowInfo) bool {
 				return len(fs) == 2 && fs[0].Path == relay.PathKernel && fs[1].Path == relay.PathKernel
 			})

@@ -56,6 +56,11 @@ type Options struct {
 	// MessageTimeout bounds receiving one message on TCP, from its first
 	// byte (0: DefaultMessageTimeout).
 	MessageTimeout time.Duration
+	// Observe, when set, is told of every command executed (not the
+	// replies the cache sends again): its name as counted (see Commands),
+	// whether the reply was an error, and how long it took. It runs on
+	// the command's goroutine and must be quick; sipd feeds a histogram.
+	Observe func(command string, failed bool, d time.Duration)
 }
 
 // commandNames are the commands counted by name; any other counts as
@@ -71,7 +76,7 @@ type Server struct {
 	opt   Options
 	cache *replyCache
 
-	commands  map[string]*atomic.Uint64 // fixed at NewServer; values atomic
+	commands  map[string]*commandCounts // fixed at NewServer; values atomic
 	errors    atomic.Uint64             // error replies
 	cacheHits atomic.Uint64             // retransmissions answered from the cache
 	malformed atomic.Uint64             // bodies that were not a bencoded dictionary
@@ -104,10 +109,10 @@ func NewServer(b Backend, o Options) *Server {
 		log:      o.Log,
 		opt:      o,
 		cache:    newReplyCache(cacheTTL, cacheMax),
-		commands: map[string]*atomic.Uint64{"unknown": new(atomic.Uint64)},
+		commands: map[string]*commandCounts{"unknown": new(commandCounts)},
 	}
 	for _, c := range commandNames {
-		s.commands[c] = new(atomic.Uint64)
+		s.commands[c] = new(commandCounts)
 	}
 	return s
 }
@@ -151,9 +156,31 @@ func (s *Server) Stats() map[string]uint64 {
 	}
 	s.tcpMu.Unlock()
 	for name, c := range s.commands {
-		m["commands."+name] = c.Load()
+		m["commands."+name] = c.ok.Load() + c.failed.Load()
 	}
 	return m
+}
+
+// commandCounts are one command's executions by outcome.
+type commandCounts struct{ ok, failed atomic.Uint64 }
+
+// CommandStats are the executions of one command (as in Stats), split by
+// whether the reply was an error.
+type CommandStats struct {
+	Command    string
+	OK, Failed uint64
+}
+
+// Commands returns the executions of ping, offer, answer, delete, query,
+// list and unknown (any other command, and malformed bodies), in that
+// order, split by outcome: the same counts as Stats' "commands.<name>".
+func (s *Server) Commands() []CommandStats {
+	out := make([]CommandStats, 0, len(commandNames)+1)
+	for _, name := range append(commandNames[:len(commandNames):len(commandNames)], "unknown") {
+		c := s.commands[name]
+		out = append(out, CommandStats{Command: name, OK: c.ok.Load(), Failed: c.failed.Load()})
+	}
+	return out
 }
 
 // Handle answers one message, "<cookie> <bencoded dictionary>", from src
@@ -189,9 +216,18 @@ func (s *Server) Handle(msg []byte, src netip.AddrPort) []byte {
 
 // execute runs one command and returns the whole reply, cookie included.
 func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte {
-	reply := s.dispatch(body, src)
-	if reply["result"] == "error" {
+	start := time.Now()
+	reply, command := s.dispatch(body, src)
+	failed := reply["result"] == "error"
+	c := s.commands[command]
+	if failed {
 		s.errors.Add(1)
+		c.failed.Add(1)
+	} else {
+		c.ok.Add(1)
+	}
+	if s.opt.Observe != nil {
+		s.opt.Observe(command, failed, time.Since(start))
 	}
 	enc, err := Encode(reply)
 	if err != nil { // cannot happen with the types dispatch builds
@@ -204,26 +240,25 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 	return append(out, enc...)
 }
 
-func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any) {
+// dispatch runs one command and returns its reply and the name it is
+// counted under (a key of s.commands).
+func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any, command string) {
+	command = "unknown"
 	v, err := Decode(body)
 	if err != nil {
 		s.malformed.Add(1)
-		s.commands["unknown"].Add(1)
 		s.log.Debug("ng: malformed message", "src", src, "err", err)
-		return errorReply("malformed message: " + err.Error())
+		return errorReply("malformed message: " + err.Error()), command
 	}
 	d, ok := v.(map[string]any)
 	if !ok {
 		s.malformed.Add(1)
-		s.commands["unknown"].Add(1)
 		s.log.Debug("ng: message is not a dictionary", "src", src)
-		return errorReply("malformed message: not a dictionary")
+		return errorReply("malformed message: not a dictionary"), command
 	}
 	r, ignored, err := ParseRequest(d)
-	if c, ok := s.commands[r.Command]; ok {
-		c.Add(1)
-	} else {
-		s.commands["unknown"].Add(1)
+	if _, ok := s.commands[r.Command]; ok {
+		command = r.Command
 	}
 	r.Source = src
 	if len(ignored) > 0 {
@@ -231,7 +266,7 @@ func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any
 	}
 	if err != nil {
 		s.log.Debug("ng: bad command", "src", src, "command", r.Command, "call-id", r.CallID, "err", err)
-		return errorReply(err.Error())
+		return errorReply(err.Error()), command
 	}
 	s.log.Debug("ng: command", "src", src, "command", r.Command, "call-id", r.CallID,
 		"from-tag", r.FromTag, "to-tag", r.ToTag, "flags", r.Flags)
@@ -241,7 +276,7 @@ func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any
 			reply = errorReply("internal error")
 		}
 	}()
-	return s.run(r)
+	return s.run(r), command
 }
 
 func (s *Server) run(r *Request) map[string]any {

@@ -631,3 +631,47 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// TestCommandsByOutcome: each executed command is counted once under its
+// name and outcome, and told to Observe; replies from the cache are not.
+func TestCommandsByOutcome(t *testing.T) {
+	type seen struct {
+		command string
+		failed  bool
+	}
+	var observed []seen
+	fb := &fakeBackend{}
+	s := NewServer(fb, Options{Observe: func(c string, failed bool, d time.Duration) {
+		if d < 0 {
+			t.Errorf("%s observed %v", c, d)
+		}
+		observed = append(observed, seen{c, failed})
+	}})
+	offer := msg(t, "o1", map[string]any{"command": "offer", "call-id": "c", "from-tag": "f", "sdp": "v=0"})
+	for _, m := range [][]byte{
+		msg(t, "p1", map[string]any{"command": "ping"}),
+		offer,
+		offer, // a retransmission: the cache answers
+		msg(t, "o2", map[string]any{"command": "offer", "call-id": "c"}), // no from-tag: refused
+		msg(t, "x1", map[string]any{"command": "frobnicate"}),
+		[]byte("m1 l4:pinge"), // malformed: counted as unknown
+	} {
+		s.Handle(m, testSrc)
+	}
+	fb.err = errors.New("no such call")
+	s.Handle(msg(t, "d1", map[string]any{"command": "delete", "call-id": "c", "from-tag": "f"}), testSrc)
+
+	want := map[string][2]uint64{"ping": {1, 0}, "offer": {1, 1}, "delete": {0, 1}, "unknown": {0, 2}}
+	for _, c := range s.Commands() {
+		if got := [2]uint64{c.OK, c.Failed}; got != want[c.Command] {
+			t.Errorf("%s: ok, failed = %v, want %v", c.Command, got, want[c.Command])
+		}
+		if got := s.Stats()["commands."+c.Command]; got != c.OK+c.Failed {
+			t.Errorf("Stats commands.%s = %d, Commands says %d", c.Command, got, c.OK+c.Failed)
+		}
+	}
+	wantSeen := []seen{{"ping", false}, {"offer", false}, {"offer", true}, {"unknown", true}, {"unknown", true}, {"delete", true}}
+	if !reflect.DeepEqual(observed, wantSeen) {
+		t.Errorf("observed %v, want %v", observed, wantSeen)
+	}
+}

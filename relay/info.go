@@ -82,6 +82,7 @@ type SessionInfo struct {
 type PoolInfo struct {
 	Name       string
 	Local      netip.Addr
+	Advertised netip.Addr // written into SDP (Local unless configured)
 	FreePairs  int
 	TotalPairs int
 }
@@ -301,7 +302,7 @@ func (e *Engine) Stats() Totals {
 			}
 		}
 		for _, p := range e.pools {
-			t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local,
+			t.Pools = append(t.Pools, PoolInfo{Name: p.cfg.Name, Local: p.cfg.Local, Advertised: p.cfg.Advertised,
 				FreePairs: p.pool.available(), TotalPairs: p.pool.total()})
 		}
 	}, func(s *session) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"sipxdp/bpf"
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/relay"
 )
@@ -18,7 +18,7 @@ import (
 // from the pinned maps and says that is what it does.
 func TestFlowsFromPinnedMaps(t *testing.T) {
 	testenv.RequireRoot(t)
-	tp := netnstest.New(t, "sxrc-")
+	tp := netns.New(t, netns.Config{Prefix: "sxrc-"})
 	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-relayctl-test-%d", os.Getpid())
 	t.Cleanup(func() {
 		if err := bpf.Uninstall(pin); err != nil {
@@ -26,13 +26,13 @@ func TestFlowsFromPinnedMaps(t *testing.T) {
 		}
 	})
 	flow := relay.Flow{
-		Key:  relay.FlowKey{Local: netip.AddrPortFrom(netnstest.V4.RelayA, 30000)},
-		Peer: netip.AddrPortFrom(netnstest.V4.Caller, 4000),
-		Out:  netip.AddrPortFrom(netnstest.V4.RelayB, 30002),
-		Dst:  netip.AddrPortFrom(netnstest.V4.Callee, 5000),
+		Key:  relay.FlowKey{Local: netip.AddrPortFrom(netns.V4.RelayA, 30000)},
+		Peer: netip.AddrPortFrom(netns.V4.Caller, 4000),
+		Out:  netip.AddrPortFrom(netns.V4.RelayB, 30002),
+		Dst:  netip.AddrPortFrom(netns.V4.Callee, 5000),
 	}
 	if err := tp.Relay.Do(func() error {
-		k, err := bpf.Open(bpf.Config{Interfaces: []string{netnstest.RelayA, netnstest.RelayB}, Mode: bpf.ModeTC, PinPath: pin})
+		k, err := bpf.Open(bpf.Config{Interfaces: []string{netns.RelayA, netns.RelayB}, Mode: bpf.ModeTC, PinPath: pin})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
-// Package relayctl is the command-line view of the relay: flows, totals, a
-// live watch, and drain. It talks to sipd's HTTP API and, when sipd is not
-// running, reads the pinned kernel maps directly.
+// Package relayctl is the command-line view of the relay: flows, calls,
+// relays, totals, a live watch, and drain, as tables or JSON (-j). It
+// talks to sipd's HTTP API and, when sipd is not running, reads the pinned
+// kernel maps directly.
 package relayctl
 
 import (
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -22,14 +24,17 @@ import (
 	"sipxdp/sipd/wire"
 )
 
-const usage = `usage: relayctl [-api URL] [-token T | -token-file F] [-pin DIR] COMMAND [flags]
+const usage = `usage: relayctl [-api URL] [-token T | -token-file F] [-pin DIR] [-j|--json] COMMAND [flags]
 
 The API token (sipd's http.token) is read from -token, -token-file or
 $SIPXDP_API_TOKEN; prefer the file or the variable: a flag shows in ps.
+-j (or --json), before or after the command, prints JSON instead of a table.
 
 commands:
-  flows   [-call ID] [-json] [-interval D]   list flows (pps over -interval; 0 skips it)
-  stats   [-json]                            totals and per-reason slow-path counters
+  flows   [-call ID] [-j] [-interval D]      list flows (pps over -interval; 0 skips it)
+  calls   [-j]                               calls in progress: parties, state, media path, relay legs
+  relays  [-j]                               the relays sipd uses: media path, addresses, port pools
+  stats   [-j]                               totals and per-reason slow-path counters
   watch   [-call ID] [-interval D] [-count N] refreshing view of flows and totals
   drain   [-off]                             stop (or resume) accepting new relayed calls
 `
@@ -45,9 +50,13 @@ type client struct {
 	api   string
 	token string // sent as a bearer token when set
 	pin   string
+	json  bool // -j before the command: the default of each command's -j
 	http  *http.Client
 	out   io.Writer
 }
+
+// now is the clock for ages and durations; tests fix it.
+var now = time.Now
 
 // Main runs relayctl with args (without the program name).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	token := fs.String("token", "", "sipd's http.token (default $SIPXDP_API_TOKEN)")
 	tokenFile := fs.String("token-file", "", "read sipd's http.token from this file")
 	pin := fs.String("pin", bpf.DefaultPinPath, "pinned BPF maps, read when sipd is down")
+	var asJSON bool
+	jsonFlag(fs, &asJSON, false)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,12 +91,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c := &client{api: strings.TrimRight(*api, "/"), token: tok, pin: *pin, out: stdout,
+	c := &client{api: strings.TrimRight(*api, "/"), token: tok, pin: *pin, json: asJSON, out: stdout,
 		http: &http.Client{Timeout: 5 * time.Second}}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "flows":
 		return c.flows(ctx, rest)
+	case "calls":
+		return c.calls(ctx, rest)
+	case "relays":
+		return c.relays(ctx, rest)
 	case "stats":
 		return c.stats(ctx, rest)
 	case "watch":
@@ -114,6 +129,28 @@ func apiToken(flagValue, file string) (string, error) {
 		return strings.TrimSpace(string(b)), nil
 	}
 	return os.Getenv("SIPXDP_API_TOKEN"), nil
+}
+
+// jsonFlag registers -j and -json (so also --j and --json, as package flag
+// reads them) on one variable, as bpftool spells them.
+func jsonFlag(fs *flag.FlagSet, v *bool, def bool) {
+	fs.BoolVar(v, "json", def, "print JSON")
+	fs.BoolVar(v, "j", def, "print JSON (same as -json)")
+}
+
+// jsonOnly parses the flags of a command whose only flag is -j.
+func (c *client) jsonOnly(name string, args []string) (bool, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var asJSON bool
+	jsonFlag(fs, &asJSON, c.json)
+	return asJSON, fs.Parse(args)
+}
+
+// printJSON writes v indented, for -j.
+func (c *client) printJSON(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func envOr(k, def string) string {
@@ -222,16 +259,35 @@ func pinError(pin string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%w under %s: has sipd ever run with a kernel datapath here? (%v)", ErrNoPins, pin, err)
+	case errors.Is(err, syscall.EPERM):
+		// Before Linux 6.5, kernel.unprivileged_bpf_disabled refused every
+		// bpf() call without CAP_BPF, opening a pin included.
+		return fmt.Errorf("the kernel refused to open the pins under %s: this kernel needs CAP_BPF for it "+
+			"(kernel.unprivileged_bpf_disabled, before Linux 6.5): run relayctl as the user sipd runs as, with CAP_BPF, or as root (%v)", pin, err)
 	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("permission denied reading %s: run relayctl as root (%v)", pin, err)
+		return fmt.Errorf("permission denied reading %s%s: the pins belong to the user sipd runs as (mode 0600): run relayctl as that user or as root (%v)",
+			pin, owner(pin), err)
 	}
 	return err
+}
+
+// owner names who owns path, when this process may look.
+func owner(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf(" (owned by uid %d gid %d)", st.Uid, st.Gid)
+	}
+	return ""
 }
 
 func (c *client) flows(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("flows", flag.ContinueOnError)
 	call := fs.String("call", "", "only this call id")
-	asJSON := fs.Bool("json", false, "print JSON")
+	var asJSON bool
+	jsonFlag(fs, &asJSON, c.json)
 	interval := fs.Duration("interval", time.Second, "sample twice this far apart to show packets per second; 0 skips")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -240,15 +296,13 @@ func (c *client) flows(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(c.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+	if asJSON {
+		return c.printJSON(rows)
 	}
 	if source != "sipd" {
 		fmt.Fprintf(c.out, "source: %s\n", source)
 	}
-	return printFlows(c.out, rows, time.Now())
+	return printFlows(c.out, rows, now())
 }
 
 // sample fetches flows, and if interval > 0 again after it, to compute
@@ -296,20 +350,17 @@ func withRates(before, after []wire.FlowJSON, d time.Duration) []Flow {
 }
 
 func printFlows(w io.Writer, rows []Flow, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CALL\tLEG\tLOCAL\tPEER\tPATH\tSTATE\tPACKETS\tBYTES\tPPS\tLAST SEEN")
+	t := newTable(left("CALL"), left("LEG"), left("LOCAL"), left("PEER"), left("PATH"), left("STATE"),
+		right("PACKETS"), right("BYTES"), right("PPS"), right("LAST SEEN"))
 	for _, f := range rows {
 		leg := f.Leg
 		if f.Component != "" {
 			leg += "/" + f.Component
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\n",
-			dash(f.CallID), dash(leg), f.Local, dash(f.Peer), f.Path, f.State, f.Packets, f.Bytes, f.PPS, ago(f.LastSeen, now))
+		t.add(dash(f.CallID), dash(leg), f.Local, dash(f.Peer), f.Path, f.State,
+			strconv.FormatUint(f.Packets, 10), strconv.FormatUint(f.Bytes, 10), strconv.FormatFloat(f.PPS, 'f', 0, 64), ago(f.LastSeen, now))
 	}
-	if len(rows) == 0 {
-		fmt.Fprintln(tw, "(no flows)")
-	}
-	return tw.Flush()
+	return t.write(w, "(no flows)")
 }
 
 func dash(s string) string {
@@ -331,13 +382,12 @@ func ago(t, now time.Time) string {
 }
 
 func (c *client) stats(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	asJSON, err := c.jsonOnly("stats", args)
+	if err != nil {
 		return err
 	}
 	var st wire.StatsJSON
-	err := c.get(ctx, "/stats", &st)
+	err = c.get(ctx, "/stats", &st)
 	if errors.Is(err, ErrNotRunning) {
 		m, perr := bpf.OpenPinnedMaps(c.pin)
 		if perr != nil {
@@ -355,10 +405,8 @@ func (c *client) stats(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(c.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	if asJSON {
+		return c.printJSON(st)
 	}
 	printStats(c.out, st)
 	return nil
@@ -420,8 +468,8 @@ func (c *client) watch(ctx context.Context, args []string) error {
 		}
 		// Clear the screen and home the cursor, as watch(1) does.
 		fmt.Fprint(c.out, "\x1b[H\x1b[2J")
-		fmt.Fprintf(c.out, "%s  source: %s  flows: %d  pps: %.0f\n\n", time.Now().Format(time.TimeOnly), source, len(rows), pps)
-		if err := printFlows(c.out, rows, time.Now()); err != nil {
+		fmt.Fprintf(c.out, "%s  source: %s  flows: %d  pps: %.0f\n\n", now().Format(time.TimeOnly), source, len(rows), pps)
+		if err := printFlows(c.out, rows, now()); err != nil {
 			return err
 		}
 	}

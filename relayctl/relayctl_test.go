@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +160,27 @@ func TestFlowsFromRunningRelay(t *testing.T) {
 		t.Fatalf("stats json = %+v", sj)
 	}
 
+	// relays and calls read the real API: its pool (the call holds a
+	// pair of ports per leg) and the call the engine knows (no SIP server
+	// here, so /calls is empty).
+	var rl []Relay
+	js, _ = relayCmd(t, "-api", api, "relays", "-j")
+	if err := json.Unmarshal([]byte(js), &rl); err != nil {
+		t.Fatalf("relays -j: %v\n%s", err, js)
+	}
+	if len(rl) != 1 || rl[0].Path != "userspace" || len(rl[0].Pools) != 1 || rl[0].Pools[0].Local != "127.0.0.1" ||
+		rl[0].Pools[0].UsedPairs != 2 || rl[0].Pools[0].TotalPairs != 500 {
+		t.Fatalf("relays -j = %+v", rl)
+	}
+	var cl []Call
+	js, _ = relayCmd(t, "-api", api, "calls", "-j")
+	if err := json.Unmarshal([]byte(js), &cl); err != nil {
+		t.Fatalf("calls -j: %v\n%s", err, js)
+	}
+	if len(cl) != 1 || cl[0].CallID != "call-1" || cl[0].MediaPath != "userspace" || len(cl[0].Legs) != 2 || cl[0].Legs[0].Local != to.AddrPort().String() {
+		t.Fatalf("calls -j = %+v", cl)
+	}
+
 	msg, code := relayCmd(t, "-api", api, "drain")
 	if code != 0 || !strings.Contains(msg, "draining") {
 		t.Fatalf("drain: %d %s", code, msg)
@@ -196,6 +219,8 @@ func TestErrorsUsersCanActOn(t *testing.T) {
 		{[]string{"-api", dead, "-pin", t.TempDir() + "/none", "flows"}, "no pinned maps"},
 		{[]string{"-api", dead, "-pin", t.TempDir() + "/none", "stats"}, "no pinned maps"},
 		{[]string{"-api", dead, "drain"}, "sipd is not running"},
+		{[]string{"-api", dead, "calls"}, "sipd is not running"},
+		{[]string{"-api", dead, "relays", "-j"}, "sipd is not running"},
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{}, "no command"},
 		{[]string{"-api", dead, "watch", "-interval", "0"}, "-interval must be positive"},
@@ -238,5 +263,26 @@ func TestToken(t *testing.T) {
 	t.Setenv("SIPXDP_API_TOKEN", tok)
 	if msg, code := relayCmd(t, "-api", api, "flows", "-interval", "0"); code != 0 {
 		t.Errorf("token from the environment: %d %s", code, msg)
+	}
+}
+
+// TestPinErrors: each way opening the pins fails says what to do; EPERM
+// (the kernel's bpf() check) and EACCES (the pins' mode) differ.
+func TestPinErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		err  error
+		want []string
+	}{
+		{os.ErrNotExist, []string{"no pinned maps", "has sipd ever run"}},
+		{fmt.Errorf("open pinned map flows: %w", syscall.EPERM), []string{"needs CAP_BPF", "before Linux 6.5"}},
+		{fmt.Errorf("open pinned map flows: %w", syscall.EACCES), []string{"permission denied", "owned by uid", "run relayctl as that user"}},
+	} {
+		got := pinError(dir, c.err).Error()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("pinError(%v) = %q, lacks %q", c.err, got, w)
+			}
+		}
 	}
 }

@@ -15,7 +15,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # kamailio: the interop test's proxy (its rtpengine module drives sipd's
 # NG listener); Debian's package ships modules/rtpengine.so.
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio"
+# systemd: systemd-analyze verifies the units and systemd-sysusers makes
+# the package's user (make check-package); neither needs systemd running.
+# prometheus: its promtool checks /metrics in sipd's metrics lint test
+# (which falls back to client_golang's promlint alone without it).
+pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio systemd prometheus"
 if [ "$want_generate" = 1 ]; then
 	# clang-19 is the pinned BPF compiler: `make generate` uses it by name.
 	pkgs="$pkgs clang-19 llvm-19 libbpf-dev"
@@ -28,8 +32,9 @@ if [ -n "$missing" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	# Debian's kamailio package enables and starts a system service with
-	# its sample config, which takes port 5060. Tests start their own
-	# Kamailio; keep the package from starting one while it installs
+	# its sample config, which takes port 5060 (prometheus's takes 9090).
+	# Tests start their own Kamailio; keep the packages from starting one
+	# while they install
 	# (policy-rc.d, unless the machine already has its own), and disable
 	# the service below.
 	own_policy=0
@@ -45,25 +50,35 @@ if [ -n "$missing" ]; then
 	}
 	[ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
-# Whether just installed or not: no Kamailio system service, enabled or
-# running (a no-op where it is already off).
-if dpkg-query -W -f='${Status}' kamailio 2>/dev/null | grep -q "ok installed"; then
+# Whether just installed or not: no Kamailio or Prometheus system
+# service, enabled or running (a no-op where it is already off).
+for svc in kamailio prometheus; do
+	dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q "ok installed" || continue
 	if command -v systemctl >/dev/null 2>&1; then
 		if [ -d /run/systemd/system ]; then
-			systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+			systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
 		else
-			systemctl disable kamailio.service >/dev/null 2>&1 || true
+			systemctl disable "$svc.service" >/dev/null 2>&1 || true
 		fi
 	fi
-	if command -v update-rc.d >/dev/null 2>&1 && [ -e /etc/init.d/kamailio ]; then
-		update-rc.d kamailio disable >/dev/null 2>&1 || true
+	if command -v update-rc.d >/dev/null 2>&1 && [ -e "/etc/init.d/$svc" ]; then
+		update-rc.d "$svc" disable >/dev/null 2>&1 || true
 	fi
-	if [ -e /etc/init.d/kamailio ] && /etc/init.d/kamailio status >/dev/null 2>&1; then
-		/etc/init.d/kamailio stop >/dev/null 2>&1 || true
+	if [ -e "/etc/init.d/$svc" ] && "/etc/init.d/$svc" status >/dev/null 2>&1; then
+		"/etc/init.d/$svc" stop >/dev/null 2>&1 || true
 	fi
-fi
+done
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go is not installed (expected /usr/local/go)" >&2
 	exit 1
+fi
+# golangci-lint runs `make lint`'s depguard layering rules. A tool binary in
+# GOBIN, not a go.mod tool: as one it would add hundreds of requirements.
+gcl_version=v2.15.0
+go=$(command -v go || echo /usr/local/go/bin/go)
+gobin=$("$go" env GOBIN)
+[ -n "$gobin" ] || gobin=$("$go" env GOPATH)/bin
+if ! "$gobin/golangci-lint" version 2>/dev/null | grep -q "version ${gcl_version#v} "; then
+	"$go" install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$gcl_version"
 fi
 echo "install-deps: ok"

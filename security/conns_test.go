@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"sipxdp/internal/conntest"
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 	"sipxdp/internal/testcert"
 	"sipxdp/sipd"
@@ -21,10 +21,21 @@ import (
 // Attacks on sipd's TCP and TLS listeners: too many connections, slow
 // messages, stalled handshakes, idle connections.
 
-// refused reads one reason of the connection refusal counter.
+// refused reads one reason of the counters of connections refused at
+// accept (the caps) or closed later (timeouts, failed handshakes).
 func (e *env) refused(reason string) float64 {
 	e.t.Helper()
-	v, _ := e.sipd.Metric(fmt.Sprintf("sipxdp_sip_connections_refused_total{reason=%q}", reason))
+	series := fmt.Sprintf("sipxdp_sip_connections_closed_total{reason=%q}", reason)
+	switch reason {
+	case "total_cap", "per_source_cap":
+		series = fmt.Sprintf("sipxdp_sip_connections_refused_total{reason=%q}", reason)
+	case "accept_error":
+		series = "sipxdp_sip_accept_errors_total"
+	}
+	v, ok := e.sipd.Metric(series)
+	if !ok {
+		e.t.Fatalf("no series %s", series)
+	}
 	return v
 }
 
@@ -58,7 +69,7 @@ func (e *env) keepalive(u *sipua.UA, n int) {
 // flood opens n connections to dst from the sources in turn, 64 dials at
 // a time, each bounded by 2 s, and returns those that connected (sipd may
 // close them at once: that is for the caller to find out).
-func flood(ns *netnstest.NS, sources []netip.Addr, dst netip.AddrPort, n int) (conns []net.Conn, failed int) {
+func flood(ns *netns.NS, sources []netip.Addr, dst netip.AddrPort, n int) (conns []net.Conn, failed int) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -204,7 +215,7 @@ func TestConnFloodEMFILE(t *testing.T) {
 				t.Logf("open %v of max %v; refused: %s %v", open, max, tc.reason, e.refused(tc.reason))
 			}
 			if tc.duringTCP {
-				s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+				s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 				s.Register("alice", domain, password)
 				s.StreamConn().Close()
 			}
@@ -220,7 +231,7 @@ func TestConnFloodEMFILE(t *testing.T) {
 				t.Errorf("no refusal counted as %s", tc.reason)
 			}
 			e.keepalive(caller, 200)
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 			s.Register("alice", domain, password)
 			t.Logf("TCP register done at %v", time.Since(start).Round(time.Millisecond))
 			e.legitCall()
@@ -301,7 +312,7 @@ func TestSlowlorisHeaders(t *testing.T) {
 				n, heap0>>10, heap1>>10, gr0, gr1, fd0, fd1)
 
 			// A subscriber's REGISTER in three pieces over a second is not cut.
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 			reg := s.Request(sipua.Msg{Method: "REGISTER", RURI: "sip:" + domain, From: "sip:alice@" + domain,
 				To: "sip:alice@" + domain, CallID: "slow-legit", CSeq: 1})
 			third := len(reg) / 3
@@ -379,8 +390,8 @@ func TestTLSHandshakeStall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var tlsAddr netip.AddrPort
 			e := newEnv(t, func(c *sipd.Config) {
-				cert, key := testcert.Write(t, netnstest.V4.RelayA)
-				tlsAddr = netip.AddrPortFrom(netnstest.V4.RelayA, 5061)
+				cert, key := testcert.Write(t, netns.V4.RelayA)
+				tlsAddr = netip.AddrPortFrom(netns.V4.RelayA, 5061)
 				c.SIP.Listen = append(c.SIP.Listen, sipconf.Listen{Transport: "tls", Addr: tlsAddr.String(), Cert: cert, Key: key})
 				c.SIP.Connections.TLSHandshakeTimeout = sipconf.Duration(timeout)
 			})
@@ -410,7 +421,7 @@ func TestTLSHandshakeStall(t *testing.T) {
 			if v := e.refused("handshake_timeout"); v < n {
 				t.Errorf("handshake_timeout closures counted: %v, want at least %d", v, n)
 			}
-			s := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TLS")
+			s := e.streamUA(e.tp.Caller, netns.V4.Caller, "TLS")
 			s.Register("alice", domain, password)
 			e.legitCall()
 		})
@@ -465,7 +476,7 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	}()
 	defer close(stopPing)
 	// A phone registered over its connection.
-	phone := e.streamUA(e.tp.Caller, netnstest.V4.Caller, "TCP")
+	phone := e.streamUA(e.tp.Caller, netns.V4.Caller, "TCP")
 	phone.RegisterFor("alice", domain, password, expires)
 	registered := time.Now()
 
@@ -499,7 +510,7 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	bob := e.callee()
 	bob.Register("bob", domain, password)
 	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@" + domain, From: "sip:bob@" + domain,
-		To: "sip:alice@" + domain, CallID: "idle-call", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40010))}
+		To: "sip:alice@" + domain, CallID: "idle-call", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40010))}
 	if r := bob.Authenticated(inv, "bob", password); r != nil && r.StatusCode >= 300 {
 		t.Fatalf("bob's call to the registered phone: %d %s", r.StatusCode, r.Reason)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 	"sipxdp/ng"
 	"sipxdp/sipd"
@@ -27,10 +27,10 @@ const apiToken = "ctl-token-5f0c2a9e71d4b836"
 
 // apiAddr is the API on sipd's caller-side address, reachable from the
 // attacker's link through the relay namespace.
-var apiAddr = netip.AddrPortFrom(netnstest.V4.RelayA, 8080)
+var apiAddr = netip.AddrPortFrom(netns.V4.RelayA, 8080)
 
 // httpFrom is an HTTP client whose connections start in ns.
-func httpFrom(ns *netnstest.NS) *http.Client {
+func httpFrom(ns *netns.NS) *http.Client {
 	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}}
 }
 
@@ -180,7 +180,7 @@ type ngPeer struct {
 	seq    int
 }
 
-func dialNG(t *testing.T, ns *netnstest.NS, network string, addr netip.AddrPort) *ngPeer {
+func dialNG(t *testing.T, ns *netns.NS, network string, addr netip.AddrPort) *ngPeer {
 	t.Helper()
 	p, err := tryDialNG(t, ns, network, addr)
 	if err != nil {
@@ -191,7 +191,7 @@ func dialNG(t *testing.T, ns *netnstest.NS, network string, addr netip.AddrPort)
 
 // tryDialNG is dialNG for a peer that may be refused: a TCP connection
 // reset as soon as it is accepted can fail the dial itself.
-func tryDialNG(t *testing.T, ns *netnstest.NS, network string, addr netip.AddrPort) (*ngPeer, error) {
+func tryDialNG(t *testing.T, ns *netns.NS, network string, addr netip.AddrPort) (*ngPeer, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -253,21 +253,21 @@ func (p *ngPeer) cmd(d map[string]any, wait time.Duration) (map[string]any, erro
 // own, and tries TCP: every command is dropped without a reply and
 // counted, the proxy's call survives, and the proxy is still served.
 func TestNGFromStranger(t *testing.T) {
-	ngAddr := netip.AddrPortFrom(netnstest.V4.RelayA, 2223)
+	ngAddr := netip.AddrPortFrom(netns.V4.RelayA, 2223)
 	e := newEnvArgs(t, []string{"-relay-only"}, func(c *sipd.Config) {
 		c.NG.Listen = ngAddr.String()
 		c.NG.TCP = true
-		c.NG.Allow = []string{netnstest.V4.Caller.String() + "/32"}
+		c.NG.Allow = []string{netns.V4.Caller.String() + "/32"}
 	})
 	proxy := dialNG(t, e.tp.Caller, "udp", ngAddr)
 	const callID = "ng-victim-1"
 	offer := map[string]any{"command": "offer", "call-id": callID, "from-tag": "ft1",
-		"sdp": sipua.CRLF(sipua.SDP(netip.AddrPortFrom(netnstest.V4.Caller, 40000)))}
+		"sdp": sipua.CRLF(sipua.SDP(netip.AddrPortFrom(netns.V4.Caller, 40000)))}
 	if r, err := proxy.cmd(offer, 3*time.Second); err != nil || r["result"] != "ok" {
 		t.Fatalf("proxy's offer: %v %v", r, err)
 	}
 	answer := map[string]any{"command": "answer", "call-id": callID, "from-tag": "ft1", "to-tag": "tt1",
-		"sdp": sipua.CRLF(sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40002)))}
+		"sdp": sipua.CRLF(sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40002)))}
 	if r, err := proxy.cmd(answer, 3*time.Second); err != nil || r["result"] != "ok" {
 		t.Fatalf("proxy's answer: %v %v", r, err)
 	}

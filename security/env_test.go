@@ -11,7 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdtest"
 	"sipxdp/internal/sipua"
 	"sipxdp/internal/testenv"
@@ -30,8 +30,8 @@ import (
 //	                          attacker 10.252.3.2
 type env struct {
 	t        *testing.T
-	tp       *netnstest.Topo
-	attacker *netnstest.Host
+	tp       *netns.Topo
+	attacker *netns.Host
 	sipd     *sipdtest.Sipd
 	// SIP is sipd's UDP (and TCP) address.
 	SIP netip.AddrPort
@@ -62,9 +62,9 @@ func newEnv(t *testing.T, edit func(*sipd.Config), opts ...envOpt) *env {
 func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config), opts ...envOpt) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
-	tp := netnstest.New(t, "sxsec-")
+	tp := netns.New(t, netns.Config{Prefix: "sxsec-"})
 	e := &env{t: t, tp: tp, attacker: tp.AddHost(t, "x", 3)}
-	e.SIP = netip.AddrPortFrom(netnstest.V4.RelayA, 5060)
+	e.SIP = netip.AddrPortFrom(netns.V4.RelayA, 5060)
 	cfg := sipdtest.Config(t)
 	cfg.Log.Level = "debug"
 	cfg.HTTP.Listen = "127.0.0.1:8080" // the namespace's own loopback
@@ -73,8 +73,8 @@ func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config), opts ...en
 	cfg.Media.Datapath = "userspace"
 	cfg.Media.PinPath = fmt.Sprintf("/sys/fs/bpf/sipxdp-sec-%d-%d", os.Getpid(), pinSeq.Add(1))
 	cfg.Media.Addresses = []sipd.AddressConfig{
-		{Name: "a", Local: netnstest.V4.RelayA.String(), PortMin: 30000, PortMax: 30999},
-		{Name: "b", Local: netnstest.V4.RelayB.String(), PortMin: 31000, PortMax: 31999},
+		{Name: "a", Local: netns.V4.RelayA.String(), PortMin: 30000, PortMax: 30999},
+		{Name: "b", Local: netns.V4.RelayB.String(), PortMin: 31000, PortMax: 31999},
 	}
 	if edit != nil {
 		edit(cfg)
@@ -82,7 +82,7 @@ func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config), opts ...en
 	if cfg.Media.Datapath != "userspace" && len(cfg.Media.Interfaces) == 0 {
 		// A kernel hook on every link into sipd's namespace, the
 		// attacker's included, so the attacker's packets meet it too.
-		cfg.Media.Interfaces = []string{netnstest.RelayA, netnstest.RelayB, e.attacker.RelayIf}
+		cfg.Media.Interfaces = []string{netns.RelayA, netns.RelayB, e.attacker.RelayIf}
 	}
 	o := sipdtest.Options{NS: tp.Relay, Args: args, Users: map[string]string{"alice": password, "bob": password}}
 	for _, f := range opts {
@@ -93,7 +93,7 @@ func newEnvArgs(t *testing.T, args []string, edit func(*sipd.Config), opts ...en
 }
 
 // ua opens a SIP socket in ns at addr (port chosen by the kernel).
-func (e *env) ua(ns *netnstest.NS, addr netip.Addr) *sipua.UA {
+func (e *env) ua(ns *netns.NS, addr netip.Addr) *sipua.UA {
 	e.t.Helper()
 	c, err := ns.ListenUDP(netip.AddrPortFrom(addr, 0))
 	if err != nil {
@@ -104,7 +104,7 @@ func (e *env) ua(ns *netnstest.NS, addr netip.Addr) *sipua.UA {
 
 // streamUA connects from local in ns to sipd's listener of transport
 // (TCP or TLS; TLS does not verify sipd's certificate).
-func (e *env) streamUA(ns *netnstest.NS, local netip.Addr, transport string) *sipua.UA {
+func (e *env) streamUA(ns *netns.NS, local netip.Addr, transport string) *sipua.UA {
 	e.t.Helper()
 	srv := e.sipd.SIPAddr(transport)
 	c, err := ns.DialFrom("tcp", local, srv.String(), 3*time.Second)
@@ -125,8 +125,8 @@ func (e *env) streamUA(ns *netnstest.NS, local netip.Addr, transport string) *si
 }
 
 // caller, callee and attacker are SIP sockets on each side.
-func (e *env) caller() *sipua.UA { return e.ua(e.tp.Caller, netnstest.V4.Caller) }
-func (e *env) callee() *sipua.UA { return e.ua(e.tp.Callee, netnstest.V4.Callee) }
+func (e *env) caller() *sipua.UA { return e.ua(e.tp.Caller, netns.V4.Caller) }
+func (e *env) callee() *sipua.UA { return e.ua(e.tp.Callee, netns.V4.Callee) }
 func (e *env) attackerUA() *sipua.UA {
 	return e.ua(e.attacker.NS, e.attacker.V4)
 }
@@ -155,12 +155,12 @@ func (e *env) answeredCall(a, b *sipua.UA) *call {
 	e.t.Helper()
 	id := fmt.Sprintf("call-%d", callSeq.Add(1))
 	inv := sipua.Msg{Method: "INVITE", RURI: "sip:bob@" + domain, From: "sip:alice@" + domain, To: "sip:bob@" + domain,
-		CallID: id, CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Caller, 40000))}
+		CallID: id, CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netns.V4.Caller, 40000))}
 	if r := a.Authenticated(inv, "alice", password); r != nil && r.StatusCode >= 300 {
 		e.t.Fatalf("alice's call: %d %s", r.StatusCode, r.Reason)
 	}
 	req := b.ExpectRequest("INVITE")
-	b.Respond(req, 200, "OK", "bob-"+id, sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40002)))
+	b.Respond(req, 200, "OK", "bob-"+id, sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40002)))
 	ok := a.Expect(200)
 	c := &call{e: e, alice: a, bob: b, ID: id, Invite: inv, CallerTag: "ft-" + id,
 		CalleeTag: ok.To().Params.GetOr("tag", ""), Routes: recordRoute(ok), CalleeContact: contactURI(e.t, ok)}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 )
 
@@ -78,7 +78,7 @@ func TestSpoofedFloodBan(t *testing.T) {
 
 	// The attacker takes alice's address on its own link and floods:
 	// 600 at once (the limit is 200 in 2 s), then 100/s for at most 20 s.
-	victim := netnstest.V4.Caller
+	victim := netns.V4.Caller
 	e.attacker.AddAddr(t, victim)
 	ctx, stop := context.WithCancel(context.Background())
 	sent, done := e.spoofFlood(ctx, victim, 600, 100, 2600)
@@ -116,7 +116,7 @@ func TestSpoofedFloodBan(t *testing.T) {
 	if got == nil {
 		t.Fatal("alice's INVITE with valid credentials from her banned address was not forwarded")
 	}
-	bob.Respond(got, 200, "OK", "bob-"+callID, sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40002)))
+	bob.Respond(got, 200, "OK", "bob-"+callID, sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40002)))
 	ok := alice.ResponseTo(callID, 3*time.Second)
 	if ok == nil || ok.StatusCode != 200 {
 		t.Fatalf("alice's call: %v", describe(ok))
@@ -142,7 +142,7 @@ func TestSpoofedFloodBan(t *testing.T) {
 	// Alice can be called too: her answers (responses to sipd's requests)
 	// and her BYE (her side of a live call) get through.
 	in := sipua.Msg{Method: "INVITE", RURI: "sip:alice@" + domain, From: "sip:bob@" + domain, To: "sip:alice@" + domain,
-		CallID: "spoof-in", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netnstest.V4.Callee, 40004))}
+		CallID: "spoof-in", CSeq: 1, Body: sipua.SDP(netip.AddrPortFrom(netns.V4.Callee, 40004))}
 	if r := bob.Authenticated(in, "bob", password); r != nil && r.StatusCode >= 300 {
 		t.Fatalf("bob's call to alice: %d %s", r.StatusCode, r.Reason)
 	}

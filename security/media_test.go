@@ -13,7 +13,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 	"sipxdp/sipd"
 	"sipxdp/sipd/sdprewrite"
@@ -115,7 +115,7 @@ type rtpPhone struct {
 	stopOnce sync.Once
 }
 
-func newRTPPhone(t *testing.T, ns *netnstest.NS, bind netip.AddrPort, ssrc uint32) *rtpPhone {
+func newRTPPhone(t *testing.T, ns *netns.NS, bind netip.AddrPort, ssrc uint32) *rtpPhone {
 	t.Helper()
 	c, err := ns.ListenUDP(bind)
 	if err != nil {
@@ -180,8 +180,8 @@ var sprayRanges = []struct {
 	addr   netip.Addr
 	lo, hi uint16
 }{
-	{netnstest.V4.RelayA, 30000, 30999},
-	{netnstest.V4.RelayB, 31000, 31999},
+	{netns.V4.RelayA, 30000, 30999},
+	{netns.V4.RelayB, 31000, 31999},
 }
 
 // spray starts the attacker. The load is bounded: period is at least
@@ -316,8 +316,8 @@ func (c *liveCall) hangup() {
 // phones opens alice's and bob's media sockets at the addresses their SDP
 // announces (relayedCall's callerMedia and calleeMedia).
 func (e *env) phones() (callerMedia, calleeMedia netip.AddrPort, alice, bob *rtpPhone) {
-	callerMedia = netip.AddrPortFrom(netnstest.V4.Caller, 40000)
-	calleeMedia = netip.AddrPortFrom(netnstest.V4.Callee, 40002)
+	callerMedia = netip.AddrPortFrom(netns.V4.Caller, 40000)
+	calleeMedia = netip.AddrPortFrom(netns.V4.Callee, 40002)
 	return callerMedia, calleeMedia, newRTPPhone(e.t, e.tp.Caller, callerMedia, ssrcCaller),
 		newRTPPhone(e.t, e.tp.Callee, calleeMedia, ssrcCallee)
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipua"
 	"sipxdp/sipd"
 )
@@ -20,7 +20,7 @@ const smallPoolPairs = 50
 
 func smallRelayPool(c *sipd.Config) {
 	c.Media.Addresses = []sipd.AddressConfig{
-		{Name: "a", Local: netnstest.V4.RelayA.String(), PortMin: 30000, PortMax: 30000 + 2*smallPoolPairs - 1},
+		{Name: "a", Local: netns.V4.RelayA.String(), PortMin: 30000, PortMax: 30000 + 2*smallPoolPairs - 1},
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 )
 
 // TestRTPBleed sprays RTP from the attacker's namespace at every port of
@@ -54,7 +54,7 @@ func TestRTPBleed(t *testing.T) {
 				foreign += v
 			}
 			if dp != "userspace" {
-				v, _ := e.sipd.Metric(`sipxdp_kernel_packets_total{counter="wrong_source"}`)
+				v, _ := e.sipd.Metric(`sipxdp_kernel_passed_packets_total{reason="wrong_source"}`)
 				foreign += v
 			}
 			if foreign == 0 {
@@ -77,8 +77,8 @@ func TestRTPBleedNATedPhone(t *testing.T) {
 		t.Run(dp, func(t *testing.T) {
 			e := newEnv(t, withDatapath(dp))
 			announced := netip.MustParseAddrPort("192.168.1.100:40000") // behind her NAT
-			real := netip.AddrPortFrom(netnstest.V4.Caller, 40010)      // what the relay sees
-			calleeMedia := netip.AddrPortFrom(netnstest.V4.Callee, 40002)
+			real := netip.AddrPortFrom(netns.V4.Caller, 40010)          // what the relay sees
+			calleeMedia := netip.AddrPortFrom(netns.V4.Callee, 40002)
 			alice := newRTPPhone(t, e.tp.Caller, real, ssrcCaller)
 			bob := newRTPPhone(t, e.tp.Callee, calleeMedia, ssrcCallee)
 

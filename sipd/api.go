@@ -9,14 +9,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"sipxdp/internal/guard"
+	"sipxdp/ng"
 	"sipxdp/relay"
-	"sipxdp/sipd/journal"
 	"sipxdp/sipd/sipserver"
 	"sipxdp/sipd/wire"
 )
@@ -45,6 +45,9 @@ type API struct {
 	Conns *guard.Listener
 
 	refusedToken, refusedCrossOrigin, refusedHost atomic.Uint64
+
+	metricsOnce sync.Once
+	m           *metrics // see registry
 }
 
 // openPaths need no token: monitoring reads them, and they reveal
@@ -60,9 +63,10 @@ type (
 )
 
 // NGStats is what the API reads of the NG control protocol server
-// (ng.Server): its counters by name.
+// (ng.Server): its counters by name, and its commands by outcome.
 type NGStats interface {
 	Stats() map[string]uint64
+	Commands() []ng.CommandStats
 }
 
 // Health is the /health document.
@@ -177,6 +181,19 @@ func (a *API) totals() relay.Totals {
 	return a.Engine.Stats()
 }
 
+// probe makes the reads /health makes, for their side effect of taking
+// the relay engine's and the SIP server's locks: it returns only while
+// they are not stuck. The service watchdog pings after it.
+func (a *API) probe() {
+	a.totals()
+	if a.SIP != nil {
+		a.SIP.Stats()
+	}
+	if a.NG != nil {
+		a.NG.Stats()
+	}
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	h := Health{
 		Status: "ok", Version: a.Version,
@@ -220,7 +237,17 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
 		KernelCounters: t.KernelCounters, KernelCountersError: t.KernelCountersError,
 		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops, WindowLocks: t.WindowLocks,
+		Pools: poolsJSON(t.Pools),
 	})
+}
+
+func poolsJSON(ps []relay.PoolInfo) []wire.PoolJSON {
+	out := make([]wire.PoolJSON, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, wire.PoolJSON{Name: p.Name, Local: p.Local.String(), Advertised: addrString(p.Advertised),
+			UsedPairs: p.TotalPairs - p.FreePairs, TotalPairs: p.TotalPairs})
+	}
+	return out
 }
 
 func (a *API) flows(w http.ResponseWriter, r *http.Request) {
@@ -282,138 +309,4 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
-}
-
-// metrics writes Prometheus text exposition by hand: a handful of gauges
-// and counters do not justify a client library.
-func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	t := a.totals()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	var b strings.Builder
-	metric := func(name, typ, help string, v any, labels string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %v\n", name, help, name, typ, name, labels, v)
-	}
-	metric("sipxdp_up", "gauge", "1 while sipd runs, labelled with the media path in use.", 1,
-		fmt.Sprintf("{version=%q,media_path=%q}", a.Version, t.Path))
-	metric("sipxdp_media_path_info", "gauge", "The media path in use and why it was chosen.", 1,
-		fmt.Sprintf("{path=%q,reason=%q}", t.Path, t.PathReason))
-	metric("sipxdp_uptime_seconds", "gauge", "Seconds since sipd started.", time.Since(a.Started).Seconds(), "")
-	if a.SIP != nil {
-		st := a.SIP.Stats()
-		metric("sipxdp_sip_registrations", "gauge", "Registered contacts.", st.Registrations, "")
-		metric("sipxdp_sip_aors", "gauge", "Addresses of record with a contact.", st.AoRs, "")
-		metric("sipxdp_sip_active_calls", "gauge", "Confirmed calls.", st.ActiveCalls, "")
-		metric("sipxdp_sip_calls_in_setup", "gauge", "Calls not answered yet.", st.CallsInSetup, "")
-		metric("sipxdp_sip_calls_completed_total", "counter", "Calls that ended after an answer.", st.CallsCompleted, "")
-		metric("sipxdp_sip_calls_failed_total", "counter", "Calls that ended without an answer.", st.CallsFailed, "")
-		metric("sipxdp_sip_transactions", "gauge", "Requests in progress.", st.Transactions, "")
-		metric("sipxdp_sip_banned_sources", "gauge", "Sources banned for flooding.", st.BannedSources, "")
-		metric("sipxdp_sip_malformed_total", "counter", "Unparsable messages dropped.", st.Malformed, "")
-		fmt.Fprintf(&b, "# HELP sipxdp_sip_register_refused_total REGISTERs refused, by reason (store_unavailable: the binding could not be made durable; answered 500 with Retry-After).\n# TYPE sipxdp_sip_register_refused_total counter\n")
-		fmt.Fprintf(&b, "sipxdp_sip_register_refused_total{reason=\"store_unavailable\"} %d\n", st.RegisterUnavailable)
-		metric("sipxdp_sip_cdrs_total", "counter", "CDRs written (durable).", st.CDRs, "")
-		metric("sipxdp_sip_cdr_errors_total", "counter", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).", st.CDRErrors, "")
-		journalMetrics(&b, st.Journals)
-		protectMetrics(&b, st)
-		c := st.Connections
-		metric("sipxdp_sip_connections", "gauge", "TCP and TLS connections open.", c.Open, "")
-		metric("sipxdp_sip_connections_max", "gauge", "The cap on TCP and TLS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).", c.Max, "")
-		metric("sipxdp_sip_connections_per_source_max", "gauge", "The cap on TCP and TLS connections from one source.", c.PerSource, "")
-		labelledFamily(&b, "sipxdp_sip_connections_refused_total", "counter",
-			"TCP and TLS connections refused (total_cap, per_source_cap), closed for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake, and accept errors retried.",
-			"reason", c.Refused)
-		labelledFamily(&b, "sipxdp_sip_refused_total", "counter", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).",
-			"reason", st.Core.Refused)
-	}
-	metric("sipxdp_media_sessions", "gauge", "Relayed calls.", t.Sessions, "")
-	metric("sipxdp_media_flows", "gauge", "Installed flow directions.", t.Flows, "")
-	metric("sipxdp_media_draining", "gauge", "1 while the relay refuses new calls.", boolInt(t.Draining), "")
-	fmt.Fprintf(&b, "# HELP sipxdp_media_packets_total Packets relayed, by path.\n# TYPE sipxdp_media_packets_total counter\n")
-	fmt.Fprintf(&b, "sipxdp_media_packets_total{path=\"kernel\"} %d\nsipxdp_media_packets_total{path=\"userspace\"} %d\n", t.KernelPackets, t.UserspacePackets)
-	fmt.Fprintf(&b, "# HELP sipxdp_media_bytes_total UDP payload bytes relayed, by path.\n# TYPE sipxdp_media_bytes_total counter\n")
-	fmt.Fprintf(&b, "sipxdp_media_bytes_total{path=\"kernel\"} %d\nsipxdp_media_bytes_total{path=\"userspace\"} %d\n", t.KernelBytes, t.UserspaceBytes)
-	counterFamily(&b, "sipxdp_kernel_packets_total", "Kernel program verdicts and slow-path reasons.", t.KernelCounters)
-	counterFamily(&b, "sipxdp_userspace_packets_total", "Userspace relay counters.", t.UserspaceCounters)
-	if u := t.UserspaceCounters; u != nil {
-		// Latching (relay.Latch), out of the userspace counters: the
-		// kernel passes every packet it does not forward up to them, and
-		// counts those of a locked flow as wrong_source itself.
-		labelledFamily(&b, "sipxdp_media_foreign_dropped_total", "counter",
-			"Packets from a source a relay flow did not take, dropped: while it learns, once it is locked, or refused by strict_source.",
-			"reason", map[string]uint64{"learning": u["foreign_learning"], "locked": u["wrong_source"], "strict": u["strict"]})
-		labelledFamily(&b, "sipxdp_media_latch_total", "counter",
-			"Relay flows taking a source: latched (forwarded, first or better), relatched (replacing one in the learning window), locked, candidate (held until the window ends).",
-			"event", map[string]uint64{"latched": u["latched"], "relatched": u["relatched"],
-				"locked": u["locked"] + t.WindowLocks, "candidate": u["candidates"]})
-	}
-	var conns guard.Stats
-	if a.Conns != nil {
-		conns = a.Conns.Stats()
-	}
-	labelledFamily(&b, "sipxdp_http_refused_total", "counter", "API requests and connections refused, by reason.", "reason", map[string]uint64{
-		"source": conns.RefusedSource, "connections": conns.RefusedConns, "token": a.refusedToken.Load(),
-		"cross_origin": a.refusedCrossOrigin.Load(), "host": a.refusedHost.Load(),
-	})
-	metric("sipxdp_http_accept_errors_total", "counter", "API accept errors, retried after a backoff.", conns.AcceptErrors, "")
-	metric("sipxdp_http_connections", "gauge", "API connections open.", conns.Active, "")
-	if a.NG != nil {
-		st := a.NG.Stats()
-		counterFamily(&b, "sipxdp_ng_total", "NG control protocol counters (relay-only mode).", st)
-		labelledFamily(&b, "sipxdp_ng_refused_total", "counter", "NG messages and TCP connections refused, by reason.", "reason", map[string]uint64{
-			"source": st["refused.source"], "connections": st["refused.connections"],
-		})
-	}
-	_, _ = w.Write([]byte(b.String()))
-}
-
-// journalMetrics writes the state of the durable files (package journal),
-// labelled by journal: location, cdr.
-func journalMetrics(b *strings.Builder, js []journal.Stats) {
-	if len(js) == 0 {
-		return
-	}
-	for _, f := range []struct {
-		name, typ, help string
-		v               func(journal.Stats) any
-	}{
-		{"sipxdp_journal_degraded", "gauge", "1 while the journal cannot write (commits refused, retried every second).", func(s journal.Stats) any { return boolInt(s.Degraded) }},
-		{"sipxdp_journal_errors_total", "counter", "Failed attempts to write or sync the journal (each retry counts).", func(s journal.Stats) any { return s.Errors }},
-		{"sipxdp_journal_records_total", "counter", "Records made durable.", func(s journal.Stats) any { return s.Records }},
-		{"sipxdp_journal_syncs_total", "counter", "fdatasyncs: records_total over syncs_total is the group commit's batch size.", func(s journal.Stats) any { return s.Syncs }},
-		{"sipxdp_journal_dropped_total", "counter", "Records dropped while degraded because the backlog was full.", func(s journal.Stats) any { return s.Dropped }},
-		{"sipxdp_journal_pending_bytes", "gauge", "Bytes queued and not yet durable.", func(s journal.Stats) any { return s.PendingBytes }},
-	} {
-		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
-		for _, j := range js {
-			fmt.Fprintf(b, "%s{journal=%q} %v\n", f.name, j.Name, f.v(j))
-		}
-	}
-}
-
-func counterFamily(b *strings.Builder, name, help string, m map[string]uint64) {
-	labelledFamily(b, name, "counter", help, "counter", m)
-}
-
-// labelledFamily writes one sample per key of m, labelled label="key", in
-// key order; nothing when m is empty.
-func labelledFamily(b *strings.Builder, name, typ, help, label string, m map[string]uint64) {
-	if len(m) == 0 {
-		return
-	}
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(b, "%s{%s=%q} %d\n", name, label, k, m[k])
-	}
-}
-
-func boolInt(v bool) int {
-	if v {
-		return 1
-	}
-	return 0
 }

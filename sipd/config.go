@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"sipxdp/internal/confload"
 	"sipxdp/internal/guard"
 	"sipxdp/sipd/sipconf"
 )
@@ -132,58 +131,91 @@ type AddressConfig struct {
 	PortMax    int    `yaml:"port_max"`
 }
 
-// Duration reads Go duration syntax from YAML.
-type Duration time.Duration
+// Duration reads and writes Go duration syntax in YAML (sipconf's type,
+// so both sections read durations alike).
+type Duration = sipconf.Duration
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*d = Duration(v)
-	return nil
+// EnvPrefix starts the environment variables that override settings:
+// SIPD_ and the key path upper-cased, "." written "_"
+// (media.datapath: SIPD_MEDIA_DATAPATH).
+const EnvPrefix = "SIPD_"
+
+// Override sets one key from outside the file, the way a command-line
+// flag does: Value is taken as a plain string.
+type Override struct {
+	Key   string // key path, such as media.datapath
+	Value string
+	From  string // what set it, for errors: "-datapath"
 }
 
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+// Sources are the layers of a configuration, applied in this order onto
+// the embedded default: File, then Env, then Flags. Each layer holds only
+// what differs: maps merge key by key, and a scalar or a list replaces
+// what was there.
+type Sources struct {
+	File  string   // a YAML file; empty: none
+	Env   []string // "NAME=value" as os.Environ gives them; only SIPD_ names count
+	Flags []Override
+	// RelayOnly is the -relay-only flag, which Validate needs.
+	RelayOnly bool
+}
 
-// LoadConfig reads the file at path, or the embedded default when path is
-// empty, rejecting unknown keys so a typo is an error and not a silent
-// default.
-func LoadConfig(path string) (*Config, error) {
-	data := defaultConfig
-	src := "embedded default"
-	if path != "" {
-		b, err := os.ReadFile(path)
+// Load builds and validates the effective configuration from src. Its
+// error lists every problem, one a line, each with where the value came
+// from (file:line:col, $SIPD_..., a flag) when that is known.
+func Load(src Sources) (*Config, error) {
+	var data []byte
+	if src.File != "" {
+		b, err := os.ReadFile(src.File)
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
-		data, src = b, path
+		data = b
 	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", src, err)
-	}
-	return cfg, nil
+	return load(src.File, data, src)
 }
 
-// ParseConfig parses and validates YAML configuration text.
-func ParseConfig(data []byte) (*Config, error) {
-	// SIP fields left out of the file keep their documented defaults.
-	cfg := Config{StateDir: DefaultStateDir, SIP: sipconf.Default(), Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
-		HTTP: HTTPConfig{MaxConnections: DefaultHTTPMaxConnections},
-		NG: NGConfig{Listen: DefaultNGListen, Allow: append([]string(nil), DefaultNGAllow...),
-			MaxConnections: DefaultNGMaxConnections, IdleTimeout: Duration(DefaultNGIdleTimeout)},
-		Media: MediaConfig{Learning: Duration(DefaultLearning)}}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, err
+// LoadConfig reads the file at path merged onto the embedded default
+// (path empty: the default alone), with no environment or flags.
+func LoadConfig(path string) (*Config, error) { return Load(Sources{File: path}) }
+
+// ParseConfig merges YAML configuration text onto the embedded default
+// and validates the result. Errors name the text "config".
+func ParseConfig(data []byte) (*Config, error) { return load("config", data, Sources{}) }
+
+func load(name string, data []byte, src Sources) (*Config, error) {
+	var cfg Config
+	l := confload.New(&cfg)
+	l.YAML("embedded default", defaultConfig, false)
+	if name != "" {
+		l.YAML(name, data, true)
 	}
-	if err := cfg.Validate(); err != nil {
+	l.Env(EnvPrefix, src.Env)
+	for _, o := range src.Flags {
+		l.SetString(o.Key, o.Value, o.From)
+	}
+	cfg.RelayOnly = src.RelayOnly
+	if err := l.Result(cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
+
+// Redacted returns a copy with its secrets (http.token, sip.secret,
+// sip.auth.secret) replaced by "<redacted>" where set, for printing.
+// http.token and sip.secret refuse the placeholder, so a printed config
+// fed back in fails rather than running with a known key there.
+func (c Config) Redacted() Config {
+	for _, s := range []*string{&c.HTTP.Token, &c.SIP.Secret, &c.SIP.Auth.Secret} {
+		if *s != "" {
+			*s = Redacted
+		}
+	}
+	return c
+}
+
+// Redacted stands in for a secret in printed configuration.
+const Redacted = "<redacted>"
 
 // Resolve copies settings that more than one section uses into the
 // sections that use them (the state directory into sip). Validate calls
@@ -216,20 +248,20 @@ func (c *Config) Validate() error {
 	c.Resolve()
 	var errs []error
 	if c.StateDir == "" {
-		errs = append(errs, errors.New("state_dir is empty: sipd needs a directory for its secret and what survives restarts"))
+		errs = append(errs, confload.Errorf("state_dir", "%s is empty: sipd needs a directory for its secret and what survives restarts"))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+		errs = append(errs, confload.Errorf("log.level", "%s %q: want debug, info, warn or error", c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+		errs = append(errs, confload.Errorf("log.format", "%s %q: want text or json", c.Log.Format))
 	}
 	if c.Runtime.GCPercent < 0 {
-		errs = append(errs, fmt.Errorf("runtime.gc_percent %d: want 0 (Go's default) or more", c.Runtime.GCPercent))
+		errs = append(errs, confload.Errorf("runtime.gc_percent", "%s %d: want 0 (Go's default) or more", c.Runtime.GCPercent))
 	}
 	errs = append(errs, c.HTTP.validate()...)
 	errs = append(errs, c.NG.validate(c.RelayOnly)...)
@@ -237,45 +269,45 @@ func (c *Config) Validate() error {
 	switch m.Mode {
 	case MediaNone, MediaAll, MediaNAT:
 		if m.Mode == MediaNone && c.RelayOnly {
-			errs = append(errs, errors.New("relay-only mode relays media: media.mode none starts no relay; set it to all"))
+			errs = append(errs, confload.Errorf("media.mode", "relay-only mode relays media: %s none starts no relay; set it to all"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("media.mode %q: want none, all or nat", m.Mode))
+		errs = append(errs, confload.Errorf("media.mode", "%s %q: want none, all or nat", m.Mode))
 	}
 	if !datapaths[m.Datapath] {
-		errs = append(errs, fmt.Errorf("media.datapath %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))
+		errs = append(errs, confload.Errorf("media.datapath", "%s %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))
 	}
 	if m.PinPath == "" {
-		errs = append(errs, errors.New("media.pin_path is empty"))
+		errs = append(errs, confload.Errorf("media.pin_path", "%s is empty"))
 	}
 	if m.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("media.timeout %v: must be positive", time.Duration(m.Timeout)))
+		errs = append(errs, confload.Errorf("media.timeout", "%s %v: must be positive", time.Duration(m.Timeout)))
 	}
 	if m.Learning < Duration(MinLearning) || m.Learning > Duration(MaxLearning) {
-		errs = append(errs, fmt.Errorf("media.learning %v: want %v to %v", time.Duration(m.Learning), MinLearning, MaxLearning))
+		errs = append(errs, confload.Errorf("media.learning", "%s %v: want %v to %v", time.Duration(m.Learning), MinLearning, MaxLearning))
 	}
 	if len(m.Addresses) == 0 {
-		errs = append(errs, errors.New("media.addresses: at least one relay address is needed"))
+		errs = append(errs, confload.Errorf("media.addresses", "%s: at least one relay address is needed"))
 	}
 	names := map[string]bool{}
 	for i, a := range m.Addresses {
 		where := fmt.Sprintf("media.addresses[%d]", i)
 		if a.Name == "" {
-			errs = append(errs, fmt.Errorf("%s.name is empty", where))
+			errs = append(errs, confload.Errorf(where+".name", "%s is empty"))
 		} else if names[a.Name] {
-			errs = append(errs, fmt.Errorf("%s.name %q is used twice", where, a.Name))
+			errs = append(errs, confload.Errorf(where+".name", "%s %q is used twice", a.Name))
 		}
 		names[a.Name] = true
 		if _, err := netip.ParseAddr(a.Local); err != nil {
-			errs = append(errs, fmt.Errorf("%s.local %q: %w", where, a.Local, err))
+			errs = append(errs, confload.Errorf(where+".local", "%s %q: %w", a.Local, err))
 		}
 		if a.Advertised != "" {
 			if _, err := netip.ParseAddr(a.Advertised); err != nil {
-				errs = append(errs, fmt.Errorf("%s.advertised %q: %w", where, a.Advertised, err))
+				errs = append(errs, confload.Errorf(where+".advertised", "%s %q: %w", a.Advertised, err))
 			}
 		}
 		if a.PortMin < 1024 || a.PortMax > 65535 || a.PortMin > a.PortMax || a.PortMax-a.PortMin < 3 {
-			errs = append(errs, fmt.Errorf("%s: port range %d-%d: want 1024 <= port_min < port_max <= 65535 with room for at least two RTP/RTCP pairs", where, a.PortMin, a.PortMax))
+			errs = append(errs, confload.Errorf(where, "%s: port range %d-%d: want 1024 <= port_min < port_max <= 65535 with room for at least two RTP/RTCP pairs", a.PortMin, a.PortMax))
 		}
 	}
 	if err := c.SIP.Validate(); err != nil {
@@ -291,28 +323,28 @@ func (h *HTTPConfig) validate() []error {
 	var errs []error
 	ap, err := netip.ParseAddrPort(h.Listen)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("http.listen %q: %w", h.Listen, err))
+		errs = append(errs, confload.Errorf("http.listen", "%s %q: %w", h.Listen, err))
 	}
 	if h.Token != "" && !validToken(h.Token) {
-		errs = append(errs, fmt.Errorf("http.token: want at least %d characters of A-Z a-z 0-9 - . _ ~ + / (such as the output of openssl rand -hex 24), or empty for none", minTokenLen))
+		errs = append(errs, confload.Errorf("http.token", "%s: want at least %d characters of A-Z a-z 0-9 - . _ ~ + / (such as the output of openssl rand -hex 24), or empty for none", minTokenLen))
 	}
 	allow, err := guard.ParsePrefixes(h.Allow)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("http.allow: %w", err))
+		errs = append(errs, confload.Errorf("http.allow", "%s: %w", err))
 	}
 	if h.MaxConnections < 1 {
-		errs = append(errs, fmt.Errorf("http.max_connections %d: want 1 or more", h.MaxConnections))
+		errs = append(errs, confload.Errorf("http.max_connections", "%s %d: want 1 or more", h.MaxConnections))
 	}
 	if err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
 		return errs
 	}
 	switch {
 	case h.Token == "" && len(allow) == 0:
-		errs = append(errs, fmt.Errorf("http.listen %s is reachable from other hosts and the API would have no protection: "+
+		errs = append(errs, confload.Errorf("http.listen", "%s %s is reachable from other hosts and the API would have no protection: "+
 			"set http.token (a secret bearer token, e.g. from openssl rand -hex 24), http.allow (the CIDRs of the hosts that may use the API), "+
 			"or both; or listen on 127.0.0.1", h.Listen))
 	case guard.LoopbackOnly(allow):
-		errs = append(errs, fmt.Errorf("http.allow admits only loopback, but http.listen %s is not a loopback address: "+
+		errs = append(errs, confload.Errorf("http.allow", "%s admits only loopback, but http.listen %s is not a loopback address: "+
 			"no client could ever use the API; add your clients' addresses to http.allow, or listen on 127.0.0.1", h.Listen))
 	}
 	return errs
@@ -344,27 +376,27 @@ func (n *NGConfig) validate(served bool) []error {
 	var errs []error
 	ap, err := netip.ParseAddrPort(n.Listen)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("ng.listen %q: %w", n.Listen, err))
+		errs = append(errs, confload.Errorf("ng.listen", "%s %q: %w", n.Listen, err))
 	}
 	allow, err := guard.ParsePrefixes(n.Allow)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("ng.allow: %w", err))
+		errs = append(errs, confload.Errorf("ng.allow", "%s: %w", err))
 	}
 	if n.MaxConnections < 1 {
-		errs = append(errs, fmt.Errorf("ng.max_connections %d: want 1 or more", n.MaxConnections))
+		errs = append(errs, confload.Errorf("ng.max_connections", "%s %d: want 1 or more", n.MaxConnections))
 	}
 	if n.IdleTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("ng.idle_timeout %v: must be positive", time.Duration(n.IdleTimeout)))
+		errs = append(errs, confload.Errorf("ng.idle_timeout", "%s %v: must be positive", time.Duration(n.IdleTimeout)))
 	}
 	if !served || err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
 		return errs
 	}
 	switch {
 	case len(allow) == 0:
-		errs = append(errs, fmt.Errorf("ng.listen %s is reachable from other hosts and NG has no authentication: "+
+		errs = append(errs, confload.Errorf("ng.listen", "%s %s is reachable from other hosts and NG has no authentication: "+
 			"set ng.allow to the addresses (CIDRs) of the SIP proxies that drive the relay, or listen on 127.0.0.1", n.Listen))
 	case guard.LoopbackOnly(allow):
-		errs = append(errs, fmt.Errorf("ng.allow admits only loopback (the default), but ng.listen %s is not a loopback address: "+
+		errs = append(errs, confload.Errorf("ng.allow", "%s admits only loopback (the default), but ng.listen %s is not a loopback address: "+
 			"no proxy could ever use it; add the proxies' addresses to ng.allow (e.g. allow: [192.0.2.10/32]), or listen on 127.0.0.1", n.Listen))
 	}
 	return errs

@@ -5,12 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
-// FuzzParseConfig: any file is loaded or refused without a panic, and an
-// accepted config validates again and survives being written out and
-// read back (sipdtest and operators' tooling rely on that).
+// FuzzParseConfig: any file, merged onto the embedded default, is loaded
+// or refused without a panic, and an accepted config validates again and
+// survives being written out and read back (sipdtest and operators'
+// tooling rely on that). The same text as the value of environment
+// overrides (a list of mappings, a list, a scalar) must not panic either.
 func FuzzParseConfig(f *testing.F) {
 	def := string(DefaultConfigYAML())
 	f.Add([]byte(def))
@@ -28,10 +30,18 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("http: {listen: '[::1]:1', max_connections: 1}\nsip: {domains: [a]}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("{}"))
+	f.Add([]byte(""))
+	f.Add([]byte("media:\n  datapath: userspace\n"))
+	f.Add([]byte("sip:\n  listen: [{transport: tls, addr: '[::1]:5061', cert: c, key: k}]\n  protect:\n    exempt:\n"))
+	f.Add([]byte("log: {level: debug}\nlog: {level: info}\n"))
+	f.Add([]byte("media: {addresses: &a [*a]}\n"))
+	f.Add([]byte("x: 1\n---\ny: 2\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return
 		}
+		v := string(data)
+		_, _ = Load(Sources{Env: []string{"SIPD_MEDIA_ADDRESSES=" + v, "SIPD_HTTP_ALLOW=" + v, "SIPD_LOG_LEVEL=" + v}})
 		cfg, err := ParseConfig(data)
 		if err != nil {
 			return

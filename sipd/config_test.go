@@ -1,6 +1,7 @@
 package sipd
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -88,15 +89,18 @@ func TestLearningDefault(t *testing.T) {
 	}
 }
 
+// lineRE is a single error line located in ParseConfig's text.
+var lineRE = regexp.MustCompile(`^config:[0-9]+:[0-9]+: [^\n]+$`)
+
 func TestConfigErrors(t *testing.T) {
 	base := string(DefaultConfigYAML())
 	cases := []struct {
 		name, from, to, want string
 	}{
-		{"unknown key", "strict_source: false", "strict_sorce: false", "field strict_sorce not found"},
+		{"unknown key", "strict_source: false", "strict_sorce: false", "media.strict_sorce: unknown key"},
 		{"bad mode", "mode: all", "mode: some", `media.mode "some"`},
 		{"bad datapath", "datapath: auto", "datapath: dpdk", `media.datapath "dpdk"`},
-		{"bad timeout", "timeout: 60s", "timeout: sixty", "line"},
+		{"bad timeout", "timeout: 60s", "timeout: sixty", `media.timeout: want a duration such as 500ms, 15s or 1h: time: invalid duration "sixty"`},
 		{"bad address", "local: 127.0.0.1", "local: 127.0.0.300", "media.addresses[0].local"},
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
@@ -107,7 +111,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative connections max", "    max: 0\n", "    max: -1\n", "sip.connections.max -1"},
 		{"negative per source", "per_source: 0", "per_source: -3", "sip.connections.per_source -3"},
 		{"no message timeout", "message_timeout: 10s", "message_timeout: 0s", "sip.connections.message_timeout 0s: must be positive"},
-		{"bad idle timeout", "idle_timeout: 2m", "idle_timeout: soon", "line"},
+		{"bad idle timeout", "idle_timeout: 2m", "idle_timeout: soon", "sip.connections.idle_timeout: want a duration"},
 		{"learning too short", "learning: 3s", "learning: 10ms", "media.learning 10ms"},
 		{"learning too long", "learning: 3s", "learning: 90s", "media.learning 1m30s"},
 	}
@@ -120,6 +124,10 @@ func TestConfigErrors(t *testing.T) {
 			_, err := ParseConfig([]byte(text))
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, c.want)
+			}
+			// Each problem is one line that says where it is.
+			if !lineRE.MatchString(err.Error()) {
+				t.Errorf("err = %v, want config:LINE:COL: before it", err)
 			}
 		})
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"go.yaml.in/yaml/v3"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/mediapath"
 	"sipxdp/sipd/sipconf"
@@ -135,7 +135,7 @@ func (p *sipdProc) flows(callID string) []FlowJSON {
 // startSipdIn runs sipd inside ns with the given datapath, relaying
 // between the relay's two links; it is stopped (stdin closed, then
 // killed by PID if need be) when t ends.
-func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
+func startSipdIn(t *testing.T, ns *netns.NS, datapath string) *sipdProc {
 	t.Helper()
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup.
@@ -148,11 +148,11 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:18080"
 	cfg.Media.Datapath = datapath
-	cfg.Media.Interfaces = []string{netnstest.RelayA, netnstest.RelayB}
+	cfg.Media.Interfaces = []string{netns.RelayA, netns.RelayB}
 	cfg.Media.PinPath = pin
 	cfg.Media.Addresses = nil
 	cfg.SIP.Listen = nil
-	for _, v := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
+	for _, v := range []netns.Addrs{netns.V4, netns.V6} {
 		fam := strings.TrimPrefix(v.Name, "ipv")
 		cfg.Media.Addresses = append(cfg.Media.Addresses,
 			AddressConfig{Name: "a" + fam, Local: v.RelayA.String(), PortMin: 40000, PortMax: 40099},
@@ -160,7 +160,7 @@ func startSipdIn(t *testing.T, ns *netnstest.NS, datapath string) *sipdProc {
 		cfg.SIP.Listen = append(cfg.SIP.Listen, sipconf.Listen{Transport: "udp", Addr: netip.AddrPortFrom(v.RelayA, 5060).String()},
 			sipconf.Listen{Transport: "udp", Addr: netip.AddrPortFrom(v.RelayB, 5060).String()})
 	}
-	cfg.SIP.Domains = []string{netnstest.V4.RelayA.String(), netnstest.V4.RelayB.String()}
+	cfg.SIP.Domains = []string{netns.V4.RelayA.String(), netns.V4.RelayB.String()}
 	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = false, false
 	text, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -244,22 +244,26 @@ func tail(s string, n int) string {
 func TestMediaNetns(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, dp := range []string{"userspace", "xdp", "xdp-generic", "tc"} {
-		for _, fam := range []netnstest.Addrs{netnstest.V4, netnstest.V6} {
+		for _, fam := range []netns.Addrs{netns.V4, netns.V6} {
 			t.Run(dp+"/"+fam.Name, func(t *testing.T) { netnsCall(t, dp, fam) })
 		}
 	}
 }
 
-func netnsCall(t *testing.T, dp string, fam netnstest.Addrs) {
-	tp := netnstest.New(t, "sxsd-")
+func netnsCall(t *testing.T, dp string, fam netns.Addrs) {
+	tp := netns.New(t, netns.Config{Prefix: "sxsd-"})
 	if dp == "xdp" || dp == "xdp-generic" {
-		tp.PrepareXDP(t, dp == "xdp")
+		var pass netns.Pass
+		if dp == "xdp" {
+			pass = mediapath.PeerPass
+		}
+		tp.PrepareXDP(t, pass)
 	}
 	p := startSipdIn(t, tp.Relay, dp)
 	if p.path != dp {
 		t.Fatalf("sipd runs the %s path, want %s", p.path, dp)
 	}
-	open := func(ns *netnstest.NS, a netip.Addr, port uint16) *net.UDPConn {
+	open := func(ns *netns.NS, a netip.Addr, port uint16) *net.UDPConn {
 		c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
 		if err != nil {
 			t.Fatal(err)

@@ -203,7 +203,8 @@ func TestRelayOnlyNG(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`sipxdp_ng_total{counter="commands.offer"} 2`, `sipxdp_ng_total{counter="commands.delete"} 1`} {
+	for _, want := range []string{`sipxdp_ng_commands_total{command="offer",result="ok"} 2`, `sipxdp_ng_commands_total{command="delete",result="ok"} 1`,
+		`sipxdp_ng_command_duration_seconds_count{command="offer"} 2`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

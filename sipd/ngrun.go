@@ -22,8 +22,9 @@ type ngListeners struct {
 }
 
 // listenNG opens the NG sockets (UDP, and TCP at the same address when
-// asked) and the server that drives ctrl.
-func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, log *slog.Logger) (*ngListeners, error) {
+// asked) and the server that drives ctrl; observe is told each command's
+// time (ng.Options.Observe).
+func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, observe func(string, bool, time.Duration), log *slog.Logger) (*ngListeners, error) {
 	allow, err := guard.ParsePrefixes(c.Allow) // Validate has checked it
 	if err != nil {
 		return nil, fmt.Errorf("ng.allow: %w", err)
@@ -33,6 +34,7 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, log *slog.L
 	}
 	l := &ngListeners{srv: ng.NewServer(ngbackend.New(ctrl, eng, log), ng.Options{
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
+		Observe: observe,
 	})}
 	if l.udp, err = net.ListenPacket("udp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, err)

@@ -139,13 +139,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ctrl.OnTimeout(func(e media.Ended) {
 			log.Info("relay-only: call deleted for no media; no SIP to end it", "call_id", e.CallID, "reason", e.Reason)
 		})
-		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, log.With("component", "ng"))
+		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, api.ObserveNG, log.With("component", "ng"))
 		if err != nil {
 			return err
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media)})
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
+			Observe: api.SIPObservers()})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
 		}
@@ -202,18 +203,32 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if api.Engine != nil {
 		path = api.Engine.PathName()
 	}
+	// Every socket was opened above, so what is sent to them from now on
+	// is queued and answered: systemd may start the units ordered after
+	// sipd's.
+	notify := newServiceNotifier(log)
 	if ngl != nil {
 		log.Info("sipd started in relay-only mode", "version", Version, "http", ln.Addr().String(),
 			"ng", ngl.addr(), "media_path", path)
+		notify.ready("relay-only: NG " + ngl.addr() + ", media path " + path)
 	} else {
 		log.Info("sipd started", "version", Version, "http", ln.Addr().String(),
 			"media_mode", cfg.Media.Mode, "media_path", path)
+		notify.ready("serving SIP, media mode " + cfg.Media.Mode + ", media path " + path)
 	}
+	watchdog, stopWatchdog := notify.ticks()
+	defer stopWatchdog()
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-watchdog:
+			// Ping only after the reads /health makes return: a relay
+			// engine or SIP server stuck on its locks stops the pings, and
+			// systemd restarts sipd (Restart=on-failure).
+			api.probe()
+			notify.ping()
 		case <-hup:
 			if sipSrv == nil {
 				continue
@@ -225,6 +240,7 @@ loop:
 			}
 		}
 	}
+	notify.stopping()
 	shut, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	_ = srv.Shutdown(shut)

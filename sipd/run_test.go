@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"sipxdp/internal/freeport"
 )
 
 // testConfig is the embedded default, parsed, for a test to edit.
@@ -25,22 +27,11 @@ func testConfig(t *testing.T) *Config {
 
 func freePort(t *testing.T, network string) int {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+	p, err := freeport.Loopback(network)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return p
 }
 
 // TestRunServesHealth starts the whole daemon on free loopback ports, in
@@ -96,7 +87,7 @@ func TestRunServesHealth(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, want := range []string{"sipxdp_sip_registrations 0", `media_path="` + wantPath + `"`, `sipxdp_media_path_info{path="` + wantPath + `",reason=`,
+			for _, want := range []string{"sipxdp_sip_registrations 0", `sipxdp_build_info{`, `sipxdp_media_path_info{path="` + wantPath + `",reason=`,
 				`sipxdp_sip_refused_total{reason="route_token_invalid"} 0`, `sipxdp_sip_refused_total{reason="digest_uri_mismatch"} 0`} {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("/metrics lacks %q", want)

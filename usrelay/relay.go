@@ -63,6 +63,8 @@ type Relay struct {
 	// periods that make closing safe.
 	mu     sync.Mutex
 	closed bool
+	// capped logs once that the socket buffers could not be forced.
+	capped sync.Once
 }
 
 var _ relay.Datapath = (*Relay)(nil)
@@ -234,8 +236,14 @@ func (r *Relay) open(p *port) error {
 		}
 		sa = s6
 	}
-	setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, r.cfg.SocketBuffer)
-	setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, r.cfg.SocketBuffer)
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if err := setBuffer(fd, o[0], o[1], r.cfg.SocketBuffer); errors.Is(err, unix.EPERM) {
+			r.capped.Do(func() {
+				r.log.Warn("relay socket buffers are capped by net.core.rmem_max and wmem_max: exceeding them needs CAP_NET_ADMIN",
+					"wanted_bytes", r.cfg.SocketBuffer)
+			})
+		}
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail(fmt.Errorf("bind udp %s: %w", p.addr, err))
 	}
@@ -252,13 +260,17 @@ func (r *Relay) open(p *port) error {
 	return nil
 }
 
-// setBuffer tries the FORCE variant first: as root it ignores
-// net.core.rmem_max/wmem_max, which are far too small for bursts.
-func setBuffer(fd, force, plain, size int) {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) == nil {
-		return
+// setBuffer tries the FORCE variant first: with CAP_NET_ADMIN it ignores
+// net.core.rmem_max/wmem_max, which are far too small for bursts. It
+// returns why FORCE failed (the plain option, capped by the sysctl, is
+// then set), or nil.
+func setBuffer(fd, force, plain, size int) error {
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size)
+	if err == nil {
+		return nil
 	}
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+	return err
 }
 
 // pickWorker spreads ports over workers by a hash of the port so that the

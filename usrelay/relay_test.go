@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"sipxdp/internal/freeport"
 	"sipxdp/relay"
 	"sipxdp/relay/relaytest"
 )
@@ -24,33 +25,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var handedOut = struct {
-	sync.Mutex
-	m map[netip.AddrPort]bool
-}{m: map[netip.AddrPort]bool{}}
-
-// freePort returns a port on ip that was free a moment ago and that it has
-// not returned before: the kernel may hand the same ephemeral port out
-// again once the probe socket is closed, and hundreds of picks (the CPU
-// test) would then collide.
+// freePort returns a UDP port on ip that was free a moment ago and that
+// no earlier call returned.
 func freePort(t testing.TB, ip string) netip.AddrPort {
 	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for range 1000 {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
-		if err != nil {
-			t.Fatalf("listen %s: %v", ip, err)
-		}
-		ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
-		c.Close()
-		if !handedOut.m[ap] {
-			handedOut.m[ap] = true
-			return ap
-		}
+	ap, err := freeport.On(freeport.UDP, netip.MustParseAddr(ip))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no fresh port on %s", ip)
-	return netip.AddrPort{}
+	return ap
 }
 
 type phone struct {

@@ -63,7 +63,7 @@ func TestWriteCSV(t *testing.T) {
 func TestCSVCoversEveryField(t *testing.T) {
 	have := map[string]bool{}
 	for _, c := range columns {
-		have[c.name] = true
+		have[c.Name] = true
 	}
 	var walk func(typ reflect.Type, prefix string)
 	walk = func(typ reflect.Type, prefix string) {

@@ -2,23 +2,14 @@ package callreport
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
+
+	"sipxdp/bench/out"
 )
 
-// dash marks a value the scenario does not have or that was not measured,
-// so it cannot be mistaken for a measured zero.
-const dash = "–"
+const dash = out.Dash
 
-// fixed formats v with dec decimals, without the "-0.00" that rounding a
-// tiny negative noise figure would otherwise print.
-func fixed(v float64, dec int) string {
-	s := strconv.FormatFloat(v, 'f', dec, 64)
-	if strings.HasPrefix(s, "-") && strings.Trim(s[1:], "0.") == "" {
-		return s[1:]
-	}
-	return s
-}
+func fixed(v float64, dec int) string { return out.Fixed(v, dec) }
 
 func pct(v float64, dec int) string { return fixed(v, dec) + "%" }
 
@@ -40,28 +31,11 @@ func optPct(p *float64, dec int) string {
 func ms(v float64) string { return fixed(v, 2) + " ms" }
 func mb(v float64) string { return fixed(v, 1) + " MB" }
 
-// count groups digits in threes, as the reference prints packet totals.
-func count(n uint64) string {
-	s := strconv.FormatUint(n, 10)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-func countInt(n int) string {
-	if n < 0 {
-		return "-" + count(uint64(-n))
-	}
-	return count(uint64(n))
-}
+func count(n uint64) string { return out.Count(int64(n)) }
+func countInt(n int) string { return out.Count(int64(n)) }
 
 // plain prints a configuration value such as CPS without trailing zeros.
-func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+func plain(v float64) string { return out.Plain(v) }
 
 func bold(s string) string {
 	if s == dash || s == "" {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"sipxdp/bench/out"
 )
 
 // WriteMarkdown writes a report laid out like the reference benchmark:
@@ -51,7 +53,7 @@ func joined(rs []*Result, get func(*Result) string) string {
 
 func writeEnvironment(b *strings.Builder, rs []*Result) {
 	b.WriteString("## Test environment\n\n")
-	t := table{head: []string{"Item", "Value"}}
+	t := newTable("Item", "Value")
 	var first, last string
 	for _, r := range rs {
 		if r.Time.IsZero() {
@@ -69,36 +71,45 @@ func writeEnvironment(b *strings.Builder, rs []*Result) {
 	if first != last {
 		date = first + " – " + last
 	}
-	t.add("Date", date)
-	t.add("OS", joined(rs, func(r *Result) string {
+	t.Add("Date", date)
+	t.Add("OS", joined(rs, func(r *Result) string {
 		if r.Host.Kernel == "" {
 			return ""
 		}
 		return "Linux " + r.Host.Kernel
 	}))
-	t.add("CPU", joined(rs, func(r *Result) string {
+	t.Add("CPU", joined(rs, func(r *Result) string {
 		if r.Host.CPUs == 0 {
 			return ""
 		}
 		return fmt.Sprintf("%d cores", r.Host.CPUs)
 	}))
-	t.add("Memory", joined(rs, func(r *Result) string {
+	t.Add("Memory", joined(rs, func(r *Result) string {
 		if r.Host.MemGB == 0 {
 			return ""
 		}
 		return fixed(r.Host.MemGB, 1) + " GB"
 	}))
-	t.add("Go", joined(rs, func(r *Result) string { return r.Host.Go }))
-	t.add("Command", joined(rs, func(r *Result) string {
+	t.Add("Go", joined(rs, func(r *Result) string { return r.Host.Go }))
+	t.Add("Command", joined(rs, func(r *Result) string {
 		if r.Command == "" {
 			return ""
 		}
 		return "`" + r.Command + "`"
 	}))
-	t.add("Network", "veth pairs between network namespaces")
-	t.add("Codec", "G.711 PCMU, 20 ms")
-	t.add("Scenarios", joined(rs, func(r *Result) string { return r.Scenario }))
-	t.write(b)
+	t.Add("Network", "veth pairs between network namespaces")
+	t.Add("Codec", "G.711 PCMU, 20 ms")
+	t.Add("Scenarios", joined(rs, func(r *Result) string { return r.Scenario }))
+	writeTable(b, t)
+}
+
+// addRow adds a row named name with one cell per result.
+func addRow(t *out.Table, rs []*Result, name string, get func(*Result) string) {
+	cells := []string{name}
+	for _, r := range rs {
+		cells = append(cells, get(r))
+	}
+	t.Add(cells...)
 }
 
 // spread prints one value, or the range when scenarios at a level differ.
@@ -126,90 +137,82 @@ func writeLevel(b *strings.Builder, level int, rs []*Result) {
 	for _, r := range rs {
 		head = append(head, r.Scenario)
 	}
-	row := func(t *table, name string, get func(*Result) string) {
-		cells := []string{name}
-		for _, r := range rs {
-			cells = append(cells, get(r))
-		}
-		t.add(cells...)
-	}
-
-	m := table{head: head}
-	row(&m, "**Call completion**", func(r *Result) string { return bold(completion(r)) })
-	row(&m, "Status codes", func(r *Result) string { return statusCodes(r.StatusCodes, ", ") })
-	row(&m, "Avg setup latency", func(r *Result) string { return ms(r.SetupAvgMs) })
-	row(&m, "p99 setup latency", func(r *Result) string { return ms(r.SetupP99Ms) })
-	row(&m, "Packet loss (avg)", func(r *Result) string { return pct(r.LossAvgPct, 2) })
-	row(&m, "Packet loss (max)", func(r *Result) string { return pct(r.LossMaxPct, 2) })
-	row(&m, "Jitter (avg / max)", func(r *Result) string {
+	m := newTable(head...)
+	addRow(m, rs, "**Call completion**", func(r *Result) string { return bold(completion(r)) })
+	addRow(m, rs, "Status codes", func(r *Result) string { return statusCodes(r.StatusCodes, ", ") })
+	addRow(m, rs, "Avg setup latency", func(r *Result) string { return ms(r.SetupAvgMs) })
+	addRow(m, rs, "p99 setup latency", func(r *Result) string { return ms(r.SetupP99Ms) })
+	addRow(m, rs, "Packet loss (avg)", func(r *Result) string { return pct(r.LossAvgPct, 2) })
+	addRow(m, rs, "Packet loss (max)", func(r *Result) string { return pct(r.LossMaxPct, 2) })
+	addRow(m, rs, "Jitter (avg / max)", func(r *Result) string {
 		return fixed(r.JitterAvgMs, 2) + " / " + ms(r.JitterMaxMs)
 	})
-	row(&m, "RTT (avg / max)", func(r *Result) string {
+	addRow(m, rs, "RTT (avg / max)", func(r *Result) string {
 		return fixed(r.RTTAvgMs, 2) + " / " + ms(r.RTTMaxMs)
 	})
-	row(&m, "TX packets (all)", func(r *Result) string { return count(r.TXPackets) })
-	row(&m, "RX packets (all)", func(r *Result) string { return count(r.RXPackets) })
-	row(&m, "TX packets (UAC)", func(r *Result) string { return count(r.UACTX) })
-	row(&m, "RX packets (UAC)", func(r *Result) string { return count(r.UACRX) })
-	row(&m, "RTCP (TX / RX)", func(r *Result) string { return count(r.RTCPTX) + " / " + count(r.RTCPRX) })
-	row(&m, "Per-call TX rate", func(r *Result) string { return fixed(r.PerCallPPS, 1) + " pkt/s" })
-	row(&m, "Relay packets", func(r *Result) string { return count(r.RelayPkts) })
-	row(&m, "Media path", func(r *Result) string {
+	addRow(m, rs, "TX packets (all)", func(r *Result) string { return count(r.TXPackets) })
+	addRow(m, rs, "RX packets (all)", func(r *Result) string { return count(r.RXPackets) })
+	addRow(m, rs, "TX packets (UAC)", func(r *Result) string { return count(r.UACTX) })
+	addRow(m, rs, "RX packets (UAC)", func(r *Result) string { return count(r.UACRX) })
+	addRow(m, rs, "RTCP (TX / RX)", func(r *Result) string { return count(r.RTCPTX) + " / " + count(r.RTCPRX) })
+	addRow(m, rs, "Per-call TX rate", func(r *Result) string { return fixed(r.PerCallPPS, 1) + " pkt/s" })
+	addRow(m, rs, "Relay packets", func(r *Result) string { return count(r.RelayPkts) })
+	addRow(m, rs, "Media path", func(r *Result) string {
 		if r.Datapath != "" && r.Path != "" && r.Datapath != r.Path {
 			return r.Path + " (asked " + r.Datapath + ")"
 		}
 		return r.Path
 	})
-	m.write(b)
+	writeTable(b, m)
 	if none := find(rs, level, NoneScenario); none != nil {
 		b.WriteString("> With media `none` RTP flows directly between the endpoints; sipd relays nothing.\n\n")
 	}
 
-	res := table{head: head}
-	row(&res, "sipd CPU (avg)", func(r *Result) string { return pct(r.SipdCPUAvg, 2) })
-	row(&res, "sipd CPU (peak)", func(r *Result) string { return bold(pct(r.SipdCPUPeak, 2)) })
-	row(&res, "sipd RSS (idle)", func(r *Result) string { return mb(r.RSSIdleMB) })
-	row(&res, "sipd RSS (avg)", func(r *Result) string { return mb(r.RSSAvgMB) })
-	row(&res, "sipd RSS (peak)", func(r *Result) string { return bold(mb(r.RSSPeakMB)) })
-	row(&res, "Concurrent calls (avg)", func(r *Result) string { return fixed(r.CallsAvg, 1) })
-	row(&res, "Concurrent calls (peak)", func(r *Result) string { return bold(countInt(r.CallsPeak)) })
-	row(&res, "Steady window", func(r *Result) string {
+	res := newTable(head...)
+	addRow(res, rs, "sipd CPU (avg)", func(r *Result) string { return pct(r.SipdCPUAvg, 2) })
+	addRow(res, rs, "sipd CPU (peak)", func(r *Result) string { return bold(pct(r.SipdCPUPeak, 2)) })
+	addRow(res, rs, "sipd RSS (idle)", func(r *Result) string { return mb(r.RSSIdleMB) })
+	addRow(res, rs, "sipd RSS (avg)", func(r *Result) string { return mb(r.RSSAvgMB) })
+	addRow(res, rs, "sipd RSS (peak)", func(r *Result) string { return bold(mb(r.RSSPeakMB)) })
+	addRow(res, rs, "Concurrent calls (avg)", func(r *Result) string { return fixed(r.CallsAvg, 1) })
+	addRow(res, rs, "Concurrent calls (peak)", func(r *Result) string { return bold(countInt(r.CallsPeak)) })
+	addRow(res, rs, "Steady window", func(r *Result) string {
 		return fixed(r.SteadyS, 0) + " s, " + fixed(r.SteadyCalls, 1) + " calls"
 	})
-	row(&res, "System CPU (steady)", func(r *Result) string { return pct(r.SystemCPU, 2) })
-	row(&res, "sipd CPU (steady)", func(r *Result) string { return pct(r.SipdCPUSteady, 2) })
-	row(&res, "Load generator CPU (steady)", func(r *Result) string { return pct(r.LoadCPUSteady, 2) })
-	row(&res, "Other load (steady)", func(r *Result) string { return pct(r.OtherCPUSteady, 2) })
-	row(&res, "Relay cost vs none", func(r *Result) string {
+	addRow(res, rs, "System CPU (steady)", func(r *Result) string { return pct(r.SystemCPU, 2) })
+	addRow(res, rs, "sipd CPU (steady)", func(r *Result) string { return pct(r.SipdCPUSteady, 2) })
+	addRow(res, rs, "Load generator CPU (steady)", func(r *Result) string { return pct(r.LoadCPUSteady, 2) })
+	addRow(res, rs, "Other load (steady)", func(r *Result) string { return pct(r.OtherCPUSteady, 2) })
+	addRow(res, rs, "Relay cost vs none", func(r *Result) string {
 		if r.RelayCPU == nil {
 			return dash
 		}
 		return signedPct(*r.RelayCPU, 2)
 	})
-	row(&res, "Relay cost per call", func(r *Result) string { return optPct(r.RelayCPUPerCallPct, 4) })
-	row(&res, "BPF ns/pkt", func(r *Result) string {
+	addRow(res, rs, "Relay cost per call", func(r *Result) string { return optPct(r.RelayCPUPerCallPct, 4) })
+	addRow(res, rs, "BPF ns/pkt", func(r *Result) string {
 		if r.BPFNsPerPkt == nil {
 			return dash
 		}
 		return fixed(*r.BPFNsPerPkt, 1) + " ns (" + count(r.BPFRuns) + " runs)"
 	})
-	res.write(b)
+	writeTable(b, res)
 }
 
 func writeComparison(b *strings.Builder, rs []*Result) {
 	b.WriteString("### Full comparison\n\n")
-	t := table{head: []string{"Level", "Scenario", "Completion", "Peak conc", "Loss", "Setup latency",
-		"sipd CPU peak", "sipd CPU avg", "System CPU", "Relay CPU", "Mem peak"}}
+	t := newTable("Level", "Scenario", "Completion", "Peak conc", "Loss", "Setup latency",
+		"sipd CPU peak", "sipd CPU avg", "System CPU", "Relay CPU", "Mem peak")
 	for _, r := range rs {
 		relay := dash
 		if r.RelayCPU != nil {
 			relay = signedPct(*r.RelayCPU, 2)
 		}
-		t.add(bold(countInt(r.Level)), r.Scenario, completionPct(r), bold(countInt(r.CallsPeak)),
+		t.Add(bold(countInt(r.Level)), r.Scenario, completionPct(r), bold(countInt(r.CallsPeak)),
 			pct(r.LossAvgPct, 2), ms(r.SetupAvgMs), bold(pct(r.SipdCPUPeak, 2)), pct(r.SipdCPUAvg, 2),
 			pct(r.SystemCPU, 2), relay, mb(r.RSSPeakMB))
 	}
-	t.write(b)
+	writeTable(b, t)
 }
 
 func writePerChannel(b *strings.Builder, rs []*Result) {
@@ -219,34 +222,27 @@ func writePerChannel(b *strings.Builder, rs []*Result) {
 	for _, r := range rs {
 		head = append(head, fmt.Sprintf("%s (%s)", countInt(r.Level), r.Scenario))
 	}
-	t := table{head: head}
-	row := func(name string, get func(*Result) string) {
-		cells := []string{name}
-		for _, r := range rs {
-			cells = append(cells, get(r))
-		}
-		t.add(cells...)
-	}
-	row("sipd CPU (peak)", func(r *Result) string {
+	t := newTable(head...)
+	addRow(t, rs, "sipd CPU (peak)", func(r *Result) string {
 		if r.CallsPeak == 0 {
 			return dash
 		}
 		return bold(pct(r.SipdCPUPerCallPct, 3))
 	})
-	row("System CPU (steady)", func(r *Result) string {
+	addRow(t, rs, "System CPU (steady)", func(r *Result) string {
 		if v, ok := r.systemCPUPerCall(); ok {
 			return pct(v, 4)
 		}
 		return dash
 	})
-	row("Relay CPU (vs none)", func(r *Result) string { return bold(optPct(r.RelayCPUPerCallPct, 4)) })
-	row("Memory (peak − idle)", func(r *Result) string {
+	addRow(t, rs, "Relay CPU (vs none)", func(r *Result) string { return bold(optPct(r.RelayCPUPerCallPct, 4)) })
+	addRow(t, rs, "Memory (peak − idle)", func(r *Result) string {
 		if r.CallsPeak == 0 {
 			return dash
 		}
 		return bold(fixed(r.MemPerCallKB, 1) + " KB")
 	})
-	t.write(b)
+	writeTable(b, t)
 }
 
 // isKernel reports whether a scenario relays in the kernel: everything
@@ -259,7 +255,7 @@ func writeOverhead(b *strings.Builder, rs []*Result) {
 		"less what processes other than sipd, the load generator and the bench used (other load), " +
 		"so it includes the softirq work where XDP and tc run. The relay's cost is that minus the " +
 		"`none` run's at the same level.\n\n")
-	t := table{head: []string{"Level", "Path", "none system CPU", "Path system CPU", "Delta", "Ratio", "Relay cost / call"}}
+	t := newTable("Level", "Path", "none system CPU", "Path system CPU", "Delta", "Ratio", "Relay cost / call")
 	for _, lv := range levels(rs) {
 		none := find(rs, lv, NoneScenario)
 		if none == nil {
@@ -273,17 +269,17 @@ func writeOverhead(b *strings.Builder, rs []*Result) {
 			if none.SystemCPU > 0 {
 				ratio = fixed(r.SystemCPU/none.SystemCPU, 2) + "×"
 			}
-			t.add(countInt(lv), r.Scenario, pct(none.SystemCPU, 2), pct(r.SystemCPU, 2),
+			t.Add(countInt(lv), r.Scenario, pct(none.SystemCPU, 2), pct(r.SystemCPU, 2),
 				signedPct(r.SystemCPU-none.SystemCPU, 2), ratio, optPct(r.RelayCPUPerCallPct, 4))
 		}
 	}
-	if len(t.rows) == 0 {
+	if len(t.Rows) == 0 {
 		b.WriteString("No `none` run at the same level: the relay's cost cannot be derived.\n\n")
 		return
 	}
-	t.write(b)
+	writeTable(b, t)
 
-	c := table{head: []string{"Level", "userspace relay cost / call", "Kernel path", "Kernel relay cost / call", "userspace ÷ kernel"}}
+	c := newTable("Level", "userspace relay cost / call", "Kernel path", "Kernel relay cost / call", "userspace ÷ kernel")
 	for _, lv := range levels(rs) {
 		us := find(rs, lv, "userspace")
 		if us == nil || us.RelayCPUPerCallPct == nil {
@@ -293,12 +289,12 @@ func writeOverhead(b *strings.Builder, rs []*Result) {
 			if !isKernel(k.Scenario) || k.RelayCPUPerCallPct == nil {
 				continue
 			}
-			c.add(countInt(lv), pct(*us.RelayCPUPerCallPct, 4), k.Scenario, pct(*k.RelayCPUPerCallPct, 4),
+			c.Add(countInt(lv), pct(*us.RelayCPUPerCallPct, 4), k.Scenario, pct(*k.RelayCPUPerCallPct, 4),
 				costRatio(*us.RelayCPUPerCallPct, *k.RelayCPUPerCallPct))
 		}
 	}
-	if len(c.rows) > 0 {
-		c.write(b)
+	if len(c.Rows) > 0 {
+		writeTable(b, c)
 	}
 }
 

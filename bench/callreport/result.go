@@ -1,6 +1,6 @@
 // Package callreport holds the results of "bench calls" scenarios and
 // writes them out: JSON lines, CSV, a Markdown report laid out like the
-// reference benchmark (shared/reference/000_*.txt) and an SVG chart.
+// reference benchmark (docs/reference.md [R1]) and an SVG chart.
 package callreport
 
 import "time"

@@ -113,22 +113,3 @@ func TestWriteSVG(t *testing.T) {
 		})
 	}
 }
-
-func TestTicks(t *testing.T) {
-	tests := []struct {
-		lo, hi, want          float64
-		start, end, stepWants float64
-	}{
-		{0, 550, 6, 0, 600, 100},
-		{0, 0.143, 5, 0, 0.15, 0.05},
-		{-0.002, 0.011, 5, -0.005, 0.015, 0.005},
-		{0, 0, 5, 0, 1, 0.2},
-	}
-	for _, tt := range tests {
-		s, e, step := ticks(tt.lo, tt.hi, int(tt.want))
-		if !near(s, tt.start) || !near(e, tt.end) || !near(step, tt.stepWants) {
-			t.Errorf("ticks(%g, %g) = %g..%g step %g, want %g..%g step %g",
-				tt.lo, tt.hi, s, e, step, tt.start, tt.end, tt.stepWants)
-		}
-	}
-}

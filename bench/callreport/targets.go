@@ -3,6 +3,8 @@ package callreport
 import (
 	"fmt"
 	"strings"
+
+	"sipxdp/bench/out"
 )
 
 // The project's targets, from the design: what a relay may cost per call
@@ -20,27 +22,27 @@ var xdpScenarios = []string{"xdp", "xdp-native"}
 
 func writeTargets(b *strings.Builder, rs []*Result) {
 	b.WriteString("## Targets\n\n")
-	t := table{head: []string{"Target", "Level", "Measured", "Result"}}
+	t := newTable("Target", "Level", "Measured", "Result")
 	for _, lv := range levels(rs) {
 		at := atLevel(rs, lv)
 		lvs := countInt(lv)
-		completionTarget(&t, lvs, at)
-		lossTarget(&t, lvs, at)
+		completionTarget(t, lvs, at)
+		lossTarget(t, lvs, at)
 		for _, s := range xdpScenarios {
-			relayTarget(&t, lvs, find(at, lv, s), XDPRelayTargetPct)
+			relayTarget(t, lvs, find(at, lv, s), XDPRelayTargetPct)
 		}
-		relayTarget(&t, lvs, find(at, lv, "userspace"), UserspaceRelayTargetPct)
+		relayTarget(t, lvs, find(at, lv, "userspace"), UserspaceRelayTargetPct)
 		if us := find(at, lv, "userspace"); us != nil {
 			for _, s := range xdpScenarios {
-				speedupTarget(&t, lvs, us, find(at, lv, s))
+				speedupTarget(t, lvs, us, find(at, lv, s))
 			}
 		}
-		memTarget(&t, lvs, at)
+		memTarget(t, lvs, at)
 	}
-	t.write(b)
+	writeTable(b, t)
 }
 
-func completionTarget(t *table, lv string, rs []*Result) {
+func completionTarget(t *out.Table, lv string, rs []*Result) {
 	var short []string
 	missing := 0
 	for _, r := range rs {
@@ -52,7 +54,7 @@ func completionTarget(t *table, lv string, rs []*Result) {
 	}
 	name := "Every path completes 100 % of calls"
 	if len(short) == 0 {
-		t.add(name, lv, fmt.Sprintf("all %d paths complete", len(rs)), "met")
+		t.Add(name, lv, fmt.Sprintf("all %d paths complete", len(rs)), "met")
 		return
 	}
 	result := fmt.Sprintf("missed by %s calls", countInt(missing))
@@ -62,10 +64,10 @@ func completionTarget(t *table, lv string, rs []*Result) {
 	if missing == 0 {
 		result = "missed: no calls recorded"
 	}
-	t.add(name, lv, strings.Join(short, "; "), result)
+	t.Add(name, lv, strings.Join(short, "; "), result)
 }
 
-func lossTarget(t *table, lv string, rs []*Result) {
+func lossTarget(t *out.Table, lv string, rs []*Result) {
 	worst := rs[0]
 	var lossy []string
 	for _, r := range rs {
@@ -80,53 +82,53 @@ func lossTarget(t *table, lv string, rs []*Result) {
 	name := "Every path 0.00 % packet loss (avg)"
 	measured := fmt.Sprintf("worst %s (%s), max %s", pct(worst.LossAvgPct, 2), worst.Scenario, pct(worst.LossMaxPct, 2))
 	if len(lossy) == 0 {
-		t.add(name, lv, measured, "met")
+		t.Add(name, lv, measured, "met")
 		return
 	}
-	t.add(name, lv, measured, fmt.Sprintf("missed by %s points (%s)", fixed(worst.LossAvgPct, 2), strings.Join(lossy, ", ")))
+	t.Add(name, lv, measured, fmt.Sprintf("missed by %s points (%s)", fixed(worst.LossAvgPct, 2), strings.Join(lossy, ", ")))
 }
 
-func relayTarget(t *table, lv string, r *Result, limit float64) {
+func relayTarget(t *out.Table, lv string, r *Result, limit float64) {
 	if r == nil {
 		return
 	}
 	name := fmt.Sprintf("%s relay cost ≤ %s of a core per call", r.Scenario, pct(limit, 3))
 	if r.RelayCPUPerCallPct == nil {
-		t.add(name, lv, dash, "not measured (no none run at this level)")
+		t.Add(name, lv, dash, "not measured (no none run at this level)")
 		return
 	}
 	v := *r.RelayCPUPerCallPct
 	if v <= limit {
-		t.add(name, lv, pct(v, 4), "met")
+		t.Add(name, lv, pct(v, 4), "met")
 		return
 	}
-	t.add(name, lv, pct(v, 4), fmt.Sprintf("missed by %s points (%s over)",
+	t.Add(name, lv, pct(v, 4), fmt.Sprintf("missed by %s points (%s over)",
 		fixed(v-limit, 4), pct(100*(v-limit)/limit, 0)))
 }
 
-func speedupTarget(t *table, lv string, us, k *Result) {
+func speedupTarget(t *out.Table, lv string, us, k *Result) {
 	if k == nil {
 		return
 	}
 	name := fmt.Sprintf("%s at least %s× cheaper than userspace", k.Scenario, fixed(KernelSpeedupTarget, 0))
 	if us.RelayCPUPerCallPct == nil || k.RelayCPUPerCallPct == nil {
-		t.add(name, lv, dash, "not measured (no none run at this level)")
+		t.Add(name, lv, dash, "not measured (no none run at this level)")
 		return
 	}
 	u, x := *us.RelayCPUPerCallPct, *k.RelayCPUPerCallPct
 	measured := fmt.Sprintf("%s (%s vs %s)", costRatio(u, x), pct(u, 4), pct(x, 4))
 	switch {
 	case u <= 0:
-		t.add(name, lv, measured, "not measurable (userspace cost ≤ 0)")
+		t.Add(name, lv, measured, "not measurable (userspace cost ≤ 0)")
 	case x <= 0 || u/x >= KernelSpeedupTarget:
-		t.add(name, lv, measured, "met")
+		t.Add(name, lv, measured, "met")
 	default:
-		t.add(name, lv, measured, fmt.Sprintf("missed by %s× (%s would need ≤ %s)",
+		t.Add(name, lv, measured, fmt.Sprintf("missed by %s× (%s would need ≤ %s)",
 			fixed(KernelSpeedupTarget-u/x, 1), k.Scenario, pct(u/KernelSpeedupTarget, 4)))
 	}
 }
 
-func memTarget(t *table, lv string, rs []*Result) {
+func memTarget(t *out.Table, lv string, rs []*Result) {
 	var worst *Result
 	var over []string
 	for _, r := range rs {
@@ -142,14 +144,14 @@ func memTarget(t *table, lv string, rs []*Result) {
 	}
 	name := fmt.Sprintf("sipd memory ≤ %s KB per call above idle", fixed(MemPerCallTargetKB, 0))
 	if worst == nil {
-		t.add(name, lv, dash, "not measured (no calls seen)")
+		t.Add(name, lv, dash, "not measured (no calls seen)")
 		return
 	}
 	measured := fmt.Sprintf("worst %s KB (%s)", fixed(worst.MemPerCallKB, 1), worst.Scenario)
 	if len(over) == 0 {
-		t.add(name, lv, measured, "met")
+		t.Add(name, lv, measured, "met")
 		return
 	}
-	t.add(name, lv, measured, fmt.Sprintf("missed by %s KB (%s)",
+	t.Add(name, lv, measured, fmt.Sprintf("missed by %s KB (%s)",
 		fixed(worst.MemPerCallKB-MemPerCallTargetKB, 1), strings.Join(over, ", ")))
 }

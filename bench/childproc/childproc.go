@@ -228,7 +228,10 @@ func Start(s Spec) (*Proc, error) {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	if err := p.Send(json.RawMessage(params)); err != nil {
+	// A child that ends before reading its parameters (a role that fails
+	// at once, an unknown role) has closed the pipe: that is no error of
+	// Start's, as what it printed and its exit status reach Await.
+	if err := p.Send(json.RawMessage(params)); err != nil && !errors.Is(err, syscall.EPIPE) {
 		p.Kill()
 		return nil, err
 	}

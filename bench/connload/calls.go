@@ -13,7 +13,7 @@ import (
 // Calls over TLS: the callees are the idle TLS connections, each
 // registered with a Contact of its own local address, so sipd finds the
 // connection in its pool and sends the INVITE down it; every caller opens
-// a new TLS connection per call, as sipp does in shared/reference/002.
+// a new TLS connection per call, as sipp did in docs/reference.md [R2].
 
 const sdpBody = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 	"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"

@@ -1,6 +1,6 @@
 // Package connload measures sipd over connection-oriented transports:
 // many permanent TCP connections, and TLS with a new connection per
-// registration and call, after shared/reference/002_*.txt.
+// registration and call, after docs/reference.md [R2].
 package connload
 
 import (
@@ -19,6 +19,7 @@ import (
 
 	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
+	"sipxdp/bench/mem"
 	"sipxdp/internal/sipdrun"
 )
 
@@ -247,12 +248,12 @@ type memPoint struct {
 }
 
 func measure(s *sipd) (memPoint, error) {
-	rss, err := s.d.RSS()
+	rss, err := mem.RSS(s.d.PID())
 	if err != nil {
 		return memPoint{}, err
 	}
 	gm, err := s.goMem()
-	return memPoint{RSS: rss, goMem: gm, FDs: s.d.OpenFiles()}, err
+	return memPoint{RSS: int64(rss), goMem: gm, FDs: s.d.OpenFiles()}, err
 }
 
 // settle waits for sipd's memory to stop moving after a change.

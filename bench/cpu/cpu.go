@@ -127,36 +127,28 @@ func ParsePIDStat(b []byte) (ProcTimes, error) {
 	if i < 0 {
 		return ProcTimes{}, fmt.Errorf("parse pid stat: no ')'")
 	}
-	// After ')' come state (field 3) ... utime is field 14, stime field 15.
 	fields := strings.Fields(string(b[i+1:]))
 	if len(fields) < 15 {
 		return ProcTimes{}, fmt.Errorf("parse pid stat: %d fields after comm", len(fields))
 	}
-	u, err := strconv.ParseUint(fields[11], 10, 64)
-	if err != nil {
-		return ProcTimes{}, fmt.Errorf("parse pid stat utime: %w", err)
-	}
-	s, err := strconv.ParseUint(fields[12], 10, 64)
-	if err != nil {
-		return ProcTimes{}, fmt.Errorf("parse pid stat stime: %w", err)
-	}
-	cu, err := strconv.ParseUint(fields[13], 10, 64)
-	if err != nil {
-		return ProcTimes{}, fmt.Errorf("parse pid stat cutime: %w", err)
-	}
-	cs, err := strconv.ParseUint(fields[14], 10, 64)
-	if err != nil {
-		return ProcTimes{}, fmt.Errorf("parse pid stat cstime: %w", err)
+	// Fields counted from state (field 3): ppid 4, flags 9, utime 14,
+	// stime 15, cutime 16, cstime 17.
+	var v [5]uint64
+	for k, f := range []struct {
+		name string
+		idx  int
+	}{{"flags", 6}, {"utime", 11}, {"stime", 12}, {"cutime", 13}, {"cstime", 14}} {
+		n, err := strconv.ParseUint(fields[f.idx], 10, 64)
+		if err != nil {
+			return ProcTimes{}, fmt.Errorf("parse pid stat %s: %w", f.name, err)
+		}
+		v[k] = n
 	}
 	ppid, err := strconv.Atoi(fields[1])
 	if err != nil {
 		return ProcTimes{}, fmt.Errorf("parse pid stat ppid: %w", err)
 	}
-	flags, err := strconv.ParseUint(fields[6], 10, 64)
-	if err != nil {
-		return ProcTimes{}, fmt.Errorf("parse pid stat flags: %w", err)
-	}
-	return ProcTimes{UTime: u, STime: s, CUTime: cu, CSTime: cs, PPid: ppid, Kthread: flags&pfKthread != 0}, nil
+	return ProcTimes{UTime: v[1], STime: v[2], CUTime: v[3], CSTime: v[4], PPid: ppid, Kthread: v[0]&pfKthread != 0}, nil
 }
 
 // ReadPID reads /proc/PID/stat.

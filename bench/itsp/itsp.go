@@ -1,6 +1,6 @@
 // Package itsp is the ITSP capacity benchmark: the traffic of a
 // subscriber population (keep-alives, registration refreshes with digest,
-// calls) against sipd, after shared/reference/002_*.txt.
+// calls) against sipd, after the traffic model in docs/reference.md [R2].
 //
 // sipd and the generator run on loopback. The generator is a few UDP
 // sockets, each hosting many subscribers and driven by one goroutine with
@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/bench/mem"
 	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
 	"sipxdp/sipd/sipconf"
@@ -159,17 +160,10 @@ func sipdConfig(media string) (*sipd.Config, error) {
 	return cfg, nil
 }
 
+// rssBytes is 0 when sipd has gone: the sample then shows the gap.
 func rssBytes(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
+	v, _ := mem.RSS(pid)
+	return v
 }
 
 func runOne(ctx context.Context, o Options, n int) (Result, error) {

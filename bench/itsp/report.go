@@ -1,20 +1,18 @@
 package itsp
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"math"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"sipxdp/bench/out"
 )
 
 // ClassResult is one message class of a run.
@@ -117,108 +115,50 @@ func (r Result) CPUPer100k() float64 { return r.SipdCPUAvg / float64(r.Subscribe
 // table and chart cover the runs of earlier invocations too.
 func WriteAll(dir string, rs []Result) error {
 	p := filepath.Join(dir, "results.jsonl")
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		b, _ := json.Marshal(r)
-		f.Write(append(b, '\n'))
-	}
-	if err := f.Close(); err != nil {
+	if err := out.AppendJSONL(p, rs); err != nil {
 		return err
 	}
 	all, err := ReadJSONL(p)
 	if err != nil {
 		return err
 	}
-	for _, o := range []struct {
-		name  string
-		write func(io.Writer, []Result) error
-	}{{"results.csv", WriteCSV}, {"report.md", WriteMarkdown}, {"itsp-scaling.svg", WriteSVG}} {
-		var buf bytes.Buffer
-		if err := o.write(&buf, all); err != nil {
-			return fmt.Errorf("render %s: %w", o.name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, o.name), buf.Bytes(), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", o.name, err)
-		}
-	}
-	return nil
+	return out.WriteFiles(dir,
+		out.File{Name: "results.csv", Render: out.Of(WriteCSV, all)},
+		out.File{Name: "report.md", Render: out.Of(WriteMarkdown, all)},
+		out.File{Name: "itsp-scaling.svg", Render: out.Of(WriteSVG, all)})
 }
 
 // ReadJSONL reads every result of a results.jsonl.
-func ReadJSONL(p string) ([]Result, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []Result
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var r Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out = append(out, r)
-	}
-	return out, sc.Err()
-}
+func ReadJSONL(p string) ([]Result, error) { return out.ReadJSONL[Result](p) }
 
-func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
-func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+func f1(v float64) string { return out.Fixed(v, 1) }
+func f2(v float64) string { return out.Fixed(v, 2) }
 func mb(v uint64) string  { return strconv.FormatFloat(float64(v)/(1<<20), 'f', 0, 64) }
 
 // WriteCSV writes one row per run and class.
 func WriteCSV(w io.Writer, rs []Result) error {
-	cw := csv.NewWriter(w)
-	cw.Write([]string{"time", "subscribers", "media", "class", "offered_rate", "achieved_rate", "offered", "completed",
+	t := out.Table{Head: []string{"time", "subscribers", "media", "class", "offered_rate", "achieved_rate", "offered", "completed",
 		"timeouts", "non_2xx", "sent", "retransmissions", "retrans_pct", "duplicates", "p50_ms", "p99_ms",
 		"sipd_cpu_avg", "sipd_cpu_peak", "generator_cpu_avg", "system_busy_avg", "rss_idle", "rss_registered", "rss_peak",
-		"bytes_per_contact", "transactions_hold_peak"})
+		"bytes_per_contact", "transactions_hold_peak"}}
 	for _, r := range rs {
 		for _, c := range r.Classes {
-			cw.Write([]string{r.Time.Format(time.RFC3339), strconv.Itoa(r.Subscribers), r.Media, c.Name, f2(c.OfferedRate), f2(c.Achieved),
+			t.Add(r.Time.Format(time.RFC3339), strconv.Itoa(r.Subscribers), r.Media, c.Name, f2(c.OfferedRate), f2(c.Achieved),
 				strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10), strconv.FormatUint(c.Timeouts, 10),
 				strconv.FormatUint(c.Non2xx, 10), strconv.FormatUint(c.Sent, 10), strconv.FormatUint(c.Retrans, 10), f2(c.RetransPct),
 				strconv.FormatUint(c.Dups, 10), f2(c.P50ms), f2(c.P99ms), f2(r.SipdCPUAvg), f2(r.SipdCPUPeak), f2(r.GenCPUAvg),
 				f2(r.SystemBusyAvg), strconv.FormatUint(r.RSSIdle, 10), strconv.FormatUint(r.RSSRegistered, 10),
-				strconv.FormatUint(r.RSSPeak, 10), f1(r.BytesPerContact), strconv.FormatInt(r.TransactionsHold, 10)})
+				strconv.FormatUint(r.RSSPeak, 10), f1(r.BytesPerContact), strconv.FormatInt(r.TransactionsHold, 10))
 		}
 	}
-	cw.Flush()
-	return cw.Error()
-}
-
-type table struct {
-	head []string
-	rows [][]string
-}
-
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) write(b *strings.Builder) {
-	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n|")
-	for range t.head {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
-	for _, r := range t.rows {
-		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
-	}
-	b.WriteString("\n")
+	return t.WriteCSV(w)
 }
 
 // WriteMarkdown writes a section per run and a scaling table across runs.
 func WriteMarkdown(w io.Writer, rs []Result) error {
 	var b strings.Builder
 	b.WriteString("# sipd ITSP capacity benchmark (UDP)\n\n")
-	b.WriteString("Traffic model of shared/reference/002 per N subscribers: a NOTIFY keep-alive every 15 s (N/15 per second), " +
+	b.WriteString("Traffic model of docs/reference.md [R2] per N subscribers: a NOTIFY keep-alive every 15 s (N/15 per second), " +
 		"a REGISTER refresh with digest every 50 min (N/3000 per second), calls at N/5000 per second (INVITE, 407, ACK, INVITE with " +
 		"credentials, 180, 200 after 4 s, ACK and BYE along the Record-Route). sipd and the generator share the machine, on loopback. " +
 		"Latency is request sent to final response (register: the REGISTER with credentials to its 200; call: the INVITE with " +
@@ -231,15 +171,15 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 	slices.SortStableFunc(runs, func(a, b Result) int { return cmp.Compare(a.Subscribers, b.Subscribers) })
 	if len(runs) > 0 {
 		b.WriteString("## Scaling\n\n")
-		t := table{head: []string{"Subscribers", "Notify/s", "Reg/s", "Calls/s", "Failures", "Retrans %", "p99 notify ms",
+		t := out.Table{Head: []string{"Subscribers", "Notify/s", "Reg/s", "Calls/s", "Failures", "Retrans %", "p99 notify ms",
 			"p99 register ms", "p99 call ms", "sipd CPU avg (peak)", "Gen CPU", "System busy", "RSS reg. / peak MB", "B per contact", "sipd cores per 100k"}}
 		for _, r := range runs {
-			t.add(strconv.Itoa(r.Subscribers), f1(r.Class("notify").Achieved), f1(r.Class("register").Achieved), f1(r.Class("call").Achieved),
+			t.Add(strconv.Itoa(r.Subscribers), f1(r.Class("notify").Achieved), f1(r.Class("register").Achieved), f1(r.Class("call").Achieved),
 				strconv.FormatUint(r.Failures(), 10), strconv.FormatFloat(r.RetransPct(), 'f', 3, 64), f1(r.Class("notify").P99ms),
 				f1(r.Class("register").P99ms), f1(r.Class("call").P99ms), f2(r.SipdCPUAvg)+" ("+f2(r.SipdCPUPeak)+")", f2(r.GenCPUAvg),
 				f2(r.SystemBusyAvg)+" / "+strconv.Itoa(r.CPUs), mb(r.RSSRegistered)+" / "+mb(r.RSSPeak), f1(r.BytesPerContact), f2(r.CPUPer100k()))
 		}
-		t.write(&b)
+		b.WriteString(t.Markdown() + "\n")
 	}
 	for _, r := range rs {
 		fmt.Fprintf(&b, "## %d subscribers, %s\n\n", r.Subscribers, r.Time.Format(time.RFC3339))
@@ -248,26 +188,26 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 			r.Host, r.CPUs, r.Transport, r.Media, r.Users, r.Duration, r.GenSockets())
 		fmt.Fprintf(&b, "Registration ramp: %d subscribers in %.1f s, %.0f/s (offered %.0f/s), sipd %.2f cores.\n\n",
 			r.Subscribers, r.Ramp.Seconds, r.Ramp.Rate, r.RegisterRate, r.Ramp.CPUAvg)
-		t := table{head: []string{"Class", "Offered /s", "Achieved /s", "Offered", "Completed", "Timeouts", "Non-2xx", "Retrans", "Retrans %", "Duplicates", "p50 ms", "p99 ms"}}
+		t := out.Table{Head: []string{"Class", "Offered /s", "Achieved /s", "Offered", "Completed", "Timeouts", "Non-2xx", "Retrans", "Retrans %", "Duplicates", "p50 ms", "p99 ms"}}
 		for _, c := range r.Classes {
-			t.add(c.Name, f1(c.OfferedRate), f1(c.Achieved), strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10),
+			t.Add(c.Name, f1(c.OfferedRate), f1(c.Achieved), strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10),
 				strconv.FormatUint(c.Timeouts, 10), strconv.FormatUint(c.Non2xx, 10), strconv.FormatUint(c.Retrans, 10),
 				strconv.FormatFloat(c.RetransPct, 'f', 3, 64), strconv.FormatUint(c.Dups, 10), f2(c.P50ms), f2(c.P99ms))
 		}
-		t.write(&b)
-		m := table{head: []string{"Item", "Value"}}
-		m.add("sipd CPU during hold, avg / peak (cores)", f2(r.SipdCPUAvg)+" / "+f2(r.SipdCPUPeak))
-		m.add("generator CPU during hold (cores)", f2(r.GenCPUAvg))
-		m.add("generator datagrams during hold (per s, sent + received)", f1(r.GenMsgRate))
-		m.add("generator CPU per datagram (µs)", f2(r.GenUsPerMsg))
-		m.add("system busy during hold (cores)", f2(r.SystemBusyAvg))
-		m.add("sipd RSS idle / registered / peak (MB)", mb(r.RSSIdle)+" / "+mb(r.RSSRegistered)+" / "+mb(r.RSSPeak))
-		m.add("memory per registered contact (B)", f1(r.BytesPerContact))
-		m.add("sipd transactions, peak in hold / overall", strconv.FormatInt(r.TransactionsHold, 10)+" / "+strconv.FormatInt(r.TransactionsPeak, 10))
-		m.add("registrations after ramp / after hold", strconv.Itoa(r.HealthAfterRamp.Registrations)+" / "+strconv.Itoa(r.HealthAfterHold.Registrations))
-		m.add("sipd start with users loaded (s)", f1(r.StartSeconds))
-		m.add("generator send errors", strconv.FormatUint(r.SendDrops, 10))
-		m.write(&b)
+		b.WriteString(t.Markdown() + "\n")
+		m := out.Table{Head: []string{"Item", "Value"}}
+		m.Add("sipd CPU during hold, avg / peak (cores)", f2(r.SipdCPUAvg)+" / "+f2(r.SipdCPUPeak))
+		m.Add("generator CPU during hold (cores)", f2(r.GenCPUAvg))
+		m.Add("generator datagrams during hold (per s, sent + received)", f1(r.GenMsgRate))
+		m.Add("generator CPU per datagram (µs)", f2(r.GenUsPerMsg))
+		m.Add("system busy during hold (cores)", f2(r.SystemBusyAvg))
+		m.Add("sipd RSS idle / registered / peak (MB)", mb(r.RSSIdle)+" / "+mb(r.RSSRegistered)+" / "+mb(r.RSSPeak))
+		m.Add("memory per registered contact (B)", f1(r.BytesPerContact))
+		m.Add("sipd transactions, peak in hold / overall", strconv.FormatInt(r.TransactionsHold, 10)+" / "+strconv.FormatInt(r.TransactionsPeak, 10))
+		m.Add("registrations after ramp / after hold", strconv.Itoa(r.HealthAfterRamp.Registrations)+" / "+strconv.Itoa(r.HealthAfterHold.Registrations))
+		m.Add("sipd start with users loaded (s)", f1(r.StartSeconds))
+		m.Add("generator send errors", strconv.FormatUint(r.SendDrops, 10))
+		b.WriteString(m.Markdown() + "\n")
 		if r.GenProfileTop != "" {
 			b.WriteString("Generator CPU profile, the whole hold (gen-cpu.pprof in the run directory):\n\n```\n" + strings.TrimSpace(r.GenProfileTop) + "\n```\n\n")
 		}
@@ -287,46 +227,22 @@ func WriteSVG(w io.Writer, rs []Result) error {
 	if len(rs) == 0 {
 		return errors.New("no results")
 	}
-	runs := slices.Clone(rs)
-	slices.SortStableFunc(runs, func(a, b Result) int { return cmp.Compare(a.Subscribers, b.Subscribers) })
-	const W, H, L, R, T, B = 640, 360, 60, 60, 30, 40
-	var maxN, maxCPU, maxRSS float64 = 1, 0.1, 1
-	for _, r := range runs {
-		maxN = max(maxN, float64(r.Subscribers))
-		maxCPU = max(maxCPU, r.SipdCPUAvg, r.SipdCPUPeak)
-		maxRSS = max(maxRSS, float64(r.RSSPeak)/(1<<20))
+	const cpu, rss = "#1f77b4", "#d62728"
+	avg := out.Series{Label: "sipd CPU avg (cores)", Color: cpu}
+	peak := out.Series{Label: "sipd CPU peak (cores)", Color: cpu, Dashed: true}
+	mem := out.Series{Label: "sipd RSS peak (MB)", Color: rss, Right: true}
+	for _, r := range rs {
+		n := float64(r.Subscribers)
+		avg.Points = append(avg.Points, out.Point{X: n, Y: r.SipdCPUAvg})
+		peak.Points = append(peak.Points, out.Point{X: n, Y: r.SipdCPUPeak})
+		mem.Points = append(mem.Points, out.Point{X: n, Y: float64(r.RSSPeak) / (1 << 20)})
 	}
-	x := func(n float64) float64 { return L + n/maxN*(W-L-R) }
-	yc := func(v float64) float64 { return H - B - v/maxCPU*(H-T-B) }
-	yr := func(v float64) float64 { return H - B - v/maxRSS*(H-T-B) }
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", W, H)
-	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="13">sipd CPU (cores, blue: avg, dashed: peak) and RSS (MB, red) against subscribers</text>`+"\n", L)
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, H-B, W-R, H-B)
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", L, T, L, H-B)
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", W-R, T, W-R, H-B)
-	for i := 0; i <= 4; i++ {
-		f := float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%.0fk</text>`+"\n", x(f*maxN), H-B+15, f*maxN/1000)
-		fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end" fill="#1f77b4">%.2f</text>`+"\n", L-4, yc(f*maxCPU)+4, f*maxCPU)
-		fmt.Fprintf(&b, `<text x="%d" y="%.0f" fill="#d62728">%.0f</text>`+"\n", W-R+4, yr(f*maxRSS)+4, f*maxRSS)
-	}
-	line := func(color, dash string, pt func(Result) (float64, float64)) {
-		var pts []string
-		for _, r := range runs {
-			px, py := pt(r)
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px, py))
-			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", px, py, color)
-		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" %s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
-	}
-	line("#1f77b4", "", func(r Result) (float64, float64) { return x(float64(r.Subscribers)), yc(r.SipdCPUAvg) })
-	line("#1f77b4", `stroke-dasharray="4 3"`, func(r Result) (float64, float64) { return x(float64(r.Subscribers)), yc(r.SipdCPUPeak) })
-	line("#d62728", "", func(r Result) (float64, float64) {
-		return x(float64(r.Subscribers)), yr(float64(r.RSSPeak) / (1 << 20))
-	})
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">subscribers</text>`+"\n", W/2, H-8)
-	b.WriteString("</svg>\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return out.LineChart{
+		Title:   "sipd CPU and RSS against subscribers",
+		XLabel:  "subscribers",
+		YLabel:  "cores",
+		Y2Label: "MB",
+		XTick:   func(x float64) string { return out.Count(int64(math.Round(x))) },
+		Series:  []out.Series{avg, peak, mem},
+	}.WriteSVG(w)
 }

@@ -4,16 +4,15 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"time"
+
+	"sipxdp/bench/out"
 )
 
 // Datapath is one media path measured by `bench datapath`.
@@ -89,20 +88,24 @@ type Datapath struct {
 
 // WriteTable writes a Markdown table of the results.
 func WriteTable(w io.Writer, rs []Datapath) error {
-	var b strings.Builder
-	b.WriteString("| path | offered pps | delivered pps | loss % | csum err | busy cores | other | ours | sender | relay proc | receiver | relay µs/pkt (procs) | range (procs) | relay µs/pkt (system) | relay proc µs/pkt | prog ns/pkt |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	t := out.Table{Head: []string{"path", "offered pps", "delivered pps", "loss %", "csum err", "busy cores", "other", "ours",
+		"sender", "relay proc", "receiver", "relay µs/pkt (procs)", "range (procs)", "relay µs/pkt (system)", "relay proc µs/pkt", "prog ns/pkt"}}
+	t.Align = make([]out.Align, len(t.Head))
+	for i := 1; i < len(t.Align); i++ {
+		t.Align[i] = out.AlignRight
+	}
+	f := func(format string, v float64) string { return fmt.Sprintf(format, v) }
 	for _, r := range rs {
 		sys := optF(r.RelayUsPerPkt, "%.2f")
 		if r.Saturated && r.RelayUsPerPkt != nil {
 			sys += " (saturated)"
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s |\n",
-			r.Path, r.OfferedPPS, r.DeliveredPPS, r.LossPct, r.CsumErrors, r.BusyCores, r.OtherCores, r.OursCores,
-			r.SenderCores, r.RelayCores, r.ReceiverCores,
+		t.Add(r.Path, f("%.0f", r.OfferedPPS), f("%.0f", r.DeliveredPPS), f("%.2f", r.LossPct), fmt.Sprint(r.CsumErrors),
+			f("%.3f", r.BusyCores), f("%.3f", r.OtherCores), f("%.3f", r.OursCores), f("%.3f", r.SenderCores),
+			f("%.3f", r.RelayCores), f("%.3f", r.ReceiverCores),
 			optF(r.RelayUsPerPktProcs, "%.2f"), rangeUs(r), sys, procUs(r), optF(r.ProgNsPerPkt, "%.0f"))
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, t.Markdown())
 	return err
 }
 
@@ -187,23 +190,7 @@ func median(rs []Datapath, f func(Datapath) float64) float64 {
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 // ReadJSONL reads results written by AppendJSONL.
-func ReadJSONL(path string) ([]Datapath, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	var rs []Datapath
-	dec := json.NewDecoder(f)
-	for dec.More() {
-		var r Datapath
-		if err := dec.Decode(&r); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		rs = append(rs, r)
-	}
-	return rs, nil
-}
+func ReadJSONL(path string) ([]Datapath, error) { return out.ReadJSONL[Datapath](path) }
 
 func procUs(r Datapath) string {
 	if r.Path == "direct" {
@@ -219,25 +206,9 @@ func optF(v *float64, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
-// AppendJSONL appends one JSON object per result to dir/name.
+// AppendJSONL appends one JSON object per result to dir/name and returns
+// the file's path.
 func AppendJSONL(dir, name string, rs []Datapath) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
 	path := filepath.Join(dir, name)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("open %s: %w", path, err)
-	}
-	enc := json.NewEncoder(f)
-	for _, r := range rs {
-		if err := enc.Encode(r); err != nil {
-			f.Close()
-			return "", fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("close %s: %w", path, err)
-	}
-	return path, nil
+	return path, out.AppendJSONL(path, rs)
 }

@@ -1,7 +1,8 @@
 // Package sipdrun runs the real sipd binary for the bench and the tests:
 // on a configuration edited as a typed *sipd.Config (start from Default),
 // written as YAML into a run directory, optionally inside a network
-// namespace, under a lowered RLIMIT_NOFILE, with extra arguments and
+// namespace, under a lowered RLIMIT_NOFILE, through a wrapper such as
+// setpriv (another user, chosen capabilities), with extra arguments and
 // environment; it waits for /health and stops sipd by its PID.
 // internal/sipdtest wraps it for tests.
 package sipdrun
@@ -12,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +28,12 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"sipxdp/internal/freeport"
 	"sipxdp/sipd"
 )
 
@@ -81,25 +88,38 @@ type Options struct {
 	// util-linux's prlimit, which also execs in place: a test can run a
 	// connection flood against a low limit cheaply.
 	NoFile uint64
-	Args   []string // extra command-line arguments (e.g. -relay-only)
-	Env    []string // added to this process's environment
+	// Wrap is a command that execs sipd in place, innermost (after
+	// nsenter and prlimit), such as setpriv dropping to another user.
+	// The -uninstall run is not wrapped: it cleans up as the caller.
+	Wrap []string
+	// Owner, when set, is given the files Start writes (config, users),
+	// so that a sipd Wrap runs as that user can read them.
+	Owner *Owner
+	Args  []string // extra command-line arguments (e.g. -relay-only)
+	// Env is added to this process's environment, from which any SIPD_
+	// variable is dropped first: sipd reads those as config overrides
+	// (and refuses unknown ones), and it must run on the config written.
+	Env []string
 	// Users is a users file ("alice password=x" lines), written to Dir
 	// and named in the config's sip.users_file.
 	Users string
 }
 
+// Owner is a user and group that own the files Start writes.
+type Owner struct{ UID, GID int }
+
 // Sipd is a running sipd child process.
 type Sipd struct {
 	Cfg *sipd.Config
 	// HTTP is the API's base URL; SIP the first SIP listener's address.
-	HTTP    string
-	SIP     netip.AddrPort
-	LogPath string
-	opt     Options
-	cfgPath string
-	client  *http.Client
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	HTTP       string
+	SIP        netip.AddrPort
+	LogPath    string
+	ConfigPath string // the YAML sipd runs on
+	opt        Options
+	client     *http.Client
+	cmd        *exec.Cmd
+	exited     chan struct{}
 	// Kernel datapaths pin maps and links, which outlive the process by
 	// design; Stop removes them with "sipd -uninstall" on the same config.
 	uninstall bool
@@ -135,7 +155,7 @@ func Start(ctx context.Context, cfg *sipd.Config, o Options) (*Sipd, error) {
 	}
 	if o.Users != "" {
 		p := filepath.Join(o.Dir, o.Name+"-users")
-		if err := os.WriteFile(p, []byte(o.Users), 0o600); err != nil {
+		if err := o.write(p, []byte(o.Users)); err != nil {
 			return nil, fmt.Errorf("write users: %w", err)
 		}
 		cfg.SIP.UsersFile = p
@@ -145,74 +165,71 @@ func Start(ctx context.Context, cfg *sipd.Config, o Options) (*Sipd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal config: %w", err)
 	}
-	// sipd parses what it is given; a config that does not survive the
-	// round trip would fail there with a less helpful message.
-	if _, err := sipd.ParseConfig(text); err != nil {
+	// sipd must run on exactly the config the caller built: sipd merges
+	// what it reads onto its default, so a field the text cannot carry,
+	// or one the merge fills back in, would change it unseen.
+	back, err := sipd.ParseConfig(text)
+	if err != nil {
 		return nil, fmt.Errorf("config does not survive a round trip: %w\n%s", err, text)
 	}
-	s := &Sipd{Cfg: cfg, opt: o, cfgPath: filepath.Join(o.Dir, o.Name+".yaml"), HTTP: "http://" + cfg.HTTP.Listen,
+	if again, err := yaml.Marshal(back); err != nil || string(again) != string(text) {
+		return nil, fmt.Errorf("config read back differs (%v):\n%s\n---\n%s", err, text, again)
+	}
+	s := &Sipd{Cfg: cfg, opt: o, ConfigPath: filepath.Join(o.Dir, o.Name+".yaml"), HTTP: "http://" + cfg.HTTP.Listen,
 		uninstall: cfg.Media.Mode != sipd.MediaNone && cfg.Media.Datapath != "userspace"}
 	if len(cfg.SIP.Listen) > 0 {
 		s.SIP, _ = netip.ParseAddrPort(cfg.SIP.Listen[0].Addr)
 	}
-	if err := os.WriteFile(s.cfgPath, text, 0o600); err != nil {
+	if err := o.write(s.ConfigPath, text); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
 	return s, s.launch(ctx)
 }
 
-// freePorts gives each listen address with port 0 a free port; UDP and
-// TCP listeners on one address share the port when it is free for both.
-func freePorts(cfg *sipd.Config) error {
-	for i := range cfg.SIP.Listen {
-		l := &cfg.SIP.Listen[i]
-		ap, err := netip.ParseAddrPort(l.Addr)
-		if err != nil || ap.Port() != 0 {
-			continue
-		}
-		network := "tcp"
-		if strings.EqualFold(l.Transport, "udp") {
-			network = "udp"
-		}
-		p, err := freePort(network, ap.Addr())
-		if err != nil {
-			return err
-		}
-		l.Addr = netip.AddrPortFrom(ap.Addr(), p).String()
+// write writes a file only its owner reads: this process, or o.Owner.
+func (o Options) write(path string, b []byte) error {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return err
 	}
-	if ap, err := netip.ParseAddrPort(cfg.HTTP.Listen); err == nil && ap.Port() == 0 {
-		p, err := freePort("tcp", ap.Addr())
-		if err != nil {
-			return err
-		}
-		cfg.HTTP.Listen = netip.AddrPortFrom(ap.Addr(), p).String()
+	if o.Owner != nil {
+		return os.Chown(path, o.Owner.UID, o.Owner.GID)
 	}
 	return nil
 }
 
-func freePort(network string, a netip.Addr) (uint16, error) {
-	var c io.Closer
-	var addr net.Addr
-	if network == "udp" {
-		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
-		if err != nil {
-			return 0, fmt.Errorf("free udp port on %s: %w", a, err)
+// freePorts gives each listen address with port 0 a port free for its
+// transport (UDP, or TCP for the stream ones) in this namespace.
+func freePorts(cfg *sipd.Config) error {
+	pick := func(addr *string, network string) error {
+		ap, err := netip.ParseAddrPort(*addr)
+		if err != nil || ap.Port() != 0 {
+			return nil
 		}
-		c, addr = u, u.LocalAddr()
-	} else {
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		free, err := freeport.On(network, ap.Addr())
 		if err != nil {
-			return 0, fmt.Errorf("free tcp port on %s: %w", a, err)
+			return err
 		}
-		c, addr = l, l.Addr()
+		*addr = free.String()
+		return nil
 	}
-	defer c.Close()
-	ap, err := netip.ParseAddrPort(addr.String())
-	return ap.Port(), err
+	for i := range cfg.SIP.Listen {
+		l := &cfg.SIP.Listen[i]
+		network := freeport.TCP
+		if strings.EqualFold(l.Transport, "udp") {
+			network = freeport.UDP
+		}
+		if err := pick(&l.Addr, network); err != nil {
+			return err
+		}
+	}
+	return pick(&cfg.HTTP.Listen, freeport.TCP)
 }
 
 func (s *Sipd) command(daemon bool, extra ...string) *exec.Cmd {
-	args := append([]string{s.opt.Binary, "-config", s.cfgPath}, extra...)
+	args := append([]string{s.opt.Binary, "-config", s.ConfigPath}, extra...)
+	if daemon {
+		args = append(slices.Clone(s.opt.Wrap), args...)
+	}
 	if daemon && s.opt.NoFile > 0 {
 		args = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", s.opt.NoFile, s.opt.NoFile), "--"}, args...)
 	}
@@ -220,9 +237,8 @@ func (s *Sipd) command(daemon bool, extra ...string) *exec.Cmd {
 		args = append([]string{"nsenter", "--net=" + s.opt.NetNS}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	if len(s.opt.Env) > 0 {
-		cmd.Env = append(os.Environ(), s.opt.Env...)
-	}
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, sipd.EnvPrefix) })
+	cmd.Env = append(cmd.Env, s.opt.Env...)
 	return cmd
 }
 
@@ -410,28 +426,119 @@ func (s *Sipd) Health(ctx context.Context) (sipd.Health, error) {
 	return h, s.GetJSON(ctx, "/health", &h)
 }
 
-// Metric reads one sample of /metrics: the value on the line that starts
-// with series (name and labels as written, e.g.
-// `sipxdp_sip_refused_total{reason="x"}`); ok is false when absent.
+// Metric reads one sample of /metrics, named as the text exposition
+// names it: the series name and its labels in any order, e.g.
+// `sipxdp_sip_refused_total{reason="x"}`, or a histogram's
+// `sipxdp_x_seconds_bucket{le="0.5"}`, `_sum` and `_count`. ok is false
+// when it is absent.
 func (s *Sipd) Metric(ctx context.Context, series string) (v float64, ok bool, err error) {
 	b, err := s.Get(ctx, "/metrics")
 	if err != nil {
 		return 0, false, err
 	}
-	v, ok = metric(string(b), series)
-	return v, ok, nil
+	return metric(b, series)
 }
 
-func metric(exposition, series string) (float64, bool) {
-	for line := range strings.SplitSeq(exposition, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _, _ := strings.Cut(rest, " ") // a timestamp may follow
-			if v, err := strconv.ParseFloat(f, 64); err == nil {
-				return v, true
+// metric finds series in a text exposition. Both go through
+// prometheus/common's parser, so label escaping, the order labels are
+// written in and the spelling of a bucket bound do not matter.
+func metric(exposition []byte, series string) (float64, bool, error) {
+	want, err := parseSeries(series)
+	if err != nil {
+		return 0, false, err
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(string(exposition)))
+	if err != nil {
+		return 0, false, fmt.Errorf("parse /metrics: %w", err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, smp := range samples(mf.GetName(), mf.GetType(), m) {
+				if smp.key == want {
+					return smp.v, true, nil
+				}
 			}
 		}
 	}
-	return 0, false
+	return 0, false, nil
+}
+
+// parseSeries gives a series' key: its name and its labels, sorted.
+func parseSeries(series string) (string, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(series + " 0\n"))
+	if err != nil || len(mfs) != 1 {
+		return "", fmt.Errorf("series %q: want name{label=\"value\",...}: %v", series, err)
+	}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if m.TimestampMs != nil { // "x 1" parsed as x, value 1, time 0
+			return "", fmt.Errorf("series %q: a name and labels only, no value", series)
+		}
+		return seriesKey(mf.GetName(), m.GetLabel(), "", 0), nil
+	}
+	return "", nil
+}
+
+type sample struct {
+	key string
+	v   float64
+}
+
+// samples lists the series one metric writes in the text format.
+func samples(name string, typ dto.MetricType, m *dto.Metric) []sample {
+	ls := m.GetLabel()
+	one := func(v float64) []sample { return []sample{{seriesKey(name, ls, "", 0), v}} }
+	switch typ {
+	case dto.MetricType_COUNTER:
+		return one(m.GetCounter().GetValue())
+	case dto.MetricType_GAUGE:
+		return one(m.GetGauge().GetValue())
+	case dto.MetricType_UNTYPED:
+		return one(m.GetUntyped().GetValue())
+	case dto.MetricType_HISTOGRAM:
+		h := m.GetHistogram()
+		out := []sample{{seriesKey(name+"_sum", ls, "", 0), h.GetSampleSum()},
+			{seriesKey(name+"_count", ls, "", 0), float64(h.GetSampleCount())}}
+		for _, b := range h.GetBucket() {
+			out = append(out, sample{seriesKey(name+"_bucket", ls, model.BucketLabel, b.GetUpperBound()), float64(b.GetCumulativeCount())})
+		}
+		return out
+	case dto.MetricType_SUMMARY:
+		sm := m.GetSummary()
+		out := []sample{{seriesKey(name+"_sum", ls, "", 0), sm.GetSampleSum()},
+			{seriesKey(name+"_count", ls, "", 0), float64(sm.GetSampleCount())}}
+		for _, q := range sm.GetQuantile() {
+			out = append(out, sample{seriesKey(name, ls, model.QuantileLabel, q.GetQuantile()), q.GetValue()})
+		}
+		return out
+	}
+	return nil
+}
+
+// seriesKey is name and labels in one canonical form; bound, when named,
+// is one more label (le or quantile) holding a number. A le or quantile
+// label among ls is written as a number too, as the query spells it.
+func seriesKey(name string, ls []*dto.LabelPair, bound string, v float64) string {
+	m := map[string]string{}
+	for _, l := range ls {
+		m[l.GetName()] = l.GetValue()
+	}
+	if bound != "" {
+		m[bound] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	for _, k := range []string{model.BucketLabel, model.QuantileLabel} {
+		if f, err := strconv.ParseFloat(m[k], 64); err == nil && bound != k {
+			m[k] = strconv.FormatFloat(f, 'g', -1, 64)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(name)
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "\x00%s=%q", k, m[k])
+	}
+	return b.String()
 }
 
 // GoMem is sipd's Go memory and goroutines, from its profiles (the config
@@ -468,21 +575,6 @@ func (s *Sipd) GoMem(ctx context.Context, gc bool) (GoMem, error) {
 	first, _, _ := strings.Cut(string(g), "\n")
 	m.Goroutines, _ = strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
 	return m, nil
-}
-
-// RSS is sipd's resident set in bytes, from /proc.
-func (s *Sipd) RSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", s.PID())
 }
 
 // OpenFiles counts sipd's open file descriptors (sockets included).

@@ -1,7 +1,9 @@
 // Package sipdtest runs the real sipd binary for tests: built once per
 // test process, started through internal/sipdrun on a configuration the
-// test edits as Go values, and stopped by its PID when the test ends.
-// Every helper fails the test instead of returning an error.
+// test edits as Go values (derived from the embedded default), optionally
+// inside a network namespace, under a lowered RLIMIT_NOFILE or as another
+// user with chosen capabilities, and stopped by its PID when the test
+// ends. Every helper fails the test instead of returning an error.
 package sipdtest
 
 import (
@@ -14,12 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"sipxdp/internal/netnstest"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
 )
@@ -82,16 +85,58 @@ func Config(t testing.TB) *sipd.Config {
 // Options of Start.
 type Options struct {
 	// NS runs sipd inside this namespace (nil: the test's own).
-	NS *netnstest.NS
+	NS *netns.NS
 	// NoFile lowers sipd's RLIMIT_NOFILE (0: inherited).
 	NoFile uint64
 	// Args are extra command-line arguments, such as -relay-only.
 	Args []string
-	// Dir holds the config, users file and log (empty: a new t.TempDir).
+	// Dir holds the config, users file and log (empty: a new t.TempDir,
+	// or with As one that user owns). Restarting on the same Dir keeps
+	// whatever sipd keeps there.
 	Dir string
 	// Users are written to a users file that the config then names, as
 	// name -> password.
 	Users map[string]string
+	// As runs sipd as another user (nil: as the test process).
+	As *Cred
+}
+
+// Cred is a user sipd runs as, with only the capabilities listed, as a
+// systemd unit's User= and AmbientCapabilities= would run it. The uid
+// needs no passwd entry.
+type Cred struct {
+	UID, GID int
+	// Caps are capability names as setpriv spells them ("bpf",
+	// "net_admin"); none leaves sipd no capabilities at all.
+	Caps []string
+}
+
+// Setpriv is the setpriv command line that runs a program as c: every
+// capability outside Caps is dropped from the bounding set too, and
+// no_new_privs is set, as a hardened unit sets NoNewPrivileges=.
+func (c Cred) Setpriv() []string {
+	caps := "-all"
+	for _, x := range c.Caps {
+		caps += ",+" + x
+	}
+	return []string{"setpriv", "--reuid", strconv.Itoa(c.UID), "--regid", strconv.Itoa(c.GID), "--clear-groups",
+		"--bounding-set", caps, "--inh-caps", caps, "--ambient-caps", caps, "--no-new-privs", "--"}
+}
+
+// TempDir is a new directory under the system's temporary directory,
+// owned by c and removed with the test: t.TempDir's parent is the test
+// user's alone, out of c's reach.
+func (c Cred) TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sipdtest-as-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, c.UID, c.GID); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // Sipd is a running sipd child.
@@ -105,11 +150,18 @@ type Sipd struct {
 func Start(t testing.TB, cfg *sipd.Config, o Options) *Sipd {
 	t.Helper()
 	ro := sipdrun.Options{Binary: Binary(t), Dir: o.Dir, NoFile: o.NoFile, Args: o.Args}
-	if ro.Dir == "" {
+	if o.As != nil {
+		ro.Wrap, ro.Owner = o.As.Setpriv(), &sipdrun.Owner{UID: o.As.UID, GID: o.As.GID}
+	}
+	switch {
+	case ro.Dir != "":
+	case o.As != nil:
+		ro.Dir = o.As.TempDir(t)
+	default:
 		ro.Dir = t.TempDir()
 	}
 	if o.NS != nil {
-		ro.NetNS, ro.Dial = o.NS.Path(), o.NS.DialContext
+		ro.NetNS, ro.Dial = o.NS.Path, o.NS.DialContext
 	}
 	var users strings.Builder
 	for _, u := range slices.Sorted(maps.Keys(o.Users)) {

@@ -3,7 +3,6 @@ package kamailio
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -39,8 +38,8 @@ func startRelay(t *testing.T, ns *netNS, dir string) *relayCtl {
 	cfg.NG.Listen = ngAddr.String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, NetNS: ns.path(),
-		Dial: ns.httpClient().Transport.(*http.Transport).DialContext, Args: []string{"-relay-only"}})
+	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, NetNS: ns.Path,
+		Dial: ns.DialContext, Args: []string{"-relay-only"}})
 	if err != nil {
 		t.Fatalf("start sipd: %v", err)
 	}

@@ -108,6 +108,9 @@ type Tracker struct {
 
 	cdrs, cdrErrors atomic.Uint64
 
+	// onSetup is told each call's setup time (ObserveSetup); nil: nobody.
+	onSetup func(status int, d time.Duration)
+
 	state *state // nil: calls are not kept on disk (see OpenState)
 }
 
@@ -122,6 +125,12 @@ func New(out Sink, maxAge time.Duration, now func() time.Time) *Tracker {
 	}
 	return &Tracker{now: now, maxAge: maxAge, out: out, calls: map[string][]*Call{}}
 }
+
+// ObserveSetup has f told, for every call, the final status of its
+// initial INVITE and the time from the INVITE forwarded to that response
+// relayed: the call setup time. f runs on the proxy's goroutine and must
+// be quick. Call it before the tracker is used.
+func (t *Tracker) ObserveSetup(f func(status int, d time.Duration)) { t.onSetup = f }
 
 // find returns the call of callID whose caller tag is callerTag.
 func (t *Tracker) find(callID, callerTag string) (*Call, int) {
@@ -183,26 +192,35 @@ func (t *Tracker) Final(callID, fromTag, toTag string, status int, media []byte)
 		return
 	}
 	now := t.now()
+	setup := now.Sub(c.Invited)
 	c.Status = status
 	t.setup--
 	if status >= 200 && status < 300 {
 		c.ToTag = toTag
 		c.Answered = now
-		c.SetupMs = now.Sub(c.Invited).Milliseconds()
+		c.SetupMs = setup.Milliseconds()
 		c.active = true
 		c.media, c.mediaAt = media, now
 		t.active++
 		cm := t.persist(upRecord(c))
 		t.mu.Unlock()
+		t.observeSetup(status, setup)
 		t.settle(cm)
 		return
 	}
 	t.remove(callID, i)
 	t.failed++
 	t.mu.Unlock()
+	t.observeSetup(status, setup)
 	c.Ended = now
 	c.EndReason = "failed"
 	t.wait(t.write(c))
+}
+
+func (t *Tracker) observeSetup(status int, d time.Duration) {
+	if t.onSetup != nil {
+		t.onSetup(status, d)
+	}
 }
 
 // Match tells whether a request with this Call-ID and these tags (in

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -254,5 +255,30 @@ func TestPeerTagsBounded(t *testing.T) {
 	}
 	if m := tr.Match("c", "a", fmt.Sprint("t", MaxPeerTags)); m != Mismatch {
 		t.Fatalf("tag beyond the bound: %v", m)
+	}
+}
+
+// TestObserveSetup: each call's setup time is told once, at its first
+// final response, answered or not.
+func TestObserveSetup(t *testing.T) {
+	type setup struct {
+		status int
+		d      time.Duration
+	}
+	now := time.Unix(1_700_000_000, 0)
+	tr := New(nil, time.Hour, func() time.Time { return now })
+	var got []setup
+	tr.ObserveSetup(func(status int, d time.Duration) { got = append(got, setup{status, d}) })
+	tr.Invite("ok", "f", "sip:a@x", "sip:b@x")
+	tr.Invite("busy", "f", "sip:a@x", "sip:b@x")
+	now = now.Add(2 * time.Second)
+	tr.Final("busy", "f", "", 486, nil)
+	now = now.Add(time.Second)
+	tr.Final("ok", "f", "t", 200, nil)
+	tr.Final("ok", "f", "t", 200, nil)  // a retransmitted 2xx: the call is up already
+	tr.Final("nope", "f", "", 200, nil) // not a call we saw
+	want := []setup{{486, 2 * time.Second}, {200, 3 * time.Second}}
+	if !slices.Equal(got, want) {
+		t.Errorf("observed %v, want %v", got, want)
 	}
 }

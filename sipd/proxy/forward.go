@@ -64,7 +64,7 @@ func hostIP(host string) netip.Addr {
 // relayed call in setup from an unauthenticated caller is admitted under
 // the setup caps first; *hold is its admission, to release at the final
 // answer.
-func (p *Proxy) mediaRequest(req *sip.Request, stx *sip.ServerTx, d Decision, initial bool, targets []target, hold **protect.Hold) (relayed, ok bool) {
+func (p *Proxy) mediaRequest(req *sip.Request, stx sip.ServerTransaction, d Decision, initial bool, targets []target, hold **protect.Hold) (relayed, ok bool) {
 	m := p.cfg.Media
 	if m == nil {
 		return false, true
@@ -267,7 +267,7 @@ type branch struct {
 
 // forward relays req to the targets, in parallel, and answers the server
 // transaction with the best final response (RFC 3261 §16.7).
-func (p *Proxy) forward(req *sip.Request, stx *sip.ServerTx, d Decision, targets []target) {
+func (p *Proxy) forward(req *sip.Request, stx sip.ServerTransaction, d Decision, targets []target) {
 	invite := req.IsInvite()
 	hash := loopHash(req)
 	callID, fromTag, toTag := req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")

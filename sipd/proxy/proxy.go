@@ -51,6 +51,11 @@ type Config struct {
 	// Flows keeps a phone's connection open while its registration lasts;
 	// nil: nothing is told.
 	Flows FlowKeeper
+	// ObserveTransaction is told, for each request answered through its
+	// server transaction, the method and the time from the request to its
+	// first final response (sent locally or relayed); nil: nobody. It
+	// runs on the request's goroutine and must be quick.
+	ObserveTransaction func(method string, d time.Duration)
 }
 
 // FlowKeeper is told of each registration made over a TCP or TLS
@@ -205,6 +210,39 @@ func (p *Proxy) HandleRequest(req *sip.Request, tx *sip.ServerTx) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	defer tx.TerminateGracefully()
+	p.handle(req, p.timed(req, tx))
+}
+
+// timed wraps tx to observe the time to its first final response, when
+// the transaction times are observed.
+func (p *Proxy) timed(req *sip.Request, tx *sip.ServerTx) sip.ServerTransaction {
+	if p.cfg.ObserveTransaction == nil {
+		return tx
+	}
+	return &timedTx{ServerTransaction: tx, start: time.Now(), method: string(req.Method), observe: p.cfg.ObserveTransaction}
+}
+
+// timedTx is a server transaction that reports the time from its request
+// to the first final response sent through it. Every answer, local or
+// relayed, goes through Respond, so one wrapper sees them all.
+type timedTx struct {
+	sip.ServerTransaction
+	start   time.Time
+	method  string
+	observe func(method string, d time.Duration)
+	final   atomic.Bool
+}
+
+func (t *timedTx) Respond(res *sip.Response) error {
+	err := t.ServerTransaction.Respond(res)
+	if err == nil && res.StatusCode >= 200 && t.final.CompareAndSwap(false, true) {
+		t.observe(t.method, time.Since(t.start))
+	}
+	return err
+}
+
+// handle is HandleRequest's work on a request with a server transaction.
+func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 
 	src := srcAddr(req)
 	banned := p.banned(req, src) // then nothing but a challenge is answered
@@ -411,7 +449,7 @@ func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 	}
 }
 
-func (p *Proxy) lookup(req *sip.Request, tx *sip.ServerTx, d Decision) {
+func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 	user := UserKey(req.Recipient.User)
 	bindings := p.reg.Store().Lookup(user)
 	if len(bindings) == 0 {

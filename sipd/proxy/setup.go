@@ -24,7 +24,7 @@ const setupRetryAfter = 5
 // caller would show that to its user; the refusal is about this server's
 // resources, which is what 503 says (RFC 3261 §21.5.4), and a caller with
 // another route tries it.
-func (p *Proxy) admitSetup(req *sip.Request, stx *sip.ServerTx, d Decision) (*protect.Hold, bool) {
+func (p *Proxy) admitSetup(req *sip.Request, stx sip.ServerTransaction, d Decision) (*protect.Hold, bool) {
 	if p.cfg.Setup == nil || d.Authenticated {
 		return nil, true
 	}

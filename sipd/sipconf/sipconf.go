@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"sipxdp/internal/confload"
 )
 
 // Duration reads Go duration syntax from YAML.
@@ -20,7 +22,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return fmt.Errorf("want a duration such as 500ms, 15s or 1h: %w", err)
 	}
 	*d = Duration(v)
 	return nil
@@ -228,10 +230,10 @@ func (c *Config) Realm() string {
 func (c *Config) Validate() error {
 	var errs []error
 	if len(c.Domains) == 0 {
-		errs = append(errs, errors.New("sip.domains: at least one domain is needed"))
+		errs = append(errs, confload.Errorf("sip.domains", "%s: at least one domain is needed"))
 	}
 	if len(c.Listen) == 0 {
-		errs = append(errs, errors.New("sip.listen: at least one socket is needed"))
+		errs = append(errs, confload.Errorf("sip.listen", "%s: at least one socket is needed"))
 	}
 	for i, l := range c.Listen {
 		where := fmt.Sprintf("sip.listen[%d]", i)
@@ -239,71 +241,71 @@ func (c *Config) Validate() error {
 		case "udp", "tcp":
 		case "tls":
 			if l.Cert == "" || l.Key == "" {
-				errs = append(errs, fmt.Errorf("%s: tls needs cert and key", where))
+				errs = append(errs, confload.Errorf(where, "%s: tls needs cert and key"))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("%s.transport %q: want udp, tcp or tls", where, l.Transport))
+			errs = append(errs, confload.Errorf(where+".transport", "%s %q: want udp, tcp or tls", l.Transport))
 		}
 		if ap, err := netip.ParseAddrPort(l.Addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s.addr %q: %w", where, l.Addr, err))
+			errs = append(errs, confload.Errorf(where+".addr", "%s %q: %w", l.Addr, err))
 		} else if ap.Addr().IsUnspecified() && c.Advertise == "" {
 			// Via and Record-Route need an address peers can reach.
-			errs = append(errs, fmt.Errorf("%s.addr %q: a wildcard address needs sip.advertise", where, l.Addr))
+			errs = append(errs, confload.Errorf(where+".addr", "%s %q: a wildcard address needs sip.advertise", l.Addr))
 		}
 	}
 	if c.MaxSize < 1024 || c.MaxSize > 65535 {
-		errs = append(errs, fmt.Errorf("sip.max_message_size %d: want 1024..65535", c.MaxSize))
+		errs = append(errs, confload.Errorf("sip.max_message_size", "%s %d: want 1024..65535", c.MaxSize))
 	}
 	for _, a := range c.Auth.Algorithms {
 		if a != "MD5" && a != "SHA-256" {
-			errs = append(errs, fmt.Errorf("sip.auth.algorithms: %q: want MD5 or SHA-256", a))
+			errs = append(errs, confload.Errorf("sip.auth.algorithms", "%s: %q: want MD5 or SHA-256", a))
 		}
 	}
 	if (c.Auth.Register || c.Auth.Invite) && len(c.Auth.Algorithms) == 0 {
-		errs = append(errs, errors.New("sip.auth.algorithms: empty while authentication is on"))
+		errs = append(errs, confload.Errorf("sip.auth.algorithms", "%s: empty while authentication is on"))
 	}
 	if c.Auth.NonceTTL <= 0 {
-		errs = append(errs, errors.New("sip.auth.nonce_ttl: must be positive"))
+		errs = append(errs, confload.Errorf("sip.auth.nonce_ttl", "%s: must be positive"))
 	}
 	r := c.Registrar
 	if r.MinExpires <= 0 || r.MaxExpires < r.MinExpires || r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
-		errs = append(errs, fmt.Errorf("sip.registrar: want 0 < min_expires <= default_expires <= max_expires, have %v, %v, %v",
+		errs = append(errs, confload.Errorf("sip.registrar", "%s: want 0 < min_expires <= default_expires <= max_expires, have %v, %v, %v",
 			r.MinExpires.D(), r.DefaultExpires.D(), r.MaxExpires.D()))
 	}
 	if r.MaxContacts < 1 {
-		errs = append(errs, errors.New("sip.registrar.max_contacts: must be at least 1"))
+		errs = append(errs, confload.Errorf("sip.registrar.max_contacts", "%s: must be at least 1"))
 	}
 	if strings.TrimSpace(r.Store) == "" {
-		errs = append(errs, fmt.Errorf("sip.registrar.store is empty: name a file (relative paths are in state_dir), or %q to keep registrations in memory only", StoreMemory))
+		errs = append(errs, confload.Errorf("sip.registrar.store", "%s is empty: name a file (relative paths are in state_dir), or %q to keep registrations in memory only", StoreMemory))
 	}
 	if strings.TrimSpace(c.Dialog.Store) == "" {
-		errs = append(errs, fmt.Errorf("sip.dialog.store is empty: name a file (relative paths are in state_dir), or %q to keep calls in memory only", StoreMemory))
+		errs = append(errs, confload.Errorf("sip.dialog.store", "%s is empty: name a file (relative paths are in state_dir), or %q to keep calls in memory only", StoreMemory))
 	}
 	if strings.TrimSpace(c.Dialog.CDRFile) == "" {
-		errs = append(errs, fmt.Errorf("sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))
+		errs = append(errs, confload.Errorf("sip.dialog.cdr_file", "%s is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))
 	}
 	if c.Protect.Limit < 0 || (c.Protect.Limit > 0 && (c.Protect.Window <= 0 || c.Protect.BanTime <= 0)) {
-		errs = append(errs, errors.New("sip.protect: limit must be >= 0, and window and ban_time positive when it is set"))
+		errs = append(errs, confload.Errorf("sip.protect", "%s: limit must be >= 0, and window and ban_time positive when it is set"))
 	}
 	if c.Protect.BannedChallengeInterval < 0 {
-		errs = append(errs, errors.New("sip.protect.banned_challenge_interval: must be >= 0 (0: never challenge a banned source)"))
+		errs = append(errs, confload.Errorf("sip.protect.banned_challenge_interval", "%s: must be >= 0 (0: never challenge a banned source)"))
 	}
 	if c.Protect.SetupPerSource < 0 {
-		errs = append(errs, fmt.Errorf("sip.protect.setup_per_source %d: must be >= 0 (0: no cap)", c.Protect.SetupPerSource))
+		errs = append(errs, confload.Errorf("sip.protect.setup_per_source", "%s %d: must be >= 0 (0: no cap)", c.Protect.SetupPerSource))
 	}
 	if s := c.Protect.SetupUnauthenticatedShare; s < 1 || s > 100 {
-		errs = append(errs, fmt.Errorf("sip.protect.setup_unauthenticated_share %d: want a percentage 1..100 (100: no bound)", s))
+		errs = append(errs, confload.Errorf("sip.protect.setup_unauthenticated_share", "%s %d: want a percentage 1..100 (100: no bound)", s))
 	}
 	for _, e := range c.Protect.Exempt {
 		if _, err := netip.ParsePrefix(e); err != nil {
-			errs = append(errs, fmt.Errorf("sip.protect.exempt %q: %w", e, err))
+			errs = append(errs, confload.Errorf("sip.protect.exempt", "%s %q: %w", e, err))
 		}
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
-		errs = append(errs, errors.New("sip.secret: want at least 16 characters, or empty to keep one in state_dir"))
+		errs = append(errs, confload.Errorf("sip.secret", "%s: want at least 16 characters, or empty to keep one in state_dir"))
 	}
 	if c.Timers.Invite <= 0 {
-		errs = append(errs, errors.New("sip.timers.invite: must be positive"))
+		errs = append(errs, confload.Errorf("sip.timers.invite", "%s: must be positive"))
 	}
 	errs = append(errs, c.Connections.validate()...)
 	return errors.Join(errs...)
@@ -312,20 +314,20 @@ func (c *Config) Validate() error {
 func (c Connections) validate() []error {
 	var errs []error
 	if c.Max < 0 {
-		errs = append(errs, fmt.Errorf("sip.connections.max %d: want 0 (derived from the open-file limit) or more", c.Max))
+		errs = append(errs, confload.Errorf("sip.connections.max", "%s %d: want 0 (derived from the open-file limit) or more", c.Max))
 	}
 	if c.PerSource < 0 {
-		errs = append(errs, fmt.Errorf("sip.connections.per_source %d: want 0 (derived from max) or more", c.PerSource))
+		errs = append(errs, confload.Errorf("sip.connections.per_source", "%s %d: want 0 (derived from max) or more", c.PerSource))
 	}
 	if c.Max > 0 && c.PerSource > c.Max {
-		errs = append(errs, fmt.Errorf("sip.connections.per_source %d is above max %d", c.PerSource, c.Max))
+		errs = append(errs, confload.Errorf("sip.connections.per_source", "%s %d is above max %d", c.PerSource, c.Max))
 	}
 	for _, d := range []struct {
 		name string
 		v    Duration
 	}{{"message_timeout", c.MessageTimeout}, {"idle_timeout", c.IdleTimeout}, {"tls_handshake_timeout", c.TLSHandshakeTimeout}} {
 		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("sip.connections.%s %v: must be positive", d.name, d.v.D()))
+			errs = append(errs, confload.Errorf("sip.connections."+d.name, "%s %v: must be positive", d.v.D()))
 		}
 	}
 	return errs

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"sipxdp/internal/freeport"
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd/sipconf"
 )
@@ -91,21 +91,11 @@ func needSipp(t testing.TB) string {
 // freePort finds a port free for both UDP and TCP on loopback.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for i := 0; i < 20; i++ {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
+	p, err := freeport.Loopback(freeport.Both)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return 0
+	return p
 }
 
 // sipp is one sipp process started by a test.

@@ -90,6 +90,20 @@ type Options struct {
 	// of the relay's ranges when it runs in this process): the derived
 	// connection cap leaves them their descriptors.
 	RelayPorts int
+	// Observe times calls and transactions for sipd's histograms.
+	Observe Observers
+}
+
+// Observers are told timings; any may be nil. They run on the SIP
+// goroutines and must be quick. Plain funcs rather than a metrics type:
+// this package serves SIP, and sipd decides how timings are exported.
+type Observers struct {
+	// CallSetup: an initial INVITE's final status and the time from the
+	// INVITE forwarded to that response relayed (dialog.Tracker.ObserveSetup).
+	CallSetup func(status int, d time.Duration)
+	// Transaction: a request's method and the time from the request to
+	// its first final response (proxy.Config.ObserveTransaction).
+	Transaction func(method string, d time.Duration)
 }
 
 // Server is the SIP proxy and registrar.
@@ -284,6 +298,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		cdrOut = s.cdr
 	}
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
+	s.dialogs.ObserveSetup(opt.Observe.CallSetup)
 	var restored []dialog.Restored
 	switch p := cfg.StorePath(cfg.Dialog.Store); {
 	case cfg.Dialog.Store == sipconf.StoreMemory:
@@ -354,6 +369,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
 		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"),
 		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
+		ObserveTransaction: opt.Observe.Transaction,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
 	if opt.Media != nil {
 		opt.Media.OnTimeout(s.core.MediaEnded)

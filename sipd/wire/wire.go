@@ -56,4 +56,16 @@ type StatsJSON struct {
 	// WindowLocks: flows locked by the engine when their learning window
 	// closed; the userspace counters have those locked on a packet.
 	WindowLocks uint64 `json:"window_locks"`
+	// Pools are the relay's addresses and their port pools.
+	Pools []PoolJSON `json:"pools,omitempty"`
+}
+
+// PoolJSON is one relay address and the use of its port pool, counted in
+// pairs (an RTP port and the RTCP port above it).
+type PoolJSON struct {
+	Name       string `json:"name"`
+	Local      string `json:"local"`
+	Advertised string `json:"advertised"` // written into SDP
+	UsedPairs  int    `json:"used_pairs"`
+	TotalPairs int    `json:"total_pairs"`
 }

@@ -1,20 +1,17 @@
-package netnstest
+package netns
 
 import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
-
-	"sipxdp/internal/testenv"
 )
 
 // Packets checksummed by the kernel verify, in both the full and the
 // partial form, and a changed byte does not.
 func TestCaptureChecksums(t *testing.T) {
-	testenv.RequireRoot(t)
-	tp := New(t, "sxnt-")
-	for _, f := range []Addrs{V4, V6} {
+	tp := New(t, Config{Prefix: "sxnt-"})
+	for _, f := range tp.Families() {
 		for _, offload := range []bool{true, false} {
 			if err := tp.Caller.SetTxChecksum(CallerIf, offload); err != nil {
 				t.Fatal(err)
@@ -83,4 +80,18 @@ func TestInspectRejectsBadChecksum(t *testing.T) {
 	if c.res.Full != 1 || c.res.Bad != 2 {
 		t.Fatalf("capture %+v, want 1 full and 2 bad", c.res)
 	}
+}
+
+// A frame of any shape is counted or ignored, never a panic.
+func FuzzInspect(f *testing.F) {
+	f.Add(make([]byte, 14), false)
+	f.Add(append(append(make([]byte, 12), 0x08, 0x00), 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0,
+		192, 0, 2, 1, 192, 0, 2, 2, 0x03, 0xe8, 0x07, 0xd0, 0, 8, 0, 0), true)
+	f.Fuzz(func(t *testing.T, frame []byte, partial bool) {
+		c := &Capture{port: 2000}
+		c.inspect(frame, partial)
+		if c.res.Full+c.res.Partial+c.res.Bad > 1 {
+			t.Fatalf("one frame counted as %+v", c.res)
+		}
+	})
 }
