@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/connload"
 	"sipxdp/bench/itsp"
 	"sipxdp/bench/report"
@@ -35,6 +36,10 @@ run "bench datapath -h" or "bench calls -h" for their flags.
 // Main runs the bench command line and returns the exit code.
 func Main(args []string) int {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	// The bench re-executes itself for its load children.
+	if code, ok := childproc.Run(); ok {
+		return code
+	}
 	if len(args) == 0 {
 		io.WriteString(os.Stderr, usage)
 		return 2
@@ -50,17 +55,6 @@ func Main(args []string) int {
 		return connload.Main(args[1:])
 	case "report":
 		return runReportCmd(args[1:])
-	// Internal commands, run by the bench itself inside a namespace.
-	case "_sender":
-		return runSenderChild(args[1:])
-	case "_receiver":
-		return runReceiverChild(args[1:])
-	case "_relay":
-		return runRelayChild(args[1:])
-	case "_uac":
-		return runUACChild(args[1:])
-	case "_uas":
-		return runUASChild(args[1:])
 	case "-h", "--help", "help":
 		io.WriteString(os.Stdout, usage)
 		return 0

@@ -4,11 +4,12 @@ import (
 	"net/netip"
 	"time"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/sipload"
 )
 
 // The calls bench runs its callers and callees as children in their own
-// namespaces (see startChild): "_uas" registers the callees and answers in
+// namespaces (see package childproc): "_uas" registers the callees and answers in
 // echo mode until told to stop, "_uac" places the calls and reports
 // progress once a second.
 
@@ -22,18 +23,18 @@ type uasChildConfig struct {
 	RTPSockets int            `json:"rtp_sockets"`
 }
 
-func runUASChild(args []string) int {
+func runUASChild() int {
 	var c uasChildConfig
-	if err := childConfig("_uas", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
-	ctx, stop := childContext()
+	ctx, stop := childproc.Context()
 	defer stop()
 	res, err := sipload.RunUAS(ctx, sipload.UASConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		Count: c.Count, SIPAddr: c.Addr, MediaAddr: c.Addr, RTPPort: c.RTPPort, RTPSockets: c.RTPSockets},
-		func() { emit("ready", nil, nil) })
-	emit("result", res, err)
+		func() { childproc.Emit("ready", nil, nil) })
+	childproc.Emit("result", res, err)
 	if err != nil {
 		return 1
 	}
@@ -53,20 +54,20 @@ type uacChildConfig struct {
 	RTPSockets int            `json:"rtp_sockets"`
 }
 
-func runUACChild(args []string) int {
+func runUACChild() int {
 	var c uacChildConfig
-	if err := childConfig("_uac", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
-	ctx, stop := childContext()
+	ctx, stop := childproc.Context()
 	defer stop()
-	emit("ready", nil, nil)
+	childproc.Emit("ready", nil, nil)
 	res, err := sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		UASCount: c.UASCount, Total: c.Total, CPS: c.CPS, Duration: c.Duration, SIPAddr: c.Addr, MediaAddr: c.Addr,
 		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets,
-		Progress: func(p sipload.Progress) { emit("progress", p, nil) }})
-	emit("result", res, err)
+		Progress: func(p sipload.Progress) { childproc.Emit("progress", p, nil) }})
+	childproc.Emit("result", res, err)
 	if err != nil {
 		return 1
 	}

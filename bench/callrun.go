@@ -19,11 +19,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/bench/callreport"
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/mem"
 	"sipxdp/bench/sipload"
 	"sipxdp/bpf"
 	"sipxdp/internal/netns"
+	"sipxdp/internal/sipdrun"
 )
 
 const (
@@ -41,9 +43,9 @@ type callRun struct {
 	tag   string // scenario-level, for file names and progress
 
 	line *netns.Topo
-	sipd *sipload.Daemon
-	uac  *child
-	uas  *child
+	sipd *sipdrun.Sipd
+	uac  *childproc.Proc
+	uas  *childproc.Proc
 	pin  string
 	// passes are the XDP_PASS programs on the end hosts' veths.
 	passes []io.Closer
@@ -135,8 +137,8 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	if err != nil {
 		return callreport.Result{}, err
 	}
-	defer r.uas.kill()
-	if _, err := r.uas.await(ctx, "ready", childReadyTimeout); err != nil {
+	defer r.uas.Kill()
+	if _, err := r.uas.Await(ctx, "ready", childReadyTimeout); err != nil {
 		return callreport.Result{}, fmt.Errorf("callees: %w", err)
 	}
 	// Idle memory: sipd with its relay up and every callee registered.
@@ -164,8 +166,8 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	if err != nil {
 		return callreport.Result{}, err
 	}
-	defer r.uac.kill()
-	if _, err := r.uac.await(ctx, "ready", childReadyTimeout); err != nil {
+	defer r.uac.Kill()
+	if _, err := r.uac.Await(ctx, "ready", childReadyTimeout); err != nil {
 		return callreport.Result{}, fmt.Errorf("caller: %w", err)
 	}
 	t0 := time.Now()
@@ -196,7 +198,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	stopRun()
 	wg.Wait()
 	var uasRes sipload.UASResult
-	if m, err := r.uas.stop(ctx); err != nil {
+	if m, err := r.uas.Stop(ctx, childResultTimeout); err != nil {
 		uacErr = errors.Join(uacErr, fmt.Errorf("callees: %w", err))
 	} else if err := json.Unmarshal(m.Result, &uasRes); err != nil {
 		uacErr = errors.Join(uacErr, fmt.Errorf("callees' result: %w", err))
@@ -266,19 +268,18 @@ func (r *callRun) awaitCaller(ctx context.Context) (sipload.Result, error) {
 		case <-ctx.Done():
 			// Ask the caller for what it has so far; it reports it with
 			// the cancellation as its error.
-			if m, _ := r.uac.stop(context.Background()); len(m.Result) > 0 {
+			if m, _ := r.uac.Stop(context.Background(), childResultTimeout); len(m.Result) > 0 {
 				json.Unmarshal(m.Result, &res)
 			}
 			return res, fmt.Errorf("interrupted; the figures are partial: %w", ctx.Err())
 		case <-limit.C:
-			if m, _ := r.uac.stop(context.Background()); len(m.Result) > 0 {
+			if m, _ := r.uac.Stop(context.Background(), childResultTimeout); len(m.Result) > 0 {
 				json.Unmarshal(m.Result, &res)
 			}
 			return res, errors.New("caller did not finish in time; the figures are partial")
-		case m, ok := <-r.uac.msgs:
+		case m, ok := <-r.uac.Msgs():
 			if !ok {
-				<-r.uac.done
-				return res, fmt.Errorf("caller exited without a result: %v", r.uac.err)
+				return res, fmt.Errorf("caller exited without a result: %v", r.uac.Wait())
 			}
 			switch m.Event {
 			case "progress":
@@ -372,7 +373,7 @@ func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p siploa
 
 func (r *callRun) windowSnap() (windowSnap, error) {
 	var w windowSnap
-	pids := map[string]int{"sipd": r.sipd.PID(), "uac": r.uac.pid(), "uas": r.uas.pid()}
+	pids := map[string]int{"sipd": r.sipd.PID(), "uac": r.uac.PID(), "uas": r.uas.PID()}
 	s, err := cpu.Take(pids)
 	if err != nil {
 		return w, err
@@ -392,7 +393,7 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 // fillWindow computes the steady window's CPU figures.
 func (r *callRun) fillWindow(res *callreport.Result, a, b windowSnap) {
 	u := cpu.Between(a.snap, b.snap)
-	ours := map[int]bool{os.Getpid(): true, r.sipd.PID(): true, r.uac.pid(): true, r.uas.pid(): true}
+	ours := map[int]bool{os.Getpid(): true, r.sipd.PID(): true, r.uac.PID(): true, r.uas.PID(): true}
 	other := cpu.OtherCores(a.snap.All, b.snap.All, func(pid int, _ cpu.ProcTimes) bool { return ours[pid] }, u.Wall)
 	res.SteadyS = round2(u.Wall.Seconds())
 	res.OtherCPUSteady = round2(100 * other)

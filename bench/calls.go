@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
-	"sipxdp/bench/sipload"
 	"sipxdp/internal/netns"
+	"sipxdp/internal/sipdrun"
 )
 
 // A calls-bench scenario: sipd's media mode and the datapath it is told to
@@ -275,7 +275,7 @@ func RunCalls(ctx context.Context, o *CallsOptions) ([]callreport.Result, error)
 		return nil, fmt.Errorf("output dir: %w", err)
 	}
 	if o.Sipd == "" {
-		bin, err := sipload.BuildSipd(ctx, o.Out)
+		bin, err := sipdrun.Build(ctx, o.Out)
 		if err != nil {
 			return nil, err
 		}

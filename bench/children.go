@@ -2,69 +2,37 @@ package bench
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/rtpload"
+	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )
 
 // The bench runs its load and relay as children entered into namespaces
-// with nsenter, so each has its own line in /proc. They take one JSON
-// config and answer with JSON lines on stdout: an event "ready" once set
-// up, then "result" when done. Logs go to stderr.
+// (see package childproc), so each has its own line in /proc. Each role
+// takes its parameters as JSON and answers with an event "ready" once set
+// up, then "result" when done.
 
-type childMsg struct {
-	Event  string          `json:"event"`
-	Error  string          `json:"error,omitempty"`
-	Result json.RawMessage `json:"result,omitempty"`
+func init() {
+	childproc.Register("_sender", runSenderChild)
+	childproc.Register("_receiver", runReceiverChild)
+	childproc.Register("_relay", runRelayChild)
+	childproc.Register("_uac", runUACChild)
+	childproc.Register("_uas", runUASChild)
 }
 
-func emit(event string, result any, err error) {
-	m := childMsg{Event: event}
-	if err != nil {
-		m.Error = err.Error()
-	}
-	if result != nil {
-		b, merr := json.Marshal(result)
-		if merr != nil {
-			m.Error = fmt.Sprintf("marshal result: %v", merr)
-		}
-		m.Result = b
-	}
-	b, _ := json.Marshal(m)
-	os.Stdout.Write(append(b, '\n'))
-}
-
-func childConfig(name string, args []string, v any) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg := fs.String("config", "", "JSON config")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := json.Unmarshal([]byte(*cfg), v); err != nil {
-		return fmt.Errorf("%s config: %w", name, err)
-	}
-	return nil
-}
-
-// childContext ends on SIGTERM, the parent's way of saying "finish and
-// report"; SIGINT is ignored because the children run in their own process
-// group and a terminal's Ctrl-C belongs to the parent.
-func childContext() (context.Context, context.CancelFunc) {
-	signal.Ignore(syscall.SIGINT)
-	return signal.NotifyContext(context.Background(), syscall.SIGTERM)
+// startChild starts a bench child of role sub in ns, named role in logs.
+func startChild(ns *netns.NS, role, sub string, cfg any) (*childproc.Proc, error) {
+	return childproc.Start(childproc.Spec{Role: sub, Name: role, Params: cfg, NetNS: ns.Path})
 }
 
 type senderChildConfig struct {
@@ -77,20 +45,20 @@ type senderChildConfig struct {
 	Size        int              `json:"size"`
 }
 
-func runSenderChild(args []string) int {
+func runSenderChild() int {
 	var c senderChildConfig
-	if err := childConfig("_sender", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
-	ctx, cancel := childContext()
+	ctx, cancel := childproc.Context()
 	defer cancel()
-	emit("ready", nil, nil)
+	childproc.Emit("ready", nil, nil)
 	res, err := rtpload.Send(ctx, rtpload.SenderConfig{
 		Src: c.Src, SrcPortBase: c.SrcPortBase, Dsts: c.Dsts, Rate: c.Rate,
 		Duration: c.Duration, Batch: c.Batch, Size: c.Size,
 	})
-	emit("result", res, err)
+	childproc.Emit("result", res, err)
 	if err != nil {
 		return 1
 	}
@@ -106,25 +74,25 @@ type receiverResult struct {
 	UDP map[string]int64 `json:"udp"` // deltas of /proc/net/snmp Udp counters
 }
 
-func runReceiverChild(args []string) int {
+func runReceiverChild() int {
 	var c receiverChildConfig
-	if err := childConfig("_receiver", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
-	ctx, cancel := childContext()
+	ctx, cancel := childproc.Context()
 	defer cancel()
 	before, err := readUDPSNMP("/proc/net/snmp")
 	if err != nil {
-		emit("result", nil, err)
+		childproc.Emit("result", nil, err)
 		return 1
 	}
 	sink, err := rtpload.NewSink(c.Sink)
 	if err != nil {
-		emit("result", nil, err)
+		childproc.Emit("result", nil, err)
 		return 1
 	}
-	emit("ready", nil, nil)
+	childproc.Emit("ready", nil, nil)
 	sr, err := sink.Run(ctx)
 	res := receiverResult{SinkResult: sr, UDP: map[string]int64{}}
 	// /proc/net follows the reader's namespace, so these are the
@@ -137,7 +105,7 @@ func runReceiverChild(args []string) int {
 	} else {
 		err = errors.Join(err, aerr)
 	}
-	emit("result", res, err)
+	childproc.Emit("result", res, err)
 	if err != nil {
 		return 1
 	}
@@ -206,32 +174,32 @@ type relayResult struct {
 // packages, so the bench builds and runs direct even without them.
 var openDatapath = map[string]func(c relayChildConfig) (relay.Datapath, func() map[string]uint64, error){}
 
-func runRelayChild(args []string) int {
+func runRelayChild() int {
 	var c relayChildConfig
-	if err := childConfig("_relay", args, &c); err != nil {
-		emit("result", nil, err)
+	if err := childproc.Params(&c); err != nil {
+		childproc.Emit("result", nil, err)
 		return 2
 	}
-	ctx, cancel := childContext()
+	ctx, cancel := childproc.Context()
 	defer cancel()
 	open, ok := openDatapath[c.Path]
 	if !ok {
-		emit("result", nil, fmt.Errorf("datapath %q is not built into this bench", c.Path))
+		childproc.Emit("result", nil, fmt.Errorf("datapath %q is not built into this bench", c.Path))
 		return 1
 	}
 	dp, counters, err := open(c)
 	if err != nil {
-		emit("result", nil, fmt.Errorf("open %s: %w", c.Path, err))
+		childproc.Emit("result", nil, fmt.Errorf("open %s: %w", c.Path, err))
 		return 1
 	}
 	for _, f := range c.Flows {
 		if err := dp.Upsert(f); err != nil {
 			err = fmt.Errorf("upsert %s: %w", f.Key, err)
-			emit("result", nil, errors.Join(err, dp.Close()))
+			childproc.Emit("result", nil, errors.Join(err, dp.Close()))
 			return 1
 		}
 	}
-	emit("ready", nil, nil)
+	childproc.Emit("ready", nil, nil)
 	<-ctx.Done()
 	res := relayResult{Datapath: dp.Name()}
 	var errs []error
@@ -250,7 +218,7 @@ func runRelayChild(args []string) int {
 		errs = append(errs, fmt.Errorf("close %s: %w", c.Path, err))
 	}
 	err = errors.Join(errs...)
-	emit("result", res, err)
+	childproc.Emit("result", res, err)
 	if err != nil {
 		return 1
 	}

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"math"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -20,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/report"
 	"sipxdp/bench/rtpload"
@@ -301,10 +300,10 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	res.Host, _ = os.Hostname()
 	relayRightPortBase := relayLeftPortBase + o.Flows
 
-	var children []*child
+	var children []*childproc.Proc
 	defer func() {
 		for _, c := range slices.Backward(children) {
-			c.kill()
+			c.Kill()
 		}
 	}()
 
@@ -343,12 +342,12 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		return res, err
 	}
 	children = append(children, rcv)
-	if _, err := rcv.await(ctx, "ready", childReadyTimeout); err != nil {
+	if _, err := rcv.Await(ctx, "ready", childReadyTimeout); err != nil {
 		return res, err
 	}
 
 	dsts := make([]netip.AddrPort, o.Flows)
-	var rly *child
+	var rly *childproc.Proc
 	pinPath := ""
 	if path == "direct" {
 		for i := range dsts {
@@ -385,7 +384,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			// from a failure and must not keep forwarding. The relay goes
 			// first so nothing re-pins behind the removal.
 			if rly != nil {
-				rly.kill()
+				rly.Kill()
 			}
 			if rerr := os.RemoveAll(pinPath); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("remove pins: %w", rerr))
@@ -396,7 +395,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 			return res, err
 		}
 		children = append(children, rly)
-		if _, err := rly.await(ctx, "ready", childReadyTimeout); err != nil {
+		if _, err := rly.Await(ctx, "ready", childReadyTimeout); err != nil {
 			return res, err
 		}
 	}
@@ -412,9 +411,9 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	}
 	defer rcvH.Close()
 
-	pids := map[string]int{"receiver": rcv.pid()}
+	pids := map[string]int{"receiver": rcv.PID()}
 	if rly != nil {
-		pids["relay"] = rly.pid()
+		pids["relay"] = rly.PID()
 	}
 	take := func(all bool) (sample, error) {
 		var s sample
@@ -449,8 +448,8 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		return res, err
 	}
 	children = append(children, snd)
-	pids["sender"] = snd.pid()
-	if _, err := snd.await(ctx, "ready", childReadyTimeout); err != nil {
+	pids["sender"] = snd.PID()
+	if _, err := snd.Await(ctx, "ready", childReadyTimeout); err != nil {
 		return res, err
 	}
 	start := time.Now()
@@ -509,7 +508,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		break
 	}
 
-	sm, err := snd.await(ctx, "result", o.Duration+childResultTimeout)
+	sm, err := snd.Await(ctx, "result", o.Duration+childResultTimeout)
 	if err != nil {
 		return res, err
 	}
@@ -519,7 +518,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 	}
 	// Let packets in flight land before the receiver stops counting.
 	time.Sleep(300 * time.Millisecond)
-	rm, err := rcv.stop(ctx)
+	rm, err := rcv.Stop(ctx, childResultTimeout)
 	if err != nil {
 		return res, err
 	}
@@ -528,7 +527,7 @@ func measurePath(ctx context.Context, o DatapathOptions, path string, base *repo
 		return res, fmt.Errorf("receiver result: %w", err)
 	}
 	if rly != nil {
-		lm, err := rly.stop(ctx)
+		lm, err := rly.Stop(ctx, childResultTimeout)
 		if err != nil {
 			return res, err
 		}
@@ -690,125 +689,3 @@ func perPacketOver(cores, pps, baseCores, basePPS float64) float64 {
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
-
-// child is one bench process running inside a namespace.
-type child struct {
-	role string
-	cmd  *exec.Cmd
-	msgs chan childMsg
-	done chan struct{} // closed when the process has been waited for
-	err  error         // exit status, valid after done
-}
-
-func startChild(ns *netns.NS, role, sub string, cfg any) (*child, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find bench binary: %w", err)
-	}
-	js, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("%s config: %w", role, err)
-	}
-	// nsenter rather than `ip netns exec`: the latter remounts /sys and
-	// hides bpffs, where the kernel datapath pins its objects. nsenter
-	// execs in place, so the PID is the child's own.
-	cmd := exec.Command("nsenter", "--net="+ns.Path, exe, sub, "--config", string(js))
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Own process group: Ctrl-C reaches only the bench, which then
-		// stops the children in order and still collects their results.
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL,
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("%s stdout: %w", role, err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, fmt.Errorf("%s stderr: %w", role, err)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", role, err)
-	}
-	c := &child{role: role, cmd: cmd, msgs: make(chan childMsg, 8), done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			fmt.Fprintf(os.Stderr, "[%s] %s\n", role, sc.Text())
-		}
-	}()
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			var m childMsg
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				fmt.Fprintf(os.Stderr, "[%s] %s\n", role, sc.Text())
-				continue
-			}
-			c.msgs <- m
-		}
-		close(c.msgs)
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// await waits for the named event. An event carrying an error, an early
-// exit or the timeout is an error.
-func (c *child) await(ctx context.Context, event string, timeout time.Duration) (childMsg, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return childMsg{}, ctx.Err()
-		case <-t.C:
-			return childMsg{}, fmt.Errorf("%s: no %q within %s", c.role, event, timeout)
-		case m, ok := <-c.msgs:
-			if !ok {
-				<-c.done
-				return childMsg{}, fmt.Errorf("%s exited before %q: %v", c.role, event, c.err)
-			}
-			if m.Error != "" {
-				return m, fmt.Errorf("%s: %s", c.role, m.Error)
-			}
-			if m.Event == event {
-				return m, nil
-			}
-		}
-	}
-}
-
-// stop asks the child to finish (SIGTERM) and returns its result.
-func (c *child) stop(ctx context.Context) (childMsg, error) {
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return childMsg{}, fmt.Errorf("stop %s: %w", c.role, err)
-	}
-	return c.await(ctx, "result", childResultTimeout)
-}
-
-// kill ends the child if it is still running and reaps it. Only this
-// child's PID is signalled.
-func (c *child) kill() {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-		return
-	case <-time.After(3 * time.Second):
-	}
-	_ = c.cmd.Process.Kill()
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-		slog.Warn("child did not exit after SIGKILL", "role", c.role, "pid", c.pid())
-	}
-}

@@ -9,14 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/internal/netns"
 )
 
 // TestMain lets the test binary stand in for the bench binary: the bench
 // re-executes itself for its namespace children.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "_") {
-		os.Exit(Main(os.Args[1:]))
+	if code, ok := childproc.Run(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

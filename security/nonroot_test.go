@@ -462,7 +462,7 @@ func TestNonRootWithoutCapabilities(t *testing.T) {
 // waits for it to exit; it returns the output and the exit error.
 func runSipd(t *testing.T, e *env, cred *sipdtest.Cred, args ...string) (string, error) {
 	t.Helper()
-	argv := append(cred.Setpriv(), append([]string{sipdtest.Binary(t), "-config", filepath.Join(e.sipd.Dir, "sipd.yaml")}, args...)...)
+	argv := append(cred.Setpriv(), append([]string{sipdtest.Binary(t), "-config", e.sipd.ConfigPath}, args...)...)
 	cmd := e.tp.Relay.Command(argv[0], argv[1:]...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -21,6 +21,7 @@ import (
 
 	"sipxdp/relay"
 	"sipxdp/sipd/sdprewrite"
+	"sipxdp/sipd/sipconf"
 )
 
 // daemon is sipd running in-process on loopback for an end-to-end test.
@@ -34,9 +35,9 @@ type daemon struct {
 	cdrPath string
 }
 
-func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
+func startDaemon(t *testing.T, mode string, edit func(*Config)) *daemon {
 	t.Helper()
-	text := string(DefaultConfigYAML())
+	cfg := testConfig(t)
 	httpPort := freePort(t, "tcp")
 	sipPort := freePort(t, "udp")
 	// A port range of our own, so parallel packages do not collide, and
@@ -46,26 +47,19 @@ func startDaemon(t *testing.T, mode string, edit func(string) string) *daemon {
 	d := &daemon{sip: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
 		http: fmt.Sprintf("http://127.0.0.1:%d", httpPort), portMin: pmin, portMax: pmin + 19,
 		relay: netip.MustParseAddr("127.0.0.1")}
-	text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
+	cfg.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	// UDP only: a free UDP port need not be free for TCP.
-	text = strings.Replace(text, `    - transport: udp
-      addr: 127.0.0.1:5060
-    - transport: tcp
-      addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "127.0.0.1:%d"}`, sipPort), 1)
-	text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
-	text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
-	text = strings.Replace(text, "port_min: 20000", fmt.Sprintf("port_min: %d", d.portMin), 1)
-	text = strings.Replace(text, "port_max: 29999", fmt.Sprintf("port_max: %d", d.portMax), 1)
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: d.sip.String()}}
+	cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = d.portMin, d.portMax
 	// No users: these tests are about media, not digest.
-	text = strings.Replace(text, "register: true ", "register: false", 1)
-	text = strings.Replace(text, "invite: true ", "invite: false", 1)
+	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = false, false
 	d.cdrPath = t.TempDir() + "/cdr.jsonl"
-	text = strings.Replace(text, "cdr_file: cdr.jsonl", "cdr_file: "+d.cdrPath, 1)
+	cfg.SIP.Dialog.CDRFile = d.cdrPath
 	if edit != nil {
-		text = edit(text)
+		edit(cfg)
 	}
-	cfg, err := ParseConfig([]byte(text))
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.SIP.Auth.Register || cfg.SIP.Auth.Invite {
@@ -610,9 +604,7 @@ func TestMediaDrainingAndFailures(t *testing.T) {
 // sipd: both phones get a BYE, the CDR says why, and the flows go.
 func TestMediaTimeoutEndsCall(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	d := startDaemon(t, MediaAll, func(s string) string {
-		return strings.Replace(s, "timeout: 60s", "timeout: 1s", 1)
-	})
+	d := startDaemon(t, MediaAll, func(c *Config) { c.Media.Timeout = Duration(time.Second) })
 	defer d.stop()
 	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
 	bob.register()

@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"go.yaml.in/yaml/v3"
 
 	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/mediapath"
+	"sipxdp/sipd/sipconf"
 )
 
 // In the namespace test sipd runs as a whole process inside the relay
@@ -139,44 +141,37 @@ func startSipdIn(t *testing.T, ns *netns.NS, datapath string) *sipdProc {
 	// of a test process that died before its cleanup.
 	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-sipd-%s", os.Getpid(), datapath)
 	t.Cleanup(func() { _ = mediapath.Uninstall(pin) })
-	text := string(DefaultConfigYAML())
-	for _, r := range [][2]string{
-		{"state_dir: /var/lib/sipd", "state_dir: " + t.TempDir()},
-		{"listen: 127.0.0.1:8080", "listen: 127.0.0.1:18080"},
-		{"datapath: auto", "datapath: " + datapath},
-		{"interfaces: []", fmt.Sprintf("interfaces: [%s, %s]", netns.RelayA, netns.RelayB)},
-		{"pin_path: /sys/fs/bpf/sipxdp", "pin_path: " + pin},
-		{`    - name: default
-      local: 127.0.0.1
-      advertised: ""
-      port_min: 20000
-      port_max: 29999`, fmt.Sprintf(`    - {name: a4, local: "%s", port_min: 40000, port_max: 40099}
-    - {name: b4, local: "%s", port_min: 42000, port_max: 42099}
-    - {name: a6, local: "%s", port_min: 40000, port_max: 40099}
-    - {name: b6, local: "%s", port_min: 42000, port_max: 42099}`,
-			netns.V4.RelayA, netns.V4.RelayB, netns.V6.RelayA, netns.V6.RelayB)},
-		{"domains: [localhost, 127.0.0.1]", fmt.Sprintf("domains: [%s, %s]", netns.V4.RelayA, netns.V4.RelayB)},
-		{`    - transport: udp
-      addr: 127.0.0.1:5060
-    - transport: tcp
-      addr: 127.0.0.1:5060`, fmt.Sprintf(`    - {transport: udp, addr: "%s:5060"}
-    - {transport: udp, addr: "%s:5060"}
-    - {transport: udp, addr: "[%s]:5060"}
-    - {transport: udp, addr: "[%s]:5060"}`, netns.V4.RelayA, netns.V4.RelayB, netns.V6.RelayA, netns.V6.RelayB)},
-		{"register: true ", "register: false"},
-		{"invite: true ", "invite: false"},
-	} {
-		if !strings.Contains(text, r[0]) {
-			t.Fatalf("default config lacks %q", r[0])
-		}
-		text = strings.Replace(text, r[0], r[1], 1)
+	cfg, err := ParseConfig(DefaultConfigYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StateDir = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:18080"
+	cfg.Media.Datapath = datapath
+	cfg.Media.Interfaces = []string{netns.RelayA, netns.RelayB}
+	cfg.Media.PinPath = pin
+	cfg.Media.Addresses = nil
+	cfg.SIP.Listen = nil
+	for _, v := range []netns.Addrs{netns.V4, netns.V6} {
+		fam := strings.TrimPrefix(v.Name, "ipv")
+		cfg.Media.Addresses = append(cfg.Media.Addresses,
+			AddressConfig{Name: "a" + fam, Local: v.RelayA.String(), PortMin: 40000, PortMax: 40099},
+			AddressConfig{Name: "b" + fam, Local: v.RelayB.String(), PortMin: 42000, PortMax: 42099})
+		cfg.SIP.Listen = append(cfg.SIP.Listen, sipconf.Listen{Transport: "udp", Addr: netip.AddrPortFrom(v.RelayA, 5060).String()},
+			sipconf.Listen{Transport: "udp", Addr: netip.AddrPortFrom(v.RelayB, 5060).String()})
+	}
+	cfg.SIP.Domains = []string{netns.V4.RelayA.String(), netns.V4.RelayB.String()}
+	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = false, false
+	text, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := ns.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), sipdChildEnv+"="+text)
+	cmd.Env = append(os.Environ(), sipdChildEnv+"="+string(text))
 	logf := filepath.Join(t.TempDir(), "sipd.log")
 	lf, err := os.Create(logf)
 	if err != nil {

@@ -74,21 +74,15 @@ func sdpOf(t *testing.T, reply map[string]any) (string, netip.AddrPort) {
 // deleted by the media timeout. No SIP listener starts.
 func TestRelayOnlyNG(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	text := string(DefaultConfigYAML())
+	cfg := testConfig(t)
 	httpPort := freePort(t, "tcp")
 	ngPort := freePort(t, "udp")
 	pmin := 20000 + 20*(ngPort%600) // below the ephemeral range; see startDaemon
-	text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
-	text = strings.Replace(text, "listen: 127.0.0.1:2223", fmt.Sprintf("listen: 127.0.0.1:%d", ngPort), 1)
-	text = strings.Replace(text, "tcp: false", "tcp: true", 1)
-	text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
-	text = strings.Replace(text, "timeout: 60s", "timeout: 3s", 1)
-	text = strings.Replace(text, "port_min: 20000", fmt.Sprintf("port_min: %d", pmin), 1)
-	text = strings.Replace(text, "port_max: 29999", fmt.Sprintf("port_max: %d", pmin+19), 1)
-	cfg, err := ParseConfig([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", httpPort)
+	cfg.NG.Listen, cfg.NG.TCP = fmt.Sprintf("127.0.0.1:%d", ngPort), true
+	cfg.Media.Datapath = "userspace"
+	cfg.Media.Timeout = Duration(3 * time.Second)
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = pmin, pmin+19
 	cfg.RelayOnly = true
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,16 @@ import (
 	"sipxdp/internal/freeport"
 )
 
+// testConfig is the embedded default, parsed, for a test to edit.
+func testConfig(t *testing.T) *Config {
+	t.Helper()
+	cfg, err := ParseConfig(DefaultConfigYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func freePort(t *testing.T, network string) int {
 	t.Helper()
 	p, err := freeport.Loopback(network)
@@ -31,20 +41,18 @@ func TestRunServesHealth(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	for _, mode := range []string{MediaNone, MediaAll} {
 		t.Run(mode, func(t *testing.T) {
-			text := string(DefaultConfigYAML())
+			cfg := testConfig(t)
 			httpPort := freePort(t, "tcp")
 			sipPort := freePort(t, "udp")
-			text = strings.Replace(text, "listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort), 1)
-			text = strings.ReplaceAll(text, "addr: 127.0.0.1:5060", fmt.Sprintf("addr: 127.0.0.1:%d", sipPort))
-			text = strings.Replace(text, "mode: all", "mode: "+mode, 1)
-			text = strings.Replace(text, "datapath: auto", "datapath: userspace", 1)
+			cfg.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", httpPort)
+			for i := range cfg.SIP.Listen {
+				cfg.SIP.Listen[i].Addr = fmt.Sprintf("127.0.0.1:%d", sipPort)
+			}
+			cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
 			// Profiles only when asked for: on in one run, default off in the other.
 			pprofOn := mode == MediaAll
-			if pprofOn {
-				text = strings.Replace(text, "pprof: false", "pprof: true", 1)
-			}
-			cfg, err := ParseConfig([]byte(text))
-			if err != nil {
+			cfg.HTTP.Pprof = pprofOn
+			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
 			defer startRun(t, cfg)()

@@ -1,30 +1,40 @@
 package connload
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sipxdp/bench/childproc"
 )
 
 const (
 	domain   = "localhost"
 	password = "connpw"
-	// ChildCommand is the internal subcommand a bench process runs in its
-	// client children: "bench conns _connclient ...".
-	ChildCommand = "_connclient"
+	// ChildRole is the role of the client children (see package
+	// childproc).
+	ChildRole = "_connclient"
 )
 
-// childReport is what a client child prints, one JSON line per phase.
+func init() { childproc.Register(ChildRole, clientChild) }
+
+// clientParams are a client child's parameters.
+type clientParams struct {
+	Addr      string  `json:"addr"`      // sipd host:port
+	Transport string  `json:"transport"` // TCP or TLS
+	Prefix    string  `json:"prefix"`    // user name prefix
+	First     int     `json:"first"`     // index of the first user
+	N         int     `json:"n"`         // connections
+	Rate      float64 `json:"rate"`      // new connections per second
+}
+
+// childReport is what a client child reports, in the result of each
+// phase's event: ready, load or answer.
 type childReport struct {
-	Phase  string           `json:"phase"` // ready or load
 	OK     int              `json:"ok"`
 	Failed int              `json:"failed"`
 	Errors []string         `json:"errors,omitempty"` // the first few
@@ -33,7 +43,7 @@ type childReport struct {
 
 // childCmd is what the parent writes to a child's stdin.
 type childCmd struct {
-	Cmd      string  `json:"cmd"` // load, answer or exit
+	Cmd      string  `json:"cmd"` // load or answer; EOF ends the child
 	Rate     float64 `json:"rate"`
 	Duration string  `json:"duration"`
 	// RegisterEvery: every Nth request is a REGISTER refresh, the rest
@@ -83,43 +93,37 @@ func dialer(transport string) func(ctx context.Context, addr string) (net.Conn, 
 	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 }
 
-// ChildMain is a client child: it opens -n connections at -rate per
+// clientChild is a client child: it opens N connections at Rate per
 // second, registers one user on each (digest), reports "ready", then
-// serves load commands from stdin until "exit" or EOF.
-func ChildMain(args []string) int {
-	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
-	addr := fs.String("addr", "", "sipd host:port")
-	transport := fs.String("transport", "TCP", "TCP or TLS")
-	first := fs.Int("first", 0, "index of the first user")
-	n := fs.Int("n", 0, "connections")
-	rate := fs.Float64("rate", 250, "new connections per second")
-	prefix := fs.String("prefix", "c", "user name prefix")
-	if err := fs.Parse(args); err != nil {
+// serves commands from stdin until EOF.
+func clientChild() int {
+	var p clientParams
+	if err := childproc.Params(&p); err != nil {
+		childproc.Emit("ready", nil, err)
 		return 2
 	}
-	out := json.NewEncoder(os.Stdout)
-	dial := dialer(*transport)
-	conns := make([]*sipConn, *n)
+	dial := dialer(p.Transport)
+	conns := make([]*sipConn, p.N)
 	var errs errList
 	var lat latencies
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range *n {
-		if d := time.Until(start.Add(time.Duration(float64(i) / *rate * float64(time.Second)))); d > 0 {
+	for i := range p.N {
+		if d := time.Until(start.Add(time.Duration(float64(i) / p.Rate * float64(time.Second)))); d > 0 {
 			time.Sleep(d)
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			t0 := time.Now()
-			c, err := dial(context.Background(), *addr)
+			c, err := dial(context.Background(), p.Addr)
 			if err != nil {
 				errs.add(fmt.Errorf("dial: %w", err))
 				return
 			}
-			user := fmt.Sprintf("%s%d", *prefix, *first+i)
-			contact := fmt.Sprintf("<sip:%s@%s;transport=%s>", user, c.LocalAddr(), *transport)
-			s := newSipConn(c, user, *transport, *addr, contact)
+			user := fmt.Sprintf("%s%d", p.Prefix, p.First+i)
+			contact := fmt.Sprintf("<sip:%s@%s;transport=%s>", user, c.LocalAddr(), p.Transport)
+			s := newSipConn(c, user, p.Transport, p.Addr, contact)
 			if err := s.register(password, 10*time.Second); err != nil {
 				errs.add(fmt.Errorf("%s: %w", user, err))
 				c.Close()
@@ -136,24 +140,20 @@ func ChildMain(args []string) int {
 			live = append(live, c)
 		}
 	}
-	out.Encode(childReport{Phase: "ready", OK: len(live), Failed: int(errs.n.Load()), Errors: errs.errs, LatUS: lat.m})
+	childproc.Emit("ready", childReport{OK: len(live), Failed: int(errs.n.Load()), Errors: errs.errs, LatUS: lat.m}, nil)
 
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		var cmd childCmd
-		if err := json.Unmarshal(in.Bytes(), &cmd); err != nil || cmd.Cmd == "exit" {
-			break
-		}
-		if cmd.Cmd == "load" {
+	var cmd childCmd
+	for childproc.Next(&cmd) {
+		switch cmd.Cmd {
+		case "load":
 			d, _ := time.ParseDuration(cmd.Duration)
-			out.Encode(runLoad(live, cmd.Rate, d, cmd.RegisterEvery))
-		}
-		if cmd.Cmd == "answer" {
+			childproc.Emit("load", runLoad(live, cmd.Rate, d, cmd.RegisterEvery), nil)
+		case "answer":
 			// From now on the connections only answer calls.
 			for _, c := range live {
 				go c.answer()
 			}
-			out.Encode(childReport{Phase: "answer", OK: len(live)})
+			childproc.Emit("answer", childReport{OK: len(live)}, nil)
 		}
 	}
 	for _, c := range live {
@@ -169,7 +169,7 @@ func runLoad(conns []*sipConn, rate float64, d time.Duration, registerEvery int)
 	var lat latencies
 	var ok atomic.Int64
 	if len(conns) == 0 || rate <= 0 {
-		return childReport{Phase: "load"}
+		return childReport{}
 	}
 	busy := make([]sync.Mutex, len(conns))
 	total := int(rate * d.Seconds())
@@ -206,5 +206,5 @@ func runLoad(conns []*sipConn, rate float64, d time.Duration, registerEvery int)
 		}()
 	}
 	wg.Wait()
-	return childReport{Phase: "load", OK: int(ok.Load()), Failed: int(errs.n.Load()), Errors: errs.errs, LatUS: lat.m}
+	return childReport{OK: int(ok.Load()), Failed: int(errs.n.Load()), Errors: errs.errs, LatUS: lat.m}
 }

@@ -4,15 +4,11 @@
 package connload
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -21,8 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/sipload"
+	"sipxdp/bench/mem"
+	"sipxdp/internal/sipdrun"
 )
 
 // Config is one "bench conns" run.
@@ -37,18 +35,11 @@ type Config struct {
 	TLSCalls float64       // TLS: calls per second, each over a new connection, to the idle ones
 	Out      string
 	Sipd     string // sipd binary; empty: build it
-	// Child is the command line that starts a client child; the child's
-	// own flags are appended. Main sets it to this executable with
-	// "conns _connclient"; a test sets its own.
-	Child []string
-	Log   *slog.Logger
+	Log      *slog.Logger
 }
 
 // Main runs "bench conns".
 func Main(args []string) int {
-	if len(args) > 0 && args[0] == ChildCommand {
-		return ChildMain(args[1:])
-	}
 	fs := flag.NewFlagSet("conns", flag.ContinueOnError)
 	cfg := Config{}
 	fs.StringVar(&cfg.Mode, "mode", "tcp", "tcp, tls or both")
@@ -68,12 +59,6 @@ func Main(args []string) int {
 	if *quick {
 		cfg = QuickConfig(cfg)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench conns:", err)
-		return 1
-	}
-	cfg.Child = []string{exe, "conns", ChildCommand}
 	cfg.Log = slog.Default()
 	ctx, stop := signalContext()
 	defer stop()
@@ -123,7 +108,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	if cfg.Sipd == "" {
-		bin, err := sipload.BuildSipd(ctx, cfg.Out)
+		bin, err := sipdrun.Build(ctx, cfg.Out)
 		if err != nil {
 			return nil, err
 		}
@@ -154,66 +139,14 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	return results, writeOutputs(cfg.Out, all)
 }
 
-// child is one client process.
-type child struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Scanner
-	stder *os.File
+// clients are the client children that together hold the connections.
+type clients struct {
+	cs   []*childproc.Proc
+	logs []*os.File
 }
 
-func startChild(cfg Config, dir string, idx int, args ...string) (*child, error) {
-	argv := append(slices.Clone(cfg.Child), args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "CONNLOAD_CHILD=1")
-	errf, err := os.Create(filepath.Join(dir, fmt.Sprintf("client%d.log", idx)))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = errf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	outp, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		errf.Close()
-		return nil, fmt.Errorf("start client: %w", err)
-	}
-	sc := bufio.NewScanner(outp)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	return &child{cmd: cmd, in: in, out: sc, stder: errf}, nil
-}
-
-func (c *child) read() (childReport, error) {
-	var r childReport
-	if !c.out.Scan() {
-		return r, fmt.Errorf("client exited: %v", c.out.Err())
-	}
-	return r, json.Unmarshal(c.out.Bytes(), &r)
-}
-
-func (c *child) stop() {
-	json.NewEncoder(c.in).Encode(childCmd{Cmd: "exit"})
-	c.in.Close()
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
-	c.stder.Close()
-}
-
-// clients starts procs children that together open n connections at rate.
-type clients struct{ cs []*child }
-
+// startClients starts procs children that together open n connections at
+// rate.
 func startClients(cfg Config, dir, addr, transport, prefix string, n int, rate float64) (*clients, error) {
 	cl := &clients{}
 	procs := min(cfg.Procs, n)
@@ -223,8 +156,14 @@ func startClients(cfg Config, dir, addr, transport, prefix string, n int, rate f
 		if i < n%procs {
 			k++
 		}
-		c, err := startChild(cfg, dir, i, "-addr", addr, "-transport", transport, "-prefix", prefix,
-			"-first", fmt.Sprint(first), "-n", fmt.Sprint(k), "-rate", fmt.Sprint(rate/float64(procs)))
+		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("client%d.log", i)))
+		if err != nil {
+			cl.stop()
+			return nil, err
+		}
+		cl.logs = append(cl.logs, logf)
+		c, err := childproc.Start(childproc.Spec{Role: ChildRole, Name: fmt.Sprintf("client%d", i), Stderr: logf,
+			Params: clientParams{Addr: addr, Transport: transport, Prefix: prefix, First: first, N: k, Rate: rate / float64(procs)}})
 		if err != nil {
 			cl.stop()
 			return nil, err
@@ -235,8 +174,9 @@ func startClients(cfg Config, dir, addr, transport, prefix string, n int, rate f
 	return cl, nil
 }
 
-// collect reads one report from every child and merges them.
-func (cl *clients) collect() (childReport, error) {
+// collect reads the report of phase (ready, load or answer) from every
+// child and merges them.
+func (cl *clients) collect(phase string) (childReport, error) {
 	sum := childReport{LatUS: map[string][]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -245,14 +185,17 @@ func (cl *clients) collect() (childReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := c.read()
+			var r childReport
+			m, err := c.Await(context.Background(), phase, 0)
+			if err == nil {
+				err = m.Decode(&r)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				firstErr = cmp(firstErr, err)
 				return
 			}
-			sum.Phase = r.Phase
 			sum.OK += r.OK
 			sum.Failed += r.Failed
 			if len(sum.Errors) < 5 {
@@ -276,20 +219,25 @@ func cmp(a, b error) error {
 
 func (cl *clients) send(cmd childCmd) error {
 	for _, c := range cl.cs {
-		if err := json.NewEncoder(c.in).Encode(cmd); err != nil {
+		if err := c.Send(cmd); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// stop ends the children's stdin, which makes them close their
+// connections and exit, and gives them 20 s to.
 func (cl *clients) stop() {
 	var wg sync.WaitGroup
 	for _, c := range cl.cs {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.stop() }()
+		go func() { defer wg.Done(); c.Close(20 * time.Second) }()
 	}
 	wg.Wait()
+	for _, f := range cl.logs {
+		f.Close()
+	}
 }
 
 // memPoint is sipd's memory at one moment.
@@ -300,12 +248,12 @@ type memPoint struct {
 }
 
 func measure(s *sipd) (memPoint, error) {
-	rss, err := s.d.RSS()
+	rss, err := mem.RSS(s.d.PID())
 	if err != nil {
 		return memPoint{}, err
 	}
 	gm, err := s.goMem()
-	return memPoint{RSS: rss, goMem: gm, FDs: s.d.OpenFiles()}, err
+	return memPoint{RSS: int64(rss), goMem: gm, FDs: s.d.OpenFiles()}, err
 }
 
 // settle waits for sipd's memory to stop moving after a change.
@@ -342,7 +290,7 @@ func runTCP(ctx context.Context, cfg Config, dir string) (Result, error) {
 		return r, err
 	}
 	defer cl.stop()
-	ready, err := cl.collect()
+	ready, err := cl.collect("ready")
 	if err != nil {
 		return r, err
 	}
@@ -368,7 +316,7 @@ func runTCP(ctx context.Context, cfg Config, dir string) (Result, error) {
 		Duration: cfg.Duration.String(), RegisterEvery: 10}); err != nil {
 		return r, err
 	}
-	load, err := cl.collect()
+	load, err := cl.collect("load")
 	if err != nil {
 		return r, err
 	}
@@ -413,7 +361,7 @@ func runTLS(ctx context.Context, cfg Config, dir string) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	ready, err := cl.collect()
+	ready, err := cl.collect("ready")
 	if err != nil {
 		cl.stop()
 		return r, err
@@ -459,7 +407,7 @@ func tlsCalls(ctx context.Context, cfg Config, s *sipd, cl *clients, r *Result) 
 	if err := cl.send(childCmd{Cmd: "answer"}); err != nil {
 		return err
 	}
-	if _, err := cl.collect(); err != nil {
+	if _, err := cl.collect("answer"); err != nil {
 		return err
 	}
 	callers := max(1, min(1000, int(cfg.Rate)))

@@ -8,13 +8,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/icholy/digest"
+
+	"sipxdp/bench/childproc"
 )
 
 // TestMain turns the test binary into a client child when the bench
 // starts it as one.
 func TestMain(m *testing.M) {
-	if os.Getenv("CONNLOAD_CHILD") == "1" {
-		os.Exit(ChildMain(os.Args[1:]))
+	if code, ok := childproc.Run(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -23,12 +27,8 @@ func TestConnsQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts sipd and hundreds of connections")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	cfg := QuickConfig(Config{Mode: "both", Out: out, Child: []string{exe}})
+	cfg := QuickConfig(Config{Mode: "both", Out: out})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rs, err := Run(ctx, cfg)
@@ -92,8 +92,8 @@ func TestDigestAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, ok := challenge(strings.Replace(got, "Digest ", "Digest ", 1))
-	if !ok || p["username"] != "Mufasa" || p["qop"] != "auth" || len(p["response"]) != 32 {
+	p, err := digest.ParseCredentials(got)
+	if err != nil || p.Username != "Mufasa" || p.QOP != "auth" || len(p.Response) != 32 {
 		t.Fatalf("answer %q", got)
 	}
 	if _, err := digestAnswer([]string{`Digest realm="r", nonce="n", algorithm=SHA-256`}, "u", "p", "REGISTER", "sip:x"); err == nil {

@@ -2,15 +2,15 @@ package connload
 
 import (
 	"bufio"
-	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"sipxdp/internal/digestclient"
 )
 
 // A sipConn is one client connection to sipd speaking SIP by hand: the
@@ -193,70 +193,7 @@ func (s *sipConn) options(timeout time.Duration) error {
 	return nil
 }
 
-// challenge parses a Digest challenge's parameters.
-func challenge(v string) (map[string]string, bool) {
-	scheme, rest, _ := strings.Cut(v, " ")
-	if !strings.EqualFold(scheme, "Digest") {
-		return nil, false
-	}
-	p := map[string]string{}
-	for rest != "" {
-		rest = strings.TrimLeft(rest, " ,")
-		k, after, ok := strings.Cut(rest, "=")
-		if !ok {
-			break
-		}
-		k = strings.ToLower(strings.TrimSpace(k))
-		var val string
-		if strings.HasPrefix(after, `"`) {
-			end := strings.Index(after[1:], `"`)
-			if end < 0 {
-				return nil, false
-			}
-			val, rest = after[1:1+end], after[2+end:]
-		} else {
-			val, rest, _ = strings.Cut(after, ",")
-			val = strings.TrimSpace(val)
-		}
-		p[k] = val
-	}
-	return p, true
-}
-
-func md5hex(s string) string {
-	h := md5.Sum([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
-// digestAnswer answers the first MD5 challenge (RFC 2617, qop=auth when
-// offered).
+// digestAnswer answers the first MD5 challenge (qop=auth when offered).
 func digestAnswer(challenges []string, user, password, method, uri string) (string, error) {
-	for _, c := range challenges {
-		p, ok := challenge(c)
-		if !ok {
-			continue
-		}
-		if alg := p["algorithm"]; alg != "" && !strings.EqualFold(alg, "MD5") {
-			continue
-		}
-		ha1 := md5hex(user + ":" + p["realm"] + ":" + password)
-		ha2 := md5hex(method + ":" + uri)
-		out := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", algorithm=MD5`,
-			user, p["realm"], p["nonce"], uri)
-		if qop := p["qop"]; qop != "" {
-			if !strings.Contains(qop, "auth") {
-				continue
-			}
-			cnonce, nc := randHex(8), "00000001"
-			resp := md5hex(ha1 + ":" + p["nonce"] + ":" + nc + ":" + cnonce + ":auth:" + ha2)
-			out += fmt.Sprintf(`, qop=auth, nc=%s, cnonce="%s", response="%s"`, nc, cnonce, resp)
-		} else {
-			out += fmt.Sprintf(`, response="%s"`, md5hex(ha1+":"+p["nonce"]+":"+ha2))
-		}
-		if op := p["opaque"]; op != "" {
-			out += fmt.Sprintf(`, opaque="%s"`, op)
-		}
-		return out, nil
-	}
-	return "", errors.New("no MD5 digest challenge in 401")
+	return digestclient.AnswerFirst(challenges, "MD5", digestclient.Request{Method: method, URI: uri, Username: user, Password: password})
 }

@@ -2,8 +2,6 @@ package itsp
 
 import (
 	"bytes"
-	"crypto/md5"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"net/netip"
@@ -11,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"sipxdp/internal/digestclient"
 )
 
 // Message classes reported separately.
@@ -113,7 +113,6 @@ type control struct {
 	rates  [nClasses]float64
 	proxy  netip.AddrPort
 	domain string // host part of AoRs and the proxy's URI
-	realm  string
 	st     *stats
 }
 
@@ -196,7 +195,6 @@ type shard struct {
 	pStart  int64
 	sentCls [nClasses]uint64 // scheduled sends in this phase
 	cursor  [nClasses]int    // next local subscriber per class
-	ha1     map[int]string
 	fireNow int64
 	tagSeq  uint64
 	unacked int          // callee calls whose 200 is not acknowledged
@@ -210,7 +208,7 @@ func newShard(c *control, idx, k int, local netip.Addr) (*shard, error) {
 	}
 	n := (c.n - idx + k - 1) / k
 	sh := &shard{c: c, idx: idx, k: k, s: s, local: fmt.Sprintf("%s:%d", local, s.port), nLocal: n,
-		regCSeq: make([]uint32, n), txns: map[uint64]*txn{}, uas: map[string]*uasCall{}, ha1: map[int]string{},
+		regCSeq: make([]uint32, n), txns: map[uint64]*txn{}, uas: map[string]*uasCall{},
 		timers: newWheel(c.now())}
 	sh.fireFn = sh.fireOne
 	sh.buildNotify()
@@ -291,22 +289,12 @@ func (sh *shard) finish(t *txn) {
 	sh.free = append(sh.free, t)
 }
 
+// digest answers chal, the MD5 challenge; on an unanswerable one it sends
+// no credentials and sipd's answer counts as the failure.
 func (sh *shard) digest(sub int, method, uri string, chal []byte) string {
-	ha1, ok := sh.ha1[sub]
-	if !ok {
-		h := md5.Sum([]byte(user(sub) + ":" + sh.c.realm + ":" + password))
-		ha1 = hex.EncodeToString(h[:])
-		if len(sh.ha1) < 100000 {
-			sh.ha1[sub] = ha1
-		}
-	}
-	nonce := param(chal, "nonce")
-	realm := param(chal, "realm")
-	h2 := md5.Sum([]byte(method + ":" + uri))
-	cnonce := sh.tag()
-	r := md5.Sum([]byte(ha1 + ":" + nonce + ":00000001:" + cnonce + ":auth:" + hex.EncodeToString(h2[:])))
-	return `Digest username="` + user(sub) + `", realm="` + realm + `", nonce="` + nonce + `", uri="` + uri +
-		`", response="` + hex.EncodeToString(r[:]) + `", algorithm=MD5, cnonce="` + cnonce + `", qop=auth, nc=00000001`
+	v, _ := digestclient.Answer(string(chal), digestclient.Request{Method: method, URI: uri, Username: user(sub),
+		Password: password, Cnonce: sh.tag()})
+	return v
 }
 
 func (sh *shard) via(b []byte, id uint64) []byte {

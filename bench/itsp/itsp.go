@@ -20,14 +20,16 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"sipxdp/bench/mem"
-	"sipxdp/bench/sipload"
-	"sipxdp/internal/freeport"
+	"sipxdp/internal/sipdrun"
+	"sipxdp/sipd"
+	"sipxdp/sipd/sipconf"
 )
 
 // Options of one "bench itsp" invocation.
@@ -113,7 +115,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		o.Progress = io.Discard
 	}
 	if o.Sipd == "" {
-		bin, err := sipload.BuildSipd(ctx, o.Out)
+		bin, err := sipdrun.Build(ctx, o.Out)
 		if err != nil {
 			return nil, err
 		}
@@ -133,46 +135,29 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	return rs, nil
 }
 
-// writeConfig derives sipd's config from its default; a line that is
-// missing fails the run rather than being silently ignored.
-func writeConfig(ctx context.Context, o Options, dir string, users int, sipPort, httpPort int) (string, error) {
-	def, err := exec.CommandContext(ctx, o.Sipd, "-print-default-config").Output()
+// sipdConfig is sipd's config for the run: the embedded default with one
+// UDP listener, pprof on and the given media mode. The generator's model
+// depends on digest for REGISTER and INVITE, a persistent location store
+// and an hour's maximum expiry; they are set here rather than trusted to
+// stay the defaults.
+func sipdConfig(media string) (*sipd.Config, error) {
+	cfg, err := sipdrun.Default()
 	if err != nil {
-		return "", fmt.Errorf("sipd default config: %w", err)
+		return nil, err
 	}
-	var ub strings.Builder
-	ub.Grow(users * 32)
-	for i := range users {
-		fmt.Fprintf(&ub, "%s password=%s\n", user(i), password)
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.HTTP.Pprof = true
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	cfg.Media.Mode, cfg.Media.Datapath = media, "userspace"
+	cfg.Log.Level = "warn"
+	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = true, true
+	cfg.SIP.Registrar.Store = "location.json"
+	cfg.SIP.Registrar.MaxExpires = sipconf.Duration(time.Hour)
+	// The generator's sources, 127.0.0.1-8, must never be banned.
+	if !slices.Contains(cfg.SIP.Protect.Exempt, "127.0.0.0/8") {
+		cfg.SIP.Protect.Exempt = append(cfg.SIP.Protect.Exempt, "127.0.0.0/8")
 	}
-	usersPath := filepath.Join(dir, "users")
-	if err := os.WriteFile(usersPath, []byte(ub.String()), 0o600); err != nil {
-		return "", err
-	}
-	text := string(def)
-	for _, r := range [][2]string{
-		{"state_dir: /var/lib/sipd", "state_dir: " + filepath.Join(dir, "state")},
-		{"listen: 127.0.0.1:8080", fmt.Sprintf("listen: 127.0.0.1:%d", httpPort)},
-		{"pprof: false", "pprof: true"},
-		{"    - transport: udp\n      addr: 127.0.0.1:5060\n    - transport: tcp\n      addr: 127.0.0.1:5060",
-			fmt.Sprintf("    - {transport: udp, addr: \"127.0.0.1:%d\"}", sipPort)},
-		{"mode: all", "mode: " + o.Media},
-		{"datapath: auto", "datapath: userspace"},
-		{`users_file: ""`, "users_file: " + usersPath},
-		{"level: info", "level: warn"},
-		{"register: true", "register: true"},
-		{"invite: true ", "invite: true "},
-		{"store: location.json", "store: location.json"},
-		{"max_expires: 1h", "max_expires: 1h"},
-		{"exempt: [127.0.0.0/8", "exempt: [127.0.0.0/8"},
-	} {
-		if !strings.Contains(text, r[0]) {
-			return "", fmt.Errorf("sipd default config has no %q", r[0])
-		}
-		text = strings.Replace(text, r[0], r[1], 1)
-	}
-	p := filepath.Join(dir, "sipd.yaml")
-	return p, os.WriteFile(p, []byte(text), 0o600)
+	return cfg, nil
 }
 
 // rssBytes is 0 when sipd has gone: the sample then shows the gap.
@@ -191,32 +176,33 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
 	}
-	sipPort, err := freeport.Loopback(freeport.UDP)
+	cfg, err := sipdConfig(o.Media)
 	if err != nil {
 		return r, err
 	}
-	httpPort, err := freeport.Loopback(freeport.TCP)
-	if err != nil {
+	var ub strings.Builder
+	ub.Grow(r.Users * 32)
+	for i := range r.Users {
+		fmt.Fprintf(&ub, "%s password=%s\n", user(i), password)
+	}
+	// Written here, not by Start: StartSeconds is sipd's own start.
+	cfg.SIP.UsersFile = filepath.Join(dir, "users")
+	if err := os.WriteFile(cfg.SIP.UsersFile, []byte(ub.String()), 0o600); err != nil {
 		return r, err
 	}
-	cfg, err := writeConfig(ctx, o, dir, r.Users, sipPort, httpPort)
-	if err != nil {
-		return r, err
-	}
-	proxy := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort))
 	t0 := time.Now()
-	d, err := sipload.Launch(ctx, sipload.LaunchConfig{Binary: o.Sipd, ConfigPath: cfg, LogPath: filepath.Join(dir, "sipd.log"),
-		HTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), SIP: proxy})
+	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: o.Sipd, Dir: dir})
 	if err != nil {
 		return r, err
 	}
+	proxy := d.SIP
 	defer d.Stop()
 	r.StartSeconds = time.Since(t0).Seconds()
 	time.Sleep(time.Second)
 	r.RSSIdle = rssBytes(d.PID())
 
 	st := &stats{}
-	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", realm: "localhost", st: st}
+	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", st: st}
 	c.rates[clsRamp] = o.RegisterRate
 	c.rates[clsNotify] = float64(n) / 15
 	c.rates[clsRegister] = float64(n) / 3000
@@ -278,7 +264,7 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	r.Ramp.CPUAvg = smp.cpuSince(rampStart)
 	time.Sleep(2 * time.Second)
 	r.RSSRegistered = rssBytes(d.PID())
-	if h, err := health(ctx, d.HTTP); err == nil {
+	if h, err := health(ctx, d); err == nil {
 		r.HealthAfterRamp = h
 	}
 	if r.RSSRegistered > r.RSSIdle {
@@ -353,7 +339,7 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	if r.GenMsgRate > 0 {
 		r.GenUsPerMsg = 1e6 * r.GenCPUAvg / r.GenMsgRate
 	}
-	if h, err := health(ctx, d.HTTP); err == nil {
+	if h, err := health(ctx, d); err == nil {
 		r.HealthAfterHold = h
 	}
 	return r, nil

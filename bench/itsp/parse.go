@@ -152,33 +152,6 @@ func (m *msg) parse(b []byte) bool {
 	return true
 }
 
-// param returns the value of name="..." (or name=token) in a challenge.
-func param(v []byte, name string) string {
-	i := bytes.Index(v, []byte(name+"="))
-	for i > 0 && v[i-1] != ' ' && v[i-1] != ',' {
-		j := bytes.Index(v[i+1:], []byte(name+"="))
-		if j < 0 {
-			return ""
-		}
-		i += 1 + j
-	}
-	if i < 0 {
-		return ""
-	}
-	v = v[i+len(name)+1:]
-	if len(v) > 0 && v[0] == '"' {
-		v = v[1:]
-		if j := bytes.IndexByte(v, '"'); j >= 0 {
-			return string(v[:j])
-		}
-		return string(v)
-	}
-	if j := bytes.IndexAny(v, ", "); j >= 0 {
-		v = v[:j]
-	}
-	return string(v)
-}
-
 // uriOf strips the angle brackets and parameters outside them from a
 // name-addr (Contact): <sip:a@b:1;x>;expires=3 -> sip:a@b:1;x.
 func uriOf(v []byte) []byte {

@@ -2,16 +2,14 @@ package itsp
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sync"
 	"time"
 
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/sipload"
+	"sipxdp/internal/sipdrun"
 )
 
 // SipHealth is the part of sipd's /health "sip" object the report keeps.
@@ -25,22 +23,13 @@ type SipHealth struct {
 	DroppedFlood  uint64 `json:"dropped_flood"`
 }
 
-var healthClient = &http.Client{Timeout: 2 * time.Second}
-
-func health(ctx context.Context, base string) (SipHealth, error) {
+func health(ctx context.Context, d *sipdrun.Sipd) (SipHealth, error) {
 	var h struct {
 		SIP *SipHealth `json:"sip"`
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", base+"/health", nil)
-	if err != nil {
-		return SipHealth{}, err
-	}
-	resp, err := healthClient.Do(req)
-	if err != nil {
-		return SipHealth{}, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || h.SIP == nil {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := d.GetJSON(ctx, "/health", &h); err != nil || h.SIP == nil {
 		return SipHealth{}, fmt.Errorf("decode health: %v", err)
 	}
 	return *h.SIP, nil
@@ -50,7 +39,7 @@ func health(ctx context.Context, base string) (SipHealth, error) {
 // system's busy cores each second, /health every other second, and
 // prints a progress line every five.
 type sampler struct {
-	d       *sipload.Daemon
+	d       *sipdrun.Sipd
 	w       io.Writer
 	st      *stats
 	n       int
@@ -63,7 +52,7 @@ type sampler struct {
 	once    sync.Once
 }
 
-func newSampler(d *sipload.Daemon, w io.Writer, st *stats, n int) *sampler {
+func newSampler(d *sipdrun.Sipd, w io.Writer, st *stats, n int) *sampler {
 	return &sampler{d: d, w: w, st: st, n: n, quit: make(chan struct{}), stopped: make(chan struct{})}
 }
 
@@ -108,7 +97,7 @@ func (s *sampler) loop(ctx context.Context) {
 			smp.sipd = cpu.ProcCores(pa, pb, wall)
 		}
 		if i%2 == 0 {
-			if h, err := health(ctx, s.d.HTTP); err == nil {
+			if h, err := health(ctx, s.d); err == nil {
 				smp.hasTrans, smp.trans, smp.regs, smp.calls = true, h.Transactions, h.Registrations, h.ActiveCalls
 				lastH = h
 			}

@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/sipd/digest"
+	"sipxdp/internal/digestclient"
 )
 
 type ua struct {
@@ -113,65 +112,15 @@ func readFinal(c *net.UDPConn, wait time.Duration) (*sip.Response, error) {
 
 // authorize answers the MD5 challenge in res's header hdr.
 func authorize(res *sip.Response, hdr, user, password, method, uri string) (string, error) {
+	var chs []string
 	for _, h := range res.GetHeaders(hdr) {
-		p := challengeParams(h.Value())
-		if alg := p["algorithm"]; alg != "" && !strings.EqualFold(alg, "MD5") {
-			continue
-		}
-		realm, nonce := p["realm"], p["nonce"]
-		ha1 := digest.HA1("MD5", user, realm, password)
-		ha2 := digest.H("MD5", method+":"+uri)
-		cnonce, nc := randHex(8), "00000001"
-		var resp, qop string
-		if strings.Contains(p["qop"], "auth") {
-			qop = "auth"
-			resp = digest.H("MD5", ha1+":"+nonce+":"+nc+":"+cnonce+":auth:"+ha2)
-		} else {
-			resp = digest.H("MD5", ha1+":"+nonce+":"+ha2)
-		}
-		v := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=MD5`,
-			user, realm, nonce, uri, resp)
-		if qop != "" {
-			v += fmt.Sprintf(`, qop=auth, nc=%s, cnonce="%s"`, nc, cnonce)
-		}
-		if o, ok := p["opaque"]; ok {
-			v += fmt.Sprintf(`, opaque="%s"`, o)
-		}
-		return v, nil
+		chs = append(chs, h.Value())
 	}
-	return "", fmt.Errorf("no MD5 challenge in %s", hdr)
-}
-
-// challengeParams reads the name=value pairs of a Digest challenge.
-func challengeParams(v string) map[string]string {
-	out := map[string]string{}
-	_, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
-	for rest = strings.TrimSpace(rest); rest != ""; {
-		eq := strings.IndexByte(rest, '=')
-		if eq <= 0 {
-			break
-		}
-		key := strings.ToLower(strings.TrimSpace(rest[:eq]))
-		rest = strings.TrimSpace(rest[eq+1:])
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			end := strings.IndexByte(rest[1:], '"')
-			if end < 0 {
-				break
-			}
-			val, rest = rest[1:end+1], rest[end+2:]
-		} else {
-			end := strings.IndexByte(rest, ',')
-			if end < 0 {
-				end = len(rest)
-			}
-			val, rest = strings.TrimSpace(rest[:end]), rest[end:]
-		}
-		out[key] = val
-		rest = strings.TrimPrefix(strings.TrimSpace(rest), ",")
-		rest = strings.TrimSpace(rest)
+	v, err := digestclient.AnswerFirst(chs, "MD5", digestclient.Request{Method: method, URI: uri, Username: user, Password: password})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", hdr, err)
 	}
-	return out
+	return v, nil
 }
 
 // readLoop parses every datagram on u's socket and hands it to h under mu,

@@ -6,29 +6,37 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sipxdp/internal/sipdrun"
+	"sipxdp/sipd/sipconf"
 )
 
 // startSipd builds sipd and starts it on loopback in the given media mode
 // with the userspace relay.
-func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *Daemon {
+func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *sipdrun.Sipd {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs sipd")
 	}
 	dir := t.TempDir()
-	bin, err := BuildSipd(ctx, dir)
+	bin, err := sipdrun.Build(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sipPort, err := freePort("udp")
+	cfg, err := sipdrun.Default()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	// UDP only: a free UDP port need not be free for TCP.
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
 	// A port range of our own below the ephemeral range, spread so that
 	// packages testing in parallel rarely share one.
-	pmin := 20000 + 64*(sipPort%150)
-	d, err := StartDaemon(ctx, DaemonConfig{Binary: bin, Dir: dir, Mode: mode, Datapath: "userspace",
-		UASCount: uasCount, Password: "secret", PortMin: pmin, PortMax: pmin + 63})
+	pmin := 20000 + 64*(os.Getpid()%150)
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = pmin, pmin+63
+	cfg.Log.Level = "warn"
+	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: bin, Dir: dir, Users: UsersFile(uasCount, "secret")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +45,7 @@ func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *Da
 			t.Error(err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(d.LogPath)
-			t.Logf("sipd log:\n%s", b)
+			t.Logf("sipd log:\n%s", d.Log())
 		}
 	})
 	return d

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,7 +18,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"sipxdp/sipd/digest"
+	"sipxdp/internal/digestclient"
 )
 
 // UA is one endpoint on one UDP socket or one stream connection.
@@ -331,20 +332,19 @@ func Param(challenge, key string) string {
 }
 
 // Authorization answers a digest challenge (the value of WWW-Authenticate
-// or Proxy-Authenticate) for method and uri with qop=auth and count nc
-// (8 hex digits, e.g. "00000001"). An opaque in the challenge is returned
-// unchanged, as RFC 7616 §3.4 requires.
+// or Proxy-Authenticate) for method and uri with qop=auth, cnonce c0ffee
+// and count nc (8 hex digits, e.g. "00000001"). An opaque in the
+// challenge is returned unchanged, as RFC 7616 §3.4 requires. A challenge
+// it cannot answer gives "" (the request then goes without credentials).
 func Authorization(challenge, user, password, method, uri, nc string) string {
-	realm, nonce, alg := Param(challenge, "realm"), Param(challenge, "nonce"), Param(challenge, "algorithm")
-	if alg == "" {
-		alg = digest.MD5
+	n, err := strconv.ParseUint(nc, 16, 32)
+	if err != nil {
+		return ""
 	}
-	ha1 := digest.HA1(alg, user, realm, password)
-	resp := digest.H(alg, ha1+":"+nonce+":"+nc+":c0ffee:auth:"+digest.H(alg, method+":"+uri))
-	v := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s, cnonce="c0ffee", qop=auth, nc=%s`,
-		user, realm, nonce, uri, resp, alg, nc)
-	if o := Param(challenge, "opaque"); o != "" {
-		v += `, opaque="` + o + `"`
+	v, err := digestclient.Answer(challenge, digestclient.Request{Method: method, URI: uri, Username: user,
+		Password: password, Count: int(n), Cnonce: "c0ffee"})
+	if err != nil {
+		return ""
 	}
 	return v
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -40,12 +39,6 @@ func (n *netNS) listenUDP(t *testing.T, addr netip.AddrPort) *net.UDPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// httpClient dials inside the namespace.
-func (n *netNS) httpClient() *http.Client {
-	tr := &http.Transport{DialContext: n.DialContext, DisableKeepAlives: true}
-	return &http.Client{Transport: tr, Timeout: 3 * time.Second}
 }
 
 // udpBound reports whether something listens on UDP port in the namespace

@@ -2,37 +2,30 @@ package digest
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"sipxdp/internal/digestclient"
 )
 
-// answer plays the client side of one challenge.
+// answer plays the client side of one challenge, with the bench's and
+// the tests' client.
 func answer(t *testing.T, challenge, user, password, method, uri, nc string) string {
 	t.Helper()
-	get := func(k string) string {
-		i := strings.Index(challenge, k+"=")
-		if i < 0 {
-			return ""
-		}
-		v := challenge[i+len(k)+1:]
-		if strings.HasPrefix(v, `"`) {
-			return v[1 : 1+strings.IndexByte(v[1:], '"')]
-		}
-		if j := strings.IndexByte(v, ','); j >= 0 {
-			v = v[:j]
-		}
-		return v
+	n, err := strconv.ParseUint(nc, 16, 32)
+	if err != nil {
+		t.Fatal(err)
 	}
-	realm, nonce, alg := get("realm"), get("nonce"), get("algorithm")
-	cnonce := "0a4f113b"
-	ha1 := HA1(alg, user, realm, password)
-	resp := H(alg, ha1+":"+nonce+":"+nc+":"+cnonce+":auth:"+H(alg, method+":"+uri))
-	return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s, cnonce="%s", qop=auth, nc=%s`,
-		user, realm, nonce, uri, resp, alg, cnonce, nc)
+	v, err := digestclient.Answer(challenge, digestclient.Request{Method: method, URI: uri, Username: user, Password: password,
+		Count: int(n), Cnonce: "0a4f113b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func newAuth(t *testing.T, now *time.Time) *Authenticator {
