@@ -245,3 +245,8 @@ func Uninstall(pinPath string) error {
 func PeerPass(ns bpf.Namespace, dev string) (io.Closer, error) {
 	return bpf.AttachPassXDP(ns, dev)
 }
+
+// UserspaceCounterNames lists the counters the userspace relay reports
+// (Stack.Slow's Counters), for exporters outside the datapath packages
+// that must place each one.
+func UserspaceCounterNames() []string { return usrelay.CounterNames() }

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -362,4 +364,11 @@ func (t *fdTable) store(fd int, p *port) {
 		t.chunks[fd>>fdChunkBits].Store(c)
 	}
 	c[fd&(1<<fdChunkBits-1)].Store(p)
+}
+
+// CounterNames lists, sorted, every counter Counters reports, so that an
+// exporter can check it gives each one a place.
+func CounterNames() []string {
+	var r Relay
+	return slices.Sorted(maps.Keys(r.Counters()))
 }
