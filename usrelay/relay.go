@@ -156,6 +156,8 @@ func (r *Relay) Sockets() int { return int(r.nsock.Load()) }
 // dropped and one entry per drop reason, plus sockets.
 func (r *Relay) Counters() map[string]uint64 {
 	m := make(map[string]uint64)
+	var none counters // every name, even before a worker runs
+	none.addTo(m)
 	for _, w := range r.workers {
 		w.cnt.addTo(m)
 	}
