@@ -9,9 +9,9 @@ import (
 )
 
 // ExplainBind adds to a failed bind of addr what an operator needs to
-// know when the cause is a privileged port: sipd runs as its own user
-// (packaging/sipd.service), and Go's "permission denied" alone does not
-// say which capability is missing.
+// know when the cause is a privileged port: the packaged unit runs sipd
+// as its own user with CAP_NET_BIND_SERVICE (see packaging/), and Go's
+// "permission denied" alone does not say which capability is missing.
 func ExplainBind(addr string, err error) error {
 	if err == nil || !errors.Is(err, syscall.EACCES) {
 		return err
