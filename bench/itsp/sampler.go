@@ -23,16 +23,15 @@ type SipHealth struct {
 	DroppedFlood  uint64 `json:"dropped_flood"`
 }
 
+// health keeps the report's part of sipd's /health.
 func health(ctx context.Context, d *sipdrun.Sipd) (SipHealth, error) {
-	var h struct {
-		SIP *SipHealth `json:"sip"`
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := d.GetJSON(ctx, "/health", &h); err != nil || h.SIP == nil {
+	h, err := d.Health(ctx)
+	if err != nil || h.SIP == nil {
 		return SipHealth{}, fmt.Errorf("decode health: %v", err)
 	}
-	return *h.SIP, nil
+	st := h.SIP
+	return SipHealth{Registrations: st.Registrations, AoRs: st.AoRs, ActiveCalls: st.ActiveCalls, Transactions: st.Transactions,
+		Users: st.Users, Malformed: st.Malformed, DroppedFlood: st.DroppedFlood}, nil
 }
 
 // sampler reads sipd's and the generator's CPU, sipd's RSS and the
