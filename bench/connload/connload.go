@@ -104,15 +104,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, fmt.Errorf("--mode %q: want tcp, tls or both", cfg.Mode)
 		}
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+	var err error
+	if cfg.Out, cfg.Sipd, err = sipdrun.Workdir(ctx, cfg.Out, "bench-conns-", cfg.Sipd); err != nil {
 		return nil, err
-	}
-	if cfg.Sipd == "" {
-		bin, err := sipdrun.Build(ctx, cfg.Out)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Sipd = bin
 	}
 	var results []Result
 	for _, m := range modes {
@@ -121,7 +115,6 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return results, err
 		}
 		var r Result
-		var err error
 		if m == "tcp" {
 			r, err = runTCP(ctx, cfg, dir)
 		} else {

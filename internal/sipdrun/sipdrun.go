@@ -57,6 +57,31 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// Workdir makes dir for a bench run's files, or a new temporary
+// directory named after prefix when dir is empty, and builds sipd into it
+// unless bin names a binary already. It returns the directory and the
+// binary.
+func Workdir(ctx context.Context, dir, prefix, bin string) (string, string, error) {
+	if dir == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return "", "", fmt.Errorf("output dir: %w", err)
+		}
+		dir = d
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("output dir: %w", err)
+	}
+	if bin == "" {
+		b, err := Build(ctx, dir)
+		if err != nil {
+			return "", "", err
+		}
+		bin = b
+	}
+	return dir, bin, nil
+}
+
 // Default returns the embedded default configuration, parsed, for the
 // caller to edit.
 func Default() (*sipd.Config, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -43,6 +44,41 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, cfg) {
 		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", back, cfg)
+	}
+}
+
+func TestWorkdir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(t.TempDir(), "a", "b")
+	tests := []struct {
+		name, dir string
+		ok        bool
+	}{
+		{"nested dir is made", nested, true},
+		{"empty dir: a temporary one", "", true},
+		{"a file is no dir", filepath.Join(file, "x"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, bin, err := Workdir(context.Background(), tt.dir, "sipdrun-test-", "/given/sipd")
+			if (err == nil) != tt.ok {
+				t.Fatalf("Workdir(%q) = %q, %v; want ok %v", tt.dir, dir, err, tt.ok)
+			}
+			if !tt.ok {
+				return
+			}
+			if tt.dir == "" {
+				defer os.RemoveAll(dir)
+			} else if dir != tt.dir {
+				t.Errorf("dir %q, want %q", dir, tt.dir)
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || bin != "/given/sipd" {
+				t.Errorf("dir %q (%v), bin %q: want a directory and the given binary", dir, err, bin)
+			}
+		})
 	}
 }
 
