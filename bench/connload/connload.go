@@ -266,16 +266,11 @@ func procCPU(pid int) cpu.ProcTimes {
 func runTCP(ctx context.Context, cfg Config, dir string) (Result, error) {
 	r := Result{Mode: "tcp", Conns: cfg.Conns, ConnRate: cfg.Rate, ReqRate: cfg.Requests,
 		Duration: cfg.Duration.Seconds(), Procs: cfg.Procs, TargetPerConn: 8 * 1024}
-	s, err := startSipd(ctx, cfg.Sipd, dir, "TCP", map[string]int{"c": cfg.Conns})
+	s, before, err := startSipd(ctx, cfg.Sipd, dir, "TCP", map[string]int{"c": cfg.Conns})
 	if err != nil {
 		return r, err
 	}
 	defer s.d.Stop()
-	settle(ctx, 2*time.Second)
-	before, err := measure(s)
-	if err != nil {
-		return r, err
-	}
 	cfg.Log.Info("tcp: opening connections", "conns", cfg.Conns, "rate", cfg.Rate, "procs", cfg.Procs)
 	c0, t0 := procCPU(s.d.PID()), time.Now()
 	cl, err := startClients(cfg, dir, s.sip, "TCP", "c", cfg.Conns, cfg.Rate)
@@ -338,16 +333,11 @@ func runTLS(ctx context.Context, cfg Config, dir string) (Result, error) {
 	r := Result{Mode: "tls", Conns: cfg.IdleTLS, ConnRate: cfg.Rate, Duration: cfg.Duration.Seconds(),
 		Procs: cfg.Procs, TargetPerConn: 40 * 1024}
 	churnUsers := max(1, min(1000, int(cfg.Rate)))
-	s, err := startSipd(ctx, cfg.Sipd, dir, "TLS", map[string]int{"i": cfg.IdleTLS, "t": churnUsers})
+	s, before, err := startSipd(ctx, cfg.Sipd, dir, "TLS", map[string]int{"i": cfg.IdleTLS, "t": churnUsers})
 	if err != nil {
 		return r, err
 	}
 	defer s.d.Stop()
-	settle(ctx, 2*time.Second)
-	before, err := measure(s)
-	if err != nil {
-		return r, err
-	}
 	cfg.Log.Info("tls: opening idle connections", "conns", cfg.IdleTLS)
 	t0 := time.Now()
 	cl, err := startClients(cfg, dir, s.sip, "TLS", "i", cfg.IdleTLS, min(cfg.Rate, 500))
