@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"sipxdp/bench/rtpload"
 	"sipxdp/bpf"
 	"sipxdp/internal/netns"
+	"sipxdp/internal/pidname"
 	"sipxdp/relay"
 )
 
@@ -256,13 +256,8 @@ func cleanStalePins() {
 		return
 	}
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), pinPrefix)
-		if !ok {
-			continue
-		}
-		idStr, _, _ := strings.Cut(rest, "-")
-		id, err := strconv.Atoi(idStr)
-		if err != nil || (id != os.Getpid() && syscall.Kill(id, 0) == nil) {
+		// This process's own pins are from a run before this one.
+		if !pidname.Stale(e.Name(), pinPrefix, true) {
 			continue
 		}
 		p := filepath.Join(bpffsRoot, e.Name())
