@@ -23,14 +23,9 @@ type sipd struct {
 // debug text carries, plus its goroutine count.
 type goMem = sipdrun.GoMem
 
-// startSipd starts sipd on the embedded default config with one listener
-// of the given transport, users prefix0..prefixN-1, pprof on, and media
-// off; lets it settle and returns its memory then, the run's baseline.
+// startSipd starts sipd on sipdrun.Loopback's config with one listener
+// of the given transport, users prefix0..prefixN-1, and media off; lets it settle and returns its memory then, the run's baseline.
 func startSipd(ctx context.Context, bin, dir, transport string, users map[string]int) (*sipd, memPoint, error) {
-	cfg, err := sipdrun.Default()
-	if err != nil {
-		return nil, memPoint{}, err
-	}
 	var ub strings.Builder
 	for prefix, n := range users {
 		for i := range n {
@@ -45,11 +40,10 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 		}
 		listen = sipconf.Listen{Transport: "tls", Addr: "127.0.0.1:0", Cert: cert, Key: key}
 	}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.HTTP.Pprof = true
-	cfg.SIP.Listen = []sipconf.Listen{listen}
-	cfg.Media.Mode, cfg.Media.Datapath = "none", "userspace"
-	cfg.Log.Level = "warn"
+	cfg, err := sipdrun.Loopback(listen, "none")
+	if err != nil {
+		return nil, memPoint{}, err
+	}
 	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: bin, Dir: dir, Users: ub.String()})
 	if err != nil {
 		return nil, memPoint{}, err

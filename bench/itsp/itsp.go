@@ -128,15 +128,10 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // and an hour's maximum expiry; they are set here rather than trusted to
 // stay the defaults.
 func sipdConfig(media string) (*sipd.Config, error) {
-	cfg, err := sipdrun.Default()
+	cfg, err := sipdrun.Loopback(sipconf.Listen{Transport: "udp", Addr: "127.0.0.1:0"}, media)
 	if err != nil {
 		return nil, err
 	}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.HTTP.Pprof = true
-	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
-	cfg.Media.Mode, cfg.Media.Datapath = media, "userspace"
-	cfg.Log.Level = "warn"
 	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = true, true
 	cfg.SIP.Registrar.Store = "location.json"
 	cfg.SIP.Registrar.MaxExpires = sipconf.Duration(time.Hour)

@@ -47,6 +47,21 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 }
 
+func TestLoopback(t *testing.T) {
+	for _, mode := range []string{"none", "all"} {
+		listen := sipconf.Listen{Transport: "tcp", Addr: "127.0.0.1:0"}
+		cfg, err := Loopback(listen, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.HTTP.Listen != "127.0.0.1:0" || !cfg.HTTP.Pprof || len(cfg.SIP.Listen) != 1 || cfg.SIP.Listen[0] != listen ||
+			cfg.Media.Mode != mode || cfg.Media.Datapath != "userspace" || cfg.Log.Level != "warn" {
+			t.Errorf("Loopback(%v, %s): http %q pprof %v, sip %v, media %s/%s, log %s", listen, mode, cfg.HTTP.Listen, cfg.HTTP.Pprof,
+				cfg.SIP.Listen, cfg.Media.Mode, cfg.Media.Datapath, cfg.Log.Level)
+		}
+	}
+}
+
 func TestWorkdir(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
