@@ -209,12 +209,9 @@ func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, err
 	if o.Size == 0 {
 		o.Size = 172
 	}
-	if removed, err := netns.CleanStale(datapathNet.Prefix); err != nil {
-		return nil, fmt.Errorf("remove stale namespaces: %w", err)
-	} else if len(removed) > 0 {
-		slog.Info("removed stale namespaces", "names", removed)
+	if err := cleanStale(datapathNet.Prefix); err != nil {
+		return nil, err
 	}
-	cleanStalePins()
 
 	var results []report.Datapath
 	var errs []error
@@ -246,6 +243,18 @@ reps:
 		}
 	}
 	return results, errors.Join(errs...)
+}
+
+// cleanStale removes what bench runs that were killed left behind: the
+// namespaces named with prefix, then the pins.
+func cleanStale(prefix string) error {
+	if removed, err := netns.CleanStale(prefix); err != nil {
+		return fmt.Errorf("remove stale namespaces: %w", err)
+	} else if len(removed) > 0 {
+		slog.Info("removed stale namespaces", "names", removed)
+	}
+	cleanStalePins()
+	return nil
 }
 
 // cleanStalePins removes bpffs directories of bench runs whose process is
