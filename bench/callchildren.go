@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"net/netip"
 	"time"
 
@@ -23,22 +24,10 @@ type uasChildConfig struct {
 	RTPSockets int            `json:"rtp_sockets"`
 }
 
-func runUASChild() int {
-	var c uasChildConfig
-	if err := childproc.Params(&c); err != nil {
-		childproc.Emit("result", nil, err)
-		return 2
-	}
-	ctx, stop := childproc.Context()
-	defer stop()
-	res, err := sipload.RunUAS(ctx, sipload.UASConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
+func runUASChild(ctx context.Context, c uasChildConfig) (any, error) {
+	return sipload.RunUAS(ctx, sipload.UASConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		Count: c.Count, SIPAddr: c.Addr, MediaAddr: c.Addr, RTPPort: c.RTPPort, RTPSockets: c.RTPSockets},
 		func() { childproc.Emit("ready", nil, nil) })
-	childproc.Emit("result", res, err)
-	if err != nil {
-		return 1
-	}
-	return 0
 }
 
 type uacChildConfig struct {
@@ -54,22 +43,10 @@ type uacChildConfig struct {
 	RTPSockets int            `json:"rtp_sockets"`
 }
 
-func runUACChild() int {
-	var c uacChildConfig
-	if err := childproc.Params(&c); err != nil {
-		childproc.Emit("result", nil, err)
-		return 2
-	}
-	ctx, stop := childproc.Context()
-	defer stop()
+func runUACChild(ctx context.Context, c uacChildConfig) (any, error) {
 	childproc.Emit("ready", nil, nil)
-	res, err := sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
+	return sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		UASCount: c.UASCount, Total: c.Total, CPS: c.CPS, Duration: c.Duration, SIPAddr: c.Addr, MediaAddr: c.Addr,
 		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets,
 		Progress: func(p sipload.Progress) { childproc.Emit("progress", p, nil) }})
-	childproc.Emit("result", res, err)
-	if err != nil {
-		return 1
-	}
-	return 0
 }

@@ -22,6 +22,7 @@ import (
 	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/mem"
+	"sipxdp/bench/procsample"
 	"sipxdp/bench/sipload"
 	"sipxdp/bpf"
 	"sipxdp/internal/netns"
@@ -57,11 +58,7 @@ type callRun struct {
 
 // runSample is read once a second while the calls run.
 type runSample struct {
-	at        time.Time
-	sys       cpu.Stat
-	sipd      cpu.ProcTimes
-	sipdOK    bool
-	rssMB     float64
+	procsample.Reading
 	active    int
 	healthOK  bool
 	relayPkts uint64
@@ -307,18 +304,9 @@ func (r *callRun) awaitCaller(ctx context.Context) (sipload.Result, error) {
 func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 	fi, _ := os.Stderr.Stat()
 	tty := fi != nil && fi.Mode()&os.ModeCharDevice != 0
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var prev *runSample
-	for n := 0; ; n++ {
-		s := runSample{at: time.Now()}
-		if st, err := cpu.ReadStat(); err == nil {
-			s.sys = st
-		}
-		if p, err := cpu.ReadPID(r.sipd.PID()); err == nil {
-			s.sipd, s.sipdOK = p, true
-		}
-		s.rssMB, _ = mem.RSSMB(r.sipd.PID())
+	var prev runSample
+	procsample.Every(ctx, nil, time.Second, r.sipd.PID(), func(n int, _ *procsample.Reading, cur procsample.Reading) {
+		s := runSample{Reading: cur}
 		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
@@ -327,23 +315,18 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 		s.uacTXRX, s.started = p.TXPackets+p.RXPackets, p.Started
 		r.samples = append(r.samples, s)
 		r.mu.Unlock()
-		if prev != nil && (tty || n%5 == 0) {
-			r.printProgress(tty, t0, *prev, s, p)
+		if n > 0 && (tty || n%5 == 0) {
+			r.printProgress(tty, t0, prev, s, p)
 		}
-		prev = &s
-		select {
-		case <-ctx.Done():
-			if tty {
-				fmt.Fprintln(os.Stderr)
-			}
-			return
-		case <-t.C:
-		}
+		prev = s
+	})
+	if tty {
+		fmt.Fprintln(os.Stderr)
 	}
 }
 
 func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p sipload.Progress) {
-	wall := b.at.Sub(a.at)
+	wall := b.At.Sub(a.At)
 	if wall <= 0 {
 		return
 	}
@@ -357,10 +340,10 @@ func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p siploa
 	cps := float64(b.started-a.started) / wall.Seconds()
 	pps := float64(b.uacTXRX-a.uacTXRX) / wall.Seconds()
 	sipdCPU := 0.0
-	if a.sipdOK && b.sipdOK {
-		sipdCPU = 100 * cpu.ProcCores(a.sipd, b.sipd, wall)
+	if a.ProcOK && b.ProcOK {
+		sipdCPU = 100 * cpu.ProcCores(a.Proc, b.Proc, wall)
 	}
-	sys := 100 * cpu.BusyCores(a.sys, b.sys, wall)
+	sys := 100 * cpu.BusyCores(a.Sys, b.Sys, wall)
 	line := fmt.Sprintf("[%s %5.1fs] %-6s active %5d (sipd %5d)  %6.1f calls/s  caller rtp %7.0f pps  relay %7.0f pps  sipd cpu %5.1f%%  system %5.1f%%",
 		r.tag, time.Since(t0).Seconds(), phase, p.Active, b.active, cps, pps,
 		float64(b.relayPkts-a.relayPkts)/wall.Seconds(), sipdCPU, sys)
@@ -423,17 +406,17 @@ func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to tim
 	var cpus, rss, act, steady []float64
 	for i := 1; i < len(ss); i++ {
 		a, b := ss[i-1], ss[i]
-		if wall := b.at.Sub(a.at); wall > 0 && a.sipdOK && b.sipdOK {
-			cpus = append(cpus, 100*cpu.ProcCores(a.sipd, b.sipd, wall))
+		if wall := b.At.Sub(a.At); wall > 0 && a.ProcOK && b.ProcOK {
+			cpus = append(cpus, 100*cpu.ProcCores(a.Proc, b.Proc, wall))
 		}
 	}
 	for _, s := range ss {
-		if s.rssMB > 0 {
-			rss = append(rss, s.rssMB)
+		if s.RSS > 0 {
+			rss = append(rss, float64(s.RSS)/(1<<20))
 		}
 		if s.healthOK {
 			act = append(act, float64(s.active))
-			if d := s.at.Sub(t0); d >= from && d <= to {
+			if d := s.At.Sub(t0); d >= from && d <= to {
 				steady = append(steady, float64(s.active))
 			}
 		}

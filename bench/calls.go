@@ -258,28 +258,12 @@ func RunCalls(ctx context.Context, o *CallsOptions) ([]callreport.Result, error)
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: it creates network namespaces and starts sipd in one")
 	}
-	if removed, err := netns.CleanStale(callsNet.Prefix); err != nil {
-		return nil, fmt.Errorf("remove stale namespaces: %w", err)
-	} else if len(removed) > 0 {
-		slog.Info("removed stale namespaces", "names", removed)
+	if err := cleanStale(callsNet.Prefix); err != nil {
+		return nil, err
 	}
-	cleanStalePins()
-	if o.Out == "" {
-		d, err := os.MkdirTemp("", "bench-calls-")
-		if err != nil {
-			return nil, fmt.Errorf("output dir: %w", err)
-		}
-		o.Out = d
-	}
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("output dir: %w", err)
-	}
-	if o.Sipd == "" {
-		bin, err := sipdrun.Build(ctx, o.Out)
-		if err != nil {
-			return nil, err
-		}
-		o.Sipd = bin
+	var err error
+	if o.Out, o.Sipd, err = sipdrun.Workdir(ctx, o.Out, "bench-calls-", o.Sipd); err != nil {
+		return nil, err
 	}
 	host := hostInfo()
 	var rs []callreport.Result

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +24,11 @@ import (
 // up, then "result" when done.
 
 func init() {
-	childproc.Register("_sender", runSenderChild)
-	childproc.Register("_receiver", runReceiverChild)
-	childproc.Register("_relay", runRelayChild)
-	childproc.Register("_uac", runUACChild)
-	childproc.Register("_uas", runUASChild)
+	childproc.Register("_sender", childproc.Serve(runSenderChild))
+	childproc.Register("_receiver", childproc.Serve(runReceiverChild))
+	childproc.Register("_relay", childproc.Serve(runRelayChild))
+	childproc.Register("_uac", childproc.Serve(runUACChild))
+	childproc.Register("_uas", childproc.Serve(runUASChild))
 }
 
 // startChild starts a bench child of role sub in ns, named role in logs.
@@ -45,24 +46,12 @@ type senderChildConfig struct {
 	Size        int              `json:"size"`
 }
 
-func runSenderChild() int {
-	var c senderChildConfig
-	if err := childproc.Params(&c); err != nil {
-		childproc.Emit("result", nil, err)
-		return 2
-	}
-	ctx, cancel := childproc.Context()
-	defer cancel()
+func runSenderChild(ctx context.Context, c senderChildConfig) (any, error) {
 	childproc.Emit("ready", nil, nil)
-	res, err := rtpload.Send(ctx, rtpload.SenderConfig{
+	return rtpload.Send(ctx, rtpload.SenderConfig{
 		Src: c.Src, SrcPortBase: c.SrcPortBase, Dsts: c.Dsts, Rate: c.Rate,
 		Duration: c.Duration, Batch: c.Batch, Size: c.Size,
 	})
-	childproc.Emit("result", res, err)
-	if err != nil {
-		return 1
-	}
-	return 0
 }
 
 type receiverChildConfig struct {
@@ -74,23 +63,14 @@ type receiverResult struct {
 	UDP map[string]int64 `json:"udp"` // deltas of /proc/net/snmp Udp counters
 }
 
-func runReceiverChild() int {
-	var c receiverChildConfig
-	if err := childproc.Params(&c); err != nil {
-		childproc.Emit("result", nil, err)
-		return 2
-	}
-	ctx, cancel := childproc.Context()
-	defer cancel()
+func runReceiverChild(ctx context.Context, c receiverChildConfig) (any, error) {
 	before, err := readUDPSNMP("/proc/net/snmp")
 	if err != nil {
-		childproc.Emit("result", nil, err)
-		return 1
+		return nil, err
 	}
 	sink, err := rtpload.NewSink(c.Sink)
 	if err != nil {
-		childproc.Emit("result", nil, err)
-		return 1
+		return nil, err
 	}
 	childproc.Emit("ready", nil, nil)
 	sr, err := sink.Run(ctx)
@@ -105,11 +85,7 @@ func runReceiverChild() int {
 	} else {
 		err = errors.Join(err, aerr)
 	}
-	childproc.Emit("result", res, err)
-	if err != nil {
-		return 1
-	}
-	return 0
+	return res, err
 }
 
 // readUDPSNMP returns the "Udp:" counters of /proc/net/snmp by name.
@@ -174,29 +150,19 @@ type relayResult struct {
 // packages, so the bench builds and runs direct even without them.
 var openDatapath = map[string]func(c relayChildConfig) (relay.Datapath, func() map[string]uint64, error){}
 
-func runRelayChild() int {
-	var c relayChildConfig
-	if err := childproc.Params(&c); err != nil {
-		childproc.Emit("result", nil, err)
-		return 2
-	}
-	ctx, cancel := childproc.Context()
-	defer cancel()
+func runRelayChild(ctx context.Context, c relayChildConfig) (any, error) {
 	open, ok := openDatapath[c.Path]
 	if !ok {
-		childproc.Emit("result", nil, fmt.Errorf("datapath %q is not built into this bench", c.Path))
-		return 1
+		return nil, fmt.Errorf("datapath %q is not built into this bench", c.Path)
 	}
 	dp, counters, err := open(c)
 	if err != nil {
-		childproc.Emit("result", nil, fmt.Errorf("open %s: %w", c.Path, err))
-		return 1
+		return nil, fmt.Errorf("open %s: %w", c.Path, err)
 	}
 	for _, f := range c.Flows {
 		if err := dp.Upsert(f); err != nil {
 			err = fmt.Errorf("upsert %s: %w", f.Key, err)
-			childproc.Emit("result", nil, errors.Join(err, dp.Close()))
-			return 1
+			return nil, errors.Join(err, dp.Close())
 		}
 	}
 	childproc.Emit("ready", nil, nil)
@@ -218,9 +184,5 @@ func runRelayChild() int {
 		errs = append(errs, fmt.Errorf("close %s: %w", c.Path, err))
 	}
 	err = errors.Join(errs...)
-	childproc.Emit("result", res, err)
-	if err != nil {
-		return 1
-	}
-	return 0
+	return res, err
 }

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"sipxdp/bench/rtpload"
 	"sipxdp/bpf"
 	"sipxdp/internal/netns"
+	"sipxdp/internal/pidname"
 	"sipxdp/relay"
 )
 
@@ -209,12 +209,9 @@ func RunDatapath(ctx context.Context, o DatapathOptions) ([]report.Datapath, err
 	if o.Size == 0 {
 		o.Size = 172
 	}
-	if removed, err := netns.CleanStale(datapathNet.Prefix); err != nil {
-		return nil, fmt.Errorf("remove stale namespaces: %w", err)
-	} else if len(removed) > 0 {
-		slog.Info("removed stale namespaces", "names", removed)
+	if err := cleanStale(datapathNet.Prefix); err != nil {
+		return nil, err
 	}
-	cleanStalePins()
 
 	var results []report.Datapath
 	var errs []error
@@ -248,6 +245,18 @@ reps:
 	return results, errors.Join(errs...)
 }
 
+// cleanStale removes what bench runs that were killed left behind: the
+// namespaces named with prefix, then the pins.
+func cleanStale(prefix string) error {
+	if removed, err := netns.CleanStale(prefix); err != nil {
+		return fmt.Errorf("remove stale namespaces: %w", err)
+	} else if len(removed) > 0 {
+		slog.Info("removed stale namespaces", "names", removed)
+	}
+	cleanStalePins()
+	return nil
+}
+
 // cleanStalePins removes bpffs directories of bench runs whose process is
 // gone. Unpinning detaches their links and frees their maps.
 func cleanStalePins() {
@@ -256,13 +265,8 @@ func cleanStalePins() {
 		return
 	}
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), pinPrefix)
-		if !ok {
-			continue
-		}
-		idStr, _, _ := strings.Cut(rest, "-")
-		id, err := strconv.Atoi(idStr)
-		if err != nil || (id != os.Getpid() && syscall.Kill(id, 0) == nil) {
+		// This process's own pins are from a run before this one.
+		if !pidname.Stale(e.Name(), pinPrefix, true) {
 			continue
 		}
 		p := filepath.Join(bpffsRoot, e.Name())

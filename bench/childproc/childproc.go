@@ -15,6 +15,8 @@
 //   - SIGTERM asks a child to finish and report (Context); SIGINT is
 //     ignored, as the children run in their own process group and a
 //     terminal's Ctrl-C belongs to the parent.
+//   - A child that runs once and reports is written as a function of its
+//     parameters and wrapped in Serve, which does the rest.
 package childproc
 
 import (
@@ -95,6 +97,29 @@ func readLine(v any) error {
 		return err
 	}
 	return json.Unmarshal(line, v)
+}
+
+// Serve makes the entry point of a child that reads parameters, runs and
+// reports once: it reads the parameters into a P, calls run with Context
+// and emits what run returns as the "result" (an error before any result
+// with a nil one). The code is 2 for unreadable parameters, 1 when run
+// fails, else 0.
+func Serve[P any](run func(ctx context.Context, p P) (any, error)) func() int {
+	return func() int {
+		var p P
+		if err := Params(&p); err != nil {
+			Emit("result", nil, err)
+			return 2
+		}
+		ctx, stop := Context()
+		defer stop()
+		res, err := run(ctx, p)
+		Emit("result", res, err)
+		if err != nil {
+			return 1
+		}
+		return 0
+	}
 }
 
 // Params reads the child's parameters, the first line of stdin, into v.

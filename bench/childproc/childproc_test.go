@@ -43,6 +43,13 @@ func init() {
 		Emit("result", "stopped", nil)
 		return 0
 	})
+	// Reports its greeting back, or fails on an empty one.
+	Register("_serve", Serve(func(ctx context.Context, p params) (any, error) {
+		if p.Greeting == "" {
+			return nil, errors.New("no greeting")
+		}
+		return p.Greeting + " back", nil
+	}))
 	Register("_fails", func() int {
 		Emit("result", nil, errors.New("no such interface"))
 		return 1
@@ -64,6 +71,35 @@ func start(t *testing.T, s Spec) *Proc {
 	}
 	t.Cleanup(p.Kill)
 	return p
+}
+
+func TestServe(t *testing.T) {
+	tests := []struct {
+		name, greeting, want, wantErr string
+	}{
+		{"result", "hi", "hi back", ""},
+		{"error", "", "", "no greeting"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := start(t, Spec{Role: "_serve", Params: params{Greeting: tt.greeting}})
+			// Await turns the message's error into its own.
+			m, err := p.Await(context.Background(), "result", 10*time.Second)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Await = %v, want %q", err, tt.wantErr)
+				}
+			} else {
+				var got string
+				if err != nil || m.Decode(&got) != nil || got != tt.want {
+					t.Errorf("result %q (%v), want %q", got, err, tt.want)
+				}
+			}
+			if err := p.Wait(); (err == nil) != (tt.wantErr == "") {
+				t.Errorf("exit %v with error %q", err, tt.wantErr)
+			}
+		})
+	}
 }
 
 func TestCommands(t *testing.T) {

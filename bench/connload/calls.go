@@ -61,6 +61,41 @@ var compact = map[string]string{"v": "via", "f": "from", "t": "to", "i": "call-i
 
 var canonical = map[string]string{"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq", "record-route": "Record-Route"}
 
+// readHeaders reads a message's header lines up to the blank one, hands
+// each to fn with its name in lower case and in full, then skips the
+// body.
+func readHeaders(r *bufio.Reader, fn func(name, val string)) error {
+	clen := 0
+	for {
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		h = strings.TrimRight(h, "\r\n")
+		if h == "" {
+			break
+		}
+		name, val, ok := strings.Cut(h, ":")
+		if !ok {
+			continue
+		}
+		name, val = strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(val)
+		if full, ok := compact[name]; ok {
+			name = full
+		}
+		if name == "content-length" {
+			clen, _ = strconv.Atoi(val)
+		}
+		fn(name, val)
+	}
+	if clen > 0 {
+		if _, err := r.Discard(clen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readRequest reads one request; responses (none are expected) are read
 // and skipped.
 func readRequest(r *bufio.Reader) (*request, error) {
@@ -77,33 +112,11 @@ func readRequest(r *bufio.Reader) (*request, error) {
 		if !strings.HasPrefix(line, "SIP/2.0 ") {
 			req.method, _, _ = strings.Cut(line, " ")
 		}
-		clen := 0
-		for {
-			h, err := r.ReadString('\n')
-			if err != nil {
-				return nil, err
-			}
-			h = strings.TrimRight(h, "\r\n")
-			if h == "" {
-				break
-			}
-			name, val, ok := strings.Cut(h, ":")
-			if !ok {
-				continue
-			}
-			name, val = strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(val)
-			if full, ok := compact[name]; ok {
-				name = full
-			}
-			if name == "content-length" {
-				clen, _ = strconv.Atoi(val)
-			}
+		err = readHeaders(r, func(name, val string) {
 			req.hdrs = append(req.hdrs, [2]string{name, val})
-		}
-		if clen > 0 {
-			if _, err := r.Discard(clen); err != nil {
-				return nil, err
-			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		if req.method != "" {
 			return req, nil

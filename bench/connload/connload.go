@@ -104,15 +104,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, fmt.Errorf("--mode %q: want tcp, tls or both", cfg.Mode)
 		}
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+	var err error
+	if cfg.Out, cfg.Sipd, err = sipdrun.Workdir(ctx, cfg.Out, "bench-conns-", cfg.Sipd); err != nil {
 		return nil, err
-	}
-	if cfg.Sipd == "" {
-		bin, err := sipdrun.Build(ctx, cfg.Out)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Sipd = bin
 	}
 	var results []Result
 	for _, m := range modes {
@@ -121,7 +115,6 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return results, err
 		}
 		var r Result
-		var err error
 		if m == "tcp" {
 			r, err = runTCP(ctx, cfg, dir)
 		} else {
@@ -273,16 +266,11 @@ func procCPU(pid int) cpu.ProcTimes {
 func runTCP(ctx context.Context, cfg Config, dir string) (Result, error) {
 	r := Result{Mode: "tcp", Conns: cfg.Conns, ConnRate: cfg.Rate, ReqRate: cfg.Requests,
 		Duration: cfg.Duration.Seconds(), Procs: cfg.Procs, TargetPerConn: 8 * 1024}
-	s, err := startSipd(ctx, cfg.Sipd, dir, "TCP", map[string]int{"c": cfg.Conns})
+	s, before, err := startSipd(ctx, cfg.Sipd, dir, "TCP", map[string]int{"c": cfg.Conns})
 	if err != nil {
 		return r, err
 	}
 	defer s.d.Stop()
-	settle(ctx, 2*time.Second)
-	before, err := measure(s)
-	if err != nil {
-		return r, err
-	}
 	cfg.Log.Info("tcp: opening connections", "conns", cfg.Conns, "rate", cfg.Rate, "procs", cfg.Procs)
 	c0, t0 := procCPU(s.d.PID()), time.Now()
 	cl, err := startClients(cfg, dir, s.sip, "TCP", "c", cfg.Conns, cfg.Rate)
@@ -345,16 +333,11 @@ func runTLS(ctx context.Context, cfg Config, dir string) (Result, error) {
 	r := Result{Mode: "tls", Conns: cfg.IdleTLS, ConnRate: cfg.Rate, Duration: cfg.Duration.Seconds(),
 		Procs: cfg.Procs, TargetPerConn: 40 * 1024}
 	churnUsers := max(1, min(1000, int(cfg.Rate)))
-	s, err := startSipd(ctx, cfg.Sipd, dir, "TLS", map[string]int{"i": cfg.IdleTLS, "t": churnUsers})
+	s, before, err := startSipd(ctx, cfg.Sipd, dir, "TLS", map[string]int{"i": cfg.IdleTLS, "t": churnUsers})
 	if err != nil {
 		return r, err
 	}
 	defer s.d.Stop()
-	settle(ctx, 2*time.Second)
-	before, err := measure(s)
-	if err != nil {
-		return r, err
-	}
 	cfg.Log.Info("tls: opening idle connections", "conns", cfg.IdleTLS)
 	t0 := time.Now()
 	cl, err := startClients(cfg, dir, s.sip, "TLS", "i", cfg.IdleTLS, min(cfg.Rate, 500))

@@ -44,7 +44,6 @@ type response struct {
 	code int
 	cseq string
 	auth []string // WWW-Authenticate and Proxy-Authenticate values
-	clen int
 	// For calls: the To header (with the callee's tag), the Record-Route
 	// values in order, and the Contact's URI.
 	to      string
@@ -72,39 +71,22 @@ func (s *sipConn) readResponse(deadline time.Time) (*response, error) {
 			return nil, fmt.Errorf("bad status line %q", line)
 		}
 		res := &response{code: code}
-		for {
-			h, err := s.r.ReadString('\n')
-			if err != nil {
-				return nil, err
-			}
-			h = strings.TrimRight(h, "\r\n")
-			if h == "" {
-				break
-			}
-			name, val, ok := strings.Cut(h, ":")
-			if !ok {
-				continue
-			}
-			val = strings.TrimSpace(val)
-			switch strings.ToLower(strings.TrimSpace(name)) {
+		err = readHeaders(s.r, func(name, val string) {
+			switch name {
 			case "cseq":
 				res.cseq = val
 			case "www-authenticate", "proxy-authenticate":
 				res.auth = append(res.auth, val)
-			case "to", "t":
+			case "to":
 				res.to = val
 			case "record-route":
 				res.rr = append(res.rr, splitList(val)...)
-			case "contact", "m":
+			case "contact":
 				res.contact = contactURI(val)
-			case "content-length", "l":
-				res.clen, _ = strconv.Atoi(val)
 			}
-		}
-		if res.clen > 0 {
-			if _, err := s.r.Discard(res.clen); err != nil {
-				return nil, err
-			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		if code >= 200 {
 			return res, nil

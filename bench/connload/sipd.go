@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"sipxdp/internal/sipdrun"
 	"sipxdp/internal/testcert"
@@ -22,14 +23,9 @@ type sipd struct {
 // debug text carries, plus its goroutine count.
 type goMem = sipdrun.GoMem
 
-// startSipd starts sipd on the embedded default config with one listener
-// of the given transport, users prefix0..prefixN-1, pprof on, and media
-// off.
-func startSipd(ctx context.Context, bin, dir, transport string, users map[string]int) (*sipd, error) {
-	cfg, err := sipdrun.Default()
-	if err != nil {
-		return nil, err
-	}
+// startSipd starts sipd on sipdrun.Loopback's config with one listener
+// of the given transport, users prefix0..prefixN-1, and media off; lets it settle and returns its memory then, the run's baseline.
+func startSipd(ctx context.Context, bin, dir, transport string, users map[string]int) (*sipd, memPoint, error) {
 	var ub strings.Builder
 	for prefix, n := range users {
 		for i := range n {
@@ -40,20 +36,26 @@ func startSipd(ctx context.Context, bin, dir, transport string, users map[string
 	if transport == "TLS" {
 		cert, key, err := testcert.Generate(dir, netip.MustParseAddr("127.0.0.1"))
 		if err != nil {
-			return nil, fmt.Errorf("certificate: %w", err)
+			return nil, memPoint{}, fmt.Errorf("certificate: %w", err)
 		}
 		listen = sipconf.Listen{Transport: "tls", Addr: "127.0.0.1:0", Cert: cert, Key: key}
 	}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.HTTP.Pprof = true
-	cfg.SIP.Listen = []sipconf.Listen{listen}
-	cfg.Media.Mode, cfg.Media.Datapath = "none", "userspace"
-	cfg.Log.Level = "warn"
+	cfg, err := sipdrun.Loopback(listen, "none")
+	if err != nil {
+		return nil, memPoint{}, err
+	}
 	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: bin, Dir: dir, Users: ub.String()})
 	if err != nil {
-		return nil, err
+		return nil, memPoint{}, err
 	}
-	return &sipd{d: d, sip: d.SIP.String()}, nil
+	s := &sipd{d: d, sip: d.SIP.String()}
+	settle(ctx, 2*time.Second)
+	before, err := measure(s)
+	if err != nil {
+		_ = d.Stop()
+		return nil, memPoint{}, err
+	}
+	return s, before, nil
 }
 
 func (s *sipd) goMem() (goMem, error) { return s.d.GoMem(context.Background(), false) }

@@ -149,6 +149,17 @@ type txn struct {
 	target  string
 }
 
+// provisional takes a 1xx: an INVITE stops retransmitting and waits for
+// the callee to answer; any other request retransmits at T2 from now on.
+func (t *txn) provisional(now int64) {
+	if t.kind == kInv1 || t.kind == kInv2 {
+		t.ringing = true
+		t.deadline = now + int64(timerB) + int64(ringTime)
+	} else {
+		t.interval = t2
+	}
+}
+
 // uasCall is the callee side of a call, by Call-ID.
 type uasCall struct {
 	last     []byte // last response to the INVITE
@@ -475,12 +486,7 @@ func (sh *shard) response(now int64, m *msg, first []byte) {
 		return
 	}
 	if m.status < 200 {
-		if t.kind == kInv1 || t.kind == kInv2 {
-			t.ringing = true
-			t.deadline = now + int64(timerB) + int64(ringTime)
-		} else {
-			t.interval = t2
-		}
+		t.provisional(now)
 		return
 	}
 	c := &st.c[t.cls]
@@ -707,12 +713,7 @@ func (sh *shard) quickResponse(now int64, data []byte) bool {
 	}
 	switch {
 	case code < 200:
-		if t.kind == kInv1 || t.kind == kInv2 {
-			t.ringing = true
-			t.deadline = now + int64(timerB) + int64(ringTime)
-		} else {
-			t.interval = t2
-		}
+		t.provisional(now)
 	case code < 300 && (t.kind == kNotify || t.kind == kReg2 || t.kind == kBye):
 		c := &sh.c.st.c[t.cls]
 		c.lat.add(time.Duration(now - t.first))

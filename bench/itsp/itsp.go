@@ -101,25 +101,12 @@ func Main(args []string) int {
 // Run runs every size in o.Subscribers, writes the outputs and returns
 // the results of this invocation.
 func Run(ctx context.Context, o Options) ([]Result, error) {
-	if o.Out == "" {
-		d, err := os.MkdirTemp("", "bench-itsp-")
-		if err != nil {
-			return nil, err
-		}
-		o.Out = d
-	}
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+	var err error
+	if o.Out, o.Sipd, err = sipdrun.Workdir(ctx, o.Out, "bench-itsp-", o.Sipd); err != nil {
 		return nil, err
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
-	}
-	if o.Sipd == "" {
-		bin, err := sipdrun.Build(ctx, o.Out)
-		if err != nil {
-			return nil, err
-		}
-		o.Sipd = bin
 	}
 	var rs []Result
 	for _, n := range o.Subscribers {
@@ -141,15 +128,10 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // and an hour's maximum expiry; they are set here rather than trusted to
 // stay the defaults.
 func sipdConfig(media string) (*sipd.Config, error) {
-	cfg, err := sipdrun.Default()
+	cfg, err := sipdrun.Loopback(sipconf.Listen{Transport: "udp", Addr: "127.0.0.1:0"}, media)
 	if err != nil {
 		return nil, err
 	}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.HTTP.Pprof = true
-	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
-	cfg.Media.Mode, cfg.Media.Datapath = media, "userspace"
-	cfg.Log.Level = "warn"
 	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = true, true
 	cfg.SIP.Registrar.Store = "location.json"
 	cfg.SIP.Registrar.MaxExpires = sipconf.Duration(time.Hour)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"sipxdp/bench/cpu"
+	"sipxdp/bench/procsample"
 	"sipxdp/internal/sipdrun"
 )
 
@@ -23,21 +23,20 @@ type SipHealth struct {
 	DroppedFlood  uint64 `json:"dropped_flood"`
 }
 
+// health keeps the report's part of sipd's /health.
 func health(ctx context.Context, d *sipdrun.Sipd) (SipHealth, error) {
-	var h struct {
-		SIP *SipHealth `json:"sip"`
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := d.GetJSON(ctx, "/health", &h); err != nil || h.SIP == nil {
+	h, err := d.Health(ctx)
+	if err != nil || h.SIP == nil {
 		return SipHealth{}, fmt.Errorf("decode health: %v", err)
 	}
-	return *h.SIP, nil
+	st := h.SIP
+	return SipHealth{Registrations: st.Registrations, AoRs: st.AoRs, ActiveCalls: st.ActiveCalls, Transactions: st.Transactions,
+		Users: st.Users, Malformed: st.Malformed, DroppedFlood: st.DroppedFlood}, nil
 }
 
-// sampler reads sipd's and the generator's CPU, sipd's RSS and the
-// system's busy cores each second, /health every other second, and
-// prints a progress line every five.
+// sampler turns procsample.Every's readings into sipd's and the generator's
+// CPU, sipd's RSS and the system's busy cores each second, reads /health
+// every other second, and prints a progress line every five.
 type sampler struct {
 	d       *sipdrun.Sipd
 	w       io.Writer
@@ -69,34 +68,20 @@ var phaseNames = map[int32]string{phIdle: "idle", phRamp: "register", phHold: "h
 
 func (s *sampler) loop(ctx context.Context) {
 	defer close(s.stopped)
-	pid, self := s.d.PID(), os.Getpid()
-	pa, _ := cpu.ReadPID(pid)
-	ga, _ := cpu.ReadPID(self)
-	sa, _ := cpu.ReadStat()
-	ta := time.Now()
 	var last [nClasses]uint64
 	var lastH SipHealth
-	lastPrint := ta
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-s.quit:
+	var lastPrint time.Time
+	procsample.Every(ctx, s.quit, time.Second, s.d.PID(), func(i int, prev *procsample.Reading, cur procsample.Reading) {
+		if prev == nil {
+			lastPrint = cur.At
 			return
-		case <-ctx.Done():
-			return
-		case <-tick.C:
 		}
-		pb, err1 := cpu.ReadPID(pid)
-		gb, _ := cpu.ReadPID(self)
-		sb, _ := cpu.ReadStat()
-		tb := time.Now()
-		wall := tb.Sub(ta)
-		smp := cpuSample{at: tb, busy: cpu.BusyCores(sa, sb, wall), self: cpu.ProcCores(ga, gb, wall), rss: rssBytes(pid)}
-		if err1 == nil {
-			smp.sipd = cpu.ProcCores(pa, pb, wall)
+		wall := cur.At.Sub(prev.At)
+		smp := cpuSample{at: cur.At, busy: cpu.BusyCores(prev.Sys, cur.Sys, wall), self: cpu.ProcCores(prev.Self, cur.Self, wall), rss: cur.RSS}
+		if cur.ProcOK {
+			smp.sipd = cpu.ProcCores(prev.Proc, cur.Proc, wall)
 		}
-		if i%2 == 0 {
+		if i%2 == 1 {
 			if h, err := health(ctx, s.d); err == nil {
 				smp.hasTrans, smp.trans, smp.regs, smp.calls = true, h.Transactions, h.Registrations, h.ActiveCalls
 				lastH = h
@@ -106,9 +91,8 @@ func (s *sampler) loop(ctx context.Context) {
 		smp.phase, smp.inHold = s.phase, s.inHold
 		s.samples = append(s.samples, smp)
 		s.mu.Unlock()
-		pa, ga, sa, ta = pb, gb, sb, tb
-		if tb.Sub(lastPrint) >= 5*time.Second {
-			el := tb.Sub(lastPrint).Seconds()
+		if cur.At.Sub(lastPrint) >= 5*time.Second {
+			el := cur.At.Sub(lastPrint).Seconds()
 			var rate [nClasses]float64
 			for c := range nClasses {
 				v := s.st.c[c].completed.Load()
@@ -122,9 +106,9 @@ func (s *sampler) loop(ctx context.Context) {
 			fmt.Fprintf(s.w, "itsp %d %-8s reg %6.0f/s notify %6.0f/s refresh %4.0f/s calls %5.1f/s fail %d | sipd %.2f cores %4.0f MB, gen %.2f, system %.2f busy | regs %d tx %d\n",
 				s.n, phaseNames[smp.phase], rate[clsRamp], rate[clsNotify], rate[clsRegister], rate[clsCall], fails,
 				smp.sipd, float64(smp.rss)/(1<<20), smp.self, smp.busy, lastH.Registrations, lastH.Transactions)
-			lastPrint = tb
+			lastPrint = cur.At
 		}
-	}
+	})
 }
 
 func (s *sampler) cpuSince(t time.Time) float64 {

@@ -109,3 +109,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	return res, err
 }
+
+// every calls fn with each tick's time, period apart, until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package sipload
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -51,10 +52,16 @@ func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *si
 	return d
 }
 
-// checkMedia checks every call completed with RTP echoed without loss and
-// RTCP round trips measured.
-func checkMedia(t *testing.T, res Result, calls int) {
+// runCalls places calls calls of 2 s through sipd at proxy, answered by
+// uas callees, and checks every call completed with RTP echoed without
+// loss and RTCP round trips measured.
+func runCalls(t *testing.T, ctx context.Context, proxy netip.AddrPort, uas, calls int) Result {
 	t.Helper()
+	res, err := Run(ctx, Config{Proxy: proxy, Password: "secret", UASCount: uas, Total: calls, CPS: 20,
+		Duration: 2 * time.Second, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("%+v", res)
 	if res.Completed != calls || res.Failed != 0 {
 		t.Errorf("completed %d, failed %d of %d; codes %v", res.Completed, res.Failed, calls, res.Codes)
@@ -84,6 +91,7 @@ func checkMedia(t *testing.T, res Result, calls int) {
 	if res.JitterMax < res.JitterAvg || res.JitterMax > time.Second || res.JitterAvg < 0 {
 		t.Errorf("jitter avg %v max %v", res.JitterAvg, res.JitterMax)
 	}
+	return res
 }
 
 // TestCallsThroughUserspaceRelay places 10 calls of 2 s through a sipd
@@ -99,12 +107,7 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	const calls = 10
-	res, err := Run(ctx, Config{Proxy: d.SIP, Password: "secret", UASCount: 2, Total: calls, CPS: 20,
-		Duration: 2 * time.Second, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkMedia(t, res, calls)
+	res := runCalls(t, ctx, d.SIP, 2, calls)
 	after, err := d.Health(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -125,12 +128,7 @@ func TestCallsDirect(t *testing.T) {
 	defer cancel()
 	d := startSipd(t, ctx, "none", 3)
 	const calls = 10
-	res, err := Run(ctx, Config{Proxy: d.SIP, Password: "secret", UASCount: 3, Total: calls, CPS: 20,
-		Duration: 2 * time.Second, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkMedia(t, res, calls)
+	runCalls(t, ctx, d.SIP, 3, calls)
 }
 
 // TestPerf runs 2,000 concurrent calls in media mode none and prints the

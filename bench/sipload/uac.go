@@ -181,21 +181,14 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 }
 
 func (u *uac) progress(ctx context.Context, begin time.Time) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, time.Second, func(time.Time) {
 		tx, rx, _, _ := u.media.live()
 		u.mu.Lock()
 		p := Progress{Elapsed: time.Since(begin), Started: u.started, Active: u.active,
 			Completed: u.done - u.failed, Failed: u.failed, TXPackets: u.tx + tx, RXPackets: u.rx + rx}
 		u.mu.Unlock()
 		u.cfg.Progress(p)
-	}
+	})
 }
 
 func (u *uac) stopTimers() {

@@ -150,18 +150,11 @@ func (m *uacMedia) live() (tx, rx, rtcpTX, rtcpRX uint64) {
 // fell due meanwhile (up to maxCatchUp per call; beyond that the packets
 // are counted as skipped rather than sent in a burst).
 func (m *uacMedia) clock(ctx context.Context) {
-	t := time.NewTicker(rtpEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, rtpEvery, func(time.Time) {
 		for _, sh := range m.shards {
 			sh.tick(time.Now())
 		}
-	}
+	})
 }
 
 func (sh *uacShard) tick(now time.Time) {

@@ -56,18 +56,11 @@ func (m *uasMedia) run(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Go(func() { m.readRTCP(sh) })
 	}
 	wg.Go(func() {
-		t := time.NewTicker(uasIdle / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				for _, sh := range m.shards {
-					sh.expire(now)
-				}
+		every(ctx, uasIdle/3, func(now time.Time) {
+			for _, sh := range m.shards {
+				sh.expire(now)
 			}
-		}
+		})
 	})
 }
 

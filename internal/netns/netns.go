@@ -29,13 +29,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"sipxdp/internal/pidname"
 	"sipxdp/internal/testenv"
 )
 
@@ -315,13 +314,8 @@ func CleanStale(prefix string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok {
-			continue
-		}
-		idStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(idStr)
-		if err != nil || pid <= 0 || pid == os.Getpid() || processAlive(pid) {
+		// Other goroutines of this process may be using theirs.
+		if !pidname.Stale(e.Name(), prefix, false) {
 			continue
 		}
 		if err := deleteNS(e.Name()); err != nil {
@@ -331,11 +325,6 @@ func CleanStale(prefix string) ([]string, error) {
 		removed = append(removed, e.Name())
 	}
 	return removed, errors.Join(errs...)
-}
-
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func ip(ctx context.Context, args ...string) error {

@@ -35,6 +35,7 @@ import (
 
 	"sipxdp/internal/freeport"
 	"sipxdp/sipd"
+	"sipxdp/sipd/sipconf"
 )
 
 // Build compiles sipd into dir and returns the binary's path. It uses the
@@ -55,6 +56,48 @@ func Build(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("build sipd (run inside the sipxdp module, or give a binary): %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// Loopback is the embedded default configuration for a bench sipd on
+// 127.0.0.1: the API on a free port with pprof on, listen as its one SIP
+// listener, media in mode through the userspace relay, and warnings only
+// in its log.
+func Loopback(listen sipconf.Listen, mode string) (*sipd.Config, error) {
+	cfg, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.HTTP.Pprof = true
+	cfg.SIP.Listen = []sipconf.Listen{listen}
+	cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
+	cfg.Log.Level = "warn"
+	return cfg, nil
+}
+
+// Workdir makes dir for a bench run's files, or a new temporary
+// directory named after prefix when dir is empty, and builds sipd into it
+// unless bin names a binary already. It returns the directory and the
+// binary.
+func Workdir(ctx context.Context, dir, prefix, bin string) (string, string, error) {
+	if dir == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return "", "", fmt.Errorf("output dir: %w", err)
+		}
+		dir = d
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("output dir: %w", err)
+	}
+	if bin == "" {
+		b, err := Build(ctx, dir)
+		if err != nil {
+			return "", "", err
+		}
+		bin = b
+	}
+	return dir, bin, nil
 }
 
 // Default returns the embedded default configuration, parsed, for the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -43,6 +44,56 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, cfg) {
 		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", back, cfg)
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for _, mode := range []string{"none", "all"} {
+		listen := sipconf.Listen{Transport: "tcp", Addr: "127.0.0.1:0"}
+		cfg, err := Loopback(listen, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.HTTP.Listen != "127.0.0.1:0" || !cfg.HTTP.Pprof || len(cfg.SIP.Listen) != 1 || cfg.SIP.Listen[0] != listen ||
+			cfg.Media.Mode != mode || cfg.Media.Datapath != "userspace" || cfg.Log.Level != "warn" {
+			t.Errorf("Loopback(%v, %s): http %q pprof %v, sip %v, media %s/%s, log %s", listen, mode, cfg.HTTP.Listen, cfg.HTTP.Pprof,
+				cfg.SIP.Listen, cfg.Media.Mode, cfg.Media.Datapath, cfg.Log.Level)
+		}
+	}
+}
+
+func TestWorkdir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(t.TempDir(), "a", "b")
+	tests := []struct {
+		name, dir string
+		ok        bool
+	}{
+		{"nested dir is made", nested, true},
+		{"empty dir: a temporary one", "", true},
+		{"a file is no dir", filepath.Join(file, "x"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, bin, err := Workdir(context.Background(), tt.dir, "sipdrun-test-", "/given/sipd")
+			if (err == nil) != tt.ok {
+				t.Fatalf("Workdir(%q) = %q, %v; want ok %v", tt.dir, dir, err, tt.ok)
+			}
+			if !tt.ok {
+				return
+			}
+			if tt.dir == "" {
+				defer os.RemoveAll(dir)
+			} else if dir != tt.dir {
+				t.Errorf("dir %q, want %q", dir, tt.dir)
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || bin != "/given/sipd" {
+				t.Errorf("dir %q (%v), bin %q: want a directory and the given binary", dir, err, bin)
+			}
+		})
 	}
 }
 
