@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"os"
 
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/connload"
 	"sipxdp/bench/itsp"
 	"sipxdp/bench/report"
+	"sipxdp/internal/childproc"
 )
 
 const usage = `usage: bench <command> [flags]

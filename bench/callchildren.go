@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"time"
 
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/sipload"
+	"sipxdp/internal/childproc"
 )
 
 // The calls bench runs its callers and callees as children in their own

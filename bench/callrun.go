@@ -19,12 +19,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/bench/callreport"
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/mem"
 	"sipxdp/bench/procsample"
 	"sipxdp/bench/sipload"
 	"sipxdp/bpf"
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 )

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/rtpload"
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 	"sipxdp/relay"
 )

@@ -17,11 +17,11 @@ import (
 	"syscall"
 	"time"
 
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/report"
 	"sipxdp/bench/rtpload"
 	"sipxdp/bpf"
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/pidname"
 	"sipxdp/relay"

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"sipxdp/bench/childproc"
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 )
 

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"sipxdp/bench/childproc"
+	"sipxdp/internal/childproc"
 )
 
 const (

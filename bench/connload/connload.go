@@ -17,9 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"sipxdp/bench/childproc"
 	"sipxdp/bench/cpu"
 	"sipxdp/bench/mem"
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/sipdrun"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/icholy/digest"
 
-	"sipxdp/bench/childproc"
+	"sipxdp/internal/childproc"
 )
 
 // TestMain turns the test binary into a client child when the bench

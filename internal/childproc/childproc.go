@@ -1,10 +1,12 @@
-// Package childproc is how the bench spreads load over processes: it
-// re-executes its own binary as a child of a registered role, so each
-// load generator, sink or relay has its own line in /proc and its own
-// CPU figure.
+// Package childproc re-executes the running binary as a child of a
+// registered role. The bench spreads load over processes with it, so each
+// load generator, sink or relay has its own line in /proc and its own CPU
+// figure; namespace tests run a daemon in a namespace with it, as a whole
+// process (a thread's setns is not enough when sockets are opened from
+// any goroutine), which they can also SIGKILL to test a restart.
 //
 // One mechanism and one wire format:
-//   - The role is named in the environment ($SIPXDP_BENCH_CHILD); the
+//   - The role is named in the environment ($SIPXDP_CHILD); the
 //     binary's main (bench.Main, or a test's TestMain) calls Run first.
 //   - Parameters are the first line of stdin, JSON. Later lines of stdin
 //     are commands, JSON, for children that take them (Next); EOF means
@@ -35,8 +37,8 @@ import (
 	"time"
 )
 
-// Env names the role a re-executed bench binary runs.
-const Env = "SIPXDP_BENCH_CHILD"
+// Env names the role a re-executed binary runs.
+const Env = "SIPXDP_CHILD"
 
 var roles = map[string]func() int{}
 
@@ -58,7 +60,7 @@ func Run() (code int, ok bool) {
 	}
 	main, found := roles[role]
 	if !found {
-		fmt.Fprintf(os.Stderr, "bench child: no role %q in this binary\n", role)
+		fmt.Fprintf(os.Stderr, "child: no role %q in this binary\n", role)
 		return 2, true
 	}
 	return main(), true
@@ -195,7 +197,7 @@ func Start(s Spec) (*Proc, error) {
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find bench binary: %w", err)
+		return nil, fmt.Errorf("find own binary: %w", err)
 	}
 	params, err := json.Marshal(s.Params)
 	if err != nil {
