@@ -18,7 +18,9 @@
 //     ignored, as the children run in their own process group and a
 //     terminal's Ctrl-C belongs to the parent.
 //   - A child that runs once and reports is written as a function of its
-//     parameters and wrapped in Serve, which does the rest.
+//     parameters and wrapped in Serve, which does the rest. One that
+//     answers requests answers each command with Reply; the parent's Call
+//     sends a command and waits for that reply.
 package childproc
 
 import (
@@ -154,6 +156,10 @@ func Emit(event string, result any, err error) {
 	defer stdoutMu.Unlock()
 	os.Stdout.Write(append(b, '\n'))
 }
+
+// Reply answers the command just read (Next) for a parent's Call: one
+// reply per command, in order.
+func Reply(result any, err error) { Emit("reply", result, err) }
 
 // Context ends on SIGTERM, the parent's way of saying "finish and
 // report"; SIGINT is ignored.
@@ -293,6 +299,20 @@ func (p *Proc) Send(v any) error {
 	return nil
 }
 
+// Call sends a command and waits up to timeout for its Reply, which it
+// decodes into out (nil: no result wanted). A reply with an error is an
+// error.
+func (p *Proc) Call(ctx context.Context, cmd, out any, timeout time.Duration) error {
+	if err := p.Send(cmd); err != nil {
+		return err
+	}
+	m, err := p.Await(ctx, "reply", timeout)
+	if err != nil || out == nil {
+		return err
+	}
+	return m.Decode(out)
+}
+
 // Await waits for the named event; other events are skipped. An event
 // carrying an error, an early exit, ctx's end or the timeout (0: none) is
 // an error.
@@ -332,17 +352,28 @@ func (p *Proc) Stop(ctx context.Context, timeout time.Duration) (Msg, error) {
 }
 
 // Close ends the child's stdin, which tells a child reading commands to
-// finish, and waits up to timeout for it to exit before Kill.
-func (p *Proc) Close(timeout time.Duration) {
+// finish, and waits up to timeout for it to exit before Kill; the error
+// says it had to be killed.
+func (p *Proc) Close(timeout time.Duration) error {
 	p.inMu.Lock()
 	p.in.Close()
 	p.inMu.Unlock()
 	select {
 	case <-p.done:
-		return
+		return nil
 	case <-time.After(timeout):
 	}
 	p.Kill()
+	return fmt.Errorf("%s (pid %d) did not exit within %s of the end of its input; killed", p.name, p.PID(), timeout)
+}
+
+// Crash SIGKILLs the child at once, as a crash would: no handler runs and
+// nothing is cleaned up, which is what a restart test needs. Wait reaps it.
+func (p *Proc) Crash() error {
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.PID(), err)
+	}
+	return nil
 }
 
 // Kill ends the child if it is still running and reaps it: SIGTERM, then

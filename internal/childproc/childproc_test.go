@@ -50,6 +50,25 @@ func init() {
 		}
 		return p.Greeting + " back", nil
 	}))
+	// Answers each command with a Reply: its name back, or an error
+	// for "bad".
+	Register("_replies", func() int {
+		var p params
+		if err := Params(&p); err != nil {
+			Emit("ready", nil, err)
+			return 2
+		}
+		var c command
+		for Next(&c) {
+			if c.Cmd == "bad" {
+				Reply(nil, errors.New("bad command"))
+				continue
+			}
+			Emit("progress", 1, nil) // skipped by Call
+			Reply(c.Cmd, nil)
+		}
+		return 0
+	})
 	Register("_fails", func() int {
 		Emit("result", nil, errors.New("no such interface"))
 		return 1
@@ -126,6 +145,61 @@ func TestCommands(t *testing.T) {
 	p.Close(10 * time.Second)
 	if err := p.Wait(); err != nil {
 		t.Fatalf("after EOF: %v, want a clean exit", err)
+	}
+}
+
+func TestCall(t *testing.T) {
+	ctx := context.Background()
+	p := start(t, Spec{Role: "_replies"})
+	for _, tt := range []struct{ cmd, want, wantErr string }{
+		{"one", "one", ""},
+		{"bad", "", "bad command"},
+		{"two", "two", ""},
+	} {
+		var got string
+		err := p.Call(ctx, command{Cmd: tt.cmd}, &got, 10*time.Second)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Call(%s) = %v, want an error with %q", tt.cmd, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Call(%s) = %q, %v; want %q", tt.cmd, got, err, tt.want)
+		}
+	}
+	if err := p.Call(ctx, command{Cmd: "three"}, nil, 10*time.Second); err != nil {
+		t.Errorf("Call with no result wanted: %v", err)
+	}
+	if err := p.Close(10 * time.Second); err != nil {
+		t.Errorf("Close: %v, want a clean exit at EOF", err)
+	}
+}
+
+// A child that ignores the end of its input is killed, and Close says so;
+// Crash leaves it no chance to report.
+func TestCloseAndCrash(t *testing.T) {
+	ctx := context.Background()
+	p := start(t, Spec{Role: "_until_term"})
+	if _, err := p.Await(ctx, "ready", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(200 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("Close of a child that ignores EOF: %v, want it killed", err)
+	}
+
+	p = start(t, Spec{Role: "_until_term"})
+	if _, err := p.Await(ctx, "ready", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Await(ctx, "result", 10*time.Second); err == nil || !strings.Contains(err.Error(), "exited before") {
+		t.Errorf("crashed child: %v, want no result", err)
+	}
+	if err := p.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("exit status %v, want killed", err)
 	}
 }
 
