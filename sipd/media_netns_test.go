@@ -1,10 +1,9 @@
 package sipd
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"go.yaml.in/yaml/v3"
 
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/mediapath"
@@ -27,25 +27,40 @@ import (
 )
 
 // In the namespace test sipd runs as a whole process inside the relay
-// namespace (nsenter --net=...): the re-executed test binary, diverted
-// here by this variable, which holds the YAML config. A thread-level
-// setns is not enough, since the relay opens sockets from whatever thread
-// its goroutines run on.
-const sipdChildEnv = "SIPXDP_SIPD_CHILD"
+// namespace: the re-executed test binary in role sipdRole, started by
+// childproc with nsenter --net=... . A thread-level setns is not enough,
+// since the relay opens sockets from whatever thread its goroutines run
+// on.
+const sipdRole = "_sipd"
+
+func init() { childproc.Register(sipdRole, sipdChild) }
 
 func TestMain(m *testing.M) {
-	if cfg := os.Getenv(sipdChildEnv); cfg != "" {
-		os.Exit(sipdChild(cfg))
+	if code, ok := childproc.Run(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
 
-// sipdChild runs sipd and answers "flows CALLID" lines on stdin with the
-// JSON of /flows on one stdout line; it stops at EOF.
-func sipdChild(text string) int {
-	cfg, err := ParseConfig([]byte(text))
+// sipdParams is the child's parameters: the YAML config, as an operator
+// would write it.
+type sipdParams struct{ Config string }
+
+// flowsRequest asks the child for /flows of one call.
+type flowsRequest struct{ CallID string }
+
+// sipdChild runs sipd, says "ready" with its media path once /health
+// answers, and answers each flowsRequest with the JSON of /flows; it stops
+// at EOF.
+func sipdChild() int {
+	var p sipdParams
+	if err := childproc.Params(&p); err != nil {
+		childproc.Emit("ready", nil, err)
+		return 2
+	}
+	cfg, err := ParseConfig([]byte(p.Config))
 	if err != nil {
-		fmt.Println("error:", err)
+		childproc.Emit("ready", nil, err)
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -61,42 +76,40 @@ func sipdChild(text string) int {
 			var h Health
 			json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
-			fmt.Println("ready", h.Media.Path)
+			childproc.Emit("ready", h.Media.Path, nil)
 			break
 		}
 		select {
 		case err := <-done:
-			fmt.Println("error:", err)
+			childproc.Emit("ready", nil, err)
 			return 1
 		default:
 		}
 		if time.Now().After(deadline) {
-			fmt.Println("error: no /health")
+			childproc.Emit("ready", nil, errors.New("no /health"))
 			return 1
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		f := strings.Fields(in.Text())
-		if len(f) != 2 || f[0] != "flows" {
-			fmt.Println("error: bad request")
-			continue
+	for {
+		var req flowsRequest
+		if !childproc.Next(&req) {
+			break
 		}
-		resp, err := http.Get(base + "/flows?call_id=" + f[1])
+		resp, err := http.Get(base + "/flows?call_id=" + req.CallID)
 		if err != nil {
-			fmt.Println("error:", err)
+			childproc.Reply(nil, err)
 			continue
 		}
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		// One reply per line: /flows is indented.
-		var line bytes.Buffer
-		if err := json.Compact(&line, b); err != nil {
-			fmt.Println("error:", err)
+		if err != nil {
+			childproc.Reply(nil, err)
 			continue
 		}
-		fmt.Println(line.String())
+		// Passed on as sent, so the test decodes what a client of
+		// /flows gets; JSON that is not is an error reply.
+		childproc.Reply(json.RawMessage(b), nil)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -107,29 +120,18 @@ func sipdChild(text string) int {
 }
 
 type sipdProc struct {
-	t     *testing.T
-	in    io.WriteCloser
-	lines chan string
-	path  string
+	t    *testing.T
+	p    *childproc.Proc
+	path string
 }
 
 func (p *sipdProc) flows(callID string) []FlowJSON {
 	p.t.Helper()
-	fmt.Fprintf(p.in, "flows %s\n", callID)
-	select {
-	case l, ok := <-p.lines:
-		if !ok {
-			p.t.Fatal("sipd process ended")
-		}
-		var fs []FlowJSON
-		if err := json.Unmarshal([]byte(l), &fs); err != nil {
-			p.t.Fatalf("flows reply %q: %v", l, err)
-		}
-		return fs
-	case <-time.After(5 * time.Second):
-		p.t.Fatal("no flows reply")
+	var fs []FlowJSON
+	if err := p.p.Call(context.Background(), flowsRequest{CallID: callID}, &fs, 5*time.Second); err != nil {
+		p.t.Fatalf("flows of %s: %v", callID, err)
 	}
-	return nil
+	return fs
 }
 
 // startSipdIn runs sipd inside ns with the given datapath, relaying
@@ -166,64 +168,34 @@ func startSipdIn(t *testing.T, ns *netns.NS, datapath string) *sipdProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), sipdChildEnv+"="+string(text))
 	logf := filepath.Join(t.TempDir(), "sipd.log")
 	lf, err := os.Create(logf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd.Stderr = lf
-	in, err := cmd.StdinPipe()
+	proc, err := childproc.Start(childproc.Spec{Role: sipdRole, Name: "sipd",
+		Params: sipdParams{Config: string(text)}, NetNS: ns.Path, Stderr: lf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &sipdProc{t: t, in: in, lines: make(chan string, 4)}
-	exited := make(chan struct{})
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-	}()
-	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		in.Close()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("sipd (pid %d) did not stop at EOF; killing it", cmd.Process.Pid)
-			cmd.Process.Kill()
-			<-exited
+		if err := proc.Close(10 * time.Second); err != nil {
+			t.Errorf("sipd did not stop at EOF: %v", err)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logf)
 			t.Logf("sipd log:\n%s", tail(string(b), 80))
 		}
 	})
-	select {
-	case l := <-p.lines:
-		if !strings.HasPrefix(l, "ready ") {
-			b, _ := os.ReadFile(logf)
-			t.Fatalf("sipd did not start: %s\n%s", l, tail(string(b), 40))
-		}
-		p.path = strings.TrimPrefix(l, "ready ")
-	case <-time.After(15 * time.Second):
-		t.Fatal("sipd did not start in 15 s")
+	m, err := proc.Await(context.Background(), "ready", 15*time.Second)
+	if err != nil {
+		b, _ := os.ReadFile(logf)
+		t.Fatalf("sipd did not start: %v\n%s", err, tail(string(b), 40))
+	}
+	p := &sipdProc{t: t, p: proc}
+	if err := m.Decode(&p.path); err != nil {
+		t.Fatal(err)
 	}
 	return p
 }
