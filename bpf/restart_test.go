@@ -1,53 +1,58 @@
 package bpf
 
 import (
-	"bufio"
-	"fmt"
+	"context"
+	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/link"
-	vnetns "github.com/vishvananda/netns"
 
+	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
 )
 
-const (
-	envChild   = "SIPXDP_RESTART_CHILD"
-	envChildNs = "SIPXDP_RESTART_NS"
-	envPin     = "SIPXDP_RESTART_PIN"
-)
+// The daemon TestRestart kills is the re-executed test binary in role
+// restartRole, run as a whole process in the relay namespace by childproc.
+const restartRole = "_bpf_restart_daemon"
 
-// TestRestartChild is the daemon stand-in for TestRestart: it only runs
-// when re-executed with envChild set, attaches, pins, installs the flow,
-// says READY and waits to be killed.
-func TestRestartChild(t *testing.T) {
-	if os.Getenv(envChild) != "1" {
-		t.Skip("helper process for TestRestart")
+func init() { childproc.Register(restartRole, restartChild) }
+
+func TestMain(m *testing.M) {
+	if code, ok := childproc.Run(); ok {
+		os.Exit(code)
 	}
-	runtime.LockOSThread()
-	h, err := vnetns.GetFromPath(os.Getenv(envChildNs))
+	os.Exit(m.Run())
+}
+
+// restartParams is the daemon's parameters.
+type restartParams struct{ PinPath string }
+
+// restartChild is the daemon stand-in for TestRestart: it attaches, pins,
+// installs the flow, says "ready" with the hook it chose and waits to be
+// killed.
+func restartChild() int {
+	var p restartParams
+	if err := childproc.Params(&p); err != nil {
+		childproc.Emit("ready", nil, err)
+		return 2
+	}
+	k, err := Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: p.PinPath})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vnetns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	k, err := Open(Config{Interfaces: []string{netns.RelayA, netns.RelayB}, PinPath: os.Getenv(envPin)})
-	if err != nil {
-		t.Fatal(err)
+		childproc.Emit("ready", nil, err)
+		return 1
 	}
 	if err := k.Upsert(lineFlow(families[0])); err != nil {
-		t.Fatal(err)
+		childproc.Emit("ready", nil, err)
+		return 1
 	}
-	fmt.Printf("READY %s\n", k.Name())
+	childproc.Emit("ready", k.Name(), nil)
 	time.Sleep(time.Minute) // bounded: the parent kills us long before
-	t.Fatal("not killed")
+	childproc.Emit("result", nil, errors.New("not killed"))
+	return 1
 }
 
 func linkID(t *testing.T, pin string) uint32 {
@@ -81,42 +86,26 @@ func TestRestart(t *testing.T) {
 	recv := tp.udp(t, nsReceiver, flow.Dst)
 	send := tp.udp(t, nsSender, flow.Peer)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRestartChild$", "-test.v")
-	cmd.Env = append(os.Environ(), envChild+"=1",
-		envChildNs+"="+tp.Relay.Path, envPin+"="+pinPath)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	child, err := childproc.Start(childproc.Spec{Role: restartRole, Name: "daemon",
+		Params: restartParams{PinPath: pinPath}, NetNS: tp.Relay.Path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(child.Kill) // by PID: the child we started; harmless once dead
+	m, err := child.Await(context.Background(), "ready", 30*time.Second)
+	if err != nil {
+		t.Fatalf("child not ready: %v", err)
+	}
+	var hook string
+	if err := m.Decode(&hook); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	t.Cleanup(func() {
-		cmd.Process.Kill() // by PID: the child we started; harmless once dead
-	})
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "READY") {
-				ready <- sc.Text()
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	select {
-	case line := <-ready:
-		t.Logf("child %d: %s", cmd.Process.Pid, line)
-		if line != "READY tc" {
-			t.Errorf("child chose %q, want tc on veth", line)
-		}
-	case err := <-exited:
-		t.Fatalf("child exited before READY: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("child not ready after 30s")
+	t.Logf("child %d: ready, %s", child.PID(), hook)
+	if hook != "tc" {
+		t.Errorf("child chose %q, want tc on veth", hook)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
 	pin := linkPin(pinPath, ModeTC, netns.RelayA)
 	idBefore := linkID(t, pin)
 
@@ -126,8 +115,8 @@ func TestRestart(t *testing.T) {
 	go func() {
 		for seq := 0; seq < total; seq++ {
 			if seq == killAt {
-				if err := cmd.Process.Kill(); err != nil {
-					errc <- fmt.Errorf("kill child: %w", err)
+				if err := child.Crash(); err != nil {
+					errc <- err
 					return
 				}
 			}
