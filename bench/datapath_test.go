@@ -15,12 +15,7 @@ import (
 
 // TestMain lets the test binary stand in for the bench binary: the bench
 // re-executes itself for its namespace children.
-func TestMain(m *testing.M) {
-	if code, ok := childproc.Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m) }
 
 func TestParseUDPSNMP(t *testing.T) {
 	const snmp = `Ip: Forwarding DefaultTTL

@@ -21,12 +21,7 @@ const restartRole = "_bpf_restart_daemon"
 
 func init() { childproc.Register(restartRole, restartChild) }
 
-func TestMain(m *testing.M) {
-	if code, ok := childproc.Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m) }
 
 // restartParams is the daemon's parameters.
 type restartParams struct{ PinPath string }

@@ -27,12 +27,7 @@ const stackRole = "_mediapath_stack"
 
 func init() { childproc.Register(stackRole, stackChild) }
 
-func TestMain(m *testing.M) {
-	if code, ok := childproc.Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m) }
 
 // childConfig is the child's parameters.
 type childConfig struct {

@@ -35,12 +35,7 @@ const sipdRole = "_sipd"
 
 func init() { childproc.Register(sipdRole, sipdChild) }
 
-func TestMain(m *testing.M) {
-	if code, ok := childproc.Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m) }
 
 // sipdParams is the child's parameters: the YAML config, as an operator
 // would write it.

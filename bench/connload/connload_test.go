@@ -16,12 +16,7 @@ import (
 
 // TestMain turns the test binary into a client child when the bench
 // starts it as one.
-func TestMain(m *testing.M) {
-	if code, ok := childproc.Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childproc.Main(m) }
 
 func TestConnsQuick(t *testing.T) {
 	if testing.Short() {

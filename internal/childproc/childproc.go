@@ -7,7 +7,8 @@
 //
 // One mechanism and one wire format:
 //   - The role is named in the environment ($SIPXDP_CHILD); the
-//     binary's main (bench.Main, or a test's TestMain) calls Run first.
+//     binary's main (bench.Main) calls Run first, a test binary's
+//     TestMain calls Main.
 //   - Parameters are the first line of stdin, JSON. Later lines of stdin
 //     are commands, JSON, for children that take them (Next); EOF means
 //     finish.
@@ -66,6 +67,16 @@ func Run() (code int, ok bool) {
 		return 2, true
 	}
 	return main(), true
+}
+
+// Main is a test binary's TestMain, for packages whose tests start
+// children of the test binary: it runs the role named in the
+// environment, else the tests (m, a *testing.M), and exits.
+func Main(m interface{ Run() int }) {
+	if code, ok := Run(); ok {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
 }
 
 // Msg is one line a child writes on stdout.

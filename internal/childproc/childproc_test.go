@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -75,12 +74,7 @@ func init() {
 	})
 }
 
-func TestMain(m *testing.M) {
-	if code, ok := Run(); ok {
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { Main(m) }
 
 func start(t *testing.T, s Spec) *Proc {
 	t.Helper()
