@@ -10,16 +10,17 @@
 package webrtcsdp
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/pion/sdp/v3"
+
+	"sipxdp/sipd/sdprewrite"
 )
 
-// ErrSDP is wrapped by every error that reports a malformed body or an impossible request, so that callers can
-// answer 488 (SIP) or an NG error rather than 500.
-var ErrSDP = errors.New("sdp")
+// ErrSDP is sdprewrite's: every error here that reports a malformed body or an impossible request wraps it, so
+// that callers answer 488 (SIP) or an NG error rather than 500 with one errors.Is for both packages.
+var ErrSDP = sdprewrite.ErrSDP
 
 func errorf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrSDP}, args...)...)

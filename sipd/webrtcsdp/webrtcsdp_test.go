@@ -2,6 +2,7 @@ package webrtcsdp
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/pion/sdp/v3"
+
+	"sipxdp/sipd/sdprewrite"
 )
 
 func load(t testing.TB, name string) *Body {
@@ -439,5 +442,12 @@ func TestErrors(t *testing.T) {
 		if _, err := Parse([]byte(in)); err == nil {
 			t.Errorf("Parse(%q) accepted", in)
 		}
+	}
+}
+
+func TestErrSDPIsSdprewrites(t *testing.T) {
+	_, err := Parse([]byte("x"))
+	if !errors.Is(err, sdprewrite.ErrSDP) {
+		t.Fatalf("%v does not wrap sdprewrite.ErrSDP", err)
 	}
 }
