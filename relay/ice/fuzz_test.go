@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 // FuzzHandle feeds arbitrary datagrams to the parse/verify path: it must never panic, must answer only

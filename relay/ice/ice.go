@@ -4,7 +4,7 @@
 // (which must not import usrelay) generates the credentials it announces in the SDP, and the userspace relay calls
 // Responder.Handle for each datagram that Demux calls STUN.
 //
-// STUN encoding and the MESSAGE-INTEGRITY and FINGERPRINT checks are github.com/pion/stun/v3's; this package only
+// STUN encoding and the MESSAGE-INTEGRITY and FINGERPRINT checks are github.com/pion/stun/v4's; this package only
 // decides which request deserves an answer.
 package ice
 
@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 // Kind is what a datagram on a relay port carries, by its first byte (RFC 7983 section 7).
