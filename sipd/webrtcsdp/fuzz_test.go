@@ -28,6 +28,7 @@ func FuzzTransform(f *testing.F) {
 		for i := range b.Media {
 			_ = Apply(b, i, Profile{Proto: ProtoDTLS, ICE: &relayICE, DTLS: &DTLS{relayFP, SetupActpass}, RTCPMux: RTCPMuxOffer})
 		}
+		_, _ = AudioOnly(b)
 		EnsureMid(b)
 		for i := range b.Media {
 			_ = Apply(b, i, Profile{Proto: ProtoAVP, RTCPMux: RTCPMuxDemux, RTCPPort: 9})

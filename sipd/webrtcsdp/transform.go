@@ -342,3 +342,36 @@ func Reject(b *Body, i int) error {
 	b.Session.Lines = lines
 	return nil
 }
+
+// AudioOnly shapes an offer into what the relay bridges today: the first audio m-line that is not already
+// rejected is kept, every other m-line is rejected (Reject), mids are made sure of (EnsureMid), and the BUNDLE
+// group, if the body had one, holds the kept mid alone. It returns the kept m-line's index, or an error when
+// there is no audio to keep.
+func AudioOnly(b *Body) (int, error) {
+	o, err := Describe(b)
+	if err != nil {
+		return -1, err
+	}
+	keep := -1
+	for _, m := range o.Media {
+		if m.Type == "audio" && m.Port != 0 {
+			keep = m.Index
+			break
+		}
+	}
+	if keep < 0 {
+		return -1, errorf("no audio m-line to bridge")
+	}
+	mids := EnsureMid(b)
+	for i := range b.Media {
+		if i != keep {
+			if err := Reject(b, i); err != nil {
+				return -1, err
+			}
+		}
+	}
+	if len(o.Bundles) > 0 {
+		SetBundle(b, []string{mids[keep]})
+	}
+	return keep, nil
+}

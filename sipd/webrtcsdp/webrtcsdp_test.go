@@ -451,3 +451,55 @@ func TestErrSDPIsSdprewrites(t *testing.T) {
 		t.Fatalf("%v does not wrap sdprewrite.ErrSDP", err)
 	}
 }
+
+func TestAudioOnly(t *testing.T) {
+	tests := []struct {
+		file   string
+		keep   int
+		bundle string // session-level BUNDLE line, "" for none
+	}{
+		{"chrome_audio_video.sdp", 0, "a=group:BUNDLE 0"},
+		{"firefox_audio_video.sdp", 0, "a=group:BUNDLE 0"},
+		{"phone_avp.sdp", 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b := load(t, tt.file)
+			n := len(b.Media)
+			keep, err := AudioOnly(b)
+			if err != nil || keep != tt.keep {
+				t.Fatalf("AudioOnly = %d, %v; want %d", keep, err, tt.keep)
+			}
+			o, err := Describe(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(o.Media) != n {
+				t.Fatalf("m-lines %d, want %d", len(o.Media), n)
+			}
+			for i, m := range o.Media {
+				if (m.Port != 0) != (i == keep) {
+					t.Errorf("m-line %d port %d", i, m.Port)
+				}
+				if m.Mid == "" {
+					t.Errorf("m-line %d has no mid", i)
+				}
+			}
+			sess := sessionLines(b)
+			got := ""
+			for _, l := range sess {
+				if strings.HasPrefix(l, "a=group:BUNDLE") {
+					got = l
+				}
+			}
+			if got != tt.bundle {
+				t.Errorf("bundle %q, want %q", got, tt.bundle)
+			}
+		})
+	}
+	b := load(t, "chrome_audio_video.sdp")
+	_ = Reject(b, 0)
+	if _, err := AudioOnly(b); err == nil {
+		t.Error("AudioOnly kept a rejected audio m-line")
+	}
+}
