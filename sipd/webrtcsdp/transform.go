@@ -108,13 +108,14 @@ func insertAttr(ls []Line, l Line) []Line {
 // 5.1.1.3); the priority follows RFC 8445 section 5.1.2.1 with type preference 126 (host) and the first address
 // preferred.
 func Candidate(a netip.Addr, port uint16, component, n int) string {
+	a = a.Unmap()
 	foundation := crc32.ChecksumIEEE([]byte("host udp " + a.String()))
 	local := 65535 - n
 	if local < 0 {
 		local = 0
 	}
 	prio := uint32(126)<<24 | uint32(local)<<8 | uint32(256-component)
-	return fmt.Sprintf("%d %d udp %d %s %d typ host", foundation, component, prio, a.Unmap(), port)
+	return fmt.Sprintf("%d %d udp %d %s %d typ host", foundation, component, prio, a, port)
 }
 
 // dtlsKeys are DTLS-SRTP's attributes (RFC 8122, RFC 4145, RFC 8842).
