@@ -10,6 +10,7 @@ package ice
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -191,7 +192,9 @@ type Result struct {
 // MESSAGE-INTEGRITY and FINGERPRINT, builds the success response with src as XOR-MAPPED-ADDRESS. Anything else
 // gets no answer: a wrong password must not learn anything, and a lite agent has nothing to say to other methods.
 func (r *Responder) Handle(pkt []byte, src netip.AddrPort) Result {
-	if !stun.IsMessage(pkt) {
+	// pion's IsMessage and Decode accept bytes after the message; a STUN datagram is exactly one message
+	// (RFC 8489 section 6.3), and its first two bits are zero.
+	if !stun.IsMessage(pkt) || pkt[0]&0xc0 != 0 || int(binary.BigEndian.Uint16(pkt[2:4]))+20 != len(pkt) {
 		return Result{Reason: NotSTUN}
 	}
 	// Decode works in place and the integrity check rewrites the length field while it runs, so copy the

@@ -109,6 +109,7 @@ func TestHandle(t *testing.T) {
 		{"rtp", func(testing.TB) []byte { return []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1} }, NotSTUN, false},
 		{"empty", func(testing.TB) []byte { return nil }, NotSTUN, false},
 		{"truncated", func(t testing.TB) []byte { return request(t, reqOpts{}).Raw[:30] }, NotSTUN, false},
+		{"trailing bytes", func(t testing.TB) []byte { return append(request(t, reqOpts{}).Raw, 0, 0, 0, 0) }, NotSTUN, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
