@@ -1,0 +1,171 @@
+package sipserver
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/internal/sipua"
+	"sipxdp/internal/testcert"
+	"sipxdp/sipd/sipconf"
+)
+
+// wsSetup is a server with a UDP and a WebSocket listener on one
+// loopback, a browser-like UA registered as alice over ws or wss, and a
+// UDP UA registered as bob, both with digest.
+type wsSetup struct {
+	s         *Server
+	ws, udp   *sipua.UA
+	transport string
+}
+
+func newWSSetup(t *testing.T, transport string, loop netip.Addr) wsSetup {
+	t.Helper()
+	if loop.Is6() {
+		if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		} else {
+			c.Close()
+		}
+	}
+	any0 := netip.AddrPortFrom(loop, 0).String()
+	var tlsConf *tls.Config
+	s := testServer(t, func(c *sipconf.Config) {
+		l := sipconf.Listen{Transport: transport, Addr: any0}
+		if transport == "wss" {
+			l.Cert, l.Key = testcert.Write(t, loop)
+			tlsConf = &tls.Config{InsecureSkipVerify: true}
+		}
+		c.Listen = []sipconf.Listen{{Transport: "udp", Addr: any0}, l}
+		if loop.Is6() {
+			c.Domains = append(c.Domains, "::1")
+		}
+	})
+	ws := sipua.DialWS(t, serverAddr(t, s, transport).String(), tlsConf)
+	ws.Register("alice", "example.org", "alicepw")
+	network := "udp4"
+	if loop.Is6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, &net.UDPAddr{IP: loop.AsSlice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := sipua.New(t, c, serverAddr(t, s, "udp"))
+	udp.Register("bob", "example.org", "bobpw")
+	return wsSetup{s: s, ws: ws, udp: udp, transport: transport}
+}
+
+// routeSet is the Route header lines a UA uses inside the dialog, from
+// the Record-Route it saw: reversed for the caller (RFC 3261 §12.1.2).
+func routeSet(rr []sip.Header, caller bool) []string {
+	var out []string
+	for _, h := range rr {
+		for _, v := range strings.Split(h.Value(), ",") {
+			out = append(out, "Route: "+strings.TrimSpace(v))
+		}
+	}
+	if caller {
+		slices.Reverse(out)
+	}
+	return out
+}
+
+func contactURI(m sip.Message) string {
+	var c *sip.ContactHeader
+	switch m := m.(type) {
+	case *sip.Request:
+		c = m.Contact()
+	case *sip.Response:
+		c = m.Contact()
+	}
+	if c == nil {
+		return ""
+	}
+	return c.Address.String()
+}
+
+// TestWSCalls: a WebSocket UA (a browser's view of SIP: .invalid Contact,
+// no address of its own) calls and is called by a UDP UA through sipd,
+// over ws and wss, IPv4 and IPv6, and the in-dialog requests of either
+// side find the other.
+func TestWSCalls(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	cases := []struct {
+		transport   string
+		loop        netip.Addr
+		wsCalls     bool // the ws UA calls; else the UDP UA does
+		calleeHangs bool // the callee sends the BYE
+	}{
+		{"ws", v4, true, false},
+		{"ws", v4, false, false},
+		{"ws", v4, true, true},
+		{"ws", v4, false, true},
+		{"wss", v4, true, false},
+		{"wss", v4, false, true},
+		{"ws", v6, true, true},
+		{"wss", v6, false, false},
+	}
+	for _, tc := range cases {
+		name := fmt.Sprintf("%s/%s/wsCalls=%v/calleeHangs=%v", tc.transport, tc.loop, tc.wsCalls, tc.calleeHangs)
+		t.Run(name, func(t *testing.T) {
+			w := newWSSetup(t, tc.transport, tc.loop)
+			caller, callee, from, to, pw := w.udp, w.ws, "bob", "alice", "bobpw"
+			if tc.wsCalls {
+				caller, callee, from, to, pw = w.ws, w.udp, "alice", "bob", "alicepw"
+			}
+			call(t, tc.transport, caller, callee, from, to, pw, tc.calleeHangs)
+			if b := w.s.Registrations(); len(b) != 2 {
+				t.Fatalf("bindings %+v", b)
+			}
+		})
+	}
+}
+
+// call makes one call from caller to callee and ends it.
+func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string, calleeHangs bool) {
+	t.Helper()
+	callID := fmt.Sprintf("wscall-%s-%d", from, time.Now().UnixNano())
+	inv := sipua.Msg{Method: "INVITE", RURI: "sip:" + to + "@example.org", From: "sip:" + from + "@example.org",
+		To: "sip:" + to + "@example.org", CallID: callID, CSeq: 1}
+	if r := caller.Authenticated(inv, from, pw); r != nil && r.StatusCode >= 300 {
+		t.Fatalf("INVITE: %d %s", r.StatusCode, r.Reason)
+	}
+	req := callee.ExpectRequest(sip.INVITE)
+	// Double Record-Route across the transport change, one entry per side.
+	rr := strings.Join(routeSet(req.GetHeaders("Record-Route"), false), "\n")
+	if !strings.Contains(rr, "transport="+wsTransport+";") || !strings.Contains(rr, "transport=udp;") {
+		t.Fatalf("INVITE's Record-Route lacks a %s or udp entry:\n%s", wsTransport, rr)
+	}
+	callee.Respond(req, 200, "OK", "tt", "")
+	ok := caller.ResponseTo(callID, 3*time.Second)
+	if ok == nil || ok.StatusCode != 200 {
+		t.Fatalf("caller's answer: %v", ok)
+	}
+	callerRoutes := routeSet(ok.GetHeaders("Record-Route"), true)
+	calleeContact := contactURI(ok)
+	ack := sipua.Msg{Method: "ACK", RURI: calleeContact, From: inv.From, To: inv.To, ToTag: "tt", CallID: callID, CSeq: 2, Headers: callerRoutes}
+	caller.Send(caller.Request(ack))
+	callee.ExpectRequest(sip.ACK)
+
+	bye, by, other := ack, caller, callee
+	bye.Method, bye.CSeq = "BYE", 3
+	if calleeHangs {
+		by, other = callee, caller
+		bye = sipua.Msg{Method: "BYE", RURI: contactURI(req), From: inv.To, FromTag: "tt", To: inv.From, ToTag: "ft-" + callID,
+			CallID: callID, CSeq: 1, Headers: routeSet(req.GetHeaders("Record-Route"), false)}
+	}
+	by.Send(by.Request(bye))
+	got := other.ExpectRequest(sip.BYE)
+	other.Respond(got, 200, "OK", "", "")
+	if r := by.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
+		t.Fatalf("BYE answer: %v", r)
+	}
+}
