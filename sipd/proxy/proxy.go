@@ -472,6 +472,11 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 			// gone only the Contact can be tried.
 			if p.flowAlive(b.Transport, b.Received) {
 				t.dest, t.transport = b.Received, b.Transport
+			} else if isWebSocket(b.Transport) {
+				// A WebSocket client (a browser) listens on nothing and
+				// its Contact names a .invalid host (RFC 7118 §5): with
+				// its connection gone it is unreachable, 480 below.
+				continue
 			}
 		case b.NATed:
 			t.dest, t.transport = b.Received, b.Transport
@@ -483,6 +488,10 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 		return
 	}
 	p.forward(req, tx, d, targets)
+}
+
+func isWebSocket(transport string) bool {
+	return strings.EqualFold(transport, "WS") || strings.EqualFold(transport, "WSS")
 }
 
 // flowAlive reports whether a connection from a registered phone is still

@@ -129,16 +129,18 @@ func TestWSCalls(t *testing.T) {
 	}
 }
 
-// call makes one call from caller to callee and ends it.
-func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string, calleeHangs bool) {
+// establish sets up a call from caller to callee: the INVITE the callee
+// got and the caller's ACK, whose Route and Request-URI the caller's
+// in-dialog requests reuse.
+func establish(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string) (inv sipua.Msg, req *sip.Request, ack sipua.Msg) {
 	t.Helper()
 	callID := fmt.Sprintf("wscall-%s-%d", from, time.Now().UnixNano())
-	inv := sipua.Msg{Method: "INVITE", RURI: "sip:" + to + "@example.org", From: "sip:" + from + "@example.org",
+	inv = sipua.Msg{Method: "INVITE", RURI: "sip:" + to + "@example.org", From: "sip:" + from + "@example.org",
 		To: "sip:" + to + "@example.org", CallID: callID, CSeq: 1}
 	if r := caller.Authenticated(inv, from, pw); r != nil && r.StatusCode >= 300 {
 		t.Fatalf("INVITE: %d %s", r.StatusCode, r.Reason)
 	}
-	req := callee.ExpectRequest(sip.INVITE)
+	req = callee.ExpectRequest(sip.INVITE)
 	// Double Record-Route across the transport change, one entry per side.
 	rr := strings.Join(routeSet(req.GetHeaders("Record-Route"), false), "\n")
 	if !strings.Contains(rr, "transport="+wsTransport+";") || !strings.Contains(rr, "transport=udp;") {
@@ -151,10 +153,17 @@ func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, 
 	}
 	callerRoutes := routeSet(ok.GetHeaders("Record-Route"), true)
 	calleeContact := contactURI(ok)
-	ack := sipua.Msg{Method: "ACK", RURI: calleeContact, From: inv.From, To: inv.To, ToTag: "tt", CallID: callID, CSeq: 2, Headers: callerRoutes}
+	ack = sipua.Msg{Method: "ACK", RURI: calleeContact, From: inv.From, To: inv.To, ToTag: "tt", CallID: callID, CSeq: 2, Headers: callerRoutes}
 	caller.Send(caller.Request(ack))
 	callee.ExpectRequest(sip.ACK)
+	return inv, req, ack
+}
 
+// call makes one call from caller to callee and ends it.
+func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string, calleeHangs bool) {
+	t.Helper()
+	inv, req, ack := establish(t, wsTransport, caller, callee, from, to, pw)
+	callID := inv.CallID
 	bye, by, other := ack, caller, callee
 	bye.Method, bye.CSeq = "BYE", 3
 	if calleeHangs {
@@ -167,5 +176,46 @@ func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, 
 	other.Respond(got, 200, "OK", "", "")
 	if r := by.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
 		t.Fatalf("BYE answer: %v", r)
+	}
+}
+
+// TestWSContactGone: a call to a ws registration whose connection is gone
+// fails at once with 480 rather than dialing the browser (which listens
+// on nothing) or hanging.
+func TestWSContactGone(t *testing.T) {
+	w := newWSSetup(t, "ws", netip.MustParseAddr("127.0.0.1"))
+	w.ws.StreamConn().Close()
+	time.Sleep(100 * time.Millisecond)
+	callID := "wsgone"
+	start := time.Now()
+	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@example.org", From: "sip:bob@example.org", To: "sip:alice@example.org", CallID: callID, CSeq: 1}
+	r := w.udp.Authenticated(inv, "bob", "bobpw")
+	if r == nil {
+		r = w.udp.ResponseTo(callID, 3*time.Second)
+	}
+	if r == nil || r.StatusCode != 480 {
+		t.Fatalf("answer %v, want 480", r)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answer took %v", d)
+	}
+}
+
+// TestWSInDialogFlowGone: a BYE towards a ws callee whose connection
+// closed mid-call gets 480 at once; sipd does not dial the browser.
+func TestWSInDialogFlowGone(t *testing.T) {
+	w := newWSSetup(t, "ws", netip.MustParseAddr("127.0.0.1"))
+	_, _, ack := establish(t, "ws", w.udp, w.ws, "bob", "alice", "bobpw")
+	w.ws.StreamConn().Close()
+	time.Sleep(100 * time.Millisecond)
+	bye := ack
+	bye.Method, bye.CSeq = "BYE", 3
+	start := time.Now()
+	w.udp.Send(w.udp.Request(bye))
+	if r := w.udp.ResponseTo(ack.CallID, 3*time.Second); r == nil || r.StatusCode != 480 {
+		t.Fatalf("BYE answer %v, want 480", r)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answer took %v", d)
 	}
 }
