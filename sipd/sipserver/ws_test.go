@@ -12,6 +12,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/internal/conntest"
 	"sipxdp/internal/sipua"
 	"sipxdp/internal/testcert"
 	"sipxdp/sipd/sipconf"
@@ -217,5 +218,94 @@ func TestWSInDialogFlowGone(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("answer took %v", d)
+	}
+}
+
+// TestWSConnectionGuard: WebSocket connections are under the same caps
+// and timeouts as TCP and TLS ones, counted in the same stats; and a
+// client that sends its upgrade request slowly holds nobody else back.
+func TestWSConnectionGuard(t *testing.T) {
+	const (
+		msgTimeout = 300 * time.Millisecond
+		idle       = 600 * time.Millisecond
+		handshake  = 300 * time.Millisecond
+	)
+	cases := []struct {
+		name      string
+		transport string
+		send      string // raw bytes on a fresh connection; "upgrade": a full ws upgrade
+		within    time.Duration
+		reason    string
+	}{
+		{"slow upgrade", "ws", "GET / HTTP/1.1\r\nHost: x\r\n", 3 * msgTimeout, "message_timeout"},
+		{"idle after upgrade", "ws", "upgrade", 3 * idle, "idle_timeout"},
+		{"idle before upgrade", "ws", "", 3 * idle, "idle_timeout"},
+		{"wss handshake", "wss", "", 3 * handshake, "handshake_timeout"},
+		{"per-source cap", "ws", "", time.Second, "per_source_cap"},
+	}
+	loop := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testServer(t, func(c *sipconf.Config) {
+				noAuth(c)
+				l := sipconf.Listen{Transport: tc.transport, Addr: "127.0.0.1:0"}
+				if tc.transport == "wss" {
+					l.Cert, l.Key = testcert.Write(t, loop)
+				}
+				c.Listen = append(c.Listen, l)
+				c.Connections.MessageTimeout = sipconf.Duration(msgTimeout)
+				c.Connections.IdleTimeout = sipconf.Duration(idle)
+				c.Connections.TLSHandshakeTimeout = sipconf.Duration(handshake)
+				if tc.reason == "per_source_cap" {
+					c.Protect.Exempt = nil
+					c.Connections.PerSource = 2
+				}
+			})
+			addr := serverAddr(t, s, tc.transport).String()
+			dial := func() net.Conn {
+				c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			var victim net.Conn
+			switch {
+			case tc.reason == "per_source_cap":
+				dial()
+				dial()
+				// The third is reset as soon as it is accepted, at times
+				// before connect returns on loopback.
+				c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+				if err != nil {
+					if n := s.Stats().Connections.Refused[tc.reason]; n != 1 {
+						t.Fatalf("connect failed (%v) but %s counted %d times", err, tc.reason, n)
+					}
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+				victim = c
+			case tc.send == "upgrade":
+				victim = sipua.DialWS(t, addr, nil).StreamConn()
+			default:
+				victim = dial()
+				if tc.send != "" {
+					victim.Write([]byte(tc.send))
+				}
+			}
+			if tc.reason == "message_timeout" {
+				// The slow client holds no other back: a second one
+				// upgrades and registers meanwhile.
+				ws := sipua.DialWS(t, addr, nil)
+				ws.Register("alice", "example.org", "alicepw")
+			}
+			if !conntest.ClosedWithin(victim, tc.within) {
+				t.Fatalf("connection not closed within %v", tc.within)
+			}
+			if n := s.Stats().Connections.Refused[tc.reason]; n != 1 {
+				t.Fatalf("%s counted %d times, want 1: %+v", tc.reason, n, s.Stats().Connections)
+			}
+		})
 	}
 }
