@@ -158,8 +158,8 @@ var (
 	dSIPConns        = desc("sipxdp_sip_connections", "TCP and TLS connections open.")
 	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP and TLS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")
 	dSIPConnsPerSrc  = desc("sipxdp_sip_connections_per_source_max", "The cap on TCP and TLS connections from one source.")
-	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP and TLS connections refused at accept: total_cap, per_source_cap.", "reason")
-	dSIPConnsClosed  = desc("sipxdp_sip_connections_closed_total", "TCP and TLS connections sipd closed: for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake (handshake_failed).", "reason")
+	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP, TLS, WS and WSS connections refused at accept: total_cap, per_source_cap.", "reason")
+	dSIPConnsClosed  = desc("sipxdp_sip_connections_closed_total", "TCP, TLS, WS and WSS connections sipd closed: for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake (handshake_failed).", "reason")
 	dSIPAcceptErrors = desc("sipxdp_sip_accept_errors_total", "Accept errors on the SIP TCP and TLS listeners, retried after a backoff.")
 
 	dSIPBans           = desc("sipxdp_sip_bans_total", "Sources banned for flooding.")
