@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/emiago/sipgo/sip"
 
 	"sipxdp/internal/conntest"
 	"sipxdp/internal/sipua"
@@ -64,35 +61,6 @@ func newWSSetup(t *testing.T, transport string, loop netip.Addr) wsSetup {
 	return wsSetup{s: s, ws: ws, udp: udp, transport: transport}
 }
 
-// routeSet is the Route header lines a UA uses inside the dialog, from
-// the Record-Route it saw: reversed for the caller (RFC 3261 §12.1.2).
-func routeSet(rr []sip.Header, caller bool) []string {
-	var out []string
-	for _, h := range rr {
-		for _, v := range strings.Split(h.Value(), ",") {
-			out = append(out, "Route: "+strings.TrimSpace(v))
-		}
-	}
-	if caller {
-		slices.Reverse(out)
-	}
-	return out
-}
-
-func contactURI(m sip.Message) string {
-	var c *sip.ContactHeader
-	switch m := m.(type) {
-	case *sip.Request:
-		c = m.Contact()
-	case *sip.Response:
-		c = m.Contact()
-	}
-	if c == nil {
-		return ""
-	}
-	return c.Address.String()
-}
-
 // TestWSCalls: a WebSocket UA (a browser's view of SIP: .invalid Contact,
 // no address of its own) calls and is called by a UDP UA through sipd,
 // over ws and wss, IPv4 and IPv6, and the in-dialog requests of either
@@ -130,83 +98,23 @@ func TestWSCalls(t *testing.T) {
 	}
 }
 
-// establish sets up a call from caller to callee: the INVITE the callee
-// got and the caller's ACK, whose Route and Request-URI the caller's
-// in-dialog requests reuse.
-func establish(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string) (inv sipua.Msg, req *sip.Request, ack sipua.Msg) {
+// call makes one call from caller to callee and ends it, and checks the
+// double Record-Route across the transport change.
+func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string, calleeHangs bool) {
 	t.Helper()
-	callID := fmt.Sprintf("wscall-%s-%d", from, time.Now().UnixNano())
-	inv = sipua.Msg{Method: "INVITE", RURI: "sip:" + to + "@example.org", From: "sip:" + from + "@example.org",
-		To: "sip:" + to + "@example.org", CallID: callID, CSeq: 1}
-	if r := caller.Authenticated(inv, from, pw); r != nil && r.StatusCode >= 300 {
-		t.Fatalf("INVITE: %d %s", r.StatusCode, r.Reason)
-	}
-	req = callee.ExpectRequest(sip.INVITE)
-	// Double Record-Route across the transport change, one entry per side.
-	rr := strings.Join(routeSet(req.GetHeaders("Record-Route"), false), "\n")
+	d := sipua.Establish(caller, callee, sipua.Call{From: from, To: to, Domain: "example.org", Password: pw})
+	rr := strings.Join(sipua.RouteSet(d.Received.GetHeaders("Record-Route"), false), "\n")
 	if !strings.Contains(rr, "transport="+wsTransport+";") || !strings.Contains(rr, "transport=udp;") {
 		t.Fatalf("INVITE's Record-Route lacks a %s or udp entry:\n%s", wsTransport, rr)
 	}
-	callee.Respond(req, 200, "OK", "tt", "")
-	ok := caller.ResponseTo(callID, 3*time.Second)
-	if ok == nil || ok.StatusCode != 200 {
-		t.Fatalf("caller's answer: %v", ok)
-	}
-	callerRoutes := routeSet(ok.GetHeaders("Record-Route"), true)
-	calleeContact := contactURI(ok)
-	ack = sipua.Msg{Method: "ACK", RURI: calleeContact, From: inv.From, To: inv.To, ToTag: "tt", CallID: callID, CSeq: 2, Headers: callerRoutes}
-	caller.Send(caller.Request(ack))
-	callee.ExpectRequest(sip.ACK)
-	return inv, req, ack
-}
-
-// call makes one call from caller to callee and ends it.
-func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, pw string, calleeHangs bool) {
-	t.Helper()
-	inv, req, ack := establish(t, wsTransport, caller, callee, from, to, pw)
-	callID := inv.CallID
-	bye, by, other := ack, caller, callee
-	bye.Method, bye.CSeq = "BYE", 3
-	if calleeHangs {
-		by, other = callee, caller
-		bye = sipua.Msg{Method: "BYE", RURI: contactURI(req), From: inv.To, FromTag: "tt", To: inv.From, ToTag: "ft-" + callID,
-			CallID: callID, CSeq: 1, Headers: routeSet(req.GetHeaders("Record-Route"), false)}
-	}
-	by.Send(by.Request(bye))
-	got := other.ExpectRequest(sip.BYE)
-	other.Respond(got, 200, "OK", "", "")
-	if r := by.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
-		t.Fatalf("BYE answer: %v", r)
-	}
-}
-
-// TestWSContactGone: a call to a ws registration whose connection is gone
-// fails at once with 480 rather than dialing the browser (which listens
-// on nothing) or hanging.
-func TestWSContactGone(t *testing.T) {
-	w := newWSSetup(t, "ws", netip.MustParseAddr("127.0.0.1"))
-	w.ws.StreamConn().Close()
-	time.Sleep(100 * time.Millisecond)
-	callID := "wsgone"
-	start := time.Now()
-	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@example.org", From: "sip:bob@example.org", To: "sip:alice@example.org", CallID: callID, CSeq: 1}
-	r := w.udp.Authenticated(inv, "bob", "bobpw")
-	if r == nil {
-		r = w.udp.ResponseTo(callID, 3*time.Second)
-	}
-	if r == nil || r.StatusCode != 480 {
-		t.Fatalf("answer %v, want 480", r)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("answer took %v", d)
-	}
+	d.Hangup(calleeHangs)
 }
 
 // TestWSInDialogFlowGone: a BYE towards a ws callee whose connection
 // closed mid-call gets 480 at once; sipd does not dial the browser.
 func TestWSInDialogFlowGone(t *testing.T) {
 	w := newWSSetup(t, "ws", netip.MustParseAddr("127.0.0.1"))
-	_, _, ack := establish(t, "ws", w.udp, w.ws, "bob", "alice", "bobpw")
+	ack := sipua.Establish(w.udp, w.ws, sipua.Call{From: "bob", To: "alice", Domain: "example.org", Password: "bobpw"}).Ack
 	w.ws.StreamConn().Close()
 	time.Sleep(100 * time.Millisecond)
 	bye := ack
