@@ -58,7 +58,7 @@ type Config struct {
 	ObserveTransaction func(method string, d time.Duration)
 }
 
-// FlowKeeper is told of each registration made over a TCP or TLS
+// FlowKeeper is told of each registration made over a TCP, TLS or WebSocket
 // connection: the connection (known by its transport and source) is how
 // sipd reaches the phone until until, so it must not be closed as idle.
 type FlowKeeper interface {

@@ -134,7 +134,7 @@ type Server struct {
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
 	streams   []streamListener
 	listeners []proxy.Listener
-	guard     *connguard.Guard // caps and timeouts of TCP and TLS connections
+	guard     *connguard.Guard // caps and timeouts of TCP, TLS, WS and WSS connections
 
 	usersMod time.Time
 	served   atomic.Bool
@@ -185,7 +185,7 @@ type Stats struct {
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
 	Core     proxy.Stats     `json:"core"`
-	// Connections are the TCP and TLS connections: open, caps, refusals.
+	// Connections are the TCP, TLS, WS and WSS connections: open, caps, refusals.
 	Connections connguard.Stats `json:"connections"`
 	// BannedPassed counts messages from banned sources let through to the
 	// core for what they proved.
