@@ -134,7 +134,7 @@ func TestWSInDialogFlowGone(t *testing.T) {
 // client that sends its upgrade request slowly holds nobody else back.
 func TestWSConnectionGuard(t *testing.T) {
 	const (
-		msgTimeout = 300 * time.Millisecond
+		msgTimeout = time.Second
 		idle       = 600 * time.Millisecond
 		handshake  = 300 * time.Millisecond
 	)
@@ -150,6 +150,7 @@ func TestWSConnectionGuard(t *testing.T) {
 		{"idle before upgrade", "ws", "", 3 * idle, "idle_timeout"},
 		{"wss handshake", "wss", "", 3 * handshake, "handshake_timeout"},
 		{"per-source cap", "ws", "", time.Second, "per_source_cap"},
+		{"total cap", "ws", "", time.Second, "total_cap"},
 	}
 	loop := netip.MustParseAddr("127.0.0.1")
 	for _, tc := range cases {
@@ -164,9 +165,12 @@ func TestWSConnectionGuard(t *testing.T) {
 				c.Connections.MessageTimeout = sipconf.Duration(msgTimeout)
 				c.Connections.IdleTimeout = sipconf.Duration(idle)
 				c.Connections.TLSHandshakeTimeout = sipconf.Duration(handshake)
-				if tc.reason == "per_source_cap" {
+				switch tc.reason {
+				case "per_source_cap":
 					c.Protect.Exempt = nil
 					c.Connections.PerSource = 2
+				case "total_cap":
+					c.Connections.Max, c.Connections.PerSource = 2, 2
 				}
 			})
 			addr := serverAddr(t, s, tc.transport).String()
@@ -180,7 +184,7 @@ func TestWSConnectionGuard(t *testing.T) {
 			}
 			var victim net.Conn
 			switch {
-			case tc.reason == "per_source_cap":
+			case strings.HasSuffix(tc.reason, "_cap"):
 				dial()
 				dial()
 				// The third is reset as soon as it is accepted, at times
@@ -207,6 +211,9 @@ func TestWSConnectionGuard(t *testing.T) {
 				// upgrades and registers meanwhile.
 				ws := sipua.DialWS(t, addr, nil)
 				ws.Register("alice", "example.org", "alicepw")
+				if conntest.ClosedWithin(victim, 10*time.Millisecond) {
+					t.Fatal("the other client registered only after the slow one was closed: it waited behind it")
+				}
 			}
 			if !conntest.ClosedWithin(victim, tc.within) {
 				t.Fatalf("connection not closed within %v", tc.within)
