@@ -23,10 +23,13 @@ type upgradeAhead struct {
 	done  chan struct{}
 	once  sync.Once
 	err   error // the inner Accept's, once done is closed
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{} // being read ahead; closed with the listener
 }
 
 func newUpgradeAhead(l net.Listener) *upgradeAhead {
-	u := &upgradeAhead{Listener: l, ready: make(chan net.Conn), done: make(chan struct{})}
+	u := &upgradeAhead{Listener: l, ready: make(chan net.Conn), done: make(chan struct{}), pending: map[net.Conn]struct{}{}}
 	go u.acceptLoop()
 	return u
 }
@@ -38,11 +41,24 @@ func (u *upgradeAhead) acceptLoop() {
 			u.once.Do(func() { u.err = err; close(u.done) })
 			return
 		}
+		u.mu.Lock()
+		if u.pending == nil {
+			u.mu.Unlock()
+			c.Close()
+			continue
+		}
+		u.pending[c] = struct{}{}
+		u.mu.Unlock()
 		go u.preread(c)
 	}
 }
 
 func (u *upgradeAhead) preread(c net.Conn) {
+	defer func() {
+		u.mu.Lock()
+		delete(u.pending, c)
+		u.mu.Unlock()
+	}()
 	buf := make([]byte, 0, 1024)
 	for !bytes.Contains(buf, []byte("\r\n\r\n")) {
 		if len(buf) >= maxUpgrade {
@@ -79,6 +95,12 @@ func (u *upgradeAhead) Accept() (net.Conn, error) {
 func (u *upgradeAhead) Close() error {
 	err := u.Listener.Close()
 	u.once.Do(func() { u.err = net.ErrClosed; close(u.done) })
+	u.mu.Lock()
+	for c := range u.pending {
+		c.Close()
+	}
+	u.pending = nil
+	u.mu.Unlock()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}

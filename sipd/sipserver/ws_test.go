@@ -224,3 +224,32 @@ func TestWSConnectionGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestWSPendingUpgradeAtShutdown: a connection whose upgrade request is
+// still coming when the server stops is closed with it; no goroutine is
+// left reading it (testServer's cleanup checks for leaks, and runs
+// before the client side closes).
+func TestWSPendingUpgradeAtShutdown(t *testing.T) {
+	var slow net.Conn
+	t.Cleanup(func() {
+		if slow != nil {
+			slow.Close()
+		}
+	})
+	s := testServer(t, func(c *sipconf.Config) {
+		noAuth(c)
+		c.Listen = append(c.Listen, sipconf.Listen{Transport: "ws", Addr: "127.0.0.1:0"})
+	})
+	var err error
+	slow, err = net.Dial("tcp", serverAddr(t, s, "ws").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slow.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if open := s.Stats().Connections.Open; open != 1 {
+		t.Fatalf("%d connections open, want the slow one", open)
+	}
+}
