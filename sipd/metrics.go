@@ -155,12 +155,12 @@ var (
 	dSIPCDRErrors     = desc("sipxdp_sip_cdr_errors_total", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).")
 	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).", "reason")
 
-	dSIPConns        = desc("sipxdp_sip_connections", "TCP and TLS connections open.")
-	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP and TLS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")
-	dSIPConnsPerSrc  = desc("sipxdp_sip_connections_per_source_max", "The cap on TCP and TLS connections from one source.")
-	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP and TLS connections refused at accept: total_cap, per_source_cap.", "reason")
-	dSIPConnsClosed  = desc("sipxdp_sip_connections_closed_total", "TCP and TLS connections sipd closed: for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake (handshake_failed).", "reason")
-	dSIPAcceptErrors = desc("sipxdp_sip_accept_errors_total", "Accept errors on the SIP TCP and TLS listeners, retried after a backoff.")
+	dSIPConns        = desc("sipxdp_sip_connections", "TCP, TLS, WS and WSS connections open.")
+	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP, TLS, WS and WSS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")
+	dSIPConnsPerSrc  = desc("sipxdp_sip_connections_per_source_max", "The cap on TCP, TLS, WS and WSS connections from one source.")
+	dSIPConnsRefused = desc("sipxdp_sip_connections_refused_total", "TCP, TLS, WS and WSS connections refused at accept: total_cap, per_source_cap.", "reason")
+	dSIPConnsClosed  = desc("sipxdp_sip_connections_closed_total", "TCP, TLS, WS and WSS connections sipd closed: for a timeout (message_timeout, idle_timeout, handshake_timeout) or a failed TLS handshake (handshake_failed).", "reason")
+	dSIPAcceptErrors = desc("sipxdp_sip_accept_errors_total", "Accept errors on the SIP TCP, TLS, WS and WSS listeners, retried after a backoff.")
 
 	dSIPBans           = desc("sipxdp_sip_bans_total", "Sources banned for flooding.")
 	dSIPBannedRequests = desc("sipxdp_sip_banned_requests_total", "Messages from banned sources, by outcome: dropped unread by the flood filter; dropped_unproven by the core, the proof they carried not holding; "+

@@ -2,8 +2,8 @@
 // the exact bytes of each request and reads what comes back, so nothing
 // between the test and the server under test can be wrong in the same way
 // as the server. It works over a UDP socket the test opened (in any
-// network namespace), or over a TCP or TLS connection (NewStream), and
-// answers digest challenges.
+// network namespace), over a TCP or TLS connection (NewStream), or over
+// WebSocket (DialWS), and answers digest challenges.
 package sipua
 
 import (
@@ -38,6 +38,9 @@ type UA struct {
 	transport string
 	parser    *sip.ParserStream
 	pending   []sip.Message
+	// wsHost is a WebSocket UA's made-up host (RFC 7118 §5), which its
+	// Via and Contact carry instead of an address.
+	wsHost string
 }
 
 // New wraps conn, which the test owns; it is closed with the test.
@@ -237,7 +240,7 @@ func (u *UA) Respond(req *sip.Request, code int, reason, toTag, body string) {
 		to += ";tag=" + toTag
 	}
 	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\nContact: <sip:uas@%s>\r\n",
-		req.From().Value(), to, req.CallID().Value(), req.CSeq().Value(), hostPort(u.Addr()))
+		req.From().Value(), to, req.CallID().Value(), req.CSeq().Value(), u.contactHost()+u.respondParam())
 	if body != "" {
 		body = CRLF(body)
 		fmt.Fprintf(&b, "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
@@ -295,7 +298,7 @@ func (u *UA) Request(m Msg) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=%s;rport\r\nMax-Forwards: 70\r\nFrom: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContact: <sip:ua@%s%s>\r\n",
-		m.Method, m.RURI, u.transport, hostPort(u.Addr()), branch, m.From, ftag, to, m.CallID, m.CSeq, m.Method, hostPort(u.Addr()), u.contactParam())
+		m.Method, m.RURI, u.transport, u.contactHost(), branch, m.From, ftag, to, m.CallID, m.CSeq, m.Method, u.contactHost(), u.contactParam())
 	for _, h := range m.Headers {
 		b.WriteString(h + "\r\n")
 	}
@@ -306,6 +309,24 @@ func (u *UA) Request(m Msg) string {
 		b.WriteString("Content-Length: 0\r\n\r\n")
 	}
 	return b.String()
+}
+
+// contactHost is what Via and Contact name: the socket's address, or a
+// WebSocket UA's .invalid host.
+func (u *UA) contactHost() string {
+	if u.wsHost != "" {
+		return u.wsHost
+	}
+	return hostPort(u.Addr())
+}
+
+// respondParam is the transport parameter of a response's Contact: only
+// a WebSocket UA's has one, as a browser's does.
+func (u *UA) respondParam() string {
+	if u.wsHost == "" {
+		return ""
+	}
+	return u.contactParam()
 }
 
 func (u *UA) contactParam() string {

@@ -1,5 +1,5 @@
-// Package connguard keeps stream connections (TCP, TLS, and WebSocket
-// when it comes) from taking a server down. It wraps any net.Listener and
+// Package connguard keeps stream connections (TCP, TLS, WS and WSS) from
+// taking a server down. It wraps any net.Listener and
 // the connections it accepts:
 //
 //   - caps on the connections open at once, in total and per source (an
@@ -232,14 +232,14 @@ func remoteAddr(c net.Conn) netip.AddrPort {
 }
 
 // admit counts c in, or says which cap it is over.
-func (g *Guard) admit(c net.Conn) (*Conn, Reason, bool) {
+func (g *Guard) admit(c net.Conn, newFramer func() Framer) (*Conn, Reason, bool) {
 	remote := remoteAddr(c)
 	var src netip.Addr
 	if g.cfg.PerSource > 0 && remote.IsValid() && (g.cfg.Exempt == nil || !g.cfg.Exempt(remote.Addr())) {
 		src = sourceKey(remote.Addr())
 	}
 	now := g.now()
-	gc := &Conn{Conn: c, g: g, remote: remote, source: src, framer: g.cfg.NewFramer(), accepted: now}
+	gc := &Conn{Conn: c, g: g, remote: remote, source: src, framer: newFramer(), accepted: now}
 	gc.lastActive.Store(now)
 	if hs, ok := c.(handshaker); ok {
 		gc.hs = hs
@@ -281,14 +281,21 @@ func (g *Guard) release(c *Conn) {
 // Listen wraps l: Accept applies the caps and retries errors, and the
 // connections it returns apply the timeouts.
 func (g *Guard) Listen(l net.Listener) net.Listener {
-	return &listener{Listener: l, g: g, done: make(chan struct{})}
+	return g.ListenFramed(l, g.cfg.NewFramer)
+}
+
+// ListenFramed is Listen with the listener's own framer (WebSocket's
+// beside SIP's), under the same caps and counters.
+func (g *Guard) ListenFramed(l net.Listener, newFramer func() Framer) net.Listener {
+	return &listener{Listener: l, g: g, newFramer: newFramer, done: make(chan struct{})}
 }
 
 type listener struct {
 	net.Listener
-	g    *Guard
-	done chan struct{}
-	once sync.Once
+	g         *Guard
+	newFramer func() Framer
+	done      chan struct{}
+	once      sync.Once
 }
 
 // Accept returns the next connection within the caps. Errors other than
@@ -301,7 +308,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		gc, why, ok := l.g.admit(c)
+		gc, why, ok := l.g.admit(c, l.newFramer)
 		if !ok {
 			l.g.count(why, nil)
 			reject(c)

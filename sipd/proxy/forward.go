@@ -23,6 +23,7 @@ import (
 var (
 	ErrNoListener = errors.New("no socket for the transport")
 	ErrBadTarget  = errors.New("unusable target")
+	ErrFlowGone   = errors.New("websocket connection gone")
 	ErrStopped    = errors.New("proxy stopped")
 )
 
@@ -189,6 +190,12 @@ func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*si
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", transport, ErrNoListener)
 	}
+	if isWebSocket(transport) && !p.flowAlive(transport, dest) {
+		// A WebSocket client is reached only over the connection it
+		// opened; sipgo would dial it, and a browser behind NAT never
+		// answers (RFC 7118 §5).
+		return nil, fmt.Errorf("%s %s: %w", transport, dest, ErrFlowGone)
+	}
 	out.SetTransport(transport)
 	out.SetDestination(dest)
 	out.SetSource("")
@@ -303,10 +310,14 @@ func (p *Proxy) forward(req *sip.Request, stx sip.ServerTransaction, d Decision,
 	events := make(chan event, 4*len(targets)+4)
 	var branches []*branch
 	var best *sip.Response
+	wsGone := false
 	for _, t := range targets {
 		out, err := p.prepare(req, t, d.RecordRoute, branchMagic+hash+"."+randHex(6))
 		if err != nil {
 			p.log.Debug("cannot forward", "to", t.uri.String(), "error", err)
+			if errors.Is(err, ErrFlowGone) {
+				wsGone = true
+			}
 			continue
 		}
 		if initialInvite || req.Method == sip.SUBSCRIBE {
@@ -355,8 +366,12 @@ func (p *Proxy) forward(req *sip.Request, stx sip.ServerTransaction, d Decision,
 		}()
 	}
 	if len(branches) == 0 {
-		p.reply(req, stx, 503, "Service Unavailable")
-		p.finalDialog(initialInvite, callID, fromTag, "", 503, nil)
+		code, reason := 503, "Service Unavailable"
+		if wsGone {
+			code, reason = 480, "Temporarily Unavailable"
+		}
+		p.reply(req, stx, code, reason)
+		p.finalDialog(initialInvite, callID, fromTag, "", code, nil)
 		if relayed {
 			p.cfg.Media.End(callID, "not forwarded")
 		}

@@ -58,7 +58,7 @@ type Config struct {
 	ObserveTransaction func(method string, d time.Duration)
 }
 
-// FlowKeeper is told of each registration made over a TCP or TLS
+// FlowKeeper is told of each registration made over a TCP, TLS or WebSocket
 // connection: the connection (known by its transport and source) is how
 // sipd reaches the phone until until, so it must not be closed as idle.
 type FlowKeeper interface {
@@ -472,6 +472,11 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 			// gone only the Contact can be tried.
 			if p.flowAlive(b.Transport, b.Received) {
 				t.dest, t.transport = b.Received, b.Transport
+			} else if isWebSocket(b.Transport) {
+				// A WebSocket client (a browser) listens on nothing and
+				// its Contact names a .invalid host (RFC 7118 §5): with
+				// its connection gone it is unreachable, 480 below.
+				continue
 			}
 		case b.NATed:
 			t.dest, t.transport = b.Received, b.Transport
@@ -483,6 +488,10 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 		return
 	}
 	p.forward(req, tx, d, targets)
+}
+
+func isWebSocket(transport string) bool {
+	return strings.EqualFold(transport, "WS") || strings.EqualFold(transport, "WSS")
 }
 
 // flowAlive reports whether a connection from a registered phone is still

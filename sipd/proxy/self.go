@@ -10,7 +10,7 @@ import (
 
 // Listener is one local SIP socket as the proxy advertises it.
 type Listener struct {
-	Transport string         // UDP, TCP or TLS
+	Transport string         // UDP, TCP, TLS, WS or WSS
 	Addr      netip.AddrPort // bound address
 	Host      string         // what goes into Via and Record-Route; empty: Addr's IP
 }

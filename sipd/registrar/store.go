@@ -37,7 +37,7 @@ type Binding struct {
 	AoR       string    `json:"aor"`
 	Contact   string    `json:"contact"`             // the Contact URI as registered
 	Received  string    `json:"received,omitempty"`  // ip:port the REGISTER came from
-	Transport string    `json:"transport,omitempty"` // UDP, TCP or TLS, of that flow
+	Transport string    `json:"transport,omitempty"` // UDP, TCP, TLS, WS or WSS, of that flow
 	NATed     bool      `json:"nated,omitempty"`
 	CallID    string    `json:"call_id"`
 	CSeq      uint32    `json:"cseq"`
@@ -113,6 +113,10 @@ func (in *interner) get(s string) string {
 		return "TCP"
 	case "TLS":
 		return "TLS"
+	case "WS":
+		return "WS"
+	case "WSS":
+		return "WSS"
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()

@@ -77,10 +77,10 @@ func (c *Config) StorePath(p string) string {
 
 // Listen is one SIP socket.
 type Listen struct {
-	Transport string `yaml:"transport"` // udp | tcp | tls
+	Transport string `yaml:"transport"` // udp | tcp | tls | ws | wss
 	Addr      string `yaml:"addr"`      // ip:port; port 0 picks a free one
-	Cert      string `yaml:"cert"`      // tls only
-	Key       string `yaml:"key"`       // tls only
+	Cert      string `yaml:"cert"`      // tls and wss only
+	Key       string `yaml:"key"`       // tls and wss only
 }
 
 // Redacted stands in for a secret in a printed configuration
@@ -165,8 +165,7 @@ type Timers struct {
 	Invite Duration `yaml:"invite"` // how long to wait for a final answer to a forwarded INVITE
 }
 
-// Connections limits stream connections (TCP, TLS; WebSocket when it
-// comes): how many, how many per source, and how long each may take.
+// Connections limits stream connections (TCP, TLS, WS and WSS): how many, how many per source, and how long each may take.
 type Connections struct {
 	// Max is the most connections open at once, all listeners together.
 	// 0: derived from RLIMIT_NOFILE at start, less a reserve for the
@@ -242,13 +241,13 @@ func (c *Config) Validate() error {
 	for i, l := range c.Listen {
 		where := fmt.Sprintf("sip.listen[%d]", i)
 		switch strings.ToLower(l.Transport) {
-		case "udp", "tcp":
-		case "tls":
+		case "udp", "tcp", "ws":
+		case "tls", "wss":
 			if l.Cert == "" || l.Key == "" {
-				errs = append(errs, confload.Errorf(where, "%s: tls needs cert and key"))
+				errs = append(errs, confload.Errorf(where, "%s: %s needs cert and key (PEM files)", strings.ToLower(l.Transport)))
 			}
 		default:
-			errs = append(errs, confload.Errorf(where+".transport", "%s %q: want udp, tcp or tls", l.Transport))
+			errs = append(errs, confload.Errorf(where+".transport", "%s %q: want udp, tcp, tls, ws or wss", l.Transport))
 		}
 		if ap, err := netip.ParseAddrPort(l.Addr); err != nil {
 			errs = append(errs, confload.Errorf(where+".addr", "%s %q: %w", l.Addr, err))

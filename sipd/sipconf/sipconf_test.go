@@ -38,6 +38,35 @@ func TestValidateReportsEachProblem(t *testing.T) {
 	}
 }
 
+func TestValidateListenTransports(t *testing.T) {
+	cases := []struct {
+		name string
+		l    Listen
+		want string // "": valid
+	}{
+		{"ws", Listen{Transport: "ws", Addr: "127.0.0.1:8088"}, ""},
+		{"ws upper case", Listen{Transport: "WS", Addr: "[::1]:8088"}, ""},
+		{"wss with cert", Listen{Transport: "wss", Addr: "127.0.0.1:8089", Cert: "c.pem", Key: "k.pem"}, ""},
+		{"wss without key", Listen{Transport: "wss", Addr: "127.0.0.1:8089", Cert: "c.pem"}, "sip.listen[1]: wss needs cert and key"},
+		{"wss without cert", Listen{Transport: "wss", Addr: "127.0.0.1:8089"}, "wss needs cert and key"},
+		{"tls without cert", Listen{Transport: "tls", Addr: "127.0.0.1:5061"}, "tls needs cert and key"},
+		{"unknown", Listen{Transport: "sctp", Addr: "127.0.0.1:5060"}, "want udp, tcp, tls, ws or wss"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Listen = append(c.Listen[:1:1], tc.l)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("err %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestProtectSetupShareRange(t *testing.T) {
 	for _, c := range []struct {
 		share int

@@ -10,7 +10,7 @@ import (
 	"sipxdp/sipd/sipconf"
 )
 
-// newGuard builds the connection guard of the TCP and TLS listeners,
+// newGuard builds the connection guard of the TCP, TLS, WS and WSS listeners,
 // deriving the caps the config leaves at 0 from RLIMIT_NOFILE, and logs
 // what it chose and from what.
 func newGuard(c sipconf.Connections, relayPorts int, exempt func(netip.Addr) bool, log *slog.Logger) (*connguard.Guard, error) {
@@ -42,7 +42,7 @@ func newGuard(c sipconf.Connections, relayPorts int, exempt func(netip.Addr) boo
 	return g, nil
 }
 
-// KeepFlow keeps a phone's TCP or TLS connection open while a
+// KeepFlow keeps a phone's TCP, TLS or WebSocket connection open while a
 // registration made over it lasts (proxy.FlowKeeper).
 func (s *Server) KeepFlow(transport string, src netip.AddrPort, until time.Time) {
 	if transport == "UDP" {

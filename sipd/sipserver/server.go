@@ -134,7 +134,7 @@ type Server struct {
 	udpByAddr map[net.Addr]*net.UDPConn // by the LocalAddr value itself: no String per datagram
 	streams   []streamListener
 	listeners []proxy.Listener
-	guard     *connguard.Guard // caps and timeouts of TCP and TLS connections
+	guard     *connguard.Guard // caps and timeouts of TCP, TLS, WS and WSS connections
 
 	usersMod time.Time
 	served   atomic.Bool
@@ -185,7 +185,7 @@ type Stats struct {
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
 	Core     proxy.Stats     `json:"core"`
-	// Connections are the TCP and TLS connections: open, caps, refusals.
+	// Connections are the TCP, TLS, WS and WSS connections: open, caps, refusals.
 	Connections connguard.Stats `json:"connections"`
 	// BannedPassed counts messages from banned sources let through to the
 	// core for what they proved.
@@ -473,17 +473,17 @@ func (s *Server) bind() (*tls.Config, error) {
 			}
 			s.udpByAddr[uc.LocalAddr()] = uc
 			s.addListener(t, uc.LocalAddr())
-		case "TCP", "TLS":
+		case "TCP", "TLS", "WS", "WSS":
 			ln, err := net.Listen("tcp", l.Addr)
 			if err != nil {
 				return nil, fmt.Errorf("listen %s %s: %w", l.Transport, l.Addr, guard.ExplainBind(l.Addr, err))
 			}
 			s.addListener(t, ln.Addr())
-			if t == "TLS" {
+			if t == "TLS" || t == "WSS" {
 				cert, err := tls.LoadX509KeyPair(l.Cert, l.Key)
 				if err != nil {
 					ln.Close()
-					return nil, fmt.Errorf("tls certificate: %w", err)
+					return nil, fmt.Errorf("%s certificate: %w", l.Transport, err)
 				}
 				if tlsConf == nil {
 					tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -494,6 +494,10 @@ func (s *Server) bind() (*tls.Config, error) {
 			// sipgo's Serve ends at the first accept error and reads
 			// each connection until it closes: the guard keeps accepting
 			// through errors and closes what stalls or exceeds the caps.
+			if t == "WS" || t == "WSS" {
+				s.streams = append(s.streams, streamListener{transport: t, l: newUpgradeAhead(s.guard.ListenFramed(ln, connguard.NewWSFramer))})
+				continue
+			}
 			s.streams = append(s.streams, streamListener{transport: t, l: s.guard.Listen(ln)})
 		}
 	}
@@ -693,9 +697,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if l.transport == "TLS" {
+			switch l.transport {
+			case "TLS":
 				errc <- tp.ServeTLS(l.l)
-			} else {
+			case "WS":
+				errc <- tp.ServeWS(l.l)
+			case "WSS":
+				errc <- tp.ServeWSS(l.l)
+			default:
 				errc <- tp.ServeTCP(l.l)
 			}
 		}()

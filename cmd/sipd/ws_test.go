@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"sipxdp/internal/conntest"
+	"sipxdp/internal/sipdtest"
+	"sipxdp/internal/sipua"
+	"sipxdp/sipd/sipconf"
+)
+
+// TestWebSocketCalls runs the built sipd with a ws listener beside UDP, as
+// an operator configures it, in media modes none and all: a ws UA
+// registers with digest and calls a UDP UA and back, in-dialog requests
+// find both; with media all the relay is in the SDP of both sides. An
+// idle ws connection is closed and counted in the metrics that count TCP;
+// the registered one is kept.
+func TestWebSocketCalls(t *testing.T) {
+	for _, mode := range []string{"none", "all"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := sipdtest.Config(t)
+			cfg.HTTP.Listen = freeAddr(t, "tcp")
+			cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "ws", Addr: "127.0.0.1:0"}}
+			cfg.SIP.Connections.IdleTimeout = sipconf.Duration(time.Second)
+			cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
+			_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+			var p int
+			fmt.Sscan(port, &p)
+			// A relay range of its own, as TestServiceNotify picks one.
+			cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = 20000+20*(p%600), 20000+20*(p%600)+19
+			s := sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+
+			ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
+			ws.Register("alice", "localhost", "alicepw")
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			udp := sipua.New(t, c, s.SIPAddr("udp"))
+			udp.Register("bob", "localhost", "bobpw")
+
+			offer, answer := netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:40002")
+			for i, dir := range []struct {
+				caller, callee *sipua.UA
+				from, to, pw   string
+			}{{ws, udp, "alice", "bob", "alicepw"}, {udp, ws, "bob", "alice", "bobpw"}} {
+				d := sipua.Establish(dir.caller, dir.callee, sipua.Call{From: dir.from, To: dir.to, Domain: "localhost", Password: dir.pw,
+					Offer: sipua.SDP(offer), Answer: sipua.SDP(answer)})
+				offered := strings.Contains(string(d.Received.Body()), fmt.Sprintf("m=audio %d ", offer.Port()))
+				answered := strings.Contains(string(d.Answer.Body()), fmt.Sprintf("m=audio %d ", answer.Port()))
+				if relayed := mode == "all"; offered == relayed || answered == relayed {
+					t.Fatalf("call %d, mode %s: SDP passed through unchanged: offer %v, answer %v\n%s\n%s", i, mode, offered, answered, d.Received.Body(), d.Answer.Body())
+				}
+				d.Hangup(i == 1)
+			}
+
+			idle, err := net.Dial("tcp", s.SIPAddr("ws").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idle.Close()
+			if !conntest.ClosedWithin(idle, 3*time.Second) {
+				t.Fatal("an idle ws connection was not closed")
+			}
+			if v, _ := s.Metric(`sipxdp_sip_connections_closed_total{reason="idle_timeout"}`); v < 1 {
+				t.Fatalf("idle ws connection not counted: %v", v)
+			}
+			// The registered ws connection outlives the idle timeout: the
+			// registration holds it, and it still reaches alice.
+			time.Sleep(1500 * time.Millisecond)
+			sipua.Establish(udp, ws, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw",
+				Offer: sipua.SDP(offer), Answer: sipua.SDP(answer)}).Hangup(false)
+		})
+	}
+}
