@@ -114,35 +114,45 @@ func Handshake(ctx context.Context, conn net.PacketConn, remote net.Addr, cfg Co
 	for i, p := range srtpProfiles {
 		profiles[i] = p.dtls
 	}
-	dc := &dtls.Config{
-		Certificates:           []tls.Certificate{cfg.Certificate.tls},
-		SRTPProtectionProfiles: profiles,
-		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
-		// Self-signed certificates: trust comes from the fingerprint in the signalled SDP, not a CA.
-		InsecureSkipVerify: true,
-		ClientAuth:         dtls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return ErrFingerprint
-			}
-			ok, err := cfg.Remote.matches(raw[0])
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return ErrFingerprint
-			}
-			return nil
-		},
+	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return ErrFingerprint
+		}
+		ok, err := cfg.Remote.matches(raw[0])
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrFingerprint
+		}
+		return nil
+	}
+	shared := []dtls.Option{
+		dtls.WithCertificates(cfg.Certificate.tls),
+		dtls.WithSRTPProtectionProfiles(profiles...),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		// Self-signed certificates: trust comes from the fingerprint in the signalled SDP, not from a CA.
+		dtls.WithInsecureSkipVerify(true),
+		dtls.WithVerifyPeerCertificate(verify),
 	}
 	var (
 		c   *dtls.Conn
 		err error
 	)
 	if cfg.Role == Client {
-		c, err = dtls.Client(conn, remote, dc)
+		opts := make([]dtls.ClientOption, 0, len(shared))
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		c, err = dtls.ClientWithOptions(conn, remote, opts...)
 	} else {
-		c, err = dtls.Server(conn, remote, dc)
+		opts := make([]dtls.ServerOption, 0, len(shared)+1)
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		// RFC 5763 section 5: the client must present its certificate, or there is nothing to check.
+		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		c, err = dtls.ServerWithOptions(conn, remote, opts...)
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -191,4 +201,11 @@ func sessionFromDTLS(c *dtls.Conn, isClient bool) (*Session, error) {
 	}
 	k := keys.Keys
 	return newSession(profile, profile, k.LocalMasterKey, k.LocalMasterSalt, k.RemoteMasterKey, k.RemoteMasterSalt)
+}
+
+func (r Role) String() string {
+	if r == Client {
+		return "client"
+	}
+	return "server"
 }

@@ -145,36 +145,37 @@ func (s *Session) Profile() srtp.ProtectionProfile { return s.profile }
 // when it is too small). A dropped packet is counted and its Reason's sentinel error returned.
 func (s *Session) DecryptRTP(dst, pkt []byte) ([]byte, error) {
 	s.decMu.Lock()
-	defer s.decMu.Unlock()
-	if len(pkt) < s.minRTP {
-		return nil, s.drop(TooShort)
-	}
-	s.replayed = false
 	out, err := s.dec.DecryptRTP(dst, pkt, &s.rtpHdr)
-	if err != nil {
-		return nil, s.drop(s.classify(err))
-	}
-	return out, nil
+	return s.decrypted(out, err, len(pkt) < s.minRTP)
 }
 
 // DecryptRTCP is DecryptRTP for SRTCP.
 func (s *Session) DecryptRTCP(dst, pkt []byte) ([]byte, error) {
 	s.decMu.Lock()
-	defer s.decMu.Unlock()
-	if len(pkt) < s.minRTCP {
-		return nil, s.drop(TooShort)
-	}
-	s.replayed = false
 	out, err := s.dec.DecryptRTCP(dst, pkt, &s.rtcpHdr)
-	if err != nil {
-		return nil, s.drop(s.classify(err))
-	}
-	return out, nil
+	return s.decrypted(out, err, len(pkt) < s.minRTCP)
 }
 
-func (s *Session) classify(err error) Reason {
+// decrypted counts a failed decrypt under its reason (short: the packet cannot hold a header and the tag),
+// clears the replay detectors' mark for the next packet and releases decMu, which the caller took (so the two
+// Decrypts do not repeat the block; pion returns errors, it does not panic on packets, as FuzzDecrypt checks).
+func (s *Session) decrypted(out []byte, err error, short bool) ([]byte, error) {
+	replayed := s.replayed
+	s.replayed = false
+	s.decMu.Unlock()
 	switch {
-	case s.replayed:
+	case err == nil:
+		return out, nil
+	case short:
+		return nil, s.drop(TooShort)
+	default:
+		return nil, s.drop(classify(err, replayed))
+	}
+}
+
+func classify(err error, replayed bool) Reason {
+	switch {
+	case replayed:
 		return Replayed
 	case errors.Is(err, srtp.ErrFailedToVerifyAuthTag):
 		return BadAuth
@@ -194,20 +195,19 @@ func (s *Session) drop(r Reason) error {
 func (s *Session) EncryptRTP(dst, pkt []byte) ([]byte, error) {
 	s.encMu.Lock()
 	defer s.encMu.Unlock()
-	out, err := s.enc.EncryptRTP(dst, pkt, &s.encRTPHdr)
-	if err != nil {
-		return nil, fmt.Errorf("srtp encrypt rtp: %w", err)
-	}
-	return out, nil
+	return encrypted(s.enc.EncryptRTP(dst, pkt, &s.encRTPHdr))
 }
 
 // EncryptRTCP is EncryptRTP for RTCP.
 func (s *Session) EncryptRTCP(dst, pkt []byte) ([]byte, error) {
 	s.encMu.Lock()
 	defer s.encMu.Unlock()
-	out, err := s.enc.EncryptRTCP(dst, pkt, &s.encRTCPHdr)
+	return encrypted(s.enc.EncryptRTCP(dst, pkt, &s.encRTCPHdr))
+}
+
+func encrypted(out []byte, err error) ([]byte, error) {
 	if err != nil {
-		return nil, fmt.Errorf("srtp encrypt rtcp: %w", err)
+		return nil, fmt.Errorf("srtp encrypt: %w", err)
 	}
 	return out, nil
 }
