@@ -85,6 +85,10 @@ func (c *PacketConn) Close() error {
 	return nil
 }
 
+// Done is closed when the conn is: by Close, by a failed handshake, or by pion when the peer ends the
+// association (close_notify or a fatal alert), which is how the relay learns that a browser leg is gone.
+func (c *PacketConn) Done() <-chan struct{} { return c.closed }
+
 // LocalAddr implements net.PacketConn.
 func (c *PacketConn) LocalAddr() net.Addr { return c.local }
 

@@ -200,6 +200,15 @@ func TestDTLSHandshake(t *testing.T) {
 				t.Fatalf("profile %s, want %s", s.Profile(), tc.want)
 			}
 			roundTrip(t, s, p.reference(t, tc.role))
+			// The peer hangs up with close_notify: the leg's conn reports it.
+			if err := p.conn.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-r.pc.Done():
+			case <-time.After(3 * time.Second):
+				t.Fatal("peer's close_notify did not end the leg")
+			}
 		})
 	}
 }
