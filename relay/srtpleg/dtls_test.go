@@ -257,7 +257,7 @@ func TestDTLSWrongFingerprint(t *testing.T) {
 // goroutines are gone when Handshake returns.
 func TestDTLSHandshakeTimeout(t *testing.T) {
 	for _, role := range []Role{Server, Client} {
-		t.Run(fmt.Sprint(role), func(t *testing.T) {
+		t.Run(role.String(), func(t *testing.T) {
 			before := goleak.IgnoreCurrent()
 			silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
@@ -287,6 +287,43 @@ func TestDTLSHandshakeTimeout(t *testing.T) {
 			if r.pc.Deliver([]byte{22}) {
 				t.Fatal("the failed leg's PacketConn still takes datagrams")
 			}
+			r.close()
+			goleak.VerifyNone(t, before)
+		})
+	}
+}
+
+// A peer whose use_srtp offers nothing we speak fails the handshake: there are no keys, so no leg, never a
+// plain-RTP one.
+func TestDTLSNoCommonProfile(t *testing.T) {
+	for _, tc := range []struct {
+		role     Role
+		profiles []dtls.SRTPProtectionProfile
+	}{
+		{Server, []dtls.SRTPProtectionProfile{dtls.SRTP_AES128_CM_HMAC_SHA1_32}},
+		{Client, []dtls.SRTPProtectionProfile{dtls.SRTP_AES128_CM_HMAC_SHA1_32}},
+		{Server, nil}, // no use_srtp at all: pion does not fail it early, the deadline does
+		{Client, nil},
+	} {
+		role := tc.role
+		t.Run(fmt.Sprintf("%s %v", role, tc.profiles), func(t *testing.T) {
+			before := goleak.IgnoreCurrent()
+			p := newPionPeer(t)
+			r := newRelaySide(t, p.sock.LocalAddr().(*net.UDPAddr))
+			cert, err := NewCertificate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.start(r.sock.LocalAddr(), role, tc.profiles, 700*time.Millisecond)
+			s, err := Handshake(context.Background(), r.pc, p.sock.LocalAddr(), Config{
+				Role: role, Certificate: cert, Remote: fingerprintOf(p.cert.Certificate[0]), Timeout: 700 * time.Millisecond, // without use_srtp pion waits for the deadline
+			})
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Handshake succeeded with no common SRTP profile")
+			}
+			t.Logf("error: %v", err)
+			p.close()
 			r.close()
 			goleak.VerifyNone(t, before)
 		})
