@@ -434,13 +434,7 @@ func (e *Engine) AddStream(callID string, index int, a, b LegSpec) (StreamPorts,
 	st := &stream{sess: s, index: index}
 	st.legs[SideA] = leg{pool: pa, rtp: ra}
 	st.legs[SideB] = leg{pool: pb, rtp: rb}
-	for i := range st.dirs {
-		d := &st.dirs[i]
-		d.st = st
-		d.from = Side(i / 2)
-		d.comp = uint8(i % 2)
-		e.flows[st.legs[d.from].local(d.comp)] = d
-	}
+	e.indexDirs(st)
 	s.streams = append(s.streams, st)
 	return st.ports(), nil
 }
@@ -591,4 +585,17 @@ func (e *Engine) DeleteSession(callID string) (SessionInfo, error) {
 	s.deleted = true
 	delete(e.sessions, callID)
 	return info, nil
+}
+
+// indexDirs ties each of st's four directions (two sides, RTP and RTCP)
+// to it and indexes them by the relay address they arrive on. The legs'
+// ports must be set. Caller holds e.mu.
+func (e *Engine) indexDirs(st *stream) {
+	for i := range st.dirs {
+		d := &st.dirs[i]
+		d.st = st
+		d.from = Side(i / 2)
+		d.comp = uint8(i % 2)
+		e.flows[st.legs[d.from].local(d.comp)] = d
+	}
 }

@@ -90,13 +90,7 @@ func (e *Engine) RestoreStream(callID string, index int, legs [2]RestoreLeg, sin
 		}
 		st.legs[i] = lg
 	}
-	for i := range st.dirs {
-		d := &st.dirs[i]
-		d.st = st
-		d.from = Side(i / 2)
-		d.comp = uint8(i % 2)
-		e.flows[st.legs[d.from].local(d.comp)] = d
-	}
+	e.indexDirs(st)
 	// A kernel flow that was forwarding was locked to its source: it stays
 	// so, and the kernel keeps it (installed in place, counters kept).
 	for _, f := range kernel {

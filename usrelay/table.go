@@ -448,15 +448,22 @@ func (t *Table) delete(k relay.FlowKey) ([]*port, error) {
 	return t.release(lp, old.outPort), nil
 }
 
+// entry is the flow installed on the relay address local, or nil. The
+// entry is read after the lock is let go: ports hold it in an atomic
+// pointer, so a flow replaced meanwhile is seen whole, old or new.
+func (t *Table) entry(local netip.AddrPort) *flowEntry {
+	t.mu.RLock()
+	lp := t.ports[normalize(local)]
+	t.mu.RUnlock()
+	if lp == nil {
+		return nil
+	}
+	return lp.flow.Load()
+}
+
 // Stats returns the counters of the flow for k.
 func (t *Table) Stats(k relay.FlowKey) (relay.FlowStats, error) {
-	t.mu.RLock()
-	lp := t.ports[normalize(k.Local)]
-	var e *flowEntry
-	if lp != nil {
-		e = lp.flow.Load()
-	}
-	t.mu.RUnlock()
+	e := t.entry(k.Local)
 	if e == nil {
 		return relay.FlowStats{}, fmt.Errorf("stats %s: %w", k, relay.ErrFlowNotFound)
 	}
@@ -470,13 +477,7 @@ func (t *Table) Stats(k relay.FlowKey) (relay.FlowStats, error) {
 // Latch returns what the flow has latched, as the report the engine gets
 // (relay.LatchReader).
 func (t *Table) Latch(k relay.FlowKey) (relay.LatchEvent, error) {
-	t.mu.RLock()
-	lp := t.ports[normalize(k.Local)]
-	var e *flowEntry
-	if lp != nil {
-		e = lp.flow.Load()
-	}
-	t.mu.RUnlock()
+	e := t.entry(k.Local)
 	if e == nil {
 		return relay.LatchEvent{}, fmt.Errorf("latch %s: %w", k, relay.ErrFlowNotFound)
 	}
@@ -500,14 +501,8 @@ func (t *Table) Process(local, src netip.AddrPort, payloadLen int) Decision {
 
 // ProcessAt is Process at a given time, for tests of the learning window.
 func (t *Table) ProcessAt(local, src netip.AddrPort, payloadLen int, now time.Time) Decision {
-	t.mu.RLock()
-	lp := t.ports[normalize(local)]
-	t.mu.RUnlock()
+	e := t.entry(local)
 	t.cnt.c[cntReceived].Add(1)
-	var e *flowEntry
-	if lp != nil {
-		e = lp.flow.Load()
-	}
 	if e == nil {
 		t.cnt.c[ReasonNoFlow].Add(1)
 		return Decision{Verdict: Drop, Reason: ReasonNoFlow}
