@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"sipxdp/relay/cryptoleg"
 )
 
 // FlowKey names one direction of media: packets that arrive at the relay's
@@ -61,6 +63,41 @@ type Flow struct {
 	// set the kernel path uses them and skips the FIB lookup.
 	SrcMAC, DstMAC net.HardwareAddr
 	OutIfindex     int
+
+	// What only the userspace datapath does (see UserspaceOnly).
+	//
+	// In is the crypto of the leg packets arrive on: it decrypts them, and
+	// answers STUN and DTLS on its port. OutLeg encrypts for the leg they
+	// leave by. Nil: plain RTP on that leg.
+	In, OutLeg *cryptoleg.Leg
+	// ICE: In is ICE-lite, and only a source that passed STUN with the
+	// leg's credentials is latched.
+	ICE bool
+	// RTCP: the flow arrives on an RTCP port, so its packets are RTCP
+	// (on a muxed port the payload type tells).
+	RTCP bool
+	// RTCPOut and RTCPDst take a muxed sender's RTCP to a receiver that
+	// does not mux (rtpengine's rtcp-mux-demux); zero: RTCP goes with RTP.
+	RTCPOut, RTCPDst netip.AddrPort
+}
+
+// UserspaceOnly says why f needs the userspace datapath ("" if it does
+// not): the kernel programs forward packets unchanged to one place.
+func (f Flow) UserspaceOnly() string {
+	switch {
+	case f.In != nil || f.OutLeg != nil:
+		in, out := cryptoleg.Plain, cryptoleg.Plain
+		if f.In != nil {
+			in = f.In.Kind()
+		}
+		if f.OutLeg != nil {
+			out = f.OutLeg.Kind()
+		}
+		return "SRTP bridged in userspace (" + in.String() + " to " + out.String() + ")"
+	case f.RTCPOut.IsValid():
+		return "rtcp-mux demultiplexed in userspace"
+	}
+	return ""
 }
 
 // FlowStats are the counters of one flow on one datapath. Bytes counts UDP

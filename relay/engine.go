@@ -8,6 +8,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sipxdp/relay/cryptoleg"
+	"sipxdp/relay/srtpleg"
 )
 
 // KernelPath is the fast path (XDP or tc). It holds copies of the flows
@@ -62,6 +65,9 @@ type Config struct {
 	Now func() time.Time
 	// LatchQueue bounds the OnLatch queue; default 8192.
 	LatchQueue int
+	// DTLSTimeout: a DTLS-SRTP leg not keyed this long after the answer
+	// fails its call. Default srtpleg.DefaultTimeout (10s).
+	DTLSTimeout time.Duration
 }
 
 // Side of a stream: A is the caller (offerer), B the callee.
@@ -151,8 +157,11 @@ type dir struct {
 	// Only what cannot be derived from the legs is kept: 50,000 calls
 	// hold 200,000 of these.
 	peer, dst netip.AddrPort
-	since     time.Time // installed or last changed; inactivity base
-	kernErr   string
+	// The crypto and demux of the installed flow (see Flow).
+	in, outLeg       *cryptoleg.Leg
+	rtcpOut, rtcpDst netip.AddrPort
+	since            time.Time // installed or last changed; inactivity base
+	kernErr          string
 	// Counters of copies removed from a datapath while the flow lives on.
 	retiredUser, retiredKern FlowStats
 }
@@ -164,6 +173,9 @@ type leg struct {
 	latch     [2]Latch
 	mux       bool
 	peerSet   bool
+	// sec terminates the leg's SRTP (nil: plain RTP); spec is what made it.
+	sec  *cryptoleg.Leg
+	spec LegSecurity
 }
 
 func (l *leg) local(comp uint8) netip.AddrPort {
@@ -247,6 +259,12 @@ type Engine struct {
 	endedKern, endedUser FlowStats
 	// Kernel flows a previous process left, by group call id (see Adopt).
 	adopted map[string]*adoptedGroup
+
+	// cert is the DTLS identity of every WebRTC leg, made at start (its
+	// fingerprint goes into SDP); failq carries legs that failed to Run.
+	cert      *srtpleg.Certificate
+	failq     chan legFailure
+	failDrops atomic.Uint64
 }
 
 // NewEngine checks the configuration, sets up the port pools and reserves
@@ -280,6 +298,13 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 	if cfg.LatchQueue <= 0 {
 		cfg.LatchQueue = 8192
 	}
+	if cfg.DTLSTimeout <= 0 {
+		cfg.DTLSTimeout = srtpleg.DefaultTimeout
+	}
+	cert, err := srtpleg.NewCertificate()
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	e := &Engine{
 		cfg:          cfg,
 		log:          cfg.Logger,
@@ -293,6 +318,8 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		sessions:     make(map[string]*session),
 		flows:        make(map[netip.AddrPort]*dir),
 		adopted:      make(map[string]*adoptedGroup),
+		cert:         cert,
+		failq:        make(chan legFailure, 256),
 	}
 	type span struct {
 		addr   netip.Addr
@@ -528,13 +555,18 @@ func (e *Engine) SetPeer(callID string, index int, side Side, rtp, rtcp netip.Ad
 	l.mux = rtcpMux
 	l.peerSet = true
 	e.reopen(st)
-	if err := e.reconcile(st); err != nil {
+	err = e.reconcile(st)
+	e.armSecurity(st)
+	if err != nil {
 		return fmt.Errorf("set peer %q/%d side %s: %w", callID, index, side, err)
 	}
 	return nil
 }
 
 func (e *Engine) removeStream(st *stream) {
+	// Crypto first: a handshake still running must not send from a port
+	// that is about to go back to the pool.
+	e.closeSecurity(st)
 	for i := range st.dirs {
 		d := &st.dirs[i]
 		if d.valid {
@@ -572,6 +604,7 @@ func (e *Engine) DeleteSession(callID string) (SessionInfo, error) {
 		return SessionInfo{}, fmt.Errorf("delete session %q: %w", callID, ErrSessionNotFound)
 	}
 	for _, st := range s.streams {
+		e.closeSecurity(st)
 		for i := range st.dirs {
 			if d := &st.dirs[i]; d.valid {
 				e.uninstall(d) // moves live counters into retired*

@@ -35,9 +35,7 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 	}
 	outComp := d.comp
 	if y.mux {
-		// A muxed receiver takes RTCP on its RTP port. (A muxed sender's
-		// RTCP goes out on the RTP flow: mixing mux and non-mux legs
-		// needs demultiplexing that no datapath does yet.)
+		// A muxed receiver takes RTCP on its RTP port.
 		outComp = compRTP
 	}
 	dst := y.latch[outComp].Dest()
@@ -51,7 +49,21 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 	if dst.Addr().Is4() != out.Addr().Is4() {
 		return Flow{}, false // the peer announced another family than its leg's relay address
 	}
-	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict}
+	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict,
+		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP}
+	f.ICE = x.sec != nil && x.sec.ICE()
+	if d.comp == compRTP && x.mux && !y.mux {
+		// A muxed sender's RTCP goes to the receiver's RTCP port, in
+		// userspace (the kernel does not demultiplex). Until that address
+		// is known it goes with the RTP.
+		rd := y.latch[compRTCP].Dest()
+		if !rd.IsValid() {
+			rd = y.announced[compRTCP]
+		}
+		if known(rd) && rd.Addr().Is4() == out.Addr().Is4() {
+			f.RTCPOut, f.RTCPDst = y.local(compRTCP), rd
+		}
+	}
 	lt := x.latch[d.comp]
 	if lt.Locked {
 		f.Peer, f.Rank = lt.Source, lt.Rank
@@ -83,7 +95,8 @@ func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.ou
 // changes Peer or Rank).
 func (d *dir) same(f Flow) bool {
 	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
-		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen)
+		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen) &&
+		d.in == f.In && d.outLeg == f.OutLeg && d.rtcpOut == f.RTCPOut && d.rtcpDst == f.RTCPDst
 }
 
 // kernelSame reports whether the kernel's copy would not change: it
@@ -120,6 +133,7 @@ func (e *Engine) sync(d *dir) error {
 	kernelSame := d.kernelSame(want)
 	d.valid = true
 	d.peer, d.dst, d.learning, d.rank = want.Peer, want.Dst, want.Learning, want.Rank
+	d.in, d.outLeg, d.rtcpOut, d.rtcpDst = want.In, want.OutLeg, want.RTCPOut, want.RTCPDst
 	d.learnGen = d.st.learnGen
 	d.outComp = uint8(want.Out.Port() - d.st.legs[d.from.other()].rtp)
 	d.since = now
@@ -129,8 +143,15 @@ func (e *Engine) sync(d *dir) error {
 	}
 	k := want.Key
 
-	if e.kernel != nil && !kernelSame {
-		if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() {
+	userOnly := want.UserspaceOnly()
+	if e.kernel != nil && (!kernelSame || userOnly != "" && d.inKern) {
+		if userOnly != "" {
+			d.kernErr = userOnly
+			if d.inKern {
+				e.retire(e.kernel, k, &d.retiredKern)
+				d.inKern = false
+			}
+		} else if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() {
 			// The kernel rewrites headers in place; it cannot turn IPv4
 			// into IPv6. Not worth a syscall to be told so.
 			d.kernErr = "cross-family legs"

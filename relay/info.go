@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sort"
 	"time"
+
+	"sipxdp/relay/cryptoleg"
 )
 
 // Path and state names used in FlowInfo.
@@ -43,6 +45,11 @@ type FlowInfo struct {
 	Packets     uint64
 	Bytes       uint64
 	LastSeen    time.Time
+	// Security of the leg the flow arrives on and of the leg it leaves by
+	// (nil: plain RTP), and where a muxed sender's RTCP goes when the
+	// receiver does not mux.
+	In, OutLeg *cryptoleg.Info
+	RTCPDst    netip.AddrPort
 }
 
 // LegInfo is one leg of a stream with what was learned about it.
@@ -239,6 +246,15 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 			if d.inKern && !d.learning {
 				fi.Path = PathKernel
 			}
+			if d.in != nil {
+				in := d.in.Info()
+				fi.In = &in
+			}
+			if d.outLeg != nil {
+				out := d.outLeg.Info()
+				fi.OutLeg = &out
+			}
+			fi.RTCPDst = d.rtcpDst
 			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
 			lt := st.legs[d.from].latch[d.comp]
 			fi.Latch, fi.Rank = lt.Phase(), lt.Rank

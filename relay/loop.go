@@ -50,6 +50,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		case ev := <-e.latchq:
 			e.latch(ev)
+		case f := <-e.failq:
+			e.legFailed(f)
 		case out <- next:
 			e.mu.Lock()
 			e.pending = e.pending[1:]

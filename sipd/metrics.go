@@ -197,6 +197,7 @@ var (
 	dUserWakeups   = desc("sipxdp_userspace_wakeups_total", "Userspace relay worker wakeups (epoll): received_packets_total over wakeups_total is the batch per wakeup.")
 	dUserSyscalls  = desc("sipxdp_userspace_syscalls_total", "recvmmsg and sendmmsg calls of the userspace relay.", "syscall")
 	dUserSockets   = desc("sipxdp_userspace_sockets", "Relay sockets open.")
+	dUserControl   = desc("sipxdp_userspace_control_packets_total", "Datagrams a WebRTC leg's relay port consumed instead of forwarding, by kind: stun (ICE connectivity checks, answered or not), dtls (handed to the leg's DTLS handshake).", "kind")
 
 	dHTTPRefused      = desc("sipxdp_http_refused_total", "API requests and connections refused, by reason.", "reason")
 	dHTTPAcceptErrors = desc("sipxdp_http_accept_errors_total", "API accept errors, retried after a backoff.")
@@ -245,6 +246,10 @@ var userspaceCounter = map[string]struct {
 	"send_error":       {dUserDropped, "send_error"},
 	"oversize":         {dUserDropped, "oversize"},
 	"recv_error":       {dUserDropped, "recv_error"},
+	"srtp":             {dUserDropped, "srtp"},
+	"not_media":        {dUserDropped, "not_media"},
+	"stun":             {dUserControl, "stun"},
+	"dtls":             {dUserControl, "dtls"},
 	"epoll_wakeups":    {dUserWakeups, ""},
 	"recvmmsg_calls":   {dUserSyscalls, "recvmmsg"},
 	"sendmmsg_calls":   {dUserSyscalls, "sendmmsg"},

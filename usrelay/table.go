@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sipxdp/relay"
+	"sipxdp/relay/cryptoleg"
 )
 
 // Verdict is what the relay does with one datagram.
@@ -40,6 +41,8 @@ const (
 	ReasonStrict             // learning, strict, source IP is not the announced one
 	ReasonSendError          // sendmmsg refused it
 	ReasonOversize           // larger than the receive buffer (MSG_TRUNC)
+	ReasonSRTP               // SRTP that did not decrypt, or media before the leg's keys (cryptoleg counts which)
+	ReasonNotMedia           // on a crypto leg's port: neither STUN, DTLS nor RTP (RFC 7983)
 	ReasonRecvError          // recvmmsg failed
 )
 
@@ -53,6 +56,9 @@ const (
 	cntRelatched // ... replacing one it had taken in the window
 	cntLocked    // a learning flow locked
 	cntCandidate // a source held as a candidate
+	// Datagrams a crypto leg's port consumed rather than forwarded.
+	cntSTUN // STUN, answered or not (cryptoleg counts which)
+	cntDTLS // DTLS, handed to the leg's handshake
 	// How well batching works: datagrams per wakeup and per syscall.
 	cntWakeups
 	cntRecvCalls
@@ -68,6 +74,8 @@ var counterNames = [nCounters]string{
 	ReasonStrict:      "strict",
 	ReasonSendError:   "send_error",
 	ReasonOversize:    "oversize",
+	ReasonSRTP:        "srtp",
+	ReasonNotMedia:    "not_media",
 	ReasonRecvError:   "recv_error",
 	cntReceived:       "received",
 	cntForwarded:      "forwarded",
@@ -75,6 +83,8 @@ var counterNames = [nCounters]string{
 	cntRelatched:      "relatched",
 	cntLocked:         "locked",
 	cntCandidate:      "candidates",
+	cntSTUN:           "stun",
+	cntDTLS:           "dtls",
 	cntWakeups:        "epoll_wakeups",
 	cntRecvCalls:      "recvmmsg_calls",
 	cntSendCalls:      "sendmmsg_calls",
@@ -152,6 +162,16 @@ type flowEntry struct {
 	outPort *port
 	dstSA   sockaddr
 	dstLen  uint32
+
+	// Set only on flows the kernel cannot serve (relay.Flow.UserspaceOnly);
+	// the workers take the per-datagram path of crypto.go for them.
+	special    bool
+	in, outLeg *cryptoleg.Leg
+	ice        bool
+	rtcp       bool
+	rtcpPort   *port
+	rtcpSA     sockaddr
+	rtcpLen    uint32
 }
 
 // decide runs the flow semantics for one datagram from src carrying n
@@ -303,6 +323,9 @@ func validate(f relay.Flow) error {
 		// A socket bound to one family cannot reach the other; the
 		// family change happens between Key.Local and Out.
 		return fmt.Errorf("out %s and destination %s differ in family: %w", f.Out, f.Dst, relay.ErrUnsupportedFlow)
+	case f.RTCPOut.IsValid() && (f.RTCPOut.Port() == 0 || !f.RTCPDst.IsValid() || f.RTCPDst.Port() == 0 ||
+		f.RTCPOut.Addr().Unmap().Is4() != f.RTCPDst.Addr().Unmap().Is4()):
+		return fmt.Errorf("invalid rtcp out %s or destination %s: %w", f.RTCPOut, f.RTCPDst, relay.ErrUnsupportedFlow)
 	}
 	return nil
 }
@@ -339,19 +362,35 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 	if out != local {
 		op, onew = get(out)
 	}
-	if open != nil {
-		if lnew {
-			if err := open(lp); err != nil {
-				return nil, err
-			}
+	var rp *port
+	rnew := false
+	rtcpOut := normalize(f.RTCPOut)
+	if f.RTCPOut.IsValid() {
+		switch rtcpOut {
+		case local:
+			rp = lp
+		case out:
+			rp = op
+		default:
+			rp, rnew = get(rtcpOut)
 		}
-		if onew {
-			if err := open(op); err != nil {
-				if lnew {
-					undo([]*port{lp})
+	}
+	if open != nil {
+		var opened []*port
+		for _, n := range []struct {
+			p   *port
+			new bool
+		}{{lp, lnew}, {op, onew}, {rp, rnew}} {
+			if !n.new {
+				continue
+			}
+			if err := open(n.p); err != nil {
+				if len(opened) > 0 {
+					undo(opened)
 				}
 				return nil, err
 			}
+			opened = append(opened, n.p)
 		}
 	}
 	if lnew {
@@ -359,6 +398,9 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 	}
 	if onew {
 		t.ports[out] = op
+	}
+	if rnew {
+		t.ports[rtcpOut] = rp
 	}
 
 	e := &flowEntry{
@@ -382,6 +424,14 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 	}
 	e.learning.Store(f.Learning)
 	e.dstSA, e.dstLen = encodeSockaddr(e.dst, out.Addr().Is6())
+	if f.UserspaceOnly() != "" {
+		e.special = true
+		e.in, e.outLeg, e.ice, e.rtcp = f.In, f.OutLeg, f.ICE, f.RTCP
+		if rp != nil {
+			e.rtcpPort = rp
+			e.rtcpSA, e.rtcpLen = encodeSockaddr(normalize(f.RTCPDst), rtcpOut.Addr().Is6())
+		}
+	}
 	old := lp.flow.Load()
 	if old != nil {
 		e.stats = old.stats
@@ -393,11 +443,22 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 	}
 	lp.refs++
 	op.refs++
+	if rp != nil {
+		rp.refs++
+	}
 	lp.flow.Store(e)
 	if old == nil {
 		return nil, nil
 	}
-	return t.release(lp, old.outPort), nil
+	return t.release(old.ports(lp)...), nil
+}
+
+// ports are the ports e holds a reference on, receiving on lp.
+func (e *flowEntry) ports(lp *port) []*port {
+	if e.rtcpPort != nil {
+		return []*port{lp, e.outPort, e.rtcpPort}
+	}
+	return []*port{lp, e.outPort}
 }
 
 // keepLatch carries what old decided into e, which replaces it while
@@ -445,7 +506,7 @@ func (t *Table) delete(k relay.FlowKey) ([]*port, error) {
 	}
 	old := lp.flow.Load()
 	lp.flow.Store(nil)
-	return t.release(lp, old.outPort), nil
+	return t.release(old.ports(lp)...), nil
 }
 
 // entry is the flow installed on the relay address local, or nil. The

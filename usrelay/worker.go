@@ -94,6 +94,9 @@ type worker struct {
 	sname  []sockaddr
 	evbuf  [8]byte
 	modev  unix.EpollEvent
+	// dec and enc hold a crypto flow's decrypted and re-encrypted datagram
+	// (room for the SRTP tag and MKI).
+	dec, enc []byte
 
 	// Set when the worker waits in the netpoller.
 	epfile *os.File
@@ -195,6 +198,8 @@ func (w *worker) initBuffers(batch int) {
 	w.shdr = make([]unix.Mmsghdr, batch)
 	w.siov = make([]unix.Iovec, batch)
 	w.sname = make([]sockaddr, batch)
+	w.dec = make([]byte, 0, bufSize+64)
+	w.enc = make([]byte, 0, bufSize+64)
 	for i := 0; i < batch; i++ {
 		w.riov[i].Base = &w.buf[i*bufSize]
 		w.riov[i].SetLen(bufSize)
@@ -318,8 +323,9 @@ func (w *worker) serve(p *port, now int64) {
 		if n <= 0 {
 			return
 		}
-		out, ns := w.decideBatch(p.flow.Load(), n, now)
-		if ns > 0 {
+		if e := p.flow.Load(); e != nil && e.special {
+			w.serveSpecial(p, e, n, now)
+		} else if out, ns := w.decideBatch(e, n, now); ns > 0 {
 			w.send(out.fd, ns)
 		}
 		if !edgeTriggered || n < w.batch {

@@ -53,7 +53,10 @@ func (cl *call) info(id string) CallInfo {
 // media address is known. It returns the SDP rewritten to the relay; a
 // retransmitted offer gets the same bytes. An error wrapping
 // ErrUnavailable means the relay refuses new media.
-func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) ([]byte, error) {
+//
+// o, when not nil, says how to write the SDP toward the other side
+// (rtpengine's NG flags).
+func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr, o *Options) ([]byte, error) {
 	if fromTag == "" {
 		return nil, ErrNoTag
 	}
@@ -65,7 +68,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) 
 		if err := c.cfg.Engine.CreateSession(callID); err != nil && !errors.Is(err, relay.ErrSessionExists) {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		cl = &call{callerTag: fromTag, streams: map[int]relay.StreamPorts{}, created: now}
+		cl = &call{callerTag: fromTag, streams: map[int]relay.StreamPorts{}, created: now, offerer: -1}
 		c.calls[callID] = cl
 	}
 	var side relay.Side
@@ -81,7 +84,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) 
 		cl.sig[side] = sig.Unmap()
 	}
 	c.signal(callID, side, sig.Unmap())
-	out, err := c.sdp(callID, cl, side, body, true)
+	out, err := c.sdp(callID, cl, side, body, true, o, true)
 	if err != nil {
 		if !ok {
 			c.deleteLocked(callID, "setup failed")
@@ -98,7 +101,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr) 
 // branch's tag: the relay follows the branch that answered last, as a
 // 2xx comes after any other fork's early media. An answer whose toTag is
 // side A's answers a re-offer from side B.
-func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig netip.Addr) ([]byte, error) {
+func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig netip.Addr, o *Options) ([]byte, error) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -125,7 +128,7 @@ func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig neti
 		cl.sig[side] = sig.Unmap()
 	}
 	c.signal(callID, side, sig.Unmap())
-	out, err := c.sdp(callID, cl, side, body, true)
+	out, err := c.sdp(callID, cl, side, body, true, o, false)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	sig := netip.MustParseAddr("192.0.2.10")
 	offer := sdp("192.0.2.10", 1, audio(10000))
-	out, err := c.Offer(cid, callerTag, []byte(offer), sig)
+	out, err := c.Offer(cid, callerTag, []byte(offer), sig, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,22 +40,22 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 		t.Fatal("no stream for the offer")
 	}
 	pointsAt(t, out, 0, sp.B)
-	again, err := c.Offer(cid, callerTag, []byte(offer), sig)
+	again, err := c.Offer(cid, callerTag, []byte(offer), sig, nil)
 	if err != nil || string(again) != string(out) {
 		t.Errorf("retransmitted offer: %v, body changed:\n%s\nvs\n%s", err, again, out)
 	}
-	if _, err := c.Answer(cid, "stranger", calleeTag, []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{}); !errors.Is(err, ErrUnknownTag) {
+	if _, err := c.Answer(cid, "stranger", calleeTag, []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{}, nil); !errors.Is(err, ErrUnknownTag) {
 		t.Errorf("answer from an unknown from-tag: %v, want ErrUnknownTag", err)
 	}
-	if _, err := c.Answer("nope", callerTag, calleeTag, []byte(offer), netip.Addr{}); !errors.Is(err, ErrUnknownCall) {
+	if _, err := c.Answer("nope", callerTag, calleeTag, []byte(offer), netip.Addr{}, nil); !errors.Is(err, ErrUnknownCall) {
 		t.Errorf("answer for an unknown call: %v, want ErrUnknownCall", err)
 	}
 	// Early media from one fork, then the answer of another: the last
 	// branch is followed.
-	if _, err := c.Answer(cid, callerTag, "fork1", []byte(sdp("192.0.2.30", 1, audio(30000))), netip.Addr{}); err != nil {
+	if _, err := c.Answer(cid, callerTag, "fork1", []byte(sdp("192.0.2.30", 1, audio(30000))), netip.Addr{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	ans, err := c.Answer(cid, callerTag, calleeTag, []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{})
+	ans, err := c.Answer(cid, callerTag, calleeTag, []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 		t.Errorf("side B peer %v, want the answer's", p.rtp)
 	}
 	// Re-offer from the caller with a new port.
-	if _, err := c.Offer(cid, callerTag, []byte(sdp("192.0.2.10", 2, audio(10002))), sig); err != nil {
+	if _, err := c.Offer(cid, callerTag, []byte(sdp("192.0.2.10", 2, audio(10002))), sig, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.10:10002") {
@@ -72,7 +72,7 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 	}
 	// Re-INVITE from the callee: its tag is the from-tag, the caller's the
 	// to-tag of the answer.
-	reo, err := c.Offer(cid, calleeTag, []byte(sdp("192.0.2.20", 2, audio(20004))), netip.Addr{})
+	reo, err := c.Offer(cid, calleeTag, []byte(sdp("192.0.2.20", 2, audio(20004))), netip.Addr{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 	if p, _ := f.peer(cid, 0, relay.SideB); p.rtp != netip.MustParseAddrPort("192.0.2.20:20004") {
 		t.Errorf("side B peer %v after the callee's re-offer", p.rtp)
 	}
-	rea, err := c.Answer(cid, calleeTag, callerTag, []byte(sdp("192.0.2.10", 3, audio(10004))), netip.Addr{})
+	rea, err := c.Answer(cid, calleeTag, callerTag, []byte(sdp("192.0.2.10", 3, audio(10004))), netip.Addr{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.10:10004") {
 		t.Errorf("side A peer %v after answering the callee's re-offer", p.rtp)
 	}
-	if _, err := c.Offer(cid, "third", []byte(offer), sig); !errors.Is(err, ErrUnknownTag) {
+	if _, err := c.Offer(cid, "third", []byte(offer), sig, nil); !errors.Is(err, ErrUnknownTag) {
 		t.Errorf("offer from a third tag: %v, want ErrUnknownTag", err)
 	}
 	ci, ok := c.Call(cid)
@@ -110,17 +110,17 @@ func TestSIPFreeOfferAnswer(t *testing.T) {
 // draining relay is ErrUnavailable, and an offer needs a from-tag.
 func TestSIPFreeOfferFails(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if _, err := c.Offer(cid, callerTag, []byte("not sdp"), netip.Addr{}); err == nil {
+	if _, err := c.Offer(cid, callerTag, []byte("not sdp"), netip.Addr{}, nil); err == nil {
 		t.Fatal("bad sdp accepted")
 	}
 	if c.Active() != 0 || len(f.sessions) != 0 {
 		t.Errorf("failed offer left %d calls, %d sessions", c.Active(), len(f.sessions))
 	}
-	if _, err := c.Offer(cid, "", []byte(sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); !errors.Is(err, ErrNoTag) {
+	if _, err := c.Offer(cid, "", []byte(sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, nil); !errors.Is(err, ErrNoTag) {
 		t.Errorf("offer without from-tag: %v", err)
 	}
 	f.draining = true
-	if _, err := c.Offer(cid, callerTag, []byte(sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.Offer(cid, callerTag, []byte(sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, nil); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("offer while draining: %v, want ErrUnavailable", err)
 	}
 }

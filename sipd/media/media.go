@@ -42,6 +42,10 @@ type Engine interface {
 	RestoreStream(callID string, index int, legs [2]relay.RestoreLeg, since time.Time) error
 	RemoveStream(callID string, index int) error
 	DeleteSession(callID string) (relay.SessionInfo, error)
+	// SetSecurity and CertificateDER serve calls the relay bridges to
+	// WebRTC or SRTP (webrtc.go).
+	SetSecurity(callID string, index int, side relay.Side, sec relay.LegSecurity) error
+	CertificateDER() []byte
 }
 
 // ErrUnavailable wraps every error that should make the proxy refuse a
@@ -154,6 +158,13 @@ type call struct {
 	// announced is what each side's SDP gave the relay per stream (the
 	// SetPeer arguments), kept so the call can be saved (State).
 	announced map[int][2]announcement
+
+	// WebRTC and SRTP bridging (webrtc.go): each side's transport says
+	// it is a browser (ws, wss); sec is each bridged m-line's state;
+	// offerer is the side whose offer awaits an answer (-1: none).
+	webrtc  [2]bool
+	sec     map[int]*streamSec
+	offerer int8
 }
 
 // announcement is one side's media addresses of one stream.
@@ -278,7 +289,10 @@ func callID(m msg) string {
 // the call is relayed (Relays). callee is where the INVITE goes (the first
 // target; zero when unknown). An error wrapping ErrUnavailable means:
 // answer 503 and do not forward.
-func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
+//
+// calleeTransport is the transport the INVITE leaves by ("" when unknown):
+// a ws or wss callee is a browser, which gets the offer as WebRTC.
+func (c *Controller) Invite(req *sip.Request, callee netip.Addr, calleeTransport string) error {
 	id := callID(req)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -288,7 +302,8 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 			// Draining, or closed at shutdown: either way not this relay.
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}, created: time.Now()}
+		cl = &call{callerTag: fromTag(req), streams: map[int]relay.StreamPorts{}, created: time.Now(), offerer: -1}
+		cl.webrtc = [2]bool{isWebSocket(req.Transport()), isWebSocket(calleeTransport)}
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
 			cl.sig[relay.SideA] = src.Addr().Unmap()
 		}
@@ -306,13 +321,18 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr) error {
 	if !isSDP(req) {
 		return nil // late offer: it comes in the 2xx
 	}
-	body, err := c.sdp(id, cl, relay.SideA, req.Body(), true)
+	body, err := c.sdp(id, cl, relay.SideA, req.Body(), true, nil, true)
 	if err != nil {
 		c.deleteLocked(id, "setup failed")
 		return err
 	}
 	req.SetBody(body)
 	return nil
+}
+
+func isWebSocket(transport string) bool {
+	t := strings.ToLower(transport)
+	return t == "ws" || t == "wss"
 }
 
 // Request handles an in-dialog request of a relayed call that may carry
@@ -361,7 +381,9 @@ func (c *Controller) Request(req *sip.Request) error {
 	if follow {
 		c.signal(id, side, sourceAddr(req))
 	}
-	body, err := c.sdp(id, cl, side, req.Body(), follow)
+	// ACK and PRACK carry answers; re-INVITE and UPDATE offers.
+	offer := req.Method != sip.ACK && req.Method != sip.PRACK
+	body, err := c.sdp(id, cl, side, req.Body(), follow, nil, offer)
 	if err != nil {
 		return err
 	}
@@ -424,7 +446,10 @@ func (c *Controller) Response(res *sip.Response) {
 	if follow {
 		c.signal(id, side, sourceAddr(res))
 	}
-	body, err := c.sdp(id, cl, side, res.Body(), follow)
+	// A response answers the request's offer, or (a 2xx to an INVITE
+	// without SDP) makes one.
+	offer := cl.offerer != int8(1-side) && cl.lastIn[side] == nil
+	body, err := c.sdp(id, cl, side, res.Body(), follow, nil, offer)
 	if err != nil {
 		c.log.Warn("media: response sdp left as is", "call_id", id, "code", res.StatusCode, "error", err)
 		return
@@ -545,7 +570,7 @@ func familyOf(a netip.Addr) relay.Family {
 // the other leg's relay ports, which is where the receiver must send. The
 // same mapping serves offers and answers: what differs between them is
 // only which streams may be new.
-func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, follow bool) ([]byte, error) {
+func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, follow bool, o *Options, offer bool) ([]byte, error) {
 	if follow && bytes.Equal(body, cl.lastIn[side]) && cl.lastOut[side] != nil {
 		return cl.lastOut[side], nil
 	}
@@ -553,10 +578,17 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 	if err != nil {
 		return nil, fmt.Errorf("parse sdp from side %s: %w", side, err)
 	}
+	var plan map[int]*streamSec
+	if cl.needsWebRTC(body, o, o == nil && cl.webrtc[1-side]) {
+		plan, err = c.planSDP(cl, side, body, o, offer, follow)
+		if err != nil {
+			return nil, err
+		}
+	}
 	targets := map[int]sdprewrite.Target{}
 	for _, m := range ms {
 		sp, have := cl.streams[m.Index]
-		if m.Port == 0 {
+		if ss := plan[m.Index]; m.Port == 0 || ss != nil && ss.rejected {
 			// Rejected or removed stream: it stays rejected, and its ports
 			// go back to the pool.
 			if have {
@@ -598,6 +630,13 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			}
 			cl.streams[m.Index] = sp
 		}
+		if ss := plan[m.Index]; follow && ss != nil && ss.bridged() {
+			// Before SetPeer: the flows are never installed without the
+			// crypto they need.
+			if err := c.secure(id, m.Index, ss); err != nil {
+				return nil, err
+			}
+		}
 		if follow {
 			rtp := netip.AddrPortFrom(m.Addr, m.Port)
 			rtcp := m.RTCP
@@ -632,7 +671,18 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 	if err != nil {
 		return nil, fmt.Errorf("rewrite sdp from side %s: %w", side, err)
 	}
+	if plan != nil {
+		if out, err = c.rewriteWebRTC(out, side, plan, cl.streams, o, offer); err != nil {
+			return nil, fmt.Errorf("rewrite sdp from side %s: %w", side, err)
+		}
+	}
 	if follow {
+		switch {
+		case offer:
+			cl.offerer = int8(side)
+		case cl.offerer == int8(1-side):
+			cl.offerer = -1
+		}
 		cl.lastIn[side] = append([]byte(nil), body...)
 		cl.lastOut[side] = out
 	}

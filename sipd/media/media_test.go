@@ -46,7 +46,28 @@ type fakeEngine struct {
 	signals []string
 	// restoredSince is the since of the last RestoreStream.
 	restoredSince time.Time
+	// security is the last SetSecurity per leg.
+	security map[peerKey]relay.LegSecurity
 }
+
+func (f *fakeEngine) SetSecurity(id string, index int, side relay.Side, sec relay.LegSecurity) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id][index]; !ok {
+		return relay.ErrStreamNotFound
+	}
+	if f.security == nil {
+		f.security = map[peerKey]relay.LegSecurity{}
+	}
+	f.security[peerKey{id, index, side}] = sec
+	return nil
+}
+
+// fakeCert stands for the relay's DTLS certificate: only its fingerprint
+// reaches the SDP.
+var fakeCert = []byte("relay certificate")
+
+func (f *fakeEngine) CertificateDER() []byte { return fakeCert }
 
 func newFake() *fakeEngine {
 	return &fakeEngine{sessions: map[string]map[int]relay.StreamPorts{}, peers: map[peerKey]peer{}, next: 40000}
@@ -302,7 +323,7 @@ func newCtl(mode string) (*Controller, *fakeEngine) {
 func TestOfferAnswerInInviteAnd200(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000)))
-	if err := c.Invite(inv, netip.Addr{}); err != nil {
+	if err := c.Invite(inv, netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	sp, ok := f.ports(cid, 0)
@@ -346,7 +367,7 @@ func TestOfferAnswerInInviteAnd200(t *testing.T) {
 func TestLateOffer(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, "")
-	if err := c.Invite(inv, netip.Addr{}); err != nil {
+	if err := c.Invite(inv, netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if len(inv.Body()) != 0 {
@@ -374,7 +395,7 @@ func TestLateOffer(t *testing.T) {
 
 func setup(t *testing.T, c *Controller, offer, answer string) {
 	t.Helper()
-	if err := c.Invite(invite(t, offer), netip.Addr{}); err != nil {
+	if err := c.Invite(invite(t, offer), netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	c.Response(response(t, 200, true, "INVITE", answer))
@@ -427,7 +448,7 @@ func TestRTCPMuxAndExplicitRTCP(t *testing.T) {
 func TestRejectedStream(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000), video(0), video(10002)))
-	if err := c.Invite(inv, netip.Addr{}); err != nil {
+	if err := c.Invite(inv, netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.ports(cid, 1); ok {
@@ -462,7 +483,7 @@ func TestLegAddressPerSide(t *testing.T) {
 		picked = append(picked, p)
 		return relay.LegSpec{Address: "if-" + p.String(), Family: familyOf(p)}
 	}})
-	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.MustParseAddr("192.0.2.20")); err != nil {
+	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.MustParseAddr("192.0.2.20"), ""); err != nil {
 		t.Fatal(err)
 	}
 	want := []netip.Addr{netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("192.0.2.20")}
@@ -476,7 +497,7 @@ func TestLegAddressPerSide(t *testing.T) {
 
 func TestIPv6Leg(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.Addr{}); err != nil {
+	if err := c.Invite(invite(t, sdp("2001:db8::10", 1, audio(10000))), netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if f.families[0][0] != relay.IPv6 {
@@ -495,7 +516,7 @@ func TestCleanup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, f := newCtl(ModeAll)
-			if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+			if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, ""); err != nil {
 				t.Fatal(err)
 			}
 			tc.end(t, c)
@@ -542,7 +563,7 @@ func TestRequestOutsideTheDialog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, f := newCtl(ModeAll)
 			setupCall := func() {
-				if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+				if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, ""); err != nil {
 					t.Fatal(err)
 				}
 				if tc.answer {
@@ -590,7 +611,7 @@ func TestRequestOutsideTheDialog(t *testing.T) {
 // of that dialog ends the call and another branch's does not.
 func TestAnswerInReliableProvisional(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	c.Response(response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000))))
@@ -664,7 +685,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("draining", func(t *testing.T) {
 		c, f := newCtl(ModeAll)
 		f.draining = true
-		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{})
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, "")
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrDraining) {
 			t.Fatalf("error %v, want ErrUnavailable wrapping ErrDraining", err)
 		}
@@ -675,7 +696,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("ports exhausted", func(t *testing.T) {
 		c, f := newCtl(ModeAll)
 		f.exhausted = true
-		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{})
+		err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, "")
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, relay.ErrPortsExhausted) {
 			t.Fatalf("error %v, want ErrUnavailable wrapping ErrPortsExhausted", err)
 		}
@@ -687,7 +708,7 @@ func TestUnavailable(t *testing.T) {
 
 func TestForkFirstAnswerThen2xxWins(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}); err != nil {
+	if err := c.Invite(invite(t, sdp("192.0.2.10", 1, audio(10000))), netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(code int, tag, ip string, port int) *sip.Response {
@@ -742,11 +763,11 @@ func TestMediaTimeoutEvent(t *testing.T) {
 func TestSpiral(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000)))
-	if err := c.Invite(inv, netip.Addr{}); err != nil {
+	if err := c.Invite(inv, netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	again := invite(t, string(inv.Body()))
-	if err := c.Invite(again, netip.Addr{}); err != nil {
+	if err := c.Invite(again, netip.Addr{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if p, _ := f.peer(cid, 0, relay.SideA); p.rtp != netip.MustParseAddrPort("192.0.2.10:10000") {
@@ -838,7 +859,7 @@ func TestSignalingAddresses(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("10.1.1.10", 1, audio(10000))) // a NATed caller's private address
 	inv.SetSource("198.51.100.10:5060")
-	if err := c.Invite(inv, netip.MustParseAddr("203.0.113.20")); err != nil {
+	if err := c.Invite(inv, netip.MustParseAddr("203.0.113.20"), ""); err != nil {
 		t.Fatal(err)
 	}
 	ring := response(t, 183, true, "INVITE", sdp("192.0.2.20", 1, audio(20000)))

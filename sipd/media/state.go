@@ -34,6 +34,10 @@ type savedCall struct {
 	Invite    *savedMsg         `json:"invite,omitempty"`
 	OK        *savedMsg         `json:"ok,omitempty"`
 	Created   time.Time         `json:"created"`
+	// Bridged: the relay terminated SRTP or DTLS on a leg. Its keys and
+	// DTLS associations live in memory only, so the call's media cannot
+	// resume after a restart.
+	Bridged bool `json:"bridged,omitempty"`
 }
 
 type savedStream struct {
@@ -65,6 +69,9 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 	}
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
 		Kinds: cl.kinds, Created: cl.created}
+	for _, ss := range cl.sec {
+		sc.Bridged = sc.Bridged || ss.bridged()
+	}
 	for idx, sp := range cl.streams {
 		sc.Streams = append(sc.Streams, savedStream{Index: idx, Ports: [2]relay.LegPorts{sp.A, sp.B}, Peers: cl.announced[idx]})
 	}
@@ -94,6 +101,9 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	var sc savedCall
 	if err := json.Unmarshal(state, &sc); err != nil {
 		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+	}
+	if sc.Bridged {
+		return fmt.Errorf("%w %q: its SRTP keys and DTLS associations do not survive a restart", ErrRestore, callID)
 	}
 	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,

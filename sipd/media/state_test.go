@@ -20,7 +20,7 @@ func TestStateRestore(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	inv := invite(t, sdp("192.0.2.10", 1, audio(10000), video(10002)))
 	inv.SetSource("192.0.2.10:5060")
-	if err := c.Invite(inv, netip.MustParseAddr("192.0.2.20")); err != nil {
+	if err := c.Invite(inv, netip.MustParseAddr("192.0.2.20"), ""); err != nil {
 		t.Fatal(err)
 	}
 	ok200 := response(t, 200, true, "INVITE", sdp("192.0.2.20", 1, audio(20000, "rtcp-mux"), video(0)))

@@ -54,7 +54,7 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
 	}
-	out, err := b.ctrl.Offer(r.CallID, r.FromTag, r.SDP, signaling(r))
+	out, err := b.ctrl.Offer(r.CallID, r.FromTag, r.SDP, signaling(r), Options(r))
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
 	}
-	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, r.SDP, signaling(r))
+	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, r.SDP, signaling(r), Options(r))
 	if err != nil {
 		return nil, err
 	}
@@ -132,21 +132,15 @@ func (b *Backend) check(r *ng.Request) error {
 		// Flags this relay does not act on: logged so an operator sees
 		// what a script asked for.
 		var ignored []string
-		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" {
-			ignored = append(ignored, "ICE="+r.ICE+" (ICE is always removed)")
+		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" && ice != "force" {
+			ignored = append(ignored, "ICE="+r.ICE)
 		}
 		if len(r.Direction) > 0 {
 			ignored = append(ignored, "direction="+strings.Join(r.Direction, ","))
 		}
-		if len(r.RTCPMux) > 0 {
-			ignored = append(ignored, "rtcp-mux="+strings.Join(r.RTCPMux, ","))
-		}
-		if r.TransportProtocol != "" {
-			ignored = append(ignored, "transport-protocol="+r.TransportProtocol)
-		}
 		for k, v := range r.Flags {
-			if k == "ice" || strings.HasPrefix(k, "replace-") {
-				continue // honoured above or in finish
+			if honoured(k) {
+				continue
 			}
 			if v != "" {
 				k += "=" + v
@@ -159,6 +153,56 @@ func (b *Backend) check(r *ng.Request) error {
 		}
 	}
 	return nil
+}
+
+// Options turns the flags of an offer or answer into how the controller
+// writes the SDP toward the receiving side; without flags, that side gets
+// the protocol the sender speaks (rtpengine's
+// docs/ng_control_protocol.md: ICE, DTLS, SDES, transport-protocol,
+// rtcp-mux, generate-mid).
+func Options(r *ng.Request) *media.Options {
+	o := &media.Options{Proto: r.TransportProtocol, ICE: strings.ToLower(r.ICE)}
+	if v, ok := r.Flags["dtls"]; ok {
+		o.DTLS = strings.ToLower(v)
+	}
+	for _, k := range []string{"dtls-passive", "dtls-active", "dtls-off", "dtls-no"} {
+		if _, ok := r.Flags[k]; ok {
+			o.DTLS = strings.TrimPrefix(k, "dtls-")
+		}
+	}
+	if o.DTLS == "no" || o.DTLS == "disable" {
+		o.DTLS = "off"
+	}
+	if v, ok := r.Flags["sdes"]; ok && strings.EqualFold(v, "off") {
+		o.SDESOff = true
+	}
+	for _, k := range []string{"sdes-off", "sdes-no"} {
+		if _, ok := r.Flags[k]; ok {
+			o.SDESOff = true
+		}
+	}
+	for _, m := range r.RTCPMux {
+		o.RTCPMux = append(o.RTCPMux, strings.ToLower(m))
+	}
+	_, o.GenerateMid = r.Flags["generate-mid"]
+	return o
+}
+
+// honoured reports whether the backend acts on a flag (for the debug log
+// of those it ignores).
+func honoured(k string) bool {
+	switch {
+	case k == "ice", k == "dtls", k == "sdes", k == "transport-protocol", k == "generate-mid",
+		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
+		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"):
+		return true
+	}
+	for _, p := range []string{"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf"} {
+		if k == p {
+			return true
+		}
+	}
+	return false
 }
 
 // signaling is the address whose side sent the SDP: received-from when

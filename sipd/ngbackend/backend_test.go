@@ -23,6 +23,9 @@ type fake struct {
 
 var relayIP = netip.MustParseAddr("203.0.113.1")
 
+func (f *fake) SetSecurity(string, int, relay.Side, relay.LegSecurity) error { return nil }
+func (f *fake) CertificateDER() []byte                                       { return []byte("relay certificate") }
+
 func (f *fake) CreateSession(id string) error {
 	if _, ok := f.sessions[id]; ok {
 		return relay.ErrSessionExists

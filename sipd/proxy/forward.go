@@ -84,7 +84,11 @@ func (p *Proxy) mediaRequest(req *sip.Request, stx sip.ServerTransaction, d Deci
 		if !admitted {
 			return false, false
 		}
-		if err = m.Invite(req, p.firstHop(targets)); err == nil {
+		transport := ""
+		if len(targets) > 0 {
+			transport = targets[0].transport
+		}
+		if err = m.Invite(req, p.firstHop(targets), transport); err == nil {
 			*hold = h
 			return true, true
 		}
