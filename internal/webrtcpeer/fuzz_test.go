@@ -76,23 +76,11 @@ func FuzzAnswer(f *testing.F) {
 		if at < 0 || !o.Media[at].WebRTC() || o.Media[at].Setup == webrtcsdp.SetupActpass {
 			t.Fatalf("answer has no accepted WebRTC audio line with a role:\n%s", ans)
 		}
-		offered := describeOffer(t, offer)
+		offered := describe(t, offer)
 		if len(o.Media) != len(offered.Media) {
 			t.Fatalf("answer has %d m-lines, offer %d", len(o.Media), len(offered.Media))
 		}
 	})
-}
-
-func describeOffer(t *testing.T, offer []byte) webrtcsdp.Offer {
-	b, err := webrtcsdp.Parse(offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := webrtcsdp.Describe(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
 }
 
 // FuzzHandle feeds the read goroutine's demux any datagram, from the remote or a stranger: nothing panics,

@@ -53,22 +53,11 @@ func (p *Peer) Offer() []byte {
 // telephone-event/8000; every other m-line is rejected with port 0. The DTLS role follows RFC 5763 section 5:
 // active against actpass or passive, passive against active.
 func (p *Peer) Answer(offer []byte) ([]byte, error) {
-	b, err := webrtcsdp.Parse(offer)
+	b, o, at, err := readAudio(offer)
 	if err != nil {
 		return nil, fmt.Errorf("webrtcpeer: offer: %w", err)
-	}
-	o, err := webrtcsdp.Describe(b)
-	if err != nil {
-		return nil, fmt.Errorf("webrtcpeer: offer: %w", err)
-	}
-	at := audioLine(o)
-	if at < 0 {
-		return nil, fmt.Errorf("webrtcpeer: offer has no audio m-line with a port")
 	}
 	m := o.Media[at]
-	if !m.WebRTC() {
-		return nil, fmt.Errorf("webrtcpeer: offer's audio m-line is %s, not %s", m.Proto, webrtcsdp.ProtoDTLS)
-	}
 	codecs, err := chooseCodecs(m.Formats, b.Media[at].All("rtpmap"))
 	if err != nil {
 		return nil, fmt.Errorf("webrtcpeer: offer: %w", err)
@@ -101,6 +90,26 @@ func (p *Peer) Answer(offer []byte) ([]byte, error) {
 	}
 	ms[at] = media{mid: m.Mid, bundle: bundled, codecs: codecs, setup: setup}
 	return p.describe(ms), nil
+}
+
+// readAudio parses body and finds its first audio m-line with a port, which must be a WebRTC one.
+func readAudio(body []byte) (*webrtcsdp.Body, webrtcsdp.Offer, int, error) {
+	b, err := webrtcsdp.Parse(body)
+	if err != nil {
+		return nil, webrtcsdp.Offer{}, 0, err
+	}
+	o, err := webrtcsdp.Describe(b)
+	if err != nil {
+		return nil, o, 0, err
+	}
+	at := audioLine(o)
+	if at < 0 {
+		return nil, o, 0, fmt.Errorf("no audio m-line with a port")
+	}
+	if m := o.Media[at]; !m.WebRTC() {
+		return nil, o, 0, fmt.Errorf("audio m-line is %s, not %s", m.Proto, webrtcsdp.ProtoDTLS)
+	}
+	return b, o, at, nil
 }
 
 // audioLine is the index of the first audio m-line that is not rejected, or -1.
@@ -244,22 +253,11 @@ type remoteDesc struct {
 // announces none. Everything but the candidates comes from webrtcsdp.Describe.
 func parseRemote(body []byte, v4 bool) (remoteDesc, error) {
 	var d remoteDesc
-	b, err := webrtcsdp.Parse(body)
+	b, o, at, err := readAudio(body)
 	if err != nil {
 		return d, err
-	}
-	o, err := webrtcsdp.Describe(b)
-	if err != nil {
-		return d, err
-	}
-	at := audioLine(o)
-	if at < 0 {
-		return d, fmt.Errorf("no audio m-line with a port")
 	}
 	m := o.Media[at]
-	if !m.WebRTC() {
-		return d, fmt.Errorf("audio m-line is %s, not %s", m.Proto, webrtcsdp.ProtoDTLS)
-	}
 	if m.Ufrag == "" || m.Pwd == "" {
 		return d, fmt.Errorf("no a=ice-ufrag or a=ice-pwd")
 	}
