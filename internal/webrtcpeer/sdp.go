@@ -36,8 +36,8 @@ type media struct {
 	kind, proto string
 }
 
-// Offer is an SDP offer for one sendrecv audio m-line, shaped like Chrome's (see
-// sipd/webrtcsdp/testdata/chrome_audio_video.sdp): UDP/TLS/RTP/SAVPF, one host candidate, the certificate's
+// Offer is an SDP offer for one sendrecv audio m-line, shaped like Chrome's (the Chrome offer in
+// sipd/webrtcsdp/testdata): UDP/TLS/RTP/SAVPF, one host candidate, the certificate's
 // sha-256 fingerprint, a=setup:actpass, a=mid:0 in a BUNDLE group, and rtcp-mux.
 func (p *Peer) Offer() []byte {
 	p.mu.Lock()
