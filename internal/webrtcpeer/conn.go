@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -20,10 +21,12 @@ import (
 // remoteState is what Connect learnt from the remote SDP, shared with the read goroutine.
 type remoteState struct {
 	addr      netip.AddrPort
-	responder *ice.Responder        // answers the remote's checks (consent, or a full agent's); read goroutine only
-	integ     stun.MessageIntegrity // the remote's pwd: signs our checks and verifies their responses
-	txid      [stun.TransactionIDSize]byte
-	pc        *srtpleg.PacketConn // the DTLS association's datagrams; nil with NoDTLS
+	responder *ice.Responder                               // answers the remote's checks (consent, or a full agent's); read goroutine only
+	integ     stun.MessageIntegrity                        // the remote's pwd: signs our checks and verifies their responses
+	ufrag     string                                       // the remote's
+	txid      [stun.TransactionIDSize]byte                 // our nominating check's
+	consentTx atomic.Pointer[[stun.TransactionIDSize]byte] // the latest consent check's
+	pc        *srtpleg.PacketConn                          // the DTLS association's datagrams; nil with NoDTLS
 
 	iceOnce sync.Once
 	iceDone chan struct{}          // closed by the first valid success response
@@ -66,7 +69,7 @@ func (p *Peer) Connect(ctx context.Context, remote []byte) error {
 		return fmt.Errorf("webrtcpeer: remote sdp: a=ice-pwd: %w", ice.ErrCreds)
 	}
 	r := &remoteState{
-		addr: rd.addr, responder: responder, integ: stun.NewShortTermIntegrity(rd.pwd),
+		addr: rd.addr, responder: responder, integ: stun.NewShortTermIntegrity(rd.pwd), ufrag: rd.ufrag,
 		txid: stun.NewTransactionID(), iceDone: make(chan struct{}),
 	}
 	raddr := net.UDPAddrFromAddrPort(rd.addr)
@@ -86,14 +89,14 @@ func (p *Peer) Connect(ctx context.Context, remote []byte) error {
 	p.remote.Store(r)
 	p.mu.Unlock()
 
-	if err := p.check(ctx, r, rd.ufrag); err != nil {
+	if err := p.check(ctx, r); err != nil {
 		if r.pc != nil {
 			_ = r.pc.Close()
 		}
 		return err
 	}
 	if p.cfg.NoDTLS {
-		return nil
+		return p.connected(r, nil)
 	}
 	timeout := p.cfg.HandshakeTimeout
 	hctx, cancel := context.WithTimeout(ctx, timeout)
@@ -116,15 +119,55 @@ func (p *Peer) Connect(ctx context.Context, remote []byte) error {
 		}
 		return fmt.Errorf("webrtcpeer: dtls handshake as %s with %s: %w", role, rd.addr, err)
 	}
+	return p.connected(r, sess)
+}
+
+// connected stores the session and starts the consent checks, unless Close came first (under mu, so that
+// Close's wg.Wait sees the consent goroutine or it never starts).
+func (p *Peer) connected(r *remoteState, sess *srtpleg.Session) error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.isClosed() {
-		p.mu.Unlock()
-		_ = sess.Close()
+		if sess != nil {
+			_ = sess.Close()
+		}
 		return ErrClosed
 	}
-	p.sess.Store(sess)
-	p.mu.Unlock()
+	if sess != nil {
+		p.sess.Store(sess)
+	}
+	if p.cfg.ConsentInterval > 0 {
+		p.wg.Add(1)
+		go p.consent(r)
+	}
 	return nil
+}
+
+// consent sends a Binding request every ConsentInterval, randomised by ±20% as RFC 7675 section 5.1 asks,
+// as browsers do for as long as a call lasts; responses are counted by handleSTUN.
+func (p *Peer) consent(r *remoteState) {
+	defer p.wg.Done()
+	next := func() time.Duration {
+		d := p.cfg.ConsentInterval
+		return d*8/10 + rand.N(d*4/10+1)
+	}
+	t := time.NewTimer(next())
+	defer t.Stop()
+	for {
+		select {
+		case <-p.closed:
+			return
+		case <-t.C:
+		}
+		txid := stun.NewTransactionID()
+		if req, err := p.bindingRequest(r, txid, false); err == nil {
+			r.consentTx.Store(&txid)
+			if _, err := p.sock.WriteToUDPAddrPort(req, r.addr); err == nil {
+				p.c.consentSent.Add(1)
+			}
+		}
+		t.Reset(next())
+	}
 }
 
 // isAlert tells pion's error for a fatal alert from the remote: its type is unexported, but it has this method.
@@ -133,21 +176,34 @@ func isAlert(err error) bool {
 	return errors.As(err, &a) && a.IsFatalOrCloseNotify()
 }
 
-// check sends our nominating Binding request (RFC 8445 section 7.2.4: USERNAME remote:local, PRIORITY,
-// ICE-CONTROLLING, USE-CANDIDATE, MESSAGE-INTEGRITY with the remote's pwd, FINGERPRINT) and retransmits it
-// until the read goroutine has seen a valid success response.
-func (p *Peer) check(ctx context.Context, r *remoteState, remoteUfrag string) error {
+// bindingRequest is a check as the controlling agent sends it (RFC 8445 section 7.2.4: USERNAME
+// remote:local, PRIORITY, ICE-CONTROLLING, USE-CANDIDATE when it nominates, MESSAGE-INTEGRITY with the
+// remote's pwd, FINGERPRINT). Consent checks are the same without USE-CANDIDATE (RFC 7675 section 5.1).
+func (p *Peer) bindingRequest(r *remoteState, txid [stun.TransactionIDSize]byte, nominate bool) ([]byte, error) {
 	var prio [4]byte
 	// A peer-reflexive candidate's priority (RFC 8445 section 7.1.1): type preference 110, component 1.
 	binary.BigEndian.PutUint32(prio[:], 110<<24|65535<<8|255)
-	req, err := stun.Build(stun.NewTransactionIDSetter(r.txid), stun.BindingRequest,
-		stun.NewUsername(remoteUfrag+":"+p.ufrag),
+	setters := []stun.Setter{stun.NewTransactionIDSetter(txid), stun.BindingRequest,
+		stun.NewUsername(r.ufrag + ":" + p.ufrag),
 		stun.RawAttribute{Type: stun.AttrPriority, Value: prio[:]},
 		stun.RawAttribute{Type: stun.AttrICEControlling, Value: p.tieBreaker[:]},
-		stun.RawAttribute{Type: stun.AttrUseCandidate},
-		r.integ, stun.Fingerprint)
+	}
+	if nominate {
+		setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
+	}
+	m, err := stun.Build(append(setters, r.integ, stun.Fingerprint)...)
 	if err != nil {
-		return fmt.Errorf("webrtcpeer: binding request: %w", err)
+		return nil, fmt.Errorf("webrtcpeer: binding request: %w", err)
+	}
+	return m.Raw, nil
+}
+
+// check sends our nominating check and retransmits it until the read goroutine has seen a valid success
+// response.
+func (p *Peer) check(ctx context.Context, r *remoteState) error {
+	req, err := p.bindingRequest(r, r.txid, true)
+	if err != nil {
+		return err
 	}
 	deadline := time.NewTimer(p.cfg.ICETimeout)
 	defer deadline.Stop()
@@ -159,7 +215,7 @@ func (p *Peer) check(ctx context.Context, r *remoteState, remoteUfrag string) er
 		case <-r.iceDone:
 			return nil
 		case <-retry.C:
-			if _, err := p.sock.WriteToUDPAddrPort(req.Raw, r.addr); err != nil && !p.isClosed() {
+			if _, err := p.sock.WriteToUDPAddrPort(req, r.addr); err != nil && !p.isClosed() {
 				return fmt.Errorf("webrtcpeer: ice check to %s: %w", r.addr, err)
 			}
 			retry.Reset(rto)
@@ -181,8 +237,9 @@ func (p *Peer) check(ctx context.Context, r *remoteState, remoteUfrag string) er
 // readLoop is the one reader of the socket.
 func (p *Peer) readLoop() {
 	defer p.wg.Done()
-	// Large enough for any UDP datagram a peer sends; pion fragments DTLS flights below the MTU.
-	buf := make([]byte, 1<<16)
+	// Larger than any datagram a relay sends (RTP is below the MTU, pion fragments DTLS flights below it), and
+	// small, as a load generator runs hundreds of peers.
+	buf := make([]byte, 1<<12)
 	for {
 		n, src, err := p.sock.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -263,36 +320,45 @@ func (p *Peer) handleSTUN(r *remoteState, b []byte, src netip.AddrPort) {
 			p.c.stunAnswered.Add(1)
 		}
 	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
-		if m.Type.Method != stun.MethodBinding || m.TransactionID != r.txid || src != r.addr {
+		nominating := m.TransactionID == r.txid
+		consent := r.consentTx.Load()
+		if m.Type.Method != stun.MethodBinding || src != r.addr || !nominating && (consent == nil || m.TransactionID != *consent) {
 			p.c.ignored.Add(1)
 			return
 		}
-		if err := stun.Fingerprint.Check(m); err != nil {
-			p.refused(r, "response without a valid FINGERPRINT")
-			return
-		}
-		if m.Type.Class == stun.ClassErrorResponse {
-			var ec stun.ErrorCodeAttribute
-			if err := ec.GetFrom(m); err != nil {
-				p.refused(r, "error response without ERROR-CODE")
-			} else {
-				p.refused(r, fmt.Sprintf("error response %d %s", ec.Code, ec.Reason))
+		if why := verifyResponse(r, m); why != "" {
+			p.c.ignored.Add(1)
+			if nominating {
+				r.iceErr.Store(&why)
 			}
 			return
 		}
-		if err := r.integ.Check(m); err != nil {
-			p.refused(r, "success response fails MESSAGE-INTEGRITY with the remote's a=ice-pwd")
-			return
+		if nominating {
+			r.iceOnce.Do(func() { close(r.iceDone) })
+		} else {
+			p.c.consentAcked.Add(1)
 		}
-		r.iceOnce.Do(func() { close(r.iceDone) })
 	default:
 		p.c.ignored.Add(1)
 	}
 }
 
-func (p *Peer) refused(r *remoteState, why string) {
-	p.c.ignored.Add(1)
-	r.iceErr.Store(&why)
+// verifyResponse says why a response to one of our checks is not a success, or "" when it is one.
+func verifyResponse(r *remoteState, m *stun.Message) string {
+	if err := stun.Fingerprint.Check(m); err != nil {
+		return "response without a valid FINGERPRINT"
+	}
+	if m.Type.Class == stun.ClassErrorResponse {
+		var ec stun.ErrorCodeAttribute
+		if err := ec.GetFrom(m); err != nil {
+			return "error response without ERROR-CODE"
+		}
+		return fmt.Sprintf("error response %d %s", ec.Code, ec.Reason)
+	}
+	if err := r.integ.Check(m); err != nil {
+		return "success response fails MESSAGE-INTEGRITY with the remote's a=ice-pwd"
+	}
+	return ""
 }
 
 // WriteRTP encrypts one RTP packet (header and payload, as the caller builds it) and sends it to the remote.

@@ -36,6 +36,9 @@ type Config struct {
 	ICETimeout time.Duration
 	// HandshakeTimeout bounds the DTLS handshake (srtpleg.DefaultTimeout when zero).
 	HandshakeTimeout time.Duration
+	// ConsentInterval is how often consent checks go to the remote once connected (RFC 7675; browsers send one
+	// about every 5 s): DefaultConsentInterval when zero, none when negative.
+	ConsentInterval time.Duration
 	// Queue is how many decrypted RTP (and, separately, RTCP) packets may wait for ReadRTP before new ones are
 	// dropped and counted (DefaultQueue when zero).
 	Queue int
@@ -50,8 +53,9 @@ type Config struct {
 
 // Defaults for Config's zero values.
 const (
-	DefaultICETimeout = 10 * time.Second
-	DefaultQueue      = 256
+	DefaultICETimeout      = 10 * time.Second
+	DefaultConsentInterval = 5 * time.Second
+	DefaultQueue           = 256
 )
 
 // The errors Connect returns, for errors.Is; the message around them says which address, role and limit.
@@ -107,6 +111,7 @@ type Peer struct {
 type counters struct {
 	rtpSent, rtpReceived, rtcpSent, rtcpReceived, corruptSent atomic.Uint64
 	queueDrops, stunAnswered, ignored                         atomic.Uint64
+	consentSent, consentAcked                                 atomic.Uint64
 }
 
 // New binds the socket, makes the DTLS certificate and the ICE credentials, and starts the read goroutine.
@@ -124,6 +129,9 @@ func New(cfg Config) (*Peer, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = srtpleg.DefaultTimeout
+	}
+	if cfg.ConsentInterval == 0 {
+		cfg.ConsentInterval = DefaultConsentInterval
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = DefaultQueue
@@ -191,6 +199,8 @@ type Stats struct {
 	DecryptFailures, BadAuth uint64
 	QueueDrops               uint64 // decrypted, but ReadRTP/ReadRTCP was too slow
 	STUNAnswered             uint64 // the remote's Binding requests we answered
+	ConsentSent              uint64 // consent checks sent after Connect
+	ConsentAcked             uint64 // valid success responses to them
 	Ignored                  uint64 // datagrams from elsewhere than the remote, before Connect, or of no kind we use
 }
 
@@ -200,6 +210,7 @@ func (p *Peer) Stats() Stats {
 		RTPSent: p.c.rtpSent.Load(), RTPReceived: p.c.rtpReceived.Load(),
 		RTCPSent: p.c.rtcpSent.Load(), RTCPReceived: p.c.rtcpReceived.Load(), CorruptSent: p.c.corruptSent.Load(),
 		QueueDrops: p.c.queueDrops.Load(), STUNAnswered: p.c.stunAnswered.Load(), Ignored: p.c.ignored.Load(),
+		ConsentSent: p.c.consentSent.Load(), ConsentAcked: p.c.consentAcked.Load(),
 	}
 	if sess := p.sess.Load(); sess != nil {
 		for _, n := range sess.Drops() {
@@ -210,8 +221,8 @@ func (p *Peer) Stats() Stats {
 	return s
 }
 
-// Close ends the peer: the DTLS association (with close_notify), a handshake or check in progress, the socket
-// and the read goroutine. It returns once the read goroutine is gone.
+// Close ends the peer: the DTLS association (with close_notify), a handshake or check in progress, the consent
+// checks, the socket and the read goroutine. It returns once its goroutines are gone.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()

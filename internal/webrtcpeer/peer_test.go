@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -252,9 +253,62 @@ func TestCorruptSRTP(t *testing.T) {
 	}
 }
 
-// TestPeerToPeer: two peers, both controlling and answering each other's checks, connect to each other.
+// TestConsent: once connected, the peer keeps sending consent checks, which the relay's Responder answers.
+func TestConsent(t *testing.T) {
+	cases := []struct {
+		name     string
+		interval time.Duration
+		want     bool
+	}{
+		{"every 30ms", 30 * time.Millisecond, true},
+		{"off", -1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPeer(t, Config{ConsentInterval: tc.interval})
+			r := newFakeRelay(t, relayOpts{setup: webrtcsdp.SetupActive})
+			if err := p.Connect(ctxFor(t, 10*time.Second), negotiate(t, p, r, true)); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.waitHandshake(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(300 * time.Millisecond)
+			if tc.want {
+				deadline = time.Now().Add(10 * time.Second)
+			}
+			for time.Now().Before(deadline) && p.Stats().ConsentAcked < 3 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			st := p.Stats()
+			if tc.want && (st.ConsentAcked < 3 || st.ConsentSent < st.ConsentAcked) {
+				t.Fatalf("consent: %+v, want 3 or more acknowledged", st)
+			}
+			if !tc.want && st.ConsentSent != 0 {
+				t.Fatalf("consent off, but %d checks sent", st.ConsentSent)
+			}
+		})
+	}
+}
+
+// TestPeerToPeer: two peers, both controlling and answering each other's checks, connect to each other, on
+// IPv4 and (where the host has it) IPv6 loopback.
 func TestPeerToPeer(t *testing.T) {
-	a, b := newPeer(t, Config{}), newPeer(t, Config{})
+	for _, local := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(local, func(t *testing.T) { peerToPeer(t, mustAddrPort(local)) })
+	}
+}
+
+func peerToPeer(t *testing.T, local netip.AddrPort) {
+	a, err := New(Config{Local: local})
+	if err != nil && local.Addr().Is6() {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	b := newPeer(t, Config{Local: local})
 	offer := a.Offer()
 	ans, err := b.Answer(offer)
 	if err != nil {
