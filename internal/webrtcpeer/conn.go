@@ -20,10 +20,12 @@ import (
 
 // remoteState is what Connect learnt from the remote SDP, shared with the read goroutine.
 type remoteState struct {
-	addr      netip.AddrPort
-	responder *ice.Responder                               // answers the remote's checks (consent, or a full agent's); read goroutine only
-	integ     stun.MessageIntegrity                        // the remote's pwd: signs our checks and verifies their responses
-	ufrag     string                                       // the remote's
+	addr  netip.AddrPort
+	ufrag string
+	// responder answers the remote's checks (consent, or a full agent's); only the read goroutine uses it.
+	responder *ice.Responder
+	// integ is the remote's pwd: it signs our checks and verifies their responses.
+	integ     stun.MessageIntegrity
 	txid      [stun.TransactionIDSize]byte                 // our nominating check's
 	consentTx atomic.Pointer[[stun.TransactionIDSize]byte] // the latest consent check's
 	pc        *srtpleg.PacketConn                          // the DTLS association's datagrams; nil with NoDTLS
@@ -44,7 +46,8 @@ const (
 // answered): ICE as the controlling agent toward the remote's candidate, then the DTLS handshake in the role
 // the a=setup lines give, checking the remote's certificate against its a=fingerprint. It returns once the SRTP
 // session is up (with Config.NoDTLS, once ICE is), or with an error that wraps ErrICE, ErrHandshakeTimeout,
-// ErrFingerprint, ErrRemoteAlert, ErrClosed or ctx's error and says which address and role. Connect runs once per peer.
+// ErrFingerprint, ErrRemoteAlert, ErrClosed or ctx's error and says which address and role. Connect runs once
+// per peer.
 func (p *Peer) Connect(ctx context.Context, remote []byte) error {
 	p.mu.Lock()
 	setup, again := p.setup, p.connecting
