@@ -50,6 +50,9 @@ type FlowInfo struct {
 	// receiver does not mux.
 	In, OutLeg *cryptoleg.Info
 	RTCPDst    netip.AddrPort
+	// UserspaceOnly says why only the userspace datapath can serve the
+	// flow ("" if the kernel could): see Flow.UserspaceOnly.
+	UserspaceOnly string
 }
 
 // LegInfo is one leg of a stream with what was learned about it.
@@ -255,6 +258,7 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 				fi.OutLeg = &out
 			}
 			fi.RTCPDst = d.rtcpDst
+			fi.UserspaceOnly = Flow{In: d.in, OutLeg: d.outLeg, RTCPOut: d.rtcpOut}.UserspaceOnly()
 			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
 			lt := st.legs[d.from].latch[d.comp]
 			fi.Latch, fi.Rank = lt.Phase(), lt.Rank

@@ -1,6 +1,8 @@
 package relayctl
 
 import (
+	"sipxdp/relay/cryptoleg"
+
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +32,12 @@ func fakeAPI(t *testing.T) string {
 			Path: "userspace", State: "learning"},
 		{CallID: "ng-7", Leg: "B", Component: "rtp", Local: "203.0.113.5:30102", Peer: "198.51.100.7:7000", Out: "203.0.113.5:30100",
 			Path: "kernel", State: "active", Packets: 9, Bytes: 1548, LastSeen: testNow.Add(-time.Second)},
+		{CallID: "web-1", Leg: "A", Component: "rtp", Local: "203.0.113.5:30200", Peer: "198.51.100.9:50000", Out: "203.0.113.5:30202",
+			Path: "userspace", State: "active", Packets: 50, Bytes: 9000, LastSeen: testNow.Add(-20 * time.Millisecond),
+			UserspaceOnly: "SRTP bridged in userspace (dtls-srtp to rtp)", In: &cryptoleg.Info{Kind: "dtls-srtp", ICE: true, State: "ready"}},
+		{CallID: "web-1", Leg: "B", Component: "rtp", Local: "203.0.113.5:30202", Peer: "192.0.2.30:6000", Out: "203.0.113.5:30200",
+			Path: "userspace", State: "active", UserspaceOnly: "SRTP bridged in userspace (rtp to dtls-srtp)",
+			OutLeg: &cryptoleg.Info{Kind: "dtls-srtp", ICE: true, State: "failed", Error: "dtls: peer certificate does not match a=fingerprint"}},
 	}
 	calls := []dialog.Call{
 		{CallID: "call-1", FromTag: "f1", ToTag: "t1", From: "sip:alice@example.com", To: "sip:bob@example.com",
@@ -88,20 +96,25 @@ func TestTables(t *testing.T) {
 		want string
 	}{
 		{"flows", []string{"flows", "-interval", "0"}, `
-CALL    LEG     LOCAL              PEER               PATH       STATE     PACKETS   BYTES  PPS  LAST SEEN
-call-1  A/rtp   203.0.113.5:30000  192.0.2.10:4000    kernel     active       3250  559000    0   20ms ago
-call-1  A/rtcp  203.0.113.5:30001  192.0.2.10:4001    kernel     active         13    1092    0     2s ago
-call-1  B/rtp   203.0.113.5:30002  192.0.2.20:5000    kernel     active       3249  558828    0   20ms ago
-ng-7    A/rtp   203.0.113.5:30100  -                  userspace  learning        0       0    0      never
-ng-7    B/rtp   203.0.113.5:30102  198.51.100.7:7000  kernel     active          9    1548    0     1s ago
+CALL    LEG     LOCAL              PEER                PATH       STATE     MEDIA                  PACKETS   BYTES  PPS  LAST SEEN
+call-1  A/rtp   203.0.113.5:30000  192.0.2.10:4000     kernel     active    rtp                       3250  559000    0   20ms ago
+call-1  A/rtcp  203.0.113.5:30001  192.0.2.10:4001     kernel     active    rtp                         13    1092    0     2s ago
+call-1  B/rtp   203.0.113.5:30002  192.0.2.20:5000     kernel     active    rtp                       3249  558828    0   20ms ago
+ng-7    A/rtp   203.0.113.5:30100  -                   userspace  learning  rtp                          0       0    0      never
+ng-7    B/rtp   203.0.113.5:30102  198.51.100.7:7000   kernel     active    rtp                          9    1548    0     1s ago
+web-1   A/rtp   203.0.113.5:30200  198.51.100.9:50000  userspace  active    dtls-srtp(ready)>rtp        50    9000    0   20ms ago
+web-1   B/rtp   203.0.113.5:30202  192.0.2.30:6000     userspace  active    rtp>dtls-srtp(failed)        0       0    0      never
+web-1 A/rtp: not on the kernel path: SRTP bridged in userspace (dtls-srtp to rtp)
+web-1 B/rtp: dtls-srtp leg failed: dtls: peer certificate does not match a=fingerprint
+web-1 B/rtp: not on the kernel path: SRTP bridged in userspace (rtp to dtls-srtp)
 `},
 		{"flows of one call", []string{"flows", "-call", "ng-7", "-interval", "0"}, `
-CALL  LEG    LOCAL              PEER               PATH       STATE     PACKETS  BYTES  PPS  LAST SEEN
-ng-7  A/rtp  203.0.113.5:30100  -                  userspace  learning        0      0    0      never
-ng-7  B/rtp  203.0.113.5:30102  198.51.100.7:7000  kernel     active          9   1548    0     1s ago
+CALL  LEG    LOCAL              PEER               PATH       STATE     MEDIA  PACKETS  BYTES  PPS  LAST SEEN
+ng-7  A/rtp  203.0.113.5:30100  -                  userspace  learning  rtp          0      0    0      never
+ng-7  B/rtp  203.0.113.5:30102  198.51.100.7:7000  kernel     active    rtp          9   1548    0     1s ago
 `},
 		{"flows of no call", []string{"flows", "-call", "nope", "-interval", "0"}, `
-CALL  LEG  LOCAL  PEER  PATH  STATE  PACKETS  BYTES  PPS  LAST SEEN
+CALL  LEG  LOCAL  PEER  PATH  STATE  MEDIA  PACKETS  BYTES  PPS  LAST SEEN
 (no flows)
 `},
 		{"calls", []string{"calls"}, `
@@ -109,6 +122,7 @@ CALL-ID  FROM                   TO                    STATE  MEDIA             D
 call-1   sip:alice@example.com  sip:bob@example.com   up     kernel                1m5s  A=203.0.113.5:30000 B=203.0.113.5:30002
 call-2   sip:carol@example.com  sip:dave@example.com  up     none                    9s  -
 ng-7     -                      -                     -      kernel+userspace         -  A=203.0.113.5:30100 B=203.0.113.5:30102
+web-1    -                      -                     -      userspace                -  A=203.0.113.5:30200 B=203.0.113.5:30202
 `},
 		{"relays", []string{"relays"}, `
 RELAY  STATUS  PATH  DRAINING  SESSIONS  FLOWS  KERNEL  USERSPACE  PORTS USED  UPTIME  VERSION  REASON
@@ -157,7 +171,8 @@ func TestJSON(t *testing.T) {
 		{[]string{"flows", "-interval", "0"}, func(t *testing.T, out []byte) {
 			var rows []Flow
 			mustDecode(t, out, &rows)
-			if len(rows) != 5 || rows[0].CallID != "call-1" || rows[0].Packets != 3250 || rows[3].State != "learning" {
+			if len(rows) != 7 || rows[0].CallID != "call-1" || rows[0].Packets != 3250 || rows[3].State != "learning" ||
+				rows[5].In == nil || rows[5].In.State != "ready" || rows[6].OutLeg == nil || rows[6].OutLeg.Error == "" {
 				t.Errorf("flows: %+v", rows)
 			}
 		}},
@@ -174,6 +189,9 @@ func TestJSON(t *testing.T) {
 				{CallID: "ng-7", MediaPath: "kernel+userspace", Legs: []Leg{
 					{Leg: "A", Local: "203.0.113.5:30100", Path: "userspace", State: "learning"},
 					{Leg: "B", Local: "203.0.113.5:30102", Peer: "198.51.100.7:7000", Path: "kernel", State: "active"}}},
+				{CallID: "web-1", MediaPath: "userspace", Legs: []Leg{
+					{Leg: "A", Local: "203.0.113.5:30200", Peer: "198.51.100.9:50000", Path: "userspace", State: "active"},
+					{Leg: "B", Local: "203.0.113.5:30202", Peer: "192.0.2.30:6000", Path: "userspace", State: "active"}}},
 			}
 			if !reflect.DeepEqual(rows, want) {
 				t.Errorf("calls:\n got %+v\nwant %+v", rows, want)

@@ -5,6 +5,8 @@
 package relayctl
 
 import (
+	"sipxdp/relay/cryptoleg"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -350,17 +352,49 @@ func withRates(before, after []wire.FlowJSON, d time.Duration) []Flow {
 }
 
 func printFlows(w io.Writer, rows []Flow, now time.Time) error {
-	t := newTable(left("CALL"), left("LEG"), left("LOCAL"), left("PEER"), left("PATH"), left("STATE"),
+	t := newTable(left("CALL"), left("LEG"), left("LOCAL"), left("PEER"), left("PATH"), left("STATE"), left("MEDIA"),
 		right("PACKETS"), right("BYTES"), right("PPS"), right("LAST SEEN"))
+	var notes []string
 	for _, f := range rows {
 		leg := f.Leg
 		if f.Component != "" {
 			leg += "/" + f.Component
 		}
-		t.add(dash(f.CallID), dash(leg), f.Local, dash(f.Peer), f.Path, f.State,
+		t.add(dash(f.CallID), dash(leg), f.Local, dash(f.Peer), f.Path, f.State, mediaOf(f.FlowJSON),
 			strconv.FormatUint(f.Packets, 10), strconv.FormatUint(f.Bytes, 10), strconv.FormatFloat(f.PPS, 'f', 0, 64), ago(f.LastSeen, now))
+		for _, l := range []*cryptoleg.Info{f.In, f.OutLeg} {
+			if l != nil && l.Error != "" {
+				notes = append(notes, fmt.Sprintf("%s %s: %s leg failed: %s", f.CallID, leg, l.Kind, l.Error))
+			}
+		}
+		if f.UserspaceOnly != "" && f.Path == "userspace" && f.State != "learning" {
+			notes = append(notes, fmt.Sprintf("%s %s: not on the kernel path: %s", f.CallID, leg, f.UserspaceOnly))
+		}
 	}
-	return t.write(w, "(no flows)")
+	if err := t.write(w, "(no flows)"); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(w, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mediaOf is what a flow carries in and out: rtp, or the crypto of each
+// leg with its keying state, e.g. "dtls-srtp(ready)>rtp".
+func mediaOf(f wire.FlowJSON) string {
+	if f.In == nil && f.OutLeg == nil {
+		return "rtp"
+	}
+	side := func(l *cryptoleg.Info) string {
+		if l == nil {
+			return "rtp"
+		}
+		return l.Kind + "(" + l.State + ")"
+	}
+	return side(f.In) + ">" + side(f.OutLeg)
 }
 
 func dash(s string) string {

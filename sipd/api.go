@@ -272,6 +272,7 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 			Local: f.Local.String(), Peer: addrString(f.Peer), Out: f.Out.String(), Dst: addrString(f.Dst),
 			Path: f.Path, State: f.State, Latch: f.Latch, Rank: rankString(f.Rank), KernelError: f.KernelError,
 			Packets: f.Packets, Bytes: f.Bytes, LastSeen: f.LastSeen,
+			UserspaceOnly: f.UserspaceOnly, In: f.In, OutLeg: f.OutLeg, RTCPDst: addrString(f.RTCPDst),
 		})
 	}
 	writeJSON(w, out)

@@ -2,7 +2,11 @@
 // which writes them, and relayctl, which reads them.
 package wire
 
-import "time"
+import (
+	"time"
+
+	"sipxdp/relay/cryptoleg"
+)
 
 // MediaHealth summarises the relay.
 type MediaHealth struct {
@@ -42,6 +46,15 @@ type FlowJSON struct {
 	Packets     uint64    `json:"packets"`
 	Bytes       uint64    `json:"bytes"`
 	LastSeen    time.Time `json:"last_seen,omitzero"`
+	// UserspaceOnly says why the flow cannot be on the kernel path at all
+	// (SRTP bridged, RTCP demultiplexed); In and OutLeg are the crypto of
+	// the leg it arrives on and the leg it leaves by (absent: plain RTP);
+	// RTCPDst is where a muxed sender's RTCP goes when the receiver does
+	// not mux.
+	UserspaceOnly string          `json:"userspace_only,omitempty"`
+	In            *cryptoleg.Info `json:"in,omitempty"`
+	OutLeg        *cryptoleg.Info `json:"out_leg,omitempty"`
+	RTCPDst       string          `json:"rtcp_dst,omitempty"`
 }
 
 // StatsJSON is /stats: totals and the slow-path counters.
