@@ -35,10 +35,12 @@ type Options struct {
 	PinPath    string
 	Strict     bool
 	// Learning is the latching window (relay.Config.LearnWindow).
-	Learning  time.Duration
-	Timeout   time.Duration
-	Addresses []relay.AddressConfig
-	Logger    *slog.Logger
+	Learning time.Duration
+	Timeout  time.Duration
+	// DTLSTimeout is relay.Config.DTLSTimeout.
+	DTLSTimeout time.Duration
+	Addresses   []relay.AddressConfig
+	Logger      *slog.Logger
 	// Workers of the userspace relay; zero means one per CPU.
 	Workers int
 }
@@ -97,6 +99,7 @@ func Open(o Options) (*Stack, error) {
 		Strict:       o.Strict,
 		LearnWindow:  o.Learning,
 		MediaTimeout: o.Timeout,
+		DTLSTimeout:  o.DTLSTimeout,
 		Logger:       log,
 	}, kp, slow, reason)
 	if err != nil {

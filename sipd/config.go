@@ -121,6 +121,9 @@ type MediaConfig struct {
 	Learning  Duration        `yaml:"learning"`
 	Timeout   Duration        `yaml:"timeout"`
 	Addresses []AddressConfig `yaml:"addresses"`
+	// DTLSTimeout: a WebRTC leg whose DTLS-SRTP handshake has not
+	// completed this long after the answer ends its call.
+	DTLSTimeout Duration `yaml:"dtls_timeout"`
 }
 
 type AddressConfig struct {
@@ -285,6 +288,9 @@ func (c *Config) Validate() error {
 	}
 	if m.Learning < Duration(MinLearning) || m.Learning > Duration(MaxLearning) {
 		errs = append(errs, confload.Errorf("media.learning", "%s %v: want %v to %v", time.Duration(m.Learning), MinLearning, MaxLearning))
+	}
+	if m.DTLSTimeout < Duration(time.Second) || m.DTLSTimeout > Duration(2*time.Minute) {
+		errs = append(errs, confload.Errorf("media.dtls_timeout", "%s %v: want 1s to 2m", time.Duration(m.DTLSTimeout)))
 	}
 	if len(m.Addresses) == 0 {
 		errs = append(errs, confload.Errorf("media.addresses", "%s: at least one relay address is needed"))

@@ -68,27 +68,31 @@ func sdpOf(t *testing.T, reply map[string]any) (string, netip.AddrPort) {
 	return s, netip.AddrPortFrom(ms[0].Addr, ms[0].Port)
 }
 
-// TestRelayOnlyNG runs sipd in relay-only mode and drives it over NG as a
-// Kamailio would: offer and answer get SDP on the relay, RTP flows both
-// ways, query counts it, delete removes the flows, and a silent call is
-// deleted by the media timeout. No SIP listener starts.
-func TestRelayOnlyNG(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+// startRelayOnly runs sipd -relay-only with the userspace relay, a 3 s
+// media timeout and 20 relay ports, and returns its API, an NG client
+// that answered ping, the NG port, the first relay port, and the function
+// that stops it (deferred after a goroutine-leak check, so it runs first).
+// change, when set, edits the config first.
+func startRelayOnly(t *testing.T, change func(*Config)) (d *daemon, n *ngClient, ngPort, pmin int, stop func()) {
+	t.Helper()
 	cfg := testConfig(t)
 	httpPort := freePort(t, "tcp")
-	ngPort := freePort(t, "udp")
-	pmin := 20000 + 20*(ngPort%600) // below the ephemeral range; see startDaemon
+	ngPort = freePort(t, "udp")
+	pmin = 20000 + 20*(ngPort%600) // below the ephemeral range; see startDaemon
 	cfg.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	cfg.NG.Listen, cfg.NG.TCP = fmt.Sprintf("127.0.0.1:%d", ngPort), true
 	cfg.Media.Datapath = "userspace"
 	cfg.Media.Timeout = Duration(3 * time.Second)
 	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = pmin, pmin+19
 	cfg.RelayOnly = true
+	if change != nil {
+		change(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	defer startRun(t, cfg)()
-	d := &daemon{http: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
+	stopRun := startRun(t, cfg)
+	d = &daemon{http: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
 	var h Health
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -102,6 +106,7 @@ func TestRelayOnlyNG(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			stopRun()
 			t.Fatalf("no /health: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -113,11 +118,22 @@ func TestRelayOnlyNG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer uc.Close()
-	n := &ngClient{t: t, c: uc}
+	n = &ngClient{t: t, c: uc}
 	if r := n.do(map[string]any{"command": "ping"}); r["result"] != "pong" {
+		stopRun()
 		t.Fatalf("ping: %v", r)
 	}
+	return d, n, ngPort, pmin, func() { uc.Close(); stopRun() }
+}
+
+// TestRelayOnlyNG runs sipd in relay-only mode and drives it over NG as a
+// Kamailio would: offer and answer get SDP on the relay, RTP flows both
+// ways, query counts it, delete removes the flows, and a silent call is
+// deleted by the media timeout. No SIP listener starts.
+func TestRelayOnlyNG(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d, n, ngPort, pmin, stop := startRelayOnly(t, nil)
+	defer stop()
 	// ng.tcp: the same protocol on TCP at the same address.
 	tc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ngPort))
 	if err != nil {
@@ -182,7 +198,7 @@ func TestRelayOnlyNG(t *testing.T) {
 	const silent = "ng-silent@test"
 	sdpOf(t, n.do(map[string]any{"command": "offer", "call-id": silent, "from-tag": "a", "sdp": alice.sdp()}))
 	sdpOf(t, n.do(map[string]any{"command": "answer", "call-id": silent, "from-tag": "a", "to-tag": "b", "sdp": bob.sdp()}))
-	deadline = time.Now().Add(8 * time.Second)
+	deadline := time.Now().Add(8 * time.Second)
 	for {
 		l := n.do(map[string]any{"command": "list"})
 		if fmt.Sprint(l["calls"]) == "[]" {

@@ -40,13 +40,14 @@ func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
 // MediaOptions turns the media section into relay stack options.
 func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 	o := mediapath.Options{
-		Datapath:   c.Datapath,
-		Interfaces: c.Interfaces,
-		PinPath:    c.PinPath,
-		Strict:     c.StrictSource,
-		Learning:   time.Duration(c.Learning),
-		Timeout:    time.Duration(c.Timeout),
-		Logger:     log,
+		Datapath:    c.Datapath,
+		Interfaces:  c.Interfaces,
+		PinPath:     c.PinPath,
+		Strict:      c.StrictSource,
+		Learning:    time.Duration(c.Learning),
+		Timeout:     time.Duration(c.Timeout),
+		DTLSTimeout: time.Duration(c.DTLSTimeout),
+		Logger:      log,
 	}
 	for _, a := range c.Addresses {
 		ac := relay.AddressConfig{
