@@ -630,7 +630,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			}
 			cl.streams[m.Index] = sp
 		}
-		if ss := plan[m.Index]; follow && ss != nil && ss.bridged() {
+		if ss := plan[m.Index]; follow && ss != nil && !ss.rejected {
 			// Before SetPeer: the flows are never installed without the
 			// crypto they need.
 			if err := c.secure(id, m.Index, ss); err != nil {

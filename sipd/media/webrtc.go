@@ -357,13 +357,17 @@ func (x *sideSec) security() (relay.LegSecurity, bool) {
 	return relay.LegSecurity{}, false
 }
 
-// secure tells the engine what to terminate on both legs of a bridged
-// m-line.
+// secure tells the engine what to terminate on both legs of an m-line:
+// nothing on a leg whose side speaks plain RTP, or on both when the
+// crypto passes through (an answer can turn a bridged offer into that).
 func (c *Controller) secure(id string, index int, ss *streamSec) error {
 	for side := relay.SideA; side <= relay.SideB; side++ {
 		ls, ok := ss.side[side].security()
-		if !ok {
-			continue
+		switch {
+		case ss.pass || ss.side[side].kind == cryptoleg.Plain:
+			ls = relay.LegSecurity{}
+		case !ok:
+			continue // an SDES side whose key is not known yet
 		}
 		if err := c.cfg.Engine.SetSecurity(id, index, side, ls); err != nil {
 			return fmt.Errorf("set security of stream %d side %s: %w", index, side, err)

@@ -39,7 +39,7 @@ func (f *fakeEngine) sec(id string, index int, side relay.Side) (relay.LegSecuri
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.security[peerKey{id, index, side}]
-	return s, ok
+	return s, ok && s.Kind != cryptoleg.Plain
 }
 
 // TestBrowserToPhoneNG is the pair of rtpengine_manage calls a Kamailio
