@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +13,9 @@ import (
 	"sipxdp/internal/conntest"
 	"sipxdp/internal/sipdtest"
 	"sipxdp/internal/sipua"
+	"sipxdp/internal/webrtcpeer"
 	"sipxdp/sipd/sipconf"
+	"sipxdp/sipd/wire"
 )
 
 // TestWebSocketCalls runs the built sipd with a ws listener beside UDP, as
@@ -76,5 +80,102 @@ func TestWebSocketCalls(t *testing.T) {
 			sipua.Establish(udp, ws, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw",
 				Offer: sipua.SDP(offer), Answer: sipua.SDP(answer)}).Hangup(false)
 		})
+	}
+}
+
+// TestWebSocketWebRTCCall: a ws caller whose offer is a browser's (ICE,
+// DTLS-SRTP, rtcp-mux; internal/webrtcpeer) calls a UDP phone through the
+// built sipd with media all. The phone is offered plain RTP; the caller
+// gets the relay's ICE-lite DTLS answer, connects, and RTP flows both
+// ways, decrypted toward the phone and encrypted toward the caller. BYE
+// from the caller ends it and the flows go.
+func TestWebSocketWebRTCCall(t *testing.T) {
+	cfg := sipdtest.Config(t)
+	cfg.HTTP.Listen = freeAddr(t, "tcp")
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "ws", Addr: "127.0.0.1:0"}}
+	cfg.Media.Mode, cfg.Media.Datapath = "all", "userspace"
+	_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+	var p int
+	fmt.Sscan(port, &p)
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = 20000+20*(p%600), 20000+20*(p%600)+19
+	s := sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+
+	peer, err := webrtcpeer.New(webrtcpeer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
+	ws.Register("alice", "localhost", "alicepw")
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := sipua.New(t, c, s.SIPAddr("udp"))
+	udp.Register("bob", "localhost", "bobpw")
+	phone, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+
+	d := sipua.Establish(ws, udp, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw",
+		Offer: string(peer.Offer()), Answer: sipua.SDP(phone.LocalAddr().(*net.UDPAddr).AddrPort())})
+	toPhone := string(d.Received.Body())
+	if !strings.Contains(toPhone, " RTP/AVP ") || strings.Contains(toPhone, "fingerprint") || strings.Contains(toPhone, "candidate") {
+		t.Fatalf("the phone was not offered plain RTP:\n%s", toPhone)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := peer.Connect(ctx, d.Answer.Body()); err != nil {
+		t.Fatalf("browser leg: %v\nanswer:\n%s", err, d.Answer.Body())
+	}
+	pkt := func(seq uint16) []byte {
+		b := make([]byte, 172)
+		b[0], b[2], b[3] = 0x80, byte(seq>>8), byte(seq)
+		for i := 12; i < len(b); i++ {
+			b[i] = byte(i) ^ byte(seq)
+		}
+		return b
+	}
+	buf := make([]byte, 2048)
+	var relayAt netip.AddrPort
+	got := 0
+	for seq := uint16(1); seq <= 40 && got < 10; seq++ {
+		if err := peer.WriteRTP(pkt(seq)); err != nil {
+			t.Fatal(err)
+		}
+		phone.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		k, from, err := phone.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			continue // the relay's keys may land a moment after the caller's
+		}
+		if !bytes.Equal(buf[:k], pkt(seq)) {
+			t.Fatalf("phone got %x..., want the caller's plain RTP", buf[:16])
+		}
+		relayAt = from
+		got++
+	}
+	if got < 10 {
+		t.Fatalf("phone got %d of the caller's packets", got)
+	}
+	for seq := uint16(500); seq < 510; seq++ {
+		if _, err := phone.WriteToUDPAddrPort(pkt(seq), relayAt); err != nil {
+			t.Fatal(err)
+		}
+		back, err := peer.ReadRTP(ctx)
+		if err != nil || !bytes.Equal(back, pkt(seq)) {
+			t.Fatalf("caller decrypted %x (%v), want the phone's RTP", back, err)
+		}
+	}
+	var flows []wire.FlowJSON
+	s.GetJSON("/flows", &flows)
+	if len(flows) == 0 || flows[0].UserspaceOnly == "" {
+		t.Fatalf("flows %+v: want the call's flows, userspace only", flows)
+	}
+	d.Hangup(false)
+	s.GetJSON("/flows", &flows)
+	if len(flows) != 0 {
+		t.Errorf("flows after BYE: %+v", flows)
 	}
 }
