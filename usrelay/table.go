@@ -114,6 +114,14 @@ type Decision struct {
 	Event latchChange
 	Out   netip.AddrPort
 	Dst   netip.AddrPort
+	// For flows only userspace serves (crypto, RTCP demux): Packet is
+	// what is sent (decrypted, re-encrypted), RTCP that it leaves by the
+	// RTCP port (Out and Dst are then that port's), Consumed that STUN or
+	// DTLS was taken by the leg, and Reply the STUN answer to the source.
+	Packet   []byte
+	RTCP     bool
+	Consumed bool
+	Reply    []byte
 }
 
 // latchChange is what one datagram did to a learning flow's latch: a set
@@ -568,6 +576,9 @@ func (t *Table) ProcessAt(local, src netip.AddrPort, payloadLen int, now time.Ti
 		t.cnt.c[ReasonNoFlow].Add(1)
 		return Decision{Verdict: Drop, Reason: ReasonNoFlow}
 	}
+	if e.special {
+		return t.processSpecial(e, normalize(src), make([]byte, payloadLen), now)
+	}
 	v, r, ch := e.decide(normalize(src), payloadLen, now.UnixNano())
 	t.cnt.countChange(ch)
 	if v != Forward {
@@ -576,6 +587,39 @@ func (t *Table) ProcessAt(local, src netip.AddrPort, payloadLen int, now time.Ti
 	}
 	t.cnt.c[cntForwarded].Add(1)
 	return Decision{Verdict: Forward, Latched: latchedBy(ch), Event: ch, Out: e.out, Dst: e.dst}
+}
+
+// ProcessPacket is Process for a datagram whose bytes matter: flows the
+// relay terminates crypto on decide by them (STUN, DTLS, SRTP).
+func (t *Table) ProcessPacket(local, src netip.AddrPort, pkt []byte, now time.Time) Decision {
+	e := t.entry(local)
+	if e == nil || !e.special {
+		return t.ProcessAt(local, src, len(pkt), now)
+	}
+	t.cnt.c[cntReceived].Add(1)
+	return t.processSpecial(e, normalize(src), pkt, now)
+}
+
+func (t *Table) processSpecial(e *flowEntry, src netip.AddrPort, pkt []byte, now time.Time) Decision {
+	dec, enc := make([]byte, 0, bufSize+64), make([]byte, 0, bufSize+64)
+	o := e.decideSpecial(pkt, src, now.UnixNano(), dec, enc)
+	t.cnt.countChange(o.change)
+	d := Decision{Event: o.change, Latched: latchedBy(o.change)}
+	switch {
+	case o.consumed:
+		d.Verdict, d.Consumed, d.Reply = Drop, true, o.reply
+	case o.verdict != Forward:
+		t.cnt.c[o.reason].Add(1)
+		d.Verdict, d.Reason = Drop, o.reason
+	default:
+		t.cnt.c[cntForwarded].Add(1)
+		d.Verdict, d.Packet, d.RTCP, d.Out, d.Dst = Forward, o.pkt, o.rtcp, e.out, e.dst
+		if o.rtcp {
+			d.Out = e.rtcpPort.addr
+			d.Dst, _ = decodeSockaddr(&e.rtcpSA, e.rtcpLen)
+		}
+	}
+	return d
 }
 
 // latchedBy reports whether a change made the datagram's source the one
