@@ -1,8 +1,8 @@
 // Package srtpleg is the crypto of the relay's WebRTC and SDES legs: a DTLS-SRTP handshake (RFC 5763/5764)
 // over the datagrams the relay port demuxes as DTLS, SDES keys from a=crypto lines (RFC 4568), and a Session
 // that turns SRTP/SRTCP into RTP/RTCP and back, packet by packet. pion does the cryptography; this package
-// chooses the parameters, checks the peer's fingerprint and counts what it drops. It is not wired into
-// calls yet (see docs/ARCHITECTURE.md).
+// chooses the parameters, checks the peer's fingerprint and counts what it drops. relay/cryptoleg runs it
+// for a leg of a call (see docs/ARCHITECTURE.md).
 package srtpleg
 
 import (
