@@ -158,7 +158,7 @@ func (b *Backend) check(r *ng.Request) error {
 // Options turns the flags of an offer or answer into how the controller
 // writes the SDP toward the receiving side; without flags, that side gets
 // the protocol the sender speaks (rtpengine's
-// docs/ng_control_protocol.md: ICE, DTLS, SDES, transport-protocol,
+// NG control protocol documentation: ICE, DTLS, SDES, transport-protocol,
 // rtcp-mux, generate-mid).
 func Options(r *ng.Request) *media.Options {
 	o := &media.Options{Proto: r.TransportProtocol, ICE: strings.ToLower(r.ICE)}
