@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,44 @@ func TestReplaceOrigin(t *testing.T) {
 	held := []byte("v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
 	if got := replaceOrigin(held); string(got) != string(held) {
 		t.Errorf("held sdp changed: %q", got)
+	}
+}
+
+// TestOptions: the WebRTC flags, as a flags list and as the top-level keys
+// Kamailio's rtpengine module turns them into ("ICE": "force", "rtcp-mux":
+// ["demux"], "SDES": ["off"], ...), give the same options.
+func TestOptions(t *testing.T) {
+	cases := []struct {
+		name string
+		dict map[string]any
+		want media.Options
+	}{
+		{"none", map[string]any{}, media.Options{}},
+		{"to the browser, flags list", map[string]any{"flags": []any{"ICE=force", "DTLS=passive", "RTP/SAVPF",
+			"rtcp-mux-offer", "generate-mid", "SDES-off"}},
+			media.Options{Proto: "RTP/SAVPF", ICE: "force", DTLS: "passive", SDESOff: true, RTCPMux: []string{"offer"}, GenerateMid: true}},
+		{"to the browser, Kamailio's keys", map[string]any{"ICE": "force", "DTLS": "passive", "transport-protocol": "UDP/TLS/RTP/SAVPF",
+			"rtcp-mux": []any{"offer"}, "SDES": []any{"off"}, "flags": []any{"generate-mid"}},
+			media.Options{Proto: "UDP/TLS/RTP/SAVPF", ICE: "force", DTLS: "passive", SDESOff: true, RTCPMux: []string{"offer"}, GenerateMid: true}},
+		{"to the phone", map[string]any{"ICE": "remove", "flags": []any{"RTP/AVP"}, "rtcp-mux": []any{"demux"}},
+			media.Options{Proto: "RTP/AVP", ICE: "remove", RTCPMux: []string{"demux"}}},
+		{"DTLS=off", map[string]any{"DTLS": "off", "transport-protocol": "RTP/SAVP"}, media.Options{Proto: "RTP/SAVP", DTLS: "off"}},
+		{"DTLS=no", map[string]any{"DTLS": "no"}, media.Options{DTLS: "off"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := map[string]any{"command": "offer", "call-id": "x", "from-tag": "a", "sdp": "v=0"}
+			for k, v := range c.dict {
+				d[k] = v
+			}
+			r, _, err := ng.ParseRequest(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := Options(r)
+			if !reflect.DeepEqual(*got, c.want) {
+				t.Errorf("options %+v, want %+v", *got, c.want)
+			}
+		})
 	}
 }
