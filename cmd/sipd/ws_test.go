@@ -18,6 +18,25 @@ import (
 	"sipxdp/sipd/wire"
 )
 
+// startWS runs the built sipd with UDP and ws listeners on loopback, media
+// mode on the userspace relay, users alice and bob, and (when idle is not
+// zero) that connection idle timeout.
+func startWS(t *testing.T, mode string, idle time.Duration) *sipdtest.Sipd {
+	cfg := sipdtest.Config(t)
+	cfg.HTTP.Listen = freeAddr(t, "tcp")
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "ws", Addr: "127.0.0.1:0"}}
+	if idle > 0 {
+		cfg.SIP.Connections.IdleTimeout = sipconf.Duration(idle)
+	}
+	cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
+	_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+	var p int
+	fmt.Sscan(port, &p)
+	// A relay range of its own, as TestServiceNotify picks one.
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = 20000+20*(p%600), 20000+20*(p%600)+19
+	return sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+}
+
 // TestWebSocketCalls runs the built sipd with a ws listener beside UDP, as
 // an operator configures it, in media modes none and all: a ws UA
 // registers with digest and calls a UDP UA and back, in-dialog requests
@@ -27,17 +46,7 @@ import (
 func TestWebSocketCalls(t *testing.T) {
 	for _, mode := range []string{"none", "all"} {
 		t.Run(mode, func(t *testing.T) {
-			cfg := sipdtest.Config(t)
-			cfg.HTTP.Listen = freeAddr(t, "tcp")
-			cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "ws", Addr: "127.0.0.1:0"}}
-			cfg.SIP.Connections.IdleTimeout = sipconf.Duration(time.Second)
-			cfg.Media.Mode, cfg.Media.Datapath = mode, "userspace"
-			_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
-			var p int
-			fmt.Sscan(port, &p)
-			// A relay range of its own, as TestServiceNotify picks one.
-			cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = 20000+20*(p%600), 20000+20*(p%600)+19
-			s := sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+			s := startWS(t, mode, time.Second)
 
 			ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
 			ws.Register("alice", "localhost", "alicepw")
@@ -90,15 +99,7 @@ func TestWebSocketCalls(t *testing.T) {
 // ways, decrypted toward the phone and encrypted toward the caller. BYE
 // from the caller ends it and the flows go.
 func TestWebSocketWebRTCCall(t *testing.T) {
-	cfg := sipdtest.Config(t)
-	cfg.HTTP.Listen = freeAddr(t, "tcp")
-	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "ws", Addr: "127.0.0.1:0"}}
-	cfg.Media.Mode, cfg.Media.Datapath = "all", "userspace"
-	_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
-	var p int
-	fmt.Sscan(port, &p)
-	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = 20000+20*(p%600), 20000+20*(p%600)+19
-	s := sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+	s := startWS(t, "all", 0)
 
 	peer, err := webrtcpeer.New(webrtcpeer.Config{})
 	if err != nil {

@@ -343,42 +343,32 @@ func (l *Leg) failWith(err error) {
 // Decrypt turns SRTP (or SRTCP when rtcp) from the leg's endpoint into
 // RTP, appended to dst[:0].
 func (l *Leg) Decrypt(dst, pkt []byte, rtcp bool) ([]byte, error) {
-	s := l.sess.Load()
-	if s == nil || State(l.state.Load()) != Ready {
-		l.cnt[CntNotReady].Add(1)
-		return nil, ErrNotReady
-	}
-	var out []byte
-	var err error
-	if rtcp {
-		out, err = s.DecryptRTCP(dst[:0], pkt)
-	} else {
-		out, err = s.DecryptRTP(dst[:0], pkt)
-	}
-	if err != nil {
-		l.cnt[CntDecryptFailed].Add(1)
-		return nil, err
-	}
-	return out, nil
+	return l.apply(dst, pkt, rtcp, (*srtpleg.Session).DecryptRTP, (*srtpleg.Session).DecryptRTCP, CntDecryptFailed)
 }
 
 // Encrypt protects RTP (or RTCP) for the leg's endpoint, into dst[:0]
 // (which needs room for the auth tag).
 func (l *Leg) Encrypt(dst, pkt []byte, rtcp bool) ([]byte, error) {
+	return l.apply(dst, pkt, rtcp, (*srtpleg.Session).EncryptRTP, (*srtpleg.Session).EncryptRTCP, CntEncryptFailed)
+}
+
+type transform func(s *srtpleg.Session, dst, pkt []byte) ([]byte, error)
+
+// apply runs one of the session's transforms once the keys are ready,
+// counting a failure in slot failed.
+func (l *Leg) apply(dst, pkt []byte, rtcp bool, rtpFn, rtcpFn transform, failed int) ([]byte, error) {
 	s := l.sess.Load()
 	if s == nil || State(l.state.Load()) != Ready {
 		l.cnt[CntNotReady].Add(1)
 		return nil, ErrNotReady
 	}
-	var out []byte
-	var err error
+	fn := rtpFn
 	if rtcp {
-		out, err = s.EncryptRTCP(dst[:0], pkt)
-	} else {
-		out, err = s.EncryptRTP(dst[:0], pkt)
+		fn = rtcpFn
 	}
+	out, err := fn(s, dst[:0], pkt)
 	if err != nil {
-		l.cnt[CntEncryptFailed].Add(1)
+		l.cnt[failed].Add(1)
 		return nil, err
 	}
 	return out, nil
