@@ -265,6 +265,8 @@ type Engine struct {
 	cert      *srtpleg.Certificate
 	failq     chan legFailure
 	failDrops atomic.Uint64
+	// DTLS handshakes completed and crypto legs failed, since start.
+	dtlsDone, legFails atomic.Uint64
 }
 
 // NewEngine checks the configuration, sets up the port pools and reserves

@@ -121,7 +121,10 @@ type Totals struct {
 	// WindowLocks are flows the engine locked when their learning window
 	// closed (the slow path counts those it locked itself).
 	WindowLocks uint64
-	Pools       []PoolInfo
+	// DTLSHandshakes completed on WebRTC legs, and crypto legs that failed
+	// (handshake error, fingerprint mismatch, not keyed in time).
+	DTLSHandshakes, CryptoLegFailures uint64
+	Pools                             []PoolInfo
 }
 
 // walkBatch bounds how long the listings below hold the engine lock: each
@@ -307,6 +310,7 @@ func sortFlows(out []FlowInfo) {
 func (e *Engine) Stats() Totals {
 	t := Totals{
 		Path: e.PathName(), PathReason: e.PathReason(), LatchDrops: e.latchDrops.Load(), WindowLocks: e.windowLocks.Load(),
+		DTLSHandshakes: e.dtlsDone.Load(), CryptoLegFailures: e.legFails.Load(),
 		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
 	}
 	var kern, user FlowStats

@@ -92,7 +92,9 @@ func (e *Engine) SetSecurity(callID string, index int, side Side, sec LegSecurit
 			Send: func(b []byte, dst netip.AddrPort) error { return sl.SendFrom(local, dst, b) },
 		}
 		var cl *cryptoleg.Leg
+		cfg.OnReady = func() { e.dtlsDone.Add(1) }
 		cfg.OnFail = func(err error) {
+			e.legFails.Add(1)
 			select {
 			case e.failq <- legFailure{callID: callID, leg: cl, err: err}:
 			default:

@@ -186,6 +186,7 @@ var (
 	dMediaPackets  = desc("sipxdp_media_packets_total", "Packets relayed, by path.", "path")
 	dMediaBytes    = desc("sipxdp_media_bytes_total", "UDP payload bytes relayed, by path.", "path")
 	dMediaForeign  = desc("sipxdp_media_foreign_dropped_total", "Packets from a source a relay flow did not take, dropped: while it learns, once it is locked, or refused by strict_source.", "reason")
+	dMediaDTLS     = desc("sipxdp_media_dtls_handshakes_total", "DTLS-SRTP handshakes on WebRTC legs, by result: ok (keyed), failed (handshake error, fingerprint mismatch, or not keyed within media.dtls_timeout: the call is ended).", "result")
 	dMediaLatch    = desc("sipxdp_media_latch_total", "Relay flows taking a source: latched (forwarded, first or better), relatched (replacing one in the learning window), locked, candidate (held until the window ends).", "event")
 
 	dKernelPackets = desc("sipxdp_kernel_packets_total", "Packets the kernel program saw, by verdict: tx and redirect (relayed out), local (relayed to this host), pass (left to the stack, see sipxdp_kernel_passed_packets_total), aborted (a redirect that failed).", "verdict")
@@ -421,6 +422,7 @@ func (e emit) media(t relay.Totals) {
 	// passes every packet it does not forward up to them, and counts
 	// those of a locked flow as wrong_source itself.
 	e.counters(dMediaForeign, map[string]uint64{"learning": u["foreign_learning"], "locked": u["wrong_source"], "strict": u["strict"]})
+	e.counters(dMediaDTLS, map[string]uint64{"ok": t.DTLSHandshakes, "failed": t.CryptoLegFailures})
 	e.counters(dMediaLatch, map[string]uint64{"latched": u["latched"], "relatched": u["relatched"],
 		"locked": u["locked"] + t.WindowLocks, "candidate": u["candidates"]})
 }

@@ -194,6 +194,12 @@ func TestWebRTCBridgeNG(t *testing.T) {
 	if badAuth != 5 {
 		t.Errorf("srtp_bad_auth %d, want the 5 forged packets", badAuth)
 	}
+	if v := metricValue(t, d.http, `sipxdp_media_dtls_handshakes_total{result="ok"}`); v != 1 {
+		t.Errorf("dtls handshakes ok %v, want 1", v)
+	}
+	if v := metricValue(t, d.http, `sipxdp_userspace_dropped_packets_total{reason="srtp"}`); v < 5 {
+		t.Errorf("srtp drops in the metrics %v, want at least the 5 forged packets", v)
+	}
 	if r := n.do(map[string]any{"command": "delete", "call-id": callID, "from-tag": "browser"}); r["result"] != "ok" {
 		t.Errorf("delete: %v", r)
 	}
@@ -257,6 +263,9 @@ func TestWebRTCBadPeers(t *testing.T) {
 				t.Errorf("phone got %d bytes from a browser whose DTLS failed", k)
 			}
 		})
+	}
+	if v := metricValue(t, d.http, `sipxdp_media_dtls_handshakes_total{result="failed"}`); v != 2 {
+		t.Errorf("failed dtls legs in the metrics %v, want 2", v)
 	}
 }
 

@@ -76,6 +76,9 @@ type Config struct {
 	// OnFail is called at most once, from the leg's goroutine, when the
 	// leg can no longer carry media. It must not block.
 	OnFail func(err error)
+	// OnReady is called once a DTLS leg is keyed, from its goroutine. It
+	// must not block.
+	OnReady func()
 }
 
 // Remote is what the other end's SDP gives a leg, possibly after the leg
@@ -95,9 +98,10 @@ var (
 // Leg is one leg's crypto. The per-packet methods are safe for concurrent
 // use by the workers of the leg's ports.
 type Leg struct {
-	kind Kind
-	send func([]byte, netip.AddrPort) error
-	fail func(error)
+	kind  Kind
+	send  func([]byte, netip.AddrPort) error
+	fail  func(error)
+	ready func()
 
 	mu        sync.Mutex // guards the fields below and the Responder
 	responder *ice.Responder
@@ -144,9 +148,12 @@ func New(cfg Config) (*Leg, error) {
 	if cfg.Send == nil {
 		return nil, errors.New("crypto leg: no send function")
 	}
-	l := &Leg{kind: cfg.Kind, send: cfg.Send, fail: cfg.OnFail, dtls: cfg.DTLS}
+	l := &Leg{kind: cfg.Kind, send: cfg.Send, fail: cfg.OnFail, ready: cfg.OnReady, dtls: cfg.DTLS}
 	if l.fail == nil {
 		l.fail = func(error) {}
+	}
+	if l.ready == nil {
+		l.ready = func() {}
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	switch cfg.Kind {
@@ -326,6 +333,7 @@ func (l *Leg) startLocked(remote netip.AddrPort) {
 			l.timer.Stop()
 		}
 		l.mu.Unlock()
+		l.ready()
 	}()
 }
 
