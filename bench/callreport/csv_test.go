@@ -80,3 +80,34 @@ func TestCSVCoversEveryField(t *testing.T) {
 	}
 	walk(reflect.TypeFor[Result](), "")
 }
+
+func TestWriteCSVHandshakes(t *testing.T) {
+	rs := bridgedSet()
+	Derive(rs)
+	var buf bytes.Buffer
+	if err := WriteCSV(&buf, rs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	for _, c := range []struct {
+		row        int
+		name, want string
+	}{
+		{3, "dtls_errors", "timeout:2"},
+		{3, "dtls_handshakes", "498"},
+		{3, "dtls_p99_ms", "12.25"},
+		{2, "dtls_errors", ""},
+		{2, "dtls_handshakes", "0"},
+	} {
+		if got := rows[c.row][col[c.name]]; got != c.want {
+			t.Errorf("row %d %s = %q, want %q", c.row, c.name, got, c.want)
+		}
+	}
+}
