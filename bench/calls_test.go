@@ -26,11 +26,12 @@ func TestParseCallsFlags(t *testing.T) {
 		want    string // scenarios / levels / duration, or the error's text
 		wantErr bool
 	}{
-		{args: nil, want: "none,userspace,xdp,xdp-native,tc 500@100 1m0s"},
-		{args: []string{"--quick"}, want: "none,userspace,xdp,xdp-native,tc 20@20 8s"},
+		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100 1m0s"},
+		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc 20@20 8s"},
 		{args: []string{"--quick", "--scenario", "tc,none"}, want: "none,tc 20@20 8s"},
-		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,xdp,xdp-native,tc 500@100,800@200 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,xdp,xdp-native,tc 500@50,800@50 1m0s"},
+		{args: []string{"--scenario", "srtp,userspace,xdp,tc,none", "--total", "200,500"}, want: "none,userspace,srtp,xdp,tc 200@100,500@100 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100,800@200 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@50,800@50 1m0s"},
 		{args: []string{"--scenario", "kernel"}, want: "unknown scenario", wantErr: true},
 		{args: []string{"--total", "500,800", "--cps", "1,2,3"}, want: "3 values for 2 totals", wantErr: true},
 		{args: []string{"--total", "0"}, want: "positive whole numbers", wantErr: true},
@@ -151,6 +152,14 @@ func TestCallsQuick(t *testing.T) {
 		if r.RTCPRX == 0 {
 			t.Errorf("%s: no RTCP received", r.Scenario)
 		}
+		sc, _ := scenarioByName(r.Scenario)
+		switch {
+		case sc.SRTP && (r.DTLSHandshakes != 20 || r.DTLSFailed != 0 || r.DTLSMedianMs <= 0 || r.DTLSPerSec <= 0):
+			t.Errorf("%s: DTLS handshakes %d done, %d failed %v, median %.2f ms, %.1f/s; want 20 done and timed",
+				r.Scenario, r.DTLSHandshakes, r.DTLSFailed, r.DTLSErrors, r.DTLSMedianMs, r.DTLSPerSec)
+		case !sc.SRTP && (r.DTLSHandshakes != 0 || r.DTLSFailed != 0):
+			t.Errorf("%s: plain callers reported DTLS handshakes", r.Scenario)
+		}
 		if r.CallsPeak == 0 || r.RSSPeakMB == 0 || r.SteadyS == 0 {
 			t.Errorf("%s: sampling missing: peak calls %d, rss %.1f MB, steady %.1f s", r.Scenario, r.CallsPeak, r.RSSPeakMB, r.SteadyS)
 		}
@@ -166,7 +175,6 @@ func TestCallsQuick(t *testing.T) {
 			if r.RelayCPU == nil {
 				t.Errorf("%s: no relay cost against none", r.Scenario)
 			}
-			sc, _ := scenarioByName(r.Scenario)
 			if r.Path != sc.Path {
 				t.Errorf("%s: path %q", r.Scenario, r.Path)
 			}
@@ -198,7 +206,8 @@ func checkCallOutputs(t *testing.T, dir string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"20 concurrent", "Per-channel overhead", "Targets", "| none", "userspace", "xdp-native", "tc"} {
+	for _, want := range []string{"20 concurrent", "Per-channel overhead", "Targets", "| none", "userspace", "xdp-native", "tc",
+		"srtp", "Bridged calls (srtp)", "DTLS handshakes/s"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
