@@ -465,6 +465,10 @@ func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
 		res.DTLSPerSec = round2(d.PerSec)
 		res.DTLSPeakPerSec = d.PeakPerSec
 		res.DTLSErrors = d.Errors
+		if d.DecryptFailures > 0 || d.QueueDrops > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: the callers dropped %d SRTP/SRTCP packets that did not decrypt "+
+				"and %d decrypted ones their readers were too slow for (counted as loss)", res.Scenario, res.Level, d.DecryptFailures, d.QueueDrops))
+		}
 		if d.FirstError != "" {
 			res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: %d DTLS handshakes failed; the first: %s",
 				res.Scenario, res.Level, d.Failed, d.FirstError))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
+	"sipxdp/bench/sipload"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd"
@@ -226,4 +227,28 @@ func tailString(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// The callers' handshake figures reach the result in milliseconds, with
+// notes for failures and drops; plain callers leave them empty.
+func TestFillCallsHandshakes(t *testing.T) {
+	res := callreport.Result{Scenario: "srtp", Level: 20, DurationS: 10}
+	fillCalls(&res, sipload.Result{Completed: 19, Failed: 1, DTLS: &sipload.DTLSStats{Completed: 19, Failed: 1,
+		Median: 3456 * time.Microsecond, P99: 12 * time.Millisecond, Max: 40 * time.Millisecond, PerSec: 9.876, PeakPerSec: 11,
+		Errors: map[string]int{"timeout": 1}, FirstError: "dtls handshake timed out", DecryptFailures: 3}}, sipload.UASResult{})
+	if res.DTLSHandshakes != 19 || res.DTLSFailed != 1 || res.DTLSMedianMs != 3.456 || res.DTLSP99Ms != 12 ||
+		res.DTLSMaxMs != 40 || res.DTLSPerSec != 9.88 || res.DTLSPeakPerSec != 11 || res.DTLSErrors["timeout"] != 1 {
+		t.Errorf("handshake figures %+v", res)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	for _, want := range []string{"srtp at 20: 1 DTLS handshakes failed; the first: dtls handshake timed out", "dropped 3 SRTP/SRTCP packets"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes %q lack %q", notes, want)
+		}
+	}
+	plain := callreport.Result{Scenario: "userspace", Level: 20, DurationS: 10}
+	fillCalls(&plain, sipload.Result{Completed: 20}, sipload.UASResult{})
+	if plain.DTLSHandshakes != 0 || plain.DTLSErrors != nil || len(plain.Notes) != 0 {
+		t.Errorf("plain callers: %+v", plain)
+	}
 }

@@ -147,6 +147,9 @@ func TestSRTPCallsThroughUserspaceRelay(t *testing.T) {
 	if h.Median <= 0 || h.P99 < h.Median || h.Max < h.P99 || h.Max > 5*time.Second {
 		t.Errorf("handshake times: median %v p99 %v max %v", h.Median, h.P99, h.Max)
 	}
+	if h.DecryptFailures != 0 || h.QueueDrops != 0 {
+		t.Errorf("callers dropped %d packets that did not decrypt and %d they were too slow for", h.DecryptFailures, h.QueueDrops)
+	}
 	if h.PerSec <= 0 || h.PeakPerSec < 1 || h.PeakPerSec > calls {
 		t.Errorf("handshake rate %.1f/s, peak %d in a second", h.PerSec, h.PeakPerSec)
 	}

@@ -518,6 +518,7 @@ func (u *uac) result(begin time.Time) Result {
 	}
 	if u.srtp != nil {
 		r.DTLS = u.dtls.stats(begin)
+		r.DTLS.DecryptFailures, r.DTLS.QueueDrops = u.srtp.decryptFailures.Load(), u.srtp.queueDrops.Load()
 	}
 	return r
 }

@@ -46,6 +46,10 @@ type srtpMedia struct {
 
 	wg                  sync.WaitGroup // readers and handshakes
 	strayRTP, strayRTCP atomic.Uint64  // decrypted packets of no stream of ours
+	// From the peers' counters as their calls end: SRTP/SRTCP that did
+	// not decrypt, and decrypted packets our readers were too slow for.
+	// Either shows up as loss; these say why.
+	decryptFailures, queueDrops atomic.Uint64
 }
 
 func newSRTPMedia(ctx context.Context, local netip.Addr) *srtpMedia {
@@ -87,6 +91,9 @@ func (m *srtpMedia) stop(l *srtpLeg) {
 // false when it never connected.
 func (m *srtpMedia) remove(l *srtpLeg) (t streamTotals, had bool) {
 	l.peer.Close()
+	ps := l.peer.Stats()
+	m.decryptFailures.Add(ps.DecryptFailures)
+	m.queueDrops.Add(ps.QueueDrops)
 	l.mu.Lock()
 	l.closed = true
 	if l.started {
@@ -239,6 +246,10 @@ type DTLSStats struct {
 	// ended (the call or run ended first), other.
 	Errors     map[string]int `json:",omitempty"`
 	FirstError string         `json:",omitempty"`
+	// Of the calls that ended: SRTP and SRTCP packets the callers could not
+	// decrypt (bad tag, replay), and decrypted ones their readers dropped
+	// for being too slow.
+	DecryptFailures, QueueDrops uint64
 }
 
 // dtlsLog collects the handshakes as they finish; its owner's lock guards it.
