@@ -57,7 +57,7 @@ bench: bench-datapath bench-calls ## run the benchmarks (root)
 bench-datapath: ## relay CPU per packet for each media path (root; builds its own namespaces)
 	$(GO) run ./cmd/bench datapath --path all
 
-bench-calls: build ## CPU and memory per call for each media path at 500 and 800 concurrent calls (root; about 15 minutes)
+bench-calls: build ## CPU and memory per call for each media path, plain and bridged (srtp), at 500 and 800 concurrent calls (root; about 18 minutes)
 	$(BIN)/bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
 
 install: ## install sipd and relayctl into DESTDIR/PREFIX/bin (PREFIX=/usr/local), the units, the sysusers.d user, and /etc/sipd examples unless present

@@ -41,12 +41,13 @@ type uacChildConfig struct {
 	Addr       netip.Addr     `json:"addr"`
 	RTPPort    int            `json:"rtp_port"`
 	RTPSockets int            `json:"rtp_sockets"`
+	SRTP       bool           `json:"srtp,omitempty"`
 }
 
 func runUACChild(ctx context.Context, c uacChildConfig) (any, error) {
 	childproc.Emit("ready", nil, nil)
 	return sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		UASCount: c.UASCount, Total: c.Total, CPS: c.CPS, Duration: c.Duration, SIPAddr: c.Addr, MediaAddr: c.Addr,
-		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets,
+		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets, SRTP: c.SRTP,
 		Progress: func(p sipload.Progress) { childproc.Emit("progress", p, nil) }})
 }

@@ -159,7 +159,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	r.uac, err = startChild(r.line.Caller, "uac", "_uac", uacChildConfig{
 		Proxy: netip.AddrPortFrom(r.line.V4.RelayA, 5060), Domain: benchDomain, Password: callsPassword,
 		UASCount: o.UASCount, Total: l.Total, CPS: l.CPS, Duration: o.Duration, Addr: r.line.V4.Caller,
-		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets})
+		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets, SRTP: sc.SRTP})
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -456,6 +456,23 @@ func fillCalls(res *callreport.Result, c sipload.Result, s sipload.UASResult) {
 	res.RTCPRX = c.RTCPRX + s.RTCPRX
 	if c.Completed > 0 && res.DurationS > 0 {
 		res.PerCallPPS = round2(float64(c.UACTX) / float64(c.Completed) / res.DurationS)
+	}
+	if d := c.DTLS; d != nil {
+		res.DTLSHandshakes, res.DTLSFailed = d.Completed, d.Failed
+		res.DTLSMedianMs = round3(float64(d.Median) / 1e6)
+		res.DTLSP99Ms = round3(float64(d.P99) / 1e6)
+		res.DTLSMaxMs = round3(float64(d.Max) / 1e6)
+		res.DTLSPerSec = round2(d.PerSec)
+		res.DTLSPeakPerSec = d.PeakPerSec
+		res.DTLSErrors = d.Errors
+		if d.DecryptFailures > 0 || d.QueueDrops > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: the callers dropped %d SRTP/SRTCP packets that did not decrypt "+
+				"and %d decrypted ones their readers were too slow for (counted as loss)", res.Scenario, res.Level, d.DecryptFailures, d.QueueDrops))
+		}
+		if d.FirstError != "" {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: %d DTLS handshakes failed; the first: %s",
+				res.Scenario, res.Level, d.Failed, d.FirstError))
+		}
 	}
 }
 

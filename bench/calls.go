@@ -27,13 +27,20 @@ type callScenario struct {
 	Mode     string // media.mode
 	Datapath string // media.datapath
 	Path     string // the path /health must report ("" for none)
-	Note     string
+	// SRTP: the callers are WebRTC endpoints (sipload.UACConfig.SRTP),
+	// whose DTLS-SRTP leg the relay bridges to plain RTP for the callees.
+	SRTP bool
+	Note string
 }
 
 var callScenarios = []callScenario{
 	{Name: "none", Mode: "none", Datapath: "userspace",
 		Note: "none: signaling only; RTP goes straight between caller and callee over their own veth, not through the sipd host"},
 	{Name: "userspace", Mode: "all", Datapath: "userspace", Path: "userspace"},
+	{Name: callreport.SRTPScenario, Mode: "all", Datapath: "userspace", Path: "userspace", SRTP: true,
+		Note: "srtp: the callers are WebRTC endpoints (ICE, DTLS-SRTP, rtcp-mux; one internal/webrtcpeer each), bridged by sipd's " +
+			"userspace relay to plain RTP toward the callees; the whole machine's figures carry the callers' own SRTP work, " +
+			"so it is compared with userspace on sipd's CPU and memory per call"},
 	{Name: "xdp", Mode: "all", Datapath: "xdp-generic", Path: "xdp-generic",
 		Note: "xdp: generic (skb) XDP, the XDP mode that does not copy packets on veth; native XDP is scenario xdp-native"},
 	{Name: "xdp-native", Mode: "all", Datapath: "xdp", Path: "xdp",
@@ -64,7 +71,7 @@ func expandScenarios(s string) ([]callScenario, error) {
 			continue
 		}
 		if _, ok := scenarioByName(n); !ok {
-			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, xdp, xdp-native or tc)", n)
+			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, srtp, xdp, xdp-native or tc)", n)
 		}
 		seen[n] = true
 	}
@@ -130,7 +137,8 @@ const callsUsage = `usage: bench calls [flags]
 
 Runs sipd in a network namespace between a caller and a callee namespace
 and loads it with calls from the project's SIP+RTP load generator, for
-each media scenario: none (signaling only), userspace, xdp (generic),
+each media scenario: none (signaling only), userspace, srtp (WebRTC
+callers bridged to plain RTP by the userspace relay), xdp (generic),
 xdp-native and tc. Needs root. Examples:
 
   bench calls --quick                                   # every scenario, 20 calls, well under 2 minutes
@@ -142,7 +150,7 @@ flags:
 func parseCallsFlags(args []string) (CallsOptions, error) {
 	fs := flag.NewFlagSet("bench calls", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), callsUsage); fs.PrintDefaults() }
-	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, xdp, xdp-native, tc")
+	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, srtp, xdp, xdp-native, tc")
 	total := fs.String("total", "500", "calls per level, which is also the target concurrency; a comma list runs several levels")
 	cps := fs.String("cps", "100", "new calls per second: one value, or one per --total")
 	duration := fs.Duration("duration", 60*time.Second, "hold time of each call")

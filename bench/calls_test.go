@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"sipxdp/bench/callreport"
+	"sipxdp/bench/sipload"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 	"sipxdp/sipd"
@@ -26,11 +27,12 @@ func TestParseCallsFlags(t *testing.T) {
 		want    string // scenarios / levels / duration, or the error's text
 		wantErr bool
 	}{
-		{args: nil, want: "none,userspace,xdp,xdp-native,tc 500@100 1m0s"},
-		{args: []string{"--quick"}, want: "none,userspace,xdp,xdp-native,tc 20@20 8s"},
+		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100 1m0s"},
+		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc 20@20 8s"},
 		{args: []string{"--quick", "--scenario", "tc,none"}, want: "none,tc 20@20 8s"},
-		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,xdp,xdp-native,tc 500@100,800@200 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,xdp,xdp-native,tc 500@50,800@50 1m0s"},
+		{args: []string{"--scenario", "srtp,userspace,xdp,tc,none", "--total", "200,500"}, want: "none,userspace,srtp,xdp,tc 200@100,500@100 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100,800@200 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@50,800@50 1m0s"},
 		{args: []string{"--scenario", "kernel"}, want: "unknown scenario", wantErr: true},
 		{args: []string{"--total", "500,800", "--cps", "1,2,3"}, want: "3 values for 2 totals", wantErr: true},
 		{args: []string{"--total", "0"}, want: "positive whole numbers", wantErr: true},
@@ -151,6 +153,14 @@ func TestCallsQuick(t *testing.T) {
 		if r.RTCPRX == 0 {
 			t.Errorf("%s: no RTCP received", r.Scenario)
 		}
+		sc, _ := scenarioByName(r.Scenario)
+		switch {
+		case sc.SRTP && (r.DTLSHandshakes != 20 || r.DTLSFailed != 0 || r.DTLSMedianMs <= 0 || r.DTLSPerSec <= 0):
+			t.Errorf("%s: DTLS handshakes %d done, %d failed %v, median %.2f ms, %.1f/s; want 20 done and timed",
+				r.Scenario, r.DTLSHandshakes, r.DTLSFailed, r.DTLSErrors, r.DTLSMedianMs, r.DTLSPerSec)
+		case !sc.SRTP && (r.DTLSHandshakes != 0 || r.DTLSFailed != 0):
+			t.Errorf("%s: plain callers reported DTLS handshakes", r.Scenario)
+		}
 		if r.CallsPeak == 0 || r.RSSPeakMB == 0 || r.SteadyS == 0 {
 			t.Errorf("%s: sampling missing: peak calls %d, rss %.1f MB, steady %.1f s", r.Scenario, r.CallsPeak, r.RSSPeakMB, r.SteadyS)
 		}
@@ -166,7 +176,6 @@ func TestCallsQuick(t *testing.T) {
 			if r.RelayCPU == nil {
 				t.Errorf("%s: no relay cost against none", r.Scenario)
 			}
-			sc, _ := scenarioByName(r.Scenario)
 			if r.Path != sc.Path {
 				t.Errorf("%s: path %q", r.Scenario, r.Path)
 			}
@@ -198,7 +207,8 @@ func checkCallOutputs(t *testing.T, dir string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"20 concurrent", "Per-channel overhead", "Targets", "| none", "userspace", "xdp-native", "tc"} {
+	for _, want := range []string{"20 concurrent", "Per-channel overhead", "Targets", "| none", "userspace", "xdp-native", "tc",
+		"srtp", "Bridged calls (srtp)", "DTLS handshakes/s"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
@@ -217,4 +227,28 @@ func tailString(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// The callers' handshake figures reach the result in milliseconds, with
+// notes for failures and drops; plain callers leave them empty.
+func TestFillCallsHandshakes(t *testing.T) {
+	res := callreport.Result{Scenario: "srtp", Level: 20, DurationS: 10}
+	fillCalls(&res, sipload.Result{Completed: 19, Failed: 1, DTLS: &sipload.DTLSStats{Completed: 19, Failed: 1,
+		Median: 3456 * time.Microsecond, P99: 12 * time.Millisecond, Max: 40 * time.Millisecond, PerSec: 9.876, PeakPerSec: 11,
+		Errors: map[string]int{"timeout": 1}, FirstError: "dtls handshake timed out", DecryptFailures: 3}}, sipload.UASResult{})
+	if res.DTLSHandshakes != 19 || res.DTLSFailed != 1 || res.DTLSMedianMs != 3.456 || res.DTLSP99Ms != 12 ||
+		res.DTLSMaxMs != 40 || res.DTLSPerSec != 9.88 || res.DTLSPeakPerSec != 11 || res.DTLSErrors["timeout"] != 1 {
+		t.Errorf("handshake figures %+v", res)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	for _, want := range []string{"srtp at 20: 1 DTLS handshakes failed; the first: dtls handshake timed out", "dropped 3 SRTP/SRTCP packets"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes %q lack %q", notes, want)
+		}
+	}
+	plain := callreport.Result{Scenario: "userspace", Level: 20, DurationS: 10}
+	fillCalls(&plain, sipload.Result{Completed: 20}, sipload.UASResult{})
+	if plain.DTLSHandshakes != 0 || plain.DTLSErrors != nil || len(plain.Notes) != 0 {
+		t.Errorf("plain callers: %+v", plain)
+	}
 }

@@ -9,6 +9,7 @@ import (
 // columns follow the JSON fields, with the status codes in one cell.
 var columns = out.JSONColumns(map[string]func(*Result) string{
 	"status_codes": func(r *Result) string { return statusCodes(r.StatusCodes, " ") },
+	"dtls_errors":  func(r *Result) string { return statusCodes(r.DTLSErrors, " ") },
 })
 
 // WriteCSV writes a header and one flat row per result, in the order given:

@@ -13,21 +13,7 @@ func TestWriteCSV(t *testing.T) {
 	rs[0].StatusCodes = map[string]int{"487": 1, "200": 499, "timeout": 2}
 	rs[0].Notes = []string{"comma, inside", "quote \" inside"}
 	Derive(rs)
-	var buf bytes.Buffer
-	if err := WriteCSV(&buf, rs); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := csv.NewReader(&buf).ReadAll()
-	if err != nil {
-		t.Fatalf("CSV does not parse back: %v", err)
-	}
-	if len(rows) != len(rs)+1 {
-		t.Fatalf("got %d rows, want header and %d", len(rows), len(rs))
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
+	rows, col := csvRows(t, rs)
 	tests := []struct {
 		row  int
 		name string
@@ -79,4 +65,46 @@ func TestCSVCoversEveryField(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Result](), "")
+}
+
+func TestWriteCSVHandshakes(t *testing.T) {
+	rs := bridgedSet()
+	Derive(rs)
+	rows, col := csvRows(t, rs)
+	for _, c := range []struct {
+		row        int
+		name, want string
+	}{
+		{3, "dtls_errors", "timeout:2"},
+		{3, "dtls_handshakes", "498"},
+		{3, "dtls_p99_ms", "12.25"},
+		{2, "dtls_errors", ""},
+		{2, "dtls_handshakes", "0"},
+	} {
+		if got := rows[c.row][col[c.name]]; got != c.want {
+			t.Errorf("row %d %s = %q, want %q", c.row, c.name, got, c.want)
+		}
+	}
+}
+
+// csvRows writes rs as CSV and reads it back: the rows, header first, and
+// each column's index by name.
+func csvRows(t *testing.T, rs []Result) ([][]string, map[string]int) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := WriteCSV(&buf, rs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatalf("CSV does not parse back: %v", err)
+	}
+	if len(rows) != len(rs)+1 {
+		t.Fatalf("got %d rows, want header and %d", len(rows), len(rs))
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	return rows, col
 }

@@ -5,6 +5,11 @@ package callreport
 // endpoints, what remains above it is the relay's own cost.
 const NoneScenario = "none"
 
+// SRTPScenario is the bridged call: WebRTC callers whose DTLS-SRTP leg
+// sipd's userspace relay terminates, plain RTP toward the callees. It is
+// held to a cost relative to the plain userspace relay.
+const SRTPScenario = "srtp"
+
 // Derive fills the computed fields of rs in place. It first clears them, so
 // running it twice, or after a none result was dropped, leaves no stale
 // relay cost behind.

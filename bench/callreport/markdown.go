@@ -28,6 +28,7 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		writeComparison(&b, all)
 		writePerChannel(&b, all)
 		writeOverhead(&b, all)
+		writeBridged(&b, all)
 		writeTargets(&b, all)
 		writeNotes(&b, all)
 	}
@@ -163,6 +164,30 @@ func writeLevel(b *strings.Builder, level int, rs []*Result) {
 		}
 		return r.Path
 	})
+	if slices.ContainsFunc(rs, hasDTLS) {
+		addRow(m, rs, "DTLS handshakes (ok / failed)", func(r *Result) string {
+			if !hasDTLS(r) {
+				return dash
+			}
+			s := countInt(r.DTLSHandshakes) + " / " + countInt(r.DTLSFailed)
+			if len(r.DTLSErrors) > 0 {
+				s += " (" + statusCodes(r.DTLSErrors, ", ") + ")"
+			}
+			return s
+		})
+		addRow(m, rs, "DTLS handshake (median / p99 / max)", func(r *Result) string {
+			if !hasDTLS(r) {
+				return dash
+			}
+			return fixed(r.DTLSMedianMs, 2) + " / " + fixed(r.DTLSP99Ms, 2) + " / " + ms(r.DTLSMaxMs)
+		})
+		addRow(m, rs, "DTLS handshakes/s (avg / peak 1 s)", func(r *Result) string {
+			if !hasDTLS(r) {
+				return dash
+			}
+			return fixed(r.DTLSPerSec, 1) + " / " + countInt(r.DTLSPeakPerSec)
+		})
+	}
 	writeTable(b, m)
 	if none := find(rs, level, NoneScenario); none != nil {
 		b.WriteString("> With media `none` RTP flows directly between the endpoints; sipd relays nothing.\n\n")
@@ -246,8 +271,8 @@ func writePerChannel(b *strings.Builder, rs []*Result) {
 }
 
 // isKernel reports whether a scenario relays in the kernel: everything
-// but the baseline and the Go relay.
-func isKernel(s string) bool { return s != NoneScenario && s != "userspace" }
+// but the baseline and the Go relay, plain or bridged.
+func isKernel(s string) bool { return s != NoneScenario && s != "userspace" && s != SRTPScenario }
 
 func writeOverhead(b *strings.Builder, rs []*Result) {
 	b.WriteString("### Media proxy overhead summary\n\n")

@@ -111,3 +111,63 @@ func TestWriteMarkdownEmpty(t *testing.T) {
 		t.Errorf("empty report = %q", md)
 	}
 }
+
+// bridgedSet is none, userspace and srtp at 500 calls, and srtp alone at
+// 800. At 500, srtp's sipd costs 1.5× userspace's per call (met) and 2.5×
+// its memory (missed).
+func bridgedSet() []Result {
+	rs := []Result{fixture(NoneScenario, 500, 40), fixture("userspace", 500, 65), fixture(SRTPScenario, 500, 90),
+		fixture(SRTPScenario, 800, 120)}
+	rs[1].SipdCPUSteady, rs[2].SipdCPUSteady = 20, 30
+	rs[2].RSSPeakMB = 20 + 500*25.0/1024
+	for _, i := range []int{2, 3} {
+		rs[i].Mode, rs[i].Datapath, rs[i].Path = "all", "userspace", "userspace"
+		rs[i].DTLSHandshakes, rs[i].DTLSFailed = rs[i].Level-2, 2
+		rs[i].DTLSErrors = map[string]int{"timeout": 2}
+		rs[i].DTLSMedianMs, rs[i].DTLSP99Ms, rs[i].DTLSMaxMs = 3.5, 12.25, 40
+		rs[i].DTLSPerSec, rs[i].DTLSPeakPerSec = 99.5, 104
+	}
+	return rs
+}
+
+func TestWriteMarkdownBridged(t *testing.T) {
+	rs := bridgedSet()
+	Derive(rs)
+	md := renderMarkdown(t, rs)
+	for _, tt := range []struct{ name, want string }{
+		{"order", "| Metric | none | userspace | srtp |"},
+		{"handshakes", "| DTLS handshakes (ok / failed) | – | – | 498 / 2 (timeout:2) |"},
+		{"handshake times", "| DTLS handshake (median / p99 / max) | – | – | 3.50 / 12.25 / 40.00 ms |"},
+		{"handshake rate", "| DTLS handshakes/s (avg / peak 1 s) | – | – | 99.5 / 104 |"},
+		{"bridged header", "| Level | userspace sipd CPU / call | srtp sipd CPU / call | Ratio | userspace memory / call | srtp memory / call | Ratio | srtp relay cost / call (vs none) |"},
+		{"bridged row", "| 500 | 0.0400% | 0.0600% | 1.50× | 10.0 KB | 25.0 KB | 2.50× | 0.1000% |"},
+		{"cpu target met", "| srtp sipd CPU per call ≤ 2× userspace's | 500 | 1.50× (0.0600% vs 0.0400%) | met |"},
+		{"memory target missed", "| srtp sipd memory per call ≤ 2× userspace's | 500 | 2.50× (25.0 KB vs 10.0 KB) | missed by 0.50× |"},
+		{"plain memory target leaves srtp out", "| sipd memory ≤ 20 KB per call above idle | 500 | worst 10.0 KB (none) | met |"},
+	} {
+		if !strings.Contains(md, tt.want) {
+			t.Errorf("%s: report lacks %q", tt.name, tt.want)
+		}
+	}
+	for _, absent := range []string{
+		"| 800 | 0.",                                         // no bridged row without userspace at the level
+		"srtp at least 5× cheaper", "| 500 | 0.0500% | srtp", // srtp is not a kernel path
+		"| sipd memory ≤ 20 KB per call above idle | 800", // srtp alone: no plain memory row
+		"| srtp sipd CPU per call ≤ 2× userspace's | 800",
+	} {
+		if strings.Contains(md, absent) {
+			t.Errorf("report has %q", absent)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+	// Plain scenarios' reports keep their tables: no handshake rows, no
+	// bridged section.
+	plain := renderMarkdown(t, func() []Result { rs := fixtureSet(); Derive(rs); return rs }())
+	for _, absent := range []string{"DTLS", "Bridged calls", "srtp"} {
+		if strings.Contains(plain, absent) {
+			t.Errorf("a report without srtp has %q", absent)
+		}
+	}
+}

@@ -12,9 +12,10 @@ import (
 var scenarioRank = map[string]int{
 	NoneScenario: 0,
 	"userspace":  1,
-	"xdp":        2,
-	"xdp-native": 3,
-	"tc":         4,
+	SRTPScenario: 2,
+	"xdp":        3,
+	"xdp-native": 4,
+	"tc":         5,
 }
 
 func rank(s string) int {

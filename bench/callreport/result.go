@@ -11,7 +11,7 @@ import "time"
 // reference's ps-based figures. Fields that a scenario cannot have (the
 // relay's cost in the none scenario, BPF figures on userspace) are nil.
 type Result struct {
-	Scenario string    `json:"scenario"` // none, userspace, xdp, xdp-native, tc
+	Scenario string    `json:"scenario"` // none, userspace, srtp, xdp, xdp-native, tc
 	Level    int       `json:"level"`    // target concurrency: --total
 	Command  string    `json:"command"`  // the bench command line that produced it
 	Time     time.Time `json:"time"`
@@ -77,6 +77,20 @@ type Result struct {
 	SipdCPUPerCallPct  float64  `json:"sipd_cpu_per_call_pct"`  // SipdCPUPeak / CallsPeak, as the reference
 	RelayCPUPerCallPct *float64 `json:"relay_cpu_per_call_pct"` // RelayCPU / SteadyCalls
 	MemPerCallKB       float64  `json:"mem_per_call_kb"`        // (RSSPeak − RSSIdle) / CallsPeak
+
+	// The WebRTC callers' DTLS-SRTP handshakes with the relay (scenario
+	// srtp; absent otherwise): per call from the 200 OK to ICE and DTLS
+	// done at the caller; the rate they completed at, first to last, and
+	// the most done within one second; failures by kind (ice, timeout,
+	// fingerprint, alert, ended, other).
+	DTLSHandshakes int            `json:"dtls_handshakes,omitempty"`
+	DTLSFailed     int            `json:"dtls_failed,omitempty"`
+	DTLSMedianMs   float64        `json:"dtls_median_ms,omitempty"`
+	DTLSP99Ms      float64        `json:"dtls_p99_ms,omitempty"`
+	DTLSMaxMs      float64        `json:"dtls_max_ms,omitempty"`
+	DTLSPerSec     float64        `json:"dtls_per_sec,omitempty"`
+	DTLSPeakPerSec int            `json:"dtls_peak_per_sec,omitempty"`
+	DTLSErrors     map[string]int `json:"dtls_errors,omitempty"`
 
 	// The BPF program over the steady window, with kernel.bpf_stats_enabled.
 	BPFNsPerPkt *float64 `json:"bpf_ns_per_pkt,omitempty"`

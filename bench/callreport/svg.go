@@ -12,6 +12,7 @@ import (
 var scenarioColor = map[string]string{
 	NoneScenario: "#7f7f7f",
 	"userspace":  "#d62728",
+	SRTPScenario: "#ff7f0e",
 	"xdp":        "#1f77b4",
 	"xdp-native": "#2ca02c",
 	"tc":         "#9467bd",

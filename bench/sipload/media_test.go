@@ -202,5 +202,13 @@ func FuzzRTPDemux(f *testing.F) {
 		for _, s := range uac.streams {
 			s.totals()
 		}
+		// The WebRTC caller's decrypted packets, on a leg up and one not yet.
+		m := &srtpMedia{}
+		up := &srtpLeg{started: true, s: stream{ssrc: 1, start: now.Add(-time.Second), next: 50, tx: 50}}
+		for _, l := range []*srtpLeg{up, {s: stream{ssrc: 1}}} {
+			m.onRTP(l, data, now)
+			m.onRTCP(l, data, now)
+			l.s.totals()
+		}
 	})
 }

@@ -9,6 +9,10 @@
 // socket pairs per side shared by all calls (demultiplexed by SSRC), read
 // with recvmmsg and written with sendmmsg from a single media clock, so
 // there is no goroutine and no socket per call or per packet.
+//
+// With SRTP the callers are WebRTC endpoints instead (internal/webrtcpeer,
+// one per call, with its own socket and goroutines, as a browser has),
+// whose handshakes the result reports; the callees stay plain.
 package sipload
 
 import (
@@ -32,6 +36,7 @@ type Config struct {
 	// How long a call may take to be answered, and its BYE to be
 	// answered, before it counts as failed. Zero: 10 s.
 	Timeout time.Duration
+	SRTP    bool // WebRTC callers (UACConfig.SRTP)
 }
 
 // Result is what a run measured.
@@ -55,6 +60,7 @@ type Result struct {
 	RTTCalls             int           // completed calls with at least one RTT sample
 	RTCPTX, RTCPRX       uint64        // RTCP packets, all sides (RunUAC: the caller's only)
 	Elapsed              time.Duration
+	DTLS                 *DTLSStats `json:",omitempty"` // the callers' handshakes, with SRTP
 }
 
 // UACUser is the caller's user name.
@@ -96,7 +102,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, uerr
 	}
 	res, err := RunUAC(ctx, UACConfig{Proxy: cfg.Proxy, Domain: cfg.Domain, Password: cfg.Password,
-		UASCount: cfg.UASCount, Total: cfg.Total, CPS: cfg.CPS, Duration: cfg.Duration, Timeout: cfg.Timeout})
+		UASCount: cfg.UASCount, Total: cfg.Total, CPS: cfg.CPS, Duration: cfg.Duration, Timeout: cfg.Timeout, SRTP: cfg.SRTP})
 	stopUAS()
 	<-done
 	res.UASRX = ures.RTPRX

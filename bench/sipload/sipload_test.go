@@ -55,14 +55,17 @@ func startSipd(t *testing.T, ctx context.Context, mode string, uasCount int) *si
 // runCalls places calls calls of 2 s through sipd at proxy, answered by
 // uas callees, and checks every call completed with RTP echoed without
 // loss and RTCP round trips measured.
-func runCalls(t *testing.T, ctx context.Context, proxy netip.AddrPort, uas, calls int) Result {
+func runCalls(t *testing.T, ctx context.Context, proxy netip.AddrPort, uas, calls int, srtp bool) Result {
 	t.Helper()
 	res, err := Run(ctx, Config{Proxy: proxy, Password: "secret", UASCount: uas, Total: calls, CPS: 20,
-		Duration: 2 * time.Second, Timeout: 5 * time.Second})
+		Duration: 2 * time.Second, Timeout: 5 * time.Second, SRTP: srtp})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", res)
+	if (res.DTLS != nil) != srtp {
+		t.Errorf("handshake figures %+v with SRTP %v", res.DTLS, srtp)
+	}
 	if res.Completed != calls || res.Failed != 0 {
 		t.Errorf("completed %d, failed %d of %d; codes %v", res.Completed, res.Failed, calls, res.Codes)
 	}
@@ -107,7 +110,7 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	const calls = 10
-	res := runCalls(t, ctx, d.SIP, 2, calls)
+	res := runCalls(t, ctx, d.SIP, 2, calls, false)
 	after, err := d.Health(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +124,37 @@ func TestCallsThroughUserspaceRelay(t *testing.T) {
 	}
 }
 
+// TestSRTPCallsThroughUserspaceRelay is TestCallsThroughUserspaceRelay
+// with WebRTC callers: each offers UDP/TLS/RTP/SAVPF, sipd's relay answers
+// ICE and DTLS-SRTP on the callers' leg and offers the callees plain RTP.
+// Every handshake must complete and be timed, the RTP must come back
+// decrypted without loss, and RTCP round trips must work through the
+// muxed SRTCP leg.
+func TestSRTPCallsThroughUserspaceRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := startSipd(t, ctx, "all", 2)
+	const calls = 10
+	res := runCalls(t, ctx, d.SIP, 2, calls, true)
+	h := res.DTLS
+	if h == nil {
+		t.Fatal("no handshake figures with SRTP callers")
+	}
+	t.Logf("handshakes %+v", *h)
+	if h.Completed != calls || h.Failed != 0 || len(h.Errors) != 0 {
+		t.Errorf("handshakes: %d done, %d failed %v (%s); want %d done", h.Completed, h.Failed, h.Errors, h.FirstError, calls)
+	}
+	if h.Median <= 0 || h.P99 < h.Median || h.Max < h.P99 || h.Max > 5*time.Second {
+		t.Errorf("handshake times: median %v p99 %v max %v", h.Median, h.P99, h.Max)
+	}
+	if h.DecryptFailures != 0 || h.QueueDrops != 0 {
+		t.Errorf("callers dropped %d packets that did not decrypt and %d they were too slow for", h.DecryptFailures, h.QueueDrops)
+	}
+	if h.PerSec <= 0 || h.PeakPerSec < 1 || h.PeakPerSec > calls {
+		t.Errorf("handshake rate %.1f/s, peak %d in a second", h.PerSec, h.PeakPerSec)
+	}
+}
+
 // TestCallsDirect is the same with media mode none: RTP and RTCP go
 // straight between the two sides' shared socket pairs.
 func TestCallsDirect(t *testing.T) {
@@ -128,7 +162,7 @@ func TestCallsDirect(t *testing.T) {
 	defer cancel()
 	d := startSipd(t, ctx, "none", 3)
 	const calls = 10
-	runCalls(t, ctx, d.SIP, 3, calls)
+	runCalls(t, ctx, d.SIP, 3, calls, false)
 }
 
 // TestPerf runs 2,000 concurrent calls in media mode none and prints the

@@ -31,7 +31,12 @@ type UACConfig struct {
 	MediaAddr  netip.Addr
 	RTPPort    int
 	RTPSockets int
-	Progress   func(Progress) // if set, called about once a second while running
+	// SRTP makes every call a WebRTC caller: a webrtcpeer per call, bound
+	// on MediaAddr, offers UDP/TLS/RTP/SAVPF, and once answered runs ICE
+	// and DTLS-SRTP with the relay and sends its RTP through the SRTP
+	// session. The result then has DTLS.
+	SRTP     bool
+	Progress func(Progress) // if set, called about once a second while running
 }
 
 // Progress is a running UAC's state.
@@ -73,6 +78,7 @@ type call struct {
 	timer    *time.Timer
 	pair     int
 	ssrc     uint32
+	leg      *srtpLeg // with UACConfig.SRTP
 }
 
 type uac struct {
@@ -81,6 +87,7 @@ type uac struct {
 	mediaAddr netip.Addr
 	ua        *ua
 	media     *uacMedia
+	srtp      *srtpMedia // with UACConfig.SRTP
 	ports     []uint16
 	ssrcBase  uint32
 
@@ -96,6 +103,7 @@ type uac struct {
 	rtcpTX, rtcpRX        uint64
 	started, done, failed int
 	active                int
+	dtls                  dtlsLog
 	allDone               chan struct{}
 }
 
@@ -133,11 +141,17 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 		u.ports = append(u.ports, p.port)
 	}
 	u.media = newUACMedia(pairs)
+	bgCtx, stopBG := context.WithCancel(ctx)
+	if cfg.SRTP {
+		u.srtp = newSRTPMedia(bgCtx, u.mediaAddr)
+	}
 
 	var wg sync.WaitGroup
 	wg.Go(func() { readLoop(&u.mu, u.ua, u.onMessage) })
-	bgCtx, stopBG := context.WithCancel(ctx)
 	u.media.run(bgCtx, &wg)
+	if u.srtp != nil {
+		wg.Go(func() { u.srtp.clock(bgCtx) })
+	}
 	begin := time.Now()
 	if cfg.Progress != nil {
 		wg.Go(func() { u.progress(bgCtx, begin) })
@@ -148,6 +162,7 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 		closePairs(pairs)
 		wg.Wait()
 		u.stopTimers()
+		u.closeLegs()
 	}()
 
 	// Calls start on a schedule, not one per tick: a ticker drops ticks
@@ -180,15 +195,41 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 	return u.result(begin), nil
 }
 
+// live sums the packets of the calls still running.
+func (u *uac) live() (tx, rx, rtcpTX, rtcpRX uint64) {
+	tx, rx, rtcpTX, rtcpRX = u.media.live()
+	if u.srtp != nil {
+		t, r, ct, cr := u.srtp.live()
+		tx, rx, rtcpTX, rtcpRX = tx+t, rx+r, rtcpTX+ct, rtcpRX+cr
+	}
+	return tx, rx, rtcpTX, rtcpRX
+}
+
 func (u *uac) progress(ctx context.Context, begin time.Time) {
 	every(ctx, time.Second, func(time.Time) {
-		tx, rx, _, _ := u.media.live()
+		tx, rx, _, _ := u.live()
 		u.mu.Lock()
 		p := Progress{Elapsed: time.Since(begin), Started: u.started, Active: u.active,
 			Completed: u.done - u.failed, Failed: u.failed, TXPackets: u.tx + tx, RXPackets: u.rx + rx}
 		u.mu.Unlock()
 		u.cfg.Progress(p)
 	})
+}
+
+// closeLegs closes the peers of calls that did not end, when the run does,
+// and waits for their readers and handshakes.
+func (u *uac) closeLegs() {
+	if u.srtp == nil {
+		return
+	}
+	u.mu.Lock()
+	for _, c := range u.calls {
+		if c.leg != nil {
+			c.leg.peer.Close()
+		}
+	}
+	u.mu.Unlock()
+	u.srtp.wg.Wait()
 }
 
 func (u *uac) stopTimers() {
@@ -206,6 +247,14 @@ func (u *uac) send(text string) { u.ua.send(u.cfg.Proxy, text) }
 func (u *uac) startCall(n int) error {
 	c := &call{n: n, id: fmt.Sprintf("c%d-%s@sipload", n, randHex(4)), callee: UASUser(n % u.cfg.UASCount),
 		fromTag: randHex(4), cseq: 1, pair: n % len(u.ports), ssrc: u.ssrcBase + uint32(n)}
+	if u.srtp != nil {
+		// Outside the lock: a peer makes its certificate and binds.
+		leg, err := u.srtp.newLeg(c.ssrc)
+		if err != nil {
+			return fmt.Errorf("webrtc caller: %w", err)
+		}
+		c.leg = leg
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.calls[c.id] = c
@@ -218,7 +267,12 @@ func (u *uac) startCall(n int) error {
 func (u *uac) inviteURI(c *call) string { return fmt.Sprintf("sip:%s@%s", c.callee, u.domain) }
 
 func (u *uac) sendInvite(c *call, auth string) error {
-	body := sdp(UACUser, u.mediaAddr, u.ports[c.pair])
+	var body string
+	if c.leg != nil {
+		body = string(c.leg.offer)
+	} else {
+		body = sdp(UACUser, u.mediaAddr, u.ports[c.pair])
+	}
 	msg := fmt.Sprintf("INVITE %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%d;rport\r\n"+
 		"Max-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\nCall-ID: %s\r\n"+
 		"CSeq: %d INVITE\r\nContact: %s\r\n%sContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
@@ -256,7 +310,14 @@ func (u *uac) finish(c *call, ok bool) {
 	if c.answered {
 		u.active--
 	}
-	if t, had := u.media.remove(c.pair, c.ssrc); had {
+	var t streamTotals
+	var had bool
+	if c.leg != nil {
+		t, had = u.srtp.remove(c.leg)
+	} else {
+		t, had = u.media.remove(c.pair, c.ssrc)
+	}
+	if had {
 		u.tx += t.tx
 		u.rx += t.rx
 		u.skipped += t.skipped
@@ -362,7 +423,11 @@ func (u *uac) onInviteFinal(c *call, res *sip.Response) {
 		c.state = stUp
 		c.answered = true
 		u.active++
-		u.media.add(c.pair, c.ssrc, netip.AddrPortFrom(ms[0].Addr, ms[0].Port), now)
+		if c.leg != nil {
+			u.connect(c, res.Body(), now)
+		} else {
+			u.media.add(c.pair, c.ssrc, netip.AddrPortFrom(ms[0].Addr, ms[0].Port), now)
+		}
 		c.timer.Stop()
 		c.timer = time.AfterFunc(u.cfg.Duration, func() { u.hangup(c) })
 	}
@@ -398,7 +463,11 @@ func (u *uac) hangup(c *call) {
 		return
 	}
 	c.state = stDraining
-	u.media.stop(c.pair, c.ssrc)
+	if c.leg != nil {
+		u.srtp.stop(c.leg)
+	} else {
+		u.media.stop(c.pair, c.ssrc)
+	}
 	c.timer = time.AfterFunc(drainWait, func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
@@ -413,7 +482,7 @@ func (u *uac) hangup(c *call) {
 }
 
 func (u *uac) result(begin time.Time) Result {
-	tx, rx, rtcpTX, rtcpRX := u.media.live()
+	tx, rx, rtcpTX, rtcpRX := u.live()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	r := Result{Attempted: u.started, Completed: u.done - u.failed, Failed: u.failed, Codes: map[int]int{},
@@ -447,6 +516,10 @@ func (u *uac) result(begin time.Time) Result {
 	if len(u.rtts) > 0 {
 		r.RTTAvg = avg(u.rtts)
 	}
+	if u.srtp != nil {
+		r.DTLS = u.dtls.stats(begin)
+		r.DTLS.DecryptFailures, r.DTLS.QueueDrops = u.srtp.decryptFailures.Load(), u.srtp.queueDrops.Load()
+	}
 	return r
 }
 
@@ -456,4 +529,27 @@ func avg(ds []time.Duration) time.Duration {
 		sum += d
 	}
 	return sum / time.Duration(len(ds))
+}
+
+// connect runs a WebRTC call's ICE and DTLS-SRTP against the relay's
+// answer, then starts its RTP; mu is held. A call whose handshake fails
+// is failed and hung up, as a browser would.
+func (u *uac) connect(c *call, answer []byte, answeredAt time.Time) {
+	u.srtp.wg.Go(func() {
+		err := c.leg.peer.Connect(u.srtp.ctx, answer)
+		done := time.Now()
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		u.dtls.add(done.Sub(answeredAt), done, err)
+		if c.state != stUp {
+			return
+		}
+		if err != nil {
+			c.cseq++
+			u.inDialog(c, "BYE", c.cseq)
+			u.finish(c, false)
+			return
+		}
+		u.srtp.start(c.leg, done)
+	})
 }

@@ -164,37 +164,20 @@ func (sh *uacShard) tick(now time.Time) {
 		if !s.sending {
 			continue
 		}
-		due := uint64(now.Sub(s.start)/rtpEvery) + 1
-		if due > s.next+maxCatchUp {
-			s.skipped += due - maxCatchUp - s.next
-			s.next = due - maxCatchUp
-		}
-		for ; s.next < due; s.next++ {
+		for due := s.catchUp(now); s.next < due; s.next++ {
 			i := sh.rtpOut.grow(rxBufSize)
-			buf := sh.rtpOut.bufs[i]
-			h := rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(s.next),
-				Timestamp: uint32(s.next * 160), SSRC: s.ssrc}
-			n, err := h.MarshalTo(buf)
+			n, err := s.marshalRTP(sh.rtpOut.bufs[i])
 			if err != nil {
 				sh.rtpOut.n--
 				break
 			}
-			for k := n; k < rtpSize; k++ {
-				buf[k] = payloadByte
-			}
-			sh.rtpOut.setMsg(i, rtpSize, s.peerRTP)
+			sh.rtpOut.setMsg(i, n, s.peerRTP)
 			sh.owners = append(sh.owners, s)
 			s.tx++
 		}
-		if !now.Before(s.nextSR) {
-			sr := rtcp.SenderReport{SSRC: s.ssrc, NTPTime: ntpTime(now),
-				RTPTime:     uint32(now.Sub(s.start) * clockRate / time.Second),
-				PacketCount: uint32(s.tx), OctetCount: uint32(s.tx * (rtpSize - 12))}
-			if b, err := sr.Marshal(); err == nil {
-				sh.rtcpOut.add(b, s.peerRTCP)
-				s.rtcpTX++
-			}
-			s.nextSR = s.nextSR.Add(srEvery)
+		if sr, ok := s.senderReport(now); ok {
+			sh.rtcpOut.add(sr, s.peerRTCP)
+			s.rtcpTX++
 		}
 	}
 	sh.mu.Unlock()
@@ -207,6 +190,46 @@ func (sh *uacShard) tick(now time.Time) {
 		sh.mu.Unlock()
 	}
 	sh.rtcpOut.flush(sh.p.rtcpRC)
+}
+
+// catchUp returns the index after the last packet due by now, first
+// skipping what lies more than maxCatchUp packets behind.
+func (s *stream) catchUp(now time.Time) uint64 {
+	due := uint64(now.Sub(s.start)/rtpEvery) + 1
+	if due > s.next+maxCatchUp {
+		s.skipped += due - maxCatchUp - s.next
+		s.next = due - maxCatchUp
+	}
+	return due
+}
+
+// marshalRTP writes packet s.next, header and G.711-sized payload, into
+// buf and returns its length.
+func (s *stream) marshalRTP(buf []byte) (int, error) {
+	h := rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(s.next),
+		Timestamp: uint32(s.next * 160), SSRC: s.ssrc}
+	n, err := h.MarshalTo(buf)
+	if err != nil {
+		return 0, err
+	}
+	for k := n; k < rtpSize; k++ {
+		buf[k] = payloadByte
+	}
+	return rtpSize, nil
+}
+
+// senderReport is s's sender report when one is due by now; the next one
+// is then due srEvery later, whether or not this one is sent.
+func (s *stream) senderReport(now time.Time) ([]byte, bool) {
+	if now.Before(s.nextSR) {
+		return nil, false
+	}
+	s.nextSR = s.nextSR.Add(srEvery)
+	sr := rtcp.SenderReport{SSRC: s.ssrc, NTPTime: ntpTime(now),
+		RTPTime:     uint32(now.Sub(s.start) * clockRate / time.Second),
+		PacketCount: uint32(s.tx), OctetCount: uint32(s.tx * (rtpSize - 12))}
+	b, err := sr.Marshal()
+	return b, err == nil
 }
 
 // readRTP counts each echo against its call, by SSRC.
@@ -233,18 +256,23 @@ func (sh *uacShard) onRTP(data []byte, now time.Time) {
 		sh.strayRTP++
 		return
 	}
+	s.echoed(&sh.hdr, now)
+}
+
+// echoed accounts one of s's packets coming back, by its header.
+func (s *stream) echoed(h *rtp.Header, now time.Time) {
 	s.rx++
 	if s.next == 0 {
 		return
 	}
-	idx, ok := extend(s.next-1, sh.hdr.SequenceNumber)
+	idx, ok := extend(s.next-1, h.SequenceNumber)
 	if !ok || idx >= s.next {
 		return // not a packet this call sent
 	}
 	s.seen.add(idx)
-	// Arrival time is when the batch was read; the reader's own delay
+	// Arrival time is when the packet was read; the reader's own delay
 	// shows up as jitter, which errs on the side of reporting more.
-	s.jit.update(arrivalUnits(now, s.start), sh.hdr.Timestamp)
+	s.jit.update(arrivalUnits(now, s.start), h.Timestamp)
 }
 
 // demux parses an RTP header and finds its call; mu is held.
@@ -300,14 +328,19 @@ func (sh *uacShard) onRTCP(data []byte, now time.Time) {
 				s.rtcpRX++
 				matched = true
 			}
-			if rtt, ok := rttFrom(now, rr.LastSenderReport, rr.Delay); ok {
-				s.rttSum += rtt
-				s.rttN++
-				s.rttMax = max(s.rttMax, rtt)
-			}
+			s.report(rr, now)
 		}
 	}
 	if !matched {
 		sh.strayRTCP++
+	}
+}
+
+// report takes the round trip from a reception report about s.
+func (s *stream) report(rr rtcp.ReceptionReport, now time.Time) {
+	if rtt, ok := rttFrom(now, rr.LastSenderReport, rr.Delay); ok {
+		s.rttSum += rtt
+		s.rttN++
+		s.rttMax = max(s.rttMax, rtt)
 	}
 }
