@@ -180,3 +180,49 @@ func TestWebSocketWebRTCCall(t *testing.T) {
 		t.Errorf("flows after BYE: %+v", flows)
 	}
 }
+
+// TestWebSocketWebRTCBadFingerprint: a browser whose DTLS certificate does
+// not match the fingerprint in its offer loses the call: sipd sends both
+// sides a BYE whose Reason says the SRTP leg failed (cause 488), and no
+// flow is left. Media never flows in the clear.
+func TestWebSocketWebRTCBadFingerprint(t *testing.T) {
+	s := startWS(t, "all", 0)
+	peer, err := webrtcpeer.New(webrtcpeer.Config{WrongFingerprint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
+	ws.Register("alice", "localhost", "alicepw")
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := sipua.New(t, c, s.SIPAddr("udp"))
+	udp.Register("bob", "localhost", "bobpw")
+	d := sipua.Establish(ws, udp, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw",
+		Offer: string(peer.Offer()), Answer: sipua.SDP(netip.MustParseAddrPort("127.0.0.1:40002"))})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := peer.Connect(ctx, d.Answer.Body()); err == nil {
+		t.Fatal("DTLS completed with a certificate that does not match the offer's fingerprint")
+	}
+	for _, side := range []struct {
+		name string
+		ua   *sipua.UA
+	}{{"phone", udp}, {"browser", ws}} {
+		bye := side.ua.WaitRequest("BYE", 5*time.Second)
+		if bye == nil {
+			t.Fatalf("the %s got no BYE after the failed DTLS leg", side.name)
+		}
+		if r := bye.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), "cause=488") || !strings.Contains(r.Value(), "srtp leg failed") {
+			t.Errorf("the %s's BYE has Reason %v, want cause 488 and the failed SRTP leg", side.name, r)
+		}
+		side.ua.Respond(bye, 200, "OK", "", "")
+	}
+	var flows []wire.FlowJSON
+	s.GetJSON("/flows", &flows)
+	if len(flows) != 0 {
+		t.Errorf("flows after the failed call: %+v", flows)
+	}
+}

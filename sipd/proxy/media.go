@@ -8,6 +8,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/relay"
 	"sipxdp/sipd/media"
 )
 
@@ -31,7 +32,13 @@ func (p *Proxy) MediaEnded(e media.Ended) {
 	if inv == nil || ok == nil || p.stopped.Load() {
 		return
 	}
-	reason := sip.NewHeader("Reason", `SIP;cause=408;text="`+e.Reason+`"`)
+	// A failed crypto leg is a media negotiation that did not work out
+	// (488); silence is a timeout (408). The text is the engine's, quoted.
+	cause := "408"
+	if relay.IsLegFailure(e.Reason) {
+		cause = "488"
+	}
+	reason := sip.NewHeader("Reason", `SIP;cause=`+cause+`;text="`+strings.NewReplacer(`"`, "'", `\`, "/", "\r", " ", "\n", " ").Replace(e.Reason)+`"`)
 	var seq uint32 = byeCSeqStep
 	if c := inv.CSeq(); c != nil {
 		seq += c.SeqNo
