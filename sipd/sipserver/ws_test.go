@@ -72,20 +72,29 @@ func TestWSCalls(t *testing.T) {
 		loop        netip.Addr
 		wsCalls     bool // the ws UA calls; else the UDP UA does
 		calleeHangs bool // the callee sends the BYE
+		// jssip: the ws UA's Contact says transport=ws whatever the
+		// transport, as JsSIP's does.
+		jssip bool
 	}{
-		{"ws", v4, true, false},
-		{"ws", v4, false, false},
-		{"ws", v4, true, true},
-		{"ws", v4, false, true},
-		{"wss", v4, true, false},
-		{"wss", v4, false, true},
-		{"ws", v6, true, true},
-		{"wss", v6, false, false},
+		{"ws", v4, true, false, false},
+		{"ws", v4, false, false, false},
+		{"ws", v4, true, true, false},
+		{"ws", v4, false, true, false},
+		{"wss", v4, true, false, false},
+		{"wss", v4, false, true, false},
+		{"ws", v6, true, true, false},
+		{"wss", v6, false, false, false},
+		{"wss", v4, true, true, true},
+		{"wss", v4, true, false, true},
+		{"wss", v4, false, true, true},
 	}
 	for _, tc := range cases {
-		name := fmt.Sprintf("%s/%s/wsCalls=%v/calleeHangs=%v", tc.transport, tc.loop, tc.wsCalls, tc.calleeHangs)
+		name := fmt.Sprintf("%s/%s/wsCalls=%v/calleeHangs=%v/jssip=%v", tc.transport, tc.loop, tc.wsCalls, tc.calleeHangs, tc.jssip)
 		t.Run(name, func(t *testing.T) {
 			w := newWSSetup(t, tc.transport, tc.loop)
+			if tc.jssip {
+				w.ws.ContactTransport = "ws"
+			}
 			caller, callee, from, to, pw := w.udp, w.ws, "bob", "alice", "bobpw"
 			if tc.wsCalls {
 				caller, callee, from, to, pw = w.ws, w.udp, "alice", "bob", "alicepw"
