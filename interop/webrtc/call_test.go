@@ -159,25 +159,16 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 		t.Fatal(err)
 	}
 	defer rtpConn.Close()
-	const toTag = "bob-tag"
 	e.bob.Respond(inv, 200, "OK", toTag, sipua.SDP(rtpAddr))
 	phone := rtpphone.Start(rtpConn, relayForBob, toneHz)
 	defer phone.Stop()
-
-	var accepted struct{ SDP string }
-	if err := e.page.Await(10*time.Second, []string{"accepted"}, "failed", "ended").Decode(&accepted); err != nil {
-		t.Fatal(err)
+	answer := e.confirm(t)
+	if err := webrtcAnswer(answer); err != nil {
+		t.Fatalf("the 200 OK the browser got: %v\n%s", err, answer)
 	}
-	if err := webrtcAnswer(accepted.SDP); err != nil {
-		t.Fatalf("the 200 OK the browser got: %v\n%s", err, accepted.SDP)
-	}
-	relayForBrowser, err := mediaAddr(accepted.SDP)
+	relayForBrowser, err := mediaAddr(answer)
 	if err != nil {
-		t.Fatalf("the 200 OK the browser got: %v\n%s", err, accepted.SDP)
-	}
-	e.page.Await(5*time.Second, []string{"confirmed"}, "failed", "ended")
-	if e.bob.WaitRequest(sip.ACK, 5*time.Second) == nil {
-		t.Fatal("bob got no ACK")
+		t.Fatalf("the 200 OK the browser got: %v\n%s", err, answer)
 	}
 
 	// The browser hears bob: inbound audio with energy, still growing a
@@ -223,32 +214,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 		t.Errorf("/flows shows no flow for call %s while it is up", callID)
 	}
 
-	if browserHangsUp {
-		e.page.Command("hangup", nil)
-		bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
-		if bye == nil {
-			t.Fatal("bob got no BYE from the browser")
-		}
-		e.bob.Respond(bye, 200, "OK", "", "")
-		var ended struct{ Originator string }
-		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
-		if ended.Originator != "local" {
-			t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
-		}
-	} else {
-		from := inv.From()
-		e.bob.Send(e.bob.Request(sipua.Msg{Method: "BYE", RURI: sipua.ContactURI(inv), From: "sip:bob@" + domain, FromTag: toTag,
-			To: from.Address.String(), ToTag: from.Params.GetOr("tag", ""), CallID: callID, CSeq: 1,
-			Headers: sipua.RouteSet(inv.GetHeaders("Record-Route"), false)}))
-		var ended struct{ Originator string }
-		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
-		if ended.Originator != "remote" {
-			t.Errorf("call ended by %q, want remote (bob's BYE)", ended.Originator)
-		}
-		if r := e.bob.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
-			t.Fatalf("bob's BYE: answer %v", r)
-		}
-	}
+	e.hangup(t, inv, browserHangsUp)
 	phone.Stop()
 	var left []flowJSON
 	deadline = time.Now().Add(5 * time.Second)
@@ -257,6 +223,56 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	}
 	if len(left) > 0 {
 		t.Errorf("flows left after the BYE of call %s: %+v", callID, left)
+	}
+}
+
+// toTag is bob's tag in every dialog.
+const toTag = "bob-tag"
+
+// confirm waits, after bob's 200, for the browser to accept the call and
+// send the ACK, and for bob to get it; it returns the SDP of the 200 as
+// the browser got it.
+func (e *callEnv) confirm(t *testing.T) string {
+	t.Helper()
+	var accepted struct{ SDP string }
+	if err := e.page.Await(10*time.Second, []string{"accepted"}, "failed", "ended").Decode(&accepted); err != nil {
+		t.Fatal(err)
+	}
+	e.page.Await(5*time.Second, []string{"confirmed"}, "failed", "ended")
+	if e.bob.WaitRequest(sip.ACK, 5*time.Second) == nil {
+		t.Fatal("bob got no ACK")
+	}
+	return accepted.SDP
+}
+
+// hangup ends the call of inv with a BYE from the browser or from bob
+// and checks the other side gets it and the browser sees the call end.
+func (e *callEnv) hangup(t *testing.T, inv *sip.Request, browserHangsUp bool) {
+	t.Helper()
+	var ended struct{ Originator string }
+	if browserHangsUp {
+		e.page.Command("hangup", nil)
+		bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
+		if bye == nil {
+			t.Fatal("bob got no BYE from the browser")
+		}
+		e.bob.Respond(bye, 200, "OK", "", "")
+		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
+		if ended.Originator != "local" {
+			t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
+		}
+		return
+	}
+	callID, from := inv.CallID().Value(), inv.From()
+	e.bob.Send(e.bob.Request(sipua.Msg{Method: "BYE", RURI: sipua.ContactURI(inv), From: "sip:bob@" + domain, FromTag: toTag,
+		To: from.Address.String(), ToTag: from.Params.GetOr("tag", ""), CallID: callID, CSeq: 1,
+		Headers: sipua.RouteSet(inv.GetHeaders("Record-Route"), false)}))
+	e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
+	if ended.Originator != "remote" {
+		t.Errorf("call ended by %q, want remote (bob's BYE)", ended.Originator)
+	}
+	if r := e.bob.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
+		t.Fatalf("bob's BYE: answer %v", r)
 	}
 }
 

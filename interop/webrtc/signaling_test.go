@@ -1,6 +1,9 @@
 package webrtc
 
 import (
+	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,8 +14,11 @@ import (
 // none, which needs nothing of the relay: JsSIP registers over ws and
 // over wss (the test's self-signed certificate), its INVITE reaches bob
 // on UDP with the browser's WebRTC offer passed through unchanged, and
-// bob's 486 reaches the browser. A failure here is the SIP layer's, not
-// the relay's.
+// bob's 486 reaches the browser. Then two calls that bob answers with a
+// WebRTC answer of its own (media never connects: bob has no ICE or
+// DTLS) end with a BYE from the browser and from bob. A failure here is
+// the SIP layer's, not the relay's; TestBrowserCallsPhone makes the same
+// moves with media.
 func TestBrowserSignaling(t *testing.T) {
 	for _, transport := range []string{"ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
@@ -47,6 +53,46 @@ func TestBrowserSignaling(t *testing.T) {
 			if failed.Status != 486 {
 				t.Errorf("the browser's call failed with %+v, want status 486", failed)
 			}
+
+			for _, browserHangsUp := range []bool{true, false} {
+				inv := e.invite(t)
+				e.bob.Respond(inv, 200, "OK", toTag, fakeWebRTCAnswer(string(inv.Body()), netip.AddrPortFrom(e.tp.V4.Callee, bobRTP)))
+				if answer := e.confirm(t); webrtcAnswer(answer) != nil {
+					t.Errorf("bob's answer changed on the way: %v\n%s", webrtcAnswer(answer), answer)
+				}
+				e.hangup(t, inv, browserHangsUp)
+			}
 		})
 	}
+}
+
+// fakeWebRTCAnswer answers a browser's audio offer as a WebRTC endpoint
+// at addr would, well formed enough for Chromium to accept, with made-up
+// ICE credentials and fingerprint: nothing will answer its ICE checks.
+func fakeWebRTCAnswer(offer string, addr netip.AddrPort) string {
+	mid := "0"
+	for _, l := range sdpLines(offer) {
+		if m, ok := strings.CutPrefix(l, "a=mid:"); ok {
+			mid = m
+			break
+		}
+	}
+	fp := strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
+	return fmt.Sprintf(`v=0
+o=- 1 1 IN IP4 %[1]s
+s=-
+t=0 0
+a=group:BUNDLE %[3]s
+m=audio %[2]d UDP/TLS/RTP/SAVPF 0
+c=IN IP4 %[1]s
+a=mid:%[3]s
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+a=rtcp-mux
+a=ice-ufrag:bobufrag
+a=ice-pwd:bobpasswordbobpassword
+a=fingerprint:sha-256 %[4]s
+a=setup:active
+a=candidate:1 1 udp 2130706431 %[1]s %[2]d typ host
+`, addr.Addr(), addr.Port(), mid, fp)
 }
