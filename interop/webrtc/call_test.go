@@ -373,9 +373,11 @@ func plainOffer(sdp string) error {
 }
 
 // webrtcAnswer checks an answer is one a browser takes: DTLS-SRTP with
-// ICE credentials, a fingerprint and a setup role.
+// ICE credentials, a fingerprint and a setup role. RTP/SAVPF with a
+// fingerprint is DTLS-SRTP too (RFC 5764's older spelling, which
+// rtpengine's RTP/SAVPF flag names and Chromium accepts).
 func webrtcAnswer(sdp string) error {
-	if p := audioProfile(sdp); p != "UDP/TLS/RTP/SAVPF" {
+	if p := audioProfile(sdp); p != "UDP/TLS/RTP/SAVPF" && p != "RTP/SAVPF" {
 		return fmt.Errorf("audio profile %q, want UDP/TLS/RTP/SAVPF", p)
 	}
 	for _, a := range []string{"a=ice-ufrag:", "a=ice-pwd:", "a=candidate:", "a=fingerprint:", "a=setup:", "a=rtcp-mux"} {

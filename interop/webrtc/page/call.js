@@ -115,7 +115,8 @@ function register() {
     sockets: [socket],
     uri: 'sip:' + params.get('user') + '@' + params.get('domain'),
     password: params.get('password'),
-    register: true,
+    // register=0: no registrar (the Kamailio test routes by config).
+    register: params.get('register') !== '0',
     register_expires: 600,
     session_timers: false,
   });
