@@ -77,7 +77,7 @@ for svc in kamailio prometheus; do
 	fi
 done
 # JsSIP for the WebRTC tests, exactly as package-lock.json pins it;
-# postinstall bundles it for the browser (interop/webrtc/build/jssip.js).
+# postinstall bundles it for the browser (into build/ there).
 webrtc="$(dirname "$0")/../interop/webrtc"
 (cd "$webrtc" && npm ci --no-audit --no-fund --loglevel=error) || {
 	echo "install-deps: npm ci in interop/webrtc failed" >&2

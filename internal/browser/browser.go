@@ -17,7 +17,6 @@ package browser
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,7 +232,7 @@ func Open(t testing.TB, c Config) *Page {
 		p.stop()
 		if t.Failed() {
 			t.Logf("page console and events:\n%s", p.Transcript(80))
-			t.Logf("chromium log %s, last lines:\n%s", p.logPath, tail(p.logPath, 40))
+			t.Logf("chromium log %s, last lines:\n%s", p.logPath, TailFile(p.logPath, 40))
 		}
 	})
 	return p
@@ -413,20 +412,8 @@ func (p *Page) Exited() bool {
 	}
 }
 
-// Wait is a helper for polling page state: cond every 100 ms until it
-// holds, else the test fails after timeout with what and detail().
-func (p *Page) Wait(ctx context.Context, timeout time.Duration, what string, cond func() bool, detail func() string) {
-	p.t.Helper()
-	end := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(end) || ctx.Err() != nil {
-			p.t.Fatalf("timed out after %v waiting for %s\n%s", timeout, what, detail())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func tail(path string, n int) string {
+// TailFile is the last n lines of a log file, for a failure message.
+func TailFile(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()

@@ -194,7 +194,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	// microphone's beeps (every 500 ms) in it.
 	var rec rtpphone.Recording
 	deadline := time.Now().Add(5 * time.Second)
-	for rec = phone.Recording(); rec.Loud < 3 && time.Now().Before(deadline); rec = phone.Recording() {
+	for rec = phone.Recording(); (rec.Loud < 3 || rec.Packets < 50) && time.Now().Before(deadline); rec = phone.Recording() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("call %d, bob: %v", e.calls, rec)

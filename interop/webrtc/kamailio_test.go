@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"sipxdp/internal/browser"
 	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdtest"
 	"sipxdp/internal/sipua"
@@ -153,7 +154,7 @@ func startKamailio(t *testing.T, tp *netns.Topo, bin string, fill map[string]str
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("kamailio log %s, last lines:\n%s", logPath, tailFile(logPath, 60))
+			t.Logf("kamailio log %s, last lines:\n%s", logPath, browser.TailFile(logPath, 60))
 		}
 	})
 
@@ -166,11 +167,11 @@ func startKamailio(t *testing.T, tp *netns.Topo, bin string, fill map[string]str
 	for i := 0; ; i++ {
 		select {
 		case <-done:
-			t.Fatalf("kamailio exited: %v\n%s", cmd.ProcessState, tailFile(logPath, 40))
+			t.Fatalf("kamailio exited: %v\n%s", cmd.ProcessState, browser.TailFile(logPath, 40))
 		default:
 		}
 		if i == 50 {
-			t.Fatalf("kamailio did not answer OPTIONS in 5 s\n%s", tailFile(logPath, 40))
+			t.Fatalf("kamailio did not answer OPTIONS in 5 s\n%s", browser.TailFile(logPath, 40))
 		}
 		ua.Send(ua.Request(sipua.Msg{Method: "OPTIONS", RURI: "sip:" + fill["{{UDP}}"], From: "sip:probe@" + domain,
 			To: "sip:" + fill["{{UDP}}"], CallID: fmt.Sprintf("probe-%d", i), CSeq: i + 1}))
@@ -178,13 +179,4 @@ func startKamailio(t *testing.T, tp *netns.Topo, bin string, fill map[string]str
 			return
 		}
 	}
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(ls[max(0, len(ls)-n):], "\n")
 }
