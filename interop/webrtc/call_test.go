@@ -113,6 +113,20 @@ func (e *callEnv) invite(t *testing.T) *sip.Request {
 	return inv
 }
 
+// TestPhoneCallsBrowser is TestBrowserCallsPhone the other way round:
+// bob calls the browser registered over ws or wss with a plain RTP/AVP
+// offer, the relay offers the browser DTLS-SRTP with ICE, the browser
+// answers, and the same media, BYE and /flows checks pass.
+func TestPhoneCallsBrowser(t *testing.T) {
+	for _, transport := range []string{"ws", "wss"} {
+		t.Run(transport, func(t *testing.T) {
+			e := newCallEnv(t, "all", transport)
+			e.callBrowser(t, true)
+			e.callBrowser(t, false)
+		})
+	}
+}
+
 // TestBrowserCallsPhone: Chromium with JsSIP registers to sipd over ws
 // (and over wss with the test's self-signed certificate) and calls bob, a
 // plain-RTP phone on UDP, with media.mode all. The call is answered; bob
@@ -142,7 +156,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	offer := string(inv.Body())
 	// bob speaks plain RTP: the relay offers it RTP/AVP with PCMU and no
 	// WebRTC attributes, and sends from the address it announces.
-	if err := plainOffer(offer); err != nil {
+	if err := plainSDP(offer); err != nil {
 		t.Fatalf("the INVITE bob got: %v\n%s", err, offer)
 	}
 	relayForBob, err := mediaAddr(offer)
@@ -163,7 +177,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	phone := rtpphone.Start(rtpConn, relayForBob, toneHz)
 	defer phone.Stop()
 	answer := e.confirm(t)
-	if err := webrtcAnswer(answer); err != nil {
+	if err := webrtcSDP(answer); err != nil {
 		t.Fatalf("the 200 OK the browser got: %v\n%s", err, answer)
 	}
 	relayForBrowser, err := mediaAddr(answer)
@@ -171,6 +185,120 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 		t.Fatalf("the 200 OK the browser got: %v\n%s", err, answer)
 	}
 
+	e.checkMedia(t, callID, phone, relayForBob, relayForBrowser)
+	e.hangup(t, inv, browserHangsUp)
+	phone.Stop()
+	e.flowsGone(t, callID)
+}
+
+// callBrowser makes one call from bob to the browser with media and ends
+// it by a BYE from the browser or from bob.
+func (e *callEnv) callBrowser(t *testing.T, browserHangsUp bool) {
+	t.Helper()
+	e.calls++
+	rtpAddr := netip.AddrPortFrom(e.tp.V4.Callee, uint16(bobRTP+2*e.calls))
+	rtpConn, err := e.tp.Callee.ListenUDP(rtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rtpConn.Close()
+	offer, d := e.dialBrowser(t, sipua.SDP(rtpAddr))
+	if err := webrtcSDP(offer); err != nil {
+		t.Fatalf("the INVITE the browser got: %v\n%s", err, offer)
+	}
+	relayForBrowser, err := mediaAddr(offer)
+	if err != nil {
+		t.Fatalf("the INVITE the browser got: %v\n%s", err, offer)
+	}
+	answer := string(d.Answer.Body())
+	if err := plainSDP(answer); err != nil {
+		t.Fatalf("the 200 OK bob got: %v\n%s", err, answer)
+	}
+	relayForBob, err := mediaAddr(answer)
+	if err != nil {
+		t.Fatalf("the 200 OK bob got: %v\n%s", err, answer)
+	}
+	if relayForBob.Addr() != e.relay || relayForBob.Port() < relayPortMin || relayForBob.Port() > relayPortMax {
+		t.Fatalf("the 200 OK bob got points at %v, want the relay %v port %d-%d\n%s", relayForBob, e.relay, relayPortMin, relayPortMax, answer)
+	}
+	phone := rtpphone.Start(rtpConn, relayForBob, toneHz)
+	defer phone.Stop()
+	e.checkMedia(t, d.Ack.CallID, phone, relayForBob, relayForBrowser)
+	e.hangupBrowser(t, d, browserHangsUp)
+	phone.Stop()
+	e.flowsGone(t, d.Ack.CallID)
+}
+
+// dialBrowser has bob call alice, the browser, with offer (answering
+// sipd's challenge), has the browser answer when its INVITE arrives, and
+// acknowledges the 200. It returns the SDP of the INVITE as the browser
+// got it, and the dialog as bob sees it.
+func (e *callEnv) dialBrowser(t *testing.T, offer string) (string, *sipua.Dialog) {
+	t.Helper()
+	callID := fmt.Sprintf("bob-calls-%d-%d", e.calls, time.Now().UnixNano())
+	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@" + domain, From: "sip:bob@" + domain, To: "sip:alice@" + domain,
+		CallID: callID, CSeq: 1, Body: offer}
+	if r := e.bob.Authenticated(inv, "bob", bobPW); r != nil && r.StatusCode >= 300 {
+		t.Fatalf("bob's INVITE: %d %s", r.StatusCode, r.Reason)
+	}
+	var incoming struct{ SDP string }
+	if err := e.page.Await(10*time.Second, []string{"incoming"}).Decode(&incoming); err != nil {
+		t.Fatal(err)
+	}
+	e.page.Command("answer", nil)
+	var ok *sip.Response
+	for end := time.Now().Add(10 * time.Second); ok == nil || ok.StatusCode < 200; {
+		if ok = e.bob.ResponseTo(callID, time.Until(end)); ok == nil {
+			e.page.Await(time.Second, []string{"never"}, "failed", "ended")
+			t.Fatal("bob got no answer from the browser")
+		}
+	}
+	if ok.StatusCode != 200 {
+		t.Fatalf("the browser answered bob's INVITE with %d %s; the offer it got:\n%s", ok.StatusCode, ok.Reason, incoming.SDP)
+	}
+	ack := sipua.Msg{Method: "ACK", RURI: sipua.ContactURI(ok), From: inv.From, To: inv.To, ToTag: ok.To().Params.GetOr("tag", ""),
+		CallID: callID, CSeq: int(ok.CSeq().SeqNo), Headers: sipua.RouteSet(ok.GetHeaders("Record-Route"), true)}
+	e.bob.Send(e.bob.Request(ack))
+	e.page.Await(5*time.Second, []string{"confirmed"}, "failed", "ended")
+	return incoming.SDP, &sipua.Dialog{Caller: e.bob, Invite: inv, Answer: ok, Ack: ack}
+}
+
+// hangupBrowser ends a call bob made with a BYE from the browser or from
+// bob, and checks the other side gets it and the browser sees the end.
+func (e *callEnv) hangupBrowser(t *testing.T, d *sipua.Dialog, browserHangsUp bool) {
+	t.Helper()
+	var ended struct{ Originator string }
+	if browserHangsUp {
+		e.page.Command("hangup", nil)
+		bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
+		if bye == nil {
+			t.Fatal("bob got no BYE from the browser")
+		}
+		e.bob.Respond(bye, 200, "OK", "", "")
+		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
+		if ended.Originator != "local" {
+			t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
+		}
+		return
+	}
+	bye := d.Ack
+	bye.Method, bye.CSeq = "BYE", d.Ack.CSeq+1
+	e.bob.Send(e.bob.Request(bye))
+	e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
+	if ended.Originator != "remote" {
+		t.Errorf("call ended by %q, want remote (bob's BYE)", ended.Originator)
+	}
+	if r := e.bob.ResponseTo(bye.CallID, 3*time.Second); r == nil || r.StatusCode != 200 {
+		t.Fatalf("bob's BYE: answer %v", r)
+	}
+}
+
+// checkMedia checks both directions of an established call's audio:
+// the browser hears bob's tone from the relay over DTLS-SRTP, and bob
+// hears the browser's beeps as PCMU from the relay. relayForBob and
+// relayForBrowser are the relay's addresses in the SDP each side got.
+func (e *callEnv) checkMedia(t *testing.T, callID string, phone *rtpphone.Phone, relayForBob, relayForBrowser netip.AddrPort) {
+	t.Helper()
 	// The browser hears bob: inbound audio with energy, still growing a
 	// second later, over DTLS-SRTP with the relay.
 	first := e.page.AwaitStats(10*time.Second, "inbound audio with energy from the relay", func(s browser.Stats) bool {
@@ -187,7 +315,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 		t.Errorf("browser sends no PCMU: %v", later)
 	}
 	if p := later.Pair; p == nil || p.Remote.Address != relayForBrowser.Addr().String() || p.Remote.Port != int(relayForBrowser.Port()) {
-		t.Errorf("browser's selected candidate pair %v, want the relay %v (from its answer)", later.Pair, relayForBrowser)
+		t.Errorf("browser's selected candidate pair %v, want the relay %v (from its SDP)", later.Pair, relayForBrowser)
 	}
 
 	// bob hears the browser: PCMU RTP from the relay, with the fake
@@ -213,11 +341,13 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	if fs := e.flows(t, callID); len(fs) == 0 {
 		t.Errorf("/flows shows no flow for call %s while it is up", callID)
 	}
+}
 
-	e.hangup(t, inv, browserHangsUp)
-	phone.Stop()
+// flowsGone waits for /flows to have no flow of the call.
+func (e *callEnv) flowsGone(t *testing.T, callID string) {
+	t.Helper()
 	var left []flowJSON
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for left = e.flows(t, callID); len(left) > 0 && time.Now().Before(deadline); left = e.flows(t, callID) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -349,7 +479,7 @@ func hasAttr(sdp, prefix string) bool {
 
 // plainOffer checks an offer is one a plain-RTP phone takes: RTP/AVP
 // with PCMU, and no ICE, DTLS or SDES attributes.
-func plainOffer(sdp string) error {
+func plainSDP(sdp string) error {
 	if p := audioProfile(sdp); p != "RTP/AVP" {
 		return fmt.Errorf("audio profile %q, want RTP/AVP", p)
 	}
@@ -366,17 +496,18 @@ func plainOffer(sdp string) error {
 	}
 	for _, a := range []string{"a=ice-ufrag", "a=ice-pwd", "a=candidate", "a=fingerprint", "a=crypto"} {
 		if hasAttr(sdp, a) {
-			return fmt.Errorf("%s in an offer to a plain-RTP phone", a)
+			return fmt.Errorf("%s in SDP for a plain-RTP phone", a)
 		}
 	}
 	return nil
 }
 
-// webrtcAnswer checks an answer is one a browser takes: DTLS-SRTP with
-// ICE credentials, a fingerprint and a setup role. RTP/SAVPF with a
+// webrtcSDP checks an offer or answer is one a browser takes: DTLS-SRTP
+// with ICE credentials, a candidate, a fingerprint, a setup role and
+// rtcp-mux. RTP/SAVPF with a
 // fingerprint is DTLS-SRTP too (RFC 5764's older spelling, which
 // rtpengine's RTP/SAVPF flag names and Chromium accepts).
-func webrtcAnswer(sdp string) error {
+func webrtcSDP(sdp string) error {
 	if p := audioProfile(sdp); p != "UDP/TLS/RTP/SAVPF" && p != "RTP/SAVPF" {
 		return fmt.Errorf("audio profile %q, want UDP/TLS/RTP/SAVPF", p)
 	}

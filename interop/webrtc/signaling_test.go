@@ -16,7 +16,8 @@ import (
 // on UDP with the browser's WebRTC offer passed through unchanged, and
 // bob's 486 reaches the browser. Then two calls that bob answers with a
 // WebRTC answer of its own (media never connects: bob has no ICE or
-// DTLS) end with a BYE from the browser and from bob. A failure here is
+// DTLS) end with a BYE from the browser and from bob, and two calls the
+// other way, bob calling the browser with a WebRTC offer, end the same. A failure here is
 // the SIP layer's, not the relay's; TestBrowserCallsPhone makes the same
 // moves with media.
 func TestBrowserSignaling(t *testing.T) {
@@ -56,27 +57,35 @@ func TestBrowserSignaling(t *testing.T) {
 
 			for _, browserHangsUp := range []bool{true, false} {
 				inv := e.invite(t)
-				e.bob.Respond(inv, 200, "OK", toTag, fakeWebRTCAnswer(string(inv.Body()), netip.AddrPortFrom(e.tp.V4.Callee, bobRTP)))
-				if answer := e.confirm(t); webrtcAnswer(answer) != nil {
-					t.Errorf("bob's answer changed on the way: %v\n%s", webrtcAnswer(answer), answer)
+				e.bob.Respond(inv, 200, "OK", toTag, fakeWebRTC(netip.AddrPortFrom(e.tp.V4.Callee, bobRTP), sdpMid(string(inv.Body())), "active"))
+				if answer := e.confirm(t); webrtcSDP(answer) != nil {
+					t.Errorf("bob's answer changed on the way: %v\n%s", webrtcSDP(answer), answer)
 				}
 				e.hangup(t, inv, browserHangsUp)
+			}
+
+			// bob calls the browser: sipd finds it on the connection it
+			// registered on, and in-dialog requests find it too.
+			for _, browserHangsUp := range []bool{true, false} {
+				e.calls++
+				offer, d := e.dialBrowser(t, fakeWebRTC(netip.AddrPortFrom(e.tp.V4.Callee, bobRTP), "0", "actpass"))
+				if err := webrtcSDP(offer); err != nil {
+					t.Errorf("bob's offer changed on the way: %v\n%s", err, offer)
+				}
+				if err := webrtcSDP(string(d.Answer.Body())); err != nil {
+					t.Errorf("the browser's answer: %v\n%s", err, d.Answer.Body())
+				}
+				e.hangupBrowser(t, d, browserHangsUp)
 			}
 		})
 	}
 }
 
-// fakeWebRTCAnswer answers a browser's audio offer as a WebRTC endpoint
-// at addr would, well formed enough for Chromium to accept, with made-up
-// ICE credentials and fingerprint: nothing will answer its ICE checks.
-func fakeWebRTCAnswer(offer string, addr netip.AddrPort) string {
-	mid := "0"
-	for _, l := range sdpLines(offer) {
-		if m, ok := strings.CutPrefix(l, "a=mid:"); ok {
-			mid = m
-			break
-		}
-	}
+// fakeWebRTC is an audio offer or answer (setup actpass or active) from
+// a WebRTC endpoint at addr, well formed enough for Chromium to accept,
+// with made-up ICE credentials and fingerprint: nothing will answer its
+// ICE checks. mid is the media's a=mid.
+func fakeWebRTC(addr netip.AddrPort, mid, setup string) string {
 	fp := strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
 	return fmt.Sprintf(`v=0
 o=- 1 1 IN IP4 %[1]s
@@ -92,7 +101,17 @@ a=rtcp-mux
 a=ice-ufrag:bobufrag
 a=ice-pwd:bobpasswordbobpassword
 a=fingerprint:sha-256 %[4]s
-a=setup:active
+a=setup:%[5]s
 a=candidate:1 1 udp 2130706431 %[1]s %[2]d typ host
-`, addr.Addr(), addr.Port(), mid, fp)
+`, addr.Addr(), addr.Port(), mid, fp, setup)
+}
+
+// sdpMid is the first a=mid of an SDP ("0" if none).
+func sdpMid(sdp string) string {
+	for _, l := range sdpLines(sdp) {
+		if m, ok := strings.CutPrefix(l, "a=mid:"); ok {
+			return m
+		}
+	}
+	return "0"
 }

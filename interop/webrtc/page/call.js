@@ -123,32 +123,56 @@ function register() {
   ua.on('connected', () => post('connected'));
   ua.on('disconnected', (e) => post('disconnected', { code: e && e.code, reason: e && e.reason }));
   ua.on('registered', () => post('registered'));
+  ua.on('newRTCSession', (e) => { if (e.originator === 'remote') incoming(e); });
   ua.on('registrationFailed', (e) => post('registrationFailed', {
     cause: e.cause, status: e.response ? e.response.status_code : 0,
   }));
   ua.start();
 }
 
-function call(target) {
-  session = ua.call('sip:' + target + '@' + params.get('domain'), {
-    mediaConstraints: { audio, video: false },
-    pcConfig: { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' },
-    eventHandlers: {
-      sending: (e) => post('sending', { callId: e.request.call_id, sdp: e.request.body || '' }),
-      progress: (e) => post('progress', { status: e.response ? e.response.status_code : 0 }),
-      accepted: (e) => post('accepted', { status: e.response ? e.response.status_code : 0, sdp: e.response ? e.response.body || '' : '' }),
-      confirmed: () => post('confirmed'),
-      ended: (e) => { stopStats(); post('ended', { originator: e.originator, cause: e.cause }); },
-      failed: (e) => {
-        stopStats();
-        post('failed', { originator: e.originator, cause: e.cause, status: e.message && e.message.status_code ? e.message.status_code : 0 });
-      },
-    },
-  });
-  const pc = session.connection;
+const pcConfig = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+
+// The session's events, for calls either way. accepted carries the SDP
+// of the 200 OK an outgoing call got.
+const sessionEvents = {
+  progress: (e) => post('progress', { status: e.response ? e.response.status_code : 0 }),
+  accepted: (e) => post('accepted', { status: e.response ? e.response.status_code : 0, sdp: e.response ? e.response.body || '' : '' }),
+  confirmed: () => post('confirmed'),
+  ended: (e) => { stopStats(); post('ended', { originator: e.originator, cause: e.cause }); },
+  failed: (e) => {
+    stopStats();
+    post('failed', { originator: e.originator, cause: e.cause, status: e.message && e.message.status_code ? e.message.status_code : 0 });
+  },
+};
+
+function watch(pc) {
   remoteAudio(pc);
   pc.addEventListener('connectionstatechange', () => post('connectionState', { state: pc.connectionState }));
   startStats(pc);
+}
+
+function call(target) {
+  session = ua.call('sip:' + target + '@' + params.get('domain'), {
+    mediaConstraints: { audio, video: false },
+    pcConfig,
+    eventHandlers: Object.assign({
+      sending: (e) => post('sending', { callId: e.request.call_id, sdp: e.request.body || '' }),
+    }, sessionEvents),
+  });
+  watch(session.connection);
+}
+
+// An incoming call waits for the test's answer command.
+function incoming(e) {
+  session = e.session;
+  for (const [name, fn] of Object.entries(sessionEvents)) session.on(name, fn);
+  session.on('peerconnection', (ev) => watch(ev.peerconnection));
+  post('incoming', { callId: e.request.call_id, from: e.request.from.uri.user, sdp: e.request.body || '' });
+}
+
+function answer() {
+  if (!session) throw new Error('no call to answer');
+  session.answer({ mediaConstraints: { audio, video: false }, pcConfig });
 }
 
 // loopback connects two peer connections inside the page, with no
@@ -173,6 +197,7 @@ async function loopback() {
 async function run(cmd) {
   switch (cmd.op) {
     case 'call': call(cmd.target); break;
+    case 'answer': answer(); break;
     case 'hangup': if (session) session.terminate(); break;
     case 'loopback': await loopback(); break;
     default: throw new Error('unknown command ' + cmd.op);
