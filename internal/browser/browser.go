@@ -194,8 +194,8 @@ func Open(t testing.TB, c Config) *Page {
 	if c.Dir == "" {
 		c.Dir = t.TempDir()
 	}
-	p := &Page{t: t, changed: make(chan struct{}), used: map[int]bool{}, cmds: make(chan json.RawMessage, 16),
-		done: make(chan struct{}), logPath: filepath.Join(c.Dir, "chromium.log")}
+	p := newPage(t)
+	p.logPath = filepath.Join(c.Dir, "chromium.log")
 	var ln net.Listener
 	if err := c.NS.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", "127.0.0.1:0")
@@ -236,6 +236,11 @@ func Open(t testing.TB, c Config) *Page {
 		}
 	})
 	return p
+}
+
+func newPage(t testing.TB) *Page {
+	return &Page{t: t, changed: make(chan struct{}), used: map[int]bool{}, cmds: make(chan json.RawMessage, 16),
+		done: make(chan struct{})}
 }
 
 func (p *Page) handler(c Config) http.Handler {
@@ -365,6 +370,21 @@ func (p *Page) Await(timeout time.Duration, types []string, fatal ...string) Eve
 			p.t.Fatalf("no %v from the page within %v", types, timeout)
 		}
 	}
+}
+
+// Seen returns the latest event of one of types, whether Await has
+// returned it or not; ok is false when there is none. A test reads it to
+// say why something it waited for did not happen.
+func (p *Page) Seen(types ...string) (Event, bool) {
+	es := p.Events()
+	for i := len(es) - 1; i >= 0; i-- {
+		for _, t := range types {
+			if es[i].Type == t {
+				return es[i], true
+			}
+		}
+	}
+	return Event{}, false
 }
 
 // Transcript is the last n events, console lines as text, for a failure.

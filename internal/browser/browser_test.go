@@ -1,9 +1,15 @@
 package browser
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseEvent(t *testing.T) {
@@ -63,4 +69,64 @@ func FuzzParseEvent(f *testing.F) {
 		var s Stats
 		_ = e.Decode(&s)
 	})
+}
+
+// TestPageServer drives the page's side of the protocol by hand: files,
+// events in, commands out, and Await and Seen over what came in.
+func TestPageServer(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<p>page</p>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	extra := filepath.Join(t.TempDir(), "lib.js")
+	if err := os.WriteFile(extra, []byte("var lib;"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newPage(t)
+	srv := httptest.NewServer(p.handler(Config{PageDir: dir, Files: map[string]string{"/jssip.js": extra}}))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		r, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, string(b)
+	}
+	post := func(body string) int {
+		r, err := http.Post(srv.URL+"/event", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if code, body := get("/index.html"); code != 200 || body != "<p>page</p>" {
+		t.Errorf("page: %d %q", code, body)
+	}
+	if code, body := get("/jssip.js"); code != 200 || body != "var lib;" {
+		t.Errorf("extra file: %d %q", code, body)
+	}
+	for _, e := range []string{`{"seq":1,"type":"loaded"}`, `{"seq":2,"type":"failed","data":{"status":486}}`, `{"seq":3,"type":"failed","data":{"status":487}}`} {
+		if code := post(e); code != http.StatusNoContent {
+			t.Fatalf("post %s: %d", e, code)
+		}
+	}
+	if code := post(`{"seq":4}`); code != http.StatusBadRequest {
+		t.Errorf("an event without a type: %d, want 400", code)
+	}
+	if e := p.Await(time.Second, []string{"failed"}); e.Seq != 2 {
+		t.Errorf("Await: %v, want the first failed", e)
+	}
+	if e := p.Await(time.Second, []string{"failed", "loaded"}); e.Seq != 1 {
+		t.Errorf("Await: %v, want loaded, the first not yet returned", e)
+	}
+	if e, ok := p.Seen("failed"); !ok || e.Seq != 3 {
+		t.Errorf("Seen: %v %v, want the latest failed", e, ok)
+	}
+	p.Command("call", map[string]any{"target": "bob"})
+	if code, body := get("/command"); code != 200 || body != `{"op":"call","target":"bob"}` {
+		t.Errorf("command: %d %s", code, body)
+	}
 }

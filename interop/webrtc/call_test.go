@@ -107,7 +107,9 @@ func (e *callEnv) invite(t *testing.T) *sip.Request {
 	e.page.Command("call", map[string]any{"target": "bob"})
 	inv := e.bob.WaitRequest(sip.INVITE, 10*time.Second)
 	if inv == nil {
-		e.page.Await(time.Second, []string{"never"}, "failed", "ended")
+		if ev, ok := e.page.Seen("failed", "ended"); ok {
+			t.Fatalf("bob got no INVITE from the browser; the page reported %v", ev)
+		}
 		t.Fatal("bob got no INVITE from the browser")
 	}
 	return inv
@@ -249,7 +251,9 @@ func (e *callEnv) dialBrowser(t *testing.T, offer string) (string, *sipua.Dialog
 	var ok *sip.Response
 	for end := time.Now().Add(10 * time.Second); ok == nil || ok.StatusCode < 200; {
 		if ok = e.bob.ResponseTo(callID, time.Until(end)); ok == nil {
-			e.page.Await(time.Second, []string{"never"}, "failed", "ended")
+			if ev, ok := e.page.Seen("failed", "ended"); ok {
+				t.Fatalf("bob got no answer from the browser; the page reported %v", ev)
+			}
 			t.Fatal("bob got no answer from the browser")
 		}
 	}
