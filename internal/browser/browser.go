@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -231,7 +232,7 @@ func Open(t testing.TB, c Config) *Page {
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("page console and events:\n%s", p.Transcript(80))
+			t.Logf("page console and events:\n%s", p.Transcript(40))
 			t.Logf("chromium log %s, last lines:\n%s", p.logPath, TailFile(p.logPath, 40))
 		}
 	})
@@ -387,27 +388,30 @@ func (p *Page) Seen(types ...string) (Event, bool) {
 	return Event{}, false
 }
 
-// Transcript is the last n events, console lines as text, for a failure.
+// Transcript is what the page reported, for a failure: every event but
+// the last n console lines and the last three stats only (JsSIP's debug
+// log and a stats report every half second would drown the rest).
 func (p *Page) Transcript(n int) string {
 	es := p.Events()
-	es = es[max(0, len(es)-n):]
-	var b strings.Builder
-	for _, e := range es {
-		if e.Type == "console" {
-			var c struct{ Level, Text string }
-			if json.Unmarshal(e.Data, &c) == nil {
-				fmt.Fprintf(&b, "#%d console.%s: %s\n", e.Seq, c.Level, c.Text)
+	keep := map[string]int{"console": n, "stats": 3}
+	var out []string
+	for i := len(es) - 1; i >= 0; i-- {
+		e := es[i]
+		if left, limited := keep[e.Type]; limited {
+			if left == 0 {
 				continue
 			}
+			keep[e.Type]--
 		}
-		if e.Type == "stats" {
-			// One stats line per half second says little; keep them short.
-			fmt.Fprintf(&b, "#%d stats %.300s\n", e.Seq, e.Data)
-			continue
+		line := e.String()
+		var c struct{ Level, Text string }
+		if e.Type == "console" && json.Unmarshal(e.Data, &c) == nil {
+			line = fmt.Sprintf("#%d console.%s: %s", e.Seq, c.Level, c.Text)
 		}
-		fmt.Fprintf(&b, "%s\n", e)
+		out = append(out, line)
 	}
-	return b.String()
+	slices.Reverse(out)
+	return strings.Join(out, "\n")
 }
 
 // ConsoleErrors are the page's console.error lines so far.

@@ -130,3 +130,28 @@ func TestPageServer(t *testing.T) {
 		t.Errorf("command: %d %s", code, body)
 	}
 }
+
+func TestTranscript(t *testing.T) {
+	p := newPage(t)
+	add := func(typ, data string) {
+		p.events = append(p.events, Event{Seq: len(p.events) + 1, Type: typ, Data: []byte(data)})
+	}
+	add("registered", `{}`)
+	for range 10 {
+		add("console", `{"level":"log","text":"jssip"}`)
+		add("stats", `{}`)
+	}
+	add("failed", `{"status":488}`)
+	got := p.Transcript(2)
+	for _, want := range []string{"#1 registered", "#18 console.log: jssip", "#20 console.log: jssip", "#21 stats", "#22 failed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("transcript lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "console."); n != 2 {
+		t.Errorf("%d console lines, want 2:\n%s", n, got)
+	}
+	if n := strings.Count(got, " stats "); n != 3 {
+		t.Errorf("%d stats lines, want 3:\n%s", n, got)
+	}
+}
