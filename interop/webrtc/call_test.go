@@ -49,8 +49,10 @@ type callEnv struct {
 
 // newCallEnv starts sipd in media mode with ws and wss listeners, bob
 // registered over UDP, and the browser registered as alice over
-// transport ("ws" or "wss").
-func newCallEnv(t *testing.T, mode, transport string) *callEnv {
+// transport ("ws" or "wss"). datapath is sipd's media.datapath: with a
+// kernel one (tc) the WebRTC call must still run on the userspace relay,
+// since only it can do the crypto.
+func newCallEnv(t *testing.T, mode, transport, datapath string) *callEnv {
 	t.Helper()
 	bin := requireBrowser(t)
 	tp := netns.New(t, netns.Config{Prefix: nsPrefix, Net4: net4})
@@ -72,12 +74,15 @@ func newCallEnv(t *testing.T, mode, transport string) *callEnv {
 	cfg.SIP.Auth.Algorithms = []string{"MD5"}
 	cfg.Log.Level = "debug"
 	cfg.Media.Mode = mode
-	// The WebRTC leg runs on the userspace relay whatever the datapath;
-	// userspace keeps the test free of XDP setup on the veths.
-	cfg.Media.Datapath = "userspace"
+	cfg.Media.Datapath = datapath
+	// Both of the relay's links: bob's RTP comes in on the other one.
+	cfg.Media.Interfaces = []string{netns.RelayA, netns.RelayB}
 	cfg.Media.Addresses[0].Local = e.relay.String()
 	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = relayPortMin, relayPortMax
 	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay, Users: map[string]string{"alice": alicePW, "bob": bobPW}})
+	if h := e.sipd.Health(); mode != "none" && h.Media.Path != datapath {
+		t.Fatalf("sipd's media path is %s (%s), want %s", h.Media.Path, h.Media.Reason, datapath)
+	}
 
 	conn, err := tp.Callee.ListenUDP(netip.AddrPortFrom(tp.V4.Callee, 5060))
 	if err != nil {
@@ -122,7 +127,7 @@ func (e *callEnv) invite(t *testing.T) *sip.Request {
 func TestPhoneCallsBrowser(t *testing.T) {
 	for _, transport := range []string{"ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			e := newCallEnv(t, "all", transport)
+			e := newCallEnv(t, "all", transport, "userspace")
 			e.callBrowser(t, true)
 			e.callBrowser(t, false)
 		})
@@ -137,11 +142,14 @@ func TestPhoneCallsBrowser(t *testing.T) {
 // getStats shows bob's tone arriving (packetsReceived growing,
 // totalAudioEnergy above zero) over DTLS-SRTP from the relay. A BYE from
 // the browser ends the first call, one from bob the second, and each
-// leaves no flow in /flows.
+// leaves no flow in /flows. Over wss sipd runs the tc datapath, under
+// which the WebRTC call must stay on the userspace relay (the kernel
+// forwarding the phone's plain RTP to the browser would be neither
+// encrypted nor heard).
 func TestBrowserCallsPhone(t *testing.T) {
-	for _, transport := range []string{"ws", "wss"} {
-		t.Run(transport, func(t *testing.T) {
-			e := newCallEnv(t, "all", transport)
+	for _, c := range []struct{ transport, datapath string }{{"ws", "userspace"}, {"wss", "tc"}} {
+		t.Run(c.transport+"/"+c.datapath, func(t *testing.T) {
+			e := newCallEnv(t, "all", c.transport, c.datapath)
 			e.call(t, true)
 			e.call(t, false)
 		})

@@ -23,7 +23,7 @@ import (
 func TestBrowserSignaling(t *testing.T) {
 	for _, transport := range []string{"ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			e := newCallEnv(t, "none", transport)
+			e := newCallEnv(t, "none", transport, "userspace")
 			inv := e.invite(t)
 			offer := string(inv.Body())
 			if p := audioProfile(offer); p != "UDP/TLS/RTP/SAVPF" {
