@@ -30,8 +30,8 @@ const Loud = 1600
 
 // Smooth is the roughness below which a loud packet is audio rather than
 // noise. Roughness is the mean step between neighbouring samples over the
-// mean level: about 0.3 for a 400 Hz tone or square wave (Chromium's
-// fake-device beep), 0.8 at 1 kHz, 1.1 at 1.5 kHz, and about 1.6 for the
+// mean level: about 0.3 for a 400 Hz tone, 0.2 for the 400 Hz square
+// wave of Chromium's fake-device beep, 0.8 at 1 kHz, 1.1 at 1.5 kHz, and about 1.6 for the
 // random bytes an SRTP payload decodes to.
 const Smooth = 1.2
 
@@ -114,7 +114,8 @@ func (r Recording) String() string {
 		r.Packets, r.Types, r.Sources, r.RTCP, r.NotRTP, r.Loud, r.Noisy, r.Peak, r.Sent)
 }
 
-func (r *Recording) add(b []byte, src netip.AddrPort) {
+// Add records one datagram received from src.
+func (r *Recording) Add(b []byte, src netip.AddrPort) {
 	p, err := Inspect(b)
 	switch {
 	case err != nil:
@@ -237,7 +238,7 @@ func (p *Phone) receive() {
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 		p.mu.Lock()
-		p.rec.add(buf[:n], src)
+		p.rec.Add(buf[:n], src)
 		p.mu.Unlock()
 	}
 }

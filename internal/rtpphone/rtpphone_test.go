@@ -21,14 +21,15 @@ func packet(t testing.TB, pt uint8, payload []byte) []byte {
 	return b
 }
 
-// square is Chromium's fake-device beep as it reaches PCMU: a 400 Hz
-// square wave between 0 and -amp.
+// square is Chromium's fake-device beep as it reaches PCMU (see
+// interop/webrtc's TestFakeMicrophone): a 400 Hz square wave between 0
+// and amp.
 func square(amp int16) []byte {
 	out := make([]byte, frame)
 	for i := range out {
 		v := int16(0)
 		if (i/10)%2 == 0 {
-			v = -amp
+			v = amp
 		}
 		out[i] = g711.EncodeUlawFrame(v)
 	}
@@ -55,7 +56,7 @@ func TestInspect(t *testing.T) {
 		minPeak, maxPek int
 	}{
 		{name: "tone", pkt: packet(t, PCMU, Tone(440, 3)), loud: true, smooth: true, minPeak: 7000, maxPek: 8200},
-		{name: "beep", pkt: packet(t, PCMU, square(16000)), loud: true, smooth: true, minPeak: 15000, maxPek: 16500},
+		{name: "beep", pkt: packet(t, PCMU, square(32767)), loud: true, smooth: true, minPeak: 32000, maxPek: 32767},
 		{name: "silence", pkt: packet(t, PCMU, silence), maxPek: 0},
 		{name: "srtp-like noise", pkt: packet(t, PCMU, noise), loud: true, smooth: false, minPeak: 20000, maxPek: 32767},
 		{name: "opus", pkt: packet(t, 111, noise), pt: 111},

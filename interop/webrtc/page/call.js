@@ -194,12 +194,32 @@ async function loopback() {
   startStats(b);
 }
 
+// capture records 3 s of the fake microphone at 8 kHz, as the PCMU
+// encoder sees it, for the test to check rtpphone's idea of sound.
+async function capture() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  const ctx = new AudioContext({ sampleRate: 8000 });
+  const src = ctx.createMediaStreamSource(stream);
+  const proc = ctx.createScriptProcessor(4096, 1, 1);
+  let samples = [];
+  proc.onaudioprocess = (e) => {
+    samples = samples.concat(Array.from(e.inputBuffer.getChannelData(0)));
+    if (samples.length >= 24000) {
+      proc.disconnect();
+      post('capture', { rate: ctx.sampleRate, samples: samples.slice(0, 24000).map((v) => Math.round(v * 32767)) });
+    }
+  };
+  src.connect(proc);
+  proc.connect(ctx.destination);
+}
+
 async function run(cmd) {
   switch (cmd.op) {
     case 'call': call(cmd.target); break;
     case 'answer': answer(); break;
     case 'hangup': if (session) session.terminate(); break;
     case 'loopback': await loopback(); break;
+    case 'capture': await capture(); break;
     default: throw new Error('unknown command ' + cmd.op);
   }
 }
