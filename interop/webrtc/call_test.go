@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -184,7 +185,7 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 	}
 	defer rtpConn.Close()
 	e.bob.Respond(inv, 200, "OK", toTag, sipua.SDP(rtpAddr))
-	phone := rtpphone.Start(rtpConn, relayForBob, toneHz)
+	phone := startPhone(rtpConn, relayForBob)
 	defer phone.Stop()
 	answer := e.confirm(t)
 	if err := webrtcSDP(answer); err != nil {
@@ -195,7 +196,8 @@ func (e *callEnv) call(t *testing.T, browserHangsUp bool) {
 		t.Fatalf("the 200 OK the browser got: %v\n%s", err, answer)
 	}
 
-	e.checkMedia(t, callID, phone, relayForBob, relayForBrowser)
+	e.checkMedia(t, phone, relayForBob, relayForBrowser)
+	e.checkFlows(t, callID)
 	e.hangup(t, inv, browserHangsUp)
 	phone.Stop()
 	e.flowsGone(t, callID)
@@ -231,9 +233,10 @@ func (e *callEnv) callBrowser(t *testing.T, browserHangsUp bool) {
 	if relayForBob.Addr() != e.relay || relayForBob.Port() < relayPortMin || relayForBob.Port() > relayPortMax {
 		t.Fatalf("the 200 OK bob got points at %v, want the relay %v port %d-%d\n%s", relayForBob, e.relay, relayPortMin, relayPortMax, answer)
 	}
-	phone := rtpphone.Start(rtpConn, relayForBob, toneHz)
+	phone := startPhone(rtpConn, relayForBob)
 	defer phone.Stop()
-	e.checkMedia(t, d.Ack.CallID, phone, relayForBob, relayForBrowser)
+	e.checkMedia(t, phone, relayForBob, relayForBrowser)
+	e.checkFlows(t, d.Ack.CallID)
 	e.hangupBrowser(t, d, browserHangsUp)
 	phone.Stop()
 	e.flowsGone(t, d.Ack.CallID)
@@ -309,7 +312,7 @@ func (e *callEnv) hangupBrowser(t *testing.T, d *sipua.Dialog, browserHangsUp bo
 // the browser hears bob's tone from the relay over DTLS-SRTP, and bob
 // hears the browser's beeps as PCMU from the relay. relayForBob and
 // relayForBrowser are the relay's addresses in the SDP each side got.
-func (e *callEnv) checkMedia(t *testing.T, callID string, phone *rtpphone.Phone, relayForBob, relayForBrowser netip.AddrPort) {
+func (e *callEnv) checkMedia(t *testing.T, phone *rtpphone.Phone, relayForBob, relayForBrowser netip.AddrPort) {
 	t.Helper()
 	// The browser hears bob: inbound audio with energy, still growing a
 	// second later, over DTLS-SRTP with the relay.
@@ -350,9 +353,19 @@ func (e *callEnv) checkMedia(t *testing.T, callID string, phone *rtpphone.Phone,
 	case rec.Loud < 3 || rec.Noisy >= rec.Loud:
 		t.Errorf("bob hears no beeps (3 loud, smooth packets wanted; noise means SRTP passed through): %v", rec)
 	}
+}
+
+// checkFlows checks /flows has flows of the call while it is up.
+func (e *callEnv) checkFlows(t *testing.T, callID string) {
+	t.Helper()
 	if fs := e.flows(t, callID); len(fs) == 0 {
 		t.Errorf("/flows shows no flow for call %s while it is up", callID)
 	}
+}
+
+// startPhone starts bob's media on conn, sending its tone to dst.
+func startPhone(conn *net.UDPConn, dst netip.AddrPort) *rtpphone.Phone {
+	return rtpphone.Start(conn, dst, toneHz)
 }
 
 // flowsGone waits for /flows to have no flow of the call.
