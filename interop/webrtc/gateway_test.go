@@ -220,26 +220,33 @@ func (g *gateway) fromPhone() {
 // it runs the relay's ICE and DTLS-SRTP pieces against a real browser.
 func TestBrowserCallsGateway(t *testing.T) {
 	e := newCallEnv(t, "none", "ws", "userspace")
-	for _, browserHangsUp := range []bool{true, false} {
-		e.calls++
-		inv := e.invite(t)
-		rtpAddr := netip.AddrPortFrom(e.tp.V4.Callee, uint16(bobRTP+2*e.calls))
-		gwBrowser := netip.AddrPortFrom(e.tp.V4.Callee, uint16(31000+2*e.calls))
-		gwPhone := netip.AddrPortFrom(e.tp.V4.Callee, uint16(32000+2*e.calls))
-		gw := newGateway(t, e.tp.Callee, gwBrowser, gwPhone, rtpAddr, string(inv.Body()))
-		rtpConn, err := e.tp.Callee.ListenUDP(rtpAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.bob.Respond(inv, 200, "OK", toTag, gw.answer())
-		phone := startPhone(rtpConn, gwPhone)
-		e.confirm(t)
-		e.checkMedia(t, phone, gwPhone, gwBrowser)
-		if err := gw.err(); err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-		e.hangup(t, inv, browserHangsUp)
-		phone.Stop()
-		rtpConn.Close()
+	e.callGateway(t, true)
+	e.callGateway(t, false)
+}
+
+// callGateway makes one call from the browser to bob with its media
+// through a gateway in bob's namespace, runs the media checks and ends
+// the call by a BYE from the browser or from bob.
+func (e *callEnv) callGateway(t *testing.T, browserHangsUp bool) {
+	t.Helper()
+	e.calls++
+	inv := e.invite(t)
+	rtpAddr := netip.AddrPortFrom(e.tp.V4.Callee, uint16(bobRTP+2*e.calls))
+	gwBrowser := netip.AddrPortFrom(e.tp.V4.Callee, uint16(31000+2*e.calls))
+	gwPhone := netip.AddrPortFrom(e.tp.V4.Callee, uint16(32000+2*e.calls))
+	gw := newGateway(t, e.tp.Callee, gwBrowser, gwPhone, rtpAddr, string(inv.Body()))
+	rtpConn, err := e.tp.Callee.ListenUDP(rtpAddr)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer rtpConn.Close()
+	e.bob.Respond(inv, 200, "OK", toTag, gw.answer())
+	phone := startPhone(rtpConn, gwPhone)
+	defer phone.Stop()
+	e.confirm(t)
+	e.checkMedia(t, phone, gwPhone, gwBrowser)
+	if err := gw.err(); err != nil {
+		t.Errorf("gateway: %v", err)
+	}
+	e.hangup(t, inv, browserHangsUp)
 }

@@ -44,15 +44,27 @@ const (
 // the browser's beeps at bob as PCMU from the relay, bob's tone in the
 // browser's stats, BYE from either side, no flows left.
 func TestKamailioBrowser(t *testing.T) {
-	e := newKamailioEnv(t)
+	e := newKamailioEnv(t, true)
 	e.call(t, true)
 	e.call(t, false)
 }
 
-// newKamailioEnv starts sipd -relay-only, Kamailio in front of it, bob
-// (not registered: Kamailio sends every INVITE to it) and the browser
+// TestKamailioGateway checks the Kamailio configuration itself, with no
+// relay: Kamailio passes the SDP through, bob answers with the test's
+// gateway (as TestBrowserCallsGateway), and the call over Kamailio's
+// WebSocket gets its media both ways and ends by BYE from either side.
+// When TestKamailioBrowser fails and this passes, look at the relay.
+func TestKamailioGateway(t *testing.T) {
+	e := newKamailioEnv(t, false)
+	e.callGateway(t, true)
+	e.callGateway(t, false)
+}
+
+// newKamailioEnv starts Kamailio, with sipd -relay-only behind it when
+// relay is set (else Kamailio leaves the SDP alone), bob (not
+// registered: Kamailio sends every INVITE to it) and the browser
 // connected to Kamailio over ws (no registrar, so no REGISTER).
-func newKamailioEnv(t *testing.T) *callEnv {
+func newKamailioEnv(t *testing.T, relay bool) *callEnv {
 	t.Helper()
 	bin := requireBrowser(t)
 	kam, err := exec.LookPath("kamailio")
@@ -67,18 +79,20 @@ func newKamailioEnv(t *testing.T) *callEnv {
 	tp := netns.New(t, netns.Config{Prefix: nsPrefix, Net4: net4})
 	e := &callEnv{tp: tp, relay: tp.V4.RelayA}
 
-	cfg := sipdtest.Config(t)
-	cfg.HTTP.Listen = "127.0.0.1:18080"
-	cfg.NG.Listen = ngAddr
-	cfg.Log.Level = "debug"
-	cfg.Media.Datapath = "userspace"
-	cfg.Media.Addresses[0].Local = e.relay.String()
-	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = relayPortMin, relayPortMax
-	e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay, Args: []string{"-relay-only"}})
+	if relay {
+		cfg := sipdtest.Config(t)
+		cfg.HTTP.Listen = "127.0.0.1:18080"
+		cfg.NG.Listen = ngAddr
+		cfg.Log.Level = "debug"
+		cfg.Media.Datapath = "userspace"
+		cfg.Media.Addresses[0].Local = e.relay.String()
+		cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = relayPortMin, relayPortMax
+		e.sipd = sipdtest.Start(t, cfg, sipdtest.Options{NS: tp.Relay, Args: []string{"-relay-only"}})
+	}
 
 	udp := netip.AddrPortFrom(tp.V4.RelayB, 5060)
 	phone := netip.AddrPortFrom(tp.V4.Callee, 5060)
-	startKamailio(t, tp, kam, map[string]string{
+	startKamailio(t, tp, kam, relay, map[string]string{
 		"{{UDP}}":        udp.String(),
 		"{{WS}}":         netip.AddrPortFrom(tp.V4.RelayA, kamWSPort).String(),
 		"{{NG}}":         ngAddr,
@@ -106,9 +120,9 @@ func newKamailioEnv(t *testing.T) *callEnv {
 
 // startKamailio writes testdata/kamailio.cfg with its placeholders filled
 // in and runs Kamailio in the relay namespace, in the foreground, one
-// worker per transport; it is ready when it answers an OPTIONS over UDP
+// worker per transport, with its rtpengine module when relay is set; it is ready when it answers an OPTIONS over UDP
 // (405 from the config). It is stopped by its PID when the test ends.
-func startKamailio(t *testing.T, tp *netns.Topo, bin string, fill map[string]string) {
+func startKamailio(t *testing.T, tp *netns.Topo, bin string, relay bool, fill map[string]string) {
 	t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join("testdata", "kamailio.cfg"))
 	if err != nil {
@@ -135,7 +149,11 @@ func startKamailio(t *testing.T, tp *netns.Topo, bin string, fill map[string]str
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd := tp.Relay.Command(bin, "-f", path, "-DD", "-E", "-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"), "-m", "32", "-M", "8")
+	args := []string{"-f", path, "-DD", "-E", "-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"), "-m", "32", "-M", "8"}
+	if relay {
+		args = append(args, "-A", "WITH_RTPENGINE")
+	}
+	cmd := tp.Relay.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
