@@ -282,30 +282,13 @@ func (e *callEnv) dialBrowser(t *testing.T, offer string) (string, *sipua.Dialog
 // bob, and checks the other side gets it and the browser sees the end.
 func (e *callEnv) hangupBrowser(t *testing.T, d *sipua.Dialog, browserHangsUp bool) {
 	t.Helper()
-	var ended struct{ Originator string }
 	if browserHangsUp {
-		e.page.Command("hangup", nil)
-		bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
-		if bye == nil {
-			t.Fatal("bob got no BYE from the browser")
-		}
-		e.bob.Respond(bye, 200, "OK", "", "")
-		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
-		if ended.Originator != "local" {
-			t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
-		}
+		e.byeFromBrowser(t)
 		return
 	}
 	bye := d.Ack
 	bye.Method, bye.CSeq = "BYE", d.Ack.CSeq+1
-	e.bob.Send(e.bob.Request(bye))
-	e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
-	if ended.Originator != "remote" {
-		t.Errorf("call ended by %q, want remote (bob's BYE)", ended.Originator)
-	}
-	if r := e.bob.ResponseTo(bye.CallID, 3*time.Second); r == nil || r.StatusCode != 200 {
-		t.Fatalf("bob's BYE: answer %v", r)
-	}
+	e.byeFromBob(t, bye)
 }
 
 // checkMedia checks both directions of an established call's audio:
@@ -404,29 +387,44 @@ func (e *callEnv) confirm(t *testing.T) string {
 // and checks the other side gets it and the browser sees the call end.
 func (e *callEnv) hangup(t *testing.T, inv *sip.Request, browserHangsUp bool) {
 	t.Helper()
-	var ended struct{ Originator string }
 	if browserHangsUp {
-		e.page.Command("hangup", nil)
-		bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
-		if bye == nil {
-			t.Fatal("bob got no BYE from the browser")
-		}
-		e.bob.Respond(bye, 200, "OK", "", "")
-		e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
-		if ended.Originator != "local" {
-			t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
-		}
+		e.byeFromBrowser(t)
 		return
 	}
-	callID, from := inv.CallID().Value(), inv.From()
-	e.bob.Send(e.bob.Request(sipua.Msg{Method: "BYE", RURI: sipua.ContactURI(inv), From: "sip:bob@" + domain, FromTag: toTag,
-		To: from.Address.String(), ToTag: from.Params.GetOr("tag", ""), CallID: callID, CSeq: 1,
-		Headers: sipua.RouteSet(inv.GetHeaders("Record-Route"), false)}))
+	from := inv.From()
+	e.byeFromBob(t, sipua.Msg{Method: "BYE", RURI: sipua.ContactURI(inv), From: "sip:bob@" + domain, FromTag: toTag,
+		To: from.Address.String(), ToTag: from.Params.GetOr("tag", ""), CallID: inv.CallID().Value(), CSeq: 1,
+		Headers: sipua.RouteSet(inv.GetHeaders("Record-Route"), false)})
+}
+
+// byeFromBrowser has the browser hang up, and checks bob gets the BYE
+// (and answers it) and the browser sees its call end.
+func (e *callEnv) byeFromBrowser(t *testing.T) {
+	t.Helper()
+	e.page.Command("hangup", nil)
+	bye := e.bob.WaitRequest(sip.BYE, 5*time.Second)
+	if bye == nil {
+		t.Fatal("bob got no BYE from the browser")
+	}
+	e.bob.Respond(bye, 200, "OK", "", "")
+	var ended struct{ Originator string }
+	e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
+	if ended.Originator != "local" {
+		t.Errorf("call ended by %q, want local (the browser's BYE)", ended.Originator)
+	}
+}
+
+// byeFromBob sends bob's BYE, and checks the browser ends the call and
+// its 200 comes back to bob.
+func (e *callEnv) byeFromBob(t *testing.T, bye sipua.Msg) {
+	t.Helper()
+	e.bob.Send(e.bob.Request(bye))
+	var ended struct{ Originator string }
 	e.page.Await(5*time.Second, []string{"ended"}, "failed").Decode(&ended)
 	if ended.Originator != "remote" {
 		t.Errorf("call ended by %q, want remote (bob's BYE)", ended.Originator)
 	}
-	if r := e.bob.ResponseTo(callID, 3*time.Second); r == nil || r.StatusCode != 200 {
+	if r := e.bob.ResponseTo(bye.CallID, 3*time.Second); r == nil || r.StatusCode != 200 {
 		t.Fatalf("bob's BYE: answer %v", r)
 	}
 }

@@ -98,25 +98,9 @@ func newGateway(t *testing.T, ns *netns.NS, browserSide, phoneSide, toPhone neti
 // candidate, DTLS passive, rtcp-mux, PCMU.
 func (g *gateway) answer() string {
 	a := g.browser.LocalAddr().(*net.UDPAddr).AddrPort()
-	return fmt.Sprintf(`v=0
-o=- 1 1 IN IP4 %[1]s
-s=-
-t=0 0
-a=ice-lite
-a=group:BUNDLE %[3]s
-m=audio %[2]d UDP/TLS/RTP/SAVPF 0
-c=IN IP4 %[1]s
-a=mid:%[3]s
-a=rtpmap:0 PCMU/8000
-a=sendrecv
-a=rtcp-mux
-a=ice-ufrag:%[4]s
-a=ice-pwd:%[5]s
-a=fingerprint:%[6]s
-a=setup:passive
-a=candidate:%[7]s
-`, a.Addr(), a.Port(), g.mid, g.creds.LocalUfrag, g.creds.LocalPwd,
-		webrtcsdp.FingerprintOf(g.cert.DER()), webrtcsdp.Candidate(a.Addr(), a.Port(), 1, 0))
+	return webrtcDesc{Addr: a, Mid: g.mid, Setup: "passive", Ufrag: g.creds.LocalUfrag, Pwd: g.creds.LocalPwd,
+		Fingerprint: webrtcsdp.FingerprintOf(g.cert.DER()).String(), Candidate: webrtcsdp.Candidate(a.Addr(), a.Port(), 1, 0),
+		Lite: true}.String()
 }
 
 func (g *gateway) fail(err error) {

@@ -81,29 +81,47 @@ func TestBrowserSignaling(t *testing.T) {
 	}
 }
 
-// fakeWebRTC is an audio offer or answer (setup actpass or active) from
-// a WebRTC endpoint at addr, well formed enough for Chromium to accept,
-// with made-up ICE credentials and fingerprint: nothing will answer its
-// ICE checks. mid is the media's a=mid.
-func fakeWebRTC(addr netip.AddrPort, mid, setup string) string {
-	fp := strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
+// webrtcDesc is the SDP of a WebRTC endpoint's audio at Addr, PCMU only.
+type webrtcDesc struct {
+	Addr                   netip.AddrPort
+	Mid, Setup             string
+	Ufrag, Pwd             string
+	Fingerprint, Candidate string // a=fingerprint and a=candidate values
+	Lite                   bool   // a=ice-lite
+}
+
+func (d webrtcDesc) String() string {
+	lite := ""
+	if d.Lite {
+		lite = "a=ice-lite\n"
+	}
 	return fmt.Sprintf(`v=0
 o=- 1 1 IN IP4 %[1]s
 s=-
 t=0 0
-a=group:BUNDLE %[3]s
+%[9]sa=group:BUNDLE %[3]s
 m=audio %[2]d UDP/TLS/RTP/SAVPF 0
 c=IN IP4 %[1]s
 a=mid:%[3]s
 a=rtpmap:0 PCMU/8000
 a=sendrecv
 a=rtcp-mux
-a=ice-ufrag:bobufrag
-a=ice-pwd:bobpasswordbobpassword
-a=fingerprint:sha-256 %[4]s
-a=setup:%[5]s
-a=candidate:1 1 udp 2130706431 %[1]s %[2]d typ host
-`, addr.Addr(), addr.Port(), mid, fp, setup)
+a=ice-ufrag:%[5]s
+a=ice-pwd:%[6]s
+a=fingerprint:%[7]s
+a=setup:%[4]s
+a=candidate:%[8]s
+`, d.Addr.Addr(), d.Addr.Port(), d.Mid, d.Setup, d.Ufrag, d.Pwd, d.Fingerprint, d.Candidate, lite)
+}
+
+// fakeWebRTC is an audio offer or answer (setup actpass or active) from
+// a WebRTC endpoint at addr, well formed enough for Chromium to accept,
+// with made-up ICE credentials and fingerprint: nothing will answer its
+// ICE checks. mid is the media's a=mid.
+func fakeWebRTC(addr netip.AddrPort, mid, setup string) string {
+	return webrtcDesc{Addr: addr, Mid: mid, Setup: setup, Ufrag: "bobufrag", Pwd: "bobpasswordbobpassword",
+		Fingerprint: "sha-256 " + strings.TrimSuffix(strings.Repeat("AB:", 32), ":"),
+		Candidate:   fmt.Sprintf("1 1 udp 2130706431 %s %d typ host", addr.Addr(), addr.Port())}.String()
 }
 
 // sdpMid is the first a=mid of an SDP ("0" if none).
