@@ -114,6 +114,23 @@ func Args(userDataDir string, root bool) []string {
 	return args
 }
 
+// Env is Chromium's environment: env with HOME, TMPDIR and
+// XDG_RUNTIME_DIR moved into dir and the other XDG base directories
+// dropped, so that what Chromium keeps outside its profile (crash
+// reports, the NSS database, dconf, PulseAudio's runtime directory, its
+// temporary files) lands in the test's directory, not in the user's home
+// or /tmp. The caller creates dir/tmp and dir/run.
+func Env(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "TMPDIR=") || strings.HasPrefix(kv, "XDG_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "HOME="+dir, "TMPDIR="+filepath.Join(dir, "tmp"), "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"))
+}
+
 // Config is what Open needs.
 type Config struct {
 	// NS is where Chromium runs and the page is served (on 127.0.0.1);
@@ -222,6 +239,12 @@ func Open(t testing.TB, c Config) *Page {
 	p.cmd = exec.Command("nsenter", append([]string{"--net=" + c.NS.Path, "--", c.Binary}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	p.cmd.Dir = c.Dir
+	for _, d := range []string{"tmp", "run"} {
+		if err := os.Mkdir(filepath.Join(c.Dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.cmd.Env = Env(os.Environ(), c.Dir)
 	// Its own process group, so the renderer, GPU and utility processes
 	// it forks can be ended with it should it not take them down itself.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -155,3 +155,11 @@ func TestTranscript(t *testing.T) {
 		t.Errorf("%d stats lines, want 3:\n%s", n, got)
 	}
 }
+
+func TestEnv(t *testing.T) {
+	got := Env([]string{"PATH=/bin", "HOME=/root", "XDG_CONFIG_HOME=/root/.config", "XDG_RUNTIME_DIR=/run/user/0", "TMPDIR=/var/tmp", "LANG=C"}, "/t")
+	want := []string{"PATH=/bin", "LANG=C", "HOME=/t", "TMPDIR=/t/tmp", "XDG_RUNTIME_DIR=/t/run"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Env: %q, want %q", got, want)
+	}
+}
