@@ -338,11 +338,19 @@ func (e *callEnv) checkMedia(t *testing.T, phone *rtpphone.Phone, relayForBob, r
 	}
 }
 
-// checkFlows checks /flows has flows of the call while it is up.
+// checkFlows checks /flows while the call is up: it has flows, none on
+// the kernel path (the browser's leg needs the userspace relay's crypto,
+// whatever the datapath), and each says why it is not.
 func (e *callEnv) checkFlows(t *testing.T, callID string) {
 	t.Helper()
-	if fs := e.flows(t, callID); len(fs) == 0 {
+	fs := e.flows(t, callID)
+	if len(fs) == 0 {
 		t.Errorf("/flows shows no flow for call %s while it is up", callID)
+	}
+	for _, f := range fs {
+		if f.Path == "kernel" || f.UserspaceOnly == "" {
+			t.Errorf("flow %s %s %s: path %q, userspace_only %q; want it kept in userspace, and why", f.Leg, f.Component, f.Local, f.Path, f.UserspaceOnly)
+		}
 	}
 }
 
@@ -437,6 +445,9 @@ type flowJSON struct {
 	Local     string `json:"local"`
 	Path      string `json:"path"`
 	Packets   uint64 `json:"packets"`
+	// UserspaceOnly says why a flow cannot take the kernel path (an SRTP
+	// leg, RTCP demultiplexed).
+	UserspaceOnly string `json:"userspace_only"`
 }
 
 func (e *callEnv) flows(t *testing.T, callID string) []flowJSON {
