@@ -69,10 +69,6 @@ func newCallEnv(t *testing.T, mode, transport, datapath string) *callEnv {
 		{Transport: "wss", Addr: netip.AddrPortFrom(tp.V4.RelayA, wssPort).String(), Cert: cert, Key: key},
 	}
 	cfg.SIP.Domains = []string{domain}
-	// JsSIP (3.10 and 3.13 alike) keeps only the last WWW-Authenticate
-	// or Proxy-Authenticate of a challenge and aborts unless it is MD5:
-	// with sipd's default [MD5, SHA-256] it cannot register.
-	cfg.SIP.Auth.Algorithms = []string{"MD5"}
 	cfg.Log.Level = "debug"
 	cfg.Media.Mode = mode
 	cfg.Media.Datapath = datapath
