@@ -19,7 +19,15 @@ fi
 # the package's user (make check-package); neither needs systemd running.
 # prometheus: its promtool checks /metrics in sipd's metrics lint test
 # (which falls back to client_golang's promlint alone without it).
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio systemd prometheus"
+# chromium: the headless browser of the WebRTC tests (interop/webrtc),
+# which call through sipd with JsSIP over ws/wss; Kamailio's websocket
+# module carries the same browser in the Kamailio WebRTC test.
+pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium"
+# npm installs the tests' pinned JsSIP (below). A machine with NodeSource's
+# nodejs has npm in it, and Debian's npm package would conflict with it.
+if ! command -v npm >/dev/null 2>&1; then
+	pkgs="$pkgs nodejs npm"
+fi
 if [ "$want_generate" = 1 ]; then
 	# clang-19 is the pinned BPF compiler: `make generate` uses it by name.
 	pkgs="$pkgs clang-19 llvm-19 libbpf-dev"
@@ -68,6 +76,13 @@ for svc in kamailio prometheus; do
 		"/etc/init.d/$svc" stop >/dev/null 2>&1 || true
 	fi
 done
+# JsSIP for the WebRTC tests, exactly as package-lock.json pins it;
+# postinstall bundles it for the browser (into build/ there).
+webrtc="$(dirname "$0")/../interop/webrtc"
+(cd "$webrtc" && npm ci --no-audit --no-fund --loglevel=error) || {
+	echo "install-deps: npm ci in interop/webrtc failed" >&2
+	exit 1
+}
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go is not installed (expected /usr/local/go)" >&2
 	exit 1

@@ -41,6 +41,10 @@ type UA struct {
 	// wsHost is a WebSocket UA's made-up host (RFC 7118 §5), which its
 	// Via and Contact carry instead of an address.
 	wsHost string
+	// ContactTransport, when set, is the transport parameter of a stream
+	// UA's Contact instead of its own transport: JsSIP writes
+	// transport=ws even over wss.
+	ContactTransport string
 }
 
 // New wraps conn, which the test owns; it is closed with the test.
@@ -332,6 +336,9 @@ func (u *UA) respondParam() string {
 func (u *UA) contactParam() string {
 	if u.stream == nil {
 		return ""
+	}
+	if u.ContactTransport != "" {
+		return ";transport=" + u.ContactTransport
 	}
 	return ";transport=" + strings.ToLower(u.transport)
 }

@@ -96,8 +96,12 @@ func (p *Proxy) challenge(req *sip.Request, tx sip.ServerTransaction, code int, 
 	}
 	p.challenges.Add(1)
 	src := srcAddr(req)
+	cs := p.auth.Challenges(stale)
+	if isWebSocket(req.Transport()) {
+		cs = browserChallenges(cs)
+	}
 	var hs []sip.Header
-	for _, c := range p.auth.Challenges(stale) {
+	for _, c := range cs {
 		if p.cfg.Binder != nil && src.IsValid() {
 			if nonce := challengeNonce(c); nonce != "" {
 				c += `, opaque="` + p.cfg.Binder.Opaque(src.Addr(), nonce) + `"`
@@ -109,6 +113,21 @@ func (p *Proxy) challenge(req *sip.Request, tx sip.ServerTransaction, code int, 
 	if !req.IsInvite() {
 		tx.Terminate()
 	}
+}
+
+// browserChallenges narrows the challenges sent over WebSocket to the MD5
+// one, when MD5 is offered at all. Browsers' SIP stacks know only MD5 and
+// do not choose among several challenges as RFC 8760 asks: JsSIP keeps the
+// last WWW-Authenticate and gives up unless it is MD5, SIP.js takes the
+// first. Offering MD5 alone to them loses nothing the configuration did
+// not already offer.
+func browserChallenges(cs []string) []string {
+	for _, c := range cs {
+		if strings.Contains(c, "algorithm=MD5,") {
+			return []string{c}
+		}
+	}
+	return cs
 }
 
 // challengeNonce reads the nonce of a challenge digest.Challenges made.

@@ -252,13 +252,21 @@ func (p *Proxy) fixRequestContact(req, out *sip.Request) {
 	}
 	c = c.Clone()
 	nat.FixContact(c, src)
-	if t := strings.ToLower(req.Transport()); t != "udp" && !c.Address.UriParams.Has("transport") {
-		if c.Address.UriParams == nil {
-			c.Address.UriParams = sip.NewParams()
-		}
-		c.Address.UriParams.Add("transport", t)
+	if t := req.Transport(); !strings.EqualFold(t, "udp") {
+		flowTransport(c, t)
 	}
 	out.ReplaceHeader(c)
+}
+
+// flowTransport makes the transport parameter of a Contact that now
+// points at a flow name the flow's own transport, replacing what the UA
+// wrote: JsSIP writes transport=ws on wss too, and a request sent by that
+// would look for a ws connection that does not exist.
+func flowTransport(c *sip.ContactHeader, transport string) {
+	if c.Address.UriParams == nil {
+		c.Address.UriParams = sip.NewParams()
+	}
+	c.Address.UriParams.Add("transport", strings.ToLower(transport))
 }
 
 type event struct {
@@ -574,11 +582,8 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 				reliable && !sameHostPort(&c.Address, src, r.Transport())) {
 				c = c.Clone()
 				nat.FixContact(c, src)
-				if reliable && !c.Address.UriParams.Has("transport") {
-					if c.Address.UriParams == nil {
-						c.Address.UriParams = sip.NewParams()
-					}
-					c.Address.UriParams.Add("transport", strings.ToLower(r.Transport()))
+				if reliable {
+					flowTransport(c, r.Transport())
 				}
 				out.ReplaceHeader(c)
 			}

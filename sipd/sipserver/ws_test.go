@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"sipxdp/internal/conntest"
 	"sipxdp/internal/sipua"
 	"sipxdp/internal/testcert"
@@ -72,20 +74,29 @@ func TestWSCalls(t *testing.T) {
 		loop        netip.Addr
 		wsCalls     bool // the ws UA calls; else the UDP UA does
 		calleeHangs bool // the callee sends the BYE
+		// jssip: the ws UA's Contact says transport=ws whatever the
+		// transport, as JsSIP's does.
+		jssip bool
 	}{
-		{"ws", v4, true, false},
-		{"ws", v4, false, false},
-		{"ws", v4, true, true},
-		{"ws", v4, false, true},
-		{"wss", v4, true, false},
-		{"wss", v4, false, true},
-		{"ws", v6, true, true},
-		{"wss", v6, false, false},
+		{"ws", v4, true, false, false},
+		{"ws", v4, false, false, false},
+		{"ws", v4, true, true, false},
+		{"ws", v4, false, true, false},
+		{"wss", v4, true, false, false},
+		{"wss", v4, false, true, false},
+		{"ws", v6, true, true, false},
+		{"wss", v6, false, false, false},
+		{"wss", v4, true, true, true},
+		{"wss", v4, true, false, true},
+		{"wss", v4, false, true, true},
 	}
 	for _, tc := range cases {
-		name := fmt.Sprintf("%s/%s/wsCalls=%v/calleeHangs=%v", tc.transport, tc.loop, tc.wsCalls, tc.calleeHangs)
+		name := fmt.Sprintf("%s/%s/wsCalls=%v/calleeHangs=%v/jssip=%v", tc.transport, tc.loop, tc.wsCalls, tc.calleeHangs, tc.jssip)
 		t.Run(name, func(t *testing.T) {
 			w := newWSSetup(t, tc.transport, tc.loop)
+			if tc.jssip {
+				w.ws.ContactTransport = "ws"
+			}
 			caller, callee, from, to, pw := w.udp, w.ws, "bob", "alice", "bobpw"
 			if tc.wsCalls {
 				caller, callee, from, to, pw = w.ws, w.udp, "alice", "bob", "alicepw"
@@ -108,6 +119,42 @@ func call(t *testing.T, wsTransport string, caller, callee *sipua.UA, from, to, 
 		t.Fatalf("INVITE's Record-Route lacks a %s or udp entry:\n%s", wsTransport, rr)
 	}
 	d.Hangup(calleeHangs)
+}
+
+// TestWSChallengeMD5: over ws and wss a REGISTER and an INVITE are
+// challenged with MD5 alone (browsers' stacks know only MD5 and JsSIP
+// answers only the last challenge), over UDP with every configured
+// algorithm; each client then gets in.
+func TestWSChallengeMD5(t *testing.T) {
+	w := newWSSetup(t, "wss", netip.MustParseAddr("127.0.0.1"))
+	algs := func(r *sip.Response, hdr string) []string {
+		var out []string
+		for _, h := range r.GetHeaders(hdr) {
+			out = append(out, sipua.Param(h.Value(), "algorithm"))
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name string
+		ua   *sipua.UA
+		user string
+		want string
+	}{{"wss", w.ws, "alice", "MD5"}, {"udp", w.udp, "bob", "MD5 SHA-256"}} {
+		reg := sipua.Msg{Method: "REGISTER", RURI: "sip:example.org", From: "sip:" + c.user + "@example.org",
+			To: "sip:" + c.user + "@example.org", CallID: "md5-reg-" + c.name, CSeq: 1}
+		c.ua.Send(c.ua.Request(reg))
+		if got := strings.Join(algs(c.ua.Expect(401), "WWW-Authenticate"), " "); got != c.want {
+			t.Errorf("%s REGISTER challenged with %q, want %q", c.name, got, c.want)
+		}
+		inv := sipua.Msg{Method: "INVITE", RURI: "sip:nobody@example.org", From: "sip:" + c.user + "@example.org",
+			To: "sip:nobody@example.org", CallID: "md5-inv-" + c.name, CSeq: 1}
+		c.ua.Send(c.ua.Request(inv))
+		r := c.ua.Expect(407)
+		c.ua.Send(c.ua.Ack(inv, r))
+		if got := strings.Join(algs(r, "Proxy-Authenticate"), " "); got != c.want {
+			t.Errorf("%s INVITE challenged with %q, want %q", c.name, got, c.want)
+		}
+	}
 }
 
 // TestWSInDialogFlowGone: a BYE towards a ws callee whose connection
