@@ -58,8 +58,9 @@ type Options struct {
 	MessageTimeout time.Duration
 	// Observe, when set, is told of every command executed (not the
 	// replies the cache sends again): its name as counted (see Commands),
-	// whether the reply was an error, and how long it took. It runs on
-	// the command's goroutine and must be quick; sipd feeds a histogram.
+	// whether the reply was an error (or a load-limit refusal), and how
+	// long it took. It runs on the command's goroutine and must be
+	// quick; sipd feeds a histogram.
 	Observe func(command string, failed bool, d time.Duration)
 }
 
@@ -165,7 +166,7 @@ func (s *Server) Stats() map[string]uint64 {
 type commandCounts struct{ ok, failed atomic.Uint64 }
 
 // CommandStats are the executions of one command (as in Stats), split by
-// whether the reply was an error.
+// whether the reply was an error (a load-limit refusal counts as one).
 type CommandStats struct {
 	Command    string
 	OK, Failed uint64
@@ -218,7 +219,9 @@ func (s *Server) Handle(msg []byte, src netip.AddrPort) []byte {
 func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte {
 	start := time.Now()
 	reply, command := s.dispatch(body, src)
-	failed := reply["result"] == "error"
+	// A load-limit refusal is a failed command too: the call was not
+	// taken.
+	failed := reply["result"] == "error" || reply["result"] == "load limit"
 	c := s.commands[command]
 	if failed {
 		s.errors.Add(1)
@@ -282,7 +285,7 @@ func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any
 func (s *Server) run(r *Request) map[string]any {
 	backendErr := func(err error) map[string]any {
 		s.log.Debug("ng: command failed", "command", r.Command, "call-id", r.CallID, "err", err)
-		return errorReply(err.Error())
+		return failureReply(r, err)
 	}
 	switch r.Command {
 	case "ping":
