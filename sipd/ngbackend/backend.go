@@ -50,15 +50,36 @@ func New(ctrl *media.Controller, eng Engine, log *slog.Logger) *Backend {
 var ErrNoCallID = errors.New("missing call-id")
 
 // Offer rewrites an offer (side A on a new call; either side's re-offer).
+// A new call the relay cannot take (draining, shutting down, out of
+// ports) is refused with an error wrapping ng.ErrLoadLimit or
+// ng.ErrOutOfPorts, which the proxy takes as "try the next relay"; a
+// known call's re-offer is never refused that way, as the proxy would
+// then move half a call.
 func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
 	}
+	_, known := b.ctrl.Call(r.CallID)
 	out, err := b.ctrl.Offer(r.CallID, r.FromTag, r.SDP, signaling(r), Options(r))
 	if err != nil {
+		if !known {
+			err = refusal(err)
+		}
 		return nil, err
 	}
 	return b.finish(r, out), nil
+}
+
+// refusal marks err, the failure of a new call's offer, with why the
+// relay cannot take the call, when that is load rather than the request.
+func refusal(err error) error {
+	switch {
+	case errors.Is(err, relay.ErrDraining), errors.Is(err, relay.ErrEngineClosed):
+		return fmt.Errorf("%w: %w", ng.ErrLoadLimit, err)
+	case errors.Is(err, relay.ErrPortsExhausted):
+		return fmt.Errorf("%w: %w", ng.ErrOutOfPorts, err)
+	}
+	return err
 }
 
 // Answer rewrites an answer; to-tag names the answering branch.
@@ -194,7 +215,8 @@ func honoured(k string) bool {
 	switch {
 	case k == "ice", k == "dtls", k == "sdes", k == "transport-protocol", k == "generate-mid",
 		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
-		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"):
+		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
+		k == "supports-load-limit": // the ng.Server's refusals
 		return true
 	}
 	for _, p := range []string{"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf"} {

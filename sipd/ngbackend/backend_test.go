@@ -20,6 +20,9 @@ import (
 type fake struct {
 	sessions map[string]*relay.SessionInfo
 	deleted  []string
+	// createErr, when set, refuses new sessions (a draining engine);
+	// addErr refuses new streams (an exhausted port pool).
+	createErr, addErr error
 }
 
 var relayIP = netip.MustParseAddr("203.0.113.1")
@@ -31,6 +34,9 @@ func (f *fake) CreateSession(id string) error {
 	if _, ok := f.sessions[id]; ok {
 		return relay.ErrSessionExists
 	}
+	if f.createErr != nil {
+		return fmt.Errorf("create session %q: %w", id, f.createErr)
+	}
 	f.sessions[id] = &relay.SessionInfo{CallID: id, Created: time.Now()}
 	return nil
 }
@@ -41,6 +47,9 @@ func (f *fake) AddStream(id string, index int, a, b relay.LegSpec) (relay.Stream
 		if st.Index == index {
 			return relay.StreamPorts{A: st.A.LegPorts, B: st.B.LegPorts}, nil
 		}
+	}
+	if f.addErr != nil {
+		return relay.StreamPorts{}, f.addErr
 	}
 	leg := func(p uint16) relay.LegPorts {
 		return relay.LegPorts{Local: relayIP, RTP: p, RTCP: p + 1}
