@@ -1,9 +1,15 @@
-// Package kamailio holds the Kamailio interop test: one call through
-// Kamailio whose rtpengine module drives sipd -relay-only over rtpengine's
-// NG protocol, with sipp as caller and callee and the test's own sockets
-// as the RTP endpoints, all in a throw-away network namespace. It needs
-// root, kamailio (with modules/rtpengine.so, as Debian ships it) and sipp:
-// scripts/install-deps.sh installs both. Run it with
+// Package kamailio holds the Kamailio interop tests, run in a throw-away
+// network namespace with sipp as caller and callee:
 //
-//	go test -run TestKamailioRtpengine -v ./interop/kamailio/
+//   - TestKamailioRtpengine: one call through Kamailio whose rtpengine
+//     module drives sipd -relay-only over rtpengine's NG protocol, with
+//     the test's own sockets as the RTP endpoints;
+//   - TestKamailioRelaySet: the module with a set of three sipd
+//     -relay-only nodes, one with a full port pool and one drained
+//     midway; every call goes to a relay that takes it, none fails.
+//
+// They need root, kamailio (with modules/rtpengine.so, as Debian ships
+// it) and sipp: scripts/install-deps.sh installs both. Run them with
+//
+//	go test -run TestKamailio -v ./interop/kamailio/
 package kamailio

@@ -61,19 +61,19 @@ func TestKamailioRtpengine(t *testing.T) {
 
 	dir := t.TempDir()
 	ns := newNetNS(t)
-	ctl := startRelay(t, ns, dir)
+	ctl := startRelay(t, ns, dir, defaultRelay)
 
 	caller := ns.listenUDP(t, callerRTP)
 	callee := ns.listenUDP(t, calleeRTP)
 
-	startKamailio(t, ns, dir, kamBin)
+	startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String())
 
-	uas := startSipp(t, ns, dir, sippBin, "uas", "-sf", testdata(t, "uas.xml"),
+	uas := startSipp(t, ns, dir, sippBin, "uas", 1, "-sf", testdata(t, "uas.xml"),
 		"-i", uasAddr.Addr().String(), "-p", port(uasAddr),
 		"-key", "rtp_ip", calleeRTP.Addr().String(), "-key", "rtp_port", port(calleeRTP))
 	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAddr.String(), func() bool { return ns.udpBound(uasAddr.Port()) },
 		func() string { return tailFile(uas.log, 20) })
-	uac := startSipp(t, ns, dir, sippBin, "uac", "-sf", testdata(t, "uac.xml"),
+	uac := startSipp(t, ns, dir, sippBin, "uac", 1, "-sf", testdata(t, "uac.xml"),
 		"-i", uacAddr.Addr().String(), "-p", port(uacAddr), "-s", "bob",
 		"-d", strconv.Itoa(int(holdCall.Milliseconds())),
 		"-key", "rtp_ip", callerRTP.Addr().String(), "-key", "rtp_port", port(callerRTP),
@@ -195,8 +195,10 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 
 // startKamailio writes the config from testdata/kamailio.cfg and runs
 // Kamailio in the foreground (-DD), logging to stderr, one worker; it is
-// ready when it answers an OPTIONS (405 from the config).
-func startKamailio(t *testing.T, ns *netNS, dir, bin string) {
+// ready when it answers an OPTIONS (405 from the config). socks is the
+// rtpengine module's set of relays, as its rtpengine_sock takes it
+// ("udp:127.0.0.1:22230 udp:127.0.0.1:22232").
+func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string) {
 	t.Helper()
 	tmpl, err := os.ReadFile(testdata(t, "kamailio.cfg"))
 	if err != nil {
@@ -205,7 +207,7 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin string) {
 	cfg := string(tmpl)
 	for _, r := range [][2]string{
 		{"{{SIP}}", kamAddr.String()},
-		{"{{NG}}", ngAddr.String()},
+		{"{{NG}}", socks},
 		{"{{UAS}}", uasAddr.String()},
 		{"{{FLAGS}}", rtpengineFlags},
 	} {
@@ -256,10 +258,11 @@ type sippProc struct {
 	msgs, errs string
 }
 
-func startSipp(t *testing.T, ns *netNS, dir, bin, name string, args ...string) *sippProc {
+// startSipp runs sipp until it has made or taken calls calls.
+func startSipp(t *testing.T, ns *netNS, dir, bin, name string, calls int, args ...string) *sippProc {
 	t.Helper()
 	s := &sippProc{msgs: filepath.Join(dir, name+"_messages.log"), errs: filepath.Join(dir, name+"_errors.log")}
-	base := []string{"-m", "1", "-nostdin", "-timeout", "25s", "-timeout_error",
+	base := []string{"-m", strconv.Itoa(calls), "-nostdin", "-timeout", "25s", "-timeout_error",
 		"-trace_msg", "-message_file", s.msgs, "-trace_err", "-error_file", s.errs}
 	s.proc = ns.start(t, dir, "sipp-"+name, bin, append(base, args...)...)
 	t.Cleanup(func() {
@@ -280,10 +283,20 @@ type sipMsg struct{ text string }
 // received returns the first message sipp logged as received whose
 // first line starts with prefix, or nil.
 func received(path, prefix string) *sipMsg {
+	if all := receivedAll(path, prefix); len(all) > 0 {
+		return all[0]
+	}
+	return nil
+}
+
+// receivedAll returns the messages sipp logged as received whose first
+// line starts with prefix, in order.
+func receivedAll(path, prefix string) []*sipMsg {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
+	var out []*sipMsg
 	// Entries: a "-----... date" line, "UDP message received [N] bytes :",
 	// a blank line, then the message.
 	for _, e := range strings.Split(string(b), "\n----------------------------------------------- ") {
@@ -293,10 +306,10 @@ func received(path, prefix string) *sipMsg {
 		}
 		body = strings.TrimLeft(body, "\r\n")
 		if strings.HasPrefix(body, prefix) {
-			return &sipMsg{text: body}
+			out = append(out, &sipMsg{text: body})
 		}
 	}
-	return nil
+	return out
 }
 
 func (m *sipMsg) header(name string) string {

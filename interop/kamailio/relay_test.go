@@ -11,59 +11,79 @@ import (
 
 	"sipxdp/internal/sipdrun"
 	"sipxdp/internal/sipdtest"
+	"sipxdp/ng"
 )
 
 // relayCtl is sipd running -relay-only in the test's namespace.
 type relayCtl struct {
+	name  string
 	relay netip.Addr // the address the relay puts in SDP
+	spec  relaySpec
+	ns    *netNS
 	sipd  *sipdrun.Sipd
 }
+
+// relaySpec is where one relay listens.
+type relaySpec struct {
+	name             string // names its files and pins
+	ng, http         netip.AddrPort
+	portMin, portMax int
+	// datapath: "tc" (the kernel hook for local senders on loopback, one
+	// relay per namespace) or "userspace" (several relays may share the
+	// namespace's lo).
+	datapath string
+}
+
+// defaultRelay is the relay TestKamailioRtpengine uses.
+var defaultRelay = relaySpec{name: "sipd", ng: ngAddr, http: httpAddr,
+	portMin: relayPortMin, portMax: relayPortMax, datapath: "tc"}
 
 // startRelay builds sipd, edits its embedded default config, starts it
 // -relay-only in the namespace and waits until its HTTP API answers and
 // its NG listener answers a ping. Its pins are removed with sipd
 // -uninstall when the test ends.
-func startRelay(t *testing.T, ns *netNS, dir string) *relayCtl {
+func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 	t.Helper()
 	cfg := sipdtest.Config(t)
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup.
-	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-kamailio", os.Getpid())
-	cfg.HTTP.Listen = httpAddr.String()
-	// tc: the kernel hook for local senders on loopback.
-	cfg.Media.Datapath = "tc"
-	cfg.Media.Interfaces = []string{"lo"}
+	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-kamailio-%s", os.Getpid(), rs.name)
+	cfg.HTTP.Listen = rs.http.String()
+	cfg.Media.Datapath = rs.datapath
+	if rs.datapath != "userspace" {
+		cfg.Media.Interfaces = []string{"lo"}
+	}
 	cfg.Media.PinPath = pin
-	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = relayPortMin, relayPortMax
-	cfg.NG.Listen = ngAddr.String()
+	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = rs.portMin, rs.portMax
+	cfg.NG.Listen = rs.ng.String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, NetNS: ns.Path,
-		Dial: ns.DialContext, Args: []string{"-relay-only"}})
+	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, Name: rs.name,
+		NetNS: ns.Path, Dial: ns.DialContext, Args: []string{"-relay-only"}})
 	if err != nil {
-		t.Fatalf("start sipd: %v", err)
+		t.Fatalf("start sipd %s: %v", rs.name, err)
 	}
 	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
-			t.Errorf("stop sipd: %v", err)
+			t.Errorf("stop sipd %s: %v", rs.name, err)
 		}
 		if _, err := os.Stat(pin); err == nil {
 			t.Errorf("pins left at %s after sipd -uninstall", pin)
 		}
 		if t.Failed() {
-			t.Logf("sipd log (%s), last lines:\n%s", d.LogPath, d.Tail(4000))
+			t.Logf("sipd %s log (%s), last lines:\n%s", rs.name, d.LogPath, d.Tail(4000))
 		}
 	})
-	c := &relayCtl{relay: loopback, sipd: d}
+	c := &relayCtl{name: rs.name, relay: loopback, spec: rs, ns: ns, sipd: d}
 	// rtpengine's own ping, as Kamailio's module sends it.
 	probe := ns.listenUDP(t, netip.AddrPortFrom(loopback, 0))
 	buf := make([]byte, 1024)
 	for i := 0; ; i++ {
 		if i == 20 {
-			t.Fatalf("sipd's NG listener %v does not answer ping", ngAddr)
+			t.Fatalf("sipd's NG listener %v does not answer ping", rs.ng)
 		}
 		cookie := fmt.Sprintf("probe%d", i)
-		if _, err := probe.WriteToUDPAddrPort([]byte(cookie+" d7:command4:pinge"), ngAddr); err != nil {
+		if _, err := probe.WriteToUDPAddrPort([]byte(cookie+" d7:command4:pinge"), rs.ng); err != nil {
 			t.Fatal(err)
 		}
 		probe.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
@@ -91,4 +111,62 @@ func (c *relayCtl) flows(t *testing.T, callID string) []flowJSON {
 		t.Fatal(err)
 	}
 	return fs
+}
+
+// ng sends one NG command to the relay, as a proxy's module would, and
+// returns the reply's dictionary.
+func (c *relayCtl) ng(t *testing.T, cmd map[string]any) map[string]any {
+	t.Helper()
+	body, err := ng.Encode(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := c.ns.listenUDP(t, netip.AddrPortFrom(loopback, 0))
+	defer conn.Close()
+	cookie := fmt.Sprintf("test%d", time.Now().UnixNano())
+	if _, err := conn.WriteToUDPAddrPort(append([]byte(cookie+" "), body...), c.spec.ng); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, ng.MaxMessageSize)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("relay %s: NG %v: %v", c.name, cmd["command"], err)
+	}
+	v, err := ng.Decode(buf[len(cookie)+1 : n])
+	d, ok := v.(map[string]any)
+	if err != nil || !ok {
+		t.Fatalf("relay %s: NG reply %q: %v", c.name, buf[:n], err)
+	}
+	return d
+}
+
+// calls lists the relay's calls (NG list).
+func (c *relayCtl) calls(t *testing.T) []string {
+	t.Helper()
+	rep := c.ng(t, map[string]any{"command": "list"})
+	l, _ := rep["calls"].([]any)
+	out := make([]string, 0, len(l))
+	for _, id := range l {
+		s, _ := id.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+// owns reports whether ap is one of the relay's ports.
+func (c *relayCtl) owns(ap netip.AddrPort) bool {
+	return ap.Addr() == c.relay && int(ap.Port()) >= c.spec.portMin && int(ap.Port()) <= c.spec.portMax
+}
+
+// ngCommands reads sipxdp_ng_commands_total for a command and result
+// (ok, error).
+func (c *relayCtl) ngCommands(t *testing.T, command, result string) int {
+	t.Helper()
+	v, _, err := c.sipd.Metric(context.Background(),
+		fmt.Sprintf(`sipxdp_ng_commands_total{command=%q,result=%q}`, command, result))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(v)
 }
