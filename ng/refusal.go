@@ -7,17 +7,18 @@ import "errors"
 // failing the call. Any other error fails the command.
 //
 // What the modules look for, from their sources: Kamailio's
-// (github.com/kamailio/kamailio, src/modules/rtpengine/rtpengine.c, the
-// same in 5.6) sends supports: ["load limit"] with every command and
-// tries the next relay on result "load limit", or on result "error" with
-// an error-reason equal, byte for byte, to "Parallel session limit
-// reached" or "Ran out of ports". OpenSIPS's (github.com/OpenSIPS/opensips,
-// modules/rtpengine/rtpengine.c, rtpe_default_failover_errors) knows no
-// "load limit" result and tries the next relay on result "error" whose
-// error-reason matches one of its list, ignoring case; both strings are
-// on it. rtpengine itself (github.com/sipwise/rtpengine,
-// daemon/call_interfaces.c) answers a client that does not announce
-// "load limit" with the legacy error; the Server does the same.
+// (https://github.com/kamailio/kamailio/blob/5.6/src/modules/rtpengine/rtpengine.c,
+// the same on master) sends supports: ["load limit"] with every command
+// and tries the next relay on result "load limit", or on result "error"
+// with an error-reason equal, byte for byte, to "Parallel session limit
+// reached" or "Ran out of ports". OpenSIPS's
+// (https://github.com/OpenSIPS/opensips/blob/master/modules/rtpengine/rtpengine.c,
+// rtpe_default_failover_errors) knows no "load limit" result and tries
+// the next relay on result "error" whose error-reason matches one of its
+// list, ignoring case; both strings are on it. rtpengine itself
+// (https://github.com/sipwise/rtpengine/blob/master/daemon/call_interfaces.c)
+// answers a client that does not announce "load limit" with the legacy
+// error; the Server does the same.
 var (
 	// ErrLoadLimit: the relay takes no new calls for now (draining).
 	// Answered with result "load limit" to a client that supports it,
