@@ -50,14 +50,7 @@ const holdCall = 7 * time.Second
 // is rewritten to the relay, RTP crosses both ways through it, the flows
 // are on the kernel (tc) path, and the BYE removes them.
 func TestKamailioRtpengine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipping: starts Kamailio, sipp and sipd in a network namespace")
-	}
-	testenv.RequireRoot(t)
-	kamBin := lookBin(t, "kamailio", "kamailio is not installed (Debian package kamailio; scripts/install-deps.sh installs it)")
-	sippBin := lookBin(t, "sipp", "sipp is not installed (Debian package sip-tester; scripts/install-deps.sh installs it)")
-	lookBin(t, "nsenter", "nsenter is not installed (Debian package util-linux)")
-	lookBin(t, "ip", "ip is not installed (Debian package iproute2)")
+	kamBin, sippBin := requireTools(t)
 
 	dir := t.TempDir()
 	ns := newNetNS(t)
@@ -158,6 +151,22 @@ func TestKamailioRtpengine(t *testing.T) {
 		fs = ctl.flows(t, callID)
 		return len(fs) == 0
 	}, func() string { return "flows: " + js(fs) })
+}
+
+// requireTools skips the test in -short mode, needs root, and returns
+// the paths of kamailio and sipp (the test is unavailable without them,
+// nsenter or ip).
+func requireTools(t *testing.T) (kamBin, sippBin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: starts Kamailio, sipp and sipd in a network namespace")
+	}
+	testenv.RequireRoot(t)
+	kamBin = lookBin(t, "kamailio", "kamailio is not installed (Debian package kamailio; scripts/install-deps.sh installs it)")
+	sippBin = lookBin(t, "sipp", "sipp is not installed (Debian package sip-tester; scripts/install-deps.sh installs it)")
+	lookBin(t, "nsenter", "nsenter is not installed (Debian package util-linux)")
+	lookBin(t, "ip", "ip is not installed (Debian package iproute2)")
+	return kamBin, sippBin
 }
 
 func lookBin(t *testing.T, name, why string) string {

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"sipxdp/internal/testenv"
 )
 
 // TestKamailioRelaySet gives Kamailio's rtpengine module a set of three
@@ -21,14 +19,7 @@ import (
 // go to the other one, again with no call failing, while the calls the
 // drained relay has end normally (their deletes succeed there).
 func TestKamailioRelaySet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipping: starts Kamailio, sipp and three sipd in a network namespace")
-	}
-	testenv.RequireRoot(t)
-	kamBin := lookBin(t, "kamailio", "kamailio is not installed (Debian package kamailio; scripts/install-deps.sh installs it)")
-	sippBin := lookBin(t, "sipp", "sipp is not installed (Debian package sip-tester; scripts/install-deps.sh installs it)")
-	lookBin(t, "nsenter", "nsenter is not installed (Debian package util-linux)")
-	lookBin(t, "ip", "ip is not installed (Debian package iproute2)")
+	kamBin, sippBin := requireTools(t)
 
 	dir := t.TempDir()
 	ns := newNetNS(t)
