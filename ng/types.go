@@ -40,6 +40,9 @@ type Request struct {
 // Backend does the media work behind the commands.
 type Backend interface {
 	// Offer and Answer return the SDP rewritten to point at the relay.
+	// Offer refuses a new call it cannot take for load with an error
+	// wrapping ErrLoadLimit or ErrOutOfPorts, so the proxy tries the next
+	// relay of its set.
 	Offer(r *Request) ([]byte, error)
 	Answer(r *Request) ([]byte, error)
 	// Delete removes the call's flows (all of them, or the from-tag's
