@@ -153,7 +153,7 @@ var (
 	dSIPRegRefused    = desc("sipxdp_sip_register_refused_total", "REGISTERs refused, by reason (store_unavailable: the binding could not be made durable; answered 500 with Retry-After).", "reason")
 	dSIPCDRs          = desc("sipxdp_sip_cdrs_total", "CDRs written (durable).")
 	dSIPCDRErrors     = desc("sipxdp_sip_cdr_errors_total", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).")
-	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).", "reason")
+	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped), location_unavailable (500, the shared location store unreachable).", "reason")
 
 	dSIPConns        = desc("sipxdp_sip_connections", "TCP, TLS, WS and WSS connections open.")
 	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP, TLS, WS and WSS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -144,7 +145,7 @@ func (p *Proxy) Stats() Stats {
 
 // refusals are the refusal counters, one per reason.
 type refusals struct {
-	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK atomic.Uint64
+	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK, location atomic.Uint64
 }
 
 func (r *refusals) counter(reason string) *atomic.Uint64 {
@@ -161,6 +162,8 @@ func (r *refusals) counter(reason string) *atomic.Uint64 {
 		return &r.digestURI
 	case RefusedStrayACK:
 		return &r.strayACK
+	case RefusedLocation:
+		return &r.location
 	}
 	return nil
 }
@@ -172,8 +175,8 @@ func (r *refusals) add(reason string) {
 }
 
 func (r *refusals) snapshot() map[string]uint64 {
-	m := make(map[string]uint64, 6)
-	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK} {
+	m := make(map[string]uint64, 7)
+	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK, RefusedLocation} {
 		m[k] = r.counter(k).Load()
 	}
 	return m
@@ -439,7 +442,8 @@ func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.A
 // stay: until the last of the AoR's bindings over it expires.
 func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 	var until time.Time
-	for _, b := range p.reg.Store().Lookup(aor) {
+	list, _ := p.reg.Store().Lookup(aor) // just stored: a failure now keeps the flow as before
+	for _, b := range list {
 		if b.Received == flow.Received && b.Transport == flow.Transport && b.Expires.After(until) {
 			until = b.Expires
 		}
@@ -451,7 +455,18 @@ func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 
 func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 	user := UserKey(req.Recipient.User)
-	bindings := p.reg.Store().Lookup(user)
+	bindings, err := p.reg.Store().Lookup(user)
+	if err != nil {
+		// A shared store that cannot be reached: the callee may well be
+		// registered, so no 404; the caller may try again soon.
+		// The store logs Redis going away and coming back; the count
+		// is sipxdp_sip_refused_total{reason="location_unavailable"}.
+		p.refused.add(RefusedLocation)
+		p.log.Debug("location lookup failed", "user", user, "error", err)
+		p.reply(req, tx, 500, "Location Store Unavailable",
+			sip.NewHeader("Retry-After", strconv.Itoa(int(registrar.RetryAfter/time.Second))))
+		return
+	}
 	if len(bindings) == 0 {
 		// The same answer whether the user exists or is not registered,
 		// as Kamailio's: anything else tells a stranger which names exist.

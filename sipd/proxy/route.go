@@ -52,6 +52,9 @@ const (
 	RefusedForeignRoute = "foreign_route"       // unauthenticated initial request routed elsewhere
 	RefusedDigestURI    = "digest_uri_mismatch" // credentials for another Request-URI
 	RefusedStrayACK     = "stray_ack"           // ACK that belongs to nothing we route, absorbed
+	// RefusedLocation: 500, the shared location store (Redis) could not
+	// be read for the callee's bindings.
+	RefusedLocation = "location_unavailable"
 )
 
 // branchMagic marks branches this proxy generated; the loop hash follows.
