@@ -1,0 +1,109 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"sipxdp/internal/redistest"
+	"sipxdp/internal/sipdtest"
+	"sipxdp/internal/sipua"
+	"sipxdp/sipd/registrar"
+	"sipxdp/sipd/sipconf"
+)
+
+// startShared runs a built sipd on loopback whose location store is the
+// Redis at url, with the secrets every node of the set shares.
+func startShared(t *testing.T, url string) *sipdtest.Sipd {
+	t.Helper()
+	cfg := sipdtest.Config(t)
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	cfg.SIP.Registrar.Store = url
+	// Record-Route tokens and nonces verify on any node.
+	cfg.SIP.Secret, cfg.SIP.Auth.Secret = "shared-node-secret-0123456789abcdef", "shared-nonce-secret-0123456789abcdef"
+	cfg.Media.Mode = "none"
+	return sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+}
+
+func udpUA(t *testing.T, server *sipdtest.Sipd) *sipua.UA {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return sipua.New(t, c, server.SIPAddr("udp"))
+}
+
+// TestSharedLocation: two sipd share one redis-server as their location
+// store. alice registers through A; bob, registered through B, calls her
+// through B, which finds her binding (stored by A) and the call is set up
+// and torn down. With Redis gone, B refuses REGISTER and the call with
+// 500 and Retry-After, counts it and reports itself degraded; once Redis
+// is back (empty: it persists nothing), registrations work again.
+func TestSharedLocation(t *testing.T) {
+	rds := redistest.Start(t)
+	a, b := startShared(t, rds.URL), startShared(t, rds.URL)
+	alice, bob := udpUA(t, a), udpUA(t, b)
+	alice.Register("alice", "localhost", "alicepw")
+	bob.Register("bob", "localhost", "bobpw")
+
+	var regs []registrar.Binding
+	b.GetJSON("/registrations", &regs)
+	if len(regs) != 2 {
+		t.Fatalf("B lists %d registrations, want alice's and bob's: %+v", len(regs), regs)
+	}
+	for _, r := range regs {
+		want := a.SIPAddr("udp").String()
+		if r.AoR == "bob" {
+			want = b.SIPAddr("udp").String()
+		}
+		if !strings.HasSuffix(r.Node, "/"+want) {
+			t.Fatalf("%s's binding owned by %q, want the node on %s", r.AoR, r.Node, want)
+		}
+	}
+
+	call := sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw"}
+	d := sipua.Establish(bob, alice, call)
+	if src := d.Received.Source(); src != b.SIPAddr("udp").String() {
+		t.Fatalf("alice got the INVITE from %s, want B (%s)", src, b.SIPAddr("udp"))
+	}
+	d.Hangup(false)
+	// And the other way: alice calls bob through A.
+	sipua.Establish(alice, bob, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw"}).Hangup(false)
+
+	rds.Stop()
+	m := sipua.Msg{Method: "REGISTER", RURI: "sip:localhost", From: "sip:bob@localhost", To: "sip:bob@localhost",
+		CallID: "reg-down", CSeq: 1, Headers: []string{"Expires: 600"}}
+	if r := bob.Authenticated(m, "bob", "bobpw"); r.StatusCode != 500 || r.GetHeader("Retry-After") == nil {
+		t.Fatalf("REGISTER with Redis down: %d %s, Retry-After %v", r.StatusCode, r.Reason, r.GetHeader("Retry-After"))
+	}
+	inv := sipua.Msg{Method: "INVITE", RURI: "sip:alice@localhost", From: "sip:bob@localhost", To: "sip:alice@localhost",
+		CallID: "call-down", CSeq: 1}
+	// From a UA of its own: the 500 is retransmitted until ACKed, and
+	// Authenticated does not tell the ACK its branch.
+	caller := udpUA(t, b)
+	r := caller.Authenticated(inv, "bob", "bobpw")
+	if r == nil || r.StatusCode == 100 { // the lookup waits out its timeout
+		r = caller.ResponseTo("call-down", 3*time.Second)
+	}
+	if r == nil || r.StatusCode != 500 || r.GetHeader("Retry-After") == nil {
+		t.Fatalf("INVITE with Redis down: %v", r)
+	}
+	if v, _ := b.Metric(`sipxdp_sip_refused_total{reason="location_unavailable"}`); v != 1 {
+		t.Fatalf("refused location_unavailable = %v, want 1", v)
+	}
+	if h := b.Health(); h.Status != "degraded" || !strings.Contains(strings.Join(h.Problems, " "), "location store (redis)") {
+		t.Fatalf("health with Redis down: %s %v", h.Status, h.Problems)
+	}
+
+	rds.Restart(t)
+	alice.Register("alice", "localhost", "alicepw")
+	d = sipua.Establish(bob, alice, call)
+	d.Hangup(false)
+	if h := b.Health(); h.Status != "ok" {
+		t.Fatalf("health once Redis is back: %s %v", h.Status, h.Problems)
+	}
+}
