@@ -95,6 +95,12 @@ func TestSharedLocation(t *testing.T) {
 	if v, _ := b.Metric(`sipxdp_sip_refused_total{reason="location_unavailable"}`); v != 1 {
 		t.Fatalf("refused location_unavailable = %v, want 1", v)
 	}
+	if v, _ := b.Metric("sipxdp_location_store_down"); v != 1 {
+		t.Fatalf("sipxdp_location_store_down = %v with Redis stopped", v)
+	}
+	if v, _ := b.Metric("sipxdp_location_store_errors_total"); v < 2 {
+		t.Fatalf("sipxdp_location_store_errors_total = %v, want the REGISTER's and the lookup's", v)
+	}
 	if h := b.Health(); h.Status != "degraded" || !strings.Contains(strings.Join(h.Problems, " "), "location store (redis)") {
 		t.Fatalf("health with Redis down: %s %v", h.Status, h.Problems)
 	}
@@ -103,6 +109,9 @@ func TestSharedLocation(t *testing.T) {
 	alice.Register("alice", "localhost", "alicepw")
 	d = sipua.Establish(bob, alice, call)
 	d.Hangup(false)
+	if v, _ := b.Metric("sipxdp_location_store_down"); v != 0 {
+		t.Fatalf("sipxdp_location_store_down = %v with Redis back", v)
+	}
 	if h := b.Health(); h.Status != "ok" {
 		t.Fatalf("health once Redis is back: %s %v", h.Status, h.Problems)
 	}

@@ -186,9 +186,10 @@ type Stats struct {
 	CDRErrors uint64 `json:"cdr_errors"`
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
-	// LocationErrors counts operations on a shared location store
-	// (Redis) that failed for want of it; LocationDown is set while it
-	// cannot be reached.
+	// With a shared location store (Redis): LocationErrors counts
+	// operations that failed for want of it; LocationDown is set while
+	// it cannot be reached.
+	LocationShared bool   `json:"location_shared,omitempty"`
 	LocationErrors uint64 `json:"location_errors,omitempty"`
 	LocationDown   bool   `json:"location_down,omitempty"`
 	locationWhy    string
@@ -892,11 +893,8 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	if s.shared != nil {
-		st.LocationErrors = s.shared.Errors()
-		st.LocationDown, _ = s.shared.Down()
-		if st.LocationDown {
-			_, st.locationWhy = s.shared.Down()
-		}
+		st.LocationShared, st.LocationErrors = true, s.shared.Errors()
+		st.LocationDown, st.locationWhy = s.shared.Down()
 	}
 	if s.cdr != nil {
 		st.Journals = append(st.Journals, s.cdr.Stats())
