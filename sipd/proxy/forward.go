@@ -34,6 +34,9 @@ type target struct {
 	dest      string // ip:port; empty: from Route or Request-URI
 	transport string
 	nated     bool // the registered binding is behind NAT
+	// route is pushed as the Route of the request to it: the Path of a
+	// binding another node stored (path.go); nil: none.
+	route *sip.RouteHeader
 }
 
 func randHex(n int) string {
@@ -199,6 +202,9 @@ func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*si
 		// opened; sipgo would dial it, and a browser behind NAT never
 		// answers (RFC 7118 §5).
 		return nil, fmt.Errorf("%s %s: %w", transport, dest, ErrFlowGone)
+	}
+	if t.route != nil {
+		out.PrependHeader(t.route.Clone())
 	}
 	out.SetTransport(transport)
 	out.SetDestination(dest)

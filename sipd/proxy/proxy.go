@@ -45,6 +45,9 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// Path: the location table is shared with other nodes, so bindings
+	// only reachable through this one get a Path naming it (path.go).
+	Path bool
 	// RouteKey keys the tokens in our Record-Route entries
 	// (secret.Derive(secret, "route")); instances sharing it accept each
 	// other's. Empty: a random key, good for this process only.
@@ -347,6 +350,13 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 		p.register(req, tx, src)
 	case ActLookup:
 		p.lookup(req, tx, d)
+	case ActFlow:
+		t := target{uri: req.Recipient, dest: d.FlowDest, transport: d.FlowTransport, nated: true}
+		if sip.IsReliable(t.transport) && !p.flowAlive(t.transport, t.dest) {
+			p.reply(req, tx, 480, "Temporarily Unavailable")
+			return
+		}
+		p.forward(req, tx, d, []target{t})
 	case ActForward:
 		if req.Method == sip.ACK {
 			if p.cfg.Media != nil {
@@ -428,6 +438,7 @@ func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.A
 	// The flow is recorded by its real source whatever the test says: it is
 	// the only way back over a connection, and behind NAT over UDP.
 	flow := registrar.Flow{Received: src.String(), Transport: strings.ToUpper(req.Transport()), NATed: why != 0}
+	flow.Path = p.pathFor(flow, src)
 	res := p.reg.Register(req, aor, flow)
 	if res.StatusCode == 200 && p.cfg.Flows != nil && sip.IsReliable(flow.Transport) {
 		p.keepFlow(aor, flow, src)
@@ -477,6 +488,10 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 	for _, b := range bindings {
 		var u sip.Uri
 		if err := sip.ParseUri(b.Contact, &u); err != nil {
+			continue
+		}
+		if t, ok := p.pathTarget(b, u); ok {
+			targets = append(targets, t)
 			continue
 		}
 		t := target{uri: u, nated: b.NATed}

@@ -340,7 +340,7 @@ func encode(b *Binding) map[string]any {
 	}
 	return map[string]any{
 		"aor": b.AoR, "contact": b.Contact, "received": b.Received, "transport": b.Transport,
-		"path": "", "nated": nated, "call_id": b.CallID, "cseq": strconv.FormatUint(uint64(b.CSeq), 10),
+		"path": b.Path, "nated": nated, "call_id": b.CallID, "cseq": strconv.FormatUint(uint64(b.CSeq), 10),
 		"q": b.Q, "user_agent": b.UserAgent,
 		"expires": strconv.FormatInt(b.Expires.UnixMilli(), 10),
 		"updated": strconv.FormatInt(nanos(b.Updated), 10), "node": b.Node,
@@ -363,6 +363,7 @@ func decode(h map[string]string) (Binding, bool) {
 		AoR: h["aor"], Contact: h["contact"], Received: h["received"], Transport: h["transport"],
 		NATed: h["nated"] == "1", CallID: h["call_id"], CSeq: uint32(cseq), Q: h["q"],
 		UserAgent: h["user_agent"], Expires: time.UnixMilli(exp), Updated: fromNanos(upd), Node: h["node"],
+		Path: h["path"],
 	}, true
 }
 

@@ -52,6 +52,9 @@ type Flow struct {
 	Received  string // ip:port
 	Transport string // UDP, TCP, TLS
 	NATed     bool
+	// Path is the Path (RFC 3327) stored with the binding, for a shared
+	// store; empty: none.
+	Path string
 }
 
 // Register handles an authenticated REGISTER for aor and builds the
@@ -122,7 +125,7 @@ func (r *Registrar) Register(req *sip.Request, aor string, flow Flow) *sip.Respo
 			Remove: d == 0,
 			Binding: Binding{
 				AoR: aor, Contact: c.Address.String(), Received: flow.Received, Transport: flow.Transport,
-				NATed: flow.NATed, CallID: callID, CSeq: cseq, Q: q, UserAgent: ua,
+				NATed: flow.NATed, Path: flow.Path, CallID: callID, CSeq: cseq, Q: q, UserAgent: ua,
 				Expires: now.Add(d), Updated: now,
 			},
 		})

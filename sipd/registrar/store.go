@@ -47,6 +47,9 @@ type Binding struct {
 	// Node is the sipd that stored the binding, in a shared store (the
 	// one whose address Received is reachable from); empty in Store.
 	Node string `json:"node,omitempty"`
+	// Path is the route to the contact through Node (RFC 3327), when only
+	// that node reaches it; kept by a shared store only.
+	Path string `json:"path,omitempty"`
 }
 
 // binding is how a Binding is held: the AoR is the map key; contact,

@@ -390,7 +390,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
-		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"),
+		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"), Path: s.shared != nil,
 		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
 		ObserveTransaction: opt.Observe.Transaction,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
