@@ -19,7 +19,7 @@ func startShared(t *testing.T, url string) *sipdtest.Sipd {
 	t.Helper()
 	cfg := sipdtest.Config(t)
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "tcp", Addr: "127.0.0.1:0"}}
 	cfg.SIP.Registrar.Store = url
 	// Record-Route tokens and nonces verify on any node.
 	cfg.SIP.Secret, cfg.SIP.Auth.Secret = "shared-node-secret-0123456789abcdef", "shared-nonce-secret-0123456789abcdef"
@@ -115,4 +115,39 @@ func TestSharedLocation(t *testing.T) {
 	if h := b.Health(); h.Status != "ok" {
 		t.Fatalf("health once Redis is back: %s %v", h.Status, h.Problems)
 	}
+}
+
+// TestSharedLocationPath: alice registers over TCP through A, so only A
+// reaches her (her connection is there). A stores her binding with a
+// Path naming itself; bob calls her through B, which sends the INVITE to
+// A along that Path, and A over her connection. The BYE takes the
+// recorded route, B then A.
+func TestSharedLocationPath(t *testing.T) {
+	rds := redistest.Start(t)
+	a, b := startShared(t, rds.URL), startShared(t, rds.URL)
+	conn, err := net.Dial("tcp", a.SIPAddr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := sipua.NewStream(t, conn, "TCP"), udpUA(t, b)
+	alice.ContactTransport = "tcp" // in her answers too, as a TCP phone writes it
+	alice.Register("alice", "localhost", "alicepw")
+
+	var regs []registrar.Binding
+	b.GetJSON("/registrations", &regs)
+	if len(regs) != 1 || !strings.Contains(regs[0].Path, "@"+a.SIPAddr("tcp").String()) || !strings.Contains(regs[0].Path, ";lr") {
+		t.Fatalf("alice's binding, seen from B: %+v; want a Path through A (%s)", regs, a.SIPAddr("tcp"))
+	}
+	d := sipua.Establish(bob, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw"})
+	var rr []string
+	for _, h := range d.Received.GetHeaders("Record-Route") {
+		rr = append(rr, h.Value())
+	}
+	if len(rr) < 2 || !strings.Contains(strings.Join(rr, ","), b.SIPAddr("udp").String()) {
+		t.Fatalf("alice's INVITE was record-routed by %v, want A and B", rr)
+	}
+	if d.Received.GetHeader("Route") != nil {
+		t.Fatalf("A left a Route in alice's INVITE: %v", d.Received.GetHeader("Route"))
+	}
+	d.Hangup(false)
 }

@@ -567,6 +567,15 @@ func better(code int, cur *sip.Response) bool {
 	return code/100 < cur.StatusCode/100
 }
 
+// throughProxy reports an answer that a record-routing proxy downstream
+// relayed (its Record-Route is on top, above ours): the callee's Contact
+// is that proxy's to fix, for the flow it holds, as a node reached
+// through a Path (path.go) does. Straight from the callee, ours is on top.
+func (p *Proxy) throughProxy(r *sip.Response) bool {
+	rr, ok := r.GetHeader("Record-Route").(*sip.RecordRouteHeader)
+	return ok && !p.self.IsSelf(&rr.Address)
+}
+
 // upstream builds the copy of a downstream response that goes back to the
 // sender of req: our Via removed, and the Contact of a NATed callee fixed.
 func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
@@ -577,7 +586,7 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 		// us; tell the client to try elsewhere instead.
 		out.StatusCode, out.Reason = 500, "Server Internal Error"
 	}
-	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 {
+	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 && !p.throughProxy(r) {
 		if c, ok := out.GetHeader("Contact").(*sip.ContactHeader); ok {
 			src := srcAddr(r)
 			// A private Contact cannot be reached; a Contact on a stream
