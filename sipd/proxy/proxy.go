@@ -351,6 +351,10 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 	case ActLookup:
 		p.lookup(req, tx, d)
 	case ActFlow:
+		// Another node of the set sends it, which applied its own caps
+		// and challenge: counted per source, every call it passes on
+		// would share one cap.
+		d.Authenticated = true
 		t := target{uri: req.Recipient, dest: d.FlowDest, transport: d.FlowTransport, nated: true}
 		if sip.IsReliable(t.transport) && !p.flowAlive(t.transport, t.dest) {
 			p.reply(req, tx, 480, "Temporarily Unavailable")
