@@ -155,18 +155,46 @@ func TestSharedLocationPath(t *testing.T) {
 // TestSharedLocationPathNAT: alice, behind NAT over UDP (her Contact is a
 // private address), registers through A, whose address her NAT's pinhole
 // is open to. bob calls her through B: the INVITE reaches her from A,
-// along the Path, not from B.
+// along the Path, not from B. Then A is killed, her refresh goes to B,
+// and B's calls reach her from B.
 func TestSharedLocationPathNAT(t *testing.T) {
 	rds := redistest.Start(t)
 	a, b := startShared(t, rds.URL), startShared(t, rds.URL)
 	alice, bob := udpUA(t, a), udpUA(t, b)
-	// Her REGISTER names a private Contact; replies still reach her by
-	// her Via. Nothing is ever sent to the private address: a proxy
-	// sends a NATed phone's requests to where its REGISTER came from.
+	registerBehindNAT(t, alice, 1)
+	var regs []registrar.Binding
+	b.GetJSON("/registrations", &regs)
+	if len(regs) != 1 || !regs[0].NATed || !strings.Contains(regs[0].Path, "@"+a.SIPAddr("udp").String()) {
+		t.Fatalf("alice's binding, seen from B: %+v; want NATed with a Path through A (%s)", regs, a.SIPAddr("udp"))
+	}
+	d := sipua.Establish(bob, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw"})
+	if src := d.Received.Source(); src != a.SIPAddr("udp").String() {
+		t.Fatalf("alice got the INVITE from %s, want A (%s), whose address her NAT lets in", src, a.SIPAddr("udp"))
+	}
+	d.Hangup(false)
+
+	// A dies; alice's next refresh goes to B, which then reaches her
+	// itself.
+	a.Kill()
+	alice.Server = b.SIPAddr("udp")
+	registerBehindNAT(t, alice, 3)
+	d = sipua.Establish(bob, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw"})
+	if src := d.Received.Source(); src != b.SIPAddr("udp").String() {
+		t.Fatalf("after A died, alice got the INVITE from %s, want B (%s)", src, b.SIPAddr("udp"))
+	}
+	d.Hangup(false)
+}
+
+// registerBehindNAT registers alice with a private Contact, as a phone
+// behind NAT writes it, starting at cseq. Replies still reach her by her
+// Via; nothing is ever sent to the private address: a proxy sends a NATed
+// phone's requests to where its REGISTER came from.
+func registerBehindNAT(t *testing.T, alice *sipua.UA, cseq int) {
+	t.Helper()
 	own := "Contact: <sip:ua@" + alice.Addr().String() + ">"
 	private := "Contact: <sip:ua@192.168.1.2:5060>"
 	m := sipua.Msg{Method: "REGISTER", RURI: "sip:localhost", From: "sip:alice@localhost", To: "sip:alice@localhost",
-		CallID: "reg-nat", CSeq: 1, Headers: []string{"Expires: 600"}}
+		CallID: "reg-nat", CSeq: cseq, Headers: []string{"Expires: 600"}}
 	alice.Send(strings.Replace(alice.Request(m), own, private, 1))
 	r := alice.Response(3 * time.Second)
 	if r == nil || r.StatusCode != 401 {
@@ -178,14 +206,4 @@ func TestSharedLocationPathNAT(t *testing.T) {
 	if r := alice.Response(3 * time.Second); r == nil || r.StatusCode != 200 {
 		t.Fatalf("REGISTER with credentials: %v", r)
 	}
-	var regs []registrar.Binding
-	b.GetJSON("/registrations", &regs)
-	if len(regs) != 1 || !regs[0].NATed || !strings.Contains(regs[0].Path, "@"+a.SIPAddr("udp").String()) {
-		t.Fatalf("alice's binding, seen from B: %+v; want NATed with a Path through A (%s)", regs, a.SIPAddr("udp"))
-	}
-	d := sipua.Establish(bob, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw"})
-	if src := d.Received.Source(); src != a.SIPAddr("udp").String() {
-		t.Fatalf("alice got the INVITE from %s, want A (%s), whose address her NAT lets in", src, a.SIPAddr("udp"))
-	}
-	d.Hangup(false)
 }
