@@ -22,7 +22,9 @@ fi
 # chromium: the headless browser of the WebRTC tests (interop/webrtc),
 # which call through sipd with JsSIP over ws/wss; Kamailio's websocket
 # module carries the same browser in the Kamailio WebRTC test.
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium"
+# redis-server: the shared location table's store in the tests
+# (internal/redistest starts one per test on a free loopback port).
+pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium redis-server"
 # npm installs the tests' pinned JsSIP (below). A machine with NodeSource's
 # nodejs has npm in it, and Debian's npm package would conflict with it.
 if ! command -v npm >/dev/null 2>&1; then
@@ -40,7 +42,8 @@ if [ -n "$missing" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	# Debian's kamailio package enables and starts a system service with
-	# its sample config, which takes port 5060 (prometheus's takes 9090).
+	# its sample config, which takes port 5060 (prometheus's takes 9090,
+	# redis-server's 6379).
 	# Tests start their own Kamailio; keep the packages from starting one
 	# while they install
 	# (policy-rc.d, unless the machine already has its own), and disable
@@ -58,9 +61,9 @@ if [ -n "$missing" ]; then
 	}
 	[ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
-# Whether just installed or not: no Kamailio or Prometheus system
+# Whether just installed or not: no Kamailio, Prometheus or Redis system
 # service, enabled or running (a no-op where it is already off).
-for svc in kamailio prometheus; do
+for svc in kamailio prometheus redis-server; do
 	dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q "ok installed" || continue
 	if command -v systemctl >/dev/null 2>&1; then
 		if [ -d /run/systemd/system ]; then

@@ -219,7 +219,12 @@ func (a *API) registrations(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, []any{})
 		return
 	}
-	writeJSON(w, a.SIP.Registrations())
+	regs, err := a.SIP.Registrations()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, regs)
 }
 
 func (a *API) calls(w http.ResponseWriter, r *http.Request) {

@@ -105,7 +105,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad range", "port_max: 29999", "port_max: 20001", "port range 20000-20001"},
 		{"bad listen", "listen: 127.0.0.1:8080", "listen: nowhere", "http.listen"},
 		{"negative gc", "gc_percent: 50", "gc_percent: -1", "runtime.gc_percent -1"},
-		{"empty store", "store: location.json", `store: ""`, `sip.registrar.store is empty: name a file (relative paths are in state_dir), or "memory"`},
+		{"empty store", "store: location.json", `store: ""`, `sip.registrar.store is empty: name a file (relative paths are in state_dir), "memory" to keep registrations in memory only, or redis://host:port/db`},
+		{"redis store bad db", "store: location.json", `store: redis://127.0.0.1:6379/zero`, `sip.registrar.store "redis://127.0.0.1:6379/zero": not a Redis URL`},
+		{"store of another scheme", "store: location.json", `store: http://127.0.0.1:6379/0`, `sip.registrar.store "http://127.0.0.1:6379/0": not a Redis URL (want redis://host:port/db`},
 		{"empty cdr file", "cdr_file: cdr.jsonl", `cdr_file: ""`, `sip.dialog.cdr_file is empty: name a file (relative paths are in state_dir), or "none"`},
 		{"empty dialog store", "store: dialogs.json", `store: ""`, `sip.dialog.store is empty: name a file (relative paths are in state_dir), or "memory"`},
 		{"negative connections max", "    max: 0\n", "    max: -1\n", "sip.connections.max -1"},
@@ -162,5 +164,20 @@ func TestNGConfig(t *testing.T) {
 	cfg.RelayOnly = true
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "media.mode none") {
 		t.Errorf("relay-only with media.mode none: %v", err)
+	}
+}
+
+// TestRedisStoreAccepted: a redis:// location store passes validation
+// and is not taken for a file.
+func TestRedisStoreAccepted(t *testing.T) {
+	for _, url := range []string{"redis://127.0.0.1:6379/0", "redis://:secret@10.0.0.5:6380/3?dial_timeout=1s", "rediss://redis.example:6379/1"} {
+		text := strings.Replace(string(DefaultConfigYAML()), "store: location.json", "store: "+url, 1)
+		cfg, err := ParseConfig([]byte(text))
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		if cfg.SIP.Registrar.Store != url {
+			t.Fatalf("store %q, want %q", cfg.SIP.Registrar.Store, url)
+		}
 	}
 }

@@ -150,10 +150,12 @@ var (
 	dSIPTransactions  = desc("sipxdp_sip_transactions", "Requests in progress.")
 	dSIPBannedSources = desc("sipxdp_sip_banned_sources", "Sources banned for flooding now.")
 	dSIPMalformed     = desc("sipxdp_sip_malformed_total", "Unparsable messages dropped.")
-	dSIPRegRefused    = desc("sipxdp_sip_register_refused_total", "REGISTERs refused, by reason (store_unavailable: the binding could not be made durable; answered 500 with Retry-After).", "reason")
+	dSIPRegRefused    = desc("sipxdp_sip_register_refused_total", "REGISTERs refused, by reason (store_unavailable: the binding could not be made durable, or the shared location store could not be reached; answered 500 with Retry-After).", "reason")
+	dLocationErrors   = desc("sipxdp_location_store_errors_total", "Operations on the shared location store (sip.registrar.store: redis://...) that failed for want of Redis; exported only with that store.")
+	dLocationDown     = desc("sipxdp_location_store_down", "1 while the shared location store (Redis) cannot be reached; exported only with that store.")
 	dSIPCDRs          = desc("sipxdp_sip_cdrs_total", "CDRs written (durable).")
 	dSIPCDRErrors     = desc("sipxdp_sip_cdr_errors_total", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).")
-	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped).", "reason")
+	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped), location_unavailable (500, the shared location store unreachable).", "reason")
 
 	dSIPConns        = desc("sipxdp_sip_connections", "TCP, TLS, WS and WSS connections open.")
 	dSIPConnsMax     = desc("sipxdp_sip_connections_max", "The cap on TCP, TLS, WS and WSS connections open at once (sip.connections.max, or derived from RLIMIT_NOFILE).")
@@ -343,6 +345,10 @@ func (e emit) sip(st sipserver.Stats) {
 	e.gauge(dSIPBannedSources, float64(st.BannedSources))()
 	e.counter(dSIPMalformed, st.Malformed)()
 	e.counter(dSIPRegRefused, st.RegisterUnavailable)("store_unavailable")
+	if st.LocationShared {
+		e.counter(dLocationErrors, st.LocationErrors)()
+		e.gauge(dLocationDown, boolGauge(st.LocationDown))()
+	}
 	e.counter(dSIPCDRs, st.CDRs)()
 	e.counter(dSIPCDRErrors, st.CDRErrors)()
 	e.counters(dSIPRefused, st.Core.Refused)

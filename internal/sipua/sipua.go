@@ -325,9 +325,10 @@ func (u *UA) contactHost() string {
 }
 
 // respondParam is the transport parameter of a response's Contact: only
-// a WebSocket UA's has one, as a browser's does.
+// a WebSocket UA's has one, as a browser's does, or a UA given
+// ContactTransport, as a TCP phone's does.
 func (u *UA) respondParam() string {
-	if u.wsHost == "" {
+	if u.wsHost == "" && u.ContactTransport == "" {
 		return ""
 	}
 	return u.contactParam()

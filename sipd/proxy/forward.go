@@ -34,6 +34,9 @@ type target struct {
 	dest      string // ip:port; empty: from Route or Request-URI
 	transport string
 	nated     bool // the registered binding is behind NAT
+	// route is pushed as the Route of the request to it: the Path of a
+	// binding another node stored (path.go); nil: none.
+	route *sip.RouteHeader
 }
 
 func randHex(n int) string {
@@ -199,6 +202,9 @@ func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*si
 		// opened; sipgo would dial it, and a browser behind NAT never
 		// answers (RFC 7118 §5).
 		return nil, fmt.Errorf("%s %s: %w", transport, dest, ErrFlowGone)
+	}
+	if t.route != nil {
+		out.PrependHeader(t.route.Clone())
 	}
 	out.SetTransport(transport)
 	out.SetDestination(dest)
@@ -561,6 +567,15 @@ func better(code int, cur *sip.Response) bool {
 	return code/100 < cur.StatusCode/100
 }
 
+// throughProxy reports an answer that a record-routing proxy downstream
+// relayed (its Record-Route is on top, above ours): the callee's Contact
+// is that proxy's to fix, for the flow it holds, as a node reached
+// through a Path (path.go) does. Straight from the callee, ours is on top.
+func (p *Proxy) throughProxy(r *sip.Response) bool {
+	rr, ok := r.GetHeader("Record-Route").(*sip.RecordRouteHeader)
+	return ok && !p.self.IsSelf(&rr.Address)
+}
+
 // upstream builds the copy of a downstream response that goes back to the
 // sender of req: our Via removed, and the Contact of a NATed callee fixed.
 func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
@@ -571,7 +586,7 @@ func (p *Proxy) upstream(req *sip.Request, r *sip.Response) *sip.Response {
 		// us; tell the client to try elsewhere instead.
 		out.StatusCode, out.Reason = 500, "Server Internal Error"
 	}
-	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 {
+	if p.cfg.FixContact && req.IsInvite() && r.StatusCode < 300 && !p.throughProxy(r) {
 		if c, ok := out.GetHeader("Contact").(*sip.ContactHeader); ok {
 			src := srcAddr(r)
 			// A private Contact cannot be reached; a Contact on a stream

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,9 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// Path: the location table is shared with other nodes, so bindings
+	// only reachable through this one get a Path naming it (path.go).
+	Path bool
 	// RouteKey keys the tokens in our Record-Route entries
 	// (secret.Derive(secret, "route")); instances sharing it accept each
 	// other's. Empty: a random key, good for this process only.
@@ -144,7 +148,7 @@ func (p *Proxy) Stats() Stats {
 
 // refusals are the refusal counters, one per reason.
 type refusals struct {
-	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK atomic.Uint64
+	tokenMissing, tokenInvalid, dialog, foreignRoute, digestURI, strayACK, location atomic.Uint64
 }
 
 func (r *refusals) counter(reason string) *atomic.Uint64 {
@@ -161,6 +165,8 @@ func (r *refusals) counter(reason string) *atomic.Uint64 {
 		return &r.digestURI
 	case RefusedStrayACK:
 		return &r.strayACK
+	case RefusedLocation:
+		return &r.location
 	}
 	return nil
 }
@@ -172,8 +178,8 @@ func (r *refusals) add(reason string) {
 }
 
 func (r *refusals) snapshot() map[string]uint64 {
-	m := make(map[string]uint64, 6)
-	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK} {
+	m := make(map[string]uint64, 7)
+	for _, k := range []string{RefusedTokenMissing, RefusedTokenInvalid, RefusedDialog, RefusedForeignRoute, RefusedDigestURI, RefusedStrayACK, RefusedLocation} {
 		m[k] = r.counter(k).Load()
 	}
 	return m
@@ -344,6 +350,17 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 		p.register(req, tx, src)
 	case ActLookup:
 		p.lookup(req, tx, d)
+	case ActFlow:
+		// Another node of the set sends it, which applied its own caps
+		// and challenge: counted per source, every call it passes on
+		// would share one cap.
+		d.Authenticated = true
+		t := target{uri: req.Recipient, dest: d.FlowDest, transport: d.FlowTransport, nated: true}
+		if sip.IsReliable(t.transport) && !p.flowAlive(t.transport, t.dest) {
+			p.reply(req, tx, 480, "Temporarily Unavailable")
+			return
+		}
+		p.forward(req, tx, d, []target{t})
 	case ActForward:
 		if req.Method == sip.ACK {
 			if p.cfg.Media != nil {
@@ -425,6 +442,7 @@ func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.A
 	// The flow is recorded by its real source whatever the test says: it is
 	// the only way back over a connection, and behind NAT over UDP.
 	flow := registrar.Flow{Received: src.String(), Transport: strings.ToUpper(req.Transport()), NATed: why != 0}
+	flow.Path = p.pathFor(flow, src)
 	res := p.reg.Register(req, aor, flow)
 	if res.StatusCode == 200 && p.cfg.Flows != nil && sip.IsReliable(flow.Transport) {
 		p.keepFlow(aor, flow, src)
@@ -439,7 +457,8 @@ func (p *Proxy) register(req *sip.Request, tx sip.ServerTransaction, src netip.A
 // stay: until the last of the AoR's bindings over it expires.
 func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 	var until time.Time
-	for _, b := range p.reg.Store().Lookup(aor) {
+	list, _ := p.reg.Store().Lookup(aor) // just stored: a failure now keeps the flow as before
+	for _, b := range list {
 		if b.Received == flow.Received && b.Transport == flow.Transport && b.Expires.After(until) {
 			until = b.Expires
 		}
@@ -451,7 +470,18 @@ func (p *Proxy) keepFlow(aor string, flow registrar.Flow, src netip.AddrPort) {
 
 func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 	user := UserKey(req.Recipient.User)
-	bindings := p.reg.Store().Lookup(user)
+	bindings, err := p.reg.Store().Lookup(user)
+	if err != nil {
+		// A shared store that cannot be reached: the callee may well be
+		// registered, so no 404; the caller may try again soon.
+		// The store logs Redis going away and coming back; the count
+		// is sipxdp_sip_refused_total{reason="location_unavailable"}.
+		p.refused.add(RefusedLocation)
+		p.log.Debug("location lookup failed", "user", user, "error", err)
+		p.reply(req, tx, 500, "Location Store Unavailable",
+			sip.NewHeader("Retry-After", strconv.Itoa(int(registrar.RetryAfter/time.Second))))
+		return
+	}
 	if len(bindings) == 0 {
 		// The same answer whether the user exists or is not registered,
 		// as Kamailio's: anything else tells a stranger which names exist.
@@ -462,6 +492,10 @@ func (p *Proxy) lookup(req *sip.Request, tx sip.ServerTransaction, d Decision) {
 	for _, b := range bindings {
 		var u sip.Uri
 		if err := sip.ParseUri(b.Contact, &u); err != nil {
+			continue
+		}
+		if t, ok := p.pathTarget(b, u); ok {
+			targets = append(targets, t)
 			continue
 		}
 		t := target{uri: u, nated: b.NATed}

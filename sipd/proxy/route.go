@@ -20,10 +20,11 @@ const (
 	ActRegister                // the registrar
 	ActLookup                  // a call to a local user: location lookup
 	ActForward                 // next hop from Route or Request-URI
+	ActFlow                    // to a phone over its flow, for a node that found our Path
 )
 
 func (a Action) String() string {
-	return [...]string{"reply", "drop", "keepalive", "register", "lookup", "forward"}[a]
+	return [...]string{"reply", "drop", "keepalive", "register", "lookup", "forward", "flow"}[a]
 }
 
 // Decision is the routing verdict for one request.
@@ -42,6 +43,9 @@ type Decision struct {
 	// Refusal names why the request is refused or absorbed, for the
 	// refusal counters (a Refusal constant); empty for ordinary answers.
 	Refusal string
+	// FlowTransport and FlowDest are the phone's flow named by the flow
+	// token of our Path, for ActFlow.
+	FlowTransport, FlowDest string
 }
 
 // Refusals counted by reason (sipxdp_sip_refused_total).
@@ -52,6 +56,9 @@ const (
 	RefusedForeignRoute = "foreign_route"       // unauthenticated initial request routed elsewhere
 	RefusedDigestURI    = "digest_uri_mismatch" // credentials for another Request-URI
 	RefusedStrayACK     = "stray_ack"           // ACK that belongs to nothing we route, absorbed
+	// RefusedLocation: 500, the shared location store (Redis) could not
+	// be read for the callee's bindings.
+	RefusedLocation = "location_unavailable"
 )
 
 // branchMagic marks branches this proxy generated; the loop hash follows.
@@ -156,6 +163,16 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 	toTag, inDialog := req.To().Params.Get("tag")
 	if inDialog {
 		return p.decideInDialog(req, routes, own, toTag)
+	}
+	if own == 1 && !more && req.Method != sip.ACK && req.Method != sip.REGISTER {
+		// Our Path, from a node that found a binding of ours in the
+		// shared location table: its token names the phone's flow, and
+		// that node has authenticated the caller as it would its own.
+		if r, ok := routes[0].(*sip.RouteHeader); ok && r.Address.User != "" {
+			if tr, dest, ok := p.routes.verifyFlow(r.Address.User); ok {
+				return Decision{Action: ActFlow, OwnRoutes: own, RecordRoute: true, FlowTransport: tr, FlowDest: dest}
+			}
+		}
 	}
 	if req.Method == sip.ACK {
 		// An ACK without a To tag acknowledges a non-2xx final answer,

@@ -54,6 +54,12 @@ func ownRoute(p *Proxy, transport, callID, ftag string) string {
 	return fmt.Sprintf("Route: <sip:192.0.2.10:5060;transport=%s;lr;ftag=%s;sxt=%s>", transport, escapeParam(ftag), p.routes.sign(callID, ftag))
 }
 
+// pathRoute is the Route line another node sends along the Path that p
+// stored for a phone on transport at addr.
+func pathRoute(p *Proxy, transport, addr string) string {
+	return "Route: <sip:" + p.routes.signFlow(transport, addr) + "@192.0.2.10:5060;transport=udp;lr>"
+}
+
 func TestDecide(t *testing.T) {
 	p := testProxy(Config{AuthRegister: true, AuthInvite: true})
 	relay := testProxy(Config{AuthInvite: true, AllowRelay: true})
@@ -100,6 +106,15 @@ func TestDecide(t *testing.T) {
 		{"preloaded route from a local user challenged", p, request(t, "INVITE", "sip:x@elsewhere.net", local, "", "Route: <sip:192.0.2.10;lr>, <sip:gw.elsewhere.net;lr>"), Decision{Action: ActForward, Challenge: 407, RecordRoute: true, OwnRoutes: 1}},
 		{"outbound proxy route to local user", p, request(t, "INVITE", "sip:bob@example.org", local, "", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActLookup, Challenge: 407, RecordRoute: true, OwnRoutes: 1}},
 		{"outbound proxy route from outside to local user", p, request(t, "INVITE", "sip:bob@example.org", foreign, "", "Route: <sip:192.0.2.10;lr>"), Decision{Action: ActLookup, RecordRoute: true, OwnRoutes: 1}},
+		// Our Path, from another node of the set (path.go).
+		{"path with flow token", p, request(t, "INVITE", callee, foreign, "", pathRoute(p, "TCP", "198.51.100.2:40312")),
+			Decision{Action: ActFlow, OwnRoutes: 1, RecordRoute: true, FlowTransport: "TCP", FlowDest: "198.51.100.2:40312"}},
+		{"path from a local user: no challenge either", p, request(t, "MESSAGE", callee, local, "", pathRoute(p, "UDP", "198.51.100.2:5060")),
+			Decision{Action: ActFlow, OwnRoutes: 1, RecordRoute: true, FlowTransport: "UDP", FlowDest: "198.51.100.2:5060"}},
+		{"path signed with another key", p, request(t, "INVITE", callee, foreign, "", pathRoute(other, "TCP", "198.51.100.2:40312")),
+			Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}},
+		{"path then a foreign route", p, request(t, "INVITE", callee, foreign, "", pathRoute(p, "TCP", "198.51.100.2:40312"), "Route: <sip:gw.elsewhere.net;lr>"), foreignRoute},
+		{"path on an ack", p, request(t, "ACK", callee, foreign, "", pathRoute(p, "TCP", "198.51.100.2:40312")), Decision{Action: ActDrop, Refusal: RefusedStrayACK}},
 		// In dialog: only through our token.
 		{"bye with token", p, request(t, "BYE", callee, local, "t1", tok), fwd(1)},
 		{"bye with token, transport tcp", p, request(t, "BYE", callee, local, "t1", tokTCP), fwd(1)},

@@ -113,7 +113,7 @@ func BenchmarkContacts(b *testing.B) {
 					b.Fatalf("%d contacts held, want %d", c, n)
 				}
 				t := time.Now()
-				r.Store().Sweep()
+				r.Store().(*Store).Sweep()
 				sweep := time.Since(t)
 				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "bytes/contact")
 				b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(n), "inuse/contact")
@@ -136,13 +136,13 @@ func BenchmarkJournal(b *testing.B) {
 				before := heap()
 				r := newBenchRegistrar(b, path)
 				took := fill(b, r, n)
-				if err := r.Store().Flush(); err != nil {
+				if err := r.Store().(*Store).Flush(); err != nil {
 					b.Fatal(err)
 				}
 				after := heap()
-				jbytes := r.Store().JournalSize()
+				jbytes := r.Store().(*Store).JournalSize()
 				t := time.Now()
-				if err := r.Store().Compact(); err != nil {
+				if err := r.Store().(*Store).Compact(); err != nil {
 					b.Fatal(err)
 				}
 				compact := time.Since(t)

@@ -17,9 +17,9 @@ type Options struct {
 	Now                                    func() time.Time
 }
 
-// Registrar runs the REGISTER procedure over a Store.
+// Registrar runs the REGISTER procedure over a location store.
 type Registrar struct {
-	store *Store
+	store Locations
 	o     Options
 	// unavailable counts REGISTERs refused because the store could not
 	// make them durable.
@@ -32,11 +32,11 @@ type Registrar struct {
 const RetryAfter = 10 * time.Second
 
 // Unavailable is the number of REGISTERs refused with 500 because the
-// store could not write.
+// store could not write (or, shared, could not be reached).
 func (r *Registrar) Unavailable() uint64 { return r.unavailable.Load() }
 
 // New returns a registrar on store.
-func New(store *Store, o Options) *Registrar {
+func New(store Locations, o Options) *Registrar {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -44,7 +44,7 @@ func New(store *Store, o Options) *Registrar {
 }
 
 // Store is the location store.
-func (r *Registrar) Store() *Store { return r.store }
+func (r *Registrar) Store() Locations { return r.store }
 
 // Flow is where a REGISTER came from: requests to the contact are sent
 // back along it when the UA is behind NAT or on a connection.
@@ -52,6 +52,9 @@ type Flow struct {
 	Received  string // ip:port
 	Transport string // UDP, TCP, TLS
 	NATed     bool
+	// Path is the Path (RFC 3327) stored with the binding, for a shared
+	// store; empty: none.
+	Path string
 }
 
 // Register handles an authenticated REGISTER for aor and builds the
@@ -122,31 +125,32 @@ func (r *Registrar) Register(req *sip.Request, aor string, flow Flow) *sip.Respo
 			Remove: d == 0,
 			Binding: Binding{
 				AoR: aor, Contact: c.Address.String(), Received: flow.Received, Transport: flow.Transport,
-				NATed: flow.NATed, CallID: callID, CSeq: cseq, Q: q, UserAgent: ua,
+				NATed: flow.NATed, Path: flow.Path, CallID: callID, CSeq: cseq, Q: q, UserAgent: ua,
 				Expires: now.Add(d), Updated: now,
 			},
 		})
 	}
 	var list []Binding
+	var err error
 	if len(contacts) == 0 {
-		list = r.store.Lookup(aor) // a query
+		list, err = r.store.Lookup(aor) // a query
 	} else {
-		var err error
 		list, err = r.store.Apply(aor, callID, cseq, removeAll, changes, r.o.MaxContacts)
-		switch {
-		case errors.Is(err, ErrOutOfOrder):
-			return sip.NewResponseFromRequest(req, 500, "Out Of Order", nil)
-		case errors.Is(err, ErrTooManyContacts):
-			return sip.NewResponseFromRequest(req, 403, "Too Many Contacts", nil)
-		case errors.Is(err, ErrUnavailable):
-			// A 200 promises the binding survives a crash; it would not.
-			r.unavailable.Add(1)
-			res := sip.NewResponseFromRequest(req, 500, "Location Store Unavailable", nil)
-			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(RetryAfter/time.Second))))
-			return res
-		case err != nil:
-			return sip.NewResponseFromRequest(req, 500, "Server Error", nil)
-		}
+	}
+	switch {
+	case errors.Is(err, ErrOutOfOrder):
+		return sip.NewResponseFromRequest(req, 500, "Out Of Order", nil)
+	case errors.Is(err, ErrTooManyContacts):
+		return sip.NewResponseFromRequest(req, 403, "Too Many Contacts", nil)
+	case errors.Is(err, ErrUnavailable):
+		// A 200 promises the binding survives a crash, or, shared,
+		// that the other nodes see it; it would not.
+		r.unavailable.Add(1)
+		res := sip.NewResponseFromRequest(req, 500, "Location Store Unavailable", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(RetryAfter/time.Second))))
+		return res
+	case err != nil:
+		return sip.NewResponseFromRequest(req, 500, "Server Error", nil)
 	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	for _, b := range list {

@@ -12,7 +12,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +44,12 @@ type Binding struct {
 	UserAgent string    `json:"user_agent,omitempty"`
 	Expires   time.Time `json:"expires"`
 	Updated   time.Time `json:"updated"`
+	// Node is the sipd that stored the binding, in a shared store (the
+	// one whose address Received is reachable from); empty in Store.
+	Node string `json:"node,omitempty"`
+	// Path is the route to the contact through Node (RFC 3327), when only
+	// that node reaches it; kept by a shared store only.
+	Path string `json:"path,omitempty"`
 }
 
 // binding is how a Binding is held: the AoR is the map key; contact,
@@ -367,8 +372,9 @@ func (s *Store) Close() error {
 	return s.journal.Close()
 }
 
-// Lookup returns the live bindings of aor, highest q first.
-func (s *Store) Lookup(aor string) []Binding {
+// Lookup returns the live bindings of aor, highest q first. It never
+// fails: the error is Locations'.
+func (s *Store) Lookup(aor string) ([]Binding, error) {
 	t := s.now().UnixNano()
 	sh := s.shard(aor)
 	sh.mu.RLock()
@@ -380,8 +386,8 @@ func (s *Store) Lookup(aor string) []Binding {
 		}
 	}
 	sh.mu.RUnlock()
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Q > out[j].Q })
-	return out
+	sortByQ(out)
+	return out, nil
 }
 
 // Change is one Contact of a REGISTER: Expires zero removes it.
@@ -430,31 +436,9 @@ func (s *Store) apply(aor, callID string, cseq uint32, removeAll bool, changes [
 			cur = append(cur, b)
 		}
 	}
-	if removeAll {
-		for i := range cur {
-			if cur[i].callID() == callID && cseq <= cur[i].cseq {
-				return nil, nil, ErrOutOfOrder
-			}
-		}
-		cur = cur[:0]
-	}
-	for k, c := range changes {
-		i := indexOf(cur, c.Contact)
-		if i >= 0 && cur[i].callID() == callID && cseq <= cur[i].cseq {
-			return nil, nil, ErrOutOfOrder
-		}
-		switch {
-		case c.Remove && i >= 0:
-			cur = append(cur[:i], cur[i+1:]...)
-		case c.Remove:
-		case i >= 0:
-			cur[i] = packed[k]
-		default:
-			cur = append(cur, packed[k])
-		}
-	}
-	if len(cur) > maxContacts {
-		return nil, nil, ErrTooManyContacts
+	cur, err := merge(cur, packed, (*binding).key, callID, cseq, removeAll, changes, maxContacts)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(cur) < cap(cur) {
 		cur = append([]binding(nil), cur...) // most AoRs have one contact: hold no spare room
@@ -467,13 +451,8 @@ func (s *Store) apply(aor, callID string, cseq uint32, removeAll bool, changes [
 	return out, s.record(aor, out), nil
 }
 
-func indexOf(list []binding, contact string) int {
-	for i := range list {
-		if list[i].contact() == contact {
-			return i
-		}
-	}
-	return -1
+func (b *binding) key() (contact, callID string, cseq uint32) {
+	return b.contact(), b.callID(), b.cseq
 }
 
 // Sweep drops expired bindings and returns how many went.
@@ -520,8 +499,9 @@ func (s *Store) Count() (aors, contacts int) {
 	return aors, contacts
 }
 
-// All returns every binding, for listing.
-func (s *Store) All() []Binding {
+// All returns every binding, for listing. It never fails: the error is
+// Locations'.
+func (s *Store) All() ([]Binding, error) {
 	var out []Binding
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -533,13 +513,8 @@ func (s *Store) All() []Binding {
 		}
 		sh.mu.RUnlock()
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].AoR != out[j].AoR {
-			return out[i].AoR < out[j].AoR
-		}
-		return out[i].Contact < out[j].Contact
-	})
-	return out
+	sortByAoR(out)
+	return out, nil
 }
 
 // Flush returns once every change made so far is durable, or with the

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"sipxdp/internal/confload"
+	"sipxdp/sipd/registrar"
 )
 
 // Duration reads Go duration syntax from YAML.
@@ -105,7 +106,8 @@ type Registrar struct {
 	MaxContacts    int      `yaml:"max_contacts"`
 	// Store is the location snapshot's file (its journal beside it),
 	// relative to StateDir unless absolute; StoreMemory keeps
-	// registrations in memory only.
+	// registrations in memory only; a redis://host:port/db URL keeps
+	// them in Redis, shared with the other sipd that name it.
 	Store string `yaml:"store"`
 }
 
@@ -281,8 +283,13 @@ func (c *Config) Validate() error {
 	if r.MaxContacts < 1 {
 		errs = append(errs, confload.Errorf("sip.registrar.max_contacts", "%s: must be at least 1"))
 	}
-	if strings.TrimSpace(r.Store) == "" {
-		errs = append(errs, confload.Errorf("sip.registrar.store", "%s is empty: name a file (relative paths are in state_dir), or %q to keep registrations in memory only", StoreMemory))
+	switch {
+	case strings.TrimSpace(r.Store) == "":
+		errs = append(errs, confload.Errorf("sip.registrar.store", "%s is empty: name a file (relative paths are in state_dir), %q to keep registrations in memory only, or redis://host:port/db to share them", StoreMemory))
+	case strings.Contains(r.Store, "://"):
+		if _, err := registrar.ParseRedisURL(r.Store); err != nil {
+			errs = append(errs, confload.Errorf("sip.registrar.store", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", r.Store, err))
+		}
 	}
 	if strings.TrimSpace(c.Dialog.Store) == "" {
 		errs = append(errs, confload.Errorf("sip.dialog.store", "%s is empty: name a file (relative paths are in state_dir), or %q to keep calls in memory only", StoreMemory))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/sipd/registrar"
 	"sipxdp/sipd/sipconf"
 )
 
@@ -164,7 +165,7 @@ func TestNATedContactReachedThroughFlow(t *testing.T) {
 		phone.addr().String(), "192.168.1.20:5060")
 	phone.send(srv, text)
 	phone.expect(200)
-	b := s.Registrations()
+	b := regs(t, s)
 	if len(b) != 1 || !b[0].NATed || b[0].Received != phone.addr().String() || !strings.Contains(b[0].Contact, "192.168.1.20") {
 		t.Fatalf("binding %+v", b)
 	}
@@ -209,7 +210,7 @@ func TestRegistrationsSurviveRestart(t *testing.T) {
 		t.Fatalf("no snapshot written: %v", err)
 	}
 	run(func(s *Server) {
-		if b := s.Registrations(); len(b) != 1 || b[0].AoR != "bob" {
+		if b := regs(t, s); len(b) != 1 || b[0].AoR != "bob" {
 			t.Fatalf("after restart: %+v", b)
 		}
 	})
@@ -575,4 +576,14 @@ func TestOutsideTheDialog(t *testing.T) {
 			t.Errorf("refused %s = %d, want %d (%v)", k, st.Core.Refused[k], v, st.Core.Refused)
 		}
 	}
+}
+
+// regs lists s's registrations, which must not fail.
+func regs(t testing.TB, s *Server) []registrar.Binding {
+	t.Helper()
+	b, err := s.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

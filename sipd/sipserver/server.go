@@ -118,7 +118,9 @@ type Server struct {
 	core    *proxy.Proxy
 	self    *proxy.Self
 	users   *digest.Users
-	store   *registrar.Store
+	loc     registrar.Locations   // the location table: store or shared
+	store   *registrar.Store      // the file-backed one; nil when shared
+	shared  *registrar.RedisStore // the one in Redis; nil when not
 	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
 	cdr     *journal.Journal // nil: no CDRs
@@ -184,7 +186,14 @@ type Stats struct {
 	CDRErrors uint64 `json:"cdr_errors"`
 	// Journals: the location store's and the CDR file's, when kept.
 	Journals []journal.Stats `json:"journals,omitempty"`
-	Core     proxy.Stats     `json:"core"`
+	// With a shared location store (Redis): LocationErrors counts
+	// operations that failed for want of it; LocationDown is set while
+	// it cannot be reached.
+	LocationShared bool   `json:"location_shared,omitempty"`
+	LocationErrors uint64 `json:"location_errors,omitempty"`
+	LocationDown   bool   `json:"location_down,omitempty"`
+	locationWhy    string
+	Core           proxy.Stats `json:"core"`
 	// Connections are the TCP, TLS, WS and WSS connections: open, caps, refusals.
 	Connections connguard.Stats `json:"connections"`
 	// BannedPassed counts messages from banned sources let through to the
@@ -205,6 +214,9 @@ type BannedPassed struct {
 // write.
 func (st *Stats) Problems() []string {
 	var out []string
+	if st.LocationDown {
+		out = append(out, "location store (redis) cannot be reached: "+st.locationWhy)
+	}
 	for _, j := range st.Journals {
 		if j.Degraded {
 			out = append(out, fmt.Sprintf("%s journal cannot write: %s", j.Name, j.Error))
@@ -235,8 +247,8 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 			if s.cdr != nil {
 				s.cdr.Close()
 			}
-			if s.store != nil {
-				s.store.Close()
+			if s.loc != nil {
+				s.loc.Close()
 			}
 			if s.dialogs != nil {
 				s.dialogs.CloseState()
@@ -271,6 +283,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	}
 	storePath := ""
 	switch p := cfg.StorePath(cfg.Registrar.Store); {
+	case registrar.IsRedisURL(cfg.Registrar.Store):
 	case cfg.Registrar.Store == sipconf.StoreMemory:
 		log.Warn("registrations are kept in memory only (sip.registrar.store: memory): a restart or a crash loses every one")
 	case p == "":
@@ -278,10 +291,19 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	default:
 		storePath = p
 	}
-	if s.store, err = registrar.OpenStore(storePath, registrar.StoreOptions{Now: opt.Now, Log: log}); err != nil {
-		return nil, err
+	if registrar.IsRedisURL(cfg.Registrar.Store) {
+		if s.shared, err = registrar.OpenRedis(cfg.Registrar.Store, registrar.RedisOptions{Now: opt.Now, Log: log, Node: nodeName(cfg)}); err != nil {
+			return nil, err
+		}
+		s.loc = s.shared
+		log.Info("registrations are shared in redis", "store", cfg.Registrar.Store, "node", nodeName(cfg))
+	} else {
+		if s.store, err = registrar.OpenStore(storePath, registrar.StoreOptions{Now: opt.Now, Log: log}); err != nil {
+			return nil, err
+		}
+		s.loc = s.store
 	}
-	s.reg = registrar.New(s.store, registrar.Options{
+	s.reg = registrar.New(s.loc, registrar.Options{
 		MinExpires: cfg.Registrar.MinExpires.D(), MaxExpires: cfg.Registrar.MaxExpires.D(),
 		DefaultExpires: cfg.Registrar.DefaultExpires.D(), MaxContacts: cfg.Registrar.MaxContacts, Now: opt.Now})
 	switch p := cfg.StorePath(cfg.Dialog.CDRFile); {
@@ -368,7 +390,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	s.core = proxy.New(proxy.Config{
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
-		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"),
+		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"), Path: s.shared != nil,
 		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
 		ObserveTransaction: opt.Observe.Transaction,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
@@ -667,7 +689,7 @@ func (s *Server) Close() error {
 	}
 	s.closeSockets()
 	s.ua.Close()
-	err := errors.Join(s.store.Close(), s.dialogs.CloseState())
+	err := errors.Join(s.loc.Close(), s.dialogs.CloseState())
 	if s.cdr != nil {
 		err = errors.Join(err, s.cdr.Close())
 	}
@@ -748,11 +770,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Error("dialog journal not closed", "error", err)
 	}
 	// A failed snapshot loses nothing: the journals stay and are replayed.
-	if err := s.store.Compact(); err != nil {
-		s.log.Error("location snapshot not written; the journal keeps every registration", "error", err)
+	if s.store != nil {
+		if err := s.store.Compact(); err != nil {
+			s.log.Error("location snapshot not written; the journal keeps every registration", "error", err)
+		}
 	}
-	if err := s.store.Close(); err != nil {
-		s.log.Error("location journal not closed", "error", err)
+	if err := s.loc.Close(); err != nil {
+		s.log.Error("location store not closed", "error", err)
 	}
 	if s.cdr != nil {
 		if err := s.cdr.Close(); err != nil {
@@ -804,14 +828,16 @@ func (s *Server) compact(tick int) {
 func (s *Server) housekeep(tick int) {
 	// While the journal cannot write, it retries by itself (and has
 	// logged why); a compaction could not set it aside anyway.
-	if js, ok := s.store.Journal(); ok && !js.Degraded && tick >= s.compactAfter {
+	if s.store == nil {
+		// Shared: Redis expires bindings, and keeps them.
+	} else if js, ok := s.store.Journal(); ok && !js.Degraded && tick >= s.compactAfter {
 		n := s.store.JournalSize()
 		big := n > journalLimit && n > s.store.SnapshotSize()
 		if s.store.NeedsSnapshot() || big || (n > 0 && tick%600 == 599) {
 			s.compact(tick)
 		}
 	}
-	if tick%10 == 0 {
+	if tick%10 == 0 && s.store != nil {
 		s.store.Sweep()
 	}
 	if tick%60 == 0 {
@@ -844,7 +870,7 @@ func (s *Server) ReloadUsers() error {
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
-	aors, contacts := s.store.Count()
+	aors, contacts := s.loc.Count()
 	setup, active, done, failed := s.dialogs.Stats()
 	dgram, stream := s.pike.Stats(), s.pikeStream.Stats()
 	core := s.core.Stats()
@@ -861,8 +887,14 @@ func (s *Server) Stats() Stats {
 			Dialog: dgram.Passed[protect.PassDialog], Responses: dgram.Passed[protect.PassResponse]},
 		Setup: s.setup.Stats(),
 	}
-	if js, ok := s.store.Journal(); ok {
-		st.Journals = append(st.Journals, js)
+	if s.store != nil {
+		if js, ok := s.store.Journal(); ok {
+			st.Journals = append(st.Journals, js)
+		}
+	}
+	if s.shared != nil {
+		st.LocationShared, st.LocationErrors = true, s.shared.Errors()
+		st.LocationDown, st.locationWhy = s.shared.Down()
 	}
 	if s.cdr != nil {
 		st.Journals = append(st.Journals, s.cdr.Stats())
@@ -874,7 +906,17 @@ func (s *Server) Stats() Stats {
 }
 
 // Registrations lists every binding, for the HTTP API.
-func (s *Server) Registrations() []registrar.Binding { return s.store.All() }
+func (s *Server) Registrations() ([]registrar.Binding, error) { return s.loc.All() }
+
+// nodeName names this sipd in a shared location store: its host and
+// first SIP listener.
+func nodeName(cfg sipconf.Config) string {
+	host, _ := os.Hostname()
+	if len(cfg.Listen) > 0 {
+		return host + "/" + cfg.Listen[0].Addr
+	}
+	return host
+}
 
 // Calls lists calls in progress, for the HTTP API.
 func (s *Server) Calls() []dialog.Call { return s.dialogs.Active() }

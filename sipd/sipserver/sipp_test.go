@@ -20,7 +20,7 @@ func TestSippRegister(t *testing.T) {
 		s := testServer(t, nil)
 		port := freePort(t)
 		register(t, s, tr, "bob", port)
-		b := s.Registrations()
+		b := regs(t, s)
 		if len(b) != 1 || b[0].AoR != "bob" || !strings.Contains(b[0].Contact, strconv.Itoa(port)) ||
 			!strings.EqualFold(b[0].Transport, tr) {
 			t.Fatalf("bindings after REGISTER: %+v", b)
@@ -40,7 +40,7 @@ func TestSippRegisterWrongPassword(t *testing.T) {
 	if err := p.wait(t); err == nil {
 		t.Fatal("registration with a wrong password succeeded")
 	}
-	if n := len(s.Registrations()); n != 0 || s.Stats().Core.AuthFailures == 0 {
+	if n := len(regs(t, s)); n != 0 || s.Stats().Core.AuthFailures == 0 {
 		t.Fatalf("%d bindings, stats %+v", n, s.Stats().Core)
 	}
 }

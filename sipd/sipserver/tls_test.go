@@ -34,7 +34,7 @@ func TestTLSRegister(t *testing.T) {
 	if !ok || res.StatusCode != 200 {
 		t.Fatalf("TLS REGISTER answer: %v", res)
 	}
-	if b := s.Registrations(); len(b) != 1 || b[0].Transport != "TLS" || b[0].Received != local {
+	if b := regs(t, s); len(b) != 1 || b[0].Transport != "TLS" || b[0].Received != local {
 		t.Fatalf("binding %+v", b)
 	}
 }
@@ -68,7 +68,7 @@ func TestIPv6(t *testing.T) {
 	if err != nil || m.(*sip.Response).StatusCode != 200 {
 		t.Fatalf("answer %v %v", m, err)
 	}
-	if b := s.Registrations(); len(b) != 1 || b[0].Received != me.String() {
+	if b := regs(t, s); len(b) != 1 || b[0].Received != me.String() {
 		t.Fatalf("binding %+v", b)
 	}
 }

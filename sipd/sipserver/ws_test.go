@@ -102,7 +102,7 @@ func TestWSCalls(t *testing.T) {
 				caller, callee, from, to, pw = w.ws, w.udp, "alice", "bob", "alicepw"
 			}
 			call(t, tc.transport, caller, callee, from, to, pw, tc.calleeHangs)
-			if b := w.s.Registrations(); len(b) != 2 {
+			if b := regs(t, w.s); len(b) != 2 {
 				t.Fatalf("bindings %+v", b)
 			}
 		})

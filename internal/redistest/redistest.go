@@ -1,0 +1,145 @@
+// Package redistest runs Debian's redis-server for tests: one child
+// process per call on a free 127.0.0.1 port, persisting nothing, in a
+// temporary directory, stopped by its PID when the test ends. Without
+// redis-server the test is skipped (failed under CI=true, where
+// scripts/install-deps.sh has installed it).
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sipxdp/internal/freeport"
+	"sipxdp/internal/testenv"
+)
+
+// Server is a running redis-server.
+type Server struct {
+	// Addr is its host:port; URL the same as a redis:// URL of database 0.
+	Addr, URL string
+	dir       string
+	bin       string
+	port      int
+	cmd       *exec.Cmd
+	exited    chan struct{}
+}
+
+// Start starts a redis-server and waits until it answers PING. It is
+// stopped when t ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
+	}
+	port, err := freeport.Loopback(freeport.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{dir: t.TempDir(), bin: bin, port: port}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.URL = "redis://" + s.Addr + "/0"
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// launch starts the process and waits up to 10 s for PING.
+func (s *Server) launch() error {
+	// Nothing is saved: the tests' data lives as long as the process.
+	s.cmd = exec.Command(s.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
+		"--logfile", filepath.Join(s.dir, "redis.log"))
+	// Its own process group, so a terminal's Ctrl-C reaches only the test,
+	// and killed with the test process should that die first.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	s.exited = make(chan struct{})
+	exited := s.exited
+	go func() { s.cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ping(s.Addr)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server exited at start: %s", s.log())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return fmt.Errorf("redis-server not answering PING in 10 s (%v): %s", err, s.log())
+		}
+	}
+}
+
+// ping sends one inline PING. Written out rather than through a client
+// library: this package only needs to know the server is up, and it
+// keeps the helper free of the client the code under test uses.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(line) != "+PONG" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+func (s *Server) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	return string(b[max(0, len(b)-2000):])
+}
+
+// Stop ends redis-server with SIGKILL, by its PID, and waits for it: its
+// data is lost, as on a crash. Stopping twice is a no-op.
+func (s *Server) Stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	if err := s.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return
+	}
+	<-s.exited
+}
+
+// Restart starts a stopped server again on the same port, empty.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.exited:
+	default:
+		t.Fatal("redistest: restart of a running server")
+	}
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+}
