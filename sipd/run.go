@@ -146,7 +146,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
+		var mc sipserver.MediaController
+		if ctrl != nil { // a nil *media.Controller in the interface would not be nil
+			mc = ctrl
+		}
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: mc, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
 			Observe: api.SIPObservers()})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
