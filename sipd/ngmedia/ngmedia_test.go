@@ -45,7 +45,7 @@ func (r *relay) Offer(q *ng.Request) ([]byte, error) {
 	}
 	return r.rec(q), nil
 }
-func (r *relay) Answer(q *ng.Request) ([]byte, error)        { return r.rec(q), nil }
+func (r *relay) Answer(q *ng.Request) ([]byte, error)       { return r.rec(q), nil }
 func (r *relay) Delete(q *ng.Request) (ng.CallStats, error) { r.rec(q); return ng.CallStats{}, nil }
 func (r *relay) Query(q *ng.Request) (ng.CallStats, error)  { return ng.CallStats{}, nil }
 func (r *relay) List(int) []string                          { return nil }
