@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"sipxdp/ng"
+	"sipxdp/sipd/wire"
 )
 
 // Defaults for Options' zero fields.
@@ -30,14 +31,12 @@ var ErrNoRelay = errors.New("relayset: no relay available")
 // that no relay of the set was given.
 var ErrUnknownCall = errors.New("relayset: call not on any relay")
 
-// State is a relay's health as the set sees it.
-type State string
-
+// A relay's health as the set sees it (Status.State).
 const (
-	StateUnknown    State = "unknown"    // not checked yet; takes calls
-	StateUp         State = "up"         // answered its last ping
-	StateDown       State = "down"       // did not answer: no new calls
-	StateOverloaded State = "overloaded" // refused for load: no new calls until Recheck
+	StateUnknown    = "unknown"    // not checked yet; takes calls
+	StateUp         = "up"         // answered its last ping
+	StateDown       = "down"       // did not answer: no new calls
+	StateOverloaded = "overloaded" // refused for load: no new calls until Recheck
 )
 
 // Options tune a Set; zero fields take the defaults.
@@ -57,24 +56,14 @@ type Options struct {
 }
 
 // Status is one relay as /health and relayctl show it.
-type Status struct {
-	URL       string    `json:"url"`
-	Weight    int       `json:"weight"`
-	State     State     `json:"state"`
-	Calls     int       `json:"calls"`      // calls that stick to it now
-	Offers    uint64    `json:"offers"`     // new calls it took
-	Failovers uint64    `json:"failovers"`  // offers moved off it to the next relay
-	LastError string    `json:"last_error"` // the last failure, if any
-	LastCheck time.Time `json:"last_check"` // the last health check's end
-	RTT       string    `json:"rtt"`        // the last ping's round trip
-}
+type Status = wire.RelayMember
 
 type relay struct {
 	ep Endpoint
 	c  *ng.Client
 
 	// guarded by Set.mu
-	state     State
+	state     string
 	until     time.Time // StateOverloaded: when it may take calls again
 	current   int       // smooth weighted round robin
 	calls     int

@@ -314,7 +314,7 @@ func TestFailover(t *testing.T) {
 	tests := []struct {
 		name  string
 		mode  int32
-		state State
+		state string
 	}{
 		{"load limit", modeLoadLimit, StateOverloaded},
 		{"out of ports", modeOutOfPorts, StateOverloaded},
