@@ -24,15 +24,11 @@ const (
 	DefaultMaxOutstanding = 256
 )
 
-// Failover reasons: the replies on which Kamailio's rtpengine module
-// (src/modules/rtpengine/rtpengine.c, RTPENGINE_SESS_LIMIT_MSG and
-// RTPENGINE_SESS_OUT_OF_PORTS_MSG, and result "load limit") moves on to
-// the next relay of the set instead of failing the call.
-const (
-	ResultLoadLimit    = "load limit"
-	ReasonOutOfPorts   = "Ran out of ports"
-	ReasonSessionLimit = "Parallel session limit reached"
-)
+// ResultLoadLimit is the result on which Kamailio's rtpengine module
+// (src/modules/rtpengine/rtpengine.c) moves on to the next relay of the
+// set, as it does for the error reasons ReasonSessionLimit and
+// ReasonOutOfPorts (refusal.go), instead of failing the call.
+const ResultLoadLimit = "load limit"
 
 // ErrTimeout is wrapped by a Client's error when the relay did not answer
 // any of the command's transmissions, or the context ended first.
@@ -286,7 +282,9 @@ type Command struct {
 }
 
 func (cmd *Command) dict(command string) map[string]any {
-	d := map[string]any{"command": command, "call-id": cmd.CallID}
+	// supports: ["load limit"] as Kamailio sends it: a draining relay
+	// answers result "load limit" rather than an error (refusal.go).
+	d := map[string]any{"command": command, "call-id": cmd.CallID, "supports": []string{ResultLoadLimit}}
 	for k, v := range cmd.Extra {
 		d[k] = v
 	}

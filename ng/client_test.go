@@ -131,6 +131,9 @@ func TestClientCommands(t *testing.T) {
 	if off.Command != "offer" || off.ICE != "remove" || len(off.Replace) != 2 || off.FromTag != "ft" {
 		t.Errorf("offer as the server parsed it: %+v", off)
 	}
+	if !off.SupportsLoadLimit() {
+		t.Errorf("offer without supports: [load limit]: flags %v", off.Flags)
+	}
 	if reqs[1].ToTag != "tt" || reqs[3].Command != "delete" {
 		t.Errorf("answer/delete as parsed: %+v %+v", reqs[1], reqs[3])
 	}
