@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -356,7 +357,8 @@ func (s *Set) Status() []Status {
 			Offers: r.offers, Failovers: r.failovers, LastError: r.lastErr, LastCheck: r.lastCheck,
 		}
 		if r.rtt > 0 {
-			st.RTT = r.rtt.String()
+			// In ms, not Duration.String's µs, which tables pad by bytes.
+			st.RTT = strconv.FormatFloat(float64(r.rtt)/float64(time.Millisecond), 'f', 3, 64) + "ms"
 		}
 		out = append(out, st)
 	}
