@@ -15,9 +15,11 @@ import (
 	"time"
 )
 
-// Client defaults, after Kamailio's rtpengine module (src/modules/rtpengine/config.c:
-// rtpengine_retr 5, rtpengine_tout_ms 1000): a command is sent up to five
-// times, a second apart, before the relay counts as not answering.
+// Client defaults, after Kamailio's rtpengine module (rtpengine_retr 5,
+// rtpengine_tout_ms 1000 in
+// https://github.com/kamailio/kamailio/blob/master/src/modules/rtpengine/config.c):
+// a command is sent up to five times, a second apart, before the relay
+// counts as not answering.
 const (
 	DefaultRetries        = 5
 	DefaultRetryInterval  = time.Second
@@ -25,9 +27,10 @@ const (
 )
 
 // ResultLoadLimit is the result on which Kamailio's rtpengine module
-// (src/modules/rtpengine/rtpengine.c) moves on to the next relay of the
-// set, as it does for the error reasons ReasonSessionLimit and
-// ReasonOutOfPorts (refusal.go), instead of failing the call.
+// moves on to the next relay of the set, as it does for the error reasons
+// ReasonSessionLimit and ReasonOutOfPorts (refusal.go), instead of
+// failing the call; see
+// https://github.com/kamailio/kamailio/blob/master/src/modules/rtpengine/rtpengine.c.
 const ResultLoadLimit = "load limit"
 
 // ErrTimeout is wrapped by a Client's error when the relay did not answer

@@ -13,7 +13,8 @@ import (
 )
 
 // DefaultPort is the NG port an entry without one gets, as in Kamailio's
-// rtpengine module (src/modules/rtpengine/rtpengine.c, CPORT).
+// rtpengine module (CPORT in
+// https://github.com/kamailio/kamailio/blob/master/src/modules/rtpengine/rtpengine.c).
 const DefaultPort = "22222"
 
 // Endpoint is one relay of the set.
@@ -24,7 +25,8 @@ type Endpoint struct {
 }
 
 // Parse reads relays the way Kamailio's rtpengine_sock takes one set
-// (src/modules/rtpengine/rtpengine.c, add_rtpengine_socks): entries
+// (add_rtpengine_socks in
+// https://github.com/kamailio/kamailio/blob/master/src/modules/rtpengine/rtpengine.c): entries
 // separated by white space, each "udp:host:port" or "udp6:[addr]:port",
 // optionally followed by "=weight" (default 1). A missing port is 22222.
 // Kamailio's "setid ==" prefixes and ws:// URLs are not taken: sipd
