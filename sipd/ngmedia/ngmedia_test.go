@@ -14,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/goleak"
 
+	"sipxdp/internal/sipua"
 	"sipxdp/ng"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/relayset"
@@ -98,25 +99,7 @@ const (
 
 func build(t *testing.T, first, fromTag, toTag, cseq, body string) sip.Message {
 	t.Helper()
-	to := "<sip:bob@example.com>"
-	if toTag != "" {
-		to += ";tag=" + toTag
-	}
-	text := first + "\r\n" +
-		"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n" +
-		"From: <sip:alice@example.com>;tag=" + fromTag + "\r\n" +
-		"To: " + to + "\r\n" +
-		"Call-ID: " + cid + "\r\n" +
-		"CSeq: " + cseq + "\r\n"
-	if body != "" {
-		text += "Content-Type: application/sdp\r\n"
-	}
-	text += fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
-	m, err := sip.ParseMessage([]byte(text))
-	if err != nil {
-		t.Fatalf("parse test message: %v\n%s", err, text)
-	}
-	return m
+	return sipua.Message(t, first, fromTag, toTag, cid, cseq, body)
 }
 
 func invite(t *testing.T, body string) *sip.Request {
