@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +24,15 @@ type relayNode struct {
 	stop       func()
 }
 
-func startRelayNode(t *testing.T) *relayNode {
+func startRelayNode(t *testing.T, timeout time.Duration) *relayNode {
 	t.Helper()
-	d, _, ngPort, pmin, stop := startRelayOnly(t, func(c *Config) { c.Media.Timeout = Duration(30 * time.Second) })
+	d, _, ngPort, pmin, stop := startRelayOnly(t, func(c *Config) { c.Media.Timeout = Duration(timeout) })
 	return &relayNode{api: d, ngPort: ngPort, pmin: pmin, pmax: pmin + 19, stop: stop}
 }
 
 // startWithRelays runs sipd relaying through nodes with the weights
 // given, pinging them every ping.
-func startWithRelays(t *testing.T, ping time.Duration, nodes []*relayNode, weights ...int) *daemon {
+func startWithRelays(t *testing.T, ping, timeout time.Duration, nodes []*relayNode, weights ...int) *daemon {
 	t.Helper()
 	var set []string
 	for i, n := range nodes {
@@ -40,6 +41,7 @@ func startWithRelays(t *testing.T, ping time.Duration, nodes []*relayNode, weigh
 	return startDaemon(t, MediaAll, func(c *Config) {
 		c.Media.Relays = strings.Join(set, " ")
 		c.Media.RelayPing = Duration(ping)
+		c.Media.Timeout = Duration(timeout)
 	})
 }
 
@@ -96,13 +98,19 @@ func relayedCall(t *testing.T, alice, bob *ua, callID string, nodes []*relayNode
 // and bob registered; stop stops them all.
 func startSet(t *testing.T, w0, w1 int) (d *daemon, nodes []*relayNode, alice, bob *ua, stop func()) {
 	t.Helper()
-	nodes = []*relayNode{startRelayNode(t), startRelayNode(t)}
+	return startSetTimeout(t, 30*time.Second, w0, w1)
+}
+
+// startSetTimeout is startSet with media.timeout set on sipd and relays.
+func startSetTimeout(t *testing.T, timeout time.Duration, w0, w1 int) (d *daemon, nodes []*relayNode, alice, bob *ua, stop func()) {
+	t.Helper()
+	nodes = []*relayNode{startRelayNode(t, timeout), startRelayNode(t, timeout)}
 	stopNodes := func() { nodes[1].stop(); nodes[0].stop() }
 	if nodes[0].pmin == nodes[1].pmin {
 		stopNodes()
 		t.Skip("both relays drew the same port range; nothing tells their calls apart")
 	}
-	d = startWithRelays(t, 200*time.Millisecond, nodes, w0, w1)
+	d = startWithRelays(t, 200*time.Millisecond, timeout, nodes, w0, w1)
 	alice, bob = newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
 	bob.register()
 	return d, nodes, alice, bob, func() { d.stop(); stopNodes() }
@@ -184,5 +192,50 @@ func TestRelaySetKill(t *testing.T) {
 		if w := relayedCall(t, alice, bob, fmt.Sprintf("after-%d@test", i), nodes, false); w != 0 {
 			t.Errorf("call %d after relay 1 died went to relay %d", i, w)
 		}
+	}
+}
+
+// TestRelaySetMediaTimeout: a call gone silent is ended by its relay's
+// media timeout; sipd learns of it by query, sends both phones a BYE
+// and writes the CDR with end_reason "media timeout", as it does with
+// the embedded relay.
+func TestRelaySetMediaTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	d, _, alice, bob, stop := startSetTimeout(t, time.Second, 1, 1)
+	defer stop()
+	const callID = "set-timeout@test"
+	alice.invite("bob", callID, 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	bobSends := mediaOf(t, inv)
+	bob.answer(inv, 200, "OK", "bob-tag", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 1, "")
+	bob.expectRequest(sip.ACK)
+	rtpExchange(t, alice, bob, aliceSends, bobSends, 10)
+	start := time.Now()
+	bobTag, _ := ok.To().Params.Get("tag")
+	for _, u := range []*ua{alice, bob} {
+		bye := u.expectRequest(sip.BYE)
+		want := map[string]string{"alice": "alice-tag", "bob": bobTag}[u.name]
+		if tag, _ := bye.To().Params.Get("tag"); bye.CallID().Value() != callID || tag != want {
+			t.Errorf("%s got a BYE for %q to tag %q", u.name, bye.CallID().Value(), tag)
+		}
+		u.answer(bye, 200, "OK", "", "")
+	}
+	t.Logf("BYEs %v after the media stopped (relay timeout 1s, sipd queries every 250ms)", time.Since(start).Round(time.Millisecond))
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(d.cdrPath)
+		if strings.Contains(string(b), `"end_reason":"media timeout"`) && strings.Contains(string(b), callID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CDR with end_reason media timeout: %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rs := relaysOf(t, d); rs[0].Calls+rs[1].Calls != 0 {
+		t.Errorf("relay set still holds the call: %+v", rs)
 	}
 }

@@ -216,6 +216,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	if relays != nil {
 		start("relay set", func() error { relays.Run(ctx); return nil })
+		// A quarter of media.timeout: a call the relay ended for silence
+		// (its own timeout, presumably media.timeout too) gets its BYEs
+		// within that much of it.
+		start("relay calls", func() error { ngctl.Watch(ctx, max(cfg.Media.Timeout.D()/4, 100*time.Millisecond)); return nil })
 	}
 	if sipSrv != nil {
 		start("sip", func() error { return sipSrv.Serve(ctx) })

@@ -704,3 +704,17 @@ func IsSDP(m interface {
 }) bool {
 	return isSDP(m)
 }
+
+// SlimDialog keeps of an initial INVITE and its 2xx (either may be nil)
+// what building a BYE needs, as Ended.Dialog holds them, for controllers
+// of other relays.
+func SlimDialog(invite *sip.Request, ok *sip.Response) Dialog {
+	var d Dialog
+	if invite != nil {
+		d.Invite = slimRequest(invite)
+	}
+	if ok != nil {
+		d.OK = slimResponse(ok)
+	}
+	return d
+}

@@ -41,8 +41,9 @@ type Controller struct {
 	set  *relayset.Set
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	calls map[string]*call // by Call-ID
+	mu        sync.Mutex
+	calls     map[string]*call // by Call-ID
+	onTimeout func(media.Ended)
 }
 
 // call is what the controller keeps of a relayed call: whose offer awaits
@@ -50,6 +51,8 @@ type Controller struct {
 type call struct {
 	callerTag string
 	offerer   string // tag of the side whose offer is unanswered; "": none
+	calleeTag string // the tag of the 2xx's sender, once answered
+	dialog    media.Dialog
 }
 
 // New returns a controller relaying the calls media mode mode selects
@@ -84,7 +87,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr, calleeTransport
 	from := req.From().Params.GetOr("tag", "")
 	c.mu.Lock()
 	if _, ok := c.calls[id]; !ok {
-		c.calls[id] = &call{callerTag: from}
+		c.calls[id] = &call{callerTag: from, dialog: media.SlimDialog(req, nil)}
 	}
 	c.mu.Unlock()
 	if !media.IsSDP(req) {
@@ -113,11 +116,17 @@ func (c *Controller) Request(req *sip.Request) error {
 
 // Response rewrites the SDP of a provisional or successful response.
 func (c *Controller) Response(res *sip.Response) {
-	if !media.IsSDP(res) || res.StatusCode < 101 || res.StatusCode >= 300 {
+	if res.StatusCode < 101 || res.StatusCode >= 300 {
 		return
 	}
 	id := res.CallID().Value()
 	if !c.known(id) {
+		return
+	}
+	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE {
+		c.answered(id, res)
+	}
+	if !media.IsSDP(res) {
 		return
 	}
 	// A response is sent by the request's recipient: its To tag.
@@ -210,9 +219,77 @@ func (c *Controller) Restore(callID string, _ []byte, _ time.Time) error {
 	return fmt.Errorf("call %s: relay state is kept on the NG relay, not by sipd", callID)
 }
 
-// OnTimeout is accepted and unused: the relays end silent calls
-// themselves and sipd is not told (see the package's README section).
-func (c *Controller) OnTimeout(func(media.Ended)) {}
+// answered keeps the first 2xx to the initial INVITE, from the callee,
+// for the BYEs Watch may send.
+func (c *Controller) answered(id string, res *sip.Response) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.calls[id]
+	if cl == nil || cl.dialog.OK != nil || res.From().Params.GetOr("tag", "") != cl.callerTag {
+		return
+	}
+	cl.calleeTag = res.To().Params.GetOr("tag", "")
+	inv := cl.dialog.Invite
+	cl.dialog = media.SlimDialog(nil, res)
+	cl.dialog.Invite = inv
+}
+
+// OnTimeout sets the function Watch calls for an answered call its relay
+// no longer has (it timed out there for lack of media); the call is
+// already forgotten then.
+func (c *Controller) OnTimeout(f func(media.Ended)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onTimeout = f
+}
+
+// Watch queries every answered call's relay each interval until ctx is
+// done. The relays end silent calls themselves; a query refused (the
+// relay answers, but not for this call) means the relay has ended it, and
+// the call is reported to the OnTimeout function, so that sipd sends its
+// BYEs and CDR as it does for the embedded relay. A relay that does not
+// answer says nothing about the call: it is asked again next time.
+func (c *Controller) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		var ids []string
+		for id, cl := range c.calls {
+			if cl.dialog.OK != nil {
+				ids = append(ids, id)
+			}
+		}
+		c.mu.Unlock()
+		for _, id := range ids {
+			qctx, cancel := context.WithTimeout(ctx, interval)
+			_, err := c.set.Query(qctx, &ng.Command{CallID: id})
+			cancel()
+			var re *ng.ReplyError
+			if !errors.As(err, &re) || re.Overloaded() {
+				continue
+			}
+			c.mu.Lock()
+			cl, f := c.calls[id], c.onTimeout
+			delete(c.calls, id)
+			c.mu.Unlock()
+			c.set.Forget(id)
+			if cl == nil {
+				continue // ended meanwhile
+			}
+			c.log.Info("ngmedia: the relay ended the call", "call_id", id, "reply", re.Reason)
+			if f != nil {
+				f(media.Ended{CallID: id, CallerTag: cl.callerTag, CalleeTag: cl.calleeTag,
+					Reason: "media timeout", Dialog: cl.dialog})
+			}
+		}
+	}
+}
 
 func (c *Controller) known(id string) bool {
 	c.mu.Lock()

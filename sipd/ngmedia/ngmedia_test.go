@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,8 +27,9 @@ var _ sipserver.MediaController = (*Controller)(nil)
 // relay is an in-process NG relay that records what it is asked and
 // answers with an SDP naming itself, the command and the tags.
 type relay struct {
-	name string
-	err  error // offers fail with it
+	name     string
+	err      error        // offers fail with it
+	queryErr atomic.Value // of error: queries fail with it when set
 
 	mu   sync.Mutex
 	reqs []*ng.Request
@@ -48,8 +50,13 @@ func (r *relay) Offer(q *ng.Request) ([]byte, error) {
 }
 func (r *relay) Answer(q *ng.Request) ([]byte, error)       { return r.rec(q), nil }
 func (r *relay) Delete(q *ng.Request) (ng.CallStats, error) { r.rec(q); return ng.CallStats{}, nil }
-func (r *relay) Query(q *ng.Request) (ng.CallStats, error)  { return ng.CallStats{}, nil }
-func (r *relay) List(int) []string                          { return nil }
+func (r *relay) Query(q *ng.Request) (ng.CallStats, error) {
+	if err, _ := r.queryErr.Load().(error); err != nil {
+		return ng.CallStats{}, err
+	}
+	return ng.CallStats{}, nil
+}
+func (r *relay) List(int) []string { return nil }
 
 func (r *relay) log() []string {
 	r.mu.Lock()
@@ -240,5 +247,45 @@ func TestInviteFailover(t *testing.T) {
 	c3 := newCtl(t, &relay{name: "A", err: errors.New("bad SDP")})
 	if err := c3.Invite(invite(t, offerSDP), netip.Addr{}, ""); err == nil || errors.Is(err, media.ErrUnavailable) {
 		t.Errorf("invite with SDP the relay refuses: %v, want an error other than ErrUnavailable", err)
+	}
+}
+
+// TestWatchReportsEndedCalls: an answered call its relay no longer knows
+// is reported with its tags and dialog, so the proxy can send BYEs; a
+// call in setup is not asked about.
+func TestWatchReportsEndedCalls(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	r := &relay{name: "A"}
+	c := newCtl(t, r)
+	ended := make(chan media.Ended, 1)
+	c.OnTimeout(func(e media.Ended) { ended <- e })
+	if err := c.Invite(invite(t, offerSDP), netip.Addr{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Watch(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	r.queryErr.Store(errors.New("unknown call"))
+	select {
+	case e := <-ended:
+		t.Fatalf("call in setup reported ended: %+v", e)
+	case <-time.After(100 * time.Millisecond):
+	}
+	ok := response(t, 200, true, "INVITE", offerSDP)
+	ok.AppendHeader(sip.NewHeader("Contact", "<sip:bob@192.0.2.20>"))
+	c.Response(ok)
+	select {
+	case e := <-ended:
+		if e.CallID != cid || e.CallerTag != callerTag || e.CalleeTag != calleeTag ||
+			e.Dialog.Invite == nil || e.Dialog.OK == nil || e.Reason != "media timeout" {
+			t.Errorf("ended %+v", e)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("answered call the relay lost was not reported")
+	}
+	if c.Active() != 0 {
+		t.Errorf("%d calls still kept", c.Active())
 	}
 }
