@@ -55,7 +55,12 @@ func fakeAPI(t *testing.T) string {
 			{Name: "internal", Local: "10.0.0.1", Advertised: "10.0.0.1", UsedPairs: 0, TotalPairs: 250},
 		},
 	}
-	health := map[string]any{"status": "ok", "version": "1.2.3", "uptime_seconds": 3725.4, "media": stats.MediaHealth}
+	health := map[string]any{"status": "ok", "version": "1.2.3", "uptime_seconds": 3725.4, "media": stats.MediaHealth,
+		"relays": []wire.RelayMember{
+			{URL: "udp:10.0.0.2:2223", Weight: 2, State: "up", Calls: 20, Offers: 31, RTT: "0.180ms"},
+			{URL: "udp:10.0.0.3:2223", Weight: 1, State: "overloaded", Calls: 3, Offers: 10, Failovers: 1,
+				LastError: `ng offer: relay answered "load limit": draining`, RTT: "0.210ms"},
+		}}
 	answers := map[string]any{"/flows": flows, "/calls": calls, "/stats": stats, "/health": health}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, ok := answers[r.URL.Path]
@@ -131,6 +136,10 @@ local  ok      tc    no               2      5       4          1      4/5250  1
 RELAY  ADDRESS   LOCAL        ADVERTISED   USED  TOTAL   USE
 local  external  203.0.113.5  203.0.113.5     4   5000  0.1%
 local  internal  10.0.0.1     10.0.0.1        0    250  0.0%
+
+NG RELAY           WEIGHT  STATE       CALLS  OFFERS  FAILOVERS      RTT  LAST ERROR
+udp:10.0.0.2:2223       2  up             20      31          0  0.180ms  -
+udp:10.0.0.3:2223       1  overloaded      3      10          1  0.210ms  ng offer: relay answered "load limit": draining
 `},
 		{"stats", []string{"stats"}, `
 path               tc
@@ -200,7 +209,7 @@ func TestJSON(t *testing.T) {
 		{[]string{"relays"}, func(t *testing.T, out []byte) {
 			var rows []Relay
 			mustDecode(t, out, &rows)
-			if len(rows) != 1 {
+			if len(rows) != 3 || rows[1].NG == nil || rows[2].Status != "overloaded" || rows[2].NG.Failovers != 1 {
 				t.Fatalf("relays: %+v", rows)
 			}
 			r := rows[0]

@@ -10,24 +10,27 @@ import (
 	"sipxdp/sipd/wire"
 )
 
-// Relay is one row of relayctl relays. Today sipd drives one relay, its
-// own ("local"); the list has room for the relay sets of issue 14, each
-// member a row of its own.
+// Relay is one row of relayctl relays: sipd itself ("local", with its
+// embedded relay's figures) and, when sipd sends calls to NG relays
+// (media.relays), one row per member, named by its URL, with NG set.
 type Relay struct {
 	Name          string  `json:"name"`
 	API           string  `json:"api"`
-	Status        string  `json:"status"` // sipd's /health status: ok or degraded
+	Status        string  `json:"status"` // sipd's /health status: ok or degraded; a member's state
 	Version       string  `json:"version"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	wire.MediaHealth
 	Pools []wire.PoolJSON `json:"pools"`
+	// NG is a media.relays member as sipd sees it; nil for "local".
+	NG *wire.RelayMember `json:"ng,omitempty"`
 }
 
 // health is the part of sipd's /health that relayctl reads.
 type health struct {
-	Status        string  `json:"status"`
-	Version       string  `json:"version"`
-	UptimeSeconds float64 `json:"uptime_seconds"`
+	Status        string             `json:"status"`
+	Version       string             `json:"version"`
+	UptimeSeconds float64            `json:"uptime_seconds"`
+	Relays        []wire.RelayMember `json:"relays"`
 }
 
 func (c *client) relays(ctx context.Context, args []string) error {
@@ -49,6 +52,9 @@ func (c *client) relays(ctx context.Context, args []string) error {
 	}
 	rows := []Relay{{Name: "local", API: c.api, Status: h.Status, Version: h.Version,
 		UptimeSeconds: h.UptimeSeconds, MediaHealth: st.MediaHealth, Pools: pools}}
+	for _, m := range h.Relays {
+		rows = append(rows, Relay{Name: m.URL, Status: m.State, Pools: []wire.PoolJSON{}, NG: &m})
+	}
 	if asJSON {
 		return c.printJSON(rows)
 	}
@@ -61,6 +67,9 @@ func printRelays(w io.Writer, rows []Relay) error {
 	t := newTable(left("RELAY"), left("STATUS"), left("PATH"), left("DRAINING"), right("SESSIONS"), right("FLOWS"),
 		right("KERNEL"), right("USERSPACE"), right("PORTS USED"), right("UPTIME"), left("VERSION"), left("REASON"))
 	for _, r := range rows {
+		if r.NG != nil {
+			continue // in the NG relays table
+		}
 		used, total := 0, 0
 		for _, p := range r.Pools {
 			used += p.UsedPairs
@@ -89,5 +98,25 @@ func printRelays(w io.Writer, rows []Relay) error {
 				strconv.FormatFloat(use, 'f', 1, 64)+"%")
 		}
 	}
-	return a.write(w, "(no relay addresses)")
+	if err := a.write(w, "(no relay addresses)"); err != nil {
+		return err
+	}
+	var members []*wire.RelayMember
+	for _, r := range rows {
+		if r.NG != nil {
+			members = append(members, r.NG)
+		}
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	// media.relays: where sipd sends its calls, and how each relay fares.
+	fmt.Fprintln(w)
+	n := newTable(left("NG RELAY"), right("WEIGHT"), left("STATE"), right("CALLS"), right("OFFERS"), right("FAILOVERS"),
+		right("RTT"), left("LAST ERROR"))
+	for _, m := range members {
+		n.add(m.URL, strconv.Itoa(m.Weight), m.State, strconv.Itoa(m.Calls), strconv.FormatUint(m.Offers, 10),
+			strconv.FormatUint(m.Failovers, 10), dash(m.RTT), dash(m.LastError))
+	}
+	return n.write(w, "")
 }

@@ -17,6 +17,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/ng"
 	"sipxdp/relay"
+	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 	"sipxdp/sipd/wire"
 )
@@ -32,9 +33,12 @@ import (
 // connection counts are checked before that, by the guard.Listener the
 // API is served on (Conns).
 type API struct {
-	Engine  *relay.Engine     // nil with media.mode none
-	SIP     *sipserver.Server // nil when only the relay runs
-	NG      NGStats           // the NG server in relay-only mode, else nil
+	Engine *relay.Engine     // nil with media.mode none
+	SIP    *sipserver.Server // nil when only the relay runs
+	NG     NGStats           // the NG server in relay-only mode, else nil
+	// Relays reports the NG relays of media.relays; nil when calls use
+	// the embedded relay.
+	Relays  func() []wire.RelayMember
 	Started time.Time
 	Version string
 	Pprof   bool // serve /debug/pprof/
@@ -81,6 +85,8 @@ type Health struct {
 	Media         MediaHealth      `json:"media"`
 	// NG counters, in relay-only mode.
 	NG map[string]uint64 `json:"ng,omitempty"`
+	// Relays are media.relays' members, when calls go to NG relays.
+	Relays []wire.RelayMember `json:"relays,omitempty"`
 }
 
 // Handler routes the API, behind the cross-origin and token checks.
@@ -207,6 +213,18 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.NG != nil {
 		h.NG = a.NG.Stats()
+	}
+	if a.Relays != nil {
+		h.Relays = a.Relays()
+		up := 0
+		for _, r := range h.Relays {
+			if r.State != relayset.StateDown && r.State != relayset.StateOverloaded {
+				up++
+			}
+		}
+		if up == 0 {
+			h.Problems = append(h.Problems, "no relay of media.relays takes new calls")
+		}
 	}
 	if len(h.Problems) > 0 {
 		h.Status = "degraded"

@@ -11,6 +11,7 @@ import (
 
 	"sipxdp/internal/confload"
 	"sipxdp/internal/guard"
+	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipconf"
 )
 
@@ -124,6 +125,10 @@ type MediaConfig struct {
 	// DTLSTimeout: a WebRTC leg whose DTLS-SRTP handshake has not
 	// completed this long after the answer ends its call.
 	DTLSTimeout Duration `yaml:"dtls_timeout"`
+	// Relays, when set, sends calls to NG relays (relayset.Parse syntax)
+	// instead of the embedded relay; RelayPing is their health check.
+	Relays    string   `yaml:"relays"`
+	RelayPing Duration `yaml:"relay_ping"`
 }
 
 type AddressConfig struct {
@@ -276,6 +281,16 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, confload.Errorf("media.mode", "%s %q: want none, all or nat", m.Mode))
+	}
+	if m.Relays != "" {
+		if c.RelayOnly {
+			errs = append(errs, confload.Errorf("media.relays", "%s: a relay-only node relays media itself; leave relays empty"))
+		} else if _, err := relayset.Parse(m.Relays); err != nil {
+			errs = append(errs, confload.Errorf("media.relays", "%s: %v", err))
+		}
+	}
+	if m.RelayPing < Duration(100*time.Millisecond) || m.RelayPing > Duration(time.Minute) {
+		errs = append(errs, confload.Errorf("media.relay_ping", "%s %v: want 100ms to 1m", time.Duration(m.RelayPing)))
 	}
 	if !datapaths[m.Datapath] {
 		errs = append(errs, confload.Errorf("media.datapath", "%s %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))

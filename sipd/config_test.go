@@ -116,6 +116,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad idle timeout", "idle_timeout: 2m", "idle_timeout: soon", "sip.connections.idle_timeout: want a duration"},
 		{"learning too short", "learning: 3s", "learning: 10ms", "media.learning 10ms"},
 		{"learning too long", "learning: 3s", "learning: 90s", "media.learning 1m30s"},
+		{"relays without scheme", `relays: ""`, `relays: "10.0.0.2:2223=2"`, `media.relays: relay "10.0.0.2:2223=2": want udp:host:port`},
+		{"relays bad weight", `relays: ""`, `relays: "udp:10.0.0.2:2223=two"`, `media.relays: relay "udp:10.0.0.2:2223=two": weight`},
+		{"relay ping too fast", "relay_ping: 1s", "relay_ping: 10ms", "media.relay_ping 10ms"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -20,6 +20,8 @@ import (
 	"sipxdp/mediapath"
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
+	"sipxdp/sipd/ngmedia"
+	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 )
 
@@ -113,7 +115,24 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if cfg.RelayOnly && cfg.Media.Mode == MediaNone {
 		return errors.New("relay-only mode needs the relay: media.mode is none")
 	}
-	if cfg.Media.Mode != MediaNone {
+	var (
+		relays *relayset.Set
+		ngctl  *ngmedia.Controller
+	)
+	if cfg.Media.Mode != MediaNone && cfg.Media.Relays != "" && !cfg.RelayOnly {
+		// Calls go to other relays over NG: none starts here.
+		eps, err := relayset.Parse(cfg.Media.Relays)
+		if err != nil {
+			return fmt.Errorf("media.relays: %w", err)
+		}
+		relays, err = relayset.New(eps, relayset.Options{Interval: cfg.Media.RelayPing.D(), Log: log.With("component", "relayset")})
+		if err != nil {
+			return fmt.Errorf("media.relays: %w", err)
+		}
+		defer relays.Close()
+		ngctl = ngmedia.New(cfg.Media.Mode, relays, log.With("component", "media"))
+		api.Relays = relays.Status
+	} else if cfg.Media.Mode != MediaNone {
 		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))
 		if err != nil {
 			return fmt.Errorf("start media relay: %w", err)
@@ -146,7 +165,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		api.NG = ngl.srv
 	} else {
-		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: ctrl, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
+		var mc sipserver.MediaController
+		switch { // a nil pointer in the interface would not be nil
+		case ngctl != nil:
+			mc = ngctl
+		case ctrl != nil:
+			mc = ctrl
+		}
+		sipSrv, err = sipserver.New(cfg.SIP, log.With("component", "sip"), sipserver.Options{Media: mc, RelayPairs: relayPairs, RelayPorts: relayPorts(cfg.Media),
 			Observe: api.SIPObservers()})
 		if err != nil {
 			return fmt.Errorf("start sip: %w", err)
@@ -188,6 +214,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		start("media engine", func() error { return api.Engine.Run(ctx) })
 		start("media events", func() error { ctrl.Run(ctx, api.Engine.Events()); return nil })
 	}
+	if relays != nil {
+		start("relay set", func() error { relays.Run(ctx); return nil })
+		// A quarter of media.timeout: a call the relay ended for silence
+		// (its own timeout, presumably media.timeout too) gets its BYEs
+		// within that much of it.
+		start("relay calls", func() error { ngctl.Watch(ctx, max(cfg.Media.Timeout.D()/4, 100*time.Millisecond)); return nil })
+	}
 	if sipSrv != nil {
 		start("sip", func() error { return sipSrv.Serve(ctx) })
 	}
@@ -203,6 +236,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	path := "none"
 	if api.Engine != nil {
 		path = api.Engine.PathName()
+	} else if relays != nil {
+		path = "ng relays " + cfg.Media.Relays
 	}
 	// Every socket was opened above, so what is sent to them from now on
 	// is queued and answered: systemd may start the units ordered after

@@ -467,3 +467,33 @@ func FirstLine(m sip.Message) string {
 	line, _, _ := strings.Cut(m.String(), "\r\n")
 	return line
 }
+
+// Message parses a request or response for tests of code that reads SIP
+// messages: first is its first line; From (alice's, with fromTag), To
+// (bob's, with toTag when not empty), Call-ID, CSeq, the extra header
+// lines, and body as application/sdp when not empty.
+func Message(t testing.TB, first, fromTag, toTag, callID, cseq, body string, extra ...string) sip.Message {
+	t.Helper()
+	to := "<sip:bob@example.com>"
+	if toTag != "" {
+		to += ";tag=" + toTag
+	}
+	text := first + "\r\n" +
+		"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n" +
+		"From: <sip:alice@example.com>;tag=" + fromTag + "\r\n" +
+		"To: " + to + "\r\n" +
+		"Call-ID: " + callID + "\r\n" +
+		"CSeq: " + cseq + "\r\n"
+	for _, h := range extra {
+		text += h + "\r\n"
+	}
+	if body != "" {
+		text += "Content-Type: application/sdp\r\n"
+	}
+	text += fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
+	m, err := sip.ParseMessage([]byte(text))
+	if err != nil {
+		t.Fatalf("parse test message: %v\n%s", err, text)
+	}
+	return m
+}

@@ -194,7 +194,11 @@ func New(cfg Config) *Controller {
 func (c *Controller) OnTimeout(f func(Ended)) { c.onTimeout = f }
 
 // Relays reports whether a new call with these NAT findings is relayed.
-func (c *Controller) Relays(req *sip.Request, nated bool) bool {
+func (c *Controller) Relays(req *sip.Request, nated bool) bool { return Relays(c.cfg.Mode, req, nated) }
+
+// Relays reports whether media mode mode relays a new call with these
+// NAT findings, the OverrideHeader aside.
+func Relays(mode string, req *sip.Request, nated bool) bool {
 	if h := req.GetHeader(OverrideHeader); h != nil {
 		switch strings.ToLower(strings.TrimSpace(h.Value())) {
 		case "relay":
@@ -203,7 +207,7 @@ func (c *Controller) Relays(req *sip.Request, nated bool) bool {
 			return false
 		}
 	}
-	switch c.cfg.Mode {
+	switch mode {
 	case ModeAll:
 		return true
 	case ModeNAT:
@@ -217,7 +221,10 @@ func (c *Controller) Relays(req *sip.Request, nated bool) bool {
 // port), and one stream's worth for a late offer, whose streams come
 // with the answer. Unreadable SDP counts as one stream (Invite refuses it
 // later anyway).
-func (c *Controller) OfferPairs(req *sip.Request) int {
+func (c *Controller) OfferPairs(req *sip.Request) int { return OfferPairs(req) }
+
+// OfferPairs is Controller.OfferPairs, for controllers of other relays.
+func OfferPairs(req *sip.Request) int {
 	const perStream = 2
 	if !isSDP(req) {
 		return perStream
@@ -687,4 +694,27 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 		cl.lastOut[side] = out
 	}
 	return out, nil
+}
+
+// IsSDP reports whether a request's or response's body is SDP, for
+// controllers of other relays.
+func IsSDP(m interface {
+	Body() []byte
+	GetHeader(name string) sip.Header
+}) bool {
+	return isSDP(m)
+}
+
+// SlimDialog keeps of an initial INVITE and its 2xx (either may be nil)
+// what building a BYE needs, as Ended.Dialog holds them, for controllers
+// of other relays.
+func SlimDialog(invite *sip.Request, ok *sip.Response) Dialog {
+	var d Dialog
+	if invite != nil {
+		d.Invite = slimRequest(invite)
+	}
+	if ok != nil {
+		d.OK = slimResponse(ok)
+	}
+	return d
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"sipxdp/internal/sipua"
 	"sipxdp/relay"
 	"sipxdp/sipd/sdprewrite"
 )
@@ -243,26 +244,7 @@ const (
 
 func build(t *testing.T, first string, fromTag, toTag string, cseq string, body string) sip.Message {
 	t.Helper()
-	to := "<sip:bob@example.com>"
-	if toTag != "" {
-		to += ";tag=" + toTag
-	}
-	text := first + "\r\n" +
-		"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\n" +
-		"From: <sip:alice@example.com>;tag=" + fromTag + "\r\n" +
-		"To: " + to + "\r\n" +
-		"Call-ID: " + cid + "\r\n" +
-		"CSeq: " + cseq + "\r\n" +
-		"Contact: <sip:alice@192.0.2.10:5060>\r\n"
-	if body != "" {
-		text += "Content-Type: application/sdp\r\n"
-	}
-	text += fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
-	m, err := sip.ParseMessage([]byte(text))
-	if err != nil {
-		t.Fatalf("parse test message: %v\n%s", err, text)
-	}
-	return m
+	return sipua.Message(t, first, fromTag, toTag, cid, cseq, body, "Contact: <sip:alice@192.0.2.10:5060>")
 }
 
 func invite(t *testing.T, body string) *sip.Request {

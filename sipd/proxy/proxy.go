@@ -18,7 +18,6 @@ import (
 
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
-	"sipxdp/sipd/media"
 	"sipxdp/sipd/nat"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/registrar"
@@ -34,7 +33,7 @@ type Config struct {
 	InviteTimeout time.Duration // Timer C: give up on a ringing branch
 	// Media steers relayed calls' RTP through the relay (SDP rewrite);
 	// nil: signaling only, SDP untouched.
-	Media *media.Controller
+	Media MediaController
 	// Setup caps relayed calls in setup from callers who did not
 	// authenticate (nil: no cap); Exempt sources are not capped.
 	Setup  *protect.Setup

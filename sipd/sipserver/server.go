@@ -81,7 +81,7 @@ type Options struct {
 	Exempt []netip.Prefix
 	Now    func() time.Time
 	// Media relays calls' RTP (media.mode all or nat); nil: signaling only.
-	Media *media.Controller
+	Media MediaController
 	// RelayPairs is the number of RTP/RTCP port pairs of the smallest
 	// relay address pool (a call's legs may all come from one). The share
 	// of it that unauthenticated calls in setup may hold is
@@ -920,3 +920,12 @@ func nodeName(cfg sipconf.Config) string {
 
 // Calls lists calls in progress, for the HTTP API.
 func (s *Server) Calls() []dialog.Call { return s.dialogs.Active() }
+
+// MediaController is the proxy's media hook plus what resuming relayed
+// calls after a restart and ending silent calls need. A nil interface
+// (not a nil *media.Controller in one) means signaling only.
+type MediaController interface {
+	proxy.MediaController
+	Restore(callID string, state []byte, since time.Time) error
+	OnTimeout(func(media.Ended))
+}

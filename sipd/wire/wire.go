@@ -82,3 +82,17 @@ type PoolJSON struct {
 	UsedPairs  int    `json:"used_pairs"`
 	TotalPairs int    `json:"total_pairs"`
 }
+
+// RelayMember is one NG relay of media.relays as sipd sees it (in
+// /health's "relays").
+type RelayMember struct {
+	URL       string    `json:"url"`
+	Weight    int       `json:"weight"`
+	State     string    `json:"state"`      // unknown, up, down, overloaded
+	Calls     int       `json:"calls"`      // calls that stick to it now
+	Offers    uint64    `json:"offers"`     // new calls it took
+	Failovers uint64    `json:"failovers"`  // offers moved off it to the next relay
+	LastError string    `json:"last_error"` // the last failure, if any
+	LastCheck time.Time `json:"last_check"` // the last health check's end
+	RTT       string    `json:"rtt"`        // the last ping's round trip, "0.180ms"
+}
