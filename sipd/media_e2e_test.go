@@ -324,6 +324,21 @@ func (d *daemon) checkRelayed(t *testing.T, who string, ap netip.AddrPort) {
 // rtpExchange sends n packets from each side to where its SDP says and
 // checks that the other side receives them, from the address its own SDP
 // announced for the far end (the relay).
+// answeredCall places alice's call to bob up to the ACK and returns the
+// 200 and where each side must send its media.
+func answeredCall(t *testing.T, alice, bob *ua, callID string) (*sip.Response, netip.AddrPort, netip.AddrPort) {
+	t.Helper()
+	alice.invite("bob", callID, 1, alice.sdp())
+	inv := bob.expectRequest(sip.INVITE)
+	bobSends := mediaOf(t, inv)
+	bob.answer(inv, 200, "OK", "bob-tag", bob.sdp())
+	ok := alice.expectResponse(200)
+	aliceSends := mediaOf(t, ok)
+	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 1, "")
+	bob.expectRequest(sip.ACK)
+	return ok, aliceSends, bobSends
+}
+
 func rtpExchange(t *testing.T, a, b *ua, aSends, bSends netip.AddrPort, n int) {
 	t.Helper()
 	pkt := func(seq int) []byte {
@@ -609,14 +624,7 @@ func TestMediaTimeoutEndsCall(t *testing.T) {
 	alice, bob := newUA(t, "alice", d.sip), newUA(t, "bob", d.sip)
 	bob.register()
 	const callID = "e2e-timeout@test"
-	alice.invite("bob", callID, 1, alice.sdp())
-	inv := bob.expectRequest(sip.INVITE)
-	bobSends := mediaOf(t, inv)
-	bob.answer(inv, 200, "OK", "bob-tag", bob.sdp())
-	ok := alice.expectResponse(200)
-	aliceSends := mediaOf(t, ok)
-	alice.inDialog(sip.ACK, ok.Contact().Address, reversed(recordRoutes(ok)), ok.From().Value(), ok.To().Value(), callID, 1, "")
-	bob.expectRequest(sip.ACK)
+	ok, aliceSends, bobSends := answeredCall(t, alice, bob, callID)
 	rtpExchange(t, alice, bob, aliceSends, bobSends, 10)
 	start := time.Now()
 	// Both sides go silent; each gets a BYE from sipd within a few scans.
