@@ -321,9 +321,23 @@ func (d *daemon) checkRelayed(t *testing.T, who string, ap netip.AddrPort) {
 	}
 }
 
-// rtpExchange sends n packets from each side to where its SDP says and
-// checks that the other side receives them, from the address its own SDP
-// announced for the far end (the relay).
+// waitTimeoutCDR waits up to 2 s for callID's CDR with end_reason
+// "media timeout" in the file at path.
+func waitTimeoutCDR(t *testing.T, path, callID string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), `"end_reason":"media timeout"`) && strings.Contains(string(b), callID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CDR with end_reason media timeout: %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // answeredCall places alice's call to bob up to the ACK and returns the
 // 200 and where each side must send its media.
 func answeredCall(t *testing.T, alice, bob *ua, callID string) (*sip.Response, netip.AddrPort, netip.AddrPort) {
@@ -339,6 +353,9 @@ func answeredCall(t *testing.T, alice, bob *ua, callID string) (*sip.Response, n
 	return ok, aliceSends, bobSends
 }
 
+// rtpExchange sends n packets from each side to where its SDP says and
+// checks that the other side receives them, from the address its own SDP
+// announced for the far end (the relay).
 func rtpExchange(t *testing.T, a, b *ua, aSends, bSends netip.AddrPort, n int) {
 	t.Helper()
 	pkt := func(seq int) []byte {
@@ -646,17 +663,7 @@ func TestMediaTimeoutEndsCall(t *testing.T) {
 	if fs := d.flows(t, callID); len(fs) != 0 {
 		t.Errorf("flows left after the media timeout: %+v", fs)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		b, _ := os.ReadFile(d.cdrPath)
-		if strings.Contains(string(b), `"end_reason":"media timeout"`) && strings.Contains(string(b), callID) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no CDR with end_reason media timeout: %q", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTimeoutCDR(t, d.cdrPath, callID)
 }
 
 // TestMediaModeNAT: in mode nat a call between phones on their real

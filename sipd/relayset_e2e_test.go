@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -217,17 +216,7 @@ func TestRelaySetMediaTimeout(t *testing.T) {
 		u.answer(bye, 200, "OK", "", "")
 	}
 	t.Logf("BYEs %v after the media stopped (relay timeout 1s, sipd queries every 250ms)", time.Since(start).Round(time.Millisecond))
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		b, _ := os.ReadFile(d.cdrPath)
-		if strings.Contains(string(b), `"end_reason":"media timeout"`) && strings.Contains(string(b), callID) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no CDR with end_reason media timeout: %q", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTimeoutCDR(t, d.cdrPath, callID)
 	if rs := relaysOf(t, d); rs[0].Calls+rs[1].Calls != 0 {
 		t.Errorf("relay set still holds the call: %+v", rs)
 	}

@@ -92,6 +92,19 @@ func TestWebSocketCalls(t *testing.T) {
 	}
 }
 
+// browserAndPhone registers alice over ws and bob over UDP to s.
+func browserAndPhone(t *testing.T, s *sipdtest.Sipd) (ws, udp *sipua.UA) {
+	ws = sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
+	ws.Register("alice", "localhost", "alicepw")
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp = sipua.New(t, c, s.SIPAddr("udp"))
+	udp.Register("bob", "localhost", "bobpw")
+	return ws, udp
+}
+
 // TestWebSocketWebRTCCall: a ws caller whose offer is a browser's (ICE,
 // DTLS-SRTP, rtcp-mux; internal/webrtcpeer) calls a UDP phone through the
 // built sipd with media all. The phone is offered plain RTP; the caller
@@ -106,14 +119,7 @@ func TestWebSocketWebRTCCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
-	ws.Register("alice", "localhost", "alicepw")
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp := sipua.New(t, c, s.SIPAddr("udp"))
-	udp.Register("bob", "localhost", "bobpw")
+	ws, udp := browserAndPhone(t, s)
 	phone, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -192,14 +198,7 @@ func TestWebSocketWebRTCBadFingerprint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	ws := sipua.DialWS(t, s.SIPAddr("ws").String(), nil)
-	ws.Register("alice", "localhost", "alicepw")
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp := sipua.New(t, c, s.SIPAddr("udp"))
-	udp.Register("bob", "localhost", "bobpw")
+	ws, udp := browserAndPhone(t, s)
 	d := sipua.Establish(ws, udp, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw",
 		Offer: string(peer.Offer()), Answer: sipua.SDP(netip.MustParseAddrPort("127.0.0.1:40002"))})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

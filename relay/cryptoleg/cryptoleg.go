@@ -439,9 +439,3 @@ func (l *Leg) Info() Info {
 	}
 	return in
 }
-
-// Counter returns one counter.
-func (l *Leg) Counter(i int) uint64 { return l.cnt[i].Load() }
-
-// Status is the leg's keying state.
-func (l *Leg) Status() State { return State(l.state.Load()) }
