@@ -127,16 +127,17 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 	if u.domain == "" {
 		u.domain = cfg.Proxy.Addr().String()
 	}
-	var err error
-	if u.ua, err = newUA(UACUser, sipAddr); err != nil {
-		return Result{}, err
-	}
-	defer u.ua.conn.Close()
+	// The fixed RTP ports first: the SIP socket takes an ephemeral port on
+	// the same address, which could otherwise be one of them.
 	pairs, err := bindPairs(u.mediaAddr, cfg.RTPPort, cfg.RTPSockets)
 	if err != nil {
 		return Result{}, err
 	}
 	defer closePairs(pairs)
+	if u.ua, err = newUA(UACUser, sipAddr); err != nil {
+		return Result{}, err
+	}
+	defer u.ua.conn.Close()
 	for _, p := range pairs {
 		u.ports = append(u.ports, p.port)
 	}
