@@ -50,6 +50,10 @@ type callRun struct {
 	pin  string
 	// passes are the XDP_PASS programs on the end hosts' veths.
 	passes []io.Closer
+	// relays are the NG relay nodes of a scenario with Relays.
+	relays []*relayNode
+	// windowProcs is each process's CPU (cores) in the steady window.
+	windowProcs map[string]float64
 
 	mu       sync.Mutex
 	samples  []runSample
@@ -107,9 +111,22 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 			err = errors.Join(err, fmt.Errorf("remove pins: %w", rerr))
 		}
 	}()
-	r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sc.Datapath,
+	sipdPath := sc.Datapath
+	if sc.Relays > 0 {
+		defer func() {
+			if serr := r.stopRelays(); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}()
+		if err := r.startRelays(ctx); err != nil {
+			return callreport.Result{}, fmt.Errorf("relays: %w", err)
+		}
+		// sipd relays nothing itself: keep it off the kernel.
+		sipdPath = "userspace"
+	}
+	r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sipdPath,
 		PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
-		Exempt: []string{callsNet.Net4.String()}})
+		Exempt: []string{callsNet.Net4.String()}, Relays: r.relaySet()})
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -123,7 +140,14 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		return callreport.Result{}, err
 	}
 	res.Path = h0.Media.Path
-	if sc.Path != "" && h0.Media.Path != sc.Path {
+	var relayPkts0 uint64
+	if sc.Relays > 0 {
+		// startRelays checked each node's path.
+		res.Path = sc.Path
+		if relayPkts0, err = r.relayPackets(ctx); err != nil {
+			return callreport.Result{}, err
+		}
+	} else if sc.Path != "" && h0.Media.Path != sc.Path {
 		return callreport.Result{}, fmt.Errorf("sipd runs media path %q, not %q: the scenario cannot be measured here (see %s)",
 			h0.Media.Path, sc.Path, r.sipd.LogPath)
 	}
@@ -210,10 +234,18 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	if herr == nil {
 		res.RelayPkts = hEnd.Media.Packets - h0.Media.Packets
 	}
+	if sc.Relays > 0 {
+		if n, err := r.relayPackets(ctx); err == nil {
+			res.RelayPkts = n - relayPkts0
+		}
+	}
 	if winOK[0] && winOK[1] {
 		r.fillWindow(&res, win[0], win[1])
 	} else {
 		res.Notes = append(res.Notes, fmt.Sprintf("%s at %d: the steady window was not sampled; no system CPU", sc.Name, l.Total))
+	}
+	if sc.Relays > 0 && herr == nil {
+		r.fillRelayNodes(ctx, &res, hEnd, r.windowProcs)
 	}
 	return res, uacErr
 }
@@ -357,6 +389,9 @@ func (r *callRun) printProgress(tty bool, t0 time.Time, a, b runSample, p siploa
 func (r *callRun) windowSnap() (windowSnap, error) {
 	var w windowSnap
 	pids := map[string]int{"sipd": r.sipd.PID(), "uac": r.uac.PID(), "uas": r.uas.PID()}
+	for _, n := range r.relays {
+		pids[n.name] = n.sipd.PID()
+	}
 	s, err := cpu.Take(pids)
 	if err != nil {
 		return w, err
@@ -368,7 +403,14 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 	s.All = all
 	w.snap = s
 	if r.sc.Path != "" && r.sc.Path != "userspace" {
-		w.progTime, w.progRuns, w.progErr = bpf.PinnedRunStats(r.pin)
+		if len(r.relays) == 0 {
+			w.progTime, w.progRuns, w.progErr = bpf.PinnedRunStats(r.pin)
+		}
+		// The relay nodes' programs, summed: one ns/packet over the set.
+		for _, n := range r.relays {
+			t, runs, err := bpf.PinnedRunStats(n.pin)
+			w.progTime, w.progRuns, w.progErr = w.progTime+t, w.progRuns+runs, errors.Join(w.progErr, err)
+		}
 	}
 	return w, nil
 }
@@ -377,6 +419,10 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 func (r *callRun) fillWindow(res *callreport.Result, a, b windowSnap) {
 	u := cpu.Between(a.snap, b.snap)
 	ours := map[int]bool{os.Getpid(): true, r.sipd.PID(): true, r.uac.PID(): true, r.uas.PID(): true}
+	for _, n := range r.relays {
+		ours[n.sipd.PID()] = true
+	}
+	r.windowProcs = u.Procs
 	other := cpu.OtherCores(a.snap.All, b.snap.All, func(pid int, _ cpu.ProcTimes) bool { return ours[pid] }, u.Wall)
 	res.SteadyS = round2(u.Wall.Seconds())
 	res.OtherCPUSteady = round2(100 * other)

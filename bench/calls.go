@@ -30,7 +30,11 @@ type callScenario struct {
 	// SRTP: the callers are WebRTC endpoints (sipload.UACConfig.SRTP),
 	// whose DTLS-SRTP leg the relay bridges to plain RTP for the callees.
 	SRTP bool
-	Note string
+	// Relays is how many "sipd -relay-only" nodes sipd drives over NG
+	// (media.relays), each in a namespace of its own; Datapath and Path
+	// are then theirs, and sipd starts no relay of its own.
+	Relays int
+	Note   string
 }
 
 var callScenarios = []callScenario{
@@ -46,6 +50,10 @@ var callScenarios = []callScenario{
 	{Name: "xdp-native", Mode: "all", Datapath: "xdp", Path: "xdp",
 		Note: "xdp-native: native XDP on veth needs an XDP program on the peer ends (an XDP_PASS one is attached there) and copies every locally sent packet, which a physical NIC does not"},
 	{Name: "tc", Mode: "all", Datapath: "tc", Path: "tc"},
+	{Name: callreport.RelaysScenario, Mode: "all", Datapath: "tc", Path: "tc", Relays: 2,
+		Note: "relays: sipd drives two sipd -relay-only nodes over NG (media.relays, weights 1:1), each in its own namespace " +
+			"on the tc hook, hung off sipd's namespace, which routes RTP between the endpoints and the relays; " +
+			"compare with tc, where sipd relays on its own host"},
 }
 
 func scenarioByName(name string) (callScenario, bool) {
@@ -71,7 +79,7 @@ func expandScenarios(s string) ([]callScenario, error) {
 			continue
 		}
 		if _, ok := scenarioByName(n); !ok {
-			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, srtp, xdp, xdp-native or tc)", n)
+			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, srtp, xdp, xdp-native, tc or relays)", n)
 		}
 		seen[n] = true
 	}
@@ -139,10 +147,12 @@ Runs sipd in a network namespace between a caller and a callee namespace
 and loads it with calls from the project's SIP+RTP load generator, for
 each media scenario: none (signaling only), userspace, srtp (WebRTC
 callers bridged to plain RTP by the userspace relay), xdp (generic),
-xdp-native and tc. Needs root. Examples:
+xdp-native, tc, and relays (sipd driving two sipd -relay-only nodes on
+tc, each in a namespace of its own). Needs root. Examples:
 
   bench calls --quick                                   # every scenario, 20 calls, well under 2 minutes
   bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
+  bench calls --scenario none,tc,relays --total 800 --cps 100 --duration 40s --out out/calls-relays
 
 flags:
 `
@@ -150,7 +160,7 @@ flags:
 func parseCallsFlags(args []string) (CallsOptions, error) {
 	fs := flag.NewFlagSet("bench calls", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), callsUsage); fs.PrintDefaults() }
-	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, srtp, xdp, xdp-native, tc")
+	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, srtp, xdp, xdp-native, tc, relays")
 	total := fs.String("total", "500", "calls per level, which is also the target concurrency; a comma list runs several levels")
 	cps := fs.String("cps", "100", "new calls per second: one value, or one per --total")
 	duration := fs.Duration("duration", 60*time.Second, "hold time of each call")

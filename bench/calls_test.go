@@ -252,3 +252,78 @@ func TestFillCallsHandshakes(t *testing.T) {
 		t.Errorf("plain callers: %+v", plain)
 	}
 }
+
+// TestCallsRelaysQuick runs scenario relays tiny beside none and tc (the
+// single-host figures it is compared with): sipd drives two sipd
+// -relay-only nodes in namespaces of their own. It checks every call
+// completed with RTP through the relays, both took calls, and the
+// report has each node and the comparison with one host.
+func TestCallsRelaysQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: runs sipd, two relays and load in namespaces for about 40 s")
+	}
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "nsenter", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Unavailable(t, tool+" is not installed")
+		}
+	}
+	o, err := parseCallsFlags([]string{"--quick", "--scenario", "none,tc,relays"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Out = t.TempDir()
+	o.Command = "go test -run TestCallsRelaysQuick ./bench/"
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rs, err := RunCalls(ctx, &o)
+	if err != nil {
+		for _, name := range []string{"sipd_relays-20", "relay_relays-20-relay0", "relay_relays-20-relay1"} {
+			if b, rerr := os.ReadFile(filepath.Join(o.Out, name+".log")); rerr == nil && len(b) > 0 {
+				t.Logf("%s log:\n%s", name, tailString(string(b), 3000))
+			}
+		}
+		t.Fatal(err)
+	}
+	var got *callreport.Result
+	for i := range rs {
+		if rs[i].Scenario == callreport.RelaysScenario {
+			got = &rs[i]
+		}
+	}
+	if got == nil {
+		t.Fatalf("no relays result among %d", len(rs))
+	}
+	r := *got
+	if r.Completed != 20 || r.Failed != 0 || r.StatusCodes["200"] != 20 {
+		t.Errorf("%d of 20 calls completed, %d failed (codes %v)", r.Completed, r.Failed, r.StatusCodes)
+	}
+	if r.UACRX == 0 || r.UACRX*10 < r.UACTX*9 {
+		t.Errorf("the callers got %d of %d RTP packets back", r.UACRX, r.UACTX)
+	}
+	if r.Path != "tc" || r.RelayPkts == 0 || r.RelayCPU == nil || r.SteadyS == 0 {
+		t.Errorf("path %q, relay packets %d, relay cost %v, steady %.1f s", r.Path, r.RelayPkts, r.RelayCPU, r.SteadyS)
+	}
+	if len(r.RelayNodes) != 2 {
+		t.Fatalf("%d relay nodes, want 2: %+v", len(r.RelayNodes), r.RelayNodes)
+	}
+	var offers uint64
+	for _, n := range r.RelayNodes {
+		if n.Offers == 0 || n.Packets == 0 || n.Path != "tc" || n.SteadyCalls <= 0 || n.RSSMB <= 0 {
+			t.Errorf("relay node %+v: want calls, packets, path tc, steady calls and memory", n)
+		}
+		offers += n.Offers
+	}
+	if offers != 20 {
+		t.Errorf("the relays took %d offers for 20 calls", offers)
+	}
+	md, err := os.ReadFile(filepath.Join(o.Out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### Relay set (relays)", "| relay0 |", "| relay1 |", "tc (one host)", "Relay processes CPU / call"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+}

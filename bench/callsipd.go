@@ -30,6 +30,9 @@ type sipdSetup struct {
 	PortMin  int
 	PortMax  int
 	Exempt   []string // networks the flood protection must not ban: the load generators
+	// Relays is media.relays: sipd hands every call's media to these NG
+	// relays and starts no relay of its own.
+	Relays string
 }
 
 // sipdConfig is sipd's config for the topology: the embedded default with
@@ -53,6 +56,7 @@ func sipdConfig(s sipdSetup) (*sipd.Config, error) {
 	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: left + ":5060"}, {Transport: "udp", Addr: right + ":5060"}}
 	cfg.Log.Level = "warn"
 	cfg.SIP.Protect.Exempt = append(cfg.SIP.Protect.Exempt, s.Exempt...)
+	cfg.Media.Relays = s.Relays
 	return cfg, nil
 }
 

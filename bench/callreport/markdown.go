@@ -29,6 +29,7 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		writePerChannel(&b, all)
 		writeOverhead(&b, all)
 		writeBridged(&b, all)
+		writeRelayNodes(&b, all)
 		writeTargets(&b, all)
 		writeNotes(&b, all)
 	}

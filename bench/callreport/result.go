@@ -96,7 +96,29 @@ type Result struct {
 	BPFNsPerPkt *float64 `json:"bpf_ns_per_pkt,omitempty"`
 	BPFRuns     uint64   `json:"bpf_runs,omitempty"`
 
+	// RelayNodes are the sipd -relay-only nodes sipd drove over NG
+	// (scenario relays), each in a namespace of its own; sipd relayed
+	// nothing itself.
+	RelayNodes []RelayNode `json:"relay_nodes,omitempty"`
+
 	Notes []string `json:"notes,omitempty"`
+}
+
+// RelayNode is one relay of a relay set over a scenario.
+type RelayNode struct {
+	Name    string `json:"name"`
+	NG      string `json:"ng"`      // its NG address, as in media.relays
+	Path    string `json:"path"`    // the media path it reported
+	Offers  uint64 `json:"offers"`  // new calls sipd gave it
+	Packets uint64 `json:"packets"` // packets it relayed
+	// SteadyCalls is its share of the steady window's calls, by offers.
+	SteadyCalls float64 `json:"steady_calls"`
+	// CPUSteady is its process's CPU in the steady window (percent of a
+	// core); the kernel hook's packet work is not in any process.
+	CPUSteady float64 `json:"cpu_steady"`
+	// CPUPerCallPct is CPUSteady / SteadyCalls.
+	CPUPerCallPct float64 `json:"cpu_per_call_pct"`
+	RSSMB         float64 `json:"rss_mb"` // at the end of the steady window
 }
 
 // Host describes the machine a result was measured on.

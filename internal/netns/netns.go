@@ -596,16 +596,26 @@ type Host struct {
 // relay host 1) with default routes through the relay. n must be 3..250
 // and unique per topology (1 and 2 are the caller's and callee's links, 3
 // the direct link when there is one). The namespace is removed with the
-// topology.
+// topology. It fails the test on error; NewHost is the same for callers
+// without a test, such as the bench.
 func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 	t.Helper()
-	if n < linkDirect || n > 250 || (n == linkDirect && tp.cfg.Direct) {
-		t.Fatalf("AddHost %s: link number %d: want 3..250, not taken by another link", role, n)
+	h, err := tp.NewHost(context.Background(), role, n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ctx := context.Background()
+	return h
+}
+
+// NewHost is AddHost returning its error; what it made before an error
+// goes with the topology.
+func (tp *Topo) NewHost(ctx context.Context, role string, n int) (*Host, error) {
+	if n < linkDirect || n > 250 || (n == linkDirect && tp.cfg.Direct) {
+		return nil, fmt.Errorf("add host %s: link number %d: want 3..250, not taken by another link", role, n)
+	}
 	ns, err := tp.newNS(ctx, strings.TrimSuffix(tp.Relay.Name, "-r")+"-"+role)
 	if err != nil {
-		t.Fatalf("add host %s: %v", role, err)
+		return nil, fmt.Errorf("add host %s: %w", role, err)
 	}
 	host := &Host{NS: ns, RelayIf: fmt.Sprintf("h%d", n),
 		V4: hostIn(tp.cfg.Net4, n, 2), Relay4: hostIn(tp.cfg.Net4, n, 1)}
@@ -613,20 +623,20 @@ func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 		host.V6, host.Relay6 = hostIn(tp.cfg.Net6, n, 2), hostIn(tp.cfg.Net6, n, 1)
 	}
 	if err := ns.ip(ctx, "link", "set", "lo", "up"); err != nil {
-		t.Fatalf("add host %s: %v", role, err)
+		return nil, fmt.Errorf("add host %s: %w", role, err)
 	}
 	if err := tp.addLink(ctx, n, end{ns: ns, dev: "h0"}, end{ns: tp.Relay, dev: host.RelayIf}, 2, 1); err != nil {
-		t.Fatalf("add host %s: %v", role, err)
+		return nil, fmt.Errorf("add host %s: %w", role, err)
 	}
 	for _, via := range []netip.Addr{host.Relay4, host.Relay6} {
 		if !via.IsValid() {
 			continue
 		}
 		if err := ns.ip(ctx, family(via), "route", "add", "default", "via", via.String()); err != nil {
-			t.Fatalf("add host %s: %v", role, err)
+			return nil, fmt.Errorf("add host %s: %w", role, err)
 		}
 	}
-	return host
+	return host, nil
 }
 
 // AddAddr adds a as a further address (/32 or /128) on the host's link

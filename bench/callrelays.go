@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"sipxdp/bench/callreport"
+	"sipxdp/bench/mem"
+	"sipxdp/internal/netns"
+	"sipxdp/internal/sipdrun"
+	"sipxdp/sipd"
+)
+
+// relayNode is one "sipd -relay-only" of scenario relays, in a namespace
+// hung off sipd's: sipd's namespace routes RTP between the endpoints and
+// it, as a network between hosts would.
+type relayNode struct {
+	name string
+	host *netns.Host
+	ng   netip.AddrPort
+	pin  string
+	sipd *sipdrun.Sipd
+}
+
+// relayNGPort is the relays' NG port (sipd's default ng.listen port).
+const relayNGPort = 2223
+
+// startRelays starts the scenario's relay nodes, each on its own link
+// (links 4 and up; 3 is the callers' and callees' direct one). They are
+// stopped by stopRelays; their namespaces go with the topology.
+func (r *callRun) startRelays(ctx context.Context) error {
+	for i := range r.sc.Relays {
+		n := &relayNode{name: fmt.Sprintf("relay%d", i)}
+		h, err := r.line.NewHost(ctx, fmt.Sprintf("n%d", i), 4+i)
+		if err != nil {
+			return err
+		}
+		n.host, n.ng = h, netip.AddrPortFrom(h.V4, relayNGPort)
+		// The kernel hook's FIB lookup is a forwarding lookup: a flow
+		// out of the interface it came in on is forwarded, which needs
+		// forwarding on (sipd reads it, never sets it).
+		if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
+		n.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s-%s", pinPrefix, os.Getpid(), r.sc.Name, n.name))
+		r.relays = append(r.relays, n)
+		cfg, err := sipdrun.Default()
+		if err != nil {
+			return err
+		}
+		cfg.StateDir = filepath.Join(r.o.Out, "state-"+n.name)
+		cfg.Media.Mode, cfg.Media.Datapath = r.sc.Mode, r.sc.Datapath
+		cfg.Media.Interfaces = []string{"h0"}
+		cfg.Media.PinPath = n.pin
+		cfg.Media.Addresses = []sipd.AddressConfig{{Name: "relay", Local: h.V4.String(), PortMin: r.o.PortMin, PortMax: r.o.PortMax}}
+		cfg.NG.Listen = n.ng.String()
+		cfg.NG.Allow = []string{callsNet.Net4.String()}
+		cfg.Log.Level = "warn"
+		// The API stays on the default's 127.0.0.1:8080, inside its namespace.
+		n.sipd, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: r.o.Sipd, Dir: r.o.Out, Name: "relay_" + r.tag + "-" + n.name,
+			NetNS: h.Path, Dial: h.DialContext, Args: []string{"-relay-only"}})
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		hl, err := n.sipd.Health(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		if hl.Media.Path != r.sc.Path {
+			return fmt.Errorf("%s runs media path %q, not %q: the scenario cannot be measured here (see %s)",
+				n.name, hl.Media.Path, r.sc.Path, n.sipd.LogPath)
+		}
+	}
+	return nil
+}
+
+// relaySet is media.relays for sipd: every node, weight 1.
+func (r *callRun) relaySet() string {
+	var set []string
+	for _, n := range r.relays {
+		set = append(set, fmt.Sprintf("udp:%s=1", n.ng))
+	}
+	return strings.Join(set, " ")
+}
+
+// stopRelays stops the nodes and removes what a failed one left pinned.
+func (r *callRun) stopRelays() error {
+	var errs []error
+	for _, n := range r.relays {
+		if n.sipd != nil {
+			if err := n.sipd.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
+			}
+		}
+		if err := os.RemoveAll(n.pin); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s pins: %w", n.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// relayPackets sums the packets the relay nodes counted on /health.
+func (r *callRun) relayPackets(ctx context.Context) (uint64, error) {
+	var sum uint64
+	for _, n := range r.relays {
+		h, err := n.sipd.Health(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", n.name, err)
+		}
+		sum += h.Media.Packets
+	}
+	return sum, nil
+}
+
+// fillRelayNodes records each node: what sipd's /health says it got, the
+// packets it relayed, and its CPU in the steady window (u, in cores).
+func (r *callRun) fillRelayNodes(ctx context.Context, res *callreport.Result, sipdEnd sipd.Health, procs map[string]float64) {
+	var offers uint64
+	for _, m := range sipdEnd.Relays {
+		offers += m.Offers
+	}
+	for i, n := range r.relays {
+		node := callreport.RelayNode{Name: n.name, NG: "udp:" + n.ng.String(), Path: r.sc.Path}
+		if i < len(sipdEnd.Relays) {
+			node.Offers = sipdEnd.Relays[i].Offers
+		}
+		if h, err := n.sipd.Health(ctx); err == nil {
+			node.Packets, node.Path = h.Media.Packets, h.Media.Path
+		}
+		if v, err := mem.RSSMB(n.sipd.PID()); err == nil {
+			node.RSSMB = v
+		}
+		if c, ok := procs[n.name]; ok {
+			node.CPUSteady = round2(100 * c)
+		}
+		if offers > 0 {
+			node.SteadyCalls = round2(res.SteadyCalls * float64(node.Offers) / float64(offers))
+		}
+		if node.SteadyCalls > 0 {
+			node.CPUPerCallPct = node.CPUSteady / node.SteadyCalls
+		}
+		res.RelayNodes = append(res.RelayNodes, node)
+	}
+}
