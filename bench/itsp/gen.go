@@ -89,6 +89,9 @@ type stats struct {
 	rampDone  atomic.Int64
 	unexpect  atomic.Int64 // unexpected answers logged so far
 	sendDrops atomic.Uint64
+	// crossNode counts calls whose callee registered through another
+	// proxy than the caller's: the shared location table at work.
+	crossNode atomic.Uint64
 	pktsOut   atomic.Uint64 // datagrams sent, retransmissions included
 	pktsIn    atomic.Uint64 // datagrams received
 }
@@ -106,14 +109,16 @@ func (st *stats) fail(cls int, code int, first []byte) {
 
 // control is how the runner drives the shards.
 type control struct {
-	phase  atomic.Int32
-	start  atomic.Int64 // phase start, ns since base
-	base   time.Time
-	n      int // subscribers
-	rates  [nClasses]float64
-	proxy  netip.AddrPort
-	domain string // host part of AoRs and the proxy's URI
-	st     *stats
+	phase atomic.Int32
+	start atomic.Int64 // phase start, ns since base
+	base  time.Time
+	n     int // subscribers
+	rates [nClasses]float64
+	// proxies share one location table; shard i registers and calls
+	// through proxies[i%len], and answers whichever sent it a request.
+	proxies []netip.AddrPort
+	domain  string // host part of AoRs and the proxy's URI
+	st      *stats
 }
 
 func (c *control) now() int64 { return int64(time.Since(c.base)) }
@@ -165,6 +170,7 @@ type uasCall struct {
 	last     []byte // last response to the INVITE
 	id       string
 	held     []byte // the 200, sent when the ring time ends
+	from     uint8  // the proxy that sent the INVITE
 	ok       []byte // the 200, once sent
 	okAt     int64
 	interval time.Duration
@@ -189,6 +195,9 @@ type shard struct {
 	c       *control
 	idx, k  int
 	s       *sock
+	proxy   netip.AddrPort // this shard's own proxy, proxies[pi]
+	pi      uint8
+	from    uint8  // the proxy the datagram being handled came from
 	local   string // "127.0.0.1:port"
 	nLocal  int
 	regCSeq []uint32
@@ -201,6 +210,7 @@ type shard struct {
 	free    []*txn
 	nextID  uint64
 	out     [][]byte
+	outTo   []uint8 // each out message's proxy
 	m       msg
 	phase   int32
 	pStart  int64
@@ -213,12 +223,13 @@ type shard struct {
 }
 
 func newShard(c *control, idx, k int, local netip.Addr) (*shard, error) {
-	s, err := openSock(local, c.proxy)
+	s, err := openSock(local, c.proxies)
 	if err != nil {
 		return nil, err
 	}
 	n := (c.n - idx + k - 1) / k
-	sh := &shard{c: c, idx: idx, k: k, s: s, local: fmt.Sprintf("%s:%d", local, s.port), nLocal: n,
+	pi := idx % len(c.proxies)
+	sh := &shard{c: c, idx: idx, k: k, s: s, proxy: c.proxies[pi], pi: uint8(pi), local: fmt.Sprintf("%s:%d", local, s.port), nLocal: n,
 		regCSeq: make([]uint32, n), txns: map[uint64]*txn{}, uas: map[string]*uasCall{},
 		timers: newWheel(c.now())}
 	sh.fireFn = sh.fireOne
@@ -229,7 +240,7 @@ func newShard(c *control, idx, k int, local netip.Addr) (*shard, error) {
 // buildNotify prepares the NOTIFY template: fixed-width fields (16 hex
 // digits of branch and Call-ID, 7 digits of user) patched per message.
 func (sh *shard) buildNotify() {
-	proxy := sh.c.proxy.String()
+	proxy := sh.proxy.String()
 	b := []byte("NOTIFY sip:" + proxy + " SIP/2.0\r\nVia: SIP/2.0/UDP " + sh.local + ";branch=" + branchPrefix)
 	sh.notifyO[0] = len(b)
 	b = append(b, "0000000000000000;rport\r\nMax-Forwards: 70\r\nFrom: <sip:user"...)
@@ -288,9 +299,15 @@ func (sh *shard) start(t *txn, now int64) {
 	t.interval = t1
 	t.deadline = now + int64(timerB)
 	sh.txns[t.id] = t
-	sh.out = append(sh.out, t.buf)
+	sh.emit(t.buf, sh.pi)
 	sh.c.st.c[t.cls].sent.Add(1)
 	sh.timers.add(tev{at: now + int64(t.interval), tx: t, gen: t.gen})
+}
+
+// emit queues b for the proxy with index to.
+func (sh *shard) emit(b []byte, to uint8) {
+	sh.out = append(sh.out, b)
+	sh.outTo = append(sh.outTo, to)
 }
 
 func (sh *shard) finish(t *txn) {
@@ -332,7 +349,7 @@ func (sh *shard) notify(now int64, sub int) {
 		return
 	}
 	b := append(t.buf, "NOTIFY sip:"...)
-	b = append(b, sh.c.proxy.String()...)
+	b = append(b, sh.proxy.String()...)
 	b = append(b, " SIP/2.0\r\n"...)
 	b = sh.via(b, t.id)
 	b = append(b, "From: <sip:"...)
@@ -340,7 +357,7 @@ func (sh *shard) notify(now int64, sub int) {
 	b = append(b, '@')
 	b = append(b, sh.c.domain...)
 	b = append(b, ">;tag=ka\r\nTo: <sip:"...)
-	b = append(b, sh.c.proxy.String()...)
+	b = append(b, sh.proxy.String()...)
 	b = append(b, ">\r\nCall-ID: ka-"...)
 	b = strconv.AppendUint(b, t.id, 36)
 	b = append(b, "\r\nCSeq: 1 NOTIFY\r\nEvent: keep-alive\r\nContent-Length: 0\r\n\r\n"...)
@@ -356,7 +373,7 @@ func (sh *shard) register(now int64, cls, local int, chal []byte) {
 	}
 	t := sh.newTxn(kind, cls, sub)
 	sh.regCSeq[local]++
-	uri := "sip:" + sh.c.proxy.String()
+	uri := "sip:" + sh.proxy.String()
 	b := append(t.buf, "REGISTER "...)
 	b = append(b, uri...)
 	b = append(b, " SIP/2.0\r\n"...)
@@ -439,7 +456,9 @@ func (sh *shard) ack(t *txn, toTag []byte, twoXX bool) {
 		b = sh.via(b, uint64(sh.idx)<<48|sh.nextID)
 		b = sh.dialogHeaders(b, t, "2 ACK")
 	}
-	sh.out = append(sh.out, b)
+	// Both ACKs go the INVITE's way: through this shard's proxy, which
+	// is also the first of the route set it record-routed.
+	sh.emit(b, sh.pi)
 }
 
 func (sh *shard) dialogHeaders(b []byte, t *txn, cseq string) []byte {
@@ -538,19 +557,19 @@ func (sh *shard) request(now int64, m *msg) {
 		if uc, ok := sh.uas[id]; ok {
 			st.c[clsCall].dups.Add(1)
 			if uc.ok != nil {
-				sh.out = append(sh.out, uc.ok)
+				sh.emit(uc.ok, uc.from)
 			} else {
-				sh.out = append(sh.out, uc.last)
+				sh.emit(uc.last, uc.from)
 			}
 			return
 		}
 		tag := sh.tag()
-		uc := &uasCall{id: id}
+		uc := &uasCall{id: id, from: sh.from}
 		sh.unacked++
 		uc.last = sh.answer(m, 180, "Ringing", tag, false)
 		uc.held = sh.answer(m, 200, "OK", tag, true)
 		sh.uas[id] = uc
-		sh.out = append(sh.out, uc.last)
+		sh.emit(uc.last, uc.from)
 		sh.timers.add(tev{at: now + int64(ringTime), uc: uc, ok: true, gen: uc.gen})
 	case "ACK":
 		if uc, ok := sh.uas[string(m.callID)]; ok && !uc.acked && uc.ok != nil {
@@ -559,7 +578,7 @@ func (sh *shard) request(now int64, m *msg) {
 			sh.unacked--
 		}
 	case "BYE":
-		sh.out = append(sh.out, sh.answer(m, 200, "OK", "", false))
+		sh.emit(sh.answer(m, 200, "OK", "", false), sh.from)
 		if uc, ok := sh.uas[string(m.callID)]; ok && !uc.bye {
 			if !uc.acked {
 				uc.acked = true
@@ -570,7 +589,7 @@ func (sh *shard) request(now int64, m *msg) {
 			sh.timers.add(tev{at: now + int64(timerB), uc: uc, del: true})
 		}
 	default:
-		sh.out = append(sh.out, sh.answer(m, 200, "OK", "", false))
+		sh.emit(sh.answer(m, 200, "OK", "", false), sh.from)
 	}
 }
 
@@ -630,6 +649,11 @@ func (sh *shard) run() {
 			}
 			for i := range n {
 				data := sh.s.rbufs[i][:sh.s.rhdr[i].n]
+				from := sh.s.from(i)
+				if from < 0 {
+					continue // not from a proxy
+				}
+				sh.from = uint8(from)
 				if sh.quickResponse(now, data) {
 					continue
 				}
@@ -655,11 +679,11 @@ func (sh *shard) run() {
 		sh.fire(now)
 		if len(sh.out) > 0 {
 			sh.c.st.pktsOut.Add(uint64(len(sh.out)))
-			if d := sh.s.send(sh.out); d > 0 {
+			if d := sh.s.send(sh.out, sh.outTo); d > 0 {
 				sh.c.st.sendDrops.Add(uint64(d))
 			}
 			clear(sh.out)
-			sh.out = sh.out[:0]
+			sh.out, sh.outTo = sh.out[:0], sh.outTo[:0]
 		}
 		sh.active.Store(int64(len(sh.txns) + sh.unacked))
 		if !full {
@@ -781,6 +805,9 @@ func (sh *shard) schedule(now int64) {
 			if callee == caller {
 				callee = (callee + 1) % sh.c.n
 			}
+			if np := len(sh.c.proxies); np > 1 && (callee%sh.k)%np != int(sh.pi) {
+				st.crossNode.Add(1)
+			}
 			sh.invite(now, caller, callee, nil, nil)
 		}
 	}
@@ -817,7 +844,7 @@ func (sh *shard) fireOne(e tev) {
 				sh.timers.add(tev{at: t.deadline, tx: t, gen: t.gen})
 				return
 			}
-			sh.out = append(sh.out, t.buf)
+			sh.emit(t.buf, sh.pi)
 			st.c[t.cls].retrans.Add(1)
 			if invite {
 				t.interval *= 2
@@ -848,7 +875,7 @@ func (sh *shard) fireOne(e tev) {
 				st.c[clsCall].retrans.Add(1)
 				uc.interval = min(2*uc.interval, t2)
 			}
-			sh.out = append(sh.out, uc.ok)
+			sh.emit(uc.ok, uc.from)
 			sh.timers.add(tev{at: now + int64(uc.interval), uc: uc, gen: uc.gen})
 		}
 	}

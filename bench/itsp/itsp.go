@@ -8,6 +8,7 @@
 package itsp
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"sipxdp/bench/cpu"
 	"sipxdp/bench/mem"
 	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
@@ -44,7 +46,15 @@ type Options struct {
 	Profile      bool // capture a 10 s CPU profile of sipd during the hold
 	Quick        bool
 	CallRate     float64 // calls per second; 0: the model's N/5000
-	Progress     io.Writer
+	// Proxies is how many sipd share the subscribers (default 1); the
+	// generator's sockets are spread over them. More than one needs
+	// Store "redis".
+	Proxies int
+	// Store is the location table: "file" (the default, sipd's own
+	// journal) or "redis" (a redis-server the bench starts on loopback,
+	// shared by every proxy).
+	Store    string
+	Progress io.Writer
 }
 
 // Main runs "bench itsp".
@@ -59,11 +69,13 @@ func Main(args []string) int {
 	sipd := fs.String("sipd", "", "sipd binary (default: build it)")
 	shards := fs.Int("shards", 0, "generator sockets (default: 4)")
 	profile := fs.Bool("profile", true, "capture a 10 s CPU profile of sipd during the hold (not with --quick)")
+	proxies := fs.Int("proxies", 1, "sipd nodes sharing the subscribers (more than 1 needs --store redis)")
+	store := fs.String("store", "file", "location table: file (sipd's journal) or redis (a redis-server on loopback, shared)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	o := Options{Duration: *dur, RegisterRate: *rate, Media: *media, Sipd: *sipd, Out: *out, Shards: *shards,
-		Profile: *profile && !*quick, Quick: *quick, Progress: os.Stderr}
+		Profile: *profile && !*quick, Quick: *quick, Progress: os.Stderr, Proxies: *proxies, Store: *store}
 	if *quick {
 		o.Subscribers = []int{2000}
 		o.Duration = 10 * time.Second
@@ -83,6 +95,10 @@ func Main(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench itsp: --media is none or nat")
 		return 2
 	}
+	if err := o.checkNodes(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench itsp:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rs, err := Run(ctx, o)
@@ -93,6 +109,12 @@ func Main(args []string) int {
 	for _, r := range rs {
 		fmt.Printf("%d subscribers: failures %d, notify %.0f/s, calls %.1f/s, sipd CPU avg %.2f cores, %.0f B per contact\n",
 			r.Subscribers, r.Failures(), r.Class("notify").Achieved, r.Class("call").Achieved, r.SipdCPUAvg, r.BytesPerContact)
+		if x := r.Redis; x != nil {
+			ramp := r.Class("register-ramp")
+			fmt.Printf("  %d sipd on redis: registrations %.0f/s (p50 %.2f ms, p99 %.2f ms), %d cross-node calls; "+
+				"redis %.0f B per contact, %.1f µs CPU per registration\n",
+				r.Proxies, r.Ramp.Rate, ramp.P50ms, ramp.P99ms, r.CrossNodeCalls, x.BytesPerContact, x.CPUUsPerRegistration)
+		}
 	}
 	fmt.Println("report:", filepath.Join(o.Out, "report.md"))
 	return 0
@@ -101,6 +123,9 @@ func Main(args []string) int {
 // Run runs every size in o.Subscribers, writes the outputs and returns
 // the results of this invocation.
 func Run(ctx context.Context, o Options) ([]Result, error) {
+	if err := o.checkNodes(); err != nil {
+		return nil, err
+	}
 	var err error
 	if o.Out, o.Sipd, err = sipdrun.Workdir(ctx, o.Out, "bench-itsp-", o.Sipd); err != nil {
 		return nil, err
@@ -158,33 +183,51 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
 	}
-	cfg, err := sipdConfig(o.Media)
-	if err != nil {
-		return r, err
-	}
 	var ub strings.Builder
 	ub.Grow(r.Users * 32)
 	for i := range r.Users {
 		fmt.Fprintf(&ub, "%s password=%s\n", user(i), password)
 	}
 	// Written here, not by Start: StartSeconds is sipd's own start.
-	cfg.SIP.UsersFile = filepath.Join(dir, "users")
-	if err := os.WriteFile(cfg.SIP.UsersFile, []byte(ub.String()), 0o600); err != nil {
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte(ub.String()), 0o600); err != nil {
 		return r, err
 	}
+	r.Proxies, r.Store = max(o.Proxies, 1), cmp.Or(o.Store, "file")
+	var rds *redisNode
+	if r.Store == "redis" {
+		var err error
+		if rds, err = startRedis(dir); err != nil {
+			return r, err
+		}
+		defer rds.stop()
+	}
 	t0 := time.Now()
-	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: o.Sipd, Dir: dir})
+	nodes, err := startNodes(ctx, o, dir, users, rds, r.Proxies)
+	defer func() {
+		for _, d := range nodes {
+			d.Stop()
+		}
+	}()
 	if err != nil {
 		return r, err
 	}
-	proxy := d.SIP
-	defer d.Stop()
+	d := nodes[0]
+	var proxies []netip.AddrPort
+	for _, nd := range nodes {
+		proxies = append(proxies, nd.SIP)
+	}
 	r.StartSeconds = time.Since(t0).Seconds()
 	time.Sleep(time.Second)
-	r.RSSIdle = rssBytes(d.PID())
+	r.RSSIdle = nodesRSS(nodes)
+	if rds != nil {
+		if r.Redis, err = rds.before(ctx); err != nil {
+			return r, err
+		}
+	}
 
 	st := &stats{}
-	c := &control{base: time.Now(), n: n, proxy: proxy, domain: "127.0.0.1", st: st}
+	c := &control{base: time.Now(), n: n, proxies: proxies, domain: "127.0.0.1", st: st}
 	c.rates[clsRamp] = o.RegisterRate
 	c.rates[clsNotify] = float64(n) / 15
 	c.rates[clsRegister] = float64(n) / 3000
@@ -219,7 +262,7 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 			<-done
 		}
 	}()
-	smp := newSampler(d, o.Progress, st, n)
+	smp := newSampler(nodes, rds.pid(), o.Progress, st, n)
 	go smp.loop(ctx)
 	defer smp.stop()
 
@@ -229,6 +272,10 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 		c.phase.Store(p)
 		smp.setPhase(p)
 	}
+	// The ramp's CPU per process over its exact span: at 5,000/s a
+	// small ramp is over before the once-a-second sampler has looked.
+	procs := rampProcs(nodes, rds)
+	rampCPU0, rampCPUErr := cpu.Take(procs)
 	rampStart := time.Now()
 	setPhase(phRamp)
 	limit := time.Duration(float64(n)/o.RegisterRate*2*float64(time.Second)) + 40*time.Second
@@ -244,8 +291,23 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	r.Ramp.Seconds = time.Since(rampStart).Seconds()
 	r.Ramp.Rate = float64(n) / r.Ramp.Seconds
 	r.Ramp.CPUAvg = smp.cpuSince(rampStart)
+	rampCPU := map[string]float64{}
+	if rampCPU1, err := cpu.Take(procs); err == nil && rampCPUErr == nil {
+		rampCPU = cpu.Between(rampCPU0, rampCPU1).Procs
+	}
+	if len(nodes) > 1 {
+		r.Ramp.CPUAvg = 0
+		for i := range nodes {
+			r.Ramp.CPUAvg += rampCPU[nodeName(i)]
+		}
+	}
 	time.Sleep(2 * time.Second)
-	r.RSSRegistered = rssBytes(d.PID())
+	r.RSSRegistered = nodesRSS(nodes)
+	if rds != nil {
+		if err := rds.registered(ctx, r.Redis, n, r.Ramp.Seconds, rampCPU["redis"]); err != nil {
+			return r, err
+		}
+	}
 	if h, err := health(ctx, d); err == nil {
 		r.HealthAfterRamp = h
 	}
@@ -314,7 +376,11 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 		r.Classes = append(r.Classes, cr)
 	}
 	r.SendDrops = st.sendDrops.Load()
+	r.CrossNodeCalls = st.crossNode.Load()
 	smp.fill(&r)
+	if len(nodes) > 1 {
+		r.Nodes = smp.nodeResults(rampCPU)
+	}
 	if hold > 0 {
 		r.GenMsgRate = float64(pkts) / hold
 	}
@@ -396,4 +462,6 @@ type cpuSample struct {
 	regs     int
 	calls    int
 	hasTrans bool
+	nodes    []float64 // each sipd's cores, with several
+	redis    float64   // redis-server's cores
 }

@@ -71,6 +71,16 @@ type Result struct {
 	HealthAfterHold  SipHealth     `json:"health_after_hold"`
 	SendDrops        uint64        `json:"send_drops"`
 	ProfileTop       string        `json:"profile_top,omitempty"`
+	// Proxies is how many sipd shared the subscribers, each generator
+	// socket registering and calling through one; sipd's CPU and RSS
+	// above are their sums, and Nodes each one's (with more than one).
+	Proxies int          `json:"proxies,omitempty"`
+	Store   string       `json:"store,omitempty"` // location table: file or redis
+	Nodes   []NodeResult `json:"nodes,omitempty"`
+	// CrossNodeCalls are the calls placed through another sipd than the
+	// one the callee registered through.
+	CrossNodeCalls uint64       `json:"cross_node_calls,omitempty"`
+	Redis          *RedisResult `json:"redis,omitempty"`
 }
 
 // Class returns the class of that name (zero if absent).
@@ -140,15 +150,22 @@ func WriteCSV(w io.Writer, rs []Result) error {
 	t := out.Table{Head: []string{"time", "subscribers", "media", "class", "offered_rate", "achieved_rate", "offered", "completed",
 		"timeouts", "non_2xx", "sent", "retransmissions", "retrans_pct", "duplicates", "p50_ms", "p99_ms",
 		"sipd_cpu_avg", "sipd_cpu_peak", "generator_cpu_avg", "system_busy_avg", "rss_idle", "rss_registered", "rss_peak",
-		"bytes_per_contact", "transactions_hold_peak"}}
+		"bytes_per_contact", "transactions_hold_peak", "proxies", "store", "cross_node_calls", "redis_used_memory_registered",
+		"redis_bytes_per_contact", "redis_cpu_ramp_avg", "redis_cpu_us_per_registration", "redis_cpu_hold_avg"}}
 	for _, r := range rs {
+		x := r.Redis
+		if x == nil {
+			x = &RedisResult{}
+		}
 		for _, c := range r.Classes {
 			t.Add(r.Time.Format(time.RFC3339), strconv.Itoa(r.Subscribers), r.Media, c.Name, f2(c.OfferedRate), f2(c.Achieved),
 				strconv.FormatUint(c.Offered, 10), strconv.FormatUint(c.Completed, 10), strconv.FormatUint(c.Timeouts, 10),
 				strconv.FormatUint(c.Non2xx, 10), strconv.FormatUint(c.Sent, 10), strconv.FormatUint(c.Retrans, 10), f2(c.RetransPct),
 				strconv.FormatUint(c.Dups, 10), f2(c.P50ms), f2(c.P99ms), f2(r.SipdCPUAvg), f2(r.SipdCPUPeak), f2(r.GenCPUAvg),
 				f2(r.SystemBusyAvg), strconv.FormatUint(r.RSSIdle, 10), strconv.FormatUint(r.RSSRegistered, 10),
-				strconv.FormatUint(r.RSSPeak, 10), f1(r.BytesPerContact), strconv.FormatInt(r.TransactionsHold, 10))
+				strconv.FormatUint(r.RSSPeak, 10), f1(r.BytesPerContact), strconv.FormatInt(r.TransactionsHold, 10),
+				strconv.Itoa(max(r.Proxies, 1)), cmp.Or(r.Store, "file"), strconv.FormatUint(r.CrossNodeCalls, 10),
+				strconv.FormatUint(x.UsedMemoryRegistered, 10), f1(x.BytesPerContact), f2(x.CPURampAvg), f2(x.CPUUsPerRegistration), f2(x.CPUHoldAvg))
 		}
 	}
 	return t.WriteCSV(w)
@@ -181,6 +198,7 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		}
 		b.WriteString(t.Markdown() + "\n")
 	}
+	writeShared(&b, runs)
 	for _, r := range rs {
 		fmt.Fprintf(&b, "## %d subscribers, %s\n\n", r.Subscribers, r.Time.Format(time.RFC3339))
 		fmt.Fprintf(&b, "Host %s, %d CPUs; transport %s, media %s; %d users provisioned; hold %.0f s; %d generator sockets. "+
@@ -208,6 +226,13 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		m.Add("sipd start with users loaded (s)", f1(r.StartSeconds))
 		m.Add("generator send errors", strconv.FormatUint(r.SendDrops, 10))
 		b.WriteString(m.Markdown() + "\n")
+		if len(r.Nodes) > 0 {
+			n := out.Table{Head: []string{"sipd node", "SIP", "CPU ramp (cores)", "CPU hold (cores)", "RSS registered MB"}}
+			for _, nd := range r.Nodes {
+				n.Add(nd.Name, nd.SIP, f2(nd.CPURampAvg), f2(nd.CPUHoldAvg), mb(nd.RSSRegistered))
+			}
+			b.WriteString(n.Markdown() + "\n")
+		}
 		if r.GenProfileTop != "" {
 			b.WriteString("Generator CPU profile, the whole hold (gen-cpu.pprof in the run directory):\n\n```\n" + strings.TrimSpace(r.GenProfileTop) + "\n```\n\n")
 		}
@@ -245,4 +270,38 @@ func WriteSVG(w io.Writer, rs []Result) error {
 		XTick:   func(x float64) string { return out.Count(int64(math.Round(x))) },
 		Series:  []out.Series{avg, peak, mem},
 	}.WriteSVG(w)
+}
+
+// writeShared is the table of runs whose location table was in Redis:
+// registration throughput against it, what Redis spent per registration
+// and holds per contact, and the calls that crossed nodes.
+func writeShared(b *strings.Builder, rs []Result) {
+	t := out.Table{Head: []string{"Subscribers", "sipd nodes", "Reg/s (ramp)", "Ramp failures", "p50 / p99 register ms",
+		"Calls (cross-node)", "Failures", "sipd CPU ramp (cores)", "sipd µs / registration", "Redis CPU ramp (cores)",
+		"Redis µs / registration", "Redis CPU hold (cores)", "Redis used_memory idle / registered MB", "Redis B / contact", "Redis keys"}}
+	for _, r := range rs {
+		x := r.Redis
+		if x == nil {
+			continue
+		}
+		ramp, call := r.Class("register-ramp"), r.Class("call")
+		sipdUs := 0.0
+		if r.Subscribers > 0 {
+			sipdUs = r.Ramp.CPUAvg * r.Ramp.Seconds * 1e6 / float64(r.Subscribers)
+		}
+		t.Add(strconv.Itoa(r.Subscribers), strconv.Itoa(max(r.Proxies, 1)), f1(r.Ramp.Rate), strconv.FormatUint(ramp.Timeouts+ramp.Non2xx, 10),
+			f2(ramp.P50ms)+" / "+f2(ramp.P99ms), strconv.FormatUint(call.Completed, 10)+" ("+strconv.FormatUint(r.CrossNodeCalls, 10)+")",
+			strconv.FormatUint(r.Failures(), 10), f2(r.Ramp.CPUAvg), f1(sipdUs), f2(x.CPURampAvg), f1(x.CPUUsPerRegistration), f2(x.CPUHoldAvg),
+			f1(float64(x.UsedMemoryIdle)/(1<<20))+" / "+f1(float64(x.UsedMemoryRegistered)/(1<<20)), f1(x.BytesPerContact), strconv.FormatInt(x.Keys, 10))
+	}
+	if len(t.Rows) == 0 {
+		return
+	}
+	b.WriteString("## Location table in Redis\n\n")
+	b.WriteString("Every sipd node stores and looks up bindings in one redis-server on loopback (sip.registrar.store: redis://...); " +
+		"generator socket i registers and calls through node i mod nodes, so a call whose callee registered through another node " +
+		"is cross-node. sipd CPU is the nodes' sum. Redis memory is INFO memory's used_memory; per contact is " +
+		"(registered − idle) / subscribers, each with one contact hash and one AoR set. CPU per registration is the average cores " +
+		"over the ramp × its length / subscribers.\n\n")
+	b.WriteString(t.Markdown() + "\n")
 }

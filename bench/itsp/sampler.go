@@ -36,9 +36,13 @@ func health(ctx context.Context, d *sipdrun.Sipd) (SipHealth, error) {
 
 // sampler turns procsample.Every's readings into sipd's and the generator's
 // CPU, sipd's RSS and the system's busy cores each second, reads /health
-// every other second, and prints a progress line every five.
+// every other second, and prints a progress line every five. With several
+// sipd (nodes) their CPU and RSS are summed, and each node's and the
+// redis-server's CPU kept too.
 type sampler struct {
 	d       *sipdrun.Sipd
+	nodes   []*sipdrun.Sipd
+	redis   int // redis-server's PID, 0 for none
 	w       io.Writer
 	st      *stats
 	n       int
@@ -51,8 +55,32 @@ type sampler struct {
 	once    sync.Once
 }
 
-func newSampler(d *sipdrun.Sipd, w io.Writer, st *stats, n int) *sampler {
-	return &sampler{d: d, w: w, st: st, n: n, quit: make(chan struct{}), stopped: make(chan struct{})}
+func newSampler(nodes []*sipdrun.Sipd, redisPID int, w io.Writer, st *stats, n int) *sampler {
+	return &sampler{d: nodes[0], nodes: nodes, redis: redisPID, w: w, st: st, n: n, quit: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+// others reads the CPU of the nodes after the first and of redis-server,
+// in cores since the last call (prev keeps each PID's last times).
+func (s *sampler) others(prev map[int]cpu.ProcTimes, wall time.Duration) (nodes []float64, redis float64) {
+	read := func(pid int) float64 {
+		cur, err := cpu.ReadPID(pid)
+		if err != nil {
+			return 0
+		}
+		p, ok := prev[pid]
+		prev[pid] = cur
+		if !ok || wall <= 0 {
+			return 0
+		}
+		return cpu.ProcCores(p, cur, wall)
+	}
+	for _, d := range s.nodes[1:] {
+		nodes = append(nodes, read(d.PID()))
+	}
+	if s.redis > 0 {
+		redis = read(s.redis)
+	}
+	return nodes, redis
 }
 
 func (s *sampler) setPhase(p int32) { s.mu.Lock(); s.phase = p; s.mu.Unlock() }
@@ -71,15 +99,25 @@ func (s *sampler) loop(ctx context.Context) {
 	var last [nClasses]uint64
 	var lastH SipHealth
 	var lastPrint time.Time
+	otherPrev := map[int]cpu.ProcTimes{}
 	procsample.Every(ctx, s.quit, time.Second, s.d.PID(), func(i int, prev *procsample.Reading, cur procsample.Reading) {
 		if prev == nil {
 			lastPrint = cur.At
+			s.others(otherPrev, 0)
 			return
 		}
 		wall := cur.At.Sub(prev.At)
 		smp := cpuSample{at: cur.At, busy: cpu.BusyCores(prev.Sys, cur.Sys, wall), self: cpu.ProcCores(prev.Self, cur.Self, wall), rss: cur.RSS}
 		if cur.ProcOK {
 			smp.sipd = cpu.ProcCores(prev.Proc, cur.Proc, wall)
+		}
+		if len(s.nodes) > 1 || s.redis > 0 {
+			others, redis := s.others(otherPrev, wall)
+			smp.nodes, smp.redis = append([]float64{smp.sipd}, others...), redis
+			for i, c := range others {
+				smp.sipd += c
+				smp.rss += rssBytes(s.nodes[i+1].PID())
+			}
 		}
 		if i%2 == 1 {
 			if h, err := health(ctx, s.d); err == nil {
@@ -111,6 +149,33 @@ func (s *sampler) loop(ctx context.Context) {
 	})
 }
 
+// nodeResults gives each sipd's cores in the ramp (ramp, by node name,
+// measured over its exact span) and its average in the hold.
+func (s *sampler) nodeResults(ramp map[string]float64) []NodeResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]NodeResult, len(s.nodes))
+	var kh int
+	for _, x := range s.samples {
+		if len(x.nodes) != len(out) || !x.inHold {
+			continue
+		}
+		kh++
+		for i, c := range x.nodes {
+			out[i].CPUHoldAvg += c
+		}
+	}
+	for i, d := range s.nodes {
+		out[i].Name, out[i].SIP = nodeName(i), d.SIP.String()
+		out[i].CPURampAvg = ramp[out[i].Name]
+		out[i].RSSRegistered = rssBytes(d.PID())
+		if kh > 0 {
+			out[i].CPUHoldAvg /= float64(kh)
+		}
+	}
+	return out
+}
+
 func (s *sampler) cpuSince(t time.Time) float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -133,6 +198,7 @@ func (s *sampler) fill(r *Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var k int
+	var redisHold float64
 	for _, x := range s.samples {
 		r.RSSPeak = max(r.RSSPeak, x.rss)
 		if x.hasTrans {
@@ -146,6 +212,7 @@ func (s *sampler) fill(r *Result) {
 		r.SipdCPUPeak = max(r.SipdCPUPeak, x.sipd)
 		r.GenCPUAvg += x.self
 		r.SystemBusyAvg += x.busy
+		redisHold += x.redis
 		if x.hasTrans {
 			r.TransactionsHold = max(r.TransactionsHold, x.trans)
 		}
@@ -154,5 +221,8 @@ func (s *sampler) fill(r *Result) {
 		r.SipdCPUAvg /= float64(k)
 		r.GenCPUAvg /= float64(k)
 		r.SystemBusyAvg /= float64(k)
+		if r.Redis != nil {
+			r.Redis.CPUHoldAvg = redisHold / float64(k)
+		}
 	}
 }

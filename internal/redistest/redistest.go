@@ -38,23 +38,40 @@ type Server struct {
 // stopped when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	s, err := Launch(t.TempDir())
+	if errors.Is(err, exec.ErrNotFound) {
 		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
 	}
-	port, err := freeport.Loopback(freeport.TCP)
 	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{dir: t.TempDir(), bin: bin, port: port}
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s.URL = "redis://" + s.Addr + "/0"
-	if err := s.launch(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// Launch is Start for a caller without a test, such as the bench: dir
+// holds its log, and the caller stops it with Stop. Without redis-server
+// in $PATH the error wraps exec.ErrNotFound.
+func Launch(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server (scripts/install-deps.sh installs it): %w", err)
+	}
+	port, err := freeport.Loopback(freeport.TCP)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{dir: dir, bin: bin, port: port}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.URL = "redis://" + s.Addr + "/0"
+	if err := s.launch(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// PID is the running server's process ID.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // launch starts the process and waits up to 10 s for PING.
 func (s *Server) launch() error {
