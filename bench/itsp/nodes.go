@@ -173,6 +173,18 @@ func infoField(text, field string) (string, bool) {
 	return "", false
 }
 
+// keyspaceKeys reads the key count of an INFO keyspace entry,
+// "keys=N,expires=N,avg_ttl=N".
+func keyspaceKeys(v string) (int64, bool) {
+	for kv := range strings.SplitSeq(v, ",") {
+		if n, ok := strings.CutPrefix(kv, "keys="); ok {
+			k, err := strconv.ParseInt(n, 10, 64)
+			return k, err == nil && k >= 0
+		}
+	}
+	return 0, false
+}
+
 // usedMemory is INFO memory's used_memory.
 func (x *redisNode) usedMemory(ctx context.Context) (uint64, error) {
 	v, err := x.info(ctx, "memory", "used_memory")
@@ -206,10 +218,8 @@ func (x *redisNode) registered(ctx context.Context, res *RedisResult, n int, ram
 	if m > res.UsedMemoryIdle && n > 0 {
 		res.BytesPerContact = float64(m-res.UsedMemoryIdle) / float64(n)
 	}
-	// db0:keys=N,expires=N,avg_ttl=N
 	if v, err := x.info(ctx, "keyspace", "db0"); err == nil {
-		keys, _, _ := strings.Cut(strings.TrimPrefix(v, "keys="), ",")
-		res.Keys, _ = strconv.ParseInt(keys, 10, 64)
+		res.Keys, _ = keyspaceKeys(v)
 	}
 	res.RSSRegistered = rssBytes(x.pid())
 	res.CPURampAvg = cores
