@@ -114,29 +114,7 @@ func TestCallsQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: runs sipd and load in namespaces for about a minute")
 	}
-	testenv.RequireRoot(t)
-	for _, tool := range []string{"ip", "nsenter", "ethtool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Unavailable(t, tool+" is not installed")
-		}
-	}
-	o, err := parseCallsFlags([]string{"--quick", "--scenario", "all"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Out = t.TempDir()
-	o.Command = "go test -run TestCallsQuick ./bench/"
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rs, err := RunCalls(ctx, &o)
-	if err != nil {
-		for _, s := range o.Scenarios {
-			if b, rerr := os.ReadFile(filepath.Join(o.Out, "sipd_"+s.Name+"-20.log")); rerr == nil && len(b) > 0 {
-				t.Logf("sipd log %s:\n%s", s.Name, tailString(string(b), 3000))
-			}
-		}
-		t.Fatal(err)
-	}
+	o, rs := runCallsQuick(t, "all", "TestCallsQuick", 5*time.Minute)
 	if len(rs) != len(callScenarios) {
 		t.Fatalf("%d results for %d scenarios", len(rs), len(callScenarios))
 	}
@@ -185,6 +163,38 @@ func TestCallsQuick(t *testing.T) {
 		}
 	}
 	checkCallOutputs(t, o.Out, len(rs))
+}
+
+// runCallsQuick runs "bench calls --quick" for scenarios as test name
+// does, within limit; on failure it logs the tail of every sipd's and
+// relay's log.
+func runCallsQuick(t *testing.T, scenarios, name string, limit time.Duration) (CallsOptions, []callreport.Result) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"ip", "nsenter", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Unavailable(t, tool+" is not installed")
+		}
+	}
+	o, err := parseCallsFlags([]string{"--quick", "--scenario", scenarios})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Out = t.TempDir()
+	o.Command = "go test -run " + name + " ./bench/"
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	rs, err := RunCalls(ctx, &o)
+	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(o.Out, "*.log"))
+		for _, l := range logs {
+			if b, rerr := os.ReadFile(l); rerr == nil && len(b) > 0 {
+				t.Logf("%s:\n%s", filepath.Base(l), tailString(string(b), 3000))
+			}
+		}
+		t.Fatal(err)
+	}
+	return o, rs
 }
 
 // checkCallOutputs reads each output file back.
@@ -262,29 +272,7 @@ func TestCallsRelaysQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: runs sipd, two relays and load in namespaces for about 40 s")
 	}
-	testenv.RequireRoot(t)
-	for _, tool := range []string{"ip", "nsenter", "ethtool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Unavailable(t, tool+" is not installed")
-		}
-	}
-	o, err := parseCallsFlags([]string{"--quick", "--scenario", "none,tc,relays"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Out = t.TempDir()
-	o.Command = "go test -run TestCallsRelaysQuick ./bench/"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	rs, err := RunCalls(ctx, &o)
-	if err != nil {
-		for _, name := range []string{"sipd_relays-20", "relay_relays-20-relay0", "relay_relays-20-relay1"} {
-			if b, rerr := os.ReadFile(filepath.Join(o.Out, name+".log")); rerr == nil && len(b) > 0 {
-				t.Logf("%s log:\n%s", name, tailString(string(b), 3000))
-			}
-		}
-		t.Fatal(err)
-	}
+	o, rs := runCallsQuick(t, "none,tc,relays", "TestCallsRelaysQuick", 4*time.Minute)
 	var got *callreport.Result
 	for i := range rs {
 		if rs[i].Scenario == callreport.RelaysScenario {

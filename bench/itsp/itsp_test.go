@@ -19,10 +19,33 @@ func TestITSPQuick(t *testing.T) {
 		t.Skip("starts sipd and runs 20 s of load")
 	}
 	out := t.TempDir()
+	r := runQuick(t, Options{Out: out})
+	if r.HealthAfterRamp.Registrations != 2000 {
+		t.Errorf("registrations after ramp: %d", r.HealthAfterRamp.Registrations)
+	}
+	for _, f := range []string{"results.jsonl", "results.csv", "report.md", "itsp-scaling.svg"} {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil || len(b) == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, want := range []string{"## Scaling", "## 2000 subscribers", "| notify |", "| call |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+}
+
+// runQuick runs the tiny scale (2,000 subscribers, 10 s hold, 10 calls/s)
+// with o's output directory and nodes, and checks nothing failed and
+// every class completed what it offered.
+func runQuick(t *testing.T, o Options) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rs, err := Run(ctx, Options{Subscribers: []int{2000}, Duration: 10 * time.Second, RegisterRate: 5000,
-		Media: "none", Out: out, Quick: true, CallRate: 10})
+	o.Subscribers, o.Duration, o.RegisterRate, o.Media, o.Quick, o.CallRate = []int{2000}, 10*time.Second, 5000, "none", true, 10
+	rs, err := Run(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,21 +64,7 @@ func TestITSPQuick(t *testing.T) {
 			t.Errorf("%s: %d of %d completed", name, c.Completed, c.Offered)
 		}
 	}
-	if r.HealthAfterRamp.Registrations != 2000 {
-		t.Errorf("registrations after ramp: %d", r.HealthAfterRamp.Registrations)
-	}
-	for _, f := range []string{"results.jsonl", "results.csv", "report.md", "itsp-scaling.svg"} {
-		b, err := os.ReadFile(filepath.Join(out, f))
-		if err != nil || len(b) == 0 {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
-	for _, want := range []string{"## Scaling", "## 2000 subscribers", "| notify |", "| call |"} {
-		if !strings.Contains(string(md), want) {
-			t.Errorf("report.md lacks %q", want)
-		}
-	}
+	return r
 }
 
 // TestITSPSharedQuick runs the tiny scale with two sipd sharing a
@@ -70,25 +79,7 @@ func TestITSPSharedQuick(t *testing.T) {
 		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
 	}
 	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	rs, err := Run(ctx, Options{Subscribers: []int{2000}, Duration: 10 * time.Second, RegisterRate: 5000,
-		Media: "none", Out: out, Quick: true, CallRate: 10, Proxies: 2, Store: "redis"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rs) != 1 {
-		t.Fatalf("%d results", len(rs))
-	}
-	r := rs[0]
-	if f := r.Failures(); f != 0 {
-		t.Errorf("%d failures: %+v", f, r.Classes)
-	}
-	for _, name := range []string{"register-ramp", "notify", "call", "bye"} {
-		if c := r.Class(name); c.Completed == 0 || c.Completed != c.Offered {
-			t.Errorf("%s: %d of %d completed", name, c.Completed, c.Offered)
-		}
-	}
+	r := runQuick(t, Options{Out: out, Proxies: 2, Store: "redis"})
 	if ramp := r.Class("register-ramp"); ramp.Completed != 2000 || ramp.P99ms <= 0 || r.Ramp.Rate <= 0 {
 		t.Errorf("ramp: %d registrations, p99 %.2f ms, %.0f/s", ramp.Completed, ramp.P99ms, r.Ramp.Rate)
 	}
