@@ -12,7 +12,7 @@ GOARCH    ?= $(shell $(GO) env GOARCH)
 LDFLAGS   := -s -w -X sipxdp/sipd.Version=$(VERSION)
 DEB       := dist/sipxdp_$(VERSION)_$(GOARCH).deb
 
-.PHONY: help generate check-generate build test test-short fuzz lint run bench bench-datapath bench-calls deps clean install deb check-package
+.PHONY: help generate check-generate build test test-short fuzz lint run bench bench-datapath bench-calls bench-scale deps clean install deb check-package
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,8 +57,13 @@ bench: bench-datapath bench-calls ## run the benchmarks (root)
 bench-datapath: ## relay CPU per packet for each media path (root; builds its own namespaces)
 	$(GO) run ./cmd/bench datapath --path all
 
-bench-calls: build ## CPU and memory per call for each media path, plain and bridged (srtp), at 500 and 800 concurrent calls (root; about 18 minutes)
+bench-calls: build ## CPU and memory per call for each media path, plain and bridged (srtp), and on two relay hosts (relays), at 500 and 800 concurrent calls (root; about 21 minutes)
 	$(BIN)/bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
+
+bench-scale: build ## relay hosts behind one sipd, and two sipd on one location table in Redis, against one host (root; bench/README.md, "Scale-out"; about 9 minutes)
+	$(BIN)/bench calls --scenario none,tc,relays --total 500 --cps 100 --duration 40s --out out/calls-relays
+	$(BIN)/bench itsp --subscribers 500000 --proxies 2 --store redis --duration 30s --sipd $(BIN)/sipd --out out/itsp-redis
+	$(BIN)/bench itsp --subscribers 500000 --duration 30s --sipd $(BIN)/sipd --out out/itsp-file
 
 install: ## install sipd and relayctl into DESTDIR/PREFIX/bin (PREFIX=/usr/local), the units, the sysusers.d user, and /etc/sipd examples unless present
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/sipd ./cmd/relayctl

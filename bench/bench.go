@@ -26,11 +26,19 @@ commands:
              caller and a callee namespace under SIP+RTP load (needs root)
              bench calls --quick
              bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
+             bench calls --scenario none,tc,relays --total 500 --cps 100 --duration 40s   # two relay hosts
+
+  itsp       an ITSP's subscribers over UDP on loopback; --proxies 2 --store redis
+             puts two sipd on one location table in a redis-server
+             bench itsp --subscribers 500000 --proxies 2 --store redis --duration 30s
+
+  conns      sipd over many TCP and TLS connections
+             bench conns --mode both
 
   report     the datapath summary table again from a results.jsonl
              bench report out/bench/results.jsonl
 
-run "bench datapath -h" or "bench calls -h" for their flags.
+run "bench COMMAND -h" for its flags.
 `
 
 // Main runs the bench command line and returns the exit code.
