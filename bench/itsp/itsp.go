@@ -294,8 +294,6 @@ func runOne(ctx context.Context, o Options, n int) (Result, error) {
 	rampCPU := map[string]float64{}
 	if rampCPU1, err := cpu.Take(procs); err == nil && rampCPUErr == nil {
 		rampCPU = cpu.Between(rampCPU0, rampCPU1).Procs
-	}
-	if len(nodes) > 1 {
 		r.Ramp.CPUAvg = 0
 		for i := range nodes {
 			r.Ramp.CPUAvg += rampCPU[nodeName(i)]
