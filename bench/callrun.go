@@ -342,6 +342,10 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
+		if len(r.relays) > 0 {
+			// sipd relays nothing itself: the progress line shows the set's packets.
+			s.relayPkts, _ = r.relayPackets(ctx)
+		}
 		r.mu.Lock()
 		p := r.progress
 		s.uacTXRX, s.started = p.TXPackets+p.RXPackets, p.Started
