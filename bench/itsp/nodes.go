@@ -49,6 +49,12 @@ type RedisResult struct {
 	CPUHoldAvg           float64 `json:"cpu_hold_avg"`
 }
 
+// projected is used_memory for n contacts on this run's line: idle plus
+// n times the bytes per contact.
+func (x *RedisResult) projected(n float64) float64 {
+	return float64(x.UsedMemoryIdle) + n*x.BytesPerContact
+}
+
 // checkNodes checks Proxies against Store.
 func (o Options) checkNodes() error {
 	switch {

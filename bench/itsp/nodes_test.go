@@ -62,3 +62,26 @@ func FuzzInfoField(f *testing.F) {
 		}
 	})
 }
+
+// The Redis section has one row per run on Redis, none for a run on the
+// file store, and projects 1 M contacts on the run's line.
+func TestWriteShared(t *testing.T) {
+	onRedis := Result{Subscribers: 100000, Proxies: 2, Store: "redis", CrossNodeCalls: 200,
+		Ramp: Ramp{Seconds: 20, Rate: 5000, CPUAvg: 1.2},
+		Classes: []ClassResult{{Name: "register-ramp", Offered: 100000, Completed: 100000, P50ms: 1.5, P99ms: 12},
+			{Name: "call", Offered: 400, Completed: 400}},
+		Redis: &RedisResult{UsedMemoryIdle: 1 << 20, UsedMemoryRegistered: 1<<20 + 100000*1000, BytesPerContact: 1000, Keys: 200000,
+			RSSRegistered: 200 << 20, CPURampAvg: 0.25, CPUUsPerRegistration: 50, CPUHoldAvg: 0.05}}
+	var b strings.Builder
+	writeShared(&b, []Result{onRedis, {Subscribers: 100000, Store: "file"}})
+	md := b.String()
+	want := "| 100000 | 2 | 5000.0 | 0 | 1.50 / 12.00 | 400 (200) | 0 | 1.20 | 240.0 | 0.25 | 50.0 | 0.05 | 1.0 / 96.4 | 200 | 1000.0 | 200000 | 955 |"
+	if !strings.Contains(md, "## Location table in Redis") || !strings.Contains(md, want) || strings.Count(md, "| 100000 |") != 1 {
+		t.Errorf("section:\n%s\nwant the row %s and no other", md, want)
+	}
+	var none strings.Builder
+	writeShared(&none, []Result{{Subscribers: 100000, Store: "file"}})
+	if none.Len() != 0 {
+		t.Errorf("runs on the file store only: %q", none.String())
+	}
+}

@@ -278,7 +278,8 @@ func WriteSVG(w io.Writer, rs []Result) error {
 func writeShared(b *strings.Builder, rs []Result) {
 	t := out.Table{Head: []string{"Subscribers", "sipd nodes", "Reg/s (ramp)", "Ramp failures", "p50 / p99 register ms",
 		"Calls (cross-node)", "Failures", "sipd CPU ramp (cores)", "sipd µs / registration", "Redis CPU ramp (cores)",
-		"Redis µs / registration", "Redis CPU hold (cores)", "Redis used_memory idle / registered MB", "Redis B / contact", "Redis keys"}}
+		"Redis µs / registration", "Redis CPU hold (cores)", "Redis used_memory idle / registered MB", "Redis RSS MB", "Redis B / contact",
+		"Redis keys", "used_memory at 1 M contacts (projected) MB"}}
 	for _, r := range rs {
 		x := r.Redis
 		if x == nil {
@@ -292,7 +293,8 @@ func writeShared(b *strings.Builder, rs []Result) {
 		t.Add(strconv.Itoa(r.Subscribers), strconv.Itoa(max(r.Proxies, 1)), f1(r.Ramp.Rate), strconv.FormatUint(ramp.Timeouts+ramp.Non2xx, 10),
 			f2(ramp.P50ms)+" / "+f2(ramp.P99ms), strconv.FormatUint(call.Completed, 10)+" ("+strconv.FormatUint(r.CrossNodeCalls, 10)+")",
 			strconv.FormatUint(r.Failures(), 10), f2(r.Ramp.CPUAvg), f1(sipdUs), f2(x.CPURampAvg), f1(x.CPUUsPerRegistration), f2(x.CPUHoldAvg),
-			f1(float64(x.UsedMemoryIdle)/(1<<20))+" / "+f1(float64(x.UsedMemoryRegistered)/(1<<20)), f1(x.BytesPerContact), strconv.FormatInt(x.Keys, 10))
+			f1(float64(x.UsedMemoryIdle)/(1<<20))+" / "+f1(float64(x.UsedMemoryRegistered)/(1<<20)), mb(x.RSSRegistered),
+			f1(x.BytesPerContact), strconv.FormatInt(x.Keys, 10), out.Count(int64(math.Round(x.projected(1e6)/(1<<20)))))
 	}
 	if len(t.Rows) == 0 {
 		return
@@ -302,6 +304,7 @@ func writeShared(b *strings.Builder, rs []Result) {
 		"generator socket i registers and calls through node i mod nodes, so a call whose callee registered through another node " +
 		"is cross-node. sipd CPU is the nodes' sum. Redis memory is INFO memory's used_memory; per contact is " +
 		"(registered − idle) / subscribers, each with one contact hash and one AoR set. CPU per registration is the average cores " +
-		"over the ramp × its length / subscribers.\n\n")
+		"over the ramp × its length / subscribers. The 1 M projection is idle + 1,000,000 × bytes per contact, a straight line " +
+		"from this run, not a measurement.\n\n")
 	b.WriteString(t.Markdown() + "\n")
 }
