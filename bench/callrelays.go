@@ -49,19 +49,10 @@ func (r *callRun) startRelays(ctx context.Context) error {
 		}
 		n.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s-%s", pinPrefix, os.Getpid(), r.sc.Name, n.name))
 		r.relays = append(r.relays, n)
-		cfg, err := sipdrun.Default()
+		cfg, err := relayNodeConfig(r.o, r.sc, n)
 		if err != nil {
 			return err
 		}
-		cfg.StateDir = filepath.Join(r.o.Out, "state-"+n.name)
-		cfg.Media.Mode, cfg.Media.Datapath = r.sc.Mode, r.sc.Datapath
-		cfg.Media.Interfaces = []string{"h0"}
-		cfg.Media.PinPath = n.pin
-		cfg.Media.Addresses = []sipd.AddressConfig{{Name: "relay", Local: h.V4.String(), PortMin: r.o.PortMin, PortMax: r.o.PortMax}}
-		cfg.NG.Listen = n.ng.String()
-		cfg.NG.Allow = []string{callsNet.Net4.String()}
-		cfg.Log.Level = "warn"
-		// The API stays on the default's 127.0.0.1:8080, inside its namespace.
 		n.sipd, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: r.o.Sipd, Dir: r.o.Out, Name: "relay_" + r.tag + "-" + n.name,
 			NetNS: h.Path, Dial: h.DialContext, Args: []string{"-relay-only"}})
 		if err != nil {
@@ -77,6 +68,26 @@ func (r *callRun) startRelays(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// relayNodeConfig is a relay node's config: the embedded default with
+// the scenario's media path on the node's one interface and address, and
+// NG on that address for sipd's namespace. The API stays on the
+// default's 127.0.0.1:8080, inside the node's namespace.
+func relayNodeConfig(o *CallsOptions, sc callScenario, n *relayNode) (*sipd.Config, error) {
+	cfg, err := sipdrun.Default()
+	if err != nil {
+		return nil, err
+	}
+	cfg.StateDir = filepath.Join(o.Out, "state-"+n.name)
+	cfg.Media.Mode, cfg.Media.Datapath = sc.Mode, sc.Datapath
+	cfg.Media.Interfaces = []string{"h0"}
+	cfg.Media.PinPath = n.pin
+	cfg.Media.Addresses = []sipd.AddressConfig{{Name: "relay", Local: n.ng.Addr().String(), PortMin: o.PortMin, PortMax: o.PortMax}}
+	cfg.NG.Listen = n.ng.String()
+	cfg.NG.Allow = []string{callsNet.Net4.String()}
+	cfg.Log.Level = "warn"
+	return cfg, nil
 }
 
 // relaySet is media.relays for sipd: every node, weight 1.

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/xml"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,12 +28,13 @@ func TestParseCallsFlags(t *testing.T) {
 		want    string // scenarios / levels / duration, or the error's text
 		wantErr bool
 	}{
-		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100 1m0s"},
-		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc 20@20 8s"},
+		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@100 1m0s"},
+		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 20@20 8s"},
+		{args: []string{"--scenario", "relays,tc,none", "--total", "500", "--duration", "40s"}, want: "none,tc,relays 500@100 40s"},
 		{args: []string{"--quick", "--scenario", "tc,none"}, want: "none,tc 20@20 8s"},
 		{args: []string{"--scenario", "srtp,userspace,xdp,tc,none", "--total", "200,500"}, want: "none,userspace,srtp,xdp,tc 200@100,500@100 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@100,800@200 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc 500@50,800@50 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@100,800@200 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@50,800@50 1m0s"},
 		{args: []string{"--scenario", "kernel"}, want: "unknown scenario", wantErr: true},
 		{args: []string{"--total", "500,800", "--cps", "1,2,3"}, want: "3 values for 2 totals", wantErr: true},
 		{args: []string{"--total", "0"}, want: "positive whole numbers", wantErr: true},
@@ -72,6 +74,41 @@ func TestSteadyWindow(t *testing.T) {
 	}
 	if _, _, err := steadyWindow(callLevel{Total: 500, CPS: 100}, 9*time.Second); err == nil {
 		t.Fatal("a hold shorter than the ramp gave a window")
+	}
+}
+
+// A relay node's config and sipd's over the relay set validate, sipd's
+// as a proxy and the node's in relay-only mode, with NG where sipd's
+// media.relays points.
+func TestRelayConfigs(t *testing.T) {
+	o := &CallsOptions{Out: "/tmp/x", PortMin: 20000, PortMax: 39999}
+	sc, _ := scenarioByName(callreport.RelaysScenario)
+	n := &relayNode{name: "relay0", ng: netip.MustParseAddrPort("10.250.4.2:2223"), pin: "/sys/fs/bpf/x-relay0"}
+	cfg, err := relayNodeConfig(o, sc, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RelayOnly = true // the -relay-only flag, which Validate reads
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("relay node config does not validate: %v", err)
+	}
+	if cfg.NG.Listen != "10.250.4.2:2223" || cfg.Media.Datapath != "tc" || cfg.Media.Addresses[0].Local != "10.250.4.2" ||
+		cfg.StateDir != "/tmp/x/state-relay0" || !reflect.DeepEqual(cfg.NG.Allow, []string{"10.250.0.0/16"}) {
+		t.Errorf("relay node config: ng %s allow %v, datapath %s, address %+v, state %s",
+			cfg.NG.Listen, cfg.NG.Allow, cfg.Media.Datapath, cfg.Media.Addresses, cfg.StateDir)
+	}
+	r := &callRun{relays: []*relayNode{n, {name: "relay1", ng: netip.MustParseAddrPort("10.250.5.2:2223")}}}
+	line := &netns.Topo{V4: netns.AddrsIn(callsNet.Net4)}
+	proxy, err := sipdConfig(sipdSetup{Dir: "/tmp/x", Mode: "all", Datapath: "userspace", PinPath: "/sys/fs/bpf/x", Line: line, PortMin: 20000, PortMax: 39999,
+		Relays: r.relaySet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proxy.Validate(); err != nil {
+		t.Fatalf("sipd's config over the relay set does not validate: %v", err)
+	}
+	if want := "udp:10.250.4.2:2223=1 udp:10.250.5.2:2223=1"; proxy.Media.Relays != want {
+		t.Errorf("media.relays %q, want %q", proxy.Media.Relays, want)
 	}
 }
 
