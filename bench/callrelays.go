@@ -11,7 +11,6 @@ import (
 
 	"sipxdp/bench/callreport"
 	"sipxdp/bench/mem"
-	"sipxdp/internal/netns"
 	"sipxdp/internal/sipdrun"
 	"sipxdp/sipd"
 )
@@ -21,7 +20,6 @@ import (
 // it, as a network between hosts would.
 type relayNode struct {
 	name string
-	host *netns.Host
 	ng   netip.AddrPort
 	pin  string
 	sipd *sipdrun.Sipd
@@ -40,7 +38,7 @@ func (r *callRun) startRelays(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n.host, n.ng = h, netip.AddrPortFrom(h.V4, relayNGPort)
+		n.ng = netip.AddrPortFrom(h.V4, relayNGPort)
 		// The kernel hook's FIB lookup is a forwarding lookup: a flow
 		// out of the interface it came in on is forwarded, which needs
 		// forwarding on (sipd reads it, never sets it).
@@ -129,7 +127,8 @@ func (r *callRun) relayPackets(ctx context.Context) (uint64, error) {
 }
 
 // fillRelayNodes records each node: what sipd's /health says it got, the
-// packets it relayed, and its CPU in the steady window (u, in cores).
+// packets it relayed, and its CPU in the steady window (procs, in cores,
+// by process name).
 func (r *callRun) fillRelayNodes(ctx context.Context, res *callreport.Result, sipdEnd sipd.Health, procs map[string]float64) {
 	var offers uint64
 	for _, m := range sipdEnd.Relays {
