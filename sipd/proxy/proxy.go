@@ -44,6 +44,11 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// PeerRoutes: nodes share dialogs, so an in-dialog request whose
+	// route names another node, with a token that verifies under
+	// RouteKey, is taken over as if the route named this one (route.go,
+	// ownRoutes).
+	PeerRoutes bool
 	// Path: the location table is shared with other nodes, so bindings
 	// only reachable through this one get a Path naming it (path.go).
 	Path bool
