@@ -81,12 +81,12 @@ func (s *Stream) Add(rec []byte) {
 
 // Stats are the stream's counters.
 type Stats struct {
-	Written uint64 // entries added
-	Dropped uint64 // lines dropped: the queue was full
-	Errors  uint64 // writes that failed for want of Redis
-	Queued  int
-	Down    bool
-	Why     string
+	Written uint64 `json:"written"` // entries added
+	Dropped uint64 `json:"dropped"` // lines dropped: the queue was full, or Redis still down at Close
+	Errors  uint64 `json:"errors"`  // writes that failed for want of Redis
+	Queued  int    `json:"queued"`
+	Down    bool   `json:"down"`
+	Why     string `json:"error,omitempty"`
 }
 
 // Stats returns the counters.
@@ -178,4 +178,3 @@ func (s *Stream) send(lines [][]byte) error {
 	s.written.Add(uint64(len(lines)))
 	return nil
 }
-
