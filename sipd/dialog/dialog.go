@@ -231,19 +231,8 @@ func (t *Tracker) observeSetup(status int, d time.Duration) {
 // Match tells whether a request with this Call-ID and these tags (in
 // either order: either party may send it) belongs to a dialog of a
 // tracked call.
-//
-// With the calls shared (ShareState), a Call-ID this tracker does not
-// hold is looked up in Redis, and a call found there is adopted: another
-// node set it up.
+// It looks at the calls this tracker holds only; see Find.
 func (t *Tracker) Match(callID, fromTag, toTag string) Match {
-	m := t.match(callID, fromTag, toTag)
-	if m == Unknown && t.shared != nil && toTag != "" && t.adopt(callID, fromTag, toTag) {
-		m = t.match(callID, fromTag, toTag)
-	}
-	return m
-}
-
-func (t *Tracker) match(callID, fromTag, toTag string) Match {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cs, ok := t.calls[callID]
@@ -270,6 +259,18 @@ func (t *Tracker) match(callID, fromTag, toTag string) Match {
 		}
 	}
 	return Mismatch
+}
+
+// Find is Match, and with the calls shared (ShareState), a Call-ID this
+// tracker does not hold is looked up in Redis, and a call found there is
+// adopted: another node set it up. The proxy calls it for requests whose
+// route token verified only, so strangers cannot make it ask Redis.
+func (t *Tracker) Find(callID, fromTag, toTag string) Match {
+	m := t.Match(callID, fromTag, toTag)
+	if m == Unknown && t.shared != nil && toTag != "" && t.adopt(callID, fromTag, toTag) {
+		m = t.Match(callID, fromTag, toTag)
+	}
+	return m
 }
 
 // End ends a confirmed call by its dialog: tagA and tagB are the caller's

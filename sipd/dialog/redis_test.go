@@ -72,6 +72,9 @@ func TestSharedTakeOver(t *testing.T) {
 		t.Fatalf("ttl %v, want maxAge (1h) plus an hour", ttl)
 	}
 
+	if got := b.Match("call-1", "caller", "callee"); got != Unknown || b.Adopted() != 0 {
+		t.Fatalf("B.Match = %v, %d adopted: Match must not ask redis", got, b.Adopted())
+	}
 	cases := []struct {
 		name          string
 		callID, f, to string
@@ -86,8 +89,8 @@ func TestSharedTakeOver(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := b.Match(c.callID, c.f, c.to); got != c.want {
-				t.Fatalf("B.Match = %v, want %v", got, c.want)
+			if got := b.Find(c.callID, c.f, c.to); got != c.want {
+				t.Fatalf("B.Find = %v, want %v", got, c.want)
 			}
 		})
 	}
@@ -142,8 +145,8 @@ func TestSharedRedisDown(t *testing.T) {
 	if got := a.Match("during", "c1", "d1"); got != Confirmed {
 		t.Fatalf("A lost its own call: %v", got)
 	}
-	if got := b.Match("before", "c0", "d0"); got != Unknown {
-		t.Fatalf("B.Match with redis down = %v, want unknown (routed by token, not refused)", got)
+	if got := b.Find("before", "c0", "d0"); got != Unknown {
+		t.Fatalf("B.Find with redis down = %v, want unknown (routed by token, not refused)", got)
 	}
 	if !a.End("before", "c0", "d0", "bye") {
 		t.Fatal("A could not end a call with redis down")
@@ -163,8 +166,8 @@ func TestSharedRedisDown(t *testing.T) {
 	if _, down, _, _ := a.SharedStats(); down {
 		t.Fatal("A still down with redis back")
 	}
-	if got := b.Match("after", "d2", "c2"); got != Confirmed {
-		t.Fatalf("B.Match after recovery = %v", got)
+	if got := b.Find("after", "d2", "c2"); got != Confirmed {
+		t.Fatalf("B.Find after recovery = %v", got)
 	}
 }
 

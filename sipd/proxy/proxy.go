@@ -282,7 +282,13 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 	if d.InDialog && d.Action != ActKeepalive && p.dialogs != nil {
 		// A request that names a call we track but none of its dialogs
 		// changes nothing, whatever its route says (RFC 3261 §12.2.2).
-		if m := p.dialogs.Match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
+		// A request routed by a valid token may belong to a call another
+		// node set up (Find adopts it from the shared state).
+		match := p.dialogs.Match
+		if d.Action == ActForward {
+			match = p.dialogs.Find
+		}
+		if m := match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
 			d = Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}
 			if req.Method == sip.ACK {
 				d = Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}
