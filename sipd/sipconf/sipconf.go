@@ -325,7 +325,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Dialog.CDRStreamMaxLen < 0 {
-		errs = append(errs, confload.Errorf("sip.dialog.cdr_stream_maxlen", "%s: must not be negative"))
+		errs = append(errs, confload.Errorf("sip.dialog.cdr_stream_maxlen", "%s %d: must not be negative", c.Dialog.CDRStreamMaxLen))
 	}
 	if strings.TrimSpace(c.Dialog.CDRFile) == "" {
 		errs = append(errs, confload.Errorf("sip.dialog.cdr_file", "%s is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))
