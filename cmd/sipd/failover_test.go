@@ -136,7 +136,7 @@ func TestSharedDialogFailover(t *testing.T) {
 	for i := range 2 {
 		id := fmt.Sprintf("failover-%d@test", i)
 		d := sipua.Establish(alice, bob, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw", CallID: id,
-			Offer: sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(41000+2*i))),
+			Offer:  sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(41000+2*i))),
 			Answer: sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(42000+2*i)))})
 		port := sdpPort(t, d.Answer.Body())
 		c := call{d: d, id: id}
