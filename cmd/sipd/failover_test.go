@@ -63,6 +63,18 @@ func startSharedDialogs(t *testing.T, url, relays string) *sipdtest.Sipd {
 	return sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
 }
 
+// redisClient is a client of the Redis at url, closed when t ends.
+func redisClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
 // sdpPort is the audio port an SDP body names.
 func sdpPort(t *testing.T, body []byte) int {
 	t.Helper()
@@ -110,12 +122,7 @@ func sessions(t *testing.T, r *relayOnly) int { t.Helper(); return r.Health().Me
 // with the real answer time, lands in the stream.
 func TestSharedDialogFailover(t *testing.T) {
 	rds := redistest.Start(t)
-	opt, err := redis.ParseURL(rds.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := redis.NewClient(opt)
-	defer rc.Close()
+	rc := redisClient(t, rds.URL)
 	r1, r2 := startRelayOnly(t), startRelayOnly(t)
 	if r1.pmin == r2.pmin {
 		t.Skip("both relays drew the same port range; nothing tells their calls apart")
@@ -221,12 +228,7 @@ func TestSharedDialogFailover(t *testing.T) {
 // calls are shared again: B ends one A set up.
 func TestSharedDialogRedisDown(t *testing.T) {
 	rds := redistest.Start(t)
-	opt, err := redis.ParseURL(rds.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := redis.NewClient(opt)
-	defer rc.Close()
+	rc := redisClient(t, rds.URL)
 	a, b := startSharedDialogs(t, rds.URL, ""), startSharedDialogs(t, rds.URL, "")
 	alice, bob := udpUA(t, a), udpUA(t, b)
 	bob.Register("bob", "localhost", "bobpw")

@@ -133,17 +133,11 @@ func DecodeShared(b []byte) (*Call, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, err
 	}
-	if r.Op != opUp && r.Op != opMedia || r.Call == nil || r.Call.CallID == "" || r.Call.FromTag == "" || r.Call.ToTag == "" {
+	c := r.confirmed()
+	if r.Op != opUp && r.Op != opMedia || c == nil || c.ToTag == "" {
 		return nil, fmt.Errorf("dialog record: not a confirmed call (op %q)", r.Op)
 	}
-	c := *r.Call
-	c.peers = r.Peers
-	if len(c.peers) > MaxPeerTags {
-		c.peers = c.peers[:MaxPeerTags]
-	}
-	c.media, c.mediaAt = r.Media, r.At
-	c.active = true
-	return &c, nil
+	return c, nil
 }
 
 // adopt looks for a call in the shared state that this tracker does not

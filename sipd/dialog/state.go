@@ -82,21 +82,15 @@ func (t *Tracker) OpenState(path string, log *slog.Logger) ([]Restored, error) {
 		}
 		switch r.Op {
 		case opUp:
-			if r.Call == nil || r.Call.CallID == "" || r.Call.FromTag == "" {
+			c := r.confirmed()
+			if c == nil {
 				return errors.New("up record without a call")
 			}
-			c := *r.Call
-			c.peers = r.Peers
-			if len(c.peers) > MaxPeerTags {
-				c.peers = c.peers[:MaxPeerTags]
-			}
-			c.media, c.mediaAt = r.Media, r.At
-			c.active = true
 			k := [2]string{c.CallID, c.FromTag}
 			if _, ok := live[k]; !ok {
 				order = append(order, k)
 			}
-			live[k] = &c
+			live[k] = c
 		case opMedia:
 			c, ok := live[[2]string{r.ID, r.Tag}]
 			if !ok {
@@ -144,6 +138,22 @@ func (t *Tracker) OpenState(path string, log *slog.Logger) ([]Restored, error) {
 		}
 	}
 	return out, nil
+}
+
+// confirmed is the call an "up" record (or a shared "media" one) holds,
+// as the tracker keeps it; nil when it names no call.
+func (r *record) confirmed() *Call {
+	if r.Call == nil || r.Call.CallID == "" || r.Call.FromTag == "" {
+		return nil
+	}
+	c := *r.Call
+	c.peers = r.Peers
+	if len(c.peers) > MaxPeerTags {
+		c.peers = c.peers[:MaxPeerTags]
+	}
+	c.media, c.mediaAt = r.Media, r.At
+	c.active = true
+	return &c
 }
 
 // public is the call as listed and written in CDRs.
