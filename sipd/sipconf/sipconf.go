@@ -15,7 +15,6 @@ import (
 
 	"sipxdp/internal/confload"
 	"sipxdp/sipd/redisconn"
-	"sipxdp/sipd/registrar"
 )
 
 // Duration reads Go duration syntax from YAML.
@@ -307,7 +306,7 @@ func (c *Config) Validate() error {
 	case strings.TrimSpace(r.Store) == "":
 		errs = append(errs, confload.Errorf("sip.registrar.store", "%s is empty: name a file (relative paths are in state_dir), %q to keep registrations in memory only, or redis://host:port/db to share them", StoreMemory))
 	case strings.Contains(r.Store, "://"):
-		if _, err := registrar.ParseRedisURL(r.Store); err != nil {
+		if _, err := redisconn.ParseURL(r.Store); err != nil {
 			errs = append(errs, confload.Errorf("sip.registrar.store", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", r.Store, err))
 		}
 	}

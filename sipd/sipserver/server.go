@@ -306,7 +306,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	}
 	storePath := ""
 	switch p := cfg.StorePath(cfg.Registrar.Store); {
-	case registrar.IsRedisURL(cfg.Registrar.Store):
+	case redisconn.IsURL(cfg.Registrar.Store):
 	case cfg.Registrar.Store == sipconf.StoreMemory:
 		log.Warn("registrations are kept in memory only (sip.registrar.store: memory): a restart or a crash loses every one")
 	case p == "":
@@ -314,7 +314,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	default:
 		storePath = p
 	}
-	if registrar.IsRedisURL(cfg.Registrar.Store) {
+	if redisconn.IsURL(cfg.Registrar.Store) {
 		if s.shared, err = registrar.OpenRedis(cfg.Registrar.Store, registrar.RedisOptions{Now: opt.Now, Log: log, Node: nodeName(cfg)}); err != nil {
 			return nil, err
 		}
