@@ -262,3 +262,35 @@ func TestSharedDialogRedisDown(t *testing.T) {
 		t.Fatalf("sipxdp_dialogs_adopted_total = %v on B, want 1", v)
 	}
 }
+
+// TestRelaySetResume: a sipd relaying through a -relay-only node, with
+// calls kept in the file journal (the default), is killed with SIGKILL
+// and started again: the call's BYE reaches the callee and the relay
+// deletes the call, since the journal named its relay.
+func TestRelaySetResume(t *testing.T) {
+	r := startRelayOnly(t)
+	cfg := sipdtest.Config(t)
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: "127.0.0.1:0"}}
+	cfg.Media.Mode, cfg.Media.Relays = "all", fmt.Sprintf("udp:127.0.0.1:%d", r.ng)
+	cfg.Media.RelayPing = sipconf.Duration(200 * time.Millisecond)
+	s := sipdtest.Start(t, cfg, sipdtest.Options{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+	alice, bob := udpUA(t, s), udpUA(t, s)
+	bob.Register("bob", "localhost", "bobpw")
+	d := sipua.Establish(alice, bob, sipua.Call{From: "alice", To: "bob", Domain: "localhost", Password: "alicepw", CallID: "resume@test",
+		Offer:  sipua.SDP(netip.MustParseAddrPort("127.0.0.1:41100")),
+		Answer: sipua.SDP(netip.MustParseAddrPort("127.0.0.1:42100"))})
+	if n := sessions(t, r); n != 1 {
+		t.Fatalf("relay holds %d sessions, want 1", n)
+	}
+	s.Kill()
+	s.Restart()
+	d.Hangup(true)
+	deadline := time.Now().Add(3 * time.Second)
+	for sessions(t, r) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the call is still on the relay after its BYE through the restarted sipd")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
