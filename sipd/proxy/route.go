@@ -236,7 +236,7 @@ func (p *Proxy) ownRoutes(req *sip.Request, routes []sip.Header, inDialog bool, 
 			continue
 		}
 		if !p.cfg.PeerRoutes || !inDialog || ourToken ||
-			p.routes.checkRoute(routes[own:own+1], 1, req.CallID().Value(), req.From().Params.GetOr("tag", ""), toTag) != tokenValid {
+			!p.routes.fits(&r.Address, req.CallID().Value(), req.From().Params.GetOr("tag", ""), toTag) {
 			break
 		}
 		own++

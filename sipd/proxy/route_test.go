@@ -247,6 +247,24 @@ func TestByeRouteSets(t *testing.T) {
 			">, <sip:192.0.2.10:5060;transport=udp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
 			"p2.callee.net", "p1.caller.net"},
 	}
+	// A call node B took over from node A: A's entries, known by token.
+	peer := testProxy(Config{PeerRoutes: true, RouteKey: []byte("k")})
+	tok := peer.routes.sign("c1", "f1")
+	takenOver := "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.20:5070;lr;ftag=f1;sxt=" + tok +
+		">, <sip:192.0.2.20:5060;lr;ftag=f1;sxt=" + tok + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n"
+	for _, c := range []struct {
+		name, callee, caller string
+		p                    *Proxy
+	}{
+		{"taken over", "p2.callee.net", "p1.caller.net", peer},
+		{"without PeerRoutes", "", "", testProxy(Config{RouteKey: []byte("k")})},
+		{"under another key", "", "", testProxy(Config{PeerRoutes: true, RouteKey: []byte("other")})},
+	} {
+		toCallee, toCaller := c.p.routeSets(parse(takenOver))
+		if str(toCallee) != c.callee || str(toCaller) != c.caller {
+			t.Errorf("%s: routes %q and %q, want %q and %q", c.name, str(toCallee), str(toCaller), c.callee, c.caller)
+		}
+	}
 	for _, c := range cases {
 		toCallee, toCaller := p.routeSets(parse(c.rr))
 		if got := str(toCallee); got != c.callee {
