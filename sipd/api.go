@@ -38,10 +38,13 @@ type API struct {
 	NG     NGStats           // the NG server in relay-only mode, else nil
 	// Relays reports the NG relays of media.relays; nil when calls use
 	// the embedded relay.
-	Relays  func() []wire.RelayMember
-	Started time.Time
-	Version string
-	Pprof   bool // serve /debug/pprof/
+	// RelaySticky counts failed operations on the Call-ID to relay map in
+	// Redis; nil when it is not shared.
+	RelaySticky func() uint64
+	Relays      func() []wire.RelayMember
+	Started     time.Time
+	Version     string
+	Pprof       bool // serve /debug/pprof/
 	// Token is http.token: empty for none.
 	Token string
 	// Conns is the listener the API is served on, for its counters; nil

@@ -153,6 +153,12 @@ var (
 	dSIPRegRefused    = desc("sipxdp_sip_register_refused_total", "REGISTERs refused, by reason (store_unavailable: the binding could not be made durable, or the shared location store could not be reached; answered 500 with Retry-After).", "reason")
 	dLocationErrors   = desc("sipxdp_location_store_errors_total", "Operations on the shared location store (sip.registrar.store: redis://...) that failed for want of Redis; exported only with that store.")
 	dLocationDown     = desc("sipxdp_location_store_down", "1 while the shared location store (Redis) cannot be reached; exported only with that store.")
+	dDialogErrors     = desc("sipxdp_dialog_store_errors_total", "Operations on the shared dialog store (sip.dialog.store: redis://...) that failed for want of Redis (calls answered then are known to their node only); exported only with that store.")
+	dDialogDown       = desc("sipxdp_dialog_store_down", "1 while the shared dialog store (Redis) cannot be reached; exported only with that store.")
+	dDialogAdopted    = desc("sipxdp_dialogs_adopted_total", "Calls another node set up, taken over from the shared dialog store for an in-dialog request; exported only with that store.")
+	dCDRStream        = desc("sipxdp_cdr_stream_total", "CDRs copied to the Redis stream (sip.dialog.cdr_stream), by outcome: written, or dropped (queue full, or Redis still down at stop); exported only with the stream.", "outcome")
+	dCDRStreamErrors  = desc("sipxdp_cdr_stream_errors_total", "Writes to the CDR stream that failed for want of Redis (their CDRs wait and are tried again); exported only with the stream.")
+	dRelaySticky      = desc("sipxdp_relay_sticky_errors_total", "Reads and writes of the shared Call-ID to relay map (media.relays with state in Redis) that failed for want of Redis; exported only with that map.")
 	dSIPCDRs          = desc("sipxdp_sip_cdrs_total", "CDRs written (durable).")
 	dSIPCDRErrors     = desc("sipxdp_sip_cdr_errors_total", "CDRs that could not be written when their call ended (kept, and written when the disk recovers unless the backlog was full).")
 	dSIPRefused       = desc("sipxdp_sip_refused_total", "Requests refused or absorbed, by reason: route_token_missing and route_token_invalid (in-dialog request without a valid route token, 403), dialog_mismatch (481), foreign_route (unauthenticated request routed elsewhere, 403), digest_uri_mismatch (400), stray_ack (dropped), location_unavailable (500, the shared location store unreachable).", "reason")
@@ -294,6 +300,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.NG != nil {
 		e.ng(a.NG)
 	}
+	if a.RelaySticky != nil {
+		e.counter(dRelaySticky, a.RelaySticky())()
+	}
 }
 
 // emit sends const metrics. Label values are made valid UTF-8 first (a
@@ -348,6 +357,15 @@ func (e emit) sip(st sipserver.Stats) {
 	if st.LocationShared {
 		e.counter(dLocationErrors, st.LocationErrors)()
 		e.gauge(dLocationDown, boolGauge(st.LocationDown))()
+	}
+	if st.DialogShared {
+		e.counter(dDialogErrors, st.DialogErrors)()
+		e.gauge(dDialogDown, boolGauge(st.DialogDown))()
+		e.counter(dDialogAdopted, st.DialogsAdopted)()
+	}
+	if cs := st.CDRStream; cs != nil {
+		e.counters(dCDRStream, map[string]uint64{"written": cs.Written, "dropped": cs.Dropped})
+		e.counter(dCDRStreamErrors, cs.Errors)()
 	}
 	e.counter(dSIPCDRs, st.CDRs)()
 	e.counter(dSIPCDRErrors, st.CDRErrors)()

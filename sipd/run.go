@@ -21,6 +21,7 @@ import (
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/ngmedia"
+	"sipxdp/sipd/redisconn"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 )
@@ -125,7 +126,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("media.relays: %w", err)
 		}
-		relays, err = relayset.New(eps, relayset.Options{Interval: cfg.Media.RelayPing.D(), Log: log.With("component", "relayset")})
+		ro := relayset.Options{Interval: cfg.Media.RelayPing.D(), Log: log.With("component", "relayset")}
+		if url := cfg.SIP.SharedRedis(); url != "" {
+			// Proxies sharing state share which relay each call is on.
+			conn, err := redisconn.Open(url, "relay stickiness", redisconn.Options{Log: ro.Log,
+				Down: "calls stick to their relay in this proxy's memory only: other proxies cannot send their answers, re-offers and deletes there"})
+			if err != nil {
+				return fmt.Errorf("media.relays: %w", err)
+			}
+			defer conn.Close()
+			ro.Shared = relayset.NewRedisSticky(conn)
+			api.RelaySticky = conn.Errors
+		}
+		relays, err = relayset.New(eps, ro)
 		if err != nil {
 			return fmt.Errorf("media.relays: %w", err)
 		}

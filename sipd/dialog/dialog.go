@@ -112,6 +112,11 @@ type Tracker struct {
 	onSetup func(status int, d time.Duration)
 
 	state *state // nil: calls are not kept on disk (see OpenState)
+	// shared: calls are kept in Redis instead (see ShareState); onAdopt
+	// is told each call taken over from there.
+	shared  *sharedState
+	onAdopt func(Restored)
+	adopted atomic.Uint64
 }
 
 // New returns a tracker writing CDRs to out (nil: none). Calls with no BYE
@@ -226,6 +231,7 @@ func (t *Tracker) observeSetup(status int, d time.Duration) {
 // Match tells whether a request with this Call-ID and these tags (in
 // either order: either party may send it) belongs to a dialog of a
 // tracked call.
+// It looks at the calls this tracker holds only; see Find.
 func (t *Tracker) Match(callID, fromTag, toTag string) Match {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -253,6 +259,18 @@ func (t *Tracker) Match(callID, fromTag, toTag string) Match {
 		}
 	}
 	return Mismatch
+}
+
+// Find is Match, and with the calls shared (ShareState), a Call-ID this
+// tracker does not hold is looked up in Redis, and a call found there is
+// adopted: another node set it up. The proxy calls it for requests whose
+// route token verified only, so strangers cannot make it ask Redis.
+func (t *Tracker) Find(callID, fromTag, toTag string) Match {
+	m := t.Match(callID, fromTag, toTag)
+	if m == Unknown && t.shared != nil && toTag != "" && t.adopt(callID, fromTag, toTag) {
+		m = t.Match(callID, fromTag, toTag)
+	}
+	return m
 }
 
 // End ends a confirmed call by its dialog: tagA and tagB are the caller's
@@ -309,7 +327,7 @@ func (t *Tracker) Live(callID, fromTag, toTag string) bool {
 func (t *Tracker) Sweep() {
 	now := t.now()
 	var ended []*Call
-	var ends []*journal.Commit
+	var ends []pending
 	t.mu.Lock()
 	for id, cs := range t.calls {
 		for i := len(cs) - 1; i >= 0; i-- {
@@ -338,9 +356,10 @@ func (t *Tracker) Sweep() {
 // Shutdown ends every call still up with end_reason "shutdown" (see the
 // package doc) and forgets calls in setup; it returns once their CDRs are
 // written, or could not be. With calls kept on disk (OpenState) it ends
-// nothing: the calls resume when sipd starts again, and end then.
+// nothing: the calls resume when sipd starts again, and end then; nor
+// with calls shared (ShareState): the other nodes take them over.
 func (t *Tracker) Shutdown() {
-	if t.state != nil {
+	if t.state != nil || t.shared != nil {
 		return
 	}
 	t.mu.Lock()

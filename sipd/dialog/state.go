@@ -39,6 +39,7 @@ type record struct {
 	Tag   string          `json:"tag,omitempty"`   // media, end: the caller's tag
 	Media json.RawMessage `json:"media,omitempty"` // up, media: the proxy's attachment
 	At    time.Time       `json:"at,omitzero"`     // up, media: when the attachment was set
+	Node  string          `json:"node,omitempty"`  // in Redis: the sipd that wrote it
 }
 
 const (
@@ -81,21 +82,15 @@ func (t *Tracker) OpenState(path string, log *slog.Logger) ([]Restored, error) {
 		}
 		switch r.Op {
 		case opUp:
-			if r.Call == nil || r.Call.CallID == "" || r.Call.FromTag == "" {
+			c := r.confirmed()
+			if c == nil {
 				return errors.New("up record without a call")
 			}
-			c := *r.Call
-			c.peers = r.Peers
-			if len(c.peers) > MaxPeerTags {
-				c.peers = c.peers[:MaxPeerTags]
-			}
-			c.media, c.mediaAt = r.Media, r.At
-			c.active = true
 			k := [2]string{c.CallID, c.FromTag}
 			if _, ok := live[k]; !ok {
 				order = append(order, k)
 			}
-			live[k] = &c
+			live[k] = c
 		case opMedia:
 			c, ok := live[[2]string{r.ID, r.Tag}]
 			if !ok {
@@ -145,6 +140,22 @@ func (t *Tracker) OpenState(path string, log *slog.Logger) ([]Restored, error) {
 	return out, nil
 }
 
+// confirmed is the call an "up" record (or a shared "media" one) holds,
+// as the tracker keeps it; nil when it names no call.
+func (r *record) confirmed() *Call {
+	if r.Call == nil || r.Call.CallID == "" || r.Call.FromTag == "" {
+		return nil
+	}
+	c := *r.Call
+	c.peers = r.Peers
+	if len(c.peers) > MaxPeerTags {
+		c.peers = c.peers[:MaxPeerTags]
+	}
+	c.media, c.mediaAt = r.Media, r.At
+	c.active = true
+	return &c
+}
+
 // public is the call as listed and written in CDRs.
 func (c *Call) public() Call {
 	cc := *c
@@ -152,26 +163,43 @@ func (c *Call) public() Call {
 	return cc
 }
 
-// persist queues rec in the state journal; t.mu is held, so records of
-// one call keep their order. Wait on the result outside the lock.
-func (t *Tracker) persist(rec record) *journal.Commit {
+// pending is a state record on its way: queued in the journal, or to be
+// written to Redis.
+type pending struct {
+	commit *journal.Commit
+	shared *record
+}
+
+// persist queues rec in the state journal, or keeps it for Redis; t.mu
+// is held, so records of one call keep their order in the journal (a
+// call's events come one after another in SIP, so its Redis writes do
+// too). Settle the result outside the lock.
+func (t *Tracker) persist(rec record) pending {
+	if t.shared != nil {
+		return pending{shared: &rec}
+	}
 	if t.state == nil {
-		return nil
+		return pending{}
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return journal.Finished(fmt.Errorf("dialog record: %w", err))
+		return pending{commit: journal.Finished(fmt.Errorf("dialog record: %w", err))}
 	}
-	return t.state.j.Append(b)
+	return pending{commit: t.state.j.Append(b)}
 }
 
 // settle waits until a state record is durable, or could not be made so.
 // A call goes on either way (its answer cannot be taken back): the
 // journal keeps the record queued, retries, logs and shows the failure
-// in its stats (/health degraded, sipxdp_journal_errors_total).
-func (t *Tracker) settle(c *journal.Commit) {
-	if c != nil {
-		_ = c.Wait()
+// in its stats (/health degraded, sipxdp_journal_errors_total); a Redis
+// write that fails is counted and logged (sipxdp_dialog_store_errors_total),
+// and the call stays known to this node only.
+func (t *Tracker) settle(p pending) {
+	switch {
+	case p.commit != nil:
+		_ = p.commit.Wait()
+	case p.shared != nil:
+		t.shared.write(*p.shared)
 	}
 }
 
@@ -194,7 +222,7 @@ func (t *Tracker) SetMedia(callID, tagA, tagB string, media []byte) {
 			break
 		}
 	}
-	if c == nil || t.state == nil {
+	if c == nil || t.state == nil && t.shared == nil {
 		if c != nil {
 			c.media, c.mediaAt = media, t.now()
 		}
@@ -202,7 +230,13 @@ func (t *Tracker) SetMedia(callID, tagA, tagB string, media []byte) {
 		return
 	}
 	c.media, c.mediaAt = media, t.now()
-	cm := t.persist(record{Op: opMedia, ID: callID, Tag: c.FromTag, Media: media, At: c.mediaAt})
+	rec := record{Op: opMedia, ID: callID, Tag: c.FromTag, Media: media, At: c.mediaAt}
+	if t.shared != nil {
+		// Redis holds each call's whole record: rewritten.
+		rec = upRecord(c)
+		rec.Op = opMedia
+	}
+	cm := t.persist(rec)
 	t.mu.Unlock()
 	t.settle(cm)
 }

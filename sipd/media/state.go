@@ -180,3 +180,43 @@ func loadResponse(m *savedMsg) (*sip.Response, error) {
 	r.SetTransport(m.Transport)
 	return r, nil
 }
+
+// savedDialog is a Dialog as SaveDialog keeps it.
+type savedDialog struct {
+	Invite *savedMsg `json:"invite,omitempty"`
+	OK     *savedMsg `json:"ok,omitempty"`
+}
+
+// SaveDialog returns a Dialog's messages as JSON, the way State keeps
+// them, for controllers that keep a call's state themselves (ngmedia).
+func SaveDialog(d Dialog) json.RawMessage {
+	var sd savedDialog
+	if d.Invite != nil {
+		sd.Invite = saveMsg(d.Invite, d.Invite.Source(), d.Invite.Transport())
+	}
+	if d.OK != nil {
+		sd.OK = saveMsg(d.OK, d.OK.Source(), d.OK.Transport())
+	}
+	b, _ := json.Marshal(sd) // strings only: cannot fail
+	return b
+}
+
+// LoadDialog reads what SaveDialog wrote.
+func LoadDialog(b []byte) (Dialog, error) {
+	var sd savedDialog
+	var d Dialog
+	if len(b) == 0 {
+		return d, nil
+	}
+	if err := json.Unmarshal(b, &sd); err != nil {
+		return d, err
+	}
+	var err error
+	if d.Invite, err = loadRequest(sd.Invite); err != nil {
+		return Dialog{}, fmt.Errorf("invite: %w", err)
+	}
+	if d.OK, err = loadResponse(sd.OK); err != nil {
+		return Dialog{}, fmt.Errorf("2xx: %w", err)
+	}
+	return d, nil
+}

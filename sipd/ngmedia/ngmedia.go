@@ -7,6 +7,7 @@ package ngmedia
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -211,12 +212,64 @@ func (c *Controller) End(callID, reason string) {
 	c.log.Debug("ngmedia: call no longer relayed", "call_id", callID, "reason", reason)
 }
 
-// State keeps nothing with the dialog: the call's state is on its relay.
-func (c *Controller) State(string) ([]byte, bool) { return nil, false }
+// saved is a call's state as State keeps it with the dialog: the relay
+// it is on and what the controller follows of it. The media state itself
+// is on the relay.
+type saved struct {
+	Relay     string          `json:"relay"`
+	CallerTag string          `json:"caller_tag"`
+	CalleeTag string          `json:"callee_tag,omitempty"`
+	Offerer   string          `json:"offerer,omitempty"`
+	Dialog    json.RawMessage `json:"dialog,omitempty"`
+}
 
-// Restore is never called, State saving nothing; it says so if it is.
-func (c *Controller) Restore(callID string, _ []byte, _ time.Time) error {
-	return fmt.Errorf("call %s: relay state is kept on the NG relay, not by sipd", callID)
+// State is the call's relay and tags, kept with the dialog (in the file
+// journal, or in Redis for the other proxies), so that a restarted sipd
+// or another node can send its answers, re-offers and delete to the same
+// relay (Restore). False for a call not relayed, or on no relay yet.
+func (c *Controller) State(callID string) ([]byte, bool) {
+	url := c.set.RelayOf(callID)
+	c.mu.Lock()
+	cl := c.calls[callID]
+	if cl == nil || url == "" {
+		c.mu.Unlock()
+		return nil, false
+	}
+	sv := saved{Relay: url, CallerTag: cl.callerTag, CalleeTag: cl.calleeTag, Offerer: cl.offerer}
+	d := cl.dialog
+	c.mu.Unlock()
+	sv.Dialog = media.SaveDialog(d)
+	b, err := json.Marshal(sv)
+	if err != nil {
+		return nil, false
+	}
+	return b, true
+}
+
+// Restore takes over a call State saved: it sticks to its relay again,
+// and its in-dialog requests, BYE and media timeout are followed as if
+// this controller had set it up. A call already known is left as is.
+func (c *Controller) Restore(callID string, state []byte, _ time.Time) error {
+	var sv saved
+	if err := json.Unmarshal(state, &sv); err != nil {
+		return fmt.Errorf("%w %q: %w", media.ErrRestore, callID, err)
+	}
+	if sv.Relay == "" {
+		return fmt.Errorf("%w %q: no relay named (state of the embedded relay?)", media.ErrRestore, callID)
+	}
+	d, err := media.LoadDialog(sv.Dialog)
+	if err != nil {
+		return fmt.Errorf("%w %q: %w", media.ErrRestore, callID, err)
+	}
+	if !c.set.Adopt(callID, sv.Relay) {
+		return fmt.Errorf("%w %q: relay %s is not in media.relays", media.ErrRestore, callID, sv.Relay)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls[callID] == nil {
+		c.calls[callID] = &call{callerTag: sv.CallerTag, calleeTag: sv.CalleeTag, offerer: sv.Offerer, dialog: d}
+	}
+	return nil
 }
 
 // answered keeps the first 2xx to the initial INVITE, from the callee,

@@ -77,6 +77,12 @@ func (r *relay) last() *ng.Request {
 // newCtl starts relays and a controller over them (weights 1 each).
 func newCtl(t *testing.T, relays ...*relay) *Controller {
 	t.Helper()
+	return ctlOn(t, startRelays(t, relays...))
+}
+
+// startRelays serves relays over NG on loopback.
+func startRelays(t *testing.T, relays ...*relay) []relayset.Endpoint {
+	t.Helper()
 	var eps []relayset.Endpoint
 	for _, r := range relays {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -89,6 +95,12 @@ func newCtl(t *testing.T, relays ...*relay) *Controller {
 		t.Cleanup(func() { cancel(); <-done; pc.Close() })
 		eps = append(eps, relayset.Endpoint{URL: "udp:" + pc.LocalAddr().String(), Addr: pc.LocalAddr().String(), Weight: 1})
 	}
+	return eps
+}
+
+// ctlOn is a controller over a new set of the relays at eps.
+func ctlOn(t *testing.T, eps []relayset.Endpoint) *Controller {
+	t.Helper()
 	set, err := relayset.New(eps, relayset.Options{Client: ng.ClientOptions{Retries: 2, RetryInterval: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
@@ -288,4 +300,90 @@ func TestWatchReportsEndedCalls(t *testing.T) {
 	if c.Active() != 0 {
 		t.Errorf("%d calls still kept", c.Active())
 	}
+}
+
+// TestStateRestore: the state a controller keeps with the dialog lets
+// another controller (another node, or this one after a restart), whose
+// round robin points elsewhere, send the call's re-offer, answer and
+// delete to the relay it is on.
+func TestStateRestore(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	ra, rb := &relay{name: "A"}, &relay{name: "B"}
+	eps := startRelays(t, ra, rb)
+	first := ctlOn(t, eps)
+	inv := invite(t, offerSDP)
+	if err := first.Invite(inv, netip.Addr{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	on := ra
+	if strings.Contains(string(inv.Body()), " B ") {
+		on = rb
+	}
+	ok := response(t, 200, true, "INVITE", offerSDP)
+	first.Response(ok)
+	st, saved := first.State(cid)
+	if !saved {
+		t.Fatal("no state for an answered call")
+	}
+
+	second := ctlOn(t, eps)
+	if err := offerNew(t, second); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Restore(cid, st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	re := inDialog(t, "INVITE", false, 5, offerSDP)
+	if err := second.Request(re); err != nil {
+		t.Fatal(err)
+	}
+	if want := "v=0 " + on.name + " offer etag>ctag"; string(re.Body()) != want {
+		t.Fatalf("re-INVITE after restore: %q, want %q", re.Body(), want)
+	}
+	if err := second.Request(inDialog(t, "BYE", true, 6, "")); err != nil {
+		t.Fatal(err)
+	}
+	if q := on.last(); q.Command != "delete" || q.CallID != cid {
+		t.Fatalf("the call's relay last saw %s %s", q.Command, q.CallID)
+	}
+	for _, bad := range []struct{ name, state string }{
+		{"not JSON", "{"},
+		{"no relay", `{"caller_tag":"x"}`},
+		{"a relay outside the set", `{"relay":"udp:192.0.2.99:2223","caller_tag":"x"}`},
+		{"a broken dialog", `{"relay":"` + eps[0].URL + `","dialog":{"invite":{"text":"garbage"}}}`},
+	} {
+		if err := second.Restore("other", []byte(bad.state), time.Now()); !errors.Is(err, media.ErrRestore) {
+			t.Errorf("%s: Restore = %v, want ErrRestore", bad.name, err)
+		}
+	}
+}
+
+// offerNew sets up an unrelated call on c, so c's round robin moves on.
+func offerNew(t *testing.T, c *Controller) error {
+	r := sipua.Message(t, "INVITE sip:x@example.com SIP/2.0", "u", "", "unrelated@test", "1 INVITE", offerSDP).(*sip.Request)
+	return c.Invite(r, netip.Addr{}, "")
+}
+
+func FuzzRestore(f *testing.F) {
+	f.Add([]byte(`{"relay":"udp:127.0.0.1:1","caller_tag":"c","callee_tag":"e","dialog":{"invite":{"text":"INVITE sip:a@b SIP/2.0\r\n\r\n"}}}`))
+	f.Add([]byte(`{"relay":""}`))
+	eps := []relayset.Endpoint{{URL: "udp:127.0.0.1:1", Addr: "127.0.0.1:1", Weight: 1}}
+	set, err := relayset.New(eps, relayset.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer set.Close()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := New(media.ModeAll, set, nil)
+		if err := c.Restore("fuzz", b, time.Now()); err != nil {
+			if !errors.Is(err, media.ErrRestore) {
+				t.Fatalf("error not ErrRestore: %v", err)
+			}
+			return
+		}
+		if !c.known("fuzz") || set.RelayOf("fuzz") != eps[0].URL {
+			t.Fatal("restored call not known, or not on its relay")
+		}
+		set.Forget("fuzz")
+	})
 }

@@ -58,7 +58,8 @@ func (p *Proxy) MediaEnded(e media.Ended) {
 }
 
 // routeSets splits the 2xx's Record-Route list at sipd's own entries (one,
-// or two when the sides use different transports). The entries above
+// or two when the sides use different transports; with PeerRoutes, a
+// failed node's when the call was taken over). The entries above
 // ours are the proxies between sipd and the callee, whom a BYE towards the
 // callee visits in reverse order; those below ours lie between sipd and
 // the caller, visited in order. Without an entry of ours there is no
@@ -77,6 +78,19 @@ func (p *Proxy) routeSets(ok *sip.Response) (toCallee, toCaller []sip.Uri) {
 				first = i
 			}
 			last = i
+		}
+	}
+	if first < 0 && p.cfg.PeerRoutes {
+		// A call taken over from a failed node: its entries are that
+		// node's, known by their token.
+		callID, tagA, tagB := ok.CallID().Value(), ok.From().Params.GetOr("tag", ""), ok.To().Params.GetOr("tag", "")
+		for i := range rr {
+			if p.routes.fits(&rr[i], callID, tagA, tagB) {
+				if first < 0 {
+					first = i
+				}
+				last = i
+			}
 		}
 	}
 	if first < 0 {

@@ -44,6 +44,11 @@ type Config struct {
 	// Binder ties each challenge's nonce to the address it goes to, in
 	// its opaque (nil: challenges carry no opaque).
 	Binder *protect.Binder
+	// PeerRoutes: nodes share dialogs, so an in-dialog request whose
+	// route names another node, with a token that verifies under
+	// RouteKey, is taken over as if the route named this one (route.go,
+	// ownRoutes).
+	PeerRoutes bool
 	// Path: the location table is shared with other nodes, so bindings
 	// only reachable through this one get a Path naming it (path.go).
 	Path bool
@@ -277,7 +282,13 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 	if d.InDialog && d.Action != ActKeepalive && p.dialogs != nil {
 		// A request that names a call we track but none of its dialogs
 		// changes nothing, whatever its route says (RFC 3261 §12.2.2).
-		if m := p.dialogs.Match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
+		// A request routed by a valid token may belong to a call another
+		// node set up (Find adopts it from the shared state).
+		match := p.dialogs.Match
+		if d.Action == ActForward {
+			match = p.dialogs.Find
+		}
+		if m := match(req.CallID().Value(), req.From().Params.GetOr("tag", ""), req.To().Params.GetOr("tag", "")); m == dialog.Mismatch {
 			d = Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", InDialog: true, Refusal: RefusedDialog}
 			if req.Method == sip.ACK {
 				d = Decision{Action: ActDrop, InDialog: true, Refusal: RefusedStrayACK}

@@ -150,17 +150,10 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 		// A CANCEL that matched a transaction never gets here.
 		return Decision{Action: ActReply, Code: 481, Reason: "Call/Transaction Does Not Exist", Refusal: RefusedDialog}
 	}
-	own := 0
 	routes := req.GetHeaders("Route")
-	for _, h := range routes {
-		r, ok := h.(*sip.RouteHeader)
-		if !ok || !p.self.IsSelf(&r.Address) {
-			break
-		}
-		own++
-	}
-	more := len(routes) > own
 	toTag, inDialog := req.To().Params.Get("tag")
+	own := p.ownRoutes(req, routes, inDialog, toTag)
+	more := len(routes) > own
 	if inDialog {
 		return p.decideInDialog(req, routes, own, toTag)
 	}
@@ -219,6 +212,36 @@ func (p *Proxy) Decide(req *sip.Request) Decision {
 		return Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden"}
 	}
 	return Decision{Action: ActForward, OwnRoutes: own, Challenge: challenge, RecordRoute: true}
+}
+
+// ownRoutes counts the Route entries at the top that are ours, to be
+// removed: those naming this node, and with PeerRoutes, in a dialog,
+// those of another node sharing the route key (one that failed, whose
+// requests a load balancer, DNS or the phone now sends here) whose token
+// fits the request. A peer's entry below one of ours that carries a
+// token is not ours: the dialog goes through both nodes (a Path), and
+// the request is on its way to that node.
+func (p *Proxy) ownRoutes(req *sip.Request, routes []sip.Header, inDialog bool, toTag string) int {
+	own, ourToken := 0, false
+	for _, h := range routes {
+		r, ok := h.(*sip.RouteHeader)
+		if !ok {
+			break
+		}
+		if p.self.IsSelf(&r.Address) {
+			own++
+			if _, ok := uriParam(&r.Address, paramToken); ok {
+				ourToken = true
+			}
+			continue
+		}
+		if !p.cfg.PeerRoutes || !inDialog || ourToken ||
+			!p.routes.fits(&r.Address, req.CallID().Value(), req.From().Params.GetOr("tag", ""), toTag) {
+			break
+		}
+		own++
+	}
+	return own
 }
 
 // decideInDialog routes a request that carries a To tag. Only the route

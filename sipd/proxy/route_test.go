@@ -247,6 +247,24 @@ func TestByeRouteSets(t *testing.T) {
 			">, <sip:192.0.2.10:5060;transport=udp;lr;ftag=f1;sxt=" + p.routes.sign("c1", "f1") + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n",
 			"p2.callee.net", "p1.caller.net"},
 	}
+	// A call node B took over from node A: A's entries, known by token.
+	peer := testProxy(Config{PeerRoutes: true, RouteKey: []byte("k")})
+	tok := peer.routes.sign("c1", "f1")
+	takenOver := "Record-Route: <sip:p2.callee.net;lr>\r\nRecord-Route: <sip:192.0.2.20:5070;lr;ftag=f1;sxt=" + tok +
+		">, <sip:192.0.2.20:5060;lr;ftag=f1;sxt=" + tok + ">\r\nRecord-Route: <sip:p1.caller.net;lr>\r\n"
+	for _, c := range []struct {
+		name, callee, caller string
+		p                    *Proxy
+	}{
+		{"taken over", "p2.callee.net", "p1.caller.net", peer},
+		{"without PeerRoutes", "", "", testProxy(Config{RouteKey: []byte("k")})},
+		{"under another key", "", "", testProxy(Config{PeerRoutes: true, RouteKey: []byte("other")})},
+	} {
+		toCallee, toCaller := c.p.routeSets(parse(takenOver))
+		if str(toCallee) != c.callee || str(toCaller) != c.caller {
+			t.Errorf("%s: routes %q and %q, want %q and %q", c.name, str(toCallee), str(toCaller), c.callee, c.caller)
+		}
+	}
 	for _, c := range cases {
 		toCallee, toCaller := p.routeSets(parse(c.rr))
 		if got := str(toCallee); got != c.callee {
@@ -276,5 +294,48 @@ func TestUserKey(t *testing.T) {
 		if got := UserKey(in); got != want {
 			t.Errorf("UserKey(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestDecidePeerRoutes: with PeerRoutes, node B takes over in-dialog
+// requests whose route names node A (sharing the route key), and only
+// those whose token fits.
+func TestDecidePeerRoutes(t *testing.T) {
+	key := []byte("shared")
+	b := testProxy(Config{RouteKey: key, PeerRoutes: true})
+	strict := testProxy(Config{RouteKey: key})
+	foreignKey := testProxy(Config{RouteKey: []byte("other"), PeerRoutes: true})
+	const callee, local = "sip:bob@198.51.100.2:5060", "sip:alice@example.org"
+	// A's entries: another address, the same key.
+	peer := func(callID, ftag, port string) string {
+		return fmt.Sprintf("<sip:192.0.2.20:%s;transport=udp;lr;ftag=%s;sxt=%s>", port, ftag, b.routes.sign(callID, ftag))
+	}
+	ours := strings.TrimPrefix(ownRoute(b, "udp", "c1", "f1"), "Route: ")
+	fwd := func(own int) Decision { return Decision{Action: ActForward, OwnRoutes: own, InDialog: true} }
+	missing := Decision{Action: ActReply, Code: 403, Reason: "Forbidden: Not Routed Here", InDialog: true, Refusal: RefusedTokenMissing}
+	cases := []struct {
+		name string
+		p    *Proxy
+		req  *sip.Request
+		want Decision
+	}{
+		{"bye naming A taken over", b, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f1", "5060")), fwd(1)},
+		{"from the callee side", b, requestTags(t, "BYE", "sip:alice@198.51.100.1", "sip:bob@example.org", "t1", "f1", "Route: "+peer("c1", "f1", "5060")), fwd(1)},
+		{"A's double record-route", b, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f1", "5060")+", "+peer("c1", "f1", "5070")), fwd(2)},
+		{"A's entry then the next proxy", b, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f1", "5060")+", <sip:proxy2.net;lr>"), fwd(1)},
+		{"B as outbound proxy above A's entry", b, request(t, "BYE", callee, local, "t1", "Route: <sip:192.0.2.10;lr>, "+peer("c1", "f1", "5060")), fwd(2)},
+		{"a dialog through B then A stays on its way to A", b, request(t, "BYE", callee, local, "t1", "Route: "+ours+", "+peer("c1", "f1", "5060")), fwd(1)},
+		{"token of another call", b, request(t, "BYE", callee, local, "t1", "Route: "+peer("c2", "f1", "5060")), missing},
+		{"token of another caller tag", b, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f9", "5060")), missing},
+		{"token under another key", foreignKey, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f1", "5060")), missing},
+		{"without PeerRoutes", strict, request(t, "BYE", callee, local, "t1", "Route: "+peer("c1", "f1", "5060")), missing},
+		{"not for an initial request", b, request(t, "INVITE", callee, "sip:carol@elsewhere.net", "", "Route: "+peer("c1", "f1", "5060")), Decision{Action: ActReply, Code: 403, Reason: "Relaying Forbidden", Refusal: RefusedForeignRoute}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.p.Decide(c.req); got != c.want {
+				t.Fatalf("got %+v (%s), want %+v (%s)", got, got.Action, c.want, c.want.Action)
+			}
+		})
 	}
 }

@@ -87,18 +87,27 @@ func (s routeSigner) checkRoute(routes []sip.Header, own int, callID, fromTag, t
 		if !ok {
 			break
 		}
-		token, ok := uriParam(&r.Address, paramToken)
-		if !ok {
+		if _, ok := uriParam(&r.Address, paramToken); !ok {
 			continue
 		}
-		raw, _ := uriParam(&r.Address, paramFtag)
-		ftag, ok := unescapeParam(raw)
-		if !ok || (ftag != fromTag && ftag != toTag) || !s.verify(callID, ftag, token) {
+		if !s.fits(&r.Address, callID, fromTag, toTag) {
 			return tokenInvalid
 		}
 		return tokenValid
 	}
 	return tokenMissing
+}
+
+// fits tells whether a route URI carries a token for this Call-ID and
+// one of the two tags.
+func (s routeSigner) fits(u *sip.Uri, callID, tagA, tagB string) bool {
+	token, ok := uriParam(u, paramToken)
+	if !ok {
+		return false
+	}
+	raw, _ := uriParam(u, paramFtag)
+	ftag, ok := unescapeParam(raw)
+	return ok && (ftag == tagA || ftag == tagB) && s.verify(callID, ftag, token)
 }
 
 // uriParam reads a URI parameter; names are case-insensitive (RFC 3261

@@ -12,10 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"sipxdp/sipd/redisconn"
 )
 
 // RedisStore is a location table in Redis that several sipd share, laid
@@ -41,21 +42,17 @@ import (
 // reached fails it with an error wrapping ErrUnavailable, counted in
 // Errors and logged when Redis goes away and when it is back.
 type RedisStore struct {
+	conn    *redisconn.Conn // its bookkeeping: errors, down, logging
 	c       *redis.Client
 	now     func() time.Time
-	log     *slog.Logger
 	node    string
 	timeout time.Duration
-
-	errors atomic.Uint64
-	down   atomic.Bool
 
 	cmu              sync.Mutex
 	counting         bool
 	counted          time.Time
 	aorsN, contactsN int
 	countEvery       time.Duration
-	lastErr          atomic.Pointer[string]
 }
 
 // RedisOptions are a RedisStore's collaborators and limits; the zero
@@ -73,32 +70,9 @@ type RedisOptions struct {
 	CountEvery time.Duration
 }
 
-// IsRedisURL reports whether a registrar.store setting names Redis.
-func IsRedisURL(s string) bool {
-	return strings.HasPrefix(s, "redis://") || strings.HasPrefix(s, "rediss://")
-}
-
-// ParseRedisURL checks a redis:// or rediss:// URL (host:port, database
-// number, optional password and go-redis options such as dial_timeout)
-// and returns the client options it names.
-func ParseRedisURL(url string) (*redis.Options, error) {
-	if !IsRedisURL(url) {
-		return nil, errors.New("want redis://host:port/db or rediss://host:port/db")
-	}
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
-	return o, nil
-}
-
 // OpenRedis returns a store on the Redis at url. It does not wait for
 // Redis: a store opened while Redis is down works once it is up.
 func OpenRedis(url string, o RedisOptions) (*RedisStore, error) {
-	ro, err := ParseRedisURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("location store %q: %w", url, err)
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -111,14 +85,14 @@ func OpenRedis(url string, o RedisOptions) (*RedisStore, error) {
 	if o.CountEvery <= 0 {
 		o.CountEvery = 10 * time.Second
 	}
-	// The context's deadline bounds every call, socket reads included;
-	// a dial never waits longer than a whole call may.
-	ro.ContextTimeoutEnabled = true
-	ro.DialTimeout = min(ro.DialTimeout, o.Timeout)
-	// go-redis logs through the standard logger, a line per failed dial;
-	// the store logs Redis going away and coming back itself.
-	redisLog.Do(func() { redis.SetLogger(debugLog{o.Log}) })
-	return &RedisStore{c: redis.NewClient(ro), now: o.Now, log: o.Log, node: o.Node,
+	// The store does not use conn.Begin: a REGISTER is refused with a
+	// Retry-After either way, and every one tries Redis.
+	conn, err := redisconn.Open(url, "location store", redisconn.Options{Log: o.Log, Timeout: o.Timeout,
+		Down: "REGISTERs are refused with 500 and lookups fail until it is back"})
+	if err != nil {
+		return nil, err
+	}
+	return &RedisStore{conn: conn, c: conn.C, now: o.Now, node: o.Node,
 		timeout: o.Timeout, countEvery: o.CountEvery}, nil
 }
 
@@ -126,46 +100,18 @@ func OpenRedis(url string, o RedisOptions) (*RedisStore, error) {
 func (s *RedisStore) Close() error { return s.c.Close() }
 
 // Errors is the number of operations that failed for want of Redis.
-func (s *RedisStore) Errors() uint64 { return s.errors.Load() }
+func (s *RedisStore) Errors() uint64 { return s.conn.Errors() }
 
 // Down reports whether the last operation failed for want of Redis, and
 // why.
-func (s *RedisStore) Down() (bool, string) {
-	if !s.down.Load() {
-		return false, ""
-	}
-	if p := s.lastErr.Load(); p != nil {
-		return true, *p
-	}
-	return true, ""
-}
+func (s *RedisStore) Down() (bool, string) { return s.conn.Down() }
 
 // fail counts and wraps an error of Redis itself.
 func (s *RedisStore) fail(op string, err error) error {
-	s.errors.Add(1)
-	msg := err.Error()
-	s.lastErr.Store(&msg)
-	if !s.down.Swap(true) {
-		s.log.Error("location store: redis unreachable; REGISTERs are refused with 500 and lookups fail until it is back",
-			"op", op, "error", err)
-	}
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
+	return fmt.Errorf("%w: %w", ErrUnavailable, s.conn.Fail(op, err))
 }
 
-func (s *RedisStore) ok() {
-	if s.down.Swap(false) {
-		s.log.Info("location store: redis reachable again")
-	}
-}
-
-var redisLog sync.Once
-
-// debugLog passes go-redis's messages to slog at debug level.
-type debugLog struct{ l *slog.Logger }
-
-func (d debugLog) Printf(ctx context.Context, format string, v ...any) {
-	d.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
-}
+func (s *RedisStore) ok() { s.conn.OK() }
 
 func aorKey(aor string) string { return "location:aor:{" + aor + "}" }
 

@@ -54,6 +54,19 @@ type Options struct {
 	// Client tunes each relay's NG client (retries, interval, outstanding).
 	Client ng.ClientOptions
 	Log    *slog.Logger
+	// Shared, when set, keeps each call's relay where the other proxies
+	// of the set see it (RedisSticky): a call another proxy set up goes
+	// to its relay here too. nil: in memory only.
+	Shared Sticky
+}
+
+// Sticky is a Call-ID to relay URL map other proxies share. Its methods
+// handle their own errors (a call goes on without it): Relay says false
+// when it cannot tell.
+type Sticky interface {
+	Stick(callID, url string, ttl time.Duration)
+	Relay(callID string) (url string, ok bool)
+	Unstick(callID string)
 }
 
 // Status is one relay as /health and relayctl show it.
@@ -274,23 +287,63 @@ func (s *Set) failover(r *relay, err error) bool {
 
 func (s *Set) stick(callID string, r *relay) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.calls[callID]; !ok {
 		r.calls++
 	}
 	r.offers++
 	s.calls[callID] = &sticky{r: r, used: s.now()}
+	s.mu.Unlock()
+	if s.opt.Shared != nil {
+		s.opt.Shared.Stick(callID, r.ep.URL, s.opt.StickyIdle)
+	}
 }
 
+// lookup returns the call's relay: the one this set gave it, or, with a
+// shared map, the one another proxy did.
 func (s *Set) lookup(callID string) *relay {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := s.calls[callID]
-	if st == nil {
+	if st != nil {
+		st.used = s.now()
+		s.mu.Unlock()
+		return st.r
+	}
+	s.mu.Unlock()
+	if s.opt.Shared == nil {
 		return nil
 	}
-	st.used = s.now()
-	return st.r
+	url, ok := s.opt.Shared.Relay(callID)
+	if !ok {
+		return nil
+	}
+	r, _ := s.keep(callID, url)
+	return r
+}
+
+// keep makes the call stick to the relay of the set with this URL
+// (nil, false: no such relay in this set).
+func (s *Set) keep(callID, url string) (*relay, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.calls[callID]; st != nil {
+		return st.r, st.r.ep.URL == url
+	}
+	for _, r := range s.relays {
+		if r.ep.URL == url {
+			r.calls++
+			s.calls[callID] = &sticky{r: r, used: s.now()}
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Adopt makes a call set up elsewhere (by this sipd before a restart, or
+// by another proxy) stick to the relay it is on. It reports false when
+// the set has no relay with that URL.
+func (s *Set) Adopt(callID, url string) bool {
+	_, ok := s.keep(callID, url)
+	return ok
 }
 
 // Answer sends an answer to the call's relay.
@@ -326,13 +379,17 @@ func (s *Set) Delete(ctx context.Context, cmd *ng.Command) (ng.CallInfo, error) 
 	return ci, err
 }
 
-// Forget drops the call's relay without telling the relay.
+// Forget drops the call's relay without telling the relay (and from the
+// shared map: the call is over).
 func (s *Set) Forget(callID string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if st, ok := s.calls[callID]; ok {
 		st.r.calls--
 		delete(s.calls, callID)
+	}
+	s.mu.Unlock()
+	if s.opt.Shared != nil {
+		s.opt.Shared.Unstick(callID)
 	}
 }
 

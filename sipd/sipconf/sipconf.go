@@ -14,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"sipxdp/internal/confload"
-	"sipxdp/sipd/registrar"
+	"sipxdp/sipd/redisconn"
 )
 
 // Duration reads Go duration syntax from YAML.
@@ -158,8 +158,27 @@ type Dialog struct {
 	CDRFile string `yaml:"cdr_file"`
 	// Store keeps the calls that are up (snapshot; journal at
 	// Store+".journal"), relative to StateDir unless absolute, so a
-	// restarted sipd resumes them; StoreMemory keeps them in memory only.
+	// restarted sipd resumes them; StoreMemory keeps them in memory only;
+	// a redis://host:port/db URL keeps them in Redis, where the other
+	// sipd naming it take them over when this one fails.
 	Store string `yaml:"store"`
+	// CDRStream, a redis://host:port/db URL, also adds each CDR to the
+	// Redis stream CDRStreamKey, trimmed to about CDRStreamMaxLen
+	// entries; empty: CDRs go to the file only.
+	CDRStream       string `yaml:"cdr_stream"`
+	CDRStreamKey    string `yaml:"cdr_stream_key"`
+	CDRStreamMaxLen int64  `yaml:"cdr_stream_maxlen"`
+}
+
+// SharedRedis is the Redis URL the proxies share state in: the dialog
+// store's, else the location store's; "" when neither is in Redis.
+func (c *Config) SharedRedis() string {
+	for _, s := range []string{c.Dialog.Store, c.Registrar.Store} {
+		if redisconn.IsURL(s) {
+			return s
+		}
+	}
+	return ""
 }
 
 // Timers configures transaction timeouts.
@@ -209,7 +228,7 @@ func Default() Config {
 			MaxContacts:    10,
 			Store:          "location.json",
 		},
-		Dialog: Dialog{CDRFile: "cdr.jsonl", Store: "dialogs.json"},
+		Dialog: Dialog{CDRFile: "cdr.jsonl", Store: "dialogs.json", CDRStreamKey: "sipxdp:cdr", CDRStreamMaxLen: 1000000},
 		NAT:    NAT{FixContact: true},
 		Protect: Protect{Window: Duration(2 * time.Second), Limit: 200, BanTime: Duration(5 * time.Minute),
 			Exempt: []string{"127.0.0.0/8", "::1/128"}, BannedChallengeInterval: Duration(5 * time.Second),
@@ -287,12 +306,25 @@ func (c *Config) Validate() error {
 	case strings.TrimSpace(r.Store) == "":
 		errs = append(errs, confload.Errorf("sip.registrar.store", "%s is empty: name a file (relative paths are in state_dir), %q to keep registrations in memory only, or redis://host:port/db to share them", StoreMemory))
 	case strings.Contains(r.Store, "://"):
-		if _, err := registrar.ParseRedisURL(r.Store); err != nil {
+		if _, err := redisconn.ParseURL(r.Store); err != nil {
 			errs = append(errs, confload.Errorf("sip.registrar.store", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", r.Store, err))
 		}
 	}
-	if strings.TrimSpace(c.Dialog.Store) == "" {
-		errs = append(errs, confload.Errorf("sip.dialog.store", "%s is empty: name a file (relative paths are in state_dir), or %q to keep calls in memory only", StoreMemory))
+	switch d := c.Dialog; {
+	case strings.TrimSpace(d.Store) == "":
+		errs = append(errs, confload.Errorf("sip.dialog.store", "%s is empty: name a file (relative paths are in state_dir), %q to keep calls in memory only, or redis://host:port/db to share them", StoreMemory))
+	case strings.Contains(d.Store, "://"):
+		if _, err := redisconn.ParseURL(d.Store); err != nil {
+			errs = append(errs, confload.Errorf("sip.dialog.store", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", d.Store, err))
+		}
+	}
+	if d := c.Dialog; d.CDRStream != "" {
+		if _, err := redisconn.ParseURL(d.CDRStream); err != nil {
+			errs = append(errs, confload.Errorf("sip.dialog.cdr_stream", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", d.CDRStream, err))
+		}
+	}
+	if c.Dialog.CDRStreamMaxLen < 0 {
+		errs = append(errs, confload.Errorf("sip.dialog.cdr_stream_maxlen", "%s %d: must not be negative", c.Dialog.CDRStreamMaxLen))
 	}
 	if strings.TrimSpace(c.Dialog.CDRFile) == "" {
 		errs = append(errs, confload.Errorf("sip.dialog.cdr_file", "%s is empty: name a file (relative paths are in state_dir), or %q to write no CDRs", CDRNone))

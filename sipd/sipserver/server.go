@@ -33,6 +33,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sipxdp/internal/guard"
+	"sipxdp/sipd/cdrstream"
 	"sipxdp/sipd/connguard"
 	"sipxdp/sipd/dialog"
 	"sipxdp/sipd/digest"
@@ -40,6 +41,7 @@ import (
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/protect"
 	"sipxdp/sipd/proxy"
+	"sipxdp/sipd/redisconn"
 	"sipxdp/sipd/registrar"
 	"sipxdp/sipd/secret"
 	"sipxdp/sipd/sipconf"
@@ -124,6 +126,10 @@ type Server struct {
 	reg     *registrar.Registrar
 	dialogs *dialog.Tracker
 	cdr     *journal.Journal // nil: no CDRs
+	// sharedDialogs is the Redis the calls are kept in (sip.dialog.store:
+	// redis://...); cdrStream copies CDRs to a Redis stream. nil: not.
+	sharedDialogs *redisconn.Conn
+	cdrStream     *cdrstream.Stream
 
 	// Flood bans, one table per kind of transport: a datagram's source
 	// can be forged, a connection's cannot, and a ban earned by forged
@@ -193,7 +199,17 @@ type Stats struct {
 	LocationErrors uint64 `json:"location_errors,omitempty"`
 	LocationDown   bool   `json:"location_down,omitempty"`
 	locationWhy    string
-	Core           proxy.Stats `json:"core"`
+	// With calls shared in Redis: DialogErrors counts operations that
+	// failed for want of it, DialogDown is set while it cannot be
+	// reached, DialogsAdopted counts calls taken over from other nodes.
+	DialogShared   bool   `json:"dialog_shared,omitempty"`
+	DialogErrors   uint64 `json:"dialog_errors,omitempty"`
+	DialogDown     bool   `json:"dialog_down,omitempty"`
+	DialogsAdopted uint64 `json:"dialogs_adopted,omitempty"`
+	dialogWhy      string
+	// CDRStream: the Redis stream CDRs are copied to, when configured.
+	CDRStream *cdrstream.Stats `json:"cdr_stream,omitempty"`
+	Core      proxy.Stats      `json:"core"`
 	// Connections are the TCP, TLS, WS and WSS connections: open, caps, refusals.
 	Connections connguard.Stats `json:"connections"`
 	// BannedPassed counts messages from banned sources let through to the
@@ -216,6 +232,12 @@ func (st *Stats) Problems() []string {
 	var out []string
 	if st.LocationDown {
 		out = append(out, "location store (redis) cannot be reached: "+st.locationWhy)
+	}
+	if st.DialogDown {
+		out = append(out, "dialog store (redis) cannot be reached, new calls are not shared: "+st.dialogWhy)
+	}
+	if st.CDRStream != nil && st.CDRStream.Down {
+		out = append(out, "cdr stream (redis) cannot be reached, CDRs wait in memory: "+st.CDRStream.Why)
 	}
 	for _, j := range st.Journals {
 		if j.Degraded {
@@ -253,6 +275,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 			if s.dialogs != nil {
 				s.dialogs.CloseState()
 			}
+			s.closeShared()
 		}
 	}()
 
@@ -283,7 +306,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	}
 	storePath := ""
 	switch p := cfg.StorePath(cfg.Registrar.Store); {
-	case registrar.IsRedisURL(cfg.Registrar.Store):
+	case redisconn.IsURL(cfg.Registrar.Store):
 	case cfg.Registrar.Store == sipconf.StoreMemory:
 		log.Warn("registrations are kept in memory only (sip.registrar.store: memory): a restart or a crash loses every one")
 	case p == "":
@@ -291,7 +314,7 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	default:
 		storePath = p
 	}
-	if registrar.IsRedisURL(cfg.Registrar.Store) {
+	if redisconn.IsURL(cfg.Registrar.Store) {
 		if s.shared, err = registrar.OpenRedis(cfg.Registrar.Store, registrar.RedisOptions{Now: opt.Now, Log: log, Node: nodeName(cfg)}); err != nil {
 			return nil, err
 		}
@@ -320,10 +343,24 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 	if s.cdr != nil {
 		cdrOut = s.cdr
 	}
+	if d := cfg.Dialog; d.CDRStream != "" {
+		if s.cdrStream, err = cdrstream.Open(d.CDRStream, cdrstream.Options{Key: d.CDRStreamKey, MaxLen: d.CDRStreamMaxLen, Log: log}); err != nil {
+			return nil, fmt.Errorf("cdr stream: %w", err)
+		}
+		cdrOut = teeSink{file: s.cdr, stream: s.cdrStream}
+		log.Info("CDRs are also added to a redis stream", "stream", d.CDRStream, "key", d.CDRStreamKey)
+	}
 	s.dialogs = dialog.New(cdrOut, 12*time.Hour, opt.Now)
 	s.dialogs.ObserveSetup(opt.Observe.CallSetup)
 	var restored []dialog.Restored
 	switch p := cfg.StorePath(cfg.Dialog.Store); {
+	case redisconn.IsURL(cfg.Dialog.Store):
+		if s.sharedDialogs, err = redisconn.Open(cfg.Dialog.Store, "dialog store", redisconn.Options{Log: log,
+			Down: "answered calls are kept by this node only and calls of other nodes cannot be taken over; calls up go on"}); err != nil {
+			return nil, err
+		}
+		s.dialogs.ShareState(s.sharedDialogs, nodeName(cfg), s.adopt)
+		log.Info("calls are shared in redis", "store", cfg.Dialog.Store, "node", nodeName(cfg))
 	case cfg.Dialog.Store == sipconf.StoreMemory:
 		log.Warn("calls are kept in memory only (sip.dialog.store: memory): after a restart sipd no longer knows the calls that were up")
 	case p == "":
@@ -391,7 +428,8 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		AuthRegister: cfg.Auth.Register, AuthInvite: cfg.Auth.Invite, AllowRelay: cfg.AllowRelay,
 		FixContact: cfg.NAT.FixContact, MaxSize: cfg.MaxSize, InviteTimeout: cfg.Timers.Invite.D(),
 		Media: opt.Media, Flows: s, RouteKey: secret.Derive(s.secret, "route"), Path: s.shared != nil,
-		Setup: s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
+		PeerRoutes: s.sharedDialogs != nil,
+		Setup:      s.setup, Exempt: s.exempt, Banned: s.isBanned, Binder: s.binder,
 		ObserveTransaction: opt.Observe.Transaction,
 	}, log, s.ua, s.self, auth, s.reg, s.dialogs)
 	if opt.Media != nil {
@@ -446,6 +484,52 @@ func (s *Server) resume(calls []dialog.Restored) {
 		relayed++
 	}
 	s.log.Info("calls resumed from the dialog state", "calls", len(calls), "relayed", relayed, "relay_failed", failed)
+}
+
+// adopt resumes the media of a call another node set up, taken over from
+// the shared dialog state. With NG relays the call goes on on its relay;
+// the embedded relay's calls lived on the failed node's host, and only
+// their signaling is taken over.
+func (s *Server) adopt(c dialog.Restored) {
+	s.log.Info("call taken over from the shared dialog state", "call_id", c.Call.CallID)
+	if len(c.Media) == 0 || s.opt.Media == nil {
+		return
+	}
+	since := c.MediaAt
+	if c.Call.Answered.After(since) {
+		since = c.Call.Answered
+	}
+	if err := s.opt.Media.Restore(c.Call.CallID, c.Media, since); err != nil {
+		s.log.Warn("call taken over without its media", "call_id", c.Call.CallID, "error", err)
+	}
+}
+
+// teeSink writes CDRs to the file (its commit is what the tracker waits
+// for) and queues them for the Redis stream, which never blocks.
+type teeSink struct {
+	file   *journal.Journal // nil: no file
+	stream *cdrstream.Stream
+}
+
+func (t teeSink) Append(rec []byte) *journal.Commit {
+	t.stream.Add(rec)
+	if t.file == nil {
+		return nil
+	}
+	return t.file.Append(rec)
+}
+
+// closeShared closes the Redis clients of the dialog store and the CDR
+// stream (the stream sends what it has queued first).
+func (s *Server) closeShared() error {
+	var err error
+	if s.cdrStream != nil {
+		err = s.cdrStream.Close()
+	}
+	if s.sharedDialogs != nil {
+		err = errors.Join(err, s.sharedDialogs.Close())
+	}
+	return err
 }
 
 // loadSecret returns sip.secret, or the secret kept in the state
@@ -689,7 +773,7 @@ func (s *Server) Close() error {
 	}
 	s.closeSockets()
 	s.ua.Close()
-	err := errors.Join(s.loc.Close(), s.dialogs.CloseState())
+	err := errors.Join(s.loc.Close(), s.dialogs.CloseState(), s.closeShared())
 	if s.cdr != nil {
 		err = errors.Join(err, s.cdr.Close())
 	}
@@ -782,6 +866,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err := s.cdr.Close(); err != nil {
 			s.log.Error("cdr file not closed", "error", err)
 		}
+	}
+	if err := s.closeShared(); err != nil {
+		s.log.Error("redis clients not closed", "error", err)
 	}
 	return serveErr
 }
@@ -898,6 +985,14 @@ func (s *Server) Stats() Stats {
 	}
 	if s.cdr != nil {
 		st.Journals = append(st.Journals, s.cdr.Stats())
+	}
+	if errs, down, why, ok := s.dialogs.SharedStats(); ok {
+		st.DialogShared, st.DialogErrors, st.DialogDown, st.dialogWhy = true, errs, down, why
+		st.DialogsAdopted = s.dialogs.Adopted()
+	}
+	if s.cdrStream != nil {
+		cs := s.cdrStream.Stats()
+		st.CDRStream = &cs
 	}
 	if js, ok := s.dialogs.StateStats(); ok {
 		st.Journals = append(st.Journals, js)
