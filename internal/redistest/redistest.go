@@ -1,15 +1,18 @@
 // Package redistest runs Debian's redis-server for tests: one child
-// process per call on a free 127.0.0.1 port, persisting nothing, in a
-// temporary directory, stopped by its PID when the test ends. Without
+// process per call on a free 127.0.0.1 port, or on a given address inside
+// a network namespace (StartIn), persisting nothing, in a temporary
+// directory, stopped by its PID when the test ends. Without
 // redis-server the test is skipped (failed under CI=true, where
 // scripts/install-deps.sh has installed it).
 package redistest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"time"
 
 	"sipxdp/internal/freeport"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 )
 
@@ -29,25 +33,38 @@ type Server struct {
 	Addr, URL string
 	dir       string
 	bin       string
-	port      int
+	addr      netip.AddrPort
+	ns        *netns.NS // nil: this namespace
 	cmd       *exec.Cmd
 	exited    chan struct{}
 }
 
-// Start starts a redis-server and waits until it answers PING. It is
-// stopped when t ends.
+// Start starts a redis-server on a free loopback port and waits until it
+// answers PING. It is stopped when t ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	port, err := freeport.Loopback(freeport.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start(t, nil, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
+}
+
+// StartIn starts a redis-server inside ns, listening on addr (an address
+// of ns), as a host of its own on a test network would run it. It is
+// stopped when t ends.
+func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
+	t.Helper()
+	return start(t, ns, addr)
+}
+
+func start(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
 	}
-	port, err := freeport.Loopback(freeport.TCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{dir: t.TempDir(), bin: bin, port: port}
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := &Server{dir: t.TempDir(), bin: bin, addr: addr, ns: ns, Addr: addr.String()}
 	s.URL = "redis://" + s.Addr + "/0"
 	if err := s.launch(); err != nil {
 		t.Fatal(err)
@@ -56,12 +73,21 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// PID is redis-server's process ID (nsenter execs it in place).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // launch starts the process and waits up to 10 s for PING.
 func (s *Server) launch() error {
 	// Nothing is saved: the tests' data lives as long as the process.
-	s.cmd = exec.Command(s.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
+	args := []string{"--bind", s.addr.Addr().String(), "--port", strconv.Itoa(int(s.addr.Port())),
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
-		"--logfile", filepath.Join(s.dir, "redis.log"))
+		"--logfile", filepath.Join(s.dir, "redis.log")}
+	if s.ns != nil {
+		// nsenter execs redis-server in place: the PID is the server's.
+		s.cmd = s.ns.Command(s.bin, args...)
+	} else {
+		s.cmd = exec.Command(s.bin, args...)
+	}
 	// Its own process group, so a terminal's Ctrl-C reaches only the test,
 	// and killed with the test process should that die first.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -73,7 +99,7 @@ func (s *Server) launch() error {
 	go func() { s.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(s.Addr)
+		err := s.Ping()
 		if err == nil {
 			return nil
 		}
@@ -89,11 +115,20 @@ func (s *Server) launch() error {
 	}
 }
 
-// ping sends one inline PING. Written out rather than through a client
-// library: this package only needs to know the server is up, and it
-// keeps the helper free of the client the code under test uses.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// Ping sends one inline PING, from the server's namespace. Written out
+// rather than through a client library: this package only needs to know
+// the server is up, and it keeps the helper free of the client the code
+// under test uses.
+func (s *Server) Ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if s.ns != nil {
+		c, err = s.ns.DialContext(ctx, "tcp", s.Addr)
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+	}
 	if err != nil {
 		return err
 	}
@@ -131,7 +166,7 @@ func (s *Server) Stop() {
 	<-s.exited
 }
 
-// Restart starts a stopped server again on the same port, empty.
+// Restart starts a stopped server again on the same address, empty.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	select {
