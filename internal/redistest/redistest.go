@@ -82,6 +82,12 @@ func (s *Server) launch() error {
 	args := []string{"--bind", s.addr.Addr().String(), "--port", strconv.Itoa(int(s.addr.Port())),
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log")}
+	if !s.addr.Addr().IsLoopback() {
+		// Protected mode answers clients from other addresses with an
+		// error unless a password is set; this server lives in a test
+		// namespace that only the test's hosts reach.
+		args = append(args, "--protected-mode", "no")
+	}
 	if s.ns != nil {
 		// nsenter execs redis-server in place: the PID is the server's.
 		s.cmd = s.ns.Command(s.bin, args...)
