@@ -1,0 +1,357 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"sipxdp/internal/netns"
+	"sipxdp/internal/redistest"
+	"sipxdp/internal/rtpphone"
+	"sipxdp/internal/sipdtest"
+	"sipxdp/internal/sipua"
+	"sipxdp/sipd"
+	"sipxdp/sipd/registrar"
+	"sipxdp/sipd/sdprewrite"
+	"sipxdp/sipd/sipconf"
+)
+
+// The hosts of the two-proxy tests, each a network namespace: the
+// netns line's relay namespace is the network they all hang off (a
+// router, standing for the LAN or the internet between them), its
+// caller is bob, its callee alice when she is on TCP, and the others are
+// hosts of their own. alice behind NAT sits on a private link behind a
+// masquerading NAT host.
+//
+//	bob (caller) ─┐               ┌─ redis (link 3)
+//	alice tcp ────┤── network ────┼─ proxy A (link 4), proxy B (link 5)
+//	(callee)      │               └─ nat (link 6) ── alice (link 7, private)
+var twoProxyNet = netip.MustParsePrefix("10.246.0.0/16")
+
+const (
+	sipPort  = 5060
+	bobRTP   = 8000
+	aliceRTP = 6000
+	uaPort   = 5062
+)
+
+// twoProxies is the running set: redis-server and two sipd, each with
+// its own embedded relay (userspace datapath), sharing the location
+// table and the secrets.
+type twoProxies struct {
+	tp       *netns.Topo
+	rds      *redistest.Server
+	a, b     *sipdtest.Sipd
+	aIP, bIP netip.Addr
+	nat      *netns.Host // alice's NAT router
+	natted   *netns.Host // alice's host behind it
+	bobSIP   *sipua.UA
+	bobMedia *net.UDPConn
+	aliceUDP *sipua.UA // alice behind NAT, once connected
+}
+
+func newTwoProxies(t *testing.T) *twoProxies {
+	t.Helper()
+	tp := netns.New(t, netns.Config{Prefix: "sx2p-", Net4: twoProxyNet})
+	redisHost, aHost, bHost := tp.AddHost(t, "redis", 3), tp.AddHost(t, "pa", 4), tp.AddHost(t, "pb", 5)
+	e := &twoProxies{tp: tp, aIP: aHost.V4, bIP: bHost.V4}
+	e.nat = tp.AddHost(t, "nat", 6)
+	e.natted = tp.AddBehindNAT(t, e.nat, "alice", 7)
+	e.rds = redistest.StartIn(t, redisHost.NS, netip.AddrPortFrom(redisHost.V4, 6379))
+	e.a, e.b = startProxyIn(t, aHost, e.rds.URL), startProxyIn(t, bHost, e.rds.URL)
+	e.bobSIP = sipua.New(t, listenIn(t, tp.Caller, tp.V4.Caller, uaPort), e.sip(e.bIP))
+	e.bobMedia = listenIn(t, tp.Caller, tp.V4.Caller, bobRTP)
+	e.bobSIP.Register("bob", "localhost", "bobpw")
+	return e
+}
+
+// startProxyIn runs sipd on host h: SIP on UDP and TCP on its address,
+// its relay there too, the API on the namespace's own loopback.
+func startProxyIn(t *testing.T, h *netns.Host, store string) *sipdtest.Sipd {
+	t.Helper()
+	cfg := sipdtest.Config(t)
+	cfg.HTTP.Listen = "127.0.0.1:8080"
+	addr := netip.AddrPortFrom(h.V4, sipPort).String()
+	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}}
+	cfg.SIP.Registrar.Store = store
+	cfg.SIP.Secret, cfg.SIP.Auth.Secret = "shared-node-secret-0123456789abcdef", "shared-nonce-secret-0123456789abcdef"
+	cfg.Media.Mode, cfg.Media.Datapath = sipd.MediaAll, "userspace"
+	cfg.Media.Addresses = []sipd.AddressConfig{{Name: "default", Local: h.V4.String(), PortMin: 40000, PortMax: 40099}}
+	return sipdtest.Start(t, cfg, sipdtest.Options{NS: h.NS, Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
+}
+
+func (e *twoProxies) sip(ip netip.Addr) netip.AddrPort { return netip.AddrPortFrom(ip, sipPort) }
+
+func listenIn(t *testing.T, ns *netns.NS, a netip.Addr, port uint16) *net.UDPConn {
+	t.Helper()
+	c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// phone is one of the two kinds of alice the tests cover: behind NAT on
+// UDP, or on TCP from her own public address. host is where she runs;
+// connect gives her SIP UA talking to the proxy at server.
+type phone struct {
+	name    string
+	host    func(e *twoProxies) (*netns.NS, netip.Addr)
+	connect func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA
+}
+
+var phones = []phone{
+	{name: "nat-udp",
+		host: func(e *twoProxies) (*netns.NS, netip.Addr) { return e.natted.NS, e.natted.V4 },
+		connect: func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA {
+			// One socket for her whole life, as a phone keeps its port:
+			// her Contact (a private address) stays the same when she
+			// fails over, and so does her binding.
+			if e.aliceUDP == nil {
+				e.aliceUDP = sipua.New(t, listenIn(t, e.natted.NS, e.natted.V4, uaPort), server)
+			}
+			e.aliceUDP.Server = server
+			return e.aliceUDP
+		}},
+	{name: "tcp",
+		host: func(e *twoProxies) (*netns.NS, netip.Addr) { return e.tp.Callee, e.tp.V4.Callee },
+		connect: func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA {
+			c, err := e.tp.Callee.DialFrom("tcp", e.tp.V4.Callee, server.String(), 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ua := sipua.NewStream(t, c, "TCP")
+			ua.ContactTransport = "tcp" // in her answers too, as a TCP phone writes it
+			return ua
+		}},
+}
+
+// registerAlice registers alice with the Call-ID a phone keeps across
+// refreshes, at cseq (and cseq+1 once challenged).
+func registerAlice(t *testing.T, ua *sipua.UA, cseq int) {
+	t.Helper()
+	m := sipua.Msg{Method: "REGISTER", RURI: "sip:localhost", From: "sip:alice@localhost", To: "sip:alice@localhost",
+		CallID: "reg-alice-phone", CSeq: cseq, Headers: []string{"Expires: 600"}}
+	if r := ua.Authenticated(m, "alice", "alicepw"); r.StatusCode != 200 {
+		t.Fatalf("alice's REGISTER (cseq %d) to %s: %d %s", cseq, ua.Server, r.StatusCode, r.Reason)
+	}
+}
+
+// aliceBinding fails the test unless proxy s lists a binding of alice's
+// with a Path through via. Others may be left: a TCP phone that fails
+// over writes its new connection's port in its Contact, so the binding
+// through the dead node stays until it expires.
+func aliceBinding(t *testing.T, s *sipdtest.Sipd, via netip.AddrPort) {
+	t.Helper()
+	var regs []registrar.Binding
+	s.GetJSON("/registrations", &regs)
+	for _, r := range regs {
+		if r.AoR == "alice" && strings.Contains(r.Path, "@"+via.String()) && strings.Contains(r.Path, ";lr") {
+			return
+		}
+	}
+	t.Fatalf("bindings: %+v; want one of alice's with a Path through %s", regs, via)
+}
+
+// call has bob call alice through B, checks that each side was told to
+// send its media to a relay (bob to B's, alice to aliceRelay's) and that
+// RTP crosses both ways, and returns the dialog, up.
+func (e *twoProxies) call(t *testing.T, alice *sipua.UA, aliceMedia *net.UDPConn, aliceRelay netip.Addr) (*sipua.Dialog, *talk) {
+	t.Helper()
+	bobAt, aliceAt := e.bobMedia.LocalAddr().(*net.UDPAddr).AddrPort(), aliceMedia.LocalAddr().(*net.UDPAddr).AddrPort()
+	d := sipua.Establish(e.bobSIP, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw",
+		CallID: fmt.Sprintf("call-%d@bob", time.Now().UnixNano()), Offer: sipua.SDP(bobAt), Answer: sipua.SDP(aliceAt)})
+	aliceSends, bobSends := audioOf(t, d.Received.Body()), audioOf(t, d.Answer.Body())
+	if bobSends.Addr() != e.bIP {
+		t.Fatalf("bob was told to send RTP to %s, want B's relay (%s)", bobSends, e.bIP)
+	}
+	if aliceSends.Addr() != aliceRelay {
+		t.Fatalf("alice was told to send RTP to %s, want the relay of %s", aliceSends, aliceRelay)
+	}
+	return d, startTalk(e.bobMedia, bobSends, aliceMedia, aliceSends)
+}
+
+func audioOf(t *testing.T, body []byte) netip.AddrPort {
+	t.Helper()
+	ms, err := sdprewrite.Parse(body)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("sdp: %v\n%s", err, body)
+	}
+	return netip.AddrPortFrom(ms[0].Addr, ms[0].Port)
+}
+
+// talk is RTP both ways between bob and alice, a tone each.
+type talk struct {
+	bob, alice         *rtpphone.Phone
+	bobRelay, aliceRel netip.AddrPort
+}
+
+func startTalk(bobConn *net.UDPConn, bobDst netip.AddrPort, aliceConn *net.UDPConn, aliceDst netip.AddrPort) *talk {
+	return &talk{bob: rtpphone.Start(bobConn, bobDst, 400), alice: rtpphone.Start(aliceConn, aliceDst, 1000),
+		bobRelay: bobDst, aliceRel: aliceDst}
+}
+
+// heard is what each side has received so far.
+func (k *talk) heard() (bob, alice int) {
+	return k.bob.Recording().Packets, k.alice.Recording().Packets
+}
+
+// stop ends the talk and fails the test unless each side heard most of
+// what the other sent (the first packets may go before the relays
+// latched), all of it from its own relay.
+func (k *talk) stop(t *testing.T) {
+	t.Helper()
+	b, errB := k.bob.Stop()
+	a, errA := k.alice.Stop()
+	if errB != nil || errA != nil {
+		t.Fatalf("sending RTP: bob %v, alice %v", errB, errA)
+	}
+	t.Logf("bob: %v", b)
+	t.Logf("alice: %v", a)
+	for _, c := range []struct {
+		who   string
+		got   rtpphone.Recording
+		sent  int
+		relay netip.AddrPort
+	}{{"bob", b, a.Sent, k.bobRelay}, {"alice", a, b.Sent, k.aliceRel}} {
+		sent := c.sent
+		if sent < 50 || c.got.Packets < sent*3/4 {
+			t.Errorf("%s heard %d of %d RTP packets", c.who, c.got.Packets, sent)
+		}
+		if len(c.got.Sources) != 1 || c.got.Sources[c.relay] == 0 {
+			t.Errorf("%s heard RTP from %v, want only the relay she or he sends to (%s)", c.who, c.got.Sources, c.relay)
+		}
+	}
+}
+
+// TestTwoProxiesSharedLocation: proxies A and B, each on a host of its
+// own with its own relay, share the location table in redis-server on a
+// third. alice registers through A, behind NAT whose pinhole is open to A
+// only, or over TCP to A: A stores her binding with a Path through
+// itself. bob calls her through B; the call goes B, A, alice, and RTP
+// crosses both ways. Then A is killed: alice's next refresh goes to B
+// (as a phone fails over to the next DNS SRV target), and bob's calls
+// reach her through B alone, RTP both ways.
+func TestTwoProxiesSharedLocation(t *testing.T) {
+	for _, ph := range phones {
+		t.Run(ph.name, func(t *testing.T) {
+			e := newTwoProxies(t)
+			ns, ip := ph.host(e)
+			media := listenIn(t, ns, ip, aliceRTP)
+			alice := ph.connect(t, e, e.sip(e.aIP))
+			registerAlice(t, alice, 1)
+			aliceBinding(t, e.b, e.sip(e.aIP))
+
+			d, k := e.call(t, alice, media, e.aIP)
+			rr := recordRoutes(d.Received)
+			if !strings.Contains(rr, e.sip(e.aIP).String()) || !strings.Contains(rr, e.sip(e.bIP).String()) {
+				t.Fatalf("alice's INVITE was record-routed by %s, want B then A", rr)
+			}
+			time.Sleep(2 * time.Second)
+			k.stop(t)
+			d.Hangup(false)
+
+			e.a.Kill()
+			alice = ph.connect(t, e, e.sip(e.bIP))
+			registerAlice(t, alice, 3)
+			aliceBinding(t, e.b, e.sip(e.bIP))
+			d, k = e.call(t, alice, media, e.bIP)
+			if rr := recordRoutes(d.Received); strings.Contains(rr, e.aIP.String()) {
+				t.Fatalf("with A dead, alice's INVITE was record-routed by %s", rr)
+			}
+			time.Sleep(2 * time.Second)
+			k.stop(t)
+			d.Hangup(true)
+		})
+	}
+}
+
+func recordRoutes(req interface{ GetHeaders(string) []sip.Header }) string {
+	var rr []string
+	for _, h := range req.GetHeaders("Record-Route") {
+		rr = append(rr, h.Value())
+	}
+	return strings.Join(rr, ",")
+}
+
+// TestTwoProxiesRedisDown: with a call up (bob through B, A, to alice
+// behind NAT), redis-server is killed. The call keeps its RTP and ends
+// cleanly; a REGISTER gets 500 with Retry-After, B counts the error and
+// reports the store down on /metrics. Once redis-server is back on the
+// same address (empty: it persists nothing), the phones register again,
+// calls work and B reports the store up.
+func TestTwoProxiesRedisDown(t *testing.T) {
+	e := newTwoProxies(t)
+	ph := phones[0]
+	ns, ip := ph.host(e)
+	media := listenIn(t, ns, ip, aliceRTP)
+	alice := ph.connect(t, e, e.sip(e.aIP))
+	registerAlice(t, alice, 1)
+	d, k := e.call(t, alice, media, e.aIP)
+	time.Sleep(time.Second)
+	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
+		t.Fatalf("sipxdp_location_store_down = %v with Redis up", v)
+	}
+	errs0, _ := e.b.Metric("sipxdp_location_store_errors_total")
+
+	e.rds.Stop()
+	bob0, alice0 := k.heard()
+	m := sipua.Msg{Method: "REGISTER", RURI: "sip:localhost", From: "sip:bob@localhost", To: "sip:bob@localhost",
+		CallID: "reg-bob-down", CSeq: 1, Headers: []string{"Expires: 600"}}
+	if r := e.bobSIP.Authenticated(m, "bob", "bobpw"); r.StatusCode != 500 || r.GetHeader("Retry-After") == nil {
+		t.Fatalf("REGISTER with Redis down: %d %s, Retry-After %v", r.StatusCode, r.Reason, r.GetHeader("Retry-After"))
+	}
+	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 1 {
+		t.Errorf("sipxdp_location_store_down = %v with Redis killed", v)
+	}
+	if v, _ := e.b.Metric("sipxdp_location_store_errors_total"); v <= errs0 {
+		t.Errorf("sipxdp_location_store_errors_total = %v, was %v before Redis died", v, errs0)
+	}
+	if v, _ := e.b.Metric(`sipxdp_sip_register_refused_total{reason="store_unavailable"}`); v != 1 {
+		t.Errorf(`sipxdp_sip_register_refused_total{reason="store_unavailable"} = %v, want 1`, v)
+	}
+	time.Sleep(time.Second)
+	if bob1, alice1 := k.heard(); bob1-bob0 < 40 || alice1-alice0 < 40 {
+		t.Errorf("with Redis down, bob heard %d and alice %d more RTP packets, want about 50 a second", bob1-bob0, alice1-alice0)
+	}
+	k.stop(t)
+	for _, p := range []*sipdtest.Sipd{e.a, e.b} {
+		if n := callsListed(p); n != 1 {
+			t.Errorf("%s lists %d calls with Redis down, want the one up", p.SIP, n)
+		}
+	}
+	d.Hangup(false)
+	for _, p := range []*sipdtest.Sipd{e.a, e.b} {
+		for end := time.Now().Add(2 * time.Second); callsListed(p) != 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s still lists the call 2 s after its BYE", p.SIP)
+			}
+		}
+	}
+
+	e.rds.Restart(t)
+	registerAlice(t, alice, 3)
+	e.bobSIP.Register("bob", "localhost", "bobpw")
+	d, k = e.call(t, alice, media, e.aIP)
+	time.Sleep(2 * time.Second)
+	k.stop(t)
+	d.Hangup(false)
+	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
+		t.Errorf("sipxdp_location_store_down = %v with Redis back", v)
+	}
+}
+
+// callsListed is the number of calls proxy p's /calls lists.
+func callsListed(p *sipdtest.Sipd) int {
+	var cs []struct {
+		CallID string `json:"call_id"`
+	}
+	p.GetJSON("/calls", &cs)
+	return len(cs)
+}
