@@ -159,23 +159,47 @@ func aliceBinding(t *testing.T, s *sipdtest.Sipd, via netip.AddrPort) {
 	t.Fatalf("bindings: %+v; want one of alice's with a Path through %s", regs, via)
 }
 
-// call has bob call alice through B, checks that each side was told to
-// send its media to a relay (bob to B's, alice to aliceRelay's) and that
-// RTP crosses both ways, and returns the dialog, up.
-func (e *twoProxies) call(t *testing.T, alice *sipua.UA, aliceMedia *net.UDPConn, aliceRelay netip.Addr) (*sipua.Dialog, *talk) {
-	t.Helper()
-	bobAt, aliceAt := e.bobMedia.LocalAddr().(*net.UDPAddr).AddrPort(), aliceMedia.LocalAddr().(*net.UDPAddr).AddrPort()
-	d := sipua.Establish(e.bobSIP, alice, sipua.Call{From: "bob", To: "alice", Domain: "localhost", Password: "bobpw",
-		CallID: fmt.Sprintf("call-%d@bob", time.Now().UnixNano()), Offer: sipua.SDP(bobAt), Answer: sipua.SDP(aliceAt)})
-	aliceSends, bobSends := audioOf(t, d.Received.Body()), audioOf(t, d.Answer.Body())
-	if bobSends.Addr() != e.bIP {
-		t.Fatalf("bob was told to send RTP to %s, want B's relay (%s)", bobSends, e.bIP)
-	}
-	if aliceSends.Addr() != aliceRelay {
-		t.Fatalf("alice was told to send RTP to %s, want the relay of %s", aliceSends, aliceRelay)
-	}
-	return d, startTalk(e.bobMedia, bobSends, aliceMedia, aliceSends)
+// party is one end of a call: a user, the SIP UA it calls or answers
+// on, its RTP socket, and the proxy whose relay it must be told to send
+// its media to.
+type party struct {
+	user, password string
+	ua             *sipua.UA
+	media          *net.UDPConn
+	relay          netip.Addr
 }
+
+func (e *twoProxies) bob() party {
+	return party{user: "bob", password: "bobpw", ua: e.bobSIP, media: e.bobMedia, relay: e.bIP}
+}
+
+func alicePart(ua *sipua.UA, media *net.UDPConn, relay netip.Addr) party {
+	return party{user: "alice", password: "alicepw", ua: ua, media: media, relay: relay}
+}
+
+// call sets up a call from caller to callee through the proxy the
+// caller talks to, checks that each side was told to send its media to
+// its relay, starts RTP both ways and returns the dialog, up.
+func call(t *testing.T, caller, callee party) (*sipua.Dialog, *talk) {
+	t.Helper()
+	d := sipua.Establish(caller.ua, callee.ua, sipua.Call{From: caller.user, To: callee.user, Domain: "localhost",
+		Password: caller.password, CallID: fmt.Sprintf("call-%d@%s", time.Now().UnixNano(), caller.user),
+		Offer: sipua.SDP(localAddr(caller.media)), Answer: sipua.SDP(localAddr(callee.media))})
+	k := &talk{}
+	for i, c := range []struct {
+		p   party
+		sdp []byte
+	}{{caller, d.Answer.Body()}, {callee, d.Received.Body()}} {
+		dst := audioOf(t, c.sdp)
+		if dst.Addr() != c.p.relay {
+			t.Fatalf("%s was told to send RTP to %s, want the relay on %s", c.p.user, dst, c.p.relay)
+		}
+		k.ends[i] = talker{who: c.p.user, relay: dst, phone: rtpphone.Start(c.p.media, dst, float64(400+600*i))}
+	}
+	return d, k
+}
+
+func localAddr(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 func audioOf(t *testing.T, body []byte) netip.AddrPort {
 	t.Helper()
@@ -186,20 +210,18 @@ func audioOf(t *testing.T, body []byte) netip.AddrPort {
 	return netip.AddrPortFrom(ms[0].Addr, ms[0].Port)
 }
 
-// talk is RTP both ways between bob and alice, a tone each.
-type talk struct {
-	bob, alice         *rtpphone.Phone
-	bobRelay, aliceRel netip.AddrPort
+// talk is RTP both ways, a tone from each end: caller, callee.
+type talk struct{ ends [2]talker }
+
+type talker struct {
+	who   string
+	relay netip.AddrPort // where it sends, and the only source it should hear
+	phone *rtpphone.Phone
 }
 
-func startTalk(bobConn *net.UDPConn, bobDst netip.AddrPort, aliceConn *net.UDPConn, aliceDst netip.AddrPort) *talk {
-	return &talk{bob: rtpphone.Start(bobConn, bobDst, 400), alice: rtpphone.Start(aliceConn, aliceDst, 1000),
-		bobRelay: bobDst, aliceRel: aliceDst}
-}
-
-// heard is what each side has received so far.
-func (k *talk) heard() (bob, alice int) {
-	return k.bob.Recording().Packets, k.alice.Recording().Packets
+// heard is what caller and callee have received so far.
+func (k *talk) heard() (caller, callee int) {
+	return k.ends[0].phone.Recording().Packets, k.ends[1].phone.Recording().Packets
 }
 
 // stop ends the talk and fails the test unless each side heard most of
@@ -207,25 +229,21 @@ func (k *talk) heard() (bob, alice int) {
 // latched), all of it from its own relay.
 func (k *talk) stop(t *testing.T) {
 	t.Helper()
-	b, errB := k.bob.Stop()
-	a, errA := k.alice.Stop()
-	if errB != nil || errA != nil {
-		t.Fatalf("sending RTP: bob %v, alice %v", errB, errA)
-	}
-	t.Logf("bob: %v", b)
-	t.Logf("alice: %v", a)
-	for _, c := range []struct {
-		who   string
-		got   rtpphone.Recording
-		sent  int
-		relay netip.AddrPort
-	}{{"bob", b, a.Sent, k.bobRelay}, {"alice", a, b.Sent, k.aliceRel}} {
-		sent := c.sent
-		if sent < 50 || c.got.Packets < sent*3/4 {
-			t.Errorf("%s heard %d of %d RTP packets", c.who, c.got.Packets, sent)
+	var recs [2]rtpphone.Recording
+	for i, end := range k.ends {
+		var err error
+		if recs[i], err = end.phone.Stop(); err != nil {
+			t.Fatalf("%s sending RTP: %v", end.who, err)
 		}
-		if len(c.got.Sources) != 1 || c.got.Sources[c.relay] == 0 {
-			t.Errorf("%s heard RTP from %v, want only the relay she or he sends to (%s)", c.who, c.got.Sources, c.relay)
+		t.Logf("%s: %v", end.who, recs[i])
+	}
+	for i, end := range k.ends {
+		got, sent := recs[i], recs[1-i].Sent
+		if sent < 50 || got.Packets < sent*3/4 {
+			t.Errorf("%s heard %d of %d RTP packets", end.who, got.Packets, sent)
+		}
+		if len(got.Sources) != 1 || got.Sources[end.relay] == 0 {
+			t.Errorf("%s heard RTP from %v, want only the relay it sends to (%s)", end.who, got.Sources, end.relay)
 		}
 	}
 }
@@ -235,7 +253,8 @@ func (k *talk) stop(t *testing.T) {
 // third. alice registers through A, behind NAT whose pinhole is open to A
 // only, or over TCP to A: A stores her binding with a Path through
 // itself. bob calls her through B; the call goes B, A, alice, and RTP
-// crosses both ways. Then A is killed: alice's next refresh goes to B
+// crosses both ways; and she calls him through A, which reaches him
+// through B (his binding has a Path too: his address is private). Then A is killed: alice's next refresh goes to B
 // (as a phone fails over to the next DNS SRV target), and bob's calls
 // reach her through B alone, RTP both ways.
 func TestTwoProxiesSharedLocation(t *testing.T) {
@@ -248,7 +267,7 @@ func TestTwoProxiesSharedLocation(t *testing.T) {
 			registerAlice(t, alice, 1)
 			aliceBinding(t, e.b, e.sip(e.aIP))
 
-			d, k := e.call(t, alice, media, e.aIP)
+			d, k := call(t, e.bob(), alicePart(alice, media, e.aIP))
 			rr := recordRoutes(d.Received)
 			if !strings.Contains(rr, e.sip(e.aIP).String()) || !strings.Contains(rr, e.sip(e.bIP).String()) {
 				t.Fatalf("alice's INVITE was record-routed by %s, want B then A", rr)
@@ -256,12 +275,18 @@ func TestTwoProxiesSharedLocation(t *testing.T) {
 			time.Sleep(2 * time.Second)
 			k.stop(t)
 			d.Hangup(false)
+			// And the other way: alice calls bob through A, which finds
+			// bob's binding with a Path through B.
+			d, k = call(t, alicePart(alice, media, e.aIP), e.bob())
+			time.Sleep(2 * time.Second)
+			k.stop(t)
+			d.Hangup(true)
 
 			e.a.Kill()
 			alice = ph.connect(t, e, e.sip(e.bIP))
 			registerAlice(t, alice, 3)
 			aliceBinding(t, e.b, e.sip(e.bIP))
-			d, k = e.call(t, alice, media, e.bIP)
+			d, k = call(t, e.bob(), alicePart(alice, media, e.bIP))
 			if rr := recordRoutes(d.Received); strings.Contains(rr, e.aIP.String()) {
 				t.Fatalf("with A dead, alice's INVITE was record-routed by %s", rr)
 			}
@@ -293,7 +318,7 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	media := listenIn(t, ns, ip, aliceRTP)
 	alice := ph.connect(t, e, e.sip(e.aIP))
 	registerAlice(t, alice, 1)
-	d, k := e.call(t, alice, media, e.aIP)
+	d, k := call(t, e.bob(), alicePart(alice, media, e.aIP))
 	time.Sleep(time.Second)
 	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
 		t.Fatalf("sipxdp_location_store_down = %v with Redis up", v)
@@ -338,7 +363,7 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	e.rds.Restart(t)
 	registerAlice(t, alice, 3)
 	e.bobSIP.Register("bob", "localhost", "bobpw")
-	d, k = e.call(t, alice, media, e.aIP)
+	d, k = call(t, e.bob(), alicePart(alice, media, e.aIP))
 	time.Sleep(2 * time.Second)
 	k.stop(t)
 	d.Hangup(false)
