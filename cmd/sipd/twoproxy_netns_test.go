@@ -38,6 +38,9 @@ const (
 	bobRTP   = 8000
 	aliceRTP = 6000
 	uaPort   = 5062
+	// talkTime is how long a call's RTP flows before it is counted: 75
+	// packets each way.
+	talkTime = 1500 * time.Millisecond
 )
 
 // twoProxies is the running set: redis-server and two sipd, each with
@@ -253,8 +256,8 @@ func (k *talk) stop(t *testing.T) {
 // third. alice registers through A, behind NAT whose pinhole is open to A
 // only, or over TCP to A: A stores her binding with a Path through
 // itself. bob calls her through B; the call goes B, A, alice, and RTP
-// crosses both ways; and she calls him through A, which reaches him
-// through B (his binding has a Path too: his address is private). Then A is killed: alice's next refresh goes to B
+// crosses both ways; she calls him through A, which reaches him through
+// B; each side hangs up in turn. Then A is killed: alice's next refresh goes to B
 // (as a phone fails over to the next DNS SRV target), and bob's calls
 // reach her through B alone, RTP both ways.
 func TestTwoProxiesSharedLocation(t *testing.T) {
@@ -267,30 +270,36 @@ func TestTwoProxiesSharedLocation(t *testing.T) {
 			registerAlice(t, alice, 1)
 			aliceBinding(t, e.b, e.sip(e.aIP))
 
-			d, k := call(t, e.bob(), alicePart(alice, media, e.aIP))
-			rr := recordRoutes(d.Received)
-			if !strings.Contains(rr, e.sip(e.aIP).String()) || !strings.Contains(rr, e.sip(e.bIP).String()) {
-				t.Fatalf("alice's INVITE was record-routed by %s, want B then A", rr)
+			// Both ways, and each side hangs up: in-dialog requests take
+			// the recorded route through both proxies either way. alice
+			// calling reaches bob through A and B: his binding has a Path
+			// through B too (his address is private).
+			for _, c := range []struct {
+				bobCalls, byCallee bool
+			}{{true, false}, {true, true}, {false, false}, {false, true}} {
+				caller, callee := e.bob(), alicePart(alice, media, e.aIP)
+				if !c.bobCalls {
+					caller, callee = callee, caller
+				}
+				d, k := call(t, caller, callee)
+				rr := recordRoutes(d.Received)
+				if !strings.Contains(rr, e.sip(e.aIP).String()) || !strings.Contains(rr, e.sip(e.bIP).String()) {
+					t.Fatalf("%s's INVITE was record-routed by %s, want A and B", callee.user, rr)
+				}
+				time.Sleep(talkTime)
+				k.stop(t)
+				d.Hangup(c.byCallee)
 			}
-			time.Sleep(2 * time.Second)
-			k.stop(t)
-			d.Hangup(false)
-			// And the other way: alice calls bob through A, which finds
-			// bob's binding with a Path through B.
-			d, k = call(t, alicePart(alice, media, e.aIP), e.bob())
-			time.Sleep(2 * time.Second)
-			k.stop(t)
-			d.Hangup(true)
 
 			e.a.Kill()
 			alice = ph.connect(t, e, e.sip(e.bIP))
 			registerAlice(t, alice, 3)
 			aliceBinding(t, e.b, e.sip(e.bIP))
-			d, k = call(t, e.bob(), alicePart(alice, media, e.bIP))
+			d, k := call(t, e.bob(), alicePart(alice, media, e.bIP))
 			if rr := recordRoutes(d.Received); strings.Contains(rr, e.aIP.String()) {
 				t.Fatalf("with A dead, alice's INVITE was record-routed by %s", rr)
 			}
-			time.Sleep(2 * time.Second)
+			time.Sleep(talkTime)
 			k.stop(t)
 			d.Hangup(true)
 		})
@@ -319,7 +328,7 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	alice := ph.connect(t, e, e.sip(e.aIP))
 	registerAlice(t, alice, 1)
 	d, k := call(t, e.bob(), alicePart(alice, media, e.aIP))
-	time.Sleep(time.Second)
+	time.Sleep(talkTime)
 	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
 		t.Fatalf("sipxdp_location_store_down = %v with Redis up", v)
 	}
@@ -364,7 +373,7 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	registerAlice(t, alice, 3)
 	e.bobSIP.Register("bob", "localhost", "bobpw")
 	d, k = call(t, e.bob(), alicePart(alice, media, e.aIP))
-	time.Sleep(2 * time.Second)
+	time.Sleep(talkTime)
 	k.stop(t)
 	d.Hangup(false)
 	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
