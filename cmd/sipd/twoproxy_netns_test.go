@@ -350,6 +350,9 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	if v, _ := e.b.Metric(`sipxdp_sip_register_refused_total{reason="store_unavailable"}`); v != 1 {
 		t.Errorf(`sipxdp_sip_register_refused_total{reason="store_unavailable"} = %v, want 1`, v)
 	}
+	if h := e.b.Health(); h.Status != "degraded" || !strings.Contains(strings.Join(h.Problems, " "), "location store (redis)") {
+		t.Errorf("B's health with Redis down: %s %v", h.Status, h.Problems)
+	}
 	time.Sleep(time.Second)
 	if bob1, alice1 := k.heard(); bob1-bob0 < 40 || alice1-alice0 < 40 {
 		t.Errorf("with Redis down, bob heard %d and alice %d more RTP packets, want about 50 a second", bob1-bob0, alice1-alice0)
@@ -376,8 +379,13 @@ func TestTwoProxiesRedisDown(t *testing.T) {
 	time.Sleep(talkTime)
 	k.stop(t)
 	d.Hangup(false)
-	if v, _ := e.b.Metric("sipxdp_location_store_down"); v != 0 {
-		t.Errorf("sipxdp_location_store_down = %v with Redis back", v)
+	for _, p := range []*sipdtest.Sipd{e.a, e.b} {
+		if v, _ := p.Metric("sipxdp_location_store_down"); v != 0 {
+			t.Errorf("%s: sipxdp_location_store_down = %v with Redis back", p.SIP, v)
+		}
+		if h := p.Health(); h.Status != "ok" {
+			t.Errorf("%s: health with Redis back: %s %v", p.SIP, h.Status, h.Problems)
+		}
 	}
 }
 
