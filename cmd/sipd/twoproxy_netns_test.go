@@ -56,6 +56,7 @@ type twoProxies struct {
 	bobSIP   *sipua.UA
 	bobMedia *net.UDPConn
 	aliceUDP *sipua.UA // alice behind NAT, once connected
+	aliceTCP *sipua.UA // alice on TCP, her latest connection
 }
 
 func newTwoProxies(t *testing.T) *twoProxies {
@@ -128,12 +129,18 @@ var phones = []phone{
 	{name: "tcp",
 		host: func(e *twoProxies) (*netns.NS, netip.Addr) { return e.tp.Callee, e.tp.V4.Callee },
 		connect: func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA {
+			// A phone moving to another proxy drops its connection to
+			// the last one (a dead node's is gone already).
+			if e.aliceTCP != nil {
+				e.aliceTCP.StreamConn().Close()
+			}
 			c, err := e.tp.Callee.DialFrom("tcp", e.tp.V4.Callee, server.String(), 3*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ua := sipua.NewStream(t, c, "TCP")
 			ua.ContactTransport = "tcp" // in her answers too, as a TCP phone writes it
+			e.aliceTCP = ua
 			return ua
 		}},
 }
@@ -268,7 +275,8 @@ func (k *talk) stop(t *testing.T) {
 // crosses both ways; she calls him through A, which reaches him through
 // B; each side hangs up in turn. Then A is killed: alice's next refresh goes to B
 // (as a phone fails over to the next DNS SRV target), and bob's calls
-// reach her through B alone, RTP both ways.
+// reach her through B alone, RTP both ways. Last, A is back and she
+// moves back to it.
 func TestTwoProxiesSharedLocation(t *testing.T) {
 	for _, ph := range phones {
 		t.Run(ph.name, func(t *testing.T) {
@@ -313,6 +321,20 @@ func TestTwoProxiesSharedLocation(t *testing.T) {
 			time.Sleep(talkTime)
 			k.stop(t)
 			d.Hangup(true)
+
+			// A comes back on the same address and alice moves back to
+			// it: B reaches her through A again, over a new connection
+			// to A when the Path is TCP (the old one died with A).
+			e.a.Restart()
+			alice = ph.connect(t, e, e.sip(e.aIP))
+			registerAlice(t, alice, 5)
+			if n := aliceBinding(t, e.b, e.sip(e.aIP)); ph.sameContact && n != 1 {
+				t.Fatalf("alice has %d bindings after moving back to A with the same Contact, want A's alone", n)
+			}
+			d, k = call(t, e.bob(), alicePart(alice, media, e.aIP))
+			time.Sleep(talkTime)
+			k.stop(t)
+			d.Hangup(false)
 		})
 	}
 }
