@@ -67,7 +67,8 @@ func newTwoProxies(t *testing.T) *twoProxies {
 	e.nat = tp.AddHost(t, "nat", 6)
 	e.natted = tp.AddBehindNAT(t, e.nat, "alice", 7)
 	e.rds = redistest.StartIn(t, redisHost.NS, netip.AddrPortFrom(redisHost.V4, 6379))
-	e.a, e.b = startProxyIn(t, aHost, e.rds.URL), startProxyIn(t, bHost, e.rds.URL)
+	nodes := []netip.Addr{e.aIP, e.bIP}
+	e.a, e.b = startProxyIn(t, aHost, e.rds.URL, nodes), startProxyIn(t, bHost, e.rds.URL, nodes)
 	e.bobSIP = sipua.New(t, listenIn(t, tp.Caller, tp.V4.Caller, uaPort), e.sip(e.bIP))
 	e.bobMedia = listenIn(t, tp.Caller, tp.V4.Caller, bobRTP)
 	e.bobSIP.Register("bob", "localhost", "bobpw")
@@ -75,8 +76,10 @@ func newTwoProxies(t *testing.T) *twoProxies {
 }
 
 // startProxyIn runs sipd on host h: SIP on UDP and TCP on its address,
-// its relay there too, the API on the namespace's own loopback.
-func startProxyIn(t *testing.T, h *netns.Host, store string) *sipdtest.Sipd {
+// its relay there too, the API on the namespace's own loopback. It is
+// configured as README's "Running on several hosts" says: the shared
+// store and secrets, and the nodes exempt from flood bans.
+func startProxyIn(t *testing.T, h *netns.Host, store string, nodes []netip.Addr) *sipdtest.Sipd {
 	t.Helper()
 	cfg := sipdtest.Config(t)
 	cfg.HTTP.Listen = "127.0.0.1:8080"
@@ -84,6 +87,9 @@ func startProxyIn(t *testing.T, h *netns.Host, store string) *sipdtest.Sipd {
 	cfg.SIP.Listen = []sipconf.Listen{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}}
 	cfg.SIP.Registrar.Store = store
 	cfg.SIP.Secret, cfg.SIP.Auth.Secret = "shared-node-secret-0123456789abcdef", "shared-nonce-secret-0123456789abcdef"
+	for _, n := range nodes {
+		cfg.SIP.Protect.Exempt = append(cfg.SIP.Protect.Exempt, netip.PrefixFrom(n, 32).String())
+	}
 	cfg.Media.Mode, cfg.Media.Datapath = sipd.MediaAll, "userspace"
 	cfg.Media.Addresses = []sipd.AddressConfig{{Name: "default", Local: h.V4.String(), PortMin: 40000, PortMax: 40099}}
 	return sipdtest.Start(t, cfg, sipdtest.Options{NS: h.NS, Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}})
