@@ -111,10 +111,13 @@ func listenIn(t *testing.T, ns *netns.NS, a netip.Addr, port uint16) *net.UDPCon
 // UDP, or on TCP from her own public address. host is where she runs;
 // connect gives her SIP UA talking to the proxy at server. sameContact
 // says her Contact survives a failover, so her new binding replaces the
-// old one.
+// old one. connsAtA is how many connections A holds after her calls
+// through it: hers and B's one to A when her Path is TCP, reused by
+// every call.
 type phone struct {
 	name        string
 	sameContact bool
+	connsAtA    float64
 	host        func(e *twoProxies) (*netns.NS, netip.Addr)
 	connect     func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA
 }
@@ -132,7 +135,7 @@ var phones = []phone{
 			e.aliceUDP.Server = server
 			return e.aliceUDP
 		}},
-	{name: "tcp",
+	{name: "tcp", connsAtA: 2,
 		host: func(e *twoProxies) (*netns.NS, netip.Addr) { return e.tp.Callee, e.tp.V4.Callee },
 		connect: func(t *testing.T, e *twoProxies, server netip.AddrPort) *sipua.UA {
 			// A phone moving to another proxy drops its connection to
@@ -314,6 +317,9 @@ func TestTwoProxiesSharedLocation(t *testing.T) {
 				d.Hangup(c.byCallee)
 			}
 
+			if v, _ := e.a.Metric("sipxdp_sip_connections"); v != ph.connsAtA {
+				t.Errorf("A holds %v connections after four calls, want %v", v, ph.connsAtA)
+			}
 			e.a.Kill()
 			alice = ph.connect(t, e, e.sip(e.bIP))
 			registerAlice(t, alice, 3)
