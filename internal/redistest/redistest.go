@@ -33,38 +33,27 @@ type Server struct {
 	Addr, URL string
 	dir       string
 	bin       string
-	addr      netip.AddrPort
-	ns        *netns.NS // nil: this namespace
+	port      int
+	bind      string    // the address it listens on; empty: 127.0.0.1
+	ns        *netns.NS // where it runs; nil: this namespace
 	cmd       *exec.Cmd
 	exited    chan struct{}
 }
 
-// Start starts a redis-server on a free loopback port and waits until it
-// answers PING. It is stopped when t ends.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	port, err := freeport.Loopback(freeport.TCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return start(t, nil, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
-}
-
-// StartIn starts a redis-server inside ns, listening on addr (an address
-// of ns), as a host of its own on a test network would run it. It is
+// Start starts a redis-server and waits until it answers PING. It is
 // stopped when t ends.
-func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
-	t.Helper()
-	return start(t, ns, addr)
-}
-
-func start(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
 	}
-	s := &Server{dir: t.TempDir(), bin: bin, addr: addr, ns: ns, Addr: addr.String()}
+	port, err := freeport.Loopback(freeport.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{dir: t.TempDir(), bin: bin, port: port}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s.URL = "redis://" + s.Addr + "/0"
 	if err := s.launch(); err != nil {
 		t.Fatal(err)
@@ -73,23 +62,25 @@ func start(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
 	return s
 }
 
-// PID is redis-server's process ID (nsenter execs it in place).
-func (s *Server) PID() int { return s.cmd.Process.Pid }
-
 // launch starts the process and waits up to 10 s for PING.
 func (s *Server) launch() error {
 	// Nothing is saved: the tests' data lives as long as the process.
-	args := []string{"--bind", s.addr.Addr().String(), "--port", strconv.Itoa(int(s.addr.Port())),
+	bind := s.bind
+	if bind == "" {
+		bind = "127.0.0.1"
+	}
+	args := []string{"--bind", bind, "--port", strconv.Itoa(s.port),
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log")}
-	if !s.addr.Addr().IsLoopback() {
+	if s.bind != "" {
 		// Protected mode answers clients from other addresses with an
 		// error unless a password is set; this server lives in a test
 		// namespace that only the test's hosts reach.
 		args = append(args, "--protected-mode", "no")
 	}
 	if s.ns != nil {
-		// nsenter execs redis-server in place: the PID is the server's.
+		// nsenter execs redis-server in place: the PID is the server's,
+		// and Stop kills it.
 		s.cmd = s.ns.Command(s.bin, args...)
 	} else {
 		s.cmd = exec.Command(s.bin, args...)
@@ -183,4 +174,22 @@ func (s *Server) Restart(t testing.TB) {
 	if err := s.launch(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StartIn starts a redis-server inside ns, listening on addr (an address
+// of ns), as a host of its own on a test network runs it, and waits
+// until it answers PING. It is stopped when t ends.
+func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
+	}
+	s := &Server{dir: t.TempDir(), bin: bin, port: int(addr.Port()), bind: addr.Addr().String(), ns: ns,
+		Addr: addr.String(), URL: "redis://" + addr.String() + "/0"}
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }
