@@ -24,7 +24,9 @@ fi
 # module carries the same browser in the Kamailio WebRTC test.
 # redis-server: the shared location table's store in the tests
 # (internal/redistest starts one per test on a free loopback port).
-pkgs="iproute2 ethtool util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium redis-server"
+# nftables: the masquerading NAT router of the namespace tests
+# (internal/netns AddBehindNAT).
+pkgs="iproute2 ethtool nftables util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium redis-server"
 # npm installs the tests' pinned JsSIP (below). A machine with NodeSource's
 # nodejs has npm in it, and Debian's npm package would conflict with it.
 if ! command -v npm >/dev/null 2>&1; then

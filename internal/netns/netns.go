@@ -6,9 +6,10 @@
 //
 // where N is the IPv4 /16 of Config.Net4 (and likewise link 1 and 2 of
 // the IPv6 /32 of Config.Net6), optionally a direct caller–callee link,
-// and more hosts hung off the relay. Every address lives only inside the
-// namespaces; nothing is configured in the caller's namespace, so a run
-// cannot disturb the host's traffic. Namespace names carry the process ID,
+// more hosts hung off the relay, and hosts behind a NAT router hung off
+// one of those (AddBehindNAT, with nftables' masquerade). Every address
+// lives only inside the namespaces; nothing is configured in the
+// caller's namespace, so a run cannot disturb the host's traffic. Namespace names carry the process ID,
 // so namespaces left by a killed run can be told from a live run's and
 // removed.
 //

@@ -1,15 +1,18 @@
 // Package redistest runs Debian's redis-server for tests: one child
-// process per call on a free 127.0.0.1 port, persisting nothing, in a
-// temporary directory, stopped by its PID when the test ends. Without
+// process per call on a free 127.0.0.1 port, or on a given address inside
+// a network namespace (StartIn), persisting nothing, in a temporary
+// directory, stopped by its PID when the test ends. Without
 // redis-server the test is skipped (failed under CI=true, where
 // scripts/install-deps.sh has installed it).
 package redistest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"time"
 
 	"sipxdp/internal/freeport"
+	"sipxdp/internal/netns"
 	"sipxdp/internal/testenv"
 )
 
@@ -30,6 +34,8 @@ type Server struct {
 	dir       string
 	bin       string
 	port      int
+	bind      string    // the address it listens on; empty: 127.0.0.1
+	ns        *netns.NS // where it runs; nil: this namespace
 	cmd       *exec.Cmd
 	exited    chan struct{}
 }
@@ -76,9 +82,26 @@ func (s *Server) PID() int { return s.cmd.Process.Pid }
 // launch starts the process and waits up to 10 s for PING.
 func (s *Server) launch() error {
 	// Nothing is saved: the tests' data lives as long as the process.
-	s.cmd = exec.Command(s.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(s.port),
+	bind := s.bind
+	if bind == "" {
+		bind = "127.0.0.1"
+	}
+	args := []string{"--bind", bind, "--port", strconv.Itoa(s.port),
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
-		"--logfile", filepath.Join(s.dir, "redis.log"))
+		"--logfile", filepath.Join(s.dir, "redis.log")}
+	if s.bind != "" {
+		// Protected mode answers clients from other addresses with an
+		// error unless a password is set; this server lives in a test
+		// namespace that only the test's hosts reach.
+		args = append(args, "--protected-mode", "no")
+	}
+	if s.ns != nil {
+		// nsenter execs redis-server in place: the PID is the server's,
+		// and Stop kills it.
+		s.cmd = s.ns.Command(s.bin, args...)
+	} else {
+		s.cmd = exec.Command(s.bin, args...)
+	}
 	// Its own process group, so a terminal's Ctrl-C reaches only the test,
 	// and killed with the test process should that die first.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -90,7 +113,7 @@ func (s *Server) launch() error {
 	go func() { s.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(s.Addr)
+		err := s.Ping()
 		if err == nil {
 			return nil
 		}
@@ -106,11 +129,20 @@ func (s *Server) launch() error {
 	}
 }
 
-// ping sends one inline PING. Written out rather than through a client
-// library: this package only needs to know the server is up, and it
-// keeps the helper free of the client the code under test uses.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// Ping sends one inline PING, from the server's namespace. Written out
+// rather than through a client library: this package only needs to know
+// the server is up, and it keeps the helper free of the client the code
+// under test uses.
+func (s *Server) Ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if s.ns != nil {
+		c, err = s.ns.DialContext(ctx, "tcp", s.Addr)
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+	}
 	if err != nil {
 		return err
 	}
@@ -148,7 +180,7 @@ func (s *Server) Stop() {
 	<-s.exited
 }
 
-// Restart starts a stopped server again on the same port, empty.
+// Restart starts a stopped server again on the same address, empty.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	select {
@@ -159,4 +191,22 @@ func (s *Server) Restart(t testing.TB) {
 	if err := s.launch(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StartIn starts a redis-server inside ns, listening on addr (an address
+// of ns), as a host of its own on a test network runs it, and waits
+// until it answers PING. It is stopped when t ends.
+func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
+	}
+	s := &Server{dir: t.TempDir(), bin: bin, port: int(addr.Port()), bind: addr.Addr().String(), ns: ns,
+		Addr: addr.String(), URL: "redis://" + addr.String() + "/0"}
+	if err := s.launch(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }

@@ -244,8 +244,13 @@ func (p *Proxy) prepare(req *sip.Request, t target, rr bool, branch string) (*si
 
 // fixRequestContact rewrites the Contact of a dialog-forming request from
 // a UA behind NAT, so in-dialog requests towards it reach its public flow.
+// A request another proxy passed on (a Via below the sender's) is left
+// alone: the UA is that proxy's to fix, for the flow it holds, as an
+// answer relayed by a proxy downstream is (throughProxy). Pointing the
+// Contact at the proxy would make it the Request-URI of in-dialog
+// requests, which that proxy, after popping its Route, sends to itself.
 func (p *Proxy) fixRequestContact(req, out *sip.Request) {
-	if !p.cfg.FixContact {
+	if !p.cfg.FixContact || len(req.GetHeaders("Via")) > 1 {
 		return
 	}
 	c, ok := out.GetHeader("Contact").(*sip.ContactHeader)

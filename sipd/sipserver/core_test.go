@@ -182,6 +182,35 @@ func TestNATedContactReachedThroughFlow(t *testing.T) {
 	caller.expect(180)
 }
 
+// A dialog-forming request that another proxy passed on (a Via below
+// the sender's) keeps its Contact, private or not: the UA is that
+// proxy's client and only it holds the UA's flow, as for an answer
+// relayed by a proxy downstream. Pointed at the proxy instead, the
+// Contact became the Request-URI of the callee's BYE, which that proxy,
+// having popped its Route, sent to itself (two sipd sharing a location
+// table, cmd/sipd TestTwoProxiesSharedLocation).
+func TestContactFromUpstreamProxyKept(t *testing.T) {
+	s := testServer(t, noAuth)
+	srv := serverAddr(t, s, "udp")
+	phone, proxy := newRawUA(t), newRawUA(t)
+	registerRaw(t, phone, srv.String(), "bob", "u1")
+	// What the upstream proxy made of its NATed caller's Contact: her
+	// public address, which on a private network is a private one.
+	contact := "Contact: <sip:ua@10.20.30.40:5062>"
+	text := strings.Replace(proxy.request("INVITE", "sip:bob@example.org", "sip:alice@example.org", "sip:bob@example.org", "u2", 1,
+		"Via: SIP/2.0/UDP 192.168.1.30:5062;branch=z9hG4bKua1;rport=5062;received=10.20.30.40",
+		"Record-Route: <sip:"+proxy.addr().String()+";lr>"),
+		"Contact: <sip:ua@"+proxy.addr().String()+">", contact, 1)
+	proxy.send(srv, text)
+	inv := phone.expectRequest(sip.INVITE)
+	if c := inv.Contact(); c.Address.Host != "10.20.30.40" || c.Address.Port != 5062 {
+		t.Fatalf("the Contact of a request from another proxy was rewritten to %s", c.Address.String())
+	}
+	if n := len(inv.GetHeaders("Via")); n != 3 {
+		t.Fatalf("the callee got %d Vias, want ours, the proxy's and the UA's", n)
+	}
+}
+
 func TestRegistrationsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "location.json")
