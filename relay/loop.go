@@ -147,7 +147,7 @@ func (e *Engine) runHandoffs(now time.Time) {
 func (e *Engine) scan(now time.Time) {
 	checked := 0
 	for _, s := range e.sessions {
-		if s.timedOut || s.checkAt.IsZero() || now.Before(s.checkAt) {
+		if s.timedOut || s.held || s.checkAt.IsZero() || now.Before(s.checkAt) {
 			continue
 		}
 		if checked == scanBudget {
