@@ -17,6 +17,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/ng"
 	"sipxdp/relay"
+	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 	"sipxdp/sipd/wire"
@@ -38,10 +39,13 @@ type API struct {
 	NG     NGStats           // the NG server in relay-only mode, else nil
 	// Relays reports the NG relays of media.relays; nil when calls use
 	// the embedded relay.
-	Relays  func() []wire.RelayMember
-	Started time.Time
-	Version string
-	Pprof   bool // serve /debug/pprof/
+	Relays func() []wire.RelayMember
+	// Replication reports the relay's call replication (ng.redis); nil
+	// without it.
+	Replication func() relayrepl.Status
+	Started     time.Time
+	Version     string
+	Pprof       bool // serve /debug/pprof/
 	// Token is http.token: empty for none.
 	Token string
 	// Conns is the listener the API is served on, for its counters; nil
@@ -87,6 +91,8 @@ type Health struct {
 	NG map[string]uint64 `json:"ng,omitempty"`
 	// Relays are media.relays' members, when calls go to NG relays.
 	Relays []wire.RelayMember `json:"relays,omitempty"`
+	// Replication of a relay-only node's calls (ng.redis).
+	Replication *relayrepl.Status `json:"replication,omitempty"`
 }
 
 // Handler routes the API, behind the cross-origin and token checks.
@@ -213,6 +219,13 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.NG != nil {
 		h.NG = a.NG.Stats()
+	}
+	if a.Replication != nil {
+		st := a.Replication()
+		h.Replication = &st
+		if st.Redis != "up" {
+			h.Problems = append(h.Problems, "relay replication: redis unreachable; calls are served but not replicated")
+		}
 	}
 	if a.Relays != nil {
 		h.Relays = a.Relays()
