@@ -424,7 +424,7 @@ func (n *NGConfig) validate(served bool) []error {
 	if n.IdleTimeout <= 0 {
 		errs = append(errs, confload.Errorf("ng.idle_timeout", "%s %v: must be positive", time.Duration(n.IdleTimeout)))
 	}
-	errs = append(errs, n.validateRedis(served)...)
+	errs = append(errs, n.validateRedis()...)
 	if !served || err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
 		return errs
 	}
@@ -439,8 +439,10 @@ func (n *NGConfig) validate(served bool) []error {
 	return errs
 }
 
-// validateRedis checks ng.redis and its group and node names.
-func (n *NGConfig) validateRedis(served bool) []error {
+// validateRedis checks ng.redis and its group and node names. Only
+// relay-only nodes replicate; others ignore it (the file is read before
+// the -relay-only flag is known).
+func (n *NGConfig) validateRedis() []error {
 	if n.Redis == "" {
 		if n.RedisGroup != "" || n.RedisNode != "" {
 			return []error{confload.Errorf("ng.redis", "%s is empty, but ng.redis_group or ng.redis_node is set: set ng.redis to redis://host:port/db to replicate calls")}
@@ -448,9 +450,6 @@ func (n *NGConfig) validateRedis(served bool) []error {
 		return nil
 	}
 	var errs []error
-	if !served {
-		errs = append(errs, confload.Errorf("ng.redis", "%s: calls are replicated only by relay-only nodes (sipd -relay-only)"))
-	}
 	if _, err := relayrepl.ParseURL(n.Redis); err != nil {
 		errs = append(errs, confload.Errorf("ng.redis", "%s %q: %w", n.Redis, err))
 	}
