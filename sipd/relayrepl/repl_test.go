@@ -220,3 +220,32 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("record %+v, %v", rec, err)
 	}
 }
+
+// TestNGTakesOver: a standby that gets NG for a call it follows (the
+// proxy moved to it) takes over at once, though it does not hold the
+// address: the delete is served and the key goes.
+func TestNGTakesOver(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx := context.Background()
+	act := startNode(t, rs.URL, "relay1", true, time.Minute)
+	sb := startNode(t, rs.URL, "relay2", false, time.Minute)
+	waitFor(t, "active role", func() bool { return act.r.Role() == RoleActive })
+	act.call(t, "c")
+	waitFor(t, "followed call", func() bool { return sb.r.Status().Followed == 1 })
+	act.stop()
+	if _, err := sb.be.Query(&ng.Request{Command: "query", CallID: "c"}); err != nil {
+		t.Fatalf("query on the standby: %v", err)
+	}
+	if sb.r.Role() != RoleStandby {
+		t.Fatal("a query made the standby active")
+	}
+	if _, err := sb.be.Delete(&ng.Request{Command: "delete", CallID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if sb.r.Role() != RoleActive || sb.r.Status().TakenOver != 1 {
+		t.Fatalf("after NG delete of a followed call: %+v, want active", sb.r.Status())
+	}
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	waitFor(t, "key deleted", func() bool { return rc.Exists(ctx, CallKey("g1", "c")).Val() == 0 })
+}
