@@ -10,11 +10,17 @@ import (
 // time, so that when the relay address moves to it the kernel forwards
 // at once. Until then it sees none of their packets: Hold keeps such a
 // session out of the inactivity scan, and releasing it starts its
-// silence from the release.
+// silence from the release. A held session's flows also stay in
+// userspace beside the kernel (no handoff): the XDP hook cannot resolve
+// a next hop the host has not talked to yet and passes such a packet up
+// the stack, where the userspace relay forwards it, which resolves the
+// neighbour for the packets after it. Released, they are handed off as
+// usual.
 
 // Hold marks a session as another node's copy (on) or as this engine's
-// own again (off). A held session is never timed out; when released,
-// silence counts from now.
+// own again (off). A held session is never timed out and its flows are
+// not handed off to the kernel alone; when released, silence counts from
+// now and the handoffs run after Config.HandoffDelay.
 func (e *Engine) Hold(callID string, on bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -32,8 +38,14 @@ func (e *Engine) Hold(callID string, on bool) error {
 	now := e.now()
 	for _, st := range s.streams {
 		for i := range st.dirs {
-			if d := &st.dirs[i]; d.valid {
-				d.since = now
+			d := &st.dirs[i]
+			if !d.valid {
+				continue
+			}
+			d.since = now
+			if d.inKern && d.inSlow && !d.learning {
+				// now is the latest deadline yet: the queue stays ordered.
+				e.handoffs = append(e.handoffs, handoff{d: d, gen: d.gen, at: now.Add(e.cfg.HandoffDelay)})
 			}
 		}
 	}

@@ -66,3 +66,37 @@ func TestOnLockReportsLocks(t *testing.T) {
 		t.Fatalf("reported after SetOnLock(nil): %v", got)
 	}
 }
+
+// TestHoldKeepsUserspaceCopies: the locked flows of a held session stay
+// in userspace beside the kernel past the handoff delay (a standby's XDP
+// hook passes up what it cannot route yet); released, they are handed
+// off one delay later.
+func TestHoldKeepsUserspaceCopies(t *testing.T) {
+	h := newHarness(t, true, nil)
+	p := h.call(t, "c", def, def)
+	h.setPeer(t, "c", SideA, "203.0.113.10:5000", true)
+	h.setPeer(t, "c", SideB, "203.0.113.20:6000", true)
+	if err := h.e.Hold("c", true); err != nil {
+		t.Fatal(err)
+	}
+	h.e.lock(ap(p.A.Local, p.A.RTP), netip.MustParseAddrPort("203.0.113.10:5000"))
+	h.e.lock(ap(p.B.Local, p.B.RTP), netip.MustParseAddrPort("203.0.113.20:6000"))
+	if h.k.count() != 2 {
+		t.Fatalf("kernel flows %d, want the 2 locked ones", h.k.count())
+	}
+	h.step(3 * h.cfg.HandoffDelay)
+	if h.s.count() != 2 {
+		t.Fatalf("userspace flows of a held session after the handoff delay: %d, want 2", h.s.count())
+	}
+	if err := h.e.Hold("c", false); err != nil {
+		t.Fatal(err)
+	}
+	h.step(h.cfg.HandoffDelay / 2)
+	if h.s.count() != 2 {
+		t.Fatalf("handed off before the delay: %d userspace flows", h.s.count())
+	}
+	h.step(h.cfg.HandoffDelay)
+	if h.s.count() != 0 || h.k.count() != 2 {
+		t.Fatalf("after release and the delay: %d userspace, %d kernel flows; want 0 and 2", h.s.count(), h.k.count())
+	}
+}

@@ -126,6 +126,9 @@ func (e *Engine) runHandoffs(now time.Time) {
 		if d.gen != h.gen || !d.valid || !d.inKern || !d.inSlow || d.learning || d.st.sess.deleted {
 			continue // changed since, or gone
 		}
+		if d.st.sess.held {
+			continue // kept in userspace until released (Hold)
+		}
 		e.retire(e.slow, d.key(), &d.retiredUser)
 		d.inSlow = false
 		if e.debug() {
