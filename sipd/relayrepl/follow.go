@@ -18,8 +18,13 @@ import (
 // error it waits a poll interval and loads everything again: what
 // changed meanwhile may have been trimmed from the stream.
 func (r *Replicator) follow(ctx context.Context) {
+	first := true
 	for ctx.Err() == nil {
 		last, err := r.load(ctx)
+		if first {
+			first = false
+			close(r.loaded)
+		}
 		if err == nil {
 			err = r.tail(ctx, last)
 		}

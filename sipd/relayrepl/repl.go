@@ -95,11 +95,15 @@ type Replicator struct {
 	down                      atomic.Bool
 	lastErr                   atomic.Pointer[string]
 
-	mu         sync.Mutex
-	role       string
-	followed   map[string]string // call ID -> the record applied
-	dirty      map[string]bool
-	wake       chan struct{}
+	mu       sync.Mutex
+	role     string
+	followed map[string]string // call ID -> the record applied
+	dirty    map[string]bool
+	wake     chan struct{}
+	// loaded is closed once the first load of the group's calls is done
+	// (or failed): a node that holds the address becomes active only
+	// then, or it would start without its calls and delete their keys.
+	loaded     chan struct{}
 	stopFollow context.CancelFunc
 	resync     bool // rewrite every call at the next write (Redis came back)
 }
@@ -166,7 +170,8 @@ func New(o Options) (*Replicator, error) {
 	ro.DialTimeout = min(ro.DialTimeout, o.Timeout)
 	quiet.Do(func() { redis.SetLogger(debugLog{o.Log}) })
 	r := &Replicator{o: o, log: o.Log, c: redis.NewClient(ro), prefix: KeyPrefix(o.Group),
-		role: RoleStandby, followed: map[string]string{}, dirty: map[string]bool{}, wake: make(chan struct{}, 1)}
+		role: RoleStandby, followed: map[string]string{}, dirty: map[string]bool{}, wake: make(chan struct{}, 1),
+		loaded: make(chan struct{})}
 	return r, nil
 }
 
@@ -239,7 +244,7 @@ func (r *Replicator) Run(ctx context.Context) {
 		case <-r.wake:
 			r.flush(ctx)
 		case <-tick.C:
-			if r.Role() == RoleStandby && r.holdsAddress() {
+			if r.Role() == RoleStandby && r.isLoaded() && r.holdsAddress() {
 				r.Promote("the relay address is local")
 			}
 			if r.Role() == RoleActive {
@@ -247,6 +252,15 @@ func (r *Replicator) Run(ctx context.Context) {
 				r.flush(ctx)
 			}
 		}
+	}
+}
+
+func (r *Replicator) isLoaded() bool {
+	select {
+	case <-r.loaded:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -249,3 +249,35 @@ func TestNGTakesOver(t *testing.T) {
 	defer rc.Close()
 	waitFor(t, "key deleted", func() bool { return rc.Exists(ctx, CallKey("g1", "c")).Val() == 0 })
 }
+
+// TestActiveRestart: an active restarted on the same address takes its
+// calls back from Redis (same ports) before it writes anything, so their
+// keys survive.
+func TestActiveRestart(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx := context.Background()
+	old := startNode(t, rs.URL, "relay1", true, time.Minute)
+	waitFor(t, "active role", func() bool { return old.r.Role() == RoleActive })
+	old.call(t, "c")
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	waitFor(t, "key written", func() bool { return rc.Exists(ctx, CallKey("g1", "c")).Val() == 1 })
+	want, err := old.eng.Session("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.stop()
+	n := startNode(t, rs.URL, "relay1", true, time.Minute)
+	waitFor(t, "active again", func() bool { return n.r.Role() == RoleActive })
+	got, err := n.eng.Session("c")
+	if err != nil {
+		t.Fatalf("restarted active lost the call: %v", err)
+	}
+	if got.Streams[0].A.LegPorts != want.Streams[0].A.LegPorts {
+		t.Fatalf("ports %+v, want %+v", got.Streams[0].A.LegPorts, want.Streams[0].A.LegPorts)
+	}
+	time.Sleep(300 * time.Millisecond) // its first write-back is done
+	if rc.Exists(ctx, CallKey("g1", "c")).Val() != 1 {
+		t.Fatal("the restarted active deleted its call's key")
+	}
+}
