@@ -55,7 +55,7 @@ type Latch struct {
 	Stream int        `json:"stream"`
 	Side   relay.Side `json:"side"`
 	RTCP   bool       `json:"rtcp,omitempty"`
-	Latch  relay.Latch
+	Latch  relay.Latch `json:"latch"`
 }
 
 // decodeRecord reads a key's value.

@@ -9,9 +9,9 @@ import (
 // program, corruption) decodes or fails without panicking, and what
 // decodes encodes back to a record that decodes the same.
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add([]byte(`{"node":"relay1","updated":"2026-01-01T00:00:00Z","call":{"caller_tag":"a"},"latches":[{"stream":0,"side":1,"Latch":{"source":"192.0.2.1:4000","rank":"exact","locked":true}}]}`))
+	f.Add([]byte(`{"node":"relay1","updated":"2026-01-01T00:00:00Z","call":{"caller_tag":"a"},"latches":[{"stream":0,"side":1,"latch":{"source":"192.0.2.1:4000","rank":"exact","locked":true}}]}`))
 	f.Add([]byte(`{"call":null}`))
-	f.Add([]byte(`{"call":{},"latches":[{"side":7,"Latch":{"rank":"none"}}]}`))
+	f.Add([]byte(`{"call":{},"latches":[{"side":7,"latch":{"rank":"none"}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
 		if err != nil {
