@@ -52,9 +52,9 @@ type Record struct {
 // Latch is one locked direction of a call: the packets arriving on side
 // Side of stream Stream (RTP, or RTCP when RTCP is set) come from Source.
 type Latch struct {
-	Stream int        `json:"stream"`
-	Side   relay.Side `json:"side"`
-	RTCP   bool       `json:"rtcp,omitempty"`
+	Stream int         `json:"stream"`
+	Side   relay.Side  `json:"side"`
+	RTCP   bool        `json:"rtcp,omitempty"`
 	Latch  relay.Latch `json:"latch"`
 }
 
