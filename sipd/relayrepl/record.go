@@ -50,7 +50,8 @@ type Record struct {
 }
 
 // Latch is one locked direction of a call: the packets arriving on side
-// Side of stream Stream (RTP, or RTCP when RTCP is set) come from Source.
+// Side of stream Stream (RTP, or RTCP when RTCP is set) come from
+// Latch.Source.
 type Latch struct {
 	Stream int         `json:"stream"`
 	Side   relay.Side  `json:"side"`
