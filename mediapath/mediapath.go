@@ -43,6 +43,11 @@ type Options struct {
 	Logger      *slog.Logger
 	// Workers of the userspace relay; zero means one per CPU.
 	Workers int
+	// Freebind lets the userspace relay bind relay addresses the host
+	// does not hold (usrelay.Config.Freebind): a standby's floating
+	// address. The kernel hook then needs Interfaces, as InterfacesFor
+	// finds only addresses the host holds.
+	Freebind bool
 }
 
 // Stack is a running media relay.
@@ -66,8 +71,9 @@ func Open(o Options) (*Stack, error) {
 	}
 	var eng *relay.Engine
 	slow, err := usrelay.New(usrelay.Config{
-		Workers: o.Workers,
-		Logger:  log,
+		Workers:  o.Workers,
+		Freebind: o.Freebind,
+		Logger:   log,
 		// The engine exists before any flow does, so no latch can arrive
 		// while eng is nil.
 		OnLatch: func(ev relay.LatchEvent) { eng.OnLatch(ev) },

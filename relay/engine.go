@@ -205,6 +205,9 @@ type session struct {
 	checkAt  time.Time // next inactivity check; zero when nothing is installed
 	timedOut bool
 	deleted  bool
+	// held: a standby's copy of another node's call (see Hold); it is
+	// not timed out.
+	held bool
 }
 
 type addrPool struct {
@@ -267,6 +270,8 @@ type Engine struct {
 	failDrops atomic.Uint64
 	// DTLS handshakes completed and crypto legs failed, since start.
 	dtlsDone, legFails atomic.Uint64
+	// onLock is told the call whose direction locked (see SetOnLock).
+	onLock atomic.Pointer[func(callID string)]
 }
 
 // NewEngine checks the configuration, sets up the port pools and reserves

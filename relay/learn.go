@@ -81,6 +81,7 @@ func (e *Engine) closeWindow(d *dir, now time.Time) {
 	if err := e.reconcile(d.st); err != nil {
 		e.log.Warn("lock at the end of the learning window", "call", d.st.sess.callID, "flow", d.key().String(), "err", err)
 	}
+	e.locked(d.st.sess)
 }
 
 // SetSignal records the address side's SIP signaling came from, a hint
@@ -215,6 +216,9 @@ func (e *Engine) latchLocked(d *dir, ev LatchEvent) {
 	if err := e.reconcile(d.st); err != nil {
 		e.log.Warn("latch", "call", d.st.sess.callID, "flow", d.key().String(), "err", err)
 		return
+	}
+	if cur.Locked {
+		e.locked(d.st.sess)
 	}
 	if !e.debug() {
 		return

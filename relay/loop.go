@@ -126,6 +126,9 @@ func (e *Engine) runHandoffs(now time.Time) {
 		if d.gen != h.gen || !d.valid || !d.inKern || !d.inSlow || d.learning || d.st.sess.deleted {
 			continue // changed since, or gone
 		}
+		if d.st.sess.held {
+			continue // kept in userspace until released (Hold)
+		}
 		e.retire(e.slow, d.key(), &d.retiredUser)
 		d.inSlow = false
 		if e.debug() {
@@ -147,7 +150,7 @@ func (e *Engine) runHandoffs(now time.Time) {
 func (e *Engine) scan(now time.Time) {
 	checked := 0
 	for _, s := range e.sessions {
-		if s.timedOut || s.checkAt.IsZero() || now.Before(s.checkAt) {
+		if s.timedOut || s.held || s.checkAt.IsZero() || now.Before(s.checkAt) {
 			continue
 		}
 		if checked == scanBudget {

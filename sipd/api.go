@@ -17,6 +17,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/ng"
 	"sipxdp/relay"
+	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 	"sipxdp/sipd/wire"
@@ -42,6 +43,9 @@ type API struct {
 	// Redis; nil when it is not shared.
 	RelaySticky func() uint64
 	Relays      func() []wire.RelayMember
+	// Replication reports the relay's call replication (ng.redis); nil
+	// without it.
+	Replication func() relayrepl.Status
 	Started     time.Time
 	Version     string
 	Pprof       bool // serve /debug/pprof/
@@ -90,6 +94,8 @@ type Health struct {
 	NG map[string]uint64 `json:"ng,omitempty"`
 	// Relays are media.relays' members, when calls go to NG relays.
 	Relays []wire.RelayMember `json:"relays,omitempty"`
+	// Replication of a relay-only node's calls (ng.redis).
+	Replication *relayrepl.Status `json:"replication,omitempty"`
 }
 
 // Handler routes the API, behind the cross-origin and token checks.
@@ -216,6 +222,13 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.NG != nil {
 		h.NG = a.NG.Stats()
+	}
+	if a.Replication != nil {
+		st := a.Replication()
+		h.Replication = &st
+		if st.Redis != "up" {
+			h.Problems = append(h.Problems, "relay replication: redis unreachable; calls are served but not replicated")
+		}
 	}
 	if a.Relays != nil {
 		h.Relays = a.Relays()

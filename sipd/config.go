@@ -11,6 +11,7 @@ import (
 
 	"sipxdp/internal/confload"
 	"sipxdp/internal/guard"
+	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipconf"
 )
@@ -75,6 +76,15 @@ type NGConfig struct {
 	// IdleTimeout closes an NG TCP connection that sends nothing for
 	// this long.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// Redis, when set (redis://host:port/db), replicates the relay's
+	// calls to the nodes of RedisGroup that share its floating relay
+	// address (package relayrepl). Empty: no replication.
+	Redis string `yaml:"redis"`
+	// RedisGroup names the floating relay address the nodes share; their
+	// keys are under sipxdp:relay:<group>:.
+	RedisGroup string `yaml:"redis_group"`
+	// RedisNode names this node in what it writes (default: host name).
+	RedisNode string `yaml:"redis_node"`
 }
 
 // DefaultStateDir is state_dir when the file leaves it out.
@@ -295,6 +305,11 @@ func (c *Config) Validate() error {
 	if !datapaths[m.Datapath] {
 		errs = append(errs, confload.Errorf("media.datapath", "%s %q: want auto, xdp, xdp-generic, tc or userspace", m.Datapath))
 	}
+	if c.NG.Redis != "" && c.RelayOnly && m.Datapath != "userspace" && len(m.Interfaces) == 0 {
+		errs = append(errs, confload.Errorf("media.interfaces", "%s is empty, but ng.redis replicates a floating relay address: "+
+			"a standby does not hold that address until it moves, so the kernel hook cannot find its interface; "+
+			"name the interfaces (e.g. interfaces: [eth0]) or set media.datapath to userspace"))
+	}
 	if m.PinPath == "" {
 		errs = append(errs, confload.Errorf("media.pin_path", "%s is empty"))
 	}
@@ -409,6 +424,7 @@ func (n *NGConfig) validate(served bool) []error {
 	if n.IdleTimeout <= 0 {
 		errs = append(errs, confload.Errorf("ng.idle_timeout", "%s %v: must be positive", time.Duration(n.IdleTimeout)))
 	}
+	errs = append(errs, n.validateRedis()...)
 	if !served || err != nil || !ap.IsValid() || ap.Addr().IsLoopback() {
 		return errs
 	}
@@ -419,6 +435,29 @@ func (n *NGConfig) validate(served bool) []error {
 	case guard.LoopbackOnly(allow):
 		errs = append(errs, confload.Errorf("ng.allow", "%s admits only loopback (the default), but ng.listen %s is not a loopback address: "+
 			"no proxy could ever use it; add the proxies' addresses to ng.allow (e.g. allow: [192.0.2.10/32]), or listen on 127.0.0.1", n.Listen))
+	}
+	return errs
+}
+
+// validateRedis checks ng.redis and its group and node names. Only
+// relay-only nodes replicate; others ignore it (the file is read before
+// the -relay-only flag is known).
+func (n *NGConfig) validateRedis() []error {
+	if n.Redis == "" {
+		if n.RedisGroup != "" || n.RedisNode != "" {
+			return []error{confload.Errorf("ng.redis", "%s is empty, but ng.redis_group or ng.redis_node is set: set ng.redis to redis://host:port/db to replicate calls")}
+		}
+		return nil
+	}
+	var errs []error
+	if _, err := relayrepl.ParseURL(n.Redis); err != nil {
+		errs = append(errs, confload.Errorf("ng.redis", "%s %q: %w", n.Redis, err))
+	}
+	if !relayrepl.ValidName(n.RedisGroup) {
+		errs = append(errs, confload.Errorf("ng.redis_group", "%s %q: want the name of the floating relay address the nodes share (letters, digits, '-', '_' and '.')", n.RedisGroup))
+	}
+	if n.RedisNode != "" && !relayrepl.ValidName(n.RedisNode) {
+		errs = append(errs, confload.Errorf("ng.redis_node", "%s %q: want letters, digits, '-', '_' and '.'", n.RedisNode))
 	}
 	return errs
 }

@@ -187,3 +187,56 @@ func TestRedisStoreAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestNGRedisConfig: ng.redis needs relay-only mode, a redis:// URL, a
+// group name and, with the kernel hook, explicit media.interfaces; a
+// group without a URL is a mistake too. Unset, nothing is asked.
+func TestNGRedisConfig(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		relayOnly bool
+		change    func(*Config)
+		want      string // "" for valid
+	}{
+		{"unset", true, func(*Config) {}, ""},
+		{"valid", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup, c.NG.RedisNode = "redis://10.0.0.9:6379/2", "relay-a", "relay1"
+			c.Media.Interfaces = []string{"eth0"}
+		}, ""},
+		{"userspace needs no interfaces", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup, c.Media.Datapath = "redis://10.0.0.9:6379/2", "relay-a", "userspace"
+		}, ""},
+		{"kernel hook needs interfaces", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup = "redis://10.0.0.9:6379/2", "relay-a"
+		}, "media.interfaces"},
+		{"not relay-only: no interfaces asked", false, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup = "redis://10.0.0.9:6379/2", "relay-a"
+		}, ""},
+		{"bad url", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup, c.Media.Datapath = "http://10.0.0.9", "relay-a", "userspace"
+		}, "ng.redis"},
+		{"no group", true, func(c *Config) {
+			c.NG.Redis, c.Media.Datapath = "redis://10.0.0.9:6379/2", "userspace"
+		}, "ng.redis_group"},
+		{"bad node", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup, c.NG.RedisNode, c.Media.Datapath = "redis://10.0.0.9:6379/2", "relay-a", "a:b", "userspace"
+		}, "ng.redis_node"},
+		{"group without url", true, func(c *Config) { c.NG.RedisGroup = "relay-a" }, "ng.redis"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := LoadConfig("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RelayOnly = c.relayOnly
+			c.change(cfg)
+			err = cfg.Validate()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("want valid: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("error %v, want one naming %s", err, c.want)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/relay"
 	"sipxdp/sipd/connguard"
+	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/sipserver"
 )
 
@@ -152,6 +153,11 @@ var (
 	dSIPMalformed     = desc("sipxdp_sip_malformed_total", "Unparsable messages dropped.")
 	dSIPRegRefused    = desc("sipxdp_sip_register_refused_total", "REGISTERs refused, by reason (store_unavailable: the binding could not be made durable, or the shared location store could not be reached; answered 500 with Retry-After).", "reason")
 	dLocationErrors   = desc("sipxdp_location_store_errors_total", "Operations on the shared location store (sip.registrar.store: redis://...) that failed for want of Redis; exported only with that store.")
+	dReplErrors       = desc("sipxdp_relay_replication_errors_total", "Redis operations of a relay-only node's call replication (ng.redis) that failed; exported only with ng.redis.")
+	dReplDown         = desc("sipxdp_relay_replication_down", "1 while the Redis of the call replication (ng.redis) cannot be reached: calls are served but not replicated; exported only with ng.redis.")
+	dReplActive       = desc("sipxdp_relay_replication_active", "1 while this relay-only node holds the relay address and writes its calls, 0 while it is a standby following them; exported only with ng.redis.")
+	dReplFollowed     = desc("sipxdp_relay_replication_followed_calls", "Calls a standby holds, ports reserved and flows installed, for the active node; exported only with ng.redis.")
+	dReplWrites       = desc("sipxdp_relay_replication_writes_total", "Call records written or deleted in Redis; exported only with ng.redis.")
 	dLocationDown     = desc("sipxdp_location_store_down", "1 while the shared location store (Redis) cannot be reached; exported only with that store.")
 	dDialogErrors     = desc("sipxdp_dialog_store_errors_total", "Operations on the shared dialog store (sip.dialog.store: redis://...) that failed for want of Redis (calls answered then are known to their node only); exported only with that store.")
 	dDialogDown       = desc("sipxdp_dialog_store_down", "1 while the shared dialog store (Redis) cannot be reached; exported only with that store.")
@@ -302,6 +308,14 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if a.RelaySticky != nil {
 		e.counter(dRelaySticky, a.RelaySticky())()
+	}
+	if a.Replication != nil {
+		st := a.Replication()
+		e.counter(dReplErrors, st.Errors)()
+		e.gauge(dReplDown, boolGauge(st.Redis != "up"))()
+		e.gauge(dReplActive, boolGauge(st.Role == relayrepl.RoleActive))()
+		e.gauge(dReplFollowed, float64(st.Followed))()
+		e.counter(dReplWrites, st.Writes)()
 	}
 }
 

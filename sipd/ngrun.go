@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"sipxdp/internal/guard"
@@ -12,6 +13,7 @@ import (
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/ngbackend"
+	"sipxdp/sipd/relayrepl"
 )
 
 // ngListeners are the NG control protocol's sockets and server.
@@ -22,9 +24,10 @@ type ngListeners struct {
 }
 
 // listenNG opens the NG sockets (UDP, and TCP at the same address when
-// asked) and the server that drives ctrl; observe is told each command's
-// time (ng.Options.Observe).
-func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, observe func(string, bool, time.Duration), log *slog.Logger) (*ngListeners, error) {
+// asked) and the server that drives ctrl, through repl when calls are
+// replicated (else nil); observe is told each command's time
+// (ng.Options.Observe).
+func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relayrepl.Replicator, observe func(string, bool, time.Duration), log *slog.Logger) (*ngListeners, error) {
 	allow, err := guard.ParsePrefixes(c.Allow) // Validate has checked it
 	if err != nil {
 		return nil, fmt.Errorf("ng.allow: %w", err)
@@ -32,7 +35,11 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, observe fun
 	if len(allow) == 0 {
 		allow = nil // every source: Validate allowed it on loopback only
 	}
-	l := &ngListeners{srv: ng.NewServer(ngbackend.New(ctrl, eng, log), ng.Options{
+	var be ng.Backend = ngbackend.New(ctrl, eng, log)
+	if repl != nil {
+		be = repl.Backend(be)
+	}
+	l := &ngListeners{srv: ng.NewServer(be, ng.Options{
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
 		Observe: observe,
 	})}
@@ -72,4 +79,20 @@ func (l *ngListeners) close() {
 	if l.tcp != nil {
 		l.tcp.Close()
 	}
+}
+
+// openReplication starts replicating the relay's calls through ng.redis
+// (see package relayrepl): the node is active while it holds one of the
+// relay addresses, else a standby that follows the active's calls.
+func openReplication(cfg *Config, ctrl *media.Controller, eng *relay.Engine, log *slog.Logger) (*relayrepl.Replicator, error) {
+	var addrs []netip.Addr
+	for _, a := range cfg.Media.Addresses {
+		addrs = append(addrs, netip.MustParseAddr(a.Local)) // validated by Config.Validate
+	}
+	r, err := relayrepl.New(relayrepl.Options{URL: cfg.NG.Redis, Group: cfg.NG.RedisGroup, Node: cfg.NG.RedisNode,
+		Addresses: addrs, Ctrl: ctrl, Engine: eng, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("ng.redis: %w", err)
+	}
+	return r, nil
 }

@@ -22,6 +22,7 @@ import (
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/ngmedia"
 	"sipxdp/sipd/redisconn"
+	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipserver"
 )
@@ -146,7 +147,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ngctl = ngmedia.New(cfg.Media.Mode, relays, log.With("component", "media"))
 		api.Relays = relays.Status
 	} else if cfg.Media.Mode != MediaNone {
-		st, err := mediapath.Open(MediaOptions(cfg.Media, log.With("component", "media")))
+		mo := MediaOptions(cfg.Media, log.With("component", "media"))
+		// A standby binds the floating relay address before it holds it.
+		mo.Freebind = cfg.RelayOnly && cfg.NG.Redis != ""
+		st, err := mediapath.Open(mo)
 		if err != nil {
 			return fmt.Errorf("start media relay: %w", err)
 		}
@@ -163,16 +167,27 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	var (
 		sipSrv *sipserver.Server
 		ngl    *ngListeners
+		repl   *relayrepl.Replicator
 		err    error
 	)
 	if cfg.RelayOnly {
+		if cfg.NG.Redis != "" {
+			if repl, err = openReplication(cfg, ctrl, api.Engine, log.With("component", "replication")); err != nil {
+				return err
+			}
+			defer repl.Close()
+			api.Replication = repl.Status
+		}
 		// No SIP to send a BYE on a media timeout: the controller has
 		// deleted the call; the proxy learns of it when its own
 		// rtpengine_delete or query finds no call.
 		ctrl.OnTimeout(func(e media.Ended) {
 			log.Info("relay-only: call deleted for no media; no SIP to end it", "call_id", e.CallID, "reason", e.Reason)
+			if repl != nil {
+				repl.Changed(e.CallID)
+			}
 		})
-		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, api.ObserveNG, log.With("component", "ng"))
+		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, repl, api.ObserveNG, log.With("component", "ng"))
 		if err != nil {
 			return err
 		}
@@ -239,6 +254,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	if ngl != nil {
 		ngl.start(ctx, start)
+	}
+	if repl != nil {
+		start("relay replication", func() error { repl.Run(ctx); return nil })
 	}
 	start("http", func() error { return srv.Serve(ln) })
 

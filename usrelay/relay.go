@@ -37,6 +37,10 @@ type Config struct {
 	// costs nothing when the relay keeps up and absorbs scheduling hiccups
 	// when it does not.
 	SocketBuffer int
+	// Freebind sets IP_FREEBIND (IPV6_FREEBIND) on the relay sockets, so
+	// they bind an address this host does not hold yet: a standby's
+	// floating relay address, which arrives when the active node fails.
+	Freebind bool
 }
 
 const (
@@ -246,6 +250,15 @@ func (r *Relay) open(p *port) error {
 				r.log.Warn("relay socket buffers are capped by net.core.rmem_max and wmem_max: exceeding them needs CAP_NET_ADMIN",
 					"wanted_bytes", r.cfg.SocketBuffer)
 			})
+		}
+	}
+	if r.cfg.Freebind {
+		lvl, opt := unix.IPPROTO_IP, unix.IP_FREEBIND
+		if !a.Is4() {
+			lvl, opt = unix.IPPROTO_IPV6, unix.IPV6_FREEBIND
+		}
+		if err := unix.SetsockoptInt(fd, lvl, opt, 1); err != nil {
+			return fail(fmt.Errorf("set freebind on %s: %w", p.addr, err))
 		}
 	}
 	if err := unix.Bind(fd, sa); err != nil {

@@ -407,3 +407,27 @@ func BenchmarkUpsertDelete(b *testing.B) {
 		}
 	}
 }
+
+// TestRelayFreebind: a relay address the host does not hold (a standby's
+// floating address) binds only with Freebind.
+func TestRelayFreebind(t *testing.T) {
+	away := netip.MustParseAddrPort("192.0.2.77:40000") // TEST-NET-1: never local here
+	dst := freePort(t, "127.0.0.1")
+	for _, fb := range []bool{false, true} {
+		r, err := New(Config{Workers: 1, Freebind: fb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Upsert(relay.Flow{Key: relay.FlowKey{Local: away}, Learning: true, Out: away, Dst: dst})
+		switch {
+		case fb && err != nil:
+			t.Errorf("freebind: %v", err)
+		case !fb && !errors.Is(err, unix.EADDRNOTAVAIL):
+			t.Errorf("without freebind: %v, want EADDRNOTAVAIL", err)
+		}
+		if fb && r.Sockets() != 1 {
+			t.Errorf("freebind: %d sockets, want 1", r.Sockets())
+		}
+		r.Close()
+	}
+}
