@@ -67,6 +67,11 @@ func Launch(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// redis-server changes into --dir before it opens --logfile, so a
+	// relative dir (a bench's output directory) would name the log twice.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("redis dir: %w", err)
+	}
 	s := &Server{dir: dir, bin: bin, port: port}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s.URL = "redis://" + s.Addr + "/0"
