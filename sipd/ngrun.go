@@ -6,7 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/guard"
 	"sipxdp/ng"
@@ -43,16 +47,39 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relay
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
 		Observe: observe,
 	})}
-	if l.udp, err = net.ListenPacket("udp", c.Listen); err != nil {
+	lc := net.ListenConfig{}
+	if c.Redis != "" {
+		// A relay pair's proxies send NG to the floating address: both
+		// nodes listen on it, and the standby's socket receives once the
+		// address moves to it.
+		lc.Control = freebind
+	}
+	if l.udp, err = lc.ListenPacket(context.Background(), "udp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listen ng udp %s: %w", c.Listen, guard.ExplainBind(c.Listen, err))
 	}
 	if c.TCP {
-		if l.tcp, err = net.Listen("tcp", c.Listen); err != nil {
+		if l.tcp, err = lc.Listen(context.Background(), "tcp", c.Listen); err != nil {
 			l.udp.Close()
 			return nil, fmt.Errorf("listen ng tcp %s: %w", c.Listen, guard.ExplainBind(c.Listen, err))
 		}
 	}
 	return l, nil
+}
+
+// freebind lets a socket bind an address the host does not hold (yet).
+func freebind(network, _ string, rc syscall.RawConn) error {
+	lvl, opt := unix.IPPROTO_IP, unix.IP_FREEBIND
+	if strings.HasSuffix(network, "6") {
+		lvl, opt = unix.IPPROTO_IPV6, unix.IPV6_FREEBIND
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), lvl, opt, 1) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set freebind: %w", serr)
+	}
+	return nil
 }
 
 func (l *ngListeners) start(ctx context.Context, start func(string, func() error)) {
