@@ -11,6 +11,7 @@ import (
 
 	"sipxdp/internal/confload"
 	"sipxdp/internal/guard"
+	"sipxdp/sipd/redisconn"
 	"sipxdp/sipd/relayrepl"
 	"sipxdp/sipd/relayset"
 	"sipxdp/sipd/sipconf"
@@ -450,8 +451,8 @@ func (n *NGConfig) validateRedis() []error {
 		return nil
 	}
 	var errs []error
-	if _, err := relayrepl.ParseURL(n.Redis); err != nil {
-		errs = append(errs, confload.Errorf("ng.redis", "%s %q: %w", n.Redis, err))
+	if _, err := redisconn.ParseURL(n.Redis); err != nil {
+		errs = append(errs, confload.Errorf("ng.redis", "%s %q: not a Redis URL (want redis://host:port/db, rediss:// for TLS): %v", n.Redis, err))
 	}
 	if !relayrepl.ValidName(n.RedisGroup) {
 		errs = append(errs, confload.Errorf("ng.redis_group", "%s %q: want the name of the floating relay address the nodes share (letters, digits, '-', '_' and '.')", n.RedisGroup))

@@ -214,7 +214,10 @@ func TestNGRedisConfig(t *testing.T) {
 		}, ""},
 		{"bad url", true, func(c *Config) {
 			c.NG.Redis, c.NG.RedisGroup, c.Media.Datapath = "http://10.0.0.9", "relay-a", "userspace"
-		}, "ng.redis"},
+		}, `ng.redis "http://10.0.0.9": not a Redis URL`},
+		{"bad db", true, func(c *Config) {
+			c.NG.Redis, c.NG.RedisGroup, c.Media.Datapath = "redis://10.0.0.9:6379/zero", "relay-a", "userspace"
+		}, `ng.redis "redis://10.0.0.9:6379/zero": not a Redis URL`},
 		{"no group", true, func(c *Config) {
 			c.NG.Redis, c.Media.Datapath = "redis://10.0.0.9:6379/2", "userspace"
 		}, "ng.redis_group"},

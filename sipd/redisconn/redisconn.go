@@ -131,11 +131,15 @@ func (c *Conn) Fail(op string, err error) error {
 	return fmt.Errorf("%s: redis %s: %w", c.what, op, err)
 }
 
-// OK notes an operation that Redis answered.
-func (c *Conn) OK() {
+// OK notes an operation that Redis answered. It reports whether Redis
+// was down until now, for a store that has to catch up on what it could
+// not write meanwhile.
+func (c *Conn) OK() (recovered bool) {
 	if c.isDown.Swap(false) {
 		c.log.Info(c.what + ": redis reachable again")
+		return true
 	}
+	return false
 }
 
 // Done is Fail or OK as err says; redis.Nil (no such key) is an answer.

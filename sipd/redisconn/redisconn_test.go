@@ -68,3 +68,30 @@ func TestParseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestOKReportsRecovery: OK is true once, for the first answer after a
+// failure, so that a store re-writes what it missed only then.
+func TestOKReportsRecovery(t *testing.T) {
+	c, err := Open("redis://127.0.0.1:1/0", "test store", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	steps := []struct {
+		fail bool
+		want bool
+	}{
+		{false, false}, // up from the start
+		{true, true},
+		{false, false},
+		{true, true},
+	}
+	for i, s := range steps {
+		if s.fail {
+			_ = c.Fail("test", errors.New("boom"))
+		}
+		if got := c.OK(); got != s.want {
+			t.Errorf("step %d: OK() = %v, want %v", i, got, s.want)
+		}
+	}
+}

@@ -6,12 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/netns"
+	"sipxdp/internal/redistest"
 	"sipxdp/internal/sipdtest"
-	"sipxdp/internal/testenv"
 	"sipxdp/ng"
 	"sipxdp/sipd"
 	"sipxdp/sipd/relayrepl"
@@ -89,71 +85,6 @@ func newLAN(t *testing.T) *lan {
 	l.caller = host("caller", callerIP)
 	l.callee = host("callee", calleeIP)
 	return l
-}
-
-// redisServer runs redis-server inside a namespace, stopped by its PID.
-type redisServer struct {
-	ns   *netns.NS
-	bin  string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedis(t *testing.T, ns *netns.NS) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
-	}
-	r := &redisServer{ns: ns, bin: bin, dir: t.TempDir()}
-	r.start(t)
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *redisServer) start(t *testing.T) {
-	t.Helper()
-	r.cmd = r.ns.Command(r.bin, "--bind", redisIP.String(), "--port", strconv.Itoa(redisPort), "--save", "",
-		"--appendonly", "no", "--protected-mode", "no", "--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.done = make(chan struct{})
-	done := r.done
-	go func() { r.cmd.Wait(); close(done) }()
-	c := r.client()
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := c.Ping(context.Background()).Err()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			t.Fatalf("redis-server not answering (%v): %s", err, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill ends redis-server (nsenter execs in place: the PID is its own).
-func (r *redisServer) kill() {
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	r.cmd.Process.Kill()
-	<-r.done
-}
-
-// client reaches the server from inside its namespace.
-func (r *redisServer) client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: netip.AddrPortFrom(redisIP, redisPort).String(),
-		Dialer: r.ns.DialContext, MaxRetries: -1, DialTimeout: time.Second})
 }
 
 // startRelay runs relay i as a relay-only sipd on the tc hook, with its
@@ -383,7 +314,7 @@ func testRelayFailover(t *testing.T, datapath string) {
 			}
 		}
 	}
-	rs := startRedis(t, l.redis)
+	rs := redistest.StartIn(t, l.redis, netip.AddrPortFrom(redisIP, redisPort))
 	run := func(ns *netns.NS, args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput(); err != nil {
@@ -519,9 +450,10 @@ func testRelayFailover(t *testing.T, datapath string) {
 	}
 
 	// Redis down: the calls go on, a new call is answered, errors count.
-	rc := rs.client()
+	// A client from inside Redis's namespace, to see the keys written.
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr, Dialer: l.redis.DialContext, MaxRetries: -1, DialTimeout: time.Second})
 	defer rc.Close()
-	rs.kill()
+	rs.Stop()
 	errs0 := metric(t, r2, "sipxdp_relay_replication_errors_total")
 	waitUntil(t, "relay2 sees redis down", 5*time.Second, func() bool {
 		return metric(t, r2, "sipxdp_relay_replication_down") == 1
@@ -540,7 +472,7 @@ func testRelayFailover(t *testing.T, datapath string) {
 	if e := metric(t, r2, "sipxdp_relay_replication_errors_total"); e <= errs0 {
 		t.Errorf("replication errors %v with redis down, were %v", e, errs0)
 	}
-	rs.start(t)
+	rs.Restart(t)
 	waitUntil(t, "every call written again", 10*time.Second, func() bool {
 		n := 0
 		for _, id := range []string{fps[0].id, fps[1].id, fps[2].id, extra.id} {

@@ -44,8 +44,8 @@ func (r *Replicator) follow(ctx context.Context) {
 // gone. It returns the stream position to follow from, read before the
 // keys so that no change falls between the two.
 func (r *Replicator) load(ctx context.Context) (string, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
-	msgs, err := r.c.XRevRangeN(cctx, ChangesKey(r.o.Group), "+", "-", 1).Result()
+	cctx, cancel := context.WithTimeout(ctx, r.conn.Timeout)
+	msgs, err := r.conn.C.XRevRangeN(cctx, ChangesKey(r.o.Group), "+", "-", 1).Result()
 	cancel()
 	if err != nil {
 		return "", err
@@ -61,8 +61,8 @@ func (r *Replicator) load(ctx context.Context) (string, error) {
 	seen := map[string]bool{}
 	for len(keys) > 0 {
 		n := min(len(keys), writeBatch)
-		cctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
-		vals, err := r.c.MGet(cctx, keys[:n]...).Result()
+		cctx, cancel := context.WithTimeout(ctx, r.conn.Timeout)
+		vals, err := r.conn.C.MGet(cctx, keys[:n]...).Result()
 		cancel()
 		if err != nil {
 			return "", err
@@ -100,8 +100,8 @@ const followBlock = time.Second
 // tail applies the stream's changes after last until an error or ctx.
 func (r *Replicator) tail(ctx context.Context, last string) error {
 	for {
-		cctx, cancel := context.WithTimeout(ctx, followBlock+r.o.Timeout)
-		res, err := r.c.XRead(cctx, &redis.XReadArgs{Streams: []string{ChangesKey(r.o.Group), last}, Count: 512, Block: followBlock}).Result()
+		cctx, cancel := context.WithTimeout(ctx, followBlock+r.conn.Timeout)
+		res, err := r.conn.C.XRead(cctx, &redis.XReadArgs{Streams: []string{ChangesKey(r.o.Group), last}, Count: 512, Block: followBlock}).Result()
 		cancel()
 		if errors.Is(err, redis.Nil) {
 			r.up()
@@ -142,8 +142,8 @@ func (r *Replicator) applyAll(ctx context.Context, msgs []redis.XMessage) error 
 	for i, id := range ids {
 		keys[i] = CallKey(r.o.Group, id)
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
-	vals, err := r.c.MGet(cctx, keys...).Result()
+	cctx, cancel := context.WithTimeout(ctx, r.conn.Timeout)
+	vals, err := r.conn.C.MGet(cctx, keys...).Result()
 	cancel()
 	if err != nil {
 		return err

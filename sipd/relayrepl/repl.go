@@ -17,6 +17,7 @@ import (
 
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
+	"sipxdp/sipd/redisconn"
 )
 
 // Roles of a node.
@@ -88,12 +89,10 @@ type Status struct {
 type Replicator struct {
 	o      Options
 	log    *slog.Logger
-	c      *redis.Client
+	conn   *redisconn.Conn // counts errors, tracks down, logs loss and recovery
 	prefix string
 
-	errors, writes, takenOver atomic.Uint64
-	down                      atomic.Bool
-	lastErr                   atomic.Pointer[string]
+	writes, takenOver atomic.Uint64
 
 	mu       sync.Mutex
 	role     string
@@ -141,10 +140,6 @@ func New(o Options) (*Replicator, error) {
 	if !ValidName(o.Group) {
 		return nil, fmt.Errorf("relay replication: group %q: want letters, digits, '-', '_' and '.'", o.Group)
 	}
-	ro, err := ParseURL(o.URL)
-	if err != nil {
-		return nil, fmt.Errorf("relay replication %q: %w", o.URL, err)
-	}
 	if o.Ctrl == nil || o.Engine == nil {
 		return nil, errors.New("relay replication: no media controller or engine")
 	}
@@ -153,9 +148,6 @@ func New(o Options) (*Replicator, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = time.Second
 	}
 	if o.Poll <= 0 {
 		o.Poll = 200 * time.Millisecond
@@ -166,38 +158,28 @@ func New(o Options) (*Replicator, error) {
 	if o.Node == "" {
 		o.Node = hostname()
 	}
-	ro.ContextTimeoutEnabled = true
-	ro.DialTimeout = min(ro.DialTimeout, o.Timeout)
-	quiet.Do(func() { redis.SetLogger(debugLog{o.Log}) })
-	r := &Replicator{o: o, log: o.Log, c: redis.NewClient(ro), prefix: KeyPrefix(o.Group),
+	conn, err := redisconn.Open(o.URL, "relay replication", redisconn.Options{Log: o.Log, Timeout: o.Timeout,
+		Down: "calls are served but not replicated until it is back"})
+	if err != nil {
+		return nil, err
+	}
+	r := &Replicator{o: o, log: o.Log, conn: conn, prefix: KeyPrefix(o.Group),
 		role: RoleStandby, followed: map[string]string{}, dirty: map[string]bool{}, wake: make(chan struct{}, 1),
 		loaded: make(chan struct{})}
 	return r, nil
 }
 
-// ParseURL checks a redis:// or rediss:// URL and returns the client
-// options it names.
-func ParseURL(url string) (*redis.Options, error) {
-	if !strings.HasPrefix(url, "redis://") && !strings.HasPrefix(url, "rediss://") {
-		return nil, errors.New("want redis://host:port/db or rediss://host:port/db")
-	}
-	return redis.ParseURL(url)
-}
-
 // Close closes the connections.
-func (r *Replicator) Close() error { return r.c.Close() }
+func (r *Replicator) Close() error { return r.conn.Close() }
 
 // Status reports the replication's state.
 func (r *Replicator) Status() Status {
 	r.mu.Lock()
 	st := Status{Group: r.o.Group, Node: r.o.Node, Role: r.role, Followed: len(r.followed)}
 	r.mu.Unlock()
-	st.Redis, st.Errors, st.Writes, st.TakenOver = "up", r.errors.Load(), r.writes.Load(), r.takenOver.Load()
-	if r.down.Load() {
-		st.Redis = "down"
-		if p := r.lastErr.Load(); p != nil {
-			st.LastError = *p
-		}
+	st.Redis, st.Errors, st.Writes, st.TakenOver = "up", r.conn.Errors(), r.writes.Load(), r.takenOver.Load()
+	if down, why := r.conn.Down(); down {
+		st.Redis, st.LastError = "down", why
 	}
 	return st
 }
@@ -324,31 +306,27 @@ func (r *Replicator) Claim(callID string) {
 }
 
 // fail counts an error of Redis and logs the first of an outage.
-func (r *Replicator) fail(op string, err error) {
-	r.errors.Add(1)
-	msg := op + ": " + err.Error()
-	r.lastErr.Store(&msg)
-	if !r.down.Swap(true) {
-		r.log.Error("relay replication: redis unreachable; calls are served but not replicated until it is back",
-			"op", op, "error", err)
-	}
-}
+func (r *Replicator) fail(op string, err error) { _ = r.conn.Fail(op, err) }
 
 // up notes a successful operation; after an outage the active re-writes
 // every call.
 func (r *Replicator) up() {
-	if r.down.Swap(false) {
-		r.log.Info("relay replication: redis reachable again")
+	if r.conn.OK() {
 		r.mu.Lock()
 		r.resync = true
 		r.mu.Unlock()
 	}
 }
 
+func (r *Replicator) isDown() bool {
+	down, _ := r.conn.Down()
+	return down
+}
+
 func (r *Replicator) ping(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	cctx, cancel := context.WithTimeout(ctx, r.conn.Timeout)
 	defer cancel()
-	if err := r.c.Ping(cctx).Err(); err != nil {
+	if err := r.conn.C.Ping(cctx).Err(); err != nil {
 		if ctx.Err() == nil {
 			r.fail("ping", err)
 		}
@@ -360,7 +338,7 @@ func (r *Replicator) ping(ctx context.Context) {
 // flush writes the dirty calls, or every call after an outage or a
 // take-over (deleting the keys of calls that ended meanwhile).
 func (r *Replicator) flush(ctx context.Context) {
-	if r.down.Load() {
+	if r.isDown() {
 		return // the next ping finds it back and sets resync
 	}
 	r.mu.Lock()
@@ -414,9 +392,9 @@ func (r *Replicator) write(ctx context.Context, ids []string) error {
 }
 
 func (r *Replicator) writeSome(ctx context.Context, ids []string) error {
-	cctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	cctx, cancel := context.WithTimeout(ctx, r.conn.Timeout)
 	defer cancel()
-	p := r.c.Pipeline()
+	p := r.conn.C.Pipeline()
 	now := time.Now()
 	for _, id := range ids {
 		b, ok := r.record(id, now)
@@ -493,10 +471,10 @@ func (r *Replicator) writeAll(ctx context.Context) error {
 
 // keys lists the group's call keys.
 func (r *Replicator) keys(ctx context.Context) ([]string, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*r.o.Timeout)
+	cctx, cancel := context.WithTimeout(ctx, 10*r.conn.Timeout)
 	defer cancel()
 	var out []string
-	it := r.c.Scan(cctx, 0, r.prefix+"call:*", 1000).Iterator()
+	it := r.conn.C.Scan(cctx, 0, r.prefix+"call:*", 1000).Iterator()
 	for it.Next(cctx) {
 		out = append(out, it.Val())
 	}
@@ -517,14 +495,4 @@ func hostHolds(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-var quiet sync.Once
-
-// debugLog passes go-redis's own messages (a line per failed dial) to
-// slog at debug level: the replicator logs the outage once itself.
-type debugLog struct{ l *slog.Logger }
-
-func (d debugLog) Printf(ctx context.Context, format string, v ...any) {
-	d.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
 }
