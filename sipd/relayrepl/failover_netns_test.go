@@ -94,7 +94,9 @@ func startRelay(t *testing.T, l *lan, i int, datapath string) *sipdtest.Sipd {
 	cfg := sipdtest.Config(t)
 	ip := relayIPs[i]
 	cfg.HTTP.Listen = netip.AddrPortFrom(ip, 8080).String()
-	cfg.NG.Listen = netip.AddrPortFrom(ip, 2223).String()
+	// Both nodes listen for NG on the floating address (bound with
+	// IP_FREEBIND): the proxy reaches whichever holds it.
+	cfg.NG.Listen = netip.AddrPortFrom(floating, 2223).String()
 	cfg.NG.Allow = []string{"10.77.0.0/24"}
 	cfg.HTTP.Allow = []string{"10.77.0.0/24"}
 	cfg.NG.Redis = fmt.Sprintf("redis://%s/0", netip.AddrPortFrom(redisIP, redisPort))
@@ -332,7 +334,10 @@ func testRelayFailover(t *testing.T, datapath string) {
 		t.Fatalf("relay2 replication %+v: want standby", h.Replication)
 	}
 
-	ng1, ng2 := ngClient(t, l.caller, relayIPs[0]), ngClient(t, l.caller, relayIPs[1])
+	// One NG client to the floating address, as a proxy's media.relays
+	// names it: before the move it reaches relay1, after it relay2.
+	vip := ngClient(t, l.caller, floating)
+	ng1, ng2 := vip, vip
 	var fps []*flowPair
 	s := &seen{got: map[string]map[uint32]bool{}}
 	for i := range calls {
