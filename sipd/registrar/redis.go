@@ -393,6 +393,7 @@ func (s *RedisStore) recount() {
 		s.fail("count", err)
 		return
 	}
+	s.ok()
 	if ok {
 		s.aorsN, s.contactsN = a, c
 	}
@@ -423,6 +424,9 @@ func (s *RedisStore) sharedCount(ctx context.Context) (aors, contacts int, ok bo
 	return aors, contacts, err == nil, err
 }
 
+// readCount reads countKey; ok is false while there is none. A count
+// that is not numbers is taken as none, not as Redis failing: the next
+// scan overwrites it.
 func (s *RedisStore) readCount(ctx context.Context) (aors, contacts int, ok bool, err error) {
 	v, err := s.c.HMGet(ctx, countKey, "aors", "contacts").Result()
 	if err != nil || v[0] == nil || v[1] == nil {
@@ -430,10 +434,7 @@ func (s *RedisStore) readCount(ctx context.Context) (aors, contacts int, ok bool
 	}
 	a, errA := strconv.Atoi(fmt.Sprint(v[0]))
 	c, errC := strconv.Atoi(fmt.Sprint(v[1]))
-	if err := errors.Join(errA, errC); err != nil {
-		return 0, 0, false, fmt.Errorf("%s: %w", countKey, err)
-	}
-	return a, c, true, nil
+	return a, c, errA == nil && errC == nil, nil
 }
 
 // scanCount counts both kinds of key in one pass over the keyspace.

@@ -375,3 +375,45 @@ func TestRedisCountShared(t *testing.T) {
 		t.Fatalf("%d scans in %v, want at most %d: one per interval", n, elapsed.Round(time.Millisecond), most)
 	}
 }
+
+// TestRedisCountRead: while another node holds the gate, a store only
+// reads location:count; one that is not numbers counts as none, not as
+// Redis failing.
+func TestRedisCountRead(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv.URL)
+	ctx := context.Background()
+	if err := raw.Set(ctx, countGate, "other", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st := openRedis(t, srv.URL, nil, "a")
+	var passes scanPasses
+	st.c.AddHook(&passes)
+	cases := []struct {
+		aors, contacts     string
+		wantA, wantC, poll int // poll: Count calls that must all give want
+	}{
+		{"x", "7", 0, 0, 20},
+		{"5", "7", 5, 7, 0},
+	}
+	for _, tc := range cases {
+		if err := raw.HSet(ctx, countKey, "aors", tc.aors, "contacts", tc.contacts).Err(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for right := 0; right <= tc.poll; {
+			if a, c := st.Count(); a == tc.wantA && c == tc.wantC {
+				right++
+			} else if tc.poll > 0 || time.Now().After(deadline) {
+				t.Fatalf("count %s/%s: store reports %d/%d, want %d/%d", tc.aors, tc.contacts, a, c, tc.wantA, tc.wantC)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if down, why := st.Down(); down {
+			t.Fatalf("count %s/%s: store down: %s", tc.aors, tc.contacts, why)
+		}
+	}
+	if n := passes.n.Load(); n != 0 {
+		t.Fatalf("%d scans while another node held the gate", n)
+	}
+}
