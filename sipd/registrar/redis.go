@@ -28,6 +28,9 @@ import (
 //	                              path, nated, call_id, cseq, q,
 //	                              user_agent, expires (Unix ms),
 //	                              updated (Unix ns), node
+//	location:count                hash: aors, contacts, as last
+//	                              counted by one of the nodes
+//	location:count:gate           the node counting this interval
 //
 // ID is a digest of the contact URI. Each contact hash expires by itself
 // (PEXPIRE at its binding's expiry), so no node sweeps; the set expires
@@ -64,9 +67,9 @@ type RedisOptions struct {
 	Node string
 	// Timeout bounds each operation, retries included (default 1 s).
 	Timeout time.Duration
-	// CountEvery is how stale Count may be (default 10 s): counting
-	// scans the whole keyspace, so it runs in the background at most
-	// this often.
+	// CountEvery is how often Count reads the shared count, and how
+	// often one of the nodes sharing the store scans the whole keyspace
+	// to renew it (default 10 s). Count may be two intervals old.
 	CountEvery time.Duration
 }
 
@@ -356,8 +359,19 @@ func (s *RedisStore) All() ([]Binding, error) {
 	return out, nil
 }
 
-// Count returns the number of AoRs and contacts as last counted, at most
-// CountEvery ago (zeros until the first count ends).
+// The count is shared by every node on the store: the node that sets
+// countGate (SET NX, expiring after CountEvery) scans the keyspace once
+// and leaves the result in countKey; the others read that. So Redis does
+// one scan per interval however many nodes there are.
+const (
+	countKey  = "location:count"      // hash: aors, contacts
+	countGate = "location:count:gate" // the node counting this interval
+)
+
+// Count returns the number of AoRs and contacts as last counted (zeros
+// until the first count ends). It never waits for Redis: at most every
+// CountEvery it starts a read of the shared count in the background, so
+// the numbers may be two intervals old.
 func (s *RedisStore) Count() (aors, contacts int) {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
@@ -371,23 +385,68 @@ func (s *RedisStore) Count() (aors, contacts int) {
 func (s *RedisStore) recount() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*s.timeout)
 	defer cancel()
-	a, errA := s.scanCount(ctx, "location:aor:*")
-	c, errC := s.scanCount(ctx, "location:contact:*")
+	a, c, ok, err := s.sharedCount(ctx)
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	s.counting, s.counted = false, time.Now()
-	if err := errors.Join(errA, errC); err != nil {
+	if err != nil {
 		s.fail("count", err)
 		return
 	}
-	s.aorsN, s.contactsN = a, c
+	s.ok()
+	if ok {
+		s.aorsN, s.contactsN = a, c
+	}
 }
 
-func (s *RedisStore) scanCount(ctx context.Context, match string) (int, error) {
-	n := 0
-	iter := s.c.Scan(ctx, 0, match, 1000).Iterator()
-	for iter.Next(ctx) {
-		n++
+// sharedCount counts if no node did this interval, else reads the last
+// count; ok is false while there is none yet.
+func (s *RedisStore) sharedCount(ctx context.Context) (aors, contacts int, ok bool, err error) {
+	won, err := s.c.SetNX(ctx, countGate, s.node, s.countEvery).Result()
+	if err != nil {
+		return 0, 0, false, err
 	}
-	return n, iter.Err()
+	if !won {
+		return s.readCount(ctx)
+	}
+	// A failed scan leaves the gate to expire: deleting it could delete
+	// the next node's once a slow scan outlived it.
+	if aors, contacts, err = s.scanCount(ctx); err != nil {
+		return 0, 0, false, err
+	}
+	// The count outlives the gate, so it is there while the next
+	// interval's node scans, but not for long once no node counts.
+	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, countKey, "aors", aors, "contacts", contacts)
+		p.PExpire(ctx, countKey, 3*s.countEvery+10*s.timeout)
+		return nil
+	})
+	return aors, contacts, err == nil, err
+}
+
+// readCount reads countKey; ok is false while there is none. A count
+// that is not numbers is taken as none, not as Redis failing: the next
+// scan overwrites it.
+func (s *RedisStore) readCount(ctx context.Context) (aors, contacts int, ok bool, err error) {
+	v, err := s.c.HMGet(ctx, countKey, "aors", "contacts").Result()
+	if err != nil || v[0] == nil || v[1] == nil {
+		return 0, 0, false, err
+	}
+	a, errA := strconv.Atoi(fmt.Sprint(v[0]))
+	c, errC := strconv.Atoi(fmt.Sprint(v[1]))
+	return a, c, errA == nil && errC == nil, nil
+}
+
+// scanCount counts both kinds of key in one pass over the keyspace.
+func (s *RedisStore) scanCount(ctx context.Context) (aors, contacts int, err error) {
+	iter := s.c.Scan(ctx, 0, "location:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		switch k := iter.Val(); {
+		case strings.HasPrefix(k, "location:aor:"):
+			aors++
+		case strings.HasPrefix(k, "location:contact:"):
+			contacts++
+		}
+	}
+	return aors, contacts, iter.Err()
 }

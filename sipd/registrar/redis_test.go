@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,4 +288,132 @@ func stringMap(m map[string]any) map[string]string {
 		out[k] = v.(string)
 	}
 	return out
+}
+
+// scanPasses counts the passes over the keyspace that clients start:
+// SCANs from cursor 0.
+type scanPasses struct{ n atomic.Int64 }
+
+func (h *scanPasses) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scanPasses) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); cmd.Name() == "scan" && len(a) > 1 && fmt.Sprint(a[1]) == "0" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *scanPasses) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestRedisCountShared: every store on one Redis reports the count, and
+// follows changes, but one scan of the keyspace per interval serves them
+// all.
+func TestRedisCountShared(t *testing.T) {
+	srv := redistest.Start(t)
+	const every = 300 * time.Millisecond
+	var passes scanPasses
+	stores := make([]*RedisStore, 3)
+	for i := range stores {
+		st, err := OpenRedis(srv.URL, RedisOptions{Node: fmt.Sprint("n", i), Timeout: 500 * time.Millisecond, CountEvery: every})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		st.c.AddHook(&passes)
+		stores[i] = st
+	}
+	later := time.Now().Add(time.Hour)
+	for i := range 3 {
+		if _, err := stores[i].Apply(fmt.Sprint("u", i), "c", 1, false,
+			[]Change{change("sip:a@1", "c", 1, later), change("sip:a@2", "c", 1, later)}, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another store's key, in the same keyspace, is not counted.
+	if err := rawClient(t, srv.URL).Set(context.Background(), "dialog:x", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// Polls every store until all report want, and at least for span.
+	wait := func(wantAoRs, wantContacts int, span time.Duration) {
+		t.Helper()
+		begin := time.Now()
+		for {
+			right := 0
+			for _, st := range stores {
+				if a, c := st.Count(); a == wantAoRs && c == wantContacts {
+					right++
+				}
+			}
+			if right == len(stores) && time.Since(begin) >= span {
+				return
+			}
+			if time.Since(begin) > 20*every+5*time.Second {
+				for i, st := range stores {
+					a, c := st.Count()
+					t.Errorf("store %d counts %d/%d", i, a, c)
+				}
+				t.Fatalf("want %d/%d from every store", wantAoRs, wantContacts)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	wait(3, 6, 3*every)
+	if _, err := stores[0].Apply("u1", "c", 2, true, nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	wait(2, 4, 3*every)
+	// Each pass follows a gate set at least an interval after the last.
+	elapsed := time.Since(start)
+	n, most := passes.n.Load(), int64(elapsed/every)+1
+	t.Logf("%d scans in %v", n, elapsed.Round(time.Millisecond))
+	if n > most {
+		t.Fatalf("%d scans in %v, want at most %d: one per interval", n, elapsed.Round(time.Millisecond), most)
+	}
+}
+
+// TestRedisCountRead: while another node holds the gate, a store only
+// reads location:count; one that is not numbers counts as none, not as
+// Redis failing.
+func TestRedisCountRead(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv.URL)
+	ctx := context.Background()
+	if err := raw.Set(ctx, countGate, "other", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st := openRedis(t, srv.URL, nil, "a")
+	var passes scanPasses
+	st.c.AddHook(&passes)
+	cases := []struct {
+		aors, contacts     string
+		wantA, wantC, poll int // poll: Count calls that must all give want
+	}{
+		{"x", "7", 0, 0, 20},
+		{"5", "7", 5, 7, 0},
+	}
+	for _, tc := range cases {
+		if err := raw.HSet(ctx, countKey, "aors", tc.aors, "contacts", tc.contacts).Err(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for right := 0; right <= tc.poll; {
+			if a, c := st.Count(); a == tc.wantA && c == tc.wantC {
+				right++
+			} else if tc.poll > 0 || time.Now().After(deadline) {
+				t.Fatalf("count %s/%s: store reports %d/%d, want %d/%d", tc.aors, tc.contacts, a, c, tc.wantA, tc.wantC)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if down, why := st.Down(); down {
+			t.Fatalf("count %s/%s: store down: %s", tc.aors, tc.contacts, why)
+		}
+	}
+	if n := passes.n.Load(); n != 0 {
+		t.Fatalf("%d scans while another node held the gate", n)
+	}
 }

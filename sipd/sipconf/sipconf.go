@@ -109,6 +109,11 @@ type Registrar struct {
 	// registrations in memory only; a redis://host:port/db URL keeps
 	// them in Redis, shared with the other sipd that name it.
 	Store string `yaml:"store"`
+	// CountEvery is how often, with a Redis store, the
+	// sipxdp_sip_registrations and sipxdp_sip_aors gauges are renewed:
+	// one of the sipd sharing the store scans the whole keyspace this
+	// often, the others read its count.
+	CountEvery Duration `yaml:"count_every"`
 }
 
 // StoreMemory as registrar.store or dialog.store keeps registrations or
@@ -227,6 +232,7 @@ func Default() Config {
 			DefaultExpires: Duration(time.Hour),
 			MaxContacts:    10,
 			Store:          "location.json",
+			CountEvery:     Duration(10 * time.Second),
 		},
 		Dialog: Dialog{CDRFile: "cdr.jsonl", Store: "dialogs.json", CDRStreamKey: "sipxdp:cdr", CDRStreamMaxLen: 1000000},
 		NAT:    NAT{FixContact: true},
@@ -301,6 +307,10 @@ func (c *Config) Validate() error {
 	}
 	if r.MaxContacts < 1 {
 		errs = append(errs, confload.Errorf("sip.registrar.max_contacts", "%s: must be at least 1"))
+	}
+	// Shorter would have Redis scanning the keyspace without pause.
+	if r.CountEvery < Duration(time.Second) {
+		errs = append(errs, confload.Errorf("sip.registrar.count_every", "%s %v: must be at least 1s", r.CountEvery.D()))
 	}
 	switch {
 	case strings.TrimSpace(r.Store) == "":

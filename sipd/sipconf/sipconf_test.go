@@ -23,13 +23,14 @@ func TestValidateReportsEachProblem(t *testing.T) {
 	c.MaxSize = 10
 	c.Auth.Algorithms = []string{"SHA-1"}
 	c.Registrar.MinExpires = Duration(2 * c.Registrar.MaxExpires)
+	c.Registrar.CountEvery /= 100
 	c.Protect.Exempt = []string{"10.0.0.0/33"}
 	c.Protect.BannedChallengeInterval = -1
 	c.Protect.SetupPerSource = -1
 	c.Protect.SetupUnauthenticatedShare = 0
 	c.Connections = Connections{Max: 10, PerSource: 20, IdleTimeout: -1}
 	err := c.Validate()
-	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "exempt",
+	for _, want := range []string{"sip.domains", "sip.listen[0].transport", "sip.listen[0].addr", "tls needs cert", "needs sip.advertise", "max_message_size", "SHA-1", "sip.registrar", "sip.registrar.count_every 100ms", "exempt",
 		"banned_challenge_interval", "setup_per_source", "setup_unauthenticated_share",
 		"sip.connections.per_source 20 is above max 10", "sip.connections.message_timeout 0s", "sip.connections.idle_timeout -1ns", "sip.connections.tls_handshake_timeout"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

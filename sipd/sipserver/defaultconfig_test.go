@@ -62,6 +62,9 @@ func TestDefaultConfigServes(t *testing.T) {
 	if got := sipconf.Default(); !reflect.DeepEqual(got.Protect, sc.Protect) || len(got.Listen) != len(sc.Listen) {
 		t.Fatalf("default.yaml and sipconf.Default disagree: %+v vs %+v", sc.Protect, got.Protect)
 	}
+	if got := sipconf.Default(); got.Registrar != sc.Registrar {
+		t.Fatalf("default.yaml and sipconf.Default disagree on registrar: %+v vs %+v", sc.Registrar, got.Registrar)
+	}
 	if got := sipconf.Default(); got.Connections != sc.Connections {
 		t.Fatalf("default.yaml and sipconf.Default disagree on connections: %+v vs %+v", sc.Connections, got.Connections)
 	}

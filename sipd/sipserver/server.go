@@ -315,7 +315,8 @@ func New(cfg sipconf.Config, log *slog.Logger, opt Options) (_ *Server, err erro
 		storePath = p
 	}
 	if redisconn.IsURL(cfg.Registrar.Store) {
-		if s.shared, err = registrar.OpenRedis(cfg.Registrar.Store, registrar.RedisOptions{Now: opt.Now, Log: log, Node: nodeName(cfg)}); err != nil {
+		if s.shared, err = registrar.OpenRedis(cfg.Registrar.Store, registrar.RedisOptions{Now: opt.Now, Log: log, Node: nodeName(cfg),
+			CountEvery: cfg.Registrar.CountEvery.D()}); err != nil {
 			return nil, err
 		}
 		s.loc = s.shared
