@@ -14,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"sipxdp/internal/redistest"
+	"sipxdp/internal/sipua"
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/redisconn"
@@ -72,7 +73,7 @@ func BenchmarkRedisMemoryPerDialog(b *testing.B) {
 	if err := c.C.Ping(ctx).Err(); err != nil {
 		b.Fatal(err)
 	}
-	before := usedMemory(b, c)
+	before := usedMemory(b, srv)
 
 	b.ResetTimer()
 	for i := range memCalls {
@@ -82,7 +83,7 @@ func BenchmarkRedisMemoryPerDialog(b *testing.B) {
 	if n := c.C.DBSize(ctx).Val(); n != int64(memCalls) {
 		b.Fatalf("%d keys in Redis, want %d calls", n, memCalls)
 	}
-	after := usedMemory(b, c)
+	after := usedMemory(b, srv)
 
 	var recBytes int64
 	for i := range memCalls {
@@ -92,7 +93,9 @@ func BenchmarkRedisMemoryPerDialog(b *testing.B) {
 			b.Fatal(err)
 		}
 		got, err := DecodeShared(rec)
-		if err != nil || len(got.media) == 0 {
+		// Both sides' media announced, and the INVITE and 200 kept.
+		if err != nil || strings.Count(string(got.media), `"set":true`) != 2 ||
+			!strings.Contains(string(got.media), `"invite":{`) || !strings.Contains(string(got.media), `"ok":{`) {
 			b.Fatalf("call %d: record %s, %v; want a confirmed call with its media", i, rec, err)
 		}
 		recBytes += int64(len(rec))
@@ -109,12 +112,13 @@ func dialogIDs(i int) (callID, fromTag, toTag string) {
 
 // answeredCall takes call i through the tracker and the media controller
 // as the proxy does: a desk phone behind NAT calls a phone on a public
-// address; the 200 answers it.
+// address; the 200 answers it. The SDP's codecs do not matter: the
+// record keeps ports, addresses and the dialog's headers, not the SDP.
 func answeredCall(b *testing.B, tr *Tracker, ctrl *media.Controller, i int) {
 	b.Helper()
 	id, fromTag, toTag := dialogIDs(i)
 	callee := "198.51.100." + strconv.Itoa(1+i%250)
-	offer := deskSDP("192.168.1.23", 4000+2*(i%1000))
+	offer := sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr("192.168.1.23"), uint16(4000+2*(i%1000))))
 	inv := parseSIP(b, fmt.Sprintf(`INVITE sip:2002@pbx.example.com SIP/2.0
 Via: SIP/2.0/UDP 192.168.1.23:5060;branch=z9hG4bK%[1]s;rport=61000;received=203.0.113.7
 Max-Forwards: 70
@@ -127,16 +131,13 @@ Record-Route: <sip:203.0.113.1;lr>
 Allow: INVITE, ACK, CANCEL, BYE, REFER, NOTIFY, OPTIONS, INFO, UPDATE
 Supported: replaces, timer
 User-Agent: Yealink SIP-T46U 108.86.0.45
-Content-Type: application/sdp
-Content-Length: %[4]d
-
-%[5]s`, id[:8], fromTag, id, len(offer), offer)).(*sip.Request)
+Content-Type: application/sdp`, id[:8], fromTag, id), offer).(*sip.Request)
 	inv.SetSource("203.0.113.7:61000")
 	tr.Invite(id, fromTag, inv.From().Address.String(), inv.To().Address.String())
 	if err := ctrl.Invite(inv, netip.MustParseAddr(callee), "udp"); err != nil {
 		b.Fatal(err)
 	}
-	answer := deskSDP(callee, 30000+2*(i%1000))
+	answer := sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr(callee), uint16(30000+2*(i%1000))))
 	ok := parseSIP(b, fmt.Sprintf(`SIP/2.0 200 OK
 Via: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bKsipd%[1]s
 Record-Route: <sip:203.0.113.1;lr>
@@ -147,10 +148,7 @@ CSeq: 102 INVITE
 Contact: <sip:2002@%[5]s:5060>
 Allow: INVITE, ACK, CANCEL, BYE, REFER, NOTIFY, OPTIONS, INFO, UPDATE
 Supported: replaces, timer
-Content-Type: application/sdp
-Content-Length: %[6]d
-
-%[7]s`, id[:8], fromTag, toTag, id, callee, len(answer), answer)).(*sip.Response)
+Content-Type: application/sdp`, id[:8], fromTag, toTag, id, callee), answer).(*sip.Response)
 	ok.SetSource(callee + ":5060")
 	ctrl.Response(ok)
 	st, relayed := ctrl.State(id)
@@ -160,52 +158,23 @@ Content-Length: %[6]d
 	tr.Final(id, fromTag, toTag, 200, st)
 }
 
-func parseSIP(b *testing.B, text string) sip.Message {
+// parseSIP parses a message of these header lines and body.
+func parseSIP(b *testing.B, head, body string) sip.Message {
 	b.Helper()
-	m, err := sip.ParseMessage([]byte(strings.ReplaceAll(text, "\n", "\r\n")))
+	text := strings.ReplaceAll(head, "\n", "\r\n") + fmt.Sprintf("\r\nContent-Length: %d\r\n\r\n", len(body)) + body
+	m, err := sip.ParseMessage([]byte(text))
 	if err != nil {
 		b.Fatalf("parse: %v\n%s", err, text)
 	}
 	return m
 }
 
-// deskSDP is an audio offer or answer as a desk phone sends it: a few
-// codecs, telephone-event, RTCP on the next port.
-func deskSDP(ip string, port int) string {
-	return strings.ReplaceAll(fmt.Sprintf(`v=0
-o=- 3917437562 3917437562 IN IP4 %[1]s
-s=-
-c=IN IP4 %[1]s
-t=0 0
-m=audio %[2]d RTP/AVP 9 8 0 18 101
-a=rtpmap:9 G722/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:18 G729/8000
-a=fmtp:18 annexb=no
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=ptime:20
-a=sendrecv
-`, ip, port), "\n", "\r\n")
-}
-
-// usedMemory is INFO memory's used_memory.
-func usedMemory(b *testing.B, c *redisconn.Conn) int64 {
+// usedMemory is the server's used_memory.
+func usedMemory(b *testing.B, s *redistest.Server) int64 {
 	b.Helper()
-	info, err := c.C.Info(context.Background(), "memory").Result()
+	n, err := s.UsedMemory()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for line := range strings.SplitSeq(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("no used_memory in INFO memory: %q", info)
-	return 0
+	return n
 }

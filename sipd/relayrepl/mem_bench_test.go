@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"sipxdp/internal/redistest"
+	"sipxdp/internal/sipua"
 	"sipxdp/ng"
 	"sipxdp/relay"
 	"sipxdp/sipd/media"
@@ -77,7 +77,7 @@ func BenchmarkRedisMemoryPerCall(b *testing.B) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	before := usedMemory(b, rc)
+	before := usedMemory(b, rs)
 
 	b.ResetTimer()
 	for i := range memCalls {
@@ -103,7 +103,7 @@ func BenchmarkRedisMemoryPerCall(b *testing.B) {
 	if n := rc.DBSize(ctx).Val(); n != int64(memCalls)+1 {
 		b.Fatalf("%d keys in Redis, want %d calls and the stream", n, memCalls)
 	}
-	after := usedMemory(b, rc)
+	after := usedMemory(b, rs)
 	stream, err := rc.MemoryUsage(ctx, ChangesKey("relay-a"), 0).Result()
 	if err != nil {
 		b.Fatal(err)
@@ -146,18 +146,19 @@ func callID(i int) string { return fmt.Sprintf("%08x-4e1f-9c2a-%012d@192.168.1.2
 // relayedCall sets up call i as Kamailio would over NG and locks its
 // latches as the slow path would once media flows: the caller behind
 // NAT (private addresses announced, its router's public address
-// latched), the callee on a public address.
+// latched), the callee on a public address. The SDP's codecs do not
+// matter: the record keeps ports and addresses, not the SDP.
 func relayedCall(b *testing.B, be ng.Backend, eng *relay.Engine, i int) {
 	b.Helper()
 	id := callID(i)
 	fromTag, toTag := fmt.Sprintf("as%08x", i), fmt.Sprintf("%08x-1c2d", i)
 	caller, callee := "192.168.1.23", "198.51.100."+strconv.Itoa(1+i%250)
 	if _, err := be.Offer(&ng.Request{Command: "offer", CallID: id, FromTag: fromTag, ViaBranch: "z9hG4bK" + id[:8],
-		ReceivedFrom: []string{"IP4", "203.0.113.7"}, SDP: phoneSDP(caller, 4000+2*(i%1000))}); err != nil {
+		ReceivedFrom: []string{"IP4", "203.0.113.7"}, SDP: []byte(sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr(caller), uint16(4000+2*(i%1000)))))}); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := be.Answer(&ng.Request{Command: "answer", CallID: id, FromTag: fromTag, ToTag: toTag,
-		ReceivedFrom: []string{"IP4", callee}, SDP: phoneSDP(callee, 30000+2*(i%1000))}); err != nil {
+		ReceivedFrom: []string{"IP4", callee}, SDP: []byte(sipua.SDP(netip.AddrPortFrom(netip.MustParseAddr(callee), uint16(30000+2*(i%1000)))))}); err != nil {
 		b.Fatal(err)
 	}
 	si, err := eng.Session(id)
@@ -178,43 +179,12 @@ func relayedCall(b *testing.B, be ng.Backend, eng *relay.Engine, i int) {
 	}
 }
 
-// phoneSDP is an audio offer or answer as a desk phone sends it: a few
-// codecs, telephone-event, RTCP on the next port.
-func phoneSDP(ip string, port int) []byte {
-	return []byte(strings.ReplaceAll(fmt.Sprintf(`v=0
-o=- 3917437562 3917437562 IN IP4 %[1]s
-s=-
-c=IN IP4 %[1]s
-t=0 0
-m=audio %[2]d RTP/AVP 9 8 0 18 101
-a=rtpmap:9 G722/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:18 G729/8000
-a=fmtp:18 annexb=no
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=ptime:20
-a=sendrecv
-`, ip, port), "\n", "\r\n"))
-}
-
-// usedMemory is INFO memory's used_memory.
-func usedMemory(b *testing.B, rc *redis.Client) int64 {
+// usedMemory is the server's used_memory.
+func usedMemory(b *testing.B, s *redistest.Server) int64 {
 	b.Helper()
-	info, err := rc.Info(context.Background(), "memory").Result()
+	n, err := s.UsedMemory()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for line := range strings.SplitSeq(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("no used_memory in INFO memory: %q", info)
-	return 0
+	return n
 }
