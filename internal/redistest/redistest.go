@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -139,20 +140,11 @@ func (s *Server) launch() error {
 // the server is up, and it keeps the helper free of the client the code
 // under test uses.
 func (s *Server) Ping() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	var c net.Conn
-	var err error
-	if s.ns != nil {
-		c, err = s.ns.DialContext(ctx, "tcp", s.Addr)
-	} else {
-		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
-	}
+	c, err := s.dial()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
@@ -164,6 +156,52 @@ func (s *Server) Ping() error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
+}
+
+// dial connects from the server's namespace, with a second to answer.
+func (s *Server) dial() (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if s.ns != nil {
+		c, err = s.ns.DialContext(ctx, "tcp", s.Addr)
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(time.Second))
+	return c, nil
+}
+
+// UsedMemory is INFO memory's used_memory: what the data takes, not the
+// process's RSS. Tests and benchmarks read it before and after writing
+// keys to measure what the keys cost.
+func (s *Server) UsedMemory() (int64, error) {
+	c, err := s.dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("INFO memory\r\n")); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "$"))
+	if err != nil || !strings.HasPrefix(line, "$") || n < 0 || n > 1<<20 {
+		return 0, fmt.Errorf("INFO memory answered %q", line)
+	}
+	info := make([]byte, n)
+	if _, err := io.ReadFull(r, info); err != nil {
+		return 0, fmt.Errorf("INFO memory: %w", err)
+	}
+	return usedMemory(string(info))
 }
 
 func (s *Server) log() string {
@@ -214,4 +252,18 @@ func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// usedMemory reads used_memory from the text of INFO memory.
+func usedMemory(info string) (int64, error) {
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("redis INFO used_memory %q: not a byte count", v)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("redis INFO: no used_memory")
 }
