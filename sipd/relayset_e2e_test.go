@@ -148,12 +148,7 @@ func startSet(t *testing.T, timeout time.Duration, weights ...int) *relaySet {
 func startRelayHost(t *testing.T, tp *netns.Topo, i int, timeout time.Duration) *relayNode {
 	t.Helper()
 	name := fmt.Sprintf("relay%d", i)
-	h := tp.AddHost(t, fmt.Sprintf("n%d", i), relayHostLink+i)
-	// The hook's FIB lookup is a forwarding lookup: media leaves by the
-	// interface it came in on, which needs forwarding on.
-	if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
-		t.Fatal(err)
-	}
+	h := tp.AddRelayHost(t, fmt.Sprintf("n%d", i), relayHostLink+i)
 	n := &relayNode{host: h, ng: netip.AddrPortFrom(h.V4, relayNGPort), api: newAPIIn(h.NS, relayAPI)}
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup (a killed relay

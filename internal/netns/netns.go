@@ -640,6 +640,40 @@ func (tp *Topo) NewHost(ctx context.Context, role string, n int) (*Host, error) 
 	return host, nil
 }
 
+// AddRelayHost is AddHost for a host that runs a media relay on a
+// kernel hook (a -relay-only node, as bench's relays scenario and the
+// relay-set tests hang them off the relay namespace); NewRelayHost is the
+// same without a test.
+func (tp *Topo) AddRelayHost(t testing.TB, role string, n int) *Host {
+	t.Helper()
+	h, err := tp.NewRelayHost(context.Background(), role, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// NewRelayHost is NewHost with forwarding on in the new namespace: the
+// relay's media leaves by the interface it came in on, and the hook's
+// FIB lookup, a forwarding lookup, fails with forwarding off (sipd reads
+// the setting, never sets it).
+func (tp *Topo) NewRelayHost(ctx context.Context, role string, n int) (*Host, error) {
+	h, err := tp.NewHost(ctx, role, n)
+	if err != nil {
+		return nil, err
+	}
+	keys := []string{"net.ipv4.conf.all.forwarding"}
+	if tp.cfg.Net6.IsValid() {
+		keys = append(keys, "net.ipv6.conf.all.forwarding")
+	}
+	for _, k := range keys {
+		if err := h.Sysctl(k, "1"); err != nil {
+			return nil, fmt.Errorf("add host %s: %w", role, err)
+		}
+	}
+	return h, nil
+}
+
 // AddAddr adds a as a further address (/32 or /128) on the host's link
 // end, so sockets in the namespace can send from it: more attacker
 // addresses in its own subnet, or an address of another host to spoof

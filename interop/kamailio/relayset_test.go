@@ -44,12 +44,7 @@ func TestKamailioRelaySet(t *testing.T) {
 	// The full relay's range holds two RTP/RTCP pairs, one call's worth
 	// (the least sipd takes).
 	start := func(name string, i, portMin, portMax int) *relayCtl {
-		h := tp.AddHost(t, name, 4+i)
-		// The hook's FIB lookup is a forwarding lookup: media leaves by
-		// the interface it came in on, which needs forwarding on.
-		if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
-			t.Fatal(err)
-		}
+		h := tp.AddRelayHost(t, name, 4+i)
 		r := startRelay(t, &netNS{h.NS}, dir, relaySpec{name: name, ng: netip.AddrPortFrom(h.V4, ngAddr.Port()),
 			http: httpAddr, portMin: portMin, portMax: portMax, datapath: "tc", orUserspace: true,
 			addr: h.V4, iface: "h0", allow: []string{relaySetNet.Net4.String()}})
