@@ -33,9 +33,8 @@ const (
 	relayPortMax             = 20099
 	relayPing                = 200 * time.Millisecond
 	relaySetPrefix           = "sxrs-"
-	relayHostLink            = 4 // relay i is on link relayHostLink+i, as in the bench
-	relayAPI                 = "127.0.0.1:18080"
-	sipdAPI                  = "127.0.0.1:18080"
+	relayHostLink            = 4                 // relay i is on link relayHostLink+i, as in the bench
+	apiListen                = "127.0.0.1:18080" // sipd's and every relay's, each in its namespace
 	relaySetProxyPort uint16 = 5060
 )
 
@@ -88,7 +87,6 @@ func (n *relayNode) owns(ap netip.AddrPort) bool {
 // relaySet is sipd on the router with alice, bob and the relay nodes
 // around it.
 type relaySet struct {
-	tp         *netns.Topo
 	api        *apiIn
 	cdrPath    string
 	nodes      []*relayNode
@@ -101,7 +99,7 @@ type relaySet struct {
 func startSet(t *testing.T, timeout time.Duration, weights ...int) *relaySet {
 	t.Helper()
 	tp := netns.New(t, netns.Config{Prefix: relaySetPrefix, Net4: netns.Default4})
-	s := &relaySet{tp: tp, cdrPath: t.TempDir() + "/cdr.jsonl"}
+	s := &relaySet{cdrPath: t.TempDir() + "/cdr.jsonl"}
 	var set []string
 	for i, w := range weights {
 		n := startRelayHost(t, tp, i, timeout)
@@ -111,7 +109,7 @@ func startSet(t *testing.T, timeout time.Duration, weights ...int) *relaySet {
 	fam := tp.V4
 	cfg := testConfig(t)
 	cfg.StateDir = t.TempDir()
-	cfg.HTTP.Listen = sipdAPI
+	cfg.HTTP.Listen = apiListen
 	cfg.SIP.Listen = []sipconf.Listen{
 		{Transport: "udp", Addr: netip.AddrPortFrom(fam.RelayA, relaySetProxyPort).String()},
 		{Transport: "udp", Addr: netip.AddrPortFrom(fam.RelayB, relaySetProxyPort).String()}}
@@ -126,7 +124,7 @@ func startSet(t *testing.T, timeout time.Duration, weights ...int) *relaySet {
 		t.Fatal(err)
 	}
 	startChild(t, tp.Relay, "sipd", cfg, false)
-	s.api = newAPIIn(tp.Relay, sipdAPI)
+	s.api = newAPIIn(tp.Relay, apiListen)
 	listen := func(ns *netns.NS, a netip.Addr, port uint16) *net.UDPConn {
 		c, err := ns.ListenUDP(netip.AddrPortFrom(a, port))
 		if err != nil {
@@ -149,7 +147,7 @@ func startRelayHost(t *testing.T, tp *netns.Topo, i int, timeout time.Duration) 
 	t.Helper()
 	name := fmt.Sprintf("relay%d", i)
 	h := tp.AddRelayHost(t, fmt.Sprintf("n%d", i), relayHostLink+i)
-	n := &relayNode{host: h, ng: netip.AddrPortFrom(h.V4, relayNGPort), api: newAPIIn(h.NS, relayAPI)}
+	n := &relayNode{host: h, ng: netip.AddrPortFrom(h.V4, relayNGPort), api: newAPIIn(h.NS, apiListen)}
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup (a killed relay
 	// leaves its own).
@@ -161,7 +159,7 @@ func startRelayHost(t *testing.T, tp *netns.Topo, i int, timeout time.Duration) 
 	})
 	cfg := testConfig(t)
 	cfg.StateDir = t.TempDir()
-	cfg.HTTP.Listen = relayAPI
+	cfg.HTTP.Listen = apiListen
 	cfg.Media.Interfaces = []string{"h0"}
 	cfg.Media.PinPath = pin
 	cfg.Media.Timeout = Duration(timeout)
