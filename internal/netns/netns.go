@@ -601,11 +601,19 @@ type Host struct {
 // without a test, such as the bench.
 func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 	t.Helper()
-	h, err := tp.NewHost(context.Background(), role, n)
-	if err != nil {
-		t.Fatal(err)
+	return hostOrFatal(t)(tp.NewHost(context.Background(), role, n))
+}
+
+// hostOrFatal returns what takes a New*Host's results and fails t on its
+// error, so each Add*Host is one line.
+func hostOrFatal(t testing.TB) func(*Host, error) *Host {
+	return func(h *Host, err error) *Host {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
-	return h
 }
 
 // NewHost is AddHost returning its error; what it made before an error
@@ -646,11 +654,7 @@ func (tp *Topo) NewHost(ctx context.Context, role string, n int) (*Host, error) 
 // same without a test.
 func (tp *Topo) AddRelayHost(t testing.TB, role string, n int) *Host {
 	t.Helper()
-	h, err := tp.NewRelayHost(context.Background(), role, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
+	return hostOrFatal(t)(tp.NewRelayHost(context.Background(), role, n))
 }
 
 // NewRelayHost is NewHost with forwarding on in the new namespace: the
