@@ -34,17 +34,11 @@ const relayNGPort = 2223
 func (r *callRun) startRelays(ctx context.Context) error {
 	for i := range r.sc.Relays {
 		n := &relayNode{name: fmt.Sprintf("relay%d", i)}
-		h, err := r.line.NewHost(ctx, fmt.Sprintf("n%d", i), 4+i)
+		h, err := r.line.NewRelayHost(ctx, fmt.Sprintf("n%d", i), 4+i)
 		if err != nil {
 			return err
 		}
 		n.ng = netip.AddrPortFrom(h.V4, relayNGPort)
-		// The kernel hook's FIB lookup is a forwarding lookup: a flow
-		// out of the interface it came in on is forwarded, which needs
-		// forwarding on (sipd reads it, never sets it).
-		if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
-			return err
-		}
 		n.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s-%s", pinPrefix, os.Getpid(), r.sc.Name, n.name))
 		r.relays = append(r.relays, n)
 		cfg, err := relayNodeConfig(r.o, r.sc, n)

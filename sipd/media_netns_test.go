@@ -38,8 +38,11 @@ func init() { childproc.Register(sipdRole, sipdChild) }
 func TestMain(m *testing.M) { childproc.Main(m) }
 
 // sipdParams is the child's parameters: the YAML config, as an operator
-// would write it.
-type sipdParams struct{ Config string }
+// would write it, and the -relay-only flag, which the YAML cannot carry.
+type sipdParams struct {
+	Config    string
+	RelayOnly bool
+}
 
 // flowsRequest asks the child for /flows of one call.
 type flowsRequest struct{ CallID string }
@@ -58,6 +61,7 @@ func sipdChild() int {
 		childproc.Emit("ready", nil, err)
 		return 1
 	}
+	cfg.RelayOnly = p.RelayOnly
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -117,7 +121,8 @@ func sipdChild() int {
 type sipdProc struct {
 	t    *testing.T
 	p    *childproc.Proc
-	path string
+	path string // the media path /health reported at start
+	log  string
 }
 
 func (p *sipdProc) flows(callID string) []FlowJSON {
@@ -159,40 +164,64 @@ func startSipdIn(t *testing.T, ns *netns.NS, datapath string) *sipdProc {
 	}
 	cfg.SIP.Domains = []string{netns.V4.RelayA.String(), netns.V4.RelayB.String()}
 	cfg.SIP.Auth.Register, cfg.SIP.Auth.Invite = false, false
+	return startChild(t, ns, "sipd", cfg, false)
+}
+
+// startChild runs sipd on cfg (-relay-only with relayOnly) as a child
+// process inside ns and waits until its /health answers; it is stopped
+// (stdin closed, then killed by PID if need be) when t ends, and its log
+// goes to the test log if t failed.
+func startChild(t *testing.T, ns *netns.NS, name string, cfg *Config, relayOnly bool) *sipdProc {
+	t.Helper()
+	p, err := tryChild(t, ns, name, cfg, relayOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tryChild is startChild returning sipd's failure to start (with the end
+// of its log) rather than failing t.
+func tryChild(t *testing.T, ns *netns.NS, name string, cfg *Config, relayOnly bool) (*sipdProc, error) {
+	t.Helper()
 	text, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf := filepath.Join(t.TempDir(), "sipd.log")
+	logf := filepath.Join(t.TempDir(), name+".log")
 	lf, err := os.Create(logf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	proc, err := childproc.Start(childproc.Spec{Role: sipdRole, Name: "sipd",
-		Params: sipdParams{Config: string(text)}, NetNS: ns.Path, Stderr: lf})
+	proc, err := childproc.Start(childproc.Spec{Role: sipdRole, Name: name,
+		Params: sipdParams{Config: string(text), RelayOnly: relayOnly}, NetNS: ns.Path, Stderr: lf})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &sipdProc{t: t, p: proc, log: logf}
 	t.Cleanup(func() {
 		if err := proc.Close(10 * time.Second); err != nil {
-			t.Errorf("sipd did not stop at EOF: %v", err)
+			t.Errorf("%s did not stop at EOF: %v", name, err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logf)
-			t.Logf("sipd log:\n%s", tail(string(b), 80))
+			t.Logf("%s log:\n%s", name, p.tail(80))
 		}
 	})
 	m, err := proc.Await(context.Background(), "ready", 15*time.Second)
 	if err != nil {
-		b, _ := os.ReadFile(logf)
-		t.Fatalf("sipd did not start: %v\n%s", err, tail(string(b), 40))
+		return nil, fmt.Errorf("%s did not start: %w\n%s", name, err, p.tail(40))
 	}
-	p := &sipdProc{t: t, p: proc}
 	if err := m.Decode(&p.path); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, nil
+}
+
+// tail is the end of the child's log.
+func (p *sipdProc) tail(n int) string {
+	b, _ := os.ReadFile(p.log)
+	return tail(string(b), n)
 }
 
 func tail(s string, n int) string {

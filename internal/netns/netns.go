@@ -601,11 +601,19 @@ type Host struct {
 // without a test, such as the bench.
 func (tp *Topo) AddHost(t testing.TB, role string, n int) *Host {
 	t.Helper()
-	h, err := tp.NewHost(context.Background(), role, n)
-	if err != nil {
-		t.Fatal(err)
+	return hostOrFatal(t)(tp.NewHost(context.Background(), role, n))
+}
+
+// hostOrFatal returns what takes a New*Host's results and fails t on its
+// error, so each Add*Host is one line.
+func hostOrFatal(t testing.TB) func(*Host, error) *Host {
+	return func(h *Host, err error) *Host {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
-	return h
 }
 
 // NewHost is AddHost returning its error; what it made before an error
@@ -638,6 +646,36 @@ func (tp *Topo) NewHost(ctx context.Context, role string, n int) (*Host, error) 
 		}
 	}
 	return host, nil
+}
+
+// AddRelayHost is AddHost for a host that runs a media relay on a
+// kernel hook (a -relay-only node, as bench's relays scenario and the
+// relay-set tests hang them off the relay namespace); NewRelayHost is the
+// same without a test.
+func (tp *Topo) AddRelayHost(t testing.TB, role string, n int) *Host {
+	t.Helper()
+	return hostOrFatal(t)(tp.NewRelayHost(context.Background(), role, n))
+}
+
+// NewRelayHost is NewHost with forwarding on in the new namespace: the
+// relay's media leaves by the interface it came in on, and the hook's
+// FIB lookup, a forwarding lookup, fails with forwarding off (sipd reads
+// the setting, never sets it).
+func (tp *Topo) NewRelayHost(ctx context.Context, role string, n int) (*Host, error) {
+	h, err := tp.NewHost(ctx, role, n)
+	if err != nil {
+		return nil, err
+	}
+	keys := []string{"net.ipv4.conf.all.forwarding"}
+	if tp.cfg.Net6.IsValid() {
+		keys = append(keys, "net.ipv6.conf.all.forwarding")
+	}
+	for _, k := range keys {
+		if err := h.Sysctl(k, "1"); err != nil {
+			return nil, fmt.Errorf("add host %s: %w", role, err)
+		}
+	}
+	return h, nil
 }
 
 // AddAddr adds a as a further address (/32 or /128) on the host's link

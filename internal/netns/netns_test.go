@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,6 +236,30 @@ func TestAddHost(t *testing.T) {
 	}
 	if from, err := roundTrip(t, h.NS, h.V4, tp.Callee, tp.V4.Callee); err != nil || from != h.V4 {
 		t.Fatalf("host to callee through the relay: from %s, %v", from, err)
+	}
+}
+
+// A relay host forwards in every family the topology has; a plain host
+// does not.
+func TestAddRelayHost(t *testing.T) {
+	tp := New(t, Config{Prefix: "sxnt-"})
+	plain, relay := tp.AddHost(t, "plain", 3), tp.AddRelayHost(t, "relay", 4)
+	for _, c := range []struct {
+		h    *Host
+		want string
+	}{{plain, "0"}, {relay, "1"}} {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			var got []byte
+			if err := c.h.Do(func() (err error) {
+				got, err = os.ReadFile("/proc/sys/net/" + fam + "/conf/all/forwarding")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(string(got)) != c.want {
+				t.Errorf("%s: %s forwarding %q, want %s", c.h.Name, fam, got, c.want)
+			}
+		}
 	}
 }
 

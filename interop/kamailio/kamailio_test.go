@@ -59,7 +59,7 @@ func TestKamailioRtpengine(t *testing.T) {
 	caller := ns.listenUDP(t, callerRTP)
 	callee := ns.listenUDP(t, calleeRTP)
 
-	startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String())
+	startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String(), kamAddr, uasAddr)
 
 	uas := startSipp(t, ns, dir, sippBin, "uas", 1, "-sf", testdata(t, "uas.xml"),
 		"-i", uasAddr.Addr().String(), "-p", port(uasAddr),
@@ -206,8 +206,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 // Kamailio in the foreground (-DD), logging to stderr, one worker; it is
 // ready when it answers an OPTIONS (405 from the config). socks is the
 // rtpengine module's set of relays, as its rtpengine_sock takes it
-// ("udp:127.0.0.1:22230 udp:127.0.0.1:22232").
-func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string) {
+// ("udp:127.0.0.1:22230 udp:127.0.0.1:22232"). It listens on sip, in
+// ns, and sends every INVITE on to uas.
+func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas netip.AddrPort) {
 	t.Helper()
 	tmpl, err := os.ReadFile(testdata(t, "kamailio.cfg"))
 	if err != nil {
@@ -215,9 +216,9 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string) {
 	}
 	cfg := string(tmpl)
 	for _, r := range [][2]string{
-		{"{{SIP}}", kamAddr.String()},
+		{"{{SIP}}", sip.String()},
 		{"{{NG}}", socks},
-		{"{{UAS}}", uasAddr.String()},
+		{"{{UAS}}", uas.String()},
 		{"{{FLAGS}}", rtpengineFlags},
 	} {
 		if !strings.Contains(cfg, r[0]) {
@@ -238,7 +239,7 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string) {
 	}
 	k := ns.start(t, dir, "kamailio", bin, "-f", path, "-DD", "-E", "-n", "1", "-Y", run,
 		"-P", filepath.Join(run, "kamailio.pid"), "-m", "32", "-M", "8")
-	probe := ns.listenUDP(t, netip.AddrPortFrom(loopback, 0))
+	probe := ns.listenUDP(t, netip.AddrPortFrom(sip.Addr(), 0))
 	buf := make([]byte, 4096)
 	for i := 0; ; i++ {
 		if k.exited() {
@@ -250,8 +251,8 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string) {
 		la := probe.LocalAddr().(*net.UDPAddr)
 		msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-probe%d;rport\r\n"+
 			"From: <sip:probe@%s>;tag=p%d\r\nTo: <sip:%s>\r\nCall-ID: probe-%d@test\r\nCSeq: %d OPTIONS\r\n"+
-			"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", kamAddr, la, i, la.IP, i, kamAddr, i, i+1)
-		if _, err := probe.WriteToUDPAddrPort([]byte(msg), kamAddr); err != nil {
+			"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", sip, la, i, la.IP, i, sip, i, i+1)
+		if _, err := probe.WriteToUDPAddrPort([]byte(msg), sip); err != nil {
 			t.Fatal(err)
 		}
 		probe.SetReadDeadline(time.Now().Add(100 * time.Millisecond))

@@ -32,6 +32,15 @@ type relaySpec struct {
 	// relay per namespace) or "userspace" (several relays may share the
 	// namespace's lo).
 	datapath string
+	// addr is the relay's media address (zero: 127.0.0.1) and iface the
+	// interface the kernel hook attaches to (empty: lo).
+	addr  netip.Addr
+	iface string
+	// allow is ng.allow (nil: the default, this host only).
+	allow []string
+	// orUserspace falls back to the userspace relay, logged, where the
+	// kernel hook does not load.
+	orUserspace bool
 }
 
 // defaultRelay is the relay TestKamailioRtpengine uses.
@@ -44,22 +53,49 @@ var defaultRelay = relaySpec{name: "sipd", ng: ngAddr, http: httpAddr,
 // -uninstall when the test ends.
 func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 	t.Helper()
+	relay, iface := loopback, "lo"
+	if rs.addr.IsValid() {
+		relay = rs.addr
+	}
+	if rs.iface != "" {
+		iface = rs.iface
+	}
 	cfg := sipdtest.Config(t)
 	// The sipxdp-test-PID- prefix lets mediapath's tests remove the pins
 	// of a test process that died before its cleanup.
 	pin := fmt.Sprintf("/sys/fs/bpf/sipxdp-test-%d-kamailio-%s", os.Getpid(), rs.name)
 	cfg.HTTP.Listen = rs.http.String()
-	cfg.Media.Datapath = rs.datapath
-	if rs.datapath != "userspace" {
-		cfg.Media.Interfaces = []string{"lo"}
-	}
 	cfg.Media.PinPath = pin
+	cfg.Media.Addresses[0].Local = relay.String()
 	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = rs.portMin, rs.portMax
 	cfg.NG.Listen = rs.ng.String()
+	if rs.allow != nil {
+		cfg.NG.Allow = rs.allow
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, Name: rs.name,
-		NetNS: ns.Path, Dial: ns.DialContext, Args: []string{"-relay-only"}})
+	datapaths := []string{rs.datapath}
+	if rs.orUserspace && rs.datapath != "userspace" {
+		datapaths = append(datapaths, "userspace")
+	}
+	var d *sipdrun.Sipd
+	var err error
+	for _, dp := range datapaths {
+		cfg.Media.Datapath, cfg.Media.Interfaces = dp, nil
+		if dp != "userspace" {
+			cfg.Media.Interfaces = []string{iface}
+		}
+		d, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, Name: rs.name,
+			NetNS: ns.Path, Dial: ns.DialContext, Args: []string{"-relay-only"}})
+		if err == nil {
+			break
+		}
+		// What a failed hook left pinned goes before the next try.
+		os.RemoveAll(pin)
+		if dp != "userspace" && len(datapaths) > 1 {
+			t.Logf("sipd %s: the %s hook does not load here, relaying in userspace: %v", rs.name, dp, err)
+		}
+	}
 	if err != nil {
 		t.Fatalf("start sipd %s: %v", rs.name, err)
 	}
@@ -74,9 +110,9 @@ func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 			t.Logf("sipd %s log (%s), last lines:\n%s", rs.name, d.LogPath, d.Tail(4000))
 		}
 	})
-	c := &relayCtl{name: rs.name, relay: loopback, spec: rs, ns: ns, sipd: d}
+	c := &relayCtl{name: rs.name, relay: relay, spec: rs, ns: ns, sipd: d}
 	// rtpengine's own ping, as Kamailio's module sends it.
-	probe := ns.listenUDP(t, netip.AddrPortFrom(loopback, 0))
+	probe := ns.listenUDP(t, netip.AddrPortFrom(rs.ng.Addr(), 0))
 	buf := make([]byte, 1024)
 	for i := 0; ; i++ {
 		if i == 20 {
@@ -121,7 +157,7 @@ func (c *relayCtl) ng(t *testing.T, cmd map[string]any) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := c.ns.listenUDP(t, netip.AddrPortFrom(loopback, 0))
+	conn := c.ns.listenUDP(t, netip.AddrPortFrom(c.spec.ng.Addr(), 0))
 	defer conn.Close()
 	cookie := fmt.Sprintf("test%d", time.Now().UnixNano())
 	if _, err := conn.WriteToUDPAddrPort(append([]byte(cookie+" "), body...), c.spec.ng); err != nil {

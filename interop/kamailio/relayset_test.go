@@ -8,32 +8,56 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sipxdp/internal/netns"
 )
 
+// relaySetNet is the network of TestKamailioRelaySet (IPv4 only).
+var relaySetNet = netns.Config{Prefix: nsPrefix, Net4: netns.Default4}
+
 // TestKamailioRelaySet gives Kamailio's rtpengine module a set of three
-// sipd -relay-only nodes: a and b, and one whose port pool is full. A
-// relay that cannot take a new call must answer so that the module tries
-// the next one of the set (ng.ErrLoadLimit): calls through Kamailio go
-// to a and b, never to the full relay, with no call failing; then the
-// relay with more calls is drained (POST /drain) and the next calls all
-// go to the other one, again with no call failing, while the calls the
-// drained relay has end normally (their deletes succeed there).
+// sipd -relay-only nodes, each on a host of its own: a and b, and one
+// whose port pool is full. Kamailio runs on the router of internal/netns'
+// caller–router–callee line, the sipp caller and callee (and the test's
+// RTP sockets) on the caller and callee hosts, and the relays on hosts
+// hung off the router, as bench's relays scenario builds them, on the tc
+// hook where it loads. A relay that cannot take a new call must answer
+// so that the module tries the next one of the set (ng.ErrLoadLimit):
+// calls through Kamailio go to a and b, never to the full relay, with no
+// call failing, and RTP crosses both ways through a call on each; then
+// the relay with more calls is drained (POST /drain) and the next calls
+// all go to the other one, again with no call failing, while the calls
+// the drained relay has end normally (their deletes succeed there).
 func TestKamailioRelaySet(t *testing.T) {
 	kamBin, sippBin := requireTools(t)
 
 	dir := t.TempDir()
-	ns := newNetNS(t)
-	// Three relays on the namespace's lo, told apart by NG and API ports
-	// and port ranges; userspace, as one kernel hook per lo is the most.
+	tp := netns.New(t, relaySetNet)
+	fam := tp.V4
+	router, callerNS, calleeNS := &netNS{tp.Relay}, &netNS{tp.Caller}, &netNS{tp.Callee}
+	kam := netip.AddrPortFrom(fam.RelayA, kamAddr.Port())
+	uasAt := netip.AddrPortFrom(fam.Callee, uasAddr.Port())
+	callerRTPAt := netip.AddrPortFrom(fam.Caller, callerRTP.Port())
+	calleeRTPAt := netip.AddrPortFrom(fam.Callee, calleeRTP.Port())
+	// Each relay on host 4+i, on the bench's links; NG open to the
+	// topology's network (Kamailio on the router, the test on the host).
 	// The full relay's range holds two RTP/RTCP pairs, one call's worth
 	// (the least sipd takes).
-	spec := func(name string, i, portMin, portMax int) relaySpec {
-		return relaySpec{name: name, ng: netip.AddrPortFrom(loopback, uint16(22230+2*i)),
-			http: netip.AddrPortFrom(loopback, uint16(18080+2*i)), portMin: portMin, portMax: portMax, datapath: "userspace"}
+	start := func(name string, i, portMin, portMax int) *relayCtl {
+		h := tp.AddRelayHost(t, name, 4+i)
+		r := startRelay(t, &netNS{h.NS}, dir, relaySpec{name: name, ng: netip.AddrPortFrom(h.V4, ngAddr.Port()),
+			http: httpAddr, portMin: portMin, portMax: portMax, datapath: "tc", orUserspace: true,
+			addr: h.V4, iface: "h0", allow: []string{relaySetNet.Net4.String()}})
+		hl, err := r.sipd.Health(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("relay %s on %s, media path %s", name, h.V4, hl.Media.Path)
+		return r
 	}
-	a := startRelay(t, ns, dir, spec("a", 0, 20000, 20099))
-	b := startRelay(t, ns, dir, spec("b", 1, 20100, 20199))
-	full := startRelay(t, ns, dir, spec("full", 2, 20200, 20203))
+	a := start("a", 0, 20000, 20099)
+	b := start("b", 1, 20100, 20199)
+	full := start("full", 2, 20200, 20203)
 
 	// Fill the full relay with a call of the test's own, and check what it
 	// answers the next one: the error-reason both modules move on for.
@@ -52,20 +76,20 @@ func TestKamailioRelaySet(t *testing.T) {
 	for _, r := range []*relayCtl{a, b, full} {
 		socks = append(socks, "udp:"+r.spec.ng.String())
 	}
-	startKamailio(t, ns, dir, kamBin, strings.Join(socks, " "))
+	startKamailio(t, router, dir, kamBin, strings.Join(socks, " "), kam, uasAt)
 
 	const phase1, phase2 = 10, 20
-	uas := startSipp(t, ns, dir, sippBin, "uas", phase1+phase2, "-sf", testdata(t, "uas.xml"),
-		"-i", uasAddr.Addr().String(), "-p", port(uasAddr),
-		"-key", "rtp_ip", calleeRTP.Addr().String(), "-key", "rtp_port", port(calleeRTP))
-	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAddr.String(), func() bool { return ns.udpBound(uasAddr.Port()) },
+	uas := startSipp(t, calleeNS, dir, sippBin, "uas", phase1+phase2, "-sf", testdata(t, "uas.xml"),
+		"-i", uasAt.Addr().String(), "-p", port(uasAt),
+		"-key", "rtp_ip", calleeRTPAt.Addr().String(), "-key", "rtp_port", port(calleeRTPAt))
+	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAt.String(), func() bool { return calleeNS.udpBound(uasAt.Port()) },
 		func() string { return tailFile(uas.log, 20) })
 	caller := func(name string, calls int, hold time.Duration, sipPort uint16) *sippProc {
-		return startSipp(t, ns, dir, sippBin, name, calls, "-sf", testdata(t, "uac.xml"),
-			"-i", loopback.String(), "-p", strconv.Itoa(int(sipPort)), "-s", "bob", "-r", "20",
+		return startSipp(t, callerNS, dir, sippBin, name, calls, "-sf", testdata(t, "uac.xml"),
+			"-i", fam.Caller.String(), "-p", strconv.Itoa(int(sipPort)), "-s", "bob", "-r", "20",
 			"-d", strconv.Itoa(int(hold.Milliseconds())),
-			"-key", "rtp_ip", callerRTP.Addr().String(), "-key", "rtp_port", port(callerRTP),
-			kamAddr.String())
+			"-key", "rtp_ip", callerRTPAt.Addr().String(), "-key", "rtp_port", port(callerRTPAt),
+			kam.String())
 	}
 	relays := []*relayCtl{a, b, full}
 
@@ -85,6 +109,18 @@ func TestKamailioRelaySet(t *testing.T) {
 		if got := r.calls(t); len(got) != len(on[r]) {
 			t.Errorf("relay %s lists %d calls (%v), the SDP put %d there", r.name, len(got), got, len(on[r]))
 		}
+	}
+	// RTP both ways through the first call on each relay, counted at the
+	// test's sockets on the caller and callee hosts (sipp sends none).
+	callerSock, calleeSock := callerNS.listenUDP(t, callerRTPAt), calleeNS.listenUDP(t, calleeRTPAt)
+	for _, r := range []*relayCtl{a, b} {
+		if len(on[r]) == 0 {
+			continue
+		}
+		id := on[r][0]
+		callerSends, calleeSends := mediaOfCall(t, id, oks, uas)
+		exchange(t, callerSock, calleeSock, callerSends, calleeSends, 20)
+		t.Logf("call %s: 20 RTP packets each way through relay %s (%v, %v)", id, r.name, callerSends, calleeSends)
 	}
 	if n := full.ngCommands(t, "offer", "error"); n < 2 { // the test's own, and Kamailio's
 		t.Errorf("the full relay refused %d offers: Kamailio never tried it, the test proves nothing", n)
@@ -159,11 +195,7 @@ func placed(t *testing.T, oks []*sipMsg, uas *sippProc, relays []*relayCtl) map[
 	on := map[*relayCtl][]string{}
 	for _, ok := range oks {
 		id := ok.header("Call-ID")
-		inv := invites[id]
-		if inv == nil {
-			t.Fatalf("call %s: the UAS logged no INVITE", id)
-		}
-		callerSends, calleeSends := ok.media(t, "200 OK of "+id), inv.media(t, "INVITE of "+id)
+		callerSends, calleeSends := callMedia(t, id, ok, invites[id])
 		var r *relayCtl
 		for _, c := range relays {
 			if c.owns(callerSends) && c.owns(calleeSends) {
@@ -176,4 +208,32 @@ func placed(t *testing.T, oks []*sipMsg, uas *sippProc, relays []*relayCtl) map[
 		on[r] = append(on[r], id)
 	}
 	return on
+}
+
+// callMedia is where the caller (by the 200 OK it got) and the callee (by
+// the INVITE it got) send a call's media.
+func callMedia(t *testing.T, id string, ok, inv *sipMsg) (callerSends, calleeSends netip.AddrPort) {
+	t.Helper()
+	if inv == nil {
+		t.Fatalf("call %s: the UAS logged no INVITE", id)
+	}
+	return ok.media(t, "200 OK of "+id), inv.media(t, "INVITE of "+id)
+}
+
+// mediaOfCall is callMedia for call id among the caller's 200 OKs.
+func mediaOfCall(t *testing.T, id string, oks []*sipMsg, uas *sippProc) (callerSends, calleeSends netip.AddrPort) {
+	t.Helper()
+	for _, ok := range oks {
+		if ok.header("Call-ID") != id {
+			continue
+		}
+		for _, inv := range receivedAll(uas.msgs, "INVITE ") {
+			if inv.header("Call-ID") == id {
+				return callMedia(t, id, ok, inv)
+			}
+		}
+		return callMedia(t, id, ok, nil)
+	}
+	t.Fatalf("call %s: no 200 OK at the caller", id)
+	return
 }
