@@ -283,6 +283,17 @@ func TestRelaySetKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	// Round robin's next pick is the dead relay: the call placed now
+	// waits for the health check to mark it down (a few ping
+	// intervals), not for the offer's five retries a second apart.
+	if w := s.call(t, "at-kill@test", false); w != 0 {
+		t.Errorf("the call placed as relay 1 died went to relay %d", w)
+	}
+	if took := time.Since(killed); took > 2*time.Second {
+		t.Errorf("the call placed as relay 1 died took %v: held up by the dead relay's retries", took)
+	} else {
+		t.Logf("the call placed as relay 1 died was set up on relay 0 in %v", took.Round(time.Millisecond))
+	}
 	for s.relays(t)[1].State != "down" {
 		if time.Since(killed) > 5*relayPing {
 			t.Fatalf("relay 1 not down %v after it was killed: %+v", time.Since(killed), s.relays(t))

@@ -86,6 +86,37 @@ type relay struct {
 	lastErr   string
 	lastCheck time.Time
 	rtt       time.Duration
+	// down is closed when the relay is marked down, and made anew when
+	// it comes back: offers in flight to it stop waiting for its
+	// retries and move on.
+	down chan struct{}
+}
+
+// markDown sets r down and releases the offers waiting on it. Called
+// with Set.mu held.
+func (r *relay) markDown() {
+	select {
+	case <-r.down: // already released
+	default:
+		close(r.down)
+	}
+	r.state = StateDown
+}
+
+// rearm makes down wait again once r is no longer down. Called with
+// Set.mu held.
+func (r *relay) rearm() {
+	select {
+	case <-r.down:
+		r.down = make(chan struct{})
+	default:
+	}
+}
+
+// markUp sets r up. Called with Set.mu held.
+func (r *relay) markUp() {
+	r.rearm()
+	r.state = StateUp
 }
 
 type sticky struct {
@@ -129,7 +160,7 @@ func New(eps []Endpoint, o Options) (*Set, error) {
 			s.Close()
 			return nil, fmt.Errorf("relay %s: %w", ep.URL, err)
 		}
-		s.relays = append(s.relays, &relay{ep: ep, c: c, state: StateUnknown})
+		s.relays = append(s.relays, &relay{ep: ep, c: c, state: StateUnknown, down: make(chan struct{})})
 	}
 	return s, nil
 }
@@ -175,7 +206,8 @@ func (s *Set) Check(ctx context.Context) {
 				if r.state != StateDown {
 					s.log.Warn("relay down", "relay", r.ep.URL, "err", err)
 				}
-				r.state, r.lastErr = StateDown, err.Error()
+				r.markDown()
+				r.lastErr = err.Error()
 				return
 			}
 			r.rtt = time.Since(start)
@@ -185,7 +217,7 @@ func (s *Set) Check(ctx context.Context) {
 			if r.state != StateUp {
 				s.log.Info("relay up", "relay", r.ep.URL)
 			}
-			r.state = StateUp
+			r.markUp()
 		})
 	}
 	wg.Wait()
@@ -254,7 +286,7 @@ func (s *Set) Offer(ctx context.Context, cmd *ng.Command) (sdp []byte, url strin
 			return nil, "", fmt.Errorf("%w: %w", ErrNoRelay, errors.Join(errs...))
 		}
 		tried[r] = true
-		sdp, err = r.c.Offer(ctx, cmd)
+		sdp, err = s.offerUntilDown(ctx, r, cmd)
 		if err == nil {
 			s.stick(cmd.CallID, r)
 			return sdp, r.ep.URL, nil
@@ -264,6 +296,26 @@ func (s *Set) Offer(ctx context.Context, cmd *ng.Command) (sdp []byte, url strin
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", r.ep.URL, err))
 	}
+}
+
+// offerUntilDown sends a new call's offer to r, giving up as soon as the
+// health check (or another offer's timeout) marks r down: the client's
+// own retries would hold the call up for seconds on a relay already
+// known dead. The error then wraps ng.ErrTimeout, so the offer moves on.
+func (s *Set) offerUntilDown(ctx context.Context, r *relay, cmd *ng.Command) ([]byte, error) {
+	s.mu.Lock()
+	down := r.down
+	s.mu.Unlock()
+	octx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-down:
+			cancel()
+		case <-octx.Done():
+		}
+	}()
+	return r.c.Offer(octx, cmd)
 }
 
 // failover records a failed offer and says whether to try the next relay.
@@ -277,9 +329,10 @@ func (s *Set) failover(r *relay, err error) bool {
 	r.failovers++
 	r.lastErr = err.Error()
 	if overloaded {
+		r.rearm() // refusing calls, not dead
 		r.state, r.until = StateOverloaded, s.now().Add(s.opt.Recheck)
 	} else {
-		r.state = StateDown
+		r.markDown()
 	}
 	s.log.Warn("relay skipped, offer moves to the next", "relay", r.ep.URL, "err", err)
 	return true

@@ -483,3 +483,45 @@ func TestStickyIdle(t *testing.T) {
 		t.Errorf("idle call still kept: %q, %+v", s.RelayOf("a"), s.Status())
 	}
 }
+
+// TestOfferCutShortByHealthCheck: an offer in flight to a relay that has
+// just died moves on to the next relay as soon as the health check marks
+// it down, not after the client's last retry (five seconds with
+// Kamailio's defaults), so a call placed at the moment of a relay's death
+// is not held up for its retries.
+func TestOfferCutShortByHealthCheck(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	var eps []Endpoint
+	var relays []*fakeRelay
+	for i := range 2 {
+		f := startRelay(t, string(rune('A'+i)))
+		relays = append(relays, f)
+		addr := f.LocalAddr().String()
+		eps = append(eps, Endpoint{URL: "udp:" + addr, Addr: addr, Weight: 2 - i})
+	}
+	// Retries far longer than the health check: 5 tries a second apart.
+	s, err := New(eps, Options{Interval: 50 * time.Millisecond,
+		Client: ng.ClientOptions{Retries: 5, RetryInterval: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for s.Status()[0].State != StateUp || s.Status()[1].State != StateUp {
+		time.Sleep(10 * time.Millisecond)
+	}
+	relays[0].mode.Store(modeSilent) // dies; round robin picks it first
+	start := time.Now()
+	sdp, err := offer(s, "at-death")
+	took := time.Since(start)
+	if err != nil || sdp != "sdp from B" {
+		t.Fatalf("offer: %q, %v; want B's", sdp, err)
+	}
+	if took > time.Second {
+		t.Errorf("the offer took %v: it waited for the dead relay's retries, not its health check (50 ms)", took)
+	}
+	t.Logf("offer moved to the next relay after %v", took)
+}
