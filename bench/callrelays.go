@@ -113,13 +113,42 @@ func (r *callRun) stopRelays() error {
 	return errors.Join(errs...)
 }
 
-// relayPackets sums the packets the relay nodes counted on /health.
+// mediaNodes are the processes that relay the media when sipd alone
+// does not: the relay nodes, or every proxy node.
+func (r *callRun) mediaNodes() []*sipdrun.Sipd {
+	var out []*sipdrun.Sipd
+	for _, n := range r.relays {
+		out = append(out, n.sipd)
+	}
+	for _, n := range r.proxies {
+		out = append(out, n.sipd)
+	}
+	return out
+}
+
+// kernelPins are the pin directories of the kernel programs that relay
+// the media: sipd's own, or each node's.
+func (r *callRun) kernelPins() []string {
+	var out []string
+	for _, n := range r.relays {
+		out = append(out, n.pin)
+	}
+	for _, n := range r.proxies {
+		out = append(out, n.pin)
+	}
+	if len(out) == 0 {
+		out = []string{r.pin}
+	}
+	return out
+}
+
+// relayPackets sums the packets the media nodes counted on /health.
 func (r *callRun) relayPackets(ctx context.Context) (uint64, error) {
 	var sum uint64
-	for _, n := range r.relays {
-		h, err := n.sipd.Health(ctx)
+	for _, n := range r.mediaNodes() {
+		h, err := n.Health(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", n.name, err)
+			return 0, fmt.Errorf("%s: %w", n.LogPath, err)
 		}
 		sum += h.Media.Packets
 	}

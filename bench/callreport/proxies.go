@@ -1,0 +1,73 @@
+package callreport
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ProxiesScenario is several sipd sharing the users and the calls in one
+// Redis, each relaying the calls placed through it; it is compared with
+// one sipd on one host on the same kernel path.
+const ProxiesScenario = "proxies"
+
+// writeProxyNodes lists each sipd of a proxies run and sets the run
+// beside the single-host run of the same path and level: calls held,
+// completion, loss, setup latency, and CPU per call of the nodes, Redis
+// and the whole machine.
+func writeProxyNodes(b *strings.Builder, rs []*Result) {
+	t := newTable("Level", "Node", "SIP", "Path", "Calls (steady)", "Completed", "Relay packets", "Process CPU (steady)", "CPU / call", "RSS")
+	c := newTable("Level", "Layout", "Calls held (steady)", "Completed", "Loss avg", "Setup avg / p99",
+		"sipd CPU / call", "Redis CPU / call", "System CPU / call", "sipd memory / call")
+	for _, lv := range levels(rs) {
+		for _, r := range atLevel(rs, lv) {
+			if len(r.ProxyNodes) == 0 {
+				continue
+			}
+			for _, n := range r.ProxyNodes {
+				t.Add(countInt(lv), n.Name, n.SIP, n.Path, fixed(n.SteadyCalls, 1), count(n.Completed), count(n.Packets),
+					pct(n.CPUSteady, 2), pct(n.CPUPerCallPct, 4), mb(n.RSSMB))
+			}
+			row := func(layout string, x *Result, redis string) {
+				sipdPer, sys := dash, dash
+				if v, ok := x.sipdSteadyPerCall(); ok {
+					sipdPer = pct(v, 4)
+				}
+				if v, ok := x.systemCPUPerCall(); ok {
+					sys = pct(v, 4)
+				}
+				c.Add(countInt(lv), layout, fixed(x.SteadyCalls, 1), countInt(x.Completed)+" / "+countInt(x.Attempted),
+					pct(x.LossAvgPct, 3), ms(x.SetupAvgMs)+" / "+ms(x.SetupP99Ms), sipdPer, redis, sys, fixed(x.MemPerCallKB, 1)+" KB")
+			}
+			redis := dash
+			if r.RedisCPUSteady != nil && r.SteadyCalls > 0 {
+				redis = pct(*r.RedisCPUSteady/r.SteadyCalls, 4)
+			}
+			row(r.Scenario+" ("+countInt(len(r.ProxyNodes))+" sipd + Redis, "+r.Path+")", r, redis)
+			if one := find(rs, lv, r.Path); one != nil {
+				row(one.Scenario+" (one host)", one, "no Redis")
+			}
+		}
+	}
+	if len(t.Rows) == 0 {
+		return
+	}
+	b.WriteString("### Proxies sharing Redis (" + ProxiesScenario + ")\n\n")
+	b.WriteString("Several sipd, each in a namespace of its own with its own relay, share the location table and the dialogs " +
+		"in one redis-server; the callees register through the last node and the callers alternate their calls over all of them, " +
+		"so calls placed through another node find the callees in Redis. Each node's process CPU leaves out the kernel hook's " +
+		"packet work, which runs in softirq and shows only in the system figure; sipd CPU per call is the nodes' summed.\n\n")
+	writeTable(b, t)
+	b.WriteString("Against one host: the same level and path with one sipd and its state in files.\n\n")
+	writeTable(b, c)
+}
+
+// proxyNodesCell puts the proxy nodes in one CSV cell,
+// "name:steady_calls:cpu_steady:cpu_per_call_pct" each, space separated;
+// the JSON lines have every field.
+func proxyNodesCell(r *Result) string {
+	var cells []string
+	for _, n := range r.ProxyNodes {
+		cells = append(cells, fmt.Sprintf("%s:%s:%s:%s", n.Name, fixed(n.SteadyCalls, 1), fixed(n.CPUSteady, 2), fixed(n.CPUPerCallPct, 4)))
+	}
+	return strings.Join(cells, " ")
+}
