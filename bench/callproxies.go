@@ -93,7 +93,7 @@ func (r *callRun) startProxies(ctx context.Context) error {
 // table and the dialogs in the shared Redis and the shared secrets.
 func proxyNodeConfig(o *CallsOptions, sc callScenario, line *netns.Topo, n *proxyNode, store string) (*sipd.Config, error) {
 	cfg, err := sipdConfig(sipdSetup{Mode: sc.Mode, Datapath: sc.Datapath, PinPath: n.pin, Line: line,
-		PortMin: o.PortMin, PortMax: o.PortMax, Exempt: []string{callsNet.Net4.String()}})
+		PortMin: o.PortMin, PortMax: o.PortMax, Exempt: []string{sc.network().Net4.String()}})
 	if err != nil {
 		return nil, err
 	}

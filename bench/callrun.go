@@ -95,7 +95,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}
 	fmt.Fprintf(os.Stderr, "== %s: %d calls at %g/s, held %s\n", r.tag, l.Total, l.CPS, o.Duration)
 
-	if r.line, err = netns.Create(ctx, callsNet); err != nil {
+	if r.line, err = netns.Create(ctx, sc.network()); err != nil {
 		return callreport.Result{}, fmt.Errorf("topology: %w", err)
 	}
 	defer func() {

@@ -282,6 +282,23 @@ func CallsMain(args []string) int {
 // bench's so the two never meet.
 var callsNet = netns.Config{Prefix: "sxdpc-", Net4: netip.MustParsePrefix("10.250.0.0/16"), Direct: true}
 
+// proxiesNet is scenario proxies' network: outside the private ranges, so
+// sipd takes the callees for phones every node reaches (not behind NAT:
+// no Path, see README "Running on several hosts") and a call is on the
+// node it was placed through only. With private addresses the node the
+// callees registered with would put itself, and its relay, into every
+// call placed through the other. 198.18.0.0/15 is the range set aside for
+// benchmarks (RFC 2544); it stays inside the bench's namespaces.
+var proxiesNet = netns.Config{Prefix: callsNet.Prefix, Net4: netip.MustParsePrefix("198.18.0.0/16"), Direct: true}
+
+// network is the topology the scenario runs on.
+func (sc callScenario) network() netns.Config {
+	if sc.Proxies > 0 {
+		return proxiesNet
+	}
+	return callsNet
+}
+
 // RunCalls runs every level and scenario, each in a fresh topology, and
 // writes the outputs. It returns what it measured even when a scenario
 // fails, with the error.

@@ -200,7 +200,13 @@ func TestCallsQuick(t *testing.T) {
 			}
 		}
 	}
-	checkCallOutputs(t, o.Out, len(rs))
+	back, err := callreport.ReadJSONL(filepath.Join(o.Out, "results.jsonl"))
+	if err != nil || len(back) != len(rs) || len(back[len(back)-1].ProxyNodes) != 2 || back[len(back)-1].RedisCPUSteady == nil {
+		t.Errorf("results.jsonl: %d rows, %v; want %d, the last with two proxy nodes and Redis CPU", len(back), err, len(rs))
+	}
+	if csv, err := os.ReadFile(filepath.Join(o.Out, "results.csv")); err != nil || !strings.Contains(string(csv), "sipd1:") {
+		t.Errorf("results.csv lacks the proxy nodes' cell (%v)", err)
+	}
 }
 
 // runCallsQuick runs "bench calls --quick" for scenarios as test name
@@ -359,20 +365,21 @@ func TestCallsRelaysQuick(t *testing.T) {
 func TestProxyNodeConfig(t *testing.T) {
 	o := &CallsOptions{Out: "/tmp/x", PortMin: 20000, PortMax: 39999}
 	sc, _ := scenarioByName(callreport.ProxiesScenario)
-	n := &proxyNode{name: "sipd1", sip: netip.MustParseAddrPort("10.250.6.2:5060"), pin: "/sys/fs/bpf/x-p1"}
-	line := &netns.Topo{V4: netns.AddrsIn(callsNet.Net4)}
-	cfg, err := proxyNodeConfig(o, sc, line, n, "redis://10.250.4.2:6379/0")
+	n := &proxyNode{name: "sipd1", sip: netip.MustParseAddrPort("198.18.6.2:5060"), pin: "/sys/fs/bpf/x-p1"}
+	line := &netns.Topo{V4: netns.AddrsIn(proxiesNet.Net4)}
+	cfg, err := proxyNodeConfig(o, sc, line, n, "redis://198.18.4.2:6379/0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("proxy node config does not validate: %v", err)
 	}
-	if cfg.SIP.Registrar.Store != "redis://10.250.4.2:6379/0" || cfg.SIP.Dialog.Store != cfg.SIP.Registrar.Store ||
+	if cfg.SIP.Registrar.Store != "redis://198.18.4.2:6379/0" || cfg.SIP.Dialog.Store != cfg.SIP.Registrar.Store ||
 		cfg.SIP.Secret != proxiesSecret || cfg.SIP.Auth.Secret != proxiesSecret || cfg.Media.Datapath != "tc" ||
-		len(cfg.Media.Addresses) != 1 || cfg.Media.Addresses[0].Local != "10.250.6.2" ||
-		len(cfg.SIP.Listen) != 1 || cfg.SIP.Listen[0].Addr != "10.250.6.2:5060" || cfg.StateDir != "/tmp/x/state-sipd1" ||
-		!slices.Contains(cfg.SIP.Domains, benchDomain) || !reflect.DeepEqual(cfg.Media.Interfaces, []string{"h0"}) {
+		len(cfg.Media.Addresses) != 1 || cfg.Media.Addresses[0].Local != "198.18.6.2" ||
+		len(cfg.SIP.Listen) != 1 || cfg.SIP.Listen[0].Addr != "198.18.6.2:5060" || cfg.StateDir != "/tmp/x/state-sipd1" ||
+		!slices.Contains(cfg.SIP.Domains, benchDomain) || !reflect.DeepEqual(cfg.Media.Interfaces, []string{"h0"}) ||
+		!slices.Contains(cfg.SIP.Protect.Exempt, "198.18.0.0/16") {
 		t.Errorf("proxy node config: stores %s %s, datapath %s, addresses %+v, listen %+v, state %s, domains %v, interfaces %v",
 			cfg.SIP.Registrar.Store, cfg.SIP.Dialog.Store, cfg.Media.Datapath, cfg.Media.Addresses, cfg.SIP.Listen,
 			cfg.StateDir, cfg.SIP.Domains, cfg.Media.Interfaces)
@@ -437,5 +444,11 @@ func TestCallsProxiesQuick(t *testing.T) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
-	checkCallOutputs(t, o.Out, len(rs))
+	back, err := callreport.ReadJSONL(filepath.Join(o.Out, "results.jsonl"))
+	if err != nil || len(back) != len(rs) || len(back[len(back)-1].ProxyNodes) != 2 || back[len(back)-1].RedisCPUSteady == nil {
+		t.Errorf("results.jsonl: %d rows, %v; want %d, the last with two proxy nodes and Redis CPU", len(back), err, len(rs))
+	}
+	if csv, err := os.ReadFile(filepath.Join(o.Out, "results.csv")); err != nil || !strings.Contains(string(csv), "sipd1:") {
+		t.Errorf("results.csv lacks the proxy nodes' cell (%v)", err)
+	}
 }
