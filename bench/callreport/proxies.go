@@ -18,6 +18,7 @@ func writeProxyNodes(b *strings.Builder, rs []*Result) {
 	t := newTable("Level", "Node", "SIP", "Path", "Calls (steady)", "Completed", "Relay packets", "Process CPU (steady)", "CPU / call", "RSS")
 	c := newTable("Level", "Layout", "Calls held (steady)", "Completed", "Loss avg", "Setup avg / p99",
 		"sipd CPU / call", "Redis CPU / call", "System CPU / call", "sipd memory / call")
+	var redis []string
 	for _, lv := range levels(rs) {
 		for _, r := range atLevel(rs, lv) {
 			if len(r.ProxyNodes) == 0 {
@@ -38,11 +39,15 @@ func writeProxyNodes(b *strings.Builder, rs []*Result) {
 				c.Add(countInt(lv), layout, fixed(x.SteadyCalls, 1), countInt(x.Completed)+" / "+countInt(x.Attempted),
 					pct(x.LossAvgPct, 3), ms(x.SetupAvgMs)+" / "+ms(x.SetupP99Ms), sipdPer, redis, sys, fixed(x.MemPerCallKB, 1)+" KB")
 			}
-			redis := dash
+			perCall := dash
 			if r.RedisCPUSteady != nil && r.SteadyCalls > 0 {
-				redis = pct(*r.RedisCPUSteady/r.SteadyCalls, 4)
+				perCall = pct(*r.RedisCPUSteady/r.SteadyCalls, 4)
 			}
-			row(r.Scenario+" ("+countInt(len(r.ProxyNodes))+" sipd + Redis, "+r.Path+")", r, redis)
+			if r.RedisCPUSteady != nil {
+				redis = append(redis, fmt.Sprintf("- %s at %s: %s of a core in the steady window, %s used (INFO used_memory) at the end.\n",
+					r.Scenario, countInt(lv), pct(*r.RedisCPUSteady, 2), mb(r.RedisUsedMB)))
+			}
+			row(r.Scenario+" ("+countInt(len(r.ProxyNodes))+" sipd + Redis, "+r.Path+")", r, perCall)
 			if one := find(rs, lv, r.Path); one != nil {
 				row(one.Scenario+" (one host)", one, "no Redis")
 			}
@@ -59,6 +64,9 @@ func writeProxyNodes(b *strings.Builder, rs []*Result) {
 	writeTable(b, t)
 	b.WriteString("Against one host: the same level and path with one sipd and its state in files.\n\n")
 	writeTable(b, c)
+	if len(redis) > 0 {
+		b.WriteString("redis-server:\n\n" + strings.Join(redis, "") + "\n")
+	}
 }
 
 // proxyNodesCell puts the proxy nodes in one CSV cell,
