@@ -53,14 +53,8 @@ func (r *callRun) startProxies(ctx context.Context) error {
 		return err
 	}
 	for i := range r.sc.Proxies {
-		h, err := r.line.NewHost(ctx, fmt.Sprintf("p%d", i), 5+i)
+		h, err := r.nodeHost(ctx, fmt.Sprintf("p%d", i), 5+i)
 		if err != nil {
-			return err
-		}
-		// As on a relay node: the tc hook sends a flow back out of the
-		// interface it came in on, which the kernel's FIB lookup treats
-		// as forwarding.
-		if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
 			return err
 		}
 		n := &proxyNode{name: fmt.Sprintf("sipd%d", i), sip: netip.AddrPortFrom(h.V4, 5060),
@@ -70,18 +64,9 @@ func (r *callRun) startProxies(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n.sipd, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: r.o.Sipd, Dir: r.o.Out, Name: "sipd_" + r.tag + "-" + n.name,
-			NetNS: h.Path, Dial: h.DialContext, Users: sipload.UsersFile(r.o.UASCount, callsPassword)})
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		hl, err := n.sipd.Health(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		if hl.Media.Path != r.sc.Path {
-			return fmt.Errorf("%s runs media path %q, not %q: the scenario cannot be measured here (see %s)",
-				n.name, hl.Media.Path, r.sc.Path, n.sipd.LogPath)
+		if n.sipd, err = r.startNode(ctx, h, n.name, cfg, sipdrun.Options{Name: "sipd_" + r.tag + "-" + n.name,
+			Users: sipload.UsersFile(r.o.UASCount, callsPassword)}); err != nil {
+			return err
 		}
 	}
 	r.sipd = r.proxies[0].sipd
@@ -122,14 +107,7 @@ func (r *callRun) proxySIP() []netip.AddrPort {
 func (r *callRun) stopProxies() error {
 	var errs []error
 	for _, n := range r.proxies {
-		if n.sipd != nil {
-			if err := n.sipd.Stop(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
-			}
-		}
-		if err := os.RemoveAll(n.pin); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s pins: %w", n.name, err))
-		}
+		errs = append(errs, stopNode(n.name, n.sipd, n.pin))
 	}
 	if r.redis != nil {
 		r.redis.Stop()

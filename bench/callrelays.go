@@ -34,35 +34,20 @@ const relayNGPort = 2223
 func (r *callRun) startRelays(ctx context.Context) error {
 	for i := range r.sc.Relays {
 		n := &relayNode{name: fmt.Sprintf("relay%d", i)}
-		h, err := r.line.NewHost(ctx, fmt.Sprintf("n%d", i), 4+i)
+		h, err := r.nodeHost(ctx, fmt.Sprintf("n%d", i), 4+i)
 		if err != nil {
 			return err
 		}
 		n.ng = netip.AddrPortFrom(h.V4, relayNGPort)
-		// The kernel hook's FIB lookup is a forwarding lookup: a flow
-		// out of the interface it came in on is forwarded, which needs
-		// forwarding on (sipd reads it, never sets it).
-		if err := h.Sysctl("net.ipv4.conf.all.forwarding", "1"); err != nil {
-			return err
-		}
 		n.pin = filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-calls-%s-%s", pinPrefix, os.Getpid(), r.sc.Name, n.name))
 		r.relays = append(r.relays, n)
 		cfg, err := relayNodeConfig(r.o, r.sc, n)
 		if err != nil {
 			return err
 		}
-		n.sipd, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: r.o.Sipd, Dir: r.o.Out, Name: "relay_" + r.tag + "-" + n.name,
-			NetNS: h.Path, Dial: h.DialContext, Args: []string{"-relay-only"}})
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		hl, err := n.sipd.Health(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		if hl.Media.Path != r.sc.Path {
-			return fmt.Errorf("%s runs media path %q, not %q: the scenario cannot be measured here (see %s)",
-				n.name, hl.Media.Path, r.sc.Path, n.sipd.LogPath)
+		if n.sipd, err = r.startNode(ctx, h, n.name, cfg,
+			sipdrun.Options{Name: "relay_" + r.tag + "-" + n.name, Args: []string{"-relay-only"}}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -101,14 +86,7 @@ func (r *callRun) relaySet() string {
 func (r *callRun) stopRelays() error {
 	var errs []error
 	for _, n := range r.relays {
-		if n.sipd != nil {
-			if err := n.sipd.Stop(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
-			}
-		}
-		if err := os.RemoveAll(n.pin); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s pins: %w", n.name, err))
-		}
+		errs = append(errs, stopNode(n.name, n.sipd, n.pin))
 	}
 	return errors.Join(errs...)
 }

@@ -121,11 +121,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}()
 	sipdPath := sc.Datapath
 	if sc.Relays > 0 {
-		defer func() {
-			if serr := r.stopRelays(); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
+		defer joinStop(&err, r.stopRelays)
 		if err := r.startRelays(ctx); err != nil {
 			return callreport.Result{}, fmt.Errorf("relays: %w", err)
 		}
@@ -133,26 +129,18 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 		sipdPath = "userspace"
 	}
 	if sc.Proxies > 0 {
-		defer func() {
-			if serr := r.stopProxies(); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
+		defer joinStop(&err, r.stopProxies)
 		if err := r.startProxies(ctx); err != nil {
 			return callreport.Result{}, fmt.Errorf("proxies: %w", err)
 		}
 	} else {
 		r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sipdPath,
 			PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
-			Exempt: []string{callsNet.Net4.String()}, Relays: r.relaySet()})
+			Exempt: []string{sc.network().Net4.String()}, Relays: r.relaySet()})
 		if err != nil {
 			return callreport.Result{}, err
 		}
-		defer func() {
-			if serr := r.sipd.Stop(); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
+		defer joinStop(&err, r.sipd.Stop)
 	}
 	h0, err := r.sipd.Health(ctx)
 	if err != nil {

@@ -29,15 +29,9 @@ func writeProxyNodes(b *strings.Builder, rs []*Result) {
 					pct(n.CPUSteady, 2), pct(n.CPUPerCallPct, 4), mb(n.RSSMB))
 			}
 			row := func(layout string, x *Result, redis string) {
-				sipdPer, sys := dash, dash
-				if v, ok := x.sipdSteadyPerCall(); ok {
-					sipdPer = pct(v, 4)
-				}
-				if v, ok := x.systemCPUPerCall(); ok {
-					sys = pct(v, 4)
-				}
+				sipdPer, sys, mem := x.perCallCells()
 				c.Add(countInt(lv), layout, fixed(x.SteadyCalls, 1), countInt(x.Completed)+" / "+countInt(x.Attempted),
-					pct(x.LossAvgPct, 3), ms(x.SetupAvgMs)+" / "+ms(x.SetupP99Ms), sipdPer, redis, sys, fixed(x.MemPerCallKB, 1)+" KB")
+					pct(x.LossAvgPct, 3), ms(x.SetupAvgMs)+" / "+ms(x.SetupP99Ms), sipdPer, redis, sys, mem)
 			}
 			perCall := dash
 			if r.RedisCPUSteady != nil && r.SteadyCalls > 0 {
@@ -47,23 +41,15 @@ func writeProxyNodes(b *strings.Builder, rs []*Result) {
 				redis = append(redis, fmt.Sprintf("- %s at %s: %s of a core in the steady window, %s used (INFO used_memory) at the end.\n",
 					r.Scenario, countInt(lv), pct(*r.RedisCPUSteady, 2), mb(r.RedisUsedMB)))
 			}
-			row(r.Scenario+" ("+countInt(len(r.ProxyNodes))+" sipd + Redis, "+r.Path+")", r, perCall)
-			if one := find(rs, lv, r.Path); one != nil {
-				row(one.Scenario+" (one host)", one, "no Redis")
-			}
+			addBesideOneHost(rs, r, r.Scenario+" ("+countInt(len(r.ProxyNodes))+" sipd + Redis, "+r.Path+")", perCall, "no Redis", row)
 		}
 	}
-	if len(t.Rows) == 0 {
-		return
-	}
-	b.WriteString("### Proxies sharing Redis (" + ProxiesScenario + ")\n\n")
-	b.WriteString("Several sipd, each in a namespace of its own with its own relay, share the location table and the dialogs " +
-		"in one redis-server; the callees register through the last node and the callers alternate their calls over all of them, " +
-		"so calls placed through another node find the callees in Redis. Each node's process CPU leaves out the kernel hook's " +
-		"packet work, which runs in softirq and shows only in the system figure; sipd CPU per call is the nodes' summed.\n\n")
-	writeTable(b, t)
-	b.WriteString("Against one host: the same level and path with one sipd and its state in files.\n\n")
-	writeTable(b, c)
+	writeNodeSection(b, "Proxies sharing Redis ("+ProxiesScenario+")",
+		"Several sipd, each in a namespace of its own with its own relay, share the location table and the dialogs "+
+			"in one redis-server; the callees register through the last node and the callers alternate their calls over all of them, "+
+			"so calls placed through another node find the callees in Redis. Each node's process CPU leaves out the kernel hook's "+
+			"packet work, which runs in softirq and shows only in the system figure; sipd CPU per call is the nodes' summed.",
+		t, "Against one host: the same level and path with one sipd and its state in files.", c)
 	if len(redis) > 0 {
 		b.WriteString("redis-server:\n\n" + strings.Join(redis, "") + "\n")
 	}

@@ -18,20 +18,13 @@ func TestWriteProxyNodes(t *testing.T) {
 	}
 	Derive(rs)
 	md := renderMarkdown(t, rs)
-	for _, tt := range []struct{ name, want string }{
+	checkMarkdown(t, md, []mdWant{
 		{"section", "### Proxies sharing Redis (proxies)"},
 		{"node", "| 500 | sipd1 | udp:198.18.6.2:5060 | tc | 250.0 | 250 | 1,000 | 20.00% | 0.0800% | 31.0 MB |"},
 		{"set", "| 500 | proxies (2 sipd + Redis, tc) | 500.0 | 500 / 500 | 0.000% | 4.40 ms / 12.50 ms | 0.0600% | 0.0100% | 0.1200% | 10.0 KB |"},
 		{"one host", "| 500 | tc (one host) | 500.0 | 500 / 500 | 0.000% | 4.40 ms / 12.50 ms | 0.0400% | no Redis | 0.1000% | 10.0 KB |"},
 		{"redis", "- proxies at 500: 5.00% of a core in the steady window, 2.5 MB used"},
-	} {
-		if !strings.Contains(md, tt.want) {
-			t.Errorf("%s: report lacks %q", tt.name, tt.want)
-		}
-	}
-	if t.Failed() {
-		t.Log(md)
-	}
+	})
 	if got, want := proxyNodesCell(&rs[1]), "sipd0:250.0:10.00:0.0400 sipd1:250.0:20.00:0.0800"; got != want {
 		t.Errorf("CSV cell %q, want %q", got, want)
 	}
