@@ -42,12 +42,14 @@ type uacChildConfig struct {
 	RTPPort    int            `json:"rtp_port"`
 	RTPSockets int            `json:"rtp_sockets"`
 	SRTP       bool           `json:"srtp,omitempty"`
+	// Proxies spread the calls over several sipd (scenario proxies).
+	Proxies []netip.AddrPort `json:"proxies,omitempty"`
 }
 
 func runUACChild(ctx context.Context, c uacChildConfig) (any, error) {
 	childproc.Emit("ready", nil, nil)
 	return sipload.RunUAC(ctx, sipload.UACConfig{Proxy: c.Proxy, Domain: c.Domain, Password: c.Password,
 		UASCount: c.UASCount, Total: c.Total, CPS: c.CPS, Duration: c.Duration, SIPAddr: c.Addr, MediaAddr: c.Addr,
-		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets, SRTP: c.SRTP,
+		RTPPort: c.RTPPort, RTPSockets: c.RTPSockets, SRTP: c.SRTP, Proxies: c.Proxies,
 		Progress: func(p sipload.Progress) { childproc.Emit("progress", p, nil) }})
 }

@@ -45,18 +45,9 @@ func (r *callRun) startRelays(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n.sipd, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: r.o.Sipd, Dir: r.o.Out, Name: "relay_" + r.tag + "-" + n.name,
-			NetNS: h.Path, Dial: h.DialContext, Args: []string{"-relay-only"}})
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		hl, err := n.sipd.Health(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		if hl.Media.Path != r.sc.Path {
-			return fmt.Errorf("%s runs media path %q, not %q: the scenario cannot be measured here (see %s)",
-				n.name, hl.Media.Path, r.sc.Path, n.sipd.LogPath)
+		if n.sipd, err = r.startNode(ctx, h, n.name, cfg,
+			sipdrun.Options{Name: "relay_" + r.tag + "-" + n.name, Args: []string{"-relay-only"}}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -95,25 +86,47 @@ func (r *callRun) relaySet() string {
 func (r *callRun) stopRelays() error {
 	var errs []error
 	for _, n := range r.relays {
-		if n.sipd != nil {
-			if err := n.sipd.Stop(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
-			}
-		}
-		if err := os.RemoveAll(n.pin); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s pins: %w", n.name, err))
-		}
+		errs = append(errs, stopNode(n.name, n.sipd, n.pin))
 	}
 	return errors.Join(errs...)
 }
 
-// relayPackets sums the packets the relay nodes counted on /health.
+// mediaNodes are the processes that relay the media when sipd alone
+// does not: the relay nodes, or every proxy node.
+func (r *callRun) mediaNodes() []*sipdrun.Sipd {
+	var out []*sipdrun.Sipd
+	for _, n := range r.relays {
+		out = append(out, n.sipd)
+	}
+	for _, n := range r.proxies {
+		out = append(out, n.sipd)
+	}
+	return out
+}
+
+// kernelPins are the pin directories of the kernel programs that relay
+// the media: sipd's own, or each node's.
+func (r *callRun) kernelPins() []string {
+	var out []string
+	for _, n := range r.relays {
+		out = append(out, n.pin)
+	}
+	for _, n := range r.proxies {
+		out = append(out, n.pin)
+	}
+	if len(out) == 0 {
+		out = []string{r.pin}
+	}
+	return out
+}
+
+// relayPackets sums the packets the media nodes counted on /health.
 func (r *callRun) relayPackets(ctx context.Context) (uint64, error) {
 	var sum uint64
-	for _, n := range r.relays {
-		h, err := n.sipd.Health(ctx)
+	for _, n := range r.mediaNodes() {
+		h, err := n.Health(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", n.name, err)
+			return 0, fmt.Errorf("%s: %w", n.LogPath, err)
 		}
 		sum += h.Media.Packets
 	}

@@ -20,12 +20,12 @@ import (
 
 	"sipxdp/bench/callreport"
 	"sipxdp/bench/cpu"
-	"sipxdp/bench/mem"
 	"sipxdp/bench/procsample"
 	"sipxdp/bench/sipload"
 	"sipxdp/bpf"
 	"sipxdp/internal/childproc"
 	"sipxdp/internal/netns"
+	"sipxdp/internal/redistest"
 	"sipxdp/internal/sipdrun"
 )
 
@@ -52,6 +52,13 @@ type callRun struct {
 	passes []io.Closer
 	// relays are the NG relay nodes of a scenario with Relays.
 	relays []*relayNode
+	// proxies are the sipd nodes of a scenario with Proxies (the first
+	// is also sipd), and redis the server they share.
+	proxies []*proxyNode
+	redis   *redistest.Server
+	// steadyNodes is each proxy node's confirmed calls over the steady
+	// window, averaged.
+	steadyNodes []float64
 	// windowProcs is each process's CPU (cores) in the steady window.
 	windowProcs map[string]float64
 
@@ -64,6 +71,7 @@ type callRun struct {
 type runSample struct {
 	procsample.Reading
 	active    int
+	nodes     []int // each proxy node's confirmed calls
 	healthOK  bool
 	relayPkts uint64
 	uacTXRX   uint64
@@ -87,7 +95,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}
 	fmt.Fprintf(os.Stderr, "== %s: %d calls at %g/s, held %s\n", r.tag, l.Total, l.CPS, o.Duration)
 
-	if r.line, err = netns.Create(ctx, callsNet); err != nil {
+	if r.line, err = netns.Create(ctx, sc.network()); err != nil {
 		return callreport.Result{}, fmt.Errorf("topology: %w", err)
 	}
 	defer func() {
@@ -113,36 +121,35 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}()
 	sipdPath := sc.Datapath
 	if sc.Relays > 0 {
-		defer func() {
-			if serr := r.stopRelays(); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
+		defer joinStop(&err, r.stopRelays)
 		if err := r.startRelays(ctx); err != nil {
 			return callreport.Result{}, fmt.Errorf("relays: %w", err)
 		}
 		// sipd relays nothing itself: keep it off the kernel.
 		sipdPath = "userspace"
 	}
-	r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sipdPath,
-		PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
-		Exempt: []string{callsNet.Net4.String()}, Relays: r.relaySet()})
-	if err != nil {
-		return callreport.Result{}, err
-	}
-	defer func() {
-		if serr := r.sipd.Stop(); serr != nil {
-			err = errors.Join(err, serr)
+	if sc.Proxies > 0 {
+		defer joinStop(&err, r.stopProxies)
+		if err := r.startProxies(ctx); err != nil {
+			return callreport.Result{}, fmt.Errorf("proxies: %w", err)
 		}
-	}()
+	} else {
+		r.sipd, err = startSipdInNS(ctx, sipdSetup{Binary: o.Sipd, Dir: o.Out, Name: r.tag, Mode: sc.Mode, Datapath: sipdPath,
+			PinPath: r.pin, Line: r.line, UASCount: o.UASCount, Password: callsPassword, PortMin: o.PortMin, PortMax: o.PortMax,
+			Exempt: []string{sc.network().Net4.String()}, Relays: r.relaySet()})
+		if err != nil {
+			return callreport.Result{}, err
+		}
+		defer joinStop(&err, r.sipd.Stop)
+	}
 	h0, err := r.sipd.Health(ctx)
 	if err != nil {
 		return callreport.Result{}, err
 	}
 	res.Path = h0.Media.Path
 	var relayPkts0 uint64
-	if sc.Relays > 0 {
-		// startRelays checked each node's path.
+	if len(r.mediaNodes()) > 0 {
+		// startRelays and startProxies checked each node's path.
 		res.Path = sc.Path
 		if relayPkts0, err = r.relayPackets(ctx); err != nil {
 			return callreport.Result{}, err
@@ -152,8 +159,14 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 			h0.Media.Path, sc.Path, r.sipd.LogPath)
 	}
 
+	uasProxy := netip.AddrPortFrom(r.line.V4.RelayB, 5060)
+	if len(r.proxies) > 0 {
+		// The callees register through the last node; calls placed
+		// through the others find them in the shared location table.
+		uasProxy = r.proxies[len(r.proxies)-1].sip
+	}
 	r.uas, err = startChild(r.line.Callee, "uas", "_uas", uasChildConfig{
-		Proxy: netip.AddrPortFrom(r.line.V4.RelayB, 5060), Domain: benchDomain, Password: callsPassword,
+		Proxy: uasProxy, Domain: benchDomain, Password: callsPassword,
 		Count: o.UASCount, Addr: r.line.V4.Callee, RTPPort: uasRTPPort, RTPSockets: o.RTPSockets})
 	if err != nil {
 		return callreport.Result{}, err
@@ -162,12 +175,16 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	if _, err := r.uas.Await(ctx, "ready", childReadyTimeout); err != nil {
 		return callreport.Result{}, fmt.Errorf("callees: %w", err)
 	}
-	// Idle memory: sipd with its relay up and every callee registered.
-	idleRSS, err := mem.RSSMB(r.sipd.PID())
-	if err != nil {
-		return callreport.Result{}, fmt.Errorf("sipd memory: %w", err)
+	// Idle memory: sipd with its relay up and every callee registered
+	// (every node's, summed, with proxies).
+	idle := procsample.Read(r.sipd.PID())
+	if len(r.proxies) > 0 {
+		r.addPeers(&idle)
 	}
-	res.RSSIdleMB = idleRSS
+	if idle.RSS == 0 {
+		return callreport.Result{}, fmt.Errorf("sipd memory: cannot read RSS of %d", r.sipd.PID())
+	}
+	res.RSSIdleMB = float64(idle.RSS) / (1 << 20)
 
 	if sc.Path != "" && sc.Path != "userspace" {
 		// Per-program run time is kept only while asked for; the fd turns
@@ -183,7 +200,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	r.uac, err = startChild(r.line.Caller, "uac", "_uac", uacChildConfig{
 		Proxy: netip.AddrPortFrom(r.line.V4.RelayA, 5060), Domain: benchDomain, Password: callsPassword,
 		UASCount: o.UASCount, Total: l.Total, CPS: l.CPS, Duration: o.Duration, Addr: r.line.V4.Caller,
-		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets, SRTP: sc.SRTP})
+		RTPPort: uacRTPPort, RTPSockets: o.RTPSockets, SRTP: sc.SRTP, Proxies: r.proxySIP()})
 	if err != nil {
 		return callreport.Result{}, err
 	}
@@ -234,7 +251,7 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	if herr == nil {
 		res.RelayPkts = hEnd.Media.Packets - h0.Media.Packets
 	}
-	if sc.Relays > 0 {
+	if len(r.mediaNodes()) > 0 {
 		if n, err := r.relayPackets(ctx); err == nil {
 			res.RelayPkts = n - relayPkts0
 		}
@@ -246,6 +263,9 @@ func runCallScenario(ctx context.Context, o *CallsOptions, sc callScenario, l ca
 	}
 	if sc.Relays > 0 && herr == nil {
 		r.fillRelayNodes(ctx, &res, hEnd, r.windowProcs)
+	}
+	if sc.Proxies > 0 {
+		r.fillProxyNodes(ctx, &res, r.steadyNodes, r.windowProcs)
 	}
 	return res, uacErr
 }
@@ -339,11 +359,19 @@ func (r *callRun) sample(ctx context.Context, t0 time.Time) {
 	var prev runSample
 	procsample.Every(ctx, nil, time.Second, r.sipd.PID(), func(n int, _ *procsample.Reading, cur procsample.Reading) {
 		s := runSample{Reading: cur}
-		if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
+		if len(r.proxies) > 0 {
+			// Every node's calls, CPU and memory together.
+			r.addPeers(&s.Reading)
+			if s.nodes, s.healthOK = r.proxiesActive(ctx); s.healthOK {
+				for _, a := range s.nodes {
+					s.active += a
+				}
+			}
+		} else if h, err := r.sipd.Health(ctx); err == nil && h.SIP != nil {
 			s.active, s.relayPkts, s.healthOK = h.SIP.ActiveCalls, h.Media.Packets, true
 		}
-		if len(r.relays) > 0 {
-			// sipd relays nothing itself: the progress line shows the set's packets.
+		if len(r.mediaNodes()) > 0 {
+			// The progress line shows the packets of every node that relays.
 			s.relayPkts, _ = r.relayPackets(ctx)
 		}
 		r.mu.Lock()
@@ -396,6 +424,12 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 	for _, n := range r.relays {
 		pids[n.name] = n.sipd.PID()
 	}
+	for _, n := range r.proxies {
+		pids[n.name] = n.sipd.PID()
+	}
+	if r.redis != nil {
+		pids["redis"] = r.redis.PID()
+	}
 	s, err := cpu.Take(pids)
 	if err != nil {
 		return w, err
@@ -407,12 +441,9 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 	s.All = all
 	w.snap = s
 	if r.sc.Path != "" && r.sc.Path != "userspace" {
-		if len(r.relays) == 0 {
-			w.progTime, w.progRuns, w.progErr = bpf.PinnedRunStats(r.pin)
-		}
-		// The relay nodes' programs, summed: one ns/packet over the set.
-		for _, n := range r.relays {
-			t, runs, err := bpf.PinnedRunStats(n.pin)
+		// The programs of every node that relays, summed: one ns/packet over the set.
+		for _, pin := range r.kernelPins() {
+			t, runs, err := bpf.PinnedRunStats(pin)
 			w.progTime, w.progRuns, w.progErr = w.progTime+t, w.progRuns+runs, errors.Join(w.progErr, err)
 		}
 	}
@@ -423,8 +454,11 @@ func (r *callRun) windowSnap() (windowSnap, error) {
 func (r *callRun) fillWindow(res *callreport.Result, a, b windowSnap) {
 	u := cpu.Between(a.snap, b.snap)
 	ours := map[int]bool{os.Getpid(): true, r.sipd.PID(): true, r.uac.PID(): true, r.uas.PID(): true}
-	for _, n := range r.relays {
-		ours[n.sipd.PID()] = true
+	for _, n := range r.mediaNodes() {
+		ours[n.PID()] = true
+	}
+	if r.redis != nil {
+		ours[r.redis.PID()] = true
 	}
 	r.windowProcs = u.Procs
 	other := cpu.OtherCores(a.snap.All, b.snap.All, func(pid int, _ cpu.ProcTimes) bool { return ours[pid] }, u.Wall)
@@ -454,6 +488,8 @@ func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to tim
 	ss := slices.Clone(r.samples)
 	r.mu.Unlock()
 	var cpus, rss, act, steady []float64
+	r.steadyNodes = make([]float64, len(r.proxies))
+	var nodeSamples int
 	for i := 1; i < len(ss); i++ {
 		a, b := ss[i-1], ss[i]
 		if wall := b.At.Sub(a.At); wall > 0 && a.ProcOK && b.ProcOK {
@@ -468,6 +504,12 @@ func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to tim
 			act = append(act, float64(s.active))
 			if d := s.At.Sub(t0); d >= from && d <= to {
 				steady = append(steady, float64(s.active))
+				if len(s.nodes) == len(r.proxies) && len(s.nodes) > 0 {
+					nodeSamples++
+					for i, a := range s.nodes {
+						r.steadyNodes[i] += float64(a)
+					}
+				}
 			}
 		}
 	}
@@ -475,6 +517,11 @@ func (r *callRun) fillSamples(res *callreport.Result, t0 time.Time, from, to tim
 	res.RSSAvgMB, res.RSSPeakMB = round2(mean(rss)), round2(maxOf(rss))
 	res.CallsAvg, res.CallsPeak = round2(mean(act)), int(maxOf(act))
 	res.SteadyCalls = round2(mean(steady))
+	for i := range r.steadyNodes {
+		if nodeSamples > 0 {
+			r.steadyNodes[i] /= float64(nodeSamples)
+		}
+	}
 }
 
 // fillCalls copies the load generator's figures.

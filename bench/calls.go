@@ -34,7 +34,12 @@ type callScenario struct {
 	// (media.relays), each in a namespace of its own; Datapath and Path
 	// are then theirs, and sipd starts no relay of its own.
 	Relays int
-	Note   string
+	// Proxies is how many sipd share the users and calls through one
+	// Redis (sip.registrar.store, sip.dialog.store), each in a namespace
+	// of its own and relaying its own calls; the callers spread their
+	// calls over them.
+	Proxies int
+	Note    string
 }
 
 var callScenarios = []callScenario{
@@ -54,6 +59,11 @@ var callScenarios = []callScenario{
 		Note: "relays: sipd drives two sipd -relay-only nodes over NG (media.relays, weights 1:1), each in its own namespace " +
 			"on the tc hook, hung off sipd's namespace, which routes RTP between the endpoints and the relays; " +
 			"compare with tc, where sipd relays on its own host"},
+	{Name: callreport.ProxiesScenario, Mode: "all", Datapath: "tc", Path: "tc", Proxies: 2,
+		Note: "proxies: two sipd, each in its own namespace with its own relay on the tc hook, share the location table and the dialogs " +
+			"in one redis-server (a namespace of its own) and the secrets; the callees register through sipd1, the callers alternate " +
+			"their calls between sipd0 (which finds the callees in Redis) and sipd1, and each node relays the calls placed through it; " +
+			"sipd's CPU and memory figures are the two nodes' summed; compare with tc, one sipd on one host"},
 }
 
 func scenarioByName(name string) (callScenario, bool) {
@@ -79,7 +89,7 @@ func expandScenarios(s string) ([]callScenario, error) {
 			continue
 		}
 		if _, ok := scenarioByName(n); !ok {
-			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, srtp, xdp, xdp-native, tc or relays)", n)
+			return nil, fmt.Errorf("unknown scenario %q (want all, none, userspace, srtp, xdp, xdp-native, tc, relays or proxies)", n)
 		}
 		seen[n] = true
 	}
@@ -147,12 +157,15 @@ Runs sipd in a network namespace between a caller and a callee namespace
 and loads it with calls from the project's SIP+RTP load generator, for
 each media scenario: none (signaling only), userspace, srtp (WebRTC
 callers bridged to plain RTP by the userspace relay), xdp (generic),
-xdp-native, tc, and relays (sipd driving two sipd -relay-only nodes on
-tc, each in a namespace of its own). Needs root. Examples:
+xdp-native, tc, relays (sipd driving two sipd -relay-only nodes on
+tc, each in a namespace of its own) and proxies (two sipd sharing users
+and calls in one redis-server, each relaying its calls on tc). Needs
+root. Examples:
 
   bench calls --quick                                   # every scenario, 20 calls, well under 2 minutes
   bench calls --scenario all --total 500,800 --cps 100,200 --duration 60s --out out/calls
   bench calls --scenario none,tc,relays --total 800 --cps 100 --duration 40s --out out/calls-relays
+  bench calls --scenario none,tc,proxies --total 500 --cps 100 --duration 40s --out out/calls-proxies
 
 flags:
 `
@@ -160,7 +173,7 @@ flags:
 func parseCallsFlags(args []string) (CallsOptions, error) {
 	fs := flag.NewFlagSet("bench calls", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), callsUsage); fs.PrintDefaults() }
-	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, srtp, xdp, xdp-native, tc, relays")
+	scenario := fs.String("scenario", "all", "all, or a comma list of none, userspace, srtp, xdp, xdp-native, tc, relays, proxies")
 	total := fs.String("total", "500", "calls per level, which is also the target concurrency; a comma list runs several levels")
 	cps := fs.String("cps", "100", "new calls per second: one value, or one per --total")
 	duration := fs.Duration("duration", 60*time.Second, "hold time of each call")
@@ -268,6 +281,23 @@ func CallsMain(args []string) int {
 // The calls bench's namespaces and addresses, apart from the datapath
 // bench's so the two never meet.
 var callsNet = netns.Config{Prefix: "sxdpc-", Net4: netip.MustParsePrefix("10.250.0.0/16"), Direct: true}
+
+// proxiesNet is scenario proxies' network: outside the private ranges, so
+// sipd takes the callees for phones every node reaches (not behind NAT:
+// no Path, see README "Running on several hosts") and a call is on the
+// node it was placed through only. With private addresses the node the
+// callees registered with would put itself, and its relay, into every
+// call placed through the other. 198.18.0.0/15 is the range set aside for
+// benchmarks (RFC 2544); it stays inside the bench's namespaces.
+var proxiesNet = netns.Config{Prefix: callsNet.Prefix, Net4: netip.MustParsePrefix("198.18.0.0/16"), Direct: true}
+
+// network is the topology the scenario runs on.
+func (sc callScenario) network() netns.Config {
+	if sc.Proxies > 0 {
+		return proxiesNet
+	}
+	return callsNet
+}
 
 // RunCalls runs every level and scenario, each in a fresh topology, and
 // writes the outputs. It returns what it measured even when a scenario

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,13 +29,13 @@ func TestParseCallsFlags(t *testing.T) {
 		want    string // scenarios / levels / duration, or the error's text
 		wantErr bool
 	}{
-		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@100 1m0s"},
-		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 20@20 8s"},
+		{args: nil, want: "none,userspace,srtp,xdp,xdp-native,tc,relays,proxies 500@100 1m0s"},
+		{args: []string{"--quick"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays,proxies 20@20 8s"},
 		{args: []string{"--scenario", "relays,tc,none", "--total", "500", "--duration", "40s"}, want: "none,tc,relays 500@100 40s"},
 		{args: []string{"--quick", "--scenario", "tc,none"}, want: "none,tc 20@20 8s"},
 		{args: []string{"--scenario", "srtp,userspace,xdp,tc,none", "--total", "200,500"}, want: "none,userspace,srtp,xdp,tc 200@100,500@100 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@100,800@200 1m0s"},
-		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays 500@50,800@50 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "100,200"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays,proxies 500@100,800@200 1m0s"},
+		{args: []string{"--total", "500,800", "--cps", "50"}, want: "none,userspace,srtp,xdp,xdp-native,tc,relays,proxies 500@50,800@50 1m0s"},
 		{args: []string{"--scenario", "kernel"}, want: "unknown scenario", wantErr: true},
 		{args: []string{"--total", "500,800", "--cps", "1,2,3"}, want: "3 values for 2 totals", wantErr: true},
 		{args: []string{"--total", "0"}, want: "positive whole numbers", wantErr: true},
@@ -310,45 +311,126 @@ func TestCallsRelaysQuick(t *testing.T) {
 		t.Skip("short: runs sipd, two relays and load in namespaces for about 40 s")
 	}
 	o, rs := runCallsQuick(t, "none,tc,relays", "TestCallsRelaysQuick", 4*time.Minute)
-	var got *callreport.Result
-	for i := range rs {
-		if rs[i].Scenario == callreport.RelaysScenario {
-			got = &rs[i]
-		}
-	}
-	if got == nil {
-		t.Fatalf("no relays result among %d", len(rs))
-	}
-	r := *got
-	if r.Completed != 20 || r.Failed != 0 || r.StatusCodes["200"] != 20 {
-		t.Errorf("%d of 20 calls completed, %d failed (codes %v)", r.Completed, r.Failed, r.StatusCodes)
-	}
-	if r.UACRX == 0 || r.UACRX*10 < r.UACTX*9 {
-		t.Errorf("the callers got %d of %d RTP packets back", r.UACRX, r.UACTX)
-	}
+	r := quickScenario(t, rs, callreport.RelaysScenario)
 	if r.Path != "tc" || r.RelayPkts == 0 || r.RelayCPU == nil || r.SteadyS == 0 {
 		t.Errorf("path %q, relay packets %d, relay cost %v, steady %.1f s", r.Path, r.RelayPkts, r.RelayCPU, r.SteadyS)
 	}
-	if len(r.RelayNodes) != 2 {
-		t.Fatalf("%d relay nodes, want 2: %+v", len(r.RelayNodes), r.RelayNodes)
-	}
-	var offers uint64
-	for _, n := range r.RelayNodes {
-		if n.Offers == 0 || n.Packets == 0 || n.Path != "tc" || n.SteadyCalls <= 0 || n.RSSMB <= 0 {
-			t.Errorf("relay node %+v: want calls, packets, path tc, steady calls and memory", n)
-		}
-		offers += n.Offers
-	}
-	if offers != 20 {
-		t.Errorf("the relays took %d offers for 20 calls", offers)
-	}
-	md, err := os.ReadFile(filepath.Join(o.Out, "report.md"))
+	quickNodes(t, "relay node", r.RelayNodes, func(n callreport.RelayNode) (uint64, bool) {
+		return n.Offers, n.Offers > 0 && n.Packets > 0 && n.Path == "tc" && n.SteadyCalls > 0 && n.RSSMB > 0
+	})
+	reportHas(t, o.Out, "### Relay set (relays)", "| relay0 |", "| relay1 |", "tc (one host)", "Relay processes CPU / call")
+}
+
+// A proxy node's config validates and puts the node on its own address,
+// with both stores in the shared Redis and the shared secrets.
+func TestProxyNodeConfig(t *testing.T) {
+	o := &CallsOptions{Out: "/tmp/x", PortMin: 20000, PortMax: 39999}
+	sc, _ := scenarioByName(callreport.ProxiesScenario)
+	n := &proxyNode{name: "sipd1", sip: netip.MustParseAddrPort("198.18.6.2:5060"), pin: "/sys/fs/bpf/x-p1"}
+	line := &netns.Topo{V4: netns.AddrsIn(proxiesNet.Net4)}
+	cfg, err := proxyNodeConfig(o, sc, line, n, "redis://198.18.4.2:6379/0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"### Relay set (relays)", "| relay0 |", "| relay1 |", "tc (one host)", "Relay processes CPU / call"} {
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("proxy node config does not validate: %v", err)
+	}
+	if cfg.SIP.Registrar.Store != "redis://198.18.4.2:6379/0" || cfg.SIP.Dialog.Store != cfg.SIP.Registrar.Store ||
+		cfg.SIP.Secret != proxiesSecret || cfg.SIP.Auth.Secret != proxiesSecret || cfg.Media.Datapath != "tc" ||
+		len(cfg.Media.Addresses) != 1 || cfg.Media.Addresses[0].Local != "198.18.6.2" ||
+		len(cfg.SIP.Listen) != 1 || cfg.SIP.Listen[0].Addr != "198.18.6.2:5060" || cfg.StateDir != "/tmp/x/state-sipd1" ||
+		!slices.Contains(cfg.SIP.Domains, benchDomain) || !reflect.DeepEqual(cfg.Media.Interfaces, []string{"h0"}) ||
+		!slices.Contains(cfg.SIP.Protect.Exempt, "198.18.0.0/16") {
+		t.Errorf("proxy node config: stores %s %s, datapath %s, addresses %+v, listen %+v, state %s, domains %v, interfaces %v",
+			cfg.SIP.Registrar.Store, cfg.SIP.Dialog.Store, cfg.Media.Datapath, cfg.Media.Addresses, cfg.SIP.Listen,
+			cfg.StateDir, cfg.SIP.Domains, cfg.Media.Interfaces)
+	}
+}
+
+// TestCallsProxiesQuick runs scenario proxies tiny beside tc (the
+// single-host figures it is compared with): two sipd in namespaces of
+// their own share the callees' registrations and the calls in one
+// redis-server, and the callers alternate between them. It checks every
+// call completed with RTP both ways, both nodes carried calls, Redis was
+// measured, and the report has each node and the comparison with one
+// host.
+func TestCallsProxiesQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: runs two sipd, redis-server and load in namespaces for about 30 s")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
+	}
+	o, rs := runCallsQuick(t, "tc,proxies", "TestCallsProxiesQuick", 3*time.Minute)
+	r := quickScenario(t, rs, callreport.ProxiesScenario)
+	if r.Path != "tc" || r.RelayPkts == 0 || r.SteadyS == 0 || r.SteadyCalls <= 0 || r.SipdCPUSteady <= 0 ||
+		r.RedisCPUSteady == nil || r.RedisUsedMB <= 0 || r.SetupAvgMs <= 0 {
+		t.Errorf("path %q, relay packets %d, steady %.1f s with %.1f calls, sipd CPU %.2f%%, redis CPU %v, redis %.2f MB, setup %.2f ms",
+			r.Path, r.RelayPkts, r.SteadyS, r.SteadyCalls, r.SipdCPUSteady, r.RedisCPUSteady, r.RedisUsedMB, r.SetupAvgMs)
+	}
+	quickNodes(t, "proxy node", r.ProxyNodes, func(n callreport.ProxyNode) (uint64, bool) {
+		return n.Completed, n.Completed > 0 && n.Packets > 0 && n.Path == "tc" && n.SteadyCalls > 0 && n.RSSMB > 0
+	})
+	reportHas(t, o.Out, "### Proxies sharing Redis (proxies)", "| sipd0 |", "| sipd1 |", "tc (one host)", "Redis CPU / call")
+
+	back, err := callreport.ReadJSONL(filepath.Join(o.Out, "results.jsonl"))
+	if err != nil || len(back) != len(rs) || len(back[len(back)-1].ProxyNodes) != 2 || back[len(back)-1].RedisCPUSteady == nil {
+		t.Errorf("results.jsonl: %d rows, %v; want %d, the last with two proxy nodes and Redis CPU", len(back), err, len(rs))
+	}
+	if csv, err := os.ReadFile(filepath.Join(o.Out, "results.csv")); err != nil || !strings.Contains(string(csv), "sipd1:") {
+		t.Errorf("results.csv lacks the proxy nodes' cell (%v)", err)
+	}
+}
+
+// quickScenario is the result of scenario name among a quick run's,
+// which must have completed its 20 calls with RTP both ways.
+func quickScenario(t *testing.T, rs []callreport.Result, name string) callreport.Result {
+	t.Helper()
+	i := slices.IndexFunc(rs, func(r callreport.Result) bool { return r.Scenario == name })
+	if i < 0 {
+		t.Fatalf("no %s result among %d", name, len(rs))
+	}
+	r := rs[i]
+	if r.Completed != 20 || r.Failed != 0 || r.StatusCodes["200"] != 20 {
+		t.Errorf("%s: %d of 20 calls completed, %d failed (codes %v)", name, r.Completed, r.Failed, r.StatusCodes)
+	}
+	if r.UACRX == 0 || r.UACRX*10 < r.UACTX*9 {
+		t.Errorf("%s: the callers got %d of %d RTP packets back", name, r.UACRX, r.UACTX)
+	}
+	return r
+}
+
+// reportHas fails the test unless dir's report.md has each of wants.
+func reportHas(t *testing.T, dir string, wants ...string) {
+	t.Helper()
+	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range wants {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
+	}
+}
+
+// quickNodes checks a quick run's two nodes: each must have had calls,
+// relayed packets on path tc and have memory (ok), and the calls each
+// took (offers, or calls completed) must add up to the run's 20.
+func quickNodes[N any](t *testing.T, what string, nodes []N, check func(N) (calls uint64, ok bool)) {
+	t.Helper()
+	if len(nodes) != 2 {
+		t.Fatalf("%d of %s, want 2: %+v", len(nodes), what, nodes)
+	}
+	var sum uint64
+	for _, n := range nodes {
+		calls, ok := check(n)
+		if !ok {
+			t.Errorf("%s %+v: want calls, packets, path tc, steady calls and memory", what, n)
+		}
+		sum += calls
+	}
+	if sum != 20 {
+		t.Errorf("the %ss took %d calls of 20", what, sum)
 	}
 }

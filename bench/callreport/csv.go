@@ -11,6 +11,7 @@ var columns = out.JSONColumns(map[string]func(*Result) string{
 	"status_codes": func(r *Result) string { return statusCodes(r.StatusCodes, " ") },
 	"dtls_errors":  func(r *Result) string { return statusCodes(r.DTLSErrors, " ") },
 	"relay_nodes":  relayNodesCell,
+	"proxy_nodes":  proxyNodesCell,
 })
 
 // WriteCSV writes a header and one flat row per result, in the order given:

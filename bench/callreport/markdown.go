@@ -30,6 +30,7 @@ func WriteMarkdown(w io.Writer, rs []Result) error {
 		writeOverhead(&b, all)
 		writeBridged(&b, all)
 		writeRelayNodes(&b, all)
+		writeProxyNodes(&b, all)
 		writeTargets(&b, all)
 		writeNotes(&b, all)
 	}

@@ -15,6 +15,22 @@ func renderMarkdown(t *testing.T, rs []Result) string {
 	return buf.String()
 }
 
+// mdWant is a line a rendered report must hold, named for the failure.
+type mdWant struct{ name, want string }
+
+// checkMarkdown fails the test for each want md lacks, and then logs md.
+func checkMarkdown(t *testing.T, md string, wants []mdWant) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(md, w.want) {
+			t.Errorf("%s: report lacks %q", w.name, w.want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}
+
 func TestWriteMarkdown(t *testing.T) {
 	rs := fixtureSet()
 	rs[1].StatusCodes = map[string]int{"200": 499, "487": 1}

@@ -10,13 +10,14 @@ import (
 // baseline, the userspace relay, then the kernel paths. Unknown scenarios
 // follow in the order they came.
 var scenarioRank = map[string]int{
-	NoneScenario:   0,
-	"userspace":    1,
-	SRTPScenario:   2,
-	"xdp":          3,
-	"xdp-native":   4,
-	"tc":           5,
-	RelaysScenario: 6,
+	NoneScenario:    0,
+	"userspace":     1,
+	SRTPScenario:    2,
+	"xdp":           3,
+	"xdp-native":    4,
+	"tc":            5,
+	RelaysScenario:  6,
+	ProxiesScenario: 7,
 }
 
 func rank(s string) int {

@@ -29,35 +29,34 @@ func writeRelayNodes(b *strings.Builder, rs []*Result) {
 				relays += n.CPUSteady
 			}
 			row := func(layout string, x *Result, relayCPU string) {
-				sipdPer, sys := dash, dash
-				if v, ok := x.sipdSteadyPerCall(); ok {
-					sipdPer = pct(v, 4)
-				}
-				if v, ok := x.systemCPUPerCall(); ok {
-					sys = pct(v, 4)
-				}
-				c.Add(countInt(lv), layout, sipdPer, relayCPU, sys, fixed(x.MemPerCallKB, 1)+" KB")
+				sipdPer, sys, mem := x.perCallCells()
+				c.Add(countInt(lv), layout, sipdPer, relayCPU, sys, mem)
 			}
 			perRelay := dash
 			if r.SteadyCalls > 0 {
 				perRelay = pct(relays/r.SteadyCalls, 4)
 			}
-			row(r.Scenario+" (sipd + "+countInt(len(r.RelayNodes))+" relay hosts, "+r.Path+")", r, perRelay)
-			if one := find(rs, lv, r.Path); one != nil {
-				row(one.Scenario+" (one host)", one, "in sipd")
-			}
+			addBesideOneHost(rs, r, r.Scenario+" (sipd + "+countInt(len(r.RelayNodes))+" relay hosts, "+r.Path+")", perRelay, "in sipd", row)
 		}
 	}
-	if len(t.Rows) == 0 {
-		return
+	writeNodeSection(b, "Relay set ("+RelaysScenario+")",
+		"sipd hands each call's media to a set of `sipd -relay-only` nodes over NG, each in a namespace of its own; "+
+			"the relays' process CPU leaves out the kernel hook's packet work, which runs in softirq and shows only in the system figure. "+
+			"Calls per node are the steady calls split by the offers sipd gave it.",
+		t, "Against one host: the same level with the relay inside sipd on the same kernel path.", c)
+}
+
+// perCallCells are a run's sipd CPU, whole-machine CPU and sipd memory
+// per steady call, as the multi-node sections set them beside one host.
+func (r *Result) perCallCells() (sipd, system, mem string) {
+	sipd, system = dash, dash
+	if v, ok := r.sipdSteadyPerCall(); ok {
+		sipd = pct(v, 4)
 	}
-	b.WriteString("### Relay set (" + RelaysScenario + ")\n\n")
-	b.WriteString("sipd hands each call's media to a set of `sipd -relay-only` nodes over NG, each in a namespace of its own; " +
-		"the relays' process CPU leaves out the kernel hook's packet work, which runs in softirq and shows only in the system figure. " +
-		"Calls per node are the steady calls split by the offers sipd gave it.\n\n")
-	writeTable(b, t)
-	b.WriteString("Against one host: the same level with the relay inside sipd on the same kernel path.\n\n")
-	writeTable(b, c)
+	if v, ok := r.systemCPUPerCall(); ok {
+		system = pct(v, 4)
+	}
+	return sipd, system, fixed(r.MemPerCallKB, 1) + " KB"
 }
 
 // relayNodesCell puts the relay nodes in one CSV cell,

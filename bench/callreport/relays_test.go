@@ -17,19 +17,12 @@ func TestWriteRelayNodes(t *testing.T) {
 	}
 	Derive(rs)
 	md := renderMarkdown(t, rs)
-	for _, tt := range []struct{ name, want string }{
+	checkMarkdown(t, md, []mdWant{
 		{"section", "### Relay set (relays)"},
 		{"node", "| 500 | relay1 | udp:10.250.5.2:2223 | tc | 250 | 250.0 | 1,000 | 5.00% | 0.0200% | 21.0 MB |"},
 		{"set", "| 500 | relays (sipd + 2 relay hosts, tc) | 0.0100% | 0.0150% | 0.1100% | 10.0 KB |"},
 		{"one host", "| 500 | tc (one host) | 0.0400% | in sipd | 0.1000% | 10.0 KB |"},
-	} {
-		if !strings.Contains(md, tt.want) {
-			t.Errorf("%s: report lacks %q", tt.name, tt.want)
-		}
-	}
-	if t.Failed() {
-		t.Log(md)
-	}
+	})
 	if got, want := relayNodesCell(&rs[2]), "relay0:250:2.50:0.0100 relay1:250:5.00:0.0200"; got != want {
 		t.Errorf("CSV cell %q, want %q", got, want)
 	}

@@ -101,6 +101,14 @@ type Result struct {
 	// nothing itself.
 	RelayNodes []RelayNode `json:"relay_nodes,omitempty"`
 
+	// ProxyNodes are the sipd of scenario proxies, sharing one Redis;
+	// SipdCPUSteady and the sampled sipd figures are then theirs summed.
+	ProxyNodes []ProxyNode `json:"proxy_nodes,omitempty"`
+	// RedisCPUSteady is redis-server's CPU in the steady window (percent
+	// of a core), RedisUsedMB its INFO used_memory at the end.
+	RedisCPUSteady *float64 `json:"redis_cpu_steady,omitempty"`
+	RedisUsedMB    float64  `json:"redis_used_mb,omitempty"`
+
 	Notes []string `json:"notes,omitempty"`
 }
 
@@ -119,6 +127,22 @@ type RelayNode struct {
 	// CPUPerCallPct is CPUSteady / SteadyCalls.
 	CPUPerCallPct float64 `json:"cpu_per_call_pct"`
 	RSSMB         float64 `json:"rss_mb"` // at the end of the steady window
+}
+
+// ProxyNode is one sipd of several sharing the users and calls.
+type ProxyNode struct {
+	Name      string `json:"name"`
+	SIP       string `json:"sip"`       // its SIP listener
+	Path      string `json:"path"`      // the media path it reported
+	Completed uint64 `json:"completed"` // calls it saw end normally
+	Packets   uint64 `json:"packets"`   // packets its relay relayed
+	// SteadyCalls is its confirmed calls over the steady window, averaged.
+	SteadyCalls float64 `json:"steady_calls"`
+	// CPUSteady is its process's CPU in the steady window (percent of a
+	// core); the kernel hook's packet work is not in any process.
+	CPUSteady     float64 `json:"cpu_steady"`
+	CPUPerCallPct float64 `json:"cpu_per_call_pct"` // CPUSteady / SteadyCalls
+	RSSMB         float64 `json:"rss_mb"`           // at the end of the run
 }
 
 // Host describes the machine a result was measured on.

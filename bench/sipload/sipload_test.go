@@ -200,3 +200,23 @@ func cpuTime(t *testing.T) (user, sys time.Duration) {
 	}
 	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
+
+// With Proxies the calls alternate over them; without, all use Proxy.
+func TestProxyFor(t *testing.T) {
+	a, b := netip.MustParseAddrPort("10.0.0.1:5060"), netip.MustParseAddrPort("10.0.0.2:5060")
+	for _, tt := range []struct {
+		name string
+		cfg  UACConfig
+		want []netip.AddrPort
+	}{
+		{"one proxy", UACConfig{Proxy: a}, []netip.AddrPort{a, a, a}},
+		{"two proxies", UACConfig{Proxy: a, Proxies: []netip.AddrPort{b, a}}, []netip.AddrPort{b, a, b}},
+	} {
+		u := &uac{cfg: tt.cfg}
+		for n, want := range tt.want {
+			if got := u.proxyFor(n); got != want {
+				t.Errorf("%s: call %d through %s, want %s", tt.name, n, got, want)
+			}
+		}
+	}
+}

@@ -19,7 +19,11 @@ import (
 
 // UACConfig is the caller's side of a run.
 type UACConfig struct {
-	Proxy      netip.AddrPort
+	Proxy netip.AddrPort
+	// Proxies, if set, spread the calls over several proxies sharing the
+	// users: call n and its in-dialog requests go to Proxies[n%len], and
+	// Proxy is then unused.
+	Proxies    []netip.AddrPort
 	Domain     string
 	Password   string
 	UASCount   int // callees uas0..; calls go round-robin
@@ -78,7 +82,8 @@ type call struct {
 	timer    *time.Timer
 	pair     int
 	ssrc     uint32
-	leg      *srtpLeg // with UACConfig.SRTP
+	leg      *srtpLeg       // with UACConfig.SRTP
+	proxy    netip.AddrPort // where its requests go
 }
 
 type uac struct {
@@ -125,7 +130,7 @@ func RunUAC(ctx context.Context, cfg UACConfig) (Result, error) {
 	u := &uac{cfg: cfg, domain: cfg.Domain, mediaAddr: defaultAddr(cfg.MediaAddr, sipAddr),
 		calls: map[string]*call{}, codes: map[int]int{}, callCodes: map[int]int{}, allDone: make(chan struct{}), ssrcBase: rand.Uint32()}
 	if u.domain == "" {
-		u.domain = cfg.Proxy.Addr().String()
+		u.domain = u.proxyFor(0).Addr().String()
 	}
 	// The fixed RTP ports first: the SIP socket takes an ephemeral port on
 	// the same address, which could otherwise be one of them.
@@ -243,11 +248,17 @@ func (u *uac) stopTimers() {
 	}
 }
 
-func (u *uac) send(text string) { u.ua.send(u.cfg.Proxy, text) }
+// proxyFor is the proxy call n goes through.
+func (u *uac) proxyFor(n int) netip.AddrPort {
+	if len(u.cfg.Proxies) > 0 {
+		return u.cfg.Proxies[n%len(u.cfg.Proxies)]
+	}
+	return u.cfg.Proxy
+}
 
 func (u *uac) startCall(n int) error {
 	c := &call{n: n, id: fmt.Sprintf("c%d-%s@sipload", n, randHex(4)), callee: UASUser(n % u.cfg.UASCount),
-		fromTag: randHex(4), cseq: 1, pair: n % len(u.ports), ssrc: u.ssrcBase + uint32(n)}
+		fromTag: randHex(4), cseq: 1, pair: n % len(u.ports), ssrc: u.ssrcBase + uint32(n), proxy: u.proxyFor(n)}
 	if u.srtp != nil {
 		// Outside the lock: a peer makes its certificate and binds.
 		leg, err := u.srtp.newLeg(c.ssrc)
@@ -279,7 +290,7 @@ func (u *uac) sendInvite(c *call, auth string) error {
 		"CSeq: %d INVITE\r\nContact: %s\r\n%sContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
 		u.inviteURI(c), u.ua.addr, c.id, c.cseq, UACUser, u.domain, c.fromTag, c.callee, u.domain, c.id,
 		c.cseq, u.ua.contact(), auth, len(body), body)
-	if err := u.ua.send(u.cfg.Proxy, msg); err != nil {
+	if err := u.ua.send(c.proxy, msg); err != nil {
 		return fmt.Errorf("send invite: %w", err)
 	}
 	return nil
@@ -346,13 +357,13 @@ func (u *uac) finish(c *call, ok bool) {
 
 // onMessage handles what the caller receives: responses to its INVITEs
 // and BYEs.
-func (u *uac) onMessage(_ *ua, m sip.Message, _ netip.AddrPort) {
+func (u *uac) onMessage(_ *ua, m sip.Message, from netip.AddrPort) {
 	res, ok := m.(*sip.Response)
 	if !ok {
 		// In-dialog requests to the caller are not expected; answer so the
 		// proxy does not retransmit them.
 		if req, ok := m.(*sip.Request); ok && req.Method != sip.ACK {
-			u.send(sip.NewResponseFromRequest(req, 200, "OK", nil).String())
+			u.ua.send(from, sip.NewResponseFromRequest(req, 200, "OK", nil).String())
 		}
 		return
 	}
@@ -376,7 +387,7 @@ func (u *uac) onInviteFinal(c *call, res *sip.Response) {
 	code := res.StatusCode
 	if code >= 300 {
 		// A non-2xx final is acknowledged in its own transaction (same branch).
-		u.send(fmt.Sprintf("ACK %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%d;rport\r\n"+
+		u.ua.send(c.proxy, fmt.Sprintf("ACK %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%d;rport\r\n"+
 			"Max-Forwards: 70\r\nFrom: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d ACK\r\nContent-Length: 0\r\n\r\n",
 			u.inviteURI(c), u.ua.addr, c.id, cseqOf(res), res.From().Value(), res.To().Value(), c.id, cseqOf(res)))
 		if c.state != stInviting || cseqOf(res) != c.cseq {
@@ -449,7 +460,7 @@ func (u *uac) inDialog(c *call, method string, cseq int) {
 	for _, r := range c.routes {
 		routes += "Route: " + r + "\r\n"
 	}
-	u.send(fmt.Sprintf("%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%s-%d;rport\r\n"+
+	u.ua.send(c.proxy, fmt.Sprintf("%s %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s-%s-%d;rport\r\n"+
 		"Max-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n%s"+
 		"Contact: %s\r\nContent-Length: 0\r\n\r\n",
 		method, c.target, u.ua.addr, strings.ToLower(method), c.id, cseq, UACUser, u.domain, c.fromTag,

@@ -241,17 +241,33 @@ func (s *Server) Restart(t testing.TB) {
 // until it answers PING. It is stopped when t ends.
 func StartIn(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	s, err := LaunchIn(t.TempDir(), ns, addr)
+	if errors.Is(err, exec.ErrNotFound) {
 		testenv.Unavailable(t, "redis-server is not installed (scripts/install-deps.sh installs it)")
 	}
-	s := &Server{dir: t.TempDir(), bin: bin, port: int(addr.Port()), bind: addr.Addr().String(), ns: ns,
-		Addr: addr.String(), URL: "redis://" + addr.String() + "/0"}
-	if err := s.launch(); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// LaunchIn is StartIn for a caller without a test, such as the bench:
+// dir holds its log, and the caller stops it with Stop.
+func LaunchIn(dir string, ns *netns.NS, addr netip.AddrPort) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server (scripts/install-deps.sh installs it): %w", err)
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("redis dir: %w", err)
+	}
+	s := &Server{dir: dir, bin: bin, port: int(addr.Port()), bind: addr.Addr().String(), ns: ns,
+		Addr: addr.String(), URL: "redis://" + addr.String() + "/0"}
+	if err := s.launch(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // usedMemory reads used_memory from the text of INFO memory.
