@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -16,12 +17,58 @@ import (
 // count (BPF_ENABLE_STATS), which it does only while asked. Closing the
 // returned fd stops it, and so does the process ending, however it ends,
 // unlike a write to the kernel.bpf_stats_enabled sysctl.
+//
+// The switch is global and counted: stats stay on while any process holds
+// such an fd, and the sysctl shows none of them. So that a process can
+// tell whether another sipxdp process has them on (RunStatsHeldElsewhere),
+// each holder also holds StatsLockPath with a shared flock; the lock is
+// advisory and best effort (no lock if the file cannot be opened).
 func EnableRunStats() (io.Closer, error) {
 	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return nil, fmt.Errorf("enable BPF run-time stats: %w", err)
 	}
-	return c, nil
+	rs := &runStats{stats: c}
+	if f, err := os.OpenFile(StatsLockPath, os.O_RDONLY|os.O_CREATE, 0o644); err == nil {
+		if unix.Flock(int(f.Fd()), unix.LOCK_SH) == nil {
+			rs.lock = f
+		} else {
+			f.Close()
+		}
+	}
+	return rs, nil
+}
+
+// StatsLockPath is the file EnableRunStats's holders flock shared.
+const StatsLockPath = "/run/sipxdp-bpf-stats.lock"
+
+type runStats struct {
+	stats io.Closer
+	lock  *os.File
+}
+
+func (r *runStats) Close() error {
+	err := r.stats.Close()
+	if r.lock != nil {
+		r.lock.Close() // releases the flock
+	}
+	return err
+}
+
+// RunStatsHeldElsewhere reports whether another holder of EnableRunStats
+// (another process, or another fd of this one) may have stats on. When it
+// returns false the caller holds StatsLockPath exclusively until release
+// is called, so none can start meanwhile.
+func RunStatsHeldElsewhere() (held bool, release func()) {
+	f, err := os.OpenFile(StatsLockPath, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return true, func() {}
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return true, func() {}
+	}
+	return false, func() { f.Close() }
 }
 
 // PinnedRunStats sums run time and run count (the run_time_ns and run_cnt

@@ -58,21 +58,20 @@ func TestPinnedRunStats(t *testing.T) {
 	}
 	stats.Close()
 	// The switch is global: another process (a bench run, or another
-	// package's test running beside this one) may hold it on, before or
-	// while the runs below happen.
-	othersOn := func() bool {
-		b, _ := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled")
-		return len(b) > 0 && b[0] != '0'
-	}
-	if othersOn() {
-		t.Log("BPF stats still enabled by someone else; not checking that they stopped")
+	// package's test running beside this one) may hold it on. The sysctl
+	// shows only its own setting; EnableRunStats's holders hold a shared
+	// lock, which this takes exclusively for the runs below.
+	if b, _ := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); len(b) > 0 && b[0] != '0' {
+		t.Log("BPF stats enabled by the sysctl; not checking that they stopped")
 		return
 	}
+	held, release := RunStatsHeldElsewhere()
+	if held {
+		t.Log("BPF stats held on by another process; not checking that they stopped")
+		return
+	}
+	defer release()
 	run(3)
-	if othersOn() {
-		t.Log("BPF stats enabled by someone else during the runs; not checking that they stopped")
-		return
-	}
 	if _, after, err := PinnedRunStats(dir); err != nil || after != runs {
 		t.Fatalf("with stats off: %d runs, want still %d (%v)", after, runs, err)
 	}
