@@ -233,6 +233,10 @@ func TestLatchHandoffToKernel(t *testing.T) {
 	if tot.UserspacePackets != 12 || tot.KernelPackets != 100 || tot.KernelFlows != 1 || tot.Flows != 4 {
 		t.Fatalf("totals = %+v", tot)
 	}
+	// Both paths carried A→B within the window; nothing else was sent.
+	if tot.ActiveRTP != (ActiveStreams{Mixed: 1}) {
+		t.Errorf("active RTP at the handoff = %+v, want one mixed", tot.ActiveRTP)
+	}
 	var found bool
 	for _, fi := range h.e.Flows() {
 		if fi.Local == aRTP {
@@ -244,6 +248,12 @@ func TestLatchHandoffToKernel(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("A→B missing from Flows")
+	}
+	h.step(activeWindow)
+	h.k.addTraffic(t, aRTP, 1, h.clk.Now())
+	h.s.addTraffic(t, bRTP, 1, h.clk.Now())
+	if got := h.e.Stats().ActiveRTP; got != (ActiveStreams{Kernel: 1, Userspace: 1}) {
+		t.Errorf("active RTP after the window = %+v, want A→B on the kernel, B→A in userspace", got)
 	}
 
 	// B latches too: B→A moves, and A→B (in the kernel) gets the new Dst.

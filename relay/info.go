@@ -125,6 +125,31 @@ type Totals struct {
 	// (handshake error, fingerprint mismatch, not keyed in time).
 	DTLSHandshakes, CryptoLegFailures uint64
 	Pools                             []PoolInfo
+	// ActiveRTP counts RTP directions (a leg's RTP arriving) that
+	// carried a packet in the last activeWindow, by the path that
+	// forwarded it then: what rtpengine's mediastreams gauge counts.
+	ActiveRTP ActiveStreams
+}
+
+// ActiveStreams splits recently active RTP directions by path: kernel
+// only, userspace only, or both within the window (a flow moving
+// between the paths).
+type ActiveStreams struct{ Kernel, Userspace, Mixed int }
+
+// activeWindow is how recent a packet makes a direction active: 2 s, as
+// rtpengine's call_timer_iterator (daemon/call.c) uses for its stream
+// gauges.
+const activeWindow = 2 * time.Second
+
+func (a *ActiveStreams) add(kern, user bool) {
+	switch {
+	case kern && user:
+		a.Mixed++
+	case kern:
+		a.Kernel++
+	case user:
+		a.Userspace++
+	}
 }
 
 // walkBatch bounds how long the listings below hold the engine lock: each
@@ -314,6 +339,7 @@ func (e *Engine) Stats() Totals {
 		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
 	}
 	var kern, user FlowStats
+	now := e.now()
 	e.walk(func() {
 		t.Draining, t.Sessions = e.draining, len(e.sessions)
 		kern, user = e.endedKern, e.endedUser
@@ -343,6 +369,9 @@ func (e *Engine) Stats() Totals {
 					t.KernelFlows++
 				} else {
 					t.UserspaceFlows++
+				}
+				if d.comp == compRTP {
+					t.ActiveRTP.add(now.Sub(k.LastSeen) < activeWindow, now.Sub(u.LastSeen) < activeWindow)
 				}
 			}
 		}
