@@ -303,19 +303,32 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 	e.counter(dHTTPAcceptErrors, conns.AcceptErrors)()
 	e.gauge(dHTTPConns, float64(conns.Active))()
+	var repl *relayrepl.Status
+	if a.Replication != nil {
+		st := a.Replication()
+		repl = &st
+	}
 	if a.NG != nil {
 		e.ng(a.NG)
+	}
+	if a.NG != nil && a.Engine != nil {
+		// Relay-only: sipd stands in for rtpengine, whose series the
+		// dashboards built for it read.
+		followed := 0
+		if repl != nil {
+			followed = repl.Followed
+		}
+		e.rtpengine(t, a.Started, followed)
 	}
 	if a.RelaySticky != nil {
 		e.counter(dRelaySticky, a.RelaySticky())()
 	}
-	if a.Replication != nil {
-		st := a.Replication()
-		e.counter(dReplErrors, st.Errors)()
-		e.gauge(dReplDown, boolGauge(st.Redis != "up"))()
-		e.gauge(dReplActive, boolGauge(st.Role == relayrepl.RoleActive))()
-		e.gauge(dReplFollowed, float64(st.Followed))()
-		e.counter(dReplWrites, st.Writes)()
+	if repl != nil {
+		e.counter(dReplErrors, repl.Errors)()
+		e.gauge(dReplDown, boolGauge(repl.Redis != "up"))()
+		e.gauge(dReplActive, boolGauge(repl.Role == relayrepl.RoleActive))()
+		e.gauge(dReplFollowed, float64(repl.Followed))()
+		e.counter(dReplWrites, repl.Writes)()
 	}
 }
 
