@@ -137,8 +137,8 @@ type Totals struct {
 type ActiveStreams struct{ Kernel, Userspace, Mixed int }
 
 // activeWindow is how recent a packet makes a direction active: 2 s, as
-// rtpengine's call_timer_iterator (daemon/call.c) uses for its stream
-// gauges.
+// rtpengine's call_timer_iterator uses for its stream gauges
+// (https://github.com/sipwise/rtpengine/blob/master/daemon/call.c).
 const activeWindow = 2 * time.Second
 
 func (a *ActiveStreams) add(kern, user bool) {

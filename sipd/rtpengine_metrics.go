@@ -9,9 +9,10 @@ import (
 // rtpengine's own series, exported in relay-only mode so that Grafana
 // dashboards built for rtpengine keep working when sipd -relay-only takes
 // its place behind Kamailio or OpenSIPS. Names, types and labels are
-// rtpengine's: its /metrics (daemon/websocket.c, websocket_http_metrics)
-// prefixes "rtpengine_" to the names statistics_gather_metrics
-// (daemon/statistics.c) gives with PROM and PROMLAB. Only the series
+// rtpengine's: its /metrics (websocket_http_metrics in
+// https://github.com/sipwise/rtpengine/blob/master/daemon/websocket.c)
+// prefixes "rtpengine_" to the names statistics_gather_metrics gives with
+// PROM and PROMLAB (daemon/statistics.c, beside it). Only the series
 // sipxdp knows the value of are exported; README's Metrics section lists
 // the others and why they are left out.
 var (
@@ -29,7 +30,8 @@ var (
 // userspaceErrors are the userspace relay's counters that rtpengine would
 // count in errors_user: a packet of a known stream that could not be
 // relayed (daemon/media_socket.c: a send that failed, a handler error
-// such as SRTP that does not authenticate). Packets from a source the
+// such as SRTP that does not authenticate; an unknown payload type,
+// which sipxdp does not look at). Packets from a source the
 // stream did not take are dropped, not errors, in both.
 var userspaceErrors = []string{"send_error", "srtp", "oversize"}
 
