@@ -12,7 +12,7 @@ import (
 // rtpengine's: its /metrics (websocket_http_metrics in
 // https://github.com/sipwise/rtpengine/blob/master/daemon/websocket.c)
 // prefixes "rtpengine_" to the names statistics_gather_metrics gives with
-// PROM and PROMLAB (daemon/statistics.c, beside it). Only the series
+// PROM and PROMLAB (statistics.c, beside it). Only the series
 // sipxdp knows the value of are exported; README's Metrics section lists
 // the others and why they are left out.
 var (
@@ -29,7 +29,7 @@ var (
 
 // userspaceErrors are the userspace relay's counters that rtpengine would
 // count in errors_user: a packet of a known stream that could not be
-// relayed (daemon/media_socket.c: a send that failed, a handler error
+// relayed (media_socket.c: a send that failed, a handler error
 // such as SRTP that does not authenticate; an unknown payload type,
 // which sipxdp does not look at). Packets from a source the
 // stream did not take are dropped, not errors, in both.
