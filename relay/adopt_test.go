@@ -101,6 +101,12 @@ func TestAdoptListsFlowsAndReservesPorts(t *testing.T) {
 		t.Fatalf("stats: adopted %d, kernel flows %d, free external pairs %d; want 4, 4, 1",
 			st.AdoptedFlows, st.KernelFlows, st.Pools[0].FreePairs)
 	}
+	// Adopted flows carry media too: one with a packet just now is an
+	// active RTP stream on the kernel path.
+	h.k.addTraffic(t, ap(ext4, 20000), 5, h.clk.Now())
+	if got := h.e.Stats().ActiveRTP; got != (ActiveStreams{Kernel: 1}) {
+		t.Errorf("active RTP = %+v, want the adopted flow with traffic on the kernel", got)
+	}
 	// The external pool has five pairs; four are adopted, one is left.
 	if err := h.e.CreateSession("new"); err != nil {
 		t.Fatal(err)

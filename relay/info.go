@@ -345,7 +345,11 @@ func (e *Engine) Stats() Totals {
 		kern, user = e.endedKern, e.endedUser
 		for _, g := range e.adopted {
 			for _, f := range g.flows {
-				kern = kern.Add(e.adoptedStats(f))
+				st := e.adoptedStats(f)
+				kern = kern.Add(st)
+				if f.Key.Local.Port()%2 == 0 { // RTP ports are even (portPool)
+					t.ActiveRTP.add(now.Sub(st.LastSeen) < activeWindow, false)
+				}
 				t.Flows++
 				t.KernelFlows++
 				t.AdoptedFlows++
