@@ -177,8 +177,8 @@ func (b *Backend) codecs(r *ng.Request, offer bool) []byte {
 	}
 	edits := map[int]sdprewrite.FormatEdit{}
 	for i, orig := range all {
-		if orig == nil || ms[i].Port == 0 {
-			continue // not RTP, or already rejected: nothing to choose
+		if len(orig) == 0 || ms[i].Port == 0 {
+			continue // not RTP, no format, or already rejected: nothing to choose
 		}
 		cur := o.apply(orig)
 		pts := make([]string, len(cur))

@@ -1,6 +1,8 @@
 package ngbackend
 
 import (
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -143,4 +145,45 @@ func TestCodecFlagHonoured(t *testing.T) {
 			t.Errorf("honoured(%q) = %v, want %v", k, got, want)
 		}
 	}
+}
+
+// FuzzCodecManipulations: whatever the flags and body, the codec edit
+// never panics, and a body that parses gives one that parses, each RTP
+// m-line listing only formats it had (or rejected with one of them).
+func FuzzCodecManipulations(f *testing.F) {
+	f.Add([]byte(codecOffer), "codec-strip-all codec-except-pcma codec-offer-g722", true)
+	f.Add([]byte(codecAnswer), "codec-strip-pcmu/8000/1 codec-mask-all allow-no-codec-media", false)
+	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP\r\n"),
+		"codec-strip-all allow-no-codec-media", true)
+	f.Add([]byte(codecOffer), "codec-offer-amr codec-strip=opus/48000/2 codec-mask-full", true)
+	f.Fuzz(func(t *testing.T, body []byte, flagList string, offer bool) {
+		r := &ng.Request{Command: "offer", CallID: "c1", SDP: body, Flags: map[string]string{}}
+		for i, fl := range strings.Fields(flagList) {
+			k, v, _ := strings.Cut(fl, "=")
+			if v == "" {
+				v = strconv.Itoa(i % 3)
+			}
+			r.Flags[k] = v
+		}
+		b, _ := newBackend()
+		out := b.codecs(r, offer)
+		before, err := sdprewrite.Codecs(body)
+		if err != nil {
+			return
+		}
+		after, err := sdprewrite.Codecs(out)
+		if err != nil || len(after) != len(before) {
+			t.Fatalf("edited body: %v, %d m-lines, had %d\n%q", err, len(after), len(before), out)
+		}
+		for i := range before {
+			for _, c := range after[i] {
+				if !slices.Contains(before[i], c) {
+					t.Fatalf("m-line %d gained %+v\n%q", i, c, out)
+				}
+			}
+			if len(before[i]) > 0 && len(after[i]) == 0 {
+				t.Fatalf("m-line %d left without formats\n%q", i, out)
+			}
+		}
+	})
 }
