@@ -50,6 +50,8 @@ func normKey(k string) string {
 //     "address family": "IP6" or "record call": "yes" that way), and one
 //     with a list of strings as one flag "key-entry" per entry
 //     ("SDES": ["off"] is the flag "sdes-off"), as rtpengine reads them;
+//   - the "codec" dictionary becomes flags "codec-<key>-<name>" (see
+//     codecFlags), the form of the flags list;
 //   - flags that name a field fill it when the dictionary did not:
 //     "replace-origin" adds to Replace, "rtcp-mux-demux" to RTCPMux,
 //     "ICE=remove" sets ICE, "RTP/AVP" and "transport-protocol=..." set
@@ -116,6 +118,10 @@ func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 			r.RTCPMux, e = asStrings(nk, v)
 		case "limit":
 			r.Limit, e = asLimit(v)
+		case "codec":
+			if !codecFlags(r.Flags, v) {
+				ignored = append(ignored, nk)
+			}
 		case "flags":
 			var fl []string
 			fl, e = asStrings(nk, v)

@@ -60,7 +60,7 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 		return nil, err
 	}
 	_, known := b.ctrl.Call(r.CallID)
-	out, err := b.ctrl.Offer(r.CallID, r.FromTag, r.SDP, signaling(r), Options(r))
+	out, err := b.ctrl.Offer(r.CallID, r.FromTag, b.codecs(r, true), signaling(r), Options(r))
 	if err != nil {
 		if !known {
 			err = refusal(err)
@@ -87,7 +87,7 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
 	}
-	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, r.SDP, signaling(r), Options(r))
+	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, b.codecs(r, false), signaling(r), Options(r))
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +216,8 @@ func honoured(k string) bool {
 	case k == "ice", k == "dtls", k == "sdes", k == "transport-protocol", k == "generate-mid",
 		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
 		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
-		k == "supports-load-limit": // the ng.Server's refusals
+		k == "supports-load-limit", // the ng.Server's refusals
+		codecFlag(k):
 		return true
 	}
 	for _, p := range []string{"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf"} {
