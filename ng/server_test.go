@@ -165,6 +165,7 @@ func TestHandleCommands(t *testing.T) {
 					"label": "caller", "media-address": "192.0.2.9",
 					"address-family": "IP6", "record-call": "yes", "delete-delay": "5",
 					"sdes-off": "", "sdes-no-aes-cm-128-hmac-sha1-32": "",
+					"codec-strip-all": "", // the dictionary as its flags form
 				}
 				if !reflect.DeepEqual(r.Flags, wantFlags) {
 					t.Errorf("flags\n%v\nwant\n%v", r.Flags, wantFlags)
@@ -215,7 +216,7 @@ func TestHandleCommands(t *testing.T) {
 			want: map[string]any{"result": "error", "error-reason": "unknown call-id"},
 		},
 		{name: "unknown command", in: map[string]any{"command": "frobnicate"},
-			want: map[string]any{"result": "error", "error-reason": `unknown command "frobnicate"`}},
+			want: map[string]any{"result": "error", "error-reason": "Unrecognized command"}},
 		{name: "missing command", in: map[string]any{"call-id": "x"},
 			want: map[string]any{"result": "error", "error-reason": "missing command"}},
 		{name: "offer without call-id", in: map[string]any{"command": "offer", "from-tag": "ft", "sdp": sdp},
