@@ -3,16 +3,18 @@ package ng
 import "errors"
 
 // ReasonUnrecognized is rtpengine's error-reason for a command it does
-// not know (daemon/control_ng.c, control_ng_process_payload); the Server
-// answers it for commands neither rtpengine nor this package knows.
+// not know (control_ng_process_payload in
+// https://github.com/sipwise/rtpengine/blob/master/daemon/control_ng.c); the
+// Server answers it for commands neither rtpengine nor this package
+// knows.
 const ReasonUnrecognized = "Unrecognized command"
 
-// unsupportedCommands are the commands rtpengine documents
-// (docs/ng_control_protocol.md, the list at its top and a section per
-// command; daemon/control_ng.h's NG_COMMANDS for cli and transform) that
-// this relay does not carry out, with why: they record, play or alter
-// media, or manage rtpengine's media subscriptions, none of which the
-// relay does. Keys are lower case, as Request.Command is.
+// unsupportedCommands are the commands rtpengine documents (the list at
+// the top of https://github.com/sipwise/rtpengine/blob/master/docs/ng_control_protocol.md
+// and a section per command; control_ng.h's NG_COMMANDS for cli and
+// transform) that this relay does not carry out, with why: they record,
+// play or alter media, or manage rtpengine's media subscriptions, none of
+// which the relay does. Keys are lower case, as Request.Command is.
 var unsupportedCommands = map[string]string{
 	"start recording":   "recording",
 	"stop recording":    "recording",

@@ -9,7 +9,7 @@ import (
 // relay does not carry out gets an error naming it and why, and reaches
 // no Backend; a command rtpengine does not know either gets rtpengine's
 // own reply. Each row names the section of rtpengine's
-// docs/ng_control_protocol.md (or the source) the command comes from.
+// ng_control_protocol.md (or the source) the command comes from.
 func TestUnsupportedCommands(t *testing.T) {
 	for _, tc := range []struct {
 		command, doc, reason string
@@ -38,9 +38,9 @@ func TestUnsupportedCommands(t *testing.T) {
 		{"create", "`create` and `create answer` Messages", "media subscriptions not supported: create"},
 		{"create answer", "`create` and `create answer` Messages", "media subscriptions not supported: create answer"},
 		{"mesh", "`mesh` Message", "media subscriptions not supported: mesh"},
-		{"transform", "daemon/control_ng.h NG_COMMANDS", "media transforms not supported: transform"},
-		{"cli", "daemon/control_ng.h NG_COMMANDS", "rtpengine's CLI not supported: cli"},
-		{"frobnicate", "daemon/control_ng.c: a command not in NG_COMMANDS", ReasonUnrecognized},
+		{"transform", "control_ng.h NG_COMMANDS", "media transforms not supported: transform"},
+		{"cli", "control_ng.h NG_COMMANDS", "rtpengine's CLI not supported: cli"},
+		{"frobnicate", "control_ng.c: a command not in NG_COMMANDS", ReasonUnrecognized},
 	} {
 		t.Run(tc.command, func(t *testing.T) {
 			b := &fakeBackend{}

@@ -7,9 +7,11 @@ import (
 
 // addDictFlags takes a dictionary-valued key such as "codec":
 // {"transcode": ["PCMA"], "strip": ["G722"]} as the flags rtpengine
-// documents as its equivalent in the flags list (docs/ng_control_protocol.md,
-// offer, "codec manipulations": "These options can also be put into the
-// flags list using a prefix of codec-"): codec-transcode-pcma and
+// documents as its equivalent in the flags list (offer, "codec
+// manipulations", in
+// https://github.com/sipwise/rtpengine/blob/master/docs/ng_control_protocol.md:
+// "These options can also be put into the flags list using a prefix of
+// codec-"): codec-transcode-pcma and
 // codec-strip-g722. A string or integer entry becomes key-entry=value
 // (moh: {"file": "/x.wav"} is moh-file=/x.wav). ok is false when some
 // entry could not be used (a nested dictionary, as in sdp-attr), for the

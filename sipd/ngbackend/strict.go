@@ -31,11 +31,12 @@ func (b *Backend) Strict(on bool) *Backend {
 
 // needsMedia is one flag the relay cannot honour because it would have
 // to decode, generate or record media. Each names where rtpengine
-// documents it (docs/ng_control_protocol.md in sipwise/rtpengine, the
-// offer message, unless said otherwise) and follows its parser
-// (daemon/call_flags.c) for the commands it applies to and the values
-// that turn it on. Keys are as ng.ParseRequest normalises them: lower
-// case, '-' for ' ' and '_'.
+// documents it (the offer message unless said otherwise, in
+// https://github.com/sipwise/rtpengine/blob/master/docs/ng_control_protocol.md)
+// and follows rtpengine's parser, call_flags.c
+// (https://github.com/sipwise/rtpengine/blob/master/daemon/call_flags.c), for the
+// commands it applies to and the values that turn it on. Keys are as
+// ng.ParseRequest normalises them: lower case, '-' for ' ' and '_'.
 type needsMedia struct {
 	// key matches the flag key; with prefix, also key-ANYTHING (the
 	// flags-list form of a list or dictionary: codec-transcode-PCMA).
@@ -83,7 +84,7 @@ const (
 // security modes and triggers (they only tune block DTMF).
 var mediaFlags = []needsMedia{
 	{key: "codec-transcode", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode"},
-	{key: "transcode", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode (flags form transcode-, daemon/call_flags.c)"},
+	{key: "transcode", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode (flags form transcode-, call_flags.c)"},
 	{key: "codec-accept", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, accept"},
 	{key: "codec-consume", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, consume"},
 	{key: "codec-set", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, set"},
@@ -110,8 +111,8 @@ var mediaFlags = []needsMedia{
 	{key: "moh", prefix: true, what: "music on hold (" + whatPlayback + ")", doc: "Music on hold functionality (MoH)"},
 	{key: "recording-announcement", what: whatPlayback, doc: "offer flags: recording announcement"},
 	{key: "record-call", on: oneOf("", "yes", "on"), what: whatRecording, doc: "offer: record call; offer flags: record call"},
-	{key: "recording-vsc", what: whatRecording, doc: "daemon/call_flags.c: recording-vsc (recording started by DTMF codes)"},
-	{key: "siprec", what: whatRecording, doc: "daemon/call_flags.c: SIPREC"},
+	{key: "recording-vsc", what: whatRecording, doc: "call_flags.c: recording-vsc (recording started by DTMF codes)"},
+	{key: "siprec", what: whatRecording, doc: "call_flags.c: SIPREC"},
 }
 
 // unsupported returns the first flag of r (in sorted order, so the reply

@@ -22,7 +22,7 @@ import (
 // if the flag were absent and the flag is logged at debug. Rows marked
 // ok are flags that look alike but need no media work, or commands
 // rtpengine ignores them in: they go through either way. Each row names
-// its section of rtpengine's docs/ng_control_protocol.md.
+// its section of rtpengine's ng_control_protocol.md.
 func TestStrict(t *testing.T) {
 	type row struct {
 		name, doc string
@@ -39,7 +39,7 @@ func TestStrict(t *testing.T) {
 			flags("codec-transcode-PCMA"), "transcoding not supported: codec-transcode-pcma", "codec-transcode-pcma"},
 		{"codec transcode=... in flags", "offer: codec manipulations, transcode", "offer",
 			flags("codec-transcode=G722"), "transcoding not supported: codec-transcode=G722", "codec-transcode=G722"},
-		{"transcode- prefix", "offer: codec manipulations, transcode (daemon/call_flags.c transcode-)", "offer",
+		{"transcode- prefix", "offer: codec manipulations, transcode (call_flags.c transcode-)", "offer",
 			flags("transcode-G722"), "transcoding not supported: transcode-g722", "transcode-g722"},
 		{"codec accept", "offer: codec manipulations, accept", "offer",
 			map[string]any{"codec": map[string]any{"accept": []any{"AMR-WB"}}}, "transcoding not supported: codec-accept-amr-wb", "codec-accept-amr-wb"},
@@ -91,9 +91,9 @@ func TestStrict(t *testing.T) {
 			map[string]any{"record call": "yes"}, "recording not supported: record-call=yes", "record-call=yes"},
 		{"record call=on in an answer", "offer: record call; answer", "answer",
 			map[string]any{"record-call": "on"}, "recording not supported: record-call=on", "record-call=on"},
-		{"recording-vsc", "daemon/call_flags.c: recording-vsc", "offer",
+		{"recording-vsc", "call_flags.c: recording-vsc", "offer",
 			flags("recording-vsc"), "recording not supported: recording-vsc", "recording-vsc"},
-		{"SIPREC", "daemon/call_flags.c: SIPREC", "offer",
+		{"SIPREC", "call_flags.c: SIPREC", "offer",
 			flags("SIPREC"), "recording not supported: siprec", "siprec"},
 
 		// Alike, but no media work: through under strict too.
