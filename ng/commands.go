@@ -52,5 +52,6 @@ func unknownCommand(command string) error {
 	if why, ok := unsupportedCommands[command]; ok {
 		return errors.New(why + " not supported: " + command)
 	}
+	//lint:ignore ST1005 rtpengine's reply, byte for byte
 	return errors.New(ReasonUnrecognized)
 }

@@ -170,3 +170,45 @@ func TestUnsupportedError(t *testing.T) {
 		}
 	}
 }
+
+// FuzzUnsupported: whatever dictionary a proxy sends, the strict check
+// does not panic, and a refusal names a flag the command carried with
+// its value.
+func FuzzUnsupported(f *testing.F) {
+	for _, s := range []string{
+		"d7:command5:offer5:codecd9:transcodel4:PCMAeee",
+		"d7:command5:offer5:flagsl11:record-calle5:ptimei30ee",
+		"d7:command6:answer4:T.38l6:decodee3:mohd4:file5:/x.wavee",
+		"d7:command5:offer10:media echo4:both12:audio player11:transcodinge",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := ng.Decode(b)
+		if err != nil {
+			return
+		}
+		d, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		r, _, _ := ng.ParseRequest(d)
+		u := unsupported(r)
+		if u == nil {
+			return
+		}
+		named := false
+		for k, v := range r.Flags {
+			if v != "" {
+				k += "=" + v
+			}
+			named = named || k == u.Flag
+		}
+		if !named {
+			t.Fatalf("refusal %q names no flag of %v", u.Error(), r.Flags)
+		}
+		if u.What == "" {
+			t.Fatalf("refusal %q says not why", u.Error())
+		}
+	})
+}
