@@ -72,13 +72,13 @@ func TestDictFlags(t *testing.T) {
 		ignored []string
 	}{
 		{"codec lists", map[string]any{"codec": map[string]any{"transcode": []any{"PCMA", "opus/48000/2"}, "strip": "G722"}},
-			map[string]string{"codec-transcode-pcma": "", "codec-transcode-opus/48000/2": "", "codec-strip": "G722"}, nil},
+			map[string]string{"codec-transcode-pcma": "1", "codec-transcode-opus/48000/2": "2", "codec-strip": "G722"}, nil},
 		{"moh values", map[string]any{"MoH": map[string]any{"file": "/x.wav", "db-id": int64(7)}},
 			map[string]string{"moh-file": "/x.wav", "moh-db-id": "7"}, nil},
 		{"sdp-attr is nested deeper", map[string]any{"sdp-attr": map[string]any{"audio": map[string]any{"add": []any{"ptime:20"}}}},
 			map[string]string{}, []string{"sdp-attr"}},
 		{"a list holding a dictionary", map[string]any{"codec": map[string]any{"strip": []any{map[string]any{}}, "offer": []any{"PCMU"}}},
-			map[string]string{"codec-offer-pcmu": ""}, []string{"codec"}},
+			map[string]string{"codec-offer-pcmu": "1"}, []string{"codec"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := map[string]any{"command": "ping"}

@@ -12,8 +12,9 @@ import (
 // https://github.com/sipwise/rtpengine/blob/master/docs/ng_control_protocol.md:
 // "These options can also be put into the flags list using a prefix of
 // codec-"): codec-transcode-pcma and
-// codec-strip-g722. A string or integer entry becomes key-entry=value
-// (moh: {"file": "/x.wav"} is moh-file=/x.wav). ok is false when some
+// codec-strip-g722, each with its 1-based position in its list as value
+// (Flags is a map; codec offer is ordered). A string or integer entry
+// becomes key-entry=value (moh: {"file": "/x.wav"} is moh-file=/x.wav). ok is false when some
 // entry could not be used (a nested dictionary, as in sdp-attr), for the
 // debug log of ignored keys; the usable entries are taken all the same.
 func addDictFlags(flags map[string]string, key string, d map[string]any) (ok bool) {
@@ -36,9 +37,9 @@ func addDictFlags(flags map[string]string, key string, d map[string]any) (ok boo
 				ok = false
 				continue
 			}
-			for _, s := range l {
+			for i, s := range l {
 				if s = normKey(s); s != "" {
-					flags[name+"-"+s] = ""
+					flags[name+"-"+s] = strconv.Itoa(i + 1)
 				}
 			}
 		default:

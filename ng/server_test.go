@@ -165,7 +165,7 @@ func TestHandleCommands(t *testing.T) {
 					"label": "caller", "media-address": "192.0.2.9",
 					"address-family": "IP6", "record-call": "yes", "delete-delay": "5",
 					"sdes-off": "", "sdes-no-aes-cm-128-hmac-sha1-32": "",
-					"codec-strip-all": "", // the dictionary as its flags form
+					"codec-strip-all": "1", // the codec dictionary, as codecFlags folds it
 				}
 				if !reflect.DeepEqual(r.Flags, wantFlags) {
 					t.Errorf("flags\n%v\nwant\n%v", r.Flags, wantFlags)

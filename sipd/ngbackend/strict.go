@@ -42,6 +42,10 @@ type needsMedia struct {
 	// flags-list form of a list or dictionary: codec-transcode-PCMA).
 	key    string
 	prefix bool
+	// list: key-ANYTHING entries are list members (codec-transcode-pcma),
+	// whose value is only their position in the list (ng's folding of
+	// a dictionary), not something the refusal should quote.
+	list bool
 	// offerOnly: rtpengine reads it in an offer only and ignores it in
 	// an answer.
 	offerOnly bool
@@ -75,19 +79,20 @@ const (
 )
 
 // mediaFlags is what strict mode refuses. Left out on purpose, as they
-// do no media work by themselves: codec strip/offer/except/mask/ignore
-// (SDP edits), T.38 stop and its no-* options (they only tune a gateway
-// that decode or force would start), audio-player=transcoding (the
-// player runs only when transcoding does), recording-file/-dir/-pattern,
+// do no media work by themselves: codec strip/offer/except/mask (SDP
+// edits), T.38 stop and its no-* options (they only tune a gateway that
+// decode or force would start), audio-player=transcoding (the player
+// runs only when transcoding does), recording-file/-dir/-pattern,
 // metadata, exclude-recording, discard-recording (they only tune a
 // recording that record-call or start recording would ask for), DTMF
 // security modes and triggers (they only tune block DTMF).
 var mediaFlags = []needsMedia{
-	{key: "codec-transcode", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode"},
-	{key: "transcode", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode (flags form transcode-, call_flags.c)"},
-	{key: "codec-accept", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, accept"},
-	{key: "codec-consume", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, consume"},
-	{key: "codec-set", prefix: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, set"},
+	{key: "codec-transcode", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode"},
+	{key: "transcode", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, transcode (flags form transcode-, call_flags.c)"},
+	{key: "codec-accept", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, accept"},
+	{key: "codec-consume", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, consume"},
+	{key: "codec-set", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, set"},
+	{key: "codec-ignore", prefix: true, list: true, offerOnly: true, what: whatTranscoding, doc: "offer: codec manipulations, ignore (an ignored codec the answerer accepts is transcoded)"},
 	{key: "always-transcode", offerOnly: true, what: whatTranscoding, doc: "offer flags: always transcode"},
 	{key: "force-transcoding", what: whatTranscoding, doc: "offer flags: force transcoding"},
 	{key: "ptime", offerOnly: true, on: nonZero, what: "repacketization (" + whatTranscoding + ")", doc: "offer: ptime"},
@@ -127,7 +132,7 @@ func unsupported(r *ng.Request) *Unsupported {
 	for _, k := range keys {
 		if f := needing(r.Command, k, r.Flags[k]); f != nil {
 			flag := k
-			if v := r.Flags[k]; v != "" {
+			if v := r.Flags[k]; v != "" && !(f.list && k != f.key) {
 				flag += "=" + v
 			}
 			return &Unsupported{What: f.what, Flag: flag}

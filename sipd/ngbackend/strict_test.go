@@ -47,6 +47,8 @@ func TestStrict(t *testing.T) {
 			map[string]any{"codec": map[string]any{"consume": []any{"opus"}}}, "transcoding not supported: codec-consume-opus", "codec-consume-opus"},
 		{"codec set", "offer: codec manipulations, set", "offer",
 			flags("codec-set-AMR/8000/1/7400"), "transcoding not supported: codec-set-amr/8000/1/7400", "codec-set-amr/8000/1/7400"},
+		{"codec ignore", "offer: codec manipulations, ignore", "offer",
+			map[string]any{"codec": map[string]any{"ignore": []any{"G729"}}}, "transcoding not supported: codec-ignore-g729", "codec-ignore-g729"},
 		{"always transcode", "offer flags: always transcode", "offer",
 			flags("always transcode"), "transcoding not supported: always-transcode", "always-transcode"},
 		{"force transcoding", "offer flags: force transcoding", "offer",
@@ -199,10 +201,7 @@ func FuzzUnsupported(f *testing.F) {
 		}
 		named := false
 		for k, v := range r.Flags {
-			if v != "" {
-				k += "=" + v
-			}
-			named = named || k == u.Flag
+			named = named || k == u.Flag || k+"="+v == u.Flag
 		}
 		if !named {
 			t.Fatalf("refusal %q names no flag of %v", u.Error(), r.Flags)
