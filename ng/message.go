@@ -145,6 +145,10 @@ func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 						r.Flags[nk+"-"+s] = ""
 					}
 				}
+			case map[string]any:
+				if !addDictFlags(r.Flags, nk, v) {
+					ignored = append(ignored, nk)
+				}
 			default:
 				ignored = append(ignored, nk)
 			}
@@ -219,7 +223,7 @@ func checkCommand(r *Request) error {
 	case "answer":
 		need = []string{"call-id", "from-tag", "to-tag", "sdp"}
 	default:
-		return fmt.Errorf("unknown command %q", r.Command)
+		return unknownCommand(r.Command)
 	}
 	for _, n := range need {
 		var empty bool

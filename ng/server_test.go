@@ -216,7 +216,7 @@ func TestHandleCommands(t *testing.T) {
 			want: map[string]any{"result": "error", "error-reason": "unknown call-id"},
 		},
 		{name: "unknown command", in: map[string]any{"command": "frobnicate"},
-			want: map[string]any{"result": "error", "error-reason": `unknown command "frobnicate"`}},
+			want: map[string]any{"result": "error", "error-reason": "Unrecognized command"}},
 		{name: "missing command", in: map[string]any{"call-id": "x"},
 			want: map[string]any{"result": "error", "error-reason": "missing command"}},
 		{name: "offer without call-id", in: map[string]any{"command": "offer", "from-tag": "ft", "sdp": sdp},

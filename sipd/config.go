@@ -86,6 +86,11 @@ type NGConfig struct {
 	RedisGroup string `yaml:"redis_group"`
 	// RedisNode names this node in what it writes (default: host name).
 	RedisNode string `yaml:"redis_node"`
+	// Strict refuses an offer or answer whose flags need media work the
+	// relay does not do (transcoding, recording, playback; see package
+	// ngbackend), so the proxy's script can send the call to a real
+	// rtpengine set. Off, such flags are logged at debug and ignored.
+	Strict bool `yaml:"strict"`
 }
 
 // DefaultStateDir is state_dir when the file leaves it out.

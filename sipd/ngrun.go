@@ -39,7 +39,7 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relay
 	if len(allow) == 0 {
 		allow = nil // every source: Validate allowed it on loopback only
 	}
-	var be ng.Backend = ngbackend.New(ctrl, eng, log)
+	var be ng.Backend = ngbackend.New(ctrl, eng, log).Strict(c.Strict)
 	if repl != nil {
 		be = repl.Backend(be)
 	}

@@ -34,6 +34,9 @@ type Backend struct {
 	ctrl *media.Controller
 	eng  Engine
 	log  *slog.Logger
+	// strict refuses offers and answers that need media work (see
+	// Strict).
+	strict bool
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -148,6 +151,9 @@ func (b *Backend) check(r *ng.Request) error {
 	}
 	if len(r.SDP) == 0 {
 		return fmt.Errorf("%w: no sdp", sdprewrite.ErrSDP)
+	}
+	if err := b.strictCheck(r); err != nil {
+		return err
 	}
 	if b.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Flags this relay does not act on: logged so an operator sees
