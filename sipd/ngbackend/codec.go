@@ -12,9 +12,10 @@ import (
 // codecOps are the codec manipulations of one offer or answer, as
 // rtpengine's NG control protocol documentation describes them under
 // "Optionally included codec manipulations", done the way rtpengine's
-// codec_store_strip, codec_store_offer and codec_store_check_empty
-// (daemon/codec.c) do them. The relay does not transcode, so these are the
-// manipulations that are pure SDP edits: strip, mask, except and offer.
+// codec_store_strip, codec_store_offer and codec_store_check_empty (its
+// codec.c, https://github.com/sipwise/rtpengine) do them. The relay does
+// not transcode, so these are the manipulations that are pure SDP edits:
+// strip, mask, except and offer.
 type codecOps struct {
 	// strip holds strip's names and, on an offer, mask's: without
 	// transcoding, a masked codec the offerer keeps "accepting" could

@@ -29,8 +29,8 @@ const codecAnswer = "v=0\r\no=- 2 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2
 // Kamailio's flags codec-<op>-<name>, rtpp-flags' codec-<op>=<name>) and
 // checks each reply field by field: result, the m= line (relay port and
 // format list) and the per-format attributes. Each row names the section
-// of rtpengine's docs/ng_control_protocol.md, or the function of its
-// daemon/codec.c, its semantics come from.
+// of rtpengine's ng_control_protocol.md, or the function of its
+// codec.c, its semantics come from.
 func TestCodecManipulations(t *testing.T) {
 	type side struct {
 		extra map[string]any // the request's codec keys
