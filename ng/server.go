@@ -184,9 +184,9 @@ func (s *Server) Commands() []CommandStats {
 	return out
 }
 
-// Handle answers one message, "<cookie> <bencoded dictionary>", from src
-// and returns the reply to send back, "<cookie> <bencoded dictionary>",
-// or nil when there is nothing to send (no cookie, or longer than
+// Handle answers one message, "<cookie> <bencoded dictionary>" or
+// "<cookie> <JSON object>", from src and returns the reply to send back,
+// the cookie and a dictionary in the request's form, or nil when there is nothing to send (no cookie, or longer than
 // MaxMessageSize). A message whose cookie and source match one answered
 // within the last 30 s gets that reply again without the Backend being
 // called; if the first is still being handled, Handle waits for it. The
@@ -215,6 +215,22 @@ func (s *Server) Handle(msg []byte, src netip.AddrPort) []byte {
 	return e.reply
 }
 
+// decodeBody decodes an NG body, a bencoded dictionary or a JSON object.
+func decodeBody(body []byte) (map[string]any, error) {
+	if isJSON(body) {
+		return DecodeJSON(body)
+	}
+	v, err := Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("not a dictionary")
+	}
+	return d, nil
+}
+
 // execute runs one command and returns the whole reply, cookie included.
 func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte {
 	start := time.Now()
@@ -232,10 +248,15 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 	if s.opt.Observe != nil {
 		s.opt.Observe(command, failed, time.Since(start))
 	}
-	enc, err := Encode(reply)
+	// rtpengine answers in the form the request came in.
+	encode := Encode
+	if isJSON(body) {
+		encode = EncodeJSON
+	}
+	enc, err := encode(reply)
 	if err != nil { // cannot happen with the types dispatch builds
 		s.log.Error("ng: encoding reply", "err", err)
-		enc, _ = Encode(errorReply("internal error"))
+		enc, _ = encode(errorReply("internal error"))
 	}
 	out := make([]byte, 0, len(cookie)+1+len(enc))
 	out = append(out, cookie...)
@@ -247,17 +268,11 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 // counted under (a key of s.commands).
 func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any, command string) {
 	command = "unknown"
-	v, err := Decode(body)
+	d, err := decodeBody(body)
 	if err != nil {
 		s.malformed.Add(1)
 		s.log.Debug("ng: malformed message", "src", src, "err", err)
 		return errorReply("malformed message: " + err.Error()), command
-	}
-	d, ok := v.(map[string]any)
-	if !ok {
-		s.malformed.Add(1)
-		s.log.Debug("ng: message is not a dictionary", "src", src)
-		return errorReply("malformed message: not a dictionary"), command
 	}
 	r, ignored, err := ParseRequest(d)
 	if _, ok := s.commands[r.Command]; ok {
@@ -574,7 +589,7 @@ func (s *Server) write(c net.Conn, reply []byte) bool {
 func isSpace(b byte) bool { return b == ' ' || b == '\r' || b == '\n' || b == '\t' }
 
 // frameLen says how long the message at the start of b is: the cookie, a
-// space and one bencode value. The error wraps ErrUnexpectedEOF when b
+// space and one bencode value or JSON object. The error wraps ErrUnexpectedEOF when b
 // holds only part of one.
 func frameLen(b []byte) (int, error) {
 	i := bytes.IndexByte(b[:min(len(b), maxCookieLen+1)], ' ')
@@ -586,7 +601,13 @@ func frameLen(b []byte) (int, error) {
 	case i < 0:
 		return 0, ErrUnexpectedEOF
 	}
-	_, n, err := decodePrefix(b[i+1:])
+	var n int
+	var err error
+	if isJSON(b[i+1:]) {
+		n, err = jsonFrameLen(b[i+1:])
+	} else {
+		_, n, err = decodePrefix(b[i+1:])
+	}
 	if err != nil {
 		return 0, err
 	}
