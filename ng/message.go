@@ -210,7 +210,7 @@ func checkCommand(r *Request) error {
 	switch r.Command {
 	case "":
 		return fmt.Errorf("missing command")
-	case "ping", "list":
+	case "ping", "list", "statistics":
 	case "delete", "query":
 		need = []string{"call-id"}
 	case "offer":

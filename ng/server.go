@@ -62,11 +62,14 @@ type Options struct {
 	// long it took. It runs on the command's goroutine and must be
 	// quick; sipd feeds a histogram.
 	Observe func(command string, failed bool, d time.Duration)
+	// Statistics, when set, reports the media engine's sessions and
+	// counters for the statistics command; nil reports them as 0.
+	Statistics func() EngineStats
 }
 
 // commandNames are the commands counted by name; any other counts as
 // "unknown".
-var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list"}
+var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list", "statistics"}
 
 // Server answers NG commands, handing the media work to a Backend. Its
 // methods are safe for concurrent use, and one Server may serve several
@@ -89,6 +92,9 @@ type Server struct {
 
 	tcpMu sync.Mutex
 	tcp   []*guard.Listener // the TCP listeners served, for their counters
+
+	started time.Time  // for the statistics command's uptime
+	proxies proxyStats // commands per source, for the statistics command
 }
 
 // NewServer returns a Server for b with the limits of o.
@@ -111,6 +117,7 @@ func NewServer(b Backend, o Options) *Server {
 		opt:      o,
 		cache:    newReplyCache(cacheTTL, cacheMax),
 		commands: map[string]*commandCounts{"unknown": new(commandCounts)},
+		started:  time.Now(),
 	}
 	for _, c := range commandNames {
 		s.commands[c] = new(commandCounts)
@@ -119,7 +126,7 @@ func NewServer(b Backend, o Options) *Server {
 }
 
 // Stats returns the server's counters for metrics: "commands.<name>" for
-// ping, offer, answer, delete, query, list and unknown (commands
+// ping, offer, answer, delete, query, list, statistics and unknown (commands
 // executed: a retransmission answered from the cache is not counted
 // again, a malformed body counts as unknown); "errors" (error replies,
 // cached ones not counted again); "cache_hits" (retransmissions
@@ -173,7 +180,7 @@ type CommandStats struct {
 }
 
 // Commands returns the executions of ping, offer, answer, delete, query,
-// list and unknown (any other command, and malformed bodies), in that
+// list, statistics and unknown (any other command, and malformed bodies), in that
 // order, split by outcome: the same counts as Stats' "commands.<name>".
 func (s *Server) Commands() []CommandStats {
 	out := make([]CommandStats, 0, len(commandNames)+1)
@@ -245,6 +252,7 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 	} else {
 		c.ok.Add(1)
 	}
+	s.proxies.record(src.Addr(), command, failed)
 	if s.opt.Observe != nil {
 		s.opt.Observe(command, failed, time.Since(start))
 	}
@@ -305,6 +313,8 @@ func (s *Server) run(r *Request) map[string]any {
 	switch r.Command {
 	case "ping":
 		return map[string]any{"result": "pong"}
+	case "statistics":
+		return s.statisticsReply()
 	case "offer", "answer":
 		f := s.b.Offer
 		if r.Command == "answer" {

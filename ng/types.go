@@ -15,7 +15,7 @@ import (
 // Request is one decoded command. Keys are normalised: rtpengine treats
 // "call-id" and "call id" alike, and so does this package.
 type Request struct {
-	Command   string // ping, offer, answer, delete, query, list
+	Command   string // ping, offer, answer, delete, query, list, statistics
 	CallID    string
 	FromTag   string
 	ToTag     string
