@@ -451,7 +451,7 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 }
 
 // ServeTCP accepts connections on ln and answers NG commands on each:
-// the same "<cookie> <bencoded dictionary>" messages, back to back on
+// the same "<cookie> <bencoded dictionary or JSON object>" messages, back to back on
 // the stream (whitespace between them is skipped), as rtpengine frames
 // them. A connection's commands run one after the other; connections run
 // in parallel. A message that cannot be framed gets an error reply when
