@@ -107,16 +107,9 @@ func expandRTPPFlags(d map[string]any) (map[string]any, error) {
 	}
 	appendList := func(k string, vals ...any) {
 		k = key(k)
-		var l []any
-		switch old := out[k].(type) {
-		case []any:
-			l = append(l, old...)
-		case string:
-			l = append(l, old)
-		}
-		out[k] = append(l, vals...)
+		out[k] = appended(out[k], vals)
 	}
-	codec := func() map[string]any {
+	addCodec := func(op string, vals ...any) {
 		k := key("codec")
 		c := map[string]any{}
 		if old, ok := out[k].(map[string]any); ok {
@@ -124,19 +117,8 @@ func expandRTPPFlags(d map[string]any) (map[string]any, error) {
 				c[ck] = cv
 			}
 		}
+		c[op] = appended(c[op], vals)
 		out[k] = c
-		return c
-	}
-	addCodec := func(op string, vals ...any) {
-		c := codec()
-		var l []any
-		switch old := c[op].(type) {
-		case []any:
-			l = append(l, old...)
-		case string:
-			l = append(l, old)
-		}
-		c[op] = append(l, vals...)
 	}
 	transport := 0
 	for _, it := range items {
@@ -224,6 +206,20 @@ func expandRTPPFlags(d map[string]any) (map[string]any, error) {
 		out[key("transport-protocol")] = p
 	}
 	return out, nil
+}
+
+// appended returns a new list of old (a list, or one string as a list
+// of one) followed by vals; old itself, shared with the caller's
+// dictionary, is not changed.
+func appended(old any, vals []any) []any {
+	var l []any
+	switch old := old.(type) {
+	case []any:
+		l = append(l, old...)
+	case string:
+		l = append(l, old)
+	}
+	return append(l, vals...)
 }
 
 // rtppListKey returns the dictionary key of a list-valued rtpp flag,
