@@ -71,10 +71,13 @@ var rtppTransports = map[int]string{
 func expandRTPPFlags(d map[string]any) (map[string]any, error) {
 	var rawKey string
 	for k := range d {
-		if normKey(k) == "rtpp-flags" {
-			rawKey = k
-			break
+		if normKey(k) != "rtpp-flags" {
+			continue
 		}
+		if rawKey != "" {
+			return d, fmt.Errorf("keys %q and %q are the same key", min(rawKey, k), max(rawKey, k))
+		}
+		rawKey = k
 	}
 	if rawKey == "" {
 		return d, nil

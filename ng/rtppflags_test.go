@@ -209,6 +209,9 @@ func TestRTPPFlagsErrors(t *testing.T) {
 			t.Errorf("rtpp-flags %q: no error", s)
 		}
 	}
+	if _, _, err := ParseRequest(map[string]any{"command": "ping", "rtpp-flags": "a", "rtpp_flags": "b"}); err == nil {
+		t.Error("two rtpp-flags keys: no error")
+	}
 	if _, _, err := ParseRequest(map[string]any{"command": "ping", "rtpp-flags": int64(1)}); err == nil {
 		t.Error("integer rtpp-flags: no error")
 	}
