@@ -186,3 +186,16 @@ func FuzzDecodeJSON(f *testing.F) {
 		_, _, _ = ParseRequest(d)
 	})
 }
+
+// TestTCPJSON: on TCP, JSON objects are framed like bencoded ones, back
+// to back with bencode, and each is answered in its own form.
+func TestTCPJSON(t *testing.T) {
+	stream := []byte(`j1 {"command":"ping"}` + "\n" + `j2 {"command": "list", "x": "}"}b3 d7:command4:pinge`)
+	for _, chunk := range []int{1, 5, len(stream)} {
+		got := string(replies(stream, chunk))
+		want := `j1 {"result":"pong"}` + `j2 {"calls":["a"],"result":"ok"}` + "b3 d6:result4:ponge"
+		if got != want {
+			t.Errorf("chunks of %d: got %q, want %q", chunk, got, want)
+		}
+	}
+}
