@@ -58,6 +58,8 @@ func FuzzTCPFraming(f *testing.F) {
 		"t6 d7:command4:pinge t6 d7:command4:pinge", // a retransmission
 		string(bytes.Repeat([]byte("x"), 300)) + " d7:command4:pinge",
 		"t7 d9999999:", "t8 d7:commandi-0ee", "t9 d1:ad1:ad1:ad1:aeeeee",
+		`j1 {"command":"ping"} j2 {"command": "list"}d3 d7:command4:pinge`,
+		`j3 {"command":"ping"`, `j4 {"command":"ping"}}`, `j5 {"a":[[[1]]], "command":"query"}`,
 	} {
 		f.Add([]byte(s), uint8(1))
 		f.Add([]byte(s), uint8(7))
@@ -73,7 +75,7 @@ func FuzzTCPFraming(f *testing.F) {
 				t.Fatalf("reader wrote something that is not a whole reply (%v): %q", err, b)
 			}
 			if _, body, _ := bytes.Cut(b[:n], []byte(" ")); len(body) > 0 {
-				if _, err := Decode(body); err != nil {
+				if _, err := decodeBody(body); err != nil {
 					t.Fatalf("reply %q does not decode: %v", b[:n], err)
 				}
 			}

@@ -55,7 +55,11 @@ func normKey(k string) string {
 //   - flags that name a field fill it when the dictionary did not:
 //     "replace-origin" adds to Replace, "rtcp-mux-demux" to RTCPMux,
 //     "ICE=remove" sets ICE, "RTP/AVP" and "transport-protocol=..." set
-//     TransportProtocol.
+//     TransportProtocol;
+//   - an "rtpp-flags" string (Kamailio sends one when rtpengine_*() gets
+//     a second argument) first becomes the dictionary entries its flags
+//     stand for, merged into d (see expandRTPPFlags), so its flags land
+//     where the same flags sent as dictionary keys and list entries do.
 //
 // ignored lists the top-level keys (normalised) whose value could not be
 // used (a dictionary, say, or a list holding one), for a debug log. err
@@ -64,13 +68,14 @@ func normKey(k string) string {
 // Command included.
 func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 	r = &Request{Flags: map[string]string{}}
+	d, rtppErr := expandRTPPFlags(d)
 	keys := make([]string, 0, len(d))
 	for k := range d {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	seen := make(map[string]string, len(d))
-	var firstErr error
+	firstErr := rtppErr
 	fail := func(e error) {
 		if firstErr == nil {
 			firstErr = e
@@ -215,7 +220,7 @@ func checkCommand(r *Request) error {
 	switch r.Command {
 	case "":
 		return fmt.Errorf("missing command")
-	case "ping", "list":
+	case "ping", "list", "statistics":
 	case "delete", "query":
 		need = []string{"call-id"}
 	case "offer":

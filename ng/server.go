@@ -62,11 +62,14 @@ type Options struct {
 	// long it took. It runs on the command's goroutine and must be
 	// quick; sipd feeds a histogram.
 	Observe func(command string, failed bool, d time.Duration)
+	// Statistics, when set, reports the media engine's sessions and
+	// counters for the statistics command; nil reports them as 0.
+	Statistics func() EngineStats
 }
 
 // commandNames are the commands counted by name; any other counts as
 // "unknown".
-var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list"}
+var commandNames = []string{"ping", "offer", "answer", "delete", "query", "list", "statistics"}
 
 // Server answers NG commands, handing the media work to a Backend. Its
 // methods are safe for concurrent use, and one Server may serve several
@@ -89,6 +92,9 @@ type Server struct {
 
 	tcpMu sync.Mutex
 	tcp   []*guard.Listener // the TCP listeners served, for their counters
+
+	started time.Time  // for the statistics command's uptime
+	proxies proxyStats // commands per source, for the statistics command
 }
 
 // NewServer returns a Server for b with the limits of o.
@@ -111,6 +117,7 @@ func NewServer(b Backend, o Options) *Server {
 		opt:      o,
 		cache:    newReplyCache(cacheTTL, cacheMax),
 		commands: map[string]*commandCounts{"unknown": new(commandCounts)},
+		started:  time.Now(),
 	}
 	for _, c := range commandNames {
 		s.commands[c] = new(commandCounts)
@@ -119,7 +126,7 @@ func NewServer(b Backend, o Options) *Server {
 }
 
 // Stats returns the server's counters for metrics: "commands.<name>" for
-// ping, offer, answer, delete, query, list and unknown (commands
+// ping, offer, answer, delete, query, list, statistics and unknown (commands
 // executed: a retransmission answered from the cache is not counted
 // again, a malformed body counts as unknown); "errors" (error replies,
 // cached ones not counted again); "cache_hits" (retransmissions
@@ -173,7 +180,7 @@ type CommandStats struct {
 }
 
 // Commands returns the executions of ping, offer, answer, delete, query,
-// list and unknown (any other command, and malformed bodies), in that
+// list, statistics and unknown (any other command, and malformed bodies), in that
 // order, split by outcome: the same counts as Stats' "commands.<name>".
 func (s *Server) Commands() []CommandStats {
 	out := make([]CommandStats, 0, len(commandNames)+1)
@@ -184,9 +191,9 @@ func (s *Server) Commands() []CommandStats {
 	return out
 }
 
-// Handle answers one message, "<cookie> <bencoded dictionary>", from src
-// and returns the reply to send back, "<cookie> <bencoded dictionary>",
-// or nil when there is nothing to send (no cookie, or longer than
+// Handle answers one message, "<cookie> <bencoded dictionary>" or
+// "<cookie> <JSON object>", from src and returns the reply to send back,
+// the cookie and a dictionary in the request's form, or nil when there is nothing to send (no cookie, or longer than
 // MaxMessageSize). A message whose cookie and source match one answered
 // within the last 30 s gets that reply again without the Backend being
 // called; if the first is still being handled, Handle waits for it. The
@@ -215,6 +222,22 @@ func (s *Server) Handle(msg []byte, src netip.AddrPort) []byte {
 	return e.reply
 }
 
+// decodeBody decodes an NG body, a bencoded dictionary or a JSON object.
+func decodeBody(body []byte) (map[string]any, error) {
+	if isJSON(body) {
+		return DecodeJSON(body)
+	}
+	v, err := Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("not a dictionary")
+	}
+	return d, nil
+}
+
 // execute runs one command and returns the whole reply, cookie included.
 func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte {
 	start := time.Now()
@@ -229,13 +252,19 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 	} else {
 		c.ok.Add(1)
 	}
+	s.proxies.record(src.Addr(), command, failed)
 	if s.opt.Observe != nil {
 		s.opt.Observe(command, failed, time.Since(start))
 	}
-	enc, err := Encode(reply)
+	// rtpengine answers in the form the request came in.
+	encode := Encode
+	if isJSON(body) {
+		encode = EncodeJSON
+	}
+	enc, err := encode(reply)
 	if err != nil { // cannot happen with the types dispatch builds
 		s.log.Error("ng: encoding reply", "err", err)
-		enc, _ = Encode(errorReply("internal error"))
+		enc, _ = encode(errorReply("internal error"))
 	}
 	out := make([]byte, 0, len(cookie)+1+len(enc))
 	out = append(out, cookie...)
@@ -247,17 +276,11 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 // counted under (a key of s.commands).
 func (s *Server) dispatch(body []byte, src netip.AddrPort) (reply map[string]any, command string) {
 	command = "unknown"
-	v, err := Decode(body)
+	d, err := decodeBody(body)
 	if err != nil {
 		s.malformed.Add(1)
 		s.log.Debug("ng: malformed message", "src", src, "err", err)
 		return errorReply("malformed message: " + err.Error()), command
-	}
-	d, ok := v.(map[string]any)
-	if !ok {
-		s.malformed.Add(1)
-		s.log.Debug("ng: message is not a dictionary", "src", src)
-		return errorReply("malformed message: not a dictionary"), command
 	}
 	r, ignored, err := ParseRequest(d)
 	if _, ok := s.commands[r.Command]; ok {
@@ -290,6 +313,8 @@ func (s *Server) run(r *Request) map[string]any {
 	switch r.Command {
 	case "ping":
 		return map[string]any{"result": "pong"}
+	case "statistics":
+		return s.statisticsReply()
 	case "offer", "answer":
 		f := s.b.Offer
 		if r.Command == "answer" {
@@ -426,7 +451,7 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 }
 
 // ServeTCP accepts connections on ln and answers NG commands on each:
-// the same "<cookie> <bencoded dictionary>" messages, back to back on
+// the same "<cookie> <bencoded dictionary or JSON object>" messages, back to back on
 // the stream (whitespace between them is skipped), as rtpengine frames
 // them. A connection's commands run one after the other; connections run
 // in parallel. A message that cannot be framed gets an error reply when
@@ -574,7 +599,7 @@ func (s *Server) write(c net.Conn, reply []byte) bool {
 func isSpace(b byte) bool { return b == ' ' || b == '\r' || b == '\n' || b == '\t' }
 
 // frameLen says how long the message at the start of b is: the cookie, a
-// space and one bencode value. The error wraps ErrUnexpectedEOF when b
+// space and one bencode value or JSON object. The error wraps ErrUnexpectedEOF when b
 // holds only part of one.
 func frameLen(b []byte) (int, error) {
 	i := bytes.IndexByte(b[:min(len(b), maxCookieLen+1)], ' ')
@@ -586,7 +611,13 @@ func frameLen(b []byte) (int, error) {
 	case i < 0:
 		return 0, ErrUnexpectedEOF
 	}
-	_, n, err := decodePrefix(b[i+1:])
+	var n int
+	var err error
+	if isJSON(b[i+1:]) {
+		n, err = jsonFrameLen(b[i+1:])
+	} else {
+		_, n, err = decodePrefix(b[i+1:])
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -616,6 +616,9 @@ func FuzzHandle(f *testing.F) {
 		"c d7:command5:offer7:call id1:a5:flagsl13:trust-address5:x=y=zee",
 		"c d7:command6:delete7:call-id1:a4:SDESl3:offe5:codecd5:stripl3:alleee",
 		"c li1ee", "c ", "nocookie", "",
+		`c {"command":"statistics"}`,
+		`c {"command":"offer","call-id":"a","from-tag":"b","sdp":"v=0","rtpp-flags":"replace-origin codec=[strip=[EVS]]"}`,
+		"c d7:command5:offer7:call-id1:a8:from-tag1:b3:sdp3:v=010:rtpp-flags13:RTP AVPF DTLSe",
 	} {
 		f.Add([]byte(s))
 	}
@@ -625,8 +628,18 @@ func FuzzHandle(f *testing.F) {
 		if reply == nil {
 			return
 		}
-		cookie, _, _ := splitCookie(b)
-		parseReply(t, cookie, reply)
+		cookie, body, _ := splitCookie(b)
+		rc, rbody, ok := splitCookie(reply)
+		if !ok || rc != cookie {
+			t.Fatalf("reply %q: want cookie %q", reply, cookie)
+		}
+		// The reply comes in the request's form, bencode or JSON.
+		if isJSON(rbody) != isJSON(body) {
+			t.Fatalf("reply %q to %q is not in the request's form", reply, b)
+		}
+		if _, err := decodeBody(rbody); err != nil {
+			t.Fatalf("reply %q: %v", reply, err)
+		}
 		if again := s.Handle(b, testSrc); string(again) != string(reply) {
 			t.Fatalf("retransmission answered %q, first %q", again, reply)
 		}

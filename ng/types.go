@@ -1,10 +1,12 @@
 // Package ng speaks rtpengine's NG control protocol: "<cookie> <bencoded
-// dictionary>" over UDP (and TCP), so a SIP proxy's rtpengine module
-// (Kamailio, OpenSIPS) can drive this project's relay without change.
+// dictionary>" (or a JSON object in its place) over UDP (and TCP), so a
+// SIP proxy's rtpengine module (Kamailio, OpenSIPS) can drive this
+// project's relay without change.
 //
-// The package decodes and encodes the wire format, answers ping itself,
-// caches replies by cookie so a retransmitted command is not executed
-// twice, and hands offer, answer, delete, query and list to a Backend.
+// The package decodes and encodes the wire format, answers ping and
+// statistics itself, caches replies by cookie so a retransmitted command
+// is not executed twice, and hands offer, answer, delete, query and list
+// to a Backend.
 package ng
 
 import (
@@ -15,7 +17,7 @@ import (
 // Request is one decoded command. Keys are normalised: rtpengine treats
 // "call-id" and "call id" alike, and so does this package.
 type Request struct {
-	Command   string // ping, offer, answer, delete, query, list
+	Command   string // ping, offer, answer, delete, query, list, statistics
 	CallID    string
 	FromTag   string
 	ToTag     string

@@ -45,7 +45,7 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relay
 	}
 	l := &ngListeners{srv: ng.NewServer(be, ng.Options{
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
-		Observe: observe,
+		Observe: observe, Statistics: ngbackend.Statistics(eng),
 	})}
 	lc := net.ListenConfig{}
 	if c.Redis != "" {
