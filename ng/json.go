@@ -12,7 +12,7 @@ import (
 // rtpengine takes a JSON object in place of the bencoded dictionary after
 // the cookie, tells the two apart by the first byte ('{' or 'd'), and
 // answers in the form the request came in (control_ng_process in its
-// daemon/control_ng.c). A JSON request here decodes into the values
+// control_ng.c). A JSON request here decodes into the values
 // Decode gives for bencode, so ParseRequest sees no difference.
 
 // isJSON says whether an NG body is a JSON object rather than bencode.

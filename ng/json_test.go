@@ -8,7 +8,7 @@ import (
 )
 
 // docJSON is where rtpengine documents the JSON form: the introduction of
-// docs/ng_control_protocol.md ("The dictionary document can be in one of
+// ng_control_protocol.md ("The dictionary document can be in one of
 // two formats").
 const docJSON = "ng_control_protocol.md: introduction, JSON object"
 

@@ -8,10 +8,10 @@ import (
 )
 
 // Kamailio's rtpengine module sends the flags string of rtpengine_*()
-// under "rtpp-flags" when it leaves the parsing to the daemon (its
-// rtpp_function_call, src/modules/rtpengine/rtpengine.c). rtpengine
+// under "rtpp-flags" when it leaves the parsing to the daemon
+// (rtpp_function_call in Kamailio's rtpengine.c). rtpengine
 // parses that string into the same flags a dictionary would set
-// (parse_rtpp_flags, daemon/control_ng_flags_parser.c). This file turns
+// (parse_rtpp_flags, rtpengine's control_ng_flags_parser.c). This file turns
 // the string into the dictionary entries Kamailio's module would have
 // sent had it parsed the same string itself (its parse_flags), and
 // merges them into the request's dictionary, so every reader of the

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// docRTPP is the section of rtpengine's docs/ng_control_protocol.md that
+// docRTPP is the section of rtpengine's ng_control_protocol.md that
 // describes rtpp-flags (the introduction before "Messages description").
 const docRTPP = "ng_control_protocol.md: introduction, rtpp_flags"
 

@@ -9,7 +9,7 @@ import (
 )
 
 // The statistics command answers with the dictionary rtpengine's
-// docs/ng_control_protocol.md shows under "statistics Message" (the
+// ng_control_protocol.md shows under "statistics Message" (the
 // content of its "list jsonstats"): currentstatistics, totalstatistics
 // and controlstatistics, with the doc's keys. intervalstatistics is left
 // out, as rtpengine leaves it out when Graphite is not configured: this
