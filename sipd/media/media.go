@@ -571,7 +571,7 @@ var ErrFamily = errors.New("no relay address of that family")
 // (0.0.0.0, hold) stays.
 func from(a netip.Addr, o *Options) netip.Addr {
 	if o == nil || !o.MediaFrom.IsValid() || !a.IsValid() || a.IsUnspecified() {
-		return a.Unmap()
+		return a
 	}
 	return o.MediaFrom.Unmap()
 }
@@ -642,7 +642,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			// side's media address, or its signaling address until the
 			// media address is known.
 			peers := cl.sig
-			peers[side] = from(m.Addr, o)
+			peers[side] = from(m.Addr, o).Unmap()
 			for i, p := range peers {
 				if !p.IsValid() || p.IsUnspecified() {
 					peers[i] = peers[1-i]
@@ -681,7 +681,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			switch {
 			case !m.RTCPMux && !rtcp.IsValid():
 				rtcp = netip.AddrPortFrom(maddr, m.Port+1)
-			case rtcp.IsValid() && maddr != m.Addr:
+			case rtcp.IsValid() && maddr != m.Addr: // SIP-source-address
 				rtcp = netip.AddrPortFrom(maddr, rtcp.Port())
 			}
 			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
