@@ -562,6 +562,27 @@ func (c *Controller) pick(peer netip.Addr) relay.LegSpec {
 	return relay.LegSpec{Address: c.cfg.Address, Family: familyOf(peer)}
 }
 
+// ErrFamily means the relay has no address of the family asked for
+// (rtpengine's address-family).
+var ErrFamily = errors.New("no relay address of that family")
+
+// from is the sender's media address for an SDP address a: a itself
+// unless o says the SDP is not trusted (MediaFrom). An unspecified a
+// (0.0.0.0, hold) stays.
+func from(a netip.Addr, o *Options) netip.Addr {
+	if o == nil || !o.MediaFrom.IsValid() || !a.IsValid() || a.IsUnspecified() {
+		return a
+	}
+	return o.MediaFrom.Unmap()
+}
+
+func familyName(f relay.Family) string {
+	if f == relay.IPv6 {
+		return "IP6"
+	}
+	return "IP4"
+}
+
 func familyOf(a netip.Addr) relay.Family {
 	switch {
 	case !a.IsValid():
@@ -621,17 +642,26 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			// side's media address, or its signaling address until the
 			// media address is known.
 			peers := cl.sig
-			peers[side] = m.Addr.Unmap()
+			peers[side] = from(m.Addr, o).Unmap()
 			for i, p := range peers {
 				if !p.IsValid() || p.IsUnspecified() {
 					peers[i] = peers[1-i]
 				}
 			}
-			a, b := c.pick(peers[relay.SideA]), c.pick(peers[relay.SideB])
+			specs := [2]relay.LegSpec{c.pick(peers[relay.SideA]), c.pick(peers[relay.SideB])}
+			if o != nil && o.Family != relay.FamilyAny {
+				specs[1-side].Family = o.Family
+			}
+			a, b := specs[relay.SideA], specs[relay.SideB]
 			sp, err = c.cfg.Engine.AddStream(id, m.Index, a, b)
 			if err != nil {
-				if errors.Is(err, relay.ErrPortsExhausted) || errors.Is(err, relay.ErrDraining) {
+				switch {
+				case errors.Is(err, relay.ErrPortsExhausted) || errors.Is(err, relay.ErrDraining):
 					err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+				case o != nil && o.Family != relay.FamilyAny && !errors.Is(err, relay.ErrSessionNotFound):
+					// The engine's only other refusal: no address of the
+					// family (or name) asked for.
+					err = fmt.Errorf("%w: address-family %s: %w", ErrFamily, familyName(o.Family), err)
 				}
 				return nil, fmt.Errorf("add stream %d: %w", m.Index, err)
 			}
@@ -645,10 +675,14 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			}
 		}
 		if follow {
-			rtp := netip.AddrPortFrom(m.Addr, m.Port)
+			maddr := from(m.Addr, o)
+			rtp := netip.AddrPortFrom(maddr, m.Port)
 			rtcp := m.RTCP
-			if !m.RTCPMux && !rtcp.IsValid() {
-				rtcp = netip.AddrPortFrom(m.Addr, m.Port+1)
+			switch {
+			case !m.RTCPMux && !rtcp.IsValid():
+				rtcp = netip.AddrPortFrom(maddr, m.Port+1)
+			case rtcp.IsValid() && maddr != m.Addr: // SIP-source-address
+				rtcp = netip.AddrPortFrom(maddr, rtcp.Port())
 			}
 			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
 				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
@@ -668,9 +702,15 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 		}
 		// The receiver sends to the relay leg that faces it.
 		l := sp.Leg(1 - side)
+		if o != nil && o.Family != relay.FamilyAny && familyOf(l.Local) != o.Family {
+			return nil, fmt.Errorf("%w: address-family %s: stream %d's relay address toward the receiver is %s", ErrFamily, familyName(o.Family), m.Index, l.Local)
+		}
 		addr := l.Advertised
 		if !addr.IsValid() {
 			addr = l.Local
+		}
+		if o != nil && o.Advertise.IsValid() {
+			addr = o.Advertise
 		}
 		targets[m.Index] = sdprewrite.Target{Addr: addr, RTP: l.RTP, RTCP: l.RTCP}
 	}

@@ -54,6 +54,16 @@ type Options struct {
 	RTCPMux []string
 	// GenerateMid gives every m-line an a=mid.
 	GenerateMid bool
+	// MediaFrom, when valid, is the sender's media address in place of
+	// the SDP's (rtpengine's SIP-source-address: the received-from
+	// address, for a sender behind NAT); the SDP's ports are kept.
+	MediaFrom netip.Addr
+	// Advertise, when valid, is written into the SDP in place of the
+	// relay leg's address (rtpengine's media-address).
+	Advertise netip.Addr
+	// Family, when not relay.FamilyAny, is the family of the relay leg
+	// the receiver is given (rtpengine's address-family).
+	Family relay.Family
 }
 
 func (o *Options) mux(s string) bool {

@@ -52,6 +52,10 @@ func New(ctrl *media.Controller, eng Engine, log *slog.Logger) *Backend {
 // ErrNoCallID is returned for a command without call-id.
 var ErrNoCallID = errors.New("missing call-id")
 
+// ErrAddressFlag is returned for an address flag (media-address,
+// address-family, SIP-source-address) whose value cannot be used.
+var ErrAddressFlag = errors.New("unusable address flag")
+
 // Offer rewrites an offer (side A on a new call; either side's re-offer).
 // A new call the relay cannot take (draining, shutting down, out of
 // ports) is refused with an error wrapping ng.ErrLoadLimit or
@@ -152,6 +156,9 @@ func (b *Backend) check(r *ng.Request) error {
 	if len(r.SDP) == 0 {
 		return fmt.Errorf("%w: no sdp", sdprewrite.ErrSDP)
 	}
+	if err := checkAddress(r); err != nil {
+		return err
+	}
 	if err := b.strictCheck(r); err != nil {
 		return err
 	}
@@ -212,7 +219,52 @@ func Options(r *ng.Request) *media.Options {
 		o.RTCPMux = append(o.RTCPMux, strings.ToLower(m))
 	}
 	_, o.GenerateMid = r.Flags["generate-mid"]
+	addressFlags(r, o)
 	return o
+}
+
+// addressFlags applies rtpengine's address flags (NG control protocol
+// documentation: "SIP source address", "trust address", "media address",
+// "address family"). The SDP's address is trusted unless
+// SIP-source-address asks for received-from in its place (rtpengine's
+// default without --sip-source; fill_endpoint in rtpengine's sdp.c);
+// trust-address wins over it. media-address is what rtpengine prints
+// into the SDP in place of its own address (rtpengine's sdp.c).
+// Malformed values are ignored here and refused by checkAddress.
+func addressFlags(r *ng.Request, o *media.Options) {
+	_, src := r.Flags["sip-source-address"]
+	_, trust := r.Flags["trust-address"]
+	if src && !trust {
+		o.MediaFrom = signaling(r)
+	}
+	if a, err := netip.ParseAddr(r.Flags["media-address"]); err == nil {
+		o.Advertise = a.Unmap()
+	}
+	switch strings.ToUpper(r.Flags["address-family"]) {
+	case "IP4":
+		o.Family = relay.IPv4
+	case "IP6":
+		o.Family = relay.IPv6
+	}
+}
+
+// checkAddress refuses address flags whose values cannot be used, as
+// rtpengine does, rather than relaying media somewhere unintended.
+func checkAddress(r *ng.Request) error {
+	if v, ok := r.Flags["media-address"]; ok {
+		if _, err := netip.ParseAddr(v); err != nil {
+			return fmt.Errorf("%w: media-address %q: %w", ErrAddressFlag, v, err)
+		}
+	}
+	if v, ok := r.Flags["address-family"]; ok && !strings.EqualFold(v, "IP4") && !strings.EqualFold(v, "IP6") {
+		return fmt.Errorf("%w: address-family %q: want IP4 or IP6", ErrAddressFlag, v)
+	}
+	_, src := r.Flags["sip-source-address"]
+	_, trust := r.Flags["trust-address"]
+	if src && !trust && !signaling(r).IsValid() {
+		return fmt.Errorf("%w: SIP-source-address without a usable received-from", ErrAddressFlag)
+	}
+	return nil
 }
 
 // honoured reports whether the backend acts on a flag (for the debug log
@@ -223,6 +275,7 @@ func honoured(k string) bool {
 		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
 		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
 		k == "supports-load-limit", // the ng.Server's refusals
+		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
 		codecFlag(k):
 		return true
 	}
