@@ -129,7 +129,22 @@ func (b *Backend) deleteIfQuiet(callID string, lastSignal time.Time) {
 		b.log.Debug("ng: scheduled delete dropped: call signalled since", "call_id", callID)
 		return
 	}
-	b.ctrl.Delete(callID, "ng delete (delete-delay)")
+	b.delays.mu.Lock()
+	told := b.delays.deleted
+	b.delays.mu.Unlock()
+	if _, _, ok := b.ctrl.Delete(callID, "ng delete (delete-delay)"); ok && told != nil {
+		told(callID)
+	}
+}
+
+// OnScheduledDelete sets f to be told of each call a delete-delay
+// deleted: the NG command that asked for it answered long before, so a
+// replicator wrapping the backend did not see the call go.
+func (b *Backend) OnScheduledDelete(f func(callID string)) *Backend {
+	b.delays.mu.Lock()
+	b.delays.deleted = f
+	b.delays.mu.Unlock()
+	return b
 }
 
 // delays are the scheduled deletes, one per call: a later delete of the
@@ -139,6 +154,8 @@ type delays struct {
 	m  map[string]*time.Timer
 	// after is time.AfterFunc; tests replace it.
 	after func(time.Duration, func()) *time.Timer
+	// deleted is told of each call a scheduled delete removed.
+	deleted func(callID string)
 }
 
 func (d *delays) schedule(callID string, lastSignal time.Time, delay time.Duration, fire func(string, time.Time)) {

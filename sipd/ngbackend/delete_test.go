@@ -92,6 +92,8 @@ func TestDelete(t *testing.T) {
 				mu.Unlock()
 				return time.AfterFunc(time.Hour, func() {})
 			}
+			var told []string
+			b.OnScheduledDelete(func(id string) { told = append(told, id) })
 			s := ng.NewServer(b, ng.Options{})
 			steps := [][]map[string]any{none: nil, offered: {offer}, answered: {offer, answer}}[tc.setup]
 			for i, st := range steps {
@@ -134,6 +136,10 @@ func TestDelete(t *testing.T) {
 			pending[0]()
 			if got := len(b.List(0)) == 1; got != tc.keptAfter {
 				t.Errorf("after the delay: call kept %v, want %v", got, tc.keptAfter)
+			}
+			// The replicator is told of the deletion it did not see.
+			if want := !tc.keptAfter; (len(told) == 1 && told[0] == "c1") != want {
+				t.Errorf("OnScheduledDelete told %v, want told of c1: %v", told, want)
 			}
 		})
 	}
