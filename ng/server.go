@@ -340,6 +340,9 @@ func (s *Server) run(r *Request) map[string]any {
 		if r.Command == "query" || !cs.Created.IsZero() || len(cs.Tags) > 0 {
 			addStats(rep, cs)
 		}
+		if cs.Warning != "" {
+			rep["warning"] = cs.Warning
+		}
 		return rep
 	case "list":
 		ids := s.b.List(r.Limit)

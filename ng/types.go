@@ -63,6 +63,9 @@ type CallStats struct {
 	Created    time.Time
 	LastSignal time.Time
 	Tags       []TagStats
+	// Warning goes into the reply's "warning" key with result ok
+	// (rtpengine's answer to a delete of an unknown call).
+	Warning string
 }
 
 // TagStats is one side (one SIP tag) of a call.

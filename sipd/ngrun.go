@@ -39,9 +39,11 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relay
 	if len(allow) == 0 {
 		allow = nil // every source: Validate allowed it on loopback only
 	}
-	var be ng.Backend = ngbackend.New(ctrl, eng, log).Strict(c.Strict)
+	nb := ngbackend.New(ctrl, eng, log).Strict(c.Strict)
+	var be ng.Backend = nb
 	if repl != nil {
 		be = repl.Backend(be)
+		nb.OnScheduledDelete(repl.Changed)
 	}
 	l := &ngListeners{srv: ng.NewServer(be, ng.Options{
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),

@@ -37,6 +37,8 @@ type Backend struct {
 	// strict refuses offers and answers that need media work (see
 	// Strict).
 	strict bool
+	// delays holds the deletes scheduled by delete-delay (see Delete).
+	delays delays
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -99,31 +101,6 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 		return nil, err
 	}
 	return b.finish(r, out), nil
-}
-
-// Delete removes the call's flows. A delete naming a to-tag that is not
-// the branch the relay follows (a failed fork) leaves the call alone, as
-// rtpengine deletes only that branch; the call's stats are returned.
-func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
-	if r.CallID == "" {
-		return ng.CallStats{}, ErrNoCallID
-	}
-	ci, ok := b.ctrl.Call(r.CallID)
-	if !ok {
-		return ng.CallStats{}, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
-	}
-	if r.ToTag != "" && ci.Tags[1] != "" && r.ToTag != ci.Tags[1] && r.ToTag != ci.Tags[0] {
-		b.log.Debug("ng: delete of a branch the relay does not follow; call kept", "call_id", r.CallID, "to_tag", r.ToTag)
-		return b.Query(r)
-	}
-	ci, si, ok := b.ctrl.Delete(r.CallID, "ng delete")
-	if !ok {
-		return ng.CallStats{}, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
-	}
-	// The final statistics count a leg's RTP and RTCP together (no
-	// per-component split and no path after the flows are gone): they are
-	// reported on the RTP stream.
-	return callStats(ci, si, nil), nil
 }
 
 // Query reports the call's ports, peers and counters.
