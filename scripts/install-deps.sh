@@ -14,7 +14,9 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 # kamailio: the interop test's proxy (its rtpengine module drives sipd's
-# NG listener); Debian's package ships modules/rtpengine.so.
+# NG listener); Debian's package ships modules/rtpengine.so, and the
+# nathelper, usrloc and registrar modules the stock kamailio.cfg loads
+# (no kamailio-extra-modules needed).
 # systemd: systemd-analyze verifies the units and systemd-sysusers makes
 # the package's user (make check-package); neither needs systemd running.
 # prometheus: its promtool checks /metrics in sipd's metrics lint test
@@ -25,7 +27,7 @@ fi
 # redis-server: the shared location table's store in the tests
 # (internal/redistest starts one per test on a free loopback port).
 # nftables: the masquerading NAT router of the namespace tests
-# (internal/netns AddBehindNAT).
+# (internal/netns AddBehindNAT, ForwardUDP), Kamailio's NAT test among them.
 pkgs="iproute2 ethtool nftables util-linux sip-tester tcpdump ca-certificates kamailio kamailio-websocket-modules systemd prometheus chromium redis-server"
 # npm installs the tests' pinned JsSIP (below). A machine with NodeSource's
 # nodejs has npm in it, and Debian's npm package would conflict with it.

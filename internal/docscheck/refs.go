@@ -69,7 +69,7 @@ func dropSelector(p string) string {
 	return dir + name
 }
 
-var fileExt = regexp.MustCompile(`^\.(?:md|go|c|h|o|sh|yaml|yml|xml|json|jsonl|svg|example|txt)$`)
+var fileExt = regexp.MustCompile(`^\.(?:md|go|c|h|o|sh|yaml|yml|xml|json|jsonl|svg|example|txt|cfg)$`)
 
 func quoteAll(ss []string) []string {
 	out := make([]string, len(ss))

@@ -194,6 +194,7 @@ func TestTreeRefs(t *testing.T) {
 		{"directories", "see relay/relaytest and internal/netns/, sipd/SIP.md.", []string{"relay/relaytest", "internal/netns", "sipd/SIP.md"}},
 		{"selector", "`sipd/wire.FlowJSON` and sipd/media.Controller", []string{"sipd/wire", "sipd/media"}},
 		{"file kept", "(relay/info.go)", []string{"relay/info.go"}},
+		{"config file kept", "internal/x/testdata/kamailio.cfg", []string{"internal/x/testdata/kamailio.cfg"}},
 		{"not a top", "TCP/TLS and usrelay/x and xsipd/y", nil},
 		{"brace pattern", "relay/x_{a,b}", nil},
 	}

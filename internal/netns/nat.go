@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -99,4 +100,33 @@ func (tp *Topo) natLink(ctx context.Context, h, in *Host, n int) error {
 		return fmt.Errorf("nft in %s: %w: %s", h.Name, err, out)
 	}
 	return nil
+}
+
+// ForwardUDP makes h, the NAT router in sits behind (AddBehindNAT),
+// forward UDP that arrives on its link to the relay namespace for one of
+// ports to in, the port unchanged: a static port forward, as a home
+// router is set up for a phone's RTP ports (or, for every port, a cloud
+// host's 1:1 NAT). A party in never sent to then reaches it at h's
+// address; what in sends from those ports still leaves as h's address
+// and the same port. Removed with the topology.
+func (h *Host) ForwardUDP(t testing.TB, in *Host, ports ...uint16) {
+	t.Helper()
+	if len(ports) == 0 {
+		t.Fatal("ForwardUDP: no ports")
+	}
+	set := make([]string, len(ports))
+	for i, p := range ports {
+		set[i] = strconv.Itoa(int(p))
+	}
+	// The pinholes chain drops what is new from outside; a forwarded
+	// packet is new, so it is let through by its DNAT status.
+	rules := fmt.Sprintf(`add chain ip sxnat forwards { type nat hook prerouting priority dstnat; policy accept; }
+add rule ip sxnat forwards iifname "h0" udp dport { %s } dnat to %s
+add rule ip sxnat pinholes ct status dnat accept
+`, strings.Join(set, ", "), in.V4)
+	cmd := h.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("forward UDP %v from %s to %s: nft: %v: %s", ports, h.Name, in.Name, err, out)
+	}
 }

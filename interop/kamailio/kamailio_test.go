@@ -45,112 +45,35 @@ const rtpengineFlags = "trust-address replace-origin replace-session-connection"
 // checks happen meanwhile.
 const holdCall = 7 * time.Second
 
-// TestKamailioRtpengine makes one call through Kamailio whose rtpengine
-// module drives sipd (-relay-only) over the NG protocol: each side's SDP
-// is rewritten to the relay, RTP crosses both ways through it, the flows
-// are on the kernel (tc) path, and the BYE removes them.
+// TestKamailioRtpengine makes calls through Kamailio whose rtpengine
+// module drives sipd (-relay-only) over the NG protocol, one Kamailio
+// config per subtest:
+//
+//   - minimal: testdata/kamailio.cfg, every INVITE to the callee, with
+//     rtpengineFlags, all in one namespace;
+//   - stock: Kamailio's own stock kamailio.cfg, read from the installed
+//     package (stockConfig), with WITH_NAT and WITH_RTPENGINE; the callee
+//     registers, the call is routed by its location (testStock);
+//   - stock-nat: the same config with the caller behind a NAT, where the
+//     stock route passes SIP-source-address (testStockNAT).
+//
+// In each, each side's SDP is rewritten to the relay, RTP crosses both
+// ways through it, the flows are on the kernel (tc) path, and the BYE
+// removes them.
 func TestKamailioRtpengine(t *testing.T) {
 	kamBin, sippBin := requireTools(t)
-
-	dir := t.TempDir()
-	ns := newNetNS(t)
-	ctl := startRelay(t, ns, dir, defaultRelay)
-
-	caller := ns.listenUDP(t, callerRTP)
-	callee := ns.listenUDP(t, calleeRTP)
-
-	startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String(), kamAddr, uasAddr)
-
-	uas := startSipp(t, ns, dir, sippBin, "uas", 1, "-sf", testdata(t, "uas.xml"),
-		"-i", uasAddr.Addr().String(), "-p", port(uasAddr),
-		"-key", "rtp_ip", calleeRTP.Addr().String(), "-key", "rtp_port", port(calleeRTP))
-	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAddr.String(), func() bool { return ns.udpBound(uasAddr.Port()) },
-		func() string { return tailFile(uas.log, 20) })
-	uac := startSipp(t, ns, dir, sippBin, "uac", 1, "-sf", testdata(t, "uac.xml"),
-		"-i", uacAddr.Addr().String(), "-p", port(uacAddr), "-s", "bob",
-		"-d", strconv.Itoa(int(holdCall.Milliseconds())),
-		"-key", "rtp_ip", callerRTP.Addr().String(), "-key", "rtp_port", port(callerRTP),
-		kamAddr.String())
-
-	// The SDP each side received: the callee's in the INVITE, the
-	// caller's in the 200 OK.
-	var inv, ok *sipMsg
-	waitFor(t, 5*time.Second, "the INVITE at the UAS and the 200 OK at the UAC", func() bool {
-		if inv == nil {
-			inv = received(uas.msgs, "INVITE ")
-		}
-		if ok == nil {
-			ok = received(uac.msgs, "SIP/2.0 200 ")
-		}
-		return inv != nil && ok != nil
-	}, func() string {
-		return fmt.Sprintf("uas messages:\n%s\nuac messages:\n%s", tailFile(uas.msgs, 40), tailFile(uac.msgs, 40))
+	t.Run("minimal", func(t *testing.T) {
+		dir := t.TempDir()
+		ns := newNetNS(t)
+		relay := startRelay(t, ns, dir, defaultRelay)
+		startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String(), kamAddr, uasAddr)
+		c := placeCall(t, dir, sippBin, kamAddr, relay,
+			party{ns, uacAddr, ns.listenUDP(t, callerRTP)}, party{ns, uasAddr, ns.listenUDP(t, calleeRTP)})
+		c.relayMedia(t)
+		c.hangUp(t)
 	})
-	callID := inv.header("Call-ID")
-	calleeSends := inv.media(t, "the INVITE the callee got")
-	callerSends := ok.media(t, "the 200 OK the caller got")
-	t.Logf("call %s: caller sends to %v, callee sends to %v", callID, callerSends, calleeSends)
-	for _, c := range []struct {
-		who  string
-		got  netip.AddrPort
-		peer netip.AddrPort
-	}{{"callee (INVITE)", calleeSends, callerRTP}, {"caller (200 OK)", callerSends, calleeRTP}} {
-		if c.got == c.peer {
-			t.Fatalf("the %s SDP points at the other party %v: the relay did not rewrite it", c.who, c.got)
-		}
-		if c.got.Addr() != ctl.relay || c.got.Port() < relayPortMin || c.got.Port() > relayPortMax {
-			t.Fatalf("the %s SDP points at %v, want the relay %v port %d-%d", c.who, c.got, ctl.relay, relayPortMin, relayPortMax)
-		}
-	}
-	if callerSends == calleeSends {
-		t.Fatalf("both sides told to send to %v", callerSends)
-	}
-
-	// The first packets latch the peers and go through userspace; after
-	// the handoff the flows are on the kernel path.
-	exchange(t, caller, callee, callerSends, calleeSends, 20)
-	var fs []flowJSON
-	waitFor(t, 4*time.Second, "the call's RTP flows on the kernel path", func() bool {
-		fs = ctl.flows(t, callID)
-		return kernelRTP(fs)
-	}, func() string { return fmt.Sprintf("flows: %s\nall flows: %s", js(fs), js(ctl.flows(t, ""))) })
-	exchange(t, caller, callee, callerSends, calleeSends, 100)
-	fs = ctl.flows(t, callID)
-	var rtpPkts uint64
-	for _, f := range fs {
-		if f.Component != "rtp" {
-			continue
-		}
-		if f.Path != "kernel" {
-			t.Errorf("flow %s -> %s on path %q (%s), want kernel", f.Local, f.Dst, f.Path, f.KernelError)
-		}
-		if f.Packets < 100 {
-			t.Errorf("flow %s -> %s counts %d packets, want at least 100", f.Local, f.Dst, f.Packets)
-		}
-		rtpPkts += f.Packets
-	}
-	if rtpPkts < 2*120 {
-		t.Errorf("the call's RTP flows count %d packets, want 240: %s", rtpPkts, js(fs))
-	}
-	t.Logf("flows: %s", js(fs))
-	if uac.exited() {
-		t.Fatalf("the caller ended before the RTP checks were done (hold %v too short?)", holdCall)
-	}
-
-	// BYE after the hold; both sipp end successfully, and the flows go.
-	if err := uac.wait(holdCall + 10*time.Second); err != nil {
-		t.Fatalf("sipp UAC: %v\n%s", err, uac.errors())
-	}
-	if err := uas.wait(5 * time.Second); err != nil {
-		t.Fatalf("sipp UAS: %v\n%s", err, uas.errors())
-	}
-	if bye := received(uas.msgs, "BYE "); bye == nil {
-		t.Fatal("the callee got no BYE")
-	}
-	waitFor(t, 3*time.Second, "no flows left for the call after BYE", func() bool {
-		fs = ctl.flows(t, callID)
-		return len(fs) == 0
-	}, func() string { return "flows: " + js(fs) })
+	t.Run("stock", func(t *testing.T) { testStock(t, kamBin, sippBin) })
+	t.Run("stock-nat", func(t *testing.T) { testStockNAT(t, kamBin, sippBin) })
 }
 
 // requireTools skips the test in -short mode, needs root, and returns
@@ -210,24 +133,34 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 // ns, and sends every INVITE on to uas.
 func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas netip.AddrPort) {
 	t.Helper()
-	tmpl, err := os.ReadFile(testdata(t, "kamailio.cfg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := string(tmpl)
-	for _, r := range [][2]string{
+	startKamailioConfig(t, ns, dir, bin, "kamailio.cfg", sip, [][2]string{
 		{"{{SIP}}", sip.String()},
 		{"{{NG}}", socks},
 		{"{{UAS}}", uas.String()},
 		{"{{FLAGS}}", rtpengineFlags},
-	} {
+	})
+}
+
+// startKamailioConfig is startKamailio with the config testdata/name,
+// its placeholders replaced as repl says.
+func startKamailioConfig(t *testing.T, ns *netNS, dir, bin, name string, sip netip.AddrPort, repl [][2]string) {
+	t.Helper()
+	if !filepath.IsAbs(name) {
+		name = testdata(t, name)
+	}
+	tmpl, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(tmpl)
+	for _, r := range repl {
 		if !strings.Contains(cfg, r[0]) {
-			t.Fatalf("kamailio.cfg has no %s", r[0])
+			t.Fatalf("%s has no %s", name, r[0])
 		}
 		cfg = strings.ReplaceAll(cfg, r[0], r[1])
 	}
 	if i := strings.Index(cfg, "{{"); i >= 0 {
-		t.Fatalf("kamailio.cfg: placeholder left: %.20s", cfg[i:])
+		t.Fatalf("%s: placeholder left: %.20s", name, cfg[i:])
 	}
 	path := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -394,20 +327,11 @@ func exchange(t *testing.T, caller, callee *net.UDPConn, callerSends, calleeSend
 	atCallee, atCaller := make(chan result, 1), make(chan result, 1)
 	go recv(callee, calleeSends, atCallee)
 	go recv(caller, callerSends, atCaller)
-	pkt := func(ssrc uint32, seq int) []byte {
-		b := make([]byte, 172)
-		b[0], b[1] = 0x80, 0 // v2, PCMU
-		b[2], b[3] = byte(seq>>8), byte(seq)
-		ts := uint32(seq * 160)
-		b[4], b[5], b[6], b[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
-		b[8], b[9], b[10], b[11] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
-		return b
-	}
 	for i := 0; i < n; i++ {
-		if _, err := caller.WriteToUDPAddrPort(pkt(0xca11e7, i), callerSends); err != nil {
+		if _, err := caller.WriteToUDPAddrPort(rtpPacket(ssrcCaller, i), callerSends); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := callee.WriteToUDPAddrPort(pkt(0xca11ee, i), calleeSends); err != nil {
+		if _, err := callee.WriteToUDPAddrPort(rtpPacket(ssrcCallee, i), calleeSends); err != nil {
 			t.Fatal(err)
 		}
 		if i%10 == 9 {

@@ -41,6 +41,9 @@ type relaySpec struct {
 	// orUserspace falls back to the userspace relay, logged, where the
 	// kernel hook does not load.
 	orUserspace bool
+	// ifaces, when set, are the kernel hook's interfaces in place of
+	// iface.
+	ifaces []string
 }
 
 // defaultRelay is the relay TestKamailioRtpengine uses.
@@ -84,6 +87,9 @@ func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 		cfg.Media.Datapath, cfg.Media.Interfaces = dp, nil
 		if dp != "userspace" {
 			cfg.Media.Interfaces = []string{iface}
+			if rs.ifaces != nil {
+				cfg.Media.Interfaces = rs.ifaces
+			}
 		}
 		d, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, Name: rs.name,
 			NetNS: ns.Path, Dial: ns.DialContext, Args: []string{"-relay-only"}})
