@@ -90,8 +90,8 @@ type Flow struct {
 // TOS is an IP TOS byte (IPv6: traffic class), DSCP and ECN bits alike,
 // written whole as rtpengine does; the zero value leaves it alone.
 type TOS struct {
-	Set   bool
-	Value uint8
+	Set   bool  `json:"set,omitempty"`
+	Value uint8 `json:"value,omitempty"`
 }
 
 func (t TOS) String() string {

@@ -12,7 +12,7 @@ type SideOptions struct {
 	// receives on (rtpengine's asymmetric, rtpproxy's "a"). Its flows
 	// still latch the source they accept, but what is sent to the side
 	// goes to the address its SDP announced, never to the latched source.
-	Asymmetric bool
+	Asymmetric bool `json:"asymmetric,omitempty"`
 }
 
 // SetSideOptions sets the options of one side of a call, replacing what
