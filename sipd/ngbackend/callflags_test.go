@@ -68,7 +68,7 @@ func flags(fs ...string) []any {
 
 // TestCallFlags drives the per-call flags through ng.Server, NG request
 // in, SDP and reply out. Each row names the section of rtpengine's NG
-// control protocol documentation (docs/ng_control_protocol.md) or the
+// control protocol documentation (rtpengine's ng_control_protocol.md) or the
 // rtpengine source its semantics come from.
 func TestCallFlags(t *testing.T) {
 	const self = "@self" // stands for the backend's loop-protect id

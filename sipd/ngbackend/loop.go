@@ -11,7 +11,7 @@ import (
 // a=rtpengine:<instance id>, and an offer or answer that already carries
 // its own mark is returned untouched, since the relay would otherwise
 // take its own ports for the party's media and relay to itself. As in
-// rtpengine (sdp_is_duplicate in daemon/sdp.c) the mark is looked for at
+// rtpengine (sdp_is_duplicate in its sdp.c) the mark is looked for at
 // session level only, and the id is 12 random hex digits drawn at start.
 // Marks of other instances are left in place: the SDP is edited, not
 // rebuilt, and keeping them lets each relay of a chain see its own.
