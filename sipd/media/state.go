@@ -127,6 +127,20 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	if err := c.cfg.Engine.CreateSession(callID); err != nil {
 		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
 	}
+	// Before the streams: the flows they install have the call's options
+	// from the start.
+	for s, o := range sc.SideOpts {
+		if o != (relay.SideOptions{}) {
+			if err := c.cfg.Engine.SetSideOptions(callID, relay.Side(s), o); err != nil {
+				c.log.Warn("media: restore side options", "call_id", callID, "error", err)
+			}
+		}
+	}
+	if sc.TOS.Set {
+		if err := c.cfg.Engine.SetTOS(callID, sc.TOS); err != nil {
+			c.log.Warn("media: restore tos", "call_id", callID, "error", err)
+		}
+	}
 	for _, st := range sc.Streams {
 		var legs [2]relay.RestoreLeg
 		for s := range legs {
@@ -145,18 +159,6 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 			if err := c.cfg.Engine.SetSignal(callID, relay.Side(s), a); err != nil {
 				c.log.Warn("media: restore signaling hint", "call_id", callID, "error", err)
 			}
-		}
-	}
-	for s, o := range sc.SideOpts {
-		if o != (relay.SideOptions{}) {
-			if err := c.cfg.Engine.SetSideOptions(callID, relay.Side(s), o); err != nil {
-				c.log.Warn("media: restore side options", "call_id", callID, "error", err)
-			}
-		}
-	}
-	if sc.TOS.Set {
-		if err := c.cfg.Engine.SetTOS(callID, sc.TOS); err != nil {
-			c.log.Warn("media: restore tos", "call_id", callID, "error", err)
 		}
 	}
 	c.calls[callID] = cl
