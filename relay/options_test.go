@@ -87,6 +87,9 @@ func TestTOSReachesEveryFlowOfTheCall(t *testing.T) {
 			t.Errorf("%s flow %s: TOS %v (installed %v), want %v", tc.dp.name, tc.local, f.TOS, ok, tc.want)
 		}
 	}
+	if fi := flowInfo(t, h, aRTP); fi.TOS != ef {
+		t.Errorf("listing of A→B: TOS %v, want %v", fi.TOS, ef)
+	}
 	if err := h.e.SetTOS("c", TOS{}); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func sockSDP(name string, a netip.AddrPort) string {
 // is dropped (strict source). Query reports each side's label.
 func TestRelayOnlyNGCallFlags(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	_, n, _, _, stop := startRelayOnly(t, func(c *Config) { c.Media.Learning = Duration(300 * time.Millisecond) })
+	d, n, _, _, stop := startRelayOnly(t, func(c *Config) { c.Media.Learning = Duration(300 * time.Millisecond) })
 	defer stop()
 
 	type call struct {
@@ -144,6 +144,19 @@ func TestRelayOnlyNGCallFlags(t *testing.T) {
 	flagged.sendsFrom.send(flagged.aliceSends, 4)
 	if seq, _, tos, ok := flagged.bob.recv(2 * time.Second); !ok || seq != 4 || tos != 184 {
 		t.Errorf("bob got seq %d tos %d (%v) from alice's locked source, want seq 4 tos 184", seq, tos, ok)
+	}
+
+	// /flows shows the call's TOS on each of its flows, and none on the other's.
+	for id, want := range map[string]string{"flags@test": "0xb8", "plain@test": ""} {
+		fs := d.flows(t, id)
+		if len(fs) == 0 {
+			t.Errorf("/flows lists nothing for %s", id)
+		}
+		for _, f := range fs {
+			if f.TOS != want {
+				t.Errorf("/flows: %s %s %s tos %q, want %q", id, f.Leg, f.Component, f.TOS, want)
+			}
+		}
 	}
 
 	q := n.do(map[string]any{"command": "query", "call-id": "flags@test"})
