@@ -23,6 +23,8 @@ const (
 	flagLearning  = 1 << 0
 	flagPinnedMAC = 1 << 1
 	flagLocal     = 1 << 2
+	flagTOS       = 1 << 3
+	tosShift      = 8
 )
 
 // Pinned object names under the pin directory.
@@ -140,6 +142,9 @@ func valueOf(f relay.Flow) (xdpFlowValue, error) {
 	if f.Learning {
 		v.Flags |= flagLearning
 	}
+	if f.TOS.Set {
+		v.Flags |= flagTOS | uint16(f.TOS.Value)<<tosShift
+	}
 	if len(f.SrcMAC) == 6 && len(f.DstMAC) == 6 && f.OutIfindex > 0 {
 		v.Flags |= flagPinnedMAC
 		v.OutIfindex = uint32(f.OutIfindex)
@@ -155,6 +160,9 @@ func flowOf(k xdpFlowKey, v *xdpFlowValue) relay.Flow {
 		Out:      addrPort(v.OutAddr, v.OutPort),
 		Dst:      addrPort(v.DstAddr, v.DstPort),
 		Learning: v.Flags&flagLearning != 0,
+	}
+	if v.Flags&flagTOS != 0 {
+		f.TOS = relay.TOS{Set: true, Value: uint8(v.Flags >> tosShift)}
 	}
 	if v.PeerAddr != ([16]byte{}) || v.PeerPort != 0 {
 		f.Peer = addrPort(v.PeerAddr, v.PeerPort)

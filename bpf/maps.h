@@ -16,6 +16,8 @@
 #define FLOW_LEARNING   (1 << 0) // peer not latched yet: pass everything up
 #define FLOW_PINNED_MAC (1 << 1) // use src_mac/dst_mac/out_ifindex, skip FIB
 #define FLOW_LOCAL      (1 << 2) // destination is on this host: rewrite, pass up, skip FIB
+#define FLOW_TOS        (1 << 3) // write the TOS byte in flags' top 8 bits (FLOW_TOS_SHIFT)
+#define FLOW_TOS_SHIFT  8
 
 // Addresses are 16 bytes in network order; IPv4 is stored v4-mapped
 // (::ffff:a.b.c.d) so one key type serves both families. pad must be zero.
@@ -33,7 +35,7 @@ struct flow_value {
 	__be16 peer_port;   // network order
 	__be16 out_port;    // network order
 	__be16 dst_port;    // network order
-	__u16 flags;        // FLOW_* bits, host order
+	__u16 flags;        // FLOW_* bits, host order; bits 8-15: the TOS for FLOW_TOS
 	__u32 out_ifindex;  // host order; used with FLOW_PINNED_MAC
 	__u8 src_mac[6];
 	__u8 dst_mac[6];

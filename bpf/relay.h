@@ -86,6 +86,31 @@ static __always_inline void relay_block(const struct flow_value *v, __u8 v6, str
 	}
 }
 
+// The IP header's first 16 bits as the flow sends them: with FLOW_TOS,
+// the IPv4 TOS byte or the IPv6 traffic class replaced by the flow's
+// (rtpengine's TOS, written whole, ECN bits included, as rtpengine's
+// kernel module does); otherwise old, the packet's own. IPv4: version and
+// IHL, then TOS. IPv6: version and the class's top 4 bits, then its low 4
+// bits and the flow label's top 4. Raw packet order in and out, so the
+// checksum arithmetic of csum.h applies unchanged.
+static __always_inline __u16 relay_tos_word(const struct flow_value *v, __u8 v6, __u16 old)
+{
+	if (!(v->flags & FLOW_TOS))
+		return old;
+	__u8 tos = v->flags >> FLOW_TOS_SHIFT;
+	__u8 b[2];
+	__builtin_memcpy(b, &old, 2);
+	if (v6) {
+		b[0] = (b[0] & 0xf0) | (tos >> 4);
+		b[1] = (__u8)(tos << 4) | (b[1] & 0x0f);
+	} else {
+		b[1] = tos;
+	}
+	__u16 w;
+	__builtin_memcpy(&w, b, 2);
+	return w;
+}
+
 // Fills a FIB query for the rewritten packet; ifindex is the ingress device.
 static __always_inline void relay_fib_params(const struct flow_value *v, const struct parsed *p,
 					     __u32 ifindex, struct bpf_fib_lookup *f)
@@ -102,7 +127,7 @@ static __always_inline void relay_fib_params(const struct flow_value *v, const s
 	} else {
 		struct iphdr *ip = p->l3;
 		f->family = AF_INET;
-		f->tos = ip->tos;
+		f->tos = (v->flags & FLOW_TOS) ? (__u8)(v->flags >> FLOW_TOS_SHIFT) : ip->tos;
 		f->ipv4_src = *(__u32 *)&v->out_addr[12];
 		f->ipv4_dst = *(__u32 *)&v->dst_addr[12];
 	}

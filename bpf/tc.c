@@ -53,6 +53,8 @@ int relay_tc(struct __sk_buff *skb)
 	// move skb data and invalidate packet pointers.
 	struct block nb;
 	relay_block(v, p.v6, &nb);
+	__u16 tw = *(__u16 *)p.l3;
+	__u16 ntw = relay_tos_word(v, p.v6, tw);
 	__u32 l3 = p.l3_off;
 	__u32 check_off = l3 + (p.v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
 			  offsetof(struct udphdr, check);
@@ -73,6 +75,11 @@ int relay_tc(struct __sk_buff *skb)
 		bpf_l4_csum_replace(skb, check_off, 0, da, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
 		bpf_l4_csum_replace(skb, check_off, 0, dp, BPF_F_MARK_MANGLED_0);
 		bpf_skb_store_bytes(skb, l3 + BLK4_OFF, nb.w, BLK4_WORDS * 2, 0);
+	}
+	if (ntw != tw) {
+		if (!p.v6)
+			bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), tw, ntw, 2);
+		bpf_skb_store_bytes(skb, l3, &ntw, 2, 0);
 	}
 
 	if (local) {

@@ -60,6 +60,15 @@ int relay_xdp(struct xdp_md *ctx)
 		}
 		__builtin_memcpy(old, nb.w, BLK4_WORDS * 2);
 	}
+	__u16 *tw = p.l3;
+	__u16 ntw = relay_tos_word(v, p.v6, *tw);
+	if (ntw != *tw) {
+		if (!p.v6) {
+			struct iphdr *ip = p.l3;
+			ip->check = csum_apply(ip->check, csum_delta16(tw, &ntw, 1));
+		}
+		*tw = ntw; // IPv6 has no header checksum, and UDP's does not cover the class
+	}
 	if (local) {
 		// Addressed to this host now: the stack delivers it, MACs as they are.
 		count(cnt_local);

@@ -390,6 +390,9 @@ func addStats(reply map[string]any, cs CallStats) {
 		if t.InDialogueWith != "" {
 			tag["in dialogue with"] = t.InDialogueWith
 		}
+		if t.Label != "" {
+			tag["label"] = t.Label // as rtpengine's ng_stats_monologue
+		}
 		tags[t.Tag] = tag
 	}
 	reply["created"] = unixSec(cs.Created)

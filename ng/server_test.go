@@ -279,7 +279,7 @@ func TestHandleQuery(t *testing.T) {
 				{LocalPort: 30001, RTCP: true, Packets: 3, Bytes: 300},
 			}}},
 		}, {
-			Tag: "tt", InDialogueWith: "ft",
+			Tag: "tt", Label: "callee", InDialogueWith: "ft",
 			Medias: []MediaStats{{Index: 1, Type: "audio", Protocol: "RTP/AVP", Streams: []StreamStats{
 				{LocalPort: 30002, Endpoint: netip.MustParseAddrPort("[2001:db8::2]:5000"), Packets: 50, Bytes: 8600},
 			}}},
@@ -300,7 +300,7 @@ func TestHandleQuery(t *testing.T) {
 					map[string]any{"local port": int64(30001), "last packet": int64(0), "flags": []any{"RTCP"},
 						"stats": map[string]any{"packets": int64(3), "bytes": int64(300), "errors": int64(0)}},
 				}}}},
-			"tt": map[string]any{"tag": "tt", "created": int64(0), "in dialogue with": "ft",
+			"tt": map[string]any{"tag": "tt", "created": int64(0), "in dialogue with": "ft", "label": "callee",
 				"medias": []any{map[string]any{"index": int64(1), "type": "audio", "protocol": "RTP/AVP", "streams": []any{
 					map[string]any{"local port": int64(30002), "last packet": int64(0),
 						"endpoint": map[string]any{"family": "IPv6", "address": "2001:db8::2", "port": int64(5000)},

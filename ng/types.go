@@ -70,7 +70,9 @@ type CallStats struct {
 
 // TagStats is one side (one SIP tag) of a call.
 type TagStats struct {
-	Tag            string
+	Tag string
+	// Label is the side's label (rtpengine's label flag), "" for none.
+	Label          string
 	InDialogueWith string
 	Created        time.Time
 	Medias         []MediaStats

@@ -7,6 +7,7 @@
 package relay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -79,6 +80,25 @@ type Flow struct {
 	// RTCPOut and RTCPDst take a muxed sender's RTCP to a receiver that
 	// does not mux (rtpengine's rtcp-mux-demux); zero: RTCP goes with RTP.
 	RTCPOut, RTCPDst netip.AddrPort
+
+	// TOS, when set, is the IPv4 TOS byte or IPv6 traffic class of every
+	// packet the flow sends (rtpengine's TOS). Unset, the kernel keeps
+	// the packet's own and userspace sends with the socket's default (0).
+	TOS TOS
+}
+
+// TOS is an IP TOS byte (IPv6: traffic class), DSCP and ECN bits alike,
+// written whole as rtpengine does; the zero value leaves it alone.
+type TOS struct {
+	Set   bool  `json:"set,omitempty"`
+	Value uint8 `json:"value,omitempty"`
+}
+
+func (t TOS) String() string {
+	if !t.Set {
+		return "default"
+	}
+	return fmt.Sprintf("0x%02x", t.Value)
 }
 
 // UserspaceOnly says why f needs the userspace datapath ("" if it does

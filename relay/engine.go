@@ -152,6 +152,7 @@ type dir struct {
 	inKern   bool
 	learning bool
 	rank     Rank   // of peer, as installed
+	tos      TOS    // as installed
 	gen      uint32 // bumped on every change; stales queued handoffs
 	learnGen uint32 // the stream's learnGen when installed
 	// Only what cannot be derived from the legs is kept: 50,000 calls
@@ -200,7 +201,11 @@ type session struct {
 	callID  string
 	created time.Time
 	// sig is each side's signaling address: a hint for latching.
-	sig      [2]netip.Addr
+	sig [2]netip.Addr
+	// opts are each side's per-call options, tos the call's (SetSideOptions,
+	// SetTOS).
+	opts     [2]SideOptions
+	tos      TOS
 	streams  []*stream
 	checkAt  time.Time // next inactivity check; zero when nothing is installed
 	timedOut bool

@@ -38,8 +38,11 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		// A muxed receiver takes RTCP on its RTP port.
 		outComp = compRTP
 	}
+	// An asymmetric receiver gets its media where its SDP said, whatever
+	// it sends from.
+	asym := st.sess.opts[d.from.other()].Asymmetric
 	dst := y.latch[outComp].Dest()
-	if !dst.IsValid() {
+	if !dst.IsValid() || asym {
 		dst = y.announced[outComp]
 	}
 	if !known(dst) {
@@ -50,14 +53,14 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		return Flow{}, false // the peer announced another family than its leg's relay address
 	}
 	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict,
-		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP}
+		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP, TOS: st.sess.tos}
 	f.ICE = x.sec != nil && x.sec.ICE()
 	if d.comp == compRTP && x.mux && !y.mux {
 		// A muxed sender's RTCP goes to the receiver's RTCP port, in
 		// userspace (the kernel does not demultiplex). Until that address
 		// is known it goes with the RTP.
 		rd := y.latch[compRTCP].Dest()
-		if !rd.IsValid() {
+		if !rd.IsValid() || asym {
 			rd = y.announced[compRTCP]
 		}
 		if known(rd) && rd.Addr().Is4() == out.Addr().Is4() {
@@ -96,14 +99,15 @@ func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.ou
 func (d *dir) same(f Flow) bool {
 	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
 		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen) &&
-		d.in == f.In && d.outLeg == f.OutLeg && d.rtcpOut == f.RTCPOut && d.rtcpDst == f.RTCPDst
+		d.in == f.In && d.outLeg == f.OutLeg && d.rtcpOut == f.RTCPOut && d.rtcpDst == f.RTCPDst &&
+		d.tos == f.TOS
 }
 
 // kernelSame reports whether the kernel's copy would not change: it
 // passes every packet of a learning flow up, whatever the flow latched.
 func (d *dir) kernelSame(f Flow) bool {
 	return d.valid && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
-		(f.Learning || d.peer == f.Peer)
+		(f.Learning || d.peer == f.Peer) && d.tos == f.TOS
 }
 
 // reconcile brings every direction of a stream in step with its legs.
@@ -132,7 +136,7 @@ func (e *Engine) sync(d *dir) error {
 	now := e.now()
 	kernelSame := d.kernelSame(want)
 	d.valid = true
-	d.peer, d.dst, d.learning, d.rank = want.Peer, want.Dst, want.Learning, want.Rank
+	d.peer, d.dst, d.learning, d.rank, d.tos = want.Peer, want.Dst, want.Learning, want.Rank, want.TOS
 	d.in, d.outLeg, d.rtcpOut, d.rtcpDst = want.In, want.OutLeg, want.RTCPOut, want.RTCPDst
 	d.learnGen = d.st.learnGen
 	d.outComp = uint8(want.Out.Port() - d.st.legs[d.from.other()].rtp)

@@ -53,6 +53,8 @@ type FlowInfo struct {
 	// UserspaceOnly says why only the userspace datapath can serve the
 	// flow ("" if the kernel could): see Flow.UserspaceOnly.
 	UserspaceOnly string
+	// TOS is the call's (Flow.TOS).
+	TOS TOS
 }
 
 // LegInfo is one leg of a stream with what was learned about it.
@@ -285,7 +287,7 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 				out := d.outLeg.Info()
 				fi.OutLeg = &out
 			}
-			fi.RTCPDst = d.rtcpDst
+			fi.RTCPDst, fi.TOS = d.rtcpDst, d.tos
 			fi.UserspaceOnly = Flow{In: d.in, OutLeg: d.outLeg, RTCPOut: d.rtcpOut}.UserspaceOnly()
 			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
 			lt := st.legs[d.from].latch[d.comp]

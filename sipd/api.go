@@ -306,13 +306,17 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 		if call != "" && f.CallID != call {
 			continue
 		}
-		out = append(out, FlowJSON{
+		fj := FlowJSON{
 			CallID: f.CallID, Stream: f.Stream, Leg: f.Side.String(), Component: f.Component,
 			Local: f.Local.String(), Peer: addrString(f.Peer), Out: f.Out.String(), Dst: addrString(f.Dst),
 			Path: f.Path, State: f.State, Latch: f.Latch, Rank: rankString(f.Rank), KernelError: f.KernelError,
 			Packets: f.Packets, Bytes: f.Bytes, LastSeen: f.LastSeen,
 			UserspaceOnly: f.UserspaceOnly, In: f.In, OutLeg: f.OutLeg, RTCPDst: addrString(f.RTCPDst),
-		})
+		}
+		if f.TOS.Set {
+			fj.TOS = f.TOS.String()
+		}
+		out = append(out, fj)
 	}
 	writeJSON(w, out)
 }

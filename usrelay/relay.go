@@ -128,6 +128,37 @@ func (r *Relay) Upsert(f relay.Flow) error {
 		return fmt.Errorf("upsert %s: %w", f.Key, err)
 	}
 	r.closePorts(gone)
+	return r.setTOS(f)
+}
+
+// setTOS gives the sockets f sends from its TOS (IP_TOS, IPV6_TCLASS):
+// a relay port belongs to one call, so a socket option is per call, and
+// costs the hot path nothing. Called with r.mu held, which guards
+// port.tos.
+func (r *Relay) setTOS(f relay.Flow) error {
+	want := 0 // the default of a new socket
+	if f.TOS.Set {
+		want = int(f.TOS.Value)
+	}
+	for _, a := range []netip.AddrPort{f.Out, f.RTCPOut} {
+		if !a.IsValid() {
+			continue
+		}
+		r.table.mu.RLock()
+		p := r.table.ports[normalize(a)]
+		r.table.mu.RUnlock()
+		if p == nil || p.fd < 0 || p.tos == want {
+			continue
+		}
+		lvl, opt := unix.IPPROTO_IP, unix.IP_TOS
+		if !p.addr.Addr().Is4() {
+			lvl, opt = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+		}
+		if err := unix.SetsockoptInt(p.fd, lvl, opt, want); err != nil {
+			return fmt.Errorf("upsert %s: set tos %s on %s: %w", f.Key, f.TOS, p.addr, err)
+		}
+		p.tos = want
+	}
 	return nil
 }
 

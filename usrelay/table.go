@@ -299,6 +299,8 @@ type port struct {
 	refs int
 	fd   int
 	w    *worker
+	// tos is the socket's IP_TOS or IPV6_TCLASS (Relay.setTOS).
+	tos int
 }
 
 // Table holds the flows and the reference counts of the ports they use.

@@ -34,10 +34,12 @@ type CallInfo struct {
 	// Kinds maps a stream index (m-line from 0) to what it carries, as
 	// last announced.
 	Kinds map[int]MediaKind
+	// Labels of side A and B (Options.Label; "" when none was given).
+	Labels [2]string
 }
 
 func (cl *call) info(id string) CallInfo {
-	ci := CallInfo{CallID: id, Tags: [2]string{cl.callerTag, cl.lockedTag},
+	ci := CallInfo{CallID: id, Tags: [2]string{cl.callerTag, cl.lockedTag}, Labels: cl.labels,
 		Created: cl.created, LastSignal: cl.lastSignal, Kinds: make(map[int]MediaKind, len(cl.kinds))}
 	for k, v := range cl.kinds {
 		ci.Kinds[k] = v
@@ -84,6 +86,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr, 
 		cl.sig[side] = sig.Unmap()
 	}
 	c.signal(callID, side, sig.Unmap())
+	c.options(callID, cl, side, o, true)
 	out, err := c.sdp(callID, cl, side, body, true, o, true)
 	if err != nil {
 		if !ok {
@@ -91,6 +94,7 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr, 
 		}
 		return nil, err
 	}
+	cl.label(side, o)
 	cl.lastSignal = now
 	return out, nil
 }
@@ -120,6 +124,7 @@ func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig neti
 				c.log.Debug("media: answer from another branch followed", "call_id", callID, "was", cl.lockedTag, "now", toTag)
 			}
 			cl.lockedTag = toTag
+			cl.labels[relay.SideB] = "" // the other branch's
 		}
 	default:
 		return nil, fmt.Errorf("%w: answer from %q to %q, call has %q and %q", ErrUnknownTag, fromTag, toTag, cl.callerTag, cl.lockedTag)
@@ -128,10 +133,12 @@ func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig neti
 		cl.sig[side] = sig.Unmap()
 	}
 	c.signal(callID, side, sig.Unmap())
+	c.options(callID, cl, side, o, false)
 	out, err := c.sdp(callID, cl, side, body, true, o, false)
 	if err != nil {
 		return nil, err
 	}
+	cl.label(side, o)
 	cl.confirmed = true
 	cl.lastSignal = now
 	return out, nil

@@ -46,6 +46,10 @@ type Engine interface {
 	// WebRTC or SRTP (webrtc.go).
 	SetSecurity(callID string, index int, side relay.Side, sec relay.LegSecurity) error
 	CertificateDER() []byte
+	// SetSideOptions and SetTOS carry per-call options of the NG flags
+	// (options.go).
+	SetSideOptions(callID string, side relay.Side, o relay.SideOptions) error
+	SetTOS(callID string, tos relay.TOS) error
 }
 
 // ErrUnavailable wraps every error that should make the proxy refuse a
@@ -165,6 +169,12 @@ type call struct {
 	webrtc  [2]bool
 	sec     map[int]*streamSec
 	offerer int8
+
+	// Per-call options of the NG flags (options.go): each side's label
+	// and options, and the call's TOS.
+	labels [2]string
+	opts   [2]relay.SideOptions
+	tos    relay.TOS
 }
 
 // announcement is one side's media addresses of one stream.

@@ -49,6 +49,37 @@ type fakeEngine struct {
 	restoredSince time.Time
 	// security is the last SetSecurity per leg.
 	security map[peerKey]relay.LegSecurity
+	// sideOpts and tos are the last SetSideOptions and SetTOS per call.
+	sideOpts map[string][2]relay.SideOptions
+	tos      map[string]relay.TOS
+}
+
+func (f *fakeEngine) SetSideOptions(id string, side relay.Side, o relay.SideOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.sideOpts == nil {
+		f.sideOpts = map[string][2]relay.SideOptions{}
+	}
+	so := f.sideOpts[id]
+	so[side] = o
+	f.sideOpts[id] = so
+	return nil
+}
+
+func (f *fakeEngine) SetTOS(id string, tos relay.TOS) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.tos == nil {
+		f.tos = map[string]relay.TOS{}
+	}
+	f.tos[id] = tos
+	return nil
 }
 
 func (f *fakeEngine) SetSecurity(id string, index int, side relay.Side, sec relay.LegSecurity) error {

@@ -38,6 +38,10 @@ type savedCall struct {
 	// DTLS associations live in memory only, so the call's media cannot
 	// resume after a restart.
 	Bridged bool `json:"bridged,omitempty"`
+	// Per-call options of the NG flags (options.go).
+	Labels   [2]string            `json:"labels,omitzero"`
+	SideOpts [2]relay.SideOptions `json:"side_options,omitzero"`
+	TOS      relay.TOS            `json:"tos,omitzero"`
 }
 
 type savedStream struct {
@@ -68,7 +72,7 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 		return nil, false
 	}
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created}
+		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos}
 	for _, ss := range cl.sec {
 		sc.Bridged = sc.Bridged || ss.bridged()
 	}
@@ -107,7 +111,7 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	}
 	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}}
+		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS}
 	var err error
 	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
 		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)
@@ -122,6 +126,20 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	}
 	if err := c.cfg.Engine.CreateSession(callID); err != nil {
 		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+	}
+	// Before the streams: the flows they install have the call's options
+	// from the start.
+	for s, o := range sc.SideOpts {
+		if o != (relay.SideOptions{}) {
+			if err := c.cfg.Engine.SetSideOptions(callID, relay.Side(s), o); err != nil {
+				c.log.Warn("media: restore side options", "call_id", callID, "error", err)
+			}
+		}
+	}
+	if sc.TOS.Set {
+		if err := c.cfg.Engine.SetTOS(callID, sc.TOS); err != nil {
+			c.log.Warn("media: restore tos", "call_id", callID, "error", err)
+		}
 	}
 	for _, st := range sc.Streams {
 		var legs [2]relay.RestoreLeg

@@ -101,3 +101,37 @@ func TestStateRestore(t *testing.T) {
 		t.Error("a refused restore left a session")
 	}
 }
+
+// The per-call NG options (options.go) are saved with the call and given
+// back to the engine of a restarted sipd: each side's label and options,
+// and the call's TOS.
+func TestStateRestoreCallOptions(t *testing.T) {
+	c, _ := newCtl(ModeAll)
+	ef := relay.TOS{Set: true, Value: 0xb8}
+	if _, err := c.Offer("ng", "a", []byte(sdp("192.0.2.10", 1, audio(10000))), netip.Addr{},
+		&Options{Label: "caller", Asymmetric: true, TOS: ef}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Answer("ng", "a", "b", []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{},
+		&Options{Label: "callee"}); err != nil {
+		t.Fatal(err)
+	}
+	st, ok := c.State("ng")
+	if !ok {
+		t.Fatal("no state")
+	}
+	c2, f2 := newCtl(ModeAll)
+	if err := c2.Restore("ng", st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ci, _ := c2.Call("ng")
+	if ci.Labels != [2]string{"caller", "callee"} {
+		t.Errorf("restored labels %q", ci.Labels)
+	}
+	if got := f2.sideOpts["ng"]; got != [2]relay.SideOptions{{Asymmetric: true}, {}} {
+		t.Errorf("restored side options %+v", got)
+	}
+	if got := f2.tos["ng"]; got != ef {
+		t.Errorf("restored tos %v, want %v", got, ef)
+	}
+}

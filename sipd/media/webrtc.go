@@ -64,6 +64,24 @@ type Options struct {
 	// Family, when not relay.FamilyAny, is the family of the relay leg
 	// the receiver is given (rtpengine's address-family).
 	Family relay.Family
+
+	// What the message says about its sender and the call (per-call
+	// options, applied by Offer and Answer; see options.go).
+	//
+	// Label names the sender's side (rtpengine's label); "" keeps the
+	// label it has.
+	Label string
+	// Asymmetric: the sender sends from another address than it receives
+	// on, so the relay sends to its SDP address, not to the source it
+	// latched (rtpengine's asymmetric). Each message of the side sets or
+	// clears it.
+	Asymmetric bool
+	// TOS: an offer sets the TOS of every packet the relay sends for the
+	// call to it, the zero TOS being the default, unless KeepTOS says to
+	// leave the call's as it is (rtpengine's TOS, read in offers only: a
+	// missing one means the default, a negative one no change).
+	TOS     relay.TOS
+	KeepTOS bool
 }
 
 func (o *Options) mux(s string) bool {

@@ -39,6 +39,8 @@ type Backend struct {
 	strict bool
 	// delays holds the deletes scheduled by delete-delay (see Delete).
 	delays delays
+	// id marks the SDP this relay writes under loop-protect (loop.go).
+	id string
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -48,7 +50,7 @@ func New(ctrl *media.Controller, eng Engine, log *slog.Logger) *Backend {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{ctrl: ctrl, eng: eng, log: log}
+	return &Backend{ctrl: ctrl, eng: eng, log: log, id: newInstanceID()}
 }
 
 // ErrNoCallID is returned for a command without call-id.
@@ -67,6 +69,9 @@ var ErrAddressFlag = errors.New("unusable address flag")
 func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
+	}
+	if b.looped(r) {
+		return r.SDP, nil
 	}
 	_, known := b.ctrl.Call(r.CallID)
 	out, err := b.ctrl.Offer(r.CallID, r.FromTag, b.codecs(r, true), signaling(r), Options(r))
@@ -95,6 +100,13 @@ func refusal(err error) error {
 func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 	if err := b.check(r); err != nil {
 		return nil, err
+	}
+	if b.looped(r) {
+		// rtpengine looks the call up before the SDP (call_offer_answer_ng).
+		if _, ok := b.ctrl.Call(r.CallID); !ok {
+			return nil, fmt.Errorf("%w: %q", media.ErrUnknownCall, r.CallID)
+		}
+		return r.SDP, nil
 	}
 	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, b.codecs(r, false), signaling(r), Options(r))
 	if err != nil {
@@ -197,6 +209,7 @@ func Options(r *ng.Request) *media.Options {
 	}
 	_, o.GenerateMid = r.Flags["generate-mid"]
 	addressFlags(r, o)
+	callFlags(r, o)
 	return o
 }
 
@@ -253,7 +266,7 @@ func honoured(k string) bool {
 		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
 		k == "supports-load-limit", // the ng.Server's refusals
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
-		codecFlag(k):
+		codecFlag(k), callFlag(k):
 		return true
 	}
 	for _, p := range []string{"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf"} {
@@ -276,14 +289,30 @@ func signaling(r *ng.Request) netip.Addr {
 	return netip.Addr{}
 }
 
-// finish applies the replace flags. The session-level c= always names the
-// relay (sdprewrite), which is replace=session-connection; replace=origin
-// also puts the relay's address into o=.
+// looped reports whether r asks for loop-protect and its SDP already
+// went through this relay: it is then returned as it came (loop.go).
+func (b *Backend) looped(r *ng.Request) bool {
+	if _, ok := r.Flags["loop-protect"]; !ok || !marked(r.SDP, b.id) {
+		return false
+	}
+	b.log.Debug("ng: sdp already processed by this relay; returned untouched (loop-protect)",
+		"command", r.Command, "call_id", r.CallID)
+	return true
+}
+
+// finish applies the replace flags and loop-protect's mark. The
+// session-level c= always names the relay (sdprewrite), which is
+// replace=session-connection; replace=origin also puts the relay's
+// address into o=.
 func (b *Backend) finish(r *ng.Request, body []byte) []byte {
 	for _, rep := range r.Replace {
 		if strings.EqualFold(rep, "origin") {
-			return replaceOrigin(body)
+			body = replaceOrigin(body)
+			break
 		}
+	}
+	if _, ok := r.Flags["loop-protect"]; ok {
+		body = mark(body, b.id)
 	}
 	return body
 }
@@ -356,7 +385,7 @@ func callStats(ci media.CallInfo, si relay.SessionInfo, flows []relay.FlowInfo) 
 		if side == relay.SideB && tag == "" {
 			continue // not answered
 		}
-		ts := ng.TagStats{Tag: tag, InDialogueWith: ci.Tags[1-side], Created: ci.Created}
+		ts := ng.TagStats{Tag: tag, Label: ci.Labels[side], InDialogueWith: ci.Tags[1-side], Created: ci.Created}
 		for _, st := range streams {
 			leg := st.A
 			if side == relay.SideB {

@@ -23,6 +23,33 @@ type fake struct {
 	// createErr, when set, refuses new sessions (a draining engine);
 	// addErr refuses new streams (an exhausted port pool).
 	createErr, addErr error
+	// sideOpts and tos are the last SetSideOptions and SetTOS per call.
+	sideOpts map[string][2]relay.SideOptions
+	tos      map[string]relay.TOS
+}
+
+func (f *fake) SetSideOptions(id string, side relay.Side, o relay.SideOptions) error {
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.sideOpts == nil {
+		f.sideOpts = map[string][2]relay.SideOptions{}
+	}
+	so := f.sideOpts[id]
+	so[side] = o
+	f.sideOpts[id] = so
+	return nil
+}
+
+func (f *fake) SetTOS(id string, tos relay.TOS) error {
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.tos == nil {
+		f.tos = map[string]relay.TOS{}
+	}
+	f.tos[id] = tos
+	return nil
 }
 
 var relayIP = netip.MustParseAddr("203.0.113.1")

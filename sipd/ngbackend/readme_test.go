@@ -67,6 +67,8 @@ func TestREADMEListsHonouredFlags(t *testing.T) {
 		"dtls-passive", "sdes-off", "supports-load-limit",
 		"codec-strip-pcmu", "codec-mask-opus", "codec-except-g722", "codec-offer-pcma", "allow-no-codec-media",
 		"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf",
+		"label", "from-label", "set-label", "to-label", "from-tags", "from-tags-a1b2",
+		"symmetric", "asymmetric", "strict-source", "port-latching", "tos", "loop-protect",
 	} {
 		if !honoured(k) {
 			t.Errorf("honoured(%q) = false; this list is of keys it accepts", k)

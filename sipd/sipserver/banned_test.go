@@ -212,6 +212,10 @@ func (e *countingEngine) SetPeer(string, int, relay.Side, netip.AddrPort, netip.
 	return nil
 }
 func (e *countingEngine) SetSignal(string, relay.Side, netip.Addr) error { return nil }
+func (e *countingEngine) SetSideOptions(string, relay.Side, relay.SideOptions) error {
+	return nil
+}
+func (e *countingEngine) SetTOS(string, relay.TOS) error { return nil }
 func (e *countingEngine) RestoreStream(string, int, [2]relay.RestoreLeg, time.Time) error {
 	return nil
 }

@@ -55,6 +55,9 @@ type FlowJSON struct {
 	In            *cryptoleg.Info `json:"in,omitempty"`
 	OutLeg        *cryptoleg.Info `json:"out_leg,omitempty"`
 	RTCPDst       string          `json:"rtcp_dst,omitempty"`
+	// TOS is the IP TOS byte the relay writes on the flow's packets
+	// ("0xb8"; absent: the default), from the NG flag TOS.
+	TOS string `json:"tos,omitempty"`
 }
 
 // StatsJSON is /stats: totals and the slow-path counters.

@@ -1,0 +1,125 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sipxdp/internal/netns"
+	"sipxdp/relay"
+)
+
+// recvTOS enables IP_RECVTOS / IPV6_RECVTCLASS on c and reads one
+// datagram: its sequence number and the TOS it arrived with.
+func recvTOS(t *testing.T, c *net.UDPConn, v6 bool) (seq uint16, tos uint8) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
+		}
+	}); err != nil || serr != nil {
+		t.Fatalf("enable tos reception: %v %v", err, serr)
+	}
+	buf, oob := make([]byte, 2048), make([]byte, 128)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, oobn, _, _, err := c.ReadMsgUDPAddrPort(buf, oob)
+	if err != nil || n < 4 {
+		t.Fatalf("no datagram: %v", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TOS && len(m.Data) > 0:
+			return binary.BigEndian.Uint16(buf[2:4]), m.Data[0]
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_TCLASS && len(m.Data) >= 4:
+			return binary.BigEndian.Uint16(buf[2:4]), uint8(binary.NativeEndian.Uint32(m.Data))
+		}
+	}
+	t.Fatal("no tos control message")
+	return 0, 0
+}
+
+// TestNetnsTOS: a flow's TOS (rtpengine's TOS) is on what the receiver
+// gets through each hook, both families, with checksums the receiving
+// stack accepts (a wrong IPv4 header checksum would be dropped there) and
+// the capture finds right; without it, the sender's own TOS goes through.
+func TestNetnsTOS(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
+		t.Run(mode, func(t *testing.T) {
+			tp := newTopo(t)
+			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
+			if mode != ModeTC {
+				// As TestNetnsRelay: XDP is tested with full checksums.
+				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, fam := range families {
+				for _, tos := range []relay.TOS{{Set: true, Value: 0xb8}, {Set: true, Value: 0}, {}} {
+					v6 := !fam.Caller.Is4()
+					name := fam.Name + " " + tos.String()
+					flow := lineFlow(fam)
+					flow.TOS = tos
+					if err := k.Upsert(flow); err != nil {
+						t.Fatal(err)
+					}
+					recv := tp.udp(t, nsReceiver, flow.Dst)
+					send := tp.udp(t, nsSender, flow.Peer)
+					// The sender marks its packets AF41; the relay's TOS, if
+					// any, replaces that.
+					rc, _ := send.SyscallConn()
+					rc.Control(func(fd uintptr) {
+						if v6 {
+							unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0x88)
+						} else {
+							unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, 0x88)
+						}
+					})
+					want := uint8(0x88)
+					if tos.Set {
+						want = tos.Value
+					}
+					capt := startCapture(t, tp, nsReceiver, netns.CalleeIf, flow.Dst.Port())
+					const n = 50
+					if err := stream(send, flow.Key.Local, 0, n); err != nil {
+						t.Fatal(err)
+					}
+					seen := receive(t, recv, flow.Out, n, 5*time.Second)
+					full, partial, wrong, first := capt.stop()
+					if len(seen) != n || full+partial != n || wrong != 0 {
+						t.Errorf("%s: received %d/%d; checksums %d full, %d partial, %d wrong (first: %s)", name, len(seen), n, full, partial, wrong, first)
+					}
+					if err := stream(send, flow.Key.Local, n, 1); err != nil {
+						t.Fatal(err)
+					}
+					if seq, got := recvTOS(t, recv, v6); seq != n || got != want {
+						t.Errorf("%s: datagram %d arrived with tos %#x, want %#x", name, seq, got, want)
+					}
+					if st, err := k.Stats(flow.Key); err != nil || st.Packets != n+1 {
+						t.Errorf("%s: flow stats %+v %v: the kernel did not forward all %d", name, st, err, n+1)
+					}
+					recv.Close()
+					send.Close()
+					if err := k.Delete(flow.Key); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,41 @@
+package media
+
+import (
+	"errors"
+
+	"sipxdp/relay"
+)
+
+// Per-call options of rtpengine's NG flags that outlive one message:
+// each side's label and asymmetric flag, and the call's TOS. rtpengine
+// reads asymmetric from every offer and answer of a side (media_update_flags
+// in its call.c), TOS from offers only, for the whole call (__tos_change),
+// and keeps a label until the side gives another (__call_monologue_init_from_flags).
+
+// options hands o's per-call options to the engine before side's SDP is
+// followed, so the flows that SDP installs have them. Called with c.mu
+// held.
+func (c *Controller) options(id string, cl *call, side relay.Side, o *Options, offer bool) {
+	if o == nil {
+		return // sipd's own calls: no NG flags
+	}
+	so := relay.SideOptions{Asymmetric: o.Asymmetric}
+	if err := c.cfg.Engine.SetSideOptions(id, side, so); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+		c.log.Warn("media: side options", "call_id", id, "side", side.String(), "error", err)
+	}
+	cl.opts[side] = so
+	if !offer || o.KeepTOS {
+		return
+	}
+	if err := c.cfg.Engine.SetTOS(id, o.TOS); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+		c.log.Warn("media: tos", "call_id", id, "tos", o.TOS.String(), "error", err)
+	}
+	cl.tos = o.TOS
+}
+
+// label records the label o gives side, once its message went through.
+func (cl *call) label(side relay.Side, o *Options) {
+	if o != nil && o.Label != "" {
+		cl.labels[side] = o.Label
+	}
+}
