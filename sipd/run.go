@@ -332,8 +332,12 @@ func relayPorts(m MediaConfig) int {
 		return 0
 	}
 	n := 0
+	seen := map[string]bool{} // interfaces on one local address share its ports
 	for _, a := range m.Addresses {
-		n += a.PortMax - a.PortMin + 1
+		if !seen[a.Local] {
+			seen[a.Local] = true
+			n += a.PortMax - a.PortMin + 1
+		}
 	}
 	return n
 }
