@@ -161,8 +161,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				relayPairs = pl.TotalPairs
 			}
 		}
+		addrs := MediaOptions(cfg.Media, log).Addresses
 		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
-			Pick: legPicker(MediaOptions(cfg.Media, log).Addresses)})
+			Pick: legPicker(addrs), Interfaces: addrs})
 	}
 	var (
 		sipSrv *sipserver.Server
