@@ -210,6 +210,13 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 // ns, and sends every INVITE on to uas.
 func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas netip.AddrPort) {
 	t.Helper()
+	startKamailioFlags(t, ns, dir, bin, socks, rtpengineFlags, sip, uas)
+}
+
+// startKamailioFlags is startKamailio with the flags of the script's
+// rtpengine_manage() calls.
+func startKamailioFlags(t *testing.T, ns *netNS, dir, bin, socks, flags string, sip, uas netip.AddrPort) {
+	t.Helper()
 	tmpl, err := os.ReadFile(testdata(t, "kamailio.cfg"))
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +226,7 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas net
 		{"{{SIP}}", sip.String()},
 		{"{{NG}}", socks},
 		{"{{UAS}}", uas.String()},
-		{"{{FLAGS}}", rtpengineFlags},
+		{"{{FLAGS}}", flags},
 	} {
 		if !strings.Contains(cfg, r[0]) {
 			t.Fatalf("kamailio.cfg has no %s", r[0])

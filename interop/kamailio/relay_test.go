@@ -12,6 +12,7 @@ import (
 	"sipxdp/internal/sipdrun"
 	"sipxdp/internal/sipdtest"
 	"sipxdp/ng"
+	"sipxdp/sipd"
 )
 
 // relayCtl is sipd running -relay-only in the test's namespace.
@@ -41,6 +42,11 @@ type relaySpec struct {
 	// orUserspace falls back to the userspace relay, logged, where the
 	// kernel hook does not load.
 	orUserspace bool
+	// addrs, when set, are media.addresses in place of the one addr
+	// (named interfaces), and ifaces the kernel hook's interfaces in
+	// place of iface.
+	addrs  []sipd.AddressConfig
+	ifaces []string
 }
 
 // defaultRelay is the relay TestKamailioRtpengine uses.
@@ -68,6 +74,9 @@ func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 	cfg.Media.PinPath = pin
 	cfg.Media.Addresses[0].Local = relay.String()
 	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = rs.portMin, rs.portMax
+	if rs.addrs != nil {
+		cfg.Media.Addresses = rs.addrs
+	}
 	cfg.NG.Listen = rs.ng.String()
 	if rs.allow != nil {
 		cfg.NG.Allow = rs.allow
@@ -84,6 +93,9 @@ func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 		cfg.Media.Datapath, cfg.Media.Interfaces = dp, nil
 		if dp != "userspace" {
 			cfg.Media.Interfaces = []string{iface}
+			if rs.ifaces != nil {
+				cfg.Media.Interfaces = rs.ifaces
+			}
 		}
 		d, err = sipdrun.Start(ctx, cfg, sipdrun.Options{Binary: sipdtest.Binary(t), Dir: dir, Name: rs.name,
 			NetNS: ns.Path, Dial: ns.DialContext, Args: []string{"-relay-only"}})
