@@ -138,6 +138,10 @@ type MediaConfig struct {
 	Learning  Duration        `yaml:"learning"`
 	Timeout   Duration        `yaml:"timeout"`
 	Addresses []AddressConfig `yaml:"addresses"`
+	// InterfaceFor names the interface (an addresses name) that faces a
+	// party by its address (a CIDR or an address) or its SIP domain, in
+	// place of the route's choice (see interfaceRules).
+	InterfaceFor map[string]string `yaml:"interface_for"`
 	// DTLSTimeout: a WebRTC leg whose DTLS-SRTP handshake has not
 	// completed this long after the answer ends its call.
 	DTLSTimeout Duration `yaml:"dtls_timeout"`
@@ -332,6 +336,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, confload.Errorf("media.addresses", "%s: at least one relay address is needed"))
 	}
 	errs = append(errs, validateAddresses(m.Addresses)...)
+	_, ruleErrs := parseInterfaceFor(m.InterfaceFor, m.Addresses)
+	errs = append(errs, ruleErrs...)
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, err)
 	}

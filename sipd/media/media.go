@@ -75,6 +75,10 @@ type Config struct {
 	// read), so Options.Direction can name them; without them every name
 	// is unknown.
 	Interfaces []relay.AddressConfig
+	// Domain, when set, names the interface (or "") that faces a side of
+	// a SIP call by its domain: the caller's From host, the callee's To
+	// host. It wins over Pick; an NG direction wins over both.
+	Domain func(host string) string
 }
 
 // Controller holds the offer/answer state of every relayed call.
@@ -145,8 +149,9 @@ type call struct {
 	sig [2]netip.Addr
 	// iface is each side's interface as an offer's direction named it
 	// (Options.Direction), for the call's later streams; "" leaves the
-	// choice to Pick.
+	// choice to Pick. dom is each side's SIP domain (Config.Domain).
 	iface   [2]string
+	dom     [2]string
 	streams map[int]relay.StreamPorts
 	// lockedTag is the To tag of the callee branch whose SDP the relay
 	// follows: the first to answer with SDP, replaced by the branch that
@@ -292,6 +297,18 @@ func toTag(m msg) string {
 	return ""
 }
 
+// uriHost is the host of a From or To header's URI, lower-cased; "" if
+// there is none.
+func uriHost(h sip.Header) string {
+	switch h := h.(type) {
+	case *sip.FromHeader:
+		return strings.ToLower(h.Address.Host)
+	case *sip.ToHeader:
+		return strings.ToLower(h.Address.Host)
+	}
+	return ""
+}
+
 func callID(m msg) string {
 	if h := m.GetHeader("Call-ID"); h != nil {
 		return h.Value()
@@ -323,6 +340,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr, calleeTransport
 			cl.sig[relay.SideA] = src.Addr().Unmap()
 		}
 		cl.sig[relay.SideB] = callee.Unmap()
+		cl.dom = [2]string{uriHost(req.GetHeader("From")), uriHost(req.GetHeader("To"))}
 		c.calls[id] = cl
 		// Where each side's SIP comes from (or goes to) is a hint for
 		// latching its media: a NATed phone sends from that address.
@@ -721,6 +739,9 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 				specs[1-side].Family = o.Family
 			}
 			for s, name := range cl.iface {
+				if name == "" && c.cfg.Domain != nil && cl.dom[s] != "" {
+					name = c.cfg.Domain(cl.dom[s])
+				}
 				if name != "" {
 					forced := o != nil && o.Family != relay.FamilyAny && relay.Side(s) != side
 					specs[s] = c.named(id, name, specs[s], forced)
