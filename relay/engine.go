@@ -329,8 +329,8 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		failq:        make(chan legFailure, 256),
 	}
 	// One local address may serve several logical interfaces (rtpengine's
-	// internal/10.3.1.6;external/10.3.1.6!203.0.113.6): they share one
-	// port pool, so a port is never handed out twice.
+	// interface= naming one address twice, advertised differently): they
+	// share one port pool, so a port is never handed out twice.
 	type span struct {
 		addr   netip.Addr
 		lo, hi uint16

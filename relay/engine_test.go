@@ -1022,8 +1022,9 @@ func TestScanBudget(t *testing.T) {
 	}
 }
 
-// One local address in two logical interfaces (rtpengine's
-// internal/10.3.1.6;external/10.3.1.6!203.0.113.6) shares one port pool:
+// One local address in two logical interfaces (rtpengine's interface=
+// with internal and external both on 10.3.1.6, external advertised as
+// 203.0.113.6) shares one port pool:
 // each name advertises its own address and no port is handed out twice.
 func TestSharedLocalAddress(t *testing.T) {
 	local, public := netip.MustParseAddr("10.3.1.6"), netip.MustParseAddr("203.0.113.6")

@@ -37,7 +37,8 @@ const multiHomedFlags = rtpengineFlags + " direction=internal direction=external
 // classic rtpengine deployment: the relay namespace of internal/netns'
 // caller–relay–callee line has an internal interface on the caller's
 // subnet and an external one on the callee's, named in media.addresses
-// as rtpengine's interface=internal/A;external/B!203.0.113.6 would.
+// as rtpengine's interface= with the external one advertised as
+// 203.0.113.6 would.
 // Kamailio (on the relay namespace) sends direction=internal
 // direction=external. The test checks that each side's SDP shows its own
 // side's address (the advertised public address toward the callee), that

@@ -25,10 +25,10 @@ func (nullPath) Close() error                                 { return nil }
 func (nullPath) Counters() map[string]uint64                  { return nil }
 func (nullPath) Sockets() int                                 { return 0 }
 
-// multiHomed is rtpengine's
-// interface=internal/10.3.1.6;external/10.3.1.6!203.0.113.6;external/2001:db8::6;priv/10.9.0.1:
-// one local address serving two names, advertised as itself toward
-// internal and as 203.0.113.6 toward external.
+// multiHomed is rtpengine's interface= with internal on 10.3.1.6,
+// external on 10.3.1.6 advertised as 203.0.113.6 and on 2001:db8::6,
+// and priv on 10.9.0.1: one local address serving two names, advertised
+// as itself toward internal and as 203.0.113.6 toward external.
 func multiHomed() []relay.AddressConfig {
 	a := func(name, local, adv string) relay.AddressConfig {
 		c := relay.AddressConfig{Name: name, Local: netip.MustParseAddr(local), PortMin: 30000, PortMax: 30099}
@@ -100,7 +100,7 @@ func TestDirection(t *testing.T) {
 		{name: "Kamailio rtpp-flags direction=internal direction=external", section: "direction; Kamailio rtpengine module, direction=",
 			offer:    map[string]any{"rtpp-flags": "replace-origin direction=internal direction=external"},
 			toCallee: "203.0.113.6", toCaller: "10.3.1.6", legA: "internal", legB: "external"},
-		{name: "Kamailio rtpp-flags internal external", section: "direction; Kamailio rtpengine module, internal/external",
+		{name: "Kamailio rtpp-flags internal external", section: "direction; Kamailio rtpengine module, internal and external",
 			offer:    map[string]any{"rtpp-flags": "internal external"},
 			toCallee: "203.0.113.6", toCaller: "10.3.1.6", legA: "internal", legB: "external"},
 		{name: "an answer's direction changes nothing", section: "answer Message",
@@ -119,7 +119,7 @@ func TestDirection(t *testing.T) {
 		{name: "unknown interface: the default, as rtpengine", section: "direction (rtpengine's call.c: Interface not found, using default)",
 			offer:    map[string]any{"direction": []any{"internal", "nowhere"}},
 			toCallee: "10.3.1.6", toCaller: "10.3.1.6", legA: "internal", legB: "internal"},
-		{name: "internal and external not configured select IPv4 and IPv6", section: "direction (legacy internal/external)",
+		{name: "internal and external not configured select IPv4 and IPv6", section: "direction (legacy internal and external)",
 			addrs:    unnamed,
 			offer:    map[string]any{"direction": []any{"internal", "external"}},
 			toCallee: "2001:db8::1", toCaller: "192.0.2.1", legA: "default", legB: "default"},
