@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -53,5 +54,43 @@ func TestLegInterfaceByDomain(t *testing.T) {
 				t.Errorf("legs on %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestDirectionSurvivesRestore: the interfaces an offer's direction
+// chose are saved with the call (State), so after a restart or failover
+// (Restore) a stream a later offer adds still goes on them.
+func TestDirectionSurvivesRestore(t *testing.T) {
+	ifaces := []relay.AddressConfig{
+		{Name: "internal", Local: netip.MustParseAddr("10.0.0.1")},
+		{Name: "external", Local: netip.MustParseAddr("192.0.2.1")},
+	}
+	f := newFake()
+	c := New(Config{Mode: ModeAll, Engine: f, Interfaces: ifaces})
+	one := sdp("10.0.0.10", 1, audio(10000))
+	if _, err := c.Offer(cid, callerTag, []byte(one), netip.Addr{}, &Options{Direction: [2]string{"internal", "external"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Answer(cid, callerTag, calleeTag, []byte(sdp("192.0.2.20", 1, audio(20000))), netip.Addr{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	state, ok := c.State(cid)
+	if !ok {
+		t.Fatal("no state")
+	}
+	f2 := newFake()
+	c2 := New(Config{Mode: ModeAll, Engine: f2, Interfaces: ifaces})
+	if err := c2.Restore(cid, state, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	two := sdp("10.0.0.10", 2, audio(10000), video(10002))
+	if _, err := c2.Offer(cid, callerTag, []byte(two), netip.Addr{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f2.specs) != 1 {
+		t.Fatalf("%d streams added after the restore, want the video one", len(f2.specs))
+	}
+	if got := [2]string{f2.specs[0][0].Address, f2.specs[0][1].Address}; got != [2]string{"internal", "external"} {
+		t.Errorf("the new stream's legs on %q, want the saved internal and external", got)
 	}
 }

@@ -38,6 +38,10 @@ type savedCall struct {
 	// DTLS associations live in memory only, so the call's media cannot
 	// resume after a restart.
 	Bridged bool `json:"bridged,omitempty"`
+	// Interfaces and Domains: each side's interface by NG direction and
+	// SIP domain, for the streams a later offer adds.
+	Interfaces [2]string `json:"interfaces,omitzero"`
+	Domains    [2]string `json:"domains,omitzero"`
 }
 
 type savedStream struct {
@@ -68,7 +72,7 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 		return nil, false
 	}
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created}
+		Kinds: cl.kinds, Created: cl.created, Interfaces: cl.iface, Domains: cl.dom}
 	for _, ss := range cl.sec {
 		sc.Bridged = sc.Bridged || ss.bridged()
 	}
@@ -107,7 +111,7 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	}
 	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}}
+		announced: map[int][2]announcement{}, iface: sc.Interfaces, dom: sc.Domains}
 	var err error
 	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
 		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)
