@@ -61,31 +61,10 @@ func TestKamailioRtpengine(t *testing.T) {
 
 	startKamailio(t, ns, dir, kamBin, "udp:"+ngAddr.String(), kamAddr, uasAddr)
 
-	uas := startSipp(t, ns, dir, sippBin, "uas", 1, "-sf", testdata(t, "uas.xml"),
-		"-i", uasAddr.Addr().String(), "-p", port(uasAddr),
-		"-key", "rtp_ip", calleeRTP.Addr().String(), "-key", "rtp_port", port(calleeRTP))
-	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAddr.String(), func() bool { return ns.udpBound(uasAddr.Port()) },
-		func() string { return tailFile(uas.log, 20) })
-	uac := startSipp(t, ns, dir, sippBin, "uac", 1, "-sf", testdata(t, "uac.xml"),
-		"-i", uacAddr.Addr().String(), "-p", port(uacAddr), "-s", "bob",
-		"-d", strconv.Itoa(int(holdCall.Milliseconds())),
-		"-key", "rtp_ip", callerRTP.Addr().String(), "-key", "rtp_port", port(callerRTP),
-		kamAddr.String())
-
 	// The SDP each side received: the callee's in the INVITE, the
 	// caller's in the 200 OK.
-	var inv, ok *sipMsg
-	waitFor(t, 5*time.Second, "the INVITE at the UAS and the 200 OK at the UAC", func() bool {
-		if inv == nil {
-			inv = received(uas.msgs, "INVITE ")
-		}
-		if ok == nil {
-			ok = received(uac.msgs, "SIP/2.0 200 ")
-		}
-		return inv != nil && ok != nil
-	}, func() string {
-		return fmt.Sprintf("uas messages:\n%s\nuac messages:\n%s", tailFile(uas.msgs, 40), tailFile(uac.msgs, 40))
-	})
+	call := placeCall(t, dir, sippBin, ns, ns, kamAddr, uacAddr, uasAddr, callerRTP, calleeRTP)
+	inv, ok := call.inv, call.ok
 	callID := inv.header("Call-ID")
 	calleeSends := inv.media(t, "the INVITE the callee got")
 	callerSends := ok.media(t, "the 200 OK the caller got")
@@ -133,24 +112,7 @@ func TestKamailioRtpengine(t *testing.T) {
 		t.Errorf("the call's RTP flows count %d packets, want 240: %s", rtpPkts, js(fs))
 	}
 	t.Logf("flows: %s", js(fs))
-	if uac.exited() {
-		t.Fatalf("the caller ended before the RTP checks were done (hold %v too short?)", holdCall)
-	}
-
-	// BYE after the hold; both sipp end successfully, and the flows go.
-	if err := uac.wait(holdCall + 10*time.Second); err != nil {
-		t.Fatalf("sipp UAC: %v\n%s", err, uac.errors())
-	}
-	if err := uas.wait(5 * time.Second); err != nil {
-		t.Fatalf("sipp UAS: %v\n%s", err, uas.errors())
-	}
-	if bye := received(uas.msgs, "BYE "); bye == nil {
-		t.Fatal("the callee got no BYE")
-	}
-	waitFor(t, 3*time.Second, "no flows left for the call after BYE", func() bool {
-		fs = ctl.flows(t, callID)
-		return len(fs) == 0
-	}, func() string { return "flows: " + js(fs) })
+	call.hangUp(t, ctl, callID)
 }
 
 // requireTools skips the test in -short mode, needs root, and returns

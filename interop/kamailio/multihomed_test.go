@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,27 +82,8 @@ func multiHomedCall(t *testing.T, kamBin, sippBin, dp string) {
 	callerSock, calleeSock := callerNS.listenUDP(t, callerRTPAt), calleeNS.listenUDP(t, calleeRTPAt)
 	startKamailioFlags(t, router, dir, kamBin, "udp:"+ngAt.String(), multiHomedFlags, kam, uasAt)
 
-	uas := startSipp(t, calleeNS, dir, sippBin, "uas", 1, "-sf", testdata(t, "uas.xml"),
-		"-i", uasAt.Addr().String(), "-p", port(uasAt),
-		"-key", "rtp_ip", calleeRTPAt.Addr().String(), "-key", "rtp_port", port(calleeRTPAt))
-	waitFor(t, 5*time.Second, "sipp UAS listening on "+uasAt.String(), func() bool { return calleeNS.udpBound(uasAt.Port()) },
-		func() string { return tailFile(uas.log, 20) })
-	uac := startSipp(t, callerNS, dir, sippBin, "uac", 1, "-sf", testdata(t, "uac.xml"),
-		"-i", fam.Caller.String(), "-p", port(uacAddr), "-s", "bob",
-		"-d", strconv.Itoa(int(holdCall.Milliseconds())),
-		"-key", "rtp_ip", callerRTPAt.Addr().String(), "-key", "rtp_port", port(callerRTPAt),
-		kam.String())
-
-	var inv, ok *sipMsg
-	waitFor(t, 5*time.Second, "the INVITE at the UAS and the 200 OK at the UAC", func() bool {
-		if inv == nil {
-			inv = received(uas.msgs, "INVITE ")
-		}
-		if ok == nil {
-			ok = received(uac.msgs, "SIP/2.0 200 ")
-		}
-		return inv != nil && ok != nil
-	}, func() string { return uac.errors() + "\nuas: " + uas.errors() })
+	call := placeCall(t, dir, sippBin, callerNS, calleeNS, kam, netip.AddrPortFrom(fam.Caller, uacAddr.Port()), uasAt, callerRTPAt, calleeRTPAt)
+	inv, ok := call.inv, call.ok
 	callID := inv.header("Call-ID")
 	calleeSends := inv.media(t, "the INVITE the callee got")
 	callerSends := ok.media(t, "the 200 OK the caller got")
@@ -166,20 +146,7 @@ func multiHomedCall(t *testing.T, kamBin, sippBin, dp string) {
 	}
 	checkRelayctlMultiHomed(t, router, callID, fs, fam.RelayA, fam.RelayB)
 	t.Logf("flows: %s", js(fs))
-	if uac.exited() {
-		t.Fatalf("the caller ended before the RTP checks were done (hold %v too short?)", holdCall)
-	}
-
-	if err := uac.wait(holdCall + 10*time.Second); err != nil {
-		t.Fatalf("sipp UAC: %v\n%s", err, uac.errors())
-	}
-	if err := uas.wait(5 * time.Second); err != nil {
-		t.Fatalf("sipp UAS: %v\n%s", err, uas.errors())
-	}
-	waitFor(t, 3*time.Second, "no flows left for the call after BYE", func() bool {
-		fs = ctl.flows(t, callID)
-		return len(fs) == 0
-	}, func() string { return "flows: " + js(fs) })
+	call.hangUp(t, ctl, callID)
 }
 
 // originLine is the SDP's o= line in a SIP message.
