@@ -48,6 +48,17 @@ func placeCall(t *testing.T, dir, sippBin string, callerNS, calleeNS *netNS, kam
 	return c
 }
 
+// media is the call's Call-ID and where each side was told to send its
+// RTP: the caller by the 200 OK, the callee by the INVITE.
+func (c *sippCall) media(t *testing.T) (callID string, callerSends, calleeSends netip.AddrPort) {
+	t.Helper()
+	callID = c.inv.header("Call-ID")
+	calleeSends = c.inv.media(t, "the INVITE the callee got")
+	callerSends = c.ok.media(t, "the 200 OK the caller got")
+	t.Logf("call %s: caller sends to %v, callee to %v", callID, callerSends, calleeSends)
+	return callID, callerSends, calleeSends
+}
+
 // hangUp waits for the caller's BYE after the hold: both sipp end
 // successfully, the callee got the BYE, and the relay's flows for the
 // call are gone.

@@ -64,11 +64,7 @@ func TestKamailioRtpengine(t *testing.T) {
 	// The SDP each side received: the callee's in the INVITE, the
 	// caller's in the 200 OK.
 	call := placeCall(t, dir, sippBin, ns, ns, kamAddr, uacAddr, uasAddr, callerRTP, calleeRTP)
-	inv, ok := call.inv, call.ok
-	callID := inv.header("Call-ID")
-	calleeSends := inv.media(t, "the INVITE the callee got")
-	callerSends := ok.media(t, "the 200 OK the caller got")
-	t.Logf("call %s: caller sends to %v, callee sends to %v", callID, callerSends, calleeSends)
+	callID, callerSends, calleeSends := call.media(t)
 	for _, c := range []struct {
 		who  string
 		got  netip.AddrPort

@@ -83,11 +83,7 @@ func multiHomedCall(t *testing.T, kamBin, sippBin, dp string) {
 	startKamailioFlags(t, router, dir, kamBin, "udp:"+ngAt.String(), multiHomedFlags, kam, uasAt)
 
 	call := placeCall(t, dir, sippBin, callerNS, calleeNS, kam, netip.AddrPortFrom(fam.Caller, uacAddr.Port()), uasAt, callerRTPAt, calleeRTPAt)
-	inv, ok := call.inv, call.ok
-	callID := inv.header("Call-ID")
-	calleeSends := inv.media(t, "the INVITE the callee got")
-	callerSends := ok.media(t, "the 200 OK the caller got")
-	t.Logf("call %s: caller sends to %v, callee to %v", callID, callerSends, calleeSends)
+	callID, callerSends, calleeSends := call.media(t)
 	// Each side is told its own interface's address, in c= and, with
 	// replace-origin, in o=.
 	for _, c := range []struct {
@@ -95,7 +91,7 @@ func multiHomedCall(t *testing.T, kamBin, sippBin, dp string) {
 		m    *sipMsg
 		got  netip.AddrPort
 		want netip.Addr
-	}{{"callee (INVITE, external)", inv, calleeSends, publicAddr}, {"caller (200 OK, internal)", ok, callerSends, fam.RelayA}} {
+	}{{"callee (INVITE, external)", call.inv, calleeSends, publicAddr}, {"caller (200 OK, internal)", call.ok, callerSends, fam.RelayA}} {
 		if c.got.Addr() != c.want || c.got.Port() < relayPortMin || c.got.Port() > relayPortMax {
 			t.Fatalf("the %s SDP points at %v, want %v port %d-%d", c.who, c.got, c.want, relayPortMin, relayPortMax)
 		}

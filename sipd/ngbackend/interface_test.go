@@ -9,21 +9,10 @@ import (
 
 	"sipxdp/ng"
 	"sipxdp/relay"
+	"sipxdp/relay/relaytest"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/sdprewrite"
 )
-
-// nullPath is a userspace path that forwards nothing: the engine's port
-// pools and leg choice are what these tests read.
-type nullPath struct{}
-
-func (nullPath) Name() string                                 { return "userspace" }
-func (nullPath) Upsert(relay.Flow) error                      { return nil }
-func (nullPath) Delete(relay.FlowKey) error                   { return nil }
-func (nullPath) Stats(relay.FlowKey) (relay.FlowStats, error) { return relay.FlowStats{}, nil }
-func (nullPath) Close() error                                 { return nil }
-func (nullPath) Counters() map[string]uint64                  { return nil }
-func (nullPath) Sockets() int                                 { return 0 }
 
 // multiHomed is rtpengine's interface= with internal on 10.3.1.6,
 // external on 10.3.1.6 advertised as 203.0.113.6 and on 2001:db8::6,
@@ -47,7 +36,7 @@ func multiHomed() []relay.AddressConfig {
 
 func newEngineBackend(t *testing.T, addrs []relay.AddressConfig, pick func(netip.Addr) relay.LegSpec) (*ng.Server, *relay.Engine) {
 	t.Helper()
-	eng, err := relay.NewEngine(relay.Config{Addresses: addrs, Logger: slog.New(slog.DiscardHandler), ProcDir: t.TempDir()}, nil, nullPath{}, "test")
+	eng, err := relay.NewEngine(relay.Config{Addresses: addrs, Logger: slog.New(slog.DiscardHandler), ProcDir: t.TempDir()}, nil, relaytest.NullPath{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
