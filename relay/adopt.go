@@ -46,14 +46,22 @@ func pairOf(ap netip.AddrPort) netip.AddrPort {
 }
 
 // poolOf finds the pool whose range holds the pair; nil if none does (the
-// configuration changed since the flow was installed).
-func (e *Engine) poolOf(pair netip.AddrPort) *addrPool {
+// configuration changed since the flow was installed). A local address
+// shared by several interfaces has one addrPool per name: name
+// picks among them when one has that name, else the first is taken.
+func (e *Engine) poolOf(pair netip.AddrPort, name string) *addrPool {
+	var first *addrPool
 	for _, p := range e.pools {
 		if p.cfg.Local == pair.Addr() && p.pool.holds(pair.Port()) {
-			return p
+			if p.cfg.Name == name {
+				return p
+			}
+			if first == nil {
+				first = p
+			}
 		}
 	}
-	return nil
+	return first
 }
 
 // Adopt takes over the flows the kernel path holds that no session of this
@@ -151,7 +159,7 @@ func (e *Engine) Adopt() (int, error) {
 	want := map[*addrPool][]uint16{}
 	for _, ms := range members {
 		for _, m := range ms {
-			if p := e.poolOf(m); p != nil {
+			if p := e.poolOf(m, ""); p != nil {
 				want[p] = append(want[p], m.Port())
 			}
 		}
@@ -169,7 +177,7 @@ func (e *Engine) Adopt() (int, error) {
 		g.id = AdoptedPrefix + ms[0].String()
 		for _, m := range ms {
 			if reserved[m] {
-				g.pairs = append(g.pairs, pairRef{pool: e.poolOf(m), rtp: m.Port()})
+				g.pairs = append(g.pairs, pairRef{pool: e.poolOf(m, ""), rtp: m.Port()})
 			}
 		}
 		sort.Slice(g.flows, func(i, j int) bool { return g.flows[i].Key.Local.Compare(g.flows[j].Key.Local) < 0 })

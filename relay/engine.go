@@ -333,9 +333,13 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		cert:         cert,
 		failq:        make(chan legFailure, 256),
 	}
+	// One local address may serve several logical interfaces (rtpengine's
+	// interface= naming one address twice, advertised differently): they
+	// share one port pool, so a port is never handed out twice.
 	type span struct {
 		addr   netip.Addr
 		lo, hi uint16
+		pool   *portPool
 	}
 	var spans []span
 	var ranges [][2]uint16
@@ -350,18 +354,24 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		if a.PortMin > a.PortMax {
 			return nil, fmt.Errorf("new engine: address %s: port range %d-%d is empty", a.Local, a.PortMin, a.PortMax)
 		}
+		var p *portPool
 		for _, s := range spans {
-			if s.addr == a.Local && a.PortMin <= s.hi && a.PortMax >= s.lo {
-				return nil, fmt.Errorf("new engine: address %s: port ranges overlap", a.Local)
+			if s.addr != a.Local || a.PortMin > s.hi || a.PortMax < s.lo {
+				continue
 			}
+			if a.PortMin != s.lo || a.PortMax != s.hi {
+				return nil, fmt.Errorf("new engine: address %s: port ranges overlap (give every interface on one local address the same range)", a.Local)
+			}
+			p = s.pool
 		}
-		spans = append(spans, span{a.Local, a.PortMin, a.PortMax})
-		p, err := newPortPool(a.PortMin, a.PortMax)
-		if err != nil {
-			return nil, fmt.Errorf("new engine: address %s: %w", a.Local, err)
+		if p == nil {
+			if p, err = newPortPool(a.PortMin, a.PortMax); err != nil {
+				return nil, fmt.Errorf("new engine: address %s: %w", a.Local, err)
+			}
+			spans = append(spans, span{a.Local, a.PortMin, a.PortMax, p})
+			ranges = append(ranges, [2]uint16{a.PortMin, a.PortMax})
 		}
 		e.pools = append(e.pools, &addrPool{cfg: a, pool: p})
-		ranges = append(ranges, [2]uint16{a.PortMin, a.PortMax})
 	}
 	// Not fatal: the relay works without the reservation, and the function
 	// has logged what is at risk.

@@ -29,6 +29,8 @@ func TestNewEngineConfig(t *testing.T) {
 		{name: "empty range", addrs: []AddressConfig{{Local: ext4, PortMin: 2000, PortMax: 1000}}, slow: slow},
 		{name: "overlapping ranges on one address", addrs: []AddressConfig{
 			{Local: ext4, PortMin: 1000, PortMax: 2000}, {Local: ext4, PortMin: 1500, PortMax: 2500}}, slow: slow},
+		{name: "one address in two interfaces with different ranges", addrs: []AddressConfig{
+			{Name: "internal", Local: ext4, PortMin: 1000, PortMax: 2000}, {Name: "external", Local: ext4, PortMin: 1000, PortMax: 1999}}, slow: slow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1017,5 +1019,42 @@ func TestScanBudget(t *testing.T) {
 	h.step(time.Second)
 	if len(h.e.pending) != n {
 		t.Fatalf("%d timeouts after the second scan, want all %d", len(h.e.pending), n)
+	}
+}
+
+// One local address in two logical interfaces (rtpengine's interface=
+// with internal and external both on 10.3.1.6, external advertised as
+// 203.0.113.6) shares one port pool:
+// each name advertises its own address and no port is handed out twice.
+func TestSharedLocalAddress(t *testing.T) {
+	local, public := netip.MustParseAddr("10.3.1.6"), netip.MustParseAddr("203.0.113.6")
+	h := newHarness(t, false, func(c *Config) {
+		c.Addresses = []AddressConfig{
+			{Name: "internal", Local: local, PortMin: 30000, PortMax: 30007},
+			{Name: "external", Local: local, Advertised: public, PortMin: 30000, PortMax: 30007},
+		}
+	})
+	if err := h.e.CreateSession("c1"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]bool{}
+	for i := range 2 {
+		sp, err := h.e.AddStream("c1", i, LegSpec{Address: "internal"}, LegSpec{Address: "external"})
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if sp.A.Address != "internal" || sp.A.Advertised != local || sp.B.Address != "external" || sp.B.Advertised != public {
+			t.Fatalf("stream %d: legs %+v / %+v, want internal at %s and external advertising %s", i, sp.A, sp.B, local, public)
+		}
+		for _, p := range []uint16{sp.A.RTP, sp.B.RTP} {
+			if seen[p] {
+				t.Fatalf("stream %d: port %d handed out twice", i, p)
+			}
+			seen[p] = true
+		}
+	}
+	// Four pairs in all: both names drew from one pool of 30000-30007.
+	if _, err := h.e.AddStream("c1", 2, LegSpec{Address: "internal"}, LegSpec{Address: "external"}); !errors.Is(err, ErrPortsExhausted) {
+		t.Fatalf("fifth and sixth pair: err %v, want ErrPortsExhausted", err)
 	}
 }

@@ -49,7 +49,7 @@ func (e *Engine) RestoreStream(callID string, index int, legs [2]RestoreLeg, sin
 	var pools [2]*addrPool
 	for i, l := range legs {
 		pair := netip.AddrPortFrom(l.Ports.Local.Unmap(), l.Ports.RTP)
-		p := e.poolOf(pair)
+		p := e.poolOf(pair, l.Ports.Address)
 		if p == nil || p.cfg.Name != l.Ports.Address || l.Ports.RTP%2 != 0 {
 			return fmt.Errorf("restore stream %q/%d side %s: port %s is in no configured relay range", callID, index, Side(i), pair)
 		}

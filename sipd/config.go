@@ -138,6 +138,10 @@ type MediaConfig struct {
 	Learning  Duration        `yaml:"learning"`
 	Timeout   Duration        `yaml:"timeout"`
 	Addresses []AddressConfig `yaml:"addresses"`
+	// InterfaceFor names the interface (an addresses name) that faces a
+	// party by its address (a CIDR or an address) or its SIP domain, in
+	// place of the route's choice (see interfaceRules).
+	InterfaceFor map[string]string `yaml:"interface_for"`
 	// DTLSTimeout: a WebRTC leg whose DTLS-SRTP handshake has not
 	// completed this long after the answer ends its call.
 	DTLSTimeout Duration `yaml:"dtls_timeout"`
@@ -331,17 +335,65 @@ func (c *Config) Validate() error {
 	if len(m.Addresses) == 0 {
 		errs = append(errs, confload.Errorf("media.addresses", "%s: at least one relay address is needed"))
 	}
-	names := map[string]bool{}
-	for i, a := range m.Addresses {
+	errs = append(errs, validateAddresses(m.Addresses)...)
+	_, ruleErrs := parseInterfaceFor(m.InterfaceFor, m.Addresses)
+	errs = append(errs, ruleErrs...)
+	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func familyName(a netip.Addr) string {
+	if a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// validateAddresses checks media.addresses as rtpengine's logical
+// interfaces: a name holds at most one address per family, and a local
+// address may serve several names (each with its own advertised
+// address) when they give it the same port range, which they then share.
+func validateAddresses(addrs []AddressConfig) []error {
+	var errs []error
+	type nameFam struct {
+		name string
+		v6   bool
+	}
+	names := map[nameFam]int{}
+	type local struct {
+		i        int
+		name     string
+		min, max int
+	}
+	locals := map[netip.Addr][]local{}
+	for i, a := range addrs {
 		where := fmt.Sprintf("media.addresses[%d]", i)
 		if a.Name == "" {
 			errs = append(errs, confload.Errorf(where+".name", "%s is empty"))
-		} else if names[a.Name] {
-			errs = append(errs, confload.Errorf(where+".name", "%s %q is used twice", a.Name))
 		}
-		names[a.Name] = true
-		if _, err := netip.ParseAddr(a.Local); err != nil {
+		l, err := netip.ParseAddr(a.Local)
+		if err != nil {
 			errs = append(errs, confload.Errorf(where+".local", "%s %q: %w", a.Local, err))
+		} else {
+			l = l.Unmap()
+			nf := nameFam{a.Name, l.Is6()}
+			if j, dup := names[nf]; dup && a.Name != "" {
+				errs = append(errs, confload.Errorf(where+".name", "%s %q already has an %s address (media.addresses[%d]): a name takes one address per family", a.Name, familyName(l), j))
+			} else {
+				names[nf] = i
+			}
+			for _, o := range locals[l] {
+				switch {
+				case o.name == a.Name:
+					errs = append(errs, confload.Errorf(where+".local", "%s %s is already in %q (media.addresses[%d])", l, o.name, o.i))
+				case o.min != a.PortMin || o.max != a.PortMax:
+					errs = append(errs, confload.Errorf(where, "%s: local address %s is also in %q (media.addresses[%d]) with ports %d-%d: interfaces on one local address share its ports, give them the same port_min and port_max",
+						l, o.name, o.i, o.min, o.max))
+				}
+			}
+			locals[l] = append(locals[l], local{i, a.Name, a.PortMin, a.PortMax})
 		}
 		if a.Advertised != "" {
 			if _, err := netip.ParseAddr(a.Advertised); err != nil {
@@ -352,10 +404,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, confload.Errorf(where, "%s: port range %d-%d: want 1024 <= port_min < port_max <= 65535 with room for at least two RTP/RTCP pairs", a.PortMin, a.PortMax))
 		}
 	}
-	if err := c.SIP.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // validate checks the http section. An API that other hosts can reach

@@ -24,6 +24,7 @@ func FuzzParseConfig(f *testing.F) {
 		{"idle_timeout: 5m", "idle_timeout: -1s"},
 		{"timeout: 60s", "timeout: {a: b}"},
 		{"mode: all", "mode: [all]"},
+		{"interface_for: {}", "interface_for: {10.0.0.0/8: default, itsp.example: default, '::1': nowhere}"},
 	} {
 		f.Add([]byte(strings.Replace(def, r[0], r[1], 1)))
 	}

@@ -715,13 +715,13 @@ const OverrideHeaderLine = "X-Sipd-Media: relay\r\n"
 // TestLegPicker: with several relay addresses, a leg gets the one the
 // kernel would send from towards the peer.
 func TestLegPicker(t *testing.T) {
-	if legPicker([]relay.AddressConfig{{Name: "x", Local: netip.MustParseAddr("127.0.0.1")}}) != nil {
+	if legPicker([]relay.AddressConfig{{Name: "x", Local: netip.MustParseAddr("127.0.0.1")}}, interfaceRules{}) != nil {
 		t.Error("a picker for a single address")
 	}
 	pick := legPicker([]relay.AddressConfig{
 		{Name: "other", Local: netip.MustParseAddr("192.0.2.1")},
 		{Name: "lo", Local: netip.MustParseAddr("127.0.0.1")},
-	})
+	}, interfaceRules{})
 	if got := pick(netip.MustParseAddr("127.0.0.1")); got != (relay.LegSpec{Address: "lo", Family: relay.IPv4}) {
 		t.Errorf("pick(127.0.0.1) = %+v, want the loopback address", got)
 	}

@@ -440,9 +440,19 @@ func (e emit) media(t relay.Totals) {
 	e.gauge(dMediaFlows, float64(t.KernelFlows))("kernel")
 	e.gauge(dMediaFlows, float64(t.UserspaceFlows))("userspace")
 	e.gauge(dMediaDraining, boolGauge(t.Draining))()
+	// A name may hold an address per family: one series per name.
+	var names []string
+	used, total := map[string]int{}, map[string]int{}
 	for _, p := range t.Pools {
-		e.gauge(dMediaPairs, float64(p.TotalPairs-p.FreePairs))(p.Name)
-		e.gauge(dMediaPairsMax, float64(p.TotalPairs))(p.Name)
+		if _, ok := total[p.Name]; !ok {
+			names = append(names, p.Name)
+		}
+		used[p.Name] += p.TotalPairs - p.FreePairs
+		total[p.Name] += p.TotalPairs
+	}
+	for _, n := range names {
+		e.gauge(dMediaPairs, float64(used[n]))(n)
+		e.gauge(dMediaPairsMax, float64(total[n]))(n)
 	}
 	e.counter(dMediaPackets, t.KernelPackets)("kernel")
 	e.counter(dMediaPackets, t.UserspacePackets)("userspace")

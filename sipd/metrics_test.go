@@ -289,7 +289,9 @@ func (f collectFunc) Collect(ch chan<- prometheus.Metric) { f(emit(ch)) }
 
 // mediaTotals are a relay's with both paths' counters.
 var mediaTotals = relay.Totals{
-	Pools:       []relay.PoolInfo{{Name: "public", FreePairs: 90, TotalPairs: 100}},
+	// One interface name with an address per family: one series, summed.
+	Pools: []relay.PoolInfo{{Name: "public", FreePairs: 90, TotalPairs: 100}, {Name: "public", FreePairs: 45, TotalPairs: 50},
+		{Name: "private", FreePairs: 20, TotalPairs: 20}},
 	KernelFlows: 3, UserspaceFlows: 1, KernelPackets: 100, UserspacePackets: 7, UserspaceSockets: 4, WindowLocks: 2,
 	KernelCounters: map[string]uint64{"tx": 60, "redirect": 40, "local": 1, "pass": 9, "aborted": 0, "no_flow": 5, "learning": 4},
 	UserspaceCounters: map[string]uint64{"received": 20, "forwarded": 7, "no_flow": 3, "wrong_source": 6, "foreign_learning": 2,
@@ -341,7 +343,12 @@ sipxdp_media_flows{path="kernel"} 3
 sipxdp_media_flows{path="userspace"} 1
 `},
 		{"sipxdp_media_port_pairs", "gauge", `
-sipxdp_media_port_pairs{pool="public"} 10
+sipxdp_media_port_pairs{pool="private"} 0
+sipxdp_media_port_pairs{pool="public"} 15
+`},
+		{"sipxdp_media_port_pairs_max", "gauge", `
+sipxdp_media_port_pairs_max{pool="private"} 20
+sipxdp_media_port_pairs_max{pool="public"} 150
 `},
 		{"sipxdp_media_latch_total", "counter", `
 sipxdp_media_latch_total{event="candidate"} 0

@@ -71,8 +71,9 @@ func MediaOptions(c MediaConfig, log *slog.Logger) mediapath.Options {
 // legPicker chooses a leg's relay address on a relay with several
 // interfaces: the configured address the kernel would send from to reach
 // the peer, so each leg's packets leave by the interface that faces its
-// side. With a single address name there is nothing to choose (nil).
-func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
+// side. A media.interface_for rule for the peer's address comes first.
+// With a single address name there is nothing to choose (nil).
+func legPicker(addrs []relay.AddressConfig, rules interfaceRules) func(netip.Addr) relay.LegSpec {
 	names := map[string]bool{}
 	for _, a := range addrs {
 		names[a.Name] = true
@@ -88,6 +89,9 @@ func legPicker(addrs []relay.AddressConfig) func(netip.Addr) relay.LegSpec {
 		fam := relay.IPv6
 		if peer.Is4() {
 			fam = relay.IPv4
+		}
+		if name := rules.forPeer(peer); name != "" {
+			return spec(addrs, name, fam)
 		}
 		// Connecting a UDP socket sends nothing; it asks the kernel for the
 		// route and so the source address.
@@ -161,8 +165,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				relayPairs = pl.TotalPairs
 			}
 		}
+		addrs := MediaOptions(cfg.Media, log).Addresses
+		rules, _ := parseInterfaceFor(cfg.Media.InterfaceFor, cfg.Media.Addresses) // validated by Config.Validate
 		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
-			Pick: legPicker(MediaOptions(cfg.Media, log).Addresses)})
+			Pick: legPicker(addrs, rules), Interfaces: addrs, Domain: rules.forDomain()})
 	}
 	var (
 		sipSrv *sipserver.Server
@@ -332,8 +338,12 @@ func relayPorts(m MediaConfig) int {
 		return 0
 	}
 	n := 0
+	seen := map[string]bool{} // interfaces on one local address share its ports
 	for _, a := range m.Addresses {
-		n += a.PortMax - a.PortMin + 1
+		if !seen[a.Local] {
+			seen[a.Local] = true
+			n += a.PortMax - a.PortMin + 1
+		}
 	}
 	return n
 }

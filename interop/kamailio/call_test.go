@@ -25,6 +25,9 @@ type call struct {
 	uac, uas       *sippProc
 	caller, callee party
 	id             string
+	// inv is the INVITE the callee got, ok the 200 OK the caller got:
+	// the SDP each side was given.
+	inv, ok *sipMsg
 	// Where each side's SDP says to send: ports of the relay.
 	callerSends, calleeSends netip.AddrPort
 }
@@ -73,6 +76,7 @@ func placeCall(t *testing.T, dir, sippBin string, kam netip.AddrPort, relay *rel
 	}, func() string {
 		return fmt.Sprintf("uas messages:\n%s\nuac messages:\n%s", tailFile(c.uas.msgs, 40), tailFile(c.uac.msgs, 40))
 	})
+	c.inv, c.ok = inv, ok
 	c.id = inv.header("Call-ID")
 	c.calleeSends = inv.media(t, "the INVITE the callee got")
 	c.callerSends = ok.media(t, "the 200 OK the caller got")

@@ -14,7 +14,12 @@
 //     -relay-only nodes, one with a full port pool and one drained
 //     midway; every call goes to a relay that takes it, none fails.
 //     Kamailio, the caller, the callee and each relay are hosts of their
-//     own (internal/netns' line with a host per relay off its router).
+//     own (internal/netns' line with a host per relay off its router);
+//   - TestKamailioMultiHomed: the module sends direction=internal
+//     direction=external to a relay whose namespace (the router of
+//     internal/netns' line) has an internal interface on the caller's
+//     subnet and an external one, advertised as a public address, on the
+//     callee's; on tc and on native XDP.
 //
 // They need root, kamailio (with modules/rtpengine.so and nathelper.so,
 // as Debian ships them), sipp and nft: scripts/install-deps.sh installs

@@ -133,11 +133,18 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 // ns, and sends every INVITE on to uas.
 func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas netip.AddrPort) {
 	t.Helper()
+	startKamailioFlags(t, ns, dir, bin, socks, rtpengineFlags, sip, uas)
+}
+
+// startKamailioFlags is startKamailio with the flags of the script's
+// rtpengine_manage() calls.
+func startKamailioFlags(t *testing.T, ns *netNS, dir, bin, socks, flags string, sip, uas netip.AddrPort) {
+	t.Helper()
 	startKamailioConfig(t, ns, dir, bin, "kamailio.cfg", sip, [][2]string{
 		{"{{SIP}}", sip.String()},
 		{"{{NG}}", socks},
 		{"{{UAS}}", uas.String()},
-		{"{{FLAGS}}", rtpengineFlags},
+		{"{{FLAGS}}", flags},
 	})
 }
 

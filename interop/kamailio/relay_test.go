@@ -12,6 +12,7 @@ import (
 	"sipxdp/internal/sipdrun"
 	"sipxdp/internal/sipdtest"
 	"sipxdp/ng"
+	"sipxdp/sipd"
 )
 
 // relayCtl is sipd running -relay-only in the test's namespace.
@@ -41,8 +42,10 @@ type relaySpec struct {
 	// orUserspace falls back to the userspace relay, logged, where the
 	// kernel hook does not load.
 	orUserspace bool
-	// ifaces, when set, are the kernel hook's interfaces in place of
-	// iface.
+	// addrs, when set, are media.addresses in place of the one addr
+	// (named interfaces), and ifaces the kernel hook's interfaces in
+	// place of iface.
+	addrs  []sipd.AddressConfig
 	ifaces []string
 }
 
@@ -71,6 +74,9 @@ func startRelay(t *testing.T, ns *netNS, dir string, rs relaySpec) *relayCtl {
 	cfg.Media.PinPath = pin
 	cfg.Media.Addresses[0].Local = relay.String()
 	cfg.Media.Addresses[0].PortMin, cfg.Media.Addresses[0].PortMax = rs.portMin, rs.portMax
+	if rs.addrs != nil {
+		cfg.Media.Addresses = rs.addrs
+	}
 	cfg.NG.Listen = rs.ng.String()
 	if rs.allow != nil {
 		cfg.NG.Allow = rs.allow
@@ -198,7 +204,19 @@ func (c *relayCtl) calls(t *testing.T) []string {
 
 // owns reports whether ap is one of the relay's ports.
 func (c *relayCtl) owns(ap netip.AddrPort) bool {
-	return ap.Addr() == c.relay && int(ap.Port()) >= c.spec.portMin && int(ap.Port()) <= c.spec.portMax
+	if int(ap.Port()) < c.spec.portMin || int(ap.Port()) > c.spec.portMax {
+		return false
+	}
+	if ap.Addr() == c.relay {
+		return true
+	}
+	// A named interface's address, or what it advertises.
+	for _, a := range c.spec.addrs {
+		if ap.Addr().String() == a.Local || ap.Addr().String() == a.Advertised {
+			return true
+		}
+	}
+	return false
 }
 
 // ngCommands reads sipxdp_ng_commands_total for a command and result

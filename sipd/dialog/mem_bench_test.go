@@ -16,6 +16,7 @@ import (
 	"sipxdp/internal/redistest"
 	"sipxdp/internal/sipua"
 	"sipxdp/relay"
+	"sipxdp/relay/relaytest"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/redisconn"
 )
@@ -24,18 +25,6 @@ import (
 // key dictionary of this size has paid for its growth, so the figure per
 // call holds for a larger Redis.
 var memCallsFlag = flag.Int("redis-mem-calls", 10000, "calls written by BenchmarkRedisMemoryPerDialog")
-
-// nullPath is a datapath that holds no flows: the benchmark needs the
-// relay's port allocation and the controller's state, not packets.
-type nullPath struct{}
-
-func (nullPath) Name() string                                 { return "userspace" }
-func (nullPath) Upsert(relay.Flow) error                      { return nil }
-func (nullPath) Delete(relay.FlowKey) error                   { return nil }
-func (nullPath) Stats(relay.FlowKey) (relay.FlowStats, error) { return relay.FlowStats{}, nil }
-func (nullPath) Close() error                                 { return nil }
-func (nullPath) Counters() map[string]uint64                  { return nil }
-func (nullPath) Sockets() int                                 { return 0 }
 
 // BenchmarkRedisMemoryPerDialog measures what confirmed calls cost a
 // Redis shared by sipd nodes (sip.dialog.store: redis://): memCalls calls
@@ -57,7 +46,7 @@ func BenchmarkRedisMemoryPerDialog(b *testing.B) {
 	eng, err := relay.NewEngine(relay.Config{
 		Addresses:    []relay.AddressConfig{{Name: "ext", Local: relayAddr, PortMin: portMin, PortMax: uint16(portMin + 4*memCalls + 99)}},
 		MediaTimeout: time.Hour, Logger: slog.New(slog.DiscardHandler), ProcDir: b.TempDir(),
-	}, nil, nullPath{}, "test")
+	}, nil, relaytest.NullPath{}, "test")
 	if err != nil {
 		b.Fatal(err)
 	}

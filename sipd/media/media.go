@@ -75,6 +75,14 @@ type Config struct {
 	// or, failing that, signaling address), for a relay with several
 	// interfaces. Nil: Address, in peer's family.
 	Pick func(peer netip.Addr) relay.LegSpec
+	// Interfaces are the relay's addresses (their Name and Local are
+	// read), so Options.Direction can name them; without them every name
+	// is unknown.
+	Interfaces []relay.AddressConfig
+	// Domain, when set, names the interface (or "") that faces a side of
+	// a SIP call by its domain: the caller's From host, the callee's To
+	// host. It wins over Pick; an NG direction wins over both.
+	Domain func(host string) string
 }
 
 // Controller holds the offer/answer state of every relayed call.
@@ -142,7 +150,12 @@ type call struct {
 	callerTag string
 	// Signaling addresses of the sides, used to pick a leg's relay
 	// address while that side's media address is not known yet.
-	sig     [2]netip.Addr
+	sig [2]netip.Addr
+	// iface is each side's interface as an offer's direction named it
+	// (Options.Direction), for the call's later streams; "" leaves the
+	// choice to Pick. dom is each side's SIP domain (Config.Domain).
+	iface   [2]string
+	dom     [2]string
 	streams map[int]relay.StreamPorts
 	// lockedTag is the To tag of the callee branch whose SDP the relay
 	// follows: the first to answer with SDP, replaced by the branch that
@@ -294,6 +307,18 @@ func toTag(m msg) string {
 	return ""
 }
 
+// uriHost is the host of a From or To header's URI, lower-cased; "" if
+// there is none.
+func uriHost(h sip.Header) string {
+	switch h := h.(type) {
+	case *sip.FromHeader:
+		return strings.ToLower(h.Address.Host)
+	case *sip.ToHeader:
+		return strings.ToLower(h.Address.Host)
+	}
+	return ""
+}
+
 func callID(m msg) string {
 	if h := m.GetHeader("Call-ID"); h != nil {
 		return h.Value()
@@ -325,6 +350,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr, calleeTransport
 			cl.sig[relay.SideA] = src.Addr().Unmap()
 		}
 		cl.sig[relay.SideB] = callee.Unmap()
+		cl.dom = [2]string{uriHost(req.GetHeader("From")), uriHost(req.GetHeader("To"))}
 		c.calls[id] = cl
 		// Where each side's SIP comes from (or goes to) is a hint for
 		// latching its media: a NATed phone sends from that address.
@@ -572,6 +598,50 @@ func (c *Controller) pick(peer netip.Addr) relay.LegSpec {
 	return relay.LegSpec{Address: c.cfg.Address, Family: familyOf(peer)}
 }
 
+// named is the spec of a leg on the interface name, from spec (the
+// choice by route, with its family). A name of one family only gets
+// that family, unless address-family forced spec's (the engine then
+// refuses). An unknown name is what rtpengine does with it (its call.c,
+// __init_interface): "internal" and "external", when no interface has
+// those names, ask for IPv4 and IPv6 (its obsolete use), and any other
+// leaves the default choice, with a warning.
+func (c *Controller) named(callID, name string, spec relay.LegSpec, forced bool) relay.LegSpec {
+	var fams [3]bool // by relay.Family
+	known := false
+	for _, a := range c.cfg.Interfaces {
+		if a.Name == name {
+			known = true
+			fams[familyOf(a.Local)] = true
+		}
+	}
+	if known {
+		spec.Address = name
+		if spec.Family != relay.FamilyAny && !fams[spec.Family] && !forced {
+			spec.Family = relay.FamilyAny
+		}
+		return spec
+	}
+	want := relay.FamilyAny
+	switch name {
+	case "internal":
+		want = relay.IPv4
+	case "external":
+		want = relay.IPv6
+	default:
+		c.log.Warn("media: interface not found, using default", "call_id", callID, "interface", name)
+		return spec
+	}
+	if forced {
+		return spec
+	}
+	for _, a := range c.cfg.Interfaces {
+		if familyOf(a.Local) == want {
+			return relay.LegSpec{Family: want}
+		}
+	}
+	return spec
+}
+
 // ErrFamily means the relay has no address of the family asked for
 // (rtpengine's address-family).
 var ErrFamily = errors.New("no relay address of that family")
@@ -623,6 +693,22 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			return nil, err
 		}
 	}
+	if follow && offer && o != nil {
+		// rtpengine's direction: the first interface faces the sender of
+		// the offer, the second its receiver. The call keeps it; an
+		// answer's direction changes nothing (ng_control_protocol.md,
+		// "direction" and "answer Message").
+		for i, name := range o.Direction {
+			if p := o.DirectionPeer[i]; name == "" && p.IsValid() {
+				// inbound-peer, outbound-peer: the interface of the
+				// route to that address.
+				name = c.pick(p.Unmap()).Address
+			}
+			if name != "" {
+				cl.iface[relay.Side(i)^side] = name
+			}
+		}
+	}
 	targets := map[int]sdprewrite.Target{}
 	for _, m := range ms {
 		sp, have := cl.streams[m.Index]
@@ -661,6 +747,15 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			specs := [2]relay.LegSpec{c.pick(peers[relay.SideA]), c.pick(peers[relay.SideB])}
 			if o != nil && o.Family != relay.FamilyAny {
 				specs[1-side].Family = o.Family
+			}
+			for s, name := range cl.iface {
+				if name == "" && c.cfg.Domain != nil && cl.dom[s] != "" {
+					name = c.cfg.Domain(cl.dom[s])
+				}
+				if name != "" {
+					forced := o != nil && o.Family != relay.FamilyAny && relay.Side(s) != side
+					specs[s] = c.named(id, name, specs[s], forced)
+				}
 			}
 			a, b := specs[relay.SideA], specs[relay.SideB]
 			sp, err = c.cfg.Engine.AddStream(id, m.Index, a, b)

@@ -42,6 +42,7 @@ type fakeEngine struct {
 	deleted   []string
 	removed   []int
 	families  [][2]relay.Family
+	specs     [][2]relay.LegSpec // every AddStream's, in order
 	// signals records SetSignal calls as "call side addr" (addr "-" when
 	// invalid).
 	signals []string
@@ -141,6 +142,7 @@ func (f *fakeEngine) AddStream(id string, index int, a, b relay.LegSpec) (relay.
 	sp := relay.StreamPorts{A: leg(), B: leg()}
 	s[index] = sp
 	f.families = append(f.families, [2]relay.Family{a.Family, b.Family})
+	f.specs = append(f.specs, [2]relay.LegSpec{a, b})
 	return sp, nil
 }
 

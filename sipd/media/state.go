@@ -42,6 +42,10 @@ type savedCall struct {
 	Labels   [2]string            `json:"labels,omitzero"`
 	SideOpts [2]relay.SideOptions `json:"side_options,omitzero"`
 	TOS      relay.TOS            `json:"tos,omitzero"`
+	// Interfaces and Domains: each side's interface by NG direction and
+	// SIP domain, for the streams a later offer adds.
+	Interfaces [2]string `json:"interfaces,omitzero"`
+	Domains    [2]string `json:"domains,omitzero"`
 }
 
 type savedStream struct {
@@ -72,7 +76,8 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 		return nil, false
 	}
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos}
+		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos,
+		Interfaces: cl.iface, Domains: cl.dom}
 	for _, ss := range cl.sec {
 		sc.Bridged = sc.Bridged || ss.bridged()
 	}
@@ -111,7 +116,8 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	}
 	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS}
+		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS,
+		iface: sc.Interfaces, dom: sc.Domains}
 	var err error
 	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
 		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)

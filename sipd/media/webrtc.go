@@ -82,6 +82,15 @@ type Options struct {
 	// missing one means the default, a negative one no change).
 	TOS     relay.TOS
 	KeepTOS bool
+	// Direction names the relay interfaces (relay.AddressConfig.Name)
+	// of an offer's new streams: the leg that faces the sender, then the
+	// one that faces the receiver (rtpengine's direction); "" leaves a
+	// leg to Config.Pick. The call keeps the choice for its later streams.
+	Direction [2]string
+	// DirectionPeer, where Direction is "", names the leg's interface
+	// by an address: the one Config.Pick gives for the route to it
+	// (rtpengine's inbound-peer and outbound-peer).
+	DirectionPeer [2]netip.Addr
 }
 
 func (o *Options) mux(s string) bool {

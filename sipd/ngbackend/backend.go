@@ -158,9 +158,6 @@ func (b *Backend) check(r *ng.Request) error {
 		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" && ice != "force" {
 			ignored = append(ignored, "ICE="+r.ICE)
 		}
-		if len(r.Direction) > 0 {
-			ignored = append(ignored, "direction="+strings.Join(r.Direction, ","))
-		}
 		for k, v := range r.Flags {
 			if honoured(k) {
 				continue
@@ -210,7 +207,34 @@ func Options(r *ng.Request) *media.Options {
 	_, o.GenerateMid = r.Flags["generate-mid"]
 	addressFlags(r, o)
 	callFlags(r, o)
+	o.Direction = direction(r)
+	for i, k := range []string{"inbound-peer", "outbound-peer"} {
+		if a, err := netip.ParseAddr(r.Flags[k]); err == nil {
+			o.DirectionPeer[i] = a
+		}
+	}
 	return o
+}
+
+// direction is the interface of each leg an offer asks for: the leg
+// facing the sender, then the one facing the receiver (NG control
+// protocol documentation: "direction", "from-interface", "to-interface";
+// Kamailio's direction=/internal/external and OpenSIPS's
+// in-iface=/out-iface= arrive as direction). from-interface and
+// to-interface win over direction, as rtpengine reads the dictionary's
+// keys in order. Names beyond the second are ignored, as rtpengine does.
+func direction(r *ng.Request) [2]string {
+	var d [2]string
+	for i := 0; i < len(r.Direction) && i < 2; i++ {
+		d[i] = r.Direction[i]
+	}
+	if v := r.Flags["from-interface"]; v != "" {
+		d[0] = v
+	}
+	if v := r.Flags["to-interface"]; v != "" {
+		d[1] = v
+	}
+	return d
 }
 
 // addressFlags applies rtpengine's address flags (NG control protocol
@@ -266,6 +290,7 @@ func honoured(k string) bool {
 		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
 		k == "supports-load-limit", // the ng.Server's refusals
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
+		k == "from-interface", k == "to-interface", k == "inbound-peer", k == "outbound-peer",
 		codecFlag(k), callFlag(k):
 		return true
 	}

@@ -66,6 +66,7 @@ func TestREADMEListsHonouredFlags(t *testing.T) {
 		"replace-origin", "replace-session-connection", "rtcp-mux-offer", "rtcp-mux-demux",
 		"dtls-passive", "sdes-off", "supports-load-limit",
 		"codec-strip-pcmu", "codec-mask-opus", "codec-except-g722", "codec-offer-pcma", "allow-no-codec-media",
+		"from-interface", "to-interface", "inbound-peer", "outbound-peer",
 		"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf",
 		"label", "from-label", "set-label", "to-label", "from-tags", "from-tags-a1b2",
 		"symmetric", "asymmetric", "strict-source", "port-latching", "tos", "loop-protect",
