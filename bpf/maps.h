@@ -16,6 +16,10 @@
 #define FLOW_LEARNING   (1 << 0) // peer not latched yet: pass everything up
 #define FLOW_PINNED_MAC (1 << 1) // use src_mac/dst_mac/out_ifindex, skip FIB
 #define FLOW_LOCAL      (1 << 2) // destination is on this host: rewrite, pass up, skip FIB
+// out_addr and dst_addr are of the other family than the key: the packet
+// changes between IPv4 and IPv6 (see relay.h, relay_xlate). The loader
+// sets it only when the program was loaded with cross_family on.
+#define FLOW_XLATE      (1 << 3)
 
 // Addresses are 16 bytes in network order; IPv4 is stored v4-mapped
 // (::ffff:a.b.c.d) so one key type serves both families. pad must be zero.
@@ -102,6 +106,9 @@ struct {
 // not relay ports and skip the flow lookup.
 volatile const __u16 port_min = 0;
 volatile const __u16 port_max = 65535;
+// 0 leaves the IPv4<->IPv6 translation out: the verifier prunes it as dead
+// code, for a kernel that refuses it (bpf/caps.go, crossFamily).
+volatile const __u8 cross_family = 1;
 
 // Not read by the programs: it puts enum counter into BTF so bpf2go can
 // generate it and the loader can name the counters from the enumerators.

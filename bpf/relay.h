@@ -31,6 +31,9 @@
 #define BLK6_OFF 8
 #define BLK6_WORDS 18
 
+// An IPv6 header is this much longer than an IPv4 header without options.
+#define XLATE_DIFF 20
+
 struct block {
 	__u16 w[BLK6_WORDS];
 };
@@ -86,23 +89,36 @@ static __always_inline void relay_block(const struct flow_value *v, __u8 v6, str
 	}
 }
 
+// The traffic class of an IPv6 header, which IPv4 calls TOS.
+static __always_inline __u8 ipv6_tclass(const struct ipv6hdr *ip6)
+{
+	return ip6->priority << 4 | ip6->flow_lbl[0] >> 4;
+}
+
 // Fills a FIB query for the rewritten packet; ifindex is the ingress device.
+// xl (a constant at each call site) says the packet changes family
+// (FLOW_XLATE): the query is for the other family and a header 20 bytes
+// longer or shorter.
 static __always_inline void relay_fib_params(const struct flow_value *v, const struct parsed *p,
-					     __u32 ifindex, struct bpf_fib_lookup *f)
+					     __u8 xl, __u32 ifindex, struct bpf_fib_lookup *f)
 {
 	f->l4_protocol = IPPROTO_UDP;
 	f->sport = v->out_port;
 	f->dport = v->dst_port;
 	f->tot_len = p->l3_len;
+	if (xl)
+		f->tot_len = p->v6 ? p->l3_len - XLATE_DIFF : p->l3_len + XLATE_DIFF;
 	f->ifindex = ifindex;
-	if (p->v6) {
+	if (p->v6 ^ xl) {
 		f->family = AF_INET6;
 		__builtin_memcpy(f->ipv6_src, v->out_addr, 16);
 		__builtin_memcpy(f->ipv6_dst, v->dst_addr, 16);
 	} else {
-		struct iphdr *ip = p->l3;
 		f->family = AF_INET;
-		f->tos = ip->tos;
+		if (xl)
+			f->tos = ipv6_tclass(p->l3);
+		else
+			f->tos = ((struct iphdr *)p->l3)->tos;
 		f->ipv4_src = *(__u32 *)&v->out_addr[12];
 		f->ipv4_dst = *(__u32 *)&v->dst_addr[12];
 	}
@@ -132,7 +148,7 @@ enum nh_result {
 // Concurrent CPUs may refresh the cache at once; they write the same answer.
 // macs receives the destination then the source MAC, as on the wire.
 static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value *v,
-						    const struct parsed *p, __u32 ifindex,
+						    const struct parsed *p, __u8 xl, __u32 ifindex,
 						    __u64 now, __u32 *egress, __u8 *macs)
 {
 	// The loader knows some answers already: a destination on this host,
@@ -154,7 +170,7 @@ static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value
 		return NH_OK;
 	}
 	struct bpf_fib_lookup f = {};
-	relay_fib_params(v, p, ifindex, &f);
+	relay_fib_params(v, p, xl, ifindex, &f);
 	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		*egress = f.ifindex;
@@ -188,4 +204,91 @@ static __always_inline void relay_account(struct flow_value *v, const struct par
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->payload_len);
 	v->last_seen = now;
+}
+
+// What a translated packet (FLOW_XLATE) needs from its old headers, read
+// before either hook moves them: the new address block in the new family's
+// layout, the header fields carried over, and the UDP checksum deltas.
+struct xlate {
+	struct block nb;
+	__u32 da;       // pseudo-header change: the addresses (folded)
+	__u32 dp;       // the ports (folded)
+	__u16 l4_len;   // IP payload length: UDP header, payload, anything after
+	__u16 check;    // the old UDP checksum
+	__u8 tos;       // IPv4 TOS = IPv6 traffic class
+	__u8 ttl;       // IPv4 TTL = IPv6 hop limit
+};
+
+static __always_inline __u32 fold32(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return (__u32)s;
+}
+
+// The pseudo-headers of IPv4 and IPv6 differ only in the addresses:
+// protocol 17 and the UDP length land on the same 16-bit positions of the
+// one's-complement sum (RFC 768, RFC 8200 8.1). So the UDP checksum follows
+// from the address and port deltas alone; the payload is not read. Returns
+// 0, or a pass reason when the packet cannot be translated here.
+static __always_inline int relay_xlate_prepare(const struct flow_value *v, const struct parsed *p,
+					       struct xlate *x)
+{
+	x->check = p->udp->check;
+	relay_block(v, !p->v6, &x->nb);
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__u16 *old = (void *)ip6 + BLK6_OFF;
+		x->tos = ipv6_tclass(ip6);
+		x->ttl = ip6->hop_limit;
+		x->l4_len = p->l3_len - sizeof(*ip6);
+		x->da = fold32(csum_sub16(old, 16) + csum_add16(x->nb.w, 4));
+		x->dp = fold32(csum_delta16(old + 16, x->nb.w + 4, 2));
+		return -1;
+	}
+	// IPv4 may carry no UDP checksum (zero); IPv6 must. Making one up
+	// means summing the payload, which the programs do not: the stack
+	// takes it (RFC 7915 5.1's default for a stateless translator is to
+	// drop such packets). Senders compute it by default.
+	if (!x->check)
+		return cnt_not_udp;
+	struct iphdr *ip = p->l3;
+	__u16 *old = (void *)ip + BLK4_OFF;
+	x->tos = ip->tos;
+	x->ttl = ip->ttl;
+	x->l4_len = p->l3_len - sizeof(*ip);
+	x->da = fold32(csum_sub16(old, 4) + csum_add16(x->nb.w, 16));
+	x->dp = fold32(csum_delta16(old + 4, x->nb.w + 16, 2));
+	return -1;
+}
+
+// The new IP header for x. The IPv6 flow label is zero and an IPv4 header
+// gets ID zero and DF, as a stateless translator writes them (RFC 7915 4.1,
+// 5.1); the checksums are complete.
+union ip_header {
+	struct iphdr v4;
+	struct ipv6hdr v6;
+};
+
+static __always_inline void relay_xlate_header(const struct xlate *x, __u8 to6, union ip_header *h)
+{
+	if (to6) {
+		*(__be32 *)&h->v6 = bpf_htonl(6 << 28 | (__u32)x->tos << 20);
+		h->v6.payload_len = bpf_htons(x->l4_len);
+		h->v6.nexthdr = IPPROTO_UDP;
+		h->v6.hop_limit = x->ttl;
+		__builtin_memcpy(&h->v6.saddr, x->nb.w, 32);
+		return;
+	}
+	h->v4.version = 4;
+	h->v4.ihl = 5;
+	h->v4.tos = x->tos;
+	h->v4.tot_len = bpf_htons(x->l4_len + sizeof(struct iphdr));
+	h->v4.id = 0;
+	h->v4.frag_off = bpf_htons(0x4000); // DF
+	h->v4.ttl = x->ttl;
+	h->v4.protocol = IPPROTO_UDP;
+	h->v4.check = 0;
+	__builtin_memcpy(&h->v4.saddr, x->nb.w, 8);
+	h->v4.check = ~csum_fold64(csum_add16((const __u16 *)&h->v4, sizeof(struct iphdr) / 2));
 }

@@ -12,6 +12,104 @@ static __always_inline int pass(__u32 reason)
 	return XDP_PASS;
 }
 
+// The end of a relayed packet, rewritten: local delivery with the MACs as
+// they are, or out with the next hop's MACs by XDP_TX or the devmap.
+static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, int local, __u32 egress,
+				const __u8 *macs)
+{
+	if (local) {
+		// Addressed to this host now: the stack delivers it, MACs as they are.
+		count(cnt_local);
+		return XDP_PASS;
+	}
+	__builtin_memcpy(eth->h_dest, macs, 2 * ETH_ALEN);
+
+	if (egress == ctx->ingress_ifindex) {
+		count(cnt_tx);
+		return XDP_TX;
+	}
+	long rc = bpf_redirect_map(&tx_ports, egress, 0);
+	count(rc == XDP_REDIRECT ? cnt_redirect : cnt_aborted);
+	return rc;
+}
+
+// A flow between families (FLOW_XLATE): the IP header is replaced by one of
+// the other family, 20 bytes longer or shorter, so the head of the frame
+// moves by that much; the UDP header and payload stay where they are.
+static __always_inline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
+{
+	if (!cross_family)
+		return pass(cnt_no_flow); // the loader installs no such flow then
+	struct xlate x = {};
+	int r = relay_xlate_prepare(v, p, &x);
+	if (r >= 0)
+		return pass(r);
+	__u8 to6 = !p->v6;
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 egress = 0;
+	__u8 macs[2 * ETH_ALEN];
+	enum nh_result nh = relay_nexthop(ctx, v, p, 1, ctx->ingress_ifindex, now, &egress, macs);
+	if (nh == NH_NO_NEIGH || nh == NH_FAIL)
+		return pass(cnt_fib);
+	int local = nh == NH_LOCAL;
+	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
+		return pass(cnt_no_egress);
+
+	union ip_header h = {};
+	relay_xlate_header(&x, to6, &h);
+	// MANGLED_0: a result of zero is sent as 0xffff. A zero from IPv6
+	// (invalid there) stays zero: "no checksum" over IPv4.
+	__u16 check = x.check;
+	if (check) {
+		check = csum_apply(check, (__u64)x.da + x.dp);
+		if (!check)
+			check = 0xffff;
+	}
+	struct udphdr *udp = p->udp;
+	udp->source = v->out_port;
+	udp->dest = v->dst_port;
+	udp->check = check;
+
+	struct ethhdr *old = p->eth;
+	if (to6) {
+		if (bpf_xdp_adjust_head(ctx, -XLATE_DIFF))
+			goto aborted; // no headroom: XDP guarantees 256 bytes
+		void *data = (void *)(long)ctx->data;
+		void *data_end = (void *)(long)ctx->data_end;
+		struct ethhdr *eth = data;
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			goto aborted;
+		// The old Ethernet header now starts XLATE_DIFF bytes in; the
+		// new IPv6 header overwrites it and the IPv4 header, both read.
+		__builtin_memcpy(eth, data + XLATE_DIFF, 2 * ETH_ALEN);
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		__builtin_memcpy(ip6, &h.v6, sizeof(h.v6));
+		relay_account(v, p, now);
+		return send(ctx, eth, local, egress, macs);
+	}
+	// To IPv4: write the Ethernet and IPv4 headers where they end before
+	// the UDP header, then drop the XLATE_DIFF bytes in front of them.
+	struct ethhdr *eth = (void *)old + XLATE_DIFF;
+	struct iphdr *ip = (void *)(eth + 1); // ends where udp starts: in bounds
+	__builtin_memcpy(eth, old, 2 * ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	__builtin_memcpy(ip, &h.v4, sizeof(h.v4));
+	if (bpf_xdp_adjust_head(ctx, XLATE_DIFF))
+		goto aborted;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		goto aborted;
+	relay_account(v, p, now);
+	return send(ctx, eth, local, egress, macs);
+aborted:
+	count(cnt_aborted);
+	return XDP_ABORTED;
+}
+
 SEC("xdp")
 int relay_xdp(struct xdp_md *ctx)
 {
@@ -23,11 +121,13 @@ int relay_xdp(struct xdp_md *ctx)
 	int r = relay_match(data, data_end, data_end - data, &p, &v);
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
+	if (v->flags & FLOW_XLATE)
+		return relay_xlate_xdp(ctx, &p, v);
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source
-	enum nh_result nh = relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs);
+	enum nh_result nh = relay_nexthop(ctx, v, &p, 0, ctx->ingress_ifindex, now, &egress, macs);
 	if (nh == NH_NO_NEIGH || nh == NH_FAIL)
 		// XDP cannot resolve a neighbour; the stack will, for the next packet.
 		return pass(cnt_fib);
@@ -60,20 +160,7 @@ int relay_xdp(struct xdp_md *ctx)
 		}
 		__builtin_memcpy(old, nb.w, BLK4_WORDS * 2);
 	}
-	if (local) {
-		// Addressed to this host now: the stack delivers it, MACs as they are.
-		count(cnt_local);
-		return XDP_PASS;
-	}
-	__builtin_memcpy(p.eth->h_dest, macs, 2 * ETH_ALEN);
-
-	if (egress == ctx->ingress_ifindex) {
-		count(cnt_tx);
-		return XDP_TX;
-	}
-	long rc = bpf_redirect_map(&tx_ports, egress, 0);
-	count(rc == XDP_REDIRECT ? cnt_redirect : cnt_aborted);
-	return rc;
+	return send(ctx, p.eth, local, egress, macs);
 }
 
 char LICENSE[] SEC("license") = "GPL";
