@@ -207,10 +207,11 @@ static __always_inline void relay_account(struct flow_value *v, const struct par
 }
 
 // What a translated packet (FLOW_XLATE) needs from its old headers, read
-// before either hook moves them: the new address block in the new family's
-// layout, the header fields carried over, and the UDP checksum deltas.
+// before either hook moves them: the header fields carried over and the UDP
+// checksum deltas. The new addresses and ports are read from the flow as
+// they are written, which keeps this small: the hooks' translation runs
+// in a subprogram whose stack adds to the main program's.
 struct xlate {
-	struct block nb;
 	__u32 da;       // pseudo-header change: the addresses (folded)
 	__u32 dp;       // the ports (folded)
 	__u16 l4_len;   // IP payload length: UDP header, payload, anything after
@@ -235,15 +236,16 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 					       struct xlate *x)
 {
 	x->check = p->udp->check;
-	relay_block(v, !p->v6, &x->nb);
+	__u64 ports = csum_add16(&v->out_port, 1) + csum_add16(&v->dst_port, 1);
 	if (p->v6) {
 		struct ipv6hdr *ip6 = p->l3;
 		__u16 *old = (void *)ip6 + BLK6_OFF;
 		x->tos = ipv6_tclass(ip6);
 		x->ttl = ip6->hop_limit;
 		x->l4_len = p->l3_len - sizeof(*ip6);
-		x->da = fold32(csum_sub16(old, 16) + csum_add16(x->nb.w, 4));
-		x->dp = fold32(csum_delta16(old + 16, x->nb.w + 4, 2));
+		x->da = fold32(csum_sub16(old, 16) + csum_add16((const __u16 *)&v->out_addr[12], 2) +
+			       csum_add16((const __u16 *)&v->dst_addr[12], 2));
+		x->dp = fold32(csum_sub16(old + 16, 2) + ports);
 		return -1;
 	}
 	// IPv4 may carry no UDP checksum (zero); IPv6 must. Making one up
@@ -257,8 +259,9 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 	x->tos = ip->tos;
 	x->ttl = ip->ttl;
 	x->l4_len = p->l3_len - sizeof(*ip);
-	x->da = fold32(csum_sub16(old, 4) + csum_add16(x->nb.w, 16));
-	x->dp = fold32(csum_delta16(old + 4, x->nb.w + 16, 2));
+	x->da = fold32(csum_sub16(old, 4) + csum_add16((const __u16 *)v->out_addr, 8) +
+		       csum_add16((const __u16 *)v->dst_addr, 8));
+	x->dp = fold32(csum_sub16(old + 4, 2) + ports);
 	return -1;
 }
 
@@ -270,14 +273,16 @@ union ip_header {
 	struct ipv6hdr v6;
 };
 
-static __always_inline void relay_xlate_header(const struct xlate *x, __u8 to6, union ip_header *h)
+static __always_inline void relay_xlate_header(const struct xlate *x, const struct flow_value *v, __u8 to6,
+					       union ip_header *h)
 {
 	if (to6) {
 		*(__be32 *)&h->v6 = bpf_htonl(6 << 28 | (__u32)x->tos << 20);
 		h->v6.payload_len = bpf_htons(x->l4_len);
 		h->v6.nexthdr = IPPROTO_UDP;
 		h->v6.hop_limit = x->ttl;
-		__builtin_memcpy(&h->v6.saddr, x->nb.w, 32);
+		__builtin_memcpy(&h->v6.saddr, v->out_addr, 16);
+		__builtin_memcpy(&h->v6.daddr, v->dst_addr, 16);
 		return;
 	}
 	h->v4.version = 4;
@@ -289,6 +294,7 @@ static __always_inline void relay_xlate_header(const struct xlate *x, __u8 to6, 
 	h->v4.ttl = x->ttl;
 	h->v4.protocol = IPPROTO_UDP;
 	h->v4.check = 0;
-	__builtin_memcpy(&h->v4.saddr, x->nb.w, 8);
+	__builtin_memcpy(&h->v4.saddr, &v->out_addr[12], 4);
+	__builtin_memcpy(&h->v4.daddr, &v->dst_addr[12], 4);
 	h->v4.check = ~csum_fold64(csum_add16((const __u16 *)&h->v4, sizeof(struct iphdr) / 2));
 }

@@ -46,7 +46,7 @@ static __always_inline int send(struct __sk_buff *skb, int local, int neigh, __u
 // BPF_F_IPV6 even toward IPv6, so that skb->csum also follows the change
 // of the checksum field itself; the ports' change and the checksum's
 // change for them cancel, as in the same-family rewrite.
-static __always_inline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, struct flow_value *v)
+static __noinline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, struct flow_value *v)
 {
 	if (!cross_family)
 		return pass(cnt_no_flow); // the loader installs no such flow then
@@ -66,7 +66,7 @@ static __always_inline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *
 	int local = nh == NH_LOCAL;
 
 	union ip_header h = {};
-	relay_xlate_header(&x, to6, &h);
+	relay_xlate_header(&x, v, to6, &h);
 	__u32 l3 = p->l3_off;
 	__be16 proto = bpf_htons(to6 ? ETH_P_IPV6 : ETH_P_IP);
 	// The helpers below invalidate every packet pointer: nothing of the
@@ -89,7 +89,8 @@ static __always_inline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *
 	__u32 check_off = udp_off + offsetof(struct udphdr, check);
 	bpf_l4_csum_replace(skb, check_off, 0, x.da, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
 	bpf_l4_csum_replace(skb, check_off, 0, x.dp, BPF_F_MARK_MANGLED_0);
-	bpf_skb_store_bytes(skb, udp_off, &x.nb.w[to6 ? 16 : 4], 4, 0);
+	__be16 ports[2] = {v->out_port, v->dst_port};
+	bpf_skb_store_bytes(skb, udp_off, ports, sizeof(ports), 0);
 	return send(skb, local, neigh, egress, macs);
 }
 

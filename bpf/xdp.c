@@ -36,7 +36,9 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, int loca
 // A flow between families (FLOW_XLATE): the IP header is replaced by one of
 // the other family, 20 bytes longer or shorter, so the head of the frame
 // moves by that much; the UDP header and payload stay where they are.
-static __always_inline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
+// A subprogram of its own, so that its registers and stack do not weigh
+// on the same-family path.
+static __noinline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
 {
 	if (!cross_family)
 		return pass(cnt_no_flow); // the loader installs no such flow then
@@ -56,8 +58,6 @@ static __always_inline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p,
 	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
 
-	union ip_header h = {};
-	relay_xlate_header(&x, to6, &h);
 	// MANGLED_0: a result of zero is sent as 0xffff. A zero from IPv6
 	// (invalid there) stays zero: "no checksum" over IPv4.
 	__u16 check = x.check;
@@ -85,7 +85,7 @@ static __always_inline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p,
 		// new IPv6 header overwrites it and the IPv4 header, both read.
 		__builtin_memcpy(eth, data + XLATE_DIFF, 2 * ETH_ALEN);
 		eth->h_proto = bpf_htons(ETH_P_IPV6);
-		__builtin_memcpy(ip6, &h.v6, sizeof(h.v6));
+		relay_xlate_header(&x, v, 1, (union ip_header *)ip6);
 		relay_account(v, p, now);
 		return send(ctx, eth, local, egress, macs);
 	}
@@ -95,7 +95,7 @@ static __always_inline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p,
 	struct iphdr *ip = (void *)(eth + 1); // ends where udp starts: in bounds
 	__builtin_memcpy(eth, old, 2 * ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	__builtin_memcpy(ip, &h.v4, sizeof(h.v4));
+	relay_xlate_header(&x, v, 0, (union ip_header *)ip);
 	if (bpf_xdp_adjust_head(ctx, XLATE_DIFF))
 		goto aborted;
 	void *data = (void *)(long)ctx->data;
