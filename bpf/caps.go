@@ -19,6 +19,9 @@ type progCaps struct {
 	// bpf_skb_change_proto (both since Linux 4.10 or earlier), and both
 	// rewrite the IP header.
 	crossFamily bool
+	// refused is the verifier's answer to the larger set, when a smaller
+	// one had to be loaded.
+	refused string
 }
 
 var allProgCaps = progCaps{crossFamily: true}

@@ -49,6 +49,8 @@ type Kernel struct {
 	fwdOff4, fwdOff6 string
 	// hostAddrs tells destinations on this host, delivered locally.
 	hostAddrs localAddrs
+	// capsRefused says why the program was loaded without a capability.
+	capsRefused string
 }
 
 var _ relay.Datapath = (*Kernel)(nil)
@@ -161,6 +163,10 @@ func Open(cfg Config) (*Kernel, error) {
 			}
 			log.Info("kernel datapath attached", "hook", mode, "reason", k.reason,
 				"interfaces", cfg.Interfaces, "pin_path", cfg.PinPath, "cross_family", k.CrossFamily())
+			if k.capsRefused != "" {
+				log.Warn("kernel datapath loaded without the IPv4<->IPv6 translation: calls between families "+
+					"stay in userspace", "err", k.capsRefused)
+			}
 			return k, nil
 		}
 		log.Warn("kernel datapath hook failed", "hook", mode, "err", err)
@@ -266,6 +272,7 @@ func (k *Kernel) attachAll(mode string, ifs []iface, portMin, portMax uint16) er
 	k.prog = prog
 	k.links = links
 	k.Maps.crossFamily = caps.crossFamily
+	k.capsRefused = caps.refused
 	return nil
 }
 

@@ -50,6 +50,7 @@ func loadProgram(kind string, m *Maps, portMin, portMax uint16) (*ebpf.Program, 
 		if !ok {
 			return nil, caps, err
 		}
+		less.refused = fmt.Sprintf("%s refused with %s: %v", kind, caps, ve)
 		caps = less
 	}
 }
