@@ -265,6 +265,22 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 	return -1;
 }
 
+// The start of both hooks' translation subprograms: the old headers read
+// into x, then the next hop. Returns a pass reason, or -1 with *nh set.
+static __always_inline int relay_xlate_begin(void *ctx, const struct parsed *p, struct flow_value *v,
+					     __u32 ifindex, struct xlate *x, __u64 *now, __u32 *egress,
+					     __u8 *macs, enum nh_result *nh)
+{
+	if (!cross_family)
+		return cnt_no_flow; // the loader installs no such flow then
+	int r = relay_xlate_prepare(v, p, x);
+	if (r >= 0)
+		return r;
+	*now = bpf_ktime_get_coarse_ns();
+	*nh = relay_nexthop(ctx, v, p, 1, ifindex, *now, egress, macs);
+	return *nh == NH_FAIL ? cnt_fib : -1;
+}
+
 // The new IP header for x. The IPv6 flow label is zero and an IPv4 header
 // gets ID zero and DF, as a stateless translator writes them (RFC 7915 4.1,
 // 5.1); the checksums are complete.

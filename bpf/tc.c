@@ -48,20 +48,15 @@ static __always_inline int send(struct __sk_buff *skb, int local, int neigh, __u
 // change for them cancel, as in the same-family rewrite.
 static __noinline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, struct flow_value *v)
 {
-	if (!cross_family)
-		return pass(cnt_no_flow); // the loader installs no such flow then
 	struct xlate x = {};
-	int r = relay_xlate_prepare(v, p, &x);
+	__u64 now = 0;
+	__u32 egress = 0;
+	__u8 macs[2 * ETH_ALEN];
+	enum nh_result nh = NH_FAIL;
+	int r = relay_xlate_begin(skb, p, v, skb->ifindex, &x, &now, &egress, macs, &nh);
 	if (r >= 0)
 		return pass(r);
 	__u8 to6 = !p->v6;
-
-	__u64 now = bpf_ktime_get_coarse_ns();
-	__u32 egress = 0;
-	__u8 macs[2 * ETH_ALEN];
-	enum nh_result nh = relay_nexthop(skb, v, p, 1, skb->ifindex, now, &egress, macs);
-	if (nh == NH_FAIL)
-		return pass(cnt_fib);
 	int neigh = nh == NH_NO_NEIGH;
 	int local = nh == NH_LOCAL;
 

@@ -40,20 +40,17 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, int loca
 // on the same-family path.
 static __noinline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
 {
-	if (!cross_family)
-		return pass(cnt_no_flow); // the loader installs no such flow then
 	struct xlate x = {};
-	int r = relay_xlate_prepare(v, p, &x);
-	if (r >= 0)
-		return pass(r);
-	__u8 to6 = !p->v6;
-
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = 0;
 	__u32 egress = 0;
 	__u8 macs[2 * ETH_ALEN];
-	enum nh_result nh = relay_nexthop(ctx, v, p, 1, ctx->ingress_ifindex, now, &egress, macs);
-	if (nh == NH_NO_NEIGH || nh == NH_FAIL)
-		return pass(cnt_fib);
+	enum nh_result nh = NH_FAIL;
+	int r = relay_xlate_begin(ctx, p, v, ctx->ingress_ifindex, &x, &now, &egress, macs, &nh);
+	if (r >= 0)
+		return pass(r);
+	if (nh == NH_NO_NEIGH)
+		return pass(cnt_fib); // as for same-family flows
+	__u8 to6 = !p->v6;
 	int local = nh == NH_LOCAL;
 	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
