@@ -248,10 +248,11 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 		x->dp = fold32(csum_sub16(old + 16, 2) + ports);
 		return -1;
 	}
-	// IPv4 may carry no UDP checksum (zero); IPv6 must. Making one up
-	// means summing the payload, which the programs do not: the stack
-	// takes it (RFC 7915 5.1's default for a stateless translator is to
-	// drop such packets). Senders compute it by default.
+	// IPv4 may carry no UDP checksum (zero); IPv6 must (RFC 8200 8.1).
+	// Making one up means summing the payload, which the programs do not:
+	// the packet goes up to the stack, and the userspace relay's socket
+	// sends it with one while it holds the port. Senders compute it by
+	// default.
 	if (!x->check)
 		return cnt_not_udp;
 	struct iphdr *ip = p->l3;
@@ -281,9 +282,10 @@ static __always_inline int relay_xlate_begin(void *ctx, const struct parsed *p, 
 	return *nh == NH_FAIL ? cnt_fib : -1;
 }
 
-// The new IP header for x. The IPv6 flow label is zero and an IPv4 header
-// gets ID zero and DF, as a stateless translator writes them (RFC 7915 4.1,
-// 5.1); the checksums are complete.
+// The new IP header for x. The IPv6 flow label is zero (RFC 7915 4.1). An
+// IPv4 header gets DF, since nothing fragmented the datagram on its IPv6
+// way either, and ID zero (RFC 6145 5.1), which is any atomic datagram's
+// right (RFC 6864). The header checksum is complete.
 union ip_header {
 	struct iphdr v4;
 	struct ipv6hdr v6;
