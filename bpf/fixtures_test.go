@@ -393,3 +393,76 @@ func TestUpsertValidation(t *testing.T) {
 		t.Errorf("round trip\n got %+v\nwant %+v", got, moved)
 	}
 }
+
+// TestTranslationSweep runs frames of many payload lengths and header
+// values between families through both programs: the output must be the
+// frame a translator writes (relaytest.Build with the new addresses, the
+// flow label, ID and DF of bpf/relay.h's relay_xlate_header), with
+// checksums that verify.
+func TestTranslationSweep(t *testing.T) {
+	requireRoot(t)
+	inFreshNetns(t, func() {
+		progs, err := LoadPrograms(0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer progs.Close()
+		if err := progs.AddTxPort(relaytest.IfOther); err != nil {
+			t.Fatal(err)
+		}
+		to6 := relay.Flow{Key: relay.FlowKey{Local: relaytest.RelayA}, Peer: relaytest.CallerA,
+			Out: relaytest.Relay6B, Dst: relaytest.Callee6B,
+			SrcMAC: relaytest.MACRelayB, DstMAC: relaytest.MACPeerB, OutIfindex: relaytest.IfOther}
+		to4 := relay.Flow{Key: relay.FlowKey{Local: relaytest.Relay6B}, Peer: relaytest.Callee6B,
+			Out: relaytest.RelayA, Dst: relaytest.CallerA,
+			SrcMAC: relaytest.MACRelayA, DstMAC: relaytest.MACPeerA, OutIfindex: relaytest.IfOther}
+		for _, f := range []relay.Flow{to6, to4} {
+			if err := progs.Upsert(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := 0
+		for _, f := range []relay.Flow{to6, to4} {
+			for _, size := range []int{0, 1, 2, 3, 4, 5, 17, 160, 161, 999, 1400} {
+				for _, hdr := range []struct{ tos, ttl uint8 }{{0, 1}, {0xb8, 64}, {0xff, 255}} {
+					in := relaytest.Frame{DstMAC: relaytest.MACRelayA, SrcMAC: relaytest.MACPeerA,
+						Src: f.Peer, Dst: f.Key.Local, TOS: hdr.tos, TTL: hdr.ttl, ID: uint16(size), DF: size%2 == 0,
+						FlowLabel: uint32(size) * 977 & 0xfffff, Payload: relaytest.RTPPayload(uint16(size), size)[12:]}
+					want := in
+					want.Src, want.Dst, want.SrcMAC, want.DstMAC = f.Out, f.Dst, f.SrcMAC, f.DstMAC
+					want.FlowLabel, want.ID, want.DF = 0, 0, true
+					wantB := relaytest.Build(want)
+					for _, hook := range []string{"xdp", "tc"} {
+						var (
+							ret, verdict uint32
+							out          []byte
+							err          error
+						)
+						if hook == "xdp" {
+							ret, out, err = runXDP(progs.XDP, relaytest.Build(in), relaytest.IfIn)
+							verdict = xdpRedir
+						} else {
+							ret, out, err = runTC(progs.TC, relaytest.Build(in))
+							verdict = tcActRedirect
+						}
+						name := fmt.Sprintf("%v to %v, %d bytes, tos %#x ttl %d, %s", f.Key.Local, f.Dst, size, hdr.tos, hdr.ttl, hook)
+						if err != nil || ret != verdict {
+							t.Errorf("%s: verdict %d, err %v; want %d", name, ret, err, verdict)
+							continue
+						}
+						if !bytes.Equal(out, wantB) {
+							t.Errorf("%s: output differs\n got %x\nwant %x", name, out, wantB)
+						}
+						if err := verifyChecksums(out); err != nil {
+							t.Errorf("%s: %v", name, err)
+						}
+						n++
+					}
+				}
+			}
+		}
+		if n != 2*11*3*2 {
+			t.Errorf("%d frames checked, want %d", n, 2*11*3*2)
+		}
+	})
+}
