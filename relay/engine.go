@@ -231,15 +231,15 @@ type window struct {
 // Engine owns sessions, legs and flows, and keeps the datapaths' copies in
 // step. All methods are safe for concurrent use.
 type Engine struct {
-	cfg    Config
-	log    *slog.Logger
-	now    func() time.Time
-	kernel KernelPath // nil without eBPF
+	cfg          Config
+	log          *slog.Logger
+	now          func() time.Time
+	kernel       KernelPath // nil without eBPF
+	slow         SlowPath
+	kernelReason string
 	// kernelCrossFamily: the kernel path relays flows between IPv4 and
 	// IPv6 legs (CrossFamilyPath); fixed when the engine is made.
 	kernelCrossFamily bool
-	slow              SlowPath
-	kernelReason      string
 
 	latchq     chan LatchEvent
 	latchDrops atomic.Uint64
@@ -316,22 +316,22 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
 	e := &Engine{
-		cfg:               cfg,
-		log:               cfg.Logger,
-		now:               cfg.Now,
-		kernel:            kernel,
-		kernelCrossFamily: kernel != nil && crossFamily(kernel),
-		slow:              slow,
-		kernelReason:      kernelReason,
-		latchq:            make(chan LatchEvent, cfg.LatchQueue),
-		events:            make(chan Event, 256),
-		done:              make(chan struct{}),
-		sessions:          make(map[string]*session),
-		flows:             make(map[netip.AddrPort]*dir),
-		adopted:           make(map[string]*adoptedGroup),
-		cert:              cert,
-		failq:             make(chan legFailure, 256),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+		kernel:       kernel,
+		slow:         slow,
+		kernelReason: kernelReason,
+		latchq:       make(chan LatchEvent, cfg.LatchQueue),
+		events:       make(chan Event, 256),
+		done:         make(chan struct{}),
+		sessions:     make(map[string]*session),
+		flows:        make(map[netip.AddrPort]*dir),
+		adopted:      make(map[string]*adoptedGroup),
+		cert:         cert,
+		failq:        make(chan legFailure, 256),
 	}
+	e.kernelCrossFamily = kernel != nil && crossFamily(kernel)
 	type span struct {
 		addr   netip.Addr
 		lo, hi uint16
