@@ -18,7 +18,8 @@ import (
 )
 
 // Flow flags, mirrored from maps.h (FLOW_*). The C header is the source of
-// truth; BTF does not carry #defines, so these two lines are the only copy.
+// truth; BTF does not carry #defines, so this is a copy, which
+// TestFlagsMatchMapsH keeps equal to it.
 const (
 	flagLearning  = 1 << 0
 	flagPinnedMAC = 1 << 1
