@@ -54,9 +54,10 @@ func recvTOS(t *testing.T, c *net.UDPConn, v6 bool) (seq uint16, tos uint8) {
 }
 
 // TestNetnsTOS: a flow's TOS (rtpengine's TOS) is on what the receiver
-// gets through each hook, both families, with checksums the receiving
-// stack accepts (a wrong IPv4 header checksum would be dropped there) and
-// the capture finds right; without it, the sender's own TOS goes through.
+// gets through each hook, both families and between them, with checksums
+// the receiving stack accepts (a wrong IPv4 header checksum would be
+// dropped there) and the capture finds right; without it, the sender's
+// own TOS goes through.
 func TestNetnsTOS(t *testing.T) {
 	requireRoot(t)
 	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
@@ -69,11 +70,19 @@ func TestNetnsTOS(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, fam := range families {
+			// Same family, then between families, where the translated
+			// header carries the flow's TOS, or else the sender's.
+			lines := [][2]netns.Addrs{{families[0], families[0]}, {families[1], families[1]},
+				{families[0], families[1]}, {families[1], families[0]}}
+			for _, line := range lines {
 				for _, tos := range []relay.TOS{{Set: true, Value: 0xb8}, {Set: true, Value: 0}, {}} {
-					v6 := !fam.Caller.Is4()
-					name := fam.Name + " " + tos.String()
-					flow := lineFlow(fam)
+					v6, recvV6 := !line[0].Caller.Is4(), !line[1].Caller.Is4()
+					name := line[0].Name + " " + tos.String()
+					if line[0].Name != line[1].Name {
+						name = line[0].Name + " to " + line[1].Name + " " + tos.String()
+					}
+					flow, out := lineFlow(line[0]), lineFlow(line[1])
+					flow.Out, flow.Dst = out.Out, out.Dst
 					flow.TOS = tos
 					if err := k.Upsert(flow); err != nil {
 						t.Fatal(err)
@@ -107,7 +116,7 @@ func TestNetnsTOS(t *testing.T) {
 					if err := stream(send, flow.Key.Local, n, 1); err != nil {
 						t.Fatal(err)
 					}
-					if seq, got := recvTOS(t, recv, v6); seq != n || got != want {
+					if seq, got := recvTOS(t, recv, recvV6); seq != n || got != want {
 						t.Errorf("%s: datagram %d arrived with tos %#x, want %#x", name, seq, got, want)
 					}
 					if st, err := k.Stats(flow.Key); err != nil || st.Packets != n+1 {
