@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"sipxdp/internal/netns"
 	"sipxdp/relay"
+	"sipxdp/relay/relaytest"
 )
 
 // recvTOS enables IP_RECVTOS / IPV6_RECVTCLASS on c and reads one
@@ -121,6 +123,105 @@ func TestNetnsTOS(t *testing.T) {
 					}
 					if st, err := k.Stats(flow.Key); err != nil || st.Packets != n+1 {
 						t.Errorf("%s: flow stats %+v %v: the kernel did not forward all %d", name, st, err, n+1)
+					}
+					recv.Close()
+					send.Close()
+					if err := k.Delete(flow.Key); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// setSendTOS marks what c sends with tos (IP_TOS, or IPV6_TCLASS).
+func setSendTOS(t *testing.T, c *net.UDPConn, v6 bool, tos uint8) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, int(tos))
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, int(tos))
+		}
+	}); err != nil || serr != nil {
+		t.Fatalf("set tos: %v %v", err, serr)
+	}
+}
+
+// TestNetnsFIBTOS: the FIB lookup for an IPv4 next hop asks with the TOS
+// the packet leaves with: the flow's when it has one, else the packet's
+// own (an IPv6 packet's traffic class, when it is translated). A policy
+// rule in the relay namespace makes TOS 0x10 (a value old kernels' rules
+// take too) unreachable toward the callee, so the lookup with that TOS
+// fails and the packet goes up (fib), and one with another TOS forwards.
+func TestNetnsFIBTOS(t *testing.T) {
+	requireRoot(t)
+	const n = 5
+	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
+		t.Run(mode, func(t *testing.T) {
+			tp := newTopo(t)
+			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
+			callee4 := lineFlow(families[0]).Dst.Addr()
+			for _, args := range [][]string{
+				{"rule", "add", "pref", "100", "tos", "0x10", "table", "100"},
+				{"route", "add", "unreachable", callee4.String() + "/32", "table", "100"},
+			} {
+				if out, err := tp.Relay.Exec("ip", args...); err != nil {
+					t.Fatalf("ip %v: %v: %s", args, err, out)
+				}
+			}
+			for _, line := range [][2]netns.Addrs{{families[0], families[0]}, {families[1], families[0]}} {
+				for _, c := range []struct {
+					sent    uint8 // the sender's TOS or traffic class
+					tos     relay.TOS
+					forward bool
+				}{
+					{0x10, relay.TOS{}, false},
+					{0x10, relay.TOS{Set: true, Value: 0}, true},
+					{0, relay.TOS{Set: true, Value: 0x10}, false},
+				} {
+					name := fmt.Sprintf("%s to %s, sent %#02x, flow %s", line[0].Name, line[1].Name, c.sent, c.tos)
+					flow, out := lineFlow(line[0]), lineFlow(line[1])
+					flow.Out, flow.Dst = out.Out, out.Dst
+					flow.TOS = c.tos
+					if err := k.Upsert(flow); err != nil {
+						t.Fatal(err)
+					}
+					recv := tp.udp(t, nsReceiver, flow.Dst)
+					send := tp.udp(t, nsSender, flow.Peer)
+					setSendTOS(t, send, !line[0].Caller.Is4(), c.sent)
+					before, err := k.Counters()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := stream(send, flow.Key.Local, 0, n); err != nil {
+						t.Fatal(err)
+					}
+					wait := 5 * time.Second
+					if !c.forward {
+						wait = 300 * time.Millisecond
+					}
+					seen := receive(t, recv, flow.Out, n, wait)
+					after, err := k.Counters()
+					if err != nil {
+						t.Fatal(err)
+					}
+					st, err := k.Stats(flow.Key)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fib := after[relaytest.ReasonFIB] - before[relaytest.ReasonFIB]
+					if c.forward && (len(seen) != n || st.Packets != n || fib != 0) {
+						t.Errorf("%s: received %d/%d, flow forwarded %d, fib %d: want all forwarded", name, len(seen), n, st.Packets, fib)
+					}
+					if !c.forward && (len(seen) != 0 || st.Packets != 0 || fib != n) {
+						t.Errorf("%s: received %d, flow forwarded %d, fib %d: want none forwarded, %d fib", name, len(seen), st.Packets, fib, n)
 					}
 					recv.Close()
 					send.Close()
