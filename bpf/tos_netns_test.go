@@ -19,20 +19,7 @@ import (
 // datagram: its sequence number and the TOS it arrived with.
 func recvTOS(t *testing.T, c *net.UDPConn, v6 bool) (seq uint16, tos uint8) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		if v6 {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1)
-		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
-		}
-	}); err != nil || serr != nil {
-		t.Fatalf("enable tos reception: %v %v", err, serr)
-	}
+	setIPOpt(t, c, v6, unix.IP_RECVTOS, unix.IPV6_RECVTCLASS, 1)
 	buf, oob := make([]byte, 2048), make([]byte, 128)
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	n, oobn, _, _, err := c.ReadMsgUDPAddrPort(buf, oob)
@@ -93,14 +80,7 @@ func TestNetnsTOS(t *testing.T) {
 					send := tp.udp(t, nsSender, flow.Peer)
 					// The sender marks its packets AF41; the relay's TOS, if
 					// any, replaces that.
-					rc, _ := send.SyscallConn()
-					rc.Control(func(fd uintptr) {
-						if v6 {
-							unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0x88)
-						} else {
-							unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, 0x88)
-						}
-					})
+					setIPOpt(t, send, v6, unix.IP_TOS, unix.IPV6_TCLASS, 0x88)
 					want := uint8(0x88)
 					if tos.Set {
 						want = tos.Value
@@ -135,22 +115,21 @@ func TestNetnsTOS(t *testing.T) {
 	}
 }
 
-// setSendTOS marks what c sends with tos (IP_TOS, or IPV6_TCLASS).
-func setSendTOS(t *testing.T, c *net.UDPConn, v6 bool, tos uint8) {
+// setIPOpt sets c's IPv4 option opt4 (IPPROTO_IP), or its IPv6 option
+// opt6 (IPPROTO_IPV6), to v.
+func setIPOpt(t *testing.T, c *net.UDPConn, v6 bool, opt4, opt6, v int) {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
+	lvl, opt := unix.IPPROTO_IP, opt4
+	if v6 {
+		lvl, opt = unix.IPPROTO_IPV6, opt6
+	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		if v6 {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, int(tos))
-		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, int(tos))
-		}
-	}); err != nil || serr != nil {
-		t.Fatalf("set tos: %v %v", err, serr)
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), lvl, opt, v) }); err != nil || serr != nil {
+		t.Fatalf("setsockopt %d/%d = %d: %v %v", lvl, opt, v, err, serr)
 	}
 }
 
@@ -195,7 +174,7 @@ func TestNetnsFIBTOS(t *testing.T) {
 					}
 					recv := tp.udp(t, nsReceiver, flow.Dst)
 					send := tp.udp(t, nsSender, flow.Peer)
-					setSendTOS(t, send, !line[0].Caller.Is4(), c.sent)
+					setIPOpt(t, send, !line[0].Caller.Is4(), unix.IP_TOS, unix.IPV6_TCLASS, int(c.sent))
 					before, err := k.Counters()
 					if err != nil {
 						t.Fatal(err)
