@@ -4,8 +4,54 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
+
+// progCaps are what the loaded programs can do beyond the same-family
+// rewrite. Each is a load-time constant in maps.h that the verifier prunes
+// on when it is off, so a kernel that refuses a feature still gets the
+// kernel path without it (loadProgram retries with fewer), and the engine
+// is told what the kernel can take (Kernel.CrossFamily).
+type progCaps struct {
+	// crossFamily: flows between IPv4 and IPv6 (FLOW_XLATE): the XDP
+	// program moves the head with bpf_xdp_adjust_head, the tc program calls
+	// bpf_skb_change_proto (both since Linux 4.10 or earlier), and both
+	// rewrite the IP header.
+	crossFamily bool
+	// refused is the verifier's answer to the larger set, when a smaller
+	// one had to be loaded.
+	refused string
+}
+
+var allProgCaps = progCaps{crossFamily: true}
+
+// without returns the next smaller set to try, false when none is left.
+func (c progCaps) without() (progCaps, bool) {
+	if c.crossFamily {
+		return progCaps{}, true
+	}
+	return c, false
+}
+
+// set writes the capabilities into the program's load-time constants.
+func (c progCaps) set(spec *ebpf.CollectionSpec) error {
+	var v uint8
+	if c.crossFamily {
+		v = 1
+	}
+	if err := spec.Variables["cross_family"].Set(v); err != nil {
+		return fmt.Errorf("set cross_family: %w", err)
+	}
+	return nil
+}
+
+func (c progCaps) String() string {
+	if c.crossFamily {
+		return "cross-family"
+	}
+	return "same family only"
+}
 
 // capability is one the kernel path needs, and what for.
 type capability struct {

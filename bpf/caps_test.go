@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"sipxdp/relay"
+	"sipxdp/relay/relaytest"
 )
 
 func TestMissingCaps(t *testing.T) {
@@ -57,5 +60,35 @@ func TestCheckCapabilitiesAsRoot(t *testing.T) {
 	}
 	if err := CheckCapabilities(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The fallback a kernel that refuses the translation gets: both programs
+// load with cross_family off, the verifier pruning the translation, and
+// cross-family flows are refused so the engine keeps them in userspace.
+func TestProgramsWithoutCrossFamily(t *testing.T) {
+	requireRoot(t)
+	m, err := newMaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, kind := range []string{"xdp", "tc"} {
+		prog, err := loadProgramCaps(kind, m, 0, 0, progCaps{})
+		if err != nil {
+			t.Fatalf("%s without cross-family: %v", kind, err)
+		}
+		prog.Close()
+	}
+	if m.crossFamily {
+		t.Fatal("maps claim cross-family with no program loaded with it")
+	}
+	cross := relay.Flow{Key: relay.FlowKey{Local: relaytest.RelayA}, Peer: relaytest.CallerA,
+		Out: relaytest.Relay6B, Dst: relaytest.Callee6B}
+	if err := m.Upsert(cross); !errors.Is(err, relay.ErrUnsupportedFlow) {
+		t.Errorf("cross-family upsert without the capability: %v, want ErrUnsupportedFlow", err)
+	}
+	if next, ok := allProgCaps.without(); !ok || next.crossFamily {
+		t.Errorf("allProgCaps.without() = %+v, %v; want a set without cross-family", next, ok)
 	}
 }

@@ -47,7 +47,7 @@ func TestFlowConversionRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v, err := valueOf(f)
+			v, err := valueOf(f, true)
 			if err != nil {
 				t.Fatalf("%s: %v", c.Name, err)
 			}
@@ -58,7 +58,7 @@ func TestFlowConversionRoundTrip(t *testing.T) {
 		}
 	}
 	k, _ := keyOf(learning.Key)
-	v, err := valueOf(learning)
+	v, err := valueOf(learning, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,13 +82,27 @@ func TestFlowValidation(t *testing.T) {
 		"no out":  mod(func(f *relay.Flow) { f.Out = netip.AddrPort{} }),
 		"no peer": mod(func(f *relay.Flow) { f.Peer = netip.AddrPort{} }),
 	} {
-		if _, err := valueOf(f); !errors.Is(err, relay.ErrUnsupportedFlow) {
-			t.Errorf("%s: err %v, want ErrUnsupportedFlow", name, err)
+		for _, cross := range []bool{false, true} {
+			if _, err := valueOf(f, cross); !errors.Is(err, relay.ErrUnsupportedFlow) {
+				t.Errorf("%s (cross-family programs %v): err %v, want ErrUnsupportedFlow", name, cross, err)
+			}
 		}
+	}
+	// Out and Dst of the other family than Key: only programs that
+	// translate take it, and the flag tells them to.
+	cross := mod(func(f *relay.Flow) { f.Out, f.Dst = relaytest.Relay6B, relaytest.Callee6B })
+	if _, err := valueOf(cross, false); !errors.Is(err, relay.ErrUnsupportedFlow) {
+		t.Errorf("cross-family without the capability: err %v, want ErrUnsupportedFlow", err)
+	}
+	if v, err := valueOf(cross, true); err != nil || v.Flags&flagXlate == 0 {
+		t.Errorf("cross-family with the capability: flags %#x, err %v; want flagXlate", v.Flags, err)
+	}
+	if v, err := valueOf(base, true); err != nil || v.Flags&flagXlate != 0 {
+		t.Errorf("same family: flags %#x, err %v; want no flagXlate", v.Flags, err)
 	}
 	// A v4-mapped IPv6 address is IPv4 to the kernel.
 	mapped := mod(func(f *relay.Flow) { f.Dst = netip.AddrPortFrom(netip.AddrFrom16(f.Dst.Addr().As16()), 5000) })
-	if _, err := valueOf(mapped); err != nil {
+	if _, err := valueOf(mapped, false); err != nil {
 		t.Errorf("v4-mapped dst: %v", err)
 	}
 }

@@ -19,6 +19,21 @@ static __always_inline __u64 csum_delta16(const __u16 *old, const __u16 *new, in
 	return s;
 }
 
+// Sums of n 16-bit words (neg: of their complements). A delta between
+// blocks of different lengths (an IPv4 and an IPv6 address pair) is the sum
+// of the new words and of the complements of the old ones.
+static __always_inline __u64 csum_sum16(const __u16 *w, int n, int neg)
+{
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		s += neg ? (__u16)~w[i] : w[i];
+	return s;
+}
+
+static __always_inline __u64 csum_add16(const __u16 *w, int n) { return csum_sum16(w, n, 0); }
+static __always_inline __u64 csum_sub16(const __u16 *w, int n) { return csum_sum16(w, n, 1); }
+
 static __always_inline __u16 csum_fold64(__u64 s)
 {
 	s = (s & 0xffffffff) + (s >> 32);

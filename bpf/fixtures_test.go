@@ -173,6 +173,9 @@ func TestFixtures(t *testing.T) {
 					if !bytes.Equal(out, c.Out) {
 						t.Errorf("%s: output differs\n got %x\nwant %x", name, out, c.Out)
 					}
+					if err := verifyChecksums(out); err != nil {
+						t.Errorf("%s: output: %v", name, err)
+					}
 					v := "redirect"
 					if hook == "xdp" && c.OutIfindex == c.Ifindex {
 						v = "tx"
@@ -214,6 +217,100 @@ func TestFixtures(t *testing.T) {
 			}
 		}
 	})
+}
+
+// rfc1071 is the Internet checksum's one's-complement sum of the
+// concatenated chunks, written here apart from relaytest's and the
+// programs' arithmetic so that the checksums of the expected and the
+// produced frames are checked by code neither uses.
+func rfc1071(chunks ...[]byte) uint16 {
+	var b []byte
+	for _, c := range chunks {
+		b = append(b, c...)
+	}
+	var s uint64
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint64(b[i])<<8 | uint64(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint64(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return uint16(s)
+}
+
+// verifyChecksums checks the IPv4 header checksum and the UDP checksum of
+// an Ethernet frame as a receiver would: each sums to 0xffff with its
+// pseudo-header. IPv6 must carry a UDP checksum; IPv4 may have none (0).
+func verifyChecksums(frame []byte) error {
+	be := binary.BigEndian
+	if len(frame) < 14 {
+		return fmt.Errorf("frame of %d bytes", len(frame))
+	}
+	var pseudo, udp []byte
+	switch be.Uint16(frame[12:14]) {
+	case 0x0800:
+		if len(frame) < 14+20+8 || frame[14] != 0x45 {
+			return fmt.Errorf("not an IPv4 header without options")
+		}
+		ip := frame[14:34]
+		if c := rfc1071(ip); c != 0xffff {
+			return fmt.Errorf("IPv4 header checksum sums to %#04x", c)
+		}
+		udp = frame[34 : 14+int(be.Uint16(ip[2:4]))]
+		if be.Uint16(udp[6:8]) == 0 {
+			return nil
+		}
+		pseudo = append(append([]byte{}, ip[12:20]...), 0, 17, udp[4], udp[5])
+	case 0x86dd:
+		if len(frame) < 14+40+8 || frame[14]>>4 != 6 {
+			return fmt.Errorf("not an IPv6 header")
+		}
+		ip := frame[14:54]
+		udp = frame[54 : 54+int(be.Uint16(ip[4:6]))]
+		if be.Uint16(udp[6:8]) == 0 {
+			return fmt.Errorf("IPv6 UDP checksum is zero (none), which IPv6 forbids")
+		}
+		pseudo = append(append([]byte{}, ip[8:40]...), 0, 0, udp[4], udp[5], 0, 0, 0, 17)
+	default:
+		return fmt.Errorf("EtherType %#04x", be.Uint16(frame[12:14]))
+	}
+	udp = udp[:be.Uint16(udp[4:6])]
+	if c := rfc1071(pseudo, udp); c != 0xffff {
+		return fmt.Errorf("UDP checksum %#04x sums to %#04x with its pseudo-header", be.Uint16(udp[6:8]), c)
+	}
+	return nil
+}
+
+// The fixture table's expected frames carry checksums a receiver accepts,
+// and verifyChecksums can fail.
+func TestFixtureChecksums(t *testing.T) {
+	for _, c := range relaytest.Cases() {
+		if c.Out != nil {
+			if err := verifyChecksums(c.Out); err != nil {
+				t.Errorf("%s: expected frame: %v", c.Name, err)
+			}
+		}
+	}
+	for _, c := range relaytest.Cases() {
+		if c.Out == nil {
+			continue
+		}
+		bad := bytes.Clone(c.Out)
+		payload := 14 + 20 + 8
+		if binary.BigEndian.Uint16(bad[12:14]) == 0x86dd {
+			payload = 14 + 40 + 8
+		}
+		if binary.BigEndian.Uint16(bad[payload-2:]) == 0 {
+			continue // IPv4 without a UDP checksum: nothing covers the payload
+		}
+		bad[payload] ^= 0x01 // the UDP checksum no longer matches
+		if verifyChecksums(bad) == nil {
+			t.Errorf("%s: a corrupted payload verified", c.Name)
+		}
+	}
 }
 
 // A relay port outside the configured range is never looked up.
@@ -298,5 +395,77 @@ func TestUpsertValidation(t *testing.T) {
 	if got := fs[0].Flow; fmt.Sprint(got) != fmt.Sprint(moved) {
 		t.Errorf("round trip\n got %+v\nwant %+v", got, moved)
 	}
-	_ = binary.BigEndian
+}
+
+// TestTranslationSweep runs frames of many payload lengths and header
+// values between families through both programs: the output must be the
+// frame a translator writes (relaytest.Build with the new addresses, the
+// flow label, ID and DF of bpf/relay.h's relay_xlate_header), with
+// checksums that verify.
+func TestTranslationSweep(t *testing.T) {
+	requireRoot(t)
+	inFreshNetns(t, func() {
+		progs, err := LoadPrograms(0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer progs.Close()
+		if err := progs.AddTxPort(relaytest.IfOther); err != nil {
+			t.Fatal(err)
+		}
+		to6 := relay.Flow{Key: relay.FlowKey{Local: relaytest.RelayA}, Peer: relaytest.CallerA,
+			Out: relaytest.Relay6B, Dst: relaytest.Callee6B,
+			SrcMAC: relaytest.MACRelayB, DstMAC: relaytest.MACPeerB, OutIfindex: relaytest.IfOther}
+		to4 := relay.Flow{Key: relay.FlowKey{Local: relaytest.Relay6B}, Peer: relaytest.Callee6B,
+			Out: relaytest.RelayA, Dst: relaytest.CallerA,
+			SrcMAC: relaytest.MACRelayA, DstMAC: relaytest.MACPeerA, OutIfindex: relaytest.IfOther}
+		for _, f := range []relay.Flow{to6, to4} {
+			if err := progs.Upsert(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := 0
+		for _, f := range []relay.Flow{to6, to4} {
+			for _, size := range []int{0, 1, 2, 3, 4, 5, 17, 160, 161, 999, 1400} {
+				for _, hdr := range []struct{ tos, ttl uint8 }{{0, 1}, {0xb8, 64}, {0xff, 255}} {
+					in := relaytest.Frame{DstMAC: relaytest.MACRelayA, SrcMAC: relaytest.MACPeerA,
+						Src: f.Peer, Dst: f.Key.Local, TOS: hdr.tos, TTL: hdr.ttl, ID: uint16(size), DF: size%2 == 0,
+						FlowLabel: uint32(size) * 977 & 0xfffff, Payload: relaytest.RTPPayload(uint16(size), size)[12:]}
+					want := in
+					want.Src, want.Dst, want.SrcMAC, want.DstMAC = f.Out, f.Dst, f.SrcMAC, f.DstMAC
+					want.FlowLabel, want.ID, want.DF = 0, 0, true
+					wantB := relaytest.Build(want)
+					for _, hook := range []string{"xdp", "tc"} {
+						var (
+							ret, verdict uint32
+							out          []byte
+							err          error
+						)
+						if hook == "xdp" {
+							ret, out, err = runXDP(progs.XDP, relaytest.Build(in), relaytest.IfIn)
+							verdict = xdpRedir
+						} else {
+							ret, out, err = runTC(progs.TC, relaytest.Build(in))
+							verdict = tcActRedirect
+						}
+						name := fmt.Sprintf("%v to %v, %d bytes, tos %#x ttl %d, %s", f.Key.Local, f.Dst, size, hdr.tos, hdr.ttl, hook)
+						if err != nil || ret != verdict {
+							t.Errorf("%s: verdict %d, err %v; want %d", name, ret, err, verdict)
+							continue
+						}
+						if !bytes.Equal(out, wantB) {
+							t.Errorf("%s: output differs\n got %x\nwant %x", name, out, wantB)
+						}
+						if err := verifyChecksums(out); err != nil {
+							t.Errorf("%s: %v", name, err)
+						}
+						n++
+					}
+				}
+			}
+		}
+		if n != 2*11*3*2 {
+			t.Errorf("%d frames checked, want %d", n, 2*11*3*2)
+		}
+	})
 }

@@ -49,6 +49,8 @@ type Kernel struct {
 	fwdOff4, fwdOff6 string
 	// hostAddrs tells destinations on this host, delivered locally.
 	hostAddrs localAddrs
+	// capsRefused says why the program was loaded without a capability.
+	capsRefused string
 }
 
 var _ relay.Datapath = (*Kernel)(nil)
@@ -58,6 +60,10 @@ func (k *Kernel) Name() string { return k.mode }
 
 // Reason says why that hook was chosen.
 func (k *Kernel) Reason() string { return k.reason }
+
+// CrossFamily reports whether the attached program relays flows between
+// IPv4 and IPv6 (relay.CrossFamilyPath); Upsert refuses them otherwise.
+func (k *Kernel) CrossFamily() bool { return k.Maps.crossFamily }
 
 // Program returns the attached program (for BPF_PROG_TEST_RUN in tests).
 func (k *Kernel) Program() *ebpf.Program { return k.prog }
@@ -156,7 +162,11 @@ func Open(cfg Config) (*Kernel, error) {
 				k.reason = fmt.Sprintf("%s; earlier hooks failed: %v", reason, errors.Join(errs...))
 			}
 			log.Info("kernel datapath attached", "hook", mode, "reason", k.reason,
-				"interfaces", cfg.Interfaces, "pin_path", cfg.PinPath)
+				"interfaces", cfg.Interfaces, "pin_path", cfg.PinPath, "cross_family", k.CrossFamily())
+			if k.capsRefused != "" {
+				log.Warn("kernel datapath loaded without the IPv4<->IPv6 translation: calls between families "+
+					"stay in userspace", "err", k.capsRefused)
+			}
 			return k, nil
 		}
 		log.Warn("kernel datapath hook failed", "hook", mode, "err", err)
@@ -205,7 +215,7 @@ func (k *Kernel) attachAll(mode string, ifs []iface, portMin, portMax uint16) er
 	if mode == ModeTC {
 		kind = "tc"
 	}
-	prog, err := loadProgram(kind, k.Maps, portMin, portMax)
+	prog, caps, err := loadProgram(kind, k.Maps, portMin, portMax)
 	if err != nil {
 		return err
 	}
@@ -261,6 +271,8 @@ func (k *Kernel) attachAll(mode string, ifs []iface, portMin, portMax uint16) er
 	}
 	k.prog = prog
 	k.links = links
+	k.Maps.crossFamily = caps.crossFamily
+	k.capsRefused = caps.refused
 	return nil
 }
 

@@ -36,8 +36,26 @@ func newMaps() (*Maps, error) {
 }
 
 // loadProgram loads the XDP or tc program (kind "xdp" or "tc") bound to the
-// given maps, with the relay port range baked in as constants.
-func loadProgram(kind string, m *Maps, portMin, portMax uint16) (*ebpf.Program, error) {
+// given maps, with the relay port range baked in as constants, and with
+// every program capability this kernel's verifier accepts (caps.go).
+func loadProgram(kind string, m *Maps, portMin, portMax uint16) (*ebpf.Program, progCaps, error) {
+	caps := allProgCaps
+	for {
+		prog, err := loadProgramCaps(kind, m, portMin, portMax, caps)
+		var ve *ebpf.VerifierError
+		if err == nil || !errors.As(err, &ve) {
+			return prog, caps, err
+		}
+		less, ok := caps.without()
+		if !ok {
+			return nil, caps, err
+		}
+		less.refused = fmt.Sprintf("%s refused with %s: %v", kind, caps, ve)
+		caps = less
+	}
+}
+
+func loadProgramCaps(kind string, m *Maps, portMin, portMax uint16, caps progCaps) (*ebpf.Program, error) {
 	var (
 		spec *ebpf.CollectionSpec
 		name string
@@ -68,6 +86,9 @@ func loadProgram(kind string, m *Maps, portMin, portMax uint16) (*ebpf.Program, 
 	if err := spec.Variables["port_max"].Set(portMax); err != nil {
 		return nil, fmt.Errorf("set port_max: %w", err)
 	}
+	if err := caps.set(spec); err != nil {
+		return nil, err
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{
 			pinFlows: m.flows, pinCounters: m.counters, pinTxPorts: m.txPorts,
@@ -76,7 +97,8 @@ func loadProgram(kind string, m *Maps, portMin, portMax uint16) (*ebpf.Program, 
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load %s program: %+v", kind, ve)
+			// %+v: the whole verifier log; the error still wraps ve.
+			return nil, fmt.Errorf("load %s program (%s): %w: %+v", kind, caps, ve, ve)
 		}
 		return nil, fmt.Errorf("load %s program: %w", kind, err)
 	}
@@ -104,14 +126,16 @@ func LoadPrograms(portMin, portMax uint16) (*Programs, error) {
 		return nil, err
 	}
 	p := &Programs{Maps: m}
-	if p.XDP, err = loadProgram("xdp", m, portMin, portMax); err != nil {
+	var xc, tc progCaps
+	if p.XDP, xc, err = loadProgram("xdp", m, portMin, portMax); err != nil {
 		p.Close()
 		return nil, err
 	}
-	if p.TC, err = loadProgram("tc", m, portMin, portMax); err != nil {
+	if p.TC, tc, err = loadProgram("tc", m, portMin, portMax); err != nil {
 		p.Close()
 		return nil, err
 	}
+	m.crossFamily = xc.crossFamily && tc.crossFamily
 	return p, nil
 }
 

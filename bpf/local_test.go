@@ -43,13 +43,24 @@ func TestLocalDelivery(t *testing.T) {
 	})
 	t.Cleanup(func() { k.Close() })
 
-	lo := netip.MustParseAddr("127.0.0.1")
-	flow := relay.Flow{
+	lo, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	for _, flow := range []relay.Flow{{
 		Key:  relay.FlowKey{Local: netip.AddrPortFrom(lo, 30000)},
 		Peer: netip.AddrPortFrom(lo, 4000),
 		Out:  netip.AddrPortFrom(lo, 30002),
 		Dst:  netip.AddrPortFrom(lo, 5000),
+	}, {
+		// Between families: translated, then passed up as IPv6.
+		Key:  relay.FlowKey{Local: netip.AddrPortFrom(lo, 30004)},
+		Peer: netip.AddrPortFrom(lo, 4004),
+		Out:  netip.AddrPortFrom(lo6, 30006),
+		Dst:  netip.AddrPortFrom(lo6, 5004),
+	}} {
+		t.Run(flow.Key.String()+" to "+flow.Dst.String(), func(t *testing.T) { localDelivery(t, tp, k, flow) })
 	}
+}
+
+func localDelivery(t *testing.T, tp *topo, k *Kernel, flow relay.Flow) {
 	if err := k.Upsert(flow); err != nil {
 		t.Fatal(err)
 	}

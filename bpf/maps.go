@@ -18,13 +18,16 @@ import (
 )
 
 // Flow flags, mirrored from maps.h (FLOW_*). The C header is the source of
-// truth; BTF does not carry #defines, so these two lines are the only copy.
+// truth; BTF does not carry #defines, so this is a copy, which
+// TestFlagsMatchMapsH keeps equal to it.
 const (
 	flagLearning  = 1 << 0
 	flagPinnedMAC = 1 << 1
 	flagLocal     = 1 << 2
 	flagTOS       = 1 << 3
-	tosShift      = 8
+	flagXlate     = 1 << 4
+	// Bits 5-7 are free; bits 8-15 hold the TOS byte for flagTOS.
+	tosShift = 8
 )
 
 // Pinned object names under the pin directory.
@@ -45,6 +48,10 @@ type Maps struct {
 	// Upsert reads the old entry to carry its counters over; serialising
 	// writers keeps two Upserts of one key from losing each other's counts.
 	mu sync.Mutex
+	// crossFamily: every program using these maps was loaded with the
+	// IPv4<->IPv6 translation (caps.go), so flows between families may be
+	// installed. False for maps opened without a program (relayctl).
+	crossFamily bool
 }
 
 // FlowEntry is one kernel flow with its counters.
@@ -113,14 +120,24 @@ func addrPort(a [16]byte, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), htons(port))
 }
 
-func valueOf(f relay.Flow) (xdpFlowValue, error) {
+// valueOf encodes f. crossFamily allows Out and Dst of the other family
+// than Key (the program translates the IP header, FLOW_XLATE); Out and Dst
+// are always of one family, and so are Key and a locked Peer.
+func valueOf(f relay.Flow, crossFamily bool) (xdpFlowValue, error) {
 	var v xdpFlowValue
 	if !f.Key.Local.IsValid() || !f.Out.IsValid() || !f.Dst.IsValid() {
 		return v, fmt.Errorf("flow %v: key, out and dst must be set: %w", f.Key, relay.ErrUnsupportedFlow)
 	}
 	fam := family(f.Key.Local)
-	if family(f.Out) != fam || family(f.Dst) != fam {
-		return v, fmt.Errorf("flow %v: mixed IPv4 and IPv6: %w", f.Key, relay.ErrUnsupportedFlow)
+	if family(f.Out) != family(f.Dst) {
+		return v, fmt.Errorf("flow %v: out %v and dst %v of different families: %w", f.Key, f.Out, f.Dst, relay.ErrUnsupportedFlow)
+	}
+	if family(f.Out) != fam {
+		if !crossFamily {
+			return v, fmt.Errorf("flow %v: out %v of another family, which the loaded programs do not translate: %w",
+				f.Key, f.Out, relay.ErrUnsupportedFlow)
+		}
+		v.Flags |= flagXlate
 	}
 	if f.Peer.IsValid() && family(f.Peer) != fam {
 		if !f.Learning {
@@ -205,7 +222,7 @@ func (m *Maps) upsert(f relay.Flow, extra uint16) error {
 	if err != nil {
 		return err
 	}
-	v, err := valueOf(f)
+	v, err := valueOf(f, m.crossFamily)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,11 @@
 #define FLOW_PINNED_MAC (1 << 1) // use src_mac/dst_mac/out_ifindex, skip FIB
 #define FLOW_LOCAL      (1 << 2) // destination is on this host: rewrite, pass up, skip FIB
 #define FLOW_TOS        (1 << 3) // write the TOS byte in flags' top 8 bits (FLOW_TOS_SHIFT)
+// out_addr and dst_addr are of the other family than the key: the packet
+// changes between IPv4 and IPv6 (see relay.h, relay_xlate). The loader
+// sets it only when the program was loaded with cross_family on.
+#define FLOW_XLATE      (1 << 4)
+// Bits 5-7 are free; bits 8-15 are the TOS byte.
 #define FLOW_TOS_SHIFT  8
 
 // Addresses are 16 bytes in network order; IPv4 is stored v4-mapped
@@ -60,7 +65,7 @@ enum counter {
 	cnt_pass,
 	cnt_aborted,
 	cnt_not_ip,
-	cnt_not_udp,
+	cnt_not_udp,    // also: IPv4 without a UDP checksum on a flow to IPv6 (relay.h)
 	cnt_truncated,
 	cnt_fragment,
 	cnt_ip_options,
@@ -104,6 +109,9 @@ struct {
 // not relay ports and skip the flow lookup.
 volatile const __u16 port_min = 0;
 volatile const __u16 port_max = 65535;
+// 0 leaves the IPv4<->IPv6 translation out: the verifier prunes it as dead
+// code, for a kernel that refuses it (bpf/caps.go, crossFamily).
+volatile const __u8 cross_family = 1;
 
 // Not read by the programs: it puts enum counter into BTF so bpf2go can
 // generate it and the loader can name the counters from the enumerators.

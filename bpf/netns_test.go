@@ -77,6 +77,13 @@ func TestNetnsRelay(t *testing.T) {
 			for _, fam := range families {
 				cases = append(cases, relayCase{fam.Name, lineFlow(fam), nsReceiver, netns.CalleeIf, "redirect"})
 			}
+			// Between families: the sender on one, the receiver on the
+			// other, the program translating the IP header.
+			for _, fams := range [][2]netns.Addrs{{families[0], families[1]}, {families[1], families[0]}} {
+				in, out := lineFlow(fams[0]), lineFlow(fams[1])
+				in.Out, in.Dst = out.Out, out.Dst
+				cases = append(cases, relayCase{fams[0].Name + " to " + fams[1].Name, in, nsReceiver, netns.CalleeIf, "redirect"})
+			}
 			// Hairpin: both peers on the r0 side, so the packet leaves by the
 			// device it came in on: XDP_TX for XDP, a redirect for tc.
 			hp := lineFlow(families[0])

@@ -31,6 +31,9 @@
 #define BLK6_OFF 8
 #define BLK6_WORDS 18
 
+// An IPv6 header is this much longer than an IPv4 header without options.
+#define XLATE_DIFF 20
+
 struct block {
 	__u16 w[BLK6_WORDS];
 };
@@ -86,6 +89,12 @@ static __always_inline void relay_block(const struct flow_value *v, __u8 v6, str
 	}
 }
 
+// The flow's TOS byte (IPv6: traffic class), meaningful with FLOW_TOS.
+static __always_inline __u8 relay_flow_tos(const struct flow_value *v)
+{
+	return v->flags >> FLOW_TOS_SHIFT;
+}
+
 // The IP header's first 16 bits as the flow sends them: with FLOW_TOS,
 // the IPv4 TOS byte or the IPv6 traffic class replaced by the flow's
 // (rtpengine's TOS, written whole, ECN bits included, as rtpengine's
@@ -97,7 +106,7 @@ static __always_inline __u16 relay_tos_word(const struct flow_value *v, __u8 v6,
 {
 	if (!(v->flags & FLOW_TOS))
 		return old;
-	__u8 tos = v->flags >> FLOW_TOS_SHIFT;
+	__u8 tos = relay_flow_tos(v);
 	__u8 b[2];
 	__builtin_memcpy(b, &old, 2);
 	if (v6) {
@@ -111,23 +120,38 @@ static __always_inline __u16 relay_tos_word(const struct flow_value *v, __u8 v6,
 	return w;
 }
 
+// The traffic class of an IPv6 header, which IPv4 calls TOS.
+static __always_inline __u8 ipv6_tclass(const struct ipv6hdr *ip6)
+{
+	return ip6->priority << 4 | ip6->flow_lbl[0] >> 4;
+}
+
 // Fills a FIB query for the rewritten packet; ifindex is the ingress device.
+// xl (a constant at each call site) says the packet changes family
+// (FLOW_XLATE): the query is for the other family and a header 20 bytes
+// longer or shorter.
 static __always_inline void relay_fib_params(const struct flow_value *v, const struct parsed *p,
-					     __u32 ifindex, struct bpf_fib_lookup *f)
+					     __u8 xl, __u32 ifindex, struct bpf_fib_lookup *f)
 {
 	f->l4_protocol = IPPROTO_UDP;
 	f->sport = v->out_port;
 	f->dport = v->dst_port;
 	f->tot_len = p->l3_len;
+	if (xl)
+		f->tot_len = p->v6 ? p->l3_len - XLATE_DIFF : p->l3_len + XLATE_DIFF;
 	f->ifindex = ifindex;
-	if (p->v6) {
+	if (p->v6 ^ xl) {
 		f->family = AF_INET6;
 		__builtin_memcpy(f->ipv6_src, v->out_addr, 16);
 		__builtin_memcpy(f->ipv6_dst, v->dst_addr, 16);
 	} else {
-		struct iphdr *ip = p->l3;
 		f->family = AF_INET;
-		f->tos = (v->flags & FLOW_TOS) ? (__u8)(v->flags >> FLOW_TOS_SHIFT) : ip->tos;
+		if (v->flags & FLOW_TOS)
+			f->tos = relay_flow_tos(v);
+		else if (xl)
+			f->tos = ipv6_tclass(p->l3);
+		else
+			f->tos = ((struct iphdr *)p->l3)->tos;
 		f->ipv4_src = *(__u32 *)&v->out_addr[12];
 		f->ipv4_dst = *(__u32 *)&v->dst_addr[12];
 	}
@@ -157,7 +181,7 @@ enum nh_result {
 // Concurrent CPUs may refresh the cache at once; they write the same answer.
 // macs receives the destination then the source MAC, as on the wire.
 static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value *v,
-						    const struct parsed *p, __u32 ifindex,
+						    const struct parsed *p, __u8 xl, __u32 ifindex,
 						    __u64 now, __u32 *egress, __u8 *macs)
 {
 	// The loader knows some answers already: a destination on this host,
@@ -179,7 +203,7 @@ static __always_inline enum nh_result relay_nexthop(void *ctx, struct flow_value
 		return NH_OK;
 	}
 	struct bpf_fib_lookup f = {};
-	relay_fib_params(v, p, ifindex, &f);
+	relay_fib_params(v, p, xl, ifindex, &f);
 	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		*egress = f.ifindex;
@@ -213,4 +237,120 @@ static __always_inline void relay_account(struct flow_value *v, const struct par
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->payload_len);
 	v->last_seen = now;
+}
+
+// What a translated packet (FLOW_XLATE) needs from its old headers, read
+// before either hook moves them: the header fields carried over and the UDP
+// checksum deltas. The new addresses and ports are read from the flow as
+// they are written, which keeps this small: the hooks' translation runs
+// in a subprogram whose stack adds to the main program's.
+struct xlate {
+	__u32 da;       // pseudo-header change: the addresses (folded)
+	__u32 dp;       // the ports (folded)
+	__u16 l4_len;   // IP payload length: UDP header, payload, anything after
+	__u16 check;    // the old UDP checksum
+	__u8 tos;       // IPv4 TOS = IPv6 traffic class, as sent (FLOW_TOS)
+	__u8 ttl;       // IPv4 TTL = IPv6 hop limit
+};
+
+static __always_inline __u32 fold32(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return (__u32)s;
+}
+
+// The pseudo-headers of IPv4 and IPv6 differ only in the addresses:
+// protocol 17 and the UDP length land on the same 16-bit positions of the
+// one's-complement sum (RFC 768, RFC 8200 8.1). So the UDP checksum follows
+// from the address and port deltas alone; the payload is not read. Returns
+// 0, or a pass reason when the packet cannot be translated here.
+static __always_inline int relay_xlate_prepare(const struct flow_value *v, const struct parsed *p,
+					       struct xlate *x)
+{
+	x->check = p->udp->check;
+	__u64 ports = csum_add16(&v->out_port, 1) + csum_add16(&v->dst_port, 1);
+	if (p->v6) {
+		struct ipv6hdr *ip6 = p->l3;
+		__u16 *old = (void *)ip6 + BLK6_OFF;
+		x->tos = ipv6_tclass(ip6);
+		x->ttl = ip6->hop_limit;
+		x->l4_len = p->l3_len - sizeof(*ip6);
+		x->da = fold32(csum_sub16(old, 16) + csum_add16((const __u16 *)&v->out_addr[12], 2) +
+			       csum_add16((const __u16 *)&v->dst_addr[12], 2));
+		x->dp = fold32(csum_sub16(old + 16, 2) + ports);
+		return -1;
+	}
+	// IPv4 may carry no UDP checksum (zero); IPv6 must (RFC 8200 8.1).
+	// Making one up means summing the payload, which the programs do not:
+	// the packet goes up to the stack, and the userspace relay's socket
+	// sends it with one while it holds the port. Senders compute it by
+	// default.
+	if (!x->check)
+		return cnt_not_udp;
+	struct iphdr *ip = p->l3;
+	__u16 *old = (void *)ip + BLK4_OFF;
+	x->tos = ip->tos;
+	x->ttl = ip->ttl;
+	x->l4_len = p->l3_len - sizeof(*ip);
+	x->da = fold32(csum_sub16(old, 4) + csum_add16((const __u16 *)v->out_addr, 8) +
+		       csum_add16((const __u16 *)v->dst_addr, 8));
+	x->dp = fold32(csum_sub16(old + 4, 2) + ports);
+	return -1;
+}
+
+// The start of both hooks' translation subprograms: the old headers read
+// into x, then the next hop. Returns a pass reason, or -1 with *nh set.
+static __always_inline int relay_xlate_begin(void *ctx, const struct parsed *p, struct flow_value *v,
+					     __u32 ifindex, struct xlate *x, __u64 *now, __u32 *egress,
+					     __u8 *macs, enum nh_result *nh)
+{
+	if (!cross_family)
+		return cnt_no_flow; // the loader installs no such flow then
+	int r = relay_xlate_prepare(v, p, x);
+	if (r >= 0)
+		return r;
+	// The flow's TOS, when it has one, in place of the one carried over
+	// (rtpengine's TOS): the new header is written whole, so it costs no
+	// checksum update. relay_fib_params asks the FIB with it as well.
+	if (v->flags & FLOW_TOS)
+		x->tos = relay_flow_tos(v);
+	*now = bpf_ktime_get_coarse_ns();
+	*nh = relay_nexthop(ctx, v, p, 1, ifindex, *now, egress, macs);
+	return *nh == NH_FAIL ? cnt_fib : -1;
+}
+
+// The new IP header for x. The IPv6 flow label is zero (RFC 7915 4.1). An
+// IPv4 header gets DF, since nothing fragmented the datagram on its IPv6
+// way either, and ID zero (RFC 6145 5.1), which is any atomic datagram's
+// right (RFC 6864). The header checksum is complete.
+union ip_header {
+	struct iphdr v4;
+	struct ipv6hdr v6;
+};
+
+static __always_inline void relay_xlate_header(const struct xlate *x, const struct flow_value *v, __u8 to6,
+					       union ip_header *h)
+{
+	if (to6) {
+		*(__be32 *)&h->v6 = bpf_htonl(6 << 28 | (__u32)x->tos << 20);
+		h->v6.payload_len = bpf_htons(x->l4_len);
+		h->v6.nexthdr = IPPROTO_UDP;
+		h->v6.hop_limit = x->ttl;
+		__builtin_memcpy(&h->v6.saddr, v->out_addr, 16);
+		__builtin_memcpy(&h->v6.daddr, v->dst_addr, 16);
+		return;
+	}
+	h->v4.version = 4;
+	h->v4.ihl = 5;
+	h->v4.tos = x->tos;
+	h->v4.tot_len = bpf_htons(x->l4_len + sizeof(struct iphdr));
+	h->v4.id = 0;
+	h->v4.frag_off = bpf_htons(0x4000); // DF
+	h->v4.ttl = x->ttl;
+	h->v4.protocol = IPPROTO_UDP;
+	h->v4.check = 0;
+	__builtin_memcpy(&h->v4.saddr, &v->out_addr[12], 4);
+	__builtin_memcpy(&h->v4.daddr, &v->dst_addr[12], 4);
+	h->v4.check = ~csum_fold64(csum_add16((const __u16 *)&h->v4, sizeof(struct iphdr) / 2));
 }

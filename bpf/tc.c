@@ -16,11 +16,77 @@ static __always_inline int pass(__u32 reason)
 	return TC_ACT_OK;
 }
 
-static __always_inline __u32 fold32(__u64 s)
+// The end of a relayed packet, rewritten: local delivery, or a redirect to
+// the egress device with the next hop's MACs (or bpf_redirect_neigh's).
+static __always_inline int send(struct __sk_buff *skb, int local, int neigh, __u32 egress, const __u8 *macs)
 {
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	return (__u32)s;
+	if (local) {
+		// At ingress, before IP: the stack delivers the rewritten packet
+		// to the local socket it is now addressed to.
+		count(cnt_local);
+		return TC_ACT_OK;
+	}
+	count(cnt_redirect);
+	if (neigh)
+		return bpf_redirect_neigh(egress, 0, 0, 0);
+	bpf_skb_store_bytes(skb, 0, macs, 2 * ETH_ALEN, 0);
+	return bpf_redirect(egress, 0);
+}
+
+// A flow between families (FLOW_XLATE). bpf_skb_change_proto grows or
+// shrinks the room between the Ethernet and IP headers by 20 bytes and sets
+// skb->protocol; the new IP header and the EtherType are written here.
+//
+// Checksums, for each state the skb may be in: the UDP checksum takes the
+// address delta as a pseudo-header change and the port delta as a data
+// change through bpf_l4_csum_replace, which updates a full checksum, or
+// only the pseudo-header seed of a CHECKSUM_PARTIAL one (a local sender
+// over veth). For CHECKSUM_COMPLETE the new IP header is stored with
+// BPF_F_RECOMPUTE_CSUM, and the pseudo-header replace is made without
+// BPF_F_IPV6 even toward IPv6, so that skb->csum also follows the change
+// of the checksum field itself; the ports' change and the checksum's
+// change for them cancel, as in the same-family rewrite.
+static __noinline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, struct flow_value *v)
+{
+	struct xlate x = {};
+	__u64 now = 0;
+	__u32 egress = 0;
+	__u8 macs[2 * ETH_ALEN];
+	enum nh_result nh = NH_FAIL;
+	int r = relay_xlate_begin(skb, p, v, skb->ifindex, &x, &now, &egress, macs, &nh);
+	if (r >= 0)
+		return pass(r);
+	__u8 to6 = !p->v6;
+	int neigh = nh == NH_NO_NEIGH;
+	int local = nh == NH_LOCAL;
+
+	union ip_header h = {};
+	relay_xlate_header(&x, v, to6, &h);
+	__u32 l3 = p->l3_off;
+	__be16 proto = bpf_htons(to6 ? ETH_P_IPV6 : ETH_P_IP);
+	// The helpers below invalidate every packet pointer: nothing of the
+	// old packet is read after this point.
+	if (bpf_skb_change_proto(skb, proto, 0)) {
+		// Out of memory; the skb is as it was.
+		count(cnt_aborted);
+		return TC_ACT_SHOT;
+	}
+	relay_account(v, p, now);
+	bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0);
+	__u32 udp_off;
+	if (to6) {
+		bpf_skb_store_bytes(skb, l3, &h.v6, sizeof(h.v6), BPF_F_RECOMPUTE_CSUM);
+		udp_off = l3 + sizeof(struct ipv6hdr);
+	} else {
+		bpf_skb_store_bytes(skb, l3, &h.v4, sizeof(h.v4), BPF_F_RECOMPUTE_CSUM);
+		udp_off = l3 + sizeof(struct iphdr);
+	}
+	__u32 check_off = udp_off + offsetof(struct udphdr, check);
+	bpf_l4_csum_replace(skb, check_off, 0, x.da, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	bpf_l4_csum_replace(skb, check_off, 0, x.dp, BPF_F_MARK_MANGLED_0);
+	__be16 ports[2] = {v->out_port, v->dst_port};
+	bpf_skb_store_bytes(skb, udp_off, ports, sizeof(ports), 0);
+	return send(skb, local, neigh, egress, macs);
 }
 
 SEC("tc")
@@ -37,11 +103,13 @@ int relay_tc(struct __sk_buff *skb)
 	int r = relay_match(data, data_end, skb->len, &p, &v);
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
+	if (v->flags & FLOW_XLATE)
+		return relay_xlate_tc(skb, &p, v);
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source, as on the wire
-	enum nh_result nh = relay_nexthop(skb, v, &p, skb->ifindex, now, &egress, macs);
+	enum nh_result nh = relay_nexthop(skb, v, &p, 0, skb->ifindex, now, &egress, macs);
 	if (nh == NH_FAIL)
 		return pass(cnt_fib);
 	int neigh = nh == NH_NO_NEIGH; // bpf_redirect_neigh resolves it on the way out
@@ -82,17 +150,7 @@ int relay_tc(struct __sk_buff *skb)
 		bpf_skb_store_bytes(skb, l3, &ntw, 2, 0);
 	}
 
-	if (local) {
-		// At ingress, before IP: the stack delivers the rewritten packet
-		// to the local socket it is now addressed to.
-		count(cnt_local);
-		return TC_ACT_OK;
-	}
-	count(cnt_redirect);
-	if (neigh)
-		return bpf_redirect_neigh(egress, 0, 0, 0);
-	bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0);
-	return bpf_redirect(egress, 0);
+	return send(skb, local, neigh, egress, macs);
 }
 
 char LICENSE[] SEC("license") = "GPL";

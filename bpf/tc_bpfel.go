@@ -73,6 +73,7 @@ const (
 	tcMapTxPorts      = "tx_ports"
 	tcProgRelayTc     = "relay_tc"
 	tcVarCounterCount = "counter_count"
+	tcVarCrossFamily  = "cross_family"
 	tcVarPortMax      = "port_max"
 	tcVarPortMin      = "port_min"
 )
@@ -136,6 +137,7 @@ type tcMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcVariableSpecs struct {
 	CounterCount *ebpf.VariableSpec `ebpf:"counter_count"`
+	CrossFamily  *ebpf.VariableSpec `ebpf:"cross_family"`
 	PortMax      *ebpf.VariableSpec `ebpf:"port_max"`
 	PortMin      *ebpf.VariableSpec `ebpf:"port_min"`
 }
@@ -178,6 +180,7 @@ func (m *tcMaps) Close() error {
 // It can be passed to loadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcVariables struct {
 	CounterCount *ebpf.Variable `ebpf:"counter_count"`
+	CrossFamily  *ebpf.Variable `ebpf:"cross_family"`
 	PortMax      *ebpf.Variable `ebpf:"port_max"`
 	PortMin      *ebpf.Variable `ebpf:"port_min"`
 }

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -11,26 +12,14 @@ import (
 
 	"sipxdp/internal/netns"
 	"sipxdp/relay"
+	"sipxdp/relay/relaytest"
 )
 
 // recvTOS enables IP_RECVTOS / IPV6_RECVTCLASS on c and reads one
 // datagram: its sequence number and the TOS it arrived with.
 func recvTOS(t *testing.T, c *net.UDPConn, v6 bool) (seq uint16, tos uint8) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		if v6 {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1)
-		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
-		}
-	}); err != nil || serr != nil {
-		t.Fatalf("enable tos reception: %v %v", err, serr)
-	}
+	setIPOpt(t, c, v6, unix.IP_RECVTOS, unix.IPV6_RECVTCLASS, 1)
 	buf, oob := make([]byte, 2048), make([]byte, 128)
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	n, oobn, _, _, err := c.ReadMsgUDPAddrPort(buf, oob)
@@ -54,9 +43,10 @@ func recvTOS(t *testing.T, c *net.UDPConn, v6 bool) (seq uint16, tos uint8) {
 }
 
 // TestNetnsTOS: a flow's TOS (rtpengine's TOS) is on what the receiver
-// gets through each hook, both families, with checksums the receiving
-// stack accepts (a wrong IPv4 header checksum would be dropped there) and
-// the capture finds right; without it, the sender's own TOS goes through.
+// gets through each hook, both families and between them, with checksums
+// the receiving stack accepts (a wrong IPv4 header checksum would be
+// dropped there) and the capture finds right; without it, the sender's
+// own TOS goes through.
 func TestNetnsTOS(t *testing.T) {
 	requireRoot(t)
 	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
@@ -69,11 +59,19 @@ func TestNetnsTOS(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, fam := range families {
+			// Same family, then between families, where the translated
+			// header carries the flow's TOS, or else the sender's.
+			lines := [][2]netns.Addrs{{families[0], families[0]}, {families[1], families[1]},
+				{families[0], families[1]}, {families[1], families[0]}}
+			for _, line := range lines {
 				for _, tos := range []relay.TOS{{Set: true, Value: 0xb8}, {Set: true, Value: 0}, {}} {
-					v6 := !fam.Caller.Is4()
-					name := fam.Name + " " + tos.String()
-					flow := lineFlow(fam)
+					v6, recvV6 := !line[0].Caller.Is4(), !line[1].Caller.Is4()
+					name := line[0].Name + " " + tos.String()
+					if line[0].Name != line[1].Name {
+						name = line[0].Name + " to " + line[1].Name + " " + tos.String()
+					}
+					flow, out := lineFlow(line[0]), lineFlow(line[1])
+					flow.Out, flow.Dst = out.Out, out.Dst
 					flow.TOS = tos
 					if err := k.Upsert(flow); err != nil {
 						t.Fatal(err)
@@ -82,14 +80,7 @@ func TestNetnsTOS(t *testing.T) {
 					send := tp.udp(t, nsSender, flow.Peer)
 					// The sender marks its packets AF41; the relay's TOS, if
 					// any, replaces that.
-					rc, _ := send.SyscallConn()
-					rc.Control(func(fd uintptr) {
-						if v6 {
-							unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0x88)
-						} else {
-							unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TOS, 0x88)
-						}
-					})
+					setIPOpt(t, send, v6, unix.IP_TOS, unix.IPV6_TCLASS, 0x88)
 					want := uint8(0x88)
 					if tos.Set {
 						want = tos.Value
@@ -107,11 +98,109 @@ func TestNetnsTOS(t *testing.T) {
 					if err := stream(send, flow.Key.Local, n, 1); err != nil {
 						t.Fatal(err)
 					}
-					if seq, got := recvTOS(t, recv, v6); seq != n || got != want {
+					if seq, got := recvTOS(t, recv, recvV6); seq != n || got != want {
 						t.Errorf("%s: datagram %d arrived with tos %#x, want %#x", name, seq, got, want)
 					}
 					if st, err := k.Stats(flow.Key); err != nil || st.Packets != n+1 {
 						t.Errorf("%s: flow stats %+v %v: the kernel did not forward all %d", name, st, err, n+1)
+					}
+					recv.Close()
+					send.Close()
+					if err := k.Delete(flow.Key); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// setIPOpt sets c's IPv4 option opt4 (IPPROTO_IP), or its IPv6 option
+// opt6 (IPPROTO_IPV6), to v.
+func setIPOpt(t *testing.T, c *net.UDPConn, v6 bool, opt4, opt6, v int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lvl, opt := unix.IPPROTO_IP, opt4
+	if v6 {
+		lvl, opt = unix.IPPROTO_IPV6, opt6
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), lvl, opt, v) }); err != nil || serr != nil {
+		t.Fatalf("setsockopt %d/%d = %d: %v %v", lvl, opt, v, err, serr)
+	}
+}
+
+// TestNetnsFIBTOS: the FIB lookup for an IPv4 next hop asks with the TOS
+// the packet leaves with: the flow's when it has one, else the packet's
+// own (an IPv6 packet's traffic class, when it is translated). A policy
+// rule in the relay namespace makes TOS 0x10 (a value old kernels' rules
+// take too) unreachable toward the callee, so the lookup with that TOS
+// fails and the packet goes up (fib), and one with another TOS forwards.
+func TestNetnsFIBTOS(t *testing.T) {
+	requireRoot(t)
+	const n = 5
+	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
+		t.Run(mode, func(t *testing.T) {
+			tp := newTopo(t)
+			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
+			callee4 := lineFlow(families[0]).Dst.Addr()
+			for _, args := range [][]string{
+				{"rule", "add", "pref", "100", "tos", "0x10", "table", "100"},
+				{"route", "add", "unreachable", callee4.String() + "/32", "table", "100"},
+			} {
+				if out, err := tp.Relay.Exec("ip", args...); err != nil {
+					t.Fatalf("ip %v: %v: %s", args, err, out)
+				}
+			}
+			for _, line := range [][2]netns.Addrs{{families[0], families[0]}, {families[1], families[0]}} {
+				for _, c := range []struct {
+					sent    uint8 // the sender's TOS or traffic class
+					tos     relay.TOS
+					forward bool
+				}{
+					{0x10, relay.TOS{}, false},
+					{0x10, relay.TOS{Set: true, Value: 0}, true},
+					{0, relay.TOS{Set: true, Value: 0x10}, false},
+				} {
+					name := fmt.Sprintf("%s to %s, sent %#02x, flow %s", line[0].Name, line[1].Name, c.sent, c.tos)
+					flow, out := lineFlow(line[0]), lineFlow(line[1])
+					flow.Out, flow.Dst = out.Out, out.Dst
+					flow.TOS = c.tos
+					if err := k.Upsert(flow); err != nil {
+						t.Fatal(err)
+					}
+					recv := tp.udp(t, nsReceiver, flow.Dst)
+					send := tp.udp(t, nsSender, flow.Peer)
+					setIPOpt(t, send, !line[0].Caller.Is4(), unix.IP_TOS, unix.IPV6_TCLASS, int(c.sent))
+					before, err := k.Counters()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := stream(send, flow.Key.Local, 0, n); err != nil {
+						t.Fatal(err)
+					}
+					wait := 5 * time.Second
+					if !c.forward {
+						wait = 300 * time.Millisecond
+					}
+					seen := receive(t, recv, flow.Out, n, wait)
+					after, err := k.Counters()
+					if err != nil {
+						t.Fatal(err)
+					}
+					st, err := k.Stats(flow.Key)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fib := after[relaytest.ReasonFIB] - before[relaytest.ReasonFIB]
+					if c.forward && (len(seen) != n || st.Packets != n || fib != 0) {
+						t.Errorf("%s: received %d/%d, flow forwarded %d, fib %d: want all forwarded", name, len(seen), n, st.Packets, fib)
+					}
+					if !c.forward && (len(seen) != 0 || st.Packets != 0 || fib != n) {
+						t.Errorf("%s: received %d, flow forwarded %d, fib %d: want none forwarded, %d fib", name, len(seen), st.Packets, fib, n)
 					}
 					recv.Close()
 					send.Close()

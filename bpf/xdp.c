@@ -12,6 +12,101 @@ static __always_inline int pass(__u32 reason)
 	return XDP_PASS;
 }
 
+// The end of a relayed packet, rewritten: local delivery with the MACs as
+// they are, or out with the next hop's MACs by XDP_TX or the devmap.
+static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, int local, __u32 egress,
+				const __u8 *macs)
+{
+	if (local) {
+		// Addressed to this host now: the stack delivers it, MACs as they are.
+		count(cnt_local);
+		return XDP_PASS;
+	}
+	__builtin_memcpy(eth->h_dest, macs, 2 * ETH_ALEN);
+
+	if (egress == ctx->ingress_ifindex) {
+		count(cnt_tx);
+		return XDP_TX;
+	}
+	long rc = bpf_redirect_map(&tx_ports, egress, 0);
+	count(rc == XDP_REDIRECT ? cnt_redirect : cnt_aborted);
+	return rc;
+}
+
+// A flow between families (FLOW_XLATE): the IP header is replaced by one of
+// the other family, 20 bytes longer or shorter, so the head of the frame
+// moves by that much; the UDP header and payload stay where they are.
+// A subprogram of its own, so that its registers and stack do not weigh
+// on the same-family path.
+static __noinline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
+{
+	struct xlate x = {};
+	__u64 now = 0;
+	__u32 egress = 0;
+	__u8 macs[2 * ETH_ALEN];
+	enum nh_result nh = NH_FAIL;
+	int r = relay_xlate_begin(ctx, p, v, ctx->ingress_ifindex, &x, &now, &egress, macs, &nh);
+	if (r >= 0)
+		return pass(r);
+	if (nh == NH_NO_NEIGH)
+		return pass(cnt_fib); // as for same-family flows
+	__u8 to6 = !p->v6;
+	int local = nh == NH_LOCAL;
+	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
+		return pass(cnt_no_egress);
+
+	// MANGLED_0: a result of zero is sent as 0xffff. A zero from IPv6
+	// (invalid there) stays zero: "no checksum" over IPv4.
+	__u16 check = x.check;
+	if (check) {
+		check = csum_apply(check, (__u64)x.da + x.dp);
+		if (!check)
+			check = 0xffff;
+	}
+	struct udphdr *udp = p->udp;
+	udp->source = v->out_port;
+	udp->dest = v->dst_port;
+	udp->check = check;
+
+	struct ethhdr *old = p->eth;
+	if (to6) {
+		if (bpf_xdp_adjust_head(ctx, -XLATE_DIFF))
+			goto aborted; // no headroom: XDP guarantees 256 bytes
+		void *data = (void *)(long)ctx->data;
+		void *data_end = (void *)(long)ctx->data_end;
+		struct ethhdr *eth = data;
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			goto aborted;
+		// The old Ethernet header now starts XLATE_DIFF bytes in; the
+		// new IPv6 header overwrites it and the IPv4 header, both read.
+		__builtin_memcpy(eth, data + XLATE_DIFF, 2 * ETH_ALEN);
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		relay_xlate_header(&x, v, 1, (union ip_header *)ip6);
+		relay_account(v, p, now);
+		return send(ctx, eth, local, egress, macs);
+	}
+	// To IPv4: write the Ethernet and IPv4 headers where they end before
+	// the UDP header, then drop the XLATE_DIFF bytes in front of them.
+	struct ethhdr *eth = (void *)old + XLATE_DIFF;
+	struct iphdr *ip = (void *)(eth + 1); // ends where udp starts: in bounds
+	__builtin_memcpy(eth, old, 2 * ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	relay_xlate_header(&x, v, 0, (union ip_header *)ip);
+	if (bpf_xdp_adjust_head(ctx, XLATE_DIFF))
+		goto aborted;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		goto aborted;
+	relay_account(v, p, now);
+	return send(ctx, eth, local, egress, macs);
+aborted:
+	count(cnt_aborted);
+	return XDP_ABORTED;
+}
+
 SEC("xdp")
 int relay_xdp(struct xdp_md *ctx)
 {
@@ -23,11 +118,13 @@ int relay_xdp(struct xdp_md *ctx)
 	int r = relay_match(data, data_end, data_end - data, &p, &v);
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
+	if (v->flags & FLOW_XLATE)
+		return relay_xlate_xdp(ctx, &p, v);
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 egress = 0;
 	__u8 macs[2 * ETH_ALEN]; // destination then source
-	enum nh_result nh = relay_nexthop(ctx, v, &p, ctx->ingress_ifindex, now, &egress, macs);
+	enum nh_result nh = relay_nexthop(ctx, v, &p, 0, ctx->ingress_ifindex, now, &egress, macs);
 	if (nh == NH_NO_NEIGH || nh == NH_FAIL)
 		// XDP cannot resolve a neighbour; the stack will, for the next packet.
 		return pass(cnt_fib);
@@ -69,20 +166,7 @@ int relay_xdp(struct xdp_md *ctx)
 		}
 		*tw = ntw; // IPv6 has no header checksum, and UDP's does not cover the class
 	}
-	if (local) {
-		// Addressed to this host now: the stack delivers it, MACs as they are.
-		count(cnt_local);
-		return XDP_PASS;
-	}
-	__builtin_memcpy(p.eth->h_dest, macs, 2 * ETH_ALEN);
-
-	if (egress == ctx->ingress_ifindex) {
-		count(cnt_tx);
-		return XDP_TX;
-	}
-	long rc = bpf_redirect_map(&tx_ports, egress, 0);
-	count(rc == XDP_REDIRECT ? cnt_redirect : cnt_aborted);
-	return rc;
+	return send(ctx, p.eth, local, egress, macs);
 }
 
 char LICENSE[] SEC("license") = "GPL";

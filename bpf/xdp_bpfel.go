@@ -73,6 +73,7 @@ const (
 	xdpMapTxPorts      = "tx_ports"
 	xdpProgRelayXdp    = "relay_xdp"
 	xdpVarCounterCount = "counter_count"
+	xdpVarCrossFamily  = "cross_family"
 	xdpVarPortMax      = "port_max"
 	xdpVarPortMin      = "port_min"
 )
@@ -136,6 +137,7 @@ type xdpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpVariableSpecs struct {
 	CounterCount *ebpf.VariableSpec `ebpf:"counter_count"`
+	CrossFamily  *ebpf.VariableSpec `ebpf:"cross_family"`
 	PortMax      *ebpf.VariableSpec `ebpf:"port_max"`
 	PortMin      *ebpf.VariableSpec `ebpf:"port_min"`
 }
@@ -178,6 +180,7 @@ func (m *xdpMaps) Close() error {
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpVariables struct {
 	CounterCount *ebpf.Variable `ebpf:"counter_count"`
+	CrossFamily  *ebpf.Variable `ebpf:"cross_family"`
 	PortMax      *ebpf.Variable `ebpf:"port_max"`
 	PortMin      *ebpf.Variable `ebpf:"port_min"`
 }

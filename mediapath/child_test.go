@@ -44,10 +44,12 @@ type request struct {
 	Op     string // create, setpeer, flows, stats, delete, kernelflows, close
 	Call   string
 	Family relay.Family
-	Side   relay.Side
-	RTP    netip.AddrPort
-	RTCP   netip.AddrPort
-	Mux    bool
+	// FamilyB is leg B's family on create; zero: Family.
+	FamilyB relay.Family
+	Side    relay.Side
+	RTP     netip.AddrPort
+	RTCP    netip.AddrPort
+	Mux     bool
 }
 
 // readyInfo is the child's "ready" event, sent once the stack opened.
@@ -94,8 +96,12 @@ func serve(st *Stack, req request) (any, error) {
 		if err := e.CreateSession(req.Call); err != nil {
 			return nil, err
 		}
+		famB := req.FamilyB
+		if famB == 0 {
+			famB = req.Family
+		}
 		return e.AddStream(req.Call, 0, relay.LegSpec{Address: "a", Family: req.Family},
-			relay.LegSpec{Address: "b", Family: req.Family})
+			relay.LegSpec{Address: "b", Family: famB})
 	case "setpeer":
 		return nil, e.SetPeer(req.Call, 0, req.Side, req.RTP, req.RTCP, req.Mux)
 	case "flows":

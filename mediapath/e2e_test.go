@@ -237,33 +237,43 @@ const ssrcAB, ssrcBA = 0xA0B0, 0xB0A0
 // and checked, not lost.
 func setupCall(t *testing.T, tp *netns.Topo, c *child, id string, fam netns.Addrs) *call {
 	t.Helper()
-	cl := &call{tp: tp, id: id, fam: fam}
-	f := relay.IPv4
-	if fam.Name == "ipv6" {
-		f = relay.IPv6
+	return setupCallFamilies(t, tp, c, id, fam, fam)
+}
+
+func family(a netns.Addrs) relay.Family {
+	if a.Name == "ipv6" {
+		return relay.IPv6
 	}
-	c.must(request{Op: "create", Call: id, Family: f}, &cl.ports)
-	cl.relayA = netip.AddrPortFrom(fam.RelayA, cl.ports.A.RTP)
-	cl.relayB = netip.AddrPortFrom(fam.RelayB, cl.ports.B.RTP)
-	if cl.ports.A.Local != fam.RelayA || cl.ports.B.Local != fam.RelayB {
-		t.Fatalf("legs on %s and %s, want %s and %s", cl.ports.A.Local, cl.ports.B.Local, fam.RelayA, fam.RelayB)
+	return relay.IPv4
+}
+
+// setupCallFamilies is setupCall with the caller and leg A on famA, the
+// callee and leg B on famB.
+func setupCallFamilies(t *testing.T, tp *netns.Topo, c *child, id string, famA, famB netns.Addrs) *call {
+	t.Helper()
+	cl := &call{tp: tp, id: id, fam: famA}
+	c.must(request{Op: "create", Call: id, Family: family(famA), FamilyB: family(famB)}, &cl.ports)
+	cl.relayA = netip.AddrPortFrom(famA.RelayA, cl.ports.A.RTP)
+	cl.relayB = netip.AddrPortFrom(famB.RelayB, cl.ports.B.RTP)
+	if cl.ports.A.Local != famA.RelayA || cl.ports.B.Local != famB.RelayB {
+		t.Fatalf("legs on %s and %s, want %s and %s", cl.ports.A.Local, cl.ports.B.Local, famA.RelayA, famB.RelayB)
 	}
 	for _, s := range []struct {
 		side relay.Side
 		ap   netip.AddrPort
-	}{{relay.SideA, netip.AddrPortFrom(fam.Caller, callerAnnounced)}, {relay.SideB, netip.AddrPortFrom(fam.Callee, calleeAnnounced)}} {
+	}{{relay.SideA, netip.AddrPortFrom(famA.Caller, callerAnnounced)}, {relay.SideB, netip.AddrPortFrom(famB.Callee, calleeAnnounced)}} {
 		c.must(request{Op: "setpeer", Call: id, Side: s.side, RTP: s.ap, Mux: true}, nil)
 	}
 	var err error
-	if cl.callerC, err = tp.Caller.ListenUDP(netip.AddrPortFrom(fam.Caller, callerPort)); err != nil {
+	if cl.callerC, err = tp.Caller.ListenUDP(netip.AddrPortFrom(famA.Caller, callerPort)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.callerC.Close() })
-	if cl.calleeC, err = tp.Callee.ListenUDP(netip.AddrPortFrom(fam.Callee, calleePort)); err != nil {
+	if cl.calleeC, err = tp.Callee.ListenUDP(netip.AddrPortFrom(famB.Callee, calleePort)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.calleeC.Close() })
-	announced, err := tp.Callee.ListenUDP(netip.AddrPortFrom(fam.Callee, calleeAnnounced))
+	announced, err := tp.Callee.ListenUDP(netip.AddrPortFrom(famB.Callee, calleeAnnounced))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +296,7 @@ func setupCall(t *testing.T, tp *netns.Topo, c *child, id string, fam netns.Addr
 	}
 	back.check(t, "B→A, to A's latched source", 0, 1)
 	waitFlows(t, c, id, func(fs []relay.FlowInfo) bool {
-		return latched(fs, relay.SideA) && latched(fs, relay.SideB) && dstIs(fs, relay.SideA, netip.AddrPortFrom(fam.Callee, calleePort))
+		return latched(fs, relay.SideA) && latched(fs, relay.SideB) && dstIs(fs, relay.SideA, netip.AddrPortFrom(famB.Callee, calleePort))
 	})
 	return cl
 }
@@ -386,126 +396,143 @@ func csumErrors(t *testing.T, ns *netns.NS) uint64 {
 
 func TestRelayEndToEnd(t *testing.T) {
 	requireTools(t)
-	const packets = 1000
 	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
 		for _, fam := range []netns.Addrs{netns.V4, netns.V6} {
-			t.Run(mode+"/"+fam.Name, func(t *testing.T) {
-				tp := netns.New(t, netns.Config{Prefix: nsPrefix})
-				kernel := mode != Userspace
-				if mode == XDP || mode == XDPGeneric {
-					var pass netns.Pass
-					if mode == XDP {
-						pass = PeerPass
-					}
-					tp.PrepareXDP(t, pass)
-				}
-				c, err := startChild(t, tp.Relay, stackConfig(mode, pinPath(t), 30*time.Second))
-				if err != nil {
-					t.Fatalf("open %s stack: %v", mode, err)
-				}
-				if c.ready.Path != mode || c.ready.Kernel != kernel {
-					t.Fatalf("stack runs %q (kernel %v), want %q", c.ready.Path, c.ready.Kernel, mode)
-				}
-				csumCaller, csumCallee := csumErrors(t, tp.Caller), csumErrors(t, tp.Callee)
-
-				cl := setupCall(t, tp, c, "e2e", fam)
-				capCaller, err := tp.Caller.CaptureUDP(netns.CallerIf, callerPort)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer capCaller.Stop()
-				capCallee, err := tp.Callee.CaptureUDP(netns.CalleeIf, calleePort)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer capCallee.Stop()
-				cl.stream(t, 1, 1+packets, 1000, nil)
-				for _, cp := range []struct {
-					name string
-					res  netns.CaptureResult
-				}{{"caller", capCaller.Stop()}, {"callee", capCallee.Stop()}} {
-					r := cp.res
-					t.Logf("checksums at the %s: %d full, %d partial, %d bad", cp.name, r.Full, r.Partial, r.Bad)
-					if r.Bad != 0 {
-						t.Errorf("%s received %d packets with a wrong UDP checksum (first: %s)", cp.name, r.Bad, r.FirstBad)
-					}
-					if r.Full+r.Partial != packets {
-						t.Errorf("%s: capture saw %d good packets, want %d", cp.name, r.Full+r.Partial, packets)
-					}
-					if (mode == XDP || mode == XDPGeneric) && r.Partial != 0 {
-						t.Errorf("%s: %d partial checksums with tx offload off", cp.name, r.Partial)
-					}
-					if mode == TC && r.Partial == 0 {
-						t.Errorf("%s: tc run saw no CHECKSUM_PARTIAL packets: the case tc must handle was not exercised", cp.name)
-					}
-				}
-
-				want := relay.PathUserspace
-				if kernel {
-					want = relay.PathKernel
-				}
-				fs := callFlows(c.flows(), "e2e")
-				if len(fs) != 2 {
-					t.Fatalf("flows %+v, want the two RTP directions (rtcp-mux)", fs)
-				}
-				for _, f := range fs {
-					if f.Path != want || f.State != relay.StateActive {
-						t.Errorf("flow %s (side %s) on %s, %s; want %s, active", f.Local, f.Side, f.Path, f.State, want)
-					}
-					if f.Packets != 1+packets || f.Bytes != (1+packets)*172 {
-						t.Errorf("flow %s counted %d packets, %d bytes; want %d, %d",
-							f.Local, f.Packets, f.Bytes, 1+packets, (1+packets)*172)
-					}
-				}
-				st := c.stats()
-				if got := st.KernelPackets + st.UserspacePackets; got != 2*(1+packets) {
-					t.Errorf("engine counted %d kernel + %d userspace packets, want %d in all",
-						st.KernelPackets, st.UserspacePackets, 2*(1+packets))
-				}
-				if kernel {
-					// Only the two latching packets needed userspace.
-					if st.KernelPackets != 2*packets || st.UserspacePackets != 2 {
-						t.Errorf("kernel forwarded %d, userspace %d; want %d and 2",
-							st.KernelPackets, st.UserspacePackets, 2*packets)
-					}
-					t.Logf("kernel counters: %v", st.KernelCounters)
-					// The two latching packets are the only learning passes;
-					// the pinned maps are this test's own, so the counters
-					// start at zero.
-					kc := st.KernelCounters
-					if kc["learning"] != 2 || kc["redirect"] != 2*packets {
-						t.Errorf("kernel counted %d learning passes and %d redirects, want 2 and %d",
-							kc["learning"], kc["redirect"], 2*packets)
-					}
-					for _, name := range []string{"no_flow", "wrong_source", "fib", "aborted", "no_egress"} {
-						if kc[name] != 0 {
-							t.Errorf("kernel counter %s = %d, want 0", name, kc[name])
-						}
-					}
-				} else if st.KernelPackets != 0 {
-					t.Errorf("userspace stack counted %d kernel packets", st.KernelPackets)
-				}
-				// Weaker than the capture (a veth receiver trusts partial
-				// and veth-marked checksums), but it is what a real
-				// endpoint's stack would count.
-				if d := csumErrors(t, tp.Caller) - csumCaller; d != 0 {
-					t.Errorf("caller namespace counted %d UDP checksum errors", d)
-				}
-				if d := csumErrors(t, tp.Callee) - csumCallee; d != 0 {
-					t.Errorf("callee namespace counted %d UDP checksum errors", d)
-				}
-
-				c.must(request{Op: "delete", Call: "e2e"}, nil)
-				if ks := c.kernelFlows(); len(ks) != 0 {
-					t.Errorf("kernel map holds %v after DeleteSession", ks)
-				}
-				if n := c.stats().UserspaceSockets; n != 0 {
-					t.Errorf("userspace relay holds %d sockets after DeleteSession", n)
-				}
-				c.close()
-			})
+			t.Run(mode+"/"+fam.Name, func(t *testing.T) { endToEnd(t, mode, fam, fam) })
 		}
 	}
+}
+
+// TestRelayCrossFamily is a call between a caller on IPv4 and a callee on
+// IPv6, the relay holding an address of each family: RTP each way is
+// translated between IPv4 and IPv6 by the tc, generic and native XDP
+// programs, and by the userspace relay's sockets, and arrives with checksums the
+// receivers verify (the capture recomputes each one).
+func TestRelayCrossFamily(t *testing.T) {
+	requireTools(t)
+	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
+		t.Run(mode, func(t *testing.T) { endToEnd(t, mode, netns.V4, netns.V6) })
+	}
+}
+
+// endToEnd relays a call with the caller on famA and the callee on famB
+// through the stack on mode, and checks every packet, the checksums at both
+// ends, the path each flow took and the counters.
+func endToEnd(t *testing.T, mode string, famA, famB netns.Addrs) {
+	const packets = 1000
+	tp := netns.New(t, netns.Config{Prefix: nsPrefix})
+	kernel := mode != Userspace
+	if mode == XDP || mode == XDPGeneric {
+		var pass netns.Pass
+		if mode == XDP {
+			pass = PeerPass
+		}
+		tp.PrepareXDP(t, pass)
+	}
+	c, err := startChild(t, tp.Relay, stackConfig(mode, pinPath(t), 30*time.Second))
+	if err != nil {
+		t.Fatalf("open %s stack: %v", mode, err)
+	}
+	if c.ready.Path != mode || c.ready.Kernel != kernel {
+		t.Fatalf("stack runs %q (kernel %v), want %q", c.ready.Path, c.ready.Kernel, mode)
+	}
+	csumCaller, csumCallee := csumErrors(t, tp.Caller), csumErrors(t, tp.Callee)
+
+	cl := setupCallFamilies(t, tp, c, "e2e", famA, famB)
+	capCaller, err := tp.Caller.CaptureUDP(netns.CallerIf, callerPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capCaller.Stop()
+	capCallee, err := tp.Callee.CaptureUDP(netns.CalleeIf, calleePort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capCallee.Stop()
+	cl.stream(t, 1, 1+packets, 1000, nil)
+	for _, cp := range []struct {
+		name string
+		res  netns.CaptureResult
+	}{{"caller", capCaller.Stop()}, {"callee", capCallee.Stop()}} {
+		r := cp.res
+		t.Logf("checksums at the %s: %d full, %d partial, %d bad", cp.name, r.Full, r.Partial, r.Bad)
+		if r.Bad != 0 {
+			t.Errorf("%s received %d packets with a wrong UDP checksum (first: %s)", cp.name, r.Bad, r.FirstBad)
+		}
+		if r.Full+r.Partial != packets {
+			t.Errorf("%s: capture saw %d good packets, want %d", cp.name, r.Full+r.Partial, packets)
+		}
+		if (mode == XDP || mode == XDPGeneric) && r.Partial != 0 {
+			t.Errorf("%s: %d partial checksums with tx offload off", cp.name, r.Partial)
+		}
+		if mode == TC && r.Partial == 0 {
+			t.Errorf("%s: tc run saw no CHECKSUM_PARTIAL packets: the case tc must handle was not exercised", cp.name)
+		}
+	}
+
+	want := relay.PathUserspace
+	if kernel {
+		want = relay.PathKernel
+	}
+	fs := callFlows(c.flows(), "e2e")
+	if len(fs) != 2 {
+		t.Fatalf("flows %+v, want the two RTP directions (rtcp-mux)", fs)
+	}
+	for _, f := range fs {
+		if f.Path != want || f.State != relay.StateActive {
+			t.Errorf("flow %s (side %s) on %s, %s; want %s, active", f.Local, f.Side, f.Path, f.State, want)
+		}
+		if f.Packets != 1+packets || f.Bytes != (1+packets)*172 {
+			t.Errorf("flow %s counted %d packets, %d bytes; want %d, %d",
+				f.Local, f.Packets, f.Bytes, 1+packets, (1+packets)*172)
+		}
+	}
+	st := c.stats()
+	if got := st.KernelPackets + st.UserspacePackets; got != 2*(1+packets) {
+		t.Errorf("engine counted %d kernel + %d userspace packets, want %d in all",
+			st.KernelPackets, st.UserspacePackets, 2*(1+packets))
+	}
+	if kernel {
+		// Only the two latching packets needed userspace.
+		if st.KernelPackets != 2*packets || st.UserspacePackets != 2 {
+			t.Errorf("kernel forwarded %d, userspace %d; want %d and 2",
+				st.KernelPackets, st.UserspacePackets, 2*packets)
+		}
+		t.Logf("kernel counters: %v", st.KernelCounters)
+		// The two latching packets are the only learning passes;
+		// the pinned maps are this test's own, so the counters
+		// start at zero.
+		kc := st.KernelCounters
+		if kc["learning"] != 2 || kc["redirect"] != 2*packets {
+			t.Errorf("kernel counted %d learning passes and %d redirects, want 2 and %d",
+				kc["learning"], kc["redirect"], 2*packets)
+		}
+		for _, name := range []string{"no_flow", "wrong_source", "fib", "aborted", "no_egress"} {
+			if kc[name] != 0 {
+				t.Errorf("kernel counter %s = %d, want 0", name, kc[name])
+			}
+		}
+	} else if st.KernelPackets != 0 {
+		t.Errorf("userspace stack counted %d kernel packets", st.KernelPackets)
+	}
+	// Weaker than the capture (a veth receiver trusts partial
+	// and veth-marked checksums), but it is what a real
+	// endpoint's stack would count.
+	if d := csumErrors(t, tp.Caller) - csumCaller; d != 0 {
+		t.Errorf("caller namespace counted %d UDP checksum errors", d)
+	}
+	if d := csumErrors(t, tp.Callee) - csumCallee; d != 0 {
+		t.Errorf("callee namespace counted %d UDP checksum errors", d)
+	}
+
+	c.must(request{Op: "delete", Call: "e2e"}, nil)
+	if ks := c.kernelFlows(); len(ks) != 0 {
+		t.Errorf("kernel map holds %v after DeleteSession", ks)
+	}
+	if n := c.stats().UserspaceSockets; n != 0 {
+		t.Errorf("userspace relay holds %d sockets after DeleteSession", n)
+	}
+	c.close()
 }
 
 // With eBPF unusable (here: an interface that does not exist), Auto falls

@@ -147,3 +147,19 @@ type Datapath interface {
 	Stats(k FlowKey) (FlowStats, error) // ErrFlowNotFound if absent
 	Close() error
 }
+
+// CrossFamilyPath is implemented by a Datapath that may relay a flow whose
+// Out and Dst are of the other address family than its Key: an IPv4 leg
+// and an IPv6 leg of one stream. The userspace relay always can (its
+// sockets send in either family); the kernel programs can when they were
+// loaded with the translation (bpf.Kernel). A datapath that does not
+// implement it is not asked to.
+type CrossFamilyPath interface {
+	CrossFamily() bool
+}
+
+// crossFamily reports whether dp relays flows between families.
+func crossFamily(dp Datapath) bool {
+	c, ok := dp.(CrossFamilyPath)
+	return ok && c.CrossFamily()
+}

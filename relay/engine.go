@@ -242,6 +242,9 @@ type Engine struct {
 	kernel       KernelPath // nil without eBPF
 	slow         SlowPath
 	kernelReason string
+	// kernelCrossFamily: the kernel path relays flows between IPv4 and
+	// IPv6 legs (CrossFamilyPath); fixed when the engine is made.
+	kernelCrossFamily bool
 
 	latchq     chan LatchEvent
 	latchDrops atomic.Uint64
@@ -333,6 +336,7 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		cert:         cert,
 		failq:        make(chan legFailure, 256),
 	}
+	e.kernelCrossFamily = kernel != nil && crossFamily(kernel)
 	// One local address may serve several logical interfaces (rtpengine's
 	// interface= naming one address twice, advertised differently): they
 	// share one port pool, so a port is never handed out twice.

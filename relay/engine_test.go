@@ -297,7 +297,7 @@ func TestKernelRefusalStaysInUserspace(t *testing.T) {
 		wantErr string
 		wantTry bool // the kernel is asked at all
 	}{
-		{name: "cross-family legs", a: LegSpec{Family: IPv4}, b: LegSpec{Family: IPv6},
+		{name: "cross-family legs, kernel without the translation", a: LegSpec{Family: IPv4}, b: LegSpec{Family: IPv6},
 			wantErr: "cross-family", wantTry: false},
 		{name: "unsupported", a: def, b: def, refuse: ErrUnsupportedFlow,
 			wantErr: ErrUnsupportedFlow.Error(), wantTry: true},
@@ -334,6 +334,40 @@ func TestKernelRefusalStaysInUserspace(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A kernel path that translates between families (CrossFamilyPath) takes
+// a stream with an IPv4 leg and an IPv6 leg like any other: both
+// directions are locked in the kernel and handed off from userspace.
+func TestCrossFamilyInKernel(t *testing.T) {
+	h := newHarnessKernel(t, true, true, nil)
+	p := h.call(t, "c", LegSpec{Family: IPv4}, LegSpec{Family: IPv6})
+	if !p.A.Local.Is4() || !p.B.Local.Is6() {
+		t.Fatalf("legs on %v and %v, want IPv4 and IPv6", p.A.Local, p.B.Local)
+	}
+	h.setPeer(t, "c", SideA, "203.0.113.10:5000", false)
+	h.setPeer(t, "c", SideB, "[2001:db8:f::20]:6000", false)
+	aRTP, bRTP := ap(p.A.Local, p.A.RTP), ap(p.B.Local, p.B.RTP)
+	h.e.lock(aRTP, netip.MustParseAddrPort("203.0.113.10:5000"))
+	h.e.lock(bRTP, netip.MustParseAddrPort("[2001:db8:f::20]:6000"))
+	h.step(5 * h.cfg.HandoffDelay)
+	for _, k := range []netip.AddrPort{aRTP, bRTP} {
+		f, ok := h.k.flow(k)
+		if !ok || f.Learning {
+			t.Fatalf("kernel flow %v = %+v, %v; want installed and locked", k, f, ok)
+		}
+		if f.Key.Local.Addr().Is4() == f.Out.Addr().Is4() {
+			t.Errorf("kernel flow %v leaves by %v: want the other family", k, f.Out)
+		}
+		if _, ok := h.s.flow(k); ok {
+			t.Errorf("userspace still holds %v after the handoff", k)
+		}
+	}
+	for _, fi := range h.e.Flows() {
+		if fi.Component == "rtp" && (fi.Path != PathKernel || fi.KernelError != "") {
+			t.Errorf("flow %+v: want the kernel path, no kernel error", fi)
+		}
 	}
 }
 

@@ -174,6 +174,18 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // newHarness builds an engine on fakes. mod may change the config.
 func newHarness(t *testing.T, withKernel bool, mod func(*Config)) *harness {
 	t.Helper()
+	return newHarnessKernel(t, withKernel, false, mod)
+}
+
+// crossKernel is a fake kernel whose programs translate between families.
+type crossKernel struct{ fakeKernel }
+
+func (crossKernel) CrossFamily() bool { return true }
+
+// newHarnessKernel is newHarness with a kernel that relays flows between
+// IPv4 and IPv6 when crossFamily is set.
+func newHarnessKernel(t *testing.T, withKernel, crossFamily bool, mod func(*Config)) *harness {
+	t.Helper()
 	h := &harness{s: newFakePath("userspace"), clk: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	h.cfg = Config{
 		Addresses:    testAddresses(),
@@ -190,6 +202,9 @@ func newHarness(t *testing.T, withKernel bool, mod func(*Config)) *harness {
 	if withKernel {
 		h.k = newFakePath("xdp")
 		kp = fakeKernel{h.k}
+		if crossFamily {
+			kp = crossKernel{fakeKernel{h.k}}
+		}
 	}
 	h.slow = fakeSlow{h.s}
 	e, err := NewEngine(h.cfg, kp, h.slow, "no CAP_BPF")

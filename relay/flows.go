@@ -155,9 +155,9 @@ func (e *Engine) sync(d *dir) error {
 				e.retire(e.kernel, k, &d.retiredKern)
 				d.inKern = false
 			}
-		} else if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() {
-			// The kernel rewrites headers in place; it cannot turn IPv4
-			// into IPv6. Not worth a syscall to be told so.
+		} else if want.Key.Local.Addr().Is4() != want.Out.Addr().Is4() && !e.kernelCrossFamily {
+			// Programs loaded without the IPv4<->IPv6 translation would
+			// refuse it. Not worth a syscall to be told so.
 			d.kernErr = "cross-family legs"
 			if d.inKern {
 				e.retire(e.kernel, k, &d.retiredKern)

@@ -136,10 +136,6 @@ func (r *Relay) Upsert(f relay.Flow) error {
 // costs the hot path nothing. Called with r.mu held, which guards
 // port.tos.
 func (r *Relay) setTOS(f relay.Flow) error {
-	want := 0 // the default of a new socket
-	if f.TOS.Set {
-		want = int(f.TOS.Value)
-	}
 	for _, a := range []netip.AddrPort{f.Out, f.RTCPOut} {
 		if !a.IsValid() {
 			continue
@@ -147,12 +143,12 @@ func (r *Relay) setTOS(f relay.Flow) error {
 		r.table.mu.RLock()
 		p := r.table.ports[normalize(a)]
 		r.table.mu.RUnlock()
-		if p == nil || p.fd < 0 || p.tos == want {
+		if p == nil || p.fd < 0 {
 			continue
 		}
-		lvl, opt := unix.IPPROTO_IP, unix.IP_TOS
-		if !p.addr.Addr().Is4() {
-			lvl, opt = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+		lvl, opt, want := tosOption(p.addr, f.TOS)
+		if p.tos == want {
+			continue
 		}
 		if err := unix.SetsockoptInt(p.fd, lvl, opt, want); err != nil {
 			return fmt.Errorf("upsert %s: set tos %s on %s: %w", f.Key, f.TOS, p.addr, err)
@@ -160,6 +156,20 @@ func (r *Relay) setTOS(f relay.Flow) error {
 		p.tos = want
 	}
 	return nil
+}
+
+// tosOption is the socket option that gives datagrams sent from out the
+// TOS t: out's family decides, not the flow's key, so a flow between
+// families sets IPV6_TCLASS on an IPv6 socket and IP_TOS on an IPv4 one.
+// Unset, the value is a new socket's default, 0.
+func tosOption(out netip.AddrPort, t relay.TOS) (level, opt, value int) {
+	if t.Set {
+		value = int(t.Value)
+	}
+	if out.Addr().Unmap().Is4() {
+		return unix.IPPROTO_IP, unix.IP_TOS, value
+	}
+	return unix.IPPROTO_IPV6, unix.IPV6_TCLASS, value
 }
 
 // Delete removes one direction and closes the sockets no flow uses any

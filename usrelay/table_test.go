@@ -8,6 +8,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"sipxdp/relay"
 	"sipxdp/relay/relaytest"
 )
@@ -80,6 +82,7 @@ func TestFixtures(t *testing.T) {
 				if !bytes.Equal(in.Payload, want.Payload) {
 					t.Fatalf("fixture payload changed in flight")
 				}
+				checkTOS(t, c.Flows, in.Dst, d.Out, want)
 			}
 
 			// Fresh flows: the Process run above may have latched.
@@ -111,6 +114,29 @@ func TestFixtures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkTOS checks the header byte a flow with a TOS sends with: the kernel
+// writes it into the frame, userspace sets it on the socket it sends from
+// (Relay.setTOS), whose family may be the other one than the key's. Without
+// a TOS the kernel keeps the packet's and a socket sends its default, so
+// only flows with one are compared.
+func checkTOS(t *testing.T, flows []relay.Flow, key, out netip.AddrPort, want relaytest.Frame) {
+	t.Helper()
+	for _, f := range flows {
+		if f.Key.Local != key || !f.TOS.Set {
+			continue
+		}
+		lvl, opt, v := tosOption(out, f.TOS)
+		wantLvl, wantOpt := unix.IPPROTO_IP, unix.IP_TOS
+		if want.Src.Addr().Is6() {
+			wantLvl, wantOpt = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+		}
+		if lvl != wantLvl || opt != wantOpt || v != int(want.TOS) {
+			t.Fatalf("socket option for %s: level %d opt %d value %#x, want level %d opt %d value %#x",
+				out, lvl, opt, v, wantLvl, wantOpt, want.TOS)
+		}
 	}
 }
 

@@ -60,17 +60,19 @@ func (p *phone) recvTOS(t *testing.T) uint8 {
 
 // Flow.TOS (rtpengine's TOS) is what the relay's datagrams carry, per
 // call: each relay port's socket is the call's alone. Unset, the socket
-// goes back to its default, 0.
+// goes back to its default, 0. Between families, each leg's socket gets
+// its own family's option (IP_TOS toward A on IPv4, IPV6_TCLASS toward B
+// on IPv6), so the TOS holds across the translation as in the kernel.
 func TestRelayTOS(t *testing.T) {
-	for _, ip := range []string{"127.0.0.1", "::1"} {
-		t.Run(ip, func(t *testing.T) {
+	for _, ips := range [][2]string{{"127.0.0.1", "127.0.0.1"}, {"::1", "::1"}, {"127.0.0.1", "::1"}} {
+		t.Run(ips[0]+"-"+ips[1], func(t *testing.T) {
 			r, err := New(Config{Workers: 1, Batch: 8})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			a, b := tosPhone(t, ip), tosPhone(t, ip)
-			rtpA, rtpB := freePort(t, ip), freePort(t, ip)
+			a, b := tosPhone(t, ips[0]), tosPhone(t, ips[1])
+			rtpA, rtpB := freePort(t, ips[0]), freePort(t, ips[1])
 			ab := relay.Flow{Key: relay.FlowKey{Local: rtpA}, Peer: a.addr, Out: rtpB, Dst: b.addr}
 			ba := relay.Flow{Key: relay.FlowKey{Local: rtpB}, Peer: b.addr, Out: rtpA, Dst: a.addr}
 			pkt := relaytest.RTPPayload(1, 160)
