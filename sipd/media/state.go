@@ -38,6 +38,10 @@ type savedCall struct {
 	// DTLS associations live in memory only, so the call's media cannot
 	// resume after a restart.
 	Bridged bool `json:"bridged,omitempty"`
+	// Base is the relay stream index of m-line 0 (fork.go): not 0 when
+	// the call's oldest branch went and a later one took its place.
+	// Only that branch is saved.
+	Base int `json:"base,omitempty"`
 }
 
 type savedStream struct {
@@ -68,7 +72,7 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 		return nil, false
 	}
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created}
+		Kinds: cl.kinds, Created: cl.created, Base: cl.base}
 	for _, ss := range cl.sec {
 		sc.Bridged = sc.Bridged || ss.bridged()
 	}
@@ -107,7 +111,7 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	}
 	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}}
+		announced: map[int][2]announcement{}, base: sc.Base}
 	var err error
 	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
 		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)
@@ -129,7 +133,7 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 			a := st.Peers[s]
 			legs[s] = relay.RestoreLeg{Ports: st.Ports[s], Set: a.Set, RTP: a.RTP, RTCP: a.RTCP, Mux: a.Mux}
 		}
-		if err := c.cfg.Engine.RestoreStream(callID, st.Index, legs, since); err != nil {
+		if err := c.cfg.Engine.RestoreStream(callID, sc.Base+st.Index, legs, since); err != nil {
 			c.cfg.Engine.DeleteSession(callID)
 			return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
 		}

@@ -64,6 +64,25 @@ type Options struct {
 	// Family, when not relay.FamilyAny, is the family of the relay leg
 	// the receiver is given (rtpengine's address-family).
 	Family relay.Family
+
+	// Which branch of a forked call an offer or answer is for (fork.go):
+	// ViaBranch is rtpengine's via-branch, ToTag an offer's to-tag (a
+	// re-INVITE's).
+	ViaBranch, ToTag string
+}
+
+func (o *Options) viaBranch() string {
+	if o == nil {
+		return ""
+	}
+	return o.ViaBranch
+}
+
+func (o *Options) toTag() string {
+	if o == nil {
+		return ""
+	}
+	return o.ToTag
 }
 
 func (o *Options) mux(s string) bool {
