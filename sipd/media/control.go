@@ -139,13 +139,16 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr, 
 
 // Answer handles an SDP answer: fromTag and toTag are those of the SIP
 // reply, so the answering party is toTag's. An answer to the caller's
-// offer (fromTag is the caller's) goes to the branch toTag already
-// answered, else to the one offered with o's via-branch, else to the
-// oldest branch; there toTag becomes side B, and a branch that had
-// another tag keeps it as an alias: the relay follows the branch that
-// answered last, as a 2xx comes after any other fork's early media
-// (rtpengine's call_get_dialogue). An answer whose toTag is the caller's
-// answers a re-offer from a branch's callee.
+// offer (fromTag is the caller's) goes to the branch offered with o's
+// via-branch, else to the one toTag already answered, else to the oldest
+// branch; there toTag becomes side B, and a branch that had another tag
+// keeps it as an alias: the relay follows the branch that answered last,
+// as a 2xx comes after any other fork's early media (rtpengine's
+// call_get_dialogue). rtpengine looks the to-tag up before the
+// via-branch; taking a known via-branch first lets the two passes of a
+// spiral, which answer with the same to-tag, each reach their own
+// branch. An answer whose toTag is the caller's answers a re-offer from
+// a branch's callee.
 func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig netip.Addr, o *Options) ([]byte, error) {
 	now := time.Now()
 	c.mu.Lock()
@@ -161,9 +164,9 @@ func (c *Controller) Answer(callID, fromTag, toTag string, body []byte, sig neti
 		cl, side = root.byTag(fromTag), relay.SideA
 	case fromTag == root.callerTag:
 		side = relay.SideB
-		cl = root.byTag(toTag)
+		cl = root.byVia(o.viaBranch())
 		if cl == nil {
-			cl = root.byVia(o.viaBranch())
+			cl = root.byTag(toTag)
 		}
 		if cl == nil {
 			cl = root

@@ -151,24 +151,27 @@ type Deleted struct {
 	// session's final statistics.
 	Whole bool
 	Stats relay.SessionInfo
-	// Branch is the branch that went when not Whole.
-	Branch BranchInfo
+	// Branches are the branches that went when not Whole.
+	Branches []BranchInfo
 }
 
 // target finds what ref deletes of the call root, as rtpengine's
 // call_delete_branch does, with the relay's model of a call: the
 // caller's side is one, each branch a callee's side. Deleting the
 // caller's side deletes every branch with it (each is left without a
-// peer); deleting a branch leaves the others, and deleting the last one
-// deletes the call. ok is false when ref names nothing of the call.
-func (root *call) target(ref BranchRef) (br *call, whole, ok bool) {
-	one := func(b *call) (*call, bool, bool) { return b, len(root.forks) == 0, true }
+// peer); deleting branches leaves the others, and deleting the last one
+// deletes the call. A tag names every branch answered with it (the two
+// passes of a spiral answer with the same tag). ok is false when ref
+// names nothing of the call.
+func (root *call) target(ref BranchRef) (brs []*call, whole, ok bool) {
+	all := root.branches()
+	some := func(bs []*call) ([]*call, bool, bool) { return bs, len(bs) == len(all), len(bs) > 0 }
 	if ref.FromTag == "" {
-		return nil, true, true
+		return all, true, true
 	}
 	if ref.ToTag == "" {
 		if b := root.byVia(ref.ViaBranch); b != nil {
-			return one(b)
+			return some([]*call{b})
 		}
 	}
 	tag := ref.FromTag
@@ -176,18 +179,18 @@ func (root *call) target(ref BranchRef) (br *call, whole, ok bool) {
 		tag = ref.ToTag
 	}
 	if tag == root.callerTag {
-		return nil, true, true
+		return all, true, true
 	}
-	if b := root.byTag(tag); b != nil {
-		return one(b)
+	if bs := slices.DeleteFunc(slices.Clone(all), func(b *call) bool { return !b.hasTag(tag) }); len(bs) > 0 {
+		return some(bs)
 	}
 	if b := root.byVia(ref.ViaBranch); b != nil {
-		return one(b)
+		return some([]*call{b})
 	}
 	// rtpengine's "last resort": an unknown to-tag with the caller's
 	// from-tag while the call's one branch has not answered.
-	if ref.ToTag != "" && ref.FromTag == root.callerTag && len(root.forks) == 0 && root.lockedTag == "" {
-		return nil, true, true
+	if ref.ToTag != "" && ref.FromTag == root.callerTag && len(all) == 1 && root.lockedTag == "" {
+		return all, true, true
 	}
 	return nil, false, false
 }
@@ -215,7 +218,7 @@ func (c *Controller) DeleteBranch(callID string, ref BranchRef, reason string) (
 	if !ok {
 		return Deleted{}, false
 	}
-	br, whole, ok := root.target(ref)
+	brs, whole, ok := root.target(ref)
 	if !ok {
 		return Deleted{}, false
 	}
@@ -225,10 +228,12 @@ func (c *Controller) DeleteBranch(callID string, ref BranchRef, reason string) (
 		return d, true
 	}
 	for i, b := range root.branches() {
-		if b == br {
-			d.Branch = d.Info.Branches[i]
+		if slices.Contains(brs, b) {
+			d.Branches = append(d.Branches, d.Info.Branches[i])
 		}
 	}
-	c.dropBranch(callID, root, br, reason)
+	for _, b := range brs {
+		c.dropBranch(callID, c.calls[callID], b, reason)
+	}
 	return d, true
 }

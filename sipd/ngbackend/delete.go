@@ -96,7 +96,9 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 		return ng.CallStats{}, nil
 	}
 	if !whole {
-		b.log.Debug("ng: branch deleted", "call_id", r.CallID, "tag", d.Branch.Tag, "via_branch", d.Branch.ViaBranch)
+		for _, br := range d.Branches {
+			b.log.Debug("ng: branch deleted", "call_id", r.CallID, "tag", br.Tag, "via_branch", br.ViaBranch)
+		}
 		return stats, nil
 	}
 	// The final statistics count a leg's RTP and RTCP together (no
