@@ -210,24 +210,31 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 // ns, and sends every INVITE on to uas.
 func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas netip.AddrPort) {
 	t.Helper()
-	tmpl, err := os.ReadFile(testdata(t, "kamailio.cfg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := string(tmpl)
-	for _, r := range [][2]string{
+	startKamailioConfig(t, ns, dir, bin, "kamailio.cfg", sip, [][2]string{
 		{"{{SIP}}", sip.String()},
 		{"{{NG}}", socks},
 		{"{{UAS}}", uas.String()},
 		{"{{FLAGS}}", rtpengineFlags},
-	} {
+	})
+}
+
+// startKamailioConfig is startKamailio with the config testdata/name,
+// its placeholders replaced as repl says.
+func startKamailioConfig(t *testing.T, ns *netNS, dir, bin, name string, sip netip.AddrPort, repl [][2]string) {
+	t.Helper()
+	tmpl, err := os.ReadFile(testdata(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(tmpl)
+	for _, r := range repl {
 		if !strings.Contains(cfg, r[0]) {
-			t.Fatalf("kamailio.cfg has no %s", r[0])
+			t.Fatalf("%s has no %s", name, r[0])
 		}
 		cfg = strings.ReplaceAll(cfg, r[0], r[1])
 	}
 	if i := strings.Index(cfg, "{{"); i >= 0 {
-		t.Fatalf("kamailio.cfg: placeholder left: %.20s", cfg[i:])
+		t.Fatalf("%s: placeholder left: %.20s", name, cfg[i:])
 	}
 	path := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -429,10 +436,12 @@ func exchange(t *testing.T, caller, callee *net.UDPConn, callerSends, calleeSend
 // test reads; decoded here so the test does not depend on sipd's packages.
 type flowJSON struct {
 	CallID      string `json:"call_id"`
+	Stream      int    `json:"stream"`
 	Leg         string `json:"leg"`
 	Component   string `json:"component"`
 	Local       string `json:"local"`
 	Dst         string `json:"dst"`
+	Peer        string `json:"peer"`
 	Path        string `json:"path"`
 	State       string `json:"state"`
 	KernelError string `json:"kernel_error"`
