@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"sipxdp/ng"
 	"sipxdp/sipd/media"
@@ -76,6 +77,10 @@ func TestForks(t *testing.T) {
 		{name: "offer Message: without via-branch an offer stays on the oldest branch, as before forks",
 			steps: []step{{cmd: offer(""), port: 40002}, {cmd: offer(""), port: 40002}},
 			kept:  true},
+		{name: "offer Message, to-tag: the caller's re-INVITE (a new via-branch, the to-tag of a branch) stays on that branch (call.c call_get_dialogue)",
+			steps: with(step{cmd: map[string]any{"command": "offer", "call-id": "c1", "from-tag": "a", "to-tag": "t2",
+				"via-branch": "reinvite", "sdp": string(sdp("192.0.2.10", 10002))}, port: 40102}),
+			kept: true, tags: []string{"a", "t1", "t2"}},
 		{name: "answer Message, via-branch: each fork's answer (183 early media) reaches its own branch (call.c call_get_dialogue)",
 			steps: forked, kept: true, tags: []string{"a", "t1", "t2"}},
 		{name: "answer Message: an answer without via-branch and an unknown to-tag goes to the oldest branch",
@@ -241,5 +246,35 @@ func TestForkQueryStreams(t *testing.T) {
 			t.Errorf("tag %s: media %d %s, local %d, peer %v, in dialogue with %q; want 1 audio, %d, %s, %q",
 				ts.Tag, m.Index, m.Type, ss.LocalPort, ss.Advertised, ts.InDialogueWith, w.local, w.peer, w.dialogue)
 		}
+	}
+}
+
+// TestForkDeleteDelay: a branch's delete with delete-delay (NG control
+// protocol documentation, "delete Message": "Call/branch will be
+// deleted" after the delay) answers at once and, when it fires, removes
+// that branch alone.
+func TestForkDeleteDelay(t *testing.T) {
+	b, f := newBackend()
+	var fire []func()
+	b.delays.after = func(_ time.Duration, fn func()) *time.Timer {
+		fire = append(fire, fn)
+		return time.AfterFunc(time.Hour, func() {})
+	}
+	s := ng.NewServer(b, ng.Options{})
+	for i, cmd := range []map[string]any{
+		{"command": "offer", "call-id": "c1", "from-tag": "a", "via-branch": "b1", "sdp": string(sdp("192.0.2.10", 10000))},
+		{"command": "offer", "call-id": "c1", "from-tag": "a", "via-branch": "b2", "sdp": string(sdp("192.0.2.10", 10000))},
+		{"command": "delete", "call-id": "c1", "from-tag": "a", "via-branch": "b2", "delete delay": int64(5)},
+	} {
+		if rep := roundTrip(t, s, fmt.Sprint("s", i), cmd); rep["result"] != "ok" || rep["warning"] != nil {
+			t.Fatalf("%v: %v", cmd["command"], rep)
+		}
+	}
+	if len(fire) != 1 || len(f.removed) != 0 {
+		t.Fatalf("%d deletes scheduled, streams removed %v: want one scheduled, none removed yet", len(fire), f.removed)
+	}
+	fire[0]()
+	if !slices.Equal(f.removed, []int{1 << 16}) || len(b.List(0)) != 1 {
+		t.Errorf("after the delay: streams removed %v, calls %v; want branch 2's stream, the call kept", f.removed, b.List(0))
 	}
 }
