@@ -222,7 +222,10 @@ func startKamailio(t *testing.T, ns *netNS, dir, bin, socks string, sip, uas net
 // its placeholders replaced as repl says.
 func startKamailioConfig(t *testing.T, ns *netNS, dir, bin, name string, sip netip.AddrPort, repl [][2]string) {
 	t.Helper()
-	tmpl, err := os.ReadFile(testdata(t, name))
+	if !filepath.IsAbs(name) {
+		name = testdata(t, name)
+	}
+	tmpl, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
