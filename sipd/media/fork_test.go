@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"sipxdp/relay"
 )
@@ -104,4 +105,81 @@ func TestForkSetupFailure(t *testing.T) {
 	if _, ok := f.ports(cid, 0); !ok {
 		t.Error("branch 1's stream went with the failed branch")
 	}
+}
+
+// TestForkRestore: State keeps every branch of a forked call (a standby
+// of ng.redis, or a restart, gets them all back at their relay indexes,
+// found by via-branch and tag as before); a record of more branches than
+// the bound is refused.
+func TestForkRestore(t *testing.T) {
+	c, f := newCtl(ModeAll)
+	offer := []byte(sdp("192.0.2.10", 1, audio(10000)))
+	for _, via := range []string{"b1", "b2"} {
+		if _, err := c.Offer(cid, callerTag, offer, netip.Addr{}, &Options{ViaBranch: via}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Answer(cid, callerTag, "t2", []byte(sdp("192.0.2.22", 1, audio(22000))), netip.Addr{}, &Options{ViaBranch: "b2"}); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := f.ports(cid, branchStride)
+	state, ok := c.State(cid)
+	if !ok {
+		t.Fatal("no state")
+	}
+	c2, f2 := newCtl(ModeAll)
+	if err := c2.Restore(cid, state, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []int{0, branchStride} {
+		if _, ok := f2.ports(cid, idx); !ok {
+			t.Errorf("restored streams %v: want one at %d", f2.sessions[cid], idx)
+		}
+	}
+	// The restored call still tells its branches apart.
+	ans, err := c2.Answer(cid, callerTag, "t2", []byte(sdp("192.0.2.22", 2, audio(22000))), netip.Addr{}, &Options{ViaBranch: "b2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pointsAt(t, ans, 0, b2.A)
+	if d, ok := c2.DeleteBranch(cid, BranchRef{FromTag: callerTag, ViaBranch: "b1"}, "test"); !ok || d.Whole {
+		t.Errorf("restored call's branch delete: %+v, %v", d, ok)
+	}
+
+	c3, _ := newCtl(ModeAll)
+	c3.cfg.MaxBranches = 1
+	if err := c3.Restore(cid, state, time.Now()); !errors.Is(err, ErrTooManyBranches) {
+		t.Errorf("restore of 2 branches with a bound of 1: %v, want ErrTooManyBranches", err)
+	}
+}
+
+// FuzzRestore: a saved call (read back from the dialog store or Redis)
+// never panics Restore, and what Restore took is saved again as a state
+// a fresh controller restores too.
+func FuzzRestore(f *testing.F) {
+	c, _ := newCtl(ModeAll)
+	offer := []byte(sdp("192.0.2.10", 1, audio(10000)))
+	for _, via := range []string{"b1", "b2"} {
+		if _, err := c.Offer(cid, callerTag, offer, netip.Addr{}, &Options{ViaBranch: via}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	if state, ok := c.State(cid); ok {
+		f.Add(state)
+	}
+	f.Add([]byte(`{"caller_tag":"a","forks":[{"base":65536,"streams":[{"index":0}]},{"base":65536}]}`))
+	f.Fuzz(func(t *testing.T, state []byte) {
+		c, _ := newCtl(ModeAll)
+		if err := c.Restore(cid, state, time.Now()); err != nil {
+			return
+		}
+		again, ok := c.State(cid)
+		if !ok {
+			t.Fatal("restored call has no state")
+		}
+		c2, _ := newCtl(ModeAll)
+		if err := c2.Restore(cid, again, time.Now()); err != nil {
+			t.Fatalf("state of a restored call does not restore: %v\n%s", err, again)
+		}
+	})
 }
