@@ -113,12 +113,7 @@ func TestForkSetupFailure(t *testing.T) {
 // the bound is refused.
 func TestForkRestore(t *testing.T) {
 	c, f := newCtl(ModeAll)
-	offer := []byte(sdp("192.0.2.10", 1, audio(10000)))
-	for _, via := range []string{"b1", "b2"} {
-		if _, err := c.Offer(cid, callerTag, offer, netip.Addr{}, &Options{ViaBranch: via}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	offerBranches(t, c, "b1", "b2")
 	if _, err := c.Answer(cid, callerTag, "t2", []byte(sdp("192.0.2.22", 1, audio(22000))), netip.Addr{}, &Options{ViaBranch: "b2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -158,12 +153,7 @@ func TestForkRestore(t *testing.T) {
 // a fresh controller restores too.
 func FuzzRestore(f *testing.F) {
 	c, _ := newCtl(ModeAll)
-	offer := []byte(sdp("192.0.2.10", 1, audio(10000)))
-	for _, via := range []string{"b1", "b2"} {
-		if _, err := c.Offer(cid, callerTag, offer, netip.Addr{}, &Options{ViaBranch: via}); err != nil {
-			f.Fatal(err)
-		}
-	}
+	offerBranches(f, c, "b1", "b2")
 	if state, ok := c.State(cid); ok {
 		f.Add(state)
 	}
@@ -182,4 +172,15 @@ func FuzzRestore(f *testing.F) {
 			t.Fatalf("state of a restored call does not restore: %v\n%s", err, again)
 		}
 	})
+}
+
+// offerBranches offers the caller's SDP once per via-branch.
+func offerBranches(tb testing.TB, c *Controller, vias ...string) {
+	tb.Helper()
+	offer := []byte(sdp("192.0.2.10", 1, audio(10000)))
+	for _, via := range vias {
+		if _, err := c.Offer(cid, callerTag, offer, netip.Addr{}, &Options{ViaBranch: via}); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }
