@@ -1,6 +1,7 @@
 package media
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -114,7 +115,10 @@ func TestForkSetupFailure(t *testing.T) {
 func TestForkRestore(t *testing.T) {
 	c, f := newCtl(ModeAll)
 	offerBranches(t, c, "b1", "b2")
-	if _, err := c.Answer(cid, callerTag, "t2", []byte(sdp("192.0.2.22", 1, audio(22000))), netip.Addr{}, &Options{ViaBranch: "b2"}); err != nil {
+	// Branch 2's callee gives a label and is asymmetric: its branch's
+	// options, saved with it.
+	if _, err := c.Answer(cid, callerTag, "t2", []byte(sdp("192.0.2.22", 1, audio(22000))), netip.Addr{},
+		&Options{ViaBranch: "b2", Label: "bob2", Asymmetric: true}); err != nil {
 		t.Fatal(err)
 	}
 	b2, _ := f.ports(cid, branchStride)
@@ -122,9 +126,17 @@ func TestForkRestore(t *testing.T) {
 	if !ok {
 		t.Fatal("no state")
 	}
+	var sc savedCall
+	if err := json.Unmarshal(state, &sc); err != nil || len(sc.Forks) != 1 ||
+		sc.Forks[0].Labels[relay.SideB] != "bob2" || !sc.Forks[0].SideOpts[relay.SideB].Asymmetric || sc.SideOpts[relay.SideB].Asymmetric {
+		t.Fatalf("saved state (%v) keeps no per-branch label and options: %s", err, state)
+	}
 	c2, f2 := newCtl(ModeAll)
 	if err := c2.Restore(cid, state, time.Now()); err != nil {
 		t.Fatal(err)
+	}
+	if again, _ := c2.State(cid); string(again) != string(state) {
+		t.Errorf("state of the restored call:\n%s\nwant as saved:\n%s", again, state)
 	}
 	for _, idx := range []int{0, branchStride} {
 		if _, ok := f2.ports(cid, idx); !ok {
@@ -148,6 +160,95 @@ func TestForkRestore(t *testing.T) {
 	}
 }
 
+// TestForkInterfaces: each branch of a forked call puts its legs on the
+// interfaces its opening offer's direction names (one branch per
+// direction pair, as a proxy forking from one network to callees on
+// several would ask); a branch whose offer names none, or one leg only,
+// takes the call's choice for the rest; one branch's direction changes
+// no other branch's. The choice is each branch's own in the saved state
+// too: after State and Restore, a re-offer that adds a stream on a
+// branch puts its legs on that branch's interfaces.
+func TestForkInterfaces(t *testing.T) {
+	ifaces := []relay.AddressConfig{
+		{Name: "internal", Local: netip.MustParseAddr("10.0.0.1")},
+		{Name: "external", Local: netip.MustParseAddr("192.0.2.1")},
+		{Name: "priv", Local: netip.MustParseAddr("10.9.0.1")},
+	}
+	route := func(p netip.Addr) relay.LegSpec { return relay.LegSpec{Address: "route", Family: familyOf(p)} }
+	type branch struct {
+		via       string
+		direction [2]string // the offer's
+		want      [2]string // the interfaces of its legs A and B
+	}
+	for _, tc := range []struct {
+		name     string
+		branches []branch
+	}{
+		{"one branch per direction pair", []branch{
+			{"b1", [2]string{"internal", "external"}, [2]string{"internal", "external"}},
+			{"b2", [2]string{"internal", "priv"}, [2]string{"internal", "priv"}},
+			{"b3", [2]string{"external", "internal"}, [2]string{"external", "internal"}},
+		}},
+		{"a branch without direction takes the call's", []branch{
+			{"b1", [2]string{"internal", "external"}, [2]string{"internal", "external"}},
+			{"b2", [2]string{}, [2]string{"internal", "external"}},
+		}},
+		{"a branch's to-interface alone: the caller's leg the call's", []branch{
+			{"b1", [2]string{"internal", "external"}, [2]string{"internal", "external"}},
+			{"b2", [2]string{"", "priv"}, [2]string{"internal", "priv"}},
+		}},
+		{"a branch's direction is not the call's", []branch{
+			{"b1", [2]string{}, [2]string{"route", "route"}},
+			{"b2", [2]string{"priv", "external"}, [2]string{"priv", "external"}},
+			{"b3", [2]string{}, [2]string{"route", "route"}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			c := New(Config{Mode: ModeAll, Engine: f, Interfaces: ifaces, Pick: route})
+			one := []byte(sdp("192.0.2.10", 1, audio(10000)))
+			for _, b := range tc.branches {
+				if _, err := c.Offer(cid, callerTag, one, netip.Addr{}, &Options{ViaBranch: b.via, Direction: b.direction}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			legs := func(f *fakeEngine, i int) [2]string {
+				if i >= len(f.specs) {
+					return [2]string{}
+				}
+				return [2]string{f.specs[i][0].Address, f.specs[i][1].Address}
+			}
+			for i, b := range tc.branches {
+				if got := legs(f, i); got != b.want {
+					t.Errorf("branch %s: legs on %q, want %q", b.via, got, b.want)
+				}
+			}
+
+			state, ok := c.State(cid)
+			if !ok {
+				t.Fatal("no state")
+			}
+			f2 := newFake()
+			c2 := New(Config{Mode: ModeAll, Engine: f2, Interfaces: ifaces, Pick: route})
+			if err := c2.Restore(cid, state, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			two := []byte(sdp("192.0.2.10", 2, audio(10000), video(10002)))
+			for i, b := range tc.branches {
+				if _, err := c2.Offer(cid, callerTag, two, netip.Addr{}, &Options{ViaBranch: b.via}); err != nil {
+					t.Fatal(err)
+				}
+				if got := legs(f2, i); got != b.want {
+					t.Errorf("branch %s after a restore: the added stream's legs on %q, want %q", b.via, got, b.want)
+				}
+			}
+			if _, ok := f2.ports(cid, (len(tc.branches)-1)*branchStride+1); !ok {
+				t.Errorf("restored streams %v: want the last branch's video", f2.sessions[cid])
+			}
+		})
+	}
+}
+
 // FuzzRestore: a saved call (read back from the dialog store or Redis)
 // never panics Restore, and what Restore took is saved again as a state
 // a fresh controller restores too.
@@ -158,6 +259,8 @@ func FuzzRestore(f *testing.F) {
 		f.Add(state)
 	}
 	f.Add([]byte(`{"caller_tag":"a","forks":[{"base":65536,"streams":[{"index":0}]},{"base":65536}]}`))
+	f.Add([]byte(`{"caller_tag":"a","interfaces":["internal","external"],"labels":["x",""],` +
+		`"forks":[{"caller_tag":"a","base":65536,"via":"b2","interfaces":["internal","priv"],"domains":["a.example",""]}]}`))
 	f.Fuzz(func(t *testing.T, state []byte) {
 		c, _ := newCtl(ModeAll)
 		if err := c.Restore(cid, state, time.Now()); err != nil {
