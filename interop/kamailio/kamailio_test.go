@@ -360,10 +360,12 @@ func exchange(t *testing.T, caller, callee *net.UDPConn, callerSends, calleeSend
 // test reads; decoded here so the test does not depend on sipd's packages.
 type flowJSON struct {
 	CallID      string `json:"call_id"`
+	Stream      int    `json:"stream"`
 	Leg         string `json:"leg"`
 	Component   string `json:"component"`
 	Local       string `json:"local"`
 	Dst         string `json:"dst"`
+	Peer        string `json:"peer"`
 	Path        string `json:"path"`
 	State       string `json:"state"`
 	KernelError string `json:"kernel_error"`

@@ -83,6 +83,9 @@ type Config struct {
 	// a SIP call by its domain: the caller's From host, the callee's To
 	// host. It wins over Pick; an NG direction wins over both.
 	Domain func(host string) string
+	// MaxBranches bounds the branches of one forked call (fork.go); 0 is
+	// DefaultMaxBranches.
+	MaxBranches int
 }
 
 // Controller holds the offer/answer state of every relayed call.
@@ -188,6 +191,16 @@ type call struct {
 	labels [2]string
 	opts   [2]relay.SideOptions
 	tos    relay.TOS
+
+	// Forks (fork.go; NG entry points only): base is the engine stream
+	// index of this branch's m-line 0, via the via-branch its offer
+	// came with, aliases the answering tags it had before its current
+	// one. forks are the call's other branches: only the branch
+	// c.calls holds has them.
+	base    int
+	via     string
+	aliases []string
+	forks   []*call
 }
 
 // announcement is one side's media addresses of one stream.
@@ -716,7 +729,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			// Rejected or removed stream: it stays rejected, and its ports
 			// go back to the pool.
 			if have {
-				if err := c.cfg.Engine.RemoveStream(id, m.Index); err != nil && !errors.Is(err, relay.ErrStreamNotFound) {
+				if err := c.cfg.Engine.RemoveStream(id, cl.base+m.Index); err != nil && !errors.Is(err, relay.ErrStreamNotFound) {
 					c.log.Warn("media: remove stream", "call_id", id, "index", m.Index, "error", err)
 				}
 				delete(cl.streams, m.Index)
@@ -758,7 +771,10 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 				}
 			}
 			a, b := specs[relay.SideA], specs[relay.SideB]
-			sp, err = c.cfg.Engine.AddStream(id, m.Index, a, b)
+			if m.Index >= branchStride {
+				return nil, fmt.Errorf("add stream %d: %w", m.Index, ErrTooManyStreams)
+			}
+			sp, err = c.cfg.Engine.AddStream(id, cl.base+m.Index, a, b)
 			if err != nil {
 				switch {
 				case errors.Is(err, relay.ErrPortsExhausted) || errors.Is(err, relay.ErrDraining):
@@ -775,7 +791,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 		if ss := plan[m.Index]; follow && ss != nil && !ss.rejected {
 			// Before SetPeer: the flows are never installed without the
 			// crypto they need.
-			if err := c.secure(id, m.Index, ss); err != nil {
+			if err := c.secure(id, cl.base+m.Index, ss); err != nil {
 				return nil, err
 			}
 		}
@@ -789,7 +805,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			case rtcp.IsValid() && maddr != m.Addr: // SIP-source-address
 				rtcp = netip.AddrPortFrom(maddr, rtcp.Port())
 			}
-			if err := c.cfg.Engine.SetPeer(id, m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
+			if err := c.cfg.Engine.SetPeer(id, cl.base+m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
 				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
 			}
 			if cl.announced == nil {

@@ -46,6 +46,16 @@ type savedCall struct {
 	// SIP domain, for the streams a later offer adds.
 	Interfaces [2]string `json:"interfaces,omitzero"`
 	Domains    [2]string `json:"domains,omitzero"`
+
+	// A forked call's branch (fork.go): Base is the relay stream index
+	// of its m-line 0, Via the via-branch of its offer, Aliases the
+	// tags it answered with before LockedTag. Forks are the call's other
+	// branches, saved the same way without their dialog messages (NG
+	// calls, the only ones that fork, have none).
+	Base    int         `json:"base,omitempty"`
+	Via     string      `json:"via,omitempty"`
+	Aliases []string    `json:"aliases,omitempty"`
+	Forks   []savedCall `json:"forks,omitempty"`
 }
 
 type savedStream struct {
@@ -75,16 +85,12 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos,
-		Interfaces: cl.iface, Domains: cl.dom}
-	for _, ss := range cl.sec {
-		sc.Bridged = sc.Bridged || ss.bridged()
+	sc := saveBranch(cl)
+	for _, f := range cl.forks {
+		fs := saveBranch(f)
+		sc.Bridged = sc.Bridged || fs.Bridged
+		sc.Forks = append(sc.Forks, fs)
 	}
-	for idx, sp := range cl.streams {
-		sc.Streams = append(sc.Streams, savedStream{Index: idx, Ports: [2]relay.LegPorts{sp.A, sp.B}, Peers: cl.announced[idx]})
-	}
-	sort.Slice(sc.Streams, func(i, j int) bool { return sc.Streams[i].Index < sc.Streams[j].Index })
 	if d := cl.dialog.Invite; d != nil {
 		sc.Invite = saveMsg(d, d.Source(), d.Transport())
 	}
@@ -96,6 +102,21 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 		return nil, false // addresses, strings and times only: cannot happen
 	}
 	return b, true
+}
+
+// saveBranch is State's record of one branch, without dialog messages.
+func saveBranch(cl *call) savedCall {
+	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
+		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos,
+		Interfaces: cl.iface, Domains: cl.dom, Base: cl.base, Via: cl.via, Aliases: cl.aliases}
+	for _, ss := range cl.sec {
+		sc.Bridged = sc.Bridged || ss.bridged()
+	}
+	for idx, sp := range cl.streams {
+		sc.Streams = append(sc.Streams, savedStream{Index: idx, Ports: [2]relay.LegPorts{sp.A, sp.B}, Peers: cl.announced[idx]})
+	}
+	sort.Slice(sc.Streams, func(i, j int) bool { return sc.Streams[i].Index < sc.Streams[j].Index })
+	return sc
 }
 
 // ErrRestore wraps what keeps a saved call from being relayed again.
@@ -114,10 +135,16 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 	if sc.Bridged {
 		return fmt.Errorf("%w %q: its SRTP keys and DTLS associations do not survive a restart", ErrRestore, callID)
 	}
-	cl := &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
-		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS,
-		iface: sc.Interfaces, dom: sc.Domains}
+	if len(sc.Forks) >= c.maxBranches() {
+		return fmt.Errorf("%w %q: %w: %d", ErrRestore, callID, ErrTooManyBranches, len(sc.Forks)+1)
+	}
+	if err := checkBases(append([]savedCall{sc}, sc.Forks...)); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
+	}
+	cl := loadBranch(sc, since)
+	for _, fs := range sc.Forks {
+		cl.forks = append(cl.forks, loadBranch(fs, since))
+	}
 	var err error
 	if cl.dialog.Invite, err = loadRequest(sc.Invite); err != nil {
 		return fmt.Errorf("%w %q: invite: %w", ErrRestore, callID, err)
@@ -147,18 +174,15 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 			c.log.Warn("media: restore tos", "call_id", callID, "error", err)
 		}
 	}
-	for _, st := range sc.Streams {
-		var legs [2]relay.RestoreLeg
-		for s := range legs {
-			a := st.Peers[s]
-			legs[s] = relay.RestoreLeg{Ports: st.Ports[s], Set: a.Set, RTP: a.RTP, RTCP: a.RTCP, Mux: a.Mux}
+	for i, b := range cl.branches() {
+		bs := sc
+		if i > 0 {
+			bs = sc.Forks[i-1]
 		}
-		if err := c.cfg.Engine.RestoreStream(callID, st.Index, legs, since); err != nil {
+		if err := c.restoreStreams(callID, b, bs, since); err != nil {
 			c.cfg.Engine.DeleteSession(callID)
 			return fmt.Errorf("%w %q: %w", ErrRestore, callID, err)
 		}
-		cl.streams[st.Index] = relay.StreamPorts{A: st.Ports[0], B: st.Ports[1]}
-		cl.announced[st.Index] = st.Peers
 	}
 	for s, a := range sc.Sig {
 		if a.IsValid() {
@@ -168,6 +192,51 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 		}
 	}
 	c.calls[callID] = cl
+	return nil
+}
+
+// checkBases refuses saved branches whose streams could not be told apart
+// in the relay session (fork.go): each base a multiple of branchStride,
+// none shared, every m-line below branchStride.
+func checkBases(bs []savedCall) error {
+	seen := map[int]bool{}
+	for _, b := range bs {
+		if b.Base < 0 || b.Base%branchStride != 0 || seen[b.Base] {
+			return fmt.Errorf("branch base %d unusable", b.Base)
+		}
+		seen[b.Base] = true
+		for _, st := range b.Streams {
+			if st.Index < 0 || st.Index >= branchStride {
+				return fmt.Errorf("%w: stream %d", ErrTooManyStreams, st.Index)
+			}
+		}
+	}
+	return nil
+}
+
+// loadBranch is a branch as saveBranch saved it, streams not restored.
+func loadBranch(sc savedCall, since time.Time) *call {
+	return &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
+		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
+		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS,
+		iface: sc.Interfaces, dom: sc.Domains, base: sc.Base, via: sc.Via, aliases: sc.Aliases}
+}
+
+// restoreStreams gives the engine back the streams of branch cl, saved as
+// sc.
+func (c *Controller) restoreStreams(callID string, cl *call, sc savedCall, since time.Time) error {
+	for _, st := range sc.Streams {
+		var legs [2]relay.RestoreLeg
+		for s := range legs {
+			a := st.Peers[s]
+			legs[s] = relay.RestoreLeg{Ports: st.Ports[s], Set: a.Set, RTP: a.RTP, RTCP: a.RTCP, Mux: a.Mux}
+		}
+		if err := c.cfg.Engine.RestoreStream(callID, sc.Base+st.Index, legs, since); err != nil {
+			return err
+		}
+		cl.streams[st.Index] = relay.StreamPorts{A: st.Ports[0], B: st.Ports[1]}
+		cl.announced[st.Index] = st.Peers
+	}
 	return nil
 }
 

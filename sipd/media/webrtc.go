@@ -91,6 +91,25 @@ type Options struct {
 	// by an address: the one Config.Pick gives for the route to it
 	// (rtpengine's inbound-peer and outbound-peer).
 	DirectionPeer [2]netip.Addr
+
+	// Which branch of a forked call an offer or answer is for (fork.go):
+	// ViaBranch is rtpengine's via-branch, ToTag an offer's to-tag (a
+	// re-INVITE's).
+	ViaBranch, ToTag string
+}
+
+func (o *Options) viaBranch() string {
+	if o == nil {
+		return ""
+	}
+	return o.ViaBranch
+}
+
+func (o *Options) toTag() string {
+	if o == nil {
+		return ""
+	}
+	return o.ToTag
 }
 
 func (o *Options) mux(s string) bool {

@@ -213,6 +213,9 @@ func Options(r *ng.Request) *media.Options {
 			o.DirectionPeer[i] = a
 		}
 	}
+	// The branch of a forked call (NG control protocol documentation,
+	// "via-branch"; media's fork.go).
+	o.ViaBranch, o.ToTag = r.ViaBranch, r.ToTag
 	return o
 }
 
@@ -389,9 +392,11 @@ func replaceOrigin(body []byte) []byte {
 
 // callStats shapes a session into rtpengine's per-tag, per-media report.
 // Each side's tag gets the streams of the leg that faces it: the relay
-// port it sends to, its peer, and what arrived from it. flows, when
-// given, split the counters into RTP and RTCP and say which flows the
-// kernel forwards; without them a leg's counters go on its RTP stream.
+// port it sends to, its peer, and what arrived from it. The caller's tag
+// gets the oldest branch's legs; each answered branch of a forked call
+// gets its own callee's legs under its tag. flows, when given, split the
+// counters into RTP and RTCP and say which flows the kernel forwards;
+// without them a leg's counters go on its RTP stream.
 func callStats(ci media.CallInfo, si relay.SessionInfo, flows []relay.FlowInfo) ng.CallStats {
 	cs := ng.CallStats{Created: ci.Created, LastSignal: ci.LastSignal}
 	type fkey struct {
@@ -403,21 +408,36 @@ func callStats(ci media.CallInfo, si relay.SessionInfo, flows []relay.FlowInfo) 
 	for _, f := range flows {
 		byKey[fkey{f.Stream, f.Side, f.Component == "rtcp"}] = f
 	}
+	branches := ci.Branches
+	if len(branches) == 0 {
+		branches = []media.BranchInfo{{Tag: ci.Tags[1], Kinds: ci.Kinds, Labels: ci.Labels}}
+	}
+	// A stream belongs to the branch of the highest base not above its
+	// index (media's fork.go).
+	branchOf := func(index int) int {
+		at := -1
+		for i, b := range branches {
+			if b.Base <= index && (at < 0 || b.Base > branches[at].Base) {
+				at = i
+			}
+		}
+		return at
+	}
 	streams := append([]relay.StreamInfo(nil), si.Streams...)
 	sort.Slice(streams, func(i, j int) bool { return streams[i].Index < streams[j].Index })
-	for side := relay.SideA; side <= relay.SideB; side++ {
-		tag := ci.Tags[side]
-		if side == relay.SideB && tag == "" {
-			continue // not answered
-		}
-		ts := ng.TagStats{Tag: tag, Label: ci.Labels[side], InDialogueWith: ci.Tags[1-side], Created: ci.Created}
+	medias := func(br int, side relay.Side) []ng.MediaStats {
+		var out []ng.MediaStats
 		for _, st := range streams {
+			if branchOf(st.Index) != br {
+				continue
+			}
 			leg := st.A
 			if side == relay.SideB {
 				leg = st.B
 			}
-			k := ci.Kinds[st.Index]
-			ms := ng.MediaStats{Index: st.Index + 1, Type: k.Type, Protocol: k.Proto}
+			m := st.Index - branches[br].Base
+			k := branches[br].Kinds[m]
+			ms := ng.MediaStats{Index: m + 1, Type: k.Type, Protocol: k.Proto}
 			for _, rtcp := range []bool{false, true} {
 				ss := ng.StreamStats{LocalPort: leg.RTP, Advertised: leg.PeerRTP, Endpoint: leg.LatchedRTP, RTCP: rtcp}
 				if rtcp {
@@ -439,9 +459,18 @@ func callStats(ci media.CallInfo, si relay.SessionInfo, flows []relay.FlowInfo) 
 				}
 				ms.Streams = append(ms.Streams, ss)
 			}
-			ts.Medias = append(ts.Medias, ms)
+			out = append(out, ms)
 		}
-		cs.Tags = append(cs.Tags, ts)
+		return out
+	}
+	cs.Tags = append(cs.Tags, ng.TagStats{Tag: ci.Tags[0], Label: branches[0].Labels[relay.SideA], InDialogueWith: branches[0].Tag,
+		Created: ci.Created, Medias: medias(0, relay.SideA)})
+	for i, b := range branches {
+		if b.Tag == "" {
+			continue // not answered
+		}
+		cs.Tags = append(cs.Tags, ng.TagStats{Tag: b.Tag, Label: b.Labels[relay.SideB], InDialogueWith: ci.Tags[0], Created: ci.Created,
+			Medias: medias(i, relay.SideB)})
 	}
 	return cs
 }

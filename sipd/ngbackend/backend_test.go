@@ -16,10 +16,12 @@ import (
 )
 
 // fake is a relay engine good for one call with one stream: legs on
-// 203.0.113.1, ports 40000 (A) and 40002 (B).
+// 203.0.113.1, ports 40000 (A) and 40002 (B); a fork's branch n (streams
+// from n<<16, media's fork.go) has 40000+100n and 40002+100n.
 type fake struct {
 	sessions map[string]*relay.SessionInfo
 	deleted  []string
+	removed  []int // stream indexes RemoveStream removed
 	// createErr, when set, refuses new sessions (a draining engine);
 	// addErr refuses new streams (an exhausted port pool).
 	createErr, addErr error
@@ -81,7 +83,8 @@ func (f *fake) AddStream(id string, index int, a, b relay.LegSpec) (relay.Stream
 	leg := func(p uint16) relay.LegPorts {
 		return relay.LegPorts{Local: relayIP, RTP: p, RTCP: p + 1}
 	}
-	st := relay.StreamInfo{Index: index, A: relay.LegInfo{LegPorts: leg(40000)}, B: relay.LegInfo{LegPorts: leg(40002)}}
+	p := uint16(40000 + 100*(index>>16))
+	st := relay.StreamInfo{Index: index, A: relay.LegInfo{LegPorts: leg(p)}, B: relay.LegInfo{LegPorts: leg(p + 2)}}
 	s.Streams = append(s.Streams, st)
 	return relay.StreamPorts{A: st.A.LegPorts, B: st.B.LegPorts}, nil
 }
@@ -122,7 +125,20 @@ func (f *fake) SetSignal(id string, side relay.Side, addr netip.Addr) error {
 	return nil
 }
 
-func (f *fake) RemoveStream(id string, index int) error { return nil }
+func (f *fake) RemoveStream(id string, index int) error {
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.ErrSessionNotFound
+	}
+	for i, st := range s.Streams {
+		if st.Index == index {
+			s.Streams = append(s.Streams[:i], s.Streams[i+1:]...)
+			f.removed = append(f.removed, index)
+			return nil
+		}
+	}
+	return relay.ErrStreamNotFound
+}
 
 func (f *fake) DeleteSession(id string) (relay.SessionInfo, error) {
 	s, ok := f.sessions[id]

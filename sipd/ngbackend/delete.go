@@ -20,26 +20,31 @@ const WarnNotFound = "Call-ID not found or tags didn't match"
 // tags are unknown; its text is rtpengine's.
 var ErrNotFound = errors.New(WarnNotFound)
 
-// Delete ends a call as rtpengine's delete does (NG control protocol
-// documentation, "delete Message"; rtpengine's call.c,
-// call_delete_branch), mapped onto sipd's two-sided call:
+// Delete ends a call, or one branch of a forked call, as rtpengine's
+// delete does (NG control protocol documentation, "delete Message";
+// rtpengine's call.c, call_delete_branch; media's fork.go):
 //   - without from-tag, the whole call goes;
+//   - a via-branch without to-tag names the branch offered with it;
 //   - otherwise the tag looked up is the to-tag when the to-tag flag is
 //     given (rtpengine ignores a delete's to-tag without it), else the
-//     from-tag. rtpengine deletes that side and, with it, every side left
-//     without a peer: with two sides that is the whole call, so a tag
-//     naming either side deletes the call;
-//   - a to-tag naming neither side still deletes the call when the
-//     from-tag is side A and no side B has answered (rtpengine's "last
-//     resort");
+//     from-tag. The caller's tag deletes the whole call (every branch is
+//     left without a peer); a branch's answering tag (or an earlier one
+//     it answered with) deletes that branch; failing a tag, the
+//     via-branch names the branch;
+//   - a to-tag naming no branch still deletes the call when the from-tag
+//     is the caller's and the call's one branch has not answered
+//     (rtpengine's "last resort");
 //   - otherwise the call is kept and the delete is "not found".
 //
-// A delete of an unknown call, or one whose tags match no side, answers
-// ok with rtpengine's warning; with the fatal flag, it fails with that
-// text. delete-delay (seconds) schedules the delete and answers at once;
-// an offer or answer for the call meanwhile cancels it, as rtpengine
-// clears a scheduled deletion on new signalling. Stats are returned
-// unless the fast flag is given.
+// Deleting a branch leaves the call's other branches as they are (their
+// ports, flows and kernel entries); deleting the last one deletes the
+// call. A delete of an unknown call, or one that names nothing of it,
+// answers ok with rtpengine's warning; with the fatal flag, it fails with
+// that text. delete-delay (seconds) schedules the delete and answers at
+// once; an offer or answer for the call meanwhile cancels it, as
+// rtpengine clears a scheduled deletion on new signalling. Stats are
+// returned unless the fast flag is given: the call's, and for a branch
+// the call's as it was before (rtpengine reports the call too).
 func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	if r.CallID == "" {
 		return ng.CallStats{}, ErrNoCallID
@@ -48,13 +53,13 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	if err != nil {
 		return ng.CallStats{}, err
 	}
-	ci, ok := b.ctrl.Call(r.CallID)
-	if ok && !tagsMatch(r, ci) {
-		b.log.Debug("ng: delete's tags match no side; call kept", "call_id", r.CallID,
-			"from_tag", r.FromTag, "to_tag", r.ToTag)
-		ok = false
-	}
+	ref := deleteRef(r)
+	whole, ok := b.ctrl.Deletes(r.CallID, ref)
 	if !ok {
+		if _, known := b.ctrl.Call(r.CallID); known {
+			b.log.Debug("ng: delete names nothing of the call; call kept", "call_id", r.CallID,
+				"from_tag", r.FromTag, "to_tag", r.ToTag, "via_branch", r.ViaBranch)
+		}
 		if _, fatal := r.Flags["fatal"]; fatal {
 			// rtpengine's text alone: scripts match on it.
 			return ng.CallStats{}, ErrNotFound
@@ -63,40 +68,53 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	}
 	_, fast := r.Flags["fast"]
 	if delay > 0 {
-		b.delays.schedule(r.CallID, ci.LastSignal, delay, b.deleteIfQuiet)
-		b.log.Debug("ng: call deletion scheduled", "call_id", r.CallID, "delay", delay)
+		ci, _ := b.ctrl.Call(r.CallID)
+		key := r.CallID
+		if !whole {
+			// A branch's scheduled delete is its own: one for the call,
+			// or another branch's, does not replace it.
+			key = r.CallID + "\x00" + ref.FromTag + "\x00" + ref.ToTag + "\x00" + ref.ViaBranch
+		}
+		b.delays.schedule(key, ci.LastSignal, delay, func(lastSignal time.Time) { b.deleteIfQuiet(r.CallID, ref, lastSignal) })
+		b.log.Debug("ng: deletion scheduled", "call_id", r.CallID, "whole", whole, "delay", delay)
 		if fast {
 			return ng.CallStats{}, nil
 		}
 		return b.Query(r)
 	}
-	b.delays.cancel(r.CallID)
-	ci, si, ok := b.ctrl.Delete(r.CallID, "ng delete")
+	if whole {
+		b.delays.cancel(r.CallID)
+	}
+	var stats ng.CallStats
+	if !fast && !whole {
+		// Taken before: a branch's streams leave the session with it.
+		stats, _ = b.Query(r)
+	}
+	d, ok := b.ctrl.DeleteBranch(r.CallID, ref, "ng delete")
 	if !ok || fast {
 		// Gone between the look-up and here: deleted all the same.
 		return ng.CallStats{}, nil
 	}
+	if !whole {
+		for _, br := range d.Branches {
+			b.log.Debug("ng: branch deleted", "call_id", r.CallID, "tag", br.Tag, "via_branch", br.ViaBranch)
+		}
+		return stats, nil
+	}
 	// The final statistics count a leg's RTP and RTCP together (no
 	// per-component split and no path after the flows are gone): they are
 	// reported on the RTP stream.
-	return callStats(ci, si, nil), nil
+	return callStats(d.Info, d.Stats, nil), nil
 }
 
-// tagsMatch says whether the delete names a side of ci (see Delete).
-func tagsMatch(r *ng.Request, ci media.CallInfo) bool {
-	if r.FromTag == "" {
-		return true
+// deleteRef is what a delete names: the to-tag counts only with the
+// to-tag flag, as in rtpengine.
+func deleteRef(r *ng.Request) media.BranchRef {
+	ref := media.BranchRef{FromTag: r.FromTag, ViaBranch: r.ViaBranch}
+	if _, useTo := r.Flags["to-tag"]; useTo {
+		ref.ToTag = r.ToTag
 	}
-	tag := r.FromTag
-	_, useTo := r.Flags["to-tag"]
-	useTo = useTo && r.ToTag != ""
-	if useTo {
-		tag = r.ToTag
-	}
-	if tag == ci.Tags[0] || (ci.Tags[1] != "" && tag == ci.Tags[1]) {
-		return true
-	}
-	return useTo && r.FromTag == ci.Tags[0] && ci.Tags[1] == ""
+	return ref
 }
 
 // deleteDelay reads delete-delay (the "delete delay" key or the flag
@@ -117,10 +135,10 @@ func deleteDelay(r *ng.Request) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// deleteIfQuiet is a scheduled delete firing: the call goes unless it was
-// signalled (offer or answer) since the delete, or is another call of the
-// same Call-ID.
-func (b *Backend) deleteIfQuiet(callID string, lastSignal time.Time) {
+// deleteIfQuiet is a scheduled delete firing: what ref names goes
+// unless the call was signalled (offer or answer) since the delete, or is
+// another call of the same Call-ID.
+func (b *Backend) deleteIfQuiet(callID string, ref media.BranchRef, lastSignal time.Time) {
 	ci, ok := b.ctrl.Call(callID)
 	if !ok {
 		return
@@ -132,7 +150,7 @@ func (b *Backend) deleteIfQuiet(callID string, lastSignal time.Time) {
 	b.delays.mu.Lock()
 	told := b.delays.deleted
 	b.delays.mu.Unlock()
-	if _, _, ok := b.ctrl.Delete(callID, "ng delete (delete-delay)"); ok && told != nil {
+	if d, ok := b.ctrl.DeleteBranch(callID, ref, "ng delete (delete-delay)"); ok && d.Whole && told != nil {
 		told(callID)
 	}
 }
@@ -147,8 +165,8 @@ func (b *Backend) OnScheduledDelete(f func(callID string)) *Backend {
 	return b
 }
 
-// delays are the scheduled deletes, one per call: a later delete of the
-// same call replaces the earlier one.
+// delays are the scheduled deletes, one per call and one per branch: a
+// later delete of the same call (or branch) replaces the earlier one.
 type delays struct {
 	mu sync.Mutex
 	m  map[string]*time.Timer
@@ -158,13 +176,13 @@ type delays struct {
 	deleted func(callID string)
 }
 
-func (d *delays) schedule(callID string, lastSignal time.Time, delay time.Duration, fire func(string, time.Time)) {
+func (d *delays) schedule(key string, lastSignal time.Time, delay time.Duration, fire func(time.Time)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
 		d.m = map[string]*time.Timer{}
 	}
-	if t := d.m[callID]; t != nil {
+	if t := d.m[key]; t != nil {
 		t.Stop()
 	}
 	after := d.after
@@ -174,16 +192,16 @@ func (d *delays) schedule(callID string, lastSignal time.Time, delay time.Durati
 	var t *time.Timer
 	t = after(delay, func() {
 		d.mu.Lock()
-		mine := d.m[callID] == t
+		mine := d.m[key] == t
 		if mine {
-			delete(d.m, callID)
+			delete(d.m, key)
 		}
 		d.mu.Unlock()
 		if mine {
-			fire(callID, lastSignal)
+			fire(lastSignal)
 		}
 	})
-	d.m[callID] = t
+	d.m[key] = t
 }
 
 func (d *delays) cancel(callID string) {

@@ -101,3 +101,30 @@ func TestREADMEIgnoredFlagsAreLogged(t *testing.T) {
 		t.Fatal("README's NG table has no ignored rows")
 	}
 }
+
+// TestREADMEForkRows: the via-branch and delete to-tag rows say what
+// TestForks checks, per-branch state; their old text said one state per
+// call.
+func TestREADMEForkRows(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `via-branch` |") && !strings.HasPrefix(line, "| `to-tag` |") {
+			continue
+		}
+		rows++
+		cells := strings.Split(line, "|")
+		if state := strings.TrimSpace(cells[2]); state != "honoured" {
+			t.Errorf("README row %q: state %q, want honoured (per-branch state, sipd/media/fork.go)", cells[1], state)
+		}
+		if strings.Contains(line, "one state per call") || strings.Contains(line, "no per-branch state") {
+			t.Errorf("README row still says there is no per-branch state: %s", line)
+		}
+	}
+	if rows != 3 {
+		t.Errorf("README has %d via-branch and delete to-tag rows, want 3 (offer/answer via-branch, delete to-tag and via-branch)", rows)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -417,8 +419,10 @@ func (s *Set) Query(ctx context.Context, cmd *ng.Command) (ng.CallInfo, error) {
 	return r.c.Query(ctx, cmd)
 }
 
-// Delete deletes the call on its relay. Unless the command names a
-// via-branch (one fork's leg), the call is forgotten, whether the relay
+// Delete deletes the call on its relay. Unless the command names one
+// fork's branch (a via-branch, or a to-tag with the to-tag flag: the
+// relay may keep the call's other branches, rtpengine's
+// call_delete_branch), the call is forgotten, whether the relay
 // answered or not: a relay that lost the call has nothing to keep.
 func (s *Set) Delete(ctx context.Context, cmd *ng.Command) (ng.CallInfo, error) {
 	r := s.lookup(cmd.CallID)
@@ -426,10 +430,16 @@ func (s *Set) Delete(ctx context.Context, cmd *ng.Command) (ng.CallInfo, error) 
 		return ng.CallInfo{}, ErrUnknownCall
 	}
 	ci, err := r.c.Delete(ctx, cmd)
-	if cmd.ViaBranch == "" {
+	if !namesBranch(cmd) {
 		s.Forget(cmd.CallID)
 	}
 	return ci, err
+}
+
+// namesBranch reports whether a delete may end one branch of a forked
+// call rather than the call.
+func namesBranch(cmd *ng.Command) bool {
+	return cmd.ViaBranch != "" || cmd.ToTag != "" && slices.ContainsFunc(cmd.Flags, func(f string) bool { return strings.EqualFold(f, "to-tag") })
 }
 
 // Forget drops the call's relay without telling the relay (and from the

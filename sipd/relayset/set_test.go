@@ -525,3 +525,35 @@ func TestOfferCutShortByHealthCheck(t *testing.T) {
 	}
 	t.Logf("offer moved to the next relay after %v", took)
 }
+
+// TestBranchDeleteSticks: a delete naming one fork's branch (via-branch,
+// or a to-tag with the to-tag flag) leaves the call on its relay, whose
+// other branches go on; one naming the call forgets it.
+func TestBranchDeleteSticks(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	s, _ := newSet(t, 1)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cmd  ng.Command
+		kept bool
+	}{
+		{"via-branch", ng.Command{FromTag: "f", ViaBranch: "z9hG4bK-2"}, true},
+		{"to-tag with the to-tag flag", ng.Command{FromTag: "f", ToTag: "t2", Flags: []string{"to-tag"}}, true},
+		{"to-tag without the flag (ignored by the relay)", ng.Command{FromTag: "f", ToTag: "t2"}, false},
+		{"the call", ng.Command{}, false},
+	} {
+		id := "call-" + strings.ReplaceAll(tc.name, " ", "-")
+		if _, err := offer(s, id); err != nil {
+			t.Fatal(err)
+		}
+		cmd := tc.cmd
+		cmd.CallID = id
+		if _, err := s.Delete(ctx, &cmd); err != nil {
+			t.Fatalf("%s: delete: %v", tc.name, err)
+		}
+		if kept := s.RelayOf(id) != ""; kept != tc.kept {
+			t.Errorf("%s: call kept on its relay %v, want %v", tc.name, kept, tc.kept)
+		}
+	}
+}
