@@ -60,6 +60,30 @@ static __always_inline __u16 csum_apply(__u16 check, __u64 delta)
 
 _Static_assert(CSUM_PACKET_MAX < 3 * CSUM_CHUNK, "csum_packet's first loop runs at most twice");
 
+// Adds n pieces of size bytes at b (a constant multiple of 4, at most 512)
+// to *s through bpf_csum_diff; n is at most max. Returns -1 when they run
+// past data_end. n is hidden from the compiler, which would otherwise
+// compare the length n came from, so that the verifier would learn a
+// different length on each way out of the loop (see csum_packet).
+static __always_inline int csum_pieces(__u8 *b, void *data_end, __u32 n, const __u32 size, const int max,
+				       __u64 *s)
+{
+	barrier_var(n);
+#pragma unroll
+	for (int i = 0; i < max; i++) {
+		if (i >= n)
+			break;
+		__u8 *c = b + i * size;
+		if ((void *)(c + size) > data_end)
+			return -1;
+		// Cannot fail: the size is a constant the helper takes. Its result
+		// is a 32-bit partial sum (16-bit folded on some kernels), either
+		// of which is a seed for the next call.
+		*s = (__u32)bpf_csum_diff(0, 0, (__be32 *)c, size, *s);
+	}
+	return 0;
+}
+
 // The one's-complement sum of len bytes at start, a packet pointer whose
 // span the caller has not bounds-checked, plus seed; -1 when len exceeds
 // CSUM_PACKET_MAX or the span runs past data_end. The span is cut in
@@ -70,51 +94,25 @@ _Static_assert(CSUM_PACKET_MAX < 3 * CSUM_CHUNK, "csum_packet's first loop runs 
 // Why three loops and not "while 512 left, then 256, 128...": the
 // verifier walks every combination of taken branches whose packet
 // offsets differ, 2^7 for that ladder, all the way through the caller.
-// Here each loop's exit depends on a count of its own (hidden from the
-// compiler, which would otherwise compare len and teach the verifier a
-// different len on each exit), and each loop restarts from an offset
-// computed from len, so all exits of a loop reach the next one in one
-// state and the verifier's work grows with the loops' lengths added, not
-// multiplied. Callers keep it in a subprogram, whose states end at its
-// return.
+// Here each loop's exit depends on a count of its own, and each loop
+// restarts from an offset computed from len, so all exits of a loop reach
+// the next one in one state and the verifier's work grows with the loops'
+// lengths added, not multiplied. Callers keep it in a subprogram, whose
+// states end at its return.
 static __always_inline __s64 csum_packet(__u8 *start, void *data_end, __u32 len, __u32 seed)
 {
 	if (len > CSUM_PACKET_MAX)
 		return -1;
 	__u64 s = seed;
-
-	__u32 n = len / CSUM_CHUNK;
-	barrier_var(n);
-#pragma unroll
-	for (int i = 0; i < CSUM_PACKET_MAX / CSUM_CHUNK; i++) {
-		if (i >= n)
-			break;
-		__u8 *c = start + i * CSUM_CHUNK;
-		if ((void *)(c + CSUM_CHUNK) > data_end)
-			return -1;
-		// Cannot fail: the size is a constant the helper takes. Its result
-		// is a 32-bit partial sum (16-bit folded on some kernels), either
-		// of which is a seed for the next call.
-		s = (__u32)bpf_csum_diff(0, 0, (__be32 *)c, CSUM_CHUNK, s);
-	}
-
-	__u8 *b = start + (len & ~(CSUM_CHUNK - 1));
-	n = (len % CSUM_CHUNK) / CSUM_SMALL;
-	barrier_var(n);
-#pragma unroll
-	for (int i = 0; i < CSUM_CHUNK / CSUM_SMALL - 1; i++) {
-		if (i >= n)
-			break;
-		__u8 *c = b + i * CSUM_SMALL;
-		if ((void *)(c + CSUM_SMALL) > data_end)
-			return -1;
-		s = (__u32)bpf_csum_diff(0, 0, (__be32 *)c, CSUM_SMALL, s);
-	}
+	if (csum_pieces(start, data_end, len / CSUM_CHUNK, CSUM_CHUNK, CSUM_PACKET_MAX / CSUM_CHUNK, &s) ||
+	    csum_pieces(start + (len & ~(CSUM_CHUNK - 1)), data_end, (len % CSUM_CHUNK) / CSUM_SMALL, CSUM_SMALL,
+			CSUM_CHUNK / CSUM_SMALL - 1, &s))
+		return -1;
 
 	// 32-bit words: 2^16 = 1 in one's-complement arithmetic, so a word
 	// adds the same as its two halves.
-	b = start + (len & ~(CSUM_SMALL - 1));
-	n = (len % CSUM_SMALL) / 4;
+	__u8 *b = start + (len & ~(CSUM_SMALL - 1));
+	__u32 n = (len % CSUM_SMALL) / 4;
 #pragma unroll
 	for (int i = 0; i < CSUM_SMALL / 4 - 1; i++) {
 		// Inside the loop, or clang turns it into one of min(n, 15)
