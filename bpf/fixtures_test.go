@@ -300,11 +300,15 @@ func TestFixtureChecksums(t *testing.T) {
 		}
 		bad := bytes.Clone(c.Out)
 		payload := 14 + 20 + 8
-		if binary.BigEndian.Uint16(bad[12:14]) == 0x86dd {
+		v6 := binary.BigEndian.Uint16(bad[12:14]) == 0x86dd
+		if v6 {
 			payload = 14 + 40 + 8
 		}
-		if binary.BigEndian.Uint16(bad[payload-2:]) == 0 {
-			continue // IPv4 without a UDP checksum: nothing covers the payload
+		if !v6 && binary.BigEndian.Uint16(bad[payload-2:]) == 0 {
+			// IPv4 without a UDP checksum: nothing covers the payload. Only
+			// IPv4: every IPv6 frame, those translated from IPv4 without
+			// one included, must fail here.
+			continue
 		}
 		bad[payload] ^= 0x01 // the UDP checksum no longer matches
 		if verifyChecksums(bad) == nil {
@@ -424,9 +428,13 @@ func TestTranslationSweep(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		n := 0
+		// Payload sizes: each UDP length mod 4 and each number of the
+		// 64-byte pieces the kernel sums an IPv4 datagram without a
+		// checksum in (bpf/csum.h), up to the most it sums (1492 + 8).
+		sizes := []int{0, 1, 2, 3, 4, 5, 17, 56, 57, 58, 59, 60, 160, 161, 999, 1400, 1472, 1492}
+		n, tried := 0, 0
 		for _, f := range []relay.Flow{to6, to4} {
-			for _, size := range []int{0, 1, 2, 3, 4, 5, 17, 160, 161, 999, 1400} {
+			for _, size := range sizes {
 				for _, hdr := range []struct{ tos, ttl uint8 }{{0, 1}, {0xb8, 64}, {0xff, 255}} {
 					in := relaytest.Frame{DstMAC: relaytest.MACRelayA, SrcMAC: relaytest.MACPeerA,
 						Src: f.Peer, Dst: f.Key.Local, TOS: hdr.tos, TTL: hdr.ttl, ID: uint16(size), DF: size%2 == 0,
@@ -435,37 +443,51 @@ func TestTranslationSweep(t *testing.T) {
 					want.Src, want.Dst, want.SrcMAC, want.DstMAC = f.Out, f.Dst, f.SrcMAC, f.DstMAC
 					want.FlowLabel, want.ID, want.DF = 0, 0, true
 					wantB := relaytest.Build(want)
-					for _, hook := range []string{"xdp", "tc"} {
-						var (
-							ret, verdict uint32
-							out          []byte
-							err          error
-						)
-						if hook == "xdp" {
-							ret, out, err = runXDP(progs.XDP, relaytest.Build(in), relaytest.IfIn)
-							verdict = xdpRedir
-						} else {
-							ret, out, err = runTC(progs.TC, relaytest.Build(in))
-							verdict = tcActRedirect
+					inputs := [][]byte{relaytest.Build(in)}
+					if f.Dst.Addr().Is6() {
+						// The same without a UDP checksum, which IPv4 allows:
+						// the same frame must come out.
+						nocs := relaytest.Build(in)
+						binary.BigEndian.PutUint16(nocs[relaytest.EthLen+relaytest.IPv4Len+6:], 0)
+						inputs = append(inputs, nocs)
+					}
+					for i, inB := range inputs {
+						for _, hook := range []string{"xdp", "tc"} {
+							var (
+								ret, verdict uint32
+								out          []byte
+								err          error
+							)
+							tried++
+							if hook == "xdp" {
+								ret, out, err = runXDP(progs.XDP, inB, relaytest.IfIn)
+								verdict = xdpRedir
+							} else {
+								ret, out, err = runTC(progs.TC, inB)
+								verdict = tcActRedirect
+							}
+							name := fmt.Sprintf("%v to %v, %d bytes, tos %#x ttl %d, %s", f.Key.Local, f.Dst, size, hdr.tos, hdr.ttl, hook)
+							if i == 1 {
+								name += ", no udp checksum"
+							}
+							if err != nil || ret != verdict {
+								t.Errorf("%s: verdict %d, err %v; want %d", name, ret, err, verdict)
+								continue
+							}
+							if !bytes.Equal(out, wantB) {
+								t.Errorf("%s: output differs\n got %x\nwant %x", name, out, wantB)
+							}
+							if err := verifyChecksums(out); err != nil {
+								t.Errorf("%s: %v", name, err)
+							}
+							n++
 						}
-						name := fmt.Sprintf("%v to %v, %d bytes, tos %#x ttl %d, %s", f.Key.Local, f.Dst, size, hdr.tos, hdr.ttl, hook)
-						if err != nil || ret != verdict {
-							t.Errorf("%s: verdict %d, err %v; want %d", name, ret, err, verdict)
-							continue
-						}
-						if !bytes.Equal(out, wantB) {
-							t.Errorf("%s: output differs\n got %x\nwant %x", name, out, wantB)
-						}
-						if err := verifyChecksums(out); err != nil {
-							t.Errorf("%s: %v", name, err)
-						}
-						n++
 					}
 				}
 			}
 		}
-		if n != 2*11*3*2 {
-			t.Errorf("%d frames checked, want %d", n, 2*11*3*2)
+		if n != tried || tried != 3*len(sizes)*3*2 {
+			t.Errorf("%d frames checked of %d, want %d", n, tried, 3*len(sizes)*3*2)
 		}
 	})
 }

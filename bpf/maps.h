@@ -65,7 +65,7 @@ enum counter {
 	cnt_pass,
 	cnt_aborted,
 	cnt_not_ip,
-	cnt_not_udp,    // also: IPv4 without a UDP checksum on a flow to IPv6 (relay.h)
+	cnt_not_udp,    // also: IPv4 without a UDP checksum on a flow to IPv6, too long to sum (relay.h)
 	cnt_truncated,
 	cnt_fragment,
 	cnt_ip_options,

@@ -1,10 +1,14 @@
 package bpf
 
 import (
+	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"sipxdp/internal/netns"
 	"sipxdp/relay"
@@ -72,18 +76,30 @@ func TestNetnsRelay(t *testing.T) {
 				recvNs  int
 				recvDev string
 				verdict string // counter that counts the forward
+				// noCheck: the sender sends IPv4 UDP without a checksum
+				// (SO_NO_CHECK), which the program must add for IPv6.
+				noCheck bool
 			}
 			var cases []relayCase
 			for _, fam := range families {
-				cases = append(cases, relayCase{fam.Name, lineFlow(fam), nsReceiver, netns.CalleeIf, "redirect"})
+				cases = append(cases, relayCase{fam.Name, lineFlow(fam), nsReceiver, netns.CalleeIf, "redirect", false})
 			}
 			// Between families: the sender on one, the receiver on the
 			// other, the program translating the IP header.
 			for _, fams := range [][2]netns.Addrs{{families[0], families[1]}, {families[1], families[0]}} {
 				in, out := lineFlow(fams[0]), lineFlow(fams[1])
 				in.Out, in.Dst = out.Out, out.Dst
-				cases = append(cases, relayCase{fams[0].Name + " to " + fams[1].Name, in, nsReceiver, netns.CalleeIf, "redirect"})
+				cases = append(cases, relayCase{fams[0].Name + " to " + fams[1].Name, in, nsReceiver, netns.CalleeIf, "redirect", false})
 			}
+			// IPv4 allows a UDP datagram without a checksum, IPv6 does not:
+			// the program sums it. The receiver's IPv6 socket drops a
+			// datagram whose checksum is zero or wrong, so each one it
+			// gets was given a right one, by the kernel path alone: the
+			// flow is in the map from the start and no relay socket exists.
+			noCheck := lineFlow(families[0])
+			noCheck.Out, noCheck.Dst = lineFlow(families[1]).Out, lineFlow(families[1]).Dst
+			cases = append(cases, relayCase{families[0].Name + " without udp checksum to " + families[1].Name,
+				noCheck, nsReceiver, netns.CalleeIf, "redirect", true})
 			// Hairpin: both peers on the r0 side, so the packet leaves by the
 			// device it came in on: XDP_TX for XDP, a redirect for tc.
 			hp := lineFlow(families[0])
@@ -94,7 +110,7 @@ func TestNetnsRelay(t *testing.T) {
 			if mode == ModeTC {
 				hairpinVerdict = "redirect"
 			}
-			cases = append(cases, relayCase{"ipv4 hairpin", hp, nsSender, netns.CallerIf, hairpinVerdict})
+			cases = append(cases, relayCase{"ipv4 hairpin", hp, nsSender, netns.CallerIf, hairpinVerdict, false})
 
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -105,6 +121,10 @@ func TestNetnsRelay(t *testing.T) {
 					recv := tp.udp(t, c.recvNs, flow.Dst)
 					send := tp.udp(t, nsSender, flow.Peer)
 					capt := startCapture(t, tp, c.recvNs, c.recvDev, flow.Dst.Port())
+					if c.noCheck {
+						setSockOpt(t, send, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
+						noChecksumSent(t, tp, send, flow.Key.Local)
+					}
 					before, err := k.Counters()
 					if err != nil {
 						t.Fatal(err)
@@ -141,7 +161,10 @@ func TestNetnsRelay(t *testing.T) {
 					if full+partial != streamPackets || wrong != 0 {
 						t.Errorf("capture saw %d full + %d partial checksums, %d wrong (first: %s)", full, partial, wrong, firstWrong)
 					}
-					if mode == ModeTC && partial == 0 {
+					if c.noCheck && full != streamPackets {
+						t.Errorf("%d full checksums from a sender without any, want %d made by the program", full, streamPackets)
+					}
+					if mode == ModeTC && partial == 0 && !c.noCheck {
 						t.Errorf("tc run saw no CHECKSUM_PARTIAL packets: the case tc exists for was not exercised")
 					}
 					// The FIB answer is cached in the flow, and an upsert
@@ -172,6 +195,26 @@ func TestNetnsRelay(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// noChecksumSent shows that send's datagrams leave without a UDP checksum:
+// a few go to a port next to relay, which has no flow, so every hook
+// passes them up untouched and a capture on the relay's device sees them
+// as sent (it counts an IPv4 datagram without a checksum as wrong). The
+// counters these move are read by the caller afterwards.
+func noChecksumSent(t *testing.T, tp *topo, send *net.UDPConn, relay netip.AddrPort) {
+	t.Helper()
+	const n = 5
+	probe := netip.AddrPortFrom(relay.Addr(), relay.Port()+100)
+	capt := startCapture(t, tp, nsRelay, netns.RelayA, probe.Port())
+	if err := stream(send, probe, 0, n); err != nil {
+		t.Fatal(err)
+	}
+	full, partial, none, first := capt.stop()
+	if none != n || full+partial != 0 || !strings.Contains(first, "no checksum") {
+		t.Fatalf("the sender sent %d of %d datagrams without a UDP checksum (first: %q), %d with one",
+			none, n, first, full+partial)
 	}
 }
 

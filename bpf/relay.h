@@ -263,8 +263,9 @@ static __always_inline __u32 fold32(__u64 s)
 // The pseudo-headers of IPv4 and IPv6 differ only in the addresses:
 // protocol 17 and the UDP length land on the same 16-bit positions of the
 // one's-complement sum (RFC 768, RFC 8200 8.1). So the UDP checksum follows
-// from the address and port deltas alone; the payload is not read. Returns
-// 0, or a pass reason when the packet cannot be translated here.
+// from the address and port deltas alone; the payload is not read, except
+// for an IPv4 datagram without a checksum (relay_udp4_csum). Returns -1,
+// or a pass reason when the packet cannot be translated here.
 static __always_inline int relay_xlate_prepare(const struct flow_value *v, const struct parsed *p,
 					       struct xlate *x)
 {
@@ -282,11 +283,9 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 		return -1;
 	}
 	// IPv4 may carry no UDP checksum (zero); IPv6 must (RFC 8200 8.1).
-	// Making one up means summing the payload, which the programs do not:
-	// the packet goes up to the stack, and the userspace relay's socket
-	// sends it with one while it holds the port. Senders compute it by
-	// default.
-	if (!x->check)
+	// The hooks make one by summing the datagram (relay_udp4_csum), up
+	// to an Ethernet MTU's worth; a longer one goes up to the stack.
+	if (!x->check && p->payload_len + sizeof(struct udphdr) > CSUM_PACKET_MAX)
 		return cnt_not_udp;
 	struct iphdr *ip = p->l3;
 	__u16 *old = (void *)ip + BLK4_OFF;
@@ -297,6 +296,29 @@ static __always_inline int relay_xlate_prepare(const struct flow_value *v, const
 		       csum_add16((const __u16 *)v->dst_addr, 8));
 	x->dp = fold32(csum_sub16(old + 4, 2) + ports);
 	return -1;
+}
+
+// The UDP checksum an IPv4 datagram without one would have had: the
+// ulen bytes of the datagram at the end of ip (its checksum field zero)
+// and the IPv4 pseudo-header. The translation then treats the packet as
+// if it had come with it, so the paths of packets that did are the same as
+// ever, and only this case reads the payload. Neither ip nor the datagram
+// need have been bounds-checked: the tc hook calls this with fresh
+// pointers after pulling the datagram into the linear part. A subprogram,
+// so that it neither weighs on the registers of the paths that do not
+// call it nor multiplies the verifier's work on the rest of the caller.
+// Returns 0 when the datagram cannot be summed.
+static __noinline __u16 relay_udp4_csum(struct iphdr *ip, void *data_end, __u32 ulen)
+{
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	__u32 seed = fold32(csum_add16((const __u16 *)&ip->saddr, 4) + bpf_htons(ulen) +
+			    bpf_htons(IPPROTO_UDP));
+	__s64 s = csum_packet((__u8 *)(ip + 1), data_end, ulen, seed);
+	if (s < 0)
+		return 0;
+	__u16 c = ~(__u16)s;
+	return c ? c : 0xffff; // MANGLED_0: zero would say "none"
 }
 
 // The start of both hooks' translation subprograms: the old headers read

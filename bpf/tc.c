@@ -60,6 +60,29 @@ static __noinline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, st
 	int neigh = nh == NH_NO_NEIGH;
 	int local = nh == NH_LOCAL;
 
+	// An IPv4 datagram without a UDP checksum, for IPv6, where it is
+	// mandatory: the one its sender left out is summed and stored, and
+	// the translation below updates it like any other. Summing needs the
+	// datagram in the linear part (a local sender's may sit in page
+	// fragments); pulling invalidates the packet pointers in p, which
+	// nothing below reads. BPF_F_RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE
+	// skb->csum right; a CHECKSUM_PARTIAL one never has a zero field (it
+	// holds the pseudo-header's sum, never zero).
+	if (to6 && !x.check) {
+		__u32 l4 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+		__u32 ulen = p->payload_len + sizeof(struct udphdr);
+		if (bpf_skb_pull_data(skb, l4 + ulen)) {
+			count(cnt_aborted); // out of memory
+			return TC_ACT_SHOT;
+		}
+		void *data = (void *)(long)skb->data;
+		__u16 check = relay_udp4_csum(data + sizeof(struct ethhdr), (void *)(long)skb->data_end, ulen);
+		if (!check)
+			return pass(cnt_truncated); // past the frame: parse_udp let no such one through
+		bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, sizeof(check),
+				    BPF_F_RECOMPUTE_CSUM);
+	}
+
 	union ip_header h = {};
 	relay_xlate_header(&x, v, to6, &h);
 	__u32 l3 = p->l3_off;

@@ -119,13 +119,19 @@ func TestNetnsTOS(t *testing.T) {
 // opt6 (IPPROTO_IPV6), to v.
 func setIPOpt(t *testing.T, c *net.UDPConn, v6 bool, opt4, opt6, v int) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	lvl, opt := unix.IPPROTO_IP, opt4
 	if v6 {
 		lvl, opt = unix.IPPROTO_IPV6, opt6
+	}
+	setSockOpt(t, c, lvl, opt, v)
+}
+
+// setSockOpt sets an integer socket option on c; an error fails the test.
+func setSockOpt(t *testing.T, c *net.UDPConn, lvl, opt, v int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), lvl, opt, v) }); err != nil || serr != nil {

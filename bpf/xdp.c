@@ -55,6 +55,15 @@ static __noinline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, stru
 	if (!local && egress != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &egress))
 		return pass(cnt_no_egress);
 
+	// An IPv4 datagram without a UDP checksum, for IPv6, where it is
+	// mandatory: the one its sender left out, before anything is written.
+	if (to6 && !x.check) {
+		x.check = relay_udp4_csum(p->l3, (void *)(long)ctx->data_end,
+					  p->payload_len + sizeof(struct udphdr));
+		if (!x.check)
+			return pass(cnt_truncated); // past the frame: parse_udp let no such one through
+	}
+
 	// MANGLED_0: a result of zero is sent as 0xffff. A zero from IPv6
 	// (invalid there) stays zero: "no checksum" over IPv4.
 	__u16 check = x.check;

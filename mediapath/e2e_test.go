@@ -398,7 +398,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	requireTools(t)
 	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
 		for _, fam := range []netns.Addrs{netns.V4, netns.V6} {
-			t.Run(mode+"/"+fam.Name, func(t *testing.T) { endToEnd(t, mode, fam, fam) })
+			t.Run(mode+"/"+fam.Name, func(t *testing.T) { endToEnd(t, mode, fam, fam, false) })
 		}
 	}
 }
@@ -411,14 +411,44 @@ func TestRelayEndToEnd(t *testing.T) {
 func TestRelayCrossFamily(t *testing.T) {
 	requireTools(t)
 	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
-		t.Run(mode, func(t *testing.T) { endToEnd(t, mode, netns.V4, netns.V6) })
+		t.Run(mode, func(t *testing.T) { endToEnd(t, mode, netns.V4, netns.V6, false) })
+	}
+}
+
+// TestRelayCrossFamilyNoChecksum is TestRelayCrossFamily with a caller
+// that sends IPv4 UDP without a checksum (SO_NO_CHECK), as some phones and
+// gateways do. IPv6 requires one, and the callee's stack drops a datagram
+// whose checksum is zero or wrong: after the handoff, when no relay socket
+// is left to add one, the programs must sum each datagram themselves.
+// bpf's TestNetnsRelay shows that such a sender's datagrams really leave
+// without a checksum.
+func TestRelayCrossFamilyNoChecksum(t *testing.T) {
+	requireTools(t)
+	for _, mode := range []string{XDP, XDPGeneric, TC, Userspace} {
+		t.Run(mode, func(t *testing.T) { endToEnd(t, mode, netns.V4, netns.V6, true) })
+	}
+}
+
+// noUDPChecksum makes c send without a UDP checksum (IPv4 only).
+func noUDPChecksum(t *testing.T, c *net.UDPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_NO_CHECK, 1)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_NO_CHECK: %v %v", err, serr)
 	}
 }
 
 // endToEnd relays a call with the caller on famA and the callee on famB
 // through the stack on mode, and checks every packet, the checksums at both
-// ends, the path each flow took and the counters.
-func endToEnd(t *testing.T, mode string, famA, famB netns.Addrs) {
+// ends, the path each flow took and the counters. With noChecksum the
+// caller sends without UDP checksums once the call is set up.
+func endToEnd(t *testing.T, mode string, famA, famB netns.Addrs, noChecksum bool) {
 	const packets = 1000
 	tp := netns.New(t, netns.Config{Prefix: nsPrefix})
 	kernel := mode != Userspace
@@ -439,6 +469,9 @@ func endToEnd(t *testing.T, mode string, famA, famB netns.Addrs) {
 	csumCaller, csumCallee := csumErrors(t, tp.Caller), csumErrors(t, tp.Callee)
 
 	cl := setupCallFamilies(t, tp, c, "e2e", famA, famB)
+	if noChecksum {
+		noUDPChecksum(t, cl.callerC)
+	}
 	capCaller, err := tp.Caller.CaptureUDP(netns.CallerIf, callerPort)
 	if err != nil {
 		t.Fatal(err)
@@ -464,6 +497,13 @@ func endToEnd(t *testing.T, mode string, famA, famB netns.Addrs) {
 		}
 		if (mode == XDP || mode == XDPGeneric) && r.Partial != 0 {
 			t.Errorf("%s: %d partial checksums with tx offload off", cp.name, r.Partial)
+		}
+		if noChecksum && kernel && cp.name == "callee" {
+			// Every checksum the callee gets was made by the program.
+			if r.Full != packets {
+				t.Errorf("callee: %d full checksums, want %d from a caller that sends none", r.Full, packets)
+			}
+			continue
 		}
 		if mode == TC && r.Partial == 0 {
 			t.Errorf("%s: tc run saw no CHECKSUM_PARTIAL packets: the case tc must handle was not exercised", cp.name)
