@@ -98,6 +98,10 @@ var mediaFlags = []needsMedia{
 	{key: "ptime", offerOnly: true, on: nonZero, what: "repacketization (" + whatTranscoding + ")", doc: "offer: ptime"},
 	{key: "ptime-reverse", offerOnly: true, on: nonZero, what: "repacketization (" + whatTranscoding + ")", doc: "offer: ptime-reverse"},
 	{key: "reverse-ptime", offerOnly: true, on: nonZero, what: "repacketization (" + whatTranscoding + ")", doc: "offer: ptime-reverse"},
+	// OpenSIPS's rtpengine module sends its repacketize=NN flag as this
+	// key (its rtpengine.c); a relay that cannot repacketize must not
+	// pretend to.
+	{key: "repacketize", offerOnly: true, on: nonZero, what: "repacketization (" + whatTranscoding + ")", doc: "OpenSIPS rtpengine module: repacketize"},
 	{key: "t.38", on: oneOf("decode", "force"), offerOnly: true, what: "T.38 gateway (" + whatTranscoding + ")", doc: "offer: T.38"},
 	{key: "t38", on: oneOf("decode", "force"), offerOnly: true, what: "T.38 gateway (" + whatTranscoding + ")", doc: "offer: T.38"},
 	{key: "t.38-decode", offerOnly: true, what: "T.38 gateway (" + whatTranscoding + ")", doc: "offer: T.38"},

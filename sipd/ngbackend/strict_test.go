@@ -59,6 +59,8 @@ func TestStrict(t *testing.T) {
 			map[string]any{"ptime": int64(30)}, "repacketization (transcoding) not supported: ptime=30", "ptime=30"},
 		{"ptime-reverse", "offer: ptime-reverse", "offer",
 			map[string]any{"ptime reverse": "40"}, "repacketization (transcoding) not supported: ptime-reverse=40", "ptime-reverse=40"},
+		{"OpenSIPS repacketize", "OpenSIPS rtpengine module: repacketize", "offer",
+			map[string]any{"repacketize": int64(30)}, "repacketization (transcoding) not supported: repacketize=30", "repacketize=30"},
 		{"T.38 decode", "offer: T.38", "offer",
 			map[string]any{"T.38": []any{"decode"}}, "T.38 gateway (transcoding) not supported: t.38-decode", "t.38-decode"},
 		{"T38=force", "offer: T.38", "offer",

@@ -16,15 +16,26 @@ type backend struct {
 func (b backend) Offer(req *ng.Request) ([]byte, error) {
 	b.r.Claim(req.CallID)
 	out, err := b.Backend.Offer(req)
-	b.r.Changed(req.CallID)
+	b.changed(req)
 	return out, err
 }
 
 func (b backend) Answer(req *ng.Request) ([]byte, error) {
 	b.r.Claim(req.CallID)
 	out, err := b.Backend.Answer(req)
-	b.r.Changed(req.CallID)
+	b.changed(req)
 	return out, err
+}
+
+// changed marks the call of an offer or answer for writing unless the
+// script said no-redis-update, which rtpengine honours for these two
+// commands (call_interfaces.c): the call's record is written with its
+// next change instead (a later command, a latch locking).
+func (b backend) changed(req *ng.Request) {
+	if _, skip := req.Flags["no-redis-update"]; skip {
+		return
+	}
+	b.r.Changed(req.CallID)
 }
 
 func (b backend) Delete(req *ng.Request) (ng.CallStats, error) {

@@ -281,3 +281,42 @@ func TestActiveRestart(t *testing.T) {
 		t.Fatal("the restarted active deleted its call's key")
 	}
 }
+
+// TestNoRedisUpdate: an offer or answer with rtpengine's no-redis-update
+// flag is not written; the call's next change without it is.
+func TestNoRedisUpdate(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx := context.Background()
+	act := startNode(t, rs.URL, "relay1", true, time.Minute)
+	waitFor(t, "active role", func() bool { return act.r.Role() == RoleActive })
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	skip := map[string]string{"no-redis-update": ""}
+	if _, err := act.be.Offer(&ng.Request{Command: "offer", CallID: "quiet", FromTag: "a", SDP: sdp("198.51.100.1", 4000), Flags: skip}); err != nil {
+		t.Fatal(err)
+	}
+	// A call without the flag, offered after it, is written: once its
+	// key is there, the writer has had its chance at "quiet" too.
+	if _, err := act.be.Offer(&ng.Request{Command: "offer", CallID: "loud", FromTag: "a", SDP: sdp("198.51.100.1", 4002)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "loud's key", func() bool { return rc.Exists(ctx, CallKey("g1", "loud")).Val() == 1 })
+	if rc.Exists(ctx, CallKey("g1", "quiet")).Val() != 0 {
+		t.Fatal("an offer with no-redis-update was written to Redis")
+	}
+	if _, err := act.be.Answer(&ng.Request{Command: "answer", CallID: "quiet", FromTag: "a", ToTag: "b", SDP: sdp("198.51.100.2", 5000), Flags: skip}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := act.be.Offer(&ng.Request{Command: "offer", CallID: "loud2", FromTag: "a", SDP: sdp("198.51.100.1", 4004)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "loud2's key", func() bool { return rc.Exists(ctx, CallKey("g1", "loud2")).Val() == 1 })
+	if rc.Exists(ctx, CallKey("g1", "quiet")).Val() != 0 {
+		t.Fatal("an answer with no-redis-update was written to Redis")
+	}
+	// A re-offer without the flag writes the call.
+	if _, err := act.be.Offer(&ng.Request{Command: "offer", CallID: "quiet", FromTag: "a", SDP: sdp("198.51.100.1", 4000)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "quiet's key after a change without the flag", func() bool { return rc.Exists(ctx, CallKey("g1", "quiet")).Val() == 1 })
+}
