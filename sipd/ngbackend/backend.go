@@ -292,7 +292,7 @@ func honoured(k string) bool {
 		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
 		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
 		k == "supports-load-limit", // the ng.Server's refusals
-		k == "no-redis-update", // relayrepl's Backend
+		k == "no-redis-update",     // relayrepl's Backend
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
 		k == "from-interface", k == "to-interface", k == "inbound-peer", k == "outbound-peer",
 		codecFlag(k), callFlag(k):
