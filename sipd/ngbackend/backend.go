@@ -41,6 +41,9 @@ type Backend struct {
 	delays delays
 	// id marks the SDP this relay writes under loop-protect (loop.go).
 	id string
+	// origins is what the replace flags remember of each side's o= and
+	// s= (origin.go).
+	origins origins
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -81,7 +84,7 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return b.finish(r, out), nil
+	return b.finish(r, r.FromTag, out), nil
 }
 
 // refusal marks err, the failure of a new call's offer, with why the
@@ -112,7 +115,7 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.finish(r, out), nil
+	return b.finish(r, r.ToTag, out), nil
 }
 
 // Query reports the call's ports, peers and counters.
@@ -205,6 +208,7 @@ func Options(r *ng.Request) *media.Options {
 		o.RTCPMux = append(o.RTCPMux, strings.ToLower(m))
 	}
 	_, o.GenerateMid = r.Flags["generate-mid"]
+	o.ReplaceZero = replaces(r)["zero-address"]
 	addressFlags(r, o)
 	callFlags(r, o)
 	o.Direction = direction(r)
@@ -330,19 +334,22 @@ func (b *Backend) looped(r *ng.Request) bool {
 
 // finish applies the replace flags and loop-protect's mark. The
 // session-level c= always names the relay (sdprewrite), which is
-// replace=session-connection; replace=origin also puts the relay's
-// address into o=.
-func (b *Backend) finish(r *ng.Request, body []byte) []byte {
-	for _, rep := range r.Replace {
-		if strings.EqualFold(rep, "origin") {
-			body = replaceOrigin(body)
-			break
-		}
+// replace=session-connection; replace=origin (and origin-full) also puts
+// the relay's address into o=; zero-address is media's (Options); the
+// others keep o= and s= as the side's earlier SDP had them (origin.go).
+// tag is the tag of the side whose SDP body is.
+func (b *Backend) finish(r *ng.Request, tag string, body []byte) []byte {
+	rep := replaces(r)
+	if rep["origin"] || rep["origin-full"] {
+		body = replaceOrigin(body)
 	}
 	if _, ok := r.Flags["loop-protect"]; ok {
 		body = mark(body, b.id)
 	}
-	return body
+	return b.origins.apply(r.CallID, tag, rep, body, func(call string) bool {
+		_, ok := b.ctrl.Call(call)
+		return ok
+	})
 }
 
 // replaceOrigin sets the o= address to the address the SDP's first relayed

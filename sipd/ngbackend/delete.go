@@ -84,6 +84,7 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	}
 	if whole {
 		b.delays.cancel(r.CallID)
+		b.origins.drop(r.CallID)
 	}
 	var stats ng.CallStats
 	if !fast && !whole {
