@@ -76,6 +76,16 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 	if b.looped(r) {
 		return r.SDP, nil
 	}
+	if _, ok := r.Flags["fragment"]; ok {
+		// A trickle ICE fragment (SIP INFO with new candidates): rtpengine
+		// consumes it and returns no SDP (call_interfaces.c,
+		// trickle_ice_update). The relay is ICE-lite toward a WebRTC side
+		// and learns its address from its connectivity checks, so the
+		// candidates change nothing; the fragment must not be taken for
+		// a re-offer, which would drop the call's streams.
+		b.log.Debug("ng: trickle ICE fragment consumed", "call_id", r.CallID, "from_tag", r.FromTag)
+		return nil, nil
+	}
 	_, known := b.ctrl.Call(r.CallID)
 	out, err := b.ctrl.Offer(r.CallID, r.FromTag, b.codecs(r, true), signaling(r), Options(r))
 	if err != nil {
@@ -84,7 +94,7 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return b.finish(r, r.FromTag, out), nil
+	return b.debug(r, b.finish(r, r.FromTag, out)), nil
 }
 
 // refusal marks err, the failure of a new call's offer, with why the
@@ -115,7 +125,21 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.finish(r, r.ToTag, out), nil
+	return b.debug(r, b.finish(r, r.ToTag, out)), nil
+}
+
+// debug logs an offer or answer with the debug (or debugging) flag at
+// info, the SDP in and out with it: rtpengine's "full debug logging for
+// this call, regardless of global log level settings" (ng control
+// protocol, "debug"), for the messages that ask for it.
+func (b *Backend) debug(r *ng.Request, out []byte) []byte {
+	_, d1 := r.Flags["debug"]
+	_, d2 := r.Flags["debugging"]
+	if d1 || d2 {
+		b.log.Info("ng: debug", "command", r.Command, "call_id", r.CallID, "from_tag", r.FromTag,
+			"to_tag", r.ToTag, "via_branch", r.ViaBranch, "sdp_in", string(r.SDP), "sdp_out", string(out))
+	}
+	return out
 }
 
 // Query reports the call's ports, peers and counters.
@@ -298,6 +322,7 @@ func honoured(k string) bool {
 		k == "supports-load-limit", // the ng.Server's refusals
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
 		k == "from-interface", k == "to-interface", k == "inbound-peer", k == "outbound-peer",
+		k == "original-sendrecv", k == "provisional", k == "fragment", k == "debug", k == "debugging",
 		codecFlag(k), callFlag(k):
 		return true
 	}
