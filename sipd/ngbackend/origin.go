@@ -51,10 +51,11 @@ type originKey struct{ call, tag string }
 
 // written is what the relay last wrote for a side.
 type written struct {
-	o    []string // the o= fields: username, sess-id, version, nettype, addrtype, address
-	ver  uint64
-	name string // the s= value kept for session-name
-	last []byte // the whole body, for SDP-version's comparison
+	o       []string // the o= fields: username, sess-id, version, nettype, addrtype, address
+	ver     uint64
+	name    string // the s= value kept for session-name
+	hasName bool
+	last    []byte // the whole body, for SDP-version's comparison
 }
 
 // drop forgets a call (its delete).
@@ -119,19 +120,20 @@ func (s *origins) apply(call, tag string, rep map[string]bool, body []byte, aliv
 	k := originKey{call, tag}
 	prev := s.m[k]
 
-	// s= first: the version compares the whole body.
+	// s= first: the version compares the whole body. A body without
+	// o= is not an SDP the relay wrote; it is left alone.
 	oAt, oLen, sAt, sLen := sessionFields(body)
+	if oAt < 0 {
+		return body
+	}
 	cur := &written{}
 	if sAt >= 0 {
-		cur.name = string(body[sAt+2 : sAt+sLen])
-		if name && prev != nil && prev.name != cur.name {
+		cur.name, cur.hasName = string(body[sAt+2:sAt+sLen]), true
+		if name && prev != nil && prev.hasName && prev.name != cur.name {
 			body = splice(body, sAt, sLen, "s="+prev.name)
 			cur.name = prev.name
 			oAt, oLen, _, _ = sessionFields(body)
 		}
-	}
-	if oAt < 0 {
-		return body
 	}
 	f := strings.Fields(string(body[oAt+2 : oAt+oLen]))
 	if len(f) != 6 {

@@ -1,6 +1,7 @@
 package ngbackend
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -176,4 +177,24 @@ func TestReplaceStateDropped(t *testing.T) {
 	if o := off("x 1 1 IN IP4 192.0.2.10"); o != "x 1 2 IN IP4 192.0.2.10" {
 		t.Errorf("new call of the same Call-ID: o=%s, want the sender's version plus one", o)
 	}
+}
+
+// FuzzReplaceState feeds arbitrary SDP through the replace flags twice,
+// as two messages of one side: it must not panic, and a body without a
+// session-level o= line comes back as it went in.
+func FuzzReplaceState(f *testing.F) {
+	f.Add([]byte(replaceSDP("alice 111 1 IN IP4 192.0.2.10", "First", "192.0.2.10")), []byte(replaceSDP("bob 2 9 IN IP6 ::1", "Second", "0.0.0.0")))
+	f.Add([]byte("v=0\r\no=\r\ns=\r\n"), []byte("o=a b c d e f\ns=x\nm=audio 1 RTP/AVP 0\n"))
+	f.Add([]byte("o=a b 18446744073709551615 IN IP4 x\r\n"), []byte("o=a b 18446744073709551615 IN IP4 x\r\n"))
+	rep := map[string]bool{"username": true, "origin-full": true, "session-name": true, "sdp-version": true, "force-increment-sdp-ver": true}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var s origins
+		for _, body := range [][]byte{a, b} {
+			in := bytes.Clone(body)
+			out := s.apply("c", "t", rep, body, nil)
+			if o, _, _, _ := sessionFields(in); o < 0 && !bytes.Equal(out, in) {
+				t.Fatalf("no o= line, body changed:\n%q\n%q", in, out)
+			}
+		}
+	})
 }
