@@ -44,6 +44,8 @@ type Backend struct {
 	// origins is what the replace flags remember of each side's o= and
 	// s= (origin.go).
 	origins origins
+	// aliases are alias key's from-tag aliases (alias.go).
+	aliases aliases
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -86,13 +88,17 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 		b.log.Debug("ng: trickle ICE fragment consumed", "call_id", r.CallID, "from_tag", r.FromTag)
 		return nil, nil
 	}
-	_, known := b.ctrl.Call(r.CallID)
+	ci, known := b.ctrl.Call(r.CallID)
+	key := b.aliases.offer(r, ci, known)
 	out, err := b.ctrl.Offer(r.CallID, r.FromTag, b.codecs(r, true), signaling(r), Options(r))
 	if err != nil {
 		if !known {
 			err = refusal(err)
 		}
 		return nil, err
+	}
+	if key != "" {
+		b.aliases.learn(r.CallID, r.FromTag, key, b.alive)
 	}
 	return b.debug(r, b.finish(r, r.FromTag, out)), nil
 }
@@ -121,6 +127,7 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 		}
 		return r.SDP, nil
 	}
+	b.aliases.resolve(r)
 	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, b.codecs(r, false), signaling(r), Options(r))
 	if err != nil {
 		return nil, err
@@ -322,7 +329,7 @@ func honoured(k string) bool {
 		k == "supports-load-limit", // the ng.Server's refusals
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
 		k == "from-interface", k == "to-interface", k == "inbound-peer", k == "outbound-peer",
-		k == "original-sendrecv", k == "provisional", k == "fragment", k == "debug", k == "debugging",
+		k == "original-sendrecv", k == "provisional", k == "fragment", k == "debug", k == "debugging", k == "alias-key",
 		codecFlag(k), callFlag(k):
 		return true
 	}
@@ -371,10 +378,14 @@ func (b *Backend) finish(r *ng.Request, tag string, body []byte) []byte {
 	if _, ok := r.Flags["loop-protect"]; ok {
 		body = mark(body, b.id)
 	}
-	return b.origins.apply(r.CallID, tag, rep, body, func(call string) bool {
-		_, ok := b.ctrl.Call(call)
-		return ok
-	})
+	return b.origins.apply(r.CallID, tag, rep, body, b.alive)
+}
+
+// alive reports whether a call exists, for the sweeps of what the
+// backend keeps per call (origins, aliases).
+func (b *Backend) alive(call string) bool {
+	_, ok := b.ctrl.Call(call)
+	return ok
 }
 
 // replaceOrigin sets the o= address to the address the SDP's first relayed

@@ -143,3 +143,72 @@ func TestProvisional(t *testing.T) {
 		}
 	}
 }
+
+// TestAliasKey: with alias key, an offer from a from-tag the call does
+// not know is taken as from the tag whose offer had the same SDP (SDP) or
+// first m-line address (address, endpoint), and its tag stays an alias of
+// that one (ng control protocol, "alias key"; call.c
+// call_get_monologue_alias). Without it, or when the first offer did not
+// give it, such an offer fails as an unknown tag.
+func TestAliasKey(t *testing.T) {
+	const caller = "192.0.2.10"
+	first := replaceSDP("- 1 1 IN IP4 "+caller, "-", caller)
+	bumped := replaceSDP("- 1 2 IN IP4 "+caller, "-", caller) // same address, another SDP
+	moved := replaceSDP("- 1 2 IN IP4 "+caller, "-", "192.0.2.99")
+	offer := func(tag, body, key string) map[string]any {
+		d := map[string]any{"command": "offer", "call-id": "c1", "from-tag": tag, "sdp": body}
+		if key != "" {
+			d["alias key"] = key
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name     string
+		firstKey string
+		second   map[string]any
+		aliased  bool
+	}{
+		{"SDP: the same SDP from a new tag is the caller's", "SDP", offer("a2", first, "SDP"), true},
+		{"SDP: another SDP is not", "SDP", offer("a2", bumped, "SDP"), false},
+		{"address: the same first m-line address", "address", offer("a2", bumped, "address"), true},
+		{"endpoint is address", "endpoint", offer("a2", bumped, "endpoint"), true},
+		{"address: another address is not", "address", offer("a2", moved, "address"), false},
+		{"off: no alias", "off", offer("a2", first, "off"), false},
+		{"no key: no alias", "", offer("a2", first, ""), false},
+		{"the first offer had no key: no alias", "", offer("a2", first, "SDP"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, f := newBackend()
+			s := ng.NewServer(b, ng.Options{})
+			one := roundTrip(t, s, "k0", offer("a", first, tc.firstKey))
+			if one["result"] != "ok" {
+				t.Fatal(one)
+			}
+			two := roundTrip(t, s, "k1", tc.second)
+			if !tc.aliased {
+				if two["result"] != "error" {
+					t.Errorf("offer from an unknown tag: %v, want an error", two)
+				}
+				return
+			}
+			if two["result"] != "ok" || two["sdp"] != one["sdp"] && !strings.Contains(two["sdp"].(string), "m=audio 40002 ") {
+				t.Fatalf("aliased offer: %v, want the caller's re-offer (relay port 40002)\n%v", two, one["sdp"])
+			}
+			// The alias names the caller in an answer and a delete too.
+			ans := roundTrip(t, s, "k2", map[string]any{"command": "answer", "call-id": "c1", "from-tag": "a2", "to-tag": "b",
+				"sdp": string(sdp("192.0.2.20", 20000))})
+			if ans["result"] != "ok" {
+				t.Fatalf("answer with the alias as from-tag: %v", ans)
+			}
+			if q := roundTrip(t, s, "k3", queryCmd("c1")); q["result"] != "ok" || q["tags"].(map[string]any)["a2"] != nil {
+				t.Errorf("query: %v, want the caller under its own tag only", q)
+			}
+			if d := roundTrip(t, s, "k4", map[string]any{"command": "delete", "call-id": "c1", "from-tag": "a2"}); d["result"] != "ok" || len(f.deleted) != 1 {
+				t.Errorf("delete by the alias: %v, deleted %v", d, f.deleted)
+			}
+			if n := len(b.aliases.keys) + len(b.aliases.tags); n != 0 {
+				t.Errorf("after delete, %d alias entries kept", n)
+			}
+		})
+	}
+}
