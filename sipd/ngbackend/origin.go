@@ -77,23 +77,14 @@ const pruneEvery = 256
 // and lengths without line end (-1 when missing).
 func sessionFields(body []byte) (oAt, oLen, sAt, sLen int) {
 	oAt, sAt = -1, -1
-	for off := 0; off < len(body); {
-		n := bytes.IndexByte(body[off:], '\n')
-		next := len(body)
-		if n >= 0 {
-			next = off + n + 1
-		}
-		l := bytes.TrimRight(body[off:next], "\r\n")
+	eachSessionLine(body, func(off int, l []byte) {
 		switch {
-		case bytes.HasPrefix(l, []byte("m=")):
-			return
 		case bytes.HasPrefix(l, []byte("o=")) && oAt < 0:
 			oAt, oLen = off, len(l)
 		case bytes.HasPrefix(l, []byte("s=")) && sAt < 0:
 			sAt, sLen = off, len(l)
 		}
-		off = next
-	}
+	})
 	return
 }
 
