@@ -130,8 +130,8 @@ func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 		case "flags":
 			var fl []string
 			fl, e = asStrings(nk, v)
-			for _, f := range fl {
-				addFlag(r.Flags, f)
+			for i, f := range fl {
+				addFlag(r.Flags, f, i+1)
 			}
 		default:
 			switch v := v.(type) {
@@ -169,12 +169,30 @@ func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 	return r, ignored, firstErr
 }
 
-// addFlag adds one "flags" entry.
-func addFlag(flags map[string]string, f string) {
-	key, val, _ := strings.Cut(f, "=")
+// addFlag adds one "flags" entry, pos its 1-based place in the list.
+// Flags is a map, so a bare codec list member ("codec-offer-PCMA") keeps
+// its place as its value, as codecFlags does for the codec dictionary:
+// codec-offer's order is the order the codecs are put back in.
+func addFlag(flags map[string]string, f string, pos int) {
+	key, val, hasVal := strings.Cut(f, "=")
 	if key = normKey(strings.TrimSpace(key)); key != "" {
+		if !hasVal && codecListFlag(key) {
+			val = strconv.Itoa(pos)
+		}
 		flags[key] = val
 	}
+}
+
+// codecListFlag says whether key is a member of a codec list in the flags
+// list's form, "codec-<op>-<name>" (rtpengine's NG control protocol
+// documentation, "Optionally included codec manipulations").
+func codecListFlag(key string) bool {
+	op, ok := strings.CutPrefix(key, "codec-")
+	if !ok {
+		return false
+	}
+	_, name, ok := strings.Cut(op, "-")
+	return ok && name != ""
 }
 
 var transportProtocols = []string{

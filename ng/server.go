@@ -325,7 +325,11 @@ func (s *Server) run(r *Request) map[string]any {
 			return backendErr(err)
 		}
 		rep := okReply()
-		rep["sdp"] = sdp
+		if sdp != nil {
+			// nil: consumed with no SDP returned (a trickle ICE fragment,
+			// as rtpengine answers one).
+			rep["sdp"] = sdp
+		}
 		return rep
 	case "delete", "query":
 		f := s.b.Delete

@@ -44,7 +44,9 @@ type Backend interface {
 	// Offer and Answer return the SDP rewritten to point at the relay.
 	// Offer refuses a new call it cannot take for load with an error
 	// wrapping ErrLoadLimit or ErrOutOfPorts, so the proxy tries the next
-	// relay of its set.
+	// relay of its set. A nil SDP with no error is a message consumed
+	// with no SDP to return (a trickle ICE fragment): the reply has no
+	// "sdp" key, as rtpengine's.
 	Offer(r *Request) ([]byte, error)
 	Answer(r *Request) ([]byte, error)
 	// Delete removes the call's flows (all of them, or the from-tag's

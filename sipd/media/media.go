@@ -835,7 +835,7 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 		}
 		targets[m.Index] = sdprewrite.Target{Addr: addr, RTP: l.RTP, RTCP: l.RTCP}
 	}
-	out, err := sdprewrite.Rewrite(body, targets, sdprewrite.Options{RemoveICE: true})
+	out, err := sdprewrite.Rewrite(body, targets, sdprewrite.Options{RemoveICE: true, ReplaceZero: o != nil && o.ReplaceZero})
 	if err != nil {
 		return nil, fmt.Errorf("rewrite sdp from side %s: %w", side, err)
 	}

@@ -54,6 +54,10 @@ type Options struct {
 	RTCPMux []string
 	// GenerateMid gives every m-line an a=mid.
 	GenerateMid bool
+	// ReplaceZero writes the relay's address over a held stream's
+	// 0.0.0.0 (rtpengine's replace=zero-address) instead of keeping
+	// the old-style hold visible to the receiver.
+	ReplaceZero bool
 	// MediaFrom, when valid, is the sender's media address in place of
 	// the SDP's (rtpengine's SIP-source-address: the received-from
 	// address, for a sender behind NAT); the SDP's ports are kept.

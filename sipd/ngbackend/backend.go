@@ -41,6 +41,11 @@ type Backend struct {
 	delays delays
 	// id marks the SDP this relay writes under loop-protect (loop.go).
 	id string
+	// origins is what the replace flags remember of each side's o= and
+	// s= (origin.go).
+	origins origins
+	// aliases are alias key's from-tag aliases (alias.go).
+	aliases aliases
 }
 
 var _ ng.Backend = (*Backend)(nil)
@@ -73,7 +78,18 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 	if b.looped(r) {
 		return r.SDP, nil
 	}
-	_, known := b.ctrl.Call(r.CallID)
+	if _, ok := r.Flags["fragment"]; ok {
+		// A trickle ICE fragment (SIP INFO with new candidates): rtpengine
+		// consumes it and returns no SDP (call_interfaces.c,
+		// trickle_ice_update). The relay is ICE-lite toward a WebRTC side
+		// and learns its address from its connectivity checks, so the
+		// candidates change nothing; the fragment must not be taken for
+		// a re-offer, which would drop the call's streams.
+		b.log.Debug("ng: trickle ICE fragment consumed", "call_id", r.CallID, "from_tag", r.FromTag)
+		return nil, nil
+	}
+	ci, known := b.ctrl.Call(r.CallID)
+	key := b.aliases.offer(r, ci, known)
 	out, err := b.ctrl.Offer(r.CallID, r.FromTag, b.codecs(r, true), signaling(r), Options(r))
 	if err != nil {
 		if !known {
@@ -81,7 +97,10 @@ func (b *Backend) Offer(r *ng.Request) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return b.finish(r, out), nil
+	if key != "" {
+		b.aliases.learn(r.CallID, r.FromTag, key, b.alive)
+	}
+	return b.debug(r, b.finish(r, r.FromTag, out)), nil
 }
 
 // refusal marks err, the failure of a new call's offer, with why the
@@ -108,11 +127,26 @@ func (b *Backend) Answer(r *ng.Request) ([]byte, error) {
 		}
 		return r.SDP, nil
 	}
+	b.aliases.resolve(r)
 	out, err := b.ctrl.Answer(r.CallID, r.FromTag, r.ToTag, b.codecs(r, false), signaling(r), Options(r))
 	if err != nil {
 		return nil, err
 	}
-	return b.finish(r, out), nil
+	return b.debug(r, b.finish(r, r.ToTag, out)), nil
+}
+
+// debug logs an offer or answer with the debug (or debugging) flag at
+// info, the SDP in and out with it: rtpengine's "full debug logging for
+// this call, regardless of global log level settings" (ng control
+// protocol, "debug"), for the messages that ask for it.
+func (b *Backend) debug(r *ng.Request, out []byte) []byte {
+	_, d1 := r.Flags["debug"]
+	_, d2 := r.Flags["debugging"]
+	if d1 || d2 {
+		b.log.Info("ng: debug", "command", r.Command, "call_id", r.CallID, "from_tag", r.FromTag,
+			"to_tag", r.ToTag, "via_branch", r.ViaBranch, "sdp_in", string(r.SDP), "sdp_out", string(out))
+	}
+	return out
 }
 
 // Query reports the call's ports, peers and counters.
@@ -205,6 +239,7 @@ func Options(r *ng.Request) *media.Options {
 		o.RTCPMux = append(o.RTCPMux, strings.ToLower(m))
 	}
 	_, o.GenerateMid = r.Flags["generate-mid"]
+	o.ReplaceZero = replaces(r)["zero-address"]
 	addressFlags(r, o)
 	callFlags(r, o)
 	o.Direction = direction(r)
@@ -295,6 +330,7 @@ func honoured(k string) bool {
 		k == "no-redis-update",     // relayrepl's Backend
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
 		k == "from-interface", k == "to-interface", k == "inbound-peer", k == "outbound-peer",
+		k == "original-sendrecv", k == "provisional", k == "fragment", k == "debug", k == "debugging", k == "alias-key",
 		codecFlag(k), callFlag(k):
 		return true
 	}
@@ -331,19 +367,26 @@ func (b *Backend) looped(r *ng.Request) bool {
 
 // finish applies the replace flags and loop-protect's mark. The
 // session-level c= always names the relay (sdprewrite), which is
-// replace=session-connection; replace=origin also puts the relay's
-// address into o=.
-func (b *Backend) finish(r *ng.Request, body []byte) []byte {
-	for _, rep := range r.Replace {
-		if strings.EqualFold(rep, "origin") {
-			body = replaceOrigin(body)
-			break
-		}
+// replace=session-connection; replace=origin (and origin-full) also puts
+// the relay's address into o=; zero-address is media's (Options); the
+// others keep o= and s= as the side's earlier SDP had them (origin.go).
+// tag is the tag of the side whose SDP body is.
+func (b *Backend) finish(r *ng.Request, tag string, body []byte) []byte {
+	rep := replaces(r)
+	if rep["origin"] || rep["origin-full"] {
+		body = replaceOrigin(body)
 	}
 	if _, ok := r.Flags["loop-protect"]; ok {
 		body = mark(body, b.id)
 	}
-	return body
+	return b.origins.apply(r.CallID, tag, rep, body, b.alive)
+}
+
+// alive reports whether a call exists, for the sweeps of what the
+// backend keeps per call (origins, aliases).
+func (b *Backend) alive(call string) bool {
+	_, ok := b.ctrl.Call(call)
+	return ok
 }
 
 // replaceOrigin sets the o= address to the address the SDP's first relayed

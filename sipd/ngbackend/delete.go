@@ -53,6 +53,7 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	if err != nil {
 		return ng.CallStats{}, err
 	}
+	b.aliases.resolve(r)
 	ref := deleteRef(r)
 	whole, ok := b.ctrl.Deletes(r.CallID, ref)
 	if !ok {
@@ -84,6 +85,8 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 	}
 	if whole {
 		b.delays.cancel(r.CallID)
+		b.origins.drop(r.CallID)
+		b.aliases.drop(r.CallID)
 	}
 	var stats ng.CallStats
 	if !fast && !whole {

@@ -28,6 +28,13 @@ func newInstanceID() string {
 // sessionLines returns the lines of body's session section (before the
 // first m= line), with their line ends cut, and where that section ends.
 func sessionLines(body []byte) (lines [][]byte, end int) {
+	end = eachSessionLine(body, func(_ int, l []byte) { lines = append(lines, l) })
+	return lines, end
+}
+
+// eachSessionLine calls fn with the offset and the text (line end cut)
+// of each line of body's session section, and returns where it ends.
+func eachSessionLine(body []byte, fn func(off int, l []byte)) (end int) {
 	for off := 0; off < len(body); {
 		n := bytes.IndexByte(body[off:], '\n')
 		next := len(body)
@@ -36,12 +43,12 @@ func sessionLines(body []byte) (lines [][]byte, end int) {
 		}
 		l := bytes.TrimRight(body[off:next], "\r\n")
 		if bytes.HasPrefix(l, []byte("m=")) {
-			return lines, off
+			return off
 		}
-		lines = append(lines, l)
+		fn(off, l)
 		off = next
 	}
-	return lines, len(body)
+	return len(body)
 }
 
 // marked reports whether body carries id's mark at session level.

@@ -320,6 +320,17 @@ var rewriteCases = []rewriteCase{
 			"a=fmtp:101 0-15\r\n"),
 	},
 	{
+		// rtpengine's replace=zero-address (ng_control_protocol.md, "Optionally included replace-flags"): the
+		// zero address is replaced with a real one.
+		name:     "old-style hold c=0.0.0.0, ReplaceZero",
+		in:       holdOld,
+		targets:  map[int]Target{0: {r4, 30000, 30001}},
+		opts:     Options{ReplaceZero: true},
+		parsedIn: []Media{audio(0, "RTP/AVP", 24580, zero4, ap(zero4, 24581), false, "sendrecv")},
+		want:     []Media{audio(0, "RTP/AVP", 30000, r4, ap(r4, 30001), false, "sendrecv")},
+		check:    both(contains("c=IN IP4 203.0.113.5"), lacks("0.0.0.0")),
+	},
+	{
 		name:    "old-style hold to IPv6 relay",
 		in:      holdOld,
 		targets: map[int]Target{0: {r6, 30000, 30001}},

@@ -42,6 +42,9 @@ type Target struct {
 // Options change what Rewrite does beyond pointing media at the relay.
 type Options struct {
 	RemoveICE bool // drop a=candidate, a=ice-ufrag, a=ice-pwd, a=ice-options, a=end-of-candidates, a=remote-candidates, ice-lite (rtpengine ICE=remove)
+	// ReplaceZero writes the target's address over an old-style hold's 0.0.0.0 (or ::) too, instead of keeping
+	// it unspecified (rtpengine's replace=zero-address).
+	ReplaceZero bool
 }
 
 // ErrSDP is wrapped by every error that reports a malformed body, so that callers can answer 488 rather than 500.
@@ -398,7 +401,8 @@ func connLine(a netip.Addr) line {
 //
 // One exception to "set to the target": an m-line on old-style hold (its c= is 0.0.0.0 or ::, and it has no ICE)
 // gets the target's port but keeps an unspecified address (0.0.0.0, or :: for an IPv6 target), so the hold
-// reaches the peer; Parse of the result reports the relay's ports with an unspecified Addr.
+// reaches the peer; Parse of the result reports the relay's ports with an unspecified Addr. Options.ReplaceZero
+// turns the exception off.
 //
 // Errors: a malformed body (wrapping ErrSDP), or a target for an m-line that does not exist, with no address, or
 // with RTP port 0. Lines are written with CRLF whatever the input used.
@@ -427,7 +431,7 @@ func Rewrite(body []byte, targets map[int]Target, opts Options) ([]byte, error) 
 		// but the address stays unspecified, in the target's family, so the peer does not start sending. With
 		// ICE the zero address is only the placeholder of trickle ICE (RFC 8840), not hold, and the relay's
 		// address goes in. rtpengine draws the same line (sipwise/rtpengine#1185).
-		if p.out[i].Addr.IsUnspecified() && !p.ice[i] {
+		if p.out[i].Addr.IsUnspecified() && !p.ice[i] && !opts.ReplaceZero {
 			if t.Addr.Is4() {
 				t.Addr = netip.IPv4Unspecified()
 			} else {
