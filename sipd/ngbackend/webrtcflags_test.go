@@ -71,7 +71,7 @@ func TestWebRTCFlags(t *testing.T) {
 	}{
 		{name: "WebRTC: its flags", section: `offer flags: "WebRTC"`, steps: []wstep{
 			{cmd: wOffer(phoneSDP, "flags", flags("WebRTC")),
-				want: []string{"m=audio 40002 UDP/TLS/RTP/SAVPF 0", "a=ice-lite", "a=ice-options:trickle", "a=rtcp-mux", "a=mid:0", fp256, "a=setup:actpass"},
+				want:   []string{"m=audio 40002 UDP/TLS/RTP/SAVPF 0", "a=ice-lite", "a=ice-options:trickle", "a=rtcp-mux", "a=mid:0", fp256, "a=setup:actpass"},
 				absent: []string{"a=rtcp:", "a=crypto:"}},
 		}},
 		{name: "ICE list: force, trickle, lite-both", section: `"ICE" (list), "ICE-lite", "trickle ICE"`, steps: []wstep{
