@@ -1,7 +1,6 @@
 package ngbackend
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 
@@ -135,12 +134,9 @@ func sdpFlagEdits(r *ng.Request, body []byte) []byte {
 	if !stripAll && !hasStrip && !noRTCP && !fullRTCP && !noTLSID && !trickle && !rejectMux && suiteOK == nil {
 		return body
 	}
-	nl := []byte("\r\n")
-	if !bytes.Contains(body, nl) {
-		nl = []byte("\n")
-	}
-	lines := bytes.Split(bytes.TrimRight(body, "\r\n"), nl)
-	var out [][]byte
+	// Each line keeps its own line end (SDP from the wild mixes them).
+	type line struct{ text, end string }
+	var out []line
 	sessionConn, mediaConn := "", ""
 	inMedia := false
 	// Per m-section: where its ICE credentials are, and whether it has
@@ -148,12 +144,21 @@ func sdpFlagEdits(r *ng.Request, body []byte) []byte {
 	ufragAt, hasOptions := -1, false
 	flushTrickle := func() {
 		if trickle && ufragAt >= 0 && !hasOptions {
-			out = slices.Insert(out, ufragAt+1, []byte("a=ice-options:trickle"))
+			end := out[ufragAt].end
+			if end == "" {
+				end = "\r\n"
+				out[ufragAt].end = end
+			}
+			out = slices.Insert(out, ufragAt+1, line{"a=ice-options:trickle", end})
 		}
 		ufragAt, hasOptions = -1, false
 	}
-	for _, l := range lines {
-		s := string(l)
+	for _, raw := range strings.SplitAfter(string(body), "\n") {
+		if raw == "" {
+			continue
+		}
+		s := strings.TrimRight(raw, "\r\n")
+		l := line{s, raw[len(s):]}
 		switch {
 		case strings.HasPrefix(s, "m="):
 			flushTrickle()
@@ -178,7 +183,7 @@ func sdpFlagEdits(r *ng.Request, body []byte) []byte {
 					conn = sessionConn
 				}
 				if conn != "" {
-					l = []byte("a=rtcp:" + f[0] + " " + conn)
+					l.text = "a=rtcp:" + f[0] + " " + conn
 				}
 			}
 		case s == "a=rtcp-mux":
@@ -198,15 +203,20 @@ func sdpFlagEdits(r *ng.Request, body []byte) []byte {
 				ufragAt = len(out)
 			}
 		case strings.HasPrefix(s, "a=ice-options:"):
-			if inMedia && trickle && !strings.Contains(s, "trickle") {
-				l = []byte(s + " trickle")
+			if inMedia && trickle && !slices.Contains(strings.Fields(strings.TrimPrefix(s, "a=ice-options:")), "trickle") {
+				l.text = s + " trickle"
 			}
 			hasOptions = hasOptions || inMedia
 		}
 		out = append(out, l)
 	}
 	flushTrickle()
-	return append(bytes.Join(out, nl), nl...)
+	var b strings.Builder
+	for _, l := range out {
+		b.WriteString(l.text)
+		b.WriteString(l.end)
+	}
+	return []byte(b.String())
 }
 
 // extmapStripped reports whether extmap's strip list names the

@@ -202,3 +202,25 @@ func TestWebRTCFlags(t *testing.T) {
 		})
 	}
 }
+
+// FuzzSDPFlagEdits: the line edits take any SDP without panicking, and
+// what no rtcp attribute, strip extmap and no-tls-id drop is gone.
+func FuzzSDPFlagEdits(f *testing.F) {
+	for _, s := range []string{phoneSDP, browserSDP, sdesSDP, "m=audio 1 RTP/AVP 0\na=rtcp:9\n", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := &ng.Request{Command: "offer", RTCPMux: []string{"reject"}, Flags: map[string]string{
+			"strip-extmap": "", "no-rtcp-attribute": "", "no-tls-id": "", "trickle-ice": "",
+			"full-rtcp-attribute": "", "sdes-no-aes-cm-128-hmac-sha1-32": ""}}
+		out := string(sdpFlagEdits(r, []byte(body)))
+		for _, l := range strings.Split(out, "\n") {
+			l = strings.TrimSuffix(l, "\r")
+			for _, p := range []string{"a=rtcp:", "a=extmap:", "a=tls-id:"} {
+				if strings.HasPrefix(l, p) {
+					t.Fatalf("%q left in %q", l, out)
+				}
+			}
+		}
+	})
+}
