@@ -213,7 +213,7 @@ func iceEntry(r *Request, s string) {
 }
 
 // webRTC expands rtpengine's WebRTC flag into the flags it stands for
-// (ng_flags_webrtc in rtpengine's include/call_flags.h), leaving what the
+// (ng_flags_webrtc in rtpengine's call_flags.h), leaving what the
 // request set itself: transport-protocol UDP/TLS/RTP/SAVPF, ICE=force,
 // trickle ICE, rtcp-mux offer and require, no rtcp attribute, SDES off,
 // generate mid, bundle offer and require.

@@ -9,7 +9,7 @@ import (
 // ng_control_protocol.md, "ICE": "Contains a list of strings, or
 // alternatively a single string"; its lite-*, trickle and ice2 entries
 // as call_flags.c's call_ng_flags_ice reads them) and the WebRTC flag's
-// expansion (offer flags: "WebRTC"; include/call_flags.h, ng_flags_webrtc).
+// expansion (offer flags: "WebRTC"; rtpengine's call_flags.h, ng_flags_webrtc).
 func TestICEAndWebRTC(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
