@@ -99,6 +99,13 @@ func TestWebRTCFlags(t *testing.T) {
 		{name: "DTLS-fingerprint=sha-1", section: `"DTLS-fingerprint"`, steps: []wstep{
 			{cmd: wOffer(phoneSDP, "DTLS-fingerprint", "SHA-1", "transport-protocol", "UDP/TLS/RTP/SAVPF"), want: []string{fp1}},
 		}},
+		{name: "DTLS-fingerprint of an unknown hash: refused", section: `"DTLS-fingerprint" ("Available are")`, steps: []wstep{
+			{cmd: wOffer(phoneSDP, "DTLS-fingerprint", "MD5", "transport-protocol", "UDP/TLS/RTP/SAVPF"), reason: "*"},
+		}},
+		{name: "ICE=default toward a plain phone: none", section: `"ICE" (default)`, steps: []wstep{
+			{cmd: wOffer(browserSDP, "ICE", "default", "transport-protocol", "RTP/AVP"), absent: []string{"a=ice-", "a=candidate:"}},
+			{cmd: wAnswer(calleeSDP), want: []string{"a=ice-lite", "a=ice-ufrag:"}},
+		}},
 		{name: "DTLS-fingerprint default: sha-256", section: `"DTLS-fingerprint" ("The default is SHA-256")`, steps: []wstep{
 			{cmd: wOffer(phoneSDP, "transport-protocol", "UDP/TLS/RTP/SAVPF"), want: []string{fp256}},
 		}},
