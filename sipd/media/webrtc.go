@@ -141,6 +141,15 @@ func (o *Options) mux(s string) bool {
 	return false
 }
 
+// rejectsMux reports rtpengine's rtcp-mux reject without offer or
+// require: the offer goes on without a=rtcp-mux (sipd/ngbackend drops
+// the line), so the answer to the offerer does not have it either, and
+// the offerer then sends and expects RTCP on its RTCP port (RFC 5761
+// section 5.1.1), whatever it offered.
+func (o *Options) rejectsMux() bool {
+	return o.mux("reject") && !o.mux("offer") && !o.mux("require")
+}
+
 // sideSec is what one side speaks on one m-line, and what the relay
 // announced to it.
 type sideSec struct {

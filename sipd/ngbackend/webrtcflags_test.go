@@ -231,3 +231,32 @@ func FuzzSDPFlagEdits(f *testing.F) {
 		}
 	})
 }
+
+// TestRTCPMuxRejectLeg: under rtcp-mux reject the offerer, whose answer
+// will not have a=rtcp-mux, gets its RTCP on its a=rtcp port, not
+// multiplexed ("rtcp-mux", reject; RFC 5761 section 5.1.1).
+func TestRTCPMuxRejectLeg(t *testing.T) {
+	for _, tc := range []struct {
+		mux  []any
+		want bool
+		rtcp string
+	}{
+		{nil, true, "192.0.2.10:10001"},
+		{[]any{"reject"}, false, "192.0.2.10:10001"},
+		{[]any{"reject", "offer"}, true, "192.0.2.10:10001"},
+	} {
+		b, f := newBackend()
+		s := ng.NewServer(b, ng.Options{})
+		cmd := wOffer(phoneSDP)
+		if tc.mux != nil {
+			cmd["rtcp-mux"] = tc.mux
+		}
+		if rep := roundTrip(t, s, "m1", cmd); rep["result"] != "ok" {
+			t.Fatalf("rtcp-mux %v: %v", tc.mux, rep)
+		}
+		l := f.sessions["w1"].Streams[0].A
+		if l.RTCPMux != tc.want || l.PeerRTCP.String() != tc.rtcp {
+			t.Errorf("rtcp-mux %v: offerer's leg mux %v, RTCP %s; want %v, %s", tc.mux, l.RTCPMux, l.PeerRTCP, tc.want, tc.rtcp)
+		}
+	}
+}
