@@ -108,7 +108,11 @@ func ParseRequest(d map[string]any) (r *Request, ignored []string, err error) {
 			s, e = asString(nk, v)
 			r.SDP = []byte(s)
 		case "ice":
-			r.ICE, e = asString(nk, v)
+			var l []string
+			l, e = asStrings(nk, v)
+			for _, s := range l {
+				iceEntry(r, s)
+			}
 		case "transport-protocol":
 			r.TransportProtocol, e = asString(nk, v)
 		case "sip-message-type":
@@ -200,8 +204,62 @@ var transportProtocols = []string{
 	"UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF",
 }
 
+// iceValues are the ICE modes; the other entries of an ICE list are
+// flags (rtpengine's call_ng_flags_ice in call_flags.c: lite-*, trickle,
+// ice2).
+var iceValues = []string{"remove", "force", "default", "optional", "force-relay"}
+
+// iceEntry reads one entry of the ICE key, a string or a list of them.
+func iceEntry(r *Request, s string) {
+	n := normKey(s)
+	switch {
+	case slices.Contains(iceValues, n):
+		if r.ICE == "" {
+			r.ICE = s
+		}
+	case n == "trickle":
+		r.Flags["trickle-ice"] = ""
+	case n == "lite":
+		r.Flags["ice-lite"] = "forward"
+	case n == "no-lite":
+		r.Flags["ice-lite"] = "off"
+	case strings.HasPrefix(n, "lite-"):
+		r.Flags["ice-lite"] = strings.TrimPrefix(n, "lite-")
+	case n != "":
+		r.Flags["ice-"+n] = ""
+	}
+}
+
+// webRTC expands rtpengine's WebRTC flag into the flags it stands for
+// (ng_flags_webrtc in rtpengine's call_flags.h), leaving what the
+// request set itself: transport-protocol UDP/TLS/RTP/SAVPF, ICE=force,
+// trickle ICE, rtcp-mux offer and require, no rtcp attribute, SDES off,
+// generate mid, bundle offer and require.
+func webRTC(r *Request) {
+	if _, ok := r.Flags["webrtc"]; !ok {
+		return
+	}
+	if r.TransportProtocol == "" {
+		r.TransportProtocol = "UDP/TLS/RTP/SAVPF"
+	}
+	if r.ICE == "" {
+		r.ICE = "force"
+	}
+	for _, m := range []string{"offer", "require"} {
+		if !slices.Contains(r.RTCPMux, m) {
+			r.RTCPMux = append(r.RTCPMux, m)
+		}
+	}
+	for _, f := range []string{"trickle-ice", "no-rtcp-attribute", "sdes-off", "generate-mid", "bundle-offer", "bundle-require"} {
+		if _, ok := r.Flags[f]; !ok {
+			r.Flags[f] = ""
+		}
+	}
+}
+
 // flagAliases fills fields from flags that mean the same thing.
 func flagAliases(r *Request) {
+	defer webRTC(r)
 	keys := make([]string, 0, len(r.Flags))
 	for k := range r.Flags {
 		keys = append(keys, k)
@@ -210,8 +268,8 @@ func flagAliases(r *Request) {
 	for _, k := range keys {
 		v := r.Flags[k]
 		switch {
-		case k == "ice" && r.ICE == "":
-			r.ICE = v
+		case k == "ice":
+			iceEntry(r, v)
 		case k == "transport-protocol" && r.TransportProtocol == "":
 			r.TransportProtocol = v
 		case strings.HasPrefix(k, "replace-") && v == "":

@@ -799,20 +799,21 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			maddr := from(m.Addr, o)
 			rtp := netip.AddrPortFrom(maddr, m.Port)
 			rtcp := m.RTCP
+			mux := m.RTCPMux && !(offer && o.rejectsMux())
 			switch {
-			case !m.RTCPMux && !rtcp.IsValid():
+			case !mux && !rtcp.IsValid():
 				rtcp = netip.AddrPortFrom(maddr, m.Port+1)
 			case rtcp.IsValid() && maddr != m.Addr: // SIP-source-address
 				rtcp = netip.AddrPortFrom(maddr, rtcp.Port())
 			}
-			if err := c.cfg.Engine.SetPeer(id, cl.base+m.Index, side, rtp, rtcp, m.RTCPMux); err != nil {
+			if err := c.cfg.Engine.SetPeer(id, cl.base+m.Index, side, rtp, rtcp, mux); err != nil {
 				return nil, fmt.Errorf("set peer of stream %d side %s: %w", m.Index, side, err)
 			}
 			if cl.announced == nil {
 				cl.announced = map[int][2]announcement{}
 			}
 			a := cl.announced[m.Index]
-			a[side] = announcement{Set: true, RTP: rtp, RTCP: rtcp, Mux: m.RTCPMux}
+			a[side] = announcement{Set: true, RTP: rtp, RTCP: rtcp, Mux: mux}
 			cl.announced[m.Index] = a
 		}
 		if follow {

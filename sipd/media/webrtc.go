@@ -58,6 +58,23 @@ type Options struct {
 	// 0.0.0.0 (rtpengine's replace=zero-address) instead of keeping
 	// the old-style hold visible to the receiver.
 	ReplaceZero bool
+	// FingerprintHash is the hash of the relay's a=fingerprint
+	// (rtpengine's DTLS-fingerprint: sha-1 ... sha-512); "" uses the
+	// receiver's own hash when it gave one, else sha-256.
+	FingerprintHash string
+	// RejectICE, in an offer: the relay does no ICE toward the sender,
+	// so the answer it gets carries none (rtpengine's reject ICE).
+	RejectICE bool
+	// Recrypt, in an offer: SDES on both sides is terminated on each leg
+	// with keys of the relay's own instead of passing end to end
+	// (rtpengine's recrypt); the call keeps it.
+	Recrypt bool
+	// SDESSuite says whether the relay may offer an SDES suite
+	// (rtpengine's SDES-no-SUITE and SDES-only-SUITE); nil allows all.
+	SDESSuite func(suite string) bool
+	// SDESLifetime adds the key lifetime 2^31 to the relay's a=crypto
+	// keys (rtpengine's SDES-lifetime).
+	SDESLifetime bool
 	// MediaFrom, when valid, is the sender's media address in place of
 	// the SDP's (rtpengine's SIP-source-address: the received-from
 	// address, for a sender behind NAT); the SDP's ports are kept.
@@ -128,6 +145,15 @@ func (o *Options) mux(s string) bool {
 	return false
 }
 
+// rejectsMux reports rtpengine's rtcp-mux reject without offer or
+// require: the offer goes on without a=rtcp-mux (sipd/ngbackend drops
+// the line), so the answer to the offerer does not have it either, and
+// the offerer then sends and expects RTCP on its RTCP port (RFC 5761
+// section 5.1.1), whatever it offered.
+func (o *Options) rejectsMux() bool {
+	return o.mux("reject") && !o.mux("offer") && !o.mux("require")
+}
+
 // sideSec is what one side speaks on one m-line, and what the relay
 // announced to it.
 type sideSec struct {
@@ -154,6 +180,7 @@ type streamSec struct {
 	side     [2]sideSec
 	pass     bool // nothing terminated: plain or SDES end to end
 	rejected bool // cannot be bridged: port 0 both ways
+	recrypt  bool // SDES is terminated even where it could pass (Options.Recrypt)
 }
 
 func (s *streamSec) bridged() bool { return !s.pass && !s.rejected }
@@ -192,6 +219,17 @@ func kindFor(proto string, o *Options) cryptoleg.Kind {
 
 // sdesSuites are the a=crypto suites the relay can terminate (srtpleg).
 var sdesSuites = map[string]bool{"AES_CM_128_HMAC_SHA1_80": true, "AES_CM_128_HMAC_SHA1_32": true}
+
+// offerSuite is the suite the relay offers an SDES side: the first of its
+// own the flags allow, "" if none.
+func offerSuite(o *Options) string {
+	for _, s := range []string{webrtcsdp.SuiteAES128SHA1_80, "AES_CM_128_HMAC_SHA1_32"} {
+		if o == nil || o.SDESSuite == nil || o.SDESSuite(s) {
+			return s
+		}
+	}
+	return ""
+}
 
 // newKey makes the relay's a=crypto line in a suite.
 func newKey(tag int, suite string) (*webrtcsdp.Crypto, error) {
@@ -259,7 +297,7 @@ func (c *Controller) plan(cl *call, side relay.Side, in webrtcsdp.Offer, o *Opti
 		s, t := &ss.side[side], &ss.side[other]
 		s.known = true
 		s.kind, s.proto, s.mux = kindOf(m), m.Proto, m.RTCPMux
-		s.ice = m.Ufrag != "" && s.kind == cryptoleg.DTLS
+		s.ice = m.Ufrag != "" && s.kind == cryptoleg.DTLS && !(offer && o != nil && o.RejectICE)
 		s.ufrag, s.setup = m.Ufrag, m.Setup
 		s.fingerprint = webrtcsdp.Fingerprint{}
 		if len(m.Fingerprints) > 0 {
@@ -297,7 +335,10 @@ func (c *Controller) plan(cl *call, side relay.Side, in webrtcsdp.Offer, o *Opti
 			}
 			t.ice = t.kind == cryptoleg.DTLS && (o == nil || !strings.EqualFold(o.ICE, "remove"))
 		}
-		ss.pass = s.kind == t.kind && s.kind != cryptoleg.DTLS && s.proto == t.proto
+		if offer && o != nil && o.Recrypt {
+			ss.recrypt = true
+		}
+		ss.pass = s.kind == t.kind && s.kind != cryptoleg.DTLS && s.proto == t.proto && !(ss.recrypt && s.kind == cryptoleg.SDES)
 		if ss.pass {
 			continue
 		}
@@ -358,13 +399,19 @@ func (c *Controller) prepare(x *sideSec, offer bool, o *Options, sender bool) er
 	}
 	switch {
 	case x.kind == cryptoleg.SDES && x.key == nil:
-		tag, suite := 1, webrtcsdp.SuiteAES128SHA1_80
+		tag, suite := 1, offerSuite(o)
 		if sender && x.crypto != nil {
 			tag, suite = x.crypto.Tag, x.crypto.Suite
+		}
+		if suite == "" {
+			return fmt.Errorf("%w: the SDES flags leave no suite the relay supports (AES_CM_128_HMAC_SHA1_80 or _32)", errNoBridge)
 		}
 		k, err := newKey(tag, suite)
 		if err != nil {
 			return err
+		}
+		if o != nil && o.SDESLifetime {
+			k.KeyParams += "|2^31"
 		}
 		x.key = k
 	case x.kind == cryptoleg.DTLS && sender && offer:
@@ -485,7 +532,11 @@ func (c *Controller) rewriteWebRTC(out []byte, side relay.Side, plan map[int]*st
 				}
 				p.ICE = &webrtcsdp.ICE{Ufrag: t.creds.LocalUfrag, Pwd: t.creds.LocalPwd, Addrs: []netip.Addr{addr}, RTP: l.RTP, RTCP: rtcp}
 			}
-			p.DTLS = &webrtcsdp.DTLS{Fingerprint: webrtcsdp.FingerprintOf(c.cfg.Engine.CertificateDER()), Setup: t.ourSetup}
+			fp, err := c.fingerprint(t, o)
+			if err != nil {
+				return nil, fmt.Errorf("%w: m-line %d: %w", errNoBridge, i, err)
+			}
+			p.DTLS = &webrtcsdp.DTLS{Fingerprint: fp, Setup: t.ourSetup}
 		}
 		if t.kind == cryptoleg.SDES && t.key != nil {
 			p.Crypto = []webrtcsdp.Crypto{*t.key}
@@ -512,6 +563,23 @@ func (c *Controller) rewriteWebRTC(out []byte, side relay.Side, plan map[int]*st
 		webrtcsdp.SetBundle(b, bundle)
 	}
 	return b.Bytes(), nil
+}
+
+// fingerprint is the relay's a=fingerprint toward t: in the hash the
+// flags name, else in the one t's own a=fingerprint uses, else sha-256
+// (rtpengine's DTLS-fingerprint: "The default is SHA-256, or the same
+// hashing function as was used by the peer").
+func (c *Controller) fingerprint(t *sideSec, o *Options) (webrtcsdp.Fingerprint, error) {
+	der := c.cfg.Engine.CertificateDER()
+	if o != nil && o.FingerprintHash != "" {
+		return webrtcsdp.FingerprintWith(der, o.FingerprintHash)
+	}
+	if t.fingerprint.Hash != "" {
+		if fp, err := webrtcsdp.FingerprintWith(der, t.fingerprint.Hash); err == nil {
+			return fp, nil
+		}
+	}
+	return webrtcsdp.FingerprintOf(der), nil
 }
 
 // planSDP parses SDP from side for plan. A body webrtcsdp cannot read is

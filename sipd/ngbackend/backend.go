@@ -189,7 +189,7 @@ func (b *Backend) check(r *ng.Request) error {
 		// Flags this relay does not act on: logged so an operator sees
 		// what a script asked for.
 		var ignored []string
-		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" && ice != "force" {
+		if ice := strings.ToLower(r.ICE); ice != "" && ice != "remove" && ice != "force" && ice != "default" {
 			ignored = append(ignored, "ICE="+r.ICE)
 		}
 		for k, v := range r.Flags {
@@ -216,25 +216,7 @@ func (b *Backend) check(r *ng.Request) error {
 // rtcp-mux, generate-mid).
 func Options(r *ng.Request) *media.Options {
 	o := &media.Options{Proto: r.TransportProtocol, ICE: strings.ToLower(r.ICE)}
-	if v, ok := r.Flags["dtls"]; ok {
-		o.DTLS = strings.ToLower(v)
-	}
-	for _, k := range []string{"dtls-passive", "dtls-active", "dtls-off", "dtls-no"} {
-		if _, ok := r.Flags[k]; ok {
-			o.DTLS = strings.TrimPrefix(k, "dtls-")
-		}
-	}
-	if o.DTLS == "no" || o.DTLS == "disable" {
-		o.DTLS = "off"
-	}
-	if v, ok := r.Flags["sdes"]; ok && strings.EqualFold(v, "off") {
-		o.SDESOff = true
-	}
-	for _, k := range []string{"sdes-off", "sdes-no"} {
-		if _, ok := r.Flags[k]; ok {
-			o.SDESOff = true
-		}
-	}
+	webrtcOptions(r, o)
 	for _, m := range r.RTCPMux {
 		o.RTCPMux = append(o.RTCPMux, strings.ToLower(m))
 	}
@@ -325,7 +307,7 @@ func honoured(k string) bool {
 	switch {
 	case k == "ice", k == "dtls", k == "sdes", k == "transport-protocol", k == "generate-mid",
 		strings.HasPrefix(k, "replace-"), strings.HasPrefix(k, "rtcp-mux-"),
-		strings.HasPrefix(k, "dtls-"), strings.HasPrefix(k, "sdes-"),
+		webrtcFlag(k),
 		k == "supports-load-limit", // the ng.Server's refusals
 		k == "no-redis-update",     // relayrepl's Backend
 		k == "sip-source-address", k == "trust-address", k == "media-address", k == "address-family",
@@ -376,6 +358,7 @@ func (b *Backend) finish(r *ng.Request, tag string, body []byte) []byte {
 	if rep["origin"] || rep["origin-full"] {
 		body = replaceOrigin(body)
 	}
+	body = sdpFlagEdits(r, body)
 	if _, ok := r.Flags["loop-protect"]; ok {
 		body = mark(body, b.id)
 	}

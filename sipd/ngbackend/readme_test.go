@@ -71,6 +71,9 @@ func TestREADMEListsHonouredFlags(t *testing.T) {
 		"label", "from-label", "set-label", "to-label", "from-tags", "from-tags-a1b2",
 		"symmetric", "asymmetric", "strict-source", "port-latching", "tos", "loop-protect",
 		"no-redis-update",
+		"dtls-fingerprint", "dtls-reverse", "ice-lite", "trickle-ice", "reject-ice", "recrypt", "no-tls-id", "webrtc",
+		"strip-extmap", "extmap-strip-all", "full-rtcp-attribute", "no-rtcp-attribute", "rtcp-mux-reject",
+		"sdes-only-aes-cm-128-hmac-sha1-32", "sdes-no-aes-cm-128-hmac-sha1-80", "sdes-lifetime",
 	} {
 		if !honoured(k) {
 			t.Errorf("honoured(%q) = false; this list is of keys it accepts", k)
@@ -127,5 +130,39 @@ func TestREADMEForkRows(t *testing.T) {
 	}
 	if rows != 3 {
 		t.Errorf("README has %d via-branch and delete to-tag rows, want 3 (offer/answer via-branch, delete to-tag and via-branch)", rows)
+	}
+}
+
+// fieldKeys are the keys of honoured rows that honoured() never sees:
+// those ng.ParseRequest reads into Request fields (or delete.go reads),
+// the dictionaries it folds into flags (codec, extmap), and the command
+// names of the command table.
+var fieldKeys = map[string]bool{
+	"call-id": true, "from-tag": true, "to-tag": true, "sdp": true, "via-branch": true,
+	"ice": true, "transport-protocol": true, "replace": true, "direction": true,
+	"received-from": true, "rtcp-mux": true, "sip-message-type": true,
+	"fatal": true, "delete-delay": true, "fast": true, "supports": true,
+	"codec": true, "extmap": true,
+	"ping": true, "offer": true, "answer": true, "delete": true, "query": true, "list": true,
+}
+
+// TestREADMEHonouredRowsAreRead: a row that says honoured names keys the
+// relay reads. Each name of such a row (for "ICE=force", its key) must
+// be accepted by honoured(), the flags the backend acts on, or be one of
+// fieldKeys, so a row cannot claim a flag nothing reads.
+func TestREADMEHonouredRowsAreRead(t *testing.T) {
+	n := 0
+	for name, state := range readmeTable(t) {
+		if state != "honoured" {
+			continue
+		}
+		n++
+		k, _, _ := strings.Cut(name, "=")
+		if !honoured(k) && !fieldKeys[k] {
+			t.Errorf("README marks %q honoured, but honoured() does not accept %q and ng.ParseRequest reads no field by that name", name, k)
+		}
+	}
+	if n == 0 {
+		t.Fatal("README's NG table has no honoured rows")
 	}
 }

@@ -126,6 +126,18 @@ var mediaFlags = []needsMedia{
 	// state. Refused under strict so the script can use a real rtpengine.
 	{key: "drop-traffic", on: oneOf("start"), what: "dropping a call's media", doc: "offer: drop-traffic"},
 	{key: "drop-traffic-start", what: "dropping a call's media", doc: "offer: drop-traffic (flags form)"},
+	// OSRTP offer and accept turn a plain RTP/AVP m-line into
+	// opportunistic SRTP, which rtpengine calls RTP/SRTP transcoding; the
+	// relay bridges SRTP only by profile (RTP/SAVP, UDP/TLS/RTP/SAVPF) and
+	// passes an OSRTP offer's a=crypto through, rtpengine's default.
+	{key: "osrtp", on: oneOf("offer", "offer-rfc", "offer-legacy", "accept", "accept-rfc", "accept-legacy"),
+		what: "OSRTP (RTP/SRTP " + whatTranscoding + ")", doc: "offer: OSRTP"},
+	{key: "osrtp-offer", prefix: true, what: "OSRTP (RTP/SRTP " + whatTranscoding + ")", doc: "offer: OSRTP (flags form OSRTP-, call_flags.c)"},
+	{key: "osrtp-accept", prefix: true, what: "OSRTP (RTP/SRTP " + whatTranscoding + ")", doc: "offer: OSRTP (flags form OSRTP-, call_flags.c)"},
+	// extmap mask removes the extensions from each RTP packet's header
+	// while forwarding, a rewrite of the media (the kernel path moves
+	// packets unchanged).
+	{key: "extmap-mask", prefix: true, list: true, what: "RTP header extension removal", doc: "offer: extmap, mask"},
 }
 
 // unsupported returns the first flag of r (in sorted order, so the reply

@@ -1,8 +1,11 @@
 package webrtcsdp
 
 import (
+	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"net/netip"
 	"strconv"
@@ -124,12 +127,39 @@ var dtlsKeys = []string{"fingerprint", "setup", "tls-id", "connection"}
 // FingerprintOf is the sha-256 fingerprint of a DER certificate, as a=fingerprint announces it (RFC 8122
 // section 5: upper-case hex pairs separated by colons).
 func FingerprintOf(der []byte) Fingerprint {
-	sum := sha256.Sum256(der)
+	fp, _ := FingerprintWith(der, "sha-256")
+	return fp
+}
+
+// fingerprintHashes are the hash functions a=fingerprint may name that
+// rtpengine's DTLS-fingerprint offers (SHA-1 to SHA-512). The standard
+// library's, rather than pion's fingerprint package, because pion's
+// takes a parsed certificate and the engine hands out DER.
+var fingerprintHashes = map[string]func() hash.Hash{
+	"sha-1": sha1.New, "sha-224": sha256.New224, "sha-256": sha256.New,
+	"sha-384": sha512.New384, "sha-512": sha512.New,
+}
+
+// FingerprintWith is FingerprintOf with another hash function, named as
+// a=fingerprint names it (case ignored; "sha1" and "SHA_256" are read as
+// "sha-1" and "sha-256", as rtpengine's DTLS-fingerprint values come).
+func FingerprintWith(der []byte, name string) (Fingerprint, error) {
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	if !strings.HasPrefix(n, "sha-") && strings.HasPrefix(n, "sha") {
+		n = "sha-" + n[3:]
+	}
+	mk, ok := fingerprintHashes[n]
+	if !ok {
+		return Fingerprint{}, fmt.Errorf("unknown fingerprint hash %q", name)
+	}
+	h := mk()
+	h.Write(der)
+	sum := h.Sum(nil)
 	hex := make([]string, len(sum))
 	for i, c := range sum {
 		hex[i] = fmt.Sprintf("%02X", c)
 	}
-	return Fingerprint{Hash: "sha-256", Value: strings.Join(hex, ":")}
+	return Fingerprint{Hash: n, Value: strings.Join(hex, ":")}, nil
 }
 
 // The a=setup roles (RFC 4145 section 4).

@@ -386,6 +386,28 @@ func TestFingerprintOf(t *testing.T) {
 	}
 }
 
+// TestFingerprintWith: the hashes rtpengine's DTLS-fingerprint offers,
+// checked against FIPS 180-2's "abc" digests (first and last bytes),
+// in the spellings a script sends them.
+func TestFingerprintWith(t *testing.T) {
+	for _, tt := range []struct{ name, hash, first, last string }{
+		{"SHA-1", "sha-1", "A9:99:3E", "9C:D0:D8:9D"},
+		{"sha1", "sha-1", "A9:99:3E", "9C:D0:D8:9D"},
+		{"SHA-224", "sha-224", "23:09:7D", "E3:6C:9D:A7"},
+		{"SHA_256", "sha-256", "BA:78:16", "F2:00:15:AD"},
+		{"sha-384", "sha-384", "CB:00:75", "58:BA:EC:A1:34:C8:25:A7"},
+		{"SHA-512", "sha-512", "DD:AF:35", "A5:4C:A4:9F"},
+	} {
+		fp, err := FingerprintWith([]byte("abc"), tt.name)
+		if err != nil || fp.Hash != tt.hash || !strings.HasPrefix(fp.Value, tt.first) || !strings.HasSuffix(fp.Value, tt.last) {
+			t.Errorf("FingerprintWith(%q) = %v, %v; want %s %s...%s", tt.name, fp, err, tt.hash, tt.first, tt.last)
+		}
+	}
+	if _, err := FingerprintWith([]byte("abc"), "md5"); err == nil {
+		t.Error("FingerprintWith(md5): no error")
+	}
+}
+
 // TestRoundTrip: an offer made into a browser's and back to RTP/AVP keeps its formats, and the browser-only
 // attributes of the audio m-line are all gone again (a browser's own offer starts with them).
 func TestRoundTrip(t *testing.T) {
