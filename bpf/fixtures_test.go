@@ -22,7 +22,9 @@ const (
 	xdpTX      = 3
 	xdpRedir   = 4
 
+	xdpDrop       = 1
 	tcActOK       = 0
+	tcActShot     = 2
 	tcActRedirect = 7
 )
 
@@ -99,7 +101,7 @@ func TestFixtures(t *testing.T) {
 	}
 	for _, r := range []string{relaytest.ReasonNotIP, relaytest.ReasonNotUDP, relaytest.ReasonTruncated,
 		relaytest.ReasonFragment, relaytest.ReasonIPOptions, relaytest.ReasonIPv6Ext, relaytest.ReasonNoFlow,
-		relaytest.ReasonLearning, relaytest.ReasonWrongSource, relaytest.ReasonFIB} {
+		relaytest.ReasonLearning, relaytest.ReasonWrongSource, relaytest.ReasonFIB, relaytest.CounterDropped} {
 		if !have[r] {
 			t.Errorf("no kernel counter named %q (have %v)", r, names)
 		}
@@ -138,6 +140,8 @@ func TestFixtures(t *testing.T) {
 					switch {
 					case c.Kernel == relaytest.Pass:
 						want = xdpPass
+					case c.Kernel == relaytest.Drop:
+						want = xdpDrop
 					case c.OutIfindex == c.Ifindex:
 						want = xdpTX
 					default:
@@ -146,8 +150,11 @@ func TestFixtures(t *testing.T) {
 				} else {
 					ret, out, err = runTC(progs.TC, c.In)
 					want = tcActOK
-					if c.Kernel == relaytest.Forward {
+					switch c.Kernel {
+					case relaytest.Forward:
 						want = tcActRedirect
+					case relaytest.Drop:
+						want = tcActShot
 					}
 				}
 				if err != nil && hook == "tc" && errors.Is(err, unix.EINVAL) && len(c.In) < relaytest.EthLen+relaytest.IPv4Len {
@@ -183,9 +190,12 @@ func TestFixtures(t *testing.T) {
 					wantDelta = map[string]uint64{v: 1}
 				} else {
 					if !bytes.Equal(out, c.In) {
-						t.Errorf("%s: passed frame was modified\n got %x\nwant %x", name, out, c.In)
+						t.Errorf("%s: passed or dropped frame was modified\n got %x\nwant %x", name, out, c.In)
 					}
 					wantDelta = map[string]uint64{"pass": 1, c.KernelReason: 1}
+					if c.Kernel == relaytest.Drop {
+						wantDelta = map[string]uint64{relaytest.CounterDropped: 1}
+					}
 				}
 				if fmt.Sprint(delta) != fmt.Sprint(wantDelta) {
 					t.Errorf("%s: counters moved %v, want %v", name, delta, wantDelta)
@@ -211,7 +221,7 @@ func TestFixtures(t *testing.T) {
 						t.Fatalf("%s: stats: %v", c.Name, err)
 					}
 					if st.Packets != 0 || !st.LastSeen.IsZero() {
-						t.Errorf("%s: passed frame counted on flow: %+v", c.Name, st)
+						t.Errorf("%s: passed or dropped frame counted on flow: %+v", c.Name, st)
 					}
 				}
 			}

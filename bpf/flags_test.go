@@ -22,6 +22,7 @@ func TestFlagsMatchMapsH(t *testing.T) {
 		"FLOW_LOCAL":      flagLocal,
 		"FLOW_TOS":        flagTOS,
 		"FLOW_XLATE":      flagXlate,
+		"FLOW_DROP":       flagDrop,
 	}
 	cFlags := map[string]int{}
 	for _, m := range regexp.MustCompile(`(?m)^#define (FLOW_\w+)\s+\(1 << (\d+)\)`).FindAllSubmatch(src, -1) {

@@ -26,7 +26,8 @@ const (
 	flagLocal     = 1 << 2
 	flagTOS       = 1 << 3
 	flagXlate     = 1 << 4
-	// Bits 5-7 are free; bits 8-15 hold the TOS byte for flagTOS.
+	flagDrop      = 1 << 5
+	// Bits 6-7 are free; bits 8-15 hold the TOS byte for flagTOS.
 	tosShift = 8
 )
 
@@ -162,6 +163,9 @@ func valueOf(f relay.Flow, crossFamily bool) (xdpFlowValue, error) {
 	if f.TOS.Set {
 		v.Flags |= flagTOS | uint16(f.TOS.Value)<<tosShift
 	}
+	if f.Drop {
+		v.Flags |= flagDrop
+	}
 	if len(f.SrcMAC) == 6 && len(f.DstMAC) == 6 && f.OutIfindex > 0 {
 		v.Flags |= flagPinnedMAC
 		v.OutIfindex = uint32(f.OutIfindex)
@@ -177,6 +181,7 @@ func flowOf(k xdpFlowKey, v *xdpFlowValue) relay.Flow {
 		Out:      addrPort(v.OutAddr, v.OutPort),
 		Dst:      addrPort(v.DstAddr, v.DstPort),
 		Learning: v.Flags&flagLearning != 0,
+		Drop:     v.Flags&flagDrop != 0,
 	}
 	if v.Flags&flagTOS != 0 {
 		f.TOS = relay.TOS{Set: true, Value: uint8(v.Flags >> tosShift)}
@@ -319,7 +324,7 @@ func (m *Maps) iterateFlows() ([]FlowEntry, error) {
 }
 
 // Counters sums the per-CPU counters by name: the verdicts "tx",
-// "redirect", "pass", "aborted" and the pass reasons named as in
+// "redirect", "local", "pass", "aborted", "dropped" and the pass reasons named as in
 // relay/relaytest (plus "port_range" and "no_egress").
 func (m *Maps) Counters() (map[string]uint64, error) {
 	names, err := CounterNames()

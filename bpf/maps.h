@@ -21,7 +21,11 @@
 // changes between IPv4 and IPv6 (see relay.h, relay_xlate). The loader
 // sets it only when the program was loaded with cross_family on.
 #define FLOW_XLATE      (1 << 4)
-// Bits 5-7 are free; bits 8-15 are the TOS byte.
+// The call's media is dropped (rtpengine's drop-traffic=start): a packet
+// from the flow's peer is discarded and counted in cnt_dropped, not in the
+// flow, as rtpengine drops it before its stream counts it.
+#define FLOW_DROP       (1 << 5)
+// Bits 6-7 are free; bits 8-15 are the TOS byte.
 #define FLOW_TOS_SHIFT  8
 
 // Addresses are 16 bytes in network order; IPv4 is stored v4-mapped
@@ -77,6 +81,7 @@ enum counter {
 	cnt_port_range, // destination port outside the relay range: no lookup
 	cnt_no_egress,  // egress device missing from the devmap (XDP only)
 	cnt_local,      // rewritten for a destination on this host and passed up to it
+	cnt_dropped,    // from a flow's peer while the call drops its media (FLOW_DROP)
 	cnt_max,
 };
 

@@ -33,7 +33,9 @@ static __always_inline int send(struct __sk_buff *skb, int local, int neigh, __u
 	return bpf_redirect(egress, 0);
 }
 
-// A flow between families (FLOW_XLATE). bpf_skb_change_proto grows or
+// A flow between families (FLOW_XLATE), and the drop of a dropping flow's
+// packets (FLOW_DROP), the other rare case the main path tests for with
+// the same instruction. bpf_skb_change_proto grows or
 // shrinks the room between the Ethernet and IP headers by 20 bytes and sets
 // skb->protocol; the new IP header and the EtherType are written here.
 //
@@ -48,6 +50,13 @@ static __always_inline int send(struct __sk_buff *skb, int local, int neigh, __u
 // change for them cancel, as in the same-family rewrite.
 static __noinline int relay_xlate_tc(struct __sk_buff *skb, struct parsed *p, struct flow_value *v)
 {
+	// The call drops its media (rtpengine's drop-traffic), of either
+	// family: after the source check, so a stranger's packet still goes
+	// up as one.
+	if (v->flags & FLOW_DROP) {
+		count(cnt_dropped);
+		return TC_ACT_SHOT;
+	}
 	struct xlate x = {};
 	__u64 now = 0;
 	__u32 egress = 0;
@@ -126,7 +135,9 @@ int relay_tc(struct __sk_buff *skb)
 	int r = relay_match(data, data_end, skb->len, &p, &v);
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
-	if (v->flags & FLOW_XLATE)
+	// One test for both rare cases (see relay_xlate_tc) keeps the same-family
+	// path as it was before FLOW_DROP.
+	if (v->flags & (FLOW_XLATE | FLOW_DROP))
 		return relay_xlate_tc(skb, &p, v);
 
 	__u64 now = bpf_ktime_get_coarse_ns();

@@ -33,7 +33,8 @@ const (
 	tcCounterCntPortRange   tcCounter = 14
 	tcCounterCntNoEgress    tcCounter = 15
 	tcCounterCntLocal       tcCounter = 16
-	tcCounterCntMax         tcCounter = 17
+	tcCounterCntDropped     tcCounter = 17
+	tcCounterCntMax         tcCounter = 18
 )
 
 type tcFlowKey struct {

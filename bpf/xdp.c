@@ -37,9 +37,18 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, int loca
 // the other family, 20 bytes longer or shorter, so the head of the frame
 // moves by that much; the UDP header and payload stay where they are.
 // A subprogram of its own, so that its registers and stack do not weigh
-// on the same-family path.
+// on the same-family path. It also drops a dropping flow's packets
+// (FLOW_DROP), the other rare case the main path tests for with the same
+// instruction.
 static __noinline int relay_xlate_xdp(struct xdp_md *ctx, struct parsed *p, struct flow_value *v)
 {
+	// The call drops its media (rtpengine's drop-traffic), of either
+	// family: after the source check, so a stranger's packet still goes
+	// up as one.
+	if (v->flags & FLOW_DROP) {
+		count(cnt_dropped);
+		return XDP_DROP;
+	}
 	struct xlate x = {};
 	__u64 now = 0;
 	__u32 egress = 0;
@@ -127,7 +136,9 @@ int relay_xdp(struct xdp_md *ctx)
 	int r = relay_match(data, data_end, data_end - data, &p, &v);
 	if (r >= 0 || !v)
 		return pass(r >= 0 ? r : cnt_no_flow);
-	if (v->flags & FLOW_XLATE)
+	// One test for both rare cases (see relay_xlate_xdp) keeps the same-family
+	// path as it was before FLOW_DROP.
+	if (v->flags & (FLOW_XLATE | FLOW_DROP))
 		return relay_xlate_xdp(ctx, &p, v);
 
 	__u64 now = bpf_ktime_get_coarse_ns();

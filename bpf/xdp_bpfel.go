@@ -33,7 +33,8 @@ const (
 	xdpCounterCntPortRange   xdpCounter = 14
 	xdpCounterCntNoEgress    xdpCounter = 15
 	xdpCounterCntLocal       xdpCounter = 16
-	xdpCounterCntMax         xdpCounter = 17
+	xdpCounterCntDropped     xdpCounter = 17
+	xdpCounterCntMax         xdpCounter = 18
 )
 
 type xdpFlowKey struct {

@@ -85,6 +85,11 @@ type Flow struct {
 	// packet the flow sends (rtpengine's TOS). Unset, the kernel keeps
 	// the packet's own and userspace sends with the socket's default (0).
 	TOS TOS
+	// Drop: the call's media is dropped (rtpengine's drop-traffic=start):
+	// packets from Peer are discarded, not counted in the flow's stats
+	// (rtpengine drops them before its stream counts them), and not
+	// forwarded. Those from elsewhere are treated as without it.
+	Drop bool
 }
 
 // TOS is an IP TOS byte (IPv6: traffic class), DSCP and ECN bits alike,

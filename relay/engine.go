@@ -153,6 +153,7 @@ type dir struct {
 	learning bool
 	rank     Rank   // of peer, as installed
 	tos      TOS    // as installed
+	drop     bool   // as installed
 	gen      uint32 // bumped on every change; stales queued handoffs
 	learnGen uint32 // the stream's learnGen when installed
 	// Only what cannot be derived from the legs is kept: 50,000 calls
@@ -202,10 +203,11 @@ type session struct {
 	created time.Time
 	// sig is each side's signaling address: a hint for latching.
 	sig [2]netip.Addr
-	// opts are each side's per-call options, tos the call's (SetSideOptions,
-	// SetTOS).
+	// opts are each side's per-call options, tos and drop the call's
+	// (SetSideOptions, SetTOS, SetDrop).
 	opts     [2]SideOptions
 	tos      TOS
+	drop     bool
 	streams  []*stream
 	checkAt  time.Time // next inactivity check; zero when nothing is installed
 	timedOut bool

@@ -53,7 +53,7 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		return Flow{}, false // the peer announced another family than its leg's relay address
 	}
 	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict,
-		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP, TOS: st.sess.tos}
+		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP, TOS: st.sess.tos, Drop: st.sess.drop}
 	f.ICE = x.sec != nil && x.sec.ICE()
 	if d.comp == compRTP && x.mux && !y.mux {
 		// A muxed sender's RTCP goes to the receiver's RTCP port, in
@@ -100,14 +100,14 @@ func (d *dir) same(f Flow) bool {
 	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
 		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen) &&
 		d.in == f.In && d.outLeg == f.OutLeg && d.rtcpOut == f.RTCPOut && d.rtcpDst == f.RTCPDst &&
-		d.tos == f.TOS
+		d.tos == f.TOS && d.drop == f.Drop
 }
 
 // kernelSame reports whether the kernel's copy would not change: it
 // passes every packet of a learning flow up, whatever the flow latched.
 func (d *dir) kernelSame(f Flow) bool {
 	return d.valid && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
-		(f.Learning || d.peer == f.Peer) && d.tos == f.TOS
+		(f.Learning || d.peer == f.Peer) && d.tos == f.TOS && d.drop == f.Drop
 }
 
 // reconcile brings every direction of a stream in step with its legs.
@@ -138,6 +138,7 @@ func (e *Engine) sync(d *dir) error {
 	d.valid = true
 	d.peer, d.dst, d.learning, d.rank, d.tos = want.Peer, want.Dst, want.Learning, want.Rank, want.TOS
 	d.in, d.outLeg, d.rtcpOut, d.rtcpDst = want.In, want.OutLeg, want.RTCPOut, want.RTCPDst
+	d.drop = want.Drop
 	d.learnGen = d.st.learnGen
 	d.outComp = uint8(want.Out.Port() - d.st.legs[d.from.other()].rtp)
 	d.since = now

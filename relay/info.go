@@ -55,6 +55,8 @@ type FlowInfo struct {
 	UserspaceOnly string
 	// TOS is the call's (Flow.TOS).
 	TOS TOS
+	// Drop: the call's media is dropped (Flow.Drop).
+	Drop bool
 }
 
 // LegInfo is one leg of a stream with what was learned about it.
@@ -287,7 +289,7 @@ func (e *Engine) sessionFlows(s *session, now time.Time, out []FlowInfo) []FlowI
 				out := d.outLeg.Info()
 				fi.OutLeg = &out
 			}
-			fi.RTCPDst, fi.TOS = d.rtcpDst, d.tos
+			fi.RTCPDst, fi.TOS, fi.Drop = d.rtcpDst, d.tos, d.drop
 			fi.UserspaceOnly = Flow{In: d.in, OutLeg: d.outLeg, RTCPOut: d.rtcpOut}.UserspaceOnly()
 			fi.State = flowState(d.learning, t.LastSeen, d.since, now)
 			lt := st.legs[d.from].latch[d.comp]

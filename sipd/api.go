@@ -312,6 +312,7 @@ func (a *API) flows(w http.ResponseWriter, r *http.Request) {
 			Path: f.Path, State: f.State, Latch: f.Latch, Rank: rankString(f.Rank), KernelError: f.KernelError,
 			Packets: f.Packets, Bytes: f.Bytes, LastSeen: f.LastSeen,
 			UserspaceOnly: f.UserspaceOnly, In: f.In, OutLeg: f.OutLeg, RTCPDst: addrString(f.RTCPDst),
+			DropTraffic: f.Drop,
 		}
 		if f.TOS.Set {
 			fj.TOS = f.TOS.String()

@@ -203,7 +203,7 @@ var (
 	dMediaDTLS     = desc("sipxdp_media_dtls_handshakes_total", "DTLS-SRTP handshakes on WebRTC legs, by result: ok (keyed), failed (handshake error, fingerprint mismatch, or not keyed within media.dtls_timeout: the call is ended).", "result")
 	dMediaLatch    = desc("sipxdp_media_latch_total", "Relay flows taking a source: latched (forwarded, first or better), relatched (replacing one in the learning window), locked, candidate (held until the window ends).", "event")
 
-	dKernelPackets = desc("sipxdp_kernel_packets_total", "Packets the kernel program saw, by verdict: tx and redirect (relayed out), local (relayed to this host), pass (left to the stack, see sipxdp_kernel_passed_packets_total), aborted (a redirect that failed).", "verdict")
+	dKernelPackets = desc("sipxdp_kernel_packets_total", "Packets the kernel program saw, by verdict: tx and redirect (relayed out), local (relayed to this host), pass (left to the stack, see sipxdp_kernel_passed_packets_total), aborted (a redirect that failed), dropped (a call's media dropped by drop-traffic).", "verdict")
 	dKernelPassed  = desc("sipxdp_kernel_passed_packets_total", "Packets the kernel program left to the stack (verdict pass), by reason: not relay media (not_ip, not_udp, port_range, no_flow), not handled in the kernel (truncated, fragment, ip_options, ipv6_ext, fib, no_egress), or for the userspace relay to judge (learning, wrong_source).", "reason")
 
 	dUserReceived  = desc("sipxdp_userspace_received_packets_total", "Datagrams the userspace relay received.")
@@ -242,7 +242,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // kernelVerdicts are the kernel counters that are verdicts; every other
 // kernel counter is a reason for the pass verdict (bpf/maps.h, enum
 // counter).
-var kernelVerdicts = map[string]bool{"tx": true, "redirect": true, "local": true, "pass": true, "aborted": true}
+var kernelVerdicts = map[string]bool{"tx": true, "redirect": true, "local": true, "pass": true, "aborted": true, "dropped": true}
 
 // userspaceCounter says where each of the userspace relay's counters
 // (usrelay) goes: its family and label value. Those absent are left out:
@@ -258,6 +258,7 @@ var userspaceCounter = map[string]struct {
 	"wrong_source":     {dUserDropped, "wrong_source"},
 	"foreign_learning": {dUserDropped, "foreign_learning"},
 	"strict":           {dUserDropped, "strict"},
+	"drop_traffic":     {dUserDropped, "drop_traffic"},
 	"send_error":       {dUserDropped, "send_error"},
 	"oversize":         {dUserDropped, "oversize"},
 	"recv_error":       {dUserDropped, "recv_error"},

@@ -43,6 +43,7 @@ const (
 	ReasonOversize           // larger than the receive buffer (MSG_TRUNC)
 	ReasonSRTP               // SRTP that did not decrypt, or media before the leg's keys (cryptoleg counts which)
 	ReasonNotMedia           // on a crypto leg's port: neither STUN, DTLS nor RTP (RFC 7983)
+	ReasonDropTraffic        // the call drops its media (relay.Flow.Drop)
 	ReasonRecvError          // recvmmsg failed
 )
 
@@ -76,6 +77,7 @@ var counterNames = [nCounters]string{
 	ReasonOversize:    "oversize",
 	ReasonSRTP:        "srtp",
 	ReasonNotMedia:    "not_media",
+	ReasonDropTraffic: "drop_traffic",
 	ReasonRecvError:   "recv_error",
 	cntReceived:       "received",
 	cntForwarded:      "forwarded",
@@ -150,6 +152,9 @@ type flowEntry struct {
 	out    netip.AddrPort
 	dst    netip.AddrPort
 	strict bool
+	// drop: the call drops its media (relay.Flow.Drop); nothing is
+	// forwarded, latched or counted on the flow.
+	drop bool
 
 	// What a learning flow ranks sources by (see relay.Latch).
 	announced netip.AddrPort
@@ -187,6 +192,11 @@ type flowEntry struct {
 // the workers so that the fixtures test the code that runs. A locked flow
 // costs one atomic load and a compare.
 func (e *flowEntry) decide(src netip.AddrPort, n int, now int64) (Verdict, Reason, latchChange) {
+	if e.drop {
+		// rtpengine drops before it latches or counts (stream_packet in
+		// its media_socket.c).
+		return Drop, ReasonDropTraffic, changeNone
+	}
 	if e.learning.Load() {
 		e.latchMu.Lock()
 		if e.learning.Load() {
@@ -418,6 +428,7 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 		out:     out,
 		dst:     normalize(f.Dst),
 		strict:  f.Strict,
+		drop:    f.Drop,
 		peer:    normalize(f.Peer),
 		rank:    f.Rank,
 		outPort: op,

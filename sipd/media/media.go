@@ -46,10 +46,11 @@ type Engine interface {
 	// WebRTC or SRTP (webrtc.go).
 	SetSecurity(callID string, index int, side relay.Side, sec relay.LegSecurity) error
 	CertificateDER() []byte
-	// SetSideOptions and SetTOS carry per-call options of the NG flags
-	// (options.go).
+	// SetSideOptions, SetTOS and SetDrop carry per-call options of the NG
+	// flags (options.go).
 	SetSideOptions(callID string, side relay.Side, o relay.SideOptions) error
 	SetTOS(callID string, tos relay.TOS) error
+	SetDrop(callID string, drop bool) error
 }
 
 // ErrUnavailable wraps every error that should make the proxy refuse a
@@ -187,10 +188,11 @@ type call struct {
 	offerer int8
 
 	// Per-call options of the NG flags (options.go): each side's label
-	// and options, and the call's TOS.
+	// and options, and the call's TOS and drop-traffic.
 	labels [2]string
 	opts   [2]relay.SideOptions
 	tos    relay.TOS
+	drop   bool
 
 	// Forks (fork.go; NG entry points only): base is the engine stream
 	// index of this branch's m-line 0, via the via-branch its offer

@@ -53,6 +53,7 @@ type fakeEngine struct {
 	// sideOpts and tos are the last SetSideOptions and SetTOS per call.
 	sideOpts map[string][2]relay.SideOptions
 	tos      map[string]relay.TOS
+	drop     map[string]bool // the last SetDrop per call
 }
 
 func (f *fakeEngine) SetSideOptions(id string, side relay.Side, o relay.SideOptions) error {
@@ -67,6 +68,19 @@ func (f *fakeEngine) SetSideOptions(id string, side relay.Side, o relay.SideOpti
 	so := f.sideOpts[id]
 	so[side] = o
 	f.sideOpts[id] = so
+	return nil
+}
+
+func (f *fakeEngine) SetDrop(id string, drop bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.drop == nil {
+		f.drop = map[string]bool{}
+	}
+	f.drop[id] = drop
 	return nil
 }
 

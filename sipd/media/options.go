@@ -7,10 +7,21 @@ import (
 )
 
 // Per-call options of rtpengine's NG flags that outlive one message:
-// each side's label and asymmetric flag, and the call's TOS. rtpengine
-// reads asymmetric from every offer and answer of a side (media_update_flags
-// in its call.c), TOS from offers only, for the whole call (__tos_change),
-// and keeps a label until the side gives another (__call_monologue_init_from_flags).
+// each side's label and asymmetric flag, and the call's TOS and
+// drop-traffic. rtpengine reads asymmetric from every offer and answer of
+// a side (media_update_flags in its call.c), TOS from offers only, for the
+// whole call (__tos_change), drop-traffic from offers and answers, for the
+// whole call (CALL_FLAG_DROP_TRAFFIC in call_interfaces.c), and keeps a
+// label until the side gives another (__call_monologue_init_from_flags).
+
+// DropTraffic is what a message says of rtpengine's drop-traffic.
+type DropTraffic uint8
+
+const (
+	DropKeep  DropTraffic = iota // no drop-traffic: as the call was
+	DropStart                    // drop-traffic=start: drop all of the call's media
+	DropStop                     // drop-traffic=stop: forward it again
+)
 
 // options hands o's per-call options to the engine before side's SDP is
 // followed, so the flows that SDP installs have them. Called with c.mu
@@ -24,6 +35,13 @@ func (c *Controller) options(id string, cl *call, side relay.Side, o *Options, o
 		c.log.Warn("media: side options", "call_id", id, "side", side.String(), "error", err)
 	}
 	cl.opts[side] = so
+	if o.Drop != DropKeep {
+		drop := o.Drop == DropStart
+		if err := c.cfg.Engine.SetDrop(id, drop); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
+			c.log.Warn("media: drop traffic", "call_id", id, "drop", drop, "error", err)
+		}
+		cl.drop = drop
+	}
 	if !offer || o.KeepTOS {
 		return
 	}

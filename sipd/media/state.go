@@ -42,6 +42,7 @@ type savedCall struct {
 	Labels   [2]string            `json:"labels,omitzero"`
 	SideOpts [2]relay.SideOptions `json:"side_options,omitzero"`
 	TOS      relay.TOS            `json:"tos,omitzero"`
+	Drop     bool                 `json:"drop_traffic,omitempty"`
 	// Interfaces and Domains: each side's interface by NG direction and
 	// SIP domain, for the streams a later offer adds.
 	Interfaces [2]string `json:"interfaces,omitzero"`
@@ -107,7 +108,7 @@ func (c *Controller) State(callID string) ([]byte, bool) {
 // saveBranch is State's record of one branch, without dialog messages.
 func saveBranch(cl *call) savedCall {
 	sc := savedCall{CallerTag: cl.callerTag, LockedTag: cl.lockedTag, Confirmed: cl.confirmed, Sig: cl.sig,
-		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos,
+		Kinds: cl.kinds, Created: cl.created, Labels: cl.labels, SideOpts: cl.opts, TOS: cl.tos, Drop: cl.drop,
 		Interfaces: cl.iface, Domains: cl.dom, Base: cl.base, Via: cl.via, Aliases: cl.aliases}
 	for _, ss := range cl.sec {
 		sc.Bridged = sc.Bridged || ss.bridged()
@@ -174,6 +175,11 @@ func (c *Controller) Restore(callID string, state []byte, since time.Time) error
 			c.log.Warn("media: restore tos", "call_id", callID, "error", err)
 		}
 	}
+	if sc.Drop {
+		if err := c.cfg.Engine.SetDrop(callID, true); err != nil {
+			c.log.Warn("media: restore drop traffic", "call_id", callID, "error", err)
+		}
+	}
 	for i, b := range cl.branches() {
 		bs := sc
 		if i > 0 {
@@ -218,7 +224,7 @@ func checkBases(bs []savedCall) error {
 func loadBranch(sc savedCall, since time.Time) *call {
 	return &call{callerTag: sc.CallerTag, lockedTag: sc.LockedTag, confirmed: sc.Confirmed, sig: sc.Sig,
 		streams: map[int]relay.StreamPorts{}, kinds: sc.Kinds, created: sc.Created, lastSignal: since,
-		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS,
+		announced: map[int][2]announcement{}, labels: sc.Labels, opts: sc.SideOpts, tos: sc.TOS, drop: sc.Drop,
 		iface: sc.Interfaces, dom: sc.Domains, base: sc.Base, via: sc.Via, aliases: sc.Aliases}
 }
 

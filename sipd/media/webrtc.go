@@ -103,6 +103,9 @@ type Options struct {
 	// missing one means the default, a negative one no change).
 	TOS     relay.TOS
 	KeepTOS bool
+	// Drop: an offer or answer starts or stops dropping the call's media
+	// (rtpengine's drop-traffic); DropKeep leaves it as it is.
+	Drop DropTraffic
 	// Direction names the relay interfaces (relay.AddressConfig.Name)
 	// of an offer's new streams: the leg that faces the sender, then the
 	// one that faces the receiver (rtpengine's direction); "" leaves a

@@ -28,6 +28,7 @@ type fake struct {
 	// sideOpts and tos are the last SetSideOptions and SetTOS per call.
 	sideOpts map[string][2]relay.SideOptions
 	tos      map[string]relay.TOS
+	drop     map[string]bool // the last SetDrop per call
 }
 
 func (f *fake) SetSideOptions(id string, side relay.Side, o relay.SideOptions) error {
@@ -40,6 +41,17 @@ func (f *fake) SetSideOptions(id string, side relay.Side, o relay.SideOptions) e
 	so := f.sideOpts[id]
 	so[side] = o
 	f.sideOpts[id] = so
+	return nil
+}
+
+func (f *fake) SetDrop(id string, drop bool) error {
+	if _, ok := f.sessions[id]; !ok {
+		return relay.ErrSessionNotFound
+	}
+	if f.drop == nil {
+		f.drop = map[string]bool{}
+	}
+	f.drop[id] = drop
 	return nil
 }
 

@@ -23,6 +23,7 @@ func callFlags(r *ng.Request, o *media.Options) {
 		o.Label = r.Flags["from-label"]
 	}
 	_, o.Asymmetric = r.Flags["asymmetric"]
+	o.Drop = dropTraffic(r)
 	if r.Command != "offer" {
 		return
 	}
@@ -38,6 +39,23 @@ func callFlags(r *ng.Request, o *media.Options) {
 	}
 }
 
+// dropTraffic reads drop-traffic, which rtpengine takes from offers and
+// answers alike (call_interfaces.c): start or stop, as the key's value or
+// in the flags list (drop-traffic-start); any other value is ignored, as
+// rtpengine logs and ignores it.
+func dropTraffic(r *ng.Request) media.DropTraffic {
+	v := strings.ToLower(strings.TrimSpace(r.Flags["drop-traffic"]))
+	_, start := r.Flags["drop-traffic-start"]
+	_, stop := r.Flags["drop-traffic-stop"]
+	switch {
+	case v == "start" || start:
+		return media.DropStart // rtpengine tests start first
+	case v == "stop" || stop:
+		return media.DropStop
+	}
+	return media.DropKeep
+}
+
 // callFlag reports whether k is one of the per-call flags the backend
 // honours (for honoured()), each as rtpengine does in offer, answer,
 // delete and query:
@@ -47,7 +65,7 @@ func callFlags(r *ng.Request, o *media.Options) {
 //     and silence media, subscribe, publish, ...: call_interfaces.c,
 //     media_block_match and medias_match), which the relay refuses; in
 //     offer, answer, delete and query they change nothing there either;
-//   - asymmetric, TOS: callFlags;
+//   - asymmetric, TOS, drop-traffic: callFlags;
 //   - symmetric: the default, which rtpengine does not even parse;
 //   - strict source: after learning, a flow forwards only the source it
 //     locked to, and during learning only its best-ranked one (relay's
@@ -61,7 +79,8 @@ func callFlags(r *ng.Request, o *media.Options) {
 func callFlag(k string) bool {
 	switch k {
 	case "label", "from-label", "set-label", "to-label", "from-tags",
-		"asymmetric", "symmetric", "strict-source", "port-latching", "tos", "loop-protect":
+		"asymmetric", "symmetric", "strict-source", "port-latching", "tos", "loop-protect",
+		"drop-traffic", "drop-traffic-start", "drop-traffic-stop":
 		return true
 	}
 	return strings.HasPrefix(k, "from-tags-")

@@ -29,6 +29,9 @@ type step struct {
 	// engine was told (nil: not checked).
 	opts *[2]relay.SideOptions
 	tos  *relay.TOS
+	// drop: the call's drop-traffic as the engine was told (nil: not
+	// checked).
+	drop *bool
 }
 
 func offerCmd(id string, port int, kv ...any) map[string]any {
@@ -75,6 +78,7 @@ func TestCallFlags(t *testing.T) {
 	sym, asymA := [2]relay.SideOptions{}, [2]relay.SideOptions{{Asymmetric: true}, {}}
 	asymB := [2]relay.SideOptions{{}, {Asymmetric: true}}
 	ef, cs2, def := relay.TOS{Set: true, Value: 184}, relay.TOS{Set: true, Value: 0x40}, relay.TOS{}
+	dropping, forwarding := true, false
 	for _, tc := range []struct {
 		name, section string
 		steps         []step
@@ -138,6 +142,18 @@ func TestCallFlags(t *testing.T) {
 				{cmd: offerCmd("c1", 10000, "TOS", int64(256)), port: 40002, tos: &def},
 				// Not a number: as missing (get_int_str's default).
 				{cmd: offerCmd("c1", 10000, "flags", flags("TOS=EF")), port: 40002, tos: &def},
+			}},
+		{name: "drop-traffic starts and stops dropping the call's media", section: `"drop-traffic"; call_interfaces.c CALL_FLAG_DROP_TRAFFIC`,
+			steps: []step{
+				{cmd: offerCmd("c1", 10000, "drop-traffic", "start"), port: 40002, drop: &dropping},
+				// A message without it leaves the call as it is.
+				{cmd: answerCmd("c1", 20000), port: 40000, drop: &dropping},
+				// An answer stops it as well as an offer.
+				{cmd: answerCmd("c1", 20000, "drop-traffic", "stop"), port: 40000, drop: &forwarding},
+				{cmd: offerCmd("c1", 10000, "flags", flags("drop-traffic-start")), port: 40002, drop: &dropping},
+				// An unknown value: rtpengine warns and changes nothing.
+				{cmd: offerCmd("c1", 10000, "drop-traffic", "pause"), port: 40002, drop: &dropping},
+				{cmd: offerCmd("c1", 10000, "drop-traffic", "stop"), port: 40002, drop: &forwarding},
 			}},
 		{name: "loop-protect marks the SDP the relay writes", section: `"loop protect"; sdp.c sdp_out_add_other`,
 			steps: []step{
@@ -207,6 +223,9 @@ func TestCallFlags(t *testing.T) {
 				}
 				if st.tos != nil && f.tos["c1"] != *st.tos {
 					t.Errorf("%s: tos %v, want %v", what, f.tos["c1"], *st.tos)
+				}
+				if drop, set := f.drop["c1"]; st.drop != nil && (!set || drop != *st.drop) {
+					t.Errorf("%s: drop %v (set %v), want %v", what, drop, set, *st.drop)
 				}
 			}
 		})

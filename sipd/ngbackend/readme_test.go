@@ -70,6 +70,7 @@ func TestREADMEListsHonouredFlags(t *testing.T) {
 		"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf",
 		"label", "from-label", "set-label", "to-label", "from-tags", "from-tags-a1b2",
 		"symmetric", "asymmetric", "strict-source", "port-latching", "tos", "loop-protect",
+		"drop-traffic", "drop-traffic-start", "drop-traffic-stop",
 		"no-redis-update",
 		"dtls-fingerprint", "dtls-reverse", "ice-lite", "trickle-ice", "reject-ice", "recrypt", "no-tls-id", "webrtc",
 		"strip-extmap", "extmap-strip-all", "full-rtcp-attribute", "no-rtcp-attribute", "rtcp-mux-reject",

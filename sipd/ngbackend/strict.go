@@ -122,10 +122,6 @@ var mediaFlags = []needsMedia{
 	{key: "record-call", on: oneOf("", "yes", "on"), what: whatRecording, doc: "offer: record call; offer flags: record call"},
 	{key: "recording-vsc", what: whatRecording, doc: "call_flags.c: recording-vsc (recording started by DTMF codes)"},
 	{key: "siprec", what: whatRecording, doc: "call_flags.c: SIPREC"},
-	// Not media work, but not done: the datapaths have no per-call drop
-	// state. Refused under strict so the script can use a real rtpengine.
-	{key: "drop-traffic", on: oneOf("start"), what: "dropping a call's media", doc: "offer: drop-traffic"},
-	{key: "drop-traffic-start", what: "dropping a call's media", doc: "offer: drop-traffic (flags form)"},
 	// OSRTP offer and accept turn a plain RTP/AVP m-line into
 	// opportunistic SRTP, which rtpengine calls RTP/SRTP transcoding; the
 	// relay bridges SRTP only by profile (RTP/SAVP, UDP/TLS/RTP/SAVPF) and

@@ -99,13 +99,12 @@ func TestStrict(t *testing.T) {
 			flags("recording-vsc"), "recording not supported: recording-vsc", "recording-vsc"},
 		{"SIPREC", "call_flags.c: SIPREC", "offer",
 			flags("SIPREC"), "recording not supported: siprec", "siprec"},
-		{"drop-traffic=start", "offer: drop-traffic (not media work, but not done)", "offer",
-			map[string]any{"drop-traffic": "start"}, "dropping a call's media not supported: drop-traffic=start", "drop-traffic=start"},
-		{"drop-traffic=start in an answer", "offer: drop-traffic (offer or answer)", "answer",
-			map[string]any{"drop-traffic": "start"}, "dropping a call's media not supported: drop-traffic=start", "drop-traffic=start"},
 
 		// Alike, but no media work: through under strict too.
-		{"drop-traffic=stop", "offer: drop-traffic (stop: what the relay does)", "offer", map[string]any{"drop-traffic": "stop"}, "", ""},
+		{"drop-traffic=start", "offer: drop-traffic (honoured: callflags.go)", "offer", map[string]any{"drop-traffic": "start"}, "", ""},
+		{"drop-traffic=start in an answer", "offer: drop-traffic (offer or answer)", "answer", map[string]any{"drop-traffic": "start"}, "", ""},
+		{"drop-traffic-start in the flags", "offer: drop-traffic (flags form)", "offer", flags("drop-traffic-start"), "", ""},
+		{"drop-traffic=stop", "offer: drop-traffic (stop)", "offer", map[string]any{"drop-traffic": "stop"}, "", ""},
 		{"ptime=0", "offer: ptime (0: unchanged)", "offer", map[string]any{"ptime": int64(0)}, "", ""},
 		{"ptime in an answer", "offer: ptime (ignored in answer messages)", "answer", map[string]any{"ptime": int64(30)}, "", ""},
 		{"codec transcode in an answer", "offer: codec manipulations, transcode (only processed in offer messages)", "answer",

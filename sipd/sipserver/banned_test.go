@@ -216,6 +216,7 @@ func (e *countingEngine) SetSideOptions(string, relay.Side, relay.SideOptions) e
 	return nil
 }
 func (e *countingEngine) SetTOS(string, relay.TOS) error { return nil }
+func (e *countingEngine) SetDrop(string, bool) error     { return nil }
 func (e *countingEngine) RestoreStream(string, int, [2]relay.RestoreLeg, time.Time) error {
 	return nil
 }

@@ -58,6 +58,8 @@ type FlowJSON struct {
 	// TOS is the IP TOS byte the relay writes on the flow's packets
 	// ("0xb8"; absent: the default), from the NG flag TOS.
 	TOS string `json:"tos,omitempty"`
+	// DropTraffic: the call's media is dropped (NG drop-traffic=start).
+	DropTraffic bool `json:"drop_traffic,omitempty"`
 }
 
 // StatsJSON is /stats: totals and the slow-path counters.

@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"errors"
+	"testing"
+)
+
+// drop-traffic (rtpengine's NG control protocol documentation,
+// "drop-traffic"): start marks every flow of the call, in both datapaths,
+// streams added later too, and no other call's; stop clears them.
+func TestDropMarksEveryFlowOfTheCall(t *testing.T) {
+	h := newHarness(t, true, nil)
+	aRTP, aRTCP, bRTP := learnCall(t, h)
+	in := LegSpec{Address: "internal"}
+	other := h.call(t, "other", in, in)
+	h.setPeer(t, "other", SideA, "10.0.0.30:5000", false)
+	h.setPeer(t, "other", SideB, "10.0.0.40:6000", false)
+	h.e.lock(aRTP, annA) // in the kernel before the flag: it must follow
+
+	if err := h.e.SetDrop("c", true); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := h.e.AddStream("c", 1, def, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.SetPeer("c", 1, SideA, annA, annA, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.SetPeer("c", 1, SideB, annB, annB, true); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want bool) {
+		t.Helper()
+		for _, tc := range []struct {
+			dp    *fakePath
+			local string
+			want  bool
+		}{
+			{h.k, aRTP.String(), want},
+			{h.s, aRTCP.String(), want},
+			{h.s, bRTP.String(), want},
+			{h.s, ap(p2.A.Local, p2.A.RTP).String(), want},
+			{h.s, ap(other.A.Local, other.A.RTP).String(), false}, // another call
+		} {
+			var f Flow
+			var ok bool
+			for k, fl := range tc.dp.flows {
+				if k.Local.String() == tc.local {
+					f, ok = fl, true
+				}
+			}
+			if !ok || f.Drop != tc.want {
+				t.Errorf("%s: %s flow %s: Drop %v (installed %v), want %v", when, tc.dp.name, tc.local, f.Drop, ok, tc.want)
+			}
+		}
+		if fi := flowInfo(t, h, aRTP); fi.Drop != want {
+			t.Errorf("%s: listing of A→B: Drop %v, want %v", when, fi.Drop, want)
+		}
+	}
+	check("start", true)
+	if err := h.e.SetDrop("c", false); err != nil {
+		t.Fatal(err)
+	}
+	check("stop", false)
+	if err := h.e.SetDrop("nope", true); !errors.Is(err, ErrSessionNotFound) {
+		t.Fatalf("unknown call: %v", err)
+	}
+}
