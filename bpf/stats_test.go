@@ -15,7 +15,9 @@ import (
 func TestPinnedRunStats(t *testing.T) {
 	requireRoot(t)
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("sxst-%d", os.Getpid()))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// ensurePinDir mounts bpffs at /sys/fs/bpf when no test before this
+	// one did (a fresh machine without systemd's mount).
+	if err := ensurePinDir(dir); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
