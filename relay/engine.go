@@ -151,8 +151,11 @@ type dir struct {
 	inSlow   bool
 	inKern   bool
 	learning bool
-	rank     Rank   // of peer, as installed
-	tos      TOS    // as installed
+	rank     Rank // of peer, as installed
+	tos      TOS  // as installed
+	learn    LearnMode
+	handover bool
+	hold     bool
 	gen      uint32 // bumped on every change; stales queued handoffs
 	learnGen uint32 // the stream's learnGen when installed
 	// Only what cannot be derived from the legs is kept: 50,000 calls

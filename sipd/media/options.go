@@ -7,9 +7,12 @@ import (
 )
 
 // Per-call options of rtpengine's NG flags that outlive one message:
-// each side's label and asymmetric flag, and the call's TOS. rtpengine
-// reads asymmetric from every offer and answer of a side (media_update_flags
-// in its call.c), TOS from offers only, for the whole call (__tos_change),
+// each side's label, asymmetric flag and latching (endpoint-learning,
+// NAT-wait, media handover), and the call's TOS. rtpengine reads
+// asymmetric from every offer and answer of a side (media_update_flags
+// in its call.c), the latching flags likewise into the streams of the
+// SDP's sender (__fill_stream; media handover through sdp.c's stream
+// flags), TOS from offers only, for the whole call (__tos_change),
 // and keeps a label until the side gives another (__call_monologue_init_from_flags).
 
 // options hands o's per-call options to the engine before side's SDP is
@@ -19,7 +22,7 @@ func (c *Controller) options(id string, cl *call, side relay.Side, o *Options, o
 	if o == nil {
 		return // sipd's own calls: no NG flags
 	}
-	so := relay.SideOptions{Asymmetric: o.Asymmetric}
+	so := relay.SideOptions{Asymmetric: o.Asymmetric, Learning: o.Learning, NATWait: o.NATWait, Handover: o.Handover}
 	if err := c.cfg.Engine.SetSideOptions(id, side, so); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
 		c.log.Warn("media: side options", "call_id", id, "side", side.String(), "error", err)
 	}

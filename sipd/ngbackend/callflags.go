@@ -23,6 +23,7 @@ func callFlags(r *ng.Request, o *media.Options) {
 		o.Label = r.Flags["from-label"]
 	}
 	_, o.Asymmetric = r.Flags["asymmetric"]
+	latchFlags(r, o)
 	if r.Command != "offer" {
 		return
 	}
@@ -57,8 +58,12 @@ func callFlags(r *ng.Request, o *media.Options) {
 //     rtpengine's strict-source keeps;
 //   - port latching: the relay keeps a stream's local ports whatever the
 //     remote end announces, which is what port-latching asks;
-//   - loop protect: loop.go.
+//   - loop protect: loop.go;
+//   - endpoint-learning, NAT-wait, media handover: latchFlags.
 func callFlag(k string) bool {
+	if latchFlag(k) {
+		return true
+	}
 	switch k {
 	case "label", "from-label", "set-label", "to-label", "from-tags",
 		"asymmetric", "symmetric", "strict-source", "port-latching", "tos", "loop-protect":
