@@ -253,11 +253,15 @@ type Engine struct {
 	latchDrops atomic.Uint64
 	// windowLocks counts flows locked by closeWindow.
 	windowLocks atomic.Uint64
-	events      chan Event
-	done        chan struct{}
-	closeOnce   sync.Once
-	runMu       sync.Mutex // held by Run for its lifetime
-	runDone     chan struct{}
+	// piercing are the sessions a side of which asked for pierce NAT
+	// (pierce.go); pierces and pierceErrors count its packets.
+	piercing              map[*session]struct{}
+	pierces, pierceErrors atomic.Uint64
+	events                chan Event
+	done                  chan struct{}
+	closeOnce             sync.Once
+	runMu                 sync.Mutex // held by Run for its lifetime
+	runDone               chan struct{}
 
 	mu            sync.Mutex
 	closed        bool
@@ -338,6 +342,7 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		adopted:      make(map[string]*adoptedGroup),
 		cert:         cert,
 		failq:        make(chan legFailure, 256),
+		piercing:     make(map[*session]struct{}),
 	}
 	e.kernelCrossFamily = kernel != nil && crossFamily(kernel)
 	// One local address may serve several logical interfaces (rtpengine's

@@ -1,6 +1,10 @@
 package relay
 
 import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -113,5 +117,68 @@ func TestLearnModeReachesTheFlows(t *testing.T) {
 	}
 	if _, ok := ParseLearnMode("always"); ok {
 		t.Error("ParseLearnMode accepted an unknown value")
+	}
+}
+
+// sendingSlow is the fake slow path that records what it is asked to send.
+type sendingSlow struct {
+	fakeSlow
+	sent []sent
+}
+
+type sent struct{ local, dst netip.AddrPort }
+
+func (s *sendingSlow) SendFrom(local, dst netip.AddrPort, b []byte) error {
+	if !bytes.Equal(b, pierceRTP) {
+		return errors.New("not the pierce packet")
+	}
+	s.sent = append(s.sent, sent{local, dst})
+	return nil
+}
+
+// pierce NAT (ng_control_protocol.md "pierce NAT"; call.c
+// call_stream_state_machine): once a second, from the ports A sends to,
+// to A's SDP addresses, while A's flows have not locked; B, which did not
+// ask, gets nothing.
+func TestPierceNAT(t *testing.T) {
+	h := newHarness(t, true, nil)
+	ss := &sendingSlow{fakeSlow: h.slow}
+	h.e.slow = ss
+	aRTP, aRTCP, _ := learnCall(t, h)
+	h.step(time.Second)
+	if len(ss.sent) != 0 {
+		t.Fatalf("sent %v before anyone asked", ss.sent)
+	}
+	if err := h.e.SetSideOptions("c", SideA, SideOptions{PierceNAT: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.step(time.Second) // Run's once-a-second tick
+	annARTCP := netip.AddrPortFrom(annA.Addr(), annA.Port()+1)
+	want := []sent{{aRTP, annA}, {aRTCP, annARTCP}}
+	if !slices.Equal(ss.sent, want) {
+		t.Fatalf("sent %v, want %v", ss.sent, want)
+	}
+	// A's RTP locks: only RTCP goes on.
+	h.e.lock(aRTP, natA)
+	ss.sent = nil
+	h.e.step(true)
+	if want := []sent{{aRTCP, annARTCP}}; !slices.Equal(ss.sent, want) {
+		t.Fatalf("after A's RTP locked: sent %v, want %v", ss.sent, want)
+	}
+	if tot := h.e.Stats(); tot.PierceNAT != 3 {
+		t.Fatalf("Stats().PierceNAT = %d, want 3", tot.PierceNAT)
+	}
+	// A's next message without the flag: nothing more, and the call
+	// leaves the engine's list.
+	if err := h.e.SetSideOptions("c", SideA, SideOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ss.sent = nil
+	h.e.step(true)
+	h.e.mu.Lock()
+	left := len(h.e.piercing)
+	h.e.mu.Unlock()
+	if len(ss.sent) != 0 || left != 0 {
+		t.Fatalf("after the flag went: sent %v, %d calls still piercing", ss.sent, left)
 	}
 }

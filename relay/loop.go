@@ -77,6 +77,7 @@ func (e *Engine) step(scan bool) {
 	if scan {
 		e.scan(now)
 		e.scanAdopted(now)
+		e.pierce()
 	}
 }
 

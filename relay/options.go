@@ -3,7 +3,7 @@ package relay
 import "fmt"
 
 // Per-call options that signaling sets (rtpengine's NG flags asymmetric,
-// endpoint-learning, NAT-wait, media handover and TOS). They live in the session, so streams added later get them too,
+// endpoint-learning, NAT-wait, media handover, pierce NAT and TOS). They live in the session, so streams added later get them too,
 // and reach the datapaths through each direction's Flow.
 
 // SideOptions are what one side's offer or answer says about its media.
@@ -25,6 +25,10 @@ type SideOptions struct {
 	// media handover). Anyone who learns the relay's port can take the
 	// call's media over: the side asked for it.
 	Handover bool `json:"handover,omitempty"`
+	// PierceNAT: until the side's flows lock, the relay sends a small
+	// packet to the side's SDP address once a second, from the port the
+	// side sends to (rtpengine's pierce NAT; see pierce.go).
+	PierceNAT bool `json:"pierce_nat,omitempty"`
 }
 
 // LearnMode is rtpengine's endpoint-learning for one side.
@@ -84,6 +88,9 @@ func (e *Engine) SetSideOptions(callID string, side Side, o SideOptions) error {
 		return nil
 	}
 	s.opts[side] = o
+	if o.PierceNAT {
+		e.piercing[s] = struct{}{} // pierce drops it when no side asks any more
+	}
 	return e.reconcileSession("set side options", s)
 }
 

@@ -296,3 +296,57 @@ func TestMediaHandover(t *testing.T) {
 		})
 	}
 }
+
+// pierce NAT (ng_control_protocol.md "pierce NAT"; call.c
+// call_stream_state_machine): A asked, so A's SDP address gets
+// rtpengine's 12-byte packet from the port A sends to, about once a
+// second, until A's own packet locks the flow; a call without the flag
+// sends nothing.
+func TestPierceNAT(t *testing.T) {
+	l := newLiveRelay(t)
+	pierce := []byte{0x80, 0x7f, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, tc := range []struct {
+		name   string
+		pierce bool
+	}{{"default", false}, {"pierce", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+			toA, toB := l.call(t, "pn-"+tc.name, relay.SideOptions{PierceNAT: tc.pierce}, relay.SideOptions{}, a.addr, b.addr)
+			if !tc.pierce {
+				quiet(t, a, 1500*time.Millisecond)
+				return
+			}
+			a.expect(t, 1, toA, same(pierce)) // within Run's second
+			a.send(t, toA, pkt(1))            // the SDP's address: locks
+			b.expect(t, 1, toB, same(pkt(1)))
+			l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
+			// One may have left before the lock; none after the next second.
+			drain(a)
+			quiet(t, a, 1500*time.Millisecond)
+			if tot := l.e.Stats(); tot.PierceNAT == 0 {
+				t.Fatal("Stats().PierceNAT = 0")
+			}
+		})
+	}
+}
+
+// quiet checks p receives nothing for d.
+func quiet(t *testing.T, p *phone, d time.Duration) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	p.c.SetReadDeadline(time.Now().Add(d))
+	if n, from, err := p.c.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("%s: unexpected %d bytes from %s", p.addr, n, from)
+	}
+}
+
+// drain reads what is queued on p.
+func drain(p *phone) {
+	buf := make([]byte, 2048)
+	for {
+		p.c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, _, err := p.c.ReadFromUDPAddrPort(buf); err != nil {
+			return
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 
 // Per-call options of rtpengine's NG flags that outlive one message:
 // each side's label, asymmetric flag and latching (endpoint-learning,
-// NAT-wait, media handover), and the call's TOS. rtpengine reads
+// NAT-wait, media handover, pierce NAT), and the call's TOS. rtpengine reads
 // asymmetric from every offer and answer of a side (media_update_flags
 // in its call.c), the latching flags likewise into the streams of the
 // SDP's sender (__fill_stream; media handover through sdp.c's stream
@@ -22,7 +22,8 @@ func (c *Controller) options(id string, cl *call, side relay.Side, o *Options, o
 	if o == nil {
 		return // sipd's own calls: no NG flags
 	}
-	so := relay.SideOptions{Asymmetric: o.Asymmetric, Learning: o.Learning, NATWait: o.NATWait, Handover: o.Handover}
+	so := relay.SideOptions{Asymmetric: o.Asymmetric, Learning: o.Learning, NATWait: o.NATWait, Handover: o.Handover,
+		PierceNAT: o.PierceNAT}
 	if err := c.cfg.Engine.SetSideOptions(id, side, so); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
 		c.log.Warn("media: side options", "call_id", id, "side", side.String(), "error", err)
 	}

@@ -54,13 +54,21 @@ func TestLatchFlags(t *testing.T) {
 					opts: side(relay.SideOptions{Handover: true}, relay.SideOptions{Handover: true, Asymmetric: true})},
 				{cmd: answerCmd("c1", 20000), port: 40000, opts: side(relay.SideOptions{Handover: true}, none)},
 			}},
+		{name: "pierce NAT is the sender's", section: `"pierce NAT"; call.c __fill_stream, call_stream_state_machine`,
+			steps: []step{
+				{cmd: offerCmd("c1", 10000, "flags", flags("pierce NAT")), port: 40002,
+					opts: side(relay.SideOptions{PierceNAT: true}, none)},
+				{cmd: answerCmd("c1", 20000, "rtpp-flags", "pierce-nat"), port: 40000,
+					opts: side(relay.SideOptions{PierceNAT: true}, relay.SideOptions{PierceNAT: true})},
+				{cmd: offerCmd("c1", 10000), port: 40002, opts: side(none, relay.SideOptions{PierceNAT: true})},
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runSteps(t, tc.section, tc.steps) })
 	}
 }
 
 func TestLatchFlagsHonoured(t *testing.T) {
-	for _, k := range []string{"endpoint-learning", "endpoint-learning-off", "nat-wait", "media-handover"} {
+	for _, k := range []string{"endpoint-learning", "endpoint-learning-off", "nat-wait", "media-handover", "pierce-nat"} {
 		if !honoured(k) {
 			t.Errorf("honoured(%q) = false", k)
 		}
