@@ -182,3 +182,40 @@ func TestPierceNAT(t *testing.T) {
 		t.Fatalf("after the flag went: sent %v, %d calls still piercing", ss.sent, left)
 	}
 }
+
+// no port latching (ng_control_protocol.md "no port latching"; call.c
+// __get_endpoint_map): RenewPorts gives A's leg new ports, the flows
+// move with it, B's leg keeps its own, and the old ports are free again.
+func TestRenewPorts(t *testing.T) {
+	h := newHarness(t, true, nil)
+	p := h.call(t, "c", def, def)
+	h.setPeer(t, "c", SideA, annA.String(), false)
+	h.setPeer(t, "c", SideB, annB.String(), false)
+	oldA := ap(p.A.Local, p.A.RTP)
+	np, err := h.e.RenewPorts("c", 0, SideA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if np.A.RTP == p.A.RTP || np.A.RTCP != np.A.RTP+1 || np.B != p.B {
+		t.Fatalf("ports %+v after renewing A's, were %+v", np, p)
+	}
+	newA, bRTP := ap(np.A.Local, np.A.RTP), ap(np.B.Local, np.B.RTP)
+	if _, ok := h.s.flow(oldA); ok {
+		t.Fatal("a flow still arrives at A's old port")
+	}
+	if f, ok := h.s.flow(newA); !ok || f.Out != bRTP || f.Dst != annB {
+		t.Fatalf("A→B at the new port = %+v (installed %v)", f, ok)
+	}
+	if f, _ := h.s.flow(bRTP); f.Out != newA {
+		t.Fatalf("B→A leaves by %s, want A's new port %s", f.Out, newA)
+	}
+	// The old pair went back to the pool: the call still holds two.
+	for _, pi := range h.e.Stats().Pools {
+		if pi.Local == p.A.Local && pi.TotalPairs-pi.FreePairs != 2 {
+			t.Errorf("pool %s: %d pairs in use, want 2", pi.Local, pi.TotalPairs-pi.FreePairs)
+		}
+	}
+	if _, err := h.e.RenewPorts("c", 7, SideA); !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("unknown stream: %v", err)
+	}
+}

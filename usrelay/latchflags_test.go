@@ -117,7 +117,7 @@ func pkt(i int) []byte { return relaytest.RTPPayload(uint16(i), 40) }
 
 func same(b []byte) func(int) []byte { return func(int) []byte { return b } }
 
-// endpoint-learning=immediate (rtpengine's docs/rtpengine.md,
+// endpoint-learning=immediate (rtpengine's manual page,
 // --endpoint-learning; media_socket.c media_packet_address_check,
 // EL_IMMEDIATE): the first source locks, even one the default ranks as a
 // mere candidate (another IP than the SDP's).
@@ -158,7 +158,7 @@ func TestEndpointLearningImmediate(t *testing.T) {
 	}
 }
 
-// endpoint-learning=delayed (docs/rtpengine.md, --endpoint-learning: the
+// endpoint-learning=delayed (rtpengine's manual page, --endpoint-learning: the
 // legacy setting): during the window every source is trusted and the
 // latest wins; the default holds an unknown IP as a candidate only.
 func TestEndpointLearningDelayed(t *testing.T) {
@@ -195,7 +195,7 @@ func TestEndpointLearningDelayed(t *testing.T) {
 	}
 }
 
-// endpoint-learning=off (docs/rtpengine.md, --endpoint-learning; EL_OFF
+// endpoint-learning=off (rtpengine's manual page, --endpoint-learning; EL_OFF
 // never moves the endpoint): B's media goes to A's SDP address, not to
 // the source A's packets latched.
 func TestEndpointLearningOff(t *testing.T) {

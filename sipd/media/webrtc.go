@@ -84,6 +84,10 @@ type Options struct {
 	NATWait   bool
 	Handover  bool
 	PierceNAT bool
+	// NoPortLatching: when the sender announces another media address
+	// for a stream it had, its leg gets new relay ports (rtpengine's no
+	// port latching); the default keeps them (port latching).
+	NoPortLatching bool
 	// TOS: an offer sets the TOS of every packet the relay sends for the
 	// call to it, the zero TOS being the default, unless KeepTOS says to
 	// leave the call's as it is (rtpengine's TOS, read in offers only: a

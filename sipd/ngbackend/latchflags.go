@@ -11,7 +11,7 @@ import (
 
 // latchFlags reads the sender's latching flags (NG control protocol
 // documentation: "endpoint-learning", "NAT-wait", "media handover",
-// "pierce NAT";
+// "pierce NAT", "no port latching";
 // rtpengine's call_flags.c for the spellings: the key endpoint-learning,
 // or endpoint-learning-VALUE in the flags list). Each offer and answer
 // sets them for its sender's side, as rtpengine fills the sender's
@@ -23,6 +23,7 @@ func latchFlags(r *ng.Request, o *media.Options) {
 	_, o.NATWait = r.Flags["nat-wait"]
 	_, o.Handover = r.Flags["media-handover"]
 	_, o.PierceNAT = r.Flags["pierce-nat"]
+	_, o.NoPortLatching = r.Flags["no-port-latching"]
 	o.Learning = relay.LearnHeuristic
 	for k, v := range r.Flags {
 		if k == "endpoint-learning" {
@@ -43,6 +44,7 @@ func latchFlags(r *ng.Request, o *media.Options) {
 
 // latchFlag reports whether k is one of the latching flags latchFlags reads.
 func latchFlag(k string) bool {
-	return k == "nat-wait" || k == "media-handover" || k == "pierce-nat" || k == "endpoint-learning" ||
+	return k == "nat-wait" || k == "media-handover" || k == "pierce-nat" || k == "no-port-latching" ||
+		k == "endpoint-learning" ||
 		strings.HasPrefix(k, "endpoint-learning-")
 }

@@ -79,3 +79,49 @@ func TestLatchFlagsHonoured(t *testing.T) {
 		}
 	}
 }
+
+// RenewPorts moves one leg of the fake's stream 10 ports up, as the
+// engine hands out a new pair (relay.Engine.RenewPorts).
+func (f *fake) RenewPorts(id string, index int, side relay.Side) (relay.StreamPorts, error) {
+	s, ok := f.sessions[id]
+	if !ok {
+		return relay.StreamPorts{}, relay.ErrSessionNotFound
+	}
+	for i := range s.Streams {
+		st := &s.Streams[i]
+		if st.Index != index {
+			continue
+		}
+		l := &st.A
+		if side == relay.SideB {
+			l = &st.B
+		}
+		l.RTP, l.RTCP = l.RTP+10, l.RTCP+10
+		return relay.StreamPorts{A: st.A.LegPorts, B: st.B.LegPorts}, nil
+	}
+	return relay.StreamPorts{}, relay.ErrStreamNotFound
+}
+
+// no port latching (ng_control_protocol.md "no port latching"; call.c
+// __get_endpoint_map): a side that announces a new address gets new relay
+// ports, which the SDP back to it names; the other side's stay. Without
+// the flag, and for an unchanged address, the ports stay (port latching).
+func TestNoPortLatching(t *testing.T) {
+	runSteps(t, `"no port latching", "port latching"`, []step{
+		{cmd: offerCmd("c1", 10000, "flags", flags("no port latching")), port: 40002},
+		{cmd: answerCmd("c1", 20000), port: 40000},
+		// Same address again: kept.
+		{cmd: offerCmd("c1", 10000, "flags", flags("no-port-latching")), port: 40002},
+		{cmd: answerCmd("c1", 20000), port: 40000},
+		// A moved: A's leg is renewed, B's (in this offer) is not.
+		{cmd: offerCmd("c1", 10002, "rtpp-flags", "no-port-latching"), port: 40002},
+		{cmd: answerCmd("c1", 20000), port: 40010},
+		// A moves again without the flag: kept.
+		{cmd: offerCmd("c1", 10004), port: 40002},
+		{cmd: answerCmd("c1", 20000), port: 40010},
+		// B moves with it, in an answer: B's leg is renewed.
+		{cmd: offerCmd("c1", 10004), port: 40002},
+		{cmd: answerCmd("c1", 20002, "flags", flags("no port latching")), port: 40010},
+		{cmd: offerCmd("c1", 10004), port: 40012},
+	})
+}

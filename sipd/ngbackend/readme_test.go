@@ -70,7 +70,7 @@ func TestREADMEListsHonouredFlags(t *testing.T) {
 		"rtp/avp", "rtp/savp", "rtp/avpf", "rtp/savpf", "udp/tls/rtp/savp", "udp/tls/rtp/savpf",
 		"label", "from-label", "set-label", "to-label", "from-tags", "from-tags-a1b2",
 		"symmetric", "asymmetric", "strict-source", "port-latching", "tos", "loop-protect",
-		"endpoint-learning", "endpoint-learning-immediate", "nat-wait", "media-handover", "pierce-nat",
+		"endpoint-learning", "endpoint-learning-immediate", "nat-wait", "media-handover", "pierce-nat", "no-port-latching",
 	} {
 		if !honoured(k) {
 			t.Errorf("honoured(%q) = false; this list is of keys it accepts", k)
