@@ -350,3 +350,28 @@ func drain(p *phone) {
 		}
 	}
 }
+
+// no port latching (ng_control_protocol.md "no port latching"): after
+// RenewPorts A sends to its new relay port, which relays both ways; the
+// old port is closed (nothing relays from it any more).
+func TestRenewPortsRelays(t *testing.T) {
+	l := newLiveRelay(t)
+	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	oldA, toB := l.call(t, "renew", relay.SideOptions{}, relay.SideOptions{}, a.addr, b.addr)
+	a.send(t, oldA, pkt(1))
+	b.expect(t, 1, toB, same(pkt(1)))
+	np, err := l.e.RenewPorts("renew", 0, relay.SideA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newA := netip.AddrPortFrom(np.A.Local, np.A.RTP)
+	if newA == oldA || netip.AddrPortFrom(np.B.Local, np.B.RTP) != toB {
+		t.Fatalf("A's port %s → %s, B's %s → %s", oldA, newA, toB, netip.AddrPortFrom(np.B.Local, np.B.RTP))
+	}
+	a.send(t, oldA, pkt(2))
+	b.expectNothing(t)
+	a.send(t, newA, pkt(3))
+	b.expect(t, 1, toB, same(pkt(3)))
+	b.send(t, toB, pkt(4))
+	a.expect(t, 1, newA, same(pkt(4)))
+}
