@@ -113,6 +113,29 @@ func (l *liveRelay) waitFlow(t *testing.T, local netip.AddrPort, ok func(relay.F
 	}
 }
 
+// againstDefault runs fn for the default learning and for mode, as
+// subtests named after them.
+func againstDefault(t *testing.T, mode relay.LearnMode, fn func(t *testing.T, mode relay.LearnMode)) {
+	for _, m := range []relay.LearnMode{relay.LearnHeuristic, mode} {
+		t.Run(m.String(), func(t *testing.T) { fn(t, m) })
+	}
+}
+
+// withAndWithout runs fn without a side's flag and with it, as subtests
+// "default" and flag.
+func withAndWithout(t *testing.T, flag string, fn func(t *testing.T, on bool)) {
+	for _, on := range []bool{false, true} {
+		t.Run(name(on, flag), func(t *testing.T) { fn(t, on) })
+	}
+}
+
+func name(on bool, flag string) string {
+	if on {
+		return flag
+	}
+	return "default"
+}
+
 func pkt(i int) []byte { return relaytest.RTPPayload(uint16(i), 40) }
 
 func same(b []byte) func(int) []byte { return func(int) []byte { return b } }
@@ -123,39 +146,30 @@ func same(b []byte) func(int) []byte { return func(int) []byte { return b } }
 // mere candidate (another IP than the SDP's).
 func TestEndpointLearningImmediate(t *testing.T) {
 	l := newLiveRelay(t)
-	for _, tc := range []struct {
-		name     string
-		mode     relay.LearnMode
-		forwards bool
-	}{
-		{"heuristic", relay.LearnHeuristic, false},
-		{"immediate", relay.LearnImmediate, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			nat, b := newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.1")
-			annA := freePort(t, "127.0.0.1")
-			toA, toB := l.call(t, "el-"+tc.name, relay.SideOptions{Learning: tc.mode}, relay.SideOptions{}, annA, b.addr)
-			nat.send(t, toA, pkt(1))
-			if !tc.forwards {
-				b.expectNothing(t)
-				if f := l.flow(t, toA); f.Latch != relay.LatchLearning {
-					t.Fatalf("A→B latch %s, want %s (a candidate)", f.Latch, relay.LatchLearning)
-				}
-				return
-			}
-			b.expect(t, 1, toB, same(pkt(1)))
-			f := l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
-			if f.Latch != relay.LatchLocked || f.Peer != nat.addr {
-				t.Fatalf("A→B %s on %s, want locked on %s", f.Latch, f.Peer, nat.addr)
-			}
-			// Locked: a later source is refused, and B's media goes to the first.
-			newPhone(t, "127.0.0.1").send(t, toA, pkt(2))
+	againstDefault(t, relay.LearnImmediate, func(t *testing.T, mode relay.LearnMode) {
+		nat, b := newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.1")
+		annA := freePort(t, "127.0.0.1")
+		toA, toB := l.call(t, "el-"+mode.String(), relay.SideOptions{Learning: mode}, relay.SideOptions{}, annA, b.addr)
+		nat.send(t, toA, pkt(1))
+		if !(mode != relay.LearnHeuristic) {
 			b.expectNothing(t)
-			l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == nat.addr })
-			b.send(t, toB, pkt(3))
-			nat.expect(t, 1, toA, same(pkt(3)))
-		})
-	}
+			if f := l.flow(t, toA); f.Latch != relay.LatchLearning {
+				t.Fatalf("A→B latch %s, want %s (a candidate)", f.Latch, relay.LatchLearning)
+			}
+			return
+		}
+		b.expect(t, 1, toB, same(pkt(1)))
+		f := l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
+		if f.Latch != relay.LatchLocked || f.Peer != nat.addr {
+			t.Fatalf("A→B %s on %s, want locked on %s", f.Latch, f.Peer, nat.addr)
+		}
+		// Locked: a later source is refused, and B's media goes to the first.
+		newPhone(t, "127.0.0.1").send(t, toA, pkt(2))
+		b.expectNothing(t)
+		l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == nat.addr })
+		b.send(t, toB, pkt(3))
+		nat.expect(t, 1, toA, same(pkt(3)))
+	})
 }
 
 // endpoint-learning=delayed (rtpengine's manual page, --endpoint-learning: the
@@ -163,36 +177,28 @@ func TestEndpointLearningImmediate(t *testing.T) {
 // latest wins; the default holds an unknown IP as a candidate only.
 func TestEndpointLearningDelayed(t *testing.T) {
 	l := newLiveRelay(t)
-	for _, tc := range []struct {
-		name string
-		mode relay.LearnMode
-	}{
-		{"heuristic", relay.LearnHeuristic},
-		{"delayed", relay.LearnDelayed},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			first, second, b := newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.3"), newPhone(t, "127.0.0.1")
-			annA := freePort(t, "127.0.0.1")
-			toA, toB := l.call(t, "dl-"+tc.name, relay.SideOptions{Learning: tc.mode}, relay.SideOptions{}, annA, b.addr)
-			first.send(t, toA, pkt(1))
-			if tc.mode == relay.LearnHeuristic {
-				b.expectNothing(t)
-				return
-			}
-			b.expect(t, 1, toB, same(pkt(1)))
-			second.send(t, toA, pkt(2))
-			b.expect(t, 1, toB, same(pkt(2)))
-			f := l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == second.addr })
-			if f.Dst != second.addr {
-				t.Fatalf("B→A goes to %s, want the latest source %s", f.Dst, second.addr)
-			}
-			if f := l.flow(t, toA); f.Latch != relay.LatchProvisional {
-				t.Fatalf("A→B latch %s during the window, want %s", f.Latch, relay.LatchProvisional)
-			}
-			b.send(t, toB, pkt(3))
-			second.expect(t, 1, toA, same(pkt(3)))
-		})
-	}
+	againstDefault(t, relay.LearnDelayed, func(t *testing.T, mode relay.LearnMode) {
+		first, second, b := newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.3"), newPhone(t, "127.0.0.1")
+		annA := freePort(t, "127.0.0.1")
+		toA, toB := l.call(t, "dl-"+mode.String(), relay.SideOptions{Learning: mode}, relay.SideOptions{}, annA, b.addr)
+		first.send(t, toA, pkt(1))
+		if mode == relay.LearnHeuristic {
+			b.expectNothing(t)
+			return
+		}
+		b.expect(t, 1, toB, same(pkt(1)))
+		second.send(t, toA, pkt(2))
+		b.expect(t, 1, toB, same(pkt(2)))
+		f := l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == second.addr })
+		if f.Dst != second.addr {
+			t.Fatalf("B→A goes to %s, want the latest source %s", f.Dst, second.addr)
+		}
+		if f := l.flow(t, toA); f.Latch != relay.LatchProvisional {
+			t.Fatalf("A→B latch %s during the window, want %s", f.Latch, relay.LatchProvisional)
+		}
+		b.send(t, toB, pkt(3))
+		second.expect(t, 1, toA, same(pkt(3)))
+	})
 }
 
 // endpoint-learning=off (rtpengine's manual page, --endpoint-learning; EL_OFF
@@ -200,30 +206,22 @@ func TestEndpointLearningDelayed(t *testing.T) {
 // the source A's packets latched.
 func TestEndpointLearningOff(t *testing.T) {
 	l := newLiveRelay(t)
-	for _, tc := range []struct {
-		name string
-		mode relay.LearnMode
-	}{
-		{"heuristic", relay.LearnHeuristic},
-		{"off", relay.LearnOff},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ann, sender, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
-			toA, toB := l.call(t, "off-"+tc.name, relay.SideOptions{Learning: tc.mode}, relay.SideOptions{}, ann.addr, b.addr)
-			sender.send(t, toA, pkt(1)) // the SDP's IP: trusted, forwarded
-			b.expect(t, 1, toB, same(pkt(1)))
-			want := sender
-			if tc.mode == relay.LearnOff {
-				want = ann
-			}
-			f := l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == want.addr })
-			if f.Dst != want.addr {
-				t.Fatalf("B→A goes to %s, want %s", f.Dst, want.addr)
-			}
-			b.send(t, toB, pkt(2))
-			want.expect(t, 1, toA, same(pkt(2)))
-		})
-	}
+	againstDefault(t, relay.LearnOff, func(t *testing.T, mode relay.LearnMode) {
+		ann, sender, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+		toA, toB := l.call(t, "off-"+mode.String(), relay.SideOptions{Learning: mode}, relay.SideOptions{}, ann.addr, b.addr)
+		sender.send(t, toA, pkt(1)) // the SDP's IP: trusted, forwarded
+		b.expect(t, 1, toB, same(pkt(1)))
+		want := sender
+		if mode == relay.LearnOff {
+			want = ann
+		}
+		f := l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == want.addr })
+		if f.Dst != want.addr {
+			t.Fatalf("B→A goes to %s, want %s", f.Dst, want.addr)
+		}
+		b.send(t, toB, pkt(2))
+		want.expect(t, 1, toA, same(pkt(2)))
+	})
 }
 
 // NAT-wait (ng_control_protocol.md "NAT-wait"; media_socket.c drops what
@@ -231,31 +229,26 @@ func TestEndpointLearningOff(t *testing.T) {
 // held until B's first packet; without it A's first packet reaches B.
 func TestNATWait(t *testing.T) {
 	l := newLiveRelay(t)
-	for _, tc := range []struct {
-		name string
-		wait bool
-	}{{"default", false}, {"nat-wait", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
-			toA, toB := l.call(t, "nw-"+tc.name, relay.SideOptions{}, relay.SideOptions{NATWait: tc.wait}, a.addr, b.addr)
-			before := l.r.Counters()["nat_wait"]
-			a.send(t, toA, pkt(1))
-			if !tc.wait {
-				b.expect(t, 1, toB, same(pkt(1)))
-				return
-			}
-			b.expectNothing(t)
-			if c := waitCounters(l.r, func(c map[string]uint64) bool { return c["nat_wait"] > before }); c["nat_wait"] != before+1 {
-				t.Fatalf("nat_wait counter %d, want %d", c["nat_wait"], before+1)
-			}
-			// B sends: it reaches A, and A's media flows from now on.
-			b.send(t, toB, pkt(2))
-			a.expect(t, 1, toA, same(pkt(2)))
-			l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.KernelError == "" })
-			a.send(t, toA, pkt(3))
-			b.expect(t, 1, toB, same(pkt(3)))
-		})
-	}
+	withAndWithout(t, "nat-wait", func(t *testing.T, on bool) {
+		a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+		toA, toB := l.call(t, "nw-"+name(on, "nat-wait"), relay.SideOptions{}, relay.SideOptions{NATWait: on}, a.addr, b.addr)
+		before := l.r.Counters()["nat_wait"]
+		a.send(t, toA, pkt(1))
+		if !on {
+			b.expect(t, 1, toB, same(pkt(1)))
+			return
+		}
+		b.expectNothing(t)
+		if c := waitCounters(l.r, func(c map[string]uint64) bool { return c["nat_wait"] > before }); c["nat_wait"] != before+1 {
+			t.Fatalf("nat_wait counter %d, want %d", c["nat_wait"], before+1)
+		}
+		// B sends: it reaches A, and A's media flows from now on.
+		b.send(t, toB, pkt(2))
+		a.expect(t, 1, toA, same(pkt(2)))
+		l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.KernelError == "" })
+		a.send(t, toA, pkt(3))
+		b.expect(t, 1, toB, same(pkt(3)))
+	})
 }
 
 // media handover (ng_control_protocol.md "media handover";
@@ -264,37 +257,32 @@ func TestNATWait(t *testing.T) {
 // without it the new address is a wrong source.
 func TestMediaHandover(t *testing.T) {
 	l := newLiveRelay(t)
-	for _, tc := range []struct {
-		name     string
-		handover bool
-	}{{"default", false}, {"handover", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, moved, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.1")
-			toA, toB := l.call(t, "ho-"+tc.name, relay.SideOptions{Handover: tc.handover}, relay.SideOptions{}, a.addr, b.addr)
-			a.send(t, toA, pkt(1)) // the SDP's address and port: locks at once
-			b.expect(t, 1, toB, same(pkt(1)))
-			l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
-			moved.send(t, toA, pkt(2))
-			if !tc.handover {
-				b.expectNothing(t)
-				if f := l.flow(t, toB); f.Dst != a.addr {
-					t.Fatalf("B→A goes to %s, want %s", f.Dst, a.addr)
-				}
-				return
+	withAndWithout(t, "handover", func(t *testing.T, on bool) {
+		a, moved, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.1")
+		toA, toB := l.call(t, "ho-"+name(on, "handover"), relay.SideOptions{Handover: on}, relay.SideOptions{}, a.addr, b.addr)
+		a.send(t, toA, pkt(1)) // the SDP's address and port: locks at once
+		b.expect(t, 1, toB, same(pkt(1)))
+		l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
+		moved.send(t, toA, pkt(2))
+		if !on {
+			b.expectNothing(t)
+			if f := l.flow(t, toB); f.Dst != a.addr {
+				t.Fatalf("B→A goes to %s, want %s", f.Dst, a.addr)
 			}
-			b.expect(t, 1, toB, same(pkt(2)))
-			f := l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Peer == moved.addr })
-			if f.Peer != moved.addr || f.Latch != relay.LatchLocked {
-				t.Fatalf("A→B %s on %s, want locked on %s", f.Latch, f.Peer, moved.addr)
-			}
-			l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == moved.addr })
-			b.send(t, toB, pkt(3))
-			moved.expect(t, 1, toA, same(pkt(3)))
-			// Moving back is a handover too.
-			a.send(t, toA, pkt(4))
-			b.expect(t, 1, toB, same(pkt(4)))
-		})
-	}
+			return
+		}
+		b.expect(t, 1, toB, same(pkt(2)))
+		f := l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Peer == moved.addr })
+		if f.Peer != moved.addr || f.Latch != relay.LatchLocked {
+			t.Fatalf("A→B %s on %s, want locked on %s", f.Latch, f.Peer, moved.addr)
+		}
+		l.waitFlow(t, toB, func(f relay.FlowInfo) bool { return f.Dst == moved.addr })
+		b.send(t, toB, pkt(3))
+		moved.expect(t, 1, toA, same(pkt(3)))
+		// Moving back is a handover too.
+		a.send(t, toA, pkt(4))
+		b.expect(t, 1, toB, same(pkt(4)))
+	})
 }
 
 // pierce NAT (ng_control_protocol.md "pierce NAT"; call.c
@@ -305,29 +293,24 @@ func TestMediaHandover(t *testing.T) {
 func TestPierceNAT(t *testing.T) {
 	l := newLiveRelay(t)
 	pierce := []byte{0x80, 0x7f, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}
-	for _, tc := range []struct {
-		name   string
-		pierce bool
-	}{{"default", false}, {"pierce", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
-			toA, toB := l.call(t, "pn-"+tc.name, relay.SideOptions{PierceNAT: tc.pierce}, relay.SideOptions{}, a.addr, b.addr)
-			if !tc.pierce {
-				quiet(t, a, 1500*time.Millisecond)
-				return
-			}
-			a.expect(t, 1, toA, same(pierce)) // within Run's second
-			a.send(t, toA, pkt(1))            // the SDP's address: locks
-			b.expect(t, 1, toB, same(pkt(1)))
-			l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
-			// One may have left before the lock; none after the next second.
-			drain(a)
+	withAndWithout(t, "pierce", func(t *testing.T, on bool) {
+		a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+		toA, toB := l.call(t, "pn-"+name(on, "pierce"), relay.SideOptions{PierceNAT: on}, relay.SideOptions{}, a.addr, b.addr)
+		if !on {
 			quiet(t, a, 1500*time.Millisecond)
-			if tot := l.e.Stats(); tot.PierceNAT == 0 {
-				t.Fatal("Stats().PierceNAT = 0")
-			}
-		})
-	}
+			return
+		}
+		a.expect(t, 1, toA, same(pierce)) // within Run's second
+		a.send(t, toA, pkt(1))            // the SDP's address: locks
+		b.expect(t, 1, toB, same(pkt(1)))
+		l.waitFlow(t, toA, func(f relay.FlowInfo) bool { return f.Latch == relay.LatchLocked })
+		// One may have left before the lock; none after the next second.
+		drain(a)
+		quiet(t, a, 1500*time.Millisecond)
+		if tot := l.e.Stats(); tot.PierceNAT == 0 {
+			t.Fatal("Stats().PierceNAT = 0")
+		}
+	})
 }
 
 // quiet checks p receives nothing for d.
