@@ -18,21 +18,27 @@ import (
 // flag the new source is dropped. Each kernel hook, and userspace.
 func TestMediaHandoverKernel(t *testing.T) {
 	requireTools(t)
-	for _, mode := range []string{TC, XDPGeneric, Userspace} {
-		for _, handover := range []bool{false, true} {
+	eachModeWithFlag(t, []string{TC, XDPGeneric, Userspace}, "handover", mediaHandover)
+}
+
+// eachModeWithFlag runs fn on each datapath mode, without and with a
+// side's flag.
+func eachModeWithFlag(t *testing.T, modes []string, flag string, fn func(t *testing.T, mode string, on bool)) {
+	for _, mode := range modes {
+		for _, on := range []bool{false, true} {
 			name := mode + "/default"
-			if handover {
-				name = mode + "/handover"
+			if on {
+				name = mode + "/" + flag
 			}
-			t.Run(name, func(t *testing.T) { mediaHandover(t, mode, handover) })
+			t.Run(name, func(t *testing.T) { fn(t, mode, on) })
 		}
 	}
 }
 
-func mediaHandover(t *testing.T, mode string, handover bool) {
-	const packets = 100
+// startStack starts a relay stack of mode in a new topology.
+func startStack(t *testing.T, mode string) (*netns.Topo, *child) {
+	t.Helper()
 	tp := netns.New(t, netns.Config{Prefix: nsPrefix})
-	kernel := mode != Userspace
 	if mode == XDPGeneric {
 		var generic netns.Pass // nil: the peers need no XDP program of their own
 		tp.PrepareXDP(t, generic)
@@ -41,7 +47,14 @@ func mediaHandover(t *testing.T, mode string, handover bool) {
 	if err != nil {
 		t.Fatalf("open %s stack: %v", mode, err)
 	}
-	defer c.close()
+	t.Cleanup(c.close)
+	return tp, c
+}
+
+func mediaHandover(t *testing.T, mode string, handover bool) {
+	const packets = 100
+	tp, c := startStack(t, mode)
+	kernel := mode != Userspace
 	fam := netns.V4
 	cl := setupCall(t, tp, c, "ho", fam)
 	c.must(request{Op: "options", Call: "ho", Side: relay.SideA, Opts: relay.SideOptions{Handover: handover}}, nil)
