@@ -41,7 +41,7 @@ type childConfig struct {
 
 // request is one command to the child, answered by one reply.
 type request struct {
-	Op     string // create, setpeer, flows, stats, delete, kernelflows, close
+	Op     string // create, setpeer, options, flows, stats, delete, kernelflows, close
 	Call   string
 	Family relay.Family
 	// FamilyB is leg B's family on create; zero: Family.
@@ -50,6 +50,8 @@ type request struct {
 	RTP     netip.AddrPort
 	RTCP    netip.AddrPort
 	Mux     bool
+	// Opts are the side's options for op options.
+	Opts relay.SideOptions
 }
 
 // readyInfo is the child's "ready" event, sent once the stack opened.
@@ -104,6 +106,8 @@ func serve(st *Stack, req request) (any, error) {
 			relay.LegSpec{Address: "b", Family: famB})
 	case "setpeer":
 		return nil, e.SetPeer(req.Call, 0, req.Side, req.RTP, req.RTCP, req.Mux)
+	case "options":
+		return nil, e.SetSideOptions(req.Call, req.Side, req.Opts)
 	case "flows":
 		return e.Flows(), nil
 	case "stats":

@@ -55,6 +55,17 @@ type Flow struct {
 	// NoCandidates: RankOther sources are dropped, never held (RTCP, and a
 	// side that has not announced).
 	NoCandidates bool
+	// Learn is how the sending side learns (SideOptions.Learning): the
+	// userspace datapath locks to the first source under LearnImmediate,
+	// and ranks every source alike under LearnDelayed.
+	Learn LearnMode
+	// Handover: once locked, a packet from another source moves the flow
+	// to that source (SideOptions.Handover). The kernel passes such
+	// packets up as it does every wrong source; userspace re-latches.
+	Handover bool
+	// Hold: the flow learns, but forwards nothing (the receiver asked for
+	// NAT-wait and has not sent yet). Userspace only.
+	Hold bool
 
 	// Out is the relay's address and port on the other leg: the new source.
 	Out netip.AddrPort
@@ -121,6 +132,8 @@ func (f Flow) UserspaceOnly() string {
 		return "SRTP bridged in userspace (" + in.String() + " to " + out.String() + ")"
 	case f.RTCPOut.IsValid():
 		return "rtcp-mux demultiplexed in userspace"
+	case f.Hold:
+		return "held until the receiver sends (NAT-wait)"
 	}
 	return ""
 }

@@ -151,9 +151,12 @@ type dir struct {
 	inSlow   bool
 	inKern   bool
 	learning bool
-	rank     Rank   // of peer, as installed
-	tos      TOS    // as installed
-	drop     bool   // as installed
+	rank     Rank // of peer, as installed
+	tos      TOS  // as installed
+	drop     bool // as installed
+	learn    LearnMode
+	handover bool
+	hold     bool
 	gen      uint32 // bumped on every change; stales queued handoffs
 	learnGen uint32 // the stream's learnGen when installed
 	// Only what cannot be derived from the legs is kept: 50,000 calls
@@ -252,11 +255,15 @@ type Engine struct {
 	latchDrops atomic.Uint64
 	// windowLocks counts flows locked by closeWindow.
 	windowLocks atomic.Uint64
-	events      chan Event
-	done        chan struct{}
-	closeOnce   sync.Once
-	runMu       sync.Mutex // held by Run for its lifetime
-	runDone     chan struct{}
+	// piercing are the sessions a side of which asked for pierce NAT
+	// (pierce.go); pierces and pierceErrors count its packets.
+	piercing              map[*session]struct{}
+	pierces, pierceErrors atomic.Uint64
+	events                chan Event
+	done                  chan struct{}
+	closeOnce             sync.Once
+	runMu                 sync.Mutex // held by Run for its lifetime
+	runDone               chan struct{}
 
 	mu            sync.Mutex
 	closed        bool
@@ -337,6 +344,7 @@ func NewEngine(cfg Config, kernel KernelPath, slow SlowPath, kernelReason string
 		adopted:      make(map[string]*adoptedGroup),
 		cert:         cert,
 		failq:        make(chan legFailure, 256),
+		piercing:     make(map[*session]struct{}),
 	}
 	e.kernelCrossFamily = kernel != nil && crossFamily(kernel)
 	// One local address may serve several logical interfaces (rtpengine's

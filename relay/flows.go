@@ -40,7 +40,10 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 	}
 	// An asymmetric receiver gets its media where its SDP said, whatever
 	// it sends from.
-	asym := st.sess.opts[d.from.other()].Asymmetric
+	// So does one that turned learning off (rtpengine's endpoint-learning
+	// off never moves the endpoint from the SDP's address).
+	yo, xo := st.sess.opts[d.from.other()], st.sess.opts[d.from]
+	asym := yo.Asymmetric || yo.Learning == LearnOff
 	dst := y.latch[outComp].Dest()
 	if !dst.IsValid() || asym {
 		dst = y.announced[outComp]
@@ -53,7 +56,10 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 		return Flow{}, false // the peer announced another family than its leg's relay address
 	}
 	f := Flow{Key: FlowKey{Local: x.local(d.comp)}, Out: out, Dst: dst, Strict: e.cfg.Strict,
-		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP, TOS: st.sess.tos, Drop: st.sess.drop}
+		In: x.sec, OutLeg: y.sec, RTCP: d.comp == compRTCP, TOS: st.sess.tos, Drop: st.sess.drop,
+		Learn: xo.Learning, Handover: xo.Handover}
+	// NAT-wait: nothing goes to y until y's own packets latched.
+	f.Hold = yo.NATWait && !y.latch[outComp].Dest().IsValid()
 	f.ICE = x.sec != nil && x.sec.ICE()
 	if d.comp == compRTP && x.mux && !y.mux {
 		// A muxed sender's RTCP goes to the receiver's RTCP port, in
@@ -70,6 +76,9 @@ func (e *Engine) desired(d *dir) (Flow, bool) {
 	lt := x.latch[d.comp]
 	if lt.Locked {
 		f.Peer, f.Rank = lt.Source, lt.Rank
+		if f.Handover {
+			f.Announced = x.announced[d.comp] // what its reports are checked against
+		}
 		return f, true
 	}
 	f.Learning = true
@@ -98,6 +107,7 @@ func (d *dir) out() netip.AddrPort { return d.st.legs[d.from.other()].local(d.ou
 // changes Peer or Rank).
 func (d *dir) same(f Flow) bool {
 	return d.valid && d.peer == f.Peer && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
+		d.learn == f.Learn && d.handover == f.Handover && d.hold == f.Hold &&
 		d.rank == f.Rank && (!f.Learning || d.learnGen == d.st.learnGen) &&
 		d.in == f.In && d.outLeg == f.OutLeg && d.rtcpOut == f.RTCPOut && d.rtcpDst == f.RTCPDst &&
 		d.tos == f.TOS && d.drop == f.Drop
@@ -107,7 +117,7 @@ func (d *dir) same(f Flow) bool {
 // passes every packet of a learning flow up, whatever the flow latched.
 func (d *dir) kernelSame(f Flow) bool {
 	return d.valid && d.learning == f.Learning && d.dst == f.Dst && d.out() == f.Out &&
-		(f.Learning || d.peer == f.Peer) && d.tos == f.TOS && d.drop == f.Drop
+		(f.Learning || d.peer == f.Peer) && d.tos == f.TOS && d.drop == f.Drop && d.hold == f.Hold
 }
 
 // reconcile brings every direction of a stream in step with its legs.
@@ -137,6 +147,7 @@ func (e *Engine) sync(d *dir) error {
 	kernelSame := d.kernelSame(want)
 	d.valid = true
 	d.peer, d.dst, d.learning, d.rank, d.tos = want.Peer, want.Dst, want.Learning, want.Rank, want.TOS
+	d.learn, d.handover, d.hold = want.Learn, want.Handover, want.Hold
 	d.in, d.outLeg, d.rtcpOut, d.rtcpDst = want.In, want.OutLeg, want.RTCPOut, want.RTCPDst
 	d.drop = want.Drop
 	d.learnGen = d.st.learnGen

@@ -125,6 +125,9 @@ type Totals struct {
 	// WindowLocks are flows the engine locked when their learning window
 	// closed (the slow path counts those it locked itself).
 	WindowLocks uint64
+	// PierceNAT: packets sent to open a side's NAT binding (pierce NAT),
+	// and sends the slow path refused.
+	PierceNAT, PierceNATErrors uint64
 	// DTLSHandshakes completed on WebRTC legs, and crypto legs that failed
 	// (handshake error, fingerprint mismatch, not keyed in time).
 	DTLSHandshakes, CryptoLegFailures uint64
@@ -340,6 +343,7 @@ func (e *Engine) Stats() Totals {
 	t := Totals{
 		Path: e.PathName(), PathReason: e.PathReason(), LatchDrops: e.latchDrops.Load(), WindowLocks: e.windowLocks.Load(),
 		DTLSHandshakes: e.dtlsDone.Load(), CryptoLegFailures: e.legFails.Load(),
+		PierceNAT: e.pierces.Load(), PierceNATErrors: e.pierceErrors.Load(),
 		UserspaceCounters: e.slow.Counters(), UserspaceSockets: e.slow.Sockets(),
 	}
 	var kern, user FlowStats

@@ -200,6 +200,8 @@ func (e *Engine) latchLocked(d *dir, ev LatchEvent) {
 	switch {
 	case unmap(ev.Announced) != l.announced[d.comp]:
 		return
+	case cur.Locked && d.handover && ev.Latch.Locked && known(src) && src != cur.Source:
+		// media handover: the side's media moved (see SideOptions.Handover).
 	case cur.Locked:
 		return // nothing moves a locked latch but a new offer or answer
 	case !ev.Latch.Locked && ev.Latch.Rank < cur.Rank:

@@ -77,6 +77,7 @@ func (e *Engine) step(scan bool) {
 	if scan {
 		e.scan(now)
 		e.scanAdopted(now)
+		e.pierce()
 	}
 }
 
@@ -128,6 +129,11 @@ func (e *Engine) runHandoffs(now time.Time) {
 		}
 		if d.st.sess.held {
 			continue // kept in userspace until released (Hold)
+		}
+		if d.handover {
+			// The kernel passes a new source up as a wrong source; the
+			// userspace copy re-latches it (media handover).
+			continue
 		}
 		e.retire(e.slow, d.key(), &d.retiredUser)
 		d.inSlow = false

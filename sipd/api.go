@@ -276,6 +276,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		KernelBytes: t.KernelBytes, UserspaceBytes: t.UserspaceBytes,
 		KernelCounters: t.KernelCounters, KernelCountersError: t.KernelCountersError,
 		UserspaceCounters: t.UserspaceCounters, LatchDrops: t.LatchDrops, WindowLocks: t.WindowLocks,
+		PierceNAT: t.PierceNAT, PierceNATErrors: t.PierceNATErrors,
 		Pools: poolsJSON(t.Pools),
 	})
 }

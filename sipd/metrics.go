@@ -264,6 +264,7 @@ var userspaceCounter = map[string]struct {
 	"recv_error":       {dUserDropped, "recv_error"},
 	"srtp":             {dUserDropped, "srtp"},
 	"not_media":        {dUserDropped, "not_media"},
+	"nat_wait":         {dUserDropped, "nat_wait"},
 	"stun":             {dUserControl, "stun"},
 	"dtls":             {dUserControl, "dtls"},
 	"epoll_wakeups":    {dUserWakeups, ""},

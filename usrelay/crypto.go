@@ -144,7 +144,7 @@ func (e *flowEntry) decideLatched(src netip.AddrPort, n int, now int64) (Verdict
 // latch: its locked source, or an ICE leg's latched one. Without ICE a
 // learning flow ranks the source as decide would, without taking it.
 func (e *flowEntry) accepts(src netip.AddrPort, now int64) bool {
-	if !e.learning.Load() {
+	if !e.learning.Load() && !e.handover {
 		return src == e.peer
 	}
 	e.latchMu.Lock()

@@ -44,6 +44,7 @@ const (
 	ReasonSRTP               // SRTP that did not decrypt, or media before the leg's keys (cryptoleg counts which)
 	ReasonNotMedia           // on a crypto leg's port: neither STUN, DTLS nor RTP (RFC 7983)
 	ReasonDropTraffic        // the call drops its media (relay.Flow.Drop)
+	ReasonNATWait            // the receiver asked for NAT-wait and has not sent yet (relay.Flow.Hold)
 	ReasonRecvError          // recvmmsg failed
 )
 
@@ -78,6 +79,7 @@ var counterNames = [nCounters]string{
 	ReasonSRTP:        "srtp",
 	ReasonNotMedia:    "not_media",
 	ReasonDropTraffic: "drop_traffic",
+	ReasonNATWait:     "nat_wait",
 	ReasonRecvError:   "recv_error",
 	cntReceived:       "received",
 	cntForwarded:      "forwarded",
@@ -161,6 +163,12 @@ type flowEntry struct {
 	hints     [2]netip.Addr
 	until     int64 // unix ns; 0: never locks (the side has not announced)
 	noCand    bool
+	mode      relay.LearnMode
+
+	// handover: a locked flow follows a new source (relay.Flow.Handover);
+	// peer is then read and written under latchMu only. hold: learn but
+	// forward nothing (relay.Flow.Hold).
+	handover, hold bool
 
 	// learning flips to false exactly once. peer is written before that
 	// store (under latchMu) and only read after a load that saw false, so
@@ -197,13 +205,30 @@ func (e *flowEntry) decide(src netip.AddrPort, n int, now int64) (Verdict, Reaso
 		// its media_socket.c).
 		return Drop, ReasonDropTraffic, changeNone
 	}
-	if e.learning.Load() {
+	if e.learning.Load() || e.handover {
 		e.latchMu.Lock()
 		if e.learning.Load() {
 			ch, r := e.learn(src, now)
 			e.latchMu.Unlock()
 			if r != ReasonNone {
 				return Drop, r, ch
+			}
+			if e.hold {
+				return Drop, ReasonNATWait, ch
+			}
+			e.account(n, now)
+			return Forward, ReasonNone, ch
+		}
+		if e.handover {
+			ch := changeNone
+			if src != e.peer {
+				// rtpengine's media handover: the endpoint is re-learned.
+				e.peer = src
+				ch = changeLatch | changeRelatch | changeLock
+			}
+			e.latchMu.Unlock()
+			if e.hold {
+				return Drop, ReasonNATWait, ch
 			}
 			e.account(n, now)
 			return Forward, ReasonNone, ch
@@ -212,6 +237,9 @@ func (e *flowEntry) decide(src netip.AddrPort, n int, now int64) (Verdict, Reaso
 	}
 	if src != e.peer {
 		return Drop, ReasonWrongSource, changeNone
+	}
+	if e.hold {
+		return Drop, ReasonNATWait, changeNone
 	}
 	e.account(n, now)
 	return Forward, ReasonNone, changeNone
@@ -232,6 +260,30 @@ func (e *flowEntry) learn(src netip.AddrPort, now int64) (latchChange, Reason) {
 		return changeNone, ReasonStrict
 	}
 	took := e.rank != relay.RankNone
+	switch e.mode {
+	case relay.LearnImmediate:
+		// rtpengine's immediate: the first packet's source is the endpoint.
+		e.peer, e.rank = src, r
+		e.lock()
+		return changeLatch | changeLock, ReasonNone
+	case relay.LearnDelayed:
+		// rtpengine's delayed: every source is trusted alike and the
+		// latest wins until the window closes.
+		if r < relay.RankIP {
+			r = relay.RankIP
+		}
+		if r < relay.RankExact && (e.until == 0 || now < e.until) {
+			if took && src == e.peer {
+				return changeNone, ReasonNone
+			}
+			ch := changeLatch
+			if took {
+				ch |= changeRelatch
+			}
+			e.peer, e.rank = src, r
+			return ch, ReasonNone
+		}
+	}
 	if e.until != 0 && now >= e.until {
 		// The window has closed: lock to what it latched, or else to the
 		// first trusted source.
@@ -433,8 +485,11 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 		rank:    f.Rank,
 		outPort: op,
 	}
-	if f.Learning {
+	if f.Learning || f.Handover {
+		// A handover's report names the SDP address it moved against.
 		e.announced = normalize(f.Announced)
+	}
+	if f.Learning {
 		for i, h := range f.Hints {
 			e.hints[i] = h.Unmap()
 		}
@@ -442,10 +497,14 @@ func (t *Table) upsert(f relay.Flow, open func(*port) error, undo func([]*port))
 			e.until = f.LearnUntil.UnixNano()
 		}
 		e.noCand = f.NoCandidates || f.Strict
+		e.mode = f.Learn
 	}
+	e.handover, e.hold = f.Handover, f.Hold
 	e.learning.Store(f.Learning)
 	e.dstSA, e.dstLen = encodeSockaddr(e.dst, out.Addr().Is6())
-	if f.UserspaceOnly() != "" {
+	g := f
+	g.Hold = false // Hold alone needs no per-datagram path: decide drops
+	if g.UserspaceOnly() != "" {
 		e.special = true
 		e.in, e.outLeg, e.ice, e.rtcp = f.In, f.OutLeg, f.ICE, f.RTCP
 		if rp != nil {

@@ -790,6 +790,9 @@ func (c *Controller) sdp(id string, cl *call, side relay.Side, body []byte, foll
 			}
 			cl.streams[m.Index] = sp
 		}
+		if have && follow && o != nil && o.NoPortLatching {
+			sp = c.renewPorts(id, cl, side, m, o, sp)
+		}
 		if ss := plan[m.Index]; follow && ss != nil && !ss.rejected {
 			// Before SetPeer: the flows are never installed without the
 			// crypto they need.

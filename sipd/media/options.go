@@ -7,12 +7,15 @@ import (
 )
 
 // Per-call options of rtpengine's NG flags that outlive one message:
-// each side's label and asymmetric flag, and the call's TOS and
+// each side's label, asymmetric flag and latching (endpoint-learning,
+// NAT-wait, media handover, pierce NAT), and the call's TOS and
 // drop-traffic. rtpengine reads asymmetric from every offer and answer of
-// a side (media_update_flags in its call.c), TOS from offers only, for the
-// whole call (__tos_change), drop-traffic from offers and answers, for the
-// whole call (CALL_FLAG_DROP_TRAFFIC in call_interfaces.c), and keeps a
-// label until the side gives another (__call_monologue_init_from_flags).
+// a side (media_update_flags in its call.c), the latching flags likewise
+// into the streams of the SDP's sender (__fill_stream; media handover
+// through sdp.c's stream flags), TOS from offers only, for the whole call
+// (__tos_change), drop-traffic from offers and answers, for the whole call
+// (CALL_FLAG_DROP_TRAFFIC in call_interfaces.c), and keeps a label until
+// the side gives another (__call_monologue_init_from_flags).
 
 // DropTraffic is what a message says of rtpengine's drop-traffic.
 type DropTraffic uint8
@@ -30,7 +33,8 @@ func (c *Controller) options(id string, cl *call, side relay.Side, o *Options, o
 	if o == nil {
 		return // sipd's own calls: no NG flags
 	}
-	so := relay.SideOptions{Asymmetric: o.Asymmetric}
+	so := relay.SideOptions{Asymmetric: o.Asymmetric, Learning: o.Learning, NATWait: o.NATWait, Handover: o.Handover,
+		PierceNAT: o.PierceNAT}
 	if err := c.cfg.Engine.SetSideOptions(id, side, so); err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
 		c.log.Warn("media: side options", "call_id", id, "side", side.String(), "error", err)
 	}

@@ -97,6 +97,18 @@ type Options struct {
 	// latched (rtpengine's asymmetric). Each message of the side sets or
 	// clears it.
 	Asymmetric bool
+	// Learning, NATWait, Handover and PierceNAT are the sender's
+	// latching (rtpengine's endpoint-learning, NAT-wait, media handover
+	// and pierce NAT; see relay.SideOptions), set or cleared by each
+	// message of the side.
+	Learning  relay.LearnMode
+	NATWait   bool
+	Handover  bool
+	PierceNAT bool
+	// NoPortLatching: when the sender announces another media address
+	// for a stream it had, its leg gets new relay ports (rtpengine's no
+	// port latching); the default keeps them (port latching).
+	NoPortLatching bool
 	// TOS: an offer sets the TOS of every packet the relay sends for the
 	// call to it, the zero TOS being the default, unless KeepTOS says to
 	// leave the call's as it is (rtpengine's TOS, read in offers only: a

@@ -24,6 +24,7 @@ func callFlags(r *ng.Request, o *media.Options) {
 	}
 	_, o.Asymmetric = r.Flags["asymmetric"]
 	o.Drop = dropTraffic(r)
+	latchFlags(r, o)
 	if r.Command != "offer" {
 		return
 	}
@@ -75,8 +76,12 @@ func dropTraffic(r *ng.Request) media.DropTraffic {
 //     rtpengine's strict-source keeps;
 //   - port latching: the relay keeps a stream's local ports whatever the
 //     remote end announces, which is what port-latching asks;
-//   - loop protect: loop.go.
+//   - loop protect: loop.go;
+//   - endpoint-learning, NAT-wait, media handover: latchFlags.
 func callFlag(k string) bool {
+	if latchFlag(k) {
+		return true
+	}
 	switch k {
 	case "label", "from-label", "set-label", "to-label", "from-tags",
 		"asymmetric", "symmetric", "strict-source", "port-latching", "tos", "loop-protect",

@@ -185,50 +185,56 @@ func TestCallFlags(t *testing.T) {
 				{cmd: withSDP(offerCmd("c1", 10000), markedSDP(self)), port: 40002, marks: 1},
 			}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Logf("semantics: ng_control_protocol.md %s", tc.section)
-			b, f := newBackend()
-			s := ng.NewServer(b, ng.Options{})
-			for i, st := range tc.steps {
-				cmd := st.cmd
-				if body, ok := cmd["sdp"].(string); ok {
-					cmd["sdp"] = strings.ReplaceAll(body, self, b.id)
-				}
-				rep := roundTrip(t, s, fmt.Sprintf("ck%d", i), cmd)
-				what := fmt.Sprintf("step %d (%s)", i, cmd["command"])
-				if st.reason != "" {
-					if rep["result"] != "error" || rep["error-reason"] != st.reason {
-						t.Fatalf("%s: reply %v, want error-reason %q", what, rep, st.reason)
-					}
-					continue
-				}
-				if rep["result"] != "ok" {
-					t.Fatalf("%s: reply %v", what, rep)
-				}
-				if out, ok := rep["sdp"].(string); ok {
-					checkSDP(t, what, st, cmd["sdp"].(string), out, b.id)
-				}
-				if st.labels != nil {
-					tags, _ := rep["tags"].(map[string]any)
-					for tag, want := range st.labels {
-						td, _ := tags[tag].(map[string]any)
-						got, has := td["label"]
-						if want == "" && has || want != "" && got != want {
-							t.Errorf("%s: tag %q label %v (present %v), want %q", what, tag, got, has, want)
-						}
-					}
-				}
-				if st.opts != nil && f.sideOpts["c1"] != *st.opts {
-					t.Errorf("%s: side options %+v, want %+v", what, f.sideOpts["c1"], *st.opts)
-				}
-				if st.tos != nil && f.tos["c1"] != *st.tos {
-					t.Errorf("%s: tos %v, want %v", what, f.tos["c1"], *st.tos)
+		t.Run(tc.name, func(t *testing.T) { runSteps(t, tc.section, tc.steps) })
+	}
+}
+
+// runSteps sends a row's commands through ng.Server and checks each reply
+// and what the engine was told.
+func runSteps(t *testing.T, section string, steps []step) {
+	t.Helper()
+	const self = "@self"
+	t.Logf("semantics: ng_control_protocol.md %s", section)
+	b, f := newBackend()
+	s := ng.NewServer(b, ng.Options{})
+	for i, st := range steps {
+		cmd := st.cmd
+		if body, ok := cmd["sdp"].(string); ok {
+			cmd["sdp"] = strings.ReplaceAll(body, self, b.id)
+		}
+		rep := roundTrip(t, s, fmt.Sprintf("ck%d", i), cmd)
+		what := fmt.Sprintf("step %d (%s)", i, cmd["command"])
+		if st.reason != "" {
+			if rep["result"] != "error" || rep["error-reason"] != st.reason {
+				t.Fatalf("%s: reply %v, want error-reason %q", what, rep, st.reason)
+			}
+			continue
+		}
+		if rep["result"] != "ok" {
+			t.Fatalf("%s: reply %v", what, rep)
+		}
+		if out, ok := rep["sdp"].(string); ok {
+			checkSDP(t, what, st, cmd["sdp"].(string), out, b.id)
+		}
+		if st.labels != nil {
+			tags, _ := rep["tags"].(map[string]any)
+			for tag, want := range st.labels {
+				td, _ := tags[tag].(map[string]any)
+				got, has := td["label"]
+				if want == "" && has || want != "" && got != want {
+					t.Errorf("%s: tag %q label %v (present %v), want %q", what, tag, got, has, want)
 				}
 				if drop, set := f.drop["c1"]; st.drop != nil && (!set || drop != *st.drop) {
 					t.Errorf("%s: drop %v (set %v), want %v", what, drop, set, *st.drop)
 				}
 			}
-		})
+		}
+		if st.opts != nil && f.sideOpts["c1"] != *st.opts {
+			t.Errorf("%s: side options %+v, want %+v", what, f.sideOpts["c1"], *st.opts)
+		}
+		if st.tos != nil && f.tos["c1"] != *st.tos {
+			t.Errorf("%s: tos %v, want %v", what, f.tos["c1"], *st.tos)
+		}
 	}
 }
 

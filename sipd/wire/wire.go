@@ -74,6 +74,10 @@ type StatsJSON struct {
 	// WindowLocks: flows locked by the engine when their learning window
 	// closed; the userspace counters have those locked on a packet.
 	WindowLocks uint64 `json:"window_locks"`
+	// PierceNAT: packets sent to open a side's NAT binding (the NG flag
+	// pierce NAT), and sends the userspace relay refused.
+	PierceNAT       uint64 `json:"pierce_nat,omitempty"`
+	PierceNATErrors uint64 `json:"pierce_nat_errors,omitempty"`
 	// Pools are the relay's addresses and their port pools.
 	Pools []PoolJSON `json:"pools,omitempty"`
 }
