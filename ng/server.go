@@ -93,8 +93,9 @@ type Server struct {
 	tcpMu sync.Mutex
 	tcp   []*guard.Listener // the TCP listeners served, for their counters
 
-	started time.Time  // for the statistics command's uptime
-	proxies proxyStats // commands per source, for the statistics command
+	started  time.Time     // for the statistics command's uptime
+	proxies  proxyStats    // commands per source, for the statistics command
+	rejected atomic.Uint64 // offers refused for lack of capacity
 }
 
 // NewServer returns a Server for b with the limits of o.
@@ -252,9 +253,13 @@ func (s *Server) execute(cookie string, body []byte, src netip.AddrPort) []byte 
 	} else {
 		c.ok.Add(1)
 	}
-	s.proxies.record(src.Addr(), command, failed)
+	if rejects(command, reply) {
+		s.rejected.Add(1)
+	}
+	took := time.Since(start)
+	s.proxies.record(src.Addr().Unmap(), command, failed, took)
 	if s.opt.Observe != nil {
-		s.opt.Observe(command, failed, time.Since(start))
+		s.opt.Observe(command, failed, took)
 	}
 	// rtpengine answers in the form the request came in.
 	encode := Encode

@@ -46,9 +46,12 @@ type API struct {
 	// Replication reports the relay's call replication (ng.redis); nil
 	// without it.
 	Replication func() relayrepl.Status
-	Started     time.Time
-	Version     string
-	Pprof       bool // serve /debug/pprof/
+	// CallsEnded counts the calls ended since start (relay-only mode),
+	// for rtpengine's series of ended sessions; nil otherwise.
+	CallsEnded func() ng.EndedStats
+	Started    time.Time
+	Version    string
+	Pprof      bool // serve /debug/pprof/
 	// Token is http.token: empty for none.
 	Token string
 	// Conns is the listener the API is served on, for its counters; nil
@@ -74,10 +77,14 @@ type (
 )
 
 // NGStats is what the API reads of the NG control protocol server
-// (ng.Server): its counters by name, and its commands by outcome.
+// (ng.Server): its counters by name, its commands by outcome, its
+// commands by source (rtpengine's per-proxy series) and the offers it
+// refused for lack of capacity.
 type NGStats interface {
 	Stats() map[string]uint64
 	Commands() []ng.CommandStats
+	ProxyStats() []ng.ProxyStats
+	Rejected() uint64
 }
 
 // Health is the /health document.

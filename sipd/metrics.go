@@ -321,6 +321,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 			followed = repl.Followed
 		}
 		e.rtpengine(t, a.Started, followed)
+		e.rtpengineControl(a.NG, a.CallsEnded)
 	}
 	if a.RelaySticky != nil {
 		e.counter(dRelaySticky, a.RelaySticky())()

@@ -15,6 +15,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/ng"
 	"sipxdp/relay"
+	"sipxdp/sipd/callstats"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/ngbackend"
 	"sipxdp/sipd/relayrepl"
@@ -29,9 +30,10 @@ type ngListeners struct {
 
 // listenNG opens the NG sockets (UDP, and TCP at the same address when
 // asked) and the server that drives ctrl, through repl when calls are
-// replicated (else nil); observe is told each command's time
+// replicated (else nil); ended counts the calls ended (nil: none);
+// observe is told each command's time
 // (ng.Options.Observe).
-func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relayrepl.Replicator, observe func(string, bool, time.Duration), log *slog.Logger) (*ngListeners, error) {
+func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relayrepl.Replicator, ended *callstats.Counter, observe func(string, bool, time.Duration), log *slog.Logger) (*ngListeners, error) {
 	allow, err := guard.ParsePrefixes(c.Allow) // Validate has checked it
 	if err != nil {
 		return nil, fmt.Errorf("ng.allow: %w", err)
@@ -45,9 +47,16 @@ func listenNG(c NGConfig, ctrl *media.Controller, eng *relay.Engine, repl *relay
 		be = repl.Backend(be)
 		nb.OnScheduledDelete(repl.Changed)
 	}
+	var so ngbackend.StatsOptions
+	if ended != nil {
+		so.Ended = ended.Ended
+	}
+	if repl != nil {
+		so.Foreign = func() int { return repl.Status().Followed }
+	}
 	l := &ngListeners{srv: ng.NewServer(be, ng.Options{
 		Log: log, Allow: allow, MaxConns: c.MaxConnections, IdleTimeout: time.Duration(c.IdleTimeout),
-		Observe: observe, Statistics: ngbackend.Statistics(eng),
+		Observe: observe, Statistics: ngbackend.Statistics(eng, so),
 	})}
 	lc := net.ListenConfig{}
 	if c.Redis != "" {

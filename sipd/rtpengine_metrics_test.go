@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"sipxdp/ng"
 	"sipxdp/relay"
 )
 
@@ -108,6 +109,114 @@ func TestRTPEngineMetricsRelayOnly(t *testing.T) {
 	}
 	if r := n.do(map[string]any{"command": "delete", "call-id": callID}); r["result"] != "ok" {
 		t.Errorf("delete: %v", r)
+	}
+	// The call ended by NG delete: a managed, regularly terminated
+	// session (statistics.c: managedsessions, regularterminatedsessions),
+	// and the requests are counted under the proxy that sent them.
+	ended := parseExposition(t, scrape(t, d.http))
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"rtpengine_sessions_total", nil, 1},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "terminated"}, 1},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "timeout"}, 0},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "rejected"}, 0},
+		{"rtpengine_zero_packet_streams_total", nil, 0},
+		{"rtpengine_one_way_sessions_total", nil, 0},
+		{"rtpengine_requests_total", map[string]string{"proxy": "127.0.0.1", "request": "offer"}, 1},
+		{"rtpengine_requests_total", map[string]string{"proxy": "127.0.0.1", "request": "delete"}, 1},
+		{"rtpengine_errors_total", map[string]string{"proxy": "127.0.0.1"}, 0},
+	} {
+		m, ok := sample(ended, tc.name, tc.labels)
+		if !ok {
+			t.Errorf("%s%v: not exported", tc.name, tc.labels)
+			continue
+		}
+		if got := value(ended[tc.name], m); got != tc.want {
+			t.Errorf("%s%v = %v after the delete, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	if m, ok := sample(ended, "rtpengine_call_duration_total", nil); !ok || value(ended["rtpengine_call_duration_total"], m) <= 0 {
+		t.Error("rtpengine_call_duration_total not above 0 after a call")
+	}
+}
+
+// fakeNG is an NG server's counters as the API reads them.
+type fakeNG struct {
+	proxies  []ng.ProxyStats
+	rejected uint64
+}
+
+func (f fakeNG) Stats() map[string]uint64    { return nil }
+func (f fakeNG) Commands() []ng.CommandStats { return nil }
+func (f fakeNG) ProxyStats() []ng.ProxyStats { return f.proxies }
+func (f fakeNG) Rejected() uint64            { return f.rejected }
+
+// TestRTPEngineMetricsControlSeries: rtpengine's series of ended sessions
+// (statistics.c: sessions_total, closed_sessions_total{reason},
+// zero_packet_streams_total, one_way_sessions_total, call_duration_*)
+// and of requests by proxy (requests_total{proxy,request},
+// request_seconds_total, errors_total{proxy}), the sources past
+// ng.MaxProxies under proxy="other"; and they lint.
+func TestRTPEngineMetricsControlSeries(t *testing.T) {
+	n := fakeNG{rejected: 2, proxies: []ng.ProxyStats{
+		{Proxy: "192.0.2.1", Errors: 1, Commands: map[string]ng.ProxyRequests{
+			"offer": {Count: 3, Time: 1500 * time.Millisecond}, "unknown": {Count: 9}}},
+		{Proxy: ng.OtherProxy, Commands: map[string]ng.ProxyRequests{"ping": {Count: 4}}},
+	}}
+	ended := ng.EndedStats{Managed: 4, Timeout: 1, OfferTimeout: 1, Regular: 1, Forced: 1, ZeroWay: 2, OneWay: 1,
+		Duration: 10 * time.Second, DurationSquaredSeconds: 40}
+	c := collectFunc(func(e emit) { e.rtpengineControl(n, func() ng.EndedStats { return ended }) })
+	mfs, err := gatherer(c).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mfs2map(mfs)
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"rtpengine_sessions_total", nil, 4},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "rejected"}, 2},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "timeout"}, 1},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "offer_timeout"}, 1},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "silent_timeout"}, 0},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "final_timeout"}, 0},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "terminated"}, 1},
+		{"rtpengine_closed_sessions_total", map[string]string{"reason": "force_terminated"}, 1},
+		{"rtpengine_zero_packet_streams_total", nil, 2},
+		{"rtpengine_one_way_sessions_total", nil, 1},
+		{"rtpengine_call_duration_avg", nil, 2.5},
+		{"rtpengine_call_duration_total", nil, 10},
+		{"rtpengine_call_duration2_total", nil, 40},
+		{"rtpengine_requests_total", map[string]string{"proxy": "192.0.2.1", "request": "offer"}, 3},
+		{"rtpengine_requests_total", map[string]string{"proxy": "192.0.2.1", "request": "answer"}, 0},
+		{"rtpengine_request_seconds_total", map[string]string{"proxy": "192.0.2.1", "request": "offer"}, 1.5},
+		{"rtpengine_errors_total", map[string]string{"proxy": "192.0.2.1"}, 1},
+		{"rtpengine_requests_total", map[string]string{"proxy": "other", "request": "ping"}, 4},
+		{"rtpengine_errors_total", map[string]string{"proxy": "other"}, 0},
+	} {
+		m, ok := sample(got, tc.name, tc.labels)
+		if !ok {
+			t.Errorf("%s%v: not exported", tc.name, tc.labels)
+			continue
+		}
+		if v := value(got[tc.name], m); v != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, v, tc.want)
+		}
+	}
+	if _, ok := sample(got, "rtpengine_requests_total", map[string]string{"proxy": "192.0.2.1", "request": "unknown"}); ok {
+		t.Error("requests_total has request=\"unknown\", not a command of rtpengine's")
+	}
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
 

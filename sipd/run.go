@@ -19,6 +19,7 @@ import (
 	"sipxdp/internal/guard"
 	"sipxdp/mediapath"
 	"sipxdp/relay"
+	"sipxdp/sipd/callstats"
 	"sipxdp/sipd/media"
 	"sipxdp/sipd/ngmedia"
 	"sipxdp/sipd/redisconn"
@@ -117,7 +118,8 @@ func legPicker(addrs []relay.AddressConfig, rules interfaceRules) func(netip.Add
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	api := &API{Started: time.Now(), Version: Version, Pprof: cfg.HTTP.Pprof}
 	var ctrl *media.Controller
-	relayPairs := 0 // of the smallest pool: what unauthenticated calls in setup get a share of
+	var ended *callstats.Counter // relay-only: the calls ended, for rtpengine's statistics
+	relayPairs := 0              // of the smallest pool: what unauthenticated calls in setup get a share of
 	if cfg.RelayOnly && cfg.Media.Mode == MediaNone {
 		return errors.New("relay-only mode needs the relay: media.mode is none")
 	}
@@ -167,8 +169,16 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		addrs := MediaOptions(cfg.Media, log).Addresses
 		rules, _ := parseInterfaceFor(cfg.Media.InterfaceFor, cfg.Media.Addresses) // validated by Config.Validate
-		ctrl = media.New(media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
-			Pick: legPicker(addrs, rules), Interfaces: addrs, Domain: rules.forDomain()})
+		mc := media.Config{Mode: cfg.Media.Mode, Engine: st.Engine, Log: log.With("component", "media"),
+			Pick: legPicker(addrs, rules), Interfaces: addrs, Domain: rules.forDomain()}
+		if cfg.RelayOnly {
+			// rtpengine's statistics of ended calls, for NG statistics
+			// and its Prometheus series.
+			ended = new(callstats.Counter)
+			mc.Ended = ended
+			api.CallsEnded = ended.Ended
+		}
+		ctrl = media.New(mc)
 	}
 	var (
 		sipSrv *sipserver.Server
@@ -193,7 +203,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				repl.Changed(e.CallID)
 			}
 		})
-		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, repl, api.ObserveNG, log.With("component", "ng"))
+		ngl, err = listenNG(cfg.NG, ctrl, api.Engine, repl, ended, api.ObserveNG, log.With("component", "ng"))
 		if err != nil {
 			return err
 		}

@@ -133,9 +133,9 @@ func (c *Controller) Offer(callID, fromTag string, body []byte, sig netip.Addr, 
 	if err != nil {
 		switch {
 		case !ok:
-			c.deleteLocked(callID, "setup failed")
+			c.deleteLocked(callID, ReasonSetupFailed)
 		case fresh:
-			c.dropBranch(callID, root, cl, "setup failed")
+			c.dropBranch(callID, root, cl, ReasonSetupFailed)
 		}
 		return nil, err
 	}

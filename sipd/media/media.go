@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +88,34 @@ type Config struct {
 	// MaxBranches bounds the branches of one forked call (fork.go); 0 is
 	// DefaultMaxBranches.
 	MaxBranches int
+	// Ended, when set, is told of every call whose relaying ended (a
+	// whole call, not one fork branch), for the statistics of ended
+	// calls. It is called with the controller's lock held and must be
+	// quick.
+	Ended EndRecorder
+}
+
+// CallEnd is a call whose relaying ended: why, whether it was ever
+// answered, how long it lasted and its streams' final counters.
+type CallEnd struct {
+	CallID         string
+	Reason         string // as given to End, Delete or the engine's event
+	Answered       bool   // a 2xx or an NG answer locked a branch
+	Created, Ended time.Time
+	Streams        []relay.StreamInfo // from the engine's DeleteSession
+}
+
+// Reasons a call ends with that an EndRecorder tells apart (besides
+// relay.ReasonMediaTimeout, relay.ReasonLegFailed and relayrepl's).
+const (
+	ReasonBye         = "bye"          // the SIP dialog ended
+	ReasonNGDelete    = "ng delete"    // an NG delete; a delayed one adds " (delete-delay)"
+	ReasonSetupFailed = "setup failed" // the offer was never set up
+)
+
+// EndRecorder is told of ended calls (Config.Ended).
+type EndRecorder interface {
+	CallEnded(CallEnd)
 }
 
 // Controller holds the offer/answer state of every relayed call.
@@ -381,7 +410,7 @@ func (c *Controller) Invite(req *sip.Request, callee netip.Addr, calleeTransport
 	}
 	body, err := c.sdp(id, cl, relay.SideA, req.Body(), true, nil, true)
 	if err != nil {
-		c.deleteLocked(id, "setup failed")
+		c.deleteLocked(id, ReasonSetupFailed)
 		return err
 	}
 	req.SetBody(body)
@@ -411,7 +440,7 @@ func (c *Controller) Request(req *sip.Request) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if cl, ok := c.calls[id]; ok && cl.confirmed && cl.followed(from, to) {
-			c.deleteLocked(id, "bye")
+			c.deleteLocked(id, ReasonBye)
 		}
 		return nil
 	}
@@ -548,13 +577,22 @@ func (c *Controller) deleteLocked(id, reason string) bool {
 // deleteInfoLocked deletes the call and returns the relay session's final
 // statistics (zero when the engine had none).
 func (c *Controller) deleteInfoLocked(id, reason string) (relay.SessionInfo, bool) {
-	if _, ok := c.calls[id]; !ok {
+	cl, ok := c.calls[id]
+	if !ok {
 		return relay.SessionInfo{}, false
 	}
 	delete(c.calls, id)
 	si, err := c.cfg.Engine.DeleteSession(id)
 	if err != nil && !errors.Is(err, relay.ErrSessionNotFound) {
 		c.log.Warn("media: delete relay session", "call_id", id, "error", err)
+	}
+	if c.cfg.Ended != nil {
+		created := cl.created
+		if created.IsZero() {
+			created = si.Created
+		}
+		c.cfg.Ended.CallEnded(CallEnd{CallID: id, Reason: reason, Answered: slices.ContainsFunc(cl.branches(), func(b *call) bool { return b.confirmed }),
+			Created: created, Ended: time.Now(), Streams: si.Streams})
 	}
 	c.log.Debug("media: call no longer relayed", "call_id", id, "reason", reason)
 	return si, true

@@ -93,7 +93,7 @@ func (b *Backend) Delete(r *ng.Request) (ng.CallStats, error) {
 		// Taken before: a branch's streams leave the session with it.
 		stats, _ = b.Query(r)
 	}
-	d, ok := b.ctrl.DeleteBranch(r.CallID, ref, "ng delete")
+	d, ok := b.ctrl.DeleteBranch(r.CallID, ref, media.ReasonNGDelete)
 	if !ok || fast {
 		// Gone between the look-up and here: deleted all the same.
 		return ng.CallStats{}, nil
@@ -153,7 +153,7 @@ func (b *Backend) deleteIfQuiet(callID string, ref media.BranchRef, lastSignal t
 	b.delays.mu.Lock()
 	told := b.delays.deleted
 	b.delays.mu.Unlock()
-	if d, ok := b.ctrl.DeleteBranch(callID, ref, "ng delete (delete-delay)"); ok && d.Whole && told != nil {
+	if d, ok := b.ctrl.DeleteBranch(callID, ref, media.ReasonNGDelete+" (delete-delay)"); ok && d.Whole && told != nil {
 		told(callID)
 	}
 }

@@ -140,7 +140,7 @@ var fieldKeys = map[string]bool{
 	"received-from": true, "rtcp-mux": true, "sip-message-type": true,
 	"fatal": true, "delete-delay": true, "fast": true, "supports": true,
 	"codec": true, "extmap": true,
-	"ping": true, "offer": true, "answer": true, "delete": true, "query": true, "list": true,
+	"ping": true, "offer": true, "answer": true, "delete": true, "query": true, "list": true, "statistics": true,
 }
 
 // TestREADMEHonouredRowsAreRead: a row that says honoured names keys the

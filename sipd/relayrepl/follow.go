@@ -178,7 +178,7 @@ func (r *Replicator) apply(id, val string) {
 		return
 	}
 	if followed {
-		r.o.Ctrl.Delete(id, "replica updated")
+		r.o.Ctrl.Delete(id, ReasonReplicaUpdated)
 	}
 	// Silence would count from now, but the session is held before the
 	// engine's next scan could time it out.
@@ -250,6 +250,14 @@ func (r *Replicator) lock(id string, replicated []Latch) {
 	}
 }
 
+// Reasons a standby gives the controller for ending a call it follows:
+// the active node's call (rtpengine's foreign call), not this node's, so
+// the statistics of ended calls leave it out.
+const (
+	ReasonReplicaUpdated = "replica updated"
+	ReasonActiveDeleted  = "deleted by the active relay"
+)
+
 // drop removes a followed call whose key is gone (the active deleted it).
 func (r *Replicator) drop(id string) {
 	r.mu.Lock()
@@ -261,7 +269,7 @@ func (r *Replicator) drop(id string) {
 	}
 	r.mu.Unlock()
 	if ok {
-		r.o.Ctrl.Delete(id, "deleted by the active relay")
+		r.o.Ctrl.Delete(id, ReasonActiveDeleted)
 	}
 }
 
