@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sipxdp/relay"
+	"sipxdp/relay/cryptoleg"
 	"sipxdp/relay/ice"
 )
 
@@ -30,7 +31,14 @@ type outcome struct {
 	// pkt is what to send, and rtcp whether it leaves by the RTCP port.
 	pkt  []byte
 	rtcp bool
+	// early: SRTP (pkt, SRTCP when rtcp) that came before the inbound
+	// leg's keys, for serveSpecial to hand to cryptoleg's Early.
+	early bool
 }
+
+// srtpTagRoom is what encrypting may add to a packet: the SRTP auth tag,
+// and SRTCP's index and tag.
+const srtpTagRoom = 64
 
 // isRTCP tells RTCP from RTP on a muxed port by the payload type byte
 // (RFC 5761 section 4: 192-223 are RTCP's packet types).
@@ -88,6 +96,9 @@ func (e *flowEntry) decideSpecial(pkt []byte, src netip.AddrPort, now int64, dec
 	}
 	if e.in != nil {
 		out, err := e.in.Decrypt(dec, pkt, rtcp)
+		if err == cryptoleg.ErrNotReady {
+			return outcome{verdict: Drop, reason: ReasonSRTP, change: o.change, early: true, pkt: pkt, rtcp: rtcp}
+		}
 		if err != nil {
 			return outcome{verdict: Drop, reason: ReasonSRTP, change: o.change}
 		}
@@ -190,6 +201,7 @@ func (w *worker) serveSpecial(p *port, e *flowEntry, n int, now int64) {
 				sa, salen := encodeSockaddr(src, p.addr.Addr().Is6())
 				w.sendTo(p.fd, o.reply, &sa, salen)
 			}
+		case o.early && w.holdEarly(e, o.pkt, o.rtcp):
 		case o.verdict != Forward:
 			w.cnt.c[o.reason].Add(1)
 		case o.rtcp:
@@ -202,6 +214,37 @@ func (w *worker) serveSpecial(p *port, e *flowEntry, n int, now int64) {
 			}
 		}
 	}
+}
+
+// holdEarly gives SRTP that came before the inbound leg's keys to the leg
+// to keep (cryptoleg.Leg.Early), with what the worker would have done with
+// it once decrypted: encrypt it for the other leg and send it, counted as
+// forwarded. The send takes the table's lock (SendFrom), as it runs on the
+// handshake's goroutine, after this flow may have changed. It reports
+// whether the leg kept it; if not, the caller counts the drop.
+func (w *worker) holdEarly(e *flowEntry, pkt []byte, rtcp bool) bool {
+	cnt, r, outLeg := &w.cnt, w.r, e.outLeg
+	from, to := e.outPort.addr, e.dst
+	if rtcp && e.rtcpPort != nil {
+		from = e.rtcpPort.addr
+		to, _ = decodeSockaddr(&e.rtcpSA, e.rtcpLen)
+	}
+	return e.in.Early(pkt, rtcp, func(plain []byte) {
+		if outLeg != nil {
+			enc, err := outLeg.Encrypt(make([]byte, 0, len(plain)+srtpTagRoom), plain, rtcp)
+			if err != nil {
+				cnt.c[ReasonSRTP].Add(1)
+				return
+			}
+			plain = enc
+		}
+		cnt.c[cntSendCalls].Add(1)
+		if err := r.SendFrom(from, to, plain); err != nil {
+			cnt.c[ReasonSendError].Add(1)
+			return
+		}
+		cnt.c[cntForwarded].Add(1)
+	})
 }
 
 // sendTo sends one datagram, counting a refusal as a send error.

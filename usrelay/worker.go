@@ -198,8 +198,8 @@ func (w *worker) initBuffers(batch int) {
 	w.shdr = make([]unix.Mmsghdr, batch)
 	w.siov = make([]unix.Iovec, batch)
 	w.sname = make([]sockaddr, batch)
-	w.dec = make([]byte, 0, bufSize+64)
-	w.enc = make([]byte, 0, bufSize+64)
+	w.dec = make([]byte, 0, bufSize+srtpTagRoom)
+	w.enc = make([]byte, 0, bufSize+srtpTagRoom)
 	for i := 0; i < batch; i++ {
 		w.riov[i].Base = &w.buf[i*bufSize]
 		w.riov[i].SetLen(bufSize)

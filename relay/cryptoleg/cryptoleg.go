@@ -112,6 +112,7 @@ type Leg struct {
 	timer     *time.Timer
 	errText   string
 	armed     bool
+	early     []earlyPacket // SRTP kept while the handshake finishes (Early)
 
 	state    atomic.Uint32
 	sess     atomic.Pointer[srtpleg.Session]
@@ -129,7 +130,8 @@ const (
 	CntSTUNRejected         // STUN that got no answer (wrong credentials, not a request...)
 	CntDTLS                 // DTLS datagrams handed to the handshake
 	CntDTLSDropped          // DTLS datagrams from a source that is not the leg's peer, or a full queue
-	CntNotReady             // SRTP in or RTP out before the keys were ready
+	CntNotReady             // SRTP in or RTP out before the keys were ready, dropped
+	CntHeld                 // SRTP in while the handshake finished, kept and decrypted once it had (Early)
 	CntDecryptFailed        // SRTP/SRTCP that did not decrypt (srtpleg counts why)
 	CntEncryptFailed        // RTP/RTCP from the other leg that did not encrypt
 	numCounters
@@ -139,7 +141,7 @@ const (
 var CounterNames = [numCounters]string{
 	CntSTUNAnswered: "stun_answered", CntSTUNRejected: "stun_rejected",
 	CntDTLS: "dtls_in", CntDTLSDropped: "dtls_dropped",
-	CntNotReady: "srtp_not_ready", CntDecryptFailed: "srtp_decrypt_failed", CntEncryptFailed: "srtp_encrypt_failed",
+	CntNotReady: "srtp_not_ready", CntHeld: "srtp_held", CntDecryptFailed: "srtp_decrypt_failed", CntEncryptFailed: "srtp_encrypt_failed",
 }
 
 // New makes a leg. An SDES leg is ready at once; a DTLS leg waits for its
@@ -332,15 +334,73 @@ func (l *Leg) startLocked(remote netip.AddrPort) {
 		if l.timer != nil {
 			l.timer.Stop()
 		}
+		held := l.early
+		l.early = nil
 		l.mu.Unlock()
 		l.ready()
+		for _, p := range held {
+			if out, err := l.Decrypt(make([]byte, 0, len(p.pkt)), p.pkt, p.rtcp); err == nil {
+				p.deliver(out)
+			}
+		}
 	}()
+}
+
+// MaxEarly bounds the SRTP a leg keeps while its handshake finishes. The
+// peer's side of DTLS completes first when the peer sends the last flight,
+// and it sends media at once: that media reaches a worker right behind the
+// flight, while this leg's handshake goroutine is still deriving the keys.
+// rtpengine runs the handshake inline in its packet path, so it never
+// sees this; a few packets cover the goroutine's lag.
+const MaxEarly = 8
+
+// earlyPacket is a copy of SRTP that came before the keys, and where its
+// plain form goes.
+type earlyPacket struct {
+	pkt     []byte
+	rtcp    bool
+	deliver func(plain []byte)
+}
+
+// Early takes SRTP (SRTCP when rtcp) that Decrypt refused with
+// ErrNotReady. While the handshake runs it keeps a copy, and once the keys
+// are ready decrypts it and hands the plain packet to deliver on the
+// handshake's goroutine; if the keys became ready in between, it does so
+// at once, on the caller's. It returns false, counting the packet dropped
+// as not ready, when the leg is not handshaking (waiting for its peer,
+// failed, closed) or already keeps MaxEarly packets. A leg that fails or
+// closes drops what it keeps.
+func (l *Leg) Early(pkt []byte, rtcp bool, deliver func(plain []byte)) bool {
+	l.mu.Lock()
+	st, s := State(l.state.Load()), l.sess.Load()
+	switch {
+	case st == Ready && s != nil:
+		l.mu.Unlock()
+		out, err := l.Decrypt(make([]byte, 0, len(pkt)), pkt, rtcp)
+		if err != nil {
+			return false
+		}
+		deliver(out)
+		return true
+	case st != Handshaking && st != Ready, len(l.early) >= MaxEarly:
+		l.mu.Unlock()
+		l.cnt[CntNotReady].Add(1)
+		return false
+	}
+	// Handshaking, or Ready without a session yet: the handshake
+	// goroutine takes the queue under mu after it stored the session, so
+	// what is kept now is delivered.
+	l.early = append(l.early, earlyPacket{pkt: append([]byte(nil), pkt...), rtcp: rtcp, deliver: deliver})
+	l.mu.Unlock()
+	l.cnt[CntHeld].Add(1)
+	return true
 }
 
 func (l *Leg) failWith(err error) {
 	l.failOnce.Do(func() {
 		l.mu.Lock()
 		l.errText = err.Error()
+		l.early = nil
 		l.mu.Unlock()
 		l.state.Store(uint32(Failed))
 		l.cancel()
@@ -349,7 +409,8 @@ func (l *Leg) failWith(err error) {
 }
 
 // Decrypt turns SRTP (or SRTCP when rtcp) from the leg's endpoint into
-// RTP, appended to dst[:0].
+// RTP, appended to dst[:0]. A packet it refuses with ErrNotReady is not
+// counted: give it to Early, which keeps it or counts it dropped.
 func (l *Leg) Decrypt(dst, pkt []byte, rtcp bool) ([]byte, error) {
 	return l.apply(dst, pkt, rtcp, (*srtpleg.Session).DecryptRTP, (*srtpleg.Session).DecryptRTCP, CntDecryptFailed)
 }
@@ -367,7 +428,9 @@ type transform func(s *srtpleg.Session, dst, pkt []byte) ([]byte, error)
 func (l *Leg) apply(dst, pkt []byte, rtcp bool, rtpFn, rtcpFn transform, failed int) ([]byte, error) {
 	s := l.sess.Load()
 	if s == nil || State(l.state.Load()) != Ready {
-		l.cnt[CntNotReady].Add(1)
+		if failed == CntEncryptFailed {
+			l.cnt[CntNotReady].Add(1)
+		}
 		return nil, ErrNotReady
 	}
 	fn := rtpFn
@@ -386,6 +449,7 @@ func (l *Leg) apply(dst, pkt []byte, rtcp bool, rtpFn, rtcpFn transform, failed 
 // close_notify. It returns once the leg's goroutine has ended.
 func (l *Leg) Close() error {
 	l.mu.Lock()
+	l.early = nil
 	if l.timer != nil {
 		l.timer.Stop()
 	}
