@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,12 +16,7 @@ func TestNetnsDrop(t *testing.T) {
 	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
 		t.Run(mode, func(t *testing.T) {
 			tp := newTopo(t)
-			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
-			if mode != ModeTC {
-				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
-					t.Fatal(err)
-				}
-			}
+			k := openForTraffic(t, tp, mode)
 			for _, line := range [][2]netns.Addrs{{families[0], families[0]}, {families[0], families[1]}} {
 				name := line[0].Name + " to " + line[1].Name
 				flow, out := lineFlow(line[0]), lineFlow(line[1])

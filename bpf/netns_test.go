@@ -35,6 +35,21 @@ func openInRelay(t *testing.T, tp *topo, mode, pinPath string) *Kernel {
 	return k
 }
 
+// openForTraffic opens the relay's programs in mode, pinned in a
+// temporary directory, for a test that sends through them: in the XDP
+// modes with the caller's tx checksum offload off, as TestNetnsRelay
+// explains.
+func openForTraffic(t *testing.T, tp *topo, mode string) *Kernel {
+	t.Helper()
+	k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
+	if mode != ModeTC {
+		if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return k
+}
+
 // TestNetnsRelay sends real UDP from a socket in the sender namespace
 // through the relay namespace's programs to a socket in the receiver
 // namespace, once per hook and address family.

@@ -52,13 +52,7 @@ func TestNetnsTOS(t *testing.T) {
 	for _, mode := range []string{ModeXDPGeneric, ModeTC} {
 		t.Run(mode, func(t *testing.T) {
 			tp := newTopo(t)
-			k := openInRelay(t, tp, mode, filepath.Join(t.TempDir(), "pins"))
-			if mode != ModeTC {
-				// As TestNetnsRelay: XDP is tested with full checksums.
-				if err := tp.Caller.SetTxChecksum(netns.CallerIf, false); err != nil {
-					t.Fatal(err)
-				}
-			}
+			k := openForTraffic(t, tp, mode)
 			// Same family, then between families, where the translated
 			// header carries the flow's TOS, or else the sender's.
 			lines := [][2]netns.Addrs{{families[0], families[0]}, {families[1], families[1]},

@@ -10,26 +10,13 @@ import (
 // streams added later too, and no other call's; stop clears them.
 func TestDropMarksEveryFlowOfTheCall(t *testing.T) {
 	h := newHarness(t, true, nil)
-	aRTP, aRTCP, bRTP := learnCall(t, h)
-	in := LegSpec{Address: "internal"}
-	other := h.call(t, "other", in, in)
-	h.setPeer(t, "other", SideA, "10.0.0.30:5000", false)
-	h.setPeer(t, "other", SideB, "10.0.0.40:6000", false)
+	aRTP, aRTCP, bRTP, other := callBesideAnother(t, h)
 	h.e.lock(aRTP, annA) // in the kernel before the flag: it must follow
 
 	if err := h.e.SetDrop("c", true); err != nil {
 		t.Fatal(err)
 	}
-	p2, err := h.e.AddStream("c", 1, def, def)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.e.SetPeer("c", 1, SideA, annA, annA, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.e.SetPeer("c", 1, SideB, annB, annB, true); err != nil {
-		t.Fatal(err)
-	}
+	p2 := addSecondStream(t, h)
 	check := func(when string, want bool) {
 		t.Helper()
 		for _, tc := range []struct {
@@ -43,13 +30,7 @@ func TestDropMarksEveryFlowOfTheCall(t *testing.T) {
 			{h.s, ap(p2.A.Local, p2.A.RTP).String(), want},
 			{h.s, ap(other.A.Local, other.A.RTP).String(), false}, // another call
 		} {
-			var f Flow
-			var ok bool
-			for k, fl := range tc.dp.flows {
-				if k.Local.String() == tc.local {
-					f, ok = fl, true
-				}
-			}
+			f, ok := tc.dp.byLocal(tc.local)
 			if !ok || f.Drop != tc.want {
 				t.Errorf("%s: %s flow %s: Drop %v (installed %v), want %v", when, tc.dp.name, tc.local, f.Drop, ok, tc.want)
 			}

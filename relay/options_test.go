@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 )
 
@@ -39,22 +40,22 @@ func TestAsymmetricSideGetsItsSDPAddress(t *testing.T) {
 	}
 }
 
-// TOS (rtpengine's NG control protocol documentation, "TOS"): every flow
-// of the call, both directions and streams added later, carries it to
-// both datapaths; the zero TOS goes back to the default.
-func TestTOSReachesEveryFlowOfTheCall(t *testing.T) {
-	h := newHarness(t, true, nil)
-	aRTP, aRTCP, bRTP := learnCall(t, h)
+// callBesideAnother is learnCall's call "c" and another call, "other",
+// whose flows a per-call option of "c" must leave alone.
+func callBesideAnother(t *testing.T, h *harness) (aRTP, aRTCP, bRTP netip.AddrPort, other StreamPorts) {
+	t.Helper()
+	aRTP, aRTCP, bRTP = learnCall(t, h)
 	in := LegSpec{Address: "internal"}
-	other := h.call(t, "other", in, in)
+	other = h.call(t, "other", in, in)
 	h.setPeer(t, "other", SideA, "10.0.0.30:5000", false)
 	h.setPeer(t, "other", SideB, "10.0.0.40:6000", false)
+	return aRTP, aRTCP, bRTP, other
+}
 
-	ef := TOS{Set: true, Value: 0xb8}
-	if err := h.e.SetTOS("c", ef); err != nil {
-		t.Fatal(err)
-	}
-	h.e.lock(aRTP, annA) // in the kernel from now on
+// addSecondStream adds stream 1 to call "c", each side at its announced
+// address: a per-call option must reach streams added after it was set.
+func addSecondStream(t *testing.T, h *harness) StreamPorts {
+	t.Helper()
 	p2, err := h.e.AddStream("c", 1, def, def)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +66,32 @@ func TestTOSReachesEveryFlowOfTheCall(t *testing.T) {
 	if err := h.e.SetPeer("c", 1, SideB, annB, annB, true); err != nil {
 		t.Fatal(err)
 	}
+	return p2
+}
+
+// byLocal returns the flow installed on the local address local.
+func (p *fakePath) byLocal(local string) (Flow, bool) {
+	for k, f := range p.flows {
+		if k.Local.String() == local {
+			return f, true
+		}
+	}
+	return Flow{}, false
+}
+
+// TOS (rtpengine's NG control protocol documentation, "TOS"): every flow
+// of the call, both directions and streams added later, carries it to
+// both datapaths; the zero TOS goes back to the default.
+func TestTOSReachesEveryFlowOfTheCall(t *testing.T) {
+	h := newHarness(t, true, nil)
+	aRTP, aRTCP, bRTP, other := callBesideAnother(t, h)
+
+	ef := TOS{Set: true, Value: 0xb8}
+	if err := h.e.SetTOS("c", ef); err != nil {
+		t.Fatal(err)
+	}
+	h.e.lock(aRTP, annA) // in the kernel from now on
+	p2 := addSecondStream(t, h)
 	for _, tc := range []struct {
 		dp    *fakePath
 		local string
@@ -76,13 +103,7 @@ func TestTOSReachesEveryFlowOfTheCall(t *testing.T) {
 		{h.s, ap(p2.A.Local, p2.A.RTP).String(), ef},
 		{h.s, ap(other.A.Local, other.A.RTP).String(), TOS{}}, // another call
 	} {
-		var f Flow
-		var ok bool
-		for k, fl := range tc.dp.flows {
-			if k.Local.String() == tc.local {
-				f, ok = fl, true
-			}
-		}
+		f, ok := tc.dp.byLocal(tc.local)
 		if !ok || f.TOS != tc.want {
 			t.Errorf("%s flow %s: TOS %v (installed %v), want %v", tc.dp.name, tc.local, f.TOS, ok, tc.want)
 		}
