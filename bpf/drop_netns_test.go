@@ -19,8 +19,7 @@ func TestNetnsDrop(t *testing.T) {
 			k := openForTraffic(t, tp, mode)
 			for _, line := range [][2]netns.Addrs{{families[0], families[0]}, {families[0], families[1]}} {
 				name := line[0].Name + " to " + line[1].Name
-				flow, out := lineFlow(line[0]), lineFlow(line[1])
-				flow.Out, flow.Dst = out.Out, out.Dst
+				flow := crossFlow(line[0], line[1])
 				flow.Drop = true
 				if err := k.Upsert(flow); err != nil {
 					t.Fatal(err)

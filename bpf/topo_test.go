@@ -45,6 +45,16 @@ func lineFlow(f netns.Addrs) relay.Flow {
 	}
 }
 
+// crossFlow is lineFlow from the caller's side of from to the callee's
+// side of to: the same family when from and to are the same, else a
+// flow the kernel translates.
+func crossFlow(from, to netns.Addrs) relay.Flow {
+	f := lineFlow(from)
+	out := lineFlow(to)
+	f.Out, f.Dst = out.Out, out.Dst
+	return f
+}
+
 // topo addresses the namespaces by index (nsSender...), as the tables of
 // the tests do.
 type topo struct{ *netns.Topo }

@@ -64,8 +64,7 @@ func TestNetnsTOS(t *testing.T) {
 					if line[0].Name != line[1].Name {
 						name = line[0].Name + " to " + line[1].Name + " " + tos.String()
 					}
-					flow, out := lineFlow(line[0]), lineFlow(line[1])
-					flow.Out, flow.Dst = out.Out, out.Dst
+					flow := crossFlow(line[0], line[1])
 					flow.TOS = tos
 					if err := k.Upsert(flow); err != nil {
 						t.Fatal(err)
@@ -166,8 +165,7 @@ func TestNetnsFIBTOS(t *testing.T) {
 					{0, relay.TOS{Set: true, Value: 0x10}, false},
 				} {
 					name := fmt.Sprintf("%s to %s, sent %#02x, flow %s", line[0].Name, line[1].Name, c.sent, c.tos)
-					flow, out := lineFlow(line[0]), lineFlow(line[1])
-					flow.Out, flow.Dst = out.Out, out.Dst
+					flow := crossFlow(line[0], line[1])
 					flow.TOS = c.tos
 					if err := k.Upsert(flow); err != nil {
 						t.Fatal(err)
