@@ -16,7 +16,8 @@ type Framer interface {
 // Header names are compared after trimming ASCII white space, folded
 // lines (RFC 3261 §7.3.1) continue the header before them. CRLF (and NUL)
 // between messages starts nothing: keep-alives (RFC 5626 §3.5.1) are not
-// messages. Input sipgo refuses (a CR without LF, a Content-Length that
+// messages. A read of only NUL bytes is skipped wherever it falls, as
+// sipgo's reader drops it. Input sipgo refuses (a CR without LF, a Content-Length that
 // is not a number) may frame differently: sipgo closes such a connection
 // itself. Its state is a few dozen bytes.
 type SIPFramer struct {
@@ -58,6 +59,11 @@ func NewSIPFramer() Framer { return &SIPFramer{} }
 
 // Feed implements Framer.
 func (f *SIPFramer) Feed(p []byte) (done int, partial bool) {
+	if onlyNUL(p) {
+		// sipgo's stream reader drops such a read whole, wherever it
+		// falls, before its parser sees it.
+		return 0, f.st != fIdle
+	}
 	for i := 0; i < len(p); i++ {
 		b := p[i]
 		eol := b == '\n' && f.cr
@@ -128,6 +134,17 @@ func (f *SIPFramer) Feed(p []byte) (done int, partial bool) {
 		}
 	}
 	return done, f.st != fIdle
+}
+
+// onlyNUL reports whether p has no byte but NUL; it stops at the first
+// other byte, the first one of any read that carries SIP.
+func onlyNUL(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *SIPFramer) nameByte(b byte) {

@@ -96,6 +96,44 @@ func TestSIPFramerAgreesWithSipgo(t *testing.T) {
 	}
 }
 
+// A read of only NUL bytes is dropped whole by sipgo's TCP reader before
+// its parser sees it, wherever it falls; the framer must skip it too, or
+// it frames another message than sipgo reads (FuzzSIPFramer found a
+// Content-Length whose name was split by such reads). NUL inside a read
+// with other bytes is the parser's, as before.
+func TestSIPFramerSkipsNULReads(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		chunks  []string
+		done    int
+		partial bool
+	}{
+		{"inside a header name", []string{optionsHead + "Content-Length", "\x00\x00", " : 2\r\n\r\n"}, 0, true},
+		{"inside a header name, then the body", []string{optionsHead + "Content-Length", "\x00", ": 2\r\n\r\n", "ab"}, 1, false},
+		{"in the body", []string{optionsHead + "l: 2\r\n\r\n", "\x00", "a", "\x00\x00", "b"}, 1, false},
+		{"between messages", []string{optionsHead + "l: 0\r\n\r\n", "\x00", optionsHead + "l: 0\r\n\r\n"}, 2, false},
+		{"with other bytes, the parser's", []string{optionsHead + "l: 2\r\n\r\n", "\x00a"}, 1, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := NewSIPFramer()
+			done, partial := 0, false
+			chunks := make([][]byte, len(c.chunks))
+			for i, ch := range c.chunks {
+				chunks[i] = []byte(ch)
+				d, p := f.Feed(chunks[i])
+				done += d
+				partial = p
+			}
+			if done != c.done || partial != c.partial {
+				t.Errorf("framer: done %d partial %v, want %d %v", done, partial, c.done, c.partial)
+			}
+			if n, err := sipgoCount(chunks); err != nil || n != c.done {
+				t.Errorf("sipgo: %d messages (%v), want %d", n, err, c.done)
+			}
+		})
+	}
+}
+
 // sipgoCount feeds chunks to sipgo's stream parser as its TCP reader does
 // (chunks of only NUL are dropped) and counts the messages.
 func sipgoCount(chunks [][]byte) (int, error) {
